@@ -34,6 +34,12 @@ class PathsParams(_Section):
     model_dir: Path
     metrics_dir: Path
     plots_dir: Path
+    registry_dir: Path
+    prediction_log_dir: Path
+    outcomes_dir: Path
+    monitoring_dir: Path
+    evidently_workspace: Path
+    stack_dir: Path
 
 
 class SourceParams(_Section):
