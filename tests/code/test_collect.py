@@ -1,0 +1,87 @@
+"""collect: the join, the window, and clear errors for a bad source."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.collect import FlightTables, SourceError, collect, join_flights, parse_time, select_window
+
+UTC = timezone.utc
+
+
+def _tables() -> FlightTables:
+    flights = pd.DataFrame({
+        "origin": ["JFK", "JFK", "LGA"], "time_hour": ["2013-01-01T10:00:00Z"] * 3,
+        "tailnum": ["N1", None, "N2"], "arr_delay": [20.0, 0.0, None],
+    })
+    weather = pd.DataFrame({"origin": ["JFK"], "time_hour": ["2013-01-01T10:00:00Z"], "temp": [30.0],
+                            **{c: [1.0] for c in ["dewp", "humid", "wind_dir", "wind_speed", "wind_gust",
+                                                  "precip", "pressure", "visib"]}})
+    planes = pd.DataFrame({"tailnum": ["N1"], "year": [2004.0], "type": ["t"], "manufacturer": ["EMBRAER"],
+                           "model": ["m"], "engines": [2], "seats": [55], "engine": ["Turbo-fan"]})
+    return FlightTables(flights=flights, weather=weather, planes=planes)
+
+
+def test_join_keeps_every_flight_and_adds_weather_and_plane() -> None:
+    joined = join_flights(_tables())
+    assert len(joined) == 3
+    assert joined["temp"].tolist()[:2] == [30.0, 30.0]
+    assert pd.isna(joined.loc[2, "temp"])  # LGA has no observation at that hour: missing, not dropped
+    assert joined.loc[0, "plane_manufacturer"] == "EMBRAER"
+    assert pd.isna(joined.loc[1, "plane_seats"])
+
+
+def test_window_is_half_open_and_sorted() -> None:
+    frame = parse_time(pd.DataFrame({"t": ["2013-01-02", "2013-01-01", "2013-01-03"], "x": [2, 1, 3]}), "t")
+    window = select_window(frame, "t", datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 1, 3, tzinfo=UTC))
+    assert window["x"].tolist() == [1, 2]
+
+
+def test_empty_window_names_the_params_and_the_data_span() -> None:
+    frame = parse_time(pd.DataFrame({"t": ["2013-01-01"]}), "t")
+    with pytest.raises(SourceError, match=r"\(collect.start/end\) holds no rows; the source spans 2013-01-01"):
+        select_window(frame, "t", datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 2, 1, tzinfo=UTC))
+
+
+def test_bad_time_values_are_named() -> None:
+    with pytest.raises(SourceError, match="time column 't' has values that are not dates"):
+        parse_time(pd.DataFrame({"t": ["2013-01-01", "yesterday-ish"]}), "t")
+
+
+def test_package_source_reads_the_real_window(make_params) -> None:
+    params = make_params()
+    table = collect(params.source, params.collect)
+    assert table["time_hour"].min() >= params.collect.start
+    assert table["time_hour"].max() < params.collect.end
+    assert {"carrier", "temp", "plane_seats", "arr_delay"} <= set(table.columns)
+    assert table["time_hour"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_user_file_source(make_params, tmp_path: Path, small_table: pd.DataFrame, suffix: str) -> None:
+    path = tmp_path / f"mine{suffix}"
+    sample = small_table.head(500)
+    sample.to_csv(path, index=False) if suffix == ".csv" else sample.to_parquet(path)
+    params = make_params({"source.kind": "file", "source.path": str(path)})
+    table = collect(params.source, params.collect)
+    assert len(table) == 500
+
+
+def test_missing_file_and_corrupt_file_and_missing_target(make_params, tmp_path: Path) -> None:
+    params = make_params({"source.kind": "file", "source.path": str(tmp_path / "none.csv")})
+    with pytest.raises(SourceError, match="source file not found"):
+        collect(params.source, params.collect)
+    corrupt = tmp_path / "bad.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    params = make_params({"source.kind": "file", "source.path": str(corrupt)})
+    with pytest.raises(SourceError, match=r"cannot read source file .*bad.parquet"):
+        collect(params.source, params.collect)
+    no_target = tmp_path / "no_target.csv"
+    pd.DataFrame({"time_hour": ["2013-03-02"], "x": [1]}).to_csv(no_target, index=False)
+    params = make_params({"source.kind": "file", "source.path": str(no_target)})
+    with pytest.raises(SourceError, match="target column 'arr_delay'"):
+        collect(params.source, params.collect)

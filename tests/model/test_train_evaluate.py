@@ -1,0 +1,85 @@
+"""preprocess -> train -> evaluate on three real months: leakage-free splits, determinism, meaningful metrics."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipelines.config import parse_params
+from pipelines.evaluate import evaluate_model
+from pipelines.features import LABEL, FeatureError, encode_frame
+from pipelines.preprocess import prepare
+from pipelines.train import TrainedModel, train_model
+from tests.conftest import SMALL_WINDOW, params_dict
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame):
+    params = parse_params(params_dict(tmp_path_factory.mktemp("model"), SMALL_WINDOW))
+    return params, prepare(small_table, params.source, params.features, params.split, keep=params.evaluate.slices)
+
+
+def test_splits_are_ordered_in_time_and_unlabelled_rows_dropped(prepared) -> None:
+    params, data = prepared
+    time = params.source.time_column
+    assert data.train[time].max() < data.valid[time].min()
+    assert data.valid[time].max() < data.test[time].min()
+    assert data.test[time].min().day_of_year - data.valid[time].min().day_of_year == params.split.valid_days
+    for split in (data.train, data.valid, data.test):
+        assert split[LABEL].isin([0, 1]).all()
+        assert not set(params.features.forbidden) & set(split.columns)  # label sources never reach a split
+
+
+def test_training_is_deterministic_and_beats_the_baselines(prepared, tmp_path) -> None:
+    params, data = prepared
+    first = train_model(data.train, data.valid, data.schema, params.train)
+    second = train_model(data.train, data.valid, data.schema, params.train)
+    first.save(tmp_path / "a")
+    second.save(tmp_path / "b")
+    assert (tmp_path / "a" / "model.txt").read_bytes() == (tmp_path / "b" / "model.txt").read_bytes()
+
+    loaded = TrainedModel.load(tmp_path / "a")
+    assert loaded.schema == data.schema and loaded.threshold == pytest.approx(first.threshold)
+    evaluation = evaluate_model(loaded, data.train, data.test, params.source.time_column,
+                                params.evaluate.slices, params.evaluate.min_slice_rows)
+    metrics = evaluation.metrics
+    assert metrics["model"]["roc_auc"] > metrics["baselines"]["hour_of_day_rate"]["roc_auc"] > 0.5
+    assert metrics["model"]["brier"] < metrics["baselines"]["prior"]["brier"]
+    assert metrics["lift_over_best_baseline"]["roc_auc"] > 0
+    assert {entry["value"] for entry in evaluation.slices["origin"]} == {"EWR", "JFK", "LGA"}
+    assert set(evaluation.importance["feature"]) == set(data.schema.feature_names)
+    assert evaluation.roc["fpr"].is_monotonic_increasing
+
+
+def test_model_is_sensitive_to_weather_and_invariant_to_unused_columns(prepared) -> None:
+    params, data = prepared
+    model = train_model(data.train, data.valid, data.schema, params.train)
+    rows = data.test.head(2000)
+    # invariance: a column the model never sees cannot change its answer
+    noisy = rows.assign(tailnum="N00000", flight=0)
+    pd.testing.assert_series_equal(pd.Series(model.predict_proba(rows)), pd.Series(model.predict_proba(noisy)))
+    # direction: poor visibility and heavy rain at the origin should not make delays less likely on average
+    stormy = rows.assign(visib=0.5, precip=0.5, wind_gust=45.0)
+    assert model.predict_proba(stormy).mean() > model.predict_proba(rows).mean()
+
+
+def test_prepare_refuses_missing_and_mistyped_columns(prepared, small_table: pd.DataFrame) -> None:
+    params, _ = prepared
+    with pytest.raises(FeatureError, match=r"missing column\(s\) \['distance'\]"):
+        prepare(small_table.drop(columns="distance"), params.source, params.features, params.split)
+    mistyped = small_table.assign(distance=small_table["distance"].astype(str).where(small_table.index > 0, "far"))
+    with pytest.raises(FeatureError, match=r"numeric feature 'distance' has dtype object .*'far'"):
+        prepare(mistyped, params.source, params.features, params.split)
+
+
+def test_split_that_leaves_a_part_empty_is_explained(prepared, small_table: pd.DataFrame, make_params) -> None:
+    params = make_params({"split.valid_days": 60, "split.test_days": 40})
+    with pytest.raises(FeatureError, match=r"time split leaves \['train'\] empty.*widen collect.start/end"):
+        prepare(small_table, params.source, params.features, params.split)
+
+
+def test_encoded_matrix_has_no_label_source(prepared) -> None:
+    _, data = prepared
+    matrix = encode_frame(data.test, data.schema)
+    assert matrix.shape[1] == len(data.schema.feature_names)
+    assert "arr_delay" not in data.schema.feature_names
