@@ -61,6 +61,38 @@ def _draft_suite(args: argparse.Namespace) -> Any:
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
 
+def _models_list(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines import registry
+
+    params = _load(args)
+    models = registry.list_models(params.paths.registry_dir)
+    table = Table(title=f"{registry.MODEL_NAME} models (champion pointer: {params.paths.registry_dir})")
+    for column in ("tag", "stage", "created", "test AUC", "data version", "commit", "gate"):
+        table.add_column(column)
+    for model in models:
+        meta = model.metadata
+        auc = ((meta.get("metrics") or {}).get("test") or {}).get("roc_auc")
+        data = (meta.get("data_version") or {}).get("raw_table_md5", "unknown")
+        gate = meta.get("gate") or {}
+        verdict = "passed" if gate.get("promote") else ("refused" if gate else "")
+        table.add_row(model.tag, model.stage, model.created[:19], "n/a" if auc is None else f"{auc:.4f}",
+                      str(data)[:12], str(meta.get("git_commit", "unknown"))[:12], verdict,
+                      style="bold green" if model.stage == "champion" else None)
+    Console().print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
+
+
+def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines import registry
+
+    params = _load(args)
+    previous = registry.require_champion(params.paths.registry_dir)
+    restored = registry.rollback(params.paths.registry_dir, args.to)
+    return {"champion": restored, "previous": previous}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -76,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage in STAGES:
         add(stage, _run_stage(stage), f"run the {stage} stage")
+    add("search", _run_stage("search"), "train the search candidates on Dask and keep the best (the train stage)")
+    add("gate", _run_stage("gate_and_promote"), "gate the trained model against the champion; promote if it passes")
+    models = commands.add_parser("models", help="the model registry: list models, roll the champion back")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    for name, handler, help_text in (("list", _models_list, "list stored models with stage, metrics, data, commit"),
+                                      ("rollback", _models_rollback, "make the previous (or --to) model champion")):
+        sub = model_commands.add_parser(name, help=help_text)
+        sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+        sub.set_defaults(handler=handler)
+        if name == "rollback":
+            sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from a reference CSV/Parquet table")
     draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
@@ -88,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         result = args.handler(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        # Our own errors carry a message written for the user; a traceback would bury it.
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+        # Our own errors carry a message written for the user; a traceback would bury it (-v shows it).
+        if args.verbose:
+            raise
         print(f"error: {args.command} failed: {error}", file=sys.stderr)
         return 1
     if result is not None:

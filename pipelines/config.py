@@ -187,6 +187,68 @@ class EvaluateParams(_Section):
     min_slice_rows: int
 
 
+# TrainParams fields a search may vary; num_threads is set per candidate from search.threads_per_worker.
+SEARCHABLE = ("num_boost_round", "early_stopping_rounds", "learning_rate", "num_leaves", "min_data_in_leaf",
+              "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
+
+
+class SearchParams(_Section):
+    strategy: Literal["none", "grid", "optuna"]
+    grid: dict[str, list[int | float]]
+    trials: int
+    space: dict[str, list[int | float]]
+    metric: Literal["auc", "binary_logloss"]
+    dask_address: str | None
+    n_workers: int
+    threads_per_worker: int
+
+    @model_validator(mode="after")
+    def _valid(self) -> SearchParams:
+        problems = []
+        for section in ("grid", "space"):
+            for key, values in getattr(self, section).items():
+                if key not in SEARCHABLE:
+                    problems.append(f"search.{section}.{key}: not a searchable train param "
+                                    f"(one of {', '.join(SEARCHABLE)})")
+                elif section == "grid" and not values:
+                    problems.append(f"search.grid.{key}: needs at least one value")
+                elif section == "space" and (len(values) != 2 or values[0] >= values[1]):
+                    problems.append(f"search.space.{key}: must be [low, high] with low < high, got {values}")
+        if self.strategy == "grid" and not self.grid:
+            problems.append("search.grid is empty but search.strategy is 'grid'")
+        if self.strategy == "optuna" and self.trials > 0 and not self.space:
+            problems.append("search.space is empty but search.strategy is 'optuna'")
+        if self.trials < 0:
+            problems.append(f"search.trials must be >= 0, got {self.trials}")
+        if self.n_workers < 1 or self.threads_per_worker < 1:
+            problems.append("search.n_workers and search.threads_per_worker must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class GateParams(_Section):
+    metric: Literal["roc_auc", "pr_auc"]
+    min_improvement: float
+    max_slice_drop: float
+    max_brier_increase: float
+    max_latency_ms: float
+    latency_batch_rows: int
+    latency_repeats: int
+    fail_on_refusal: bool
+
+    @model_validator(mode="after")
+    def _ranges(self) -> GateParams:
+        problems = [f"gate.{name} must be >= 0, got {getattr(self, name)}"
+                    for name in ("max_slice_drop", "max_brier_increase", "max_latency_ms")
+                    if getattr(self, name) < 0]
+        if self.latency_batch_rows < 1 or self.latency_repeats < 1:
+            problems.append("gate.latency_batch_rows and gate.latency_repeats must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(_Section):
     paths: PathsParams
     source: SourceParams
@@ -196,6 +258,8 @@ class Params(_Section):
     split: SplitParams
     train: TrainParams
     evaluate: EvaluateParams
+    search: SearchParams
+    gate: GateParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -44,12 +44,21 @@ def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME
 
     import bentoml
 
-    safe = json.loads(json.dumps(metadata, default=str))  # BentoML metadata must be plain JSON values
+    safe = _without_nulls(json.loads(json.dumps(metadata, default=str)))  # BentoML accepts plain values only
     with bentoml.models.create(name, labels={"framework": "lightgbm"}, metadata=safe,
                                module="pipelines.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
     return str(stored.tag)
+
+
+def _without_nulls(value: Any) -> Any:
+    """BentoML metadata rejects None: a null field is left out (read it back with `.get`)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
 
 
 def model_path(tag: str) -> Path:
@@ -80,10 +89,17 @@ def require_champion(registry_dir: Path) -> str:
 
 
 def history(registry_dir: Path) -> list[dict[str, Any]]:
+    """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
     path = registry_dir / HISTORY_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line followed by a later append: never a promotion that happened
+    return records
 
 
 def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
@@ -92,8 +108,10 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
     registry_dir.mkdir(parents=True, exist_ok=True)
     record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
               "at": datetime.now(timezone.utc).isoformat()}
-    with open(registry_dir / HISTORY_FILE, "a") as journal:
-        journal.write(json.dumps(record) + "\n")
+    journal_path = registry_dir / HISTORY_FILE
+    torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
+    with open(journal_path, "a") as journal:
+        journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
         journal.flush()
         os.fsync(journal.fileno())
     handle, temp = tempfile.mkstemp(prefix=".champion.", dir=registry_dir)
@@ -116,15 +134,62 @@ def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
     return to_tag
 
 
+def _stored(name: str) -> list[Any]:
+    """Every stored version of `name` (BentoML raises NotFound for a name with no versions yet)."""
+    import bentoml
+
+    try:
+        return list(bentoml.models.list(name))
+    except bentoml.exceptions.NotFound:
+        return []
+
+
 def list_models(registry_dir: Path, name: str = MODEL_NAME) -> list[RegisteredModel]:
     import bentoml
 
     champion = champion_tag(registry_dir)
     former = {r["tag"] for r in history(registry_dir)}
     models = []
-    for stored in bentoml.models.list(name):
+    for stored in _stored(name):
         tag = str(stored.tag)
         stage = "champion" if tag == champion else "retired" if tag in former else "candidate"
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
                                       metadata=dict(stored.info.metadata)))
     return sorted(models, key=lambda m: m.created)
+
+
+# --- metadata stored with each model -------------------------------------------------------------------------------
+
+def file_md5(path: Path) -> str:
+    """MD5 of the file's bytes: the same value DVC 3 records for a file out in dvc.lock."""
+    import hashlib
+
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> str:
+    """The checked-out commit (with `-dirty` when tracked files changed), or "unknown" outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def find_by_model_hash(model_md5: str, name: str = MODEL_NAME) -> str | None:
+    """The tag of a stored model with this model-file hash, so re-gating the same model adds no new version."""
+    import bentoml
+
+    for stored in _stored(name):
+        if stored.info.metadata.get("model_md5") == model_md5:
+            return str(stored.tag)
+    return None

@@ -124,3 +124,166 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     write_csv(plots_dir / "calibration.csv", evaluation.calibration)
     write_csv(plots_dir / "feature_importance.csv", evaluation.importance)
     return evaluation.metrics
+
+
+# --- model selection, gate and promotion --------------------------------------------------------------------------
+
+_SPLIT_CACHE: dict[tuple[str, int], Any] = {}
+
+
+def _training_splits(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """train, valid and schema, read once per process (a Dask worker trains several candidates)."""
+    from pipelines.features import FeatureSchema
+
+    train_file = prepared_path(params, "train")
+    key = (str(train_file.resolve()), train_file.stat().st_mtime_ns if train_file.exists() else 0)
+    if key not in _SPLIT_CACHE:
+        _SPLIT_CACHE.clear()
+        _SPLIT_CACHE[key] = (read_parquet(train_file, "preprocess"),
+                             read_parquet(prepared_path(params, "valid"), "preprocess"),
+                             FeatureSchema.load(schema_path(params)))
+    return _SPLIT_CACHE[key]
+
+
+def plan_search(params: Params) -> list[Any]:
+    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none)."""
+    from pipelines.search import candidate_params
+
+    return candidate_params(params.search, params.train)
+
+
+def run_candidate(params: Params, index: int, candidate: Any) -> Any:
+    """Train one candidate where this runs (a Dask worker, a Prefect task, this process)."""
+    from pipelines.search import train_candidate
+
+    train, valid, schema = _training_splits(params)
+    return train_candidate(index, candidate, params.train, train, valid, schema)
+
+
+def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
+    """Save the winner where the train stage puts its model, and every candidate's record as a DVC metric."""
+    from pipelines.search import pick_winner, search_report
+
+    winner = pick_winner(results, params.search.metric)
+    winner.model.meta["search"] = {"candidate": winner.index, "candidates": len(results),
+                                   "metric": params.search.metric}
+    winner.model.save(params.paths.model_dir)
+    report = search_report(results, winner, params.search.metric)
+    write_json(params.paths.metrics_dir / "candidates.json", report)
+    log.info("search: %d candidates on %s, winner #%d %s", len(results), report["workers"], winner.index,
+             winner.valid_metrics)
+    return {"best_iteration": winner.best_iteration, "threshold": winner.model.threshold,
+            "valid_metrics": winner.valid_metrics, "candidates": len(results), "winner": winner.index,
+            "workers": report["workers"], "wall_seconds": report["wall_seconds"]}
+
+
+def run_search(params: Params) -> dict[str, Any]:
+    """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
+
+    A single candidate (search.strategy none) trains in this process: no cluster for one job.
+    """
+    candidates = plan_search(params)
+    if len(candidates) == 1:
+        return finish_search(params, [run_candidate(params, 0, candidates[0])])
+    from distributed import Client, LocalCluster
+
+    from pipelines.search import dask_cluster_kwargs
+
+    if params.search.dask_address:
+        client, cluster = Client(params.search.dask_address), None
+    else:
+        cluster = LocalCluster(**dask_cluster_kwargs(params.search))
+        client = Client(cluster)
+    try:
+        futures = [client.submit(run_candidate, params, index, candidate, pure=False)
+                   for index, candidate in enumerate(candidates)]
+        results = client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return finish_search(params, results)
+
+
+def run_gate(params: Params) -> dict[str, Any]:
+    """Challenger (the model the train stage wrote) vs the registry's champion on the current test split.
+
+    Writes metrics/gate.json and returns the decision as a dict. A refusal is returned, not raised: the flow and
+    `dvc repro` carry on and report it; `gate.fail_on_refusal: true` turns it into an error in `run_gate_and_promote`.
+    """
+    from pipelines import registry
+    from pipelines.evaluate import baseline_predictions
+    from pipelines.features import encode_frame
+    from pipelines.gate import decide, measure_latency_ms
+    from pipelines.train import MODEL_FILE, TrainedModel
+
+    challenger = TrainedModel.load(params.paths.model_dir)
+    test = read_parquet(prepared_path(params, "test"), "preprocess")
+    train = read_parquet(prepared_path(params, "train"), "preprocess")
+    champion_tag = registry.champion_tag(params.paths.registry_dir)
+    champion_proba = registry.load_model(champion_tag).predict_proba(test) if champion_tag else None
+    batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
+    latency = measure_latency_ms(challenger.booster, batch, params.gate.latency_repeats)
+    decision = decide(test, challenger.predict_proba(test), champion_proba,
+                      baseline_predictions(train, test, params.source.time_column), latency, params.gate,
+                      params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
+    report = decision.to_dict()
+    report["challenger_md5"] = registry.file_md5(params.paths.model_dir / MODEL_FILE)
+    report["test_rows"] = len(test)
+    write_json(params.paths.metrics_dir / "gate.json", report)
+    log.info("gate: %s (%s)", "PROMOTE" if decision.promote else "REFUSE", "; ".join(decision.failed) or "all passed")
+    return report
+
+
+def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
+    """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
+    import json as _json
+
+    from pipelines import registry
+    from pipelines.train import META_FILE
+
+    meta = _json.loads((params.paths.model_dir / META_FILE).read_text())
+    evaluation = params.paths.metrics_dir / "evaluate.json"
+    return {
+        "model_md5": gate_report["challenger_md5"],
+        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
+                    "evaluate": _json.loads(evaluation.read_text()) if evaluation.exists() else None},
+        "params": meta.get("params"),
+        "search": meta.get("search"),
+        "threshold": meta.get("threshold"),
+        # DVC 3 records a file out's md5 of its bytes, so this equals dvc.lock's collect out for this table.
+        "data_version": {"raw_table_md5": registry.file_md5(params.paths.raw_table)
+                         if params.paths.raw_table.exists() else "unknown",
+                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        "git_commit": registry.git_commit(),
+        "feature_schema": _json.loads((params.paths.model_dir / "feature_schema.json").read_text()),
+        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
+                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
+    }
+
+
+def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
+    """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
+    from pipelines import registry
+
+    tag = registry.find_by_model_hash(gate_report["challenger_md5"])
+    if tag is None:
+        tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report))
+    if not gate_report["promote"]:
+        write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})
+        return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}
+    registry.set_champion(params.paths.registry_dir, tag, reason="; ".join(gate_report["reasons"]))
+    outcome = {"promoted": True, "tag": tag, "champion": tag, "previous": gate_report["champion"]}
+    write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": tag})
+    return outcome
+
+
+def run_gate_and_promote(params: Params) -> dict[str, Any]:
+    """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
+    from pipelines.gate import GateRefused
+
+    report = run_gate(params)
+    outcome = run_promote(params, report)
+    if not report["promote"] and params.gate.fail_on_refusal:
+        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))
+    return {"promote": report["promote"], **outcome}

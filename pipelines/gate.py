@@ -1,0 +1,185 @@
+"""The promotion gate: may the challenger replace the champion? A pure decision over predictions on one holdout.
+
+Both models score the SAME rows (the current test split); every number behind the decision is kept in the
+`GateDecision`, which the stage writes as `metrics/gate.json`. A refused challenger is a normal outcome, not an
+error: `decide` returns `promote=False` with the reasons, and only the stage shell raises (`GateRefused`) when
+`gate.fail_on_refusal` asks for a blocking gate. Errors (a missing model, a broken split) always raise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import GateParams
+from pipelines.evaluate import score
+from pipelines.features import LABEL
+
+REPORTED = ("roc_auc", "pr_auc", "brier", "log_loss", "rows")
+
+
+class GateRefused(RuntimeError):
+    """Raised by the blocking gate (gate.fail_on_refusal: true); the message lists every failed check."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    limit: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    compared_with: str  # "champion" or "baselines"
+    champion: str | None
+    metric: str
+    checks: list[Check]
+    metrics: dict[str, Any]
+    slices: list[dict[str, Any]]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [check.reason for check in self.checks]
+
+    @property
+    def failed(self) -> list[str]:
+        return [check.reason for check in self.checks if not check.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = self.reasons
+        data["failed"] = self.failed
+        return _json_safe(data)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _summary(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    # The gate uses threshold-free metrics only, so the threshold passed to `score` does not matter.
+    full = score(y_true, proba, 0.5)
+    return {name: full[name] for name in REPORTED}
+
+
+def measure_latency_ms(booster: Any, matrix: np.ndarray, repeats: int) -> float:
+    """Median wall time of `booster.predict` on one fixed encoded batch (one warm-up call first)."""
+    booster.predict(matrix)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        booster.predict(matrix)
+        timings.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(timings))
+
+
+def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, columns: list[str],
+                     metric: str, min_rows: int) -> list[dict[str, Any]]:
+    """Per slice value: both models' metric and the drop; compared only with enough rows and both classes."""
+    y_true = test[LABEL].to_numpy()
+    rows = []
+    for column in columns:
+        for value, index in test.groupby(column, observed=True, sort=True).indices.items():
+            ours = score(y_true[index], challenger[index], 0.5)[metric]
+            theirs = score(y_true[index], champion[index], 0.5)[metric]
+            compared = len(index) >= min_rows and not (math.isnan(ours) or math.isnan(theirs))
+            rows.append({"column": column, "value": str(value), "rows": int(len(index)), "challenger": ours,
+                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared})
+    return rows
+
+
+def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | None,
+           baselines: dict[str, np.ndarray], latency_ms: float, gate: GateParams, slices: list[str],
+           min_slice_rows: int, champion_tag: str | None = None) -> GateDecision:
+    """Every check of the gate; `promote` is true only if all pass.
+
+    With a champion: primary metric + `min_improvement`, no compared slice dropping more than `max_slice_drop`,
+    Brier not worse by more than `max_brier_increase`, latency within `max_latency_ms`. Without one: the
+    challenger must beat the best naive baseline by `min_improvement` and the prior's Brier, within latency.
+    """
+    y_true = test[LABEL].to_numpy()
+    metric = gate.metric
+    ours = _summary(y_true, challenger)
+    metrics: dict[str, Any] = {"challenger": ours, "latency_ms": latency_ms,
+                               "baselines": {name: _summary(y_true, p) for name, p in baselines.items()}}
+    checks: list[Check] = []
+    slice_rows: list[dict[str, Any]] = []
+    if champion is not None:
+        theirs = _summary(y_true, champion)
+        metrics["champion"] = theirs
+        gain = ours[metric] - theirs[metric]
+        checks.append(Check(
+            f"{metric}_improvement", gain >= gate.min_improvement, gain, gate.min_improvement,
+            f"{metric} {ours[metric]:.4f} vs champion {theirs[metric]:.4f}: {gain:+.4f} "
+            f"({'meets' if gain >= gate.min_improvement else 'below'} the required +{gate.min_improvement:.4f})"))
+        slice_rows = slice_comparison(test, challenger, champion, slices, metric, min_slice_rows)
+        compared = [row for row in slice_rows if row["compared"]]
+        worst = max(compared, key=lambda row: row["drop"], default=None)
+        if worst is None:
+            checks.append(Check("slice_drop", True, None, gate.max_slice_drop,
+                                f"no slice of {slices} has {min_slice_rows}+ rows with both classes: nothing to compare"))
+        else:
+            losers = [f"{r['column']}={r['value']} ({r['drop']:+.4f})" for r in compared
+                      if r["drop"] > gate.max_slice_drop]
+            checks.append(Check(
+                "slice_drop", not losers, worst["drop"], gate.max_slice_drop,
+                f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}" if losers else
+                f"worst slice {worst['column']}={worst['value']} changes {metric} by {-worst['drop']:+.4f} "
+                f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared)"))
+        brier_up = ours["brier"] - theirs["brier"]
+        checks.append(Check(
+            "brier_increase", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,
+            f"Brier {ours['brier']:.4f} vs champion {theirs['brier']:.4f}: {brier_up:+.4f} "
+            f"({'within' if brier_up <= gate.max_brier_increase else 'beyond'} +{gate.max_brier_increase:.4f})"))
+    else:
+        valid = {name: m[metric] for name, m in metrics["baselines"].items() if not math.isnan(m[metric])}
+        best_name = max(valid, key=valid.get) if valid else None
+        best = valid[best_name] if best_name else 0.5
+        gain = ours[metric] - best
+        checks.append(Check(
+            f"{metric}_over_baseline", gain >= gate.min_improvement, gain, gate.min_improvement,
+            f"no champion yet: {metric} {ours[metric]:.4f} vs best naive baseline {best_name} {best:.4f}: "
+            f"{gain:+.4f} (required +{gate.min_improvement:.4f})"))
+        prior = min(m["brier"] for m in metrics["baselines"].values())
+        brier_up = ours["brier"] - prior
+        checks.append(Check(
+            "brier_vs_baseline", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,
+            f"no champion yet: Brier {ours['brier']:.4f} vs best baseline {prior:.4f}: {brier_up:+.4f}"))
+    checks.append(Check(
+        "latency", latency_ms <= gate.max_latency_ms, latency_ms, gate.max_latency_ms,
+        f"predict on {gate.latency_batch_rows} rows: median {latency_ms:.2f} ms "
+        f"({'within' if latency_ms <= gate.max_latency_ms else 'over'} the {gate.max_latency_ms:.0f} ms budget)"))
+    return GateDecision(promote=all(c.passed for c in checks),
+                        compared_with="champion" if champion is not None else "baselines",
+                        champion=champion_tag, metric=metric, checks=checks, metrics=metrics, slices=slice_rows)
+
+
+def decision_markdown(decision: dict[str, Any]) -> str:
+    """The gate report as markdown (the Prefect artifact)."""
+    verdict = "PROMOTED" if decision["promote"] else "REFUSED"
+    lines = [f"# Gate: challenger {verdict}",
+             f"Compared with: {decision['compared_with']}"
+             + (f" (`{decision['champion']}`)" if decision.get("champion") else ""),
+             "", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
+    for check in decision["checks"]:
+        value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
+        lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {value} | "
+                     f"{check['limit']} | {check['reason']} |")
+    if decision.get("promoted_tag"):
+        lines += ["", f"New champion: `{decision['promoted_tag']}`"]
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""Model selection: which LightGBM params compete, how one candidate trains, which one wins.
+
+Pure: params and frames in, results out. A candidate is trained by `pipelines.train.train_model` (the one training
+implementation); only the *map* over candidates differs between the Prefect flow (tasks on a `DaskTaskRunner`)
+and `dvc repro` (`pipelines.stages.run_search`, a `dask.distributed.Client`). The winner is chosen on the
+validation split, so the test split stays untouched for evaluate and the promotion gate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipelines.config import SearchParams, TrainParams
+from pipelines.features import FeatureSchema
+from pipelines.train import TrainedModel, train_model
+
+# Direction of each validation metric LightGBM records.
+HIGHER_IS_BETTER = {"auc": True, "binary_logloss": False}
+
+
+@dataclass
+class CandidateResult:
+    """One trained candidate: its params, validation metrics, and where/when it ran (proof of parallelism)."""
+
+    index: int
+    overrides: dict[str, Any]
+    params: dict[str, Any]
+    valid_metrics: dict[str, float]
+    best_iteration: int
+    worker: str
+    pid: int
+    started: float
+    finished: float
+    model: TrainedModel | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able part, for metrics/candidates.json (the model itself is saved only for the winner)."""
+        data = asdict(self)
+        data.pop("model")
+        data["seconds"] = round(self.finished - self.started, 3)
+        return data
+
+
+def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainParams:
+    # Re-validate: a grid value out of range fails here with the key named, not inside LightGBM.
+    return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
+
+
+def candidate_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
+    """The param changes each candidate makes to `train:`; `[{}]` means only the base params train."""
+    if search.strategy == "none" or (search.strategy == "optuna" and search.trials == 0):
+        return [{}]
+    if search.strategy == "grid":
+        keys = sorted(search.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(search.grid[k] for k in keys))]
+    return _optuna_overrides(search, seed)
+
+
+def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
+    """`trials` seeded draws from `space` through an Optuna study's ask interface.
+
+    All trials are asked before any is told (they train in parallel), so TPE samples them independently (its
+    start-up phase): in effect a seeded random search with Optuna's distributions and bookkeeping.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    drawn = []
+    for _ in range(search.trials):
+        trial = study.ask()
+        values = {}
+        for name in sorted(search.space):
+            low, high = search.space[name]
+            if isinstance(low, int) and isinstance(high, int):
+                values[name] = trial.suggest_int(name, low, high)
+            else:
+                values[name] = trial.suggest_float(name, float(low), float(high))
+        drawn.append(values)
+    return drawn
+
+
+def candidate_params(search: SearchParams, base: TrainParams) -> list[TrainParams]:
+    """Every candidate's full TrainParams, in a fixed order (same params file, same list)."""
+    overrides = candidate_overrides(search, base.seed)
+    if overrides == [{}]:
+        return [base]
+    return [_with(base, change, search.threads_per_worker) for change in overrides]
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
+def train_candidate(index: int, params: TrainParams, base: TrainParams, train: pd.DataFrame, valid: pd.DataFrame,
+                    schema: FeatureSchema) -> CandidateResult:
+    """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval."""
+    started = time.time()
+    model = train_model(train, valid, schema, params)
+    finished = time.time()
+    base_values = base.model_dump()
+    overrides = {k: v for k, v in params.model_dump().items() if base_values[k] != v and k != "num_threads"}
+    return CandidateResult(index=index, overrides=overrides, params=params.model_dump(mode="json"),
+                           valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
+                           worker=_where(), pid=os.getpid(), started=started, finished=finished, model=model)
+
+
+def pick_winner(results: list[CandidateResult], metric: str) -> CandidateResult:
+    """The best candidate by the validation metric; ties go to the earlier candidate (a stable choice)."""
+    if not results:
+        raise ValueError("no candidates to pick from (search produced an empty list)")
+    missing = [r.index for r in results if metric not in r.valid_metrics]
+    if missing:
+        raise ValueError(f"search.metric {metric!r} was not recorded for candidates {missing}")
+    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
+    return min(results, key=lambda r: (sign * r.valid_metrics[metric], r.index))
+
+
+def dask_cluster_kwargs(search: SearchParams) -> dict[str, Any]:
+    """LocalCluster settings: worker processes (LightGBM holds the GIL-free threads itself), loopback only."""
+    return {"n_workers": search.n_workers, "threads_per_worker": search.threads_per_worker, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None}
+
+
+def search_report(results: list[CandidateResult], winner: CandidateResult, metric: str) -> dict[str, Any]:
+    """What metrics/candidates.json holds: every candidate, the winner, and the parallel wall time."""
+    ordered = sorted(results, key=lambda r: r.index)
+    return {
+        "metric": metric,
+        "winner": winner.index,
+        "winner_valid": winner.valid_metrics,
+        "winner_overrides": winner.overrides,
+        "candidates": [r.record() for r in ordered],
+        "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
+        "workers": sorted({r.worker for r in ordered}),
+    }
