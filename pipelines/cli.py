@@ -70,18 +70,19 @@ def _models_list(args: argparse.Namespace) -> None:
     params = _load(args)
     models = registry.list_models(params.paths.registry_dir)
     table = Table(title=f"{registry.MODEL_NAME} models (champion pointer: {params.paths.registry_dir})")
-    for column in ("tag", "stage", "created", "test AUC", "data version", "commit", "gate"):
-        table.add_column(column)
+    table.add_column("tag", no_wrap=True)
+    for column in ("stage", "created", "test AUC", "data version", "commit", "gate"):
+        table.add_column(column, no_wrap=True)
     for model in models:
         meta = model.metadata
         auc = ((meta.get("metrics") or {}).get("test") or {}).get("roc_auc")
         data = (meta.get("data_version") or {}).get("raw_table_md5", "unknown")
         gate = meta.get("gate") or {}
         verdict = "passed" if gate.get("promote") else ("refused" if gate else "")
-        table.add_row(model.tag, model.stage, model.created[:19], "n/a" if auc is None else f"{auc:.4f}",
-                      str(data)[:12], str(meta.get("git_commit", "unknown"))[:12], verdict,
+        table.add_row(model.tag, model.stage, model.created[:16], "n/a" if auc is None else f"{auc:.4f}",
+                      str(data)[:8], str(meta.get("git_commit", "unknown"))[:8], verdict,
                       style="bold green" if model.stage == "champion" else None)
-    Console().print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
+    Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
