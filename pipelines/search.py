@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.config import SearchParams, TrainParams
+from pipelines.config import ParamsError, SearchParams, TrainParams
 from pipelines.features import FeatureSchema
 from pipelines.train import TrainedModel, train_model
 
@@ -49,7 +49,13 @@ class CandidateResult:
 
 def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainParams:
     # Re-validate: a grid value out of range fails here with the key named, not inside LightGBM.
-    return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
+    from pydantic import ValidationError
+
+    try:
+        return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
+    except ValidationError as error:
+        messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        raise ParamsError(f"search candidate {overrides} is not valid: {messages}") from None
 
 
 def candidate_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,12 @@ import yaml
 from pipelines.config import Params, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private BentoML model store for the session, set before anything imports bentoml (it reads it once)."""
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 # Three real months: enough for train/valid/test splits of a week or two, small enough for unit tests.

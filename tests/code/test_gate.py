@@ -1,0 +1,121 @@
+"""The gate's decision rules and the search's candidate lists, on small inline data (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.config import ParamsError, parse_params
+from pipelines.features import LABEL
+from pipelines.gate import decide, decision_markdown
+from pipelines.search import CandidateResult, candidate_params, pick_winner
+from tests.conftest import params_dict
+
+ROWS = 4000
+
+
+@pytest.fixture
+def params(tmp_path):
+    return parse_params(params_dict(tmp_path))
+
+
+@pytest.fixture
+def holdout() -> tuple[pd.DataFrame, np.ndarray]:
+    """Labels plus a latent risk; models are the risk seen through more or less noise."""
+    rng = np.random.default_rng(0)
+    risk = rng.normal(size=ROWS)
+    label = (risk + rng.normal(size=ROWS) > 0.8).astype(int)
+    frame = pd.DataFrame({LABEL: label, "origin": np.repeat(["EWR", "JFK", "LGA", "XXX"], ROWS // 4)})
+    frame.loc[frame.index[-10:], "origin"] = "TINY"  # a slice too small to compare
+    return frame, risk
+
+
+def _model(risk: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    score = risk + np.random.default_rng(seed).normal(scale=noise, size=len(risk))
+    return 1 / (1 + np.exp(-(score - 1.2)))
+
+
+def _decide(params, frame, challenger, champion, latency=1.0, **gate):
+    return decide(frame, challenger, champion, {"prior": np.full(len(frame), frame[LABEL].mean())}, latency,
+                  params.gate.model_copy(update=gate), ["origin"], 200, champion_tag="delay-classifier:old")
+
+
+def test_a_better_challenger_passes_every_check(params, holdout) -> None:
+    frame, risk = holdout
+    decision = _decide(params, frame, _model(risk, 0.3, 1), _model(risk, 1.5, 2), max_brier_increase=1.0)
+    assert decision.promote, decision.failed
+    assert [c.name for c in decision.checks] == ["roc_auc_improvement", "slice_drop", "brier_increase", "latency"]
+    assert decision.metrics["challenger"]["roc_auc"] > decision.metrics["champion"]["roc_auc"] + 0.05
+    assert {row["value"]: row["compared"] for row in decision.slices}["TINY"] is False
+    assert "PROMOTED" in decision_markdown(decision.to_dict())
+
+
+def test_a_worse_challenger_is_refused_with_the_numbers(params, holdout) -> None:
+    frame, risk = holdout
+    decision = _decide(params, frame, _model(risk, 1.5, 2), _model(risk, 0.3, 1))
+    assert not decision.promote
+    assert decision.failed[0].startswith("roc_auc ") and "below the required +0.0020" in decision.failed[0]
+    report = decision.to_dict()
+    assert report["promote"] is False and len(report["reasons"]) == 4 and report["failed"] == decision.failed
+
+
+def test_one_slice_losing_refuses_even_when_the_total_improves(params, holdout) -> None:
+    frame, risk = holdout
+    challenger = _model(risk, 0.3, 1)
+    jfk = (frame["origin"] == "JFK").to_numpy()
+    challenger[jfk] = np.random.default_rng(3).permutation(challenger[jfk])  # JFK now ranked at random
+    decision = _decide(params, frame, challenger, _model(risk, 1.0, 2), min_improvement=-1.0,
+                       max_brier_increase=1.0)
+    assert [c.name for c in decision.checks if not c.passed] == ["slice_drop"]
+    assert "origin=JFK" in decision.failed[0] and "origin=EWR" not in decision.failed[0]
+
+
+def test_latency_and_calibration_budgets_refuse(params, holdout) -> None:
+    frame, risk = holdout
+    better = _model(risk, 0.3, 1)
+    overconfident = np.clip((better - 0.5) * 3 + 0.5, 0.001, 0.999)  # about the same ranking, worse Brier
+    decision = _decide(params, frame, overconfident, better, latency=500.0, min_improvement=-1.0,
+                       max_slice_drop=1.0)
+    assert {c.name for c in decision.checks if not c.passed} == {"brier_increase", "latency"}
+
+
+def test_without_a_champion_the_baseline_is_the_bar(params, holdout) -> None:
+    frame, risk = holdout
+    assert _decide(params, frame, _model(risk, 0.3, 1), None).promote
+    random = np.random.default_rng(5).uniform(size=ROWS)
+    decision = _decide(params, frame, random, None)
+    assert not decision.promote and decision.compared_with == "baselines"
+    assert "no champion yet" in decision.failed[0]
+
+
+def test_grid_none_and_optuna_candidates(params) -> None:
+    grid = candidate_params(params.search, params.train)
+    assert [(c.min_data_in_leaf, c.num_leaves) for c in grid] == [(50, 31), (50, 63), (200, 31), (200, 63)]
+    assert all(c.num_threads == params.search.threads_per_worker for c in grid)
+    assert candidate_params(params.search.model_copy(update={"strategy": "none"}), params.train) == [params.train]
+    optuna = params.search.model_copy(update={"strategy": "optuna", "trials": 5})
+    first, second = candidate_params(optuna, params.train), candidate_params(optuna, params.train)
+    assert first == second and len(first) == 5  # seeded by train.seed
+    assert all(15 <= c.num_leaves <= 127 and 0.02 <= c.learning_rate <= 0.1 for c in first)
+
+
+def test_bad_search_params_name_the_key(tmp_path) -> None:
+    with pytest.raises(ParamsError, match=r"search.grid.num_treads: not a searchable train param"):
+        parse_params(params_dict(tmp_path, {"search.grid": {"num_treads": [1, 2]}}))
+    with pytest.raises(ParamsError, match=r"train.num_leaves must be >= 2"):
+        candidate_params(parse_params(params_dict(tmp_path, {"search.grid": {"num_leaves": [1]}})).search,
+                         parse_params(params_dict(tmp_path)).train)
+
+
+def _result(index: int, auc: float) -> CandidateResult:
+    return CandidateResult(index=index, overrides={}, params={}, valid_metrics={"auc": auc, "binary_logloss": 1 - auc},
+                           best_iteration=1, worker="local", pid=1, started=0.0, finished=1.0)
+
+
+def test_pick_winner_follows_the_metric_direction() -> None:
+    results = [_result(0, 0.70), _result(1, 0.72), _result(2, 0.72)]
+    assert pick_winner(results, "auc").index == 1  # ties go to the earlier candidate
+    assert pick_winner(results, "binary_logloss").index == 1
+    with pytest.raises(ValueError, match="no candidates"):
+        pick_winner([], "auc")

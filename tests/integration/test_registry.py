@@ -1,0 +1,167 @@
+"""The gate and the registry on real models and a real BentoML store: refuse, promote, roll back, survive kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pipelines import registry, stages
+from pipelines.config import Params, parse_params
+from pipelines.features import LABEL
+from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
+    root = tmp_path_factory.mktemp("gate")
+    params = parse_params(params_dict(root, SMALL_WINDOW))
+    stages.write_parquet(params.paths.raw_table, small_table)
+    stages.run_preprocess(params)
+    return root
+
+
+def gate_params(data_root: Path, registry_dir: Path, **overrides: Any) -> Params:
+    """One challenger = the base `train:` params (no search) with `overrides`; registry under the test's tmp."""
+    return parse_params(params_dict(data_root, {**SMALL_WINDOW, "search.strategy": "none",
+                                                "paths.registry_dir": str(registry_dir), **overrides}))
+
+
+def train_and_gate(params: Params) -> dict[str, Any]:
+    stages.run_search(params)
+    stages.run_evaluate(params)
+    return stages.run_gate_and_promote(params)
+
+
+def gate_report(params: Params) -> dict[str, Any]:
+    return json.loads((params.paths.metrics_dir / "gate.json").read_text())
+
+
+def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_path: Path) -> None:
+    registry_dir = tmp_path / "registry"
+    # No champion yet: a short model only has to beat the naive baselines.
+    medium = gate_params(data_root, registry_dir, **{"train.num_boost_round": 8})
+    first = train_and_gate(medium)
+    assert first["promote"] and first["previous"] is None
+    assert gate_report(medium)["compared_with"] == "baselines"
+    medium_tag = registry.require_champion(registry_dir)
+
+    # Far fewer trees: honestly worse on the same holdout, refused; the champion does not move.
+    weak = train_and_gate(gate_params(data_root, registry_dir, **{"train.num_boost_round": 2}))
+    report = gate_report(medium)
+    assert not weak["promote"] and registry.champion_tag(registry_dir) == medium_tag
+    assert report["failed"][0].startswith("roc_auc ") and report["champion"] == medium_tag
+    assert report["metrics"]["challenger"]["roc_auc"] < report["metrics"]["champion"]["roc_auc"]
+    weak_tag = report["registered_tag"]
+
+    # The full early-stopped model beats it by more than the margin: promoted.
+    better = train_and_gate(gate_params(data_root, registry_dir))
+    report = gate_report(medium)
+    assert better["promote"] and better["previous"] == medium_tag and report["failed"] == []
+    assert report["metrics"]["challenger"]["roc_auc"] >= report["metrics"]["champion"]["roc_auc"] + 0.002
+    better_tag = registry.require_champion(registry_dir)
+
+    stored = {m.tag: m for m in registry.list_models(registry_dir)}
+    assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
+        "champion", "retired", "candidate")
+    meta = stored[better_tag].metadata
+    assert meta["data_version"]["raw_table_md5"] == registry.file_md5(medium.paths.raw_table)
+    assert meta["git_commit"] != "" and meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
+    assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
+
+    # Re-gating the same model registers nothing new and changes nothing.
+    again = stages.run_gate_and_promote(gate_params(data_root, registry_dir))
+    assert not again["promote"] and again["tag"] == better_tag
+
+    # Rollback through the CLI restores the previous champion; --to picks any stored model.
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(params_dict(data_root, {**SMALL_WINDOW,
+                                                              "paths.registry_dir": str(registry_dir)})))
+    cli = [sys.executable, "-m", "pipelines"]
+    rolled = subprocess.run([*cli, "models", "rollback", "--params", str(params_file)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True)
+    assert json.loads(rolled.stdout) == {"champion": medium_tag, "previous": better_tag}
+    assert registry.require_champion(registry_dir) == medium_tag
+    listing = subprocess.run([*cli, "models", "list", "--params", str(params_file)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    for tag, stage in ((medium_tag, "champion"), (better_tag, "retired"), (weak_tag, "candidate")):
+        line = next(row for row in listing.splitlines() if tag in row)
+        assert stage in line
+    assert registry.rollback(registry_dir, to_tag=better_tag) == better_tag
+
+
+def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
+    registry_dir = tmp_path / "registry"
+    champion = gate_params(data_root, registry_dir)
+    assert train_and_gate(champion)["promote"]
+    # The challenger learns from training data whose EWR labels were corrupted (flipped); the holdout is the same.
+    corrupted = tmp_path / "prepared"
+    corrupted.mkdir()
+    for split in ("train", "valid", "test"):
+        frame = pd.read_parquet(stages.prepared_path(champion, split))
+        if split != "test":
+            ewr = frame["origin"] == "EWR"
+            frame.loc[ewr, LABEL] = 1 - frame.loc[ewr, LABEL]
+        frame.to_parquet(corrupted / f"{split}.parquet", index=False)
+    (corrupted / "feature_schema.json").write_bytes(stages.schema_path(champion).read_bytes())
+    challenger = gate_params(data_root, registry_dir, **{
+        "paths.prepared_dir": str(corrupted), "paths.model_dir": str(tmp_path / "challenger"),
+        # Only the slice rule may refuse it: the other checks are opened wide.
+        "gate.min_improvement": -1.0, "gate.max_brier_increase": 1.0})
+    outcome = train_and_gate(challenger)
+    report = gate_report(challenger)
+    assert not outcome["promote"]
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["slice_drop"]
+    assert "origin=EWR" in report["failed"][0] and "origin=JFK" not in report["failed"][0]
+    assert registry.champion_tag(registry_dir) == outcome["champion"]
+
+
+PROMOTE_FOREVER = """
+import sys
+from pathlib import Path
+from pipelines import registry
+registry_dir, tags = Path(sys.argv[1]), sys.argv[2:]
+i = 0
+while True:
+    registry.set_champion(registry_dir, tags[i % 2], reason=f"flip {i}")
+    if i == 0:
+        print("ready", flush=True)
+    i += 1
+"""
+
+
+def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> None:
+    params = gate_params(data_root, tmp_path / "registry", **{"train.num_boost_round": 3})
+    stages.run_search(params)
+    tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}) for n in range(2)]
+    registry_dir = params.paths.registry_dir
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(12):
+        process = subprocess.Popen([sys.executable, "-c", PROMOTE_FOREVER, str(registry_dir), *tags],
+                                   cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+        kills += process.returncode == -signal.SIGKILL
+        # Whatever instant the kill hit: a complete pointer naming one of the two models, and a readable journal.
+        pointer = json.loads((registry_dir / registry.CHAMPION_FILE).read_text())
+        assert pointer["tag"] in tags
+        assert registry.load_model(pointer["tag"]).booster.num_trees() > 0
+        journal = registry.history(registry_dir)
+        assert journal and all(record["tag"] in tags for record in journal)
+    assert kills == 12
+    assert len(registry.history(registry_dir)) > 12  # the loop really promoted between kills
