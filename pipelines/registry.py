@@ -145,8 +145,6 @@ def _stored(name: str) -> list[Any]:
 
 
 def list_models(registry_dir: Path, name: str = MODEL_NAME) -> list[RegisteredModel]:
-    import bentoml
-
     champion = champion_tag(registry_dir)
     former = {r["tag"] for r in history(registry_dir)}
     models = []
@@ -187,8 +185,6 @@ def git_commit() -> str:
 
 def find_by_model_hash(model_md5: str, name: str = MODEL_NAME) -> str | None:
     """The tag of a stored model with this model-file hash, so re-gating the same model adds no new version."""
-    import bentoml
-
     for stored in _stored(name):
         if stored.info.metadata.get("model_md5") == model_md5:
             return str(stored.tag)
