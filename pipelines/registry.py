@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
     model_path(tag)  # refuse a tag the store does not hold
     registry_dir.mkdir(parents=True, exist_ok=True)
     record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
-              "at": datetime.now(timezone.utc).isoformat()}
+              "at": datetime.now(UTC).isoformat()}
     with open(registry_dir / HISTORY_FILE, "a") as journal:
         journal.write(json.dumps(record) + "\n")
         journal.flush()
