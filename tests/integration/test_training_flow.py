@@ -77,3 +77,22 @@ def test_failed_validation_stops_the_flow_before_training(prefect_api: str, tmp_
     assert {name.split(" ")[0].split("-")[0]: s for name, s in runs.items()}["validate"] == "FAILED"
     assert not any(name.startswith(("train", "preprocess")) for name in runs)
     assert not (tmp_path / "models").exists()
+
+
+def test_training_flow_runs_without_a_server(tmp_path: Path) -> None:
+    """No PREFECT_API_URL: Prefect boots an ephemeral API for the run, as a first-time user gets."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    params_file = _params_file(tmp_path)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    code = f"from flows.training import training; training(params_file={str(params_file)!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Finished in state Completed" in done.stdout + done.stderr
+    assert json.loads((tmp_path / "metrics" / "evaluate.json").read_text())["model"]["roc_auc"] > 0.55
