@@ -27,8 +27,16 @@ class Evaluation:
 
 def score(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
     """The primary metrics for one set of predictions; ranking metrics are NaN when a class is absent."""
-    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score, log_loss,
-                                 precision_score, recall_score, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true)
     label = (proba >= threshold).astype(int)

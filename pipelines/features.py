@@ -188,7 +188,7 @@ def make_label(frame: pd.DataFrame, source: SourceParams) -> pd.Series:
                                f"got dtype {target.dtype}")
         return (target > source.positive_above).astype("int8")
     values = set(pd.unique(target.dropna()))
-    if not values <= {0, 1, True, False}:
+    if not values <= {0, 1}:
         raise FeatureError(f"target {source.target!r} must be 0/1 when positive_above is null; "
                            f"found values {sorted(map(str, values))[:5]}")
     return target.astype("int8")

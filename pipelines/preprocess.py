@@ -13,7 +13,14 @@ from datetime import timedelta
 import pandas as pd
 
 from pipelines.config import FeaturesParams, SourceParams, SplitParams
-from pipelines.features import LABEL, FeatureError, FeatureSchema, check_columns, fit_feature_schema, make_label
+from pipelines.features import (
+    LABEL,
+    FeatureError,
+    FeatureSchema,
+    check_columns,
+    fit_feature_schema,
+    make_label,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
     model_path(tag)  # refuse a tag the store does not hold
     registry_dir.mkdir(parents=True, exist_ok=True)
     record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
-              "at": datetime.now(timezone.utc).isoformat()}
+              "at": datetime.now(UTC).isoformat()}
     journal_path = registry_dir / HISTORY_FILE
     torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
     with open(journal_path, "a") as journal:

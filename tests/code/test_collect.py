@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.collect import FlightTables, SourceError, collect, join_flights, parse_time, select_window
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def _tables() -> FlightTables:

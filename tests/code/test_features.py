@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features import (FeatureError, FeatureSchema, encode, encode_frame, fit_feature_schema, make_label,
-                                records_to_columns)
+from pipelines.features import (
+    FeatureError,
+    FeatureSchema,
+    encode,
+    encode_frame,
+    fit_feature_schema,
+    make_label,
+    records_to_columns,
+)
 
 
 def _schema() -> FeatureSchema:
@@ -40,7 +47,7 @@ def test_encode_frame_values() -> None:
 def test_request_rows_encode_exactly_like_the_training_frame() -> None:
     frame = _frame()
     records = frame.drop(columns="t").to_dict("records")
-    times = [stamp.to_pydatetime().astimezone(timezone.utc).replace(tzinfo=None) for stamp in frame["t"]]
+    times = [stamp.to_pydatetime().astimezone(UTC).replace(tzinfo=None) for stamp in frame["t"]]
     by_rows = encode(records_to_columns(records, ["carrier", "distance"]), times, _schema())
     np.testing.assert_array_equal(by_rows, encode_frame(frame, _schema()))
 

