@@ -52,7 +52,7 @@ def test_training_flow_runs_every_stage_against_a_real_server(prefect_api: str, 
         runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
         artifacts = asyncio.run(_artifact("training-summary"))
     names = {name.split("-")[0].split(" ")[0]: status for name, status in runs.items()}
-    assert {"collect", "validate", "preprocess", "train", "evaluate"} <= set(names)
+    assert {"collect", "validate", "preprocess", "plan", "select", "evaluate", "gate", "promote"} <= set(names)
     assert all(status == "COMPLETED" for status in runs.values()), runs
     assert any(name.startswith("collect 2013-03-01..2013-06-01") for name in runs)
     assert summary["evaluate"]["model"]["roc_auc"] > 0.55
