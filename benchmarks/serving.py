@@ -2,9 +2,11 @@
 
     python benchmarks/serving.py --url http://127.0.0.1:3000 --rows data/prepared/test.parquet
 
-The load generator is a separate process (this one) with keep-alive raw-socket HTTP/1.1 clients, one thread per
+The load generator is a separate process (this one) with keep-alive raw-socket HTTP/1.1 clients, one thread
+per
 concurrent client; it reports single-row p50/p99 at 1 and 16 clients, requests/s, errors, and 1,000-row batch
-throughput, each beside in-process `Booster.predict` on the same rows (the champion loaded here from the store).
+throughput, each beside in-process `Booster.predict` on the same rows (the champion loaded here from the
+store).
 It needs the same BENTOML_HOME / FLIGHTOPS_PARAMS as the server to load that model.
 """
 
@@ -115,7 +117,7 @@ def run_clients(url: str, path: str, bodies: list[bytes], clients: int, seconds:
 
 
 def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: int) -> dict[str, float]:
-    """Booster.predict on the same rows: per single row, and rows/s in `batch`-row matrices (features included)."""
+    """Booster.predict on the same rows: one row, and rows/s in `batch`-row matrices (with features)."""
     from datetime import datetime
 
     from pipelines.features import encode, records_to_columns
@@ -134,8 +136,8 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
         model.booster.predict(m)
     single_us = (time.perf_counter() - start) / len(singles) * 1e6
     start = time.perf_counter()
-    for m in singles:
-        model.booster.predict(matrix([parsed[0]]))
+    for row in parsed[:len(singles)]:
+        model.booster.predict(matrix([row]))
     single_with_features_us = (time.perf_counter() - start) / len(singles) * 1e6
     chunks = [parsed[i:i + batch] for i in range(0, len(parsed) - batch + 1, batch)]
     start = time.perf_counter()
@@ -176,10 +178,12 @@ def main() -> None:
         results[f"batch_{clients}"] = result
     reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch)
 
-    print(f"service {url}; in-process reference: Booster.predict on one row {reference['single_predict_us']:.1f} us "
+    print(f"service {url}; in-process reference: Booster.predict on one row "
+          f"{reference['single_predict_us']:.1f} us "
           f"(with encode {reference['single_features_predict_us']:.1f} us); "
           f"{args.batch}-row batches {reference['batch_rows_per_s']:,.0f} rows/s (encode + predict)")
-    print(f"{'scenario':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"{'scenario':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
+          f"{'p99 ms':>9}"
           f"{'rows/s':>12}{'ratio':>10}")
     for name, r in results.items():
         if name.startswith("single"):

@@ -1,14 +1,20 @@
 """The service's prediction log: append-only JSONL files that the monitoring flow reads.
 
-Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be on
-disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a caller
-already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file in one
-piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and needs
+Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be
+on
+disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a
+caller
+already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file
+in one
+piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and
+needs
 no background thread. BentoML's monitoring API buffers records in a logger and Parquet needs whole row groups,
-so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth it.)
+so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth
+it.)
 
 One record per line, exactly:
-`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability", "label",
+`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability",
+"label",
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,8 @@ import orjson
 FILE_GLOB = "predictions-*.jsonl"
 
 
-def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any], probability: float,
-                      label: int, threshold: float) -> dict[str, Any]:
+def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
+                      probability: float, label: int, threshold: float) -> dict[str, Any]:
     """One log line as a dict: the single place the record's keys are spelled."""
     return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
             "probability": probability, "label": label, "threshold": threshold}
@@ -54,7 +60,8 @@ class PredictionLog:
         return self._path
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append the records with one write; returns once the kernel holds them (a crash of this process after
+        """Append the records with one write; returns once the kernel holds them (a crash of this process
+        after
         that loses nothing)."""
         if not records:
             return
@@ -86,7 +93,7 @@ class PredictionLog:
         if self._fd is not None and pid == self._pid:
             os.close(self._fd)
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H")
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
         sequence = 0
         while True:  # skip files this pid already filled (a restarted container reuses pids)
             suffix = f".{sequence}" if sequence else ""
@@ -120,4 +127,4 @@ def _file_order(path: Path) -> tuple[str, int, int]:
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()

@@ -9,7 +9,7 @@ Scope = dict[str, Any]
 
 
 class BodyLimit:
-    """413 with a JSON message naming the limit; checks Content-Length, and counts a chunked body as it arrives."""
+    """413 with a JSON message naming the limit: checks Content-Length, or counts a chunked body."""
 
     def __init__(self, app: Any, max_body_bytes: int) -> None:
         self.app = app

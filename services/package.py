@@ -1,8 +1,11 @@
 """Package the champion as a Bento: `python -m services.package [--params params.yaml]` (from the repo root).
 
-Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the model it
-was built with where there is no registry), then runs `bentoml build -f services/bentofile.yaml .` with the same
-environment. Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an image.
+Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the
+model it
+was built with where there is no registry), then runs `bentoml build -f services/bentofile.yaml .` with the
+same
+environment. Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an
+image.
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ def package(params_path: Path) -> str:
 
 
 def main() -> None:
+    from pipelines.config import DEFAULT_PARAMS_FILE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path(os.environ.get("FLIGHTOPS_PARAMS") or "params.yaml"))
+    parser.add_argument("--params", type=Path,
+                        default=Path(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE))
     args = parser.parse_args()
     print(package(args.params))
 

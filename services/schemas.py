@@ -1,7 +1,8 @@
 """Request and response models of the service, built from the feature config rather than written per dataset.
 
 `flight_model` turns `params.yaml`'s `features` and `source.time_column` into a pydantic model, so the OpenAPI
-page lists every raw field with its type and a description, and a request naming an unknown field, missing one,
+page lists every raw field with its type and a description, and a request naming an unknown field, missing
+one,
 sending the wrong type or a NaN/inf is refused with the field's name before any feature code runs.
 """
 
@@ -31,11 +32,12 @@ def flight_model(features: FeaturesParams, time_column: str) -> type[BaseModel]:
             description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused.",
             strict=True, allow_inf_nan=False))
     fields[time_column] = (datetime, Field(
-        description=f"`{time_column}`: the scheduled hour as an ISO 8601 datetime; without a UTC offset it is "
-                    "read as UTC. Calendar features (" + ", ".join(features.time_parts or ["none"]) + ") come "
+        description=f"`{time_column}`: the scheduled hour as an ISO 8601 datetime; without a UTC offset it "
+                    f"is read as UTC. Calendar features ({', '.join(features.time_parts or ['none'])}) come "
                     "from it."))
     fields[REQUEST_ID] = (str | None, Field(
-        None, description="Optional caller id echoed in the answer and the prediction log; generated if absent.",
+        None, description="Optional caller id, echoed in the answer and the prediction log (generated if "
+                          "absent).",
         max_length=REQUEST_ID_MAX))
     return create_model("Flight", __config__=ConfigDict(extra="forbid"), **fields)
 

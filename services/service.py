@@ -2,8 +2,10 @@
 
 `bentoml serve services.service:FlightDelay` (from the repo root) serves the champion named by the registry's
 pointer and follows promotions (hot reload, see `services/scoring.py`). A built Bento serves the model it was
-built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named by
-$FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and `paths`.
+built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named
+by
+$FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and
+`paths`.
 
 Import does what BentoML needs at class-definition time and nothing more: read params (the request schema and
 the service config are class attributes) and name the champion's tag so `bentoml build` packs that model.
@@ -38,7 +40,8 @@ log = logging.getLogger("flightops.service")
 
 
 def startup_tag(params: Params) -> tuple[str | None, bool]:
-    """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
+    """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed;
+    else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
     from pipelines.registry import champion_tag
 
@@ -145,14 +148,15 @@ class FlightDelay:
         """The loaded model: tag, metrics, feature schema, training data version, threshold."""
         loaded = self.watcher.current
         if loaded is None:
-            return JSONResponse({"error": "no champion model is loaded yet", "last_error": self.watcher.last_error},
-                                status_code=503)
+            return JSONResponse({"error": "no champion model is loaded yet",
+                                 "last_error": self.watcher.last_error}, status_code=503)
         meta = loaded.model.meta
         store = loaded.store_metadata
         return {
             "model_tag": loaded.tag,
             "threshold": loaded.model.threshold,
-            "metrics": {key: store[key] for key in store if "metric" in key} or {"valid": meta.get("valid_metrics")},
+            "metrics": ({key: store[key] for key in store if "metric" in key}
+                        or {"valid": meta.get("valid_metrics")}),
             "training_data_version": store.get("data_version") or store.get("training_data_version"),
             "feature_schema": loaded.model.schema.to_dict(),
             "request_fields": REQUEST_FIELDS,

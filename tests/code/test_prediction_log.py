@@ -12,8 +12,9 @@ from pipelines.prediction_log import PredictionLog, prediction_record, read_pred
 
 
 def _record(i: int) -> dict:
-    return prediction_record(request_id=f"r{i}", ts="2013-09-01T14:00:00+00:00", model_tag="delay-classifier:abc",
-                             inputs={"carrier": "UA", "distance": None, "time_hour": "2013-09-01T14:00:00+00:00"},
+    stamp = "2013-09-01T14:00:00+00:00"
+    return prediction_record(request_id=f"r{i}", ts=stamp, model_tag="delay-classifier:abc",
+                             inputs={"carrier": "UA", "distance": None, "time_hour": stamp},
                              probability=np.float64(0.25), label=0, threshold=0.3)
 
 
