@@ -198,12 +198,6 @@ class PredictionLogParams(_Section):
         return self
 
 
-class AdaptiveBatchingParams(_Section):
-    enabled: bool
-    max_batch_size: int
-    max_latency_ms: int
-
-
 class ServeParams(_Section):
     host: str
     port: int
@@ -213,7 +207,6 @@ class ServeParams(_Section):
     reload_check_seconds: float
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
-    adaptive_batching: AdaptiveBatchingParams
 
     @model_validator(mode="after")
     def _ranges(self) -> ServeParams:

@@ -122,7 +122,8 @@ def score(loaded: LoadedModel, rows: Sequence[Mapping[str, Any]], time_column: s
     times = [_utc_naive(row[time_column]) for row in rows]
     columns = records_to_columns(rows, schema.raw_columns)
     matrix = encode(columns, times, schema)
-    probabilities = model.booster.predict(matrix)
+    # One thread: requests already run concurrently, and OpenMP start-up costs more than a small matrix.
+    probabilities = model.booster.predict(matrix, num_threads=1)
     threshold = model.threshold
     unknown = _unknown_categories(matrix, columns, list(schema.categorical))
     stamp = utc_now_iso()
