@@ -4,6 +4,7 @@ no loss on SIGKILL, and the built Bento serving."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,13 +61,25 @@ class Server:
         raise RuntimeError("bentoml serve did not become ready in 120 s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """Signal the server and every worker it started (workers may leave its process group), by pid."""
+        import psutil
+
+        if self.process.poll() is not None:
+            return
+        workers = psutil.Process(self.process.pid).children(recursive=True)
+        os.killpg(self.process.pid, sig)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(sig)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        for worker in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
 
 @pytest.fixture(scope="module")
