@@ -249,6 +249,45 @@ class GateParams(_Section):
         return self
 
 
+class PredictionLogParams(_Section):
+    rotate_hourly: bool
+    rotate_bytes: int
+
+    @model_validator(mode="after")
+    def _positive(self) -> PredictionLogParams:
+        if self.rotate_bytes < 1024:
+            raise ValueError(f"serve.prediction_log.rotate_bytes must be >= 1024, got {self.rotate_bytes}")
+        return self
+
+
+class ServeParams(_Section):
+    host: str
+    port: int
+    workers: int
+    max_batch_size: int
+    max_body_bytes: int
+    reload_check_seconds: float
+    bundled_champion_file: Path
+    prediction_log: PredictionLogParams
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ServeParams:
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append(f"serve.port must be in 1..65535, got {self.port}")
+        if self.workers < 1:
+            problems.append(f"serve.workers must be >= 1, got {self.workers}")
+        if self.max_batch_size < 1:
+            problems.append(f"serve.max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_body_bytes < 1024:
+            problems.append(f"serve.max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.reload_check_seconds < 0:
+            problems.append(f"serve.reload_check_seconds must be >= 0, got {self.reload_check_seconds}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(_Section):
     paths: PathsParams
     source: SourceParams
@@ -260,6 +299,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     search: SearchParams
     gate: GateParams
+    serve: ServeParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

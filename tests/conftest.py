@@ -27,6 +27,15 @@ SMALL_WINDOW = {"collect.start": "2013-03-01", "collect.end": "2013-06-01", "spl
                 "split.test_days": 14, "train.num_boost_round": 60, "train.early_stopping_rounds": 10}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A throwaway BentoML store for the whole run, set before anything imports bentoml (idempotent)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bentoml-home-"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
 def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """params.yaml as a dict, every path moved under `root`, then dotted overrides applied."""
     data = yaml.safe_load(PARAMS_FILE.read_text())

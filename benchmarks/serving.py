@@ -1,0 +1,203 @@
+"""Serving figures: latency and throughput of a running service, measured from a second process on loopback.
+
+    python benchmarks/serving.py --url http://127.0.0.1:3000 --rows data/prepared/test.parquet
+
+The load generator is a separate process (this one) with keep-alive raw-socket HTTP/1.1 clients, one thread
+per
+concurrent client; it reports single-row p50/p99 at 1 and 16 clients, requests/s, errors, and 1,000-row batch
+throughput, each beside in-process `Booster.predict` on the same rows (the champion loaded here from the
+store).
+It needs the same BENTOML_HOME / FLIGHTOPS_PARAMS as the server to load that model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class Client:
+    """A minimal keep-alive HTTP/1.1 client: what the benchmark measures is the server, not httpx."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.host = f"{host}:{port}"
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.sock.sendall(head + body)
+        status = int(self.file.readline().split()[1])
+        length, chunked = 0, False
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b""):
+                break
+            key, _, value = line.decode().partition(":")
+            if key.lower() == "content-length":
+                length = int(value)
+            elif key.lower() == "transfer-encoding" and "chunked" in value:
+                chunked = True
+        if not chunked:
+            return status, self.file.read(length)
+        data = b""
+        while True:
+            size = int(self.file.readline(), 16)
+            data += self.file.read(size)
+            self.file.readline()
+            if size == 0:
+                return status, data
+
+
+def _rows(path: Path, fields: list[str], time_column: str, n: int) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    frame = pd.read_parquet(path).head(n)
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {}
+        for name in fields:
+            value = record[name]
+            row[name] = None if value is None or (isinstance(value, float) and value != value) else (
+                value if isinstance(value, str) else float(value))
+        row[time_column] = record[time_column].isoformat()
+        rows.append(row)
+    return rows
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_clients(url: str, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+    parsed = urlparse(url)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        client = Client(parsed.hostname or "127.0.0.1", parsed.port or 80)
+        i = k
+        while time.perf_counter() < stop:
+            body = bodies[i % len(bodies)]
+            i += clients
+            start = time.perf_counter()
+            try:
+                status, _ = client.post(path, body)
+            except OSError:
+                errors[k] += 1
+                client = Client(parsed.hostname or "127.0.0.1", parsed.port or 80)
+                continue
+            latencies[k].append(time.perf_counter() - start)
+            if status != 200:
+                errors[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    flat = [x for chunk in latencies for x in chunk]
+    return {"clients": clients, "requests": len(flat), "errors": sum(errors), "rps": len(flat) / elapsed,
+            "p50_ms": _percentile(flat, 0.5) * 1e3, "p99_ms": _percentile(flat, 0.99) * 1e3,
+            "mean_ms": statistics.fmean(flat) * 1e3}
+
+
+def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: int) -> dict[str, float]:
+    """Booster.predict on the same rows: one row, and rows/s in `batch`-row matrices (with features)."""
+    from datetime import datetime
+
+    from pipelines.features import encode, records_to_columns
+    from services.scoring import load_tagged
+
+    model = load_tagged(tag, [*rows[0]], time_column).model
+    parsed = [{**r, time_column: datetime.fromisoformat(r[time_column]).replace(tzinfo=None)} for r in rows]
+
+    def matrix(chunk: list[dict[str, Any]]) -> Any:
+        return encode(records_to_columns(chunk, model.schema.raw_columns), [r[time_column] for r in chunk],
+                      model.schema)
+
+    singles = [matrix([r]) for r in parsed[:2000]]
+    start = time.perf_counter()
+    for m in singles:
+        model.booster.predict(m)
+    single_us = (time.perf_counter() - start) / len(singles) * 1e6
+    start = time.perf_counter()
+    for row in parsed[:len(singles)]:
+        model.booster.predict(matrix([row]))
+    single_with_features_us = (time.perf_counter() - start) / len(singles) * 1e6
+    chunks = [parsed[i:i + batch] for i in range(0, len(parsed) - batch + 1, batch)]
+    start = time.perf_counter()
+    for chunk in chunks:
+        model.booster.predict(matrix(chunk))
+    batch_rows_s = len(chunks) * batch / (time.perf_counter() - start)
+    return {"single_predict_us": single_us, "single_features_predict_us": single_with_features_us,
+            "batch_rows_per_s": batch_rows_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=None, help="service URL (default: serve.host/port from params)")
+    parser.add_argument("--rows", required=True, type=Path, help="a prepared split (parquet) to send")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per single-row scenario")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=60, help="1,000-row requests per batch scenario")
+    args = parser.parse_args()
+
+    from pipelines.config import DEFAULT_PARAMS_FILE, load_params
+    from pipelines.registry import require_champion
+
+    params = load_params(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE)
+    url = args.url or f"http://{params.serve.host}:{params.serve.port}"
+    time_column = params.source.time_column
+    rows = _rows(args.rows, params.features.raw_columns, time_column, max(5000, args.batch * 5))
+    single_bodies = [json.dumps({"flight": r}).encode() for r in rows]
+    batch_bodies = [json.dumps({"flights": rows[i:i + args.batch]}).encode()
+                    for i in range(0, len(rows) - args.batch + 1, args.batch)]
+
+    run_clients(url, "/predict", single_bodies, 4, 1.0)  # warm up
+    results = {"single_1": run_clients(url, "/predict", single_bodies, 1, args.seconds),
+               "single_16": run_clients(url, "/predict", single_bodies, 16, args.seconds)}
+    for clients in (1, 2):
+        seconds = max(2.0, args.seconds / 2)
+        result = run_clients(url, "/predict_batch", batch_bodies, clients, seconds)
+        result["rows_per_s"] = result["rps"] * args.batch
+        results[f"batch_{clients}"] = result
+    reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch)
+
+    print(f"service {url}; in-process reference: Booster.predict on one row "
+          f"{reference['single_predict_us']:.1f} us "
+          f"(with encode {reference['single_features_predict_us']:.1f} us); "
+          f"{args.batch}-row batches {reference['batch_rows_per_s']:,.0f} rows/s (encode + predict)")
+    print(f"{'scenario':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
+          f"{'p99 ms':>9}"
+          f"{'rows/s':>12}{'ratio':>10}")
+    for name, r in results.items():
+        if name.startswith("single"):
+            ratio = r["p50_ms"] * 1e3 / reference["single_predict_us"]
+            extra = f"{'':>12}{ratio:>9.0f}x"  # served p50 / in-process predict time
+        else:
+            ratio = reference["batch_rows_per_s"] / r["rows_per_s"]
+            extra = f"{r['rows_per_s']:>12,.0f}{ratio:>9.1f}x"  # in-process rows/s / served rows/s
+        print(f"{name:<14}{r['clients']:>8}{r['requests']:>10}{r['errors']:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
+              f"{r['p99_ms']:>9.2f}{extra}")
+    print("ratio: single = served p50 / in-process Booster.predict of one row; "
+          "batch = in-process rows/s / served rows/s")
+    print(json.dumps({"reference": reference, **results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The service's prediction log: append-only JSONL files that the monitoring flow reads.
+
+Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be
+on
+disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a
+caller
+already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file
+in one
+piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and
+needs
+no background thread. BentoML's monitoring API buffers records in a logger and Parquet needs whole row groups,
+so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth
+it.)
+
+One record per line, exactly:
+`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability",
+"label",
+"threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
+file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+FILE_GLOB = "predictions-*.jsonl"
+
+
+def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
+                      probability: float, label: int, threshold: float) -> dict[str, Any]:
+    """One log line as a dict: the single place the record's keys are spelled."""
+    return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
+            "probability": probability, "label": label, "threshold": threshold}
+
+
+class PredictionLog:
+    """Appends records to the current file of this process; rotation is checked on every write."""
+
+    def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self.rotate_hourly = rotate_hourly
+        self.rotate_bytes = rotate_bytes
+        self._clock = clock
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._hour: int | None = None
+        self._pid: int | None = None
+        self._size = 0
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append the records with one write; returns once the kernel holds them (a crash of this process
+        after
+        that loses nothing)."""
+        if not records:
+            return
+        data = b"".join(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+                        for record in records)
+        fd = self._file_for(len(data))
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; the loop only guards against a short write
+            written = os.write(fd, view)
+            view = view[written:]
+        self._size += len(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = self._path = self._hour = None
+
+    def _file_for(self, incoming: int) -> int:
+        now = self._clock()
+        hour = int(now // 3600) if self.rotate_hourly else 0
+        pid = os.getpid()  # a forked worker must not share its parent's file
+        if (self._fd is None or pid != self._pid or hour != self._hour
+                or (self._size and self._size + incoming > self.rotate_bytes)):
+            self._open(now, hour, pid, incoming)
+        assert self._fd is not None
+        return self._fd
+
+    def _open(self, now: float, hour: int, pid: int, incoming: int) -> None:
+        if self._fd is not None and pid == self._pid:
+            os.close(self._fd)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
+        sequence = 0
+        while True:  # skip files this pid already filled (a restarted container reuses pids)
+            suffix = f".{sequence}" if sequence else ""
+            path = self.directory / f"predictions-{stamp}-{pid}{suffix}.jsonl"
+            size = path.stat().st_size if path.exists() else 0
+            if size == 0 or size + incoming <= self.rotate_bytes:
+                break
+            sequence += 1
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._path, self._hour, self._pid, self._size = path, hour, pid, size
+
+
+def read_prediction_log(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every record in the directory, file by file in name order (hour, then pid, then sequence).
+
+    A torn last line (a write interrupted by a full disk) is skipped rather than failing the whole read.
+    """
+    for path in sorted(Path(directory).glob(FILE_GLOB), key=_file_order):
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    continue
+                yield orjson.loads(line)
+
+
+def _file_order(path: Path) -> tuple[str, int, int]:
+    stem = path.name.removeprefix("predictions-").removesuffix(".jsonl")
+    stamp, _, rest = stem.partition("-")
+    pid, _, sequence = rest.partition(".")
+    return stamp, int(pid) if pid.isdigit() else 0, int(sequence) if sequence.isdigit() else 0
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat()

@@ -1,0 +1,55 @@
+"""Package the champion as a Bento: `python -m services.package [--params params.yaml]` (from the repo root).
+
+Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the
+model it
+was built with where there is no registry), then runs `bentoml build -f services/bentofile.yaml .` with the
+same
+environment. Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an
+image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENTOFILE = Path(__file__).with_name("bentofile.yaml")
+
+
+def package(params_path: Path) -> str:
+    from pipelines.config import load_params
+    from pipelines.registry import require_champion
+
+    params = load_params(params_path)
+    tag = require_champion(params.paths.registry_dir)
+    bundled = params.serve.bundled_champion_file
+    bundled.parent.mkdir(parents=True, exist_ok=True)
+    bundled.write_text(json.dumps({"tag": tag}) + "\n")
+    env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_path)}
+    result = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", str(BENTOFILE), "."],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{result.stdout}\n{result.stderr}")
+    found = re.search(r'Successfully built Bento\(tag="([^"]+)"\)', result.stdout + result.stderr)
+    if not found:
+        raise RuntimeError(f"bentoml build did not report a tag:\n{result.stdout}\n{result.stderr}")
+    return found.group(1)
+
+
+def main() -> None:
+    from pipelines.config import DEFAULT_PARAMS_FILE
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path,
+                        default=Path(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE))
+    args = parser.parse_args()
+    print(package(args.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Request and response models of the service, built from the feature config rather than written per dataset.
+
+`flight_model` turns `params.yaml`'s `features` and `source.time_column` into a pydantic model, so the OpenAPI
+page lists every raw field with its type and a description, and a request naming an unknown field, missing
+one,
+sending the wrong type or a NaN/inf is refused with the field's name before any feature code runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from pipelines.config import FeaturesParams
+
+REQUEST_ID = "request_id"
+REQUEST_ID_MAX = 200
+
+
+def flight_model(features: FeaturesParams, time_column: str) -> type[BaseModel]:
+    """One flight as the caller knows it at scheduling time: the raw feature fields plus the time column."""
+    fields: dict[str, Any] = {}
+    for name in features.categorical:
+        fields[name] = (str | None, Field(
+            description=f"Categorical feature `{name}`. A value not seen in training (or null) is scored as "
+                        "LightGBM's missing value and listed in the answer's `unknown_categories`.",
+            strict=True, max_length=200))
+    for name in features.numeric:
+        fields[name] = (float | None, Field(
+            description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused.",
+            strict=True, allow_inf_nan=False))
+    fields[time_column] = (datetime, Field(
+        description=f"`{time_column}`: the scheduled hour as an ISO 8601 datetime; without a UTC offset it "
+                    f"is read as UTC. Calendar features ({', '.join(features.time_parts or ['none'])}) come "
+                    "from it."))
+    fields[REQUEST_ID] = (str | None, Field(
+        None, description="Optional caller id, echoed in the answer and the prediction log (generated if "
+                          "absent).",
+        max_length=REQUEST_ID_MAX))
+    return create_model("Flight", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class Prediction(BaseModel):
+    request_id: str = Field(description="The caller's request_id, or a generated one.")
+    probability: float = Field(description="Probability that the flight arrives late (the positive label).")
+    label: int = Field(description="1 if probability >= threshold, else 0.")
+    threshold: float = Field(description="Decision threshold that travels with the model.")
+    model_tag: str = Field(description="BentoML tag of the model that answered.")
+    unknown_categories: list[str] = Field(
+        description="Categorical fields whose value the model did not see in training (scored as missing).")
+
+
+class RowPrediction(BaseModel):
+    request_id: str
+    probability: float
+    label: int
+    unknown_categories: list[str]
+
+
+class BatchPrediction(BaseModel):
+    model_tag: str = Field(description="BentoML tag of the model that answered every row.")
+    threshold: float
+    predictions: list[RowPrediction]
+
+
+def batch_annotation(flight: type[BaseModel], max_batch_size: int) -> Any:
+    """`list[Flight]` with the configured size limits, for the batch endpoint's signature."""
+    return Annotated[list[flight], Field(  # type: ignore[valid-type]
+        min_length=1, max_length=max_batch_size,
+        description=f"1 to {max_batch_size} flights (serve.max_batch_size).")]

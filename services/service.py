@@ -1,0 +1,182 @@
+"""The Bento service: serves the registry's champion, validates every request, logs every prediction.
+
+`bentoml serve services.service:FlightDelay` (from the repo root) serves the champion named by the registry's
+pointer and follows promotions (hot reload, see `services/scoring.py`). A built Bento serves the model it was
+built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named
+by
+$FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and
+`paths`.
+
+Import does what BentoML needs at class-definition time and nothing more: read params (the request schema and
+the service config are class attributes) and name the champion's tag so `bentoml build` packs that model.
+The model itself is loaded when a worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from http import HTTPStatus
+from typing import Any
+
+import anyio
+import bentoml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
+from pipelines.prediction_log import PredictionLog
+from services.limits import BodyLimit
+from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model
+from services.scoring import ChampionWatcher, LoadedModel, score
+
+PARAMS_ENV = "FLIGHTOPS_PARAMS"
+MODEL_TAG_ENV = "FLIGHTOPS_MODEL_TAG"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+log = logging.getLogger("flightops.service")
+
+
+def startup_tag(params: Params) -> tuple[str | None, bool]:
+    """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed;
+    else
+    the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
+    from pipelines.registry import champion_tag
+
+    pinned = os.environ.get(MODEL_TAG_ENV)
+    if pinned:
+        return pinned, False
+    current = champion_tag(params.paths.registry_dir)
+    if current is not None:
+        return current, True
+    bundled = params.serve.bundled_champion_file
+    if bundled.exists():
+        return json.loads(bundled.read_text())["tag"], False
+    return None, True
+
+
+PARAMS = load_params(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE)
+TIME_COLUMN = PARAMS.source.time_column
+Flight = flight_model(PARAMS.features, TIME_COLUMN)
+Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
+REQUEST_FIELDS = [name for name in Flight.model_fields if name != "request_id"]
+_TAG, _FOLLOW = startup_tag(PARAMS)
+
+admin = FastAPI(title="flightops admin")
+
+
+class NotReady(bentoml.exceptions.BentoMLException):
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+@bentoml.asgi_app(admin, path="/")
+@bentoml.service(
+    name="flight-delay",
+    workers=PARAMS.serve.workers,
+    http={"host": PARAMS.serve.host, "port": PARAMS.serve.port},
+    traffic={"timeout": 30},
+)
+class FlightDelay:
+    """Delay probability for scheduled flights, from the promoted champion model."""
+
+    if _TAG is not None:
+        # Declared so that `bentoml build` packs the champion into the Bento.
+        bundled_model = bentoml.models.BentoModel(_TAG)
+
+    def __init__(self) -> None:
+        serve = PARAMS.serve
+        pointer = PARAMS.paths.registry_dir / "champion.json" if _FOLLOW else None
+        self.watcher = ChampionWatcher(pointer, REQUEST_FIELDS, TIME_COLUMN,
+                                       fixed_tag=None if _FOLLOW else _TAG)
+        self.watcher.check()
+        self.prediction_log = PredictionLog(PARAMS.paths.prediction_log_dir,
+                                            rotate_hourly=serve.prediction_log.rotate_hourly,
+                                            rotate_bytes=serve.prediction_log.rotate_bytes)
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @bentoml.on_startup
+    async def _start_watching(self) -> None:
+        if self.watcher.pointer is not None and PARAMS.serve.reload_check_seconds > 0:
+            self._watch_task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(PARAMS.serve.reload_check_seconds)
+            try:
+                await anyio.to_thread.run_sync(self.watcher.check)
+            except Exception:  # never let the watcher die: the next tick retries
+                log.exception("champion check failed")
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        self.prediction_log.close()
+
+    def __is_ready__(self) -> bool:
+        """Ready means a champion is loaded (BentoML's /readyz answers 503 until then)."""
+        return self.watcher.current is not None
+
+    def _model(self) -> LoadedModel:
+        loaded = self.watcher.current
+        if loaded is None:
+            raise NotReady("no champion model is loaded yet: promote one (the training DAG's gate does)")
+        if PARAMS.serve.reload_check_seconds == 0:
+            self.watcher.check()
+            loaded = self.watcher.current or loaded
+        return loaded
+
+    @bentoml.api(route="/predict")
+    async def predict(self, flight: Flight) -> Prediction:  # type: ignore[valid-type]
+        """Delay probability and label for one flight."""
+        loaded = self._model()
+        answer = score(loaded, [flight.__dict__], TIME_COLUMN, self.prediction_log)[0]
+        return Prediction(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, flights: Flights) -> BatchPrediction:  # type: ignore[valid-type]
+        """Delay probabilities and labels for up to serve.max_batch_size flights, all from one model."""
+        loaded = self._model()
+        answers = score(loaded, [flight.__dict__ for flight in flights], TIME_COLUMN, self.prediction_log)
+        return BatchPrediction.model_construct(model_tag=loaded.tag, threshold=loaded.model.threshold,
+                                               predictions=answers)
+
+    @admin.get("/metadata")
+    def metadata(self) -> dict[str, Any]:
+        """The loaded model: tag, metrics, feature schema, training data version, threshold."""
+        loaded = self.watcher.current
+        if loaded is None:
+            return JSONResponse({"error": "no champion model is loaded yet",
+                                 "last_error": self.watcher.last_error}, status_code=503)
+        meta = loaded.model.meta
+        store = loaded.store_metadata
+        return {
+            "model_tag": loaded.tag,
+            "threshold": loaded.model.threshold,
+            "metrics": ({key: store[key] for key in store if "metric" in key}
+                        or {"valid": meta.get("valid_metrics")}),
+            "training_data_version": store.get("data_version") or store.get("training_data_version"),
+            "feature_schema": loaded.model.schema.to_dict(),
+            "request_fields": REQUEST_FIELDS,
+            "store_metadata": store,
+            "loaded_at": loaded.loaded_at,
+            "follows_registry": self.watcher.pointer is not None,
+            "last_reload_error": self.watcher.last_error,
+        }
+
+    @admin.post("/reload")
+    async def reload(self, request: Request) -> Any:
+        """Check the champion pointer now (loopback callers only); answers the tag being served."""
+        client = request.client.host if request.client else None
+        if client not in LOOPBACK:
+            return JSONResponse({"error": "reload is only accepted from loopback"}, status_code=403)
+        swapped = await anyio.to_thread.run_sync(self.watcher.check)
+        current = self.watcher.current
+        return {"model_tag": current.tag if current else None, "swapped": swapped,
+                "last_reload_error": self.watcher.last_error}
+
+
+FlightDelay.add_asgi_middleware(BodyLimit, max_body_bytes=PARAMS.serve.max_body_bytes)
+

@@ -1,0 +1,311 @@
+"""The Bento service against a real `bentoml serve` on 127.0.0.1: parity, bad input, prediction log, hot
+reload,
+no loss on SIGKILL, and the built Bento serving."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO_ROOT, SMALL_WINDOW, params_dict
+
+from pipelines.config import Params, parse_params
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, target: str, env: dict[str, str], cwd: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # Output to a file, never a pipe nobody reads (a full pipe would block the server's access log).
+        self.log = cwd / f".bentoml-serve-{self.port}.log" if cwd != REPO_ROOT else Path(
+            os.environ["BENTOML_HOME"]) / f"serve-{self.port}.log"
+        with open(self.log, "wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited:\n{self.log.read_text()[-5000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("bentoml serve did not become ready in 120 s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server and every worker it started (workers may leave its process group), by pid."""
+        import psutil
+
+        if self.process.poll() is not None:
+            return
+        workers = psutil.Process(self.process.pid).children(recursive=True)
+        os.killpg(self.process.pid, sig)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(sig)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        for worker in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A params file in a temp dir, a tiny real champion in the BentoML store, and test rows."""
+    from pipelines import registry, stages
+
+    root = tmp_path_factory.mktemp("serving")
+    data = params_dict(root, SMALL_WINDOW)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    params = parse_params(data)
+    stages.run_collect(params)
+    stages.run_preprocess(params)
+    stages.run_train(params)
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})
+    registry.set_champion(params.paths.registry_dir, tag, reason="test")
+    test = pd.read_parquet(params.paths.prepared_dir / "test.parquet").head(300)
+    return {"params": params, "params_file": params_file, "tag": tag, "test": test}
+
+
+def _env(params_file: Path | None) -> dict[str, str]:
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("FLIGHTOPS_PARAMS", None)
+    env.pop("FLIGHTOPS_MODEL_TAG", None)
+    if params_file is not None:
+        env["FLIGHTOPS_PARAMS"] = str(params_file)
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(trained: dict[str, Any]) -> Iterator[Server]:
+    running = Server("services.service:FlightDelay", _env(trained["params_file"]), REPO_ROOT)
+    yield running
+    running.stop()
+
+
+def _records(frame: pd.DataFrame, params: Params) -> list[dict[str, Any]]:
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {name: (None if pd.isna(record[name]) else record[name] if isinstance(record[name], str)
+                      else float(record[name])) for name in params.features.raw_columns}
+        row["time_hour"] = record["time_hour"].isoformat()
+        rows.append(row)
+    return rows
+
+
+def test_predictions_equal_the_in_process_model(server: Server, trained: dict[str, Any]) -> None:
+    from pipelines.registry import load_model
+
+    params, test = trained["params"], trained["test"]
+    expected = load_model(trained["tag"]).predict_proba(test)
+    rows = _records(test, params)
+    batch = httpx.post(f"{server.url}/predict_batch", json={"flights": rows}, timeout=30)
+    assert batch.status_code == 200, batch.text
+    body = batch.json()
+    assert body["model_tag"] == trained["tag"]
+    np.testing.assert_allclose([p["probability"] for p in body["predictions"]], expected, rtol=0, atol=1e-9)
+    for i in (0, 7, 42):
+        flight = {**rows[i], "request_id": f"parity-{i}"}
+        single = httpx.post(f"{server.url}/predict", json={"flight": flight})
+        answer = single.json()
+        assert answer["request_id"] == f"parity-{i}"
+        assert abs(answer["probability"] - expected[i]) <= 1e-9
+        assert answer["label"] == int(expected[i] >= answer["threshold"])
+        assert answer["model_tag"] == trained["tag"]
+
+
+def _bad_cases(row: dict[str, Any], max_batch: int) -> list[tuple[str, str, bytes, int, str]]:
+    def single(flight: dict[str, Any]) -> bytes:
+        return json.dumps({"flight": flight}).encode()
+
+    without = {k: v for k, v in row.items() if k != "distance"}
+    return [
+        ("missing field", "/predict", single(without), 400, "distance"),
+        ("unknown field", "/predict", single({**row, "gate": "B12"}), 400, "gate"),
+        ("wrong type", "/predict", single({**row, "carrier": 9}), 400, "carrier"),
+        ("string for number", "/predict", single({**row, "distance": "far"}), 400, "distance"),
+        ("bad time", "/predict", single({**row, "time_hour": "yesterday"}), 400, "time_hour"),
+        ("NaN", "/predict", single({**row, "temp": float("nan")}), 400, "temp"),
+        ("infinity", "/predict", single({**row, "wind_speed": float("inf")}), 400, "wind_speed"),
+        ("empty batch", "/predict_batch", json.dumps({"flights": []}).encode(), 400, "flights"),
+        ("oversized batch", "/predict_batch", json.dumps({"flights": [row] * (max_batch + 1)}).encode(), 400,
+         "flights"),
+        ("malformed JSON", "/predict", b'{"flight": {', 400, "Invalid JSON"),
+        ("not an object", "/predict", b"[1, 2]", 400, "object"),
+        ("body too large", "/predict_batch", b" " * 2_000_001, 413, "max_body_bytes"),
+    ]
+
+
+def test_bad_input_gets_a_4xx_naming_the_field_and_serving_goes_on(server: Server,
+                                                                    trained: dict[str, Any]) -> None:
+    params = trained["params"]
+    row = _records(trained["test"].head(1), params)[0]
+    failures = []
+    for name, path, body, status, needle in _bad_cases(row, params.serve.max_batch_size):
+        answer = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": "application/json"},
+                            timeout=30)
+        if answer.status_code != status or needle not in answer.text:
+            failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
+    assert not failures, "\n".join(failures)
+    assert httpx.post(f"{server.url}/predict", json={"flight": row}).status_code == 200
+
+
+def test_unknown_category_is_scored_as_missing_and_flagged(server: Server, trained: dict[str, Any]) -> None:
+    row = _records(trained["test"].head(1), trained["params"])[0]
+    answer = httpx.post(f"{server.url}/predict", json={"flight": {**row, "dest": "XXX"}})
+    assert answer.status_code == 200
+    assert answer.json()["unknown_categories"] == ["dest"]
+    missing = httpx.post(f"{server.url}/predict", json={"flight": {**row, "dest": None}}).json()
+    assert answer.json()["probability"] == missing["probability"]
+
+
+def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
+    meta = httpx.get(f"{server.url}/metadata").json()
+    assert meta["model_tag"] == trained["tag"]
+    assert meta["training_data_version"] == "test-window"
+    assert meta["feature_schema"]["time_column"] == "time_hour"
+    assert 0 < meta["threshold"] < 1
+    for probe in ("/healthz", "/livez", "/readyz"):
+        assert httpx.get(f"{server.url}{probe}").status_code == 200
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    flight = json.dumps(spec)
+    assert "plane_manufacturer" in flight and "NaN and infinity are refused" in flight
+
+
+def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> None:
+    from pipelines.prediction_log import read_prediction_log
+
+    params = trained["params"]
+    rows = _records(trained["test"].head(5), params)
+    sent = [{**row, "request_id": f"log-{i}"} for i, row in enumerate(rows)]
+    answers = httpx.post(f"{server.url}/predict_batch", json={"flights": sent}).json()["predictions"]
+    logged = {r["request_id"]: r for r in read_prediction_log(params.paths.prediction_log_dir)}
+    for row, answer in zip(sent, answers, strict=True):
+        record = logged[row["request_id"]]
+        assert set(record) == {"request_id", "ts", "model_tag", "inputs", "probability", "label", "threshold"}
+        assert record["probability"] == answer["probability"] and record["label"] == answer["label"]
+        assert record["model_tag"] == trained["tag"]
+        expected_inputs = {k: v for k, v in row.items() if k != "request_id"}
+        expected_inputs["time_hour"] = pd.Timestamp(row["time_hour"]).tz_convert("UTC").isoformat()
+        assert record["inputs"] == expected_inputs
+        assert record["ts"].endswith("+00:00")
+
+
+def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
+                                                                trained: dict[str, Any]) -> None:
+    """Runs last on the shared server: it changes the champion."""
+    from pipelines import registry, stages
+
+    params = trained["params"]
+    retrained = params.model_copy(update={"train": params.train.model_copy(update={"seed": 7,
+                                                                                   "learning_rate": 0.1})})
+    stages.run_train(retrained)
+    new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})
+    row = _records(trained["test"].head(1), params)[0]
+    seen: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            while not stop.is_set():
+                answer = client.post("/predict", json={"flight": row})
+                if answer.status_code != 200:
+                    errors.append(answer.text)
+                else:
+                    seen.append(answer.json()["model_tag"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    registry.set_champion(params.paths.registry_dir, new_tag, reason="test promotion")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (not seen or seen[-1] != new_tag):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert seen[0] == trained["tag"] and seen[-1] == new_tag
+    switch = seen.index(new_tag)
+    assert set(seen[switch:]) <= {new_tag, trained["tag"]}  # in-flight answers may finish on the old model
+    assert httpx.get(f"{server.url}/metadata").json()["model_tag"] == new_tag
+
+
+def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path: Path) -> None:
+    from pipelines.prediction_log import read_prediction_log
+
+    data = yaml.safe_load(trained["params_file"].read_text())
+    data["paths"]["prediction_log_dir"] = str(tmp_path / "predictions")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    own = Server("services.service:FlightDelay", _env(params_file), REPO_ROOT)
+    row = _records(trained["test"].head(1), trained["params"])[0]
+    answered = []
+    try:
+        with httpx.Client(base_url=own.url) as client:
+            for i in range(200):
+                answer = client.post("/predict", json={"flight": {**row, "request_id": f"k{i}"}})
+                if answer.status_code == 200:
+                    answered.append(f"k{i}")
+    finally:
+        own.stop(signal.SIGKILL)
+    logged = {r["request_id"] for r in read_prediction_log(tmp_path / "predictions")}
+    assert len(answered) == 200 and set(answered) <= logged
+
+
+def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_path: Path) -> None:
+    from services.package import package
+
+    bento_tag = package(trained["params_file"])
+    bento = Server(bento_tag, _env(None), tmp_path)  # no registry and no params file here
+    try:
+        row = _records(trained["test"].head(1), trained["params"])[0]
+        answer = httpx.post(f"{bento.url}/predict", json={"flight": row})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_tag"] == registry_champion(trained)
+        assert httpx.get(f"{bento.url}/metadata").json()["follows_registry"] is False
+    finally:
+        bento.stop()
+
+
+def registry_champion(trained: dict[str, Any]) -> str:
+    from pipelines.registry import require_champion
+
+    return require_champion(trained["params"].paths.registry_dir)
