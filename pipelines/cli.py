@@ -61,6 +61,17 @@ def _draft_suite(args: argparse.Namespace) -> Any:
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
 
+def _replay(args: argparse.Namespace) -> Any:
+    from pipelines.config import load_params
+    from pipelines.replay import run_replay
+
+    overrides = dict(args.set or [])
+    for key in ("start", "end", "rate", "batch_size"):
+        if getattr(args, key) is not None:
+            overrides[f"replay.{key}"] = getattr(args, key)
+    return run_replay(load_params(args.params, overrides), args.url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -80,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
     draft.add_argument("--name", help="suite name (default: the file name)")
+    replay = add("replay", _replay, "replay a later period of real flights against the running service, "
+                                    "then deliver their outcomes")
+    replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")
+    replay.add_argument("--start", help="first scheduled day (default: replay.start)")
+    replay.add_argument("--end", help="end day, exclusive (default: replay.end)")
+    replay.add_argument("--rate", type=float, help="rows per second (default: replay.rate)")
+    replay.add_argument("--batch-size", dest="batch_size", type=int, help="rows per request (default: replay.batch_size)")
     return parser
 
 
@@ -88,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         result = args.handler(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         # Our own errors carry a message written for the user; a traceback would bury it.
         print(f"error: {args.command} failed: {error}", file=sys.stderr)
         return 1
