@@ -114,7 +114,7 @@ def predictions_frame(parsed: ParsedLines, features: FeaturesParams, time_column
         if name not in inputs.columns:
             skipped[f"inputs_missing_{name}"] += len(records)
             return ParsedLines(pd.DataFrame(columns=columns), skipped, parsed.examples)
-    stamps = pd.to_datetime(inputs[time_column], utc=True, errors="coerce")
+    stamps = pd.to_datetime(inputs[time_column], utc=True, errors="coerce", format="ISO8601")
     bad_time = stamps.isna().to_numpy()
     skipped["bad_time"] += int((bad_time & keep).sum())
     keep &= ~bad_time
