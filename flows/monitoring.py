@@ -76,8 +76,13 @@ def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.Da
 def retrain_in_flight(deployment_name: str) -> bool:
     """Whether the retraining deployment has a run scheduled, pending or running (asked of the Prefect API)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.exceptions import ObjectNotFound
 

@@ -14,8 +14,15 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import Params
-from pipelines.monitoring import (LOG_FIELDS, OUTCOME_FIELDS, ParsedLines, WindowResult, outcomes_frame,
-                                  parse_lines, predictions_frame)
+from pipelines.monitoring import (
+    LOG_FIELDS,
+    OUTCOME_FIELDS,
+    ParsedLines,
+    WindowResult,
+    outcomes_frame,
+    parse_lines,
+    predictions_frame,
+)
 from pipelines.stages import write_atomic, write_json
 
 log = logging.getLogger(__name__)

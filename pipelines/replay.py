@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +119,13 @@ class _OutcomeWriter:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.path = directory / f"outcomes-{stamp}-{os.getpid()}.jsonl"
         self.handle = open(self.path, "a", encoding="utf-8")
         self.count = 0
 
     def write(self, keys: list[str], actuals: list[int]) -> None:
-        delivered = datetime.now(timezone.utc).isoformat()
+        delivered = datetime.now(UTC).isoformat()
         for key, actual in zip(keys, actuals, strict=True):
             self.handle.write(json.dumps({"request_id": key, "actual": int(actual), "delivered_at": delivered})
                               + "\n")

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def log_records(frame: pd.DataFrame, model: TrainedModel, raw_columns: list[str]
                 model_tag: str = "delay-classifier:test") -> list[dict[str, Any]]:
     """Score real rows in-process and build the service's log records (contract format)."""
     proba = model.predict_proba(frame)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     records = []
     for index, (_, row) in enumerate(frame.iterrows()):
         inputs = {name: (None if pd.isna(row[name]) else (row[name].item() if hasattr(row[name], "item")
@@ -82,7 +82,7 @@ def write_outcomes(directory: Path, frame: pd.DataFrame, label: str = "label") -
     with open(path, "a") as handle:
         for key, actual in zip(frame["request_id"], frame[label], strict=True):
             handle.write(json.dumps({"request_id": key, "actual": int(actual),
-                                     "delivered_at": datetime.now(timezone.utc).isoformat()}) + "\n")
+                                     "delivered_at": datetime.now(UTC).isoformat()}) + "\n")
     return path
 
 

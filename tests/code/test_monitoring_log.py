@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from conftest import params_dict  # noqa: I001  (tests/ is on sys.path)
 
 from pipelines import monitoring
 from pipelines.config import parse_params
 from pipelines.replay import flight_keys, request_records
-
-from conftest import params_dict  # noqa: I001  (tests/ is on sys.path)
 
 
 @pytest.fixture
@@ -86,7 +85,7 @@ def _summary(drift: bool) -> dict:
     (True, False, "2013-08-01T00:00:00+00:00", True, "data drift"),
 ])
 def test_retrain_decision(params, drift, in_flight, last, expected, why):
-    end = datetime(2013, 9, 16, tzinfo=timezone.utc)
+    end = datetime(2013, 9, 16, tzinfo=UTC)
     decision = monitoring.decide_retrain(_summary(drift), end, last, in_flight, params.monitor)
     assert decision.retrain is expected
     assert why in decision.reason

@@ -9,12 +9,11 @@ import uuid
 
 import pytest
 import yaml
+from conftest import SMALL_WINDOW, params_dict  # noqa: I001
+from monitoring_support import into_week, log_records, prefect_server, shift, train_small, write_log
 
 from pipelines import monitoring_store
 from pipelines.config import parse_params
-
-from conftest import SMALL_WINDOW, params_dict  # noqa: I001
-from monitoring_support import into_week, log_records, prefect_server, shift, train_small, write_log
 
 pytestmark = pytest.mark.integration
 
