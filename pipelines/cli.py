@@ -94,6 +94,17 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     return {"champion": restored, "previous": previous}
 
 
+def _replay(args: argparse.Namespace) -> Any:
+    from pipelines.config import load_params
+    from pipelines.replay import run_replay
+
+    overrides = dict(args.set or [])
+    for key in ("start", "end", "rate", "batch_size"):
+        if getattr(args, key) is not None:
+            overrides[f"replay.{key}"] = getattr(args, key)
+    return run_replay(load_params(args.params, overrides), args.url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -125,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
     draft.add_argument("--name", help="suite name (default: the file name)")
+    replay = add("replay", _replay, "replay a later period of real flights against the running service, "
+                                    "then deliver their outcomes")
+    replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")
+    replay.add_argument("--start", help="first scheduled day (default: replay.start)")
+    replay.add_argument("--end", help="end day, exclusive (default: replay.end)")
+    replay.add_argument("--rate", type=float, help="rows per second (default: replay.rate)")
+    replay.add_argument("--batch-size", dest="batch_size", type=int, help="rows per request (default: replay.batch_size)")
     return parser
 
 

@@ -288,6 +288,68 @@ class ServeParams(_Section):
         return self
 
 
+class ReplayParams(_Section):
+    start: datetime
+    end: datetime
+    rate: float
+    batch_size: int
+    label_delay_hours: float
+    timeout_s: float
+
+    _utc = field_validator("start", "end", mode="before")(_parse_utc)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ReplayParams:
+        problems = []
+        if self.end <= self.start:
+            problems.append(f"replay.end ({self.end:%Y-%m-%d}) must be after replay.start ({self.start:%Y-%m-%d})")
+        if self.rate <= 0:
+            problems.append(f"replay.rate must be > 0 rows/s, got {self.rate}")
+        if self.batch_size < 1:
+            problems.append(f"replay.batch_size must be >= 1, got {self.batch_size}")
+        if self.label_delay_hours < 0:
+            problems.append(f"replay.label_delay_hours must be >= 0, got {self.label_delay_hours}")
+        if self.timeout_s <= 0:
+            problems.append(f"replay.timeout_s must be > 0, got {self.timeout_s}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class MonitorParams(_Section):
+    window_days: int
+    min_window_rows: int
+    reference_rows: int
+    seed: int
+    drift_share: float
+    prediction_drift: float
+    missing_surge: float
+    new_category_surge: float
+    auc_drop: float
+    min_labelled_share: float
+    cooldown_days: float
+    retraining_deployment: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> MonitorParams:
+        problems = []
+        for name in ("window_days", "min_window_rows", "reference_rows"):
+            if getattr(self, name) < 1:
+                problems.append(f"monitor.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("drift_share", "min_labelled_share"):
+            if not 0 < getattr(self, name) <= 1:
+                problems.append(f"monitor.{name} must be in (0, 1], got {getattr(self, name)}")
+        for name in ("prediction_drift", "missing_surge", "new_category_surge", "auc_drop", "cooldown_days"):
+            if getattr(self, name) < 0:
+                problems.append(f"monitor.{name} must be >= 0, got {getattr(self, name)}")
+        if self.retraining_deployment.count("/") != 1:
+            problems.append("monitor.retraining_deployment must be '<flow name>/<deployment name>', "
+                            f"got {self.retraining_deployment!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(_Section):
     paths: PathsParams
     source: SourceParams
@@ -300,6 +362,8 @@ class Params(_Section):
     search: SearchParams
     gate: GateParams
     serve: ServeParams
+    replay: ReplayParams
+    monitor: MonitorParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,0 +1,119 @@
+"""Unit tests of the pure monitoring pieces: the tolerant log reader, windows, the retrain decision, history."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from conftest import params_dict  # noqa: I001  (tests/ is on sys.path)
+
+from pipelines import monitoring
+from pipelines.config import parse_params
+from pipelines.replay import flight_keys, request_records
+
+
+@pytest.fixture
+def params(tmp_path):
+    return parse_params(params_dict(tmp_path, {"monitor.min_window_rows": 2, "monitor.window_days": 7}))
+
+
+def _record(params, request_id="a", time_hour="2013-09-02T10:00:00+00:00", **change):
+    inputs = {name: "UA" for name in params.features.categorical}
+    inputs.update({name: 1.0 for name in params.features.numeric})
+    inputs["time_hour"] = time_hour
+    record = {"request_id": request_id, "ts": "2024-01-01T00:00:00+00:00", "model_tag": "m:1", "inputs": inputs,
+              "probability": 0.3, "label": 0, "threshold": 0.4}
+    record.update(change)
+    return json.dumps(record)
+
+
+def test_garbage_lines_are_counted_by_reason_and_skipped(params):
+    good = [_record(params, "a"), _record(params, "b")]
+    bad_inputs = json.loads(_record(params, "c"))
+    bad_inputs["inputs"]["distance"] = "far"
+    lines = [*good,
+             _record(params, "t")[:37],                       # truncated last line after a kill
+             json.dumps({"hello": "world"}),                 # wrong schema
+             _record(params, "p", probability="high"),       # wrong type
+             json.dumps(bad_inputs),                         # non-numeric number
+             _record(params, "e", time_hour="yesterday"),    # unparsable time
+             _record(params, "q", probability=1.7),          # impossible probability
+             "[1, 2]", ""]
+    raw = monitoring.parse_lines(lines, monitoring.LOG_FIELDS, source="predictions-x.jsonl")
+    parsed = monitoring.predictions_frame(raw, params.features, "time_hour")
+    assert sorted(parsed.frame["request_id"]) == ["a", "b"]
+    assert dict(parsed.skipped) == {"invalid_json": 1, "missing_request_id": 1, "bad_type_probability": 1,
+                                    "bad_number_distance": 1, "bad_time": 1, "probability_out_of_range": 1,
+                                    "not_an_object": 1}
+    assert parsed.skipped_total == 7
+    assert any("predictions-x.jsonl:3: invalid_json" in example for example in parsed.examples)
+    assert str(parsed.frame["time_hour"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_a_log_without_a_feature_skips_every_row_and_says_which(params):
+    record = json.loads(_record(params))
+    del record["inputs"]["carrier"]
+    parsed = monitoring.predictions_frame(monitoring.parse_lines([json.dumps(record)], monitoring.LOG_FIELDS),
+                                          params.features, "time_hour")
+    assert parsed.frame.empty
+    assert parsed.skipped == {"inputs_missing_carrier": 1}
+
+
+def test_windows_wait_until_traffic_moves_past_them(params):
+    stamps = pd.to_datetime(["2013-09-02 01:00", "2013-09-03 00:00", "2013-09-08 23:00", "2013-09-09 05:00",
+                             "2013-09-16 00:00"], utc=True)
+    frame = pd.DataFrame({"time_hour": stamps})
+    plans = monitoring.plan_windows(frame, "time_hour", params.monitor)
+    assert [(p.start.date().isoformat(), p.rows, p.ready) for p in plans] == [
+        ("2013-09-02", 3, True), ("2013-09-09", 1, False), ("2013-09-16", 1, False)]
+    assert "min_window_rows" in plans[1].reason and plans[2].reason == "still filling"
+    done = monitoring.plan_windows(frame, "time_hour", params.monitor, done=[plans[0].start.isoformat()])
+    assert not done[0].ready and done[0].reason == "already analysed"
+
+
+def _summary(drift: bool) -> dict:
+    return {"drift": drift, "reasons": ["data drift: x"] if drift else []}
+
+
+@pytest.mark.parametrize(("drift", "in_flight", "last", "expected", "why"), [
+    (False, False, None, False, "no alarm"),
+    (True, False, None, True, "data drift"),
+    (True, True, None, False, "already scheduled"),
+    (True, False, "2013-09-09T00:00:00+00:00", False, "cooldown"),
+    (True, False, "2013-08-01T00:00:00+00:00", True, "data drift"),
+])
+def test_retrain_decision(params, drift, in_flight, last, expected, why):
+    end = datetime(2013, 9, 16, tzinfo=UTC)
+    decision = monitoring.decide_retrain(_summary(drift), end, last, in_flight, params.monitor)
+    assert decision.retrain is expected
+    assert why in decision.reason
+
+
+def test_history_marks_retrains(params):
+    summary = {"window_start": "2013-09-02T00:00:00+00:00", "rows": 10, "model_tags": ["m:1"], "drift_share": 0.6,
+               "drifted_columns": ["temp"], "prediction_drift": {"score": 0.2}, "drift": True,
+               "quality": {"metrics": {"roc_auc": 0.61}, "expected": {"roc_auc": 0.68}},
+               "retrain": {"started": True}}
+    clean = {**summary, "window_start": "2013-08-26T00:00:00+00:00", "drift": False, "retrain": {"started": False},
+             "quality": {}}
+    history = monitoring.summarise_history([summary, clean])
+    assert list(history["retrained"]) == [False, True]
+    assert history["live_auc"].iloc[1] == pytest.approx(0.61)
+    figure = monitoring.plot_history(history, params.monitor)
+    assert figure.axes
+
+
+def test_replay_requests_carry_raw_fields_iso_time_and_stable_ids(params):
+    frame = pd.DataFrame({"time_hour": pd.to_datetime(["2013-09-01 05:00", "2013-09-01 05:00"], utc=True),
+                          "carrier": ["UA", "UA"], "flight": [1, 1], "origin": ["EWR", "EWR"]})
+    for name in params.features.raw_columns:
+        frame[name] = frame.get(name, pd.Series([None, 2.5]))
+    keys = flight_keys(frame, "time_hour")
+    assert list(keys) == ["20130901T0500-UA1-EWR", "20130901T0500-UA1-EWR-1"]
+    records = request_records(frame, params.features.raw_columns, "time_hour", keys)
+    assert records[0]["time_hour"] == "2013-09-01T05:00:00+00:00"
+    assert records[0]["distance"] is None and records[1]["distance"] == 2.5
+    assert records[1]["request_id"] == "20130901T0500-UA1-EWR-1"
+    json.dumps(records)  # plain JSON values only

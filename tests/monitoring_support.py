@@ -1,0 +1,151 @@
+"""Helpers for the monitoring tests: a small real trained model, prediction-log records written in the service's
+exact format, and a real Prefect server.
+
+The log writer here stands in for the service's own (`pipelines/prediction_log.py`, owned by serving) until it
+lands: it writes the contract's record format, one JSON object per line, to `predictions-YYYYMMDDTHH-<pid>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import Params
+from pipelines.train import TrainedModel
+
+
+@dataclass(frozen=True)
+class Trained:
+    model_dir: Path
+    prepared_dir: Path
+    train: pd.DataFrame
+    model: TrainedModel
+
+
+def train_small(root: Path, params: Params, table: pd.DataFrame) -> Trained:
+    """Prepare and train on the small real window, saving train.parquet and the model where params say."""
+    from pipelines import stages
+    from pipelines.preprocess import prepare
+    from pipelines.train import train_model
+
+    prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
+    model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
+    model.save(params.paths.model_dir)
+    stages.write_parquet(stages.prepared_path(params, "train"), prepared.train)
+    return Trained(params.paths.model_dir, params.paths.prepared_dir, prepared.train, model)
+
+
+def log_records(frame: pd.DataFrame, model: TrainedModel, raw_columns: list[str], time_column: str,
+                model_tag: str = "delay-classifier:test") -> list[dict[str, Any]]:
+    """Score real rows in-process and build the service's log records (contract format)."""
+    proba = model.predict_proba(frame)
+    now = datetime.now(UTC).isoformat()
+    records = []
+    for index, (_, row) in enumerate(frame.iterrows()):
+        inputs = {name: (None if pd.isna(row[name]) else (row[name].item() if hasattr(row[name], "item")
+                                                          else row[name])) for name in raw_columns}
+        inputs[time_column] = row[time_column].isoformat()
+        records.append({"request_id": str(row.get("request_id", f"req-{index}")), "ts": now, "model_tag": model_tag,
+                        "inputs": inputs, "probability": float(proba[index]),
+                        "label": int(proba[index] >= model.threshold), "threshold": model.threshold})
+    return records
+
+
+def write_log(directory: Path, records: list[dict[str, Any]], garbage: list[str] = (), hour: str = "20130901T00",
+              pid: int | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"predictions-{hour}-{pid or os.getpid()}.jsonl"
+    with open(path, "a") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+        for line in garbage:
+            handle.write(line + "\n")
+    return path
+
+
+def write_outcomes(directory: Path, frame: pd.DataFrame, label: str = "label") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "outcomes-test.jsonl"
+    with open(path, "a") as handle:
+        for key, actual in zip(frame["request_id"], frame[label], strict=True):
+            handle.write(json.dumps({"request_id": key, "actual": int(actual),
+                                     "delivered_at": datetime.now(UTC).isoformat()}) + "\n")
+    return path
+
+
+def into_week(frame: pd.DataFrame, week_start: str, time_column: str, seed: int, prefix: str) -> pd.DataFrame:
+    """Held-out rows moved into one week of scheduled time (features untouched), with unique request ids.
+
+    Why: a single real week's weather always differs from a months-long reference (measured, see docs); to test
+    "same distribution, no alarm" the window must hold rows drawn from the reference's distribution.
+    """
+    rng = np.random.default_rng(seed)
+    hours = rng.integers(0, 7 * 24, size=len(frame))
+    stamps = pd.Timestamp(week_start, tz="UTC") + pd.to_timedelta(hours, unit="h")
+    return frame.assign(**{time_column: stamps, "request_id": [f"{prefix}-{i}" for i in range(len(frame))]})
+
+
+def shift(frame: pd.DataFrame) -> pd.DataFrame:
+    """A constructed shift: a hot, humid, windy season on new routes, older planes, later schedules."""
+    return frame.assign(temp=frame["temp"] + 35, dewp=frame["dewp"] + 30, humid=(frame["humid"] * 0.3),
+                        wind_speed=frame["wind_speed"] * 3, pressure=frame["pressure"] - 25,
+                        distance=frame["distance"] * 2.5, plane_year=frame["plane_year"] - 25,
+                        hour=np.minimum(frame["hour"] + 6, 23), dest="XYZ", carrier="ZZ",
+                        visib=frame["visib"] * 0.2, plane_seats=frame["plane_seats"] * 2,
+                        sched_arr_time=np.minimum(frame["sched_arr_time"] + 600, 2359))
+
+
+# --- a real Prefect server ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prefect_server(home: Path) -> Iterator[str]:
+    """Start `prefect server start` on 127.0.0.1:<free port> with its own PREFECT_HOME (SQLite); yield its API."""
+    import httpx
+
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": api, "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_UI_ENABLED": "false"}
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("prefect server did not become healthy in 90 s")
+            time.sleep(0.5)
+        yield api
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
