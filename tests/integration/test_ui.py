@@ -233,8 +233,13 @@ def test_evidently_ui_shows_the_project_with_a_drift_snapshot(stack: Stack, page
     expect(page.get_by_text(EVIDENTLY_PROJECT).first).to_be_visible()
     _shot(page, stack, "evidently-projects")
     page.get_by_text(EVIDENTLY_PROJECT).first.click()
+    page.get_by_text("Reports", exact=True).first.click()
     expect(page.get_by_text("drift March vs May").first).to_be_visible()
-    _shot(page, stack, "evidently-project-snapshots")
+    _shot(page, stack, "evidently-project-reports")
+    page.get_by_text("View", exact=True).first.click()
+    expect(page.get_by_text("Data Drift Summary").first).to_be_visible()
+    expect(page.get_by_text("temp", exact=True).first).to_be_visible()
+    _shot(page, stack, "evidently-drift-report")
 
 
 def test_bento_openapi_page_loads(stack: Stack, page: Any) -> None:
