@@ -34,6 +34,7 @@ class PathsParams(_Section):
     model_dir: Path
     metrics_dir: Path
     plots_dir: Path
+    model_card: Path
     registry_dir: Path
     prediction_log_dir: Path
     outcomes_dir: Path

@@ -204,6 +204,15 @@ def test_quick_run_of_training_from_the_ui_completes(stack: Stack, page: Any) ->
     expect(page.get_by_text("Completed").first).to_be_visible()
     _shot(page, stack, "prefect-training-run-completed")
     assert Path(stack.params["paths"]["metrics_dir"], "evaluate.json").exists()
+    # The run wrote the model card and linked it from its Artifacts tab.
+    card = Path(stack.params["paths"]["model_card"]).with_suffix(".html")
+    assert card.exists()
+    page.get_by_text("Artifacts", exact=True).first.click()
+    expect(page.get_by_text("model-card").first).to_be_visible()
+    _shot(page, stack, "prefect-training-run-artifacts")
+    page.goto(card.as_uri())
+    expect(page.get_by_text("Test split: model vs naive baselines")).to_be_visible()
+    _shot(page, stack, "model-card")
 
 
 def _wait_for_flow_run(stack: Stack, deployment_id: str, timeout: float) -> dict[str, Any]:
