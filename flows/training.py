@@ -12,6 +12,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.reports import publish_reports
 from pipelines import stages
 from pipelines.config import Params, load_params
 from pipelines.gate import GateRefused, decision_markdown
@@ -132,6 +133,7 @@ def training(params_file: str = "params.yaml", overrides: dict[str, Any] | None 
     create_markdown_artifact(key="training-summary", markdown=training_summary_markdown(summary),
                              description="Test-split metrics of the trained model beside the naive baselines")
     report_gate(params, decision, promotion)
+    summary["reports"] = publish_reports(params)  # model card + links to Data Docs and drift reports
     return summary
 
 

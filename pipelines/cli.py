@@ -105,6 +105,12 @@ def _replay(args: argparse.Namespace) -> Any:
     return run_replay(load_params(args.params, overrides), args.url)
 
 
+def _model_card(args: argparse.Namespace) -> Any:
+    from pipelines.model_card import write_model_card
+
+    return write_model_card(_load(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
+    add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from a reference CSV/Parquet table")
     draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")

@@ -34,6 +34,7 @@ class PathsParams(_Section):
     model_dir: Path
     metrics_dir: Path
     plots_dir: Path
+    model_card: Path
     registry_dir: Path
     prediction_log_dir: Path
     outcomes_dir: Path
@@ -350,6 +351,60 @@ class MonitorParams(_Section):
         return self
 
 
+class TrainingDeploymentParams(_Section):
+    cron: str
+    paused: bool
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        # Prefect checks the expression itself when the deployment is built; this catches the common slip early.
+        if len(value.split()) != 5:
+            raise ValueError(f"must be a 5-field cron expression like '0 3 * * 1', got {value!r}")
+        return value
+
+
+class MonitoringDeploymentParams(_Section):
+    interval_minutes: float
+    paused: bool
+
+    @field_validator("interval_minutes")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0")
+        return value
+
+
+class DeploymentsParams(_Section):
+    timezone: str
+    tags: list[str]
+    limit: int
+    training: TrainingDeploymentParams
+    monitoring: MonitoringDeploymentParams
+
+
+class StackParams(_Section):
+    host: str
+    prefect_port: int
+    bento_port: int
+    evidently_port: int
+    start_timeout_s: float
+    stop_timeout_s: float
+
+    @model_validator(mode="after")
+    def _ports(self) -> StackParams:
+        names = ("prefect_port", "bento_port", "evidently_port")
+        problems = [f"stack.{n} must be in 1..65535, got {getattr(self, n)}" for n in names
+                    if not 0 < getattr(self, n) < 65536]
+        ports = [getattr(self, n) for n in names]
+        if len(set(ports)) != len(ports):
+            problems.append(f"stack ports must differ, got {dict(zip(names, ports, strict=True))}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(_Section):
     paths: PathsParams
     source: SourceParams
@@ -364,6 +419,8 @@ class Params(_Section):
     serve: ServeParams
     replay: ReplayParams
     monitor: MonitorParams
+    deployments: DeploymentsParams
+    stack: StackParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,0 +1,386 @@
+"""The local stack in one command: `python -m flows.stack up|down|status [--params params.yaml]`.
+
+`up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
+the Prefect server (SQLite, PREFECT_HOME under `paths.stack_dir`), the process that serves the deployments
+(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists) and the
+Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs, commands and URLs are recorded in
+`<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`. `down` stops every recorded
+process group and the descendants that left it (Prefect starts each flow run in a session of its own): SIGTERM,
+then SIGKILL after `stack.stop_timeout_s`, and checks nothing is left.
+
+Every port is checked before anything starts: a port in use is reported with the param key that sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipelines.config import Params, load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_FILE = "stack.json"
+# The service and the flows find the params file of the stack through this variable.
+PARAMS_ENV = "FLIGHTOPS_PARAMS"
+QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "BENTOML_DO_NOT_TRACK": "True"}
+
+
+class StackError(RuntimeError):
+    """The stack cannot be started or stopped as asked; the message says why and what to change."""
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    health_url: str
+    url: str
+    port_key: str | None = None
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None
+    log: str = ""
+
+
+# --- processes ----------------------------------------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgid) of a live process from /proc, or None when gone. A zombie counts as gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _all_stats() -> dict[int, tuple[str, int, int]]:
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = stat
+    return stats
+
+
+def alive(pid: int) -> bool:
+    return _proc_stat(pid) is not None
+
+
+def process_tree(pid: int) -> set[int]:
+    """`pid`, every live process in its process group, and all their descendants (whatever their session)."""
+    stats = _all_stats()
+    found = {pid} | {p for p, (_, _, pgid) in stats.items() if pgid == pid}
+    grew = True
+    while grew:
+        children = {p for p, (_, ppid, _) in stats.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return {p for p in found if p in stats}
+
+
+def _signal_all(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_tree(pid: int, timeout: float) -> set[int]:
+    """SIGTERM `pid`'s tree, SIGKILL what is left after `timeout`; returns pids still alive (should be empty)."""
+    tree = process_tree(pid)
+    if not tree:
+        return set()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    _signal_all(tree, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in tree):
+        time.sleep(0.2)
+    # Catch anything started while stopping (e.g. a flow run subprocess) before the hard kill.
+    tree |= {p for p in tree if alive(p) for p in process_tree(p)}
+    survivors = {p for p in tree if alive(p)}
+    if survivors:
+        _signal_all(survivors, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in survivors):
+            time.sleep(0.1)
+    return {p for p in tree if alive(p)}
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+# --- the plan -----------------------------------------------------------------------------------------------------
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def served_flow_names() -> list[str]:
+    """The deployments the serving process will register: one per flow module present in this checkout."""
+    from flows.deployments import FLOWS
+
+    return [name for name, (module, _) in FLOWS.items() if _has_module(module)]
+
+
+def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]:
+    """The components to start, in order, and notes on those left out and why."""
+    stack, notes = params.stack, []
+    host, home = stack.host, params.paths.stack_dir.resolve()
+    api = f"http://{host}:{stack.prefect_port}/api"
+    common = {**QUIET_ENV, PARAMS_ENV: str(params_file), "PYTHONPATH": str(REPO_ROOT)}
+    prefect_env = {**common, "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
+                   "PREFECT_UI_ENABLED": "true"}
+    components = [
+        Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
+                  health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
+                  port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env),
+    ]
+    flows = served_flow_names()
+    missing = [name for name in ("training", "monitoring", "retraining") if name not in flows]
+    if missing:
+        notes.append(f"deployments {missing} skipped: their flow modules are not in this checkout yet")
+    components.append(Component(
+        "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
+        # Ready once the last deployment is registered (they are applied in order).
+        health_url=f"{api}/deployments/name/{flows[-1]}/{flows[-1]}",
+        url=f"http://{host}:{stack.prefect_port}/deployments", env=prefect_env))
+    if not _has_module("services.service"):
+        notes.append("Bento service skipped: services/service.py is not in this checkout yet")
+    else:
+        from pipelines.registry import champion_tag
+
+        champion = champion_tag(params.paths.registry_dir)
+        if champion is None:
+            notes.append(f"Bento service skipped: no champion in {params.paths.registry_dir} yet "
+                         "(run the training deployment; the gate promotes one), then `up` again")
+        else:
+            components.append(Component(
+                "bento", [_bin("bentoml"), "serve", str(REPO_ROOT / "services"), "--host", host,
+                          "--port", str(stack.bento_port)],
+                health_url=f"http://{host}:{stack.bento_port}/readyz", url=f"http://{host}:{stack.bento_port}",
+                port_key="stack.bento_port", port=stack.bento_port, env=common))
+    workspace = params.paths.evidently_workspace.resolve()
+    components.append(Component(
+        "evidently", [_bin("evidently"), "ui", "--workspace", str(workspace), "--host", host,
+                      "--port", str(stack.evidently_port)],
+        health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
+        port_key="stack.evidently_port", port=stack.evidently_port, env=common))
+    return components, notes
+
+
+# --- state --------------------------------------------------------------------------------------------------------
+
+def state_path(params: Params) -> Path:
+    return params.paths.stack_dir / STATE_FILE
+
+
+def read_state(params: Params) -> dict | None:
+    path = state_path(params)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_state(params: Params, params_file: Path, components: list[Component]) -> None:
+    path = state_path(params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
+             "components": [asdict(c) for c in components]}
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+def running_components(params: Params) -> list[dict]:
+    state = read_state(params) or {"components": []}
+    return [c for c in state["components"] if c.get("pid") and alive(c["pid"])]
+
+
+# --- commands -----------------------------------------------------------------------------------------------------
+
+def _console():  # rich is imported on use: `status` and errors answer fast
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{component.name} exited with code {process.returncode} before it was ready; "
+                             f"log {component.log}:\n{_tail(component.log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(component.health_url, timeout=3).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise StackError(f"{component.name} did not answer {component.health_url} within {timeout:.0f}s "
+                     f"(stack.start_timeout_s); log {component.log}:\n{_tail(component.log)}")
+
+
+def _tail(log: str, lines: int = 30) -> str:
+    with contextlib.suppress(FileNotFoundError):
+        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def up(params_file: Path) -> int:
+    console = _console()
+    params = load_params(params_file)
+    running = running_components(params)
+    if running:
+        console.print(f"[yellow]the stack is already up[/] ({state_path(params)}); `down` first to restart it")
+        return status(params_file)
+    components, notes = plan(params, params_file)
+    busy = [c for c in components if c.port and port_in_use(params.stack.host, c.port)]
+    if busy:
+        raise StackError("; ".join(f"port {c.port} on {params.stack.host} is already in use: {c.name} cannot "
+                                   f"start (set {c.port_key} in {params_file})" for c in busy))
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+    logs = params.paths.stack_dir.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started: list[Component] = []
+    try:
+        for component in components:
+            component.log = str(logs / f"{component.name}.log")
+            with console.status(f"starting {component.name}: waiting for {component.health_url}"):
+                begin = time.monotonic()
+                with open(component.log, "ab") as out:
+                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env={**os.environ, **component.env},
+                                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+                component.pid = process.pid
+                started.append(component)
+                _write_state(params, params_file, started)
+                _wait_healthy(component, process, params.stack.start_timeout_s)
+            console.print(f"[green]✓[/] {component.name} (pid {component.pid}) ready in "
+                          f"{time.monotonic() - begin:.1f}s")
+    except (StackError, KeyboardInterrupt):
+        console.print("[red]start failed[/]: stopping what was started")
+        _stop(params, console)
+        raise
+    _print_urls(console, started, params_file)
+    return 0
+
+
+def _print_urls(console, components: list[Component], params_file: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="flightops stack")
+    table.add_column("component")
+    table.add_column("url", no_wrap=True)
+    table.add_column("pid")
+    for c in components:
+        table.add_row(c.name, c.url, str(c.pid))
+    console.print(table)
+    console.print(f"logs: {Path(components[0].log).parent}")
+    console.print(f"stop it with: python -m flows.stack down --params {params_file}")
+
+
+def _stop(params: Params, console) -> list[int]:
+    state = read_state(params)
+    if state is None:
+        return []
+    left: list[int] = []
+    for component in reversed(state["components"]):
+        pid = component.get("pid")
+        if not pid:
+            continue
+        survivors = stop_tree(pid, params.stack.stop_timeout_s)
+        if survivors:
+            console.print(f"[red]✗[/] {component['name']}: processes {sorted(survivors)} would not stop")
+            left.extend(survivors)
+        else:
+            console.print(f"[green]✓[/] stopped {component['name']} (pid {pid})")
+    if not left:
+        state_path(params).unlink(missing_ok=True)
+    return left
+
+
+def down(params_file: Path) -> int:
+    console = _console()
+    params = load_params(params_file)
+    if read_state(params) is None:
+        console.print(f"the stack is not up (no {state_path(params)})")
+        return 0
+    left = _stop(params, console)
+    if left:
+        raise StackError(f"processes still alive after SIGKILL: {sorted(left)}")
+    console.print("stack stopped")
+    return 0
+
+
+def status(params_file: Path) -> int:
+    import httpx
+    from rich.table import Table
+
+    console = _console()
+    params = load_params(params_file)
+    state = read_state(params)
+    if state is None:
+        console.print(f"the stack is not up (no {state_path(params)})")
+        return 1
+    table = Table(title=f"flightops stack ({state_path(params)})")
+    for column in ("component", "pid", "process", "health"):
+        table.add_column(column)
+    table.add_column("url", no_wrap=True)
+    healthy = True
+    for c in state["components"]:
+        running = bool(c.get("pid")) and alive(c["pid"])
+        answer = "-"
+        if running:
+            try:
+                answer = str(httpx.get(c["health_url"], timeout=3).status_code)
+            except httpx.HTTPError as error:
+                answer = type(error).__name__
+        healthy &= running and answer == "200"
+        table.add_row(c["name"], str(c.get("pid")), "[green]running[/]" if running else "[red]gone[/]",
+                      answer, c["url"])
+    console.print(table)
+    return 0 if healthy else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    params_file = Path(args.params).resolve()
+    try:
+        return {"up": up, "down": down, "status": status}[args.command](params_file)
+    except (StackError, ValueError) as error:  # ParamsError is a ValueError: both carry a message for the user
+        print(f"error: stack {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

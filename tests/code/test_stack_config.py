@@ -1,0 +1,76 @@
+"""The `deployments:` and `stack:` params, the deployments built from them, and the stack's refusals that come
+before anything starts (a port in use, nothing to stop)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import Params, ParamsError
+from tests.conftest import REPO_ROOT, params_dict
+
+
+def test_stack_ports_must_differ(make_params: Callable[..., Params]) -> None:
+    with pytest.raises(ParamsError, match="stack ports must differ"):
+        make_params({"stack.bento_port": 4200})
+
+
+def test_training_cron_must_have_five_fields(make_params: Callable[..., Params]) -> None:
+    with pytest.raises(ParamsError, match=r"deployments\.training\.cron: must be a 5-field cron"):
+        make_params({"deployments.training.cron": "weekly"})
+
+
+def test_deployments_carry_schedules_parameters_and_tags_from_params(tmp_path: Path) -> None:
+    from flows.deployments import build_deployments
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params_dict(tmp_path, {"deployments.training.cron": "15 4 * * 2",
+                                                                  "deployments.training.paused": True})))
+    deployments = {d.name: d for d in build_deployments(params_file)}
+    training = deployments["training"]
+    assert training.schedules[0].schedule.cron == "15 4 * * 2"
+    assert training.schedules[0].schedule.timezone == "UTC"
+    assert training.paused is True
+    assert training.parameters == {"params_file": str(params_file.resolve())}
+    assert training.tags == ["flightops", "training"]
+    assert training.entrypoint == "flows.training.training"
+    if "monitoring" in deployments:
+        assert deployments["monitoring"].schedules[0].schedule.interval.total_seconds() == 3600
+    if "retraining" in deployments:
+        assert deployments["retraining"].schedules == []
+        assert deployments["retraining"].parameters["window_end"] is None
+
+
+def _stack(command: str, params_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.stack", command, "--params", str(params_file)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = params_dict(tmp_path, {"stack.evidently_port": port})
+        params_file = tmp_path / "params.yaml"
+        params_file.write_text(yaml.safe_dump(data))
+        result = _stack("up", params_file)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "set stack.evidently_port" in result.stderr
+    assert not (tmp_path / "var" / "stack" / "stack.json").exists()
+    assert not (tmp_path / "var" / "stack" / "logs").exists()
+
+
+def test_down_and_status_when_the_stack_is_not_up(tmp_path: Path) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params_dict(tmp_path)))
+    assert _stack("down", params_file).returncode == 0
+    status = _stack("status", params_file)
+    assert status.returncode == 1 and "the stack is not up" in status.stdout
