@@ -7,15 +7,13 @@ nothing to copy. A user pauses, edits or triggers the deployments in the Prefect
 process re-applies what `params.yaml` says (the repo is the source of truth).
 
 Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`): the
-monitoring flow starts retraining with `run_deployment("retraining/retraining")`. A flow whose module is not in
-this checkout yet is skipped with a printed note, so the module works before and after the other flows land.
+monitoring flow starts retraining with `run_deployment("retraining/retraining")`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -39,24 +37,17 @@ DESCRIPTIONS = {
 }
 
 
-def load_flow(name: str) -> Any | None:
-    """The flow object, or None when its module is not in this checkout (printed, not raised)."""
+def load_flow(name: str) -> Any:
+    """The flow object, imported on use: listing deployment names must not pay for Prefect and the stack."""
     module_name, attribute = FLOWS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:  # the module exists but one of its imports is missing: a real bug
-            raise
-        print(f"note: {module_name} is not in this checkout: the {name!r} deployment is skipped", file=sys.stderr)
-        return None
-    return getattr(module, attribute)
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def deployment_parameters(name: str, params_file: Path) -> dict[str, Any]:
     """Default parameters of each deployment: the absolute params file, so runs read the same config."""
     parameters: dict[str, Any] = {"params_file": str(params_file.resolve())}
     if name == "retraining":
-        parameters["window_end"] = None
+        parameters["data_end"] = None
     return parameters
 
 
@@ -84,8 +75,6 @@ def build_deployments(params_file: Path | str) -> list[Any]:
     deployments = []
     for name in FLOWS:
         flow = load_flow(name)
-        if flow is None:
-            continue
         deployments.append(flow.to_deployment(
             name=name,
             parameters=deployment_parameters(name, params_file),
@@ -104,8 +93,6 @@ def serve_deployments(params_file: Path | str) -> None:
 
     params = load_params(params_file)
     deployments = build_deployments(params_file)
-    if not deployments:
-        raise SystemExit("error: no flow modules found: nothing to serve")
     # Schedules stay as the user left them on shutdown: the server keeps them, the next start re-applies params.
     serve(*deployments, limit=params.deployments.limit, pause_on_shutdown=False)
 

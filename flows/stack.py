@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flows.deployments import FLOWS
 from pipelines.config import Params, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,7 @@ class Component:
     argv: list[str]
     health_url: str
     url: str
+    host: str = "127.0.0.1"
     port_key: str | None = None
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -136,20 +137,6 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def served_flow_names() -> list[str]:
-    """The deployments the serving process will register: one per flow module present in this checkout."""
-    from flows.deployments import FLOWS
-
-    return [name for name, (module, _) in FLOWS.items() if _has_module(module)]
-
-
 def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]:
     """The components to start, in order, and notes on those left out and why."""
     stack, notes = params.stack, []
@@ -161,38 +148,32 @@ def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]
     components = [
         Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
                   health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
-                  port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env),
+                  host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env),
     ]
-    flows = served_flow_names()
-    missing = [name for name in ("training", "monitoring", "retraining") if name not in flows]
-    if missing:
-        notes.append(f"deployments {missing} skipped: their flow modules are not in this checkout yet")
+    flows = list(FLOWS)
     components.append(Component(
         "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
         # Ready once the last deployment is registered (they are applied in order).
         health_url=f"{api}/deployments/name/{flows[-1]}/{flows[-1]}",
         url=f"http://{host}:{stack.prefect_port}/deployments", env=prefect_env))
-    if not _has_module("services.service"):
-        notes.append("Bento service skipped: services/service.py is not in this checkout yet")
-    else:
-        from pipelines.registry import champion_tag
+    from pipelines.registry import champion_tag
 
-        champion = champion_tag(params.paths.registry_dir)
-        if champion is None:
-            notes.append(f"Bento service skipped: no champion in {params.paths.registry_dir} yet "
-                         "(run the training deployment; the gate promotes one), then `up` again")
-        else:
-            components.append(Component(
-                "bento", [_bin("bentoml"), "serve", str(REPO_ROOT / "services"), "--host", host,
-                          "--port", str(stack.bento_port)],
-                health_url=f"http://{host}:{stack.bento_port}/readyz", url=f"http://{host}:{stack.bento_port}",
-                port_key="stack.bento_port", port=stack.bento_port, env=common))
+    if champion_tag(params.paths.registry_dir) is None:
+        notes.append(f"Bento service skipped: no champion in {params.paths.registry_dir} yet "
+                     "(run the training deployment; the gate promotes one), then `up` again")
+    else:
+        serve = params.serve  # the Bento's own address, the one the service and the replay use
+        components.append(Component(
+            "bento", [_bin("bentoml"), "serve", str(REPO_ROOT / "services"), "--host", serve.host,
+                      "--port", str(serve.port)],
+            health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
+            host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
     components.append(Component(
         "evidently", [_bin("evidently"), "ui", "--workspace", str(workspace), "--host", host,
                       "--port", str(stack.evidently_port)],
         health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
-        port_key="stack.evidently_port", port=stack.evidently_port, env=common))
+        host=host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
     return components, notes
 
 
@@ -260,9 +241,9 @@ def up(params_file: Path) -> int:
         console.print(f"[yellow]the stack is already up[/] ({state_path(params)}); `down` first to restart it")
         return status(params_file)
     components, notes = plan(params, params_file)
-    busy = [c for c in components if c.port and port_in_use(params.stack.host, c.port)]
+    busy = [c for c in components if c.port and port_in_use(c.host, c.port)]
     if busy:
-        raise StackError("; ".join(f"port {c.port} on {params.stack.host} is already in use: {c.name} cannot "
+        raise StackError("; ".join(f"port {c.port} on {c.host} is already in use: {c.name} cannot "
                                    f"start (set {c.port_key} in {params_file})" for c in busy))
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")

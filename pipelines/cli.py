@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--start", help="first scheduled day (default: replay.start)")
     replay.add_argument("--end", help="end day, exclusive (default: replay.end)")
     replay.add_argument("--rate", type=float, help="rows per second (default: replay.rate)")
-    replay.add_argument("--batch-size", dest="batch_size", type=int, help="rows per request (default: replay.batch_size)")
+    replay.add_argument("--batch-size", dest="batch_size", type=int,
+                        help="rows per request (default: replay.batch_size)")
     return parser
 
 

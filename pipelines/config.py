@@ -387,19 +387,14 @@ class DeploymentsParams(_Section):
 class StackParams(_Section):
     host: str
     prefect_port: int
-    bento_port: int
     evidently_port: int
     start_timeout_s: float
     stop_timeout_s: float
 
     @model_validator(mode="after")
     def _ports(self) -> StackParams:
-        names = ("prefect_port", "bento_port", "evidently_port")
-        problems = [f"stack.{n} must be in 1..65535, got {getattr(self, n)}" for n in names
+        problems = [f"stack.{n} must be in 1..65535, got {getattr(self, n)}" for n in ("prefect_port", "evidently_port")
                     if not 0 < getattr(self, n) < 65536]
-        ports = [getattr(self, n) for n in names]
-        if len(set(ports)) != len(ports):
-            problems.append(f"stack ports must differ, got {dict(zip(names, ports, strict=True))}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -432,6 +427,15 @@ class Params(_Section):
             data = {**data, "validate_": data["validate"]}
             del data["validate"]
         return data
+
+    @model_validator(mode="after")
+    def _stack_ports_differ(self) -> Params:
+        # The stack runs the Bento on serve.port beside its own servers; one port cannot serve two of them.
+        ports = {"stack.prefect_port": self.stack.prefect_port, "stack.evidently_port": self.stack.evidently_port,
+                 "serve.port": self.serve.port}
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"stack ports must differ, got {ports}")
+        return self
 
     @model_validator(mode="after")
     def _target_not_a_feature(self) -> Params:

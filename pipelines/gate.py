@@ -132,7 +132,8 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
         worst = max(compared, key=lambda row: row["drop"], default=None)
         if worst is None:
             checks.append(Check("slice_drop", True, None, gate.max_slice_drop,
-                                f"no slice of {slices} has {min_slice_rows}+ rows with both classes: nothing to compare"))
+                                f"no slice of {slices} has {min_slice_rows}+ rows with both classes: "
+                                "nothing to compare"))
         else:
             losers = [f"{r['column']}={r['value']} ({r['drop']:+.4f})" for r in compared
                       if r["drop"] > gate.max_slice_drop]

@@ -121,7 +121,7 @@ class _OutcomeWriter:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.path = directory / f"outcomes-{stamp}-{os.getpid()}.jsonl"
-        self.handle = open(self.path, "a", encoding="utf-8")
+        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the replay, closed by close())
         self.count = 0
 
     def write(self, keys: list[str], actuals: list[int]) -> None:

@@ -155,9 +155,9 @@ class FlightDelay:
         return {
             "model_tag": loaded.tag,
             "threshold": loaded.model.threshold,
-            "metrics": ({key: store[key] for key in store if "metric" in key}
-                        or {"valid": meta.get("valid_metrics")}),
-            "training_data_version": store.get("data_version") or store.get("training_data_version"),
+            # Registry metadata (pipelines.stages.gate_and_promote): test metrics from the gate, DVC data hash.
+            "metrics": store.get("metrics") or {"valid": meta.get("valid_metrics")},
+            "training_data_version": store.get("data_version"),
             "feature_schema": loaded.model.schema.to_dict(),
             "request_fields": REQUEST_FIELDS,
             "store_metadata": store,

@@ -16,10 +16,6 @@ from pipelines.config import Params, parse_params
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """A private BentoML model store for the session, set before anything imports bentoml (it reads it once)."""
-    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 PARAMS_FILE = REPO_ROOT / "params.yaml"
 
 # Three real months: enough for train/valid/test splits of a week or two, small enough for unit tests.
@@ -28,12 +24,10 @@ SMALL_WINDOW = {"collect.start": "2013-03-01", "collect.end": "2013-06-01", "spl
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A throwaway BentoML store for the whole run, set before anything imports bentoml (idempotent)."""
-    import os
-    import tempfile
-
-    os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bentoml-home-"))
+    """A private BentoML model store for the session, set before anything imports bentoml (it reads it once)."""
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,12 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,46 +100,3 @@ def shift(frame: pd.DataFrame) -> pd.DataFrame:
                         hour=np.minimum(frame["hour"] + 6, 23), dest="XYZ", carrier="ZZ",
                         visib=frame["visib"] * 0.2, plane_seats=frame["plane_seats"] * 2,
                         sched_arr_time=np.minimum(frame["sched_arr_time"] + 600, 2359))
-
-
-# --- a real Prefect server ----------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prefect_server(home: Path) -> Iterator[str]:
-    """Start `prefect server start` on 127.0.0.1:<free port> with its own PREFECT_HOME (SQLite); yield its API."""
-    import httpx
-
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": api, "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_UI_ENABLED": "false"}
-    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not become healthy in 90 s")
-            time.sleep(0.5)
-        yield api
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from conftest import params_dict  # noqa: I001  (tests/ is on sys.path)
 
 from pipelines import monitoring
 from pipelines.config import parse_params
 from pipelines.replay import flight_keys, request_records
+from tests.conftest import params_dict
 
 
 @pytest.fixture

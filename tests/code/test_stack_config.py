@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT, params_dict
 
 def test_stack_ports_must_differ(make_params: Callable[..., Params]) -> None:
     with pytest.raises(ParamsError, match="stack ports must differ"):
-        make_params({"stack.bento_port": 4200})
+        make_params({"serve.port": 4200})
 
 
 def test_training_cron_must_have_five_fields(make_params: Callable[..., Params]) -> None:

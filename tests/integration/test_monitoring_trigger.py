@@ -9,24 +9,22 @@ import uuid
 
 import pytest
 import yaml
-from conftest import SMALL_WINDOW, params_dict  # noqa: I001
-from monitoring_support import into_week, log_records, prefect_server, shift, train_small, write_log
 
 from pipelines import monitoring_store
 from pipelines.config import parse_params
+from tests.conftest import SMALL_WINDOW, params_dict
+from tests.monitoring_support import into_week, log_records, shift, train_small, write_log
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
+def prefect_api(prefect_api):
+    """The session's real server, as this module's client API (run_deployment and flows read the setting)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = prefect_server(tmp_path_factory.mktemp("prefect-home"))
-    api = next(server)
-    with temporary_settings(updates={PREFECT_API_URL: api}):
-        yield api
-    server.close()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        yield prefect_api
 
 
 @pytest.fixture(scope="module")

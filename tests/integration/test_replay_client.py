@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-from conftest import SMALL_WINDOW, params_dict  # noqa: I001
 
 from pipelines.config import parse_params
 from pipelines.replay import ReplayError, replay
+from tests.conftest import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,9 @@ def test_replay_sends_in_time_order_then_delivers_outcomes(tmp_path, small_table
     assert set(sent[0]) == {*params.features.raw_columns, "time_hour", "request_id"}
     cancelled = int(frame["arr_delay"].isna().sum())
     assert result.outcomes == 1000 - cancelled and result.no_outcome == cancelled
-    lines = [json.loads(line) for line in open(result.outcomes_file)]
+    lines = [json.loads(line) for line in Path(result.outcomes_file).read_text().splitlines()]
     assert {line["request_id"] for line in lines} <= {f["request_id"] for f in sent}
-    by_id = dict(zip(frame.sort_values("time_hour", kind="stable").index, [f["request_id"] for f in sent]))
+    by_id = dict(zip(frame.sort_values("time_hour", kind="stable").index, [f["request_id"] for f in sent], strict=True))
     expected = {by_id[i]: int(d > 15) for i, d in frame["arr_delay"].items() if d == d}
     assert {line["request_id"]: line["actual"] for line in lines} == expected
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO_ROOT, SMALL_WINDOW, params_dict
 
 from pipelines.config import Params, parse_params
+from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.integration
 

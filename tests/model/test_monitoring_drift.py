@@ -4,11 +4,11 @@ and live quality once outcomes arrive."""
 from __future__ import annotations
 
 import pytest
-from conftest import SMALL_WINDOW, params_dict  # noqa: I001
-from monitoring_support import into_week, log_records, shift, train_small
 
 from pipelines import monitoring
 from pipelines.config import parse_params
+from tests.conftest import SMALL_WINDOW, params_dict
+from tests.monitoring_support import into_week, log_records, shift, train_small
 
 OVERRIDES = {**SMALL_WINDOW, "monitor.reference_rows": 15000, "monitor.min_window_rows": 500}
 
