@@ -24,7 +24,7 @@ from pipelines.config import Params, load_params
 # flow name -> (module, attribute): the deployment name is the flow name.
 FLOWS = {
     "training": ("flows.training", "training"),
-    "monitoring": ("flows.monitoring", "monitoring"),
+    "monitoring": ("flows.monitoring", "monitoring_flow"),
     "retraining": ("flows.retraining", "retraining"),
 }
 DESCRIPTIONS = {

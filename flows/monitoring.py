@@ -8,14 +8,12 @@ moment of the decision, and they belong in reviewed, tested code next to the dec
 the flow run id we record, and a test can assert "exactly one run" synchronously. An automation would move the
 guard into server-side configuration, evaluated asynchronously. See docs/monitoring.md.
 
-Serve both deployments locally: `python -m flows.monitoring serve` (monitoring on a schedule + retraining).
+Its deployment, and the retraining one it starts, are served by `python -m flows.deployments` (or the stack).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -40,22 +38,28 @@ def read_log(params: Params) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame
 
 @task(name="load-reference", cache_policy=NO_CACHE)
 def load_reference(params: Params) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    """The sampled training split with the champion's probabilities, and the champion's test figures."""
-    model = _champion_model(params)
-    train = stages.read_parquet(stages.prepared_path(params, "train"), "preprocess")
-    reference = monitoring.sample_reference(train, params.features, params.source.time_column, params.monitor)
-    reference = reference.assign(**{monitoring.PROBABILITY: model.predict_proba(reference)})
-    evaluation = params.paths.metrics_dir / "evaluate.json"
-    expected = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference, expected
+    """The champion's training sample with its probabilities, and the champion's test figures.
 
-
-def _champion_model(params: Params) -> Any:
+    Both come from the champion in the registry (stored with it at promotion), so after a retrain the windows
+    are compared with the data the *new* champion saw. With no champion yet (a bare workspace), the current
+    candidate and prepared train split stand in.
+    """
     from pipelines import registry
     from pipelines.train import TrainedModel
 
     tag = registry.champion_tag(params.paths.registry_dir)
-    return registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
+    stored = registry.model_path(tag) / registry.REFERENCE_FILE if tag else None
+    if stored is not None and stored.exists():
+        model = registry.load_model(tag)
+        reference = pd.read_parquet(stored)
+        test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
+    else:
+        model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
+        train = stages.read_parquet(stages.prepared_path(params, "train"), "preprocess")
+        reference = monitoring.sample_reference(train, params.features, params.source.time_column, params.monitor)
+        evaluation = params.paths.metrics_dir / "evaluate.json"
+        test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
+    return reference.assign(**{monitoring.PROBABILITY: model.predict_proba(reference)}), test_metrics
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
@@ -90,8 +94,10 @@ def retrain_in_flight(deployment_name: str) -> bool:
         try:
             deployment = client.read_deployment_by_name(deployment_name)
         except ObjectNotFound:
-            raise RuntimeError(f"deployment {deployment_name!r} (monitor.retraining_deployment) not found on "
-                               "the Prefect server: serve it with `python -m flows.monitoring serve`") from None
+            raise RuntimeError(f"deployment {deployment_name!r} (monitor.retraining_deployment) not found on the "
+                               "Prefect server: serve it with `python -m flows.deployments` "
+                               "(or `python -m flows.stack up`)"
+                               ) from None
         states = FlowRunFilterStateType(any_=[StateType[name] for name in IN_FLIGHT_STATES])
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
@@ -182,8 +188,7 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
             state["retrains"].append({"window_end": data_end, "flow_run_id": retrain["flow_run_id"],
                                       "reason": decision.reason})
         summary["retrain"] = retrain
-        stages.write_json(params.paths.monitoring_dir / f"{monitoring_store.window_id(plan.start)}.json",
-                                    summary)
+        stages.write_json(params.paths.monitoring_dir / f"{monitoring_store.window_id(plan.start)}.json", summary)
         state["windows"][plan.start.isoformat()] = {"drift": summary["drift"], "retrain": retrain["started"]}
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",
@@ -194,23 +199,5 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
     return results
 
 
-def serve(params_file: str = "params.yaml", interval_minutes: float = 10) -> None:
-    """Serve the monitoring deployment (every `interval_minutes`) and the retraining deployment it triggers."""
-    from prefect import serve as prefect_serve
-
-    from flows.retraining import retraining
-
-    params = load_params(params_file)
-    retraining_name = params.monitor.retraining_deployment.split("/")[1]
-    prefect_serve(
-        monitoring_flow.to_deployment(name="monitoring", interval=timedelta(minutes=interval_minutes),
-                                      parameters={"params_file": params_file}),
-        retraining.to_deployment(name=retraining_name, parameters={"params_file": params_file}),
-    )
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"]:
-        serve()
-    else:
-        monitoring_flow()
+    monitoring_flow()

@@ -36,11 +36,6 @@ def preprocess(params: Params) -> dict[str, Any]:
     return stages.run_preprocess(params)
 
 
-@task(name="train", cache_policy=NO_CACHE)
-def train(params: Params) -> dict[str, Any]:
-    return stages.run_train(params)
-
-
 @task(name="plan-search", cache_policy=NO_CACHE)
 def plan_search(params: Params) -> list[Any]:
     return stages.plan_search(params)

@@ -41,6 +41,7 @@ class PathsParams(_Section):
     monitoring_dir: Path
     evidently_workspace: Path
     stack_dir: Path
+    retraining_dir: Path
 
 
 class SourceParams(_Section):

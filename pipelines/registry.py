@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +39,13 @@ class RegisteredModel:
     metadata: dict[str, Any]
 
 
-def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME) -> str:
-    """Copy a trained model directory into the store as a new version; returns its tag (`name:version`)."""
+def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME,
+               extra_files: dict[str, Callable[[Path], None]] | None = None) -> str:
+    """Copy a trained model directory into the store as a new version; returns its tag (`name:version`).
+
+    `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
+    reference sample), so what belongs to this model travels with it.
+    """
     import shutil
 
     import bentoml
@@ -49,6 +55,8 @@ def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME
                                module="pipelines.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
+        for file_name, write in (extra_files or {}).items():
+            write(Path(stored.path) / file_name)
     return str(stored.tag)
 
 
@@ -70,8 +78,23 @@ def model_path(tag: str) -> Path:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
 
+# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
+# live traffic with (the champion's own training data, whichever window and workspace it was trained in).
+REFERENCE_FILE = "reference.parquet"
+
+
 def load_model(tag: str) -> TrainedModel:
     return TrainedModel.load(model_path(tag))
+
+
+def model_metadata(tag: str) -> dict[str, Any]:
+    """What `save_model` stored with `tag` (metrics, params, data version, commit, schema, gate)."""
+    import bentoml
+
+    try:
+        return dict(bentoml.models.get(tag).info.metadata)
+    except bentoml.exceptions.NotFound as error:
+        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
 
 def champion_tag(registry_dir: Path) -> str | None:

@@ -262,13 +262,21 @@ def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _write_reference(params: Params, path: Path) -> None:
+    from pipelines.monitoring import sample_reference
+
+    train = read_parquet(prepared_path(params, "train"), "preprocess")
+    sample_reference(train, params.features, params.source.time_column, params.monitor).to_parquet(path, index=False)
+
+
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
 
     tag = registry.find_by_model_hash(gate_report["challenger_md5"])
     if tag is None:
-        tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report))
+        tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report),
+                                  extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)})
     if not gate_report["promote"]:
         write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})
         return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}

@@ -40,11 +40,9 @@ def test_deployments_carry_schedules_parameters_and_tags_from_params(tmp_path: P
     assert training.parameters == {"params_file": str(params_file.resolve())}
     assert training.tags == ["flightops", "training"]
     assert training.entrypoint == "flows.training.training"
-    if "monitoring" in deployments:
-        assert deployments["monitoring"].schedules[0].schedule.interval.total_seconds() == 3600
-    if "retraining" in deployments:
-        assert deployments["retraining"].schedules == []
-        assert deployments["retraining"].parameters["window_end"] is None
+    assert deployments["monitoring"].schedules[0].schedule.interval.total_seconds() == 3600
+    assert deployments["retraining"].schedules == []
+    assert deployments["retraining"].parameters["data_end"] is None
 
 
 def _stack(command: str, params_file: Path) -> subprocess.CompletedProcess:
