@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["pipelines", "flows", "expectations", "dvc.yaml", "params.yaml", "prefect.toml", "uv.lock",
-                 "pyproject.toml", ".dvcignore", ".gitignore", ".dvc/config"]
+PROJECT_FILES = ["pipelines", "flows", "services", "expectations", "dvc.yaml", "params.yaml", "prefect.toml",
+                 "uv.lock", "pyproject.toml", ".dvcignore", ".gitignore", ".dvc/config"]
 
 
 def venv_env(**extra: str) -> dict[str, str]:

