@@ -169,8 +169,11 @@ def main() -> None:
                     for i in range(0, len(rows) - args.batch + 1, args.batch)]
 
     run_clients(url, "/predict", single_bodies, 4, 1.0)  # warm up
+    many_bodies = [json.dumps({"flights": [r]}).encode() for r in rows]
     results = {"single_1": run_clients(url, "/predict", single_bodies, 1, args.seconds),
-               "single_16": run_clients(url, "/predict", single_bodies, 16, args.seconds)}
+               "single_16": run_clients(url, "/predict", single_bodies, 16, args.seconds),
+               # the same one-row requests through the adaptive-batching endpoint (merged across callers)
+               "adaptive_16": run_clients(url, "/predict_many", many_bodies, 16, args.seconds)}
     for clients in (1, 2):
         seconds = max(2.0, args.seconds / 2)
         result = run_clients(url, "/predict_batch", batch_bodies, clients, seconds)
@@ -186,7 +189,7 @@ def main() -> None:
           f"{'p99 ms':>9}"
           f"{'rows/s':>12}{'ratio':>10}")
     for name, r in results.items():
-        if name.startswith("single"):
+        if name.startswith(("single", "adaptive")):
             ratio = r["p50_ms"] * 1e3 / reference["single_predict_us"]
             extra = f"{'':>12}{ratio:>9.0f}x"  # served p50 / in-process predict time
         else:

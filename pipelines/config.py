@@ -268,6 +268,7 @@ class ServeParams(_Section):
     workers: int
     max_batch_size: int
     max_body_bytes: int
+    adaptive_max_latency_ms: int
     reload_check_seconds: float
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
@@ -283,6 +284,8 @@ class ServeParams(_Section):
             problems.append(f"serve.max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_body_bytes < 1024:
             problems.append(f"serve.max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.adaptive_max_latency_ms < 1:
+            problems.append(f"serve.adaptive_max_latency_ms must be >= 1, got {self.adaptive_max_latency_ms}")
         if self.reload_check_seconds < 0:
             problems.append(f"serve.reload_check_seconds must be >= 0, got {self.reload_check_seconds}")
         if problems:

@@ -135,6 +135,17 @@ class FlightDelay:
         answer = score(loaded, [flight.__dict__], TIME_COLUMN, self.prediction_log)[0]
         return Prediction(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
 
+    @bentoml.api(route="/predict_many", batchable=True, batch_dim=0, max_batch_size=PARAMS.serve.max_batch_size,
+                 max_latency_ms=PARAMS.serve.adaptive_max_latency_ms)
+    async def predict_many(self, flights: Flights) -> list[Prediction]:  # type: ignore[valid-type]
+        """Adaptive batching: flights from concurrent callers are merged into one model call by BentoML's
+        dispatcher (up to serve.max_batch_size rows, waiting at most serve.adaptive_max_latency_ms); each caller
+        gets its own rows back, each answer naming the model that gave it."""
+        loaded = self._model()
+        answers = score(loaded, [flight.__dict__ for flight in flights], TIME_COLUMN, self.prediction_log)
+        threshold, tag = loaded.model.threshold, loaded.tag
+        return [Prediction.model_construct(**answer, threshold=threshold, model_tag=tag) for answer in answers]
+
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, flights: Flights) -> BatchPrediction:  # type: ignore[valid-type]
         """Delay probabilities and labels for up to serve.max_batch_size flights, all from one model."""

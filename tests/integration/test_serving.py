@@ -148,6 +148,44 @@ def test_predictions_equal_the_in_process_model(server: Server, trained: dict[st
         assert answer["model_tag"] == trained["tag"]
 
 
+def test_adaptive_batching_gives_each_concurrent_caller_its_own_rows(server: Server,
+                                                                     trained: dict[str, Any]) -> None:
+    """/predict_many is batchable: BentoML merges concurrent callers into one model call and splits the answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.registry import load_model
+
+    params, test = trained["params"], trained["test"]
+    expected = load_model(trained["tag"]).predict_proba(test)
+    rows = [{**row, "request_id": f"many-{i}"} for i, row in enumerate(_records(test, params))]
+    before = _adaptive_batches(server)
+
+    def call(start: int) -> list[dict[str, Any]]:
+        answer = httpx.post(f"{server.url}/predict_many", json={"flights": rows[start:start + 3]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(call, range(0, 48, 3)))
+    for start, answer in zip(range(0, 48, 3), answers, strict=True):
+        assert [a["request_id"] for a in answer] == [f"many-{i}" for i in range(start, start + 3)]
+        np.testing.assert_allclose([a["probability"] for a in answer], expected[start:start + 3], rtol=0, atol=1e-9)
+        assert {a["model_tag"] for a in answer} == {trained["tag"]}
+    calls, requests = (now - then for now, then in zip(_adaptive_batches(server), before, strict=True))
+    assert requests == 16 and 1 <= calls <= 16  # every request went through the dispatcher
+
+
+def _adaptive_batches(server: Server) -> tuple[float, float]:
+    """(model calls, requests merged into them) for /predict_many, from BentoML's Prometheus histogram."""
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+
+    def value(suffix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith(f"bentoml_service_adaptive_batch_size_{suffix}") and "predict_many" in line)
+
+    return value("count"), value("sum")
+
+
 def _bad_cases(row: dict[str, Any], max_batch: int) -> list[tuple[str, str, bytes, int, str]]:
     def single(flight: dict[str, Any]) -> bytes:
         return json.dumps({"flight": flight}).encode()
@@ -162,6 +200,9 @@ def _bad_cases(row: dict[str, Any], max_batch: int) -> list[tuple[str, str, byte
         ("NaN", "/predict", single({**row, "temp": float("nan")}), 400, "temp"),
         ("infinity", "/predict", single({**row, "wind_speed": float("inf")}), 400, "wind_speed"),
         ("empty batch", "/predict_batch", json.dumps({"flights": []}).encode(), 400, "flights"),
+        ("empty adaptive batch", "/predict_many", json.dumps({"flights": []}).encode(), 400, "flights"),
+        ("wrong type in adaptive batch", "/predict_many", json.dumps({"flights": [{**row, "temp": "hot"}]}).encode(),
+         400, "temp"),
         ("oversized batch", "/predict_batch", json.dumps({"flights": [row] * (max_batch + 1)}).encode(), 400,
          "flights"),
         ("malformed JSON", "/predict", b'{"flight": {', 400, "Invalid JSON"),
