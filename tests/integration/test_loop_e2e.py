@@ -4,7 +4,9 @@
 the real stack (Prefect server, deployments process, `bentoml serve`, Evidently UI), replays June as live traffic,
 runs the monitoring deployment each week, and follows the retraining run it starts through the gate to serving.
 Summer traffic drifts from spring's; the drift threshold is lowered so the alarm does not hinge on one week's
-weather, which is not what this test is about.
+weather, which is not what this test is about. On these weeks a retrained model scores within 0.005 AUC of the
+spring champion (measured: -0.0043 and -0.0003), which the default gate rightly refuses; the gate's own rules are
+tested in test_registry.py, so here it accepts a challenger within 0.01 to exercise promotion -> serving.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01", "replay.rate": 20000,
         "monitor.drift_share": 0.2, "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,
-        "monitor.cooldown_days": 14, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100]}
+        "monitor.cooldown_days": 14, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
+        "gate.min_improvement": -0.01}
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +77,7 @@ def test_a_drift_alarm_started_a_retrain_that_went_through_the_gate_to_serving(l
 
 def test_the_windows_after_a_promotion_were_served_by_the_new_model(loop: dict) -> None:
     summary = loop["summary"]
-    if not summary["promoted"]:
-        pytest.skip("the gate refused every retrained model in this run: nothing new was served")
+    assert summary["promoted"], summary["retrains"]
     history = pd.read_csv(loop["out"] / "history.csv")
     served = ",".join(history["model_tags"].fillna(""))
     assert summary["promoted"][0] in served and loop["first"] in served
