@@ -1,5 +1,8 @@
 """Orchestration overhead of `dvc repro`: full run from scratch and no-op run, beside a bare one-process script.
 
+The bare script does the DAG's work without DVC, Dask or files between steps: collect + join, preprocess, the
+search's candidates trained one after another, the winner evaluated (the gate's extra scoring is left out).
+
     python -m benchmarks.repro            # the default window (Jan-Aug 2013)
     python -m benchmarks.repro --quick    # three months, for a fast look
 
@@ -28,11 +31,14 @@ from pipelines.config import load_params
 from pipelines.collect import collect
 from pipelines.evaluate import evaluate_model
 from pipelines.preprocess import prepare
-from pipelines.train import train_model
+from pipelines.search import candidate_params, pick_winner, train_candidate
 params = load_params(sys.argv[1])
 table = collect(params.source, params.collect)
 data = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
-model = train_model(data.train, data.valid, data.schema, params.train)
+# The same candidates the train stage searches, one after the other in this process (no Dask, no DVC).
+results = [train_candidate(i, c, params.train, data.train, data.valid, data.schema)
+           for i, c in enumerate(candidate_params(params.search, params.train))]
+model = pick_winner(results, params.search.metric).model
 evaluation = evaluate_model(model, data.train, data.test, params.source.time_column, params.evaluate.slices,
                             params.evaluate.min_slice_rows)
 print(evaluation.metrics["model"]["roc_auc"])

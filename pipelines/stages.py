@@ -177,6 +177,22 @@ def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
             "workers": report["workers"], "wall_seconds": report["wall_seconds"]}
 
 
+def _gather_with_progress(futures: list[Any]) -> list[Any]:
+    """Candidates' results in submission order, with a progress bar (in a terminal) and a log line per candidate."""
+    from distributed import as_completed
+    from rich.progress import Progress
+
+    results = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"training {len(futures)} candidates on Dask", total=len(futures))
+        for future in as_completed(futures):
+            result = future.result()
+            log.info("candidate #%d done: %s", result.index, result.valid_metrics)
+            results.append(result)
+            progress.advance(bar)
+    return sorted(results, key=lambda result: result.index)
+
+
 def run_search(params: Params) -> dict[str, Any]:
     """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
 
@@ -197,7 +213,7 @@ def run_search(params: Params) -> dict[str, Any]:
     try:
         futures = [client.submit(run_candidate, params, index, candidate, pure=False)
                    for index, candidate in enumerate(candidates)]
-        results = client.gather(futures)
+        results = _gather_with_progress(futures)
     finally:
         client.close()
         if cluster is not None:
