@@ -62,3 +62,13 @@ def small_table() -> Any:
 
     params = parse_params(params_dict(Path("/nonexistent"), SMALL_WINDOW))
     return collect(params.source, params.collect)
+
+
+def prepare_small_window(root: Path, table: Any) -> Path:
+    """The small window's table written under `root` and preprocessed there (splits + schema); returns `root`."""
+    from pipelines import stages
+
+    params = parse_params(params_dict(root, SMALL_WINDOW))
+    stages.write_parquet(params.paths.raw_table, table)
+    stages.run_preprocess(params)
+    return root

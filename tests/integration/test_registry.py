@@ -18,18 +18,14 @@ import pytest
 from pipelines import registry, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import LABEL
-from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
+from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
-    root = tmp_path_factory.mktemp("gate")
-    params = parse_params(params_dict(root, SMALL_WINDOW))
-    stages.write_parquet(params.paths.raw_table, small_table)
-    stages.run_preprocess(params)
-    return root
+    return prepare_small_window(tmp_path_factory.mktemp("gate"), small_table)
 
 
 def gate_params(data_root: Path, registry_dir: Path, **overrides: Any) -> Params:

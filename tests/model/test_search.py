@@ -13,16 +13,12 @@ import pytest
 from pipelines import stages
 from pipelines.config import Params, parse_params
 from pipelines.train import TrainedModel
-from tests.conftest import SMALL_WINDOW, params_dict
+from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
 
 
 @pytest.fixture(scope="module")
 def prepared_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
-    root = tmp_path_factory.mktemp("search")
-    params = parse_params(params_dict(root, SMALL_WINDOW))
-    stages.write_parquet(params.paths.raw_table, small_table)
-    stages.run_preprocess(params)
-    return root
+    return prepare_small_window(tmp_path_factory.mktemp("search"), small_table)
 
 
 def search_params(root: Path, **overrides: Any) -> Params:
