@@ -7,7 +7,8 @@ per
 concurrent client; it reports single-row p50/p99 at 1 and 16 clients, requests/s, errors, and 1,000-row batch
 throughput, each beside in-process `Booster.predict` on the same rows (the champion loaded here from the
 store).
-It needs the same BENTOML_HOME / FLIGHTOPS_PARAMS as the server to load that model.
+It needs the same BENTOML_HOME / FLIGHTOPS_PARAMS as the server to load that model. `--bare` adds the same
+load against a bare BentoML JSON endpoint (`benchmarks/bare_service.py`, no model, same workers): the floor.
 """
 
 from __future__ import annotations
@@ -148,6 +149,46 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
             "batch_rows_per_s": batch_rows_s}
 
 
+def bare_results(params_workers: int, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
+                 batch: int) -> dict[str, dict[str, Any]]:
+    """The same load against `benchmarks/bare_service.py` (same workers): the floor of this machine + BentoML."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from benchmarks.bare_service import WORKERS_ENV
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, WORKERS_ENV: str(params_workers), "BENTOML_DO_NOT_TRACK": "true"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_service:Bare", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare BentoML service did not start") from None
+                time.sleep(0.5)
+        run_clients(url, "/predict", single_bodies, 4, 1.0)  # warm up
+        results = {"bare_single_1": run_clients(url, "/predict", single_bodies, 1, seconds),
+                   "bare_single_16": run_clients(url, "/predict", single_bodies, 16, seconds)}
+        result = run_clients(url, "/predict_batch", batch_bodies, 1, max(2.0, seconds / 2))
+        result["rows_per_s"] = result["rps"] * batch
+        results["bare_batch_1"] = result
+        return results
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None, help="service URL (default: serve.host/port from params)")
@@ -155,6 +196,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per single-row scenario")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=60, help="1,000-row requests per batch scenario")
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure a bare BentoML JSON endpoint (no model) with the same load and workers")
     args = parser.parse_args()
 
     from pipelines.config import DEFAULT_PARAMS_FILE, load_params
@@ -179,6 +222,8 @@ def main() -> None:
         result = run_clients(url, "/predict_batch", batch_bodies, clients, seconds)
         result["rows_per_s"] = result["rps"] * args.batch
         results[f"batch_{clients}"] = result
+    if args.bare:
+        results |= bare_results(params.serve.workers, single_bodies, batch_bodies, args.seconds, args.batch)
     reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch)
 
     print(f"service {url}; in-process reference: Booster.predict on one row "
@@ -189,7 +234,7 @@ def main() -> None:
           f"{'p99 ms':>9}"
           f"{'rows/s':>12}{'ratio':>10}")
     for name, r in results.items():
-        if name.startswith(("single", "adaptive")):
+        if "single" in name or name.startswith("adaptive"):
             ratio = r["p50_ms"] * 1e3 / reference["single_predict_us"]
             extra = f"{'':>12}{ratio:>9.0f}x"  # served p50 / in-process predict time
         else:

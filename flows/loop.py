@@ -55,16 +55,25 @@ def wait_for_flow_run(flow_run_id: str, timeout_s: float, poll_s: float = 3.0) -
             time.sleep(poll_s)
 
 
-def wait_for_serving(url: str, tag: str, timeout_s: float = 60) -> None:
-    """Ask the service to check the champion pointer now, then wait until it answers with `tag`."""
+def wait_for_serving(url: str, tag: str, timeout_s: float = 60, confirmations: int = 8) -> None:
+    """Ask the service to check the champion pointer now, then wait until it answers with `tag`.
+
+    /reload reaches one worker; the others follow on their next pointer check (serve.reload_check_seconds).
+    Each /metadata call opens a new connection, which the kernel hands to any worker, so `confirmations`
+    answers in a row naming `tag` means every worker has swapped (with high probability for a few workers).
+    """
     import httpx
 
     deadline = time.monotonic() + timeout_s
     httpx.post(f"{url}/reload", timeout=30)
-    while (served := httpx.get(f"{url}/metadata", timeout=10).json().get("model_tag")) != tag:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the service at {url} still serves {served}, not the champion {tag}")
-        time.sleep(0.5)
+    streak = 0
+    while streak < confirmations:
+        served = httpx.get(f"{url}/metadata", timeout=10).json().get("model_tag")
+        streak = streak + 1 if served == tag else 0
+        if streak == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the service at {url} still serves {served}, not the champion {tag}")
+            time.sleep(0.25)
 
 
 def gains(params: Params, baseline_tag: str) -> pd.DataFrame:

@@ -270,6 +270,7 @@ class ServeParams(_Section):
     max_body_bytes: int
     adaptive_max_latency_ms: int
     reload_check_seconds: float
+    gc_threshold: tuple[int, int, int]
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
 
@@ -288,6 +289,8 @@ class ServeParams(_Section):
             problems.append(f"serve.adaptive_max_latency_ms must be >= 1, got {self.adaptive_max_latency_ms}")
         if self.reload_check_seconds < 0:
             problems.append(f"serve.reload_check_seconds must be >= 0, got {self.reload_check_seconds}")
+        if min(self.gc_threshold) < 1:
+            problems.append(f"serve.gc_threshold must be three integers >= 1, got {list(self.gc_threshold)}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 
 FILE_GLOB = "predictions-*.jsonl"
+# Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
 
 
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
@@ -65,7 +67,7 @@ class PredictionLog:
         that loses nothing)."""
         if not records:
             return
-        data = b"".join(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS)
                         for record in records)
         fd = self._file_for(len(data))
         view = memoryview(data)

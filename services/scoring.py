@@ -31,6 +31,8 @@ from pipelines.train import TrainedModel
 
 log = logging.getLogger(__name__)
 
+PARALLEL_PREDICT_ROWS = 256
+
 
 class IncompatibleModel(RuntimeError):
     """A model whose raw inputs the service's request schema does not carry."""
@@ -122,27 +124,37 @@ def score(loaded: LoadedModel, rows: Sequence[Mapping[str, Any]], time_column: s
     times = [_utc_naive(row[time_column]) for row in rows]
     columns = records_to_columns(rows, schema.raw_columns)
     matrix = encode(columns, times, schema)
-    # One thread: requests already run concurrently, and OpenMP start-up costs more than a small matrix.
-    probabilities = model.booster.predict(matrix, num_threads=1)
+    # Small requests predict on one thread (they already run concurrently, and OpenMP start-up costs more than
+    # a small matrix); a large batch is worth both cores: 1,000 rows of the default model take ~17 ms on one.
+    threads = 0 if len(rows) >= PARALLEL_PREDICT_ROWS else 1
+    probabilities = model.booster.predict(matrix, num_threads=threads).tolist()
     threshold = model.threshold
     unknown = _unknown_categories(matrix, columns, list(schema.categorical))
-    stamp = utc_now_iso()
-    answers, records = [], []
-    for i, row in enumerate(rows):
-        request_id = row.get("request_id") or uuid.uuid4().hex
-        probability = float(probabilities[i])
-        label = int(probability >= threshold)
-        answers.append({"request_id": request_id, "probability": probability, "label": label,
-                        "unknown_categories": unknown[i]})
-        if prediction_log is not None:
-            inputs = {name: value for name, value in row.items() if name != "request_id"}
-            inputs[time_column] = times[i].replace(tzinfo=UTC).isoformat()
-            records.append(prediction_record(request_id=request_id, ts=stamp, model_tag=loaded.tag,
-                                             inputs=inputs, probability=probability, label=label,
-                                             threshold=threshold))
+    request_ids = _request_ids(rows)
+    answers = [{"request_id": request_id, "probability": probability, "label": int(probability >= threshold),
+                "unknown_categories": flagged}
+                for request_id, probability, flagged in zip(request_ids, probabilities, unknown, strict=True)]
     if prediction_log is not None:
+        stamp = utc_now_iso()
+        records = []
+        for row, when, answer in zip(rows, times, answers, strict=True):
+            inputs = dict(row)
+            inputs.pop("request_id", None)
+            inputs[time_column] = when  # naive UTC: the log writes it as ISO 8601 with +00:00
+            records.append(prediction_record(request_id=answer["request_id"], ts=stamp, model_tag=loaded.tag,
+                                             inputs=inputs, probability=answer["probability"],
+                                             label=answer["label"], threshold=threshold))
         prediction_log.write(records)
     return answers
+
+
+def _request_ids(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The caller's request_id per row, else a generated one: a random id for the request, suffixed with the
+    row's position in a batch (one uuid4 per row would cost ~2 ms per 1,000 rows)."""
+    base = uuid.uuid4().hex
+    if len(rows) == 1:
+        return [rows[0].get("request_id") or base]
+    return [row.get("request_id") or f"{base}-{i}" for i, row in enumerate(rows)]
 
 
 def _unknown_categories(matrix: np.ndarray, columns: Mapping[str, list[Any]],

@@ -1,0 +1,26 @@
+"""A BentoML service that answers the flight endpoints' JSON shapes without a model or validation.
+
+`python -m benchmarks.serving --bare` serves it beside the real service, with the same worker count and the
+same load generator, so the serving figures come with the floor this machine and BentoML set (the "bare JSON
+endpoint" bar), and the gap between the two is what the flight service itself costs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bentoml
+
+WORKERS_ENV = "BARE_WORKERS"
+
+
+@bentoml.service(name="bare", workers=int(os.environ.get(WORKERS_ENV, "1")))
+class Bare:
+    @bentoml.api(route="/predict")
+    def predict(self, flight: dict[str, Any]) -> dict[str, Any]:
+        return {"request_id": "bare", "probability": 0.5, "label": 0}
+
+    @bentoml.api(route="/predict_batch")
+    def predict_batch(self, flights: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"predictions": [{"request_id": "bare", "probability": 0.5, "label": 0} for _ in flights]}
