@@ -98,7 +98,7 @@ class FlightDelay:
         self._watch_task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
-    async def _start_watching(self) -> None:
+    async def _after_start(self) -> None:
         # Everything imported and loaded so far lives as long as the worker: freeze it out of the collector's
         # reach, then collect less often (serve.gc_threshold). Each 1,000-row batch allocates ~50k containers, and
         # with the defaults full collections walking the live request objects stalled batches by 100-250 ms.
