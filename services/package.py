@@ -1,11 +1,10 @@
 """Package the champion as a Bento: `python -m services.package [--params params.yaml]` (from the repo root).
 
 Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the
-model it
-was built with where there is no registry), then runs `bentoml build -f services/bentofile.yaml .` with the
-same
-environment. Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an
-image.
+model it was built with where there is no registry), refreshes `services/requirements.txt` from uv.lock's `serve`
+dependency group (what the Bento's Dockerfile installs: the serving stack at the versions training used, without
+Prefect, DVC, GX or Evidently), then runs `bentoml build -f services/bentofile.yaml .` with the same environment.
+Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an image.
 """
 
 from __future__ import annotations
@@ -14,11 +13,27 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
+REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPORT_SERVE_GROUP = ("export", "--frozen", "--only-group", "serve", "--no-hashes", "--no-emit-project")
+
+
+def locked_requirements() -> str:
+    """The `serve` dependency group pinned from uv.lock, as requirements.txt text."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("uv is needed to export the Bento's requirements from uv.lock "
+                           "(scripts/bootstrap.sh installs it)")
+    result = subprocess.run([uv, *EXPORT_SERVE_GROUP], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"uv export failed:\n{result.stderr}")
+    return result.stdout
 
 
 def package(params_path: Path) -> str:
@@ -30,6 +45,9 @@ def package(params_path: Path) -> str:
     bundled = params.serve.bundled_champion_file
     bundled.parent.mkdir(parents=True, exist_ok=True)
     bundled.write_text(json.dumps({"tag": tag}) + "\n")
+    requirements = locked_requirements()
+    if not REQUIREMENTS.exists() or REQUIREMENTS.read_text() != requirements:
+        REQUIREMENTS.write_text(requirements)
     env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_path)}
     result = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", str(BENTOFILE), "."],
                             env=env, capture_output=True, text=True)

@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, target: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, target: str, env: dict[str, str], cwd: Path, python: str = sys.executable) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Output to a file, never a pipe nobody reads (a full pipe would block the server's access log).
@@ -44,7 +44,7 @@ class Server:
             os.environ["BENTOML_HOME"]) / f"serve-{self.port}.log"
         with open(self.log, "wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+                [python, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
                  "--port", str(self.port)],
                 env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
@@ -341,10 +341,22 @@ def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path:
 
 
 def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Served from a fresh venv holding only the Bento's own requirements (what its Dockerfile installs)."""
+    import bentoml
+
     from services.package import package
 
     bento_tag = package(trained["params_file"])
-    bento = Server(bento_tag, _env(None), tmp_path)  # no registry and no params file here
+    requirements = Path(bentoml.get(bento_tag).path) / "env" / "python" / "requirements.txt"
+    installed = {line.split("==")[0].lower() for line in requirements.read_text().splitlines() if "==" in line}
+    assert {"bentoml", "lightgbm", "pandas"} <= installed
+    assert not installed & {"prefect", "dvc", "great-expectations", "evidently", "dask"}
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
+                    str(requirements)], check=True)
+    env = {key: value for key, value in _env(None).items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    bento = Server(bento_tag, env, tmp_path, python=str(venv / "bin" / "python"))  # no registry, no params file
     try:
         row = _records(trained["test"].head(1), trained["params"])[0]
         answer = httpx.post(f"{bento.url}/predict", json={"flight": row})
