@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,19 +24,14 @@ import yaml
 
 from pipelines.config import Params, parse_params
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
+from tests.servers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     def __init__(self, target: str, env: dict[str, str], cwd: Path, python: str = sys.executable) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Output to a file, never a pipe nobody reads (a full pipe would block the server's access log).
         self.log = cwd / f".bentoml-serve-{self.port}.log" if cwd != REPO_ROOT else Path(
@@ -47,18 +41,11 @@ class Server:
                 [python, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
                  "--port", str(self.port)],
                 env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{self.log.read_text()[-5000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("bentoml serve did not become ready in 120 s")
+        try:
+            wait_for(f"{self.url}/readyz", self.process, 120, self.log)
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the server and every worker it started (workers may leave its process group), by pid."""
