@@ -42,6 +42,7 @@ class PathsParams(_Section):
     evidently_workspace: Path
     stack_dir: Path
     retraining_dir: Path
+    compiled_dir: Path
 
 
 class SourceParams(_Section):
@@ -271,6 +272,7 @@ class ServeParams(_Section):
     adaptive_max_latency_ms: int
     reload_check_seconds: float
     gc_threshold: tuple[int, int, int]
+    predictor: Literal["compiled", "lightgbm"]
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
 

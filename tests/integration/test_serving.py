@@ -127,7 +127,8 @@ def test_predictions_equal_the_in_process_model(server: Server, trained: dict[st
     np.testing.assert_allclose([p["probability"] for p in body["predictions"]], expected, rtol=0, atol=1e-9)
     ids = [p["request_id"] for p in body["predictions"]]
     assert len(set(ids)) == len(ids), "generated request ids must be unique within a batch"
-    # The response is validated, not model_construct-ed: pydantic would warn once per row on serialisation.
+    # The batch answer is model_construct-ed from score's rows: serialising it must not warn (pydantic warns once
+    # per row when rows do not match the declared type).
     assert "PydanticSerializationUnexpectedValue" not in server.log.read_text()
     for i in (0, 7, 42):
         flight = {**rows[i], "request_id": f"parity-{i}"}
@@ -231,6 +232,8 @@ def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
     assert meta["training_data_version"] == "test-window"
     assert meta["feature_schema"]["time_column"] == "time_hour"
     assert 0 < meta["threshold"] < 1
+    # serve.predictor: compiled, and the parity test above compared its answers with the booster's
+    assert meta["predictor"].startswith("compiled (lleaves"), meta["predictor"]
     for probe in ("/healthz", "/livez", "/readyz"):
         assert httpx.get(f"{server.url}{probe}").status_code == 200
     spec = httpx.get(f"{server.url}/docs.json").json()
