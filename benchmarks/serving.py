@@ -1,12 +1,11 @@
 """Serving figures: latency and throughput of a running service, measured from a second process on loopback.
 
-    python benchmarks/serving.py --url http://127.0.0.1:3000 --rows data/prepared/test.parquet
+    python -m benchmarks.serving --url http://127.0.0.1:3000 --rows data/prepared/test.parquet [--bare]
 
-The load generator is a separate process (this one) with keep-alive raw-socket HTTP/1.1 clients, one thread
-per
+The load generator is a separate process (this one) with keep-alive raw-socket HTTP/1.1 clients, one thread per
 concurrent client; it reports single-row p50/p99 at 1 and 16 clients, requests/s, errors, and 1,000-row batch
-throughput, each beside in-process `Booster.predict` on the same rows (the champion loaded here from the
-store).
+throughput at 1, 2 and 4 clients, each beside in-process `Booster.predict` on the same rows (the champion loaded
+here from the store), and the compiled forest's in-process figures when the service uses one.
 It needs the same BENTOML_HOME / FLIGHTOPS_PARAMS as the server to load that model. `--bare` adds the same
 load against a bare BentoML JSON endpoint (`benchmarks/bare_service.py`, no model, same workers): the floor.
 """
@@ -33,6 +32,10 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.file = self.sock.makefile("rb")
         self.host = f"{host}:{port}"
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
@@ -81,28 +84,40 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_clients(url: str, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+def run_clients(url: str, path: str, bodies: list[bytes], clients: int, seconds: float,
+                new_connections: bool = False) -> dict[str, Any]:
+    """`clients` threads sending `bodies` in turn for `seconds`, each on its own keep-alive connection, or (with
+    `new_connections`) on a new connection per request, which the kernel gives to whichever worker accepts first:
+    a free one. Kept-alive connections stay with the worker that accepted them, and a few of them can all land on
+    one worker while the other idles (four 1,000-row clients did, in one run of three), so the multi-client batch
+    scenarios reconnect per request (that cost 0.3–4.4 ms, mean 2 ms, in three paired runs against ~20 ms per
+    1,000-row request on one connection)."""
     parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = time.perf_counter() + seconds
 
     def worker(k: int) -> None:
-        client = Client(parsed.hostname or "127.0.0.1", parsed.port or 80)
+        client = Client(host, port)
         i = k
         while time.perf_counter() < stop:
             body = bodies[i % len(bodies)]
             i += clients
             start = time.perf_counter()
             try:
+                if new_connections:
+                    client.close()
+                    client = Client(host, port)
                 status, _ = client.post(path, body)
             except OSError:
                 errors[k] += 1
-                client = Client(parsed.hostname or "127.0.0.1", parsed.port or 80)
+                client = Client(host, port)
                 continue
             latencies[k].append(time.perf_counter() - start)
             if status != 200:
                 errors[k] += 1
+        client.close()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     began = time.perf_counter()
@@ -117,36 +132,42 @@ def run_clients(url: str, path: str, bodies: list[bytes], clients: int, seconds:
             "mean_ms": statistics.fmean(flat) * 1e3}
 
 
-def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: int) -> dict[str, float]:
-    """Booster.predict on the same rows: one row, and rows/s in `batch`-row matrices (with features)."""
+def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: int,
+               compiled_dir: Path | None) -> dict[str, float]:
+    """Booster.predict on the same rows (one row; rows/s in `batch`-row matrices, with features), and the same
+    for the compiled forest the service uses when `compiled_dir` is given."""
     from datetime import datetime
 
     from pipelines.features import encode, records_to_columns
     from services.scoring import load_tagged
 
-    model = load_tagged(tag, [*rows[0]], time_column).model
+    loaded = load_tagged(tag, [*rows[0]], time_column, compiled_dir)
+    model = loaded.model
     parsed = [{**r, time_column: datetime.fromisoformat(r[time_column]).replace(tzinfo=None)} for r in rows]
 
     def matrix(chunk: list[dict[str, Any]]) -> Any:
         return encode(records_to_columns(chunk, model.schema.raw_columns), [r[time_column] for r in chunk],
                       model.schema)
 
+    def per_call_s(predict: Any, inputs: list[Any]) -> float:
+        start = time.perf_counter()
+        for item in inputs:
+            predict(item)
+        return (time.perf_counter() - start) / len(inputs)
+
     singles = [matrix([r]) for r in parsed[:2000]]
-    start = time.perf_counter()
-    for m in singles:
-        model.booster.predict(m)
-    single_us = (time.perf_counter() - start) / len(singles) * 1e6
-    start = time.perf_counter()
-    for row in parsed[:len(singles)]:
-        model.booster.predict(matrix([row]))
-    single_with_features_us = (time.perf_counter() - start) / len(singles) * 1e6
     chunks = [parsed[i:i + batch] for i in range(0, len(parsed) - batch + 1, batch)]
-    start = time.perf_counter()
-    for chunk in chunks:
-        model.booster.predict(matrix(chunk))
-    batch_rows_s = len(chunks) * batch / (time.perf_counter() - start)
-    return {"single_predict_us": single_us, "single_features_predict_us": single_with_features_us,
-            "batch_rows_per_s": batch_rows_s}
+    figures = {
+        "single_predict_us": per_call_s(lambda m: model.booster.predict(m, num_threads=1), singles) * 1e6,
+        "single_features_predict_us": per_call_s(lambda r: model.booster.predict(matrix([r]), num_threads=1),
+                                                 parsed[:len(singles)]) * 1e6,
+        "batch_rows_per_s": batch / per_call_s(lambda c: model.booster.predict(matrix(c)), chunks),
+    }
+    if loaded.forest is not None:
+        forest = loaded.forest
+        figures["compiled_single_predict_us"] = per_call_s(forest.predict, singles) * 1e6
+        figures["compiled_batch_rows_per_s"] = batch / per_call_s(lambda c: forest.predict(matrix(c)), chunks)
+    return figures
 
 
 def bare_results(params_workers: int, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
@@ -180,9 +201,11 @@ def bare_results(params_workers: int, single_bodies: list[bytes], batch_bodies: 
         run_clients(url, "/predict", single_bodies, 4, 1.0)  # warm up
         results = {"bare_single_1": run_clients(url, "/predict", single_bodies, 1, seconds),
                    "bare_single_16": run_clients(url, "/predict", single_bodies, 16, seconds)}
-        result = run_clients(url, "/predict_batch", batch_bodies, 1, max(2.0, seconds / 2))
-        result["rows_per_s"] = result["rps"] * batch
-        results["bare_batch_1"] = result
+        for clients in (1, 4):
+            result = run_clients(url, "/predict_batch", batch_bodies, clients, max(2.0, seconds / 2),
+                                 new_connections=clients > 1)
+            result["rows_per_s"] = result["rps"] * batch
+            results[f"bare_batch_{clients}"] = result
         return results
     finally:
         os.killpg(process.pid, 15)
@@ -217,19 +240,23 @@ def main() -> None:
                "single_16": run_clients(url, "/predict", single_bodies, 16, args.seconds),
                # the same one-row requests through the adaptive-batching endpoint (merged across callers)
                "adaptive_16": run_clients(url, "/predict_many", many_bodies, 16, args.seconds)}
-    for clients in (1, 2):
+    for clients in (1, 2, 4):
         seconds = max(2.0, args.seconds / 2)
-        result = run_clients(url, "/predict_batch", batch_bodies, clients, seconds)
+        result = run_clients(url, "/predict_batch", batch_bodies, clients, seconds, new_connections=clients > 1)
         result["rows_per_s"] = result["rps"] * args.batch
         results[f"batch_{clients}"] = result
     if args.bare:
         results |= bare_results(params.serve.workers, single_bodies, batch_bodies, args.seconds, args.batch)
-    reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch)
+    compiled_dir = params.paths.compiled_dir if params.serve.predictor == "compiled" else None
+    reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch, compiled_dir)
 
     print(f"service {url}; in-process reference: Booster.predict on one row "
           f"{reference['single_predict_us']:.1f} us "
           f"(with encode {reference['single_features_predict_us']:.1f} us); "
           f"{args.batch}-row batches {reference['batch_rows_per_s']:,.0f} rows/s (encode + predict)")
+    if "compiled_single_predict_us" in reference:
+        print(f"compiled forest (serve.predictor: compiled): one row {reference['compiled_single_predict_us']:.1f} us; "
+              f"{args.batch}-row batches {reference['compiled_batch_rows_per_s']:,.0f} rows/s (encode + predict)")
     print(f"{'scenario':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}"
           f"{'p99 ms':>9}"
           f"{'rows/s':>12}{'ratio':>10}")

@@ -33,6 +33,7 @@ def test_repo_params_file_loads() -> None:
         ({"features.numeric": ["hour", "time_hour"]}, "source.time_column 'time_hour' is also listed as a feature"),
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),
         ({"serve.gc_threshold": [700, 10]}, "serve.gc_threshold"),
+        ({"serve.predictor": "onnx"}, "serve.predictor"),
     ],
 )
 def test_invalid_override_is_refused_by_name(override: dict, message: str) -> None:
