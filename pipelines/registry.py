@@ -25,6 +25,11 @@ from pipelines.train import TrainedModel
 MODEL_NAME = "delay-classifier"
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
+# What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
+# output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
+# runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
+# rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
+DVC_GATE_RECEIPT = "dvc-gate.json"
 
 
 class RegistryError(RuntimeError):

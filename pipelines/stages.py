@@ -306,8 +306,12 @@ def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
     from pipelines.gate import GateRefused
 
+    from pipelines import registry
+
     report = run_gate(params)
     outcome = run_promote(params, report)
+    write_json(params.paths.registry_dir / registry.DVC_GATE_RECEIPT,
+               {"model_md5": report["challenger_md5"], "tag": outcome["tag"], "promoted": outcome["promoted"]})
     if not report["promote"] and params.gate.fail_on_refusal:
         raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))
     return {"promote": report["promote"], **outcome}

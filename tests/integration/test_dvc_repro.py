@@ -42,6 +42,20 @@ def test_repro_runs_the_dag_then_is_a_noop(repo: Path) -> None:
     assert "up to date" in second
 
 
+def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None:
+    """A fresh clone has gate.json (git) but no registry (var/): `dvc repro` must gate and register again rather
+    than skip the gate and leave nothing to serve."""
+    registry = repo / "var" / "registry"
+    receipt = json.loads((registry / "dvc-gate.json").read_text())
+    assert receipt["promoted"] and receipt["tag"] == json.loads((registry / "champion.json").read_text())["tag"]
+    shutil.rmtree(registry)
+
+    output = _run(repo, "dvc", "repro")
+    assert _ran_stages(output) == {"gate"}
+    assert json.loads((registry / "champion.json").read_text())["tag"] == receipt["tag"]
+    assert _ran_stages(_run(repo, "dvc", "repro")) == set()
+
+
 def test_one_param_reruns_only_its_stages(repo: Path) -> None:
     set_params(repo, {"train.learning_rate": 0.1})
     output = _run(repo, "dvc", "repro")
