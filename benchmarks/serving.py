@@ -170,19 +170,20 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
     return figures
 
 
-def bare_results(params_workers: int, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
+def bare_results(params_workers: int, access_log: bool, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
                  batch: int) -> dict[str, dict[str, Any]]:
     """The same load against `benchmarks/bare_service.py` (same workers): the floor of this machine + BentoML."""
     import subprocess
     import sys
     import urllib.request
 
-    from benchmarks.bare_service import WORKERS_ENV
+    from benchmarks.bare_service import ACCESS_LOG_ENV, WORKERS_ENV
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, WORKERS_ENV: str(params_workers), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, WORKERS_ENV: str(params_workers), ACCESS_LOG_ENV: "1" if access_log else "0",
+           "BENTOML_DO_NOT_TRACK": "true"}
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_service:Bare", "--host", "127.0.0.1",
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -246,7 +247,7 @@ def main() -> None:
         result["rows_per_s"] = result["rps"] * args.batch
         results[f"batch_{clients}"] = result
     if args.bare:
-        results |= bare_results(params.serve.workers, single_bodies, batch_bodies, args.seconds, args.batch)
+        results |= bare_results(params.serve.workers, params.serve.access_log, single_bodies, batch_bodies, args.seconds, args.batch)
     compiled_dir = params.paths.compiled_dir if params.serve.predictor == "compiled" else None
     reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch, compiled_dir)
 

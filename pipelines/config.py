@@ -272,6 +272,7 @@ class ServeParams(_Section):
     adaptive_max_latency_ms: int
     reload_check_seconds: float
     gc_threshold: tuple[int, int, int]
+    access_log: bool
     predictor: Literal["compiled", "lightgbm"]
     bundled_champion_file: Path
     prediction_log: PredictionLogParams

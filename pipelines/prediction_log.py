@@ -1,20 +1,14 @@
 """The service's prediction log: append-only JSONL files that the monitoring flow reads.
 
-Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be
-on
-disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a
-caller
-already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file
-in one
-piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and
-needs
+Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be on
+disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a caller
+already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file in one
+piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and needs
 no background thread. BentoML's monitoring API buffers records in a logger and Parquet needs whole row groups,
-so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth
-it.)
+so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth it.)
 
 One record per line, exactly:
-`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability",
-"label",
+`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability", "label",
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 """
@@ -62,13 +56,11 @@ class PredictionLog:
         return self._path
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append the records with one write; returns once the kernel holds them (a crash of this process
-        after
+        """Append the records with one write; returns once the kernel holds them (a crash of this process after
         that loses nothing)."""
         if not records:
             return
-        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS)
-                        for record in records)
+        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
         fd = self._file_for(len(data))
         view = memoryview(data)
         while view:  # a regular file takes it all at once; the loop only guards against a short write

@@ -2,10 +2,8 @@
 
 `bentoml serve services.service:FlightDelay` (from the repo root) serves the champion named by the registry's
 pointer and follows promotions (hot reload, see `services/scoring.py`). A built Bento serves the model it was
-built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named
-by
-$FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and
-`paths`.
+built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named by
+$FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and `paths`.
 
 Import does what BentoML needs at class-definition time and nothing more: read params (the request schema and
 the service config are class attributes) and name the champion's tag so `bentoml build` packs that model.
@@ -42,8 +40,7 @@ log = logging.getLogger("flightops.service")
 
 
 def startup_tag(params: Params) -> tuple[str | None, bool]:
-    """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed;
-    else
+    """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
     from pipelines.registry import champion_tag
 
@@ -83,6 +80,7 @@ class NotReady(bentoml.exceptions.BentoMLException):
     workers=PARAMS.serve.workers,
     http={"host": PARAMS.serve.host, "port": PARAMS.serve.port},
     traffic={"timeout": 30},
+    logging={"access": {"enabled": PARAMS.serve.access_log}},
 )
 class FlightDelay:
     """Delay probability for scheduled flights, from the promoted champion model."""

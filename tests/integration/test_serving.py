@@ -167,15 +167,17 @@ def test_adaptive_batching_gives_each_concurrent_caller_its_own_rows(server: Ser
     assert requests == 16 and 1 <= calls <= 16  # every request went through the dispatcher
 
 
+def _metric(server: Server, name: str, *labels: str) -> float:
+    """The sum of a BentoML Prometheus series on /metrics over the lines that carry every one of `labels`."""
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith(name + "{") and all(label in line for label in labels))
+
+
 def _adaptive_batches(server: Server) -> tuple[float, float]:
     """(model calls, requests merged into them) for /predict_many, from BentoML's Prometheus histogram."""
-    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
-
-    def value(suffix: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                   if line.startswith(f"bentoml_service_adaptive_batch_size_{suffix}") and "predict_many" in line)
-
-    return value("count"), value("sum")
+    return tuple(_metric(server, f"bentoml_service_adaptive_batch_size_{suffix}", "predict_many")
+                 for suffix in ("count", "sum"))  # type: ignore[return-value]
 
 
 def _bad_cases(row: dict[str, Any], max_batch: int) -> list[tuple[str, str, bytes, int, str]]:
@@ -215,6 +217,17 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_serving_goes_on(server: Serve
             failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
     assert not failures, "\n".join(failures)
     assert httpx.post(f"{server.url}/predict", json={"flight": row}).status_code == 200
+
+
+def test_requests_are_counted_by_status_and_not_access_logged(server: Server, trained: dict[str, Any]) -> None:
+    """serve.access_log: false (the default) writes no line per request; /metrics still counts each by status."""
+    assert trained["params"].serve.access_log is False
+    count = ("bentoml_service_request_total", 'endpoint="/predict"', 'http_response_code="400"')
+    before = _metric(server, *count)
+    for _ in range(3):
+        assert httpx.post(f"{server.url}/predict", json={"flight": {}}).status_code == 400
+    assert _metric(server, *count) == before + 3
+    assert "path=/predict" not in server.log.read_text()
 
 
 def test_unknown_category_is_scored_as_missing_and_flagged(server: Server, trained: dict[str, Any]) -> None:
