@@ -1,8 +1,8 @@
 """A BentoML service that answers the flight endpoints' JSON shapes without a model or validation.
 
-`python -m benchmarks.serving --bare` serves it beside the real service, with the same worker count and the
-same load generator (and the same access-log setting), so the serving figures come with the floor this machine and BentoML set (the "bare JSON
-endpoint" bar), and the gap between the two is what the flight service itself costs.
+`python -m benchmarks.serving --bare` serves it beside the real service, with the same worker count, access-log
+setting and load generator, so the serving figures come with the floor this machine and BentoML set (the "bare
+JSON endpoint" bar), and the gap between the two is what the flight service itself costs.
 """
 
 from __future__ import annotations

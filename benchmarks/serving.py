@@ -170,9 +170,10 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
     return figures
 
 
-def bare_results(params_workers: int, access_log: bool, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
+def bare_results(serve: Any, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
                  batch: int) -> dict[str, dict[str, Any]]:
-    """The same load against `benchmarks/bare_service.py` (same workers): the floor of this machine + BentoML."""
+    """The same load against `benchmarks/bare_service.py` (the `serve` params' workers and access log): the floor
+    of this machine + BentoML."""
     import subprocess
     import sys
     import urllib.request
@@ -182,7 +183,7 @@ def bare_results(params_workers: int, access_log: bool, single_bodies: list[byte
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, WORKERS_ENV: str(params_workers), ACCESS_LOG_ENV: "1" if access_log else "0",
+    env = {**os.environ, WORKERS_ENV: str(serve.workers), ACCESS_LOG_ENV: "1" if serve.access_log else "0",
            "BENTOML_DO_NOT_TRACK": "true"}
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_service:Bare", "--host", "127.0.0.1",
@@ -247,7 +248,7 @@ def main() -> None:
         result["rows_per_s"] = result["rps"] * args.batch
         results[f"batch_{clients}"] = result
     if args.bare:
-        results |= bare_results(params.serve.workers, params.serve.access_log, single_bodies, batch_bodies, args.seconds, args.batch)
+        results |= bare_results(params.serve, single_bodies, batch_bodies, args.seconds, args.batch)
     compiled_dir = params.paths.compiled_dir if params.serve.predictor == "compiled" else None
     reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch, compiled_dir)
 

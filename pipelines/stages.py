@@ -304,9 +304,8 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
 
 def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
-    from pipelines.gate import GateRefused
-
     from pipelines import registry
+    from pipelines.gate import GateRefused
 
     report = run_gate(params)
     outcome = run_promote(params, report)
