@@ -1,6 +1,6 @@
 """The champion's trees compiled to machine code (lleaves → LLVM), used by the service in place of Booster.predict.
 
-Why: on the default champion (272 trees × 63 leaves) `Booster.predict` takes ~16 ms per 1,000 rows on one core
+Why: on the loop's last champion (272 trees × 63 leaves) `Booster.predict` takes ~16 ms per 1,000 rows on one core
 and ~37 µs for one row; the compiled forest gives the same probabilities (to ~5e-16) in ~3.4 ms and ~10 µs,
 and the model call was the largest single cost of a 1,000-row request (docs/serving.md).
 
@@ -167,6 +167,7 @@ class CompiledForest:
     model: Any  # lleaves.Model, typed loosely to keep the import out of module load
     object_file: Path
     max_difference: float
+    probe_rows: int
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """One thread: lleaves starts a thread pool per call, which ate a second core's gain on 1,000 rows (3.1
@@ -175,7 +176,7 @@ class CompiledForest:
 
     def describe(self) -> str:
         return (f"compiled (lleaves {version('lleaves')}, target {_target()[0] or 'host'}, "
-                f"max difference from LightGBM {self.max_difference:.1e} on {PROBE_ROWS} probe rows)")
+                f"max difference from LightGBM {self.max_difference:.1e} on {self.probe_rows} probe rows)")
 
 
 def load_compiled(model_file: Path, booster: Any, cache_dir: Path) -> CompiledForest:
@@ -193,7 +194,8 @@ def load_compiled(model_file: Path, booster: Any, cache_dir: Path) -> CompiledFo
     if not difference <= PARITY_TOLERANCE:
         raise CompileError(f"compiled forest differs from LightGBM by {difference:.3g} on probe rows "
                            f"(tolerance {PARITY_TOLERANCE:g})")
-    return CompiledForest(model=model, object_file=object_file, max_difference=difference)
+    return CompiledForest(model=model, object_file=object_file, max_difference=difference,
+                          probe_rows=len(probe))
 
 
 def main(argv: list[str] | None = None) -> None:
