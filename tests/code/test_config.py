@@ -34,6 +34,11 @@ def test_repo_params_file_loads() -> None:
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),
         ({"serve.gc_threshold": [700, 10]}, "serve.gc_threshold"),
         ({"serve.predictor": "onnx"}, "serve.predictor"),
+        ({"serve.body_timeout_s": 0}, "serve.body_timeout_s must be in (0, 3600] seconds, got 0"),
+        ({"serve.idle_timeout_s": -1}, "serve.idle_timeout_s must be in (0, 3600] seconds"),
+        ({"serve.discard_body_bytes": 1024}, "serve.discard_body_bytes (1024) must be >= serve.max_body_bytes"),
+        ({"serve.prediction_log": {"rotate_hourly": True, "rotate_bytes": 100_000_000, "max_total_bytes": 10**8}},
+         "serve.prediction_log.max_total_bytes must be >= 2 x workers x rotate_bytes (400000000)"),
     ],
 )
 def test_invalid_override_is_refused_by_name(override: dict, message: str) -> None:
