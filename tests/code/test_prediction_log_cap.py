@@ -54,7 +54,7 @@ def test_oldest_closed_files_are_dropped_first_and_listed(tmp_path: Path) -> Non
     # Under the cap now: nothing more goes, and the manifest keeps what it had.
     assert trim_prediction_log(tmp_path, max_total_bytes=cap) == []
     assert len(read_dropped(tmp_path)) == 2
-    assert {r["request_id"] for r in read_prediction_log(tmp_path)} == {f"r{i}" for i in range(60, 120)}
+    assert {r.request_id for r in read_prediction_log(tmp_path).records} == {f"r{i}" for i in range(60, 120)}
 
 
 def test_a_live_writers_newest_file_is_never_dropped(tmp_path: Path) -> None:
@@ -76,4 +76,4 @@ def test_the_writer_keeps_the_directory_under_its_cap(tmp_path: Path) -> None:
     log.close()
     dropped = read_dropped(tmp_path)
     assert dropped, "the cap was reached, so files were dropped"
-    assert sum(1 for _ in read_prediction_log(tmp_path)) + sum(d["rows"] for d in dropped) == written
+    assert len(read_prediction_log(tmp_path).records) + sum(d["rows"] for d in dropped) == written
