@@ -174,7 +174,7 @@ def run_gate(params: Params) -> dict[str, Any]:
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
-    from pipelines.monitoring import sample_reference
+    from pipelines.monitor.reference import sample_reference
 
     tag = registry.find_by_model_hash(gate_report["challenger_md5"])
     if tag is None:
