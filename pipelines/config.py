@@ -143,6 +143,9 @@ class TrainParams(_Section):
     lambda_l2: float
     num_threads: int
     device_type: Literal["cpu", "gpu"]
+    # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
+    # (pipelines/distributed.py). Not a LightGBM parameter, so lightgbm_params() leaves it out.
+    engine: Literal["local", "dask"]
     threshold: float | Literal["max_f1"]
 
     @model_validator(mode="after")

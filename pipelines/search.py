@@ -115,12 +115,27 @@ def train_candidate(index: int, params: TrainParams, base: TrainParams, train: p
     """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval."""
     started = time.time()
     model = train_model(train, valid, schema, params)
+    return candidate_result(index, params, base, model, started=started, worker=_where())
+
+
+def candidate_result(index: int, params: TrainParams, base: TrainParams, model: TrainedModel, *, started: float,
+                     worker: str) -> CandidateResult:
+    """A trained candidate's record: what it changed from `train:`, its validation metrics, where and when."""
     finished = time.time()
     base_values = base.model_dump()
     overrides = {k: v for k, v in params.model_dump().items() if base_values[k] != v and k != "num_threads"}
     return CandidateResult(index=index, overrides=overrides, params=params.model_dump(mode="json"),
                            valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
-                           worker=_where(), pid=os.getpid(), started=started, finished=finished, model=model)
+                           worker=worker, pid=os.getpid(), started=started, finished=finished, model=model)
+
+
+def parallel_candidates(base: TrainParams) -> bool:
+    """Whether candidates may train side by side, one per Dask worker.
+
+    Not with `engine: dask` (each candidate already uses the whole cluster) nor with `device_type: gpu` (candidates
+    on one card would fight for its memory and its queue): those train one at a time.
+    """
+    return base.engine == "local" and base.device_type == "cpu"
 
 
 def pick_winner(results: list[CandidateResult], metric: str) -> CandidateResult:

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,13 @@ def write_json(path: Path, data: Any) -> Path:
     return write_atomic(path, lambda temp: temp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
-    return write_atomic(path, lambda temp: frame.to_parquet(temp, index=False))
+# Row groups of the prepared splits: the unit `train.engine: dask` reads on a worker (pipelines/distributed.py), so
+# a split is never read whole by one process. pyarrow's default (~1M rows) would make most splits one group.
+SPLIT_ROW_GROUP_ROWS = 100_000
+
+
+def write_parquet(path: Path, frame: pd.DataFrame, row_group_rows: int | None = None) -> Path:
+    return write_atomic(path, lambda temp: frame.to_parquet(temp, index=False, row_group_size=row_group_rows))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:
@@ -86,18 +93,17 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     table = read_parquet(params.paths.raw_table, "collect")
     prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
     for split in SPLITS:
-        write_parquet(prepared_path(params, split), prepared.split(split))
+        write_parquet(prepared_path(params, split), prepared.split(split), row_group_rows=SPLIT_ROW_GROUP_ROWS)
     write_atomic(schema_path(params), prepared.schema.save)
     return {split: len(prepared.split(split)) for split in SPLITS}
 
 
 def run_train(params: Params) -> dict[str, Any]:
-    from pipelines.features import FeatureSchema
-    from pipelines.train import train_model
-
-    train = read_parquet(prepared_path(params, "train"), "preprocess")
-    valid = read_parquet(prepared_path(params, "valid"), "preprocess")
-    model = train_model(train, valid, FeatureSchema.load(schema_path(params)), params.train)
+    """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
+    if params.train.engine == "dask":
+        model = run_candidates_in_turn(params, [params.train])[0].model
+    else:
+        model = run_candidate(params, 0, params.train).model
     model.save(params.paths.model_dir)
     return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"]}
@@ -146,9 +152,14 @@ def _training_splits(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
 
 
 def plan_search(params: Params) -> list[Any]:
-    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none)."""
+    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none).
+
+    A GPU set-up without OpenCL is refused here, before a cluster starts or a candidate trains.
+    """
+    from pipelines.gpu import require_opencl
     from pipelines.search import candidate_params
 
+    require_opencl(params.train.device_type)
     return candidate_params(params.search, params.train)
 
 
@@ -193,31 +204,63 @@ def _gather_with_progress(futures: list[Any]) -> list[Any]:
     return sorted(results, key=lambda result: result.index)
 
 
-def run_search(params: Params) -> dict[str, Any]:
-    """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
-
-    A single candidate (search.strategy none) trains in this process: no cluster for one job.
-    """
-    candidates = plan_search(params)
-    if len(candidates) == 1:
-        return finish_search(params, [run_candidate(params, 0, candidates[0])])
+@contextmanager
+def dask_client(params: Params) -> Iterator[Any]:
+    """A client of search.dask_address, or of a local cluster of search.n_workers processes (closed on exit)."""
     from distributed import Client, LocalCluster
 
     from pipelines.search import dask_cluster_kwargs
 
     if params.search.dask_address:
-        client, cluster = Client(params.search.dask_address), None
-    else:
-        cluster = LocalCluster(**dask_cluster_kwargs(params.search))
-        client = Client(cluster)
-    try:
+        with Client(params.search.dask_address) as client:
+            yield client
+        return
+    with LocalCluster(**dask_cluster_kwargs(params.search)) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
+    """Candidates one after another: on the whole Dask cluster each (train.engine dask), or here (a GPU's one queue)."""
+    from pipelines.search import candidate_result
+
+    if params.train.engine == "local":
+        return [run_candidate(params, index, candidate) for index, candidate in enumerate(candidates)]
+    from pipelines.distributed import train_model_dask
+    from pipelines.features import FeatureSchema
+
+    valid = read_parquet(prepared_path(params, "valid"), "preprocess")
+    schema = FeatureSchema.load(schema_path(params))
+    train_file = prepared_path(params, "train")
+    if not train_file.exists():
+        raise FileNotFoundError(f"{train_file} not found: run the preprocess stage first (dvc repro preprocess)")
+    results = []
+    with dask_client(params) as client:
+        where = f"dask {client.scheduler.address}"
+        for index, candidate in enumerate(candidates):
+            started = time.time()
+            model = train_model_dask(client, train_file, valid, schema, candidate, partitions=params.search.n_workers)
+            results.append(candidate_result(index, candidate, params.train, model, started=started, worker=where))
+            log.info("candidate #%d done on %s: %s", index, where, results[-1].valid_metrics)
+    return results
+
+
+def run_search(params: Params) -> dict[str, Any]:
+    """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
+
+    A single candidate (search.strategy none) trains in this process: no cluster for one job. With train.engine
+    dask, or on a GPU, candidates train in turn (`pipelines.search.parallel_candidates`).
+    """
+    from pipelines.search import parallel_candidates
+
+    candidates = plan_search(params)
+    if params.train.engine == "dask" or (len(candidates) > 1 and not parallel_candidates(params.train)):
+        return finish_search(params, run_candidates_in_turn(params, candidates))
+    if len(candidates) == 1:
+        return finish_search(params, [run_candidate(params, 0, candidates[0])])
+    with dask_client(params) as client:
         futures = [client.submit(run_candidate, params, index, candidate, pure=False)
                    for index, candidate in enumerate(candidates)]
         results = _gather_with_progress(futures)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return finish_search(params, results)
 
 
