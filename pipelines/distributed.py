@@ -32,7 +32,7 @@ import pandas as pd
 
 from pipelines.config import ParamsError, TrainParams
 from pipelines.features import LABEL, FeatureSchema, encode_frame
-from pipelines.train import TrainedModel, finish_training
+from pipelines.train import TrainedModel, finish_training, lightgbm_params
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def training_workers(client: Any, partitions: int) -> list[str]:
 
 def dask_lightgbm_params(params: TrainParams) -> dict[str, Any]:
     """`train:` as LightGBM's Dask estimator takes it: data-parallel, threads from each worker, no eval metric."""
-    values = {key: value for key, value in params.lightgbm_params().items() if key not in _VOLATILE}
+    values = {key: value for key, value in lightgbm_params(params).items() if key not in _VOLATILE}
     values.pop("metric")  # the callback scores the validation split itself
     return {**values, "tree_learner": "data", "n_estimators": params.num_boost_round}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import ParamsError, parse_params
+from pipelines.train import lightgbm_params
 from tests.conftest import params_dict
 
 
@@ -19,4 +20,4 @@ def test_unknown_engine_or_device_is_refused_naming_the_key(tmp_path: Path, key:
 
 def test_engine_is_not_passed_to_lightgbm(tmp_path: Path) -> None:
     params = parse_params(params_dict(tmp_path, {"train.engine": "dask"}))
-    assert params.train.engine == "dask" and "engine" not in params.train.lightgbm_params()
+    assert params.train.engine == "dask" and "engine" not in lightgbm_params(params.train)

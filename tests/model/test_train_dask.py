@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.config import Params, ParamsError, parse_params
 from pipelines.features import LABEL, FeatureSchema
 from pipelines.train import TrainedModel, train_model
@@ -39,8 +39,8 @@ def client(prepared_root: Path) -> Iterator[Any]:
 
 
 def splits(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, FeatureSchema]:
-    read = [pd.read_parquet(stages.prepared_path(params, name)) for name in ("train", "valid", "test")]
-    return read[0], read[1], read[2], FeatureSchema.load(stages.schema_path(params))
+    read = [pd.read_parquet(io.prepared_path(params.paths, name)) for name in ("train", "valid", "test")]
+    return read[0], read[1], read[2], FeatureSchema.load(io.schema_path(params.paths))
 
 
 def test_dask_model_matches_single_process_and_is_deterministic(prepared_root: Path, client: Any,
@@ -50,7 +50,7 @@ def test_dask_model_matches_single_process_and_is_deterministic(prepared_root: P
     params = dask_params(prepared_root)
     train, valid, test, schema = splits(params)
     local = train_model(train, valid, schema, params.train)
-    train_file = stages.prepared_path(params, "train")
+    train_file = io.prepared_path(params.paths, "train")
     first, second = (train_model_dask(client, train_file, valid, schema, params.train, partitions=2)
                      for _ in range(2))
 
@@ -80,7 +80,7 @@ def test_partitions_are_pinned_one_per_worker(prepared_root: Path, client: Any) 
     params = dask_params(prepared_root)
     train, _, _, schema = splits(params)
     workers = training_workers(client, 2)
-    pieces = pinned_partitions(client, stages.prepared_path(params, "train"), schema, workers)
+    pieces = pinned_partitions(client, io.prepared_path(params.paths, "train"), schema, workers)
     holders = client.who_has(pieces)
     assert [set(holders[piece.key]) for piece in pieces] == [{worker} for worker in workers]
     parts = client.gather(pieces)

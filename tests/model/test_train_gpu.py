@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.config import ParamsError, TrainParams, parse_params
 from pipelines.features import LABEL, FeatureSchema
 from pipelines.gpu import probe_opencl, require_opencl
@@ -67,8 +67,8 @@ def test_gpu_model_matches_cpu_and_search_runs_candidates_in_turn(tmp_path: Path
     root = prepare_small_window(tmp_path, small_table)
     params = parse_params(params_dict(root, {**SMALL_WINDOW, "train.device_type": "gpu",
                                              "search.grid": {"num_leaves": [15, 31]}}))
-    train, valid, test = (pd.read_parquet(stages.prepared_path(params, name)) for name in ("train", "valid", "test"))
-    schema = FeatureSchema.load(stages.schema_path(params))
+    train, valid, test = (pd.read_parquet(io.prepared_path(params.paths, name)) for name in ("train", "valid", "test"))
+    schema = FeatureSchema.load(io.schema_path(params.paths))
     cpu = train_model(train, valid, schema, TrainParams.model_validate({**params.train.model_dump(),
                                                                          "device_type": "cpu"}))
     gpu = train_model(train, valid, schema, params.train)
