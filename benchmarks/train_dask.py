@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", help="scratch folder (default: a new temp dir)")
+    parser.add_argument("--rounds", type=int, help="cap train.num_boost_round (a busy machine: fewer rounds, same "
+                        "data, so the memory figures hold and the time per round can still be compared)")
     parser.add_argument("--measure", nargs=2, metavar=("ENGINE", "PREPARED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:  # the child process
@@ -111,10 +113,13 @@ def main() -> None:
     from pipelines.config import parse_params
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-train-dask-"))
+    root.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load(Path(args.params).read_text())
     data["paths"] = {key: str(root / value) for key, value in data["paths"].items()}
+    if args.rounds:
+        data["train"]["num_boost_round"] = args.rounds
     params = parse_params(data)
-    params_file = root / "params.yaml"
+    params_file = root / f"params-{args.rounds or 'as-configured'}.yaml"
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
     if not io.prepared_path(params.paths, "train").exists():
         stages.run_collect(params)

@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from pipelines import io, stages
 from pipelines.config import Params, ParamsError, parse_params
 from pipelines.features import LABEL, FeatureSchema
+from pipelines.search import dask_client
 from pipelines.train import TrainedModel, train_model
 from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
 
@@ -34,7 +35,7 @@ def dask_params(root: Path, **overrides: Any) -> Params:
 
 @pytest.fixture(scope="module")
 def client(prepared_root: Path) -> Iterator[Any]:
-    with stages.dask_client(dask_params(prepared_root)) as client:
+    with dask_client(dask_params(prepared_root).search) as client:
         yield client
 
 
