@@ -111,10 +111,6 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema,
     """Fit on `train`, stop early on `valid`; the threshold is chosen on `valid` too, never on the test split."""
     import lightgbm as lgb
 
-    from pipelines.gpu import require_opencl
-
-    require_opencl(params.device_type)
-
     names = schema.feature_names
     train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(), feature_name=names,
                             categorical_feature=schema.categorical_features, free_raw_data=True)

@@ -13,6 +13,8 @@ from pipelines.prediction_log import LogRead, PredictionRecord
 from tests.conftest import SMALL_WINDOW, params_dict
 from tests.monitoring_support import into_week, log_records, shift, train_small
 
+pytestmark = pytest.mark.model
+
 OVERRIDES = {**SMALL_WINDOW, "monitor.reference_rows": 15000, "monitor.min_window_rows": 500}
 
 
