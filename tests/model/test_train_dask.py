@@ -23,6 +23,8 @@ from pipelines.search import dask_client
 from pipelines.train import TrainedModel, train_model
 from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def prepared_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
