@@ -167,6 +167,7 @@ def stable_model_text(booster: Any, num_iteration: int) -> str:
 def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
                      partitions: int) -> TrainedModel:
     """Fit with `lightgbm.dask` on `partitions` workers of `client`'s cluster; stop early on the whole of `valid`."""
+    import dask.dataframe as dd
     import lightgbm as lgb
     from lightgbm.dask import DaskLGBMClassifier
 
@@ -174,8 +175,6 @@ def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: 
 
     require_opencl(params.device_type)  # checked here; each worker's own card is LightGBM's to find
     workers = training_workers(client, partitions)
-    import dask.dataframe as dd
-
     pieces = pinned_partitions(client, train_path, schema, workers)
     data = dd.from_delayed(pieces, meta=_encoded_meta(schema), verify_meta=False)
     stopping = FullValidationStopping(encode_frame(valid, schema), valid[LABEL].to_numpy(),
