@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
@@ -340,6 +340,7 @@ class MonitorParams(_Section):
     min_labelled_share: float
     cooldown_days: float
     retraining_deployment: str
+    key_features: list[str]
 
     @model_validator(mode="after")
     def _valid(self) -> MonitorParams:
@@ -386,12 +387,23 @@ class MonitoringDeploymentParams(_Section):
         return value
 
 
+class RetrainingDeploymentParams(_Section):
+    """The retraining deployment's own concurrency limit: what "never two retrains at once" means."""
+
+    concurrency_limit: PositiveInt
+    collision_strategy: Literal["CANCEL_NEW", "ENQUEUE"]
+    # The Prefect Automation that runs it on `flightops.drift.detected`; `enabled` applies when it is first
+    # created, after which the operator's pause/resume in the UI is kept.
+    automation_enabled: bool
+
+
 class DeploymentsParams(_Section):
     timezone: str
     tags: list[str]
     limit: int
     training: TrainingDeploymentParams
     monitoring: MonitoringDeploymentParams
+    retraining: RetrainingDeploymentParams
 
 
 class StackParams(_Section):
