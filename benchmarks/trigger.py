@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO_ROOT, venv_env
+from tests.project_copy import REPO_ROOT, venv_env
 
 # Runs inside the version's own tree (cwd and PYTHONPATH), so it imports that version's flows and pipelines.
 WINDOW_SCRIPT = r'''
@@ -90,8 +90,8 @@ def event_to_start(api: str, events: int) -> list[float]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.automations import apply_automations
-    from pipelines import monitoring_bookkeeping
     from pipelines.config import parse_params
+    from pipelines.monitor import bookkeeping
     from tests.conftest import params_dict
     from tests.servers import stop
 
@@ -118,7 +118,7 @@ def event_to_start(api: str, events: int) -> list[float]:
 
             for index in range(events):
                 start = pd.Timestamp("2013-09-02", tz="UTC") + pd.Timedelta(days=7 * index)
-                spec = monitoring_bookkeeping.drift_event(
+                spec = bookkeeping.drift_event(
                     {"reasons": ["benchmark"], "rows": 1, "drift_share": 1.0}, start.to_pydatetime(),
                     (start + pd.Timedelta(days=7)).to_pydatetime(), "bench")
                 event = emit_event(event=spec.event, resource=spec.resource, related=spec.related,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.config import Params
-from pipelines.monitoring_bookkeeping import DRIFT_DETECTED, WINDOW_RESOURCE_PREFIX
+from pipelines.monitor.bookkeeping import DRIFT_DETECTED, WINDOW_RESOURCE_PREFIX
 
 RETRAIN_ON_DRIFT = "flightops: retrain on drift"
 

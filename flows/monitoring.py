@@ -3,7 +3,7 @@
 Per ready window: Evidently report (HTML with a summary line on top + JSON + a workspace snapshot stamped with the
 window's start), a Prefect markdown artifact that says plainly whether it drifted, the event
 `flightops.window.analysed`, and — when the decision (thresholds in `params.yaml` `monitor:`, cooldown in traffic
-time, one per window: `pipelines.monitoring_bookkeeping`) asks for a retrain — `flightops.drift.detected`. The
+time, one per window: `pipelines.monitor.bookkeeping`) asks for a retrain — `flightops.drift.detected`. The
 Automation "flightops: retrain on drift" (`flows/automations.py`) turns that event into a run of the retraining
 deployment, whose own concurrency limit keeps retrains one at a time. The flow only wires. See docs/monitoring.md.
 
@@ -20,8 +20,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import monitoring, monitoring_bookkeeping, monitoring_dashboard, monitoring_store, stages
+from pipelines import io
 from pipelines.config import Params, load_params
+from pipelines.monitor import bookkeeping, dashboard
+from pipelines.monitor import store as monitoring_store
+from pipelines.monitor.drift import analyse_window
+from pipelines.monitor.log import PROBABILITY
+from pipelines.monitor.reference import sample_reference
+from pipelines.monitor.windows import plan_windows, window_rows
 
 # --- tasks: thin wrappers over pipelines/ -------------------------------------------------------------------------
 
@@ -44,18 +50,18 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, dict[str, float] | Non
     from pipelines.train import TrainedModel
 
     tag = registry.champion_tag(params.paths.registry_dir)
-    stored = registry.model_path(tag) / registry.REFERENCE_FILE if tag else None
+    stored = registry.model_path(tag) / io.REFERENCE_FILE if tag else None
     if stored is not None and stored.exists():
         model = registry.load_model(tag)
         reference = pd.read_parquet(stored)
         test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
     else:
         model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
-        train = stages.read_parquet(stages.prepared_path(params, "train"), "preprocess")
-        reference = monitoring.sample_reference(train, params.features, params.source.time_column, params.monitor)
-        evaluation = params.paths.metrics_dir / "evaluate.json"
+        train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
+        reference = sample_reference(train, params.features, params.source.time_column, params.monitor)
+        evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference.assign(**{monitoring.PROBABILITY: model.predict_proba(reference)}), test_metrics
+    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), test_metrics
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
@@ -63,12 +69,11 @@ def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.Da
             reference: pd.DataFrame, outcomes: pd.DataFrame, expected: dict[str, float] | None,
             skipped: dict[str, int]) -> tuple[dict[str, Any], Any, Any]:
     """The window's summary, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
-    current = monitoring.window_rows(frame, params.source.time_column, start, end)
-    result = monitoring.analyse_window(current, reference, params.features, params.source.time_column,
-                                       params.monitor, outcomes=outcomes, expected=expected,
-                                       name=monitoring_store.window_id(start))
+    current = window_rows(frame, params.source.time_column, start, end)
+    result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
+                            outcomes=outcomes, expected=expected, name=monitoring_store.window_id(start))
     result.summary.update(window_start=start.isoformat(), window_end=end.isoformat(), log_skipped=skipped)
-    quality = monitoring_dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
+    quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
     return result.summary, result.snapshot, quality
 
 
@@ -77,16 +82,15 @@ def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.Da
 def publish(params: Params, start: pd.Timestamp, summary: dict[str, Any], drift: Any, quality: Any,
             retrain: dict[str, Any]) -> dict[str, str]:
     """HTML report (summary line on top) + JSON summary + workspace snapshot stamped with the window's start."""
-    snapshot = monitoring_dashboard.review_snapshot(drift, quality, summary, retrain,
-                                                    monitoring_bookkeeping.served_model_tag(summary),
-                                                    start.to_pydatetime())
+    snapshot = dashboard.review_snapshot(drift, quality, summary, retrain, bookkeeping.served_model_tag(summary),
+                                         start.to_pydatetime())
     paths = monitoring_store.save_window(params, start, summary, snapshot)
     paths["snapshot"] = monitoring_store.add_to_workspace(params, snapshot)
     return paths
 
 
 @task(name="emit-events", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def emit(specs: list[monitoring_bookkeeping.EventSpec]) -> list[str]:
+def emit(specs: list[bookkeeping.EventSpec]) -> list[str]:
     """Send the window's events to the Prefect API; returns their ids (the Automation reacts to the drift one)."""
     from prefect.events import emit_event
 
@@ -148,7 +152,7 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
     # --- inputs ---------------------------------------------------------------------------------------------------
     frame, skipped, outcomes = read_log(params)
     state = monitoring_store.load_state(params)
-    plans = monitoring.plan_windows(frame, params.source.time_column, params.monitor, done=state["windows"])
+    plans = plan_windows(frame, params.source.time_column, params.monitor, done=state["windows"])
     for plan in plans:
         if not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
@@ -161,12 +165,11 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
     results = []
     for plan in ready:
         summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, outcomes, expected, skipped)
-        booked = monitoring_bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(),
-                                                    summary, params.monitor, trigger=trigger)
+        booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
+                                         params.monitor, trigger=trigger)
         summary["retrain"] = booked.retrain
         paths = publish(params, plan.start, summary, drift, quality, booked.retrain)
-        emit(monitoring_bookkeeping.window_events(summary, plan.start.to_pydatetime(), plan.end.to_pydatetime(),
-                                                  booked.retrain))
+        emit(bookkeeping.window_events(summary, plan.start.to_pydatetime(), plan.end.to_pydatetime(), booked.retrain))
         state = booked.state
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",

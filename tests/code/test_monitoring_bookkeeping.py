@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from flows import automations
-from pipelines import monitoring_bookkeeping as book
-from pipelines import monitoring_dashboard as board
+from pipelines.monitor import bookkeeping as book
+from pipelines.monitor import dashboard as board
 
 START = datetime(2013, 9, 9, tzinfo=UTC)
 END = START + timedelta(days=7)
@@ -162,7 +162,7 @@ def test_the_dashboard_is_the_same_every_time_and_has_the_panels_a_reviewer_need
 
 
 def test_unknown_key_features_are_refused_by_name(make_params):
-    from pipelines import monitoring_store
+    from pipelines.monitor import store as monitoring_store
 
     params = make_params({"monitor.key_features": ["temp", "tmep"]})
     with pytest.raises(ValueError, match=r"monitor.key_features \['tmep'\]"):
@@ -170,7 +170,7 @@ def test_unknown_key_features_are_refused_by_name(make_params):
 
 
 def test_ensure_dashboard_writes_once(make_params):
-    from pipelines import monitoring_store
+    from pipelines.monitor import store as monitoring_store
 
     params = make_params()
     assert monitoring_store.ensure_dashboard(params) is True

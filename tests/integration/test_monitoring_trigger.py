@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines import monitoring_bookkeeping, monitoring_store
 from pipelines.config import parse_params
+from pipelines.monitor import bookkeeping as monitoring_bookkeeping
+from pipelines.monitor import store as monitoring_store
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
 from tests.monitoring_support import into_week, log_records, shift, train_small, write_log
 

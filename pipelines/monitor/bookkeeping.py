@@ -1,4 +1,4 @@
-"""monitor: what the monitoring flow remembers between runs, and the events it tells the world.
+"""What the monitoring flow remembers between runs, and the events it tells the world.
 
 Pure functions: the state and a window's summary in, the next state, the retrain decision and the event specs out.
 The flow only wires them (load state, book each window, emit the events, save the state).
@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.config import MonitorParams
-from pipelines.monitoring import RetrainDecision, decide_retrain
+from pipelines.monitor.decision import RetrainDecision, decide_retrain
 
 WINDOW_ANALYSED = "flightops.window.analysed"
 DRIFT_DETECTED = "flightops.drift.detected"
@@ -67,7 +67,7 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
     is running would be a storm of identical requests. `trigger=False` decides and books without requesting
     (the window is done, no retrain is recorded), for dry runs. The input state is not changed.
     """
-    decision = decide_retrain(summary, window_end, last_retrain_window_end(state), False, monitor)
+    decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor)
     new_state = copy.deepcopy(dict(state)) if state else empty_state()
     new_state.setdefault("windows", {})
     new_state.setdefault("retrains", [])

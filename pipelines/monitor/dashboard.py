@@ -1,8 +1,8 @@
-"""monitor: what a reviewer sees of each window: the report's opening line, the workspace snapshot, the dashboard.
+"""What a reviewer sees of each window: the report's opening line, the workspace snapshot, the dashboard.
 
 Pure functions: a window's Evidently snapshot, its summary and decision in; the snapshot people review (stamped
 with the window's start, tagged, with metadata and a summary line on top) and the project's dashboard out. Writing
-them to the workspace is `pipelines.monitoring_store`'s job.
+them to the workspace is `pipelines.monitor.store`'s job.
 
 Why the snapshot is rebuilt rather than written as Evidently returned it:
 - Evidently stamps a run with the wall clock; the dashboard plots over snapshot time, so a replay of 2013 would
@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.monitoring import ACTUAL, PROBABILITY, REQUEST_ID
+from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
 
 TAG_ALARM = "alarm"
 TAG_RETRAIN = "retrain"

@@ -1,0 +1,133 @@
+"""The I/O shell of monitoring: read the prediction log and outcomes, keep state, write reports and snapshots.
+
+Everything written is written atomically (temp file + rename), so a monitoring run killed at any point leaves the
+previous state or the new one, never half of a JSON file that the next run would choke on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines import prediction_log
+from pipelines.config import Params
+from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
+from pipelines.monitor.log import PredictionFrame, outcomes_frame, predictions_frame
+
+log = logging.getLogger(__name__)
+
+PROJECT_NAME = "flightops monitoring"
+
+
+def read_predictions(params: Params) -> PredictionFrame:
+    """Every good prediction in the log directory; bad lines counted by reason (and logged), never raised."""
+    parsed = predictions_frame(prediction_log.read_prediction_log(params.paths.prediction_log_dir), params.features,
+                               params.source.time_column)
+    if parsed.skipped:
+        log.warning("prediction log: skipped %d bad line(s): %s; e.g. %s", parsed.skipped_total,
+                    dict(parsed.skipped), parsed.examples[:3])
+    return parsed
+
+
+def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]:
+    raw = prediction_log.read_outcomes(params.paths.outcomes_dir)
+    if raw.skipped:
+        log.warning("outcomes: skipped %d bad line(s): %s", raw.skipped_total, dict(raw.skipped))
+    return outcomes_frame(raw), raw
+
+
+def state_path(params: Params) -> Path:
+    return params.paths.monitoring_dir / MONITOR_STATE_FILE
+
+
+def load_state(params: Params) -> dict[str, Any]:
+    """Windows analysed, retrains started. A missing file is a fresh start; a corrupt one is an error to fix."""
+    path = state_path(params)
+    if not path.exists():
+        return {"windows": {}, "retrains": []}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"monitoring state {path} is not valid JSON ({error}); fix or delete it "
+                         "(deleting re-analyses every window)") from None
+    state.setdefault("windows", {})
+    state.setdefault("retrains", [])
+    return state
+
+
+def save_state(params: Params, state: dict[str, Any]) -> Path:
+    return write_json(state_path(params), state)
+
+
+def window_id(start: pd.Timestamp) -> str:
+    return f"window-{start:%Y%m%d}"
+
+
+def save_window(params: Params, start: pd.Timestamp, summary: dict[str, Any], snapshot: Any) -> dict[str, str]:
+    """The window's Evidently HTML report and JSON summary under monitoring_dir; returns their paths."""
+    directory = params.paths.monitoring_dir
+    name = window_id(start)
+    html = write_atomic(directory / f"{name}.html", lambda temp: snapshot.save_html(str(temp)))
+    written = write_json(directory / f"{name}.json", summary)
+    return {"html": str(html.resolve()), "json": str(written.resolve())}
+
+
+def _project(workspace: Any) -> Any:
+    projects = workspace.search_project(PROJECT_NAME)
+    return projects[0] if projects else workspace.create_project(
+        PROJECT_NAME, description="Per-window drift of live traffic vs the champion's training data")
+
+
+def add_to_workspace(params: Params, snapshot: Any) -> str:
+    """Add the window's snapshot to the local Evidently workspace (`evidently ui --workspace <dir>`).
+
+    A running `evidently ui` watches the workspace folder and loads the new snapshot; a browser reload shows it.
+    """
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(params.paths.evidently_workspace))
+    ref = workspace.add_run(_project(workspace).id, snapshot)
+    return str(ref.id)
+
+
+def ensure_dashboard(params: Params) -> bool:
+    """Write the project's dashboard (panels in code, `pipelines.monitor.dashboard`) when it differs.
+
+    Idempotent: panel ids are fixed, so a second call finds the same dashboard and writes nothing; a changed
+    `monitor.key_features` replaces the panels. Returns whether it wrote.
+    """
+    from evidently.ui.workspace import Workspace
+
+    from pipelines.monitor.dashboard import dashboard
+
+    unknown = [name for name in params.monitor.key_features if name not in params.features.raw_columns]
+    if unknown:
+        raise ValueError(f"monitor.key_features {unknown} are not raw feature columns "
+                         f"(features.categorical / features.numeric): {params.features.raw_columns}")
+    workspace = Workspace(str(params.paths.evidently_workspace))
+    project = _project(workspace)
+    wanted = dashboard(params.monitor.key_features, params.features.raw_columns)
+    if workspace.get_dashboard(project.id).dict() == wanted.dict():
+        return False
+    workspace.save_dashboard(project.id, wanted)
+    return True
+
+
+def dashboard_url(params: Params) -> str:
+    """Where the stack's Evidently UI shows the project's dashboard."""
+    from evidently.ui.workspace import Workspace
+
+    project = _project(Workspace(str(params.paths.evidently_workspace)))
+    return f"http://{params.stack.host}:{params.stack.evidently_port}/projects/{project.id}"
+
+
+def read_summaries(params: Params) -> list[dict[str, Any]]:
+    """Every window summary written so far (for the history table and plot)."""
+    directory = params.paths.monitoring_dir
+    if not directory.exists():
+        return []
+    return [json.loads(path.read_text()) for path in sorted(directory.glob("window-*.json"))]
