@@ -37,6 +37,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
 DESCRIPTION_START = {"training": "The training DAG", "monitoring": "Compares the latest window",
                      "retraining": "The training DAG on a newer window"}
 EVIDENTLY_PROJECT = "flightops drift (browser test)"
+# Evidently renders a report or a dashboard in the browser; on a loaded 2-core machine that passes expect's 5 s.
+SLOW_UI_MS = 60_000
 
 
 @dataclass
@@ -316,22 +318,22 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     written = _replay_and_monitor(stack, "2013-05-06", "2013-05-14")
     assert [p.name for p in written] == ["window-20130506.json"]
     page.goto(stack.url("evidently"))
-    expect(page.get_by_text(PROJECT_NAME).first).to_be_visible()
+    expect(page.get_by_text(PROJECT_NAME).first).to_be_visible(timeout=SLOW_UI_MS)
     page.get_by_text(PROJECT_NAME).first.click()
     page.get_by_text("Reports", exact=True).first.click()
-    expect(page.get_by_text("window-20130506").first).to_be_visible()
-    expect(page.get_by_text("window-20130513")).to_have_count(0)
+    expect(page.get_by_text("window-20130506").first).to_be_visible(timeout=SLOW_UI_MS)
+    expect(page.get_by_text("window-20130513")).to_have_count(0, timeout=SLOW_UI_MS)
     _shot(page, stack, "evidently-monitoring-reports-before")
     # The UI keeps running; the monitoring deployment writes the next window's snapshot into its workspace.
     written = _replay_and_monitor(stack, "2013-05-14", "2013-05-21")
     assert [p.name for p in written] == ["window-20130506.json", "window-20130513.json"]
     page.reload()
-    expect(page.get_by_text("window-20130513").first).to_be_visible()
+    expect(page.get_by_text("window-20130513").first).to_be_visible(timeout=SLOW_UI_MS)
     _shot(page, stack, "evidently-monitoring-reports-after-reload")
     # The report opens with the summary line, then Evidently's sections.
     page.get_by_text("window-20130513").first.click()
     _click_if_present(page, "View")
-    expect(page.get_by_text("for the window 2013-05-13 .. 2013-05-20").first).to_be_visible()
+    expect(page.get_by_text("for the window 2013-05-13 .. 2013-05-20").first).to_be_visible(timeout=SLOW_UI_MS)
     _shot(page, stack, "evidently-monitoring-report-summary")
     # The project's dashboard: the panels created in code, with points dated in the replayed month.
     page.goto(stack.url("evidently"))
@@ -340,10 +342,10 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     titles = ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
               "Missing-value share", "Live ROC AUC", "Predictions per window"]
     for title in titles:
-        expect(page.get_by_text(title, exact=True).first).to_be_visible()
+        expect(page.get_by_text(title, exact=True).first).to_be_visible(timeout=SLOW_UI_MS)
     # Each panel is a chart (role img) whose time axis names the replayed weeks, not the day the test ran.
     charts = page.get_by_role("img").filter(has_text="2013-05-13")
-    expect(charts.first).to_be_visible()
+    expect(charts.first).to_be_visible(timeout=SLOW_UI_MS)
     _shot(page, stack, "evidently-monitoring-dashboard")
     assert charts.count() >= 5, page.get_by_role("img").all_text_contents()
     assert all("2013-05-06" in (text or "") for text in charts.all_text_contents())
