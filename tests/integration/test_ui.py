@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.servers import free_port
+from tests.servers import free_port, ready_timeout_s, work_timeout_s
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -100,7 +100,7 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'})\n"
         "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
     subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=REPO_ROOT, env=env, check=True,
-                   timeout=300)
+                   timeout=work_timeout_s())
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
     _add_drift_snapshot(Path(data["paths"]["evidently_workspace"]), small_table)
     if importlib.util.find_spec("services.service") is not None:
         _seed_champion(params_file, env)
-    started = _stack("up", params_file, env, timeout=600)
+    started = _stack("up", params_file, env, timeout=work_timeout_s())
     state_file = Path(data["paths"]["stack_dir"]) / "stack.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"components": []}
     screenshots = tmp_path_factory.mktemp("screenshots")
@@ -126,7 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
         assert started.returncode == 0, f"stack up failed:\n{started.stdout}\n{started.stderr}"
         yield Stack(params_file=params_file, params=data, state=state, screenshots=screenshots, env=env)
     finally:
-        stopped = _stack("down", params_file, env, timeout=300)
+        stopped = _stack("down", params_file, env, timeout=ready_timeout_s())
         from flows.stack import process_tree
 
         left = {c["name"]: sorted(process_tree(c["pid"])) for c in state["components"] if process_tree(c["pid"])}
@@ -206,7 +206,7 @@ def test_quick_run_of_training_from_the_ui_completes(stack: Stack, page: Any) ->
     expect(page.get_by_text("training").first).to_be_visible()
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Quick run", exact=True).click()
-    run = _wait_for_flow_run(stack, deployment["id"], timeout=300)
+    run = _wait_for_flow_run(stack, deployment["id"], timeout=work_timeout_s())
     assert run["state_type"] == "COMPLETED", (run["state_name"], _tail(stack, "deployments"))
     page.goto(f"{stack.url('prefect')}/runs/flow-run/{run['id']}")
     expect(page.get_by_text("Completed").first).to_be_visible()
@@ -234,7 +234,7 @@ def _wait_for_flow_run(stack: Stack, deployment_id: str, timeout: float) -> dict
         if final:
             return final[0]
         time.sleep(2)
-    raise AssertionError(f"no finished run of the training deployment after {timeout}s: "
+    raise AssertionError(f"no finished run of the training deployment after {timeout:.0f}s (5 x start_timeout_s): "
                          f"{[(r['name'], r['state_name']) for r in runs]}\n{_tail(stack, 'deployments')}")
 
 
@@ -298,7 +298,7 @@ def _replay_and_monitor(stack: Stack, start: str, end: str) -> list[dict[str, An
     def monitor() -> Any:
         with temporary_settings(updates={PREFECT_API_URL: stack.api}):
             return run_deployment("monitoring/monitoring", parameters={"params_file": str(stack.params_file)},
-                                  timeout=600)
+                                  timeout=work_timeout_s())
 
     # In a thread of its own: Playwright's sync API runs an event loop in this one, which makes Prefect's
     # dual sync/async functions return coroutines.
@@ -364,8 +364,8 @@ def test_a_paused_training_schedule_stays_paused_after_stack_down_and_up(stack: 
     schedule = training["schedules"][0]
     httpx.patch(f"{stack.api}/deployments/{training['id']}/schedules/{schedule['id']}", json={"active": False},
                 timeout=10).raise_for_status()
-    assert _stack("down", stack.params_file, stack.env, timeout=300).returncode == 0
-    started = _stack("up", stack.params_file, stack.env, timeout=600)
+    assert _stack("down", stack.params_file, stack.env, timeout=ready_timeout_s()).returncode == 0
+    started = _stack("up", stack.params_file, stack.env, timeout=work_timeout_s())
     assert started.returncode == 0, started.stdout + started.stderr
     after = _deployment(stack, "training")
     assert [(s["schedule"]["cron"], s["active"]) for s in after["schedules"]] == [
