@@ -51,13 +51,24 @@ def _run_stage(name: str) -> Callable[[argparse.Namespace], Any]:
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
-    from pipelines.collect import read_table
-    from pipelines.validate import draft_suite, write_suite
+    from pipelines.collect import parse_time, read_table
+    from pipelines.validate import write_suite
+    from pipelines.validate_draft import draft_suite
 
+    params = _load(args)
+    source = params.source
     frame = read_table(Path(args.table))
-    suite = draft_suite(frame, args.name or Path(args.out).stem)
+    time_column = source.time_column if source.time_column in frame.columns else None
+    if time_column is not None:
+        frame = parse_time(frame, time_column)
+    label = source.target if source.target in frame.columns else None
+    suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
+                        positive_above=source.positive_above if label else None,
+                        key_columns=[name for name in source.key_columns if name in frame.columns],
+                        time_column=time_column, period=params.validate_.period)
     write_suite(suite, Path(args.out))
     return {"suite": args.out, "expectations": len(suite.get("expectations", [])),
+            "per_period": len((suite.get("per_period") or {}).get("expectations", [])),
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
 

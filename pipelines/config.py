@@ -52,6 +52,8 @@ class SourceParams(_Section):
     target: str
     positive_above: float | None
     drop_missing_target: bool
+    # Columns that identify a row (unique in every table); drafted into the suite by draft-suite.
+    key_columns: list[str]
 
     @model_validator(mode="after")
     def _path_matches_kind(self) -> SourceParams:
@@ -87,6 +89,14 @@ class CollectParams(_Section):
 class ValidateParams(_Section):
     suite: Path
     fail_on_error: bool
+    period: Literal["month", "week"]
+    max_duplicate_share: float
+
+    @model_validator(mode="after")
+    def _share(self) -> ValidateParams:
+        if not 0.0 <= self.max_duplicate_share < 1.0:
+            raise ValueError(f"validate.max_duplicate_share must be in [0, 1), got {self.max_duplicate_share}")
+        return self
 
 
 class FeaturesParams(_Section):
