@@ -314,11 +314,14 @@ def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any
         "params": meta.get("params"),
         "search": meta.get("search"),
         "threshold": meta.get("threshold"),
-        # DVC 3 records a file out's md5 of its bytes, so this equals dvc.lock's collect out for this table.
-        "data_version": {"raw_table_md5": registry.file_md5(params.paths.raw_table)
-                         if params.paths.raw_table.exists() else "unknown",
+        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5, the same value
+        # dvc.lock records for the collect stage's out, and the MD5s of the train/valid splits.
+        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
         "git_commit": registry.git_commit(),
+        # Whether params/code had uncommitted changes when it was registered (the model cannot be rebuilt from
+        # the commit alone then), and which files.
+        "git": registry.git_state(),
         "feature_schema": _json.loads((params.paths.model_dir / "feature_schema.json").read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
                  "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
@@ -335,11 +338,22 @@ def _write_reference(params: Params, path: Path) -> None:
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
+    from pipelines.train import META_FILE
+    from pipelines.validate import NotValidatedError
 
+    # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
+    validated = require_validated_table(params, "register", strict=True)
+    trained_on = (json.loads((params.paths.model_dir / META_FILE).read_text()).get("data") or {}).get("raw_table_md5")
+    if trained_on != validated.table_md5:
+        raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
+                                f"{validated.table_md5}, which validation passed "
+                                f"({params.paths.validation_dir / 'summary.json'}); train it again (dvc repro train)")
     tag = registry.find_by_model_hash(gate_report["challenger_md5"])
     if tag is None:
+        verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report),
-                                  extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)})
+                                  extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)},
+                                  labels={registry.GATE_LABEL: verdict})
     if not gate_report["promote"]:
         write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})
         return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}
