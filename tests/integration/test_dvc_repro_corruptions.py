@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.common import commit, copy_project, run, set_params
 from pipelines.validate import table_md5
 from tests.conftest import SMALL_WINDOW
 from tests.data.test_corruptions import label_constant_in_test, text_in_distance
+from tests.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 

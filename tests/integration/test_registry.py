@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import registry, stages
+from pipelines import io, registry, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import LABEL
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
@@ -76,7 +76,7 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert meta["data_version"]["raw_table_md5"] == registry.file_md5(medium.paths.raw_table)
     validated = json.loads((medium.paths.validation_dir / "summary.json").read_text())
     assert validated["success"] and validated["table_md5"] == meta["data_version"]["raw_table_md5"]
-    assert meta["data_version"]["splits_md5"]["train"] == registry.file_md5(stages.prepared_path(medium, "train"))
+    assert meta["data_version"]["splits_md5"]["train"] == registry.file_md5(io.prepared_path(medium.paths, "train"))
     assert isinstance(meta["git"]["dirty"], bool) and meta["git"]["commit"] == meta["git_commit"].split("-")[0]
     assert meta["git_commit"] != "" and meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
     assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
@@ -119,14 +119,14 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
     corrupted = tmp_path / "prepared"
     corrupted.mkdir()
     for split in ("train", "valid", "test"):
-        frame = pd.read_parquet(stages.prepared_path(champion, split))
+        frame = pd.read_parquet(io.prepared_path(champion.paths, split))
         if split != "test":
             ewr = frame["origin"] == "EWR"
             frame.loc[ewr, LABEL] = 1 - frame.loc[ewr, LABEL]
         frame.to_parquet(corrupted / f"{split}.parquet", index=False)
-    (corrupted / "feature_schema.json").write_bytes(stages.schema_path(champion).read_bytes())
+    (corrupted / "feature_schema.json").write_bytes(io.schema_path(champion.paths).read_bytes())
     # made from the validated table, as far as the guard knows (the labels were flipped after it, on purpose)
-    (corrupted / "lineage.json").write_bytes(stages.lineage_path(champion).read_bytes())
+    (corrupted / "lineage.json").write_bytes(io.lineage_path(champion.paths).read_bytes())
     challenger = gate_params(data_root, registry_dir, **{
         "paths.prepared_dir": str(corrupted), "paths.model_dir": str(tmp_path / "challenger"),
         # Only the slice rule may refuse it: the other checks are opened wide.
