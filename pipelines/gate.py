@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import GateParams
-from pipelines.evaluate import score
+from pipelines.evaluate import score, skip_reason
 from pipelines.features import LABEL
 from pipelines.io import to_jsonable
 
@@ -89,9 +89,13 @@ def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.nd
         for value, index in test.groupby(column, observed=True, sort=True).indices.items():
             ours = score(y_true[index], challenger[index], 0.5)[metric]
             theirs = score(y_true[index], champion[index], 0.5)[metric]
-            compared = len(index) >= min_rows and not (math.isnan(ours) or math.isnan(theirs))
+            skipped = skip_reason(y_true[index], min_rows)
+            if skipped is None and (math.isnan(ours) or math.isnan(theirs)):
+                skipped = f"{metric} undefined"
+            compared = skipped is None
             rows.append({"column": column, "value": str(value), "rows": int(len(index)), "challenger": ours,
-                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared})
+                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared,
+                         "skipped": skipped})
     return rows
 
 
@@ -121,19 +125,22 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
             f"({'meets' if gain >= gate.min_improvement else 'below'} the required +{gate.min_improvement:.4f})"))
         slice_rows = slice_comparison(test, challenger, champion, slices, metric, min_slice_rows)
         compared = [row for row in slice_rows if row["compared"]]
+        one_class = [f"{r['column']}={r['value']}" for r in slice_rows if r["skipped"] and "one class" in r["skipped"]]
+        skipped_note = f"; skipped (one class): {', '.join(one_class)}" if one_class else ""
         worst = max(compared, key=lambda row: row["drop"], default=None)
         if worst is None:
             checks.append(Check("slice_drop", True, None, gate.max_slice_drop,
                                 f"no slice of {slices} has {min_slice_rows}+ rows with both classes: "
-                                "nothing to compare"))
+                                f"nothing to compare{skipped_note}"))
         else:
             losers = [f"{r['column']}={r['value']} ({r['drop']:+.4f})" for r in compared
                       if r["drop"] > gate.max_slice_drop]
             checks.append(Check(
                 "slice_drop", not losers, worst["drop"], gate.max_slice_drop,
-                f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}" if losers else
+                f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}{skipped_note}"
+                if losers else
                 f"worst slice {worst['column']}={worst['value']} changes {metric} by {-worst['drop']:+.4f} "
-                f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared)"))
+                f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared){skipped_note}"))
         brier_up = ours["brier"] - theirs["brier"]
         checks.append(Check(
             "brier_increase", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,

@@ -69,6 +69,23 @@ def split_by_time(frame: pd.DataFrame, time_column: str, split: SplitParams) -> 
     return {name: part.reset_index(drop=True) for name, part in parts.items()}
 
 
+def check_both_classes(parts: dict[str, pd.DataFrame], time_column: str) -> None:
+    """Every split must hold both labels: a one-class split cannot train, stop early or be scored.
+
+    Raises `FeatureError` naming each degenerate split, its rows, dates and only label, instead of a LightGBM or
+    scikit-learn exception from deep inside a later stage.
+    """
+    problems = []
+    for name, part in parts.items():
+        classes = sorted(int(value) for value in pd.unique(part[LABEL]))
+        if len(classes) < 2:
+            problems.append(f"{name} ({len(part):,} rows, {part[time_column].min():%Y-%m-%d} .. "
+                            f"{part[time_column].max():%Y-%m-%d}) has only label {classes}")
+    if problems:
+        raise FeatureError("degenerate split: " + "; ".join(problems) + ". Every split needs both classes: "
+                           "check the target (validation's per-period label rate) or widen the window/split days")
+
+
 def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams, split: SplitParams,
             keep: list[str] | None = None) -> PreparedData:
     """Label, drop unlabelled rows, split by time, fit the schema; `keep` adds columns (e.g. slices) untouched."""
@@ -85,6 +102,7 @@ def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams,
         frame = frame.loc[~unlabelled]
     columns = list(dict.fromkeys([source.time_column, *features.raw_columns, *extra, LABEL]))
     parts = split_by_time(frame[columns], source.time_column, split)
+    check_both_classes(parts, source.time_column)
     schema = fit_feature_schema(parts["train"], features, source.time_column)
     for name, part in parts.items():
         log.info("%s: %d rows, %s .. %s, positive rate %.3f", name, len(part), part[source.time_column].min(),

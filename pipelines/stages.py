@@ -15,34 +15,73 @@ from pipelines.config import Params
 log = logging.getLogger(__name__)
 
 
+# --- the guard ----------------------------------------------------------------------------------------------------
+
+def require_validated_table(params: Params, stage: str, *, strict: bool = False) -> Any:
+    """The guard every stage after validate calls first: the raw table is the one that passed validation.
+
+    Stages that read the prepared splits also need them to come from that table (preprocess's lineage file).
+    `strict` (registering a model) refuses a table let through only by validate.fail_on_error: false.
+    Raises `NotValidatedError` ("table <hash> has not passed validation (<summary.json> says ...)").
+    """
+    from pipelines.validate import require_validated
+
+    derived = None if stage == "preprocess" else io.lineage_path(params.paths)
+    return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
+                             derived=derived)
+
+
+def _training_data(params: Params, validated: Any) -> dict[str, Any]:
+    """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
+    from pipelines.validate import table_md5
+
+    return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
+            "validation_suite": validated.suite,
+            "splits_md5": {split: table_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
+            "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
+
+
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.collect import collect
+    from pipelines.collect import PARSE_ERRORS, collect
+    from pipelines.validate import read_suite, suite_column_types
 
-    table = collect(params.source, params.collect)
+    column_types = suite_column_types(read_suite(params.validate_.suite))
+    table = collect(params.source, params.collect, column_types)
     io.write_parquet(params.paths.raw_table, table)
-    return {"rows": len(table), "path": str(params.paths.raw_table)}
+    return {"rows": len(table), "path": str(params.paths.raw_table),
+            "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
 
 
 def run_validate(params: Params) -> dict[str, Any]:
-    from pipelines.validate import validate_table
+    from pipelines.collect import PARSE_ERRORS
+    from pipelines.validate import table_md5, validate_table
 
     table = io.read_parquet(params.paths.raw_table, "collect")
     summary = validate_table(table, params.validate_.suite, params.paths.validation_dir,
-                             fail_on_error=params.validate_.fail_on_error)
+                             fail_on_error=params.validate_.fail_on_error, time_column=params.source.time_column,
+                             period=params.validate_.period, window=(params.collect.start, params.collect.end),
+                             max_duplicate_share=params.validate_.max_duplicate_share,
+                             parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
+                             table_md5=table_md5(params.paths.raw_table))
     return summary if isinstance(summary, dict) else summary.to_dict()
 
 
 def run_preprocess(params: Params) -> dict[str, Any]:
     from pipelines.preprocess import prepare
 
+    validated = require_validated_table(params, "preprocess")
     table = io.read_parquet(params.paths.raw_table, "collect")
     prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
     for split in io.SPLITS:
         io.write_parquet(io.prepared_path(params.paths, split), prepared.split(split),
                          row_group_rows=io.SPLIT_ROW_GROUP_ROWS)
     io.write_atomic(io.schema_path(params.paths), prepared.schema.save)
+    # Which table these splits come from, for the guard of later stages and the registry's lineage (written last).
+    io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
+                                                  "validation_success": validated.success,
+                                                  "suite": validated.suite, "rows": validated.rows})
     return {split: len(prepared.split(split)) for split in io.SPLITS}
 
 
@@ -52,11 +91,13 @@ def run_train(params: Params) -> dict[str, Any]:
     """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
     from pipelines.gpu import require_opencl
 
+    lineage = require_validated_table(params, "train")
     require_opencl(params.train.device_type)
     if params.train.engine == "dask":
         model = run_candidates_in_turn(params, [params.train])[0].model
     else:
         model = run_candidate(params, 0, params.train).model
+    model.meta["data"] = _training_data(params, lineage)
     model.save(params.paths.model_dir)
     return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"]}
@@ -103,7 +144,9 @@ def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
     """Save the winner where the train stage puts its model, and every candidate's record as a DVC metric."""
     from pipelines.search import pick_winner, search_report
 
+    lineage = require_validated_table(params, "train")
     winner = pick_winner(results, params.search.metric)
+    winner.model.meta["data"] = _training_data(params, lineage)
     winner.model.meta["search"] = {"candidate": winner.index, "candidates": len(results),
                                    "metric": params.search.metric}
     winner.model.save(params.paths.model_dir)
@@ -150,6 +193,7 @@ def run_search(params: Params) -> dict[str, Any]:
     """
     from pipelines.search import map_on_dask, parallel_candidates
 
+    require_validated_table(params, "train")
     candidates = plan_search(params)
     if params.train.engine == "dask" or (len(candidates) > 1 and not parallel_candidates(params.train)):
         return finish_search(params, run_candidates_in_turn(params, candidates))
@@ -163,6 +207,7 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_model
     from pipelines.train import TrainedModel
 
+    require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
         TrainedModel.load(params.paths.model_dir),
         train=io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess"),
@@ -192,6 +237,7 @@ def run_gate(params: Params) -> dict[str, Any]:
     from pipelines.gate import decide, measure_latency_ms
     from pipelines.train import TrainedModel
 
+    require_validated_table(params, "gate")
     challenger = TrainedModel.load(params.paths.model_dir)
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
     train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
@@ -214,13 +260,24 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
     from pipelines.monitor.reference import sample_reference
+    from pipelines.validate import NotValidatedError
 
+    # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
+    validated = require_validated_table(params, "register", strict=True)
+    trained_on = ((io.read_json(params.paths.model_dir / io.META_FILE) or {}).get("data") or {}).get("raw_table_md5")
+    if trained_on != validated.table_md5:
+        raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
+                                f"{validated.table_md5}, which validation passed "
+                                f"({params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE}); train it again "
+                                f"(dvc repro train)")
     tag = registry.find_by_model_hash(gate_report["challenger_md5"])
     if tag is None:
         train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
         reference = sample_reference(train, params.features, params.source.time_column, params.monitor)
+        verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report),
-                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False)})
+                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False)},
+                                  labels={registry.GATE_LABEL: verdict})
     promoted = tag if gate_report["promote"] else None
     if promoted:
         registry.set_champion(params.paths.registry_dir, tag, reason="; ".join(gate_report["reasons"]))

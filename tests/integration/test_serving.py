@@ -80,6 +80,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     params_file.write_text(yaml.safe_dump(data))
     params = parse_params(data)
     stages.run_collect(params)
+    stages.run_validate(params)
     stages.run_preprocess(params)
     stages.run_train(params)
     tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import io, stages
+from pipelines import stages
 from pipelines.config import Params
 from pipelines.model_card import build_model_card, write_model_card
+from tests.conftest import write_validated_table
 
 pytestmark = pytest.mark.model
 
@@ -23,7 +24,7 @@ NUM_LEAVES = 7
 @pytest.fixture
 def trained(make_params: Callable[..., Params], small_table: pd.DataFrame) -> Params:
     params = make_params({"train.num_leaves": NUM_LEAVES})
-    io.write_parquet(params.paths.raw_table, small_table)
+    write_validated_table(params, small_table)
     stages.run_preprocess(params)
     stages.run_train(params)
     stages.run_evaluate(params)
