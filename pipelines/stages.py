@@ -64,9 +64,10 @@ def schema_path(params: Params) -> Path:
 # --- the stages, in DAG order -------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.collect import collect
+    from pipelines.collect import collect, params_columns
 
-    table = collect(params.source, params.collect)
+    table = collect(params.source, params.collect,
+                    params_columns(params.source, params.features, params.evaluate.slices))
     write_parquet(params.paths.raw_table, table)
     return {"rows": len(table), "path": str(params.paths.raw_table)}
 
@@ -88,7 +89,8 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     for split in SPLITS:
         write_parquet(prepared_path(params, split), prepared.split(split))
     write_atomic(schema_path(params), prepared.schema.save)
-    return {split: len(prepared.split(split)) for split in SPLITS}
+    return {**{split: len(prepared.split(split)) for split in SPLITS},
+            "dropped_features": prepared.dropped_features}
 
 
 def run_train(params: Params) -> dict[str, Any]:
