@@ -68,8 +68,8 @@ def _models_list(args: argparse.Namespace) -> None:
     from pipelines import registry
 
     params = _load(args)
-    models = registry.list_models(params.paths.registry_dir)
-    table = Table(title=f"{registry.MODEL_NAME} models (champion pointer: {params.paths.registry_dir})")
+    models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
+    table = Table(title=f"{params.project.model_name} models (champion pointer: {params.paths.registry_dir})")
     table.add_column("tag", no_wrap=True)
     for column in ("stage", "created", "test AUC", "data version", "commit", "gate"):
         table.add_column(column, no_wrap=True)

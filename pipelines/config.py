@@ -27,6 +27,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_NAME = r"^[a-z0-9][a-z0-9_.-]*$"  # what BentoML accepts as a model or service name
+_NOUN = r"^[a-z][a-z0-9_]*$"       # a JSON key and a Python identifier: the request's key
+
+
+class ProjectParams(_Section):
+    """What the model is called and what one row is, so no name of the default data is wired into the code."""
+
+    name: str
+    model_name: str
+    description: str
+    entity: str
+    entity_plural: str
+    positive_meaning: str
+
+    @model_validator(mode="after")
+    def _names(self) -> ProjectParams:
+        import re
+
+        problems = [f"project.{key} must be lowercase letters, digits, '-', '_' or '.' (a BentoML name), got "
+                    f"{getattr(self, key)!r}" for key in ("name", "model_name")
+                    if not re.match(_NAME, getattr(self, key))]
+        problems += [f"project.{key} must be a lowercase identifier (it is the request's JSON key), got "
+                     f"{getattr(self, key)!r}" for key in ("entity", "entity_plural")
+                     if not re.match(_NOUN, getattr(self, key))]
+        if self.entity == self.entity_plural:
+            problems.append("project.entity and project.entity_plural must differ (one row vs a batch)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class PathsParams(_Section):
     raw_table: Path
     validation_dir: Path
@@ -430,6 +461,7 @@ class StackParams(_Section):
 
 
 class Params(_Section):
+    project: ProjectParams
     paths: PathsParams
     source: SourceParams
     collect: CollectParams

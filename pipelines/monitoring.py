@@ -127,8 +127,7 @@ def predictions_frame(parsed: ParsedLines, features: FeaturesParams, time_column
         keep &= ~bad
         frame[name] = values.astype(float)
     for name in features.categorical:
-        frame[name] = inputs[name].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
-                                       else str(v))
+        frame[name] = _as_category_strings(inputs[name])  # a logged 7 and a reference 7.0 are one category
     frame[PROBABILITY] = records[PROBABILITY].astype(float).to_numpy()
     frame["label"] = records["label"].astype(int).to_numpy()
     frame["threshold"] = records["threshold"].astype(float).to_numpy()
@@ -215,7 +214,9 @@ def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column:
 
 
 def _as_category_strings(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    from pipelines.features import category_texts  # the service's and training's text form (7.0 -> "7")
+
+    return category_texts(values)
 
 
 # --- analysis -----------------------------------------------------------------------------------------------------

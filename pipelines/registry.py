@@ -22,7 +22,6 @@ from typing import Any
 
 from pipelines.train import TrainedModel
 
-MODEL_NAME = "delay-classifier"
 CHAMPION_FILE = "champion.json"
 HISTORY_FILE = "history.jsonl"
 # What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
@@ -44,9 +43,10 @@ class RegisteredModel:
     metadata: dict[str, Any]
 
 
-def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME,
+def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None) -> str:
-    """Copy a trained model directory into the store as a new version; returns its tag (`name:version`).
+    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
+    returns its tag (`name:version`).
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -172,7 +172,7 @@ def _stored(name: str) -> list[Any]:
         return []
 
 
-def list_models(registry_dir: Path, name: str = MODEL_NAME) -> list[RegisteredModel]:
+def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry_dir)
     former = {r["tag"] for r in history(registry_dir)}
     models = []
@@ -211,7 +211,7 @@ def git_commit() -> str:
     return f"{head}-dirty" if dirty else head
 
 
-def find_by_model_hash(model_md5: str, name: str = MODEL_NAME) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str) -> str | None:
     """The tag of a stored model with this model-file hash, so re-gating the same model adds no new version."""
     for stored in _stored(name):
         if stored.info.metadata.get("model_md5") == model_md5:

@@ -291,9 +291,10 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
 
-    tag = registry.find_by_model_hash(gate_report["challenger_md5"])
+    tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=params.project.model_name)
     if tag is None:
         tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report),
+                                  name=params.project.model_name,
                                   extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)})
     if not gate_report["promote"]:
         write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})

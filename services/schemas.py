@@ -19,40 +19,46 @@ from pipelines.config import FeaturesParams
 
 REQUEST_ID = "request_id"
 REQUEST_ID_MAX = 200
+CategoryText = Annotated[str, Field(strict=True, max_length=200)]
+CategoryInt = Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
+CategoryNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-def flight_model(features: FeaturesParams, time_column: str) -> Any:
-    """One flight as the caller knows it at scheduling time: the raw feature fields plus the time column."""
+def flight_model(features: FeaturesParams, time_column: str, entity: str = "row") -> Any:
+    """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
+    column."""
     fields: dict[str, Any] = {}
     for name in features.categorical:
-        fields[name] = Annotated[str | None, Field(
-            description=f"Categorical feature `{name}`. A value not seen in training (or null) is scored as "
-                        "LightGBM's missing value and listed in the answer's `unknown_categories`.",
-            strict=True, max_length=200)]
+        # A text or a number: an integer-coded category (a store id) may come as 7, 7.0 or "7", one category to
+        # the model (pipelines.features.category_text), as pandas' int or float column was in training.
+        fields[name] = Annotated[CategoryText | CategoryInt | CategoryNumber | None, Field(
+            description=f"Categorical feature `{name}`: text, or a number for an integer-coded category (7, 7.0 and "
+                        '"7" are the same category). A value not seen in training (or null) is scored as '
+                        "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
     for name in features.numeric:
         fields[name] = Annotated[float | None, Field(
             description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused.",
             strict=True, allow_inf_nan=False)]
     fields[time_column] = Annotated[datetime, Field(
-        description=f"`{time_column}`: the scheduled hour as an ISO 8601 datetime; without a UTC offset it "
+        description=f"`{time_column}`: the row's time as an ISO 8601 datetime; without a UTC offset it "
                     f"is read as UTC. Calendar features ({', '.join(features.time_parts or ['none'])}) come "
                     "from it.")]
     fields[REQUEST_ID] = NotRequired[Annotated[str | None, Field(
         description="Optional caller id, echoed in the answer and the prediction log (generated if absent).",
         max_length=REQUEST_ID_MAX)]]
-    flight = TypedDict("Flight", fields)  # type: ignore[operator]
+    flight = TypedDict(entity.title().replace("_", ""), fields)  # type: ignore[operator]
     flight.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return flight
 
 
 def request_fields(flight: Any) -> list[str]:
-    """The fields a caller sends for one flight (request_id aside): what a served model may read."""
+    """The fields a caller sends for one row (request_id aside): what a served model may read."""
     return [name for name in flight.__annotations__ if name != REQUEST_ID]
 
 
 class Prediction(BaseModel):
     request_id: str = Field(description="The caller's request_id, or a generated one.")
-    probability: float = Field(description="Probability that the flight arrives late (the positive label).")
+    probability: float = Field(description="Probability of the positive label (params' project.positive_meaning).")
     label: int = Field(description="1 if probability >= threshold, else 0.")
     threshold: float = Field(description="Decision threshold that travels with the model.")
     model_tag: str = Field(description="BentoML tag of the model that answered.")
@@ -74,7 +80,7 @@ class BatchPrediction(BaseModel):
 
 
 def batch_annotation(flight: type[BaseModel], max_batch_size: int) -> Any:
-    """`list[Flight]` with the configured size limits, for the batch endpoint's signature."""
+    """`list[Row]` with the configured size limits, for the batch endpoint's signature."""
     return Annotated[list[flight], Field(  # type: ignore[valid-type]
         min_length=1, max_length=max_batch_size,
-        description=f"1 to {max_batch_size} flights (serve.max_batch_size).")]
+        description=f"1 to {max_batch_size} rows (serve.max_batch_size).")]

@@ -68,7 +68,7 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert report["metrics"]["challenger"]["roc_auc"] >= report["metrics"]["champion"]["roc_auc"] + 0.002
     better_tag = registry.require_champion(registry_dir)
 
-    stored = {m.tag: m for m in registry.list_models(registry_dir)}
+    stored = {m.tag: m for m in registry.list_models(registry_dir, name=medium.project.model_name)}
     assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
         "champion", "retired", "candidate")
     meta = stored[better_tag].metadata
@@ -140,7 +140,8 @@ while True:
 def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> None:
     params = gate_params(data_root, tmp_path / "registry", **{"train.num_boost_round": 3})
     stages.run_search(params)
-    tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}) for n in range(2)]
+    tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}, name=params.project.model_name)
+            for n in range(2)]
     registry_dir = params.paths.registry_dir
     rng = random.Random(7)
     kills = 0
