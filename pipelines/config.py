@@ -305,6 +305,7 @@ class GateParams(_Section):
 class PredictionLogParams(_Section):
     rotate_hourly: bool
     rotate_bytes: int
+    max_total_bytes: int
 
     @model_validator(mode="after")
     def _positive(self) -> PredictionLogParams:
@@ -319,6 +320,9 @@ class ServeParams(_Section):
     workers: int
     max_batch_size: int
     max_body_bytes: int
+    discard_body_bytes: int
+    body_timeout_s: float
+    idle_timeout_s: float
     adaptive_max_latency_ms: int
     reload_check_seconds: float
     gc_threshold: tuple[int, int, int]
@@ -338,6 +342,17 @@ class ServeParams(_Section):
             problems.append(f"serve.max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_body_bytes < 1024:
             problems.append(f"serve.max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.discard_body_bytes < self.max_body_bytes:
+            problems.append(f"serve.discard_body_bytes ({self.discard_body_bytes}) must be >= serve.max_body_bytes "
+                            f"({self.max_body_bytes})")
+        for name in ("body_timeout_s", "idle_timeout_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                problems.append(f"serve.{name} must be in (0, 3600] seconds, got {getattr(self, name)}")
+        # Open files (one per worker, up to rotate_bytes each) are never deleted: they must leave room under the cap.
+        needed = 2 * self.workers * self.prediction_log.rotate_bytes
+        if self.prediction_log.max_total_bytes < needed:
+            problems.append(f"serve.prediction_log.max_total_bytes must be >= 2 x workers x rotate_bytes ({needed}), "
+                            f"got {self.prediction_log.max_total_bytes}")
         if self.adaptive_max_latency_ms < 1:
             problems.append(f"serve.adaptive_max_latency_ms must be >= 1, got {self.adaptive_max_latency_ms}")
         if self.reload_check_seconds < 0:
