@@ -27,10 +27,12 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs on stderr: stdout carries the command's JSON result, for a script or a test to read.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(rich_tracebacks=False, show_path=False)])
+                        handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)])
     for noisy in ("great_expectations", "py.warnings", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -51,13 +53,31 @@ def _run_stage(name: str) -> Callable[[argparse.Namespace], Any]:
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
-    from pipelines.collect import read_table
+    """Draft from what validate will see: the collected table (source read, columns checked, time column parsed to
+    UTC, window cut, through Parquet as the collect stage writes it), or `--table` as it is read from disk."""
+    import io
+
+    import pandas as pd
+
+    from pipelines.collect import collect, params_columns, read_table
     from pipelines.validate import draft_suite, write_suite
 
-    frame = read_table(Path(args.table))
-    suite = draft_suite(frame, args.name or Path(args.out).stem)
+    params = _load(args)
+    if args.table:
+        frame, origin = read_table(Path(args.table)), args.table
+    else:
+        collected = collect(params.source, params.collect,
+                            params_columns(params.source, params.features, params.evaluate.slices))
+        frame = pd.read_parquet(io.BytesIO(collected.to_parquet(index=False)))
+        origin = (f"the collected table ({params.source.path}, {params.collect.start:%Y-%m-%d} .. "
+                  f"{params.collect.end:%Y-%m-%d})")
+    source = params.source
+    label = source.target if source.target in frame.columns else None
+    suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
+                        positive_above=source.positive_above, positive_class=source.positive_class)
     write_suite(suite, Path(args.out))
-    return {"suite": args.out, "expectations": len(suite.get("expectations", [])),
+    return {"suite": args.out, "drafted_from": origin, "rows": len(frame),
+            "expectations": len(suite.get("expectations", [])),
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
 
@@ -139,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
-    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from a reference CSV/Parquet table")
-    draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
+    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
+    draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "
+                                       "collect stage makes from params' source and collect window)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
     draft.add_argument("--name", help="suite name (default: the file name)")
     replay = add("replay", _replay, "replay a later period of real flights against the running service, "

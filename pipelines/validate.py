@@ -513,7 +513,8 @@ def _widened(low: float, high: float, margin: float, integer: bool) -> tuple[flo
 def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique: int = 50,
                 category_tolerance: float = 0.01, range_margin: float = 0.1, null_tolerance: float = 0.05,
                 row_count_factor: float = 2.0, exact_columns: bool = False, label_column: str | None = None,
-                positive_above: float | None = None, label_rate_factor: float = 2.0) -> dict[str, Any]:
+                positive_above: float | None = None, label_rate_factor: float = 2.0,
+                positive_class: str | None = None) -> dict[str, Any]:
     """Draft a suite (the JSON dict) from a reference table, for a person to review before committing it.
 
     It expects: the reference's columns (`exact_columns`: no others either); per column a type (numeric
@@ -523,7 +524,8 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     string columns with at most `categorical_max_unique` values, those values for `1 - category_tolerance`
     of rows; a row count within `row_count_factor` of the reference's; and, when `label_column` is given, a
     label rate within `label_rate_factor` of the reference's (see `label_rate_expectations`;
-    `positive_above` for a derived label). Datetime columns get no range: new data is later by nature.
+    `positive_above` or `positive_class` for a derived label, as in source.*). Datetime columns get no range: new
+    data is later by nature.
     """
     if frame.empty:
         raise ValueError("cannot draft a suite from an empty table")
@@ -567,7 +569,10 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
                     f"the {len(categories)} values seen in the reference",
                     column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
     if label_column is not None:
-        expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor))
+        if positive_class is not None:
+            expectations.extend(_drafted_class_rate(frame, label_column, positive_class, label_rate_factor))
+        else:
+            expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor))
     return {"name": suite_name, "expectations": expectations,
             "meta": {"notes": f"Drafted by pipelines.validate.draft_suite from a reference table of "
                               f"{rows:,} rows. Review every bound before committing."}}
@@ -589,6 +594,33 @@ def _drafted_label_rate(frame: pd.DataFrame, column: str, positive_above: float 
     # The positive share may shrink, and the negative share may shrink, by up to `factor`.
     low, high = rate / factor, 1 - (1 - rate) / factor
     return label_rate_expectations(column, round(low, 4), round(high, 4), positive_above=positive_above)
+
+
+def _drafted_class_rate(frame: pd.DataFrame, column: str, positive_class: str,
+                        factor: float) -> list[dict[str, Any]]:
+    """Label-rate bounds for a named positive class (source.positive_class): GX compares raw values, so the set
+    holds the column's own values whose text is the class (`2` for an integer column, `"YES"` for text)."""
+    from pipelines.features import category_text
+
+    if column not in frame.columns:
+        raise ValueError(f"label column {column!r} is not in the table")
+    values = frame[column].dropna()
+    positive = [value for value in pd.unique(values) if category_text(value) == positive_class]
+    if not positive:
+        raise ValueError(f"source.positive_class {positive_class!r} is not a value of {column!r}")
+    rate = float(values.isin(positive).mean())
+    low, high = round(rate / factor, 4), round(1 - (1 - rate) / factor, 4)
+    shown = ", ".join(repr(value) for value in _jsonable(positive))
+    items = [_expectation("expect_column_values_to_be_in_set",
+                          f"label rate lower bound: at least {low:.2%} of non-null {column} are {shown} (the "
+                          f"positive class; the reference had {rate:.2%})",
+                          column=column, value_set=_jsonable(positive), mostly=low)]
+    if high < 1:
+        items.append(_expectation(
+            "expect_column_values_to_not_be_in_set",
+            f"label rate upper bound: at least {1 - high:.2%} of non-null {column} are not {shown} (so at most "
+            f"{high:.2%} are positive)", column=column, value_set=_jsonable(positive), mostly=round(1 - high, 6)))
+    return items
 
 
 __all__: Sequence[str] = (
