@@ -40,6 +40,7 @@ def main() -> None:
     data["paths"] = {key: str(root / value) for key, value in data["paths"].items()}
     params = parse_params(data)
     stages.run_collect(params)
+    stages.run_validate(params)
     splits = stages.run_preprocess(params)
     print(f"window {params.collect.start:%Y-%m-%d}..{params.collect.end:%Y-%m-%d}, rows {splits}")
 

@@ -59,25 +59,33 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
-    from pipelines.collect import collect, params_columns, read_table
-    from pipelines.validate import draft_suite, write_suite
+    from pipelines.collect import collect, params_columns, parse_time, read_table
+    from pipelines.validate import write_suite
+    from pipelines.validate_draft import draft_suite
 
     params = _load(args)
+    source = params.source
     if args.table:
         frame, origin = read_table(Path(args.table)), args.table
+        if source.time_column in frame.columns:
+            frame = parse_time(frame, source.time_column)
     else:
-        collected = collect(params.source, params.collect,
-                            params_columns(params.source, params.features, params.evaluate.slices))
+        collected = collect(params.source, params.collect, expected_columns=params_columns(
+            params.source, params.features, params.evaluate.slices))
         frame = pd.read_parquet(io.BytesIO(collected.to_parquet(index=False)))
         origin = (f"the collected table ({params.source.path}, {params.collect.start:%Y-%m-%d} .. "
                   f"{params.collect.end:%Y-%m-%d})")
-    source = params.source
+    time_column = source.time_column if source.time_column in frame.columns else None
     label = source.target if source.target in frame.columns else None
     suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
-                        positive_above=source.positive_above, positive_class=source.positive_class)
+                        positive_above=source.positive_above if label else None,
+                        positive_class=source.positive_class if label else None,
+                        key_columns=[name for name in source.key_columns if name in frame.columns],
+                        time_column=time_column, period=params.validate_.period)
     write_suite(suite, Path(args.out))
     return {"suite": args.out, "drafted_from": origin, "rows": len(frame),
             "expectations": len(suite.get("expectations", [])),
+            "per_period": len((suite.get("per_period") or {}).get("expectations", [])),
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
 
@@ -91,7 +99,7 @@ def _models_list(args: argparse.Namespace) -> None:
     models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
     table = Table(title=f"{params.project.model_name} models (champion pointer: {params.paths.registry_dir})")
     table.add_column("tag", no_wrap=True)
-    for column in ("stage", "created", "test AUC", "data version", "commit", "gate"):
+    for column in ("stage", "created", "test AUC", "data version", "commit", "dirty", "gate"):
         table.add_column(column, no_wrap=True)
     for model in models:
         meta = model.metadata
@@ -99,8 +107,10 @@ def _models_list(args: argparse.Namespace) -> None:
         data = (meta.get("data_version") or {}).get("raw_table_md5", "unknown")
         gate = meta.get("gate") or {}
         verdict = "passed" if gate.get("promote") else ("refused" if gate else "")
+        dirty = (meta.get("git") or {}).get("dirty")
         table.add_row(model.tag, model.stage, model.created[:16], "n/a" if auc is None else f"{auc:.4f}",
-                      str(data)[:8], str(meta.get("git_commit", "unknown"))[:8], verdict,
+                      str(data)[:8], str(meta.get("git_commit", "unknown"))[:8],
+                      "?" if dirty is None else "yes" if dirty else "no", verdict,
                       style="bold green" if model.stage == "champion" else None)
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
 
@@ -112,6 +122,16 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     previous = registry.require_champion(params.paths.registry_dir)
     restored = registry.rollback(params.paths.registry_dir, args.to)
     return {"champion": restored, "previous": previous}
+
+
+def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines import registry
+
+    params = _load(args)
+    deleted = registry.prune(params.paths.registry_dir, args.keep, name=params.project.model_name,
+                             dry_run=args.dry_run)
+    return {"deleted" if not args.dry_run else "would_delete": deleted,
+            "champion": registry.champion_tag(params.paths.registry_dir), "kept_promoted": args.keep}
 
 
 def _replay(args: argparse.Namespace) -> Any:
@@ -148,16 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
         add(stage, _run_stage(stage), f"run the {stage} stage")
     add("search", _run_stage("search"), "train the search candidates on Dask and keep the best (the train stage)")
     add("gate", _run_stage("gate_and_promote"), "gate the trained model against the champion; promote if it passes")
-    models = commands.add_parser("models", help="the model registry: list models, roll the champion back")
+    models = commands.add_parser("models", help="the model registry: list models, roll the champion back, prune")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, handler, help_text in (("list", _models_list, "list stored models with stage, metrics, data, commit"),
-                                      ("rollback", _models_rollback, "make the previous (or --to) model champion")):
+                                      ("rollback", _models_rollback, "make the previous (or --to) model champion"),
+                                      ("prune", _models_prune, "delete stored models other than the champion and "
+                                                               "the last N promoted (refused ones included)")):
         sub = model_commands.add_parser(name, help=help_text)
         sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
         sub.set_defaults(handler=handler)
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
+        if name == "prune":
+            sub.add_argument("--keep", type=int, default=3, metavar="N",
+                             help="keep the last N promoted models besides the champion (default: 3)")
+            sub.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

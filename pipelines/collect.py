@@ -2,6 +2,11 @@
 
 The join and the window are pure functions over frames; reading the source is separate so the same join runs on a
 slice in the tests and on the whole package in `dvc repro`.
+
+A user's file is read with the column types the suite declares (`pipelines.validate.suite_column_types`): a cell
+that does not parse as its column's type becomes null and is counted per column with examples. The counts travel
+with the table (`frame.attrs[PARSE_ERRORS]`, kept in the Parquet file's metadata) to the validate stage, where they
+are failures like any other: a bad cell never crashes collect with a raw pandas/pyarrow error, and never passes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PLANE_COLUMNS = {"year": "plane_year", "type": "plane_type", "manufacturer": "plane_manufacturer",
                  "model": "plane_model", "engines": "plane_engines", "seats": "plane_seats", "engine": "plane_engine"}
+PARSE_ERRORS = "flightops_parse_errors"  # key in DataFrame.attrs (pandas keeps attrs in Parquet metadata)
+MAX_EXAMPLES = 5
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
@@ -53,16 +61,60 @@ def read_nycflights13() -> FlightTables:
     )
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a user's CSV or Parquet table, with an error that says which file and why."""
+def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a user's CSV or Parquet table, with an error that says which file and why.
+
+    Columns named in `column_types` are read as text from a CSV (so pandas guesses nothing) and then parsed as
+    their declared kind by `coerce_types`; a Parquet column of the wrong type is parsed the same way.
+    """
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
+    column_types = column_types or {}
     try:
         if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            header = pd.read_csv(path, nrows=0).columns
+            frame = pd.read_csv(path, dtype={name: "string" for name in column_types if name in header},
+                                low_memory=False)
+        else:
+            frame = pd.read_parquet(path)
     except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
         raise SourceError(f"cannot read source file {path}: {type(error).__name__}: {error}") from error
+    return coerce_types(frame, column_types)
+
+
+def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFrame:
+    """A copy with each declared column parsed as its kind ("numeric", "str", "datetime"); cells that do not
+    parse become null and are counted in `attrs[PARSE_ERRORS]` ({column: {type, count, examples}}).
+
+    Text left in an undeclared column of mixed types is made text, so the table can always be written.
+    """
+    columns: dict[str, pd.Series] = {}
+    errors: dict[str, Any] = dict(frame.attrs.get(PARSE_ERRORS) or {})
+    for name in frame.columns:
+        series = frame[name]
+        kind = column_types.get(name)
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
+            parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+        elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(series.dtype):
+            parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", utc=True, format="mixed")
+        elif kind == "str" or (kind is None and pd.api.types.is_object_dtype(series.dtype)) or isinstance(
+                series.dtype, pd.StringDtype):
+            text = series.astype("string")
+            parsed = text.astype(object).where(text.notna(), None)
+            columns[name] = parsed
+            continue
+        else:
+            continue
+        bad = series.notna() & parsed.isna()
+        if kind == "numeric" or kind == "datetime":
+            bad &= series.astype("string").str.strip().fillna("") != ""  # an empty cell is a null, not a bad one
+        if bad.any():
+            examples = list(dict.fromkeys(series[bad].astype(str).head(200).tolist()))[:MAX_EXAMPLES]
+            errors[name] = {"type": kind, "count": int(bad.sum()), "examples": examples}
+        columns[name] = parsed
+    result = frame.assign(**columns) if columns else frame.copy()
+    result.attrs = {**frame.attrs, PARSE_ERRORS: errors}
+    return result
 
 
 def join_flights(tables: FlightTables) -> pd.DataFrame:
@@ -94,22 +146,26 @@ def parse_time(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
         raise SourceError(f"time column {time_column!r} (source.time_column) holds numbers, not dates, e.g. "
                           f"{_examples(values.dropna())}: store it as dates or datetimes (ISO 8601 text such as "
                           "'2024-01-31 14:00', or a datetime column)")
-    try:
-        stamps = pd.to_datetime(values, utc=True, errors="coerce")
-        if (stamps.isna() & values.notna()).any():  # one format inferred from the first values: try each alone
-            stamps = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
-    except (ValueError, TypeError, OverflowError) as error:  # e.g. mixed tz-aware and naive objects
-        raise SourceError(f"time column {time_column!r} (source.time_column) does not parse as dates: "
-                          f"{error}") from error
-    bad = values[stamps.isna() & values.notna()]
-    if not bad.empty:
-        raise SourceError(f"time column {time_column!r} (source.time_column) has {len(bad):,} of {len(values):,} "
-                          f"values that do not parse as dates, e.g. "
-                          f"{_examples(bad)}")
-    missing = int(stamps.isna().sum())
+    if pd.api.types.is_datetime64_any_dtype(frame[time_column].dtype):
+        stamps = pd.to_datetime(frame[time_column], utc=True)
+        result = frame.assign(**{time_column: stamps})
+        result.attrs = dict(frame.attrs)
+        return result
+    # Unparseable stamps become NaT and are counted (coerce_types); `require_times` refuses them by name.
+    return coerce_types(frame, {time_column: "datetime"})
+
+
+def require_times(frame: pd.DataFrame, time_column: str) -> None:
+    """Refuse a time column with values that did not parse: such a row cannot be windowed or split, so the table
+    is not one validation could pass. Names the column and three of its bad values."""
+    bad = (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column)
+    if bad:
+        examples = ", ".join(repr(value) for value in bad["examples"][:3])
+        raise SourceError(f"time column {time_column!r} (source.time_column) has {bad['count']:,} of {len(frame):,} "
+                          f"values that do not parse as dates, e.g. {examples}")
+    missing = int(frame[time_column].isna().sum())
     if missing:
         log.warning("%d rows have no %s (source.time_column): they fall outside every window", missing, time_column)
-    return frame.assign(**{time_column: stamps})
 
 
 def _examples(values: pd.Series, count: int = 3) -> str:
@@ -119,7 +175,7 @@ def _examples(values: pd.Series, count: int = 3) -> str:
 def params_columns(source: SourceParams, features: FeaturesParams, slices: Sequence[str]) -> dict[str, list[str]]:
     """Every params key that names columns of the source table, with those columns."""
     return {"source.time_column": [source.time_column], "source.target": [source.target],
-            "features.categorical": list(features.categorical), "features.numeric": list(features.numeric),
+            "source.key_columns": list(source.key_columns), "features.categorical": list(features.categorical), "features.numeric": list(features.numeric),
             "features.forbidden": list(features.forbidden), "evaluate.slices": list(slices)}
 
 
@@ -142,32 +198,40 @@ def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: d
     """Rows with start <= time < end, sorted by time (the order every later step relies on)."""
     stamps = frame[time_column]
     window = frame.loc[(stamps >= start) & (stamps < end)].sort_values(time_column, kind="stable")
-    if window.empty:
+    if window.empty and not (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column):
         raise SourceError(
             f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start .. collect.end) holds no rows; "
             f"the table's {time_column!r} spans {stamps.min()} .. {stamps.max()}"
         )
-    return window.reset_index(drop=True)
+    result = window.reset_index(drop=True)
+    result.attrs = dict(frame.attrs)
+    return result
 
 
-def read_source(source: SourceParams) -> pd.DataFrame:
+def read_source(source: SourceParams, column_types: dict[str, str] | None = None) -> pd.DataFrame:
     """The whole source table as `collect` sees it before windowing (flights: joined with weather and planes)."""
     if source.kind == "nycflights13":
-        return join_flights(read_nycflights13())
-    assert source.path is not None  # the loader guarantees it
-    return read_table(source.path)
+        return coerce_types(join_flights(read_nycflights13()), column_types or {})
+    return read_table(source.path, column_types)
 
 
-def collect(source: SourceParams, window: CollectParams,
+def collect(source: SourceParams, window: CollectParams, column_types: dict[str, str] | None = None,
             expected_columns: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """The collect step: the source table, joined and cut to the configured window.
 
+    `column_types` (from the suite) are the types a user's file is read with; cells that do not parse are
+    counted in the result's `attrs[PARSE_ERRORS]` for validation to fail on (the time column's fail here).
     `expected_columns` (`params_columns`) are checked first, so a params key naming a missing column fails here,
     named, rather than stages later.
     """
-    table = read_source(source)
+    table = read_source(source, column_types)
     check_params_columns(table.columns, expected_columns or {"source.target": [source.target]})
     table = parse_time(table, source.time_column)
+    require_times(table, source.time_column)
     result = select_window(table, source.time_column, window.start, window.end)
+    errors = result.attrs.get(PARSE_ERRORS) or {}
+    if errors:
+        log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
+                    "fail on them): %s", {name: info["count"] for name, info in errors.items()})
     log.info("collected %d rows from %s, %s .. %s", len(result), source.kind, window.start.date(), window.end.date())
     return result

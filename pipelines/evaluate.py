@@ -73,10 +73,20 @@ def slice_metrics(frame: pd.DataFrame, proba: np.ndarray, threshold: float, colu
         rows = []
         for value, index in frame.groupby(column, observed=True, sort=True).indices.items():
             entry = {"value": str(value), **score(y_true[index], proba[index], threshold)}
-            entry["compared"] = entry["rows"] >= min_rows
+            entry["skipped"] = skip_reason(y_true[index], min_rows)
+            entry["compared"] = entry["skipped"] is None
             rows.append(entry)
         result[column] = rows
     return result
+
+
+def skip_reason(y_true: np.ndarray, min_rows: int) -> str | None:
+    """Why a slice is reported but not compared: too few rows, or one class (ranking metrics undefined)."""
+    if len(y_true) < min_rows:
+        return f"{len(y_true)} rows < evaluate.min_slice_rows {min_rows}"
+    if len(np.unique(y_true)) < 2:
+        return f"one class only (label {int(y_true[0])} on all {len(y_true)} rows): ROC AUC undefined"
+    return None
 
 
 def curves(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -112,15 +122,22 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
                    min_slice_rows: int) -> Evaluation:
     """The evaluate step: the model on the test split, the baselines on the same rows, slices, curves."""
     y_true = test[LABEL].to_numpy()
+    if len(y_true) == 0 or len(np.unique(y_true)) < 2:
+        raise ValueError(f"cannot evaluate on a degenerate test split: {len(y_true)} rows with labels "
+                         f"{sorted(int(v) for v in np.unique(y_true))}; both classes are needed "
+                         "(run preprocess again: it names degenerate splits)")
     proba = model.predict_proba(test)
     metrics: dict[str, Any] = {"model": score(y_true, proba, model.threshold), "threshold": model.threshold}
     metrics["baselines"] = {name: score(y_true, values, model.threshold)
                             for name, values in baseline_predictions(train, test, time_column).items()}
+    ranked = [b["roc_auc"] for b in metrics["baselines"].values() if not np.isnan(b["roc_auc"])]
     metrics["lift_over_best_baseline"] = {
-        "roc_auc": metrics["model"]["roc_auc"] - max(b["roc_auc"] for b in metrics["baselines"].values()
-                                                    if not np.isnan(b["roc_auc"])),
+        "roc_auc": metrics["model"]["roc_auc"] - max(ranked) if ranked else None,
     }
+    by_slice = slice_metrics(test, proba, model.threshold, slices, min_slice_rows)
+    # Reported, not compared: which slices and why (a one-class slice has no ROC AUC).
+    metrics["skipped_slices"] = [f"{column}={entry['value']}: {entry['skipped']}"
+                                 for column, entries in by_slice.items() for entry in entries if entry["skipped"]]
     roc, pr, calibration = curves(y_true, proba)
-    return Evaluation(metrics=metrics, slices=slice_metrics(test, proba, model.threshold, slices, min_slice_rows),
-                      roc=roc, precision_recall=pr, calibration=calibration,
+    return Evaluation(metrics=metrics, slices=by_slice, roc=roc, precision_recall=pr, calibration=calibration,
                       importance=feature_importance(model.booster))

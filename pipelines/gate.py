@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import GateParams
-from pipelines.evaluate import score
+from pipelines.evaluate import score, skip_reason
 from pipelines.features import LABEL
 
 REPORTED = ("roc_auc", "pr_auc", "brier", "log_loss", "rows")
@@ -97,9 +98,13 @@ def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.nd
         for value, index in test.groupby(column, observed=True, sort=True).indices.items():
             ours = score(y_true[index], challenger[index], 0.5)[metric]
             theirs = score(y_true[index], champion[index], 0.5)[metric]
-            compared = len(index) >= min_rows and not (math.isnan(ours) or math.isnan(theirs))
+            skipped = skip_reason(y_true[index], min_rows)
+            if skipped is None and (math.isnan(ours) or math.isnan(theirs)):
+                skipped = f"{metric} undefined"
+            compared = skipped is None
             rows.append({"column": column, "value": str(value), "rows": int(len(index)), "challenger": ours,
-                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared})
+                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared,
+                         "skipped": skipped})
     return rows
 
 
@@ -129,19 +134,22 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
             f"({'meets' if gain >= gate.min_improvement else 'below'} the required +{gate.min_improvement:.4f})"))
         slice_rows = slice_comparison(test, challenger, champion, slices, metric, min_slice_rows)
         compared = [row for row in slice_rows if row["compared"]]
+        one_class = [f"{r['column']}={r['value']}" for r in slice_rows if r["skipped"] and "one class" in r["skipped"]]
+        skipped_note = f"; skipped (one class): {', '.join(one_class)}" if one_class else ""
         worst = max(compared, key=lambda row: row["drop"], default=None)
         if worst is None:
             checks.append(Check("slice_drop", True, None, gate.max_slice_drop,
                                 f"no slice of {slices} has {min_slice_rows}+ rows with both classes: "
-                                "nothing to compare"))
+                                f"nothing to compare{skipped_note}"))
         else:
             losers = [f"{r['column']}={r['value']} ({r['drop']:+.4f})" for r in compared
                       if r["drop"] > gate.max_slice_drop]
             checks.append(Check(
                 "slice_drop", not losers, worst["drop"], gate.max_slice_drop,
-                f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}" if losers else
+                f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}{skipped_note}"
+                if losers else
                 f"worst slice {worst['column']}={worst['value']} changes {metric} by {-worst['drop']:+.4f} "
-                f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared)"))
+                f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared){skipped_note}"))
         brier_up = ours["brier"] - theirs["brier"]
         checks.append(Check(
             "brier_increase", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,
@@ -170,17 +178,34 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
                         champion=champion_tag, metric=metric, checks=checks, metrics=metrics, slices=slice_rows)
 
 
-def decision_markdown(decision: dict[str, Any]) -> str:
-    """The gate report as markdown (the Prefect artifact)."""
-    verdict = "PROMOTED" if decision["promote"] else "REFUSED"
-    lines = [f"# Gate: challenger {verdict}",
-             f"Compared with: {decision['compared_with']}"
-             + (f" (`{decision['champion']}`)" if decision.get("champion") else ""),
-             "", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
-    for check in decision["checks"]:
+def decision_markdown(report: Mapping[str, Any], level: int = 1) -> str:
+    """The gate report (`GateDecision.to_dict()`, plus the promotion's `registered_tag` / `promoted_tag`) as markdown.
+
+    The one renderer of a decision: the Prefect artifact, the model card and the CLI all show this, so what a
+    reviewer reads is what the gate wrote. `level` is the heading level (the card nests it under its own).
+    """
+    verdict = "PROMOTED" if report["promote"] else "REFUSED"
+    champion = f" (`{report['champion']}`)" if report.get("champion") else ""
+    lines = [f"{'#' * level} Gate: challenger {verdict}", "",
+             f"- decision: **{'promote' if report['promote'] else 'refuse'}** on `{report['metric']}`, "
+             f"compared with: {report['compared_with']}{champion}"]
+    if report.get("registered_tag"):
+        lines.append(f"- registered as `{report['registered_tag']}`")
+    if report.get("promoted_tag"):
+        lines.append(f"- new champion: `{report['promoted_tag']}`")
+    lines += [f"- failed: {reason}" for reason in report["failed"]]
+    lines += ["", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
+    for check in report["checks"]:
         value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
         lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {value} | "
                      f"{check['limit']} | {check['reason']} |")
-    if decision.get("promoted_tag"):
-        lines += ["", f"New champion: `{decision['promoted_tag']}`"]
     return "\n".join(lines)
+
+
+def enforce(report: Mapping[str, Any], gate: GateParams) -> None:
+    """The blocking gate: raise `GateRefused` with every failed check when `gate.fail_on_refusal` asks for it.
+
+    The one place a refusal becomes an error, for the DVC stage and the Prefect flow alike.
+    """
+    if not report["promote"] and gate.fail_on_refusal:
+        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))

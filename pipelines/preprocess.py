@@ -106,6 +106,23 @@ def _constant_text(values: pd.Series) -> str:
     return f"{present.tolist()[0]!r} in every row of the train split that has a value"
 
 
+def check_both_classes(parts: dict[str, pd.DataFrame], time_column: str) -> None:
+    """Every split must hold both labels: a one-class split cannot train, stop early or be scored.
+
+    Raises `FeatureError` naming each degenerate split, its rows, dates and only label, instead of a LightGBM or
+    scikit-learn exception from deep inside a later stage.
+    """
+    problems = []
+    for name, part in parts.items():
+        classes = sorted(int(value) for value in pd.unique(part[LABEL]))
+        if len(classes) < 2:
+            problems.append(f"{name} ({len(part):,} rows, {part[time_column].min():%Y-%m-%d} .. "
+                            f"{part[time_column].max():%Y-%m-%d}) has only label {classes}")
+    if problems:
+        raise FeatureError("degenerate split: " + "; ".join(problems) + ". Every split needs both classes: "
+                           "check the target (validation's per-period label rate) or widen the window/split days")
+
+
 def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams, split: SplitParams,
             keep: list[str] | None = None) -> PreparedData:
     """Label, drop unlabelled rows, split by time, fit the schema; `keep` adds columns (e.g. slices) untouched.
@@ -129,10 +146,7 @@ def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams,
     frame = frame.assign(**{LABEL: label.astype("int8")})
     columns = list(dict.fromkeys([source.time_column, *features.raw_columns, *extra, LABEL]))
     parts = split_by_time(frame[columns], source.time_column, split)
-    if parts["train"][LABEL].nunique() < 2:
-        raise FeatureError(f"the train split has only label {int(parts['train'][LABEL].iloc[0])}: a model needs "
-                           f"both classes of {source.target!r} (check source.positive_above/positive_class and "
-                           "collect.start/end)")
+    check_both_classes(parts, source.time_column)
     dropped = constant_features(parts["train"], features, source.time_column)
     for reason in dropped.values():
         log.warning("dropping feature: %s", reason)

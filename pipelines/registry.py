@@ -3,7 +3,9 @@
 Why a pointer file: BentoML model labels are fixed when a model is saved, and promotion must be atomic. The
 champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
 the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
-derived: the pointer's model is `champion`, models that were champion before are `retired`, the rest `candidate`.
+derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
+refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`. `prune` deletes what is none
+of the champion and the last N promoted.
 
 The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
 see the same models.
@@ -43,8 +45,12 @@ class RegisteredModel:
     metadata: dict[str, Any]
 
 
+GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
+
+
 def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
-               extra_files: dict[str, Callable[[Path], None]] | None = None) -> str:
+               extra_files: dict[str, Callable[[Path], None]] | None = None,
+               labels: dict[str, str] | None = None) -> str:
     """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
     returns its tag (`name:version`).
 
@@ -56,7 +62,7 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
     import bentoml
 
     safe = _without_nulls(json.loads(json.dumps(metadata, default=str)))  # BentoML accepts plain values only
-    with bentoml.models.create(name, labels={"framework": "lightgbm"}, metadata=safe,
+    with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
                                module="pipelines.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
@@ -178,10 +184,35 @@ def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     models = []
     for stored in _stored(name):
         tag = str(stored.tag)
-        stage = "champion" if tag == champion else "retired" if tag in former else "candidate"
+        refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
+        stage = ("champion" if tag == champion else "retired" if tag in former
+                 else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
                                       metadata=dict(stored.info.metadata)))
     return sorted(models, key=lambda m: m.created)
+
+
+def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
+    """Delete stored models other than the champion and the last `keep` promoted ones; returns the deleted tags.
+
+    "Promoted" reads the journal (promotions and rollbacks), so a model that served is kept until `keep` newer
+    ones have; the champion is kept whatever `keep` is. Refused and never-promoted candidates go.
+    """
+    import bentoml
+
+    if keep < 0:
+        raise RegistryError(f"--keep must be >= 0, got {keep}")
+    champion = champion_tag(registry_dir)
+    promoted: list[str] = []
+    for record in reversed(history(registry_dir)):
+        if record.get("tag") not in promoted:
+            promoted.append(record["tag"])
+    kept = {champion, *promoted[:keep]} - {None}
+    doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
+    if not dry_run:
+        for tag in doomed:
+            bentoml.models.delete(tag)
+    return doomed
 
 
 # --- metadata stored with each model -------------------------------------------------------------------------------
@@ -195,6 +226,26 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# What "uncommitted params/code" means for lineage: the stage outputs DVC writes (metrics, plots) do not count.
+LINEAGE_PATHS = ("params.yaml", "dvc.yaml", "pipelines", "flows", "services", "expectations", "pyproject.toml",
+                 "uv.lock")
+
+
+def git_state(paths: tuple[str, ...] = LINEAGE_PATHS) -> dict[str, Any]:
+    """The commit, and whether params/code differed from it (modified or untracked files under `paths`)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True,
+                                 text=True, check=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None, "dirty_files": []}
+    files = sorted({line[3:].strip() for line in changed if line.strip()})
+    return {"commit": head, "dirty": bool(files), "dirty_files": files[:50]}
 
 
 def git_commit() -> str:

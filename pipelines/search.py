@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.config import ParamsError, SearchParams, TrainParams
+from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
 from pipelines.features import FeatureSchema
 from pipelines.train import TrainedModel, train_model
 
@@ -54,7 +54,7 @@ def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainPa
     try:
         return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
     except ValidationError as error:
-        messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        messages = "; ".join(format_errors(error, TrainParams, prefix=("train",)))
         raise ParamsError(f"search candidate {overrides} is not valid: {messages}") from None
 
 

@@ -63,32 +63,62 @@ def schema_path(params: Params) -> Path:
 
 # --- the stages, in DAG order -------------------------------------------------------------------------------------
 
-def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.collect import collect, params_columns
+def lineage_path(params: Params) -> Path:
+    return params.paths.prepared_dir / "lineage.json"
 
-    table = collect(params.source, params.collect,
+
+def require_validated_table(params: Params, stage: str, *, strict: bool = False) -> Any:
+    """The guard every stage after validate calls first: the raw table is the one that passed validation.
+
+    Stages that read the prepared splits also need them to come from that table (preprocess's lineage file).
+    `strict` (registering a model) refuses a table let through only by validate.fail_on_error: false.
+    Raises `NotValidatedError` ("table <hash> has not passed validation (<summary.json> says ...)").
+    """
+    from pipelines.validate import require_validated
+
+    derived = None if stage == "preprocess" else lineage_path(params)
+    return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
+                             derived=derived)
+
+
+def run_collect(params: Params) -> dict[str, Any]:
+    from pipelines.collect import PARSE_ERRORS, collect, params_columns
+    from pipelines.validate import read_suite, suite_column_types
+
+    column_types = suite_column_types(read_suite(params.validate_.suite))
+    table = collect(params.source, params.collect, column_types,
                     params_columns(params.source, params.features, params.evaluate.slices))
     write_parquet(params.paths.raw_table, table)
-    return {"rows": len(table), "path": str(params.paths.raw_table)}
+    return {"rows": len(table), "path": str(params.paths.raw_table),
+            "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
 
 
 def run_validate(params: Params) -> dict[str, Any]:
-    from pipelines.validate import validate_table
+    from pipelines.collect import PARSE_ERRORS
+    from pipelines.validate import table_md5, validate_table
 
     table = read_parquet(params.paths.raw_table, "collect")
     summary = validate_table(table, params.validate_.suite, params.paths.validation_dir,
-                             fail_on_error=params.validate_.fail_on_error)
+                             fail_on_error=params.validate_.fail_on_error, time_column=params.source.time_column,
+                             period=params.validate_.period, window=(params.collect.start, params.collect.end),
+                             max_duplicate_share=params.validate_.max_duplicate_share,
+                             parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
+                             table_md5=table_md5(params.paths.raw_table))
     return summary if isinstance(summary, dict) else summary.to_dict()
 
 
 def run_preprocess(params: Params) -> dict[str, Any]:
     from pipelines.preprocess import SPLITS, prepare
 
+    validated = require_validated_table(params, "preprocess")
     table = read_parquet(params.paths.raw_table, "collect")
     prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
     for split in SPLITS:
         write_parquet(prepared_path(params, split), prepared.split(split))
     write_atomic(schema_path(params), prepared.schema.save)
+    # Which table these splits come from, for the guard of later stages and the registry's lineage.
+    write_json(lineage_path(params), {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
+                                      "suite": validated.suite, "rows": validated.rows})
     return {**{split: len(prepared.split(split)) for split in SPLITS},
             "dropped_features": prepared.dropped_features}
 
@@ -97,9 +127,11 @@ def run_train(params: Params) -> dict[str, Any]:
     from pipelines.features import FeatureSchema
     from pipelines.train import train_model
 
+    lineage = require_validated_table(params, "train")
     train = read_parquet(prepared_path(params, "train"), "preprocess")
     valid = read_parquet(prepared_path(params, "valid"), "preprocess")
     model = train_model(train, valid, FeatureSchema.load(schema_path(params)), params.train)
+    model.meta["data"] = _training_data(params, lineage)
     model.save(params.paths.model_dir)
     return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"]}
@@ -109,6 +141,7 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_model
     from pipelines.train import TrainedModel
 
+    require_validated_table(params, "evaluate")
     model = TrainedModel.load(params.paths.model_dir)
     evaluation = evaluate_model(
         model,
@@ -126,6 +159,16 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     write_csv(plots_dir / "calibration.csv", evaluation.calibration)
     write_csv(plots_dir / "feature_importance.csv", evaluation.importance)
     return evaluation.metrics
+
+
+def _training_data(params: Params, validated: Any) -> dict[str, Any]:
+    """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
+    from pipelines.validate import table_md5
+
+    return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
+            "validation_suite": validated.suite,
+            "splits_md5": {split: table_md5(prepared_path(params, split)) for split in ("train", "valid")},
+            "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
 
 
 # --- model selection, gate and promotion --------------------------------------------------------------------------
@@ -166,7 +209,9 @@ def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
     """Save the winner where the train stage puts its model, and every candidate's record as a DVC metric."""
     from pipelines.search import pick_winner, search_report
 
+    lineage = require_validated_table(params, "train")
     winner = pick_winner(results, params.search.metric)
+    winner.model.meta["data"] = _training_data(params, lineage)
     winner.model.meta["search"] = {"candidate": winner.index, "candidates": len(results),
                                    "metric": params.search.metric}
     winner.model.save(params.paths.model_dir)
@@ -200,6 +245,7 @@ def run_search(params: Params) -> dict[str, Any]:
 
     A single candidate (search.strategy none) trains in this process: no cluster for one job.
     """
+    require_validated_table(params, "train")
     candidates = plan_search(params)
     if len(candidates) == 1:
         return finish_search(params, [run_candidate(params, 0, candidates[0])])
@@ -235,6 +281,7 @@ def run_gate(params: Params) -> dict[str, Any]:
     from pipelines.gate import decide, measure_latency_ms
     from pipelines.train import MODEL_FILE, TrainedModel
 
+    require_validated_table(params, "gate")
     challenger = TrainedModel.load(params.paths.model_dir)
     test = read_parquet(prepared_path(params, "test"), "preprocess")
     train = read_parquet(prepared_path(params, "train"), "preprocess")
@@ -269,11 +316,14 @@ def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any
         "params": meta.get("params"),
         "search": meta.get("search"),
         "threshold": meta.get("threshold"),
-        # DVC 3 records a file out's md5 of its bytes, so this equals dvc.lock's collect out for this table.
-        "data_version": {"raw_table_md5": registry.file_md5(params.paths.raw_table)
-                         if params.paths.raw_table.exists() else "unknown",
+        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5, the same value
+        # dvc.lock records for the collect stage's out, and the MD5s of the train/valid splits.
+        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
         "git_commit": registry.git_commit(),
+        # Whether params/code had uncommitted changes when it was registered (the model cannot be rebuilt from
+        # the commit alone then), and which files.
+        "git": registry.git_state(),
         "feature_schema": _json.loads((params.paths.model_dir / "feature_schema.json").read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
                  "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
@@ -290,12 +340,23 @@ def _write_reference(params: Params, path: Path) -> None:
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
+    from pipelines.train import META_FILE
+    from pipelines.validate import NotValidatedError
 
+    # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
+    validated = require_validated_table(params, "register", strict=True)
+    trained_on = (json.loads((params.paths.model_dir / META_FILE).read_text()).get("data") or {}).get("raw_table_md5")
+    if trained_on != validated.table_md5:
+        raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
+                                f"{validated.table_md5}, which validation passed "
+                                f"({params.paths.validation_dir / 'summary.json'}); train it again (dvc repro train)")
     tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=params.project.model_name)
     if tag is None:
+        verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, model_metadata(params, gate_report),
                                   name=params.project.model_name,
-                                  extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)})
+                                  extra_files={registry.REFERENCE_FILE: lambda path: _write_reference(params, path)},
+                                  labels={registry.GATE_LABEL: verdict})
     if not gate_report["promote"]:
         write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})
         return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}
@@ -308,12 +369,11 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
 def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
     from pipelines import registry
-    from pipelines.gate import GateRefused
+    from pipelines.gate import enforce
 
     report = run_gate(params)
     outcome = run_promote(params, report)
     write_json(params.paths.registry_dir / registry.DVC_GATE_RECEIPT,
                {"model_md5": report["challenger_md5"], "tag": outcome["tag"], "promoted": outcome["promoted"]})
-    if not report["promote"] and params.gate.fail_on_refusal:
-        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))
+    enforce(report, params.gate)
     return {"promote": report["promote"], **outcome}

@@ -1,12 +1,17 @@
 """validate: check the collected table against a reviewed Great Expectations suite before anything learns.
 
-The suite is a JSON file under `expectations/`, reviewed like code. `validate_table` runs it with GX 1.x on
-the in-memory frame (an ephemeral context: nothing is written outside `report_dir`), writes the full GX
-result, a small summary and GX's own Data Docs HTML, and raises `DataValidationError` naming every failed
-expectation. It is a gate: with `validate.fail_on_error: false` it only warns.
+The suite is a JSON file under `expectations/`, reviewed like code. It holds whole-table expectations and a
+`per_period` section that GX runs on one batch per period of the window (`validate.period`: month or week), so a
+constant label, a missing week or a column gone null in one period fails even when the whole table looks fine.
 
-`draft_suite` writes a first suite for a user's new dataset from a reference table; a person reviews its
-bounds before it is committed.
+Three modules share the work: this one runs the suite and is the gate (`run_validation` returns results and
+writes nothing; `write_reports` is the shell that writes `result.json`, `summary.json` and GX's Data Docs;
+`enforce` raises `DataValidationError` naming every failed check, or only warns with `validate.fail_on_error:
+false`); `pipelines.validate_explain` turns GX results into lines a person can act on; `pipelines.validate_draft`
+drafts a suite from a reference table.
+
+The summary records the MD5 of the validated table file (DVC's hash of it) and whether it passed:
+`require_validated` is the guard every later stage calls, so nothing downstream runs on a table that did not pass.
 
 `great_expectations` takes seconds to import, so it is imported inside the functions that need it: the CLI
 and the flows import this module for free.
@@ -14,6 +19,7 @@ and the flows import this module for free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,21 +27,31 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from pipelines.validate_explain import (
+    NUMERIC_TYPES,
+    FailedExpectation,
+    explain_failure,
+    jsonable,
+    parse_failures,
+)
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
 DATA_DOCS_DIR = "data_docs"
-MAX_OFFENDING_VALUES = 5
-# Numeric columns may be ints or floats: an integer column that gains one null becomes float64 in pandas.
-NUMERIC_TYPES = ["int64", "int32", "float64", "float32"]
+PERIODS = ("month", "week")
+# Run-time parameters a suite may reference as {"$PARAMETER": name}; their values come from params.yaml and the
+# period being checked, so a threshold has one home.
+DUPLICATES_PARAMETER = "min_distinct_row_share"  # 1 - validate.max_duplicate_share
+PERIOD_MIN_ROWS = "period_min_rows"  # per_period.rows_per_day.min_value x the days the period covers
+PERIOD_MAX_ROWS = "period_max_rows"
 # Expectations GX 1.24 cannot run through a ValidationDefinition: their result holds a NumPy bool that the
 # validation-results store fails to serialise ("Object of type bool is not JSON serializable"), which
 # aborts the whole run. Rejected when the suite is read, with the alternative.
@@ -47,42 +63,36 @@ _UNSUPPORTED = {
 }
 _SITE_NAME = "flightops_validation"
 _DEFAULT_SITE = "local_site"  # the ephemeral context's own site, which builds into a fresh temp dir
+_TYPE_EXPECTATIONS = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type",
+                      "expect_column_type_to_be")
+
+__all__ = [
+    "DataValidationError", "FailedExpectation", "NUMERIC_TYPES", "NotValidatedError", "SuiteError",
+    "ValidationRun", "ValidationSummary", "enforce", "read_suite", "require_validated", "run_validation",
+    "split_periods", "suite_column_types", "table_md5", "validate_table", "write_reports", "write_suite",
+]
 
 
 class DataValidationError(ValueError):
-    """The table failed its suite; the message names every failed expectation and the HTML report."""
+    """The table failed its suite; the message names every failed check and the HTML report."""
 
 
 class SuiteError(ValueError):
     """The suite file cannot be used (missing, not JSON, or an expectation GX cannot build)."""
 
 
-@dataclass(frozen=True)
-class FailedExpectation:
-    """One failed expectation, read from the GX result by its type and column."""
-
-    expectation: str
-    column: str | None
-    kwargs: dict[str, Any]
-    expected: str
-    observed: str
-    offending_values: list[Any] = field(default_factory=list)
-    unexpected_count: int | None = None
-    notes: str | None = None
-
-    def describe(self) -> str:
-        where = f" on column {self.column!r}" if self.column else ""
-        line = f"{self.expectation}{where}: expected {self.expected}; {self.observed}"
-        if self.offending_values:
-            line += "; e.g. " + ", ".join(repr(value) for value in self.offending_values)
-        if self.notes:
-            line += f" (why: {self.notes})"
-        return line
+class NotValidatedError(RuntimeError):
+    """A stage was asked to read a table that has not passed validation."""
 
 
 @dataclass(frozen=True)
 class ValidationSummary:
-    """What a caller (the DAG, the CLI, a flow) needs to know; the full GX result is in `result.json`."""
+    """What a caller (the DAG, the CLI, a flow, the guard) needs to know; the full GX result is in `result.json`.
+
+    `table_md5` is the MD5 of the validated table file, the hash DVC records for it. `accepted` says whether
+    later stages may read the table: it passed, or `validate.fail_on_error` was false (then only the registry
+    refuses it: a model trained on failed data is never registered).
+    """
 
     success: bool
     suite: str
@@ -90,21 +100,80 @@ class ValidationSummary:
     evaluated: int
     failed: int
     failures: list[FailedExpectation]
-    report: str
-    result_path: str
+    report: str = ""
+    result_path: str = ""
+    table: str | None = None
+    table_md5: str | None = None
+    period: str | None = None
+    periods: list[dict[str, Any]] = field(default_factory=list)
+    parse_errors: dict[str, Any] = field(default_factory=dict)
+    fail_on_error: bool = True
+    accepted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValidationSummary:
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        known["failures"] = [FailedExpectation.from_dict(item) for item in data.get("failures") or []]
+        return cls(**known)
+
+    @classmethod
+    def read(cls, path: Path) -> ValidationSummary:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def message(self) -> str:
-        """The error text: one line per failed expectation, then where the HTML report is."""
-        head = (f"data validation failed: {self.failed} of {self.evaluated} expectations in suite "
+        """The error text: one line per failed check, then where the HTML report is."""
+        head = (f"data validation failed: {self.failed} of {self.evaluated} checks in suite "
                 f"{self.suite!r} failed on {self.rows:,} rows")
-        lines = [head, *(f"  - {failure.describe()}" for failure in self.failures), f"report: {self.report}"]
+        lines = [head, *(f"  - {failure.describe()}" for failure in self.failures)]
+        if self.report:
+            lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Period:
+    """One period of the window: [start, end) clipped to the window, and the rows in it."""
+
+    label: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    frame: pd.DataFrame
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start) / pd.Timedelta(days=1)
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+@dataclass
+class ValidationRun:
+    """The core's answer: the summary (without file paths yet) and GX's results, for the shell to write."""
+
+    summary: ValidationSummary
+    results: list[tuple[str | None, Any]]  # (period label or None for the whole table, GX suite result)
+    context: Any = None
+
+
 # --- the suite file -----------------------------------------------------------------------------------------
+
+def _check_expectations(items: Any, path: Path, where: str) -> None:
+    if not isinstance(items, list):
+        raise SuiteError(f"expectation suite {path} must be a JSON object with an 'expectations' list{where}")
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or "type" not in item:
+            hint = " (GX 0.x suites used 'expectation_type': rename it to 'type')" if (
+                isinstance(item, dict) and "expectation_type" in item) else ""
+            raise SuiteError(f"expectation #{number}{where} in {path} has no 'type'{hint}")
+        if item["type"] in _UNSUPPORTED:
+            why = _UNSUPPORTED[item["type"]]
+            raise SuiteError(f"expectation #{number}{where} in {path} ({item['type']}): {why}")
+
 
 def read_suite(path: Path) -> dict[str, Any]:
     """The suite JSON as a dict, with an error naming the file when it is missing or malformed."""
@@ -115,16 +184,17 @@ def read_suite(path: Path) -> dict[str, Any]:
         raise SuiteError(f"expectation suite not found: {path} (validate.suite)") from None
     except json.JSONDecodeError as error:
         raise SuiteError(f"expectation suite {path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+    if not isinstance(data, dict):
         raise SuiteError(f"expectation suite {path} must be a JSON object with an 'expectations' list")
-    for number, item in enumerate(data["expectations"], start=1):
-        if not isinstance(item, dict) or "type" not in item:
-            hint = " (GX 0.x suites used 'expectation_type': rename it to 'type')" if (
-                isinstance(item, dict) and "expectation_type" in item) else ""
-            raise SuiteError(f"expectation #{number} in {path} has no 'type'{hint}")
-        if item["type"] in _UNSUPPORTED:
-            why = _UNSUPPORTED[item["type"]]
-            raise SuiteError(f"expectation #{number} in {path} ({item['type']}): {why}")
+    _check_expectations(data.get("expectations"), path, "")
+    section = data.get("per_period")
+    if section is not None:
+        if not isinstance(section, dict) or section.get("period") not in PERIODS:
+            raise SuiteError(f"per_period in {path} must be an object whose 'period' is one of {list(PERIODS)}")
+        _check_expectations(section.get("expectations"), path, " of per_period")
+        rows = section.get("rows_per_day")
+        if rows is not None and not (isinstance(rows, dict) and {"min_value", "max_value"} <= set(rows)):
+            raise SuiteError(f"per_period.rows_per_day in {path} must be {{'min_value': ..., 'max_value': ...}}")
     data.setdefault("name", path.stem)
     return data
 
@@ -176,26 +246,70 @@ def write_suite(suite: Mapping[str, Any], path: Path) -> Path:
     """Write a suite dict as reviewable JSON (indented, keys in the order drafted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(suite), indent=2) + "\n")
+    path.write_text(json.dumps(jsonable(suite), indent=2) + "\n")
     return path
 
 
-def _build_suite(gx: Any, data: Mapping[str, Any], origin: Path) -> Any:
-    # ExpectationSuite(expectations=[dict, ...]) logs and DROPS an expectation it cannot build: a typo would
-    # silently weaken the gate. Each one is built here instead, and a bad one stops the run.
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+def suite_column_types(suite: Mapping[str, Any]) -> dict[str, str]:
+    """Each column's declared kind from the suite's type expectations: "numeric", "str" or "datetime".
 
-    expectations = []
-    for number, item in enumerate(data["expectations"], start=1):
-        try:
-            config = ExpectationConfiguration(type=item["type"], kwargs=dict(item.get("kwargs") or {}),
-                                              meta=item.get("meta"), notes=item.get("notes"))
-            expectations.append(config.to_domain_obj())
-        except Exception as error:  # GX raises pydantic, KeyError or its own errors for a bad expectation
-            raise SuiteError(f"expectation #{number} in {origin} ({item['type']}) is invalid: "
-                             f"{' '.join(str(error).split())}") from None
-    return gx.ExpectationSuite(name=str(data["name"]), expectations=expectations,
-                               meta=dict(data.get("meta") or {}), notes=data.get("notes"))
+    `collect` reads a user's file with these types, so a cell that does not parse is counted, not a crash.
+    """
+    kinds: dict[str, str] = {}
+    for item in suite.get("expectations") or []:
+        if item.get("type") not in _TYPE_EXPECTATIONS:
+            continue
+        kwargs = item.get("kwargs") or {}
+        column, wanted = kwargs.get("column"), kwargs.get("type_list") or [kwargs.get("type_")]
+        wanted = [str(value) for value in wanted if value]
+        if column is None or not wanted:
+            continue
+        if all(value in NUMERIC_TYPES or value.startswith(("int", "float")) for value in wanted):
+            kinds[column] = "numeric"
+        elif all(value.startswith("datetime64") for value in wanted):
+            kinds[column] = "datetime"
+        elif wanted == ["str"]:
+            kinds[column] = "str"
+    return kinds
+
+
+# --- periods ------------------------------------------------------------------------------------------------
+
+def split_periods(frame: pd.DataFrame, time_column: str, period: str,
+                  window: tuple[datetime, datetime] | None = None) -> list[Period]:
+    """The window cut into calendar months or Monday-based weeks (UTC), each clipped to the window.
+
+    Without `window`, the table's own first and last day bound it. A period of the window with no rows is
+    kept (with an empty frame): a missing period is exactly what the row-count check must see.
+    """
+    if period not in PERIODS:
+        raise ValueError(f"validate.period must be one of {list(PERIODS)}, got {period!r}")
+    stamps = frame[time_column]
+    if window is None:
+        if stamps.dropna().empty:
+            return []
+        start = stamps.min().floor("D")
+        end = stamps.max().floor("D") + pd.Timedelta(days=1)
+    else:
+        start, end = (pd.Timestamp(value) for value in window)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    naive = start.tz_localize(None)
+    if period == "month":
+        first = naive.to_period("M").start_time
+    else:
+        first = naive.normalize() - pd.Timedelta(days=naive.dayofweek)
+    step = pd.DateOffset(months=1) if period == "month" else pd.Timedelta(days=7)
+    periods = []
+    bound = first.tz_localize("UTC")
+    while bound < end:
+        following = bound + step
+        lo, hi = max(bound, start), min(following, end)
+        label = f"{bound:%Y-%m}" if period == "month" else f"{bound:%Y-%m-%d}"
+        rows = frame.loc[(stamps >= lo) & (stamps < hi)]
+        periods.append(Period(label=label, start=lo, end=hi, frame=rows))
+        bound = following
+    return periods
 
 
 # --- running GX ---------------------------------------------------------------------------------------------
@@ -213,417 +327,243 @@ def _import_gx() -> Any:
     return gx
 
 
-def _quiet_context(gx: Any, docs_dir: Path) -> Any:
+def _build_suite(gx: Any, name: str, items: Sequence[Mapping[str, Any]], origin: Path, where: str = "",
+                 meta: Mapping[str, Any] | None = None, notes: Any = None) -> Any:
+    # ExpectationSuite(expectations=[dict, ...]) logs and DROPS an expectation it cannot build: a typo would
+    # silently weaken the gate. Each one is built here instead, and a bad one stops the run.
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    expectations = []
+    for number, item in enumerate(items, start=1):
+        try:
+            config = ExpectationConfiguration(type=item["type"], kwargs=dict(item.get("kwargs") or {}),
+                                              meta=item.get("meta"), notes=item.get("notes"))
+            expectations.append(config.to_domain_obj())
+        except Exception as error:  # GX raises pydantic, KeyError or its own errors for a bad expectation
+            raise SuiteError(f"expectation #{number}{where} in {origin} ({item['type']}) is invalid: "
+                             f"{' '.join(str(error).split())}") from None
+    return gx.ExpectationSuite(name=name, expectations=expectations, meta=dict(meta or {}), notes=notes)
+
+
+def _quiet_context(gx: Any) -> Any:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     # tqdm "Calculating Metrics" bars on stderr for every run, unless switched off in the context.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def _parameters(section: Mapping[str, Any] | None, days: float, max_duplicate_share: float) -> dict[str, Any]:
+    values: dict[str, Any] = {DUPLICATES_PARAMETER: round(1.0 - max_duplicate_share, 9)}
+    rows = (section or {}).get("rows_per_day")
+    if rows:
+        values[PERIOD_MIN_ROWS] = int(math.floor(float(rows["min_value"]) * days))
+        values[PERIOD_MAX_ROWS] = int(math.ceil(float(rows["max_value"]) * days))
+    else:  # no per-day bounds drafted: any row count
+        values[PERIOD_MIN_ROWS], values[PERIOD_MAX_ROWS] = 0, None
+    return values
+
+
+def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Path = Path("suite"),
+                   time_column: str | None = None, period: str | None = None,
+                   window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
+                   parse_errors: Mapping[str, Any] | None = None, fail_on_error: bool = True) -> ValidationRun:
+    """Run the suite on the whole frame and its `per_period` section on one GX batch per period.
+
+    Pure in effect: nothing is written (the ephemeral GX context lives in memory) and the frame is not changed.
+    `period` must match the period the section was drafted for (its row-count bounds are per day, but its
+    other bounds were measured on periods of that length). `parse_errors` (from collect) are failures too.
+    """
+    section = suite.get("per_period")
+    if section is not None:
+        drafted = section["period"]
+        if period is not None and period != drafted:
+            raise SuiteError(f"the suite's per_period section in {origin} was drafted per {drafted}, but "
+                             f"validate.period is {period!r}: redraft it (python -m pipelines draft-suite) "
+                             f"or set validate.period: {drafted}")
+        period = drafted
+        time_column = time_column or section.get("time_column")
+    gx = _import_gx()
+    context = _quiet_context(gx)
+    whole = context.suites.add(_build_suite(gx, str(suite["name"]), suite["expectations"], origin,
+                                            meta=suite.get("meta"), notes=suite.get("notes")))
+    asset = context.data_sources.add_pandas("table").add_dataframe_asset("frame")
+    batch = asset.add_batch_definition_whole_dataframe("batch")
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{whole.name} on the table", data=batch, suite=whole))
+    result = definition.run(batch_parameters={"dataframe": frame},
+                            expectation_parameters=_parameters(None, 0, max_duplicate_share),
+                            result_format="SUMMARY")
+    results: list[tuple[str | None, Any]] = [(None, result)]
+    failures = [explain_failure(item, frame) for item in result.results if not item.success]
+    periods: list[dict[str, Any]] = []
+
+    if section is not None and section.get("expectations"):
+        if time_column is None or time_column not in frame.columns or not pd.api.types.is_datetime64_any_dtype(
+                frame[time_column]):
+            failures.append(FailedExpectation(
+                expectation="per_period_checks", column=time_column, kwargs={"period": period},
+                expected=f"a datetime time column to cut the table into {period}s",
+                observed="the time column is missing or not datetimes: no per-period check could run"))
+        else:
+            per_suite = context.suites.add(_build_suite(
+                gx, f"{whole.name} per {period}", section["expectations"], origin, " of per_period",
+                meta=section.get("meta")))
+            per_definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{whole.name} per {period}", data=batch, suite=per_suite))
+            for part in split_periods(frame, time_column, period, window):
+                outcome = per_definition.run(
+                    batch_parameters={"dataframe": part.frame},
+                    expectation_parameters=_parameters(section, part.days, max_duplicate_share),
+                    result_format="SUMMARY")
+                results.append((part.label, outcome))
+                failed = [explain_failure(item, part.frame, period=part.label)
+                          for item in outcome.results if not item.success]
+                failures.extend(failed)
+                periods.append({"period": part.label, "rows": part.rows, "days": round(part.days, 4),
+                                "failed": len(failed)})
+    failures.extend(parse_failures(parse_errors or {}))
+    # GX returns results in no fixed order: whole-table first (table-level, then by column), then each period.
+    failures.sort(key=lambda f: (f.period or "", f.column is not None, f.column or "", f.expectation))
+    evaluated = sum(len(outcome.results) for _, outcome in results) + len(parse_errors or {})
+    success = not failures and all(bool(outcome.success) for _, outcome in results)
+    summary = ValidationSummary(
+        success=success, suite=str(suite["name"]), rows=len(frame), evaluated=evaluated, failed=len(failures),
+        failures=failures, period=period if section is not None else None, periods=periods,
+        parse_errors=dict(jsonable(parse_errors or {})), fail_on_error=fail_on_error,
+        accepted=success or not fail_on_error)
+    return ValidationRun(summary=summary, results=results, context=context)
+
+
+def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = None,
+                  table_md5: str | None = None) -> ValidationSummary:
+    """The shell: write the GX results (`result.json`), GX's Data Docs and `summary.json` (last, atomically).
+
+    summary.json is written last, so a crash before it leaves the previous summary, whose hash no longer
+    matches a new table: the guard still refuses that table.
+    """
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    docs_dir = (report_dir / DATA_DOCS_DIR).resolve()
+    (whole_label, whole), *per_period = run.results
+    result = {**jsonable(whole.to_json_dict()),
+              "per_period": [{"period": label, **jsonable(outcome.to_json_dict())} for label, outcome in per_period]}
+    result_path = report_dir / RESULT_FILE
+    _write_text(result_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    if run.context is not None:
+        _build_docs(run.context, docs_dir)
+    summary = replace(run.summary, report=str(report_dir / DATA_DOCS_DIR / "index.html"),
+                      result_path=str(result_path), table=str(table) if table is not None else None,
+                      table_md5=table_md5)
+    _write_text(report_dir / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def _build_docs(context: Any, docs_dir: Path) -> None:
     if _DEFAULT_SITE in context.list_data_docs_sites():
         context.delete_data_docs_site(_DEFAULT_SITE)
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)  # one run per site: no stale pages from earlier runs
     context.add_data_docs_site(_SITE_NAME, {
         "class_name": "SiteBuilder",
         "show_how_to_buttons": False,
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     })
-    return context
-
-
-def _run_suite(frame: pd.DataFrame, suite_data: Mapping[str, Any], suite_path: Path, docs_dir: Path) -> Any:
-    gx = _import_gx()
-    context = _quiet_context(gx, docs_dir)
-    suite = context.suites.add(_build_suite(gx, suite_data, suite_path))
-    batch = (context.data_sources.add_pandas("table").add_dataframe_asset("frame")
-             .add_batch_definition_whole_dataframe("whole"))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{suite.name}_on_table", data=batch, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    if docs_dir.exists():
-        shutil.rmtree(docs_dir)  # one run per site: no stale pages from earlier runs
     context.build_data_docs(site_names=[_SITE_NAME])
-    return result
 
 
-def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path,
-                   fail_on_error: bool = True) -> ValidationSummary:
-    """Validate `frame` against the suite at `suite_path`; write `result.json`, `summary.json` and Data Docs.
+def _write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
 
-    Raises `DataValidationError` when an expectation fails and `fail_on_error` (the message lists each
-    failure: expectation, column, what was expected, what was observed, a few offending values, and the HTML
-    report); otherwise logs a warning and returns the summary. Raises `SuiteError` for a missing or malformed
-    suite. The frame is not changed.
-    """
-    suite_path, report_dir = Path(suite_path), Path(report_dir)
-    suite_data = read_suite(suite_path)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    docs_dir = (report_dir / DATA_DOCS_DIR).resolve()
 
-    result = _run_suite(frame, suite_data, suite_path, docs_dir)
-
-    result_path = report_dir / RESULT_FILE
-    result_path.write_text(json.dumps(_jsonable(result.to_json_dict()), indent=2, allow_nan=False) + "\n")
-    # GX returns results in no fixed order: table-level failures first, then by column, for a stable message.
-    failures = sorted((_read_failure(item, frame) for item in result.results if not item.success),
-                      key=lambda f: (f.column is not None, f.column or "", f.expectation))
-    summary = ValidationSummary(
-        success=bool(result.success) and not failures,
-        suite=str(suite_data["name"]),
-        rows=len(frame),
-        evaluated=len(result.results),
-        failed=len(failures),
-        failures=failures,
-        # The index (it links to this run's page) keeps summary.json, a DVC metric, stable across identical runs.
-        report=str(report_dir / DATA_DOCS_DIR / "index.html"),
-        result_path=str(result_path),
-    )
-    (report_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
-
+def enforce(summary: ValidationSummary, fail_on_error: bool = True) -> ValidationSummary:
+    """The gate: raise `DataValidationError` with every failed check, or (fail_on_error false) only warn."""
     if summary.success:
-        log.info("validated %d rows against suite %r: all %d expectations passed (report: %s)",
+        log.info("validated %d rows against suite %r: all %d checks passed (report: %s)",
                  summary.rows, summary.suite, summary.evaluated, summary.report)
         return summary
     if fail_on_error:
         raise DataValidationError(summary.message())
-    log.warning("%s\n(validate.fail_on_error is false: continuing)", summary.message())
+    log.warning("%s\n(validate.fail_on_error is false: continuing; no model trained on this table will be "
+                "registered)", summary.message())
     return summary
 
 
-# --- reading a GX result ------------------------------------------------------------------------------------
+def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail_on_error: bool = True, *,
+                   time_column: str | None = None, period: str | None = None,
+                   window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
+                   parse_errors: Mapping[str, Any] | None = None, table: Path | None = None,
+                   table_md5: str | None = None) -> ValidationSummary:
+    """Validate `frame` against the suite at `suite_path`; write `result.json`, `summary.json` and Data Docs.
 
-def _read_failure(item: Any, frame: pd.DataFrame) -> FailedExpectation:
-    config = item.expectation_config
-    kind = str(config.type)
-    kwargs = {key: value for key, value in dict(config.kwargs).items() if key != "batch_id"}
-    column = kwargs.get("column")
-    result = dict(item.result or {})
-    meta = dict(config.meta or {})
-    notes = meta.get("notes") or (config.notes if isinstance(config.notes, str) else None)
-    offending: list[Any] = []
-    unexpected_count = result.get("unexpected_count")
-
-    if column is not None and column not in frame.columns:
-        observed = f"column {column!r} is not in the table"
-    elif _raised(item):
-        dtype = f" (column {column!r} has dtype {frame[column].dtype})" if column is not None else ""
-        observed = f"could not be evaluated: {_exception_message(item)}{dtype}"
-    elif kind in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type",
-                  "expect_column_type_to_be") and column is not None:
-        observed = f"observed dtype {frame[column].dtype}"
-        offending = _type_offenders(frame[column], kwargs)
-    elif kind == "expect_table_columns_to_match_set":
-        mismatched = (result.get("details") or {}).get("mismatched") or {}
-        parts = [f"missing columns {sorted(mismatched['missing'])}"] if mismatched.get("missing") else []
-        if kwargs.get("exact_match", True) and mismatched.get("unexpected"):
-            parts.append(f"unexpected columns {sorted(mismatched['unexpected'])}")
-        observed = "; ".join(parts) or f"observed columns {result.get('observed_value')}"
-    elif unexpected_count is not None:
-        observed = _unexpected_text(result, kwargs)
-        offending = _offending_values(result)
-    else:
-        observed = f"observed {_short(result.get('observed_value'))}"
-    return FailedExpectation(expectation=kind, column=column, kwargs=_jsonable(kwargs),
-                             expected=_expected_text(kind, kwargs), observed=observed,
-                             offending_values=_jsonable(offending),
-                             unexpected_count=int(unexpected_count) if unexpected_count is not None else None,
-                             notes=notes)
-
-
-def _raised(item: Any) -> bool:
-    info = item.exception_info or {}
-    if "raised_exception" in info:
-        return bool(info["raised_exception"])
-    return any(isinstance(value, dict) and value.get("raised_exception") for value in info.values())
-
-
-def _exception_message(item: Any) -> str:
-    info = item.exception_info or {}
-    messages = [info.get("exception_message")] if "exception_message" in info else [
-        value.get("exception_message") for value in info.values() if isinstance(value, dict)]
-    return "; ".join(sorted({str(message) for message in messages if message})) or "unknown error"
-
-
-def _unexpected_text(result: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str:
-    count = int(result.get("unexpected_count") or 0)
-    total = int(result.get("element_count") or 0)
-    missing = int(result.get("missing_count") or 0)
-    percent = result.get("unexpected_percent_nonmissing", result.get("unexpected_percent"))
-    text = f"{count:,} of {total - missing:,} non-null values ({float(percent or 0):.2f}%) do not"
-    if kwargs.get("mostly") is not None:
-        met, needed = 100 - float(percent or 0), float(kwargs["mostly"])
-        text += f", so {met:.2f}% meet it where at least {needed:.2%} must"
-    return text
-
-
-def _offending_values(result: Mapping[str, Any]) -> list[Any]:
-    counts = result.get("partial_unexpected_counts")
-    values = [entry["value"] for entry in counts] if counts else result.get("partial_unexpected_list") or []
-    return _distinct(values)[:MAX_OFFENDING_VALUES]
-
-
-def _type_offenders(series: pd.Series, kwargs: Mapping[str, Any]) -> list[Any]:
-    values = series.dropna()
-    wanted = kwargs.get("type_list") or [kwargs.get("type_")]
-    if set(wanted) & set(NUMERIC_TYPES):  # a numeric column holding text: show the text, not the numbers
-        values = values[pd.to_numeric(values, errors="coerce").isna()]
-    elif "str" in wanted:
-        values = values[[not isinstance(value, str) for value in values]]
-    return _distinct(values.head(1000).tolist())[:MAX_OFFENDING_VALUES]
-
-
-def _distinct(values: Iterable[Any]) -> list[Any]:
-    seen: list[Any] = []
-    for value in values:
-        if not any(value is other or value == other for other in seen):
-            seen.append(value)
-    return seen
-
-
-def _bounds(kwargs: Mapping[str, Any], low: str = "min_value", high: str = "max_value") -> str:
-    lo, hi = kwargs.get(low), kwargs.get(high)
-    left = "(" if kwargs.get("strict_min") or lo is None else "["
-    right = ")" if kwargs.get("strict_max") or hi is None else "]"
-    return f"{left}{'-inf' if lo is None else _short(lo)}, {'inf' if hi is None else _short(hi)}{right}"
-
-
-def _expected_text(kind: str, kwargs: Mapping[str, Any]) -> str:
-    share = f" for at least {float(kwargs['mostly']):.0%} of non-null values" if kwargs.get("mostly") else ""
-    if kind == "expect_column_values_to_be_between":
-        return f"values in {_bounds(kwargs)}{share}"
-    if kind == "expect_column_values_to_be_in_set":
-        return f"values in {_short(sorted(map(str, kwargs.get('value_set') or [])))}{share}"
-    if kind == "expect_column_values_to_not_be_null":
-        return f"at least {float(kwargs['mostly']):.0%} non-null" if kwargs.get("mostly") else "no nulls"
-    if kind == "expect_column_values_to_be_in_type_list":
-        return f"dtype in {kwargs.get('type_list')}"
-    if kind in ("expect_column_values_to_be_of_type", "expect_column_type_to_be"):
-        return f"type {kwargs.get('type_')!r}"
-    if kind == "expect_table_columns_to_match_set":
-        how = "exactly" if kwargs.get("exact_match", True) else "at least"
-        return f"{how} the {len(kwargs.get('column_set') or [])} columns of the suite"
-    if kind == "expect_table_row_count_to_be_between":
-        return f"row count in {_bounds(kwargs)}"
-    if kind.startswith("expect_column_") and kind.endswith("_to_be_between"):
-        statistic = kind.removeprefix("expect_column_").removesuffix("_to_be_between")
-        return f"{statistic} in {_bounds(kwargs)}"
-    if kind == "expect_column_values_to_match_regex":
-        return f"values matching {kwargs.get('regex')!r}{share}"
-    rest = {key: value for key, value in kwargs.items() if key != "column"}
-    return _short(rest)
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    text = repr(_jsonable(value))
-    return text if len(text) <= limit else text[:limit - 5] + " ...]"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: NumPy scalars unwrapped, NaN/inf as null, dates as ISO strings."""
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Index):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, pd.Timestamp | datetime | date):
-        return None if pd.isna(value) else value.isoformat()
-    if value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "to_json_dict"):
-        return _jsonable(value.to_json_dict())
-    return str(value)
-
-
-# --- drafting a suite for a new dataset ---------------------------------------------------------------------
-
-def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    kept = {key: value for key, value in kwargs.items() if value is not None}
-    item: dict[str, Any] = {"type": kind, "kwargs": kept}
-    if notes:
-        item["meta"] = {"notes": notes}
-    return item
-
-
-def label_rate_expectations(column: str, min_rate: float, max_rate: float, *,
-                            positive_above: float | None = None) -> list[dict[str, Any]]:
-    """Expectations bounding the share of positive labels to [min_rate, max_rate].
-
-    A 0/1 (or boolean) label column: its mean is the rate, so `expect_column_mean_to_be_between`.
-    A derived label (`label = column > positive_above`, e.g. arr_delay > 15): GX has no "share of values
-    above t" expectation, so the share is bounded exactly with two `expect_column_values_to_be_between` and
-    `mostly` (GX counts `mostly` over non-null values, as training drops rows without a target): at least
-    `min_rate` of values are > t, and at least `1 - max_rate` are <= t.
+    Raises `DataValidationError` when a check fails and `fail_on_error` (the message lists each failure:
+    check, period, column, what was expected, what was observed, a few offending values, and the HTML report);
+    otherwise logs a warning and returns the summary. Raises `SuiteError` for a missing or malformed suite.
     """
-    if not 0 <= min_rate <= max_rate <= 1:
-        raise ValueError(f"label rate bounds must satisfy 0 <= min_rate <= max_rate <= 1, "
-                         f"got {min_rate}, {max_rate}")
-    if positive_above is None:
-        notes = f"label rate (mean of the 0/1 column {column!r}) in [{min_rate:g}, {max_rate:g}]"
-        return [_expectation("expect_column_mean_to_be_between", notes,
-                             column=column, min_value=min_rate, max_value=max_rate)]
-    items = []
-    if min_rate > 0:
-        items.append(_expectation(
-            "expect_column_values_to_be_between",
-            f"label rate lower bound: at least {min_rate:.0%} of non-null {column} are > {positive_above:g} "
-            f"(the positive label)",
-            column=column, min_value=positive_above, max_value=None, strict_min=True, mostly=min_rate))
-    if max_rate < 1:
-        items.append(_expectation(
-            "expect_column_values_to_be_between",
-            f"label rate upper bound: at least {1 - max_rate:.0%} of non-null {column} are "
-            f"<= {positive_above:g} (so at most {max_rate:.0%} are positive)",
-            column=column, min_value=None, max_value=positive_above, mostly=round(1 - max_rate, 6)))
-    return items
+    suite_path = Path(suite_path)
+    suite = read_suite(suite_path)
+    run = run_validation(frame, suite, origin=suite_path, time_column=time_column, period=period, window=window,
+                         max_duplicate_share=max_duplicate_share, parse_errors=parse_errors,
+                         fail_on_error=fail_on_error)
+    summary = write_reports(run, Path(report_dir), table=table, table_md5=table_md5)
+    return enforce(summary, fail_on_error)
 
 
-def _column_type_expectation(name: str, series: pd.Series) -> dict[str, Any] | None:
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype))
-    if pd.api.types.is_numeric_dtype(dtype):
-        return _expectation("expect_column_values_to_be_in_type_list", column=name,
-                            type_list=list(NUMERIC_TYPES))
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
-        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype))
-    values = series.dropna()
-    if len(values) and all(isinstance(value, str) for value in values):
-        return _expectation("expect_column_values_to_be_of_type", column=name, type_="str")
-    return None  # mixed object columns: nothing honest to say about their type
+# --- the guard every later stage calls ----------------------------------------------------------------------
+
+def table_md5(path: Path) -> str:
+    """MD5 of the file's bytes: the hash DVC 3 records for a file out in dvc.lock."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _widened(low: float, high: float, margin: float, integer: bool) -> tuple[float, float]:
-    span = high - low or abs(high) or 1.0
-    lo, hi = low - margin * span, high + margin * span
-    if low >= 0:
-        lo = max(lo, 0.0)  # a non-negative column stays non-negative
-    if integer:  # whole numbers, never inside the observed range: [0, 1] stays [0, 1], not [0, 2]
-        return float(min(low, round(lo))), float(max(high, round(hi)))
-    return float(f"{lo:.6g}"), float(f"{hi:.6g}")
+def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: bool = False,
+                      derived: Path | None = None) -> ValidationSummary:
+    """Stop `stage` unless the table file at `table` is the one validation passed (same MD5, success).
 
-
-def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique: int = 50,
-                category_tolerance: float = 0.01, range_margin: float = 0.1, null_tolerance: float = 0.05,
-                row_count_factor: float = 2.0, exact_columns: bool = False, label_column: str | None = None,
-                positive_above: float | None = None, label_rate_factor: float = 2.0,
-                positive_class: str | None = None) -> dict[str, Any]:
-    """Draft a suite (the JSON dict) from a reference table, for a person to review before committing it.
-
-    It expects: the reference's columns (`exact_columns`: no others either); per column a type (numeric
-    columns any int/float dtype, strings `str`, datetimes and categoricals their exact dtype); no nulls where
-    the reference had none, else a non-null share at most `null_tolerance` below the reference's; numeric
-    min/max widened by `range_margin` of the observed span (never below 0 for a non-negative column); for
-    string columns with at most `categorical_max_unique` values, those values for `1 - category_tolerance`
-    of rows; a row count within `row_count_factor` of the reference's; and, when `label_column` is given, a
-    label rate within `label_rate_factor` of the reference's (see `label_rate_expectations`;
-    `positive_above` or `positive_class` for a derived label, as in source.*). Datetime columns get no range: new
-    data is later by nature.
+    With `strict` (registering a model) a table accepted only because `validate.fail_on_error` was false is
+    refused too. `derived` is a JSON file naming the `raw_table_md5` that outputs the stage reads were made
+    from (preprocess's lineage): it must be this table. Raises `NotValidatedError`: "table <hash> has not passed
+    validation (<summary> says ...)".
     """
-    if frame.empty:
-        raise ValueError("cannot draft a suite from an empty table")
-    rows = len(frame)
-    expectations = [
-        _expectation("expect_table_columns_to_match_set", column_set=[str(name) for name in frame.columns],
-                     exact_match=exact_columns),
-        _expectation("expect_table_row_count_to_be_between", f"reference had {rows:,} rows",
-                     min_value=int(rows // row_count_factor),
-                     max_value=int(math.ceil(rows * row_count_factor))),
-    ]
-    for name in frame.columns:
-        series = frame[name]
-        type_expectation = _column_type_expectation(str(name), series)
-        if type_expectation:
-            expectations.append(type_expectation)
-        non_null = float(series.notna().mean())
-        if non_null == 1.0:
-            expectations.append(_expectation("expect_column_values_to_not_be_null", column=str(name)))
-        elif non_null - null_tolerance > 0:
-            expectations.append(_expectation(
-                "expect_column_values_to_not_be_null", f"reference was {non_null:.1%} non-null",
-                column=str(name), mostly=math.floor((non_null - null_tolerance) * 100) / 100))
-        values = series.dropna()
-        if values.empty:
-            continue
-        dtype = series.dtype
-        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            low, high = _widened(float(values.min()), float(values.max()), range_margin,
-                                 pd.api.types.is_integer_dtype(dtype))
-            expectations.append(_expectation(
-                "expect_column_values_to_be_between",
-                f"reference range [{_short(float(values.min()))}, {_short(float(values.max()))}] "
-                f"widened by {range_margin:.0%}", column=str(name), min_value=low, max_value=high))
-        elif (isinstance(dtype, pd.CategoricalDtype) or type_expectation
-              and type_expectation["kwargs"].get("type_") == "str"):
-            categories = sorted({str(value) for value in values.unique()})
-            if len(categories) <= categorical_max_unique:
-                expectations.append(_expectation(
-                    "expect_column_values_to_be_in_set",
-                    f"the {len(categories)} values seen in the reference",
-                    column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
-    if label_column is not None:
-        if positive_class is not None:
-            expectations.extend(_drafted_class_rate(frame, label_column, positive_class, label_rate_factor))
-        else:
-            expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor))
-    return {"name": suite_name, "expectations": expectations,
-            "meta": {"notes": f"Drafted by pipelines.validate.draft_suite from a reference table of "
-                              f"{rows:,} rows. Review every bound before committing."}}
+    table, summary_path = Path(table), Path(validation_dir) / SUMMARY_FILE
+    if not table.exists():
+        raise NotValidatedError(f"{stage}: {table} not found: run the collect and validate stages first "
+                                f"(dvc repro validate)")
+    digest = table_md5(table)
 
+    def refuse(says: str) -> NotValidatedError:
+        return NotValidatedError(f"{stage}: table {digest} has not passed validation ({summary_path} says {says}); "
+                                 f"run the validate stage (dvc repro validate) and fix what it reports")
 
-def _drafted_label_rate(frame: pd.DataFrame, column: str, positive_above: float | None,
-                        factor: float) -> list[dict[str, Any]]:
-    if column not in frame.columns:
-        raise ValueError(f"label column {column!r} is not in the table")
-    values = frame[column].dropna()
-    if values.empty:
-        raise ValueError(f"label column {column!r} has no values")
-    if positive_above is None:
-        if not set(pd.unique(values.astype(float))) <= {0.0, 1.0}:
-            raise ValueError(f"label column {column!r} is not 0/1; pass positive_above for a derived label")
-        rate = float(values.astype(float).mean())
-    else:
-        rate = float((values > positive_above).mean())
-    # The positive share may shrink, and the negative share may shrink, by up to `factor`.
-    low, high = rate / factor, 1 - (1 - rate) / factor
-    return label_rate_expectations(column, round(low, 4), round(high, 4), positive_above=positive_above)
+    if not summary_path.exists():
+        raise NotValidatedError(f"{stage}: table {digest} has not passed validation ({summary_path} is missing); "
+                                f"run the validate stage first (dvc repro validate)")
+    try:
+        summary = ValidationSummary.read(summary_path)
+    except (ValueError, TypeError, KeyError) as error:
+        raise refuse(f"nothing readable: {error}") from None
+    if summary.table_md5 != digest:
+        raise refuse(f"it validated table {summary.table_md5}, not this one")
+    if not summary.success and (strict or not summary.accepted):
+        first = summary.failures[0].describe() if summary.failures else "no failure recorded"
+        raise refuse(f"success: false, {summary.failed} failed check(s), first: {first}")
+    if derived is not None:
+        try:
+            made_from = json.loads(Path(derived).read_text()).get("raw_table_md5")
+        except (OSError, ValueError) as error:
+            raise NotValidatedError(f"{stage}: {derived} cannot be read ({error}): run the preprocess stage on "
+                                    f"the validated table {digest} (dvc repro preprocess)") from None
+        if made_from != digest:
+            raise NotValidatedError(f"{stage}: the prepared data was made from table {made_from}, not from "
+                                    f"table {digest}, which validation passed ({derived}); run the preprocess "
+                                    f"stage again (dvc repro preprocess)")
+    return summary
 
-
-def _drafted_class_rate(frame: pd.DataFrame, column: str, positive_class: str,
-                        factor: float) -> list[dict[str, Any]]:
-    """Label-rate bounds for a named positive class (source.positive_class): GX compares raw values, so the set
-    holds the column's own values whose text is the class (`2` for an integer column, `"YES"` for text)."""
-    from pipelines.features import category_text
-
-    if column not in frame.columns:
-        raise ValueError(f"label column {column!r} is not in the table")
-    values = frame[column].dropna()
-    positive = [value for value in pd.unique(values) if category_text(value) == positive_class]
-    if not positive:
-        raise ValueError(f"source.positive_class {positive_class!r} is not a value of {column!r}")
-    rate = float(values.isin(positive).mean())
-    low, high = round(rate / factor, 4), round(1 - (1 - rate) / factor, 4)
-    shown = ", ".join(repr(value) for value in _jsonable(positive))
-    items = [_expectation("expect_column_values_to_be_in_set",
-                          f"label rate lower bound: at least {low:.2%} of non-null {column} are {shown} (the "
-                          f"positive class; the reference had {rate:.2%})",
-                          column=column, value_set=_jsonable(positive), mostly=low)]
-    if high < 1:
-        items.append(_expectation(
-            "expect_column_values_to_not_be_in_set",
-            f"label rate upper bound: at least {1 - high:.2%} of non-null {column} are not {shown} (so at most "
-            f"{high:.2%} are positive)", column=column, value_set=_jsonable(positive), mostly=round(1 - high, 6)))
-    return items
-
-
-__all__: Sequence[str] = (
-    "DataValidationError", "FailedExpectation", "SuiteError", "ValidationSummary", "draft_suite",
-    "label_rate_expectations", "read_suite", "validate_table", "write_suite",
-)

@@ -64,11 +64,19 @@ def small_table() -> Any:
     return collect(params.source, params.collect)
 
 
+def write_validated_table(params: Params, table: Any) -> None:
+    """Write `table` where collect would and validate it for real: every later stage refuses an unvalidated one."""
+    from pipelines import stages
+
+    stages.write_parquet(params.paths.raw_table, table)
+    stages.run_validate(params)
+
+
 def prepare_small_window(root: Path, table: Any) -> Path:
-    """The small window's table written under `root` and preprocessed there (splits + schema); returns `root`."""
+    """The small window's table written under `root`, validated and preprocessed there; returns `root`."""
     from pipelines import stages
 
     params = parse_params(params_dict(root, SMALL_WINDOW))
-    stages.write_parquet(params.paths.raw_table, table)
+    write_validated_table(params, table)
     stages.run_preprocess(params)
     return root

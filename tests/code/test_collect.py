@@ -8,7 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.collect import FlightTables, SourceError, collect, join_flights, parse_time, select_window
+from pipelines.collect import (
+    PARSE_ERRORS,
+    FlightTables,
+    SourceError,
+    collect,
+    join_flights,
+    parse_time,
+    read_table,
+    select_window,
+)
 
 UTC = UTC
 
@@ -47,9 +56,26 @@ def test_empty_window_names_the_params_and_the_data_span() -> None:
         select_window(frame, "t", datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 2, 1, tzinfo=UTC))
 
 
-def test_bad_time_values_are_named() -> None:
-    with pytest.raises(SourceError, match=r"time column 't' \(source.time_column\) has 1 of 2 values that do not"):
-        parse_time(pd.DataFrame({"t": ["2013-01-01", "yesterday-ish"]}), "t")
+def test_bad_time_values_are_counted_with_examples_not_raised() -> None:
+    frame = parse_time(pd.DataFrame({"t": ["2013-01-01", "yesterday-ish", None]}), "t")
+    assert frame["t"].isna().tolist() == [False, True, True]
+    assert frame.attrs[PARSE_ERRORS] == {"t": {"type": "datetime", "count": 1, "examples": ["yesterday-ish"]}}
+
+
+def test_cells_that_do_not_parse_as_their_type_become_null_and_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_text("n,code,free\n1,a,x\nfar,b,2\n 3 ,,y\n,c,z\n12km,d,w\n")
+    frame = read_table(path, {"n": "numeric", "code": "str"})
+    assert frame["n"].isna().tolist() == [False, True, False, True, True]  # "far", the empty cell, "12km"
+    assert frame["n"].dropna().tolist() == [1.0, 3.0]
+    assert frame.attrs[PARSE_ERRORS] == {"n": {"type": "numeric", "count": 2, "examples": ["far", "12km"]}}
+    assert frame["code"].tolist()[:2] == ["a", "b"] and frame["code"].isna().tolist()[2]
+    # a Parquet column of text where the suite says numeric is parsed the same way, and the result is writable
+    pd.DataFrame({"n": ["1", "x"]}).to_parquet(tmp_path / "mine.parquet")
+    parsed = read_table(tmp_path / "mine.parquet", {"n": "numeric"})
+    assert parsed.attrs[PARSE_ERRORS]["n"]["examples"] == ["x"]
+    parsed.to_parquet(tmp_path / "out.parquet")
+    assert pd.read_parquet(tmp_path / "out.parquet").attrs[PARSE_ERRORS]["n"]["count"] == 1
 
 
 def test_package_source_reads_the_real_window(make_params) -> None:

@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import SourceError, check_params_columns, params_columns, parse_time, select_window
+from pipelines.collect import (
+    SourceError,
+    check_params_columns,
+    params_columns,
+    parse_time,
+    require_times,
+    select_window,
+)
 from pipelines.config import Params, ParamsError
 from pipelines.features import FeatureError, category_text, encode, fit_feature_schema, make_label
 from pipelines.preprocess import prepare
@@ -160,7 +167,7 @@ def test_unparseable_time_column_is_named_with_three_bad_values() -> None:
     frame = pd.DataFrame({"when": ["2024-01-01 10:00", "yesterday", "2024-01-03 11:00", "soon", "n/a", "later"]})
     with pytest.raises(SourceError, match=r"time column 'when' \(source.time_column\) has 4 of 6 values that do not "
                                           r"parse as dates, e.g. 'yesterday', 'soon', 'n/a'$"):
-        parse_time(frame, "when")
+        require_times(parse_time(frame, "when"), "when")
 
 
 def test_numeric_time_column_is_refused_not_read_as_1970() -> None:

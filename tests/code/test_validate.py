@@ -17,11 +17,10 @@ from pipelines.validate import (
     NUMERIC_TYPES,
     DataValidationError,
     SuiteError,
-    draft_suite,
-    label_rate_expectations,
     validate_table,
     write_suite,
 )
+from pipelines.validate_draft import draft_suite, label_rate_expectations
 
 SUITE: dict[str, Any] = {
     "name": "tiny",

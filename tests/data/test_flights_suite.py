@@ -34,7 +34,9 @@ def test_suite_passes_on_a_real_month(name: str, march: pd.DataFrame, tmp_path: 
     table = march if name == "march" else _month(name)
     summary = validate_table(table, SUITE, tmp_path)
     assert summary.success, summary.message()
-    assert summary.evaluated == len(read_suite(SUITE)["expectations"])
+    suite = read_suite(SUITE)
+    assert [entry["period"] for entry in summary.periods] == [MONTHS[name][0][:7]]  # one batch: the month
+    assert summary.evaluated == len(suite["expectations"]) + len(suite["per_period"]["expectations"])
 
 
 def test_suite_fails_on_a_corrupted_copy(march: pd.DataFrame, tmp_path: Path) -> None:
@@ -47,7 +49,8 @@ def test_suite_fails_on_a_corrupted_copy(march: pd.DataFrame, tmp_path: Path) ->
     (distance_line,) = [line for line in message.splitlines() if "on column 'distance'" in line]
     assert "expect_column_values_to_be_between" in distance_line
     assert re.search(r"e\.g\. -\d+", distance_line), distance_line  # offending values, as in the table
-    assert message.count("\n  - ") == 2  # nothing else failed
+    assert "[period 2013-03] expect_column_values_to_be_in_set on column 'origin'" in message  # and per month
+    assert message.count("\n  - ") == 3  # nothing else failed
 
 
 def test_suite_covers_every_configured_feature_and_the_target() -> None:

@@ -44,6 +44,7 @@ OWN_DATA = {
     "source.positive_above": None,
     "source.positive_class": "YES",
     "source.drop_missing_target": True,
+    "source.key_columns": ["idNum"],
     "collect.start": "2017-01-01",
     "collect.end": "2018-01-01",
     "validate.suite": "expectations/mpls_stops.json",
