@@ -249,9 +249,14 @@ def key_and_duplicate_expectations(frame: pd.DataFrame, key_columns: list[str]) 
             example = frame.loc[repeated, key_columns].head(2).to_dict("records")
             raise ValueError(f"source.key_columns {key_columns} are not unique in the reference: "
                              f"{int(repeated.sum()):,} rows share a key, e.g. {example}")
-        items.append(_expectation("expect_compound_columns_to_be_unique",
-                                  "the table's key (source.key_columns): one row per key",
-                                  column_list=list(key_columns)))
+        if len(key_columns) == 1:  # GX's compound check needs two columns or more
+            items.append(_expectation("expect_column_values_to_be_unique",
+                                      "the table's key (source.key_columns): one row per key",
+                                      column=key_columns[0]))
+        else:
+            items.append(_expectation("expect_compound_columns_to_be_unique",
+                                      "the table's key (source.key_columns): one row per key",
+                                      column_list=list(key_columns)))
     items.append(_expectation(
         "expect_compound_columns_to_be_unique",
         "exact duplicate rows: at most validate.max_duplicate_share of rows may repeat another row",

@@ -222,3 +222,44 @@ def test_integer_codes_mean_the_same_as_int_float_or_text(make_params) -> None:
                                              (True, "true"), (None, None), (float("nan"), None)])
 def test_category_text(value, text) -> None:
     assert category_text(value) == text
+
+
+# --- drafting from what validate will see --------------------------------------------------------------------------
+
+def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_path) -> None:
+    """draft-suite without --table drafts from the collected table (text stamps parsed to UTC, the window cut), with
+    label-rate bounds for the named class; collect then reads the file with the suite's types and validate passes."""
+    import json
+
+    import yaml
+
+    from pipelines import stages
+    from pipelines.cli import main
+    from pipelines.config import load_params
+    from tests.conftest import params_dict
+
+    table = _table(["NO", "YES", None, "NO", "NO"]).assign(
+        t=lambda frame: frame["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), id=lambda frame: range(len(frame)))
+    table.to_csv(tmp_path / "mine.csv", index=False)
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
+        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
+        "source.key_columns": ["id"], "collect.start": "2024-01-01", "collect.end": "2024-03-01",
+        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "week",
+        "features.categorical": ["store"], "features.numeric": ["x"], "features.forbidden": [],
+        "evaluate.slices": ["store"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
+    suite = json.loads((tmp_path / "mine.json").read_text())
+    types = {item["kwargs"].get("column"): item["kwargs"] for item in suite["expectations"]
+             if item["type"] == "expect_column_type_to_be"}
+    assert types["t"]["type_"].startswith("datetime64[") and types["t"]["type_"].endswith(", UTC]")
+    rates = [item for item in suite["expectations"] if item["kwargs"].get("column") == "y"
+             and item.get("meta", {}).get("notes", "").startswith("label rate")]
+    assert {item["type"] for item in rates} == {"expect_column_values_to_be_in_set",
+                                                "expect_column_values_to_not_be_in_set"}
+    assert all(item["kwargs"]["value_set"] == ["YES"] for item in rates)
+    params = load_params(tmp_path / "params.yaml")
+    stages.run_collect(params)
+    summary = stages.run_validate(params)
+    assert summary["success"], summary
