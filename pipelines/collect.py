@@ -175,8 +175,9 @@ def _examples(values: pd.Series, count: int = 3) -> str:
 def params_columns(source: SourceParams, features: FeaturesParams, slices: Sequence[str]) -> dict[str, list[str]]:
     """Every params key that names columns of the source table, with those columns."""
     return {"source.time_column": [source.time_column], "source.target": [source.target],
-            "source.key_columns": list(source.key_columns), "features.categorical": list(features.categorical), "features.numeric": list(features.numeric),
-            "features.forbidden": list(features.forbidden), "evaluate.slices": list(slices)}
+            "source.key_columns": list(source.key_columns), "features.categorical": list(features.categorical),
+            "features.numeric": list(features.numeric), "features.forbidden": list(features.forbidden),
+            "evaluate.slices": list(slices)}
 
 
 def check_params_columns(columns: Sequence[str], expected: Mapping[str, Sequence[str]]) -> None:

@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipelines import io
+from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.train import TrainedModel
 
-CHAMPION_FILE = "champion.json"
-HISTORY_FILE = "history.jsonl"
-# What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
-# output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
-# runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
-# rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
-DVC_GATE_RECEIPT = "dvc-gate.json"
+if TYPE_CHECKING:
+    from pipelines.config import Params
 
 
 class RegistryError(RuntimeError):
@@ -61,7 +57,7 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
 
     import bentoml
 
-    safe = _without_nulls(json.loads(json.dumps(metadata, default=str)))  # BentoML accepts plain values only
+    safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
     with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
                                module="pipelines.registry") as stored:
         for item in model_dir.iterdir():
@@ -87,11 +83,6 @@ def model_path(tag: str) -> Path:
         return Path(bentoml.models.get(tag).path)
     except bentoml.exceptions.NotFound as error:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
-
-
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window and workspace it was trained in).
-REFERENCE_FILE = "reference.parquet"
 
 
 def load_model(tag: str) -> TrainedModel:
@@ -148,12 +139,7 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
         journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
         journal.flush()
         os.fsync(journal.fileno())
-    handle, temp = tempfile.mkstemp(prefix=".champion.", dir=registry_dir)
-    with os.fdopen(handle, "w") as staged:
-        json.dump(record, staged)
-        staged.flush()
-        os.fsync(staged.fileno())
-    os.replace(temp, registry_dir / CHAMPION_FILE)
+    io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
 
 
 def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
@@ -260,6 +246,31 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
+
+
+def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
+    """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
+    paths = params.paths
+    meta = json.loads((paths.model_dir / io.META_FILE).read_text())
+    return {
+        "model_md5": gate_report["challenger_md5"],
+        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
+                    "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
+        "params": meta.get("params"),
+        "search": meta.get("search"),
+        "threshold": meta.get("threshold"),
+        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5, the same value
+        # dvc.lock records for the collect stage's out, and the MD5s of the train/valid splits.
+        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
+                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        "git_commit": git_commit(),
+        # Whether params/code had uncommitted changes when it was registered (the model cannot be rebuilt from
+        # the commit alone then), and which files.
+        "git": git_state(),
+        "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
+        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
+                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
+    }
 
 
 def find_by_model_hash(model_md5: str, *, name: str) -> str | None:

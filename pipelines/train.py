@@ -21,12 +21,10 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.features import LABEL, FeatureSchema, encode_frame
+from pipelines.io import META_FILE, MODEL_FILE, SCHEMA_FILE, to_jsonable
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.txt"
-SCHEMA_FILE = "feature_schema.json"
-META_FILE = "model.json"
 # The task, not a setting: a binary label, judged on ranking (AUC) with log loss beside it.
 OBJECTIVE = "binary"
 METRICS = ["auc", "binary_logloss"]
@@ -72,7 +70,8 @@ class TrainedModel:
         try:
             self.booster.save_model(str(staging / MODEL_FILE))
             self.schema.save(staging / SCHEMA_FILE)
-            (staging / META_FILE).write_text(json.dumps({**self.meta, "threshold": self.threshold}, indent=2) + "\n")
+            (staging / META_FILE).write_text(json.dumps(to_jsonable({**self.meta, "threshold": self.threshold}),
+                                                        indent=2) + "\n")
             if directory.exists():
                 retired = directory.with_name(f".{directory.name}-old")
                 shutil.rmtree(retired, ignore_errors=True)

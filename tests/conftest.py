@@ -66,9 +66,9 @@ def small_table() -> Any:
 
 def write_validated_table(params: Params, table: Any) -> None:
     """Write `table` where collect would and validate it for real: every later stage refuses an unvalidated one."""
-    from pipelines import stages
+    from pipelines import io, stages
 
-    stages.write_parquet(params.paths.raw_table, table)
+    io.write_parquet(params.paths.raw_table, table)
     stages.run_validate(params)
 
 

@@ -50,6 +50,7 @@ def _stack(command: str, params_file: Path) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration  # runs `python -m flows.stack` as a process
 def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -66,6 +67,7 @@ def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_
     assert not (tmp_path / "var" / "stack" / "logs").exists()
 
 
+@pytest.mark.integration  # runs `python -m flows.stack` as a process
 def test_down_and_status_when_the_stack_is_not_up(tmp_path: Path) -> None:
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params_dict(tmp_path)))

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.common import commit, copy_project, run, set_params
+from tests.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 
