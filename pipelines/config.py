@@ -268,7 +268,7 @@ class GateParams(_Section):
 class PredictionLogParams(_Section):
     rotate_hourly: bool
     rotate_bytes: Annotated[int, Field(ge=1024)]
-    max_total_bytes: AtLeast1
+    max_total_bytes: Annotated[int, Field(ge=2048)]
 
 
 class ServeParams(_Section):
@@ -290,7 +290,7 @@ class ServeParams(_Section):
     prediction_log: PredictionLogParams
 
     @model_validator(mode="after")
-    def _consistent(self) -> ServeParams:
+    def _limits_fit(self) -> ServeParams:
         problems = []
         if self.discard_body_bytes < self.max_body_bytes:
             problems.append(f"serve.discard_body_bytes ({self.discard_body_bytes}) must be >= serve.max_body_bytes "

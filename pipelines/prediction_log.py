@@ -12,16 +12,16 @@ One record per line, exactly a `PredictionRecord`:
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 
+The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
+`read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
+dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
+The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
+
 Bounded disk (`max_total_bytes`): after each rotation, and after every tenth of the cap written, a writer deletes
 the oldest closed files (earlier files of a live writer, any file of a dead one; never a live writer's current
 file) until the directory fits, and records each dropped file with its row count and time span in `dropped.json`
 beside them (`read_dropped`), so monitoring knows which traffic it will not see. The trim runs in a background
 thread (counting a 100 MB file's rows takes tens of ms) under a file lock shared by all writers.
-
-The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
-`read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
-dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
-The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FILE_GLOB = "predictions-*.jsonl"
+OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 DROPPED_FILE = "dropped.json"
 _TRIM_LOCK_FILE = ".trim.lock"
 log = logging.getLogger(__name__)
-OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
 

@@ -188,10 +188,13 @@ def describe_errors(spec: Mapping[str, Any], json_routes: Iterable[str], *, max_
     """BentoML's generated OpenAPI with the API routes' answers as the service gives them.
 
     BentoML declares a 400 whose `detail` is a string, while it answers pydantic's error list; it does not mark the
-    body as required, nor list the guard's 408/413/415 or the 503 of a service without a model. Pure: returns a
-    new document.
+    body as required, nor list the guard's 408/413/415 or the 503 of a service without a model. And it labels the
+    document OpenAPI 3.0.2 while its schemas are pydantic's JSON Schema 2020-12 (`{"type": "null"}` for optional
+    fields, numeric `exclusiveMinimum`), which is OpenAPI 3.1's dialect: a 3.0 reader (schemathesis) cannot
+    generate requests from them. Pure: returns a new document.
     """
     spec = json.loads(json.dumps(spec))
+    spec["openapi"] = "3.1.0"
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas[ERROR_SCHEMA] = {
         "title": ERROR_SCHEMA, "type": "object", "required": ["error"],
@@ -231,4 +234,8 @@ def describe_errors(spec: Mapping[str, Any], json_routes: Iterable[str], *, max_
                                   "`detail[].loc`).", VALIDATION_ERROR_SCHEMA)
         for status, description in _REFUSALS.items():
             responses[str(status)] = answer(description, ERROR_SCHEMA)
+    for route in ("/readyz", "/metadata"):  # both answer 503 until a champion is loaded
+        operation = spec.get("paths", {}).get(route, {}).get("get")
+        if operation is not None:
+            operation.setdefault("responses", {})["503"] = {"description": "No champion model is loaded yet."}
     return spec

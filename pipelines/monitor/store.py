@@ -31,6 +31,12 @@ def read_predictions(params: Params) -> PredictionFrame:
     if parsed.skipped:
         log.warning("prediction log: skipped %d bad line(s): %s; e.g. %s", parsed.skipped_total,
                     dict(parsed.skipped), parsed.examples[:3])
+    dropped = prediction_log.read_dropped(params.paths.prediction_log_dir)
+    if dropped:  # the size cap deleted whole files: windows over their span hold less traffic than was served
+        log.warning("prediction log: %d file(s) with %d row(s) served %s to %s were dropped by "
+                    "serve.prediction_log.max_total_bytes (listed in %s)", len(dropped),
+                    sum(entry["rows"] for entry in dropped), dropped[0]["first_ts"], dropped[-1]["last_ts"],
+                    prediction_log.DROPPED_FILE)
     return parsed
 
 

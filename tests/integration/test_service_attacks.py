@@ -307,7 +307,7 @@ def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str
 
     def rows_written() -> int:
         """Rows still in the log plus rows the cap dropped (and listed)."""
-        return sum(1 for _ in read_prediction_log(log_dir)) + sum(entry["rows"] for entry in read_dropped(log_dir))
+        return len(read_prediction_log(log_dir).records) + sum(entry["rows"] for entry in read_dropped(log_dir))
 
     before = rows_written() if log_dir.exists() else 0
     answered = 0
@@ -324,7 +324,7 @@ def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str
     dropped = read_dropped(log_dir)
     assert dropped and all(entry["rows"] > 0 and entry["first_ts"] and entry["last_ts"] for entry in dropped)
     assert rows_written() == before + answered, "every row is either in the log or listed as dropped"
-    kept = {record["request_id"] for record in read_prediction_log(log_dir)}
+    kept = {record.request_id for record in read_prediction_log(log_dir).records}
     assert f"cap-{59}-0" in kept, "the newest records are kept"
 
 
