@@ -96,7 +96,7 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
             parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
         elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(series.dtype):
-            parsed = pd.to_datetime(series.astype("string").str.strip(), errors="coerce", utc=True, format="mixed")
+            parsed = _parse_stamps(series.astype("string").str.strip())
         elif kind == "str" or (kind is None and pd.api.types.is_object_dtype(series.dtype)) or isinstance(
                 series.dtype, pd.StringDtype):
             text = series.astype("string")
@@ -130,6 +130,17 @@ def join_flights(tables: FlightTables) -> pd.DataFrame:
         .merge(planes, on="tailnum", how="left", validate="many_to_one")
     )
     return joined
+
+
+def _parse_stamps(text: pd.Series) -> pd.Series:
+    # Fast path: one format inferred from the first value; cells it misses get a per-cell parse ("mixed") before
+    # they are called bad, so a file mixing two valid formats loses nothing.
+    parsed = pd.to_datetime(text, errors="coerce", utc=True)
+    missed = parsed.isna() & text.notna() & (text != "")
+    if missed.any():
+        parsed = parsed.copy()
+        parsed[missed] = pd.to_datetime(text[missed], errors="coerce", utc=True, format="mixed")
+    return parsed
 
 
 def parse_time(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:

@@ -249,19 +249,18 @@ def key_and_duplicate_expectations(frame: pd.DataFrame, key_columns: list[str]) 
             example = frame.loc[repeated, key_columns].head(2).to_dict("records")
             raise ValueError(f"source.key_columns {key_columns} are not unique in the reference: "
                              f"{int(repeated.sum()):,} rows share a key, e.g. {example}")
-        if len(key_columns) == 1:  # GX's compound check needs two columns or more
-            items.append(_expectation("expect_column_values_to_be_unique",
-                                      "the table's key (source.key_columns): one row per key",
-                                      column=key_columns[0]))
-        else:
-            items.append(_expectation("expect_compound_columns_to_be_unique",
-                                      "the table's key (source.key_columns): one row per key",
-                                      column_list=list(key_columns)))
-    items.append(_expectation(
-        "expect_compound_columns_to_be_unique",
-        "exact duplicate rows: at most validate.max_duplicate_share of rows may repeat another row",
-        column_list=[str(name) for name in frame.columns], mostly={"$PARAMETER": DUPLICATES_PARAMETER}))
+        items.append(_unique(list(key_columns), "the table's key (source.key_columns): one row per key"))
+    items.append(_unique([str(name) for name in frame.columns],
+                         "exact duplicate rows: at most validate.max_duplicate_share of rows may have a copy",
+                         mostly={"$PARAMETER": DUPLICATES_PARAMETER}))
     return items
+
+
+def _unique(columns: list[str], notes: str, **kwargs: Any) -> dict[str, Any]:
+    # GX's compound expectation needs two columns or more; one column has its own.
+    if len(columns) == 1:
+        return _expectation("expect_column_values_to_be_unique", notes, column=columns[0], **kwargs)
+    return _expectation("expect_compound_columns_to_be_unique", notes, column_list=columns, **kwargs)
 
 
 def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = "month",

@@ -189,6 +189,8 @@ def expected_text(kind: str, kwargs: Mapping[str, Any]) -> str:
             return (f"at most {1 - float(kwargs['mostly']):.2%} of rows repeating another row on its "
                     f"{len(columns)} columns (exact duplicates)")
         return f"each ({', '.join(columns)}) unique (the table's key)"
+    if kind == "expect_column_values_to_be_unique":
+        return f"unique values{share}"
     if kind == "expect_column_values_to_match_regex":
         return f"values matching {kwargs.get('regex')!r}{share}"
     rest = {key: value for key, value in kwargs.items() if key != "column"}

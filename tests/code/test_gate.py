@@ -124,3 +124,33 @@ def test_pick_winner_follows_the_metric_direction() -> None:
     assert pick_winner(results, "binary_logloss").index == 1
     with pytest.raises(ValueError, match="no candidates"):
         pick_winner([], "auc")
+
+
+def test_a_one_class_slice_is_skipped_and_named_not_a_crash(params, holdout) -> None:
+    frame, risk = holdout
+    frame = frame.copy()
+    frame.loc[frame["origin"] == "XXX", LABEL] = 0  # a slice with one class: its ROC AUC does not exist
+    decision = _decide(params, frame, _model(risk, 0.5, 1), _model(risk, 0.6, 2))
+    row = next(r for r in decision.slices if r["value"] == "XXX")
+    assert not row["compared"] and row["skipped"].startswith("one class only (label 0 on all 990 rows)")
+    slice_check = next(check for check in decision.checks if check.name == "slice_drop")
+    assert "skipped (one class): origin=XXX" in slice_check.reason
+
+
+def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
+    from pipelines.evaluate import evaluate_model, slice_metrics
+    from pipelines.features import FeatureError
+    from pipelines.preprocess import check_both_classes
+
+    stamps = pd.date_range("2013-05-01", periods=4, freq="D", tz="UTC")
+    parts = {"train": pd.DataFrame({"t": stamps, LABEL: [0, 1, 0, 1]}),
+             "test": pd.DataFrame({"t": stamps, LABEL: [0, 0, 0, 0]})}
+    with pytest.raises(FeatureError, match=r"degenerate split: test \(4 rows, 2013-05-01 .. 2013-05-04\) has only "
+                                           r"label \[0\]"):
+        check_both_classes(parts, "t")
+    with pytest.raises(ValueError, match="cannot evaluate on a degenerate test split: 4 rows with labels \\[0\\]"):
+        evaluate_model(None, parts["train"], parts["test"], "t", [], 1)
+    frame = pd.DataFrame({LABEL: [0, 1, 0, 0, 0], "origin": ["A", "A", "B", "B", "B"]})
+    rows = slice_metrics(frame, np.array([0.2, 0.8, 0.1, 0.3, 0.2]), 0.5, ["origin"], 1)["origin"]
+    assert [(r["value"], r["compared"]) for r in rows] == [("A", True), ("B", False)]
+    assert rows[1]["skipped"].startswith("one class only")

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ import pytest
 from pipelines.validate import (
     NUMERIC_TYPES,
     DataValidationError,
+    NotValidatedError,
     SuiteError,
+    require_validated,
+    split_periods,
+    table_md5,
     validate_table,
     write_suite,
 )
@@ -214,3 +219,104 @@ def test_importing_the_module_does_not_import_great_expectations() -> None:
     code = "import sys, pipelines.validate; sys.exit('great_expectations' in sys.modules)"
     repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo).returncode == 0
+
+
+# --- per period, keys, duplicates, parse failures, the guard ---------------------------------------------------------
+
+def _daily(days: int = 90, per_day: int = 10, start: str = "2013-01-01") -> pd.DataFrame:
+    """`per_day` flights a day with a 30% late rate in every month, carriers AA/DL, a unique key."""
+    stamps = pd.DatetimeIndex([pd.Timestamp(start, tz="UTC") + pd.Timedelta(days=i // per_day, hours=i % per_day)
+                               for i in range(days * per_day)])
+    index = pd.RangeIndex(len(stamps))
+    return pd.DataFrame({"time_hour": stamps, "flight": index, "carrier": ["AA", "DL"] * (len(stamps) // 2),
+                         "arr_delay": [30.0 if i % 10 < 3 else 0.0 for i in index]})
+
+
+def _drafted(frame: pd.DataFrame, tmp_path: Path, **options: Any) -> Path:
+    suite = draft_suite(frame, "daily", label_column="arr_delay", positive_above=15, key_columns=["carrier", "flight"],
+                        time_column="time_hour", **options)
+    return write_suite(suite, tmp_path / "daily.json")
+
+
+def test_split_periods_clips_to_the_window_and_keeps_empty_periods() -> None:
+    frame = _daily(days=40, start="2013-01-20")
+    months = split_periods(frame, "time_hour", "month")
+    assert [(p.label, p.days, p.rows) for p in months] == [("2013-01", 12.0, 120), ("2013-02", 28.0, 280)]
+    weeks = split_periods(frame, "time_hour", "week",
+                          window=(datetime(2013, 1, 7, tzinfo=UTC), datetime(2013, 3, 4, tzinfo=UTC)))
+    assert weeks[0].label == "2013-01-07" and weeks[0].rows == 0  # a period of the window without rows is kept
+    assert all(p.start.dayofweek == 0 for p in weeks[1:]) and weeks[-1].label == "2013-02-25"
+
+
+def test_a_constant_label_in_one_period_fails_per_period_though_the_whole_table_passes(tmp_path: Path) -> None:
+    frame = _daily()
+    path = _drafted(frame, tmp_path)
+    assert validate_table(frame, path, tmp_path / "ok").success
+    february = frame["time_hour"].dt.month == 2
+    corrupted = frame.assign(arr_delay=frame["arr_delay"].where(~february, 0.0))
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(corrupted, path, tmp_path / "bad")
+    lines = str(raised.value).splitlines()[1:-1]
+    assert lines and all(line.startswith("  - [period 2013-02] ") for line in lines), lines  # only February
+    assert "label rate lower bound" in str(raised.value)
+
+
+def test_a_missing_week_and_duplicates_and_a_repeated_key_fail_by_name(tmp_path: Path) -> None:
+    frame = _daily()
+    path = _drafted(frame, tmp_path)
+    day = frame["time_hour"].dt.tz_convert(None).dt.normalize()
+    with pytest.raises(DataValidationError, match=r"\[period 2013-02\] expect_table_row_count_to_be_between"):
+        validate_table(frame[~day.between("2013-02-04", "2013-02-10")], path, tmp_path / "week")
+    doubled = pd.concat([frame, frame.iloc[:50]], ignore_index=True)
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(doubled, path, tmp_path / "dup", max_duplicate_share=0.01)
+    assert "exact duplicates" in str(raised.value) and "the table's key" in str(raised.value)
+    # the same rows, 100 of 950 repeated: within a generous max_duplicate_share, the key still fails
+    summary = validate_table(doubled, path, tmp_path / "dup2", max_duplicate_share=0.2, fail_on_error=False)
+    assert [f.describe().split(":")[0] for f in summary.failures if f.expectation.startswith("expect_compound")] == [
+        "expect_compound_columns_to_be_unique"]
+
+
+def test_the_suite_period_must_match_validate_period(tmp_path: Path) -> None:
+    path = _drafted(_daily(), tmp_path)
+    with pytest.raises(SuiteError, match="drafted per month, but validate.period is 'week'"):
+        validate_table(_daily(), path, tmp_path / "r", period="week")
+
+
+def test_drafting_refuses_a_key_that_is_not_unique() -> None:
+    frame = _daily(days=3).assign(flight=1)
+    with pytest.raises(ValueError, match=r"source.key_columns \['flight'\] are not unique"):
+        draft_suite(frame, "s", key_columns=["flight"])
+
+
+def test_parse_failures_from_collect_fail_validation_with_examples(suite_file: Path, tmp_path: Path) -> None:
+    errors = {"distance": {"type": "numeric", "count": 3, "examples": ["far", "12km"]}}
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(_frame(), suite_file, tmp_path / "r", parse_errors=errors)
+    assert ("collect_cells_parse_as_column_type on column 'distance': expected every cell parses as numeric; "
+            "3 cells did not (read as null); e.g. 'far', '12km'") in str(raised.value)
+
+
+def test_the_guard_refuses_a_table_validation_did_not_pass(suite_file: Path, tmp_path: Path) -> None:
+    table, reports = tmp_path / "table.parquet", tmp_path / "validation"
+    _frame().to_parquet(table)
+    digest = table_md5(table)
+    with pytest.raises(NotValidatedError, match=f"train: table {digest} has not passed validation .*is missing"):
+        require_validated(table, reports, "train")
+    validate_table(_frame(), suite_file, reports, table=table, table_md5=digest)
+    assert require_validated(table, reports, "train").table_md5 == digest
+
+    _negative_distance(_frame()).to_parquet(table)  # a new table under the old summary
+    changed = table_md5(table)
+    with pytest.raises(NotValidatedError, match=f"table {changed} has not passed validation .* says it validated "
+                                                f"table {digest}, not this one"):
+        require_validated(table, reports, "preprocess")
+    validate_table(_negative_distance(_frame()), suite_file, reports, fail_on_error=False, table=table,
+                   table_md5=changed)
+    assert require_validated(table, reports, "evaluate").success is False  # warn-only: readable ...
+    with pytest.raises(NotValidatedError, match="says success: false, 1 failed check"):
+        require_validated(table, reports, "register", strict=True)  # ... but never registered
+    lineage = tmp_path / "lineage.json"
+    lineage.write_text(json.dumps({"raw_table_md5": digest}))
+    with pytest.raises(NotValidatedError, match=f"prepared data was made from table {digest}, not from"):
+        require_validated(table, reports, "train", derived=lineage)

@@ -70,9 +70,14 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
 
     stored = {m.tag: m for m in registry.list_models(registry_dir, name=medium.project.model_name)}
     assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
-        "champion", "retired", "candidate")
+        "champion", "retired", "refused")  # the refused one is marked so in the store (its `gate` label)
     meta = stored[better_tag].metadata
+    # Lineage: the validated table it was trained on (dvc.lock's hash of it), its splits, and the worktree state.
     assert meta["data_version"]["raw_table_md5"] == registry.file_md5(medium.paths.raw_table)
+    validated = json.loads((medium.paths.validation_dir / "summary.json").read_text())
+    assert validated["success"] and validated["table_md5"] == meta["data_version"]["raw_table_md5"]
+    assert meta["data_version"]["splits_md5"]["train"] == registry.file_md5(io.prepared_path(medium.paths, "train"))
+    assert isinstance(meta["git"]["dirty"], bool) and meta["git"]["commit"] == meta["git_commit"].split("-")[0]
     assert meta["git_commit"] != "" and meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
     assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
 
@@ -91,10 +96,19 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert registry.require_champion(registry_dir) == medium_tag
     listing = subprocess.run([*cli, "models", "list", "--params", str(params_file)], cwd=REPO_ROOT,
                              capture_output=True, text=True, check=True).stdout
-    for tag, stage in ((medium_tag, "champion"), (better_tag, "retired"), (weak_tag, "candidate")):
+    for tag, stage in ((medium_tag, "champion"), (better_tag, "retired"), (weak_tag, "refused")):
         line = next(row for row in listing.splitlines() if tag in row)
         assert stage in line
     assert registry.rollback(registry_dir, to_tag=better_tag) == better_tag
+
+    # Prune keeps the champion and the last N promoted (journal order: better, medium), never anything else.
+    assert set(registry.prune(registry_dir, keep=0, dry_run=True)) == {medium_tag, weak_tag}  # champion stays
+    assert set(registry.prune(registry_dir, keep=1, dry_run=True)) == {medium_tag, weak_tag}  # it is the last
+    pruned = subprocess.run([*cli, "models", "prune", "--keep", "2", "--params", str(params_file)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True)
+    assert json.loads(pruned.stdout)["deleted"] == [weak_tag]
+    assert {m.tag for m in registry.list_models(registry_dir)} == {better_tag, medium_tag}
+    assert registry.require_champion(registry_dir) == better_tag
 
 
 def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
@@ -111,6 +125,8 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
             frame.loc[ewr, LABEL] = 1 - frame.loc[ewr, LABEL]
         frame.to_parquet(corrupted / f"{split}.parquet", index=False)
     (corrupted / "feature_schema.json").write_bytes(io.schema_path(champion.paths).read_bytes())
+    # made from the validated table, as far as the guard knows (the labels were flipped after it, on purpose)
+    (corrupted / "lineage.json").write_bytes(stages.lineage_path(champion).read_bytes())
     challenger = gate_params(data_root, registry_dir, **{
         "paths.prepared_dir": str(corrupted), "paths.model_dir": str(tmp_path / "challenger"),
         # Only the slice rule may refuse it: the other checks are opened wide.

@@ -1,0 +1,90 @@
+"""Corrupted batches through real `dvc repro` in a temp git+DVC repo: validation stops the DAG by name, the champion
+does not move, and running a later stage by hand (`dvc repro -s ...`) stops with the bypass message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.validate import table_md5
+from tests.conftest import SMALL_WINDOW
+from tests.data.test_corruptions import label_constant_in_test, text_in_distance
+from tests.project_copy import commit, copy_project, run, set_params
+
+pytestmark = pytest.mark.integration
+
+
+def _repro(repo: Path, *args: str) -> tuple[int, str]:
+    done = run(repo, "dvc", "repro", *args, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _champion(repo: Path) -> str:
+    return json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
+    """The project on the user's own file (the clean real months), reproduced once: a champion exists."""
+    data = tmp_path_factory.mktemp("data")
+    small_table.to_parquet(data / "clean.parquet", index=False)
+    project = copy_project(tmp_path_factory.mktemp("dvc-corruptions"), {
+        **SMALL_WINDOW, "source.kind": "file", "source.path": str(data / "clean.parquet"),
+        "search.strategy": "none"})
+    code, output = _repro(project)
+    assert code == 0, output
+    commit(project, "clean run")
+    return project
+
+
+def _point_at(repo: Path, frame: pd.DataFrame, name: str) -> Path:
+    path = repo.parent / name
+    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_parquet(path, index=False)
+    set_params(repo, {"source.path": str(path)})
+    return path
+
+
+def test_constant_label_in_the_test_month_stops_repro_and_every_stage_after(
+        repo: Path, small_table: pd.DataFrame) -> None:
+    champion = _champion(repo)
+    model = (repo / "models" / "candidate" / "model.txt").read_bytes()
+    _point_at(repo, label_constant_in_test(small_table.copy()), "constant-may.parquet")
+
+    code, output = _repro(repo)
+    assert code != 0
+    assert "[period 2013-05] expect_column_values_to_be_between on column 'arr_delay'" in output, output
+    assert "label rate lower bound" in output
+    assert _champion(repo) == champion
+    assert (repo / "models" / "candidate" / "model.txt").read_bytes() == model  # nothing retrained
+
+    digest = table_md5(repo / "data" / "raw" / "table.parquet")
+    for stage in ("preprocess", "train", "evaluate", "gate"):
+        code, output = _repro(repo, "-s", "-f", stage)
+        assert code != 0, f"dvc repro -s -f {stage} ran on a table that failed validation:\n{output}"
+        assert f"table {digest} has not passed validation (" in output, output
+        assert "summary.json says success: false" in output
+    assert _champion(repo) == champion
+    assert (repo / "models" / "candidate" / "model.txt").read_bytes() == model
+
+
+def test_text_in_a_numeric_column_is_a_validation_failure_not_a_collect_crash(
+        repo: Path, small_table: pd.DataFrame) -> None:
+    champion = _champion(repo)
+    _point_at(repo, text_in_distance(small_table.copy()), "text-distance.csv")
+
+    code, output = _repro(repo)
+    assert code != 0
+    assert "ArrowInvalid" not in output and "Traceback" not in output
+    assert "collect_cells_parse_as_column_type on column 'distance'" in output and "'far away'" in output, output
+    summary = json.loads((repo / "reports" / "validation" / "summary.json").read_text())
+    assert summary["success"] is False and summary["parse_errors"]["distance"]["count"] > 0
+    # A user changes a training param and runs only the train stage: DVC runs it, the guard stops it.
+    set_params(repo, {"train.learning_rate": 0.1})
+    code, output = _repro(repo, "-s", "train")
+    assert code != 0 and "Running stage 'train'" in output
+    digest = table_md5(repo / "data" / "raw" / "table.parquet")
+    assert f"table {digest} has not passed validation (" in output, output
+    assert _champion(repo) == champion
