@@ -102,12 +102,13 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert registry.rollback(registry_dir, to_tag=better_tag) == better_tag
 
     # Prune keeps the champion and the last N promoted (journal order: better, medium), never anything else.
-    assert set(registry.prune(registry_dir, keep=0, dry_run=True)) == {medium_tag, weak_tag}  # champion stays
-    assert set(registry.prune(registry_dir, keep=1, dry_run=True)) == {medium_tag, weak_tag}  # it is the last
+    name = medium.project.model_name
+    assert set(registry.prune(registry_dir, keep=0, name=name, dry_run=True)) == {medium_tag, weak_tag}  # champion
+    assert set(registry.prune(registry_dir, keep=1, name=name, dry_run=True)) == {medium_tag, weak_tag}  # the last
     pruned = subprocess.run([*cli, "models", "prune", "--keep", "2", "--params", str(params_file)], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True)
     assert json.loads(pruned.stdout)["deleted"] == [weak_tag]
-    assert {m.tag for m in registry.list_models(registry_dir)} == {better_tag, medium_tag}
+    assert {m.tag for m in registry.list_models(registry_dir, name=name)} == {better_tag, medium_tag}
     assert registry.require_champion(registry_dir) == better_tag
 
 
