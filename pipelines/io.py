@@ -31,6 +31,7 @@ SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
 META_FILE = "model.json"               # threshold, best iteration, validation metrics, params
 # paths.prepared_dir
 SPLITS = ("train", "valid", "test")
+LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were made from
 # paths.metrics_dir
 EVALUATE_FILE = "evaluate.json"
 SLICES_FILE = "slices.json"
@@ -62,6 +63,11 @@ def prepared_path(paths: PathsParams, split: str) -> Path:
 
 def schema_path(paths: PathsParams) -> Path:
     return paths.prepared_dir / SCHEMA_FILE
+
+
+def lineage_path(paths: PathsParams) -> Path:
+    """Which raw table (its MD5) the prepared splits were made from: written by preprocess, read by the guard."""
+    return paths.prepared_dir / LINEAGE_FILE
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------

@@ -259,13 +259,13 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
         "params": meta.get("params"),
         "search": meta.get("search"),
         "threshold": meta.get("threshold"),
-        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5, the same value
-        # dvc.lock records for the collect stage's out, and the MD5s of the train/valid splits.
+        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5 (DVC 3 records a
+        # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
         "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
         "git_commit": git_commit(),
-        # Whether params/code had uncommitted changes when it was registered (the model cannot be rebuilt from
-        # the commit alone then), and which files.
+        # Whether params/code had uncommitted changes when it was registered (then the commit alone cannot rebuild
+        # it), and which files.
         "git": git_state(),
         "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],

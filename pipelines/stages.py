@@ -7,7 +7,6 @@ File names and the atomic writers are `pipelines.io`'s; what a step computes liv
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipelines import io
@@ -16,12 +15,7 @@ from pipelines.config import Params
 log = logging.getLogger(__name__)
 
 
-# --- data ---------------------------------------------------------------------------------------------------------
-
-def lineage_path(params: Params) -> Path:
-    return params.paths.prepared_dir / "lineage.json"
-
-
+# --- the guard ----------------------------------------------------------------------------------------------------
 
 def require_validated_table(params: Params, stage: str, *, strict: bool = False) -> Any:
     """The guard every stage after validate calls first: the raw table is the one that passed validation.
@@ -32,10 +26,22 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
     """
     from pipelines.validate import require_validated
 
-    derived = None if stage == "preprocess" else lineage_path(params)
+    derived = None if stage == "preprocess" else io.lineage_path(params.paths)
     return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
                              derived=derived)
 
+
+def _training_data(params: Params, validated: Any) -> dict[str, Any]:
+    """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
+    from pipelines.validate import table_md5
+
+    return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
+            "validation_suite": validated.suite,
+            "splits_md5": {split: table_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
+            "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
     from pipelines.collect import PARSE_ERRORS, collect, params_columns
@@ -72,10 +78,10 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     for split in io.SPLITS:
         io.write_parquet(io.prepared_path(params.paths, split), prepared.split(split))
     io.write_atomic(io.schema_path(params.paths), prepared.schema.save)
-    # Which table these splits come from, for the guard of later stages and the registry's lineage.
-    io.write_json(lineage_path(params), {"raw_table_md5": validated.table_md5,
-                                         "validation_success": validated.success, "suite": validated.suite,
-                                         "rows": validated.rows})
+    # Which table these splits come from, for the guard of later stages and the registry's lineage (written last).
+    io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
+                                                  "validation_success": validated.success,
+                                                  "suite": validated.suite, "rows": validated.rows})
     return {**{split: len(prepared.split(split)) for split in io.SPLITS},
             "dropped_features": prepared.dropped_features}
 
@@ -92,16 +98,6 @@ def run_train(params: Params) -> dict[str, Any]:
     model.save(params.paths.model_dir)
     return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"]}
-
-
-def _training_data(params: Params, validated: Any) -> dict[str, Any]:
-    """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
-    from pipelines.validate import table_md5
-
-    return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
-            "validation_suite": validated.suite,
-            "splits_md5": {split: table_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
-            "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
 
 
 _SPLIT_CACHE: dict[tuple[str, int], Any] = {}
@@ -235,7 +231,8 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     if trained_on != validated.table_md5:
         raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
                                 f"{validated.table_md5}, which validation passed "
-                                f"({params.paths.validation_dir / 'summary.json'}); train it again (dvc repro train)")
+                                f"({params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE}); train it again "
+                                f"(dvc repro train)")
     tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=params.project.model_name)
     if tag is None:
         train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
