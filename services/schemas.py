@@ -10,7 +10,7 @@ Rows are TypedDicts, not BaseModels, because they are validated straight into th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
@@ -66,21 +66,30 @@ def _range_text(bounds: ColumnBounds | None) -> str:
 
 
 def flight_model(features: FeaturesParams, time_column: str,
-                 bounds: Mapping[str, ColumnBounds] | None = None, entity: str = "row") -> Any:
+                 bounds: Mapping[str, ColumnBounds] | None = None, entity: str = "row",
+                 coded_categories: Iterable[str] = ()) -> Any:
     """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
     column.
 
     `bounds` (from the validation suite, `pipelines.validate.column_bounds`) limit numeric fields: a value the
-    training data could not have held is refused with its field's name rather than scored.
+    training data could not have held is refused with its field's name rather than scored. `coded_categories` are
+    the categorical features the suite types as numbers (a store id, a precinct number): they take a JSON number
+    or a string; every other categorical takes a string only.
     """
     bounds = bounds or {}
+    coded = set(coded_categories)
     fields: dict[str, Any] = {}
     for name in features.categorical:
-        # A text or a number: an integer-coded category (a store id) may come as 7, 7.0 or "7", one category to
-        # the model (pipelines.features.category_text), as pandas' int or float column was in training.
-        fields[name] = Annotated[CategoryText | CategoryInt | CategoryNumber | None, Field(
-            description=f"Categorical feature `{name}`: text, or a number for an integer-coded category (7, 7.0 and "
-                        '"7" are the same category). A value not seen in training (or null) is scored as '
+        if name in coded:
+            # 7, 7.0 and "7" are one category to the model (pipelines.features.category_text), as pandas' int or
+            # float column was in training.
+            fields[name] = Annotated[CategoryText | CategoryInt | CategoryNumber | None, Field(
+                description=f"Integer-coded categorical feature `{name}`: a number or its text (7, 7.0 and \"7\" "
+                            "are the same category). A value not seen in training (or null) is scored as "
+                            "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
+            continue
+        fields[name] = Annotated[CategoryText | None, Field(
+            description=f"Categorical feature `{name}`. A value not seen in training (or null) is scored as "
                         "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
     for name in features.numeric:
         fields[name] = Annotated[float | None, Field(

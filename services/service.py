@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
 from pipelines.prediction_log import PredictionLog
-from pipelines.validate import column_bounds, read_suite
+from pipelines.validate import column_bounds, read_suite, suite_column_types
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
@@ -101,8 +101,12 @@ PARAMS = load_params(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE)
 PROJECT = PARAMS.project  # names and words: the service, the request's keys, the API docs
 TIME_COLUMN = PARAMS.source.time_column
 # Numeric request fields take the ranges the validation suite holds the training data to: one source of truth.
-BOUNDS = column_bounds(read_suite(PARAMS.validate_.suite), PARAMS.features.numeric)
-Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity)
+SUITE = read_suite(PARAMS.validate_.suite)
+BOUNDS = column_bounds(SUITE, PARAMS.features.numeric)
+# Categorical features the suite types as numbers are integer-coded: they take JSON numbers as well as strings.
+CODED = [name for name, kind in suite_column_types(SUITE).items() if kind == "numeric" and name in
+         PARAMS.features.categorical]
+Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED)
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
 # The request's keys are project.entity / entity_plural ({"flight": ...} for the default data).
