@@ -263,3 +263,18 @@ def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_pat
     stages.run_collect(params)
     summary = stages.run_validate(params)
     assert summary["success"], summary
+
+
+def test_the_request_schema_takes_numbers_only_for_integer_coded_categories(make_params) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from services.schemas import flight_model
+
+    params = _own(make_params, **{"features.categorical": ["store", "region"]})
+    row = TypeAdapter(flight_model(params.features, "t", entity="sale", coded_categories=["store"]))
+    base = {"store": None, "region": "north", "x": 1.0, "t": "2024-01-01T10:00:00Z"}
+    for store in (5, 5.0, "5"):
+        assert row.validate_python({**base, "store": store})["store"] == store
+    for bad in ({"store": True}, {"store": float("nan")}, {"region": 5}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            row.validate_python({**base, **bad})
