@@ -17,6 +17,7 @@ from pipelines import stages
 from pipelines.config import Params, load_params
 from pipelines.gate import decision_markdown, enforce
 from pipelines.reporting import training_summary_markdown
+from pipelines.search import parallel_candidates
 
 
 # Reading the source is the step that meets the outside world (a file share, a bucket): it retries.
@@ -51,6 +52,12 @@ def search(params: Params, candidates: list[Any]) -> list[Any]:
     """Fan the candidates out on this flow's task runner (a DaskTaskRunner, see `_search_runner`)."""
     futures = candidate.map(unmapped(params), list(range(len(candidates))), candidates)
     return [future.result() for future in futures]
+
+
+@task(name="candidates-in-turn", cache_policy=NO_CACHE)
+def candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
+    """train.engine dask (each candidate on the whole Dask cluster) or a GPU (one card): one candidate at a time."""
+    return stages.run_candidates_in_turn(params, candidates)
 
 
 @task(name="select", cache_policy=NO_CACHE)
@@ -116,7 +123,10 @@ def training(params_file: str = "params.yaml", overrides: dict[str, Any] | None 
     splits = preprocess(params)
     # --- model --------------------------------------------------------------------------------------------------
     candidates = plan_search(params)
-    results = search.with_options(task_runner=_search_runner(params))(params, candidates)
+    if parallel_candidates(params.train):
+        results = search.with_options(task_runner=_search_runner(params))(params, candidates)
+    else:
+        results = candidates_in_turn(params, candidates)
     trained = select(params, results)
     metrics = evaluate(params)
     # --- gate and promotion -------------------------------------------------------------------------------------

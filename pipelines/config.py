@@ -218,6 +218,9 @@ class TrainParams(_Section):
     lambda_l2: NonNegative
     num_threads: AtLeast1
     device_type: Literal["cpu", "gpu"]
+    # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
+    # (pipelines/distributed.py). Not a LightGBM parameter: pipelines.train.lightgbm_params leaves it out.
+    engine: Literal["local", "dask"]
     threshold: Annotated[float | Literal["max_f1"], _rule(
         lambda t: t == "max_f1" or (isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1),
         "{key} must be in (0, 1) or 'max_f1'", before=True)]
