@@ -93,8 +93,8 @@ def run_train(params: Params) -> dict[str, Any]:
     """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
     from pipelines.gpu import require_opencl
 
-    lineage = require_validated_table(params, "train")
     require_opencl(params.train.device_type)
+    lineage = require_validated_table(params, "train")
     if params.train.engine == "dask":
         model = run_candidates_in_turn(params, [params.train])[0].model
     else:
@@ -195,8 +195,8 @@ def run_search(params: Params) -> dict[str, Any]:
     """
     from pipelines.search import map_on_dask, parallel_candidates
 
+    candidates = plan_search(params)  # a params refusal (GPU without OpenCL) first, then the data guard
     require_validated_table(params, "train")
-    candidates = plan_search(params)
     if params.train.engine == "dask" or (len(candidates) > 1 and not parallel_candidates(params.train)):
         return finish_search(params, run_candidates_in_turn(params, candidates))
     if len(candidates) == 1:
