@@ -27,10 +27,12 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs on stderr: stdout carries the command's JSON result, for a script or a test to read.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(rich_tracebacks=False, show_path=False)])
+                        handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)])
     for noisy in ("great_expectations", "py.warnings", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -51,23 +53,38 @@ def _run_stage(name: str) -> Callable[[argparse.Namespace], Any]:
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
-    from pipelines.collect import parse_time, read_table
+    """Draft from what validate will see: the collected table (source read, columns checked, time column parsed to
+    UTC, window cut, through Parquet as the collect stage writes it), or `--table` as it is read from disk."""
+    import io
+
+    import pandas as pd
+
+    from pipelines.collect import collect, params_columns, parse_time, read_table
     from pipelines.validate import write_suite
     from pipelines.validate_draft import draft_suite
 
     params = _load(args)
     source = params.source
-    frame = read_table(Path(args.table))
+    if args.table:
+        frame, origin = read_table(Path(args.table)), args.table
+        if source.time_column in frame.columns:
+            frame = parse_time(frame, source.time_column)
+    else:
+        collected = collect(params.source, params.collect, expected_columns=params_columns(
+            params.source, params.features, params.evaluate.slices))
+        frame = pd.read_parquet(io.BytesIO(collected.to_parquet(index=False)))
+        origin = (f"the collected table ({params.source.path}, {params.collect.start:%Y-%m-%d} .. "
+                  f"{params.collect.end:%Y-%m-%d})")
     time_column = source.time_column if source.time_column in frame.columns else None
-    if time_column is not None:
-        frame = parse_time(frame, time_column)
     label = source.target if source.target in frame.columns else None
     suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
                         positive_above=source.positive_above if label else None,
+                        positive_class=source.positive_class if label else None,
                         key_columns=[name for name in source.key_columns if name in frame.columns],
                         time_column=time_column, period=params.validate_.period)
     write_suite(suite, Path(args.out))
-    return {"suite": args.out, "expectations": len(suite.get("expectations", [])),
+    return {"suite": args.out, "drafted_from": origin, "rows": len(frame),
+            "expectations": len(suite.get("expectations", [])),
             "per_period": len((suite.get("per_period") or {}).get("expectations", [])),
             "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
 
@@ -79,8 +96,8 @@ def _models_list(args: argparse.Namespace) -> None:
     from pipelines import registry
 
     params = _load(args)
-    models = registry.list_models(params.paths.registry_dir)
-    table = Table(title=f"{registry.MODEL_NAME} models (champion pointer: {params.paths.registry_dir})")
+    models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
+    table = Table(title=f"{params.project.model_name} models (champion pointer: {params.paths.registry_dir})")
     table.add_column("tag", no_wrap=True)
     for column in ("stage", "created", "test AUC", "data version", "commit", "dirty", "gate"):
         table.add_column(column, no_wrap=True)
@@ -111,7 +128,8 @@ def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines import registry
 
     params = _load(args)
-    deleted = registry.prune(params.paths.registry_dir, args.keep, dry_run=args.dry_run)
+    deleted = registry.prune(params.paths.registry_dir, args.keep, name=params.project.model_name,
+                             dry_run=args.dry_run)
     return {"deleted" if not args.dry_run else "would_delete": deleted,
             "champion": registry.champion_tag(params.paths.registry_dir), "kept_promoted": args.keep}
 
@@ -167,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="keep the last N promoted models besides the champion (default: 3)")
             sub.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
-    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from a reference CSV/Parquet table")
-    draft.add_argument("--table", required=True, help="reference table (CSV or Parquet)")
+    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
+    draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "
+                                       "collect stage makes from params' source and collect window)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
     draft.add_argument("--name", help="suite name (default: the file name)")
     replay = add("replay", _replay, "replay a later period of real flights against the running service, "

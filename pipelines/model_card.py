@@ -42,7 +42,8 @@ def _subject(params: Params) -> dict[str, Any]:
         directory = model_path(tag)
     except RegistryError:
         return {"tag": tag, "stage": "champion (not in this BentoML store)", "dir": candidate, "metadata": {}}
-    metadata = next((m.metadata for m in list_models(params.paths.registry_dir) if m.tag == tag), {})
+    metadata = next((m.metadata for m in list_models(params.paths.registry_dir, name=tag.split(":")[0])
+                     if m.tag == tag), {})
     return {"tag": tag, "stage": "champion", "dir": directory, "metadata": metadata}
 
 
@@ -59,14 +60,14 @@ def build_model_card(params: Params) -> str:
     slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
     gate = _read_json(metrics_dir / GATE_FILE)
     lines = [
-        f"# Model card: {subject['tag'] or 'delay-classifier (unregistered candidate)'}",
+        f"# Model card: {subject['tag'] or params.project.model_name + ' (unregistered candidate)'}",
         f"_Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m pipelines model-card`._",
         "",
         "## Model",
         f"- stage: **{subject['stage']}**",
         f"- files: `{model_dir}`",
-        "- task: will the flight arrive more than "
-        f"{params.source.positive_above} min late (`{params.source.target}`), from what is known before departure",
+        f"- task: {params.project.description}",
+        f"- label 1: the {params.project.entity} {params.project.positive_meaning} ({_label_rule(params)})",
         f"- decision threshold: **{float(meta['threshold']):.4f}** (setting `train.threshold`: "
         f"{params.train.threshold})",
         f"- trees (early stopping): {meta.get('best_iteration')}; rows: train {meta.get('train_rows'):,}, "
@@ -128,6 +129,15 @@ def _slice_lines(slices: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def _num(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _label_rule(params: Params) -> str:
+    source = params.source
+    if source.positive_above is not None:
+        return f"`{source.target}` > {source.positive_above:g}"
+    if source.positive_class is not None:
+        return f"`{source.target}` is {source.positive_class!r}"
+    return f"`{source.target}` is 1 or true"
 
 
 def _data_lines(params: Params) -> list[str]:

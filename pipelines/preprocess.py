@@ -7,7 +7,7 @@ serving time alike, and the monitoring reference is readable (a carrier code, no
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pandas as pd
@@ -17,9 +17,11 @@ from pipelines.features import (
     LABEL,
     FeatureError,
     FeatureSchema,
+    category_texts,
     check_columns,
     fit_feature_schema,
     make_label,
+    time_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ class PreparedData:
     valid: pd.DataFrame
     test: pd.DataFrame
     schema: FeatureSchema
+    # Configured features left out of the schema because the train split gives them nothing to learn from,
+    # each with the reason (`constant_features`).
+    dropped_features: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -69,6 +74,38 @@ def split_by_time(frame: pd.DataFrame, time_column: str, split: SplitParams) -> 
     return {name: part.reset_index(drop=True) for name, part in parts.items()}
 
 
+def constant_features(train: pd.DataFrame, features: FeaturesParams, time_column: str) -> dict[str, str]:
+    """Configured features that cannot split the train split, with why: one value (or none) in every row, or a
+    categorical with no value seen `min_category_count` times. They are dropped with a warning, not a failure:
+    a constant column is common in a user's table (one store, one year) and the rest of the model is still good."""
+    reasons = {}
+    for name in features.numeric:
+        distinct = train[name].nunique(dropna=True)
+        if distinct <= 1:
+            reasons[name] = f"numeric feature {name!r} (features.numeric) is {_constant_text(train[name])}"
+    for name in features.categorical:
+        counts = category_texts(train[name]).value_counts()
+        if len(counts) <= 1:
+            reasons[name] = f"categorical feature {name!r} (features.categorical) is {_constant_text(train[name])}"
+        elif int((counts >= features.min_category_count).sum()) == 0:
+            reasons[name] = (f"categorical feature {name!r} (features.categorical) has no value seen "
+                             f"features.min_category_count={features.min_category_count} times")
+    if len(train):
+        parts = time_parts(train[time_column], features.time_parts)
+        for part, values in parts.items():
+            if len(set(values.tolist())) <= 1:
+                reasons[part] = (f"time part {part!r} (features.time_parts) is {values[0]:g} in every row of the "
+                                 "train split")
+    return reasons
+
+
+def _constant_text(values: pd.Series) -> str:
+    present = values.dropna()
+    if present.empty:
+        return "missing in every row of the train split"
+    return f"{present.tolist()[0]!r} in every row of the train split that has a value"
+
+
 def check_both_classes(parts: dict[str, pd.DataFrame], time_column: str) -> None:
     """Every split must hold both labels: a one-class split cannot train, stop early or be scored.
 
@@ -88,23 +125,39 @@ def check_both_classes(parts: dict[str, pd.DataFrame], time_column: str) -> None
 
 def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams, split: SplitParams,
             keep: list[str] | None = None) -> PreparedData:
-    """Label, drop unlabelled rows, split by time, fit the schema; `keep` adds columns (e.g. slices) untouched."""
+    """Label, drop unlabelled rows, split by time, fit the schema; `keep` adds columns (e.g. slices) untouched.
+
+    Rows without a target are dropped (source.drop_missing_target) or refused, whatever the target's shape; the
+    label is computed before any cast so a missing target never meets one. Features constant on the train split
+    are dropped from the schema with a warning (`PreparedData.dropped_features` says which and why).
+    """
     extra = [name for name in (keep or []) if name not in features.raw_columns and name != source.time_column]
     check_columns(table, [*features.raw_columns, source.time_column, source.target, *extra])
     _check_numeric(table, features.numeric)
-    frame = table.assign(**{LABEL: make_label(table, source)})
-    unlabelled = table[source.target].isna()
+    label = make_label(table, source)
+    unlabelled = label.isna()
+    frame = table
     if unlabelled.any():
         if not source.drop_missing_target:
-            raise FeatureError(f"{int(unlabelled.sum())} rows have no {source.target!r} and "
-                               "source.drop_missing_target is false")
+            raise FeatureError(f"{int(unlabelled.sum()):,} of {len(table):,} rows have no {source.target!r} "
+                               "(source.target) and source.drop_missing_target is false")
         log.info("dropping %d of %d rows without a target (%s)", int(unlabelled.sum()), len(table), source.target)
-        frame = frame.loc[~unlabelled]
+        frame, label = table.loc[~unlabelled], label[~unlabelled]
+    frame = frame.assign(**{LABEL: label.astype("int8")})
     columns = list(dict.fromkeys([source.time_column, *features.raw_columns, *extra, LABEL]))
     parts = split_by_time(frame[columns], source.time_column, split)
     check_both_classes(parts, source.time_column)
-    schema = fit_feature_schema(parts["train"], features, source.time_column)
+    dropped = constant_features(parts["train"], features, source.time_column)
+    for reason in dropped.values():
+        log.warning("dropping feature: %s", reason)
+    kept = features.model_copy(update={
+        "categorical": [name for name in features.categorical if name not in dropped],
+        "numeric": [name for name in features.numeric if name not in dropped],
+        "time_parts": [name for name in features.time_parts if name not in dropped]})
+    if not kept.raw_columns and not kept.time_parts:
+        raise FeatureError("every configured feature is constant on the train split: " + "; ".join(dropped.values()))
+    schema = fit_feature_schema(parts["train"], kept, source.time_column)
     for name, part in parts.items():
         log.info("%s: %d rows, %s .. %s, positive rate %.3f", name, len(part), part[source.time_column].min(),
                  part[source.time_column].max(), part[LABEL].mean())
-    return PreparedData(schema=schema, **parts)
+    return PreparedData(schema=schema, dropped_features=dropped, **parts)

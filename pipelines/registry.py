@@ -28,8 +28,6 @@ from pipelines.train import TrainedModel
 if TYPE_CHECKING:
     from pipelines.config import Params
 
-MODEL_NAME = "delay-classifier"
-
 
 class RegistryError(RuntimeError):
     """The registry cannot do what was asked (no champion yet, unknown tag)."""
@@ -46,10 +44,11 @@ class RegisteredModel:
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
 
 
-def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME,
+def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None,
                labels: dict[str, str] | None = None) -> str:
-    """Copy a trained model directory into the store as a new version; returns its tag (`name:version`).
+    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
+    returns its tag (`name:version`).
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -165,7 +164,7 @@ def _stored(name: str) -> list[Any]:
         return []
 
 
-def list_models(registry_dir: Path, name: str = MODEL_NAME) -> list[RegisteredModel]:
+def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry_dir)
     former = {r["tag"] for r in history(registry_dir)}
     models = []
@@ -179,7 +178,7 @@ def list_models(registry_dir: Path, name: str = MODEL_NAME) -> list[RegisteredMo
     return sorted(models, key=lambda m: m.created)
 
 
-def prune(registry_dir: Path, keep: int, name: str = MODEL_NAME, dry_run: bool = False) -> list[str]:
+def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
     """Delete stored models other than the champion and the last `keep` promoted ones; returns the deleted tags.
 
     "Promoted" reads the journal (promotions and rollbacks), so a model that served is kept until `keep` newer
@@ -274,7 +273,7 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
     }
 
 
-def find_by_model_hash(model_md5: str, name: str = MODEL_NAME) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str) -> str | None:
     """The tag of a stored model with this model-file hash, so re-gating the same model adds no new version."""
     for stored in _stored(name):
         if stored.info.metadata.get("model_md5") == model_md5:

@@ -72,8 +72,7 @@ def outcome_labels(frame: pd.DataFrame, params: Params) -> pd.Series:
     """The actual label per row (the training label definition); NaN where the flight has no outcome."""
     from pipelines.features import make_label
 
-    labels = make_label(frame, params.source).astype("float")
-    return labels.where(frame[params.source.target].notna())
+    return make_label(frame, params.source, check=False)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pipelines.validate import (
     PERIOD_MIN_ROWS,
     split_periods,
 )
-from pipelines.validate_explain import NUMERIC_TYPES, short
+from pipelines.validate_explain import NUMERIC_TYPES, jsonable, short
 
 
 def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
                 row_count_factor: float = 2.0, exact_columns: bool = False, label_column: str | None = None,
                 positive_above: float | None = None, label_rate_factor: float = 2.0,
                 key_columns: list[str] | None = None, time_column: str | None = None, period: str = "month",
-                rows_per_day_margin: float = 0.1) -> dict[str, Any]:
+                rows_per_day_margin: float = 0.1, positive_class: str | None = None) -> dict[str, Any]:
     """Draft a suite (the JSON dict) from a reference table, for a person to review before committing it.
 
     It expects: the reference's columns (`exact_columns`: no others either); per column a type (numeric
@@ -104,10 +104,10 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     string columns with at most `categorical_max_unique` values, those values for `1 - category_tolerance`
     of rows; a row count within `row_count_factor` of the reference's; and, when `label_column` is given, a
     label rate within `label_rate_factor` of the reference's (see `label_rate_expectations`;
-    `positive_above` for a derived label). Datetime columns get no range: new data is later by nature.
-    `key_columns` must be unique (checked on the reference); exact duplicate rows are bounded by the run-time
-    parameter `validate.max_duplicate_share`. With `time_column`, a `per_period` section is drafted too
-    (`draft_period_checks`).
+    `positive_above` or `positive_class` for a derived label, as in source.*). Datetime columns get no range:
+    new data is later by nature. `key_columns` must be unique (checked on the reference); exact duplicate rows
+    are bounded by the run-time parameter `validate.max_duplicate_share`. With `time_column`, a `per_period`
+    section is drafted too (`draft_period_checks`).
     """
     if frame.empty:
         raise ValueError("cannot draft a suite from an empty table")
@@ -151,7 +151,8 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
                     f"the {len(categories)} values seen in the reference",
                     column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
     if label_column is not None:
-        expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor))
+        expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor,
+                                                positive_class))
     expectations.extend(key_and_duplicate_expectations(frame, key_columns or []))
     suite: dict[str, Any] = {
         "name": suite_name, "expectations": expectations,
@@ -160,36 +161,75 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     if time_column is not None:
         suite["per_period"] = draft_period_checks(
             frame, time_column=time_column, period=period, label_column=label_column, positive_above=positive_above,
-            label_rate_factor=label_rate_factor, null_tolerance=null_tolerance,
+            positive_class=positive_class, label_rate_factor=label_rate_factor, null_tolerance=null_tolerance,
             categorical_max_unique=categorical_max_unique, category_tolerance=category_tolerance,
             rows_per_day_margin=rows_per_day_margin)
     return suite
 
 
 def _drafted_label_rate(frame: pd.DataFrame, column: str, positive_above: float | None,
-                        factor: float) -> list[dict[str, Any]]:
+                        factor: float, positive_class: str | None = None) -> list[dict[str, Any]]:
     if column not in frame.columns:
         raise ValueError(f"label column {column!r} is not in the table")
     values = frame[column].dropna()
     if values.empty:
         raise ValueError(f"label column {column!r} has no values")
-    rate = _label_rate(values, column, positive_above)
-    return _label_rate_within(column, rate, rate, positive_above, factor)
+    positive = _positive_values(values, column, positive_class)
+    rate = _label_rate(values, column, positive_above, positive)
+    return _label_rate_within(column, rate, rate, positive_above, factor, positive)
 
 
-def _label_rate(values: pd.Series, column: str, positive_above: float | None) -> float:
+def _positive_values(values: pd.Series, column: str, positive_class: str | None) -> list[Any] | None:
+    """The column's own values whose text is `positive_class` (GX compares raw values: `2` for an integer
+    column, `"YES"` for text), or None for a threshold or 0/1 label."""
+    if positive_class is None:
+        return None
+    from pipelines.features import category_text
+
+    positive = [value for value in pd.unique(values) if category_text(value) == positive_class]
+    if not positive:
+        raise ValueError(f"source.positive_class {positive_class!r} is not a value of {column!r}")
+    return jsonable(positive)
+
+
+def _label_rate(values: pd.Series, column: str, positive_above: float | None,
+                positive: list[Any] | None = None) -> float:
+    if positive is not None:
+        return float(values.isin(positive).mean())
     if positive_above is None:
         if not set(pd.unique(values.astype(float))) <= {0.0, 1.0}:
-            raise ValueError(f"label column {column!r} is not 0/1; pass positive_above for a derived label")
+            raise ValueError(f"label column {column!r} is not 0/1; pass positive_above or positive_class for a "
+                             "derived label")
         return float(values.astype(float).mean())
     return float((values > positive_above).mean())
 
 
 def _label_rate_within(column: str, low_rate: float, high_rate: float, positive_above: float | None,
-                       factor: float) -> list[dict[str, Any]]:
+                       factor: float, positive: list[Any] | None = None) -> list[dict[str, Any]]:
     # The positive share may shrink, and the negative share may shrink, by up to `factor`.
-    low, high = low_rate / factor, 1 - (1 - high_rate) / factor
-    return label_rate_expectations(column, round(low, 4), round(high, 4), positive_above=positive_above)
+    low, high = round(low_rate / factor, 4), round(1 - (1 - high_rate) / factor, 4)
+    if positive is not None:
+        return class_rate_expectations(column, low, high, positive)
+    return label_rate_expectations(column, low, high, positive_above=positive_above)
+
+
+def class_rate_expectations(column: str, min_rate: float, max_rate: float,
+                            positive: list[Any]) -> list[dict[str, Any]]:
+    """Bounds on the share of a named positive class (source.positive_class), `positive` being its raw values:
+    at least `min_rate` of non-null values are in the class, at least `1 - max_rate` are not."""
+    shown = ", ".join(repr(value) for value in positive)
+    items = []
+    if min_rate > 0:
+        items.append(_expectation(
+            "expect_column_values_to_be_in_set",
+            f"label rate lower bound: at least {min_rate:.2%} of non-null {column} are {shown} (the positive class)",
+            column=column, value_set=list(positive), mostly=min_rate))
+    if max_rate < 1:
+        items.append(_expectation(
+            "expect_column_values_to_not_be_in_set",
+            f"label rate upper bound: at least {1 - max_rate:.2%} of non-null {column} are not {shown} (so at most "
+            f"{max_rate:.2%} are positive)", column=column, value_set=list(positive), mostly=round(1 - max_rate, 6)))
+    return items
 
 
 def key_and_duplicate_expectations(frame: pd.DataFrame, key_columns: list[str]) -> list[dict[str, Any]]:
@@ -225,7 +265,7 @@ def _unique(columns: list[str], notes: str, **kwargs: Any) -> dict[str, Any]:
 
 def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = "month",
                         label_column: str | None = None, positive_above: float | None = None,
-                        label_rate_factor: float = 2.0, null_tolerance: float = 0.05,
+                        positive_class: str | None = None, label_rate_factor: float = 2.0, null_tolerance: float = 0.05,
                         categorical_max_unique: int = 50, category_tolerance: float = 0.01,
                         rows_per_day_margin: float = 0.1) -> dict[str, Any]:
     """The suite's `per_period` section, from the reference's own periods (validate.period: month or week).
@@ -269,11 +309,12 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
                         f"categories per {period}: the {len(categories)} values seen in the reference",
                         column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
     if label_column is not None:
-        rates = [_label_rate(part.frame[label_column].dropna(), label_column, positive_above)
+        positive = _positive_values(frame[label_column].dropna(), label_column, positive_class)
+        rates = [_label_rate(part.frame[label_column].dropna(), label_column, positive_above, positive)
                  for part in periods if part.frame[label_column].notna().any()]
         if rates:
             for item in _label_rate_within(label_column, min(rates), max(rates), positive_above,
-                                           label_rate_factor):
+                                           label_rate_factor, positive):
                 item.setdefault("meta", {})["notes"] = (
                     f"per {period}: {item['meta']['notes']}; the reference's periods had "
                     f"{min(rates):.1%}..{max(rates):.1%}")
@@ -289,4 +330,5 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
     }
 
 
-__all__ = ["draft_period_checks", "draft_suite", "key_and_duplicate_expectations", "label_rate_expectations"]
+__all__ = ["class_rate_expectations", "draft_period_checks", "draft_suite", "key_and_duplicate_expectations",
+           "label_rate_expectations"]

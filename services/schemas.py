@@ -10,7 +10,7 @@ Rows are TypedDicts, not BaseModels, because they are validated straight into th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
@@ -22,6 +22,9 @@ from pipelines.validate import ColumnBounds
 
 REQUEST_ID = "request_id"
 REQUEST_ID_MAX = 200
+CategoryText = Annotated[str, Field(strict=True, max_length=200)]
+CategoryInt = Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
+CategoryNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 # An ISO 8601 date and time with a UTC offset (or Z). Pydantic alone also reads numbers and digit strings as Unix
 # times (0 -> 1970, 12 digits -> milliseconds) and offset-less times as naive: both are guesses, refused here.
 _ISO_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
@@ -63,44 +66,56 @@ def _range_text(bounds: ColumnBounds | None) -> str:
 
 
 def flight_model(features: FeaturesParams, time_column: str,
-                 bounds: Mapping[str, ColumnBounds] | None = None) -> Any:
-    """One flight as the caller knows it at scheduling time: the raw feature fields plus the time column.
+                 bounds: Mapping[str, ColumnBounds] | None = None, entity: str = "row",
+                 coded_categories: Iterable[str] = ()) -> Any:
+    """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
+    column.
 
     `bounds` (from the validation suite, `pipelines.validate.column_bounds`) limit numeric fields: a value the
-    training data could not have held is refused with its field's name rather than scored.
+    training data could not have held is refused with its field's name rather than scored. `coded_categories` are
+    the categorical features the suite types as numbers (a store id, a precinct number): they take a JSON number
+    or a string; every other categorical takes a string only.
     """
     bounds = bounds or {}
+    coded = set(coded_categories)
     fields: dict[str, Any] = {}
     for name in features.categorical:
-        fields[name] = Annotated[str | None, Field(
+        if name in coded:
+            # 7, 7.0 and "7" are one category to the model (pipelines.features.category_text), as pandas' int or
+            # float column was in training.
+            fields[name] = Annotated[CategoryText | CategoryInt | CategoryNumber | None, Field(
+                description=f"Integer-coded categorical feature `{name}`: a number or its text (7, 7.0 and \"7\" "
+                            "are the same category). A value not seen in training (or null) is scored as "
+                            "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
+            continue
+        fields[name] = Annotated[CategoryText | None, Field(
             description=f"Categorical feature `{name}`. A value not seen in training (or null) is scored as "
-                        "LightGBM's missing value and listed in the answer's `unknown_categories`.",
-            strict=True, max_length=200)]
+                        "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
     for name in features.numeric:
         fields[name] = Annotated[float | None, Field(
             description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused."
                         + _range_text(bounds.get(name)),
             strict=True, allow_inf_nan=False, **_range_constraints(bounds.get(name)))]
     fields[time_column] = Annotated[AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_utc), Field(
-        description=f"`{time_column}`: the scheduled hour as an ISO 8601 date-time string with a UTC offset "
+        description=f"`{time_column}`: the row's time as an ISO 8601 date-time string with a UTC offset "
                     f"(`Z` or `+hh:mm`). Calendar features ({', '.join(features.time_parts or ['none'])}) come "
                     "from it.")]
     fields[REQUEST_ID] = NotRequired[Annotated[str | None, Field(
         description="Optional caller id, echoed in the answer and the prediction log (generated if absent).",
         max_length=REQUEST_ID_MAX)]]
-    flight = TypedDict("Flight", fields)  # type: ignore[operator]
+    flight = TypedDict(entity.title().replace("_", ""), fields)  # type: ignore[operator]
     flight.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return flight
 
 
 def request_fields(flight: Any) -> list[str]:
-    """The fields a caller sends for one flight (request_id aside): what a served model may read."""
+    """The fields a caller sends for one row (request_id aside): what a served model may read."""
     return [name for name in flight.__annotations__ if name != REQUEST_ID]
 
 
 class Prediction(BaseModel):
     request_id: str = Field(description="The caller's request_id, or a generated one.")
-    probability: float = Field(description="Probability that the flight arrives late (the positive label).")
+    probability: float = Field(description="Probability of the positive label (params' project.positive_meaning).")
     label: int = Field(description="1 if probability >= threshold, else 0.")
     threshold: float = Field(description="Decision threshold that travels with the model.")
     model_tag: str = Field(description="BentoML tag of the model that answered.")
@@ -122,7 +137,7 @@ class BatchPrediction(BaseModel):
 
 
 def batch_annotation(flight: type[BaseModel], max_batch_size: int) -> Any:
-    """`list[Flight]` with the configured size limits, for the batch endpoint's signature."""
+    """`list[Row]` with the configured size limits, for the batch endpoint's signature."""
     return Annotated[list[flight], Field(  # type: ignore[valid-type]
         min_length=1, max_length=max_batch_size,
-        description=f"1 to {max_batch_size} flights (serve.max_batch_size).")]
+        description=f"1 to {max_batch_size} rows (serve.max_batch_size).")]

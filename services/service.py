@@ -13,7 +13,9 @@ The model itself is loaded when a worker starts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import inspect
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
 from pipelines.prediction_log import PredictionLog
-from pipelines.validate import column_bounds, read_suite
+from pipelines.validate import column_bounds, read_suite, suite_column_types
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
@@ -96,14 +98,22 @@ class RejectedRequestLog(logging.Filter):
 
 
 PARAMS = load_params(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE)
+PROJECT = PARAMS.project  # names and words: the service, the request's keys, the API docs
 TIME_COLUMN = PARAMS.source.time_column
 # Numeric request fields take the ranges the validation suite holds the training data to: one source of truth.
-BOUNDS = column_bounds(read_suite(PARAMS.validate_.suite), PARAMS.features.numeric)
-Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS)
+SUITE = read_suite(PARAMS.validate_.suite)
+BOUNDS = column_bounds(SUITE, PARAMS.features.numeric)
+# Categorical features the suite types as numbers are integer-coded: they take JSON numbers as well as strings.
+CODED = [name for name, kind in suite_column_types(SUITE).items() if kind == "numeric" and name in
+         PARAMS.features.categorical]
+Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED)
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
-OneFlightBody = request_body("OneFlight", "flight", Flight, "The flight to score.")
-FlightsBody = request_body("Flights", "flights", Flights, "The flights to score.")
+# The request's keys are project.entity / entity_plural ({"flight": ...} for the default data).
+OneFlightBody = request_body(f"One{PROJECT.entity.title().replace('_', '')}", PROJECT.entity, Flight,
+                             f"The {PROJECT.entity} to score.")
+FlightsBody = request_body(PROJECT.entity_plural.title().replace("_", ""), PROJECT.entity_plural, Flights,
+                           f"The {PROJECT.entity_plural} to score.")
 _TAG, _FOLLOW = startup_tag(PARAMS)
 # BentoML offers no setting for these; each must be in place before BentoML builds what it patches (the main
 # process's circus arbiter, each worker's uvicorn server), i.e. when BentoML imports this module. See hardening.py.
@@ -121,16 +131,42 @@ class NotReady(bentoml.exceptions.BentoMLException):
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+def _api(key: str, annotation: Any, doc: str) -> Any:
+    """The endpoint's doc from params, and its request value passed on from the key params name.
+
+    BentoML documents an endpoint with the method's docstring and calls it with the body's keys (the input_spec's
+    field, project.entity or entity_plural) as keyword arguments, or the value alone for adaptive batching: this
+    sits below `@bentoml.api` and hands that value to the method whatever the key is called.
+    """
+
+    def apply(method: Any) -> Any:
+        @functools.wraps(method)
+        async def endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await method(self, args[0] if args else kwargs[key])
+
+        signature = inspect.signature(method)
+        this = next(iter(signature.parameters.values()))
+        endpoint.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
+            this, inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)])
+        endpoint.__doc__ = doc
+        del endpoint.__wrapped__  # BentoML must see the signature above, not the method's own
+        return endpoint
+
+    return apply
+
+
 @bentoml.asgi_app(admin, path="/")
 @bentoml.service(
-    name="flight-delay",
+    name=PROJECT.name,
     workers=PARAMS.serve.workers,
     http={"host": PARAMS.serve.host, "port": PARAMS.serve.port},
     traffic={"timeout": 30},
     logging={"access": {"enabled": PARAMS.serve.access_log}},
 )
 class FlightDelay:
-    """Delay probability for scheduled flights, from the promoted champion model."""
+    """Probability of the positive label for each row sent (params' project.description), from the promoted
+    champion model. The class name is the import path (`services.service:FlightDelay`); the service's name is
+    project.name."""
 
     if _TAG is not None:
         # Declared so that `bentoml build` packs the champion into the Bento.
@@ -191,26 +227,30 @@ class FlightDelay:
         return loaded
 
     @bentoml.api(route="/predict", input_spec=OneFlightBody)
+    @_api(PROJECT.entity, Flight, f"{PROJECT.description}: probability and label for one {PROJECT.entity} "
+                                  f"(label 1: {PROJECT.positive_meaning}).")
     async def predict(self, flight: Flight) -> Prediction:  # type: ignore[valid-type]
-        """Delay probability and label for one flight."""
         loaded = self._model()
         answer = score(loaded, [flight], TIME_COLUMN, self.prediction_log)[0]
         return Prediction(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
 
     @bentoml.api(route="/predict_many", batchable=True, batch_dim=0, max_batch_size=PARAMS.serve.max_batch_size,
                  max_latency_ms=PARAMS.serve.adaptive_max_latency_ms, input_spec=FlightsBody)
+    @_api(PROJECT.entity_plural, Flights,
+          f"Adaptive batching: {PROJECT.entity_plural} from concurrent callers are merged into one model call by "
+          "BentoML's dispatcher (up to serve.max_batch_size rows, waiting at most serve.adaptive_max_latency_ms); "
+          "each caller gets its own rows back, each answer naming the model that gave it.")
     async def predict_many(self, flights: Flights) -> Predictions:  # type: ignore[valid-type]
-        """Adaptive batching: flights from concurrent callers are merged into one model call by BentoML's
-        dispatcher (up to serve.max_batch_size rows, waiting at most serve.adaptive_max_latency_ms); each caller
-        gets its own rows back, each answer naming the model that gave it."""
         loaded = self._model()
         answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
         threshold, tag = loaded.model.threshold, loaded.tag
         return [Prediction.model_construct(**answer, threshold=threshold, model_tag=tag) for answer in answers]
 
     @bentoml.api(route="/predict_batch", input_spec=FlightsBody)
+    @_api(PROJECT.entity_plural, Flights,
+          f"{PROJECT.description}: probabilities and labels for up to serve.max_batch_size {PROJECT.entity_plural}, "
+          "all from one model.")
     async def predict_batch(self, flights: Flights) -> BatchPrediction:  # type: ignore[valid-type]
-        """Delay probabilities and labels for up to serve.max_batch_size flights, all from one model."""
         loaded = self._model()
         answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
         # Not validated again: `score` built the rows with exactly RowPrediction's keys and types (validating 1,000

@@ -7,7 +7,6 @@ counted by reason beside the reader's own skips, and never raised: a wrong-schem
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -36,8 +35,11 @@ class PredictionFrame:
 
 
 def as_category_strings(values: pd.Series) -> pd.Series:
-    """Categories as strings, missing as None: the form the reference and the live window share."""
-    return values.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    """Categories as strings, missing as None: the form the reference and the live window share, and the one the
+    model's vocabulary uses (`category_text`: a logged 7 and a reference 7.0 are one category)."""
+    from pipelines.features import category_texts
+
+    return category_texts(values)
 
 
 def predictions_frame(log: LogRead[PredictionRecord], features: FeaturesParams, time_column: str) -> PredictionFrame:

@@ -52,7 +52,7 @@ def test_window_is_half_open_and_sorted() -> None:
 
 def test_empty_window_names_the_params_and_the_data_span() -> None:
     frame = parse_time(pd.DataFrame({"t": ["2013-01-01"]}), "t")
-    with pytest.raises(SourceError, match=r"\(collect.start/end\) holds no rows; the source spans 2013-01-01"):
+    with pytest.raises(SourceError, match=r"\(collect.start .. collect.end\) holds no rows; the table's 't' spans"):
         select_window(frame, "t", datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 2, 1, tzinfo=UTC))
 
 
@@ -109,5 +109,5 @@ def test_missing_file_and_corrupt_file_and_missing_target(make_params, tmp_path:
     no_target = tmp_path / "no_target.csv"
     pd.DataFrame({"time_hour": ["2013-03-02"], "x": [1]}).to_csv(no_target, index=False)
     params = make_params({"source.kind": "file", "source.path": str(no_target)})
-    with pytest.raises(SourceError, match="target column 'arr_delay'"):
+    with pytest.raises(SourceError, match="source.target: 'arr_delay' is not a column of the table"):
         collect(params.source, params.collect)

@@ -28,7 +28,7 @@ def test_repo_params_file_loads() -> None:
         ({"features.numeric": ["arr_delay", "hour"]}, "label leakage): ['arr_delay']"),
         ({"features.categorical": ["hour"]}, "both categorical and numeric: ['hour']"),
         ({"train.threshold": 1.5}, "train.threshold must be in (0, 1)"),
-        ({"source.kind": "file"}, "source.path is required"),
+        ({"source.kind": "file", "source.path": None}, "source.path"),
         ({"source.kind": "file", "source.path": "data.xlsx"}, "must be a .csv or .parquet"),
         ({"features.numeric": ["hour", "time_hour"]}, "source.time_column 'time_hour' is also listed as a feature"),
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),

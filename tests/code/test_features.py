@@ -87,7 +87,7 @@ def test_label_threshold_and_binary_target(make_params) -> None:
     assert make_label(frame, params.source).tolist() == [0, 1, 0]
     binary = make_params({"source.positive_above": None}).source
     assert make_label(pd.DataFrame({"arr_delay": [0, 1, 1]}), binary).tolist() == [0, 1, 1]
-    with pytest.raises(FeatureError, match="must be 0/1 when positive_above is null"):
+    with pytest.raises(FeatureError, match="is not 0/1 or boolean"):
         make_label(pd.DataFrame({"arr_delay": [0, 5]}), binary)
 
 

@@ -159,9 +159,16 @@ def _params(root: Path, source: Path, registry_dir: Path, **overrides: object) -
                                            "gate.max_latency_ms": 60_000, **overrides}))
 
 
+def _model_name() -> str:
+    from pipelines.config import load_params
+    from tests.conftest import PARAMS_FILE
+
+    return load_params(PARAMS_FILE).project.model_name  # these tests keep params.yaml's project section
+
+
 def _registry_state(registry_dir: Path) -> tuple[dict[str, bytes], list[str]]:
     files = {path.name: path.read_bytes() for path in sorted(registry_dir.iterdir()) if path.is_file()}
-    return files, sorted(model.tag for model in registry.list_models(registry_dir))
+    return files, sorted(model.tag for model in registry.list_models(registry_dir, name=_model_name()))
 
 
 @pytest.fixture(scope="module")

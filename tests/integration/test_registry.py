@@ -68,7 +68,7 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert report["metrics"]["challenger"]["roc_auc"] >= report["metrics"]["champion"]["roc_auc"] + 0.002
     better_tag = registry.require_champion(registry_dir)
 
-    stored = {m.tag: m for m in registry.list_models(registry_dir)}
+    stored = {m.tag: m for m in registry.list_models(registry_dir, name=medium.project.model_name)}
     assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
         "champion", "retired", "refused")  # the refused one is marked so in the store (its `gate` label)
     meta = stored[better_tag].metadata
@@ -102,12 +102,13 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert registry.rollback(registry_dir, to_tag=better_tag) == better_tag
 
     # Prune keeps the champion and the last N promoted (journal order: better, medium), never anything else.
-    assert set(registry.prune(registry_dir, keep=0, dry_run=True)) == {medium_tag, weak_tag}  # champion stays
-    assert set(registry.prune(registry_dir, keep=1, dry_run=True)) == {medium_tag, weak_tag}  # it is the last
+    name = medium.project.model_name
+    assert set(registry.prune(registry_dir, keep=0, name=name, dry_run=True)) == {medium_tag, weak_tag}  # champion
+    assert set(registry.prune(registry_dir, keep=1, name=name, dry_run=True)) == {medium_tag, weak_tag}  # the last
     pruned = subprocess.run([*cli, "models", "prune", "--keep", "2", "--params", str(params_file)], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True)
     assert json.loads(pruned.stdout)["deleted"] == [weak_tag]
-    assert {m.tag for m in registry.list_models(registry_dir)} == {better_tag, medium_tag}
+    assert {m.tag for m in registry.list_models(registry_dir, name=name)} == {better_tag, medium_tag}
     assert registry.require_champion(registry_dir) == better_tag
 
 
@@ -156,7 +157,8 @@ while True:
 def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> None:
     params = gate_params(data_root, tmp_path / "registry", **{"train.num_boost_round": 3})
     stages.run_search(params)
-    tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}) for n in range(2)]
+    tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}, name=params.project.model_name)
+            for n in range(2)]
     registry_dir = params.paths.registry_dir
     rng = random.Random(7)
     kills = 0

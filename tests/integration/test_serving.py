@@ -83,7 +83,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stages.run_validate(params)
     stages.run_preprocess(params)
     stages.run_train(params)
-    tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"}, name=params.project.model_name)
     registry.set_champion(params.paths.registry_dir, tag, reason="test")
     test = pd.read_parquet(params.paths.prepared_dir / "test.parquet").head(300)
     return {"params": params, "params_file": params_file, "tag": tag, "test": test}
@@ -287,7 +287,8 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
     retrained = params.model_copy(update={"train": params.train.model_copy(update={"seed": 7,
                                                                                    "learning_rate": 0.1})})
     stages.run_train(retrained)
-    new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})
+    new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"},
+                                  name=params.project.model_name)
     row = _records(trained["test"].head(1), params)[0]
     clients = 4
     seen: list[list[str]] = [[] for _ in range(clients)]  # per client: one keep-alive connection, one worker

@@ -97,7 +97,8 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "p = load_params(sys.argv[1])\n"
         "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate'):\n"
         "    getattr(stages, f'run_{stage}')(p)\n"
-        "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'})\n"
+        "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'},\n"
+        "                          name=p.project.model_name)\n"
         "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
     subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=REPO_ROOT, env=env, check=True,
                    timeout=work_timeout_s())

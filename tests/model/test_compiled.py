@@ -108,7 +108,7 @@ def test_a_stored_model_is_served_compiled_or_else_by_its_booster(tmp_path: Path
     vocabulary = list("abcdef")
     schema = FeatureSchema(time_column="t", categorical={"cat": vocabulary}, numeric=["x", "y"], time_parts=[])
     TrainedModel(booster=booster, schema=schema, threshold=0.5).save(tmp_path / "model")
-    tag = registry.save_model(tmp_path / "model", {"data_version": "test"})
+    tag = registry.save_model(tmp_path / "model", {"data_version": "test"}, name="test-model")
     loaded = load_tagged(tag, ["cat", "x", "y"], "t", compiled_dir=tmp_path / "compiled")
     if linear_tree:
         assert loaded.forest is None and "differs from LightGBM" in loaded.predictor

@@ -1,0 +1,280 @@
+"""A user's own table: every target shape, missing targets, integer-coded categories, and each early error naming
+the params key that causes it (issue 13)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.collect import (
+    SourceError,
+    check_params_columns,
+    params_columns,
+    parse_time,
+    require_times,
+    select_window,
+)
+from pipelines.config import Params, ParamsError
+from pipelines.features import FeatureError, category_text, encode, fit_feature_schema, make_label
+from pipelines.preprocess import prepare
+
+DAYS = 60
+
+
+def _own(make_params: Callable[..., Params], **overrides: Any) -> Params:
+    """Params for a small synthetic table: t (time), y (target), store (integer-coded category), x (numeric)."""
+    return make_params({
+        "source.kind": "file", "source.path": "mine.csv", "source.time_column": "t", "source.target": "y",
+        "source.positive_above": None, "source.positive_class": None, "source.drop_missing_target": True,
+        "features.categorical": ["store"], "features.numeric": ["x"], "features.time_parts": ["day_of_week"],
+        "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": ["store"],
+        "split.valid_days": 7, "split.test_days": 7, **overrides})
+
+
+def _table(target: list[Any]) -> pd.DataFrame:
+    """DAYS days of four rows each; `target` is cycled over the rows."""
+    rows = DAYS * 4
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "t": pd.date_range("2024-01-01", periods=rows, freq="6h", tz="UTC"),
+        "store": [(1, 2, 3, None)[i % 4] for i in range(rows)],  # an int column with a gap: float64 in pandas
+        "x": rng.normal(size=rows),
+        "y": pd.Series([target[i % len(target)] for i in range(rows)]),  # dtype as pandas infers it
+    })
+
+
+# --- target shapes -------------------------------------------------------------------------------------------------
+
+SHAPES = [
+    # (description, overrides, target values cycled, expected labels for the first len(values) rows)
+    ("numeric > threshold", {"source.positive_above": 15}, [3.0, 20.0, np.nan, 16.0], [0, 1, None, 1]),
+    ("0/1 integers with gaps", {}, [0, 1, None, 1], [0, 1, None, 1]),
+    ("booleans with gaps", {}, [True, False, None, True], [1, 0, None, 1]),
+    ("yes/no text", {"source.positive_class": "YES"}, ["NO", "YES", None, "YES"], [0, 1, None, 1]),
+    ("named class", {"source.positive_class": "churned"}, ["stayed", "churned", np.nan, "stayed"], [0, 1, None, 0]),
+    ("integer codes, class as text", {"source.positive_class": "2"}, [1, 2, None, 2], [0, 1, None, 1]),
+    ("booleans, class 'false'", {"source.positive_class": "false"}, [True, False, None, True], [0, 1, None, 0]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "values", "expected"), [shape[1:] for shape in SHAPES],
+                         ids=[shape[0] for shape in SHAPES])
+def test_every_target_shape_labels_and_keeps_missing_as_missing(make_params, overrides, values, expected) -> None:
+    source = _own(make_params, **overrides).source
+    label = make_label(pd.DataFrame({"y": pd.Series(values, dtype=object if None in values else None)}), source)
+    assert [None if np.isnan(v) else int(v) for v in label] == expected
+
+
+def test_categorical_dtype_target(make_params) -> None:
+    source = _own(make_params, **{"source.positive_class": "YES"}).source
+    target = pd.Series(["NO", "YES", None, "YES"], dtype="category")
+    assert make_label(pd.DataFrame({"y": target}), source).fillna(-1).tolist() == [0, 1, -1, 1]
+
+
+@pytest.mark.parametrize(("overrides", "values"), [shape[1:3] for shape in SHAPES], ids=[s[0] for s in SHAPES])
+def test_missing_targets_are_dropped_for_every_shape(make_params, overrides, values) -> None:
+    """The old crash: a 0/1 target with gaps was cast to int before the rows without a target were dropped."""
+    params = _own(make_params, **overrides)
+    table = _table(values)
+    prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
+    kept = sum(len(prepared.split(name)) for name in ("train", "valid", "test"))
+    assert kept == len(table) - len(table) // 4  # one row in four has no target
+    assert set(prepared.train["label"].unique()) == {0, 1}
+    assert prepared.train["label"].dtype == "int8"
+
+
+def test_missing_targets_refused_when_drop_is_off(make_params) -> None:
+    params = _own(make_params, **{"source.drop_missing_target": False})
+    with pytest.raises(FeatureError, match=r"60 of 240 rows have no 'y' .*source.drop_missing_target is false"):
+        prepare(_table([0, 1, None, 1]), params.source, params.features, params.split)
+
+
+def test_positive_class_missing_from_the_target_lists_the_values(make_params) -> None:
+    source = _own(make_params, **{"source.positive_class": "yes"}).source  # case-sensitive: the data says YES
+    with pytest.raises(FeatureError, match=r"source.positive_class 'yes' is not a value of target 'y' .*"
+                                           r"values seen: \['NO', 'YES'\]"):
+        make_label(pd.DataFrame({"y": ["NO", "YES", None]}), source)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"source.positive_class": "sunny"}])
+def test_multi_class_target_is_refused_with_its_classes(make_params, overrides) -> None:
+    source = _own(make_params, **overrides).source
+    with pytest.raises(FeatureError, match=r"target 'y' \(source.target\) has 3 classes \['fog', 'rain', 'sunny'\]: "
+                                           r"multi-class targets are not supported yet"):
+        make_label(pd.DataFrame({"y": ["rain", "sunny", "fog", None]}), source)
+
+
+@pytest.mark.parametrize(("values", "key"), [(["NO", "YES"], "source.positive_class"),
+                                             ([0.5, 3.0, 7.0], "source.positive_above")])
+def test_a_target_that_needs_a_key_names_it(make_params, values, key) -> None:
+    with pytest.raises(FeatureError, match=f"is not 0/1 or boolean.*set {key}"):
+        make_label(pd.DataFrame({"y": values}), _own(make_params).source)
+
+
+def test_threshold_on_a_text_target_is_refused(make_params) -> None:
+    source = _own(make_params, **{"source.positive_above": 0.5}).source
+    with pytest.raises(FeatureError, match=r"source.positive_above needs a numeric target.*source.positive_class"):
+        make_label(pd.DataFrame({"y": ["NO", "YES"]}), source)
+
+
+def test_replay_windows_skip_the_training_checks(make_params) -> None:
+    """A later week with no positive at all is real data, not a params error."""
+    source = _own(make_params, **{"source.positive_class": "YES"}).source
+    assert make_label(pd.DataFrame({"y": ["NO", None]}), source, check=False).fillna(-1).tolist() == [0, -1]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"source.positive_above": 15, "source.positive_class": "YES"},
+     "source.positive_above and source.positive_class are both set"),
+    ({"source.positive_class": True}, 'quote the value exactly as the target spells it, e.g. positive_class: "YES"'),
+])
+def test_loader_refuses_ambiguous_label_keys(make_params, overrides, message) -> None:
+    with pytest.raises(ParamsError) as error:
+        _own(make_params, **overrides)
+    assert message in str(error.value)
+
+
+def test_positive_class_given_as_a_yaml_number_is_its_text(make_params) -> None:
+    assert _own(make_params, **{"source.positive_class": 2}).source.positive_class == "2"
+
+
+# --- columns named by params ---------------------------------------------------------------------------------------
+
+def test_every_key_naming_a_missing_column_is_reported_at_once(make_params) -> None:
+    params = make_params({"source.kind": "file", "source.path": "mine.csv", "source.time_column": "t",
+                          "source.target": "y", "features.categorical": ["store", "regoin"],
+                          "features.numeric": ["x"], "features.forbidden": ["refund"]})
+    # evaluate.slices keeps the flights default [carrier, origin, month]: the slip a new user makes.
+    with pytest.raises(SourceError) as error:
+        check_params_columns(["t", "y", "store", "region", "x"],
+                             params_columns(params.source, params.features, params.evaluate.slices))
+    text = str(error.value)
+    assert "features.categorical: 'regoin' is not a column of the table (did you mean 'region'?)" in text
+    assert "features.forbidden: 'refund' is not a column of the table" in text
+    for slice_column in ("carrier", "origin", "month"):
+        assert f"evaluate.slices: {slice_column!r} is not a column of the table" in text
+    assert "source.target" not in text and "features.numeric" not in text
+
+
+# --- time column and window ----------------------------------------------------------------------------------------
+
+def test_unparseable_time_column_is_named_with_three_bad_values() -> None:
+    frame = pd.DataFrame({"when": ["2024-01-01 10:00", "yesterday", "2024-01-03 11:00", "soon", "n/a", "later"]})
+    with pytest.raises(SourceError, match=r"time column 'when' \(source.time_column\) has 4 of 6 values that do not "
+                                          r"parse as dates, e.g. 'yesterday', 'soon', 'n/a'$"):
+        require_times(parse_time(frame, "when"), "when")
+
+
+def test_numeric_time_column_is_refused_not_read_as_1970() -> None:
+    with pytest.raises(SourceError, match=r"time column 'year' \(source.time_column\) holds numbers, not dates, "
+                                          r"e.g. 2016, 2017"):
+        parse_time(pd.DataFrame({"year": [2016, 2017, 2016]}), "year")
+
+
+def test_text_stamps_become_utc_datetimes() -> None:
+    parsed = parse_time(pd.DataFrame({"when": ["2017-01-01T06:00:42Z", "2017-01-01 01:00:00-05:00"]}), "when")
+    assert str(parsed["when"].dtype) == "datetime64[ns, UTC]"
+    assert parsed["when"].iloc[1] == pd.Timestamp("2017-01-01T06:00:00Z")
+
+
+def test_empty_window_names_the_keys_and_the_tables_range(make_params) -> None:
+    params = make_params({"collect.start": "2030-01-01", "collect.end": "2030-02-01"})
+    frame = parse_time(pd.DataFrame({"t": ["2024-01-01", "2024-03-31"]}), "t")
+    with pytest.raises(SourceError, match=r"2030-01-01 .. 2030-02-01 \(collect.start .. collect.end\) holds no "
+                                          r"rows; the table's 't' spans 2024-01-01 00:00:00\+00:00 .. 2024-03-31"):
+        select_window(frame, "t", params.collect.start, params.collect.end)
+
+
+# --- constant features ---------------------------------------------------------------------------------------------
+
+def test_constant_features_are_dropped_with_a_warning(make_params, caplog: pytest.LogCaptureFixture) -> None:
+    params = _own(make_params, **{"features.numeric": ["x", "flat"], "features.categorical": ["store", "region"]})
+    table = _table([0, 1]).assign(flat=5.0, region="north")
+    with caplog.at_level(logging.WARNING, logger="pipelines.preprocess"):
+        prepared = prepare(table, params.source, params.features, params.split)
+    assert set(prepared.dropped_features) == {"flat", "region"}
+    assert "numeric feature 'flat' (features.numeric) is 5.0 in every row" in prepared.dropped_features["flat"]
+    assert prepared.schema.feature_names == ["store", "x", "day_of_week"]
+    assert "dropping feature: categorical feature 'region'" in caplog.text
+
+
+# --- integer-coded categoricals ------------------------------------------------------------------------------------
+
+def test_integer_codes_mean_the_same_as_int_float_or_text(make_params) -> None:
+    """Training reads an int column with a gap as float (1.0); a caller sends 1 or "1": one vocabulary entry."""
+    params = _own(make_params)
+    table = _table([0, 1])
+    assert table["store"].dtype == "float64"
+    schema = fit_feature_schema(table, params.features, "t")
+    assert schema.categorical["store"] == ["1", "2", "3"]
+    stamps = pd.to_datetime(["2024-01-01"] * 5, utc=True)
+    matrix = encode({"store": [2, "2", 2.0, np.int64(2), "7"], "x": [0.0] * 5}, stamps, schema)
+    assert matrix[:4, 0].tolist() == [1.0] * 4
+    assert np.isnan(matrix[4, 0])  # unseen
+
+
+@pytest.mark.parametrize(("value", "text"), [(7, "7"), (7.0, "7"), (np.float32(7.5), "7.5"), ("07", "07"),
+                                             (True, "true"), (None, None), (float("nan"), None)])
+def test_category_text(value, text) -> None:
+    assert category_text(value) == text
+
+
+# --- drafting from what validate will see --------------------------------------------------------------------------
+
+def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_path) -> None:
+    """draft-suite without --table drafts from the collected table (text stamps parsed to UTC, the window cut), with
+    label-rate bounds for the named class; collect then reads the file with the suite's types and validate passes."""
+    import json
+
+    import yaml
+
+    from pipelines import stages
+    from pipelines.cli import main
+    from pipelines.config import load_params
+    from tests.conftest import params_dict
+
+    table = _table(["NO", "YES", None, "NO", "NO"]).assign(
+        t=lambda frame: frame["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), id=lambda frame: range(len(frame)))
+    table.to_csv(tmp_path / "mine.csv", index=False)
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
+        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
+        "source.key_columns": ["id"], "collect.start": "2024-01-01", "collect.end": "2024-03-01",
+        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "week",
+        "features.categorical": ["store"], "features.numeric": ["x"], "features.forbidden": [],
+        "evaluate.slices": ["store"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
+    suite = json.loads((tmp_path / "mine.json").read_text())
+    types = {item["kwargs"].get("column"): item["kwargs"] for item in suite["expectations"]
+             if item["type"] == "expect_column_type_to_be"}
+    assert types["t"]["type_"].startswith("datetime64[") and types["t"]["type_"].endswith(", UTC]")
+    rates = [item for item in suite["expectations"] if item["kwargs"].get("column") == "y"
+             and item.get("meta", {}).get("notes", "").startswith("label rate")]
+    assert {item["type"] for item in rates} == {"expect_column_values_to_be_in_set",
+                                                "expect_column_values_to_not_be_in_set"}
+    assert all(item["kwargs"]["value_set"] == ["YES"] for item in rates)
+    params = load_params(tmp_path / "params.yaml")
+    stages.run_collect(params)
+    summary = stages.run_validate(params)
+    assert summary["success"], summary
+
+
+def test_the_request_schema_takes_numbers_only_for_integer_coded_categories(make_params) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from services.schemas import flight_model
+
+    params = _own(make_params, **{"features.categorical": ["store", "region"]})
+    row = TypeAdapter(flight_model(params.features, "t", entity="sale", coded_categories=["store"]))
+    base = {"store": None, "region": "north", "x": 1.0, "t": "2024-01-01T10:00:00Z"}
+    for store in (5, 5.0, "5"):
+        assert row.validate_python({**base, "store": store})["store"] == store
+    for bad in ({"store": True}, {"store": float("nan")}, {"region": 5}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            row.validate_python({**base, **bad})
