@@ -1,0 +1,158 @@
+"""The Bento as an OCI image, built and run with no Docker daemon (buildah, chroot isolation, vfs storage).
+
+Builds the Bento and its image through `bentoml containerize --backend buildah` from the locally built base image
+(built once and kept in buildah's store: the cache a later test or run reuses), serves it on a loopback port and
+checks readiness, parity with the in-process model, the prediction log on a mounted volume, the non-root user and,
+with the registry mounted, that a promotion reaches the container. The images and containers it made are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.integration.test_serving import _records, trained  # noqa: F401 - the same tiny real champion
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.container]
+
+
+@pytest.fixture(scope="module")
+def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
+    from services import container
+    from services.package import package
+
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    assert not missing, f"{missing} not installed: apt-get install buildah debootstrap (scripts/test.sh does)"
+    container.ensure_base_image()  # ~1.5-3 min the first time, then found in buildah's store
+    bento_tag = package(trained["params_file"])
+    name = f"localhost/flightops-test:{uuid.uuid4().hex[:12]}"
+    built = container.containerize(bento_tag, name)
+    try:
+        yield built.image
+    finally:
+        container.remove_images(built.image)
+        assert not container.image_exists(built.image)
+
+
+def _wait_ready(url: str, running: Any, timeout: float = 180) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert running.process.poll() is None, f"the container exited with {running.process.returncode}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/readyz not 200 after {timeout}s")
+
+
+def _containers_of(image_name: str) -> list[str]:
+    from services.container import buildah
+
+    return [entry["containername"] for entry in json.loads(buildah("containers", "--all", "--json") or "[]") or []
+            if entry.get("imagename") == image_name]
+
+
+def test_the_image_is_bentomls_build_on_the_local_base(image: str) -> None:
+    from services.container import base_image_name, buildah, image_config
+
+    config = image_config(image)
+    assert config["User"] == "bentoml"
+    assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
+    history = json.loads(buildah("inspect", "--type", "image", image))["Docker"]["history"]
+    assert any(base_image_name().split(":")[0].split("/")[-1] in json.dumps(step) or "uv venv" in json.dumps(step)
+               for step in history)
+
+
+def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, trained: dict[str, Any],  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    from pipelines.prediction_log import read_prediction_log
+    from pipelines.registry import load_model
+    from services.container import served
+
+    # The test's params with its own log and cache folders, and no registry: the image serves what it was built with.
+    data = yaml.safe_load(trained["params_file"].read_text())
+    data["paths"].update(prediction_log_dir=str(tmp_path / "predictions"), compiled_dir=str(tmp_path / "compiled"),
+                         registry_dir=str(tmp_path / "no-registry"))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
+                state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
+        try:
+            _wait_ready(url, running)
+        except (TimeoutError, AssertionError) as error:
+            raise AssertionError(f"{error}\n{(tmp_path / 'container.log').read_text()[-3000:]}") from None
+        name = running.container
+        assert name in _containers_of(image)
+        test = trained["test"].head(3)
+        expected = load_model(trained["tag"]).predict_proba(test)
+        rows = _records(test, trained["params"])
+        for i, row in enumerate(rows):
+            answer = httpx.post(f"{url}/predict", json={"flight": {**row, "request_id": f"c{i}"}}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert abs(answer.json()["probability"] - expected[i]) <= 1e-9
+            assert answer.json()["model_tag"] == trained["tag"]
+        metadata = httpx.get(f"{url}/metadata").json()
+        assert metadata["follows_registry"] is False and metadata["model_tag"] == trained["tag"]
+        # Every process serving it runs as the image's user, not root (chroot isolation: they are host processes).
+        uids = {proc.uids().real for proc in psutil.Process(running.process.pid).children(recursive=True)
+                if proc.name() != "buildah"}
+        assert uids and 0 not in uids, uids
+    assert name not in _containers_of(image), "the working container must be removed when serving stops"
+    logged = {record["request_id"]: record for record in read_prediction_log(tmp_path / "predictions")}
+    assert {"c0", "c1", "c2"} <= set(logged)
+    assert logged["c0"]["model_tag"] == trained["tag"]
+    files = list((tmp_path / "predictions").glob("*.jsonl"))
+    assert files and all(path.stat().st_uid != 0 for path in files)
+
+
+def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_registry(
+        image: str, trained: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """What `flows.stack up --bento-image` runs: the registry and the model store mounted read-only."""
+    import time
+
+    from pipelines import registry
+    from services.container import served
+
+    params = trained["params"]
+    first = registry.require_champion(params.paths.registry_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with served(image, host="127.0.0.1", port=port, params_file=trained["params_file"], follow_registry=True,
+                state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
+        try:
+            _wait_ready(url, running)
+        except (TimeoutError, AssertionError) as error:
+            raise AssertionError(f"{error}\n{(tmp_path / 'container.log').read_text()[-3000:]}") from None
+        assert httpx.get(f"{url}/metadata").json()["follows_registry"] is True
+        row = _records(trained["test"].head(1), params)[0]
+
+        def served_tag_becomes(tag: str) -> None:
+            deadline = time.monotonic() + 60  # the new model is compiled once (~7-10 s) before it is swapped in
+            seen = None
+            while time.monotonic() < deadline and seen != tag:
+                httpx.post(f"{url}/reload", timeout=30)
+                seen = httpx.post(f"{url}/predict", json={"flight": row}, timeout=30).json()["model_tag"]
+                time.sleep(0.5)
+            assert seen == tag, (seen, tag, (tmp_path / "container.log").read_text()[-2000:])
+
+        promoted = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})  # a new tag
+        registry.set_champion(params.paths.registry_dir, promoted, reason="container promotion test")
+        served_tag_becomes(promoted)
+        assert registry.rollback(params.paths.registry_dir) == first
+        served_tag_becomes(first)
