@@ -2,7 +2,8 @@
 
 `up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
 the Prefect server (SQLite, PREFECT_HOME under `paths.stack_dir`), the process that serves the deployments
-(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists) and the
+(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists; with
+`--bento-image IMAGE`, that OCI image run by buildah with the registry mounted: `services/container.py`) and the
 Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs, commands and URLs are recorded in
 `<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`. `down` stops every recorded
 process group and the descendants that left it (Prefect starts each flow run in a session of its own): SIGTERM,

@@ -15,9 +15,9 @@
   container exactly as it reaches `bentoml serve`. SIGTERM/SIGINT stop the server and remove the working container.
 - `remove IMAGE...` removes images (and any working container left on them).
 
-buildah runs with `--storage-driver vfs` and chroot isolation by default (this sandbox has neither overlayfs nor the
-rlimits podman's runtime wants); $FLIGHTOPS_STORAGE_DRIVER (e.g. overlay, faster where it works) and
-$BUILDAH_ISOLATION override them.
+buildah runs with chroot isolation (no OCI runtime needed: podman's refuses this sandbox's rlimits) and the overlay
+storage driver where it works, else vfs (`storage_driver()`); $FLIGHTOPS_STORAGE_DRIVER and $BUILDAH_ISOLATION
+override them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SUITE = "bookworm"                 # Debian 12: python3 is 3.11, as the Bento's python_version
-BASE_PACKAGES = ("python3",)       # python3.11 + its stdlib; uv makes the venv, so no python3-venv or pip
+BASE_PACKAGES = ("python3", "libgomp1")   # python3.11; LightGBM's OpenMP runtime. uv makes the venv: no pip
 TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
            "var/lib/apt/lists", "var/log")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -50,6 +50,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MOUNT_ROOT = Path("/var/lib/flightops")
 CONTAINER_PARAMS = Path("/etc/flightops/params.yaml")
 LABEL = "org.flightops.role"
+RECIPE_LABEL = "org.flightops.base-recipe"   # what the base image was built from: a changed recipe rebuilds it
 
 
 class ContainerError(RuntimeError):
@@ -58,15 +59,35 @@ class ContainerError(RuntimeError):
 
 # --- buildah ------------------------------------------------------------------------------------------------------
 
+GRAPH_ROOT = Path("/var/lib/containers/storage")
+
+
+def storage_driver() -> str:
+    """$FLIGHTOPS_STORAGE_DRIVER, else overlay where the kernel has it and the store is not itself on overlayfs (a
+    container's root: overlay on overlay is refused), else vfs, which works everywhere but copies every layer in
+    full (measured here: the image build ~14 min under load vs ~2.5 min with overlay; docs/operations.md)."""
+    chosen = os.environ.get("FLIGHTOPS_STORAGE_DRIVER")
+    if chosen:
+        return chosen
+    with contextlib.suppress(OSError):
+        kernel_has_overlay = "\toverlay\n" in Path("/proc/filesystems").read_text()
+        store = next((p for p in (GRAPH_ROOT, *GRAPH_ROOT.parents) if p.exists()), Path("/"))
+        on_overlay = subprocess.run(["stat", "-f", "-c", "%T", str(store)], capture_output=True,
+                                    text=True).stdout.strip() == "overlayfs"
+        if kernel_has_overlay and not on_overlay:
+            return "overlay"
+    return "vfs"
+
+
 def storage_conf() -> Path:
-    """A containers-storage.conf selecting the storage driver ($FLIGHTOPS_STORAGE_DRIVER, default vfs, which works
-    where overlay mounts are refused, e.g. nested in another container), in the default root-owned store. buildah
-    1.28 ignores $STORAGE_DRIVER, and `bentoml containerize` cannot pass buildah's global --storage-driver flag."""
-    driver = os.environ.get("FLIGHTOPS_STORAGE_DRIVER", "vfs")
+    """A containers-storage.conf selecting the storage driver (`storage_driver()`) for the default root-owned
+    store. buildah 1.28 ignores $STORAGE_DRIVER, and `bentoml containerize` cannot pass buildah's global
+    --storage-driver flag, so the driver is set through $CONTAINERS_STORAGE_CONF."""
+    driver = storage_driver()
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flightops"
     path = folder / f"containers-storage-{driver}.conf"
     text = (f'[storage]\ndriver = "{driver}"\nrunroot = "/run/containers/storage"\n'
-            'graphroot = "/var/lib/containers/storage"\n')
+            f'graphroot = "{GRAPH_ROOT}"\n')
     if not path.exists() or path.read_text() != text:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -212,7 +233,8 @@ def build_base_image(image: str, *, mirror: str | None = None, work_dir: Path | 
                     "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "--env", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
                     "--env", "UV_PYTHON_DOWNLOADS=never", "--cmd", "python3",
-                    "--label", f"{LABEL}=base", "--label", f"org.flightops.debian-mirror={mirror}", container)
+                    "--label", f"{LABEL}=base", "--label", f"{RECIPE_LABEL}={base_recipe()}",
+                    "--label", f"org.flightops.debian-mirror={mirror}", container)
             buildah("commit", "--rm", container, image)
         except ContainerError:
             buildah("rm", container, check=False)
@@ -220,11 +242,21 @@ def build_base_image(image: str, *, mirror: str | None = None, work_dir: Path | 
     return BaseImageBuild(image, time.monotonic() - begin, image_size(image))
 
 
+def base_recipe() -> str:
+    """Suite, packages and trimmed folders of the base image, as one short label value."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([SUITE, BASE_PACKAGES, TRIMMED]).encode()).hexdigest()[:16]
+
+
 def ensure_base_image(image: str | None = None, *, mirror: str | None = None) -> BaseImageBuild | None:
-    """Build the base image when buildah's store lacks it; None when it was already there (the cache)."""
+    """Build the base image when buildah's store lacks it or holds one built from another recipe; None when the
+    stored one is current (the cache every later build and test run reuses)."""
     image = image or base_image_name()
     if image_exists(image):
-        return None
+        if (image_config(image).get("Labels") or {}).get(RECIPE_LABEL) == base_recipe():
+            return None
+        remove_images(image)
     return build_base_image(image, mirror=mirror)
 
 
