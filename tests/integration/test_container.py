@@ -9,7 +9,12 @@ with the registry mounted, that a promotion reaches the container. The images an
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,12 +49,10 @@ def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
         assert not container.image_exists(built.image)
 
 
-def _wait_ready(url: str, running: Any, timeout: float = 180) -> None:
-    import time
-
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert running.process.poll() is None, f"the container exited with {running.process.returncode}"
+        assert process.poll() is None, f"the container exited with {process.returncode}"
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
@@ -94,7 +97,7 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
                 state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
         try:
-            _wait_ready(url, running)
+            _wait_ready(url, running.process)
         except (TimeoutError, AssertionError) as error:
             raise AssertionError(f"{error}\n{(tmp_path / 'container.log').read_text()[-3000:]}") from None
         name = running.container
@@ -123,36 +126,44 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
 
 def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_registry(
         image: str, trained: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
-    """What `flows.stack up --bento-image` runs: the registry and the model store mounted read-only."""
-    import time
-
+    """The command `flows.stack up --bento-image` runs: the registry and the model store mounted read-only; SIGTERM
+    stops it and removes its working container."""
     from pipelines import registry
-    from services.container import served
 
     params = trained["params"]
     first = registry.require_champion(params.paths.registry_dir)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with served(image, host="127.0.0.1", port=port, params_file=trained["params_file"], follow_registry=True,
-                state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
+    log = tmp_path / "run.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "services.container", "run", image, "--params",
+                                    str(trained["params_file"]), "--port", str(port), "--follow-registry"],
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
         try:
-            _wait_ready(url, running)
+            _wait_ready(url, process)
         except (TimeoutError, AssertionError) as error:
-            raise AssertionError(f"{error}\n{(tmp_path / 'container.log').read_text()[-3000:]}") from None
+            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
+        assert len(_containers_of(image)) == 1
         assert httpx.get(f"{url}/metadata").json()["follows_registry"] is True
         row = _records(trained["test"].head(1), params)[0]
 
         def served_tag_becomes(tag: str) -> None:
-            deadline = time.monotonic() + 60  # the new model is compiled once (~7-10 s) before it is swapped in
+            deadline = time.monotonic() + 90  # the new model is compiled once (~7-10 s) before it is swapped in
             seen = None
             while time.monotonic() < deadline and seen != tag:
                 httpx.post(f"{url}/reload", timeout=30)
                 seen = httpx.post(f"{url}/predict", json={"flight": row}, timeout=30).json()["model_tag"]
                 time.sleep(0.5)
-            assert seen == tag, (seen, tag, (tmp_path / "container.log").read_text()[-2000:])
+            assert seen == tag, (seen, tag, log.read_text()[-2000:])
 
         promoted = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})  # a new tag
         registry.set_champion(params.paths.registry_dir, promoted, reason="container promotion test")
         served_tag_becomes(promoted)
         assert registry.rollback(params.paths.registry_dir) == first
         served_tag_becomes(first)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log.read_text()[-2000:]
+    assert _containers_of(image) == [], "SIGTERM must remove the working container"
