@@ -62,7 +62,11 @@ def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME
             shutil.copy2(item, Path(stored.path) / item.name)
         for file_name, write in (extra_files or {}).items():
             write(Path(stored.path) / file_name)
-    return str(stored.tag)
+    tag = str(stored.tag)
+    # BentoML keeps each model in a 0700 folder (a mkdtemp). A serving container that mounts the store reads it as
+    # another user (services/container.py), and a model is no secret: readable like the 0644 files inside it.
+    model_path(tag).chmod(0o755)
+    return tag
 
 
 def _without_nulls(value: Any) -> Any:
@@ -143,6 +147,7 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
         journal.flush()
         os.fsync(journal.fileno())
     handle, temp = tempfile.mkstemp(prefix=".champion.", dir=registry_dir)
+    os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the pointer from a service running as another user
     with os.fdopen(handle, "w") as staged:
         json.dump(record, staged)
         staged.flush()

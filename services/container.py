@@ -328,6 +328,12 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     return data, mounts
 
 
+def params_registry_dir(params_file: Path) -> Path:
+    from pipelines.config import load_params
+
+    return load_params(params_file).paths.registry_dir.resolve()
+
+
 def model_store_dir() -> Path:
     """The host's BentoML model store (the registry's champions live there)."""
     return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").resolve() / "models"
@@ -362,7 +368,16 @@ def start(image: str, *, host: str, port: int, params_file: Path, follow_registr
     data, mounts = container_params(params_file, follow_registry)
     if follow_registry:
         # The Bento's own model store ($BENTO_PATH/models) replaced by the host's: every promoted model is there.
-        mounts.append(Mount(model_store_dir(), Path(BENTO_PATH) / "models", False))
+        store = model_store_dir()
+        mounts.append(Mount(store, Path(BENTO_PATH) / "models", False))
+        # Models and pointers written before pipelines.registry made them readable (0700 model folders, a 0600
+        # champion.json) are opened to the image's user: they are read there, never written.
+        pointer = params_registry_dir(params_file) / "champion.json"
+        for path in [*store.glob("*/*"), pointer]:
+            with contextlib.suppress(OSError):
+                status = path.stat()
+                if not status.st_mode & 0o004 and os.geteuid() in (0, status.st_uid):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
     _prepare_writable(mounts, BENTO_UID_GID)
     state_dir.mkdir(parents=True, exist_ok=True)
     params_copy = state_dir / f"container-params-{port}.yaml"
@@ -378,7 +393,7 @@ def start(image: str, *, host: str, port: int, params_file: Path, follow_registr
     for mount in mounts:
         argv += ["--volume", mount.option()]
     argv += [container, "--", *serve_command(host, port)]
-    output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    output = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child; None: this process's stdout
     try:
         process = subprocess.Popen(argv, env=buildah_env(), stdin=subprocess.DEVNULL, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True)
