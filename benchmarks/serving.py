@@ -171,7 +171,7 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
 
 
 def bare_results(serve: Any, single_bodies: list[bytes], batch_bodies: list[bytes], seconds: float,
-                 batch: int) -> dict[str, dict[str, Any]]:
+                 batch: int, ready_timeout_s: float) -> dict[str, dict[str, Any]]:
     """The same load against `benchmarks/bare_service.py` (the `serve` params' workers and access log): the floor
     of this machine + BentoML."""
     import subprocess
@@ -191,14 +191,15 @@ def bare_results(serve: Any, single_bodies: list[bytes], batch_bodies: list[byte
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout_s
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/readyz", timeout=2):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the bare BentoML service did not start") from None
+                    raise RuntimeError(f"the bare BentoML service did not answer {url}/readyz within "
+                                       f"{ready_timeout_s:.0f}s (stack.start_timeout_s)") from None
                 time.sleep(0.5)
         run_clients(url, "/predict", single_bodies, 4, 1.0)  # warm up
         results = {"bare_single_1": run_clients(url, "/predict", single_bodies, 1, seconds),
@@ -248,7 +249,8 @@ def main() -> None:
         result["rows_per_s"] = result["rps"] * args.batch
         results[f"batch_{clients}"] = result
     if args.bare:
-        results |= bare_results(params.serve, single_bodies, batch_bodies, args.seconds, args.batch)
+        results |= bare_results(params.serve, single_bodies, batch_bodies, args.seconds, args.batch,
+                                params.stack.start_timeout_s)
     compiled_dir = params.paths.compiled_dir if params.serve.predictor == "compiled" else None
     reference = in_process(rows, require_champion(params.paths.registry_dir), time_column, args.batch, compiled_dir)
 

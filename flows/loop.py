@@ -55,7 +55,7 @@ def wait_for_flow_run(flow_run_id: str, timeout_s: float, poll_s: float = 3.0) -
             time.sleep(poll_s)
 
 
-def wait_for_serving(url: str, tag: str, timeout_s: float = 60, confirmations: int = 8) -> None:
+def wait_for_serving(url: str, tag: str, timeout_s: float, confirmations: int = 8) -> None:
     """Ask the service to check the champion pointer now, then wait until it answers with `tag`.
 
     /reload reaches one worker; the others follow on their next pointer check (serve.reload_check_seconds).
@@ -72,7 +72,8 @@ def wait_for_serving(url: str, tag: str, timeout_s: float = 60, confirmations: i
         streak = streak + 1 if served == tag else 0
         if streak == 0:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the service at {url} still serves {served}, not the champion {tag}")
+                raise TimeoutError(f"the service at {url} still serves {served}, not the champion {tag}, after "
+                                   f"{timeout_s:.0f}s (stack.start_timeout_s)")
             time.sleep(0.25)
 
 
@@ -238,7 +239,7 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
                            f"(flow run {started['flow_run_id']}): {started['reason'][:120]}")
     state = wait_for_flow_run(started["flow_run_id"], timeout_s)
     after = registry.require_champion(params.paths.registry_dir)
-    wait_for_serving(url, after)
+    wait_for_serving(url, after, params.stack.start_timeout_s)
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
     return {"data_end": started["window_end"], "flow_run_id": started["flow_run_id"], "state": state,

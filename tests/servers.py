@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -15,6 +16,18 @@ from pathlib import Path
 import httpx
 
 
+@functools.cache
+def ready_timeout_s() -> float:
+    """How long a test waits for a real server to answer: the project's one readiness bound, stack.start_timeout_s.
+
+    Tests share it with the stack and Prefect's ephemeral server (prefect.toml), so a loaded machine that is slow
+    to start a server is slow for all of them alike, and raising the bound is one edit in params.yaml.
+    """
+    from pipelines.config import load_params
+
+    return load_params().stack.start_timeout_s
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -22,7 +35,9 @@ def free_port() -> int:
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
+    """Poll `url` until it answers 200; fail at once if the server exits, or after `timeout` seconds."""
+    started = time.monotonic()
+    deadline = started + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
@@ -30,7 +45,8 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float, log: Path) -> 
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.3)
-    raise TimeoutError(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s (stack.start_timeout_s; waited "
+                       f"{time.monotonic() - started:.0f}s); server log {log}:\n{log.read_text()[-3000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -56,7 +72,7 @@ def prefect_server(home: Path) -> Iterator[str]:
             [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
              str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/api/health", process, timeout=90, log=log)
+        wait_for(f"http://127.0.0.1:{port}/api/health", process, timeout=ready_timeout_s(), log=log)
         yield f"http://127.0.0.1:{port}/api"
     finally:
         stop(process)

@@ -24,7 +24,7 @@ import yaml
 
 from pipelines.config import Params, parse_params
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.servers import free_port, wait_for
+from tests.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ class Server:
                  "--port", str(self.port)],
                 env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(f"{self.url}/readyz", self.process, 120, self.log)
+            wait_for(f"{self.url}/readyz", self.process, ready_timeout_s(), self.log)
         except TimeoutError:
             self.stop()
             raise
@@ -284,41 +284,54 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
     stages.run_train(retrained)
     new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})
     row = _records(trained["test"].head(1), params)[0]
-    seen: list[str] = []
+    clients = 4
+    seen: list[list[str]] = [[] for _ in range(clients)]  # per client: one keep-alive connection, one worker
     errors: list[str] = []
     stop = threading.Event()
 
-    def hammer() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+    def hammer(answers: list[str]) -> None:
+        with httpx.Client(base_url=server.url, timeout=ready_timeout_s()) as client:
             while not stop.is_set():
                 answer = client.post("/predict", json={"flight": row})
                 if answer.status_code != 200:
                     errors.append(answer.text)
                 else:
-                    seen.append(answer.json()["model_tag"])
+                    answers.append(answer.json()["model_tag"])
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    def poll(condition: Any, what: str) -> None:
+        """Readiness by polling, never a fixed sleep: a loaded machine is slower, not wrong."""
+        deadline = time.monotonic() + ready_timeout_s()
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} within {ready_timeout_s():.0f}s (stack.start_timeout_s)"
+            assert not errors, errors[:3]
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=hammer, args=(answers,)) for answers in seen]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
-    registry.set_champion(params.paths.registry_dir, new_tag, reason="test promotion")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (not seen or seen[-1] != new_tag):
-        time.sleep(0.1)
-    # One worker has swapped; every other worker's watcher ticks within serve.reload_check_seconds.
-    time.sleep(params.serve.reload_check_seconds + 1.0)
-    answered = len(seen)
-    time.sleep(0.5)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    try:
+        poll(lambda: all(len(answers) >= 3 for answers in seen), "every client answered by the old champion")
+        registry.set_champion(params.paths.registry_dir, new_tag, reason="test promotion")
+        # Each worker's watcher swaps the model off the request path within serve.reload_check_seconds.
+        poll(lambda: all(answers[-1] == new_tag for answers in seen), "every client's worker serves the new tag")
+        answered = [len(answers) for answers in seen]
+        poll(lambda: all(len(a) >= n + 5 for a, n in zip(seen, answered, strict=True)), "more answers after the swap")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
     assert not errors
-    assert seen[0] == trained["tag"] and seen[-1] == new_tag
-    switch = seen.index(new_tag)
-    assert set(seen[switch:]) <= {new_tag, trained["tag"]}  # in-flight answers may finish on the old model
-    assert len(seen) > answered and set(seen[answered:]) == {new_tag}, "every worker serves the new champion"
-    for _ in range(2 * params.serve.workers):  # new connections land on any worker
-        assert httpx.get(f"{server.url}/metadata").json()["model_tag"] == new_tag
+    for answers, before in zip(seen, answered, strict=True):
+        assert answers[0] == trained["tag"]
+        switch = answers.index(new_tag)
+        assert set(answers[switch:]) <= {new_tag, trained["tag"]}  # in-flight answers may finish on the old model
+        assert set(answers[before:]) == {new_tag}, "once swapped, a worker never serves the old champion again"
+    # New connections land on any worker: 4 answers per worker in a row naming the new tag means every worker
+    # swapped (a worker no client was pinned to follows on its own watcher tick).
+    streak: list[str] = []
+    poll(lambda: (streak.append(httpx.get(f"{server.url}/metadata").json()["model_tag"]) or
+                  streak[-4 * params.serve.workers:] == [new_tag] * (4 * params.serve.workers)),
+         "every worker serves the new champion on new connections")
 
 
 def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path: Path) -> None:
