@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.integration.test_serving import _records, trained  # noqa: F401 - the same tiny real champion
-from tests.servers import free_port
+from tests.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
@@ -47,19 +47,6 @@ def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
     finally:
         container.remove_images(built.image)
         assert not container.image_exists(built.image)
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the container exited with {process.returncode}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/readyz not 200 after {timeout}s")
 
 
 def _containers_of(image_name: str) -> list[str]:
@@ -98,10 +85,7 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     url = f"http://127.0.0.1:{port}"
     with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
                 state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
-        try:
-            _wait_ready(url, running.process)
-        except (TimeoutError, AssertionError) as error:
-            raise AssertionError(f"{error}\n{(tmp_path / 'container.log').read_text()[-3000:]}") from None
+        wait_for(f"{url}/readyz", running.process, ready_timeout_s(), tmp_path / "container.log")
         name = running.container
         assert name in _containers_of(image)
         test = trained["test"].head(3)
@@ -145,10 +129,7 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
                                     str(trained["params_file"]), "--port", str(port), "--follow-registry"],
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        try:
-            _wait_ready(url, process)
-        except (TimeoutError, AssertionError) as error:
-            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
+        wait_for(f"{url}/readyz", process, ready_timeout_s(), log)
         assert len(_containers_of(image)) == 1
         assert httpx.get(f"{url}/metadata").json()["follows_registry"] is True
         row = _records(trained["test"].head(1), params)[0]
