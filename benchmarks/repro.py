@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import copy_project, venv_env
+from tests.project_copy import copy_project, venv_env
 
 BARE_SCRIPT = """
 import resource, sys, time

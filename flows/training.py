@@ -15,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import publish_reports
 from pipelines import stages
 from pipelines.config import Params, load_params
-from pipelines.gate import GateRefused, decision_markdown
+from pipelines.gate import decision_markdown, enforce
 from pipelines.reporting import training_summary_markdown
+from pipelines.search import parallel_candidates
 
 
 # Reading the source is the step that meets the outside world (a file share, a bucket): it retries.
@@ -53,6 +54,12 @@ def search(params: Params, candidates: list[Any]) -> list[Any]:
     return [future.result() for future in futures]
 
 
+@task(name="candidates-in-turn", cache_policy=NO_CACHE)
+def candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
+    """train.engine dask (each candidate on the whole Dask cluster) or a GPU (one card): one candidate at a time."""
+    return stages.run_candidates_in_turn(params, candidates)
+
+
 @task(name="select", cache_policy=NO_CACHE)
 def select(params: Params, results: list[Any]) -> dict[str, Any]:
     return stages.finish_search(params, results)
@@ -77,11 +84,11 @@ def promote(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
 @task(name="report-gate", cache_policy=NO_CACHE)
 def report_gate(params: Params, decision: dict[str, Any], promotion: dict[str, Any]) -> None:
     """The gate decision as an artifact; in blocking mode (gate.fail_on_refusal) a refusal then fails the run."""
-    promoted = promotion["tag"] if promotion["promoted"] else None
-    create_markdown_artifact(key="gate-decision", markdown=decision_markdown({**decision, "promoted_tag": promoted}),
+    report = {**decision, "registered_tag": promotion["tag"],
+              "promoted_tag": promotion["tag"] if promotion["promoted"] else None}
+    create_markdown_artifact(key="gate-decision", markdown=decision_markdown(report),
                              description="Challenger vs champion on the current test split: every check")
-    if not decision["promote"] and params.gate.fail_on_refusal:
-        raise GateRefused("challenger refused by the gate: " + "; ".join(decision["failed"]))
+    enforce(report, params.gate)
 
 
 def _search_runner(params: Params) -> Any:
@@ -116,7 +123,10 @@ def training(params_file: str = "params.yaml", overrides: dict[str, Any] | None 
     splits = preprocess(params)
     # --- model --------------------------------------------------------------------------------------------------
     candidates = plan_search(params)
-    results = search.with_options(task_runner=_search_runner(params))(params, candidates)
+    if parallel_candidates(params.train):
+        results = search.with_options(task_runner=_search_runner(params))(params, candidates)
+    else:
+        results = candidates_in_turn(params, candidates)
     trained = select(params, results)
     metrics = evaluate(params)
     # --- gate and promotion -------------------------------------------------------------------------------------

@@ -323,6 +323,10 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     data["paths"]["prediction_log_dir"] = str(MOUNT_ROOT / "predictions")
     data["paths"]["compiled_dir"] = str(MOUNT_ROOT / "compiled")
     data["paths"]["registry_dir"] = str(MOUNT_ROOT / "registry")   # absent unless mounted below
+    # The validation suite gives the service its numeric request ranges: the host's, as the process would read it.
+    suite = CONTAINER_PARAMS.parent / "suite.json"
+    mounts.append(Mount(params.validate_.suite.resolve(), suite, False))
+    data["validate"]["suite"] = str(suite)
     if follow_registry:
         mounts.append(Mount(params.paths.registry_dir.resolve(), MOUNT_ROOT / "registry", False))
     return data, mounts

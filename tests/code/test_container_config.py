@@ -47,6 +47,7 @@ def test_the_container_params_move_the_service_folders_to_mounts(tmp_path: Path,
     assert params.paths.compiled_dir == root / "compiled"
     assert params.paths.registry_dir == root / "registry"
     assert served["serve"] == data["serve"] and served["features"] == data["features"]
+    assert params.validate_.suite == container.CONTAINER_PARAMS.parent / "suite.json"
     by_target = {mount.container: mount for mount in mounts}
     assert by_target[root / "predictions"].host == Path(data["paths"]["prediction_log_dir"])
     assert by_target[root / "predictions"].writable and by_target[root / "compiled"].writable

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.config import parse_params
 from tests.conftest import SMALL_WINDOW, params_dict
 from tests.model.test_search import assert_ran_in_parallel
@@ -24,7 +24,7 @@ def test_search_subflow_runs_candidates_on_dask_workers(tmp_path: Path, small_ta
     from flows import training
 
     params = parse_params(params_dict(tmp_path, SMALL_WINDOW))
-    stages.write_parquet(params.paths.raw_table, small_table)
+    io.write_parquet(params.paths.raw_table, small_table)
     stages.run_preprocess(params)
 
     @flow(name="search-gate-slice")
