@@ -303,6 +303,7 @@ class Mount:
     host: Path
     container: Path
     writable: bool
+    directory: bool = True   # created on the host when missing (a bind mount needs its source)
 
     def option(self) -> str:
         return f"{self.host}:{self.container}:{'rw' if self.writable else 'ro'}"
@@ -325,7 +326,7 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     data["paths"]["registry_dir"] = str(MOUNT_ROOT / "registry")   # absent unless mounted below
     # The validation suite gives the service its numeric request ranges: the host's, as the process would read it.
     suite = CONTAINER_PARAMS.parent / "suite.json"
-    mounts.append(Mount(params.validate_.suite.resolve(), suite, False))
+    mounts.append(Mount(params.validate_.suite.resolve(), suite, False, directory=False))
     data["validate"]["suite"] = str(suite)
     if follow_registry:
         mounts.append(Mount(params.paths.registry_dir.resolve(), MOUNT_ROOT / "registry", False))
@@ -346,7 +347,8 @@ def model_store_dir() -> Path:
 def _prepare_writable(mounts: Sequence[Mount], uid: int) -> None:
     """Create the writable host folders and let the image's (non-root) user write them."""
     for mount in mounts:
-        mount.host.mkdir(parents=True, exist_ok=True)
+        if mount.directory:
+            mount.host.mkdir(parents=True, exist_ok=True)
         if mount.writable and os.geteuid() == 0:
             os.chown(mount.host, uid, -1)
 
@@ -389,7 +391,7 @@ def start(image: str, *, host: str, port: int, params_file: Path, follow_registr
 
     params_copy.write_text(yaml.safe_dump(data, sort_keys=False))
     params_copy.chmod(0o644)
-    mounts.append(Mount(params_copy, CONTAINER_PARAMS, False))
+    mounts.append(Mount(params_copy, CONTAINER_PARAMS, False, directory=False))
     name = f"flightops-{port}-{uuid.uuid4().hex[:8]}"
     container = buildah("from", "--name", name, "--pull-never", image)
     argv = ["buildah", "run", "--isolation", buildah_env()["BUILDAH_ISOLATION"],
