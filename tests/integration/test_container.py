@@ -106,7 +106,9 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
         assert len(serving) > trained["params"].serve.workers, [proc.cmdline() for proc in serving]
         assert {proc.uids().real for proc in serving} == {BENTO_UID_GID}
     assert name not in _containers_of(image), "the working container must be removed when serving stops"
-    logged = {record["request_id"]: record for record in read_prediction_log(tmp_path / "predictions")}
+    read = read_prediction_log(tmp_path / "predictions")
+    assert read.skipped_total == 0
+    logged = {record.request_id: record.model_dump() for record in read.records}
     assert {"c0", "c1", "c2"} <= set(logged)
     assert logged["c0"]["model_tag"] == trained["tag"]
     files = list((tmp_path / "predictions").glob("*.jsonl"))
