@@ -7,14 +7,21 @@ nothing to copy. A user pauses, edits or triggers the deployments in the Prefect
 process re-applies what `params.yaml` says (the repo is the source of truth).
 
 Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`): the
-monitoring flow starts retraining with `run_deployment("retraining/retraining")`.
+Automation in `flows/automations.py` runs `retraining/retraining` (`monitor.retraining_deployment`) on drift; it is
+applied here, after the deployments and before serving.
+
+What the operator changed in the UI survives a restart (prefect#19302: Prefect 3.9 re-activates a paused schedule
+on redeploy): before applying, the deployments' paused flag and each schedule's `active` (matched by slug) are
+read from the server and kept; `deployments.<name>.paused: true` in params still pauses. Schedules' timing,
+parameters and descriptions come from params.yaml on every start (the repo is the source of truth for those).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +38,22 @@ DESCRIPTIONS = {
     "training": "The training DAG (collect -> validate -> preprocess -> train -> evaluate -> gate) on the "
                 "window in params.yaml. Weekly; trigger it from the UI with Run -> Quick run.",
     "monitoring": "Compares the latest window of logged predictions (and outcomes) with the reference data "
-                  "in Evidently; starts retraining past the drift/decay thresholds. Hourly.",
-    "retraining": "The training DAG on a newer window, behind the same promotion gate. No schedule: "
-                  "started by the monitoring flow.",
+                  "in Evidently; past the drift/decay thresholds it emits flightops.drift.detected (the "
+                  "Automation 'flightops: retrain on drift' runs retraining). Hourly.",
+    "retraining": "The training DAG on a newer window, behind the same promotion gate. No schedule: run by "
+                  "the Automation 'flightops: retrain on drift' on the monitoring flow's drift event; one at a "
+                  "time (its own concurrency limit).",
 }
+# One schedule per scheduled deployment, named so its state on the server can be matched on the next start.
+SCHEDULE_SLUGS = {"training": "training-cron", "monitoring": "monitoring-interval"}
+
+
+@dataclass(frozen=True)
+class OperatorState:
+    """What the server says the operator left: the deployment's pause and each schedule's `active`, by slug."""
+
+    paused: bool = False
+    active: Mapping[str, bool] = field(default_factory=dict)
 
 
 def load_flow(name: str) -> Any:
@@ -51,27 +70,70 @@ def deployment_parameters(name: str, params_file: Path) -> dict[str, Any]:
     return parameters
 
 
-def schedule_for(name: str, params: Params) -> dict[str, Any]:
-    """`to_deployment` keyword arguments for the schedule of `name` (none for retraining)."""
+def schedule_for(name: str, params: Params, kept: OperatorState | None = None) -> dict[str, Any]:
+    """`to_deployment` keyword arguments for the schedule of `name` (none for retraining).
+
+    `kept` is the state found on the server: a paused deployment or an inactive schedule stays so; params'
+    `paused: true` pauses too. A schedule the server does not know yet starts active.
+    """
     from prefect.schedules import Cron, Interval
 
     section = params.deployments
+    kept = kept or OperatorState()
+    slug = SCHEDULE_SLUGS.get(name)
+    active = kept.active.get(slug, True) if slug else True
     if name == "training":
-        return {"schedules": [Cron(section.training.cron, timezone=section.timezone)],
-                "paused": section.training.paused}
+        return {"schedules": [Cron(section.training.cron, timezone=section.timezone, slug=slug, active=active)],
+                "paused": section.training.paused or kept.paused}
     if name == "monitoring":
         return {"schedules": [Interval(timedelta(minutes=section.monitoring.interval_minutes),
-                                       timezone=section.timezone)],
-                "paused": section.monitoring.paused}
+                                       timezone=section.timezone, slug=slug, active=active)],
+                "paused": section.monitoring.paused or kept.paused}
     return {}
 
 
-def build_deployments(params_file: Path | str) -> list[Any]:
-    """The RunnerDeployments of every flow present in this checkout, configured by `params_file`."""
+def concurrency_for(name: str, params: Params) -> dict[str, Any]:
+    """The retraining deployment's own limit: the server refuses a second concurrent run, whoever starts it."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    if name != "retraining":
+        return {}
+    section = params.deployments.retraining
+    return {"concurrency_limit": ConcurrencyLimitConfig(limit=section.concurrency_limit,
+                                                        collision_strategy=section.collision_strategy)}
+
+
+def read_operator_state(names: Sequence[str]) -> dict[str, OperatorState]:
+    """The paused flag and schedule states of the deployments already on the server (absent ones are left out)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    found = {}
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                deployment = client.read_deployment_by_name(f"{name}/{name}")
+            except ObjectNotFound:
+                continue
+            schedules = deployment.schedules or []
+            active = {s.slug: s.active for s in schedules if s.slug}
+            slug = SCHEDULE_SLUGS.get(name)
+            if slug and slug not in active and len(schedules) == 1:
+                active[slug] = schedules[0].active  # registered before schedules had slugs
+            found[name] = OperatorState(paused=bool(deployment.paused), active=active)
+    return found
+
+
+def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState] | None = None) -> list[Any]:
+    """The RunnerDeployments of every flow present in this checkout, configured by `params_file`.
+
+    `kept`: the operator's state per deployment name (`read_operator_state`), preserved in what is applied.
+    """
     from prefect.deployments.runner import EntrypointType
 
     params_file = Path(params_file)
     params = load_params(params_file)
+    kept = kept or {}
     deployments = []
     for name in FLOWS:
         flow = load_flow(name)
@@ -82,18 +144,34 @@ def build_deployments(params_file: Path | str) -> list[Any]:
             tags=[*params.deployments.tags, name],
             # Loaded by module path, so a run finds the flow from any working directory of this checkout.
             entrypoint_type=EntrypointType.MODULE_PATH,
-            **schedule_for(name, params),
+            **schedule_for(name, params, kept.get(name)),
+            **concurrency_for(name, params),
         ))
     return deployments
 
 
+def apply_all(params_file: Path | str) -> list[Any]:
+    """Register the deployments (keeping the operator's pauses) and then the Automations; returns the deployments.
+
+    The Automation's action names the retraining deployment by id, so the deployments go first.
+    """
+    from flows.automations import apply_automations
+
+    params = load_params(params_file)
+    deployments = build_deployments(params_file, read_operator_state(list(FLOWS)))
+    for deployment in deployments:
+        deployment.apply()
+    apply_automations(params)
+    return deployments
+
+
 def serve_deployments(params_file: Path | str) -> None:
-    """Register the deployments and run their flow runs until SIGTERM/Ctrl-C (blocks)."""
+    """Register the deployments and Automations, then run their flow runs until SIGTERM/Ctrl-C (blocks)."""
     from prefect import serve
 
     params = load_params(params_file)
-    deployments = build_deployments(params_file)
-    # Schedules stay as the user left them on shutdown: the server keeps them, the next start re-applies params.
+    deployments = apply_all(params_file)
+    # Schedules stay as the user left them on shutdown: the server keeps them, the next start keeps them too.
     serve(*deployments, limit=params.deployments.limit, pause_on_shutdown=False)
 
 

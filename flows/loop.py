@@ -6,14 +6,16 @@ the Evidently UI), then, one week of traffic at a time:
 
 1. replays the week's real flights against the running service (`pipelines.replay`), outcomes delivered after;
 2. runs the `monitoring` deployment on the stack's Prefect server (as its schedule would), which analyses every
-   window that is ready and, past the thresholds, starts the `retraining` deployment;
-3. waits for a started retraining run to finish and for the service to serve whatever the gate decided.
+   window that is ready and, past the thresholds, emits `flightops.drift.detected`; the Automation
+   "flightops: retrain on drift" runs the `retraining` deployment on it;
+3. finds that retraining run, waits for it to finish and for the service to serve whatever the gate decided.
 
 Waiting for the retrain keeps the story readable (the weeks after a promotion are scored by the new model); in
 production traffic would not wait, and nothing here depends on it. At the end it writes the summary
 (`<monitoring_dir>/loop/`): one row per window (drift share, live AUC, the model serving it, retrain points), the
 plot, and what the loop gained: each window's live AUC beside the AUC the first champion would have had on the
-same logged flights. The stack stays up for browsing unless `--down`.
+same logged flights, and the Evidently dashboard's address (one snapshot per window, dated in the replayed months).
+The stack stays up for browsing unless `--down`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,31 @@ def wait_for_flow_run(flow_run_id: str, timeout_s: float, poll_s: float = 3.0) -
             if time.monotonic() > deadline:
                 raise TimeoutError(f"retraining run {flow_run_id} not finished after {timeout_s:.0f}s "
                                    f"(last state {state.name if state else 'unknown'})")
+            time.sleep(poll_s)
+
+
+def find_triggered_run(deployment_name: str, data_end: str, timeout_s: float, poll_s: float = 1.0) -> str:
+    """The id of the retraining run the Automation created for the drift event of the window ending `data_end`.
+
+    The event is handled asynchronously by the Prefect server (triggers, then actions), so this polls.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=50)
+            found = [run for run in runs if run.parameters.get("data_end") == data_end]
+            if found:
+                return str(found[-1].id)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no run of {deployment_name} with data_end={data_end} after {timeout_s:.0f}s: is "
+                                   "the Automation 'flightops: retrain on drift' paused (Prefect UI, Automations)?")
             time.sleep(poll_s)
 
 
@@ -128,6 +155,7 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
         "windows_served_by_a_retrained_model": len(after),
         "mean_auc_gain_on_those_windows": float(after["gain"].mean()) if len(after) else None,
         "history_csv": str(out / "history.csv"), "plot": str(out / "history.png"),
+        "evidently_dashboard": store.dashboard_url(params),
     }
     write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(_markdown(table, summary))
@@ -137,7 +165,8 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
 def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
     lines = ["# The closed loop: replayed traffic, drift, retraining", "",
              f"{summary['windows']} weekly windows analysed, {summary['alarms']} alarms, "
-             f"{len(summary['retrains'])} retraining runs, {len(summary['promoted'])} promoted.", ""]
+             f"{len(summary['retrains'])} retraining runs, {len(summary['promoted'])} promoted.", "",
+             f"Evidently dashboard (one snapshot per window): {summary['evidently_dashboard']}", ""]
     for retrain in summary["retrains"]:
         lines.append(f"- retrain on traffic up to {retrain['data_end'][:10]}: run {retrain['state']}, champion "
                      f"{retrain['champion_before']} -> {retrain['champion_after']} ({retrain['reason'][:160]})")
@@ -239,14 +268,15 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
                     progress: Any) -> dict[str, Any]:
     from pipelines import registry
 
+    flow_run_id = find_triggered_run(params.monitor.retraining_deployment, started["window_end"], timeout_s=120)
     progress.console.print(f"[bold]retraining[/] on traffic up to {started['window_end'][:10]} "
-                           f"(flow run {started['flow_run_id']}): {started['reason'][:120]}")
-    state = wait_for_flow_run(started["flow_run_id"], timeout_s)
+                           f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
+    state = wait_for_flow_run(flow_run_id, timeout_s)
     after = registry.require_champion(params.paths.registry_dir)
     wait_for_serving(url, after, params.stack.start_timeout_s)
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
-    return {"data_end": started["window_end"], "flow_run_id": started["flow_run_id"], "state": state,
+    return {"data_end": started["window_end"], "flow_run_id": flow_run_id, "state": state,
             "reason": started["reason"], "champion_before": before, "champion_after": after}
 
 
@@ -270,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stack.down(args.params)
     print(f"summary: {summary['history_csv']}, {summary['plot']}, "
-          f"{Path(summary['history_csv']).with_name('summary.md')}")
+          f"{Path(summary['history_csv']).with_name('summary.md')}\n"
+          f"Evidently dashboard: {summary['evidently_dashboard']}")
     return 0
 
 

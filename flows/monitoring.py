@@ -1,14 +1,13 @@
-"""The `monitoring` flow: each new window of logged traffic against the champion's training data, and the trigger.
+"""The `monitoring` flow: each new window of logged traffic against the champion's training data, and its events.
 
-Per ready window: Evidently report (HTML + JSON + workspace snapshot), a Prefect markdown artifact that says
-plainly whether it drifted, and — past the thresholds in `params.yaml` `monitor:` — a run of the retraining
-deployment via `run_deployment`. Why `run_deployment` and not an event + automation: the guards that stop retrain
-storms (cooldown, "one already running", one per window) need the Prefect API and the monitoring state at the
-moment of the decision, and they belong in reviewed, tested code next to the decision; `run_deployment` returns
-the flow run id we record, and a test can assert "exactly one run" synchronously. An automation would move the
-guard into server-side configuration, evaluated asynchronously. See docs/monitoring.md.
+Per ready window: Evidently report (HTML with a summary line on top + JSON + a workspace snapshot stamped with the
+window's start), a Prefect markdown artifact that says plainly whether it drifted, the event
+`flightops.window.analysed`, and — when the decision (thresholds in `params.yaml` `monitor:`, cooldown in traffic
+time, one per window: `pipelines.monitor.bookkeeping`) asks for a retrain — `flightops.drift.detected`. The
+Automation "flightops: retrain on drift" (`flows/automations.py`) turns that event into a run of the retraining
+deployment, whose own concurrency limit keeps retrains one at a time. The flow only wires. See docs/monitoring.md.
 
-Its deployment, and the retraining one it starts, are served by `python -m flows.deployments` (or the stack).
+Its deployment, the retraining one and the Automation are applied by `python -m flows.deployments` (or the stack).
 """
 
 from __future__ import annotations
@@ -21,11 +20,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import io, monitoring, monitoring_store
+from pipelines import io
 from pipelines.config import Params, load_params
-
-IN_FLIGHT_STATES = ("SCHEDULED", "PENDING", "RUNNING")
-
+from pipelines.monitor import bookkeeping, dashboard
+from pipelines.monitor import store as monitoring_store
+from pipelines.monitor.drift import analyse_window
+from pipelines.monitor.log import PROBABILITY
+from pipelines.monitor.reference import sample_reference
+from pipelines.monitor.windows import plan_windows, window_rows
 
 # --- tasks: thin wrappers over pipelines/ -------------------------------------------------------------------------
 
@@ -56,68 +58,57 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, dict[str, float] | Non
     else:
         model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
         train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
-        reference = monitoring.sample_reference(train, params.features, params.source.time_column, params.monitor)
+        reference = sample_reference(train, params.features, params.source.time_column, params.monitor)
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference.assign(**{monitoring.PROBABILITY: model.predict_proba(reference)}), test_metrics
+    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), test_metrics
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
 def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.DataFrame,
             reference: pd.DataFrame, outcomes: pd.DataFrame, expected: dict[str, float] | None,
-            skipped: dict[str, int]) -> tuple[dict[str, Any], dict[str, str]]:
-    current = monitoring.window_rows(frame, params.source.time_column, start, end)
-    result = monitoring.analyse_window(current, reference, params.features, params.source.time_column,
-                                       params.monitor, outcomes=outcomes, expected=expected,
-                                       name=monitoring_store.window_id(start))
+            skipped: dict[str, int]) -> tuple[dict[str, Any], Any, Any]:
+    """The window's summary, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
+    current = window_rows(frame, params.source.time_column, start, end)
+    result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
+                            outcomes=outcomes, expected=expected, name=monitoring_store.window_id(start))
     result.summary.update(window_start=start.isoformat(), window_end=end.isoformat(), log_skipped=skipped)
-    paths = monitoring_store.save_window(params, start, result)
-    paths["snapshot"] = monitoring_store.add_to_workspace(params, result)
-    return result.summary, paths
+    quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
+    return result.summary, result.snapshot, quality
 
 
-@task(name="retrain-in-flight", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def retrain_in_flight(deployment_name: str) -> bool:
-    """Whether the retraining deployment has a run scheduled, pending or running (asked of the Prefect API)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            deployment = client.read_deployment_by_name(deployment_name)
-        except ObjectNotFound:
-            raise RuntimeError(f"deployment {deployment_name!r} (monitor.retraining_deployment) not found on the "
-                               "Prefect server: serve it with `python -m flows.deployments` "
-                               "(or `python -m flows.stack up`)"
-                               ) from None
-        states = FlowRunFilterStateType(any_=[StateType[name] for name in IN_FLIGHT_STATES])
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)), limit=1)
-    return bool(runs)
+@task(name="publish-window", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      task_run_name="publish {start:%Y-%m-%d}")
+def publish(params: Params, start: pd.Timestamp, summary: dict[str, Any], drift: Any, quality: Any,
+            retrain: dict[str, Any]) -> dict[str, str]:
+    """HTML report (summary line on top) + JSON summary + workspace snapshot stamped with the window's start."""
+    snapshot = dashboard.review_snapshot(drift, quality, summary, retrain, bookkeeping.served_model_tag(summary),
+                                         start.to_pydatetime())
+    paths = monitoring_store.save_window(params, start, summary, snapshot)
+    paths["snapshot"] = monitoring_store.add_to_workspace(params, snapshot)
+    return paths
 
 
-@task(name="start-retraining", cache_policy=NO_CACHE)
-def start_retraining(deployment_name: str, params_file: str, data_end: str, reason: str) -> str:
-    """Create one run of the retraining deployment and return at once (timeout=0); the window is its key."""
-    from prefect.deployments import run_deployment
+@task(name="emit-events", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def emit(specs: list[bookkeeping.EventSpec]) -> list[str]:
+    """Send the window's events to the Prefect API; returns their ids (the Automation reacts to the drift one)."""
+    from prefect.events import emit_event
 
-    run = run_deployment(name=deployment_name, timeout=0, idempotency_key=f"retrain-until-{data_end}",
-                         parameters={"params_file": params_file, "data_end": data_end, "reason": reason[:500]})
-    return str(run.id)
+    ids = []
+    for spec in specs:
+        event = emit_event(event=spec.event, resource=spec.resource, related=spec.related, payload=spec.payload)
+        ids.append(str(event.id) if event is not None else "")
+    return ids
 
 
 @task(name="save-state", cache_policy=NO_CACHE)
 def save_state(params: Params, state: dict[str, Any]) -> None:
     monitoring_store.save_state(params, state)
+
+
+@task(name="ensure-dashboard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def ensure_dashboard(params: Params) -> bool:
+    return monitoring_store.ensure_dashboard(params)
 
 
 def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: dict[str, Any]) -> str:
@@ -142,7 +133,7 @@ def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: 
                   + f", log loss {q['log_loss']:.3f}, Brier {q['brier']:.3f}."]
     elif quality:
         lines += ["", f"Live quality: waiting for outcomes ({quality['labelled_share']:.0%} arrived)."]
-    lines += ["", f"Retraining: {'started, flow run ' + retrain['flow_run_id'] if retrain['started'] else 'no'}"
+    lines += ["", f"Retraining: {'requested (event flightops.drift.detected)' if retrain['started'] else 'no'}"
               f" ({retrain['reason']}).", "", f"Evidently report: [{paths['html']}](file://{paths['html']})",
               f"Summary JSON: `{paths['json']}`"]
     if summary.get("log_skipped"):
@@ -155,44 +146,34 @@ def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: 
 @flow(name="monitoring", log_prints=True)
 def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None,
                     trigger: bool = True) -> list[dict[str, Any]]:
-    """Analyse every ready window of the prediction log; past the thresholds, start the retraining deployment."""
+    """Analyse every ready window of the prediction log; past the thresholds, emit `flightops.drift.detected`."""
     logger = get_run_logger()
     params = load_params(params_file, overrides)
-    monitor = params.monitor
     # --- inputs ---------------------------------------------------------------------------------------------------
     frame, skipped, outcomes = read_log(params)
     state = monitoring_store.load_state(params)
-    plans = monitoring.plan_windows(frame, params.source.time_column, monitor, done=state["windows"])
-    ready = [plan for plan in plans if plan.ready]
+    plans = plan_windows(frame, params.source.time_column, params.monitor, done=state["windows"])
     for plan in plans:
         if not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
+    ready = [plan for plan in plans if plan.ready]
     if not ready:
         return []
     reference, expected = load_reference(params)
-    # --- per window: report, decision, trigger --------------------------------------------------------------------
+    ensure_dashboard(params)
+    # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:
-        summary, paths = analyse(params, plan.start, plan.end, frame, reference, outcomes, expected, skipped)
-        in_flight = trigger and summary["drift"] and retrain_in_flight(monitor.retraining_deployment)
-        decision = monitoring.decide_retrain(summary, plan.end.to_pydatetime(),
-                                             monitoring_store.last_retrain_window_end(state), in_flight, monitor)
-        retrain: dict[str, Any] = {"started": False, "reason": decision.reason}
-        if decision.retrain and not trigger:
-            retrain["reason"] = f"would retrain, trigger disabled: {decision.reason}"
-        elif decision.retrain:
-            data_end = plan.end.isoformat()
-            retrain.update(started=True, data_end=data_end,
-                           flow_run_id=start_retraining(monitor.retraining_deployment, params_file, data_end,
-                                                        decision.reason))
-            state["retrains"].append({"window_end": data_end, "flow_run_id": retrain["flow_run_id"],
-                                      "reason": decision.reason})
-        summary["retrain"] = retrain
-        io.write_json(params.paths.monitoring_dir / f"{monitoring_store.window_id(plan.start)}.json", summary)
-        state["windows"][plan.start.isoformat()] = {"drift": summary["drift"], "retrain": retrain["started"]}
+        summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, outcomes, expected, skipped)
+        booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
+                                         params.monitor, trigger=trigger)
+        summary["retrain"] = booked.retrain
+        paths = publish(params, plan.start, summary, drift, quality, booked.retrain)
+        emit(bookkeeping.window_events(summary, plan.start.to_pydatetime(), plan.end.to_pydatetime(), booked.retrain))
+        state = booked.state
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",
-                                 markdown=_artifact_markdown(summary, paths, retrain),
+                                 markdown=_artifact_markdown(summary, paths, booked.retrain),
                                  description=f"drift {'yes' if summary['drift'] else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
         results.append(summary)

@@ -273,6 +273,8 @@ class MonitorParams(_Section):
     cooldown_days: NonNegative
     retraining_deployment: Annotated[str, _rule(lambda name: name.count("/") == 1,
                                                 "{key} must be '<flow name>/<deployment name>'")]
+    # Raw feature columns with a drift line of their own on the Evidently dashboard.
+    key_features: list[str]
 
 
 class TrainingDeploymentParams(_Section):
@@ -287,12 +289,23 @@ class MonitoringDeploymentParams(_Section):
     paused: bool
 
 
+class RetrainingDeploymentParams(_Section):
+    """The retraining deployment's own concurrency limit: what "never two retrains at once" means."""
+
+    concurrency_limit: AtLeast1
+    collision_strategy: Literal["CANCEL_NEW", "ENQUEUE"]
+    # The Prefect Automation that runs it on `flightops.drift.detected`; `enabled` applies when it is first
+    # created, after which the operator's pause/resume in the UI is kept.
+    automation_enabled: bool
+
+
 class DeploymentsParams(_Section):
     timezone: str
     tags: list[str]
     limit: AtLeast1
     training: TrainingDeploymentParams
     monitoring: MonitoringDeploymentParams
+    retraining: RetrainingDeploymentParams
 
 
 class StackParams(_Section):

@@ -4,7 +4,8 @@ and branches in flight. It lives in `pipelines.monitor.store`: import from there
 from pipelines.monitor.store import (
     PROJECT_NAME,
     add_to_workspace,
-    last_retrain_window_end,
+    dashboard_url,
+    ensure_dashboard,
     load_state,
     read_outcomes,
     read_predictions,
@@ -15,5 +16,5 @@ from pipelines.monitor.store import (
     window_id,
 )
 
-__all__ = ["PROJECT_NAME", "add_to_workspace", "last_retrain_window_end", "load_state", "read_outcomes",
+__all__ = ["PROJECT_NAME", "add_to_workspace", "dashboard_url", "ensure_dashboard", "load_state", "read_outcomes",
            "read_predictions", "read_summaries", "save_state", "save_window", "state_path", "window_id"]

@@ -28,6 +28,13 @@ def ready_timeout_s() -> float:
     return load_params().stack.start_timeout_s
 
 
+def work_timeout_s() -> float:
+    """How long a test lets real work take (a training run, a stack start, `dvc repro`, the replay loop) before it
+    fails: five readiness bounds. Derived, not a second setting, so one edit of stack.start_timeout_s moves every
+    bound; a loaded 2-core machine (load 15-35 here) made fixed 300-900 s bounds fail on work that was only slow."""
+    return 5 * ready_timeout_s()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,6 @@ import pandas as pd
 from pipelines import prediction_log
 from pipelines.config import Params
 from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
-from pipelines.monitor.drift import WindowResult
 from pipelines.monitor.log import PredictionFrame, outcomes_frame, predictions_frame
 
 log = logging.getLogger(__name__)
@@ -70,33 +69,66 @@ def save_state(params: Params, state: dict[str, Any]) -> Path:
     return write_json(state_path(params), state)
 
 
-def last_retrain_window_end(state: dict[str, Any]) -> str | None:
-    return state["retrains"][-1]["window_end"] if state["retrains"] else None
-
-
 def window_id(start: pd.Timestamp) -> str:
     return f"window-{start:%Y%m%d}"
 
 
-def save_window(params: Params, start: pd.Timestamp, result: WindowResult) -> dict[str, str]:
+def save_window(params: Params, start: pd.Timestamp, summary: dict[str, Any], snapshot: Any) -> dict[str, str]:
     """The window's Evidently HTML report and JSON summary under monitoring_dir; returns their paths."""
     directory = params.paths.monitoring_dir
     name = window_id(start)
-    html = write_atomic(directory / f"{name}.html", lambda temp: result.snapshot.save_html(str(temp)))
-    summary = write_json(directory / f"{name}.json", result.summary)
-    return {"html": str(html.resolve()), "json": str(summary.resolve())}
+    html = write_atomic(directory / f"{name}.html", lambda temp: snapshot.save_html(str(temp)))
+    written = write_json(directory / f"{name}.json", summary)
+    return {"html": str(html.resolve()), "json": str(written.resolve())}
 
 
-def add_to_workspace(params: Params, result: WindowResult) -> str:
-    """Add the window's snapshot to the local Evidently workspace (`evidently ui --workspace <dir>`)."""
+def _project(workspace: Any) -> Any:
+    projects = workspace.search_project(PROJECT_NAME)
+    return projects[0] if projects else workspace.create_project(
+        PROJECT_NAME, description="Per-window drift of live traffic vs the champion's training data")
+
+
+def add_to_workspace(params: Params, snapshot: Any) -> str:
+    """Add the window's snapshot to the local Evidently workspace (`evidently ui --workspace <dir>`).
+
+    A running `evidently ui` watches the workspace folder and loads the new snapshot; a browser reload shows it.
+    """
     from evidently.ui.workspace import Workspace
 
     workspace = Workspace(str(params.paths.evidently_workspace))
-    projects = workspace.search_project(PROJECT_NAME)
-    project = projects[0] if projects else workspace.create_project(
-        PROJECT_NAME, description="Per-window drift of live traffic vs the champion's training data")
-    ref = workspace.add_run(project.id, result.snapshot)
+    ref = workspace.add_run(_project(workspace).id, snapshot)
     return str(ref.id)
+
+
+def ensure_dashboard(params: Params) -> bool:
+    """Write the project's dashboard (panels in code, `pipelines.monitor.dashboard`) when it differs.
+
+    Idempotent: panel ids are fixed, so a second call finds the same dashboard and writes nothing; a changed
+    `monitor.key_features` replaces the panels. Returns whether it wrote.
+    """
+    from evidently.ui.workspace import Workspace
+
+    from pipelines.monitor.dashboard import dashboard
+
+    unknown = [name for name in params.monitor.key_features if name not in params.features.raw_columns]
+    if unknown:
+        raise ValueError(f"monitor.key_features {unknown} are not raw feature columns "
+                         f"(features.categorical / features.numeric): {params.features.raw_columns}")
+    workspace = Workspace(str(params.paths.evidently_workspace))
+    project = _project(workspace)
+    wanted = dashboard(params.monitor.key_features, params.features.raw_columns)
+    if workspace.get_dashboard(project.id).dict() == wanted.dict():
+        return False
+    workspace.save_dashboard(project.id, wanted)
+    return True
+
+
+def dashboard_url(params: Params) -> str:
+    """Where the stack's Evidently UI shows the project's dashboard."""
+    from evidently.ui.workspace import Workspace
+
+    project = _project(Workspace(str(params.paths.evidently_workspace)))
+    return f"http://{params.stack.host}:{params.stack.evidently_port}/projects/{project.id}"
 
 
 def read_summaries(params: Params) -> list[dict[str, Any]]:

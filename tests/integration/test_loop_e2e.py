@@ -18,9 +18,10 @@ import pytest
 
 from tests.conftest import SMALL_WINDOW
 from tests.project_copy import copy_project, run
-from tests.servers import free_port
+from tests.servers import free_port, work_timeout_s
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1500)]
+# The last resort above the loop's own bound (2 x work_timeout_s = 30 min): ~5 min on an idle 2-core machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(3000)]
 
 LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01", "replay.rate": 20000,
         "monitor.drift_share": 0.2, "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,
@@ -35,7 +36,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
                          "serve.port": free_port()})
     run(repo, "dvc", "repro")
     first = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
-    done = run(repo, "python", "-m", "flows.loop", "--fresh", "--down", check=False)
+    done = run(repo, "python", "-m", "flows.loop", "--fresh", "--down", check=False, timeout=2 * work_timeout_s())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = repo / "reports" / "monitoring" / "loop"
     return {"repo": repo, "first": first, "out": out, "log": done.stdout + done.stderr,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import SMALL_WINDOW, params_dict
+from tests.servers import work_timeout_s
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def test_training_flow_runs_without_a_server(tmp_path: Path) -> None:
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     code = f"from flows.training import training; training(params_file={str(params_file)!r})"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=work_timeout_s())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Finished in state Completed" in done.stdout + done.stderr
     assert json.loads((tmp_path / "metrics" / "evaluate.json").read_text())["model"]["roc_auc"] > 0.55

@@ -1,6 +1,8 @@
 """The stack as a user meets it: `python -m flows.stack up` on free ports, then headless Debian chromium checks the
-Prefect UI (deployments and schedules, a Quick run of training that completes), the Evidently UI (a project with
-a real snapshot) and the Bento OpenAPI page; `down` at the end must leave no process behind.
+Prefect UI (deployments and schedules, a Quick run of training that completes, the drift Automation), the Evidently
+UI (a project with a real snapshot; the monitoring project's dashboard filled by real replayed traffic and the
+monitoring deployment, a new snapshot showing after a reload) and the Bento OpenAPI page; a paused schedule
+survives `down` + `up`; `down` at the end must leave no process behind.
 
 Screenshots go to pytest's temp dir (the path is printed; run with -s to see it) for people to look at.
 """
@@ -14,16 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.servers import free_port
+from tests.servers import free_port, ready_timeout_s, work_timeout_s
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -33,6 +37,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
 DESCRIPTION_START = {"training": "The training DAG", "monitoring": "Compares the latest window",
                      "retraining": "The training DAG on a newer window"}
 EVIDENTLY_PROJECT = "flightops drift (browser test)"
+# Evidently renders a report or a dashboard in the browser; on a loaded 2-core machine that passes expect's 5 s.
+SLOW_UI_MS = 60_000
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Stack:
     params: dict[str, Any]
     state: dict[str, Any]
     screenshots: Path
+    env: dict[str, str]
 
     def url(self, component: str) -> str:
         return next(c["url"] for c in self.state["components"] if c["name"] == component).removesuffix(
@@ -93,13 +100,14 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'})\n"
         "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
     subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=REPO_ROOT, env=env, check=True,
-                   timeout=300)
+                   timeout=work_timeout_s())
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
-    data = params_dict(root, SMALL_WINDOW)
+    # Replayed traffic: May 2013, after the small window's training months (the model is trained on Mar-May).
+    data = params_dict(root, {**SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-21"})
     data["stack"].update(prefect_port=free_port(), evidently_port=free_port())
     data["serve"]["port"] = free_port()
     params_file = root / "params.yaml"
@@ -109,16 +117,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
     _add_drift_snapshot(Path(data["paths"]["evidently_workspace"]), small_table)
     if importlib.util.find_spec("services.service") is not None:
         _seed_champion(params_file, env)
-    started = _stack("up", params_file, env, timeout=600)
+    started = _stack("up", params_file, env, timeout=work_timeout_s())
     state_file = Path(data["paths"]["stack_dir"]) / "stack.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"components": []}
     screenshots = tmp_path_factory.mktemp("screenshots")
     print(f"\nscreenshots: {screenshots}\nstack logs: {Path(data['paths']['stack_dir']) / 'logs'}")
     try:
         assert started.returncode == 0, f"stack up failed:\n{started.stdout}\n{started.stderr}"
-        yield Stack(params_file=params_file, params=data, state=state, screenshots=screenshots)
+        yield Stack(params_file=params_file, params=data, state=state, screenshots=screenshots, env=env)
     finally:
-        stopped = _stack("down", params_file, env, timeout=300)
+        stopped = _stack("down", params_file, env, timeout=ready_timeout_s())
         from flows.stack import process_tree
 
         left = {c["name"]: sorted(process_tree(c["pid"])) for c in state["components"] if process_tree(c["pid"])}
@@ -198,7 +206,7 @@ def test_quick_run_of_training_from_the_ui_completes(stack: Stack, page: Any) ->
     expect(page.get_by_text("training").first).to_be_visible()
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Quick run", exact=True).click()
-    run = _wait_for_flow_run(stack, deployment["id"], timeout=300)
+    run = _wait_for_flow_run(stack, deployment["id"], timeout=work_timeout_s())
     assert run["state_type"] == "COMPLETED", (run["state_name"], _tail(stack, "deployments"))
     page.goto(f"{stack.url('prefect')}/runs/flow-run/{run['id']}")
     expect(page.get_by_text("Completed").first).to_be_visible()
@@ -226,7 +234,7 @@ def _wait_for_flow_run(stack: Stack, deployment_id: str, timeout: float) -> dict
         if final:
             return final[0]
         time.sleep(2)
-    raise AssertionError(f"no finished run of the training deployment after {timeout}s: "
+    raise AssertionError(f"no finished run of the training deployment after {timeout:.0f}s (5 x start_timeout_s): "
                          f"{[(r['name'], r['state_name']) for r in runs]}\n{_tail(stack, 'deployments')}")
 
 
@@ -259,3 +267,106 @@ def test_bento_openapi_page_loads(stack: Stack, page: Any) -> None:
     page.goto(f"{stack.url('bento')}/")
     expect(page.get_by_text("/predict").first).to_be_visible()
     _shot(page, stack, "bento-openapi")
+
+
+def test_prefect_automations_page_lists_the_drift_automation(stack: Stack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    from flows.automations import RETRAIN_ON_DRIFT
+
+    page.goto(f"{stack.url('prefect')}/automations")
+    expect(page.get_by_text(RETRAIN_ON_DRIFT).first).to_be_visible()
+    # Its description (from flows/automations.py) names the event it reacts to; the toggle pauses it.
+    expect(page.get_by_text("when the monitoring flow emits flightops.drift.detected").first).to_be_visible()
+    _shot(page, stack, "prefect-automations")
+
+
+def _replay_and_monitor(stack: Stack, start: str, end: str) -> list[dict[str, Any]]:
+    """Real traffic through the stack's Bento, then one run of the stack's monitoring deployment (as scheduled)."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines.config import load_params
+    from pipelines.replay import collect_replay, replay
+
+    params = load_params(stack.params_file)
+    traffic = collect_replay(params)
+    week = traffic[(traffic["time_hour"] >= pd.Timestamp(start, tz="UTC"))
+                   & (traffic["time_hour"] < pd.Timestamp(end, tz="UTC"))]
+    replay(week, params, stack.url("bento"))
+
+    def monitor() -> Any:
+        with temporary_settings(updates={PREFECT_API_URL: stack.api}):
+            return run_deployment("monitoring/monitoring", parameters={"params_file": str(stack.params_file)},
+                                  timeout=work_timeout_s())
+
+    # In a thread of its own: Playwright's sync API runs an event loop in this one, which makes Prefect's
+    # dual sync/async functions return coroutines.
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(monitor).result()
+    assert run.state is not None and run.state.is_completed(), (run.state, _tail(stack, "deployments"))
+    return sorted(Path(stack.params["paths"]["monitoring_dir"]).glob("window-*.json"))
+
+
+def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_after_reload(stack: Stack,
+                                                                                      page: Any) -> None:
+    from playwright.sync_api import expect
+
+    from pipelines.monitoring_store import PROJECT_NAME
+
+    assert stack.has("bento")
+    written = _replay_and_monitor(stack, "2013-05-06", "2013-05-14")
+    assert [p.name for p in written] == ["window-20130506.json"]
+    page.goto(stack.url("evidently"))
+    expect(page.get_by_text(PROJECT_NAME).first).to_be_visible(timeout=SLOW_UI_MS)
+    page.get_by_text(PROJECT_NAME).first.click()
+    page.get_by_text("Reports", exact=True).first.click()
+    expect(page.get_by_text("window-20130506").first).to_be_visible(timeout=SLOW_UI_MS)
+    expect(page.get_by_text("window-20130513")).to_have_count(0, timeout=SLOW_UI_MS)
+    _shot(page, stack, "evidently-monitoring-reports-before")
+    # The UI keeps running; the monitoring deployment writes the next window's snapshot into its workspace.
+    written = _replay_and_monitor(stack, "2013-05-14", "2013-05-21")
+    assert [p.name for p in written] == ["window-20130506.json", "window-20130513.json"]
+    page.reload()
+    expect(page.get_by_text("window-20130513").first).to_be_visible(timeout=SLOW_UI_MS)
+    _shot(page, stack, "evidently-monitoring-reports-after-reload")
+    # The report opens with the summary line, then Evidently's sections.
+    page.get_by_text("window-20130513").first.click()
+    _click_if_present(page, "View")
+    expect(page.get_by_text("for the window 2013-05-13 .. 2013-05-20").first).to_be_visible(timeout=SLOW_UI_MS)
+    _shot(page, stack, "evidently-monitoring-report-summary")
+    # The project's dashboard: the panels created in code, with points dated in the replayed month.
+    page.goto(stack.url("evidently"))
+    page.get_by_text(PROJECT_NAME).first.click()
+    _click_if_present(page, "Dashboard")
+    titles = ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
+              "Missing-value share", "Live ROC AUC", "Predictions per window"]
+    for title in titles:
+        expect(page.get_by_text(title, exact=True).first).to_be_visible(timeout=SLOW_UI_MS)
+    # Each panel is a chart (role img) whose time axis names the replayed weeks, not the day the test ran.
+    charts = page.get_by_role("img").filter(has_text="2013-05-13")
+    expect(charts.first).to_be_visible(timeout=SLOW_UI_MS)
+    _shot(page, stack, "evidently-monitoring-dashboard")
+    assert charts.count() >= 5, page.get_by_role("img").all_text_contents()
+    assert all("2013-05-06" in (text or "") for text in charts.all_text_contents())
+
+
+def _click_if_present(page: Any, text: str) -> None:
+    """Click a tab or button whose presence depends on the Evidently UI's layout (a page may open on it)."""
+    target = page.get_by_text(text, exact=True)
+    if target.count():
+        target.first.click()
+
+
+def test_a_paused_training_schedule_stays_paused_after_stack_down_and_up(stack: Stack) -> None:
+    """Last in the module: restarts the stack. The pause goes through the endpoint the UI's toggle calls."""
+    training = _deployment(stack, "training")
+    schedule = training["schedules"][0]
+    httpx.patch(f"{stack.api}/deployments/{training['id']}/schedules/{schedule['id']}", json={"active": False},
+                timeout=10).raise_for_status()
+    assert _stack("down", stack.params_file, stack.env, timeout=ready_timeout_s()).returncode == 0
+    started = _stack("up", stack.params_file, stack.env, timeout=work_timeout_s())
+    assert started.returncode == 0, started.stdout + started.stderr
+    after = _deployment(stack, "training")
+    assert [(s["schedule"]["cron"], s["active"]) for s in after["schedules"]] == [
+        (stack.params["deployments"]["training"]["cron"], False)]

@@ -1,0 +1,145 @@
+"""What the monitoring flow remembers between runs, and the events it tells the world.
+
+Pure functions: the state and a window's summary in, the next state, the retrain decision and the event specs out.
+The flow only wires them (load state, book each window, emit the events, save the state).
+
+Why the retrain decision stays here and not in a Prefect Automation: cooldown is counted in *traffic* time and a
+window is booked once, both facts of the monitoring state, not of the event stream (docs/monitoring.md). What the
+Automation owns is the reaction: `flightops.drift.detected` -> a run of the retraining deployment, whose own
+concurrency limit keeps two retrains from running at once. Pausing the Automation in the UI stops retraining and
+nothing else: windows are still analysed, booked and reported.
+
+The event names and payload keys are a contract with `flows/automations.py` (which templates the retraining run's
+parameters from the payload) and with any user notification hung on the same events: change them together.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipelines.config import MonitorParams
+from pipelines.monitor.decision import RetrainDecision, decide_retrain
+
+WINDOW_ANALYSED = "flightops.window.analysed"
+DRIFT_DETECTED = "flightops.drift.detected"
+# Every monitoring window is a resource `flightops.monitoring.window.<YYYYMMDD>`; the Automation matches on this.
+WINDOW_RESOURCE_PREFIX = "flightops.monitoring.window."
+MODEL_RESOURCE_PREFIX = "flightops.model."
+# Prefect keeps an event's resource labels as strings; a reason list is capped so the event stays small.
+MAX_REASON_CHARS = 500
+
+
+def served_model_tag(summary: Mapping[str, Any]) -> str | None:
+    """The model that served the window (the latest tag when a promotion happened inside it)."""
+    tags = summary.get("model_tags") or []
+    return tags[-1] if tags else None
+
+
+def empty_state() -> dict[str, Any]:
+    return {"windows": {}, "retrains": []}
+
+
+def last_retrain_window_end(state: Mapping[str, Any]) -> str | None:
+    """The window end of the last retrain the monitor asked for (the cooldown counts from it)."""
+    retrains = state.get("retrains") or []
+    return retrains[-1]["window_end"] if retrains else None
+
+
+@dataclass(frozen=True)
+class BookedWindow:
+    """One window booked: the decision, what the summary says about retraining, and the state after it."""
+
+    decision: RetrainDecision
+    retrain: dict[str, Any]
+    state: dict[str, Any]
+
+
+def book_window(state: Mapping[str, Any], window_start: datetime, window_end: datetime,
+                summary: Mapping[str, Any], monitor: MonitorParams, trigger: bool = True) -> BookedWindow:
+    """Decide whether the window asks for a retrain and return the state with the window (and retrain) recorded.
+
+    A requested retrain is recorded at once (its window end starts the cooldown) whether or not the Automation
+    then runs it: the monitor asked, and asking again every window while the Automation is paused or a retrain
+    is running would be a storm of identical requests. `trigger=False` decides and books without requesting
+    (the window is done, no retrain is recorded), for dry runs. The input state is not changed.
+    """
+    decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor)
+    new_state = copy.deepcopy(dict(state)) if state else empty_state()
+    new_state.setdefault("windows", {})
+    new_state.setdefault("retrains", [])
+    requested = decision.retrain and trigger
+    retrain: dict[str, Any] = {"started": requested, "reason": decision.reason}
+    if decision.retrain and not trigger:
+        retrain["reason"] = f"would retrain, trigger disabled: {decision.reason}"
+    if requested:
+        retrain.update(data_end=window_end.isoformat(), event=DRIFT_DETECTED)
+        new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason})
+    new_state["windows"][window_start.isoformat()] = {"drift": bool(summary["drift"]), "retrain": requested}
+    return BookedWindow(decision=decision, retrain=retrain, state=new_state)
+
+
+# --- events -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What `prefect.events.emit_event` needs; built here so the contract is tested without a server."""
+
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]]
+    payload: dict[str, Any]
+
+
+def _window_resource(window_start: datetime, window_end: datetime, model_tag: str | None) -> dict[str, str]:
+    return {"prefect.resource.id": f"{WINDOW_RESOURCE_PREFIX}{window_start:%Y%m%d}",
+            "prefect.resource.name": f"monitoring window {window_start:%Y-%m-%d}",
+            "flightops.window.start": window_start.isoformat(), "flightops.window.end": window_end.isoformat(),
+            "flightops.model.tag": model_tag or ""}
+
+
+def _related(model_tag: str | None) -> list[dict[str, str]]:
+    if not model_tag:
+        return []
+    return [{"prefect.resource.id": f"{MODEL_RESOURCE_PREFIX}{model_tag}", "prefect.resource.role": "model",
+             "prefect.resource.name": model_tag}]
+
+
+def window_event(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
+                 model_tag: str | None, retrain: Mapping[str, Any]) -> EventSpec:
+    """`flightops.window.analysed`: every window, alarm or not, with the headline figures of its summary."""
+    quality = (summary.get("quality") or {}).get("metrics") or {}
+    payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
+               "model_tag": model_tag, "rows": summary["rows"], "alarm": bool(summary["drift"]),
+               "reasons": list(summary["reasons"]), "drift_share": summary["drift_share"],
+               "drifted_columns": list(summary["drifted_columns"]),
+               "prediction_drift": summary["prediction_drift"]["score"], "live_roc_auc": quality.get("roc_auc"),
+               "log_skipped": dict(summary.get("log_skipped") or {}), "retrain_requested": bool(retrain["started"]),
+               "retrain_reason": retrain["reason"]}
+    return EventSpec(WINDOW_ANALYSED, _window_resource(window_start, window_end, model_tag), _related(model_tag),
+                     payload)
+
+
+def drift_event(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
+                model_tag: str | None) -> EventSpec:
+    """`flightops.drift.detected`: the monitor asks for a retrain on data up to `window_end`."""
+    reason = "; ".join(summary["reasons"])
+    payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
+               "model_tag": model_tag, "reasons": list(summary["reasons"]),
+               "reason": reason[:MAX_REASON_CHARS], "rows": summary["rows"],
+               "drift_share": summary["drift_share"]}
+    return EventSpec(DRIFT_DETECTED, _window_resource(window_start, window_end, model_tag), _related(model_tag),
+                     payload)
+
+
+def window_events(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
+                  retrain: Mapping[str, Any]) -> list[EventSpec]:
+    """The events of one booked window: always `flightops.window.analysed`, then the drift event if requested."""
+    model_tag = served_model_tag(summary)
+    specs = [window_event(summary, window_start, window_end, model_tag, retrain)]
+    if retrain.get("started"):
+        specs.append(drift_event(summary, window_start, window_end, model_tag))
+    return specs

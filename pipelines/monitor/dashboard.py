@@ -1,0 +1,168 @@
+"""What a reviewer sees of each window: the report's opening line, the workspace snapshot, the dashboard.
+
+Pure functions: a window's Evidently snapshot, its summary and decision in; the snapshot people review (stamped
+with the window's start, tagged, with metadata and a summary line on top) and the project's dashboard out. Writing
+them to the workspace is `pipelines.monitor.store`'s job.
+
+Why the snapshot is rebuilt rather than written as Evidently returned it:
+- Evidently stamps a run with the wall clock; the dashboard plots over snapshot time, so a replay of 2013 would
+  pile every week onto today. The window's *start* is its time.
+- The tags (`alarm`, `retrain`, `model:<tag>`) and metadata (rows, skipped lines, reasons) are known only after the
+  decision, and they are what a reviewer filters by in the UI.
+- Row counts and live ROC AUC are not part of the drift report; a small second report computes them with
+  Evidently's own metrics (`RowCount`, `RocAuc`) so the dashboard plots them like any other metric.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
+
+TAG_ALARM = "alarm"
+TAG_RETRAIN = "retrain"
+TAG_MODEL_PREFIX = "model:"
+# Panel ids are derived from their titles, so re-creating the dashboard replaces panels instead of adding copies.
+_PANEL_NAMESPACE = uuid.UUID("6f1c3a52-9d8e-4b7a-a1f0-2c5d7e9b1a43")
+
+
+# --- the summary line ---------------------------------------------------------------------------------------------
+
+def summary_line(summary: Mapping[str, Any], retrain: Mapping[str, Any], model_tag: str | None) -> str:
+    """One paragraph a reviewer reads before Evidently's sections: alarm or not, why, which model, what next."""
+    start, end = summary["window_start"][:10], summary["window_end"][:10]
+    model = f"model `{model_tag}`" if model_tag else "no model tag in the log"
+    head = f"**{'ALARM' if summary['drift'] else 'No alarm'}** for the window {start} .. {end} ({model}, " \
+           f"{summary['rows']:,} predictions)."
+    if summary["drift"]:
+        why = " Why: " + "; ".join(summary["reasons"]) + "."
+    else:
+        prediction = summary["prediction_drift"]
+        why = (f" {len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns drifted "
+               f"({summary['drift_share']:.0%}), prediction drift {prediction['score']:.3f} (threshold "
+               f"{prediction['threshold']}): no threshold passed.")
+    quality = summary.get("quality") or {}
+    if quality.get("metrics"):
+        expected = (quality.get("expected") or {}).get("roc_auc")
+        why += f" Live ROC AUC {quality['metrics']['roc_auc']:.3f} on {quality['labelled']:,} labelled flights" \
+               + (f" (champion's test AUC {expected:.3f})." if expected else ".")
+    action = (" Retraining requested (event `flightops.drift.detected`)." if retrain.get("started")
+              else f" Retraining: no ({retrain.get('reason', 'no alarm')}).")
+    return head + why + action
+
+
+# --- the workspace snapshot ---------------------------------------------------------------------------------------
+
+def quality_report(current: pd.DataFrame, outcomes: pd.DataFrame | None, min_labelled_share: float) -> Any:
+    """Evidently `RowCount` of the window and, once enough outcomes arrived, `RocAuc` on the labelled rows."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.metrics import RocAuc, RowCount
+
+    rows = Report([RowCount()]).run(current_data=Dataset.from_pandas(
+        current[[PROBABILITY]], data_definition=DataDefinition(numerical_columns=[PROBABILITY])))
+    if outcomes is None or outcomes.empty or current.empty:
+        return rows
+    labelled = current[[REQUEST_ID, PROBABILITY]].merge(outcomes, on=REQUEST_ID, how="inner")
+    if len(labelled) / len(current) < min_labelled_share or labelled[ACTUAL].nunique() < 2:
+        return rows
+    definition = DataDefinition(numerical_columns=[PROBABILITY], categorical_columns=[ACTUAL],
+                                classification=[BinaryClassification(target=ACTUAL, prediction_probas=PROBABILITY)])
+    auc = Report([RocAuc()]).run(current_data=Dataset.from_pandas(
+        labelled[[PROBABILITY, ACTUAL]].astype({ACTUAL: int}), data_definition=definition))
+    return merge_snapshots([rows, auc])
+
+
+def merge_snapshots(snapshots: Sequence[Any]) -> Any:
+    """One Evidently snapshot holding the metrics, widgets and tests of several (in order)."""
+    from evidently.core.report import Snapshot
+    from evidently.core.serialization import ReportModel, SnapshotModel
+
+    models = [s.to_snapshot_model() for s in snapshots]
+    first = models[0]
+    merged = SnapshotModel(
+        report=ReportModel(items=[]), name=first.name, timestamp=first.timestamp, metadata=dict(first.metadata),
+        tags=list(first.tags),
+        metric_results={k: v for m in models for k, v in m.metric_results.items()},
+        top_level_metrics=[k for m in models for k in m.top_level_metrics],
+        widgets=[w for m in models for w in m.widgets], tests_widgets=[w for m in models for w in m.tests_widgets])
+    return Snapshot.load_model(merged)
+
+
+def snapshot_tags(summary: Mapping[str, Any], retrain: Mapping[str, Any], model_tag: str | None) -> list[str]:
+    tags = [TAG_ALARM] if summary["drift"] else []
+    if retrain.get("started"):
+        tags.append(TAG_RETRAIN)
+    if model_tag:
+        tags.append(f"{TAG_MODEL_PREFIX}{model_tag}")
+    return tags
+
+
+def snapshot_metadata(summary: Mapping[str, Any], retrain: Mapping[str, Any],
+                      model_tag: str | None) -> dict[str, str]:
+    """Plain strings (Evidently filters metadata by equality): what a reviewer wants beside the report's name."""
+    skipped = summary.get("log_skipped") or {}
+    return {"window_start": summary["window_start"], "window_end": summary["window_end"],
+            "model_tag": model_tag or "", "rows": str(summary["rows"]), "alarm": str(bool(summary["drift"])).lower(),
+            "retrain": str(bool(retrain.get("started"))).lower(),
+            "skipped_log_lines": str(sum(skipped.values())),
+            "reasons": "; ".join(summary["reasons"]) or "no threshold passed"}
+
+
+def review_snapshot(drift: Any, quality: Any | None, summary: Mapping[str, Any], retrain: Mapping[str, Any],
+                    model_tag: str | None, timestamp: datetime) -> Any:
+    """The snapshot people review: summary line first, then Evidently's sections; window time, tags, metadata."""
+    from evidently.core.report import Snapshot
+    from evidently.legacy.renderers.html_widgets import text_widget
+
+    merged = merge_snapshots([drift, quality] if quality is not None else [drift]).to_snapshot_model()
+    headline = text_widget(text=summary_line(summary, retrain, model_tag), title="Summary")
+    model = merged.copy(update={
+        "name": drift.get_name(), "timestamp": timestamp.replace(tzinfo=None) if timestamp.tzinfo else timestamp,
+        "tags": snapshot_tags(summary, retrain, model_tag),
+        "metadata": snapshot_metadata(summary, retrain, model_tag),
+        "widgets": [headline, *merged.widgets]})
+    return Snapshot.load_model(model)
+
+
+# --- the dashboard ------------------------------------------------------------------------------------------------
+
+def _panel(title: str, subtitle: str, values: list[Any], plot_type: str = "line", size: str = "half") -> Any:
+    from evidently.sdk.models import DashboardPanelPlot
+
+    return DashboardPanelPlot(id=uuid.uuid5(_PANEL_NAMESPACE, title), title=title, subtitle=subtitle, size=size,
+                              values=values, plot_params={"plot_type": plot_type})
+
+
+def dashboard(key_features: Sequence[str], missing_columns: Sequence[str]) -> Any:
+    """The project's dashboard: one tab of panels over window time, ids fixed by title (so it is idempotent).
+
+    Evidently's tooltips show each point's snapshot tags, so the serving model (`model:<tag>`) is visible on every
+    point; the snapshots list filters by the same tags.
+    """
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+
+    panels = [
+        _panel("Share of drifted feature columns", "Evidently's per-column drift tests; alarm at monitor.drift_share",
+               [PanelMetric(legend="share drifted", metric="DriftedColumnsCount",
+                            metric_labels={"value_type": "share"})]),
+        _panel("Prediction drift", "drift score of the predicted probability vs the reference",
+               [PanelMetric(legend="probability", metric="ValueDrift", metric_labels={"column": PROBABILITY})]),
+        _panel("Drift of key features", "per-column drift score (method chosen by Evidently per column)",
+               [PanelMetric(legend=name, metric="ValueDrift", metric_labels={"column": name})
+                for name in key_features]),
+        _panel("Missing-value share", "share of missing values per column in the window",
+               [PanelMetric(legend=name, metric="MissingValueCount",
+                            metric_labels={"column": name, "value_type": "share"}) for name in missing_columns]),
+        _panel("Live ROC AUC", "on the window's flights whose outcomes arrived (monitor.min_labelled_share)",
+               [PanelMetric(legend="ROC AUC", metric="RocAuc")]),
+        _panel("Predictions per window", "rows of the prediction log analysed",
+               [PanelMetric(legend="rows", metric="RowCount")], plot_type="bar"),
+    ]
+    tab = DashboardTabModel(id=uuid.uuid5(_PANEL_NAMESPACE, "tab:monitoring"), title="Monitoring",
+                            panels=[p.id for p in panels])
+    return DashboardModel(tabs=[tab], panels=panels)

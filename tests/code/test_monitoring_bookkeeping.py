@@ -1,0 +1,177 @@
+"""The monitoring flow's bookkeeping, events, review snapshot and dashboard, without a server: pure functions."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows import automations
+from pipelines.monitor import bookkeeping as book
+from pipelines.monitor import dashboard as board
+
+START = datetime(2013, 9, 9, tzinfo=UTC)
+END = START + timedelta(days=7)
+
+
+@pytest.fixture
+def params(make_params):
+    return make_params()
+
+
+def _summary(drift: bool, **more) -> dict:
+    summary = {"window_start": START.isoformat(), "window_end": END.isoformat(), "rows": 6512,
+               "model_tags": ["flight-delay:aaa", "flight-delay:bbb"], "drift": drift,
+               "reasons": ["data drift: 12 of 21 columns", "prediction drift: wasserstein 0.61"] if drift else [],
+               "drift_share": 0.57 if drift else 0.19, "drifted_columns": ["temp", "dewp"],
+               "columns": {f"c{i}": {} for i in range(21)},
+               "prediction_drift": {"score": 0.61 if drift else 0.12, "threshold": 0.5},
+               "log_skipped": {"invalid_json": 2, "bad_time": 1}}
+    return {**summary, **more}
+
+
+def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_is_kept(params):
+    state = {"windows": {"2013-09-02T00:00:00+00:00": {"drift": False, "retrain": False}}, "retrains": []}
+    before = copy.deepcopy(state)
+    booked = book.book_window(state, START, END, _summary(True), params.monitor)
+    assert state == before
+    assert booked.decision.retrain and booked.retrain["started"] is True
+    assert booked.retrain["data_end"] == END.isoformat() and booked.retrain["event"] == book.DRIFT_DETECTED
+    assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True}
+    assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason}]
+
+
+@pytest.mark.parametrize(("drift", "last_end", "trigger", "started", "why"), [
+    (False, None, True, False, "no alarm"),
+    (True, (END - timedelta(days=7)).isoformat(), True, False, "cooldown"),
+    (True, (END - timedelta(days=60)).isoformat(), True, True, "data drift"),
+    (True, None, False, False, "would retrain, trigger disabled"),
+])
+def test_cooldown_in_traffic_time_and_dry_runs(params, drift, last_end, trigger, started, why):
+    state = {"windows": {}, "retrains": [{"window_end": last_end, "reason": "x"}] if last_end else []}
+    booked = book.book_window(state, START, END, _summary(drift), params.monitor, trigger=trigger)
+    assert booked.retrain["started"] is started
+    assert why in booked.retrain["reason"]
+    assert len(booked.state["retrains"]) == len(state["retrains"]) + started
+    assert START.isoformat() in booked.state["windows"]  # booked either way: analysed once
+
+
+def test_every_window_gets_an_analysed_event_and_only_a_requested_retrain_a_drift_event(params):
+    booked = book.book_window(book.empty_state(), START, END, _summary(True), params.monitor)
+    analysed, drift = book.window_events(_summary(True), START, END, booked.retrain)
+    assert analysed.event == "flightops.window.analysed" and drift.event == "flightops.drift.detected"
+    assert drift.resource["prefect.resource.id"] == "flightops.monitoring.window.20130909"
+    assert drift.resource["flightops.window.end"] == END.isoformat()
+    assert drift.resource["flightops.model.tag"] == "flight-delay:bbb"
+    assert drift.related == [{"prefect.resource.id": "flightops.model.flight-delay:bbb",
+                              "prefect.resource.role": "model", "prefect.resource.name": "flight-delay:bbb"}]
+    assert drift.payload["window_end"] == END.isoformat() and drift.payload["model_tag"] == "flight-delay:bbb"
+    assert drift.payload["reasons"] == _summary(True)["reasons"]
+    assert analysed.payload["alarm"] is True and analysed.payload["retrain_requested"] is True
+    # All resource labels are strings (Prefect's Resource model requires it).
+    assert all(isinstance(v, str) for v in drift.resource.values())
+    clean = book.book_window(book.empty_state(), START, END, _summary(False), params.monitor)
+    assert [e.event for e in book.window_events(_summary(False), START, END, clean.retrain)] == [
+        "flightops.window.analysed"]
+
+
+def test_the_automation_reacts_to_the_drift_event_with_the_window_end(params):
+    from prefect.events.actions import RunDeployment
+
+    deployment_id = uuid.uuid4()
+    automation = automations.retrain_on_drift(deployment_id, params)
+    assert automation.trigger.expect == {book.DRIFT_DETECTED}
+    assert automation.trigger.match.model_dump() == {"prefect.resource.id": book.WINDOW_RESOURCE_PREFIX + "*"}
+    assert automation.trigger.threshold == 1
+    (action,) = automation.actions
+    assert isinstance(action, RunDeployment) and action.deployment_id == deployment_id
+    assert action.parameters["data_end"]["template"] == "{{ event.payload.window_end }}"
+    # The payload key the template reads is the one the monitor writes.
+    assert "window_end" in book.drift_event(_summary(True), START, END, "m").payload
+
+
+def test_the_summary_line_says_alarm_why_and_which_model():
+    line = board.summary_line(_summary(True), {"started": True}, "flight-delay:bbb")
+    assert line.startswith("**ALARM** for the window 2013-09-09 .. 2013-09-16 (model `flight-delay:bbb`")
+    assert "data drift: 12 of 21 columns" in line and "Retraining requested" in line
+    calm = board.summary_line(_summary(False), {"started": False, "reason": "no alarm"}, "flight-delay:bbb")
+    assert calm.startswith("**No alarm**") and "no threshold passed" in calm and "Retraining: no (no alarm)" in calm
+
+
+def _drift_snapshot():
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MissingValueCount, ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"temp": rng.normal(size=300), "probability": rng.random(300),
+                          "request_id": [f"r{i}" for i in range(300)]})
+    definition = DataDefinition(numerical_columns=["temp", "probability"])
+    data = Dataset.from_pandas(frame[["temp", "probability"]], data_definition=definition)
+    report = Report([DataDriftPreset(columns=["temp"]), ValueDrift(column="probability"),
+                     MissingValueCount(column="temp")])
+    return frame, report.run(current_data=data, reference_data=data, name="window-20130909")
+
+
+def test_the_review_snapshot_is_dated_by_the_window_tagged_and_opens_with_the_summary(tmp_path):
+    frame, drift = _drift_snapshot()
+    outcomes = pd.DataFrame({"request_id": frame["request_id"], "actual": (frame["probability"] > 0.5).astype("int8")})
+    quality = board.quality_report(frame, outcomes, min_labelled_share=0.8)
+    summary = _summary(True)
+    snapshot = board.review_snapshot(drift, quality, summary, {"started": True}, "flight-delay:bbb", START)
+    model = snapshot.to_snapshot_model()
+    assert model.timestamp == datetime(2013, 9, 9)
+    assert model.tags == ["alarm", "retrain", "model:flight-delay:bbb"]
+    assert model.metadata["rows"] == "6512" and model.metadata["skipped_log_lines"] == "3"
+    assert model.metadata["reasons"].startswith("data drift")
+    types = {r.metric_value_location.metric.params["type"] for r in model.metric_results.values()
+             if hasattr(r, "metric_value_location") and r.metric_value_location}
+    assert {"evidently:metric_v2:RowCount", "evidently:metric_v2:RocAuc", "evidently:metric_v2:ValueDrift"} <= types
+    auc = next(r for r in model.metric_results.values()
+               if getattr(r, "metric_value_location", None)
+               and r.metric_value_location.metric.params["type"].endswith(":RocAuc"))
+    assert auc.value == pytest.approx(1.0)  # the outcome is the probability thresholded: perfectly ranked
+    html = tmp_path / "r.html"
+    snapshot.save_html(str(html))
+    text = html.read_text()
+    assert "ALARM" in text and "flight-delay:bbb" in text
+    assert model.widgets[0].type == "text" and model.widgets[0].params["text"].startswith("**ALARM**")
+
+
+def test_no_auc_until_enough_outcomes_arrived():
+    frame, _ = _drift_snapshot()
+    few = pd.DataFrame({"request_id": frame["request_id"][:100], "actual": np.int8(1)})
+    model = board.quality_report(frame, few, min_labelled_share=0.8).to_snapshot_model()
+    types = [r.metric_value_location.metric.params["type"] for r in model.metric_results.values()]
+    assert types == ["evidently:metric_v2:RowCount"]
+
+
+def test_the_dashboard_is_the_same_every_time_and_has_the_panels_a_reviewer_needs(params):
+    first = board.dashboard(params.monitor.key_features, params.features.raw_columns)
+    again = board.dashboard(params.monitor.key_features, params.features.raw_columns)
+    assert first.dict() == again.dict()
+    titles = [p.title for p in first.panels]
+    assert titles == ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
+                      "Missing-value share", "Live ROC AUC", "Predictions per window"]
+    key = next(p for p in first.panels if p.title == "Drift of key features")
+    assert [v.metric_labels["column"] for v in key.values] == list(params.monitor.key_features)
+
+
+def test_unknown_key_features_are_refused_by_name(make_params):
+    from pipelines.monitor import store as monitoring_store
+
+    params = make_params({"monitor.key_features": ["temp", "tmep"]})
+    with pytest.raises(ValueError, match=r"monitor.key_features \['tmep'\]"):
+        monitoring_store.ensure_dashboard(params)
+
+
+def test_ensure_dashboard_writes_once(make_params):
+    from pipelines.monitor import store as monitoring_store
+
+    params = make_params()
+    assert monitoring_store.ensure_dashboard(params) is True
+    assert monitoring_store.ensure_dashboard(params) is False
