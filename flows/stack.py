@@ -2,7 +2,8 @@
 
 `up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
 the Prefect server (SQLite, PREFECT_HOME under `paths.stack_dir`), the process that serves the deployments
-(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists) and the
+(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists; with
+`--bento-image IMAGE`, that OCI image run by buildah with the registry mounted: `services/container.py`) and the
 Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs, commands and URLs are recorded in
 `<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`. `down` stops every recorded
 process group and the descendants that left it (Prefect starts each flow run in a session of its own): SIGTERM,
@@ -125,8 +126,10 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]:
-    """The components to start, in order, and notes on those left out and why."""
+def plan(params: Params, params_file: Path, bento_image: str | None = None) -> tuple[list[Component], list[str]]:
+    """The components to start, in order, and notes on those left out and why. With `bento_image` the Bento is
+    served from that OCI image (`python -m services.container run`: buildah, the registry and model store mounted
+    read-only, so promotions reach it as they reach `bentoml serve`) instead of `bentoml serve` of this checkout."""
     stack, notes = params.stack, []
     host, home = stack.host, params.paths.stack_dir.resolve()
     api = f"http://{host}:{stack.prefect_port}/api"
@@ -151,9 +154,14 @@ def plan(params: Params, params_file: Path) -> tuple[list[Component], list[str]]
                      "(run the training deployment; the gate promotes one), then `up` again")
     else:
         serve = params.serve  # the Bento's own address, the one the service and the replay use
+        if bento_image:
+            argv = [sys.executable, "-m", "services.container", "run", bento_image, "--params", str(params_file),
+                    "--port", str(serve.port), "--follow-registry"]
+        else:
+            argv = [_bin("bentoml"), "serve", "services.service:FlightDelay", "--working-dir", str(REPO_ROOT),
+                    "--host", serve.host, "--port", str(serve.port)]
         components.append(Component(
-            "bento", [_bin("bentoml"), "serve", "services.service:FlightDelay", "--working-dir", str(REPO_ROOT),
-                      "--host", serve.host, "--port", str(serve.port)],
+            "bento", argv,
             health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
@@ -218,7 +226,7 @@ def _tail(log: str, lines: int = 30) -> str:
     return "(no log)"
 
 
-def up(params_file: Path) -> int:
+def up(params_file: Path, bento_image: str | None = None) -> int:
     params_file = Path(params_file).resolve()  # the servers run elsewhere (cwd, subprocesses): one absolute file
     console = _console()
     params = load_params(params_file)
@@ -226,7 +234,7 @@ def up(params_file: Path) -> int:
     if running:
         console.print(f"[yellow]the stack is already up[/] ({state_path(params)}); `down` first to restart it")
         return status(params_file)
-    components, notes = plan(params, params_file)
+    components, notes = plan(params, params_file, bento_image)
     busy = [c for c in components if c.port and port_in_use(c.host, c.port)]
     if busy:
         raise StackError("; ".join(f"port {c.port} on {c.host} is already in use: {c.name} cannot "
@@ -340,9 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--bento-image", metavar="IMAGE",
+                        help="up: serve the Bento from this OCI image (python -m services.package --containerize)")
     args = parser.parse_args(argv)
     params_file = Path(args.params).resolve()
     try:
+        if args.command == "up" and args.bento_image:
+            return up(params_file, bento_image=args.bento_image)
         return {"up": up, "down": down, "status": status}[args.command](params_file)
     except (StackError, ValueError) as error:  # ParamsError is a ValueError: both carry a message for the user
         print(f"error: stack {args.command}: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ read. Light imports only (the Bento service uses this module).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -109,6 +110,13 @@ def read_json(path: Path) -> Any:
 
 # --- atomic writers -----------------------------------------------------------------------------------------------
 
+@functools.cache
+def _umask() -> int:
+    current = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(current)
+    return current
+
+
 def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
     """Fill a temp file beside `path` with `write(temp)`, then rename it into place.
 
@@ -117,6 +125,9 @@ def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = Fa
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp's 0600 would make an atomic write hide the file from other users (the serving container reads the
+    # champion pointer as its own user): give it the mode a plain open() gives, 0666 less the umask.
+    os.fchmod(handle, 0o666 & ~_umask())
     os.close(handle)
     try:
         write(Path(temp))

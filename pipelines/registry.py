@@ -64,7 +64,11 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
             shutil.copy2(item, Path(stored.path) / item.name)
         for file_name, write in (extra_files or {}).items():
             write(Path(stored.path) / file_name)
-    return str(stored.tag)
+    tag = str(stored.tag)
+    # BentoML keeps each model in a 0700 folder (a mkdtemp). A serving container that mounts the store reads it as
+    # another user (services/container.py), and a model is no secret: readable like the 0644 files inside it.
+    model_path(tag).chmod(0o755)
+    return tag
 
 
 def _without_nulls(value: Any) -> Any:

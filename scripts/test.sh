@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The test command: set up the locked environment and the browser, then run the whole suite.
+# The test command: set up the locked environment, the browser and buildah, then run the whole suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh -m "not browser" -x).
 # --under-load (first argument): run the suite while scripts/cpu_burn.sh keeps every core busy (2 busy loops per
 # core: a load average of ~4-5 on 2 cores, like a laptop doing other work); the burners stop when the suite ends.
 UNDER_LOAD=false
 if [[ "${1:-}" == "--under-load" ]]; then UNDER_LOAD=true; shift; fi
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "==> installing Debian's chromium for the UI tests" >&2
+# Debian packages the suite drives: chromium (UI tests), buildah + debootstrap (the Bento image, no Docker daemon).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "==> installing Debian's ${missing[*]} for the UI and container tests" >&2
   if [[ $(id -u) -eq 0 ]]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if $UNDER_LOAD; then
   setsid scripts/cpu_burn.sh &

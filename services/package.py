@@ -4,7 +4,11 @@ Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bent
 model it was built with where there is no registry), refreshes `services/requirements.txt` from uv.lock's `serve`
 dependency group (what the Bento's Dockerfile installs: the serving stack at the versions training used, without
 Prefect, DVC, GX or Evidently), then runs `bentoml build -f services/bentofile.yaml .` with the same environment.
-Prints the Bento tag; `bentoml serve <tag>` serves it, `bentoml containerize <tag>` makes an image.
+Prints the Bento tag; `bentoml serve <tag>` serves it.
+
+`--containerize` then builds the OCI image with BentoML's own path, `bentoml containerize --backend buildah` (no
+Docker daemon), from the base image the bentofile names, building that first when buildah's store lacks it
+(`services/container.py`); it prints the image name, its size and the build times.
 """
 
 from __future__ import annotations
@@ -65,8 +69,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path,
                         default=Path(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE))
+    parser.add_argument("--containerize", action="store_true",
+                        help="then build the OCI image with `bentoml containerize --backend buildah`")
+    parser.add_argument("--image", help="image name for --containerize (default localhost/<bento tag>)")
     args = parser.parse_args()
-    print(package(args.params))
+    tag = package(args.params)
+    print(tag)
+    if args.containerize:
+        from services.container import ContainerError, containerize
+
+        try:
+            built = containerize(tag, args.image)
+        except ContainerError as error:
+            raise SystemExit(f"error: {error}") from None
+        if built.base is not None:
+            print(f"base image {built.base.image}: built in {built.base.seconds:.0f}s, "
+                  f"{built.base.size_bytes / 1e6:.0f} MB")
+        print(f"image {built.image}: built in {built.seconds:.0f}s, {built.size_bytes / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

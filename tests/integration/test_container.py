@@ -1,0 +1,157 @@
+"""The Bento as an OCI image, built and run with no Docker daemon (buildah, chroot isolation, vfs storage).
+
+Builds the Bento and its image through `bentoml containerize --backend buildah` from the locally built base image
+(built once and kept in buildah's store: the cache a later test or run reuses), serves it on a loopback port and
+checks readiness, parity with the in-process model, the prediction log on a mounted volume, the non-root user and,
+with the registry mounted, that a promotion reaches the container. The images and containers it made are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.integration.test_serving import _records, trained  # noqa: F401 - the same tiny real champion
+from tests.servers import free_port, ready_timeout_s, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.container]
+
+
+@pytest.fixture(scope="module")
+def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
+    from services import container
+    from services.package import package
+
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    assert not missing, f"{missing} not installed: apt-get install buildah debootstrap (scripts/test.sh does)"
+    container.ensure_base_image()  # ~1.5-3 min the first time, then found in buildah's store
+    bento_tag = package(trained["params_file"])
+    name = f"localhost/flightops-test:{uuid.uuid4().hex[:12]}"
+    built = container.containerize(bento_tag, name)
+    try:
+        yield built.image
+    finally:
+        container.remove_images(built.image)
+        assert not container.image_exists(built.image)
+
+
+def _containers_of(image_name: str) -> list[str]:
+    from services.container import buildah
+
+    return [entry["containername"] for entry in json.loads(buildah("containers", "--all", "--json") or "[]") or []
+            if entry.get("imagename") == image_name]
+
+
+def test_the_image_is_bentomls_build_on_the_local_base(image: str) -> None:
+    from services.container import base_image_name, buildah, image_config
+
+    config = image_config(image)
+    assert config["User"] == "bentoml"
+    assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
+    history = json.loads(buildah("inspect", "--type", "image", image))["Docker"]["history"]
+    assert any(base_image_name().split(":")[0].split("/")[-1] in json.dumps(step) or "uv venv" in json.dumps(step)
+               for step in history)
+
+
+def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, trained: dict[str, Any],  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    from bentoml._internal.container.generate import BENTO_UID_GID  # the image's `bentoml` user
+
+    from pipelines.prediction_log import read_prediction_log
+    from pipelines.registry import load_model
+    from services.container import served
+
+    # The test's params with its own log and cache folders, and no registry: the image serves what it was built with.
+    data = yaml.safe_load(trained["params_file"].read_text())
+    data["paths"].update(prediction_log_dir=str(tmp_path / "predictions"), compiled_dir=str(tmp_path / "compiled"),
+                         registry_dir=str(tmp_path / "no-registry"))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
+                state_dir=tmp_path / "state", log=tmp_path / "container.log") as running:
+        wait_for(f"{url}/readyz", running.process, ready_timeout_s(), tmp_path / "container.log")
+        name = running.container
+        assert name in _containers_of(image)
+        test = trained["test"].head(3)
+        expected = load_model(trained["tag"]).predict_proba(test)
+        rows = _records(test, trained["params"])
+        for i, row in enumerate(rows):
+            answer = httpx.post(f"{url}/predict", json={"flight": {**row, "request_id": f"c{i}"}}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert abs(answer.json()["probability"] - expected[i]) <= 1e-9
+            assert answer.json()["model_tag"] == trained["tag"]
+        metadata = httpx.get(f"{url}/metadata").json()
+        assert metadata["follows_registry"] is False and metadata["model_tag"] == trained["tag"]
+        # `bentoml serve` and its workers run as the image's user, not root (chroot isolation: they are host
+        # processes; only buildah's own chroot runtime above them is root).
+        server = [proc for proc in psutil.Process(running.process.pid).children(recursive=True)
+                  if "bentoml" in " ".join(proc.cmdline()[:2])]
+        serving = server + [child for proc in server for child in proc.children(recursive=True)]
+        assert len(serving) > trained["params"].serve.workers, [proc.cmdline() for proc in serving]
+        assert {proc.uids().real for proc in serving} == {BENTO_UID_GID}
+    assert name not in _containers_of(image), "the working container must be removed when serving stops"
+    read = read_prediction_log(tmp_path / "predictions")
+    assert read.skipped_total == 0
+    logged = {record.request_id: record.model_dump() for record in read.records}
+    assert {"c0", "c1", "c2"} <= set(logged)
+    assert logged["c0"]["model_tag"] == trained["tag"]
+    files = list((tmp_path / "predictions").glob("*.jsonl"))
+    assert files and {path.stat().st_uid for path in files} == {BENTO_UID_GID}  # written inside, by that user
+
+
+def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_registry(
+        image: str, trained: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """The command `flows.stack up --bento-image` runs: the registry and the model store mounted read-only; SIGTERM
+    stops it and removes its working container."""
+    from pipelines import registry
+
+    params = trained["params"]
+    first = registry.require_champion(params.paths.registry_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "services.container", "run", image, "--params",
+                                    str(trained["params_file"]), "--port", str(port), "--follow-registry"],
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(f"{url}/readyz", process, ready_timeout_s(), log)
+        assert len(_containers_of(image)) == 1
+        assert httpx.get(f"{url}/metadata").json()["follows_registry"] is True
+        row = _records(trained["test"].head(1), params)[0]
+
+        def served_tag_becomes(tag: str) -> None:
+            deadline = time.monotonic() + 90  # the new model is compiled once (~7-10 s) before it is swapped in
+            seen = None
+            while time.monotonic() < deadline and seen != tag:
+                httpx.post(f"{url}/reload", timeout=30)
+                seen = httpx.post(f"{url}/predict", json={"flight": row}, timeout=30).json()["model_tag"]
+                time.sleep(0.5)
+            assert seen == tag, (seen, tag, log.read_text()[-2000:])
+
+        promoted = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})  # a new tag
+        registry.set_champion(params.paths.registry_dir, promoted, reason="container promotion test")
+        served_tag_becomes(promoted)
+        assert registry.rollback(params.paths.registry_dir) == first
+        served_tag_becomes(first)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log.read_text()[-2000:]
+    assert _containers_of(image) == [], "SIGTERM must remove the working container"
