@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import publish_reports
 from pipelines import stages
 from pipelines.config import Params, load_params
-from pipelines.gate import GateRefused, decision_markdown
+from pipelines.gate import decision_markdown, enforce
 from pipelines.reporting import training_summary_markdown
 
 
@@ -77,11 +77,11 @@ def promote(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
 @task(name="report-gate", cache_policy=NO_CACHE)
 def report_gate(params: Params, decision: dict[str, Any], promotion: dict[str, Any]) -> None:
     """The gate decision as an artifact; in blocking mode (gate.fail_on_refusal) a refusal then fails the run."""
-    promoted = promotion["tag"] if promotion["promoted"] else None
-    create_markdown_artifact(key="gate-decision", markdown=decision_markdown({**decision, "promoted_tag": promoted}),
+    report = {**decision, "registered_tag": promotion["tag"],
+              "promoted_tag": promotion["tag"] if promotion["promoted"] else None}
+    create_markdown_artifact(key="gate-decision", markdown=decision_markdown(report),
                              description="Challenger vs champion on the current test split: every check")
-    if not decision["promote"] and params.gate.fail_on_refusal:
-        raise GateRefused("challenger refused by the gate: " + "; ".join(decision["failed"]))
+    enforce(report, params.gate)
 
 
 def _search_runner(params: Params) -> Any:

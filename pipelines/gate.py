@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -170,17 +171,34 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
                         champion=champion_tag, metric=metric, checks=checks, metrics=metrics, slices=slice_rows)
 
 
-def decision_markdown(decision: dict[str, Any]) -> str:
-    """The gate report as markdown (the Prefect artifact)."""
-    verdict = "PROMOTED" if decision["promote"] else "REFUSED"
-    lines = [f"# Gate: challenger {verdict}",
-             f"Compared with: {decision['compared_with']}"
-             + (f" (`{decision['champion']}`)" if decision.get("champion") else ""),
-             "", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
-    for check in decision["checks"]:
+def decision_markdown(report: Mapping[str, Any], level: int = 1) -> str:
+    """The gate report (`GateDecision.to_dict()`, plus the promotion's `registered_tag` / `promoted_tag`) as markdown.
+
+    The one renderer of a decision: the Prefect artifact, the model card and the CLI all show this, so what a
+    reviewer reads is what the gate wrote. `level` is the heading level (the card nests it under its own).
+    """
+    verdict = "PROMOTED" if report["promote"] else "REFUSED"
+    champion = f" (`{report['champion']}`)" if report.get("champion") else ""
+    lines = [f"{'#' * level} Gate: challenger {verdict}", "",
+             f"- decision: **{'promote' if report['promote'] else 'refuse'}** on `{report['metric']}`, "
+             f"compared with: {report['compared_with']}{champion}"]
+    if report.get("registered_tag"):
+        lines.append(f"- registered as `{report['registered_tag']}`")
+    if report.get("promoted_tag"):
+        lines.append(f"- new champion: `{report['promoted_tag']}`")
+    lines += [f"- failed: {reason}" for reason in report["failed"]]
+    lines += ["", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
+    for check in report["checks"]:
         value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
         lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {value} | "
                      f"{check['limit']} | {check['reason']} |")
-    if decision.get("promoted_tag"):
-        lines += ["", f"New champion: `{decision['promoted_tag']}`"]
     return "\n".join(lines)
+
+
+def enforce(report: Mapping[str, Any], gate: GateParams) -> None:
+    """The blocking gate: raise `GateRefused` with every failed check when `gate.fail_on_refusal` asks for it.
+
+    The one place a refusal becomes an error, for the DVC stage and the Prefect flow alike.
+    """
+    if not report["promote"] and gate.fail_on_refusal:
+        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))

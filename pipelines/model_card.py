@@ -84,7 +84,10 @@ def build_model_card(params: Params) -> str:
         f"- validation metrics: {_inline(meta.get('valid_metrics', {}))}",
     ]
     lines += ["", "## Gate decision"]
-    lines += _gate_lines(gate) if gate is not None else [f"No gate decision recorded (`{metrics_dir / GATE_FILE}`)."]
+    if gate is None:
+        lines.append(f"No gate decision recorded (`{metrics_dir / GATE_FILE}`).")
+    else:
+        lines += _gate_lines(gate, _md5(model_dir / MODEL_FILE))
     lines += ["", "## Test split: model vs naive baselines"]
     if evaluation:
         rows = {"LightGBM": evaluation["model"],
@@ -110,16 +113,13 @@ def _inline(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()) or "n/a"
 
 
-def _gate_lines(gate: dict[str, Any]) -> list[str]:
-    # The gate's file belongs to the promotion step; show its decision and reasons by name, the rest as JSON.
-    decision = gate.get("decision", gate.get("promoted", gate.get("passed")))
-    lines = [f"- decision: **{decision}**"]
-    reasons = gate.get("reasons") or []
-    lines += [f"- {reason}" for reason in (reasons if isinstance(reasons, list) else [reasons])]
-    rest = {k: v for k, v in gate.items() if k not in ("decision", "promoted", "passed", "reasons")}
-    if rest:
-        lines += ["", "```json", json.dumps(rest, indent=2, default=str), "```"]
-    return lines
+def _gate_lines(gate: dict[str, Any], model_md5: str | None) -> list[str]:
+    """The gate's own rendering of its latest decision, and whether that decision was about this card's model."""
+    from pipelines.gate import decision_markdown
+
+    about = ("this model" if gate.get("challenger_md5") == model_md5
+             else f"another model (challenger md5 `{gate.get('challenger_md5')}`), the latest gated")
+    return [f"The latest gate decision, about {about}:", "", decision_markdown(gate, level=3)]
 
 
 def _slice_lines(slices: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -14,7 +14,6 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.prediction_log import LogRead, OutcomeRecord, PredictionRecord
 
 PROBABILITY = "probability"
 ACTUAL = "actual"
@@ -33,16 +33,13 @@ REQUEST_ID = "request_id"
 WINDOW = "window_start"
 # Windows are aligned to a Monday so that 7-day windows are calendar weeks (1970-01-05 was a Monday).
 WINDOW_ORIGIN = pd.Timestamp("1970-01-05", tz="UTC")
-LOG_FIELDS = {"request_id": str, "ts": str, "model_tag": str, "inputs": dict, "probability": (int, float),
-              "label": int, "threshold": (int, float)}
-OUTCOME_FIELDS = {"request_id": str, "actual": int, "delivered_at": str}
 
 
 # --- reading the log ----------------------------------------------------------------------------------------------
 
 @dataclass
-class ParsedLines:
-    """Good records as a frame, and what was skipped: counts by reason plus a few examples to show people."""
+class PredictionFrame:
+    """The log's good predictions as a typed frame, and every skipped line counted by reason."""
 
     frame: pd.DataFrame
     skipped: Counter = field(default_factory=Counter)
@@ -52,74 +49,31 @@ class ParsedLines:
     def skipped_total(self) -> int:
         return int(sum(self.skipped.values()))
 
-    def merge(self, other: ParsedLines) -> ParsedLines:
-        frames = [f for f in (self.frame, other.frame) if not f.empty]
-        frame = pd.concat(frames, ignore_index=True) if frames else self.frame
-        return ParsedLines(frame, self.skipped + other.skipped, (self.examples + other.examples)[:10])
 
-
-def _check_record(record: Any, fields: Mapping[str, Any]) -> str | None:
-    """The reason a decoded line is unusable, or None."""
-    if not isinstance(record, dict):
-        return "not_an_object"
-    missing = [name for name in fields if name not in record]
-    if missing:
-        return f"missing_{missing[0]}"
-    for name, kind in fields.items():
-        value = record[name]
-        if kind is int and isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, kind) or (kind is not str and isinstance(value, str)):
-            return f"bad_type_{name}"
-    return None
-
-
-def parse_lines(lines: Iterable[str], fields: Mapping[str, Any], source: str = "log") -> ParsedLines:
-    """Decode JSONL lines against the expected fields; bad lines are counted by reason and skipped."""
-    good: list[dict[str, Any]] = []
-    skipped: Counter = Counter()
-    examples: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            reason = "invalid_json"
-        else:
-            reason = _check_record(record, fields)
-        if reason is None:
-            good.append(record)
-            continue
-        skipped[reason] += 1
-        if len(examples) < 10:
-            examples.append(f"{source}:{number}: {reason}: {line[:120]!r}")
-    return ParsedLines(pd.DataFrame(good), skipped, examples)
-
-
-def predictions_frame(parsed: ParsedLines, features: FeaturesParams, time_column: str) -> ParsedLines:
+def predictions_frame(log: LogRead[PredictionRecord], features: FeaturesParams, time_column: str) -> PredictionFrame:
     """Flatten the log records: one row per prediction, the raw inputs as columns, typed like the reference.
 
     A record whose inputs lack a feature or the time column, or whose time or numbers do not parse, is skipped
-    and counted here (a wrong-schema row must not poison a whole window).
+    and counted here (a wrong-schema row must not poison a whole window). A request logged twice (a retried
+    call) keeps its latest record by log time, then write order.
     """
     columns = [REQUEST_ID, "ts", "model_tag", time_column, *features.raw_columns, PROBABILITY, "label", "threshold"]
-    if parsed.frame.empty:
-        return ParsedLines(pd.DataFrame(columns=columns), parsed.skipped, parsed.examples)
-    records = parsed.frame
-    inputs = pd.DataFrame(records["inputs"].tolist())
-    skipped = Counter(parsed.skipped)
+    if not log.records:
+        return PredictionFrame(pd.DataFrame(columns=columns), Counter(log.skipped), log.examples)
+    records = log.records
+    inputs = pd.DataFrame([record.inputs for record in records])
+    skipped = Counter(log.skipped)
     keep = np.ones(len(records), dtype=bool)
     for name in [time_column, *features.raw_columns]:
         if name not in inputs.columns:
             skipped[f"inputs_missing_{name}"] += len(records)
-            return ParsedLines(pd.DataFrame(columns=columns), skipped, parsed.examples)
+            return PredictionFrame(pd.DataFrame(columns=columns), skipped, log.examples)
     stamps = pd.to_datetime(inputs[time_column], utc=True, errors="coerce", format="ISO8601")
     bad_time = stamps.isna().to_numpy()
     skipped["bad_time"] += int((bad_time & keep).sum())
     keep &= ~bad_time
-    frame = pd.DataFrame({REQUEST_ID: records[REQUEST_ID].to_numpy(), "ts": records["ts"].to_numpy(),
-                          "model_tag": records["model_tag"].to_numpy(), time_column: stamps})
+    frame = pd.DataFrame({REQUEST_ID: [r.request_id for r in records], "ts": [r.ts for r in records],
+                          "model_tag": [r.model_tag for r in records], time_column: stamps})
     for name in features.numeric:
         values = pd.to_numeric(inputs[name], errors="coerce")
         bad = (values.isna() & inputs[name].notna()).to_numpy()
@@ -129,23 +83,21 @@ def predictions_frame(parsed: ParsedLines, features: FeaturesParams, time_column
     for name in features.categorical:
         frame[name] = inputs[name].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
                                        else str(v))
-    frame[PROBABILITY] = records[PROBABILITY].astype(float).to_numpy()
-    frame["label"] = records["label"].astype(int).to_numpy()
-    frame["threshold"] = records["threshold"].astype(float).to_numpy()
-    out_of_range = ~frame[PROBABILITY].between(0, 1).to_numpy()
-    skipped["probability_out_of_range"] += int((out_of_range & keep).sum())
-    keep &= ~out_of_range
+    frame[PROBABILITY] = np.fromiter((r.probability for r in records), float, len(records))
+    frame["label"] = np.fromiter((r.label for r in records), int, len(records))
+    frame["threshold"] = np.fromiter((r.threshold for r in records), float, len(records))
     skipped = Counter({k: v for k, v in skipped.items() if v})
-    frame = frame.loc[keep].drop_duplicates(REQUEST_ID, keep="last").reset_index(drop=True)
-    return ParsedLines(frame, skipped, parsed.examples)
+    logged = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
+    order = logged.sort_values(kind="stable", na_position="first").index
+    frame = frame.loc[order[keep[order]]].drop_duplicates(REQUEST_ID, keep="last")
+    return PredictionFrame(frame.sort_index().reset_index(drop=True), skipped, log.examples)
 
 
-def outcomes_frame(parsed: ParsedLines) -> pd.DataFrame:
-    """Outcomes by request id; a re-delivered outcome replaces the earlier one."""
-    if parsed.frame.empty:
-        return pd.DataFrame({REQUEST_ID: pd.Series(dtype=str), ACTUAL: pd.Series(dtype="int8")})
-    frame = parsed.frame.loc[parsed.frame[ACTUAL].isin([0, 1]), [REQUEST_ID, ACTUAL]]
-    return frame.drop_duplicates(REQUEST_ID, keep="last").astype({ACTUAL: "int8"}).reset_index(drop=True)
+def outcomes_frame(log: LogRead[OutcomeRecord]) -> pd.DataFrame:
+    """Outcomes by request id; a re-delivered outcome replaces the earlier one (file order)."""
+    frame = pd.DataFrame({REQUEST_ID: pd.Series([r.request_id for r in log.records], dtype=object),
+                          ACTUAL: pd.Series([r.actual for r in log.records], dtype="int8")})
+    return frame.drop_duplicates(REQUEST_ID, keep="last").reset_index(drop=True)
 
 
 # --- windows ------------------------------------------------------------------------------------------------------

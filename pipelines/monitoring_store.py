@@ -13,49 +13,29 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import prediction_log
 from pipelines.config import Params
-from pipelines.monitoring import (
-    LOG_FIELDS,
-    OUTCOME_FIELDS,
-    ParsedLines,
-    WindowResult,
-    outcomes_frame,
-    parse_lines,
-    predictions_frame,
-)
+from pipelines.monitoring import PredictionFrame, WindowResult, outcomes_frame, predictions_frame
 from pipelines.stages import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 PROJECT_NAME = "flightops monitoring"
-LOG_GLOB = "predictions-*.jsonl"
-OUTCOME_GLOB = "*.jsonl"
 
 
-def _read_dir(directory: Path, pattern: str, fields: dict[str, Any]) -> ParsedLines:
-    parsed = ParsedLines(pd.DataFrame())
-    if not directory.exists():
-        return parsed
-    for path in sorted(directory.glob(pattern)):
-        # errors="replace": a torn multi-byte character is one bad line, not an unreadable file.
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            parsed = parsed.merge(parse_lines(handle, fields, source=path.name))
-    return parsed
-
-
-def read_predictions(params: Params) -> ParsedLines:
+def read_predictions(params: Params) -> PredictionFrame:
     """Every good prediction in the log directory; bad lines counted by reason (and logged), never raised."""
-    raw = _read_dir(params.paths.prediction_log_dir, LOG_GLOB, LOG_FIELDS)
-    parsed = predictions_frame(raw, params.features, params.source.time_column)
+    parsed = predictions_frame(prediction_log.read_prediction_log(params.paths.prediction_log_dir), params.features,
+                               params.source.time_column)
     if parsed.skipped:
         log.warning("prediction log: skipped %d bad line(s): %s; e.g. %s", parsed.skipped_total,
                     dict(parsed.skipped), parsed.examples[:3])
     return parsed
 
 
-def read_outcomes(params: Params) -> tuple[pd.DataFrame, ParsedLines]:
-    raw = _read_dir(params.paths.outcomes_dir, OUTCOME_GLOB, OUTCOME_FIELDS)
+def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]:
+    raw = prediction_log.read_outcomes(params.paths.outcomes_dir)
     if raw.skipped:
         log.warning("outcomes: skipped %d bad line(s): %s", raw.skipped_total, dict(raw.skipped))
     return outcomes_frame(raw), raw

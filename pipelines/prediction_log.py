@@ -7,31 +7,65 @@ piece (no interleaving with another process, no half-flushed Python buffer), cos
 no background thread. BentoML's monitoring API buffers records in a logger and Parquet needs whole row groups,
 so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth it.)
 
-One record per line, exactly:
+One record per line, exactly a `PredictionRecord`:
 `{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability", "label",
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
+
+The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
+`read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
+dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
+The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FILE_GLOB = "predictions-*.jsonl"
+OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
 
 
+class _Record(BaseModel):
+    # strict: a number written as a string, or a bool as a label, is a bad line rather than silently coerced.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class PredictionRecord(_Record):
+    """One line of the prediction log."""
+
+    request_id: str
+    ts: str
+    model_tag: str
+    inputs: dict[str, Any]
+    probability: Annotated[float, Field(ge=0, le=1)]
+    label: int
+    threshold: float
+
+
+class OutcomeRecord(_Record):
+    """One actual outcome, delivered after its prediction (pipelines.replay writes them; production feeds likewise)."""
+
+    request_id: str
+    actual: Annotated[int, Field(ge=0, le=1)]
+    delivered_at: str
+
+
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
                       probability: float, label: int, threshold: float) -> dict[str, Any]:
-    """One log line as a dict: the single place the record's keys are spelled."""
+    """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
     return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
             "probability": probability, "label": label, "threshold": threshold}
 
@@ -100,21 +134,81 @@ class PredictionLog:
         self._path, self._hour, self._pid, self._size = path, hour, pid, size
 
 
-def read_prediction_log(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every record in the directory, file by file in name order (hour, then pid, then sequence).
+R = TypeVar("R", bound=_Record)
 
-    A torn last line (a write interrupted by a full disk) is skipped rather than failing the whole read.
+
+@dataclass
+class LogRead(Generic[R]):
+    """The good records in file order, and what was skipped: counts by reason plus a few examples for people."""
+
+    records: list[R]
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_total(self) -> int:
+        return int(sum(self.skipped.values()))
+
+
+def read_prediction_log(directory: Path) -> LogRead[PredictionRecord]:
+    """Every record in the directory's prediction-log files, in the order they were written."""
+    return read_records(log_files(directory, FILE_GLOB), PredictionRecord)
+
+
+def read_outcomes(directory: Path) -> LogRead[OutcomeRecord]:
+    return read_records(log_files(directory, OUTCOME_GLOB), OutcomeRecord)
+
+
+def log_files(directory: Path, pattern: str) -> list[Path]:
+    """The files in write order: hour, then process, then rotation number as a number (`.2` before `.10`)."""
+    directory = Path(directory)
+    return sorted(directory.glob(pattern), key=_file_order) if directory.exists() else []
+
+
+def read_records(paths: Iterable[Path], model: type[R]) -> LogRead[R]:
+    """Validate every line against `model`; a bad line is counted by reason and skipped, never raised.
+
+    The files are written by processes that can be killed mid-line and by code that can change. A last line
+    without its newline (a write interrupted by a full disk, or still arriving) is skipped as `incomplete_line`.
     """
-    for path in sorted(Path(directory).glob(FILE_GLOB), key=_file_order):
+    result: LogRead[R] = LogRead([])
+    for path in paths:
         with open(path, "rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
                     continue
-                yield orjson.loads(line)
+                reason = None
+                if not line.endswith(b"\n"):
+                    reason = "incomplete_line"
+                else:
+                    try:
+                        result.records.append(model.model_validate_json(line))
+                    except ValidationError as error:
+                        reason = _reason(error)
+                if reason is not None:
+                    result.skipped[reason] += 1
+                    if len(result.examples) < 10:
+                        result.examples.append(f"{path.name}:{number}: {reason}: {line[:120]!r}")
+    return result
+
+
+def _reason(error: ValidationError) -> str:
+    """A short, countable name for why a line failed: its first error, by field."""
+    first = error.errors()[0]
+    kind, name = first["type"], str(first["loc"][0]) if first["loc"] else ""
+    if kind == "json_invalid":
+        return "invalid_json"
+    if kind == "model_type":
+        return "not_an_object"
+    if kind == "missing":
+        return f"missing_{name}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return f"{name}_out_of_range"
+    return f"bad_type_{name}"
 
 
 def _file_order(path: Path) -> tuple[str, int, int]:
-    stem = path.name.removeprefix("predictions-").removesuffix(".jsonl")
+    stem = path.name.split("-", 1)[-1].removesuffix(".jsonl")
     stamp, _, rest = stem.partition("-")
     pid, _, sequence = rest.partition(".")
     return stamp, int(pid) if pid.isdigit() else 0, int(sequence) if sequence.isdigit() else 0

@@ -10,7 +10,6 @@ The pure parts (request bodies, flight keys, outcomes) are separate from the HTT
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import Params
+from pipelines.prediction_log import OutcomeRecord
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ class _OutcomeWriter:
     def write(self, keys: list[str], actuals: list[int]) -> None:
         delivered = datetime.now(UTC).isoformat()
         for key, actual in zip(keys, actuals, strict=True):
-            self.handle.write(json.dumps({"request_id": key, "actual": int(actual), "delivered_at": delivered})
-                              + "\n")
+            record = OutcomeRecord(request_id=key, actual=int(actual), delivered_at=delivered)
+            self.handle.write(record.model_dump_json() + "\n")
         self.handle.flush()
         self.count += len(keys)
 

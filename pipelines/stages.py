@@ -305,12 +305,11 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
 def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
     from pipelines import registry
-    from pipelines.gate import GateRefused
+    from pipelines.gate import enforce
 
     report = run_gate(params)
     outcome = run_promote(params, report)
     write_json(params.paths.registry_dir / registry.DVC_GATE_RECEIPT,
                {"model_md5": report["challenger_md5"], "tag": outcome["tag"], "promoted": outcome["promoted"]})
-    if not report["promote"] and params.gate.fail_on_refusal:
-        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))
+    enforce(report, params.gate)
     return {"promote": report["promote"], **outcome}

@@ -1,13 +1,8 @@
-"""Helpers for the monitoring tests: a small real trained model, prediction-log records written in the service's
-exact format, and a real Prefect server.
-
-The log writer here stands in for the service's own (`pipelines/prediction_log.py`, owned by serving) until it
-lands: it writes the contract's record format, one JSON object per line, to `predictions-YYYYMMDDTHH-<pid>.jsonl`.
-"""
+"""Helpers for the monitoring tests: a small real trained model, and prediction-log records and outcomes written
+by the real writers (`pipelines.prediction_log`), so the monitor is tested on what the service writes."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Params
+from pipelines.prediction_log import OutcomeRecord, PredictionLog, prediction_record
 from pipelines.train import TrainedModel
 
 
@@ -52,19 +48,21 @@ def log_records(frame: pd.DataFrame, model: TrainedModel, raw_columns: list[str]
         inputs = {name: (None if pd.isna(row[name]) else (row[name].item() if hasattr(row[name], "item")
                                                           else row[name])) for name in raw_columns}
         inputs[time_column] = row[time_column].isoformat()
-        records.append({"request_id": str(row.get("request_id", f"req-{index}")), "ts": now, "model_tag": model_tag,
-                        "inputs": inputs, "probability": float(proba[index]),
-                        "label": int(proba[index] >= model.threshold), "threshold": model.threshold})
+        records.append(prediction_record(
+            request_id=str(row.get("request_id", f"req-{index}")), ts=now, model_tag=model_tag, inputs=inputs,
+            probability=float(proba[index]), label=int(proba[index] >= model.threshold), threshold=model.threshold))
     return records
 
 
-def write_log(directory: Path, records: list[dict[str, Any]], garbage: list[str] = (), hour: str = "20130901T00",
-              pid: int | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"predictions-{hour}-{pid or os.getpid()}.jsonl"
+def write_log(directory: Path, records: list[dict[str, Any]], garbage: list[str] = (), hour: str = "20130901T00"
+              ) -> Path:
+    """The records through the service's own writer, its clock set to `hour` (the file name's); then garbage lines."""
+    clock = datetime.strptime(hour, "%Y%m%dT%H").replace(tzinfo=UTC).timestamp()
+    writer = PredictionLog(directory, rotate_hourly=True, rotate_bytes=1 << 40, clock=lambda: clock)
+    writer.write(records)
+    path = writer.path
+    writer.close()
     with open(path, "a") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
         for line in garbage:
             handle.write(line + "\n")
     return path
@@ -72,11 +70,12 @@ def write_log(directory: Path, records: list[dict[str, Any]], garbage: list[str]
 
 def write_outcomes(directory: Path, frame: pd.DataFrame, label: str = "label") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "outcomes-test.jsonl"
+    path = directory / f"outcomes-test-{os.getpid()}.jsonl"
+    delivered = datetime.now(UTC).isoformat()
     with open(path, "a") as handle:
         for key, actual in zip(frame["request_id"], frame[label], strict=True):
-            handle.write(json.dumps({"request_id": key, "actual": int(actual),
-                                     "delivered_at": datetime.now(UTC).isoformat()}) + "\n")
+            handle.write(OutcomeRecord(request_id=key, actual=int(actual), delivered_at=delivered).model_dump_json()
+                         + "\n")
     return path
 
 

@@ -1,12 +1,11 @@
 """The model card on a real model trained on a small real window: metrics vs baselines, slices, data version,
-gate decision, and a clear error when there is no model yet."""
+the gate decision as the real gate wrote it, and a clear error when there is no model yet."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,10 +14,15 @@ from pipelines import stages
 from pipelines.config import Params
 from pipelines.model_card import build_model_card, write_model_card
 
+pytestmark = pytest.mark.model
+
+# Values the card must echo; set here so the test does not depend on params.yaml's current values.
+NUM_LEAVES = 7
+
 
 @pytest.fixture
 def trained(make_params: Callable[..., Params], small_table: pd.DataFrame) -> Params:
-    params = make_params()
+    params = make_params({"train.num_leaves": NUM_LEAVES})
     stages.write_parquet(params.paths.raw_table, small_table)
     stages.run_preprocess(params)
     stages.run_train(params)
@@ -39,18 +43,32 @@ def test_card_shows_metrics_baselines_slices_data_version_and_params(trained: Pa
     assert "### by carrier" in markdown and "### by origin" in markdown
     assert "No gate decision recorded" in markdown
     assert "md5 `" in markdown and "missing" not in markdown.split("md5 `")[1][:10]
-    assert "| train.num_leaves | 63 |" in markdown
+    assert f"| train.num_leaves | {NUM_LEAVES} |" in markdown
     assert page.startswith("<!doctype html>") and "<table>" in page and "<h2>Slices (test split)</h2>" in page
 
 
-def test_card_reports_the_gate_decision_with_its_reasons(trained: Params) -> None:
-    gate: dict[str, Any] = {"decision": "rejected", "reasons": ["roc_auc 0.70 < champion 0.72 - 0.005"],
-                            "challenger": {"roc_auc": 0.70}}
-    (trained.paths.metrics_dir / "gate.json").write_text(json.dumps(gate))
-    markdown = build_model_card(trained)
-    assert "- decision: **rejected**" in markdown
-    assert "- roc_auc 0.70 < champion 0.72 - 0.005" in markdown
-    assert '"challenger"' in markdown
+@pytest.mark.parametrize(("min_improvement", "promoted"), [(-1.0, True), (1.0, False)])
+def test_card_shows_the_real_gate_decision_with_its_reasons(trained: Params, min_improvement: float,
+                                                            promoted: bool) -> None:
+    """The gate stage writes gate.json (and promotes or not); the card must show that decision and every reason."""
+    params = trained.model_copy(update={"gate": trained.gate.model_copy(update={"min_improvement": min_improvement})})
+    outcome = stages.run_gate_and_promote(params)
+    report = json.loads((params.paths.metrics_dir / "gate.json").read_text())
+    assert outcome["promoted"] is promoted and report["promote"] is promoted
+
+    markdown = build_model_card(params)
+    section = markdown.split("## Gate decision")[1].split("\n## ")[0]
+    assert f"Gate: challenger {'PROMOTED' if promoted else 'REFUSED'}" in section
+    assert f"decision: **{'promote' if promoted else 'refuse'}**" in section
+    assert "None" not in section.split("| check |")[0]
+    for check in report["checks"]:
+        assert check["reason"] in section
+    if promoted:
+        assert f"new champion: `{outcome['tag']}`" in section and "about this model" in section
+        assert markdown.startswith(f"# Model card: {outcome['tag']}")
+    else:
+        assert f"failed: {report['failed'][0]}" in section
+        assert f"registered as `{outcome['tag']}`" in section
 
 
 def test_card_without_a_model_names_the_stage_to_run(make_params: Callable[..., Params]) -> None:

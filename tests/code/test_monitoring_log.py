@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import monitoring
 from pipelines.config import parse_params
+from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
 from pipelines.replay import flight_keys, request_records
 from tests.conftest import params_dict
 
@@ -23,42 +24,65 @@ def _record(params, request_id="a", time_hour="2013-09-02T10:00:00+00:00", **cha
     inputs = {name: "UA" for name in params.features.categorical}
     inputs.update({name: 1.0 for name in params.features.numeric})
     inputs["time_hour"] = time_hour
-    record = {"request_id": request_id, "ts": "2024-01-01T00:00:00+00:00", "model_tag": "m:1", "inputs": inputs,
-              "probability": 0.3, "label": 0, "threshold": 0.4}
+    record = prediction_record(request_id=request_id, ts="2024-01-01T00:00:00+00:00", model_tag="m:1",
+                               inputs=inputs, probability=0.3, label=0, threshold=0.4)
     record.update(change)
-    return json.dumps(record)
+    return record
 
 
-def test_garbage_lines_are_counted_by_reason_and_skipped(params):
-    good = [_record(params, "a"), _record(params, "b")]
-    bad_inputs = json.loads(_record(params, "c"))
+def _write(directory, records, garbage=(), hour=1378044000.0, rotate_bytes=1 << 30):
+    """Records through the service's writer (one write each, so size rotation can split them), then raw lines."""
+    log = PredictionLog(directory, rotate_hourly=True, rotate_bytes=rotate_bytes, clock=lambda: hour)
+    for record in records:
+        log.write([record])
+    path = log.path
+    log.close()
+    with open(path, "a") as handle:
+        handle.writelines(line + "\n" for line in garbage)
+    return path
+
+
+def test_garbage_lines_are_counted_by_reason_and_skipped(params, tmp_path):
+    bad_inputs = _record(params, "c")
     bad_inputs["inputs"]["distance"] = "far"
-    lines = [*good,
-             _record(params, "t")[:37],                       # truncated last line after a kill
-             json.dumps({"hello": "world"}),                 # wrong schema
-             _record(params, "p", probability="high"),       # wrong type
-             json.dumps(bad_inputs),                         # non-numeric number
-             _record(params, "e", time_hour="yesterday"),    # unparsable time
-             _record(params, "q", probability=1.7),          # impossible probability
-             "[1, 2]", ""]
-    raw = monitoring.parse_lines(lines, monitoring.LOG_FIELDS, source="predictions-x.jsonl")
-    parsed = monitoring.predictions_frame(raw, params.features, "time_hour")
+    path = _write(tmp_path, [_record(params, "a"), _record(params, "b"), bad_inputs,
+                             _record(params, "e", time_hour="yesterday")],     # unparsable time
+                  garbage=[json.dumps(_record(params, "t"))[:37],              # truncated line after a kill
+                           json.dumps({"hello": "world"}),                     # wrong schema
+                           json.dumps(_record(params, "p", probability="high")),  # wrong type
+                           json.dumps(_record(params, "q", probability=1.7)),     # impossible probability
+                           json.dumps(_record(params, "l", label=True)),          # a bool is not a label
+                           "[1, 2]", ""])
+    with open(path, "a") as handle:
+        handle.write(json.dumps(_record(params, "z")))                         # torn last line: no newline
+    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
     assert sorted(parsed.frame["request_id"]) == ["a", "b"]
     assert dict(parsed.skipped) == {"invalid_json": 1, "missing_request_id": 1, "bad_type_probability": 1,
                                     "bad_number_distance": 1, "bad_time": 1, "probability_out_of_range": 1,
-                                    "not_an_object": 1}
-    assert parsed.skipped_total == 7
-    assert any("predictions-x.jsonl:3: invalid_json" in example for example in parsed.examples)
+                                    "bad_type_label": 1, "not_an_object": 1, "incomplete_line": 1}
+    assert parsed.skipped_total == 9
+    assert any(f"{path.name}:5: invalid_json" in example for example in parsed.examples)
     assert str(parsed.frame["time_hour"].dtype) == "datetime64[ns, UTC]"
 
 
-def test_a_log_without_a_feature_skips_every_row_and_says_which(params):
-    record = json.loads(_record(params))
+def test_a_log_without_a_feature_skips_every_row_and_says_which(params, tmp_path):
+    record = _record(params)
     del record["inputs"]["carrier"]
-    parsed = monitoring.predictions_frame(monitoring.parse_lines([json.dumps(record)], monitoring.LOG_FIELDS),
-                                          params.features, "time_hour")
+    _write(tmp_path, [record])
+    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
     assert parsed.frame.empty
     assert parsed.skipped == {"inputs_missing_carrier": 1}
+
+
+def test_a_request_logged_twice_keeps_its_latest_record_across_rotations(params, tmp_path):
+    """A retried request lands in a later rotation (`.10` after `.9`): its latest answer is the one kept."""
+    records = [_record(params, f"r{i}", ts=f"2024-01-01T00:00:{i:02d}+00:00") for i in range(40)]
+    records.append(_record(params, "r3", ts="2024-01-01T00:01:00+00:00", probability=0.9))
+    _write(tmp_path, records, rotate_bytes=1024)
+    assert any(path.name.endswith(".10.jsonl") for path in tmp_path.iterdir())
+    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    assert len(parsed.frame) == 40
+    assert parsed.frame.set_index("request_id").loc["r3", "probability"] == 0.9
 
 
 def test_windows_wait_until_traffic_moves_past_them(params):

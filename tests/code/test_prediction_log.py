@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
+from pipelines.prediction_log import PredictionLog, PredictionRecord, prediction_record, read_prediction_log
 
 
 def _record(i: int) -> dict:
@@ -53,7 +53,7 @@ def test_rotates_each_hour_and_by_size(tmp_path: Path) -> None:
     assert f"predictions-20130901T14-{pid}.1.jsonl" in names
     assert f"predictions-20130901T15-{pid}.jsonl" in names
     assert all(p.stat().st_size <= 1024 for p in tmp_path.glob("*T14*.jsonl"))
-    assert [r["request_id"] for r in read_prediction_log(tmp_path)] == [*(f"r{i}" for i in range(30)), "r99"]
+    assert [r.request_id for r in read_prediction_log(tmp_path).records] == [*(f"r{i}" for i in range(30)), "r99"]
 
 
 def test_reopening_appends_and_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
@@ -66,4 +66,23 @@ def test_reopening_appends_and_a_torn_last_line_is_skipped(tmp_path: Path) -> No
     with open(second.path, "ab") as handle:  # what a full disk could leave behind
         handle.write(b'{"request_id": "torn"')
     second.close()
-    assert [r["request_id"] for r in read_prediction_log(tmp_path)] == ["r1", "r2"]
+    read = read_prediction_log(tmp_path)
+    assert [r.request_id for r in read.records] == ["r1", "r2"]
+    assert read.skipped == {"incomplete_line": 1}
+
+
+def test_the_writer_record_is_the_reader_model() -> None:
+    """The writer's dict and the reader's model spell the same fields; what one writes the other accepts."""
+    record = _record(1)
+    assert set(record) == set(PredictionRecord.model_fields)
+    assert PredictionRecord.model_validate(record).request_id == "r1"
+
+
+def test_rotated_files_are_read_in_numeric_order(tmp_path: Path) -> None:
+    """Twelve size rotations in one hour: `.10` and `.11` come after `.2`, as they were written."""
+    log = PredictionLog(tmp_path, rotate_hourly=False, rotate_bytes=1024, clock=_Clock(1378044000.0))
+    for i in range(60):
+        log.write([_record(i)])
+    log.close()
+    assert any(p.name.endswith(".10.jsonl") for p in tmp_path.glob("*.jsonl"))
+    assert [r.request_id for r in read_prediction_log(tmp_path).records] == [f"r{i}" for i in range(60)]

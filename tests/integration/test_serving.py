@@ -255,16 +255,20 @@ def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
 
 
 def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> None:
-    from pipelines.prediction_log import read_prediction_log
+    from pipelines.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_prediction_log
 
     params = trained["params"]
     rows = _records(trained["test"].head(5), params)
     sent = [{**row, "request_id": f"log-{i}"} for i, row in enumerate(rows)]
     answers = httpx.post(f"{server.url}/predict_batch", json={"flights": sent}).json()["predictions"]
-    logged = {r["request_id"]: r for r in read_prediction_log(params.paths.prediction_log_dir)}
+    read = read_prediction_log(params.paths.prediction_log_dir)
+    assert read.skipped_total == 0
+    logged = {r.request_id: r.model_dump() for r in read.records}
+    for path in log_files(params.paths.prediction_log_dir, FILE_GLOB):  # exactly the contract's fields, no more
+        lines = path.read_text().splitlines()
+        assert all(set(json.loads(line)) == set(PredictionRecord.model_fields) for line in lines)
     for row, answer in zip(sent, answers, strict=True):
         record = logged[row["request_id"]]
-        assert set(record) == {"request_id", "ts", "model_tag", "inputs", "probability", "label", "threshold"}
         assert record["probability"] == answer["probability"] and record["label"] == answer["label"]
         assert record["model_tag"] == trained["tag"]
         expected_inputs = {k: v for k, v in row.items() if k != "request_id"}
@@ -352,7 +356,7 @@ def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path:
                     answered.append(f"k{i}")
     finally:
         own.stop(signal.SIGKILL)
-    logged = {r["request_id"] for r in read_prediction_log(tmp_path / "predictions")}
+    logged = {r.request_id for r in read_prediction_log(tmp_path / "predictions").records}
     assert len(answered) == 200 and set(answered) <= logged
 
 

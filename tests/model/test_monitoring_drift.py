@@ -7,6 +7,7 @@ import pytest
 
 from pipelines import monitoring
 from pipelines.config import parse_params
+from pipelines.prediction_log import LogRead, PredictionRecord
 from tests.conftest import SMALL_WINDOW, params_dict
 from tests.monitoring_support import into_week, log_records, shift, train_small
 
@@ -28,9 +29,8 @@ def setup(tmp_path_factory, small_table):
 
 def _window(params, trained, rows):
     records = log_records(rows, trained.model, params.features.raw_columns, "time_hour")
-    parsed = monitoring.predictions_frame(monitoring.parse_lines(map(__import__("json").dumps, records),
-                                                                 monitoring.LOG_FIELDS),
-                                          params.features, "time_hour")
+    log = LogRead([PredictionRecord.model_validate(record) for record in records])
+    parsed = monitoring.predictions_frame(log, params.features, "time_hour")
     assert parsed.skipped_total == 0
     return parsed.frame
 
