@@ -155,7 +155,7 @@ def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
 def start_fresh(params_file: Path) -> str:
     """Stop the stack, move the last loop's traffic and monitoring aside, and make the `dvc repro` model champion.
 
-    Nothing is deleted: logs, outcomes and window reports go to `<retraining_dir>/../loop-archive/<time>/`, and the
+    Nothing is deleted: logs, outcomes and window reports go to `<loop_archive_dir>/<time>/`, and the
     champion change is a journalled registry event like any rollback.
     """
     import shutil
@@ -167,7 +167,7 @@ def start_fresh(params_file: Path) -> str:
 
     params = load_params(params_file)
     stack.down(params_file)
-    archive = params.paths.retraining_dir.parent / "loop-archive" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    archive = params.paths.loop_archive_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for folder in (params.paths.prediction_log_dir, params.paths.outcomes_dir, params.paths.monitoring_dir):
         if folder.exists() and any(folder.iterdir()):
             archive.mkdir(parents=True, exist_ok=True)

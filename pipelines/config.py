@@ -41,7 +41,7 @@ class PathsParams(_Section):
     monitoring_dir: Path
     evidently_workspace: Path
     stack_dir: Path
-    retraining_dir: Path
+    loop_archive_dir: Path
     compiled_dir: Path
 
 
@@ -410,6 +410,10 @@ class StackParams(_Section):
         return self
 
 
+class VersioningParams(_Section):
+    git_remote: str | None
+
+
 class Params(_Section):
     paths: PathsParams
     source: SourceParams
@@ -426,6 +430,7 @@ class Params(_Section):
     monitor: MonitorParams
     deployments: DeploymentsParams
     stack: StackParams
+    versioning: VersioningParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -102,6 +102,18 @@ def model_metadata(tag: str) -> dict[str, Any]:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
 
+def registry_home(registry_dir: Path) -> Path:
+    """The registry a DVC stage must use: `registry_dir` of the repository the run belongs to.
+
+    `dvc exp run --temp` runs the stages in a copy of the repo under .dvc/tmp/exps and tells them the parent
+    repository in `DVC_ROOT`: the champion pointer and journal are that repository's, or a retrain would gate
+    against no champion and promote into a folder deleted with the copy. Outside DVC (or in the workspace,
+    where DVC_ROOT is the working directory) the path is used as given.
+    """
+    root = os.environ.get("DVC_ROOT")
+    return Path(root) / registry_dir if root and not registry_dir.is_absolute() else registry_dir
+
+
 def champion_tag(registry_dir: Path) -> str | None:
     pointer = registry_dir / CHAMPION_FILE
     if not pointer.exists():

@@ -236,7 +236,7 @@ def run_gate(params: Params) -> dict[str, Any]:
     challenger = TrainedModel.load(params.paths.model_dir)
     test = read_parquet(prepared_path(params, "test"), "preprocess")
     train = read_parquet(prepared_path(params, "train"), "preprocess")
-    champion_tag = registry.champion_tag(params.paths.registry_dir)
+    champion_tag = registry.champion_tag(registry.registry_home(params.paths.registry_dir))
     champion_proba = registry.load_model(champion_tag).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
     latency = measure_latency_ms(challenger.booster, batch, params.gate.latency_repeats)
@@ -255,7 +255,7 @@ def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any
     """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
     import json as _json
 
-    from pipelines import registry
+    from pipelines import lineage, registry
     from pipelines.train import META_FILE
 
     meta = _json.loads((params.paths.model_dir / META_FILE).read_text())
@@ -272,10 +272,20 @@ def model_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any
                          if params.paths.raw_table.exists() else "unknown",
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
         "git_commit": registry.git_commit(),
+        # How to rebuild it: commit, dirty files, experiment ref, data hash, params diff, package lock.
+        "lineage": lineage.capture(Path.cwd(), dag_outputs(params)).model_dump(mode="json"),
         "feature_schema": _json.loads((params.paths.model_dir / "feature_schema.json").read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
                  "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
     }
+
+
+def dag_outputs(params: Params) -> list[Path]:
+    """What the DAG's stages write (dvc.yaml's outs, metrics and plots are under these): the run's result, never
+    a dirty tree."""
+    paths = params.paths
+    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.metrics_dir,
+            paths.plots_dir, paths.registry_dir]
 
 
 def _write_reference(params: Params, path: Path) -> None:
@@ -296,7 +306,8 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     if not gate_report["promote"]:
         write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": None})
         return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}
-    registry.set_champion(params.paths.registry_dir, tag, reason="; ".join(gate_report["reasons"]))
+    registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
+                          reason="; ".join(gate_report["reasons"]))
     outcome = {"promoted": True, "tag": tag, "champion": tag, "previous": gate_report["champion"]}
     write_json(params.paths.metrics_dir / "gate.json", {**gate_report, "registered_tag": tag, "promoted_tag": tag})
     return outcome
