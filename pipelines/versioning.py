@@ -141,8 +141,11 @@ def save_experiment(root: Path, name: str) -> Experiment:
     from dvc.repo import Repo
 
     baseline = git(root, "rev-parse", "HEAD")
+    # Files git does not track yet but does not ignore either: the stages' metrics and plots (cache: false), the
+    # .gitignore files DVC writes for new outs, and any new code. Left out, the ref could not rebuild the model.
+    untracked = git(root, "ls-files", "--others", "--exclude-standard").splitlines()
     with Repo(str(root)) as repo:
-        repo.experiments.save(name=name, force=True)
+        repo.experiments.save(name=name, force=True, include_untracked=untracked or None)
     ref = experiment_ref(baseline, name)
     return Experiment(name=name, ref=ref, commit=git(root, "rev-parse", ref), baseline=baseline)
 
