@@ -84,9 +84,14 @@ def _pull_raw_table(worktree: Path) -> None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    from dvc.config import NoRemoteError
+
     try:
         with Repo(str(worktree)) as repo:
-            repo.pull(targets=["collect"])
+            try:
+                repo.pull(targets=["collect"])
+            except NoRemoteError:
+                repo.checkout(targets=["collect"])  # no remote: this machine's cache must hold the data
     except DvcException as error:
         raise ReproduceError(f"the training data could not be restored from the DVC remote: {error}") from error
 
