@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -32,7 +32,7 @@ def retraining_overrides(data_end: str | None) -> dict[str, Any]:
 
 @task(name="experiment", cache_policy=NO_CACHE, task_run_name="dvc exp run {name}")
 def run_experiment(root: Path, name: str, overrides: dict[str, Any]) -> versioning.Experiment:
-    return versioning.run_experiment(root, name, overrides)
+    return versioning.run_experiment(root, name, overrides, echo=get_run_logger().info)
 
 
 # Pushing meets the network (git remote, DVC remote): it retries.

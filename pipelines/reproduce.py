@@ -81,17 +81,16 @@ def _prepare_worktree(root: Path, worktree: Path, commit: str) -> None:
 
 
 def _pull_raw_table(worktree: Path) -> None:
+    from dvc.config import NoRemoteError
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
-
-    from dvc.config import NoRemoteError
 
     try:
         with Repo(str(worktree)) as repo:
             try:
-                repo.pull(targets=["collect"])
+                repo.pull(targets=[versioning.stage_target(worktree, "collect")])
             except NoRemoteError:
-                repo.checkout(targets=["collect"])  # no remote: this machine's cache must hold the data
+                repo.checkout(targets=[versioning.stage_target(worktree, "collect")])  # no remote: this machine's cache must hold the data
     except DvcException as error:
         raise ReproduceError(f"the training data could not be restored from the DVC remote: {error}") from error
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +114,12 @@ def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def stage_target(root: Path, stage: str) -> str:
+    """`<root>/dvc.yaml:<stage>`: DVC resolves a bare stage name against the process's working directory, which
+    need not be the project (a Prefect worker, a test runner, the reproduce command's clone)."""
+    return f"{Path(root).resolve() / 'dvc.yaml'}:{stage}"
+
+
 def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: bool = False) -> StageRun:
     """`dvc repro --single-item <stage>` through DVC's Python API: DVC decides whether it runs, runs its command,
     caches its outputs and writes its dvc.lock entry. Raises StageFailed with the command's last output lines."""
@@ -124,7 +130,7 @@ def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: 
     with _captured_output() as output:
         try:
             with Repo(str(root)) as repo:
-                done = repo.reproduce(stage, single_item=True, force=force,
+                done = repo.reproduce(stage_target(root, stage), single_item=True, force=force,
                                       run_env={"PATH": _venv_path(), **(env or {})})
         except DvcException as error:
             failure = error
@@ -150,18 +156,20 @@ def save_experiment(root: Path, name: str) -> Experiment:
     return Experiment(name=name, ref=ref, commit=git(root, "rev-parse", ref), baseline=baseline)
 
 
-def run_experiment(root: Path, name: str, overrides: dict[str, Any]) -> Experiment:
+def run_experiment(root: Path, name: str, overrides: dict[str, Any],
+                   echo: Callable[[str], Any] | None = None) -> Experiment:
     """`dvc exp run --temp -S key=value ...`: the whole DAG in DVC's temporary copy of the repo.
 
     A subprocess, not the Python API: DVC's temp executor changes the working directory of the process it runs
-    in, which a Prefect worker (or any caller) must not see. Its output is logged line by line.
+    in, which a Prefect worker (or any caller) must not see. Its output goes line by line to `echo` (the Prefect
+    task's logger) or this module's logger.
     """
     baseline = git(root, "rev-parse", "HEAD")
     command = [_dvc(), "exp", "run", "--temp", "--name", name]
     for key, value in overrides.items():
         command += ["-S", f"{key}={value}"]
     log.info("experiment %s: %s", name, " ".join(command))
-    _stream(command, root)
+    _stream(command, root, echo or log.info)
     ref = experiment_ref(baseline, name)
     return Experiment(name=name, ref=ref, commit=git(root, "rev-parse", ref), baseline=baseline)
 
@@ -171,7 +179,7 @@ def _dvc() -> str:
     return str(local) if local.exists() else "dvc"
 
 
-def _stream(command: list[str], cwd: Path) -> str:
+def _stream(command: list[str], cwd: Path, echo: Callable[[str], Any]) -> str:
     env = {**os.environ, "PATH": _venv_path()}
     lines: list[str] = []
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -179,7 +187,7 @@ def _stream(command: list[str], cwd: Path) -> str:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
-            log.info("%s", line.rstrip("\n"))
+            echo(line.rstrip("\n"))
     if process.returncode != 0:
         raise StageFailed(f"{' '.join(command[:3])} failed (exit {process.returncode}):\n"
                           + "\n".join(lines[-OUTPUT_TAIL_LINES:]))

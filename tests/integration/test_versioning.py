@@ -153,7 +153,7 @@ def test_a_fresh_clone_rebuilds_the_retrained_champion_byte_for_byte(project: di
     # Only the remotes and the registry entry survive: the workspace and its DVC cache are gone.
     shutil.rmtree(project["repo"])
     clone = project["base"] / "clone"
-    run(project["base"], "git", "clone", "-q", str(project["origin"]), str(clone))
+    run(project["base"], "git", "clone", "-q", "-b", "main", str(project["origin"]), str(clone))
     done = run(clone, "python", "-m", "pipelines", "reproduce", tag, "--check", check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(done.stdout[done.stdout.index("{"):])
