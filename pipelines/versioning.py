@@ -137,7 +137,8 @@ def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: 
         else:
             failure = None
     if failure is not None:
-        raise StageFailed(f"stage {stage!r} failed: {failure}\n{_tail(output[0])}") from failure
+        cause = f" ({failure.__cause__})" if failure.__cause__ else ""
+        raise StageFailed(f"stage {stage!r} failed: {failure}{cause}\n{_tail(output[0])}") from failure
     return StageRun(stage=stage, ran=bool(done), seconds=round(time.perf_counter() - started, 2))
 
 
@@ -236,30 +237,25 @@ def experiment_record(experiment: Experiment, pushed: dict[str, Any] | None = No
 def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
     """What a run of the DAG left in `root` (the stages' files), in the shape of `training_summary_markdown`:
     the stages ran as DVC commands, so their results are read back from their outputs, not returned."""
-    import json
-
     import pyarrow.parquet as pq
+
+    from pipelines import io
 
     paths = params.paths
 
-    def read(path: Path) -> Any:
-        path = path if path.is_absolute() else root / path
-        return json.loads(path.read_text()) if path.exists() else None
+    def here(path: Path) -> Path:
+        return path if path.is_absolute() else root / path
 
-    validation = read(paths.validation_dir / "summary.json") or {}
-    splits = {}
-    for split in ("train", "valid", "test"):
-        file = paths.prepared_dir / f"{split}.parquet"
-        file = file if file.is_absolute() else root / file
-        if file.exists():
-            splits[split] = pq.ParquetFile(file).metadata.num_rows
-    model = read(paths.model_dir / "model.json") or {}
+    validation = io.read_json(here(paths.validation_dir / io.VALIDATION_SUMMARY_FILE)) or {}
+    splits = {split: pq.ParquetFile(here(io.prepared_path(paths, split))).metadata.num_rows
+              for split in io.SPLITS if here(io.prepared_path(paths, split)).exists()}
+    model = io.read_json(here(paths.model_dir / io.META_FILE)) or {}
     return {
         "collect": {"rows": validation.get("rows", 0)},
         "validate": validation,
         "splits": splits,
         "train": {"best_iteration": model.get("best_iteration"), "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
-        "evaluate": read(paths.metrics_dir / "evaluate.json"),
-        "gate": read(paths.metrics_dir / "gate.json"),
+        "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
+        "gate": io.read_json(here(paths.metrics_dir / io.GATE_FILE)),
     }

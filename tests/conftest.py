@@ -66,9 +66,9 @@ def small_table() -> Any:
 
 def prepare_small_window(root: Path, table: Any) -> Path:
     """The small window's table written under `root` and preprocessed there (splits + schema); returns `root`."""
-    from pipelines import stages
+    from pipelines import io, stages
 
     params = parse_params(params_dict(root, SMALL_WINDOW))
-    stages.write_parquet(params.paths.raw_table, table)
+    io.write_parquet(params.paths.raw_table, table)
     stages.run_preprocess(params)
     return root

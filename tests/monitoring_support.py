@@ -27,14 +27,14 @@ class Trained:
 
 def train_small(root: Path, params: Params, table: pd.DataFrame) -> Trained:
     """Prepare and train on the small real window, saving train.parquet and the model where params say."""
-    from pipelines import stages
+    from pipelines import io
     from pipelines.preprocess import prepare
     from pipelines.train import train_model
 
     prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
     model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
     model.save(params.paths.model_dir)
-    stages.write_parquet(stages.prepared_path(params, "train"), prepared.train)
+    io.write_parquet(io.prepared_path(params.paths, "train"), prepared.train)
     return Trained(params.paths.model_dir, params.paths.prepared_dir, prepared.train, model)
 
 

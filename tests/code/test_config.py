@@ -34,6 +34,16 @@ def test_repo_params_file_loads() -> None:
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),
         ({"serve.gc_threshold": [700, 10]}, "serve.gc_threshold"),
         ({"serve.predictor": "onnx"}, "serve.predictor"),
+        ({"serve.port": 70000}, "serve.port must be in 1..65535, got 70000"),
+        ({"monitor.drift_share": 0}, "monitor.drift_share must be in (0, 1], got 0"),
+        ({"search.trials": -1}, "search.trials must be >= 0, got -1"),
+        ({"deployments.monitoring.interval_minutes": 0}, "deployments.monitoring.interval_minutes must be > 0"),
+        ({"train.threshold": "auto"}, "train.threshold must be in (0, 1) or 'max_f1', got 'auto'"),
+        ({"train.threshold": True}, "train.threshold must be in (0, 1) or 'max_f1', got True"),
+        ({"monitor.retraining_deployment": "retraining"},
+         "monitor.retraining_deployment must be '<flow name>/<deployment name>', got 'retraining'"),
+        ({"replay.end": "2013-01-01"}, "replay.end (2013-01-01) must be after replay.start (2013-09-01)"),
+        ({"serve.prediction_log.rotate_bytes": 10}, "serve.prediction_log.rotate_bytes must be >= 1024, got 10"),
     ],
 )
 def test_invalid_override_is_refused_by_name(override: dict, message: str) -> None:
@@ -78,3 +88,32 @@ def test_dates_are_utc(tmp_path: Path) -> None:
     params = parse_params(yaml.safe_load(PARAMS_FILE.read_text()))
     assert params.collect.start.tzinfo is not None
     assert params.collect.start.utcoffset().total_seconds() == 0
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    data = params_dict(tmp_path, {"train.learning_rate": 0, "gate.max_latency_ms": -1, "split.test_days": 0})
+    with pytest.raises(ParamsError) as error:
+        parse_params(data)
+    lines = str(error.value).splitlines()[1:]
+    assert sorted(line.strip() for line in lines) == [
+        "gate.max_latency_ms must be >= 0, got -1", "split.test_days must be >= 1, got 0",
+        "train.learning_rate must be in (0, 1], got 0"]
+
+
+def test_the_validate_section_keeps_its_yaml_name(tmp_path: Path) -> None:
+    data = params_dict(tmp_path)
+    data["validate"]["fail_on_eror"] = data["validate"].pop("fail_on_error")
+    data["validat"] = data.pop("validate")
+    with pytest.raises(ParamsError) as error:
+        parse_params(data)
+    assert "validat: unknown key (did you mean 'validate'?)" in str(error.value)
+    data["validate"] = data.pop("validat")
+    with pytest.raises(ParamsError, match=r"validate.fail_on_eror: unknown key \(did you mean 'fail_on_error'\?\)"):
+        parse_params(data)
+
+
+def test_sections_are_frozen(tmp_path: Path) -> None:
+    params = parse_params(params_dict(tmp_path, {"train.seed": 7}))
+    assert params.validate_.fail_on_error is True and params.train.seed == 7
+    with pytest.raises(ValueError, match="frozen"):
+        params.train.seed = 8  # type: ignore[misc]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.config import Params
 from pipelines.model_card import build_model_card, write_model_card
 
@@ -23,7 +23,7 @@ NUM_LEAVES = 7
 @pytest.fixture
 def trained(make_params: Callable[..., Params], small_table: pd.DataFrame) -> Params:
     params = make_params({"train.num_leaves": NUM_LEAVES})
-    stages.write_parquet(params.paths.raw_table, small_table)
+    io.write_parquet(params.paths.raw_table, small_table)
     stages.run_preprocess(params)
     stages.run_train(params)
     stages.run_evaluate(params)

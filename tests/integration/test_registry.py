@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import registry, stages
+from pipelines import io, registry, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import LABEL
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
@@ -105,12 +105,12 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
     corrupted = tmp_path / "prepared"
     corrupted.mkdir()
     for split in ("train", "valid", "test"):
-        frame = pd.read_parquet(stages.prepared_path(champion, split))
+        frame = pd.read_parquet(io.prepared_path(champion.paths, split))
         if split != "test":
             ewr = frame["origin"] == "EWR"
             frame.loc[ewr, LABEL] = 1 - frame.loc[ewr, LABEL]
         frame.to_parquet(corrupted / f"{split}.parquet", index=False)
-    (corrupted / "feature_schema.json").write_bytes(stages.schema_path(champion).read_bytes())
+    (corrupted / "feature_schema.json").write_bytes(io.schema_path(champion.paths).read_bytes())
     challenger = gate_params(data_root, registry_dir, **{
         "paths.prepared_dir": str(corrupted), "paths.model_dir": str(tmp_path / "challenger"),
         # Only the slice rule may refuse it: the other checks are opened wide.

@@ -1,0 +1,150 @@
+"""The ground floor every stage stands on: the file-name catalog, atomic writers and the one JSON cleaner.
+
+Directories come from `params.yaml` `paths:`; the names of the files inside them are declared here once, and code
+reads them from here (dvc.yaml spells the same names for its outs). Every file is written to a temporary name in
+the same directory and renamed into place: a crashed stage never leaves a half-written artifact for the next one to
+read. Light imports only (the Bento service uses this module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipelines.config import PathsParams
+
+# --- the file-name catalog ----------------------------------------------------------------------------------------
+
+# A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir).
+MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
+SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
+META_FILE = "model.json"               # threshold, best iteration, validation metrics, params
+# paths.prepared_dir
+SPLITS = ("train", "valid", "test")
+# paths.metrics_dir
+EVALUATE_FILE = "evaluate.json"
+SLICES_FILE = "slices.json"
+CANDIDATES_FILE = "candidates.json"
+GATE_FILE = "gate.json"
+# paths.plots_dir: one CSV per curve (dvc.yaml's plots)
+PLOT_FILES = {"roc": "roc.csv", "precision_recall": "precision_recall.csv", "calibration": "calibration.csv",
+              "importance": "feature_importance.csv"}
+# paths.registry_dir, and the files stored with each registered model
+CHAMPION_FILE = "champion.json"        # the pointer, replaced atomically on promotion
+HISTORY_FILE = "history.jsonl"         # the append-only promotion journal
+# What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
+# output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
+# runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
+# rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
+DVC_GATE_RECEIPT = "dvc-gate.json"
+# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
+# live traffic with (the champion's own training data, whichever window it was trained in).
+REFERENCE_FILE = "reference.parquet"
+# paths.validation_dir
+VALIDATION_SUMMARY_FILE = "summary.json"
+# paths.monitoring_dir
+MONITOR_STATE_FILE = "state.json"
+
+
+def prepared_path(paths: PathsParams, split: str) -> Path:
+    return paths.prepared_dir / f"{split}.parquet"
+
+
+def schema_path(paths: PathsParams) -> Path:
+    return paths.prepared_dir / SCHEMA_FILE
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------------
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types: NumPy scalars unwrapped, NaN/inf as null, dates as ISO strings, dataclasses as dicts.
+
+    Strict JSON (no NaN tokens), so every reader (DVC's metrics, browsers, BentoML metadata) can parse it.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(asdict(value))
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_json_dict"):  # GX results
+        return to_jsonable(value.to_json_dict())
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars, pandas Index / Series
+        return to_jsonable(value.tolist())
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(item) for item in value]
+    if hasattr(value, "isoformat"):  # pd.Timestamp
+        return None if value != value else value.isoformat()
+    if value.__class__.__name__ in ("NaTType", "NAType"):
+        return None
+    return str(value)
+
+
+def read_json(path: Path) -> Any:
+    """The file's JSON, or None when there is no file (a stage that has not run)."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- atomic writers -----------------------------------------------------------------------------------------------
+
+def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
+    """Fill a temp file beside `path` with `write(temp)`, then rename it into place.
+
+    `durable` also fsyncs the file before the rename (the registry's champion pointer: it must survive power loss,
+    not just a crash of this process).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temp))
+        if durable:
+            with open(temp, "rb+") as staged:
+                os.fsync(staged.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path
+
+
+def write_text(path: Path, text: str, *, durable: bool = False) -> Path:
+    return write_atomic(path, lambda temp: temp.write_text(text), durable=durable)
+
+
+def write_json(path: Path, data: Any, *, durable: bool = False) -> Path:
+    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
+    return write_text(path, text, durable=durable)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
+    return write_atomic(path, lambda temp: frame.to_parquet(temp, index=False))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    return write_atomic(path, lambda temp: frame.to_csv(temp, index=False))
+
+
+def read_parquet(path: Path, stage: str) -> pd.DataFrame:
+    """A stage's input; a missing file names the stage that writes it."""
+    import pandas as pd
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
+    return pd.read_parquet(path)
