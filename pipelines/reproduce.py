@@ -83,11 +83,10 @@ def _prepare_worktree(root: Path, worktree: Path, commit: str) -> None:
 def _pull_raw_table(worktree: Path) -> None:
     from dvc.config import NoRemoteError
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     target = versioning.stage_target(worktree, "collect")
     try:
-        with Repo(str(worktree)) as repo:
+        with versioning.open_repo(worktree) as repo:
             try:
                 repo.pull(targets=[target])
             except NoRemoteError:

@@ -114,6 +114,20 @@ def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+@contextlib.contextmanager
+def open_repo(root: Path) -> Iterator[Any]:
+    """`dvc.repo.Repo(root)` with the process in `root`, as the `dvc` command runs it.
+
+    DVC's API resolves some paths (untracked metrics, .gitignore checks) against the working directory: from
+    elsewhere a stage with a `cache: false` metric fails with "path ... is outside of DVC repo". The flow's tasks
+    and the CLI run one DVC call at a time, so the change of directory is seen by no one else.
+    """
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        yield repo
+
+
 def stage_target(root: Path, stage: str) -> str:
     """`<root>/dvc.yaml:<stage>`: DVC resolves a bare stage name against the process's working directory, which
     need not be the project (a Prefect worker, a test runner, the reproduce command's clone)."""
@@ -124,12 +138,11 @@ def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: 
     """`dvc repro --single-item <stage>` through DVC's Python API: DVC decides whether it runs, runs its command,
     caches its outputs and writes its dvc.lock entry. Raises StageFailed with the command's last output lines."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     started = time.perf_counter()
     with _captured_output() as output:
         try:
-            with Repo(str(root)) as repo:
+            with open_repo(root) as repo:
                 done = repo.reproduce(stage_target(root, stage), single_item=True, force=force,
                                       run_env={"PATH": _venv_path(), **(env or {})})
         except DvcException as error:
@@ -145,13 +158,11 @@ def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: 
 def save_experiment(root: Path, name: str) -> Experiment:
     """`dvc exp save`: the workspace's params, metrics and dvc.lock committed to an experiment ref (the workspace
     and its branch are left as they are)."""
-    from dvc.repo import Repo
-
     baseline = git(root, "rev-parse", "HEAD")
     # Files git does not track yet but does not ignore either: the stages' metrics and plots (cache: false), the
     # .gitignore files DVC writes for new outs, and any new code. Left out, the ref could not rebuild the model.
     untracked = git(root, "ls-files", "--others", "--exclude-standard").splitlines()
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         repo.experiments.save(name=name, force=True, include_untracked=untracked or None)
     ref = experiment_ref(baseline, name)
     return Experiment(name=name, ref=ref, commit=git(root, "rev-parse", ref), baseline=baseline)
@@ -196,9 +207,7 @@ def _stream(command: list[str], cwd: Path, echo: Callable[[str], Any]) -> str:
 
 
 def default_dvc_remote(root: Path) -> str | None:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         return repo.config["core"].get("remote")
 
 
@@ -208,13 +217,11 @@ def push_experiment(root: Path, experiment: Experiment, git_remote: str | None) 
     Without a git remote the ref stays in this repository (reproducible here, not from a fresh clone); without a
     DVC default remote nothing can be sent and the result says so.
     """
-    from dvc.repo import Repo
-
     remote = default_dvc_remote(root)
     if remote is None:
         return {"git_remote": None, "dvc_remote": None,
                 "note": "no DVC default remote: data and model stay in this machine's DVC cache"}
-    with Repo(str(root)) as repo:
+    with open_repo(root) as repo:
         if git_remote:
             repo.experiments.push(git_remote, [experiment.name], push_cache=True)
         else:
