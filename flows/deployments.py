@@ -29,11 +29,12 @@ FLOWS = {
 }
 DESCRIPTIONS = {
     "training": "The training DAG (collect -> validate -> preprocess -> train -> evaluate -> gate) on the "
-                "window in params.yaml. Weekly; trigger it from the UI with Run -> Quick run.",
+                "window in params.yaml, each a DVC stage (as dvc repro). Weekly; trigger it from the UI with "
+                "Run -> Quick run.",
     "monitoring": "Compares the latest window of logged predictions (and outcomes) with the reference data "
                   "in Evidently; starts retraining past the drift/decay thresholds. Hourly.",
-    "retraining": "The training DAG on a newer window, behind the same promotion gate. No schedule: "
-                  "started by the monitoring flow.",
+    "retraining": "The training DAG on a newer window as a DVC experiment (dvc exp run --temp), behind the "
+                  "same promotion gate. No schedule: started by the monitoring flow.",
 }
 
 
