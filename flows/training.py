@@ -28,7 +28,10 @@ from pipelines.reporting import training_summary_markdown
 def dvc_stage(root: Path, stage: str, env: dict[str, str]) -> versioning.StageRun:
     """One stage through DVC: it runs only if its deps, params or outs changed (else DVC skips it)."""
     done = versioning.run_stage(root, stage, env)
-    get_run_logger().info("%s: %s in %.1f s", stage, "ran" if done.ran else "up to date, skipped", done.seconds)
+    logger = get_run_logger()
+    if done.ran:
+        logger.info("%s", done.output)
+    logger.info("%s: %s in %.1f s", stage, "ran" if done.ran else "up to date, skipped", done.seconds)
     return done
 
 

@@ -47,6 +47,7 @@ class StageRun:
     stage: str
     ran: bool        # false: DVC found it up to date and skipped it, as `dvc repro` would
     seconds: float
+    output: str = ""  # what DVC and the stage's command printed (its last lines), for the orchestrator's log
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: 
     if failure is not None:
         cause = f" ({failure.__cause__})" if failure.__cause__ else ""
         raise StageFailed(f"stage {stage!r} failed: {failure}{cause}\n{_tail(output[0])}") from failure
-    return StageRun(stage=stage, ran=bool(done), seconds=round(time.perf_counter() - started, 2))
+    return StageRun(stage=stage, ran=bool(done), seconds=round(time.perf_counter() - started, 2),
+                    output=_tail(output[0], 200))
 
 
 def save_experiment(root: Path, name: str) -> Experiment:
