@@ -5,7 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 UV_VERSION="0.13.8"
 export UV_PYTHON_DOWNLOADS=never   # use this machine's Python; never fetch one
-export PREFECT_SERVER_ANALYTICS_ENABLED=false GX_ANALYTICS_ENABLED=false BENTOML_DO_NOT_TRACK=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false GX_ANALYTICS_ENABLED=false BENTOML_DO_NOT_TRACK=true DVC_NO_ANALYTICS=1
 
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
   echo "==> installing uv $UV_VERSION" >&2
