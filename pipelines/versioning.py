@@ -220,14 +220,14 @@ def push_experiment(root: Path, experiment: Experiment, git_remote: str | None) 
     DVC default remote nothing can be sent and the result says so.
     """
     remote = default_dvc_remote(root)
-    if remote is None:
-        return {"git_remote": None, "dvc_remote": None,
-                "note": "no DVC default remote: data and model stay in this machine's DVC cache"}
     with open_repo(root) as repo:
         if git_remote:
-            repo.experiments.push(git_remote, [experiment.name], push_cache=True)
-        else:
+            repo.experiments.push(git_remote, [experiment.name], push_cache=remote is not None)
+        elif remote is not None:
             repo.push(revs=[experiment.commit], workspace=False)
+    if remote is None:
+        return {"git_remote": git_remote, "dvc_remote": None,
+                "note": "no DVC default remote: data and model stay in this machine's DVC cache"}
     return {"git_remote": git_remote, "dvc_remote": remote,
             "note": "" if git_remote else "versioning.git_remote is null: the ref stays in this repository"}
 
