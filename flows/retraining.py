@@ -67,7 +67,7 @@ def retraining(params_file: str = "params.yaml", data_end: str | None = None, re
     # --- report -------------------------------------------------------------------------------------------------
     gate = report_gate(params, root, experiment)
     return {"experiment": versioning.experiment_record(experiment, pushed), "gate": gate,
-            "reports": publish_reports(params)}
+            "reports": publish_reports(versioning.rooted(params, root))}
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def training(params_file: str = "params.yaml") -> dict[str, Any]:
         experiment = versioning.experiment_record(saved, push_experiment(root, saved, params))
     # --- report -------------------------------------------------------------------------------------------------
     summary = report(params, root, runs, experiment)
-    summary["reports"] = publish_reports(params)  # model card + links to Data Docs and drift reports
+    # model card + links to Data Docs and drift reports, from the project's files
+    summary["reports"] = publish_reports(versioning.rooted(params, root))
     return summary
 
 

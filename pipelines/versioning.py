@@ -58,6 +58,14 @@ class Experiment:
     baseline: str
 
 
+def rooted(params: Any, root: Path) -> Any:
+    """`params` with its relative paths made absolute under the project root: what the flow's own tasks (reports,
+    summaries) read must be the project's files, whatever the process's working directory."""
+    paths = {key: value if value.is_absolute() else root / value
+             for key, value in params.paths.model_dump().items()}
+    return params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
+
+
 def project_root(params_file: str | Path) -> Path:
     """The DVC project a params file belongs to (dvc.yaml beside it)."""
     root = Path(params_file).resolve().parent
