@@ -41,6 +41,11 @@ def _metadata(tag: str) -> dict:
     return registry.model_metadata(tag)
 
 
+def _cached_out_md5(lock: dict, stage: str, path: str) -> str:
+    """The md5 of a stage's cached out (dvc.lock also lists its cache: false metrics under outs)."""
+    return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
+
+
 def _remote_has(remote: Path, md5: str) -> bool:
     """DVC 3's local remote layout: files/md5/<first two>/<rest> (a directory's manifest ends in .dir)."""
     return (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
@@ -92,8 +97,8 @@ def test_the_training_flow_leaves_the_repo_as_dvc_repro_would(project: dict, tra
     lock = (repo / "dvc.lock").read_text()
     assert run(repo, "git", "show", f"{experiment['ref']}:dvc.lock").stdout == lock
     assert experiment["ref"] in _out(project["origin"], "git", "for-each-ref", "refs/exps")
-    model_dir_md5 = next(out["md5"] for out in yaml.safe_load(lock)["stages"]["train"]["outs"])
-    assert _remote_has(project["remote"], model_dir_md5)
+    model_dir_md5 = _cached_out_md5(yaml.safe_load(lock), "train", "models/candidate")
+    assert model_dir_md5.endswith(".dir") and _remote_has(project["remote"], model_dir_md5)
 
 
 def test_the_registry_entry_records_the_lineage(project: dict, trained: dict) -> None:
@@ -138,8 +143,8 @@ def test_a_retrain_is_a_dvc_experiment_in_the_remotes(project: dict, retrained: 
     # Its ref is on the git remote; its data and model are in the DVC remote.
     assert experiment["ref"] in _out(project["origin"], "git", "for-each-ref", "refs/exps")
     lock = yaml.safe_load(run(repo, "git", "show", f"{experiment['commit']}:dvc.lock").stdout)
-    for stage in ("collect", "train"):
-        assert _remote_has(project["remote"], lock["stages"][stage]["outs"][0]["md5"]), stage
+    for stage, path in (("collect", "data/raw/table.parquet"), ("train", "models/candidate")):
+        assert _remote_has(project["remote"], _cached_out_md5(lock, stage, path)), stage
     gate = retrained["result"]["gate"]
     assert gate["promote"] and gate["promoted_tag"] == gate["registered_tag"]
     lineage = _metadata(gate["registered_tag"])["lineage"]
