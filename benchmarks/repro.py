@@ -118,8 +118,10 @@ def flow_vs_repro(repo: Path, console: Console) -> dict[str, float]:
     rebuilt = subprocess.run([sys.executable, "-m", "pipelines", "reproduce", lines["TAG"].strip()],
                              cwd=flow_copy, env=venv_env(**env), capture_output=True, text=True)
     reproduce_wall = time.perf_counter() - started
-    identical = json.loads(rebuilt.stdout[rebuilt.stdout.index("{"):]).get("identical") if "{" in rebuilt.stdout \
-        else None
+    from pipelines.cli import REPORT_START
+
+    identical = (json.loads(rebuilt.stdout[rebuilt.stdout.rindex(REPORT_START):]).get("identical")
+                 if REPORT_START in rebuilt.stdout else None)
     return {"repro": repro[0], "flow_wall": flow_wall, "flow_in_process": float(lines["FLOW_SECONDS"]),
             "reproduce": reproduce_wall, "reproduce_identical": identical}
 

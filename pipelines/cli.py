@@ -106,6 +106,9 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     return {"champion": restored, "previous": previous}
 
 
+REPORT_START = '{\n  "tag"'  # the reproduce report as printed (json indent 2): what callers parse after the logs
+
+
 def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.reproduce import reproduce
 

@@ -95,7 +95,7 @@ def workspace_run_env(root: Path, name: str) -> dict[str, str]:
 @contextlib.contextmanager
 def _captured_output() -> Iterator[list[str]]:
     """Capture what this process and its children write to fd 1/2 (DVC runs stage commands with inherited
-    descriptors), echo it afterwards, and hand it to the caller as one string in the yielded list."""
+    descriptors), echo it to stderr afterwards, and hand it to the caller as one string in the yielded list."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -115,8 +115,8 @@ def _captured_output() -> Iterator[list[str]]:
             sink.seek(0)
             captured = sink.read().decode(errors="replace")
             text.append(captured)
-            sys.stdout.write(captured)
-            sys.stdout.flush()
+            sys.stderr.write(captured)  # a log, not a result: a command's stdout stays its own answer
+            sys.stderr.flush()
 
 
 def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:

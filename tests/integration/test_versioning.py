@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from benchmarks.common import commit, copy_project, run
+from pipelines.cli import REPORT_START
 from tests.conftest import SMALL_WINDOW
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
@@ -161,6 +162,6 @@ def test_a_fresh_clone_rebuilds_the_retrained_champion_byte_for_byte(project: di
     run(project["base"], "git", "clone", "-q", "-b", "main", str(project["origin"]), str(clone))
     done = run(clone, "python", "-m", "pipelines", "reproduce", tag, "--check", check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    report = json.loads(done.stdout[done.stdout.index("{"):])
+    report = json.loads(done.stdout[done.stdout.rindex(REPORT_START):])
     assert report["identical"] and report["model_md5"] == {"registry": registered_md5, "rebuilt": registered_md5}
     assert report["metrics_identical"] and report["source"].startswith("experiment ref")
