@@ -21,13 +21,14 @@ def _one(rows: int, reference_rows: int) -> dict:
 
     import numpy as np
 
-    from pipelines import monitoring
     from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.monitor.drift import analyse_window
+    from pipelines.monitor.reference import sample_reference
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})
     table = collect(params.source, params.collect)
-    base = monitoring.sample_reference(table, params.features, "time_hour",
+    base = sample_reference(table, params.features, "time_hour",
                                        params.monitor.model_copy(update={"reference_rows": len(table)}))
     rng = np.random.default_rng(0)
     reference = base.sample(reference_rows, replace=True, random_state=1).reset_index(drop=True)
@@ -38,7 +39,7 @@ def _one(rows: int, reference_rows: int) -> dict:
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = monitoring.analyse_window(current, reference, params.features, "time_hour", params.monitor)
+    result = analyse_window(current, reference, params.features, "time_hour", params.monitor)
     seconds = time.perf_counter() - started
     html_started = time.perf_counter()
     html = result.snapshot.get_html_str(as_iframe=False)

@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import commit, copy_project, run, set_params, venv_env
+from tests.project_copy import commit, copy_project, run, set_params, venv_env
 
 TRIVIAL_STAGES = 6
 FLOW_SCRIPT = """

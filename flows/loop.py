@@ -81,22 +81,25 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     """Per window: live ROC AUC of what was served vs the first champion's AUC on the same labelled flights."""
     from sklearn.metrics import roc_auc_score
 
-    from pipelines import monitoring, monitoring_store, registry
+    from pipelines import registry
+    from pipelines.monitor import store
+    from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
+    from pipelines.monitor.windows import window_starts
 
-    predictions = monitoring_store.read_predictions(params).frame
-    outcomes, _ = monitoring_store.read_outcomes(params)
-    labelled = predictions.merge(outcomes, on=monitoring.REQUEST_ID, how="inner")
+    predictions = store.read_predictions(params).frame
+    outcomes, _ = store.read_outcomes(params)
+    labelled = predictions.merge(outcomes, on=REQUEST_ID, how="inner")
     if labelled.empty:
         return pd.DataFrame(columns=["window_start", "served_auc", "first_champion_auc", "gain"])
     time_column = params.source.time_column
     labelled["first_champion"] = registry.load_model(baseline_tag).predict_proba(labelled)
-    labelled["window_start"] = monitoring.window_starts(labelled[time_column], params.monitor.window_days)
+    labelled["window_start"] = window_starts(labelled[time_column], params.monitor.window_days)
     rows = []
     for start, window in labelled.groupby("window_start"):
-        if window[monitoring.ACTUAL].nunique() < 2:
+        if window[ACTUAL].nunique() < 2:
             continue
-        served = roc_auc_score(window[monitoring.ACTUAL], window[monitoring.PROBABILITY])
-        first = roc_auc_score(window[monitoring.ACTUAL], window["first_champion"])
+        served = roc_auc_score(window[ACTUAL], window[PROBABILITY])
+        first = roc_auc_score(window[ACTUAL], window["first_champion"])
         rows.append({"window_start": start, "served_auc": served, "first_champion_auc": first,
                      "gain": served - first, "served_by": ",".join(sorted(window["model_tag"].unique()))})
     return pd.DataFrame(rows)
@@ -104,17 +107,18 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
 
 def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, Any]]) -> dict[str, Any]:
     """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
-    from pipelines import monitoring, monitoring_store
     from pipelines.io import write_json
+    from pipelines.monitor import store
+    from pipelines.monitor.history import plot_history, summarise_history
 
     out = params.paths.monitoring_dir / "loop"
     out.mkdir(parents=True, exist_ok=True)
-    history = monitoring.summarise_history(monitoring_store.read_summaries(params))
+    history = summarise_history(store.read_summaries(params))
     gained = gains(params, baseline_tag)
     table = history.merge(gained[["window_start", "first_champion_auc", "gain"]], on="window_start", how="left") \
         if not gained.empty else history
     table.to_csv(out / "history.csv", index=False)
-    figure = monitoring.plot_history(history, params.monitor)
+    figure = plot_history(history, params.monitor)
     figure.savefig(out / "history.png", dpi=120)
     after = gained[gained["served_by"] != baseline_tag] if not gained.empty else gained
     summary = {
@@ -242,15 +246,15 @@ def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> l
     """One run of the monitoring *deployment* (as its schedule would start it); the retrains it started."""
     from prefect.deployments import run_deployment
 
-    from pipelines import monitoring_store
+    from pipelines.monitor import store
 
-    known = len(monitoring_store.load_state(params)["retrains"])
+    known = len(store.load_state(params)["retrains"])
     run = run_deployment("monitoring/monitoring", parameters={"params_file": str(Path(params_file).resolve())},
                          timeout=timeout_s, tags=["loop"])
     if run.state is None or not run.state.is_completed():
         raise RuntimeError(f"monitoring run {run.id} ended {run.state.name if run.state else 'without a state'}: "
                            f"see it in the Prefect UI")
-    return monitoring_store.load_state(params)["retrains"][known:]
+    return store.load_state(params)["retrains"][known:]
 
 
 def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: str, timeout_s: float,

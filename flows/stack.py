@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
 from flows.deployments import FLOWS
 from pipelines.config import Params, load_params
 
@@ -57,40 +59,26 @@ class Component:
 
 # --- processes ----------------------------------------------------------------------------------------------------
 
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgid) of a live process from /proc, or None when gone. A zombie counts as gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def _all_stats() -> dict[int, tuple[str, int, int]]:
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = stat
-    return stats
-
-
 def alive(pid: int) -> bool:
-    return _proc_stat(pid) is not None
+    """Whether `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def process_tree(pid: int) -> set[int]:
     """`pid`, every live process in its process group, and all their descendants (whatever their session)."""
-    stats = _all_stats()
-    found = {pid} | {p for p, (_, _, pgid) in stats.items() if pgid == pid}
-    grew = True
-    while grew:
-        children = {p for p, (_, ppid, _) in stats.items() if ppid in found} - found
-        found |= children
-        grew = bool(children)
-    return {p for p in found if p in stats}
+    roots = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if proc.pid == pid or os.getpgid(proc.pid) == pid:
+                roots.add(proc)
+    found = set()
+    for proc in roots:
+        with contextlib.suppress(psutil.Error):
+            found |= {proc.pid} | {child.pid for child in proc.children(recursive=True)}
+    return {p for p in found if alive(p)}
 
 
 def _signal_all(pids: set[int], sig: signal.Signals) -> None:

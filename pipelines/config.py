@@ -158,6 +158,9 @@ class TrainParams(_Section):
     lambda_l2: NonNegative
     num_threads: AtLeast1
     device_type: Literal["cpu", "gpu"]
+    # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
+    # (pipelines/distributed.py). Not a LightGBM parameter: pipelines.train.lightgbm_params leaves it out.
+    engine: Literal["local", "dask"]
     threshold: Annotated[float | Literal["max_f1"], _rule(
         lambda t: t == "max_f1" or (isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1),
         "{key} must be in (0, 1) or 'max_f1'", before=True)]
@@ -208,6 +211,7 @@ class GateParams(_Section):
 class PredictionLogParams(_Section):
     rotate_hourly: bool
     rotate_bytes: Annotated[int, Field(ge=1024)]
+    max_total_bytes: Annotated[int, Field(ge=2048)]
 
 
 class ServeParams(_Section):
@@ -216,6 +220,9 @@ class ServeParams(_Section):
     workers: AtLeast1
     max_batch_size: AtLeast1
     max_body_bytes: Annotated[int, Field(ge=1024)]
+    discard_body_bytes: Annotated[int, Field(ge=1024)]
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)]
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)]
     adaptive_max_latency_ms: AtLeast1
     reload_check_seconds: NonNegative
     gc_threshold: Annotated[tuple[int, int, int], _rule(lambda t: min(t) >= 1,
@@ -224,6 +231,21 @@ class ServeParams(_Section):
     predictor: Literal["compiled", "lightgbm"]
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> ServeParams:
+        problems = []
+        if self.discard_body_bytes < self.max_body_bytes:
+            problems.append(f"serve.discard_body_bytes ({self.discard_body_bytes}) must be >= serve.max_body_bytes "
+                            f"({self.max_body_bytes})")
+        # Open files (one per worker, up to rotate_bytes each) are never deleted: they must leave room under the cap.
+        needed = 2 * self.workers * self.prediction_log.rotate_bytes
+        if self.prediction_log.max_total_bytes < needed:
+            problems.append(f"serve.prediction_log.max_total_bytes must be >= 2 x workers x rotate_bytes ({needed}), "
+                            f"got {self.prediction_log.max_total_bytes}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ReplayParams(_Section):

@@ -133,8 +133,13 @@ def write_json(path: Path, data: Any, *, durable: bool = False) -> Path:
     return write_text(path, text, durable=durable)
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
-    return write_atomic(path, lambda temp: frame.to_parquet(temp, index=False))
+# Row groups of the prepared splits: the unit `train.engine: dask` reads on a worker (pipelines/distributed.py), so
+# no process reads a whole split there. pyarrow's default (~1M rows) would make most splits one group.
+SPLIT_ROW_GROUP_ROWS = 100_000
+
+
+def write_parquet(path: Path, frame: pd.DataFrame, row_group_rows: int | None = None) -> Path:
+    return write_atomic(path, lambda temp: frame.to_parquet(temp, index=False, row_group_size=row_group_rows))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:

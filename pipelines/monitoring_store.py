@@ -1,100 +1,19 @@
-"""The I/O shell of monitoring: read the prediction log and outcomes, keep state, write reports and snapshots.
+"""The old import path of the monitor's I/O shell, kept for flows/monitoring.py (which the issue-17 work rewrites)
+and branches in flight. It lives in `pipelines.monitor.store`: import from there."""
 
-Everything written is written atomically (temp file + rename), so a monitoring run killed at any point leaves the
-previous state or the new one, never half of a JSON file that the next run would choke on.
-"""
+from pipelines.monitor.store import (
+    PROJECT_NAME,
+    add_to_workspace,
+    last_retrain_window_end,
+    load_state,
+    read_outcomes,
+    read_predictions,
+    read_summaries,
+    save_state,
+    save_window,
+    state_path,
+    window_id,
+)
 
-from __future__ import annotations
-
-import json
-import logging
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-from pipelines import prediction_log
-from pipelines.config import Params
-from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
-from pipelines.monitoring import PredictionFrame, WindowResult, outcomes_frame, predictions_frame
-
-log = logging.getLogger(__name__)
-
-PROJECT_NAME = "flightops monitoring"
-
-
-def read_predictions(params: Params) -> PredictionFrame:
-    """Every good prediction in the log directory; bad lines counted by reason (and logged), never raised."""
-    parsed = predictions_frame(prediction_log.read_prediction_log(params.paths.prediction_log_dir), params.features,
-                               params.source.time_column)
-    if parsed.skipped:
-        log.warning("prediction log: skipped %d bad line(s): %s; e.g. %s", parsed.skipped_total,
-                    dict(parsed.skipped), parsed.examples[:3])
-    return parsed
-
-
-def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]:
-    raw = prediction_log.read_outcomes(params.paths.outcomes_dir)
-    if raw.skipped:
-        log.warning("outcomes: skipped %d bad line(s): %s", raw.skipped_total, dict(raw.skipped))
-    return outcomes_frame(raw), raw
-
-
-def state_path(params: Params) -> Path:
-    return params.paths.monitoring_dir / MONITOR_STATE_FILE
-
-
-def load_state(params: Params) -> dict[str, Any]:
-    """Windows analysed, retrains started. A missing file is a fresh start; a corrupt one is an error to fix."""
-    path = state_path(params)
-    if not path.exists():
-        return {"windows": {}, "retrains": []}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"monitoring state {path} is not valid JSON ({error}); fix or delete it "
-                         "(deleting re-analyses every window)") from None
-    state.setdefault("windows", {})
-    state.setdefault("retrains", [])
-    return state
-
-
-def save_state(params: Params, state: dict[str, Any]) -> Path:
-    return write_json(state_path(params), state)
-
-
-def last_retrain_window_end(state: dict[str, Any]) -> str | None:
-    return state["retrains"][-1]["window_end"] if state["retrains"] else None
-
-
-def window_id(start: pd.Timestamp) -> str:
-    return f"window-{start:%Y%m%d}"
-
-
-def save_window(params: Params, start: pd.Timestamp, result: WindowResult) -> dict[str, str]:
-    """The window's Evidently HTML report and JSON summary under monitoring_dir; returns their paths."""
-    directory = params.paths.monitoring_dir
-    name = window_id(start)
-    html = write_atomic(directory / f"{name}.html", lambda temp: result.snapshot.save_html(str(temp)))
-    summary = write_json(directory / f"{name}.json", result.summary)
-    return {"html": str(html.resolve()), "json": str(summary.resolve())}
-
-
-def add_to_workspace(params: Params, result: WindowResult) -> str:
-    """Add the window's snapshot to the local Evidently workspace (`evidently ui --workspace <dir>`)."""
-    from evidently.ui.workspace import Workspace
-
-    workspace = Workspace(str(params.paths.evidently_workspace))
-    projects = workspace.search_project(PROJECT_NAME)
-    project = projects[0] if projects else workspace.create_project(
-        PROJECT_NAME, description="Per-window drift of live traffic vs the champion's training data")
-    ref = workspace.add_run(project.id, result.snapshot)
-    return str(ref.id)
-
-
-def read_summaries(params: Params) -> list[dict[str, Any]]:
-    """Every window summary written so far (for the history table and plot)."""
-    directory = params.paths.monitoring_dir
-    if not directory.exists():
-        return []
-    return [json.loads(path.read_text()) for path in sorted(directory.glob("window-*.json"))]
+__all__ = ["PROJECT_NAME", "add_to_workspace", "last_retrain_window_end", "load_state", "read_outcomes",
+           "read_predictions", "read_summaries", "save_state", "save_window", "state_path", "window_id"]

@@ -16,11 +16,21 @@ The contract lives here once: the writer's `prediction_record` spells the same f
 `read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
 dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
 The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
+
+Bounded disk (`max_total_bytes`): after each rotation, and after every tenth of the cap written, a writer deletes
+the oldest closed files (earlier files of a live writer, any file of a dead one; never a live writer's current
+file) until the directory fits, and records each dropped file with its row count and time span in `dropped.json`
+beside them (`read_dropped`), so monitoring knows which traffic it will not see. The trim runs in a background
+thread (counting a 100 MB file's rows takes tens of ms) under a file lock shared by all writers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FILE_GLOB = "predictions-*.jsonl"
 OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
+DROPPED_FILE = "dropped.json"
+_TRIM_LOCK_FILE = ".trim.lock"
+log = logging.getLogger(__name__)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
 
@@ -74,11 +87,16 @@ class PredictionLog:
     """Appends records to the current file of this process; rotation is checked on every write."""
 
     def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_total_bytes: int | None = None, clock: Callable[[], float] = time.time,
+                 background_trim: bool = True) -> None:
         self.directory = Path(directory)
         self.rotate_hourly = rotate_hourly
         self.rotate_bytes = rotate_bytes
+        self.max_total_bytes = max_total_bytes
         self._clock = clock
+        self._background_trim = background_trim
+        self._written_since_trim = 0
+        self._trimming = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._hour: int | None = None
@@ -101,6 +119,30 @@ class PredictionLog:
             written = os.write(fd, view)
             view = view[written:]
         self._size += len(data)
+        if self.max_total_bytes is not None:
+            self._written_since_trim += len(data)
+            if self._written_since_trim >= self.max_total_bytes // 10:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Bring the directory under `max_total_bytes` (off the request path unless `background_trim` is off)."""
+        self._written_since_trim = 0
+        if self.max_total_bytes is None or not self._trimming.acquire(blocking=False):
+            return  # a trim is already running in this process; it sees this write too
+        keep = {self._path} if self._path is not None else set()
+
+        def run() -> None:
+            try:
+                trim_prediction_log(self.directory, self.max_total_bytes, keep=keep)
+            except Exception:  # a failed trim must not fail requests; the next rotation retries
+                log.exception("could not trim the prediction log in %s", self.directory)
+            finally:
+                self._trimming.release()
+
+        if self._background_trim:
+            threading.Thread(target=run, name="prediction-log-trim", daemon=True).start()
+        else:
+            run()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -132,6 +174,94 @@ class PredictionLog:
             sequence += 1
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._path, self._hour, self._pid, self._size = path, hour, pid, size
+        if self.max_total_bytes is not None:
+            self._trim()  # the file just closed may now be deleted
+
+
+def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] | frozenset[Path] = frozenset(),
+                        now: Callable[[], str] | None = None) -> list[dict[str, Any]]:
+    """Delete the oldest closed log files until the directory holds at most `max_total_bytes`; returns what was
+    dropped (also appended to `dropped.json`).
+
+    Closed means no writer appends to it any more: a file of a process that no longer runs, or one that is not the
+    newest file of its process. `keep` (the caller's own current file) is never deleted.
+    """
+    directory = Path(directory)
+    with open(directory / _TRIM_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one trim at a time across workers: no double counting, one manifest
+        files = sorted(directory.glob(FILE_GLOB), key=_file_order)
+        sizes = {}
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                sizes[path] = path.stat().st_size
+        total = sum(sizes.values())
+        if total <= max_total_bytes:
+            return []
+        newest: dict[int, Path] = {}
+        for path in sizes:
+            newest[_file_order(path)[1]] = path  # sorted: the last one per pid wins
+        open_files = {path for pid, path in newest.items() if _alive(pid)} | set(keep)
+        dropped = []
+        for path in sizes:
+            if total <= max_total_bytes:
+                break
+            if path in open_files:
+                continue
+            entry = {"file": path.name, "bytes": sizes[path], **_span(path),
+                     "dropped_at": (now or utc_now_iso)()}
+            path.unlink(missing_ok=True)
+            total -= sizes[path]
+            dropped.append(entry)
+        if dropped:
+            _append_dropped(directory, dropped)
+            log.warning("prediction log over max_total_bytes (%d): dropped %d oldest file(s), %d rows",
+                        max_total_bytes, len(dropped), sum(entry["rows"] for entry in dropped))
+        return dropped
+
+
+def read_dropped(directory: Path) -> list[dict[str, Any]]:
+    """What the size cap deleted, oldest first: `{"file", "bytes", "rows", "first_ts", "last_ts", "dropped_at"}`
+    per file (`first_ts`/`last_ts`: the serving times of its first and last record)."""
+    path = Path(directory) / DROPPED_FILE
+    if not path.exists():
+        return []
+    return orjson.loads(path.read_bytes())
+
+
+def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:
+    """Add to the manifest atomically (a reader never sees half a file); called under the trim lock."""
+    manifest = read_dropped(directory) + entries
+    temporary = directory / f".{DROPPED_FILE}.{os.getpid()}.tmp"
+    temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    os.replace(temporary, directory / DROPPED_FILE)
+
+
+def _span(path: Path) -> dict[str, Any]:
+    """Row count and first/last serving time of a log file, read once before it is deleted."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = [line for line in (data[: data.find(b"\n") + 1], data[data.rfind(b"\n", 0, len(data) - 1) + 1:])
+             if line.endswith(b"\n")]
+    stamps = []
+    for line in lines:
+        try:
+            stamps.append(orjson.loads(line).get("ts"))
+        except (orjson.JSONDecodeError, AttributeError):
+            stamps.append(None)
+    return {"rows": data.count(b"\n"), "first_ts": stamps[0] if stamps else None,
+            "last_ts": stamps[-1] if stamps else None}
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 R = TypeVar("R", bound=_Record)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,12 +117,27 @@ def train_candidate(index: int, params: TrainParams, base: TrainParams, train: p
     """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval."""
     started = time.time()
     model = train_model(train, valid, schema, params)
+    return candidate_result(index, params, base, model, started=started, worker=_where())
+
+
+def candidate_result(index: int, params: TrainParams, base: TrainParams, model: TrainedModel, *, started: float,
+                     worker: str) -> CandidateResult:
+    """A trained candidate's record: what it changed from `train:`, its validation metrics, where and when."""
     finished = time.time()
     base_values = base.model_dump()
     overrides = {k: v for k, v in params.model_dump().items() if base_values[k] != v and k != "num_threads"}
     return CandidateResult(index=index, overrides=overrides, params=params.model_dump(mode="json"),
                            valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
-                           worker=_where(), pid=os.getpid(), started=started, finished=finished, model=model)
+                           worker=worker, pid=os.getpid(), started=started, finished=finished, model=model)
+
+
+def parallel_candidates(base: TrainParams) -> bool:
+    """Whether candidates may train side by side, one per Dask worker.
+
+    Not with `engine: dask` (each candidate already uses the whole cluster) nor with `device_type: gpu` (candidates
+    on one card would fight for its memory and its queue): those train one at a time.
+    """
+    return base.engine == "local" and base.device_type == "cpu"
 
 
 def pick_winner(results: list[CandidateResult], metric: str) -> CandidateResult:
@@ -152,6 +169,19 @@ def search_report(results: list[CandidateResult], winner: CandidateResult, metri
         "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
         "workers": sorted({r.worker for r in ordered}),
     }
+
+
+@contextmanager
+def dask_client(search: SearchParams) -> Iterator[Any]:
+    """A client of search.dask_address, or of a local cluster of search.n_workers processes (closed on exit)."""
+    from distributed import Client, LocalCluster
+
+    if search.dask_address:
+        with Client(search.dask_address) as client:
+            yield client
+        return
+    with LocalCluster(**dask_cluster_kwargs(search)) as cluster, Client(cluster) as client:
+        yield client
 
 
 def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:

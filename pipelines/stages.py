@@ -40,7 +40,8 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     table = io.read_parquet(params.paths.raw_table, "collect")
     prepared = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
     for split in io.SPLITS:
-        io.write_parquet(io.prepared_path(params.paths, split), prepared.split(split))
+        io.write_parquet(io.prepared_path(params.paths, split), prepared.split(split),
+                         row_group_rows=io.SPLIT_ROW_GROUP_ROWS)
     io.write_atomic(io.schema_path(params.paths), prepared.schema.save)
     return {split: len(prepared.split(split)) for split in io.SPLITS}
 
@@ -48,10 +49,14 @@ def run_preprocess(params: Params) -> dict[str, Any]:
 # --- model --------------------------------------------------------------------------------------------------------
 
 def run_train(params: Params) -> dict[str, Any]:
-    from pipelines.train import train_model
+    """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
+    from pipelines.gpu import require_opencl
 
-    train, valid, schema = _training_splits(params)
-    model = train_model(train, valid, schema, params.train)
+    require_opencl(params.train.device_type)
+    if params.train.engine == "dask":
+        model = run_candidates_in_turn(params, [params.train])[0].model
+    else:
+        model = run_candidate(params, 0, params.train).model
     model.save(params.paths.model_dir)
     return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"]}
@@ -75,9 +80,14 @@ def _training_splits(params: Params) -> tuple[Any, Any, Any]:
 
 
 def plan_search(params: Params) -> list[Any]:
-    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none)."""
+    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none).
+
+    A GPU set-up without OpenCL is refused here, before a cluster starts or a candidate trains.
+    """
+    from pipelines.gpu import require_opencl
     from pipelines.search import candidate_params
 
+    require_opencl(params.train.device_type)
     return candidate_params(params.search, params.train)
 
 
@@ -106,14 +116,43 @@ def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
             "workers": report["workers"], "wall_seconds": report["wall_seconds"]}
 
 
+def run_candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
+    """Candidates one after another: on the whole Dask cluster each (train.engine dask), or here (a GPU's one queue)."""
+    import time
+
+    from pipelines.distributed import train_model_dask
+    from pipelines.features import FeatureSchema
+    from pipelines.search import candidate_result, dask_client
+
+    if params.train.engine == "local":
+        return [run_candidate(params, index, candidate) for index, candidate in enumerate(candidates)]
+    valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
+    schema = FeatureSchema.load(io.schema_path(params.paths))
+    train_file = io.prepared_path(params.paths, "train")
+    if not train_file.exists():
+        raise FileNotFoundError(f"{train_file} not found: run the preprocess stage first (dvc repro preprocess)")
+    results = []
+    with dask_client(params.search) as client:
+        where = f"dask {client.scheduler.address}"
+        for index, candidate in enumerate(candidates):
+            started = time.time()
+            model = train_model_dask(client, train_file, valid, schema, candidate, partitions=params.search.n_workers)
+            results.append(candidate_result(index, candidate, params.train, model, started=started, worker=where))
+            log.info("candidate #%d done on %s: %s", index, where, results[-1].valid_metrics)
+    return results
+
+
 def run_search(params: Params) -> dict[str, Any]:
     """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
 
-    A single candidate (search.strategy none) trains in this process: no cluster for one job.
+    A single candidate (search.strategy none) trains in this process: no cluster for one job. With train.engine
+    dask, or on a GPU, candidates train in turn (`pipelines.search.parallel_candidates`).
     """
-    from pipelines.search import map_on_dask
+    from pipelines.search import map_on_dask, parallel_candidates
 
     candidates = plan_search(params)
+    if params.train.engine == "dask" or (len(candidates) > 1 and not parallel_candidates(params.train)):
+        return finish_search(params, run_candidates_in_turn(params, candidates))
     if len(candidates) == 1:
         return finish_search(params, [run_candidate(params, 0, candidates[0])])
     jobs = [(params, index, candidate) for index, candidate in enumerate(candidates)]
@@ -174,7 +213,7 @@ def run_gate(params: Params) -> dict[str, Any]:
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines import registry
-    from pipelines.monitoring import sample_reference
+    from pipelines.monitor.reference import sample_reference
 
     tag = registry.find_by_model_hash(gate_report["challenger_md5"])
     if tag is None:

@@ -127,15 +127,25 @@ def train_model(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema,
     best = booster.best_iteration or params.num_boost_round
     # Keep only the trees early stopping chose, so every consumer scores the same model.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    valid_metrics = {name: float(values[best - 1]) for name, values in history["valid"].items()}
+    return finish_training(booster, best, valid_metrics, train_rows=len(train), valid=valid, schema=schema,
+                           params=params, engine={"engine": "local"})
+
+
+def finish_training(booster: Any, best: int, valid_metrics: dict[str, float], *, train_rows: int,
+                    valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
+                    engine: dict[str, Any]) -> TrainedModel:
+    """What every engine does with its booster (already cut at `best`): threshold on `valid`, and the metadata."""
     valid_proba = booster.predict(encode_frame(valid, schema))
     threshold = choose_threshold(valid[LABEL].to_numpy(), valid_proba, params.threshold)
-    valid_metrics = {name: float(values[best - 1]) for name, values in history["valid"].items()}
-    log.info("trained %d trees (early stopping), valid %s, threshold %.3f", best, valid_metrics, threshold)
+    log.info("trained %d trees (early stopping, %s engine), valid %s, threshold %.3f", best, engine["engine"],
+             valid_metrics, threshold)
     meta = {
         "best_iteration": best,
         "valid_metrics": valid_metrics,
-        "train_rows": len(train),
+        "train_rows": train_rows,
         "valid_rows": len(valid),
         "params": params.model_dump(mode="json"),
+        "engine": engine,
     }
     return TrainedModel(booster=booster, schema=schema, threshold=threshold, meta=meta)

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,49 @@ def read_suite(path: Path) -> dict[str, Any]:
             raise SuiteError(f"expectation #{number} in {path} ({item['type']}): {why}")
     data.setdefault("name", path.stem)
     return data
+
+
+@dataclass(frozen=True)
+class ColumnBounds:
+    """A column's whole-table value range from the suite; `None` is an open side. Strict sides exclude the bound."""
+
+    column: str
+    min_value: float | None = None
+    max_value: float | None = None
+    strict_min: bool = False
+    strict_max: bool = False
+
+
+_BETWEEN = "expect_column_values_to_be_between"
+
+
+def column_bounds(suite: Mapping[str, Any], columns: Iterable[str]) -> dict[str, ColumnBounds]:
+    """Each column's hard range from the suite's `expect_column_values_to_be_between` expectations.
+
+    The service refuses request values outside the range the training data was validated against (one source of
+    truth for "what a plausible value is"). Only expectations every value must meet count: one with `mostly`
+    below 1 (a share, e.g. a label rate) or a `row_condition` (a subset, e.g. one period) is not a bound on a
+    single value. Several hard ranges for one column intersect. Found by type and column, never by position.
+    """
+    wanted = set(columns)
+    found: dict[str, ColumnBounds] = {}
+    for item in suite.get("expectations", []):
+        kwargs = item.get("kwargs") or {}
+        column = kwargs.get("column")
+        if item.get("type") != _BETWEEN or column not in wanted:
+            continue
+        if kwargs.get("mostly", 1) < 1 or kwargs.get("row_condition"):
+            continue
+        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+        current = found.get(column, ColumnBounds(column))
+        if lo is not None and (current.min_value is None or lo > current.min_value
+                               or (lo == current.min_value and kwargs.get("strict_min"))):
+            current = replace(current, min_value=float(lo), strict_min=bool(kwargs.get("strict_min")))
+        if hi is not None and (current.max_value is None or hi < current.max_value
+                               or (hi == current.max_value and kwargs.get("strict_max"))):
+            current = replace(current, max_value=float(hi), strict_max=bool(kwargs.get("strict_max")))
+        found[column] = current
+    return found
 
 
 def write_suite(suite: Mapping[str, Any], path: Path) -> Path:

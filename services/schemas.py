@@ -9,20 +9,67 @@ Rows are TypedDicts, not BaseModels, because they are validated straight into th
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from pipelines.config import FeaturesParams
+from pipelines.validate import ColumnBounds
 
 REQUEST_ID = "request_id"
 REQUEST_ID_MAX = 200
+# An ISO 8601 date and time with a UTC offset (or Z). Pydantic alone also reads numbers and digit strings as Unix
+# times (0 -> 1970, 12 digits -> milliseconds) and offset-less times as naive: both are guesses, refused here.
+_ISO_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
 
 
-def flight_model(features: FeaturesParams, time_column: str) -> Any:
-    """One flight as the caller knows it at scheduling time: the raw feature fields plus the time column."""
+def _iso_string(value: Any) -> Any:
+    if not isinstance(value, str) or not _ISO_WITH_OFFSET.fullmatch(value):
+        raise ValueError("must be an ISO 8601 date-time string with a UTC offset, e.g. 2013-09-02T14:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC, or a field error: an offset can push a valid local time out of the datetime range
+    (0001-01-01T00:00:01+01:00), which must be the caller's 400 here, before the row can join any batch."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is outside the representable date range once converted to UTC") from None
+
+
+def _range_constraints(bounds: ColumnBounds | None) -> dict[str, float]:
+    if bounds is None:
+        return {}
+    constraints = {}
+    if bounds.min_value is not None:
+        constraints["gt" if bounds.strict_min else "ge"] = bounds.min_value
+    if bounds.max_value is not None:
+        constraints["lt" if bounds.strict_max else "le"] = bounds.max_value
+    return constraints
+
+
+def _range_text(bounds: ColumnBounds | None) -> str:
+    if bounds is None:
+        return ""
+    low = "-inf" if bounds.min_value is None else f"{bounds.min_value:g}"
+    high = "inf" if bounds.max_value is None else f"{bounds.max_value:g}"
+    left, right = "(" if bounds.strict_min else "[", ")" if bounds.strict_max else "]"
+    return f" Range {left}{low}, {high}{right}, from the validation suite; outside it is refused."
+
+
+def flight_model(features: FeaturesParams, time_column: str,
+                 bounds: Mapping[str, ColumnBounds] | None = None) -> Any:
+    """One flight as the caller knows it at scheduling time: the raw feature fields plus the time column.
+
+    `bounds` (from the validation suite, `pipelines.validate.column_bounds`) limit numeric fields: a value the
+    training data could not have held is refused with its field's name rather than scored.
+    """
+    bounds = bounds or {}
     fields: dict[str, Any] = {}
     for name in features.categorical:
         fields[name] = Annotated[str | None, Field(
@@ -31,11 +78,12 @@ def flight_model(features: FeaturesParams, time_column: str) -> Any:
             strict=True, max_length=200)]
     for name in features.numeric:
         fields[name] = Annotated[float | None, Field(
-            description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused.",
-            strict=True, allow_inf_nan=False)]
-    fields[time_column] = Annotated[datetime, Field(
-        description=f"`{time_column}`: the scheduled hour as an ISO 8601 datetime; without a UTC offset it "
-                    f"is read as UTC. Calendar features ({', '.join(features.time_parts or ['none'])}) come "
+            description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused."
+                        + _range_text(bounds.get(name)),
+            strict=True, allow_inf_nan=False, **_range_constraints(bounds.get(name)))]
+    fields[time_column] = Annotated[AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_utc), Field(
+        description=f"`{time_column}`: the scheduled hour as an ISO 8601 date-time string with a UTC offset "
+                    f"(`Z` or `+hh:mm`). Calendar features ({', '.join(features.time_parts or ['none'])}) come "
                     "from it.")]
     fields[REQUEST_ID] = NotRequired[Annotated[str | None, Field(
         description="Optional caller id, echoed in the answer and the prediction log (generated if absent).",

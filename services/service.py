@@ -25,10 +25,13 @@ import bentoml
 from bentoml.validators import ContentType
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
 from pipelines.prediction_log import PredictionLog
-from services.limits import BodyLimit
+from pipelines.validate import column_bounds, read_suite
+from services.hardening import close_idle_connections, die_with_parent, private_process_manager
+from services.limits import RequestGuard
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
 from services.scoring import ChampionWatcher, LoadedModel, score
 
@@ -56,12 +59,56 @@ def startup_tag(params: Params) -> tuple[str | None, bool]:
     return None, True
 
 
+class _StrictBody(bentoml.IODescriptor):
+    """A request body: unknown top-level keys are refused (a typo such as `flight_s` or a `model_tag` a caller
+    hopes to pick a model with must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def request_body(name: str, field: str, annotation: Any, description: str) -> type[bentoml.IODescriptor]:
+    """The body model of one API: `{field: ...}` and nothing else."""
+    return create_model(name, __base__=_StrictBody, **{field: (annotation, Field(description=description))})
+
+
+class RejectedRequestLog(logging.Filter):
+    """BentoML logs every refused request as an ERROR with a traceback whose pydantic message quotes the input
+    (~2 KB per request, the caller's values in the service log). A refusal is the caller's error: one WARNING line
+    with the route, the status and the fields at fault, no values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        status = getattr(getattr(error, "error_code", None), "value", 500)
+        if isinstance(error, ValidationError):
+            fields = sorted({".".join(str(part)[:60] for part in item["loc"]) or "body"
+                             for item in error.errors(include_input=False, include_context=False)})
+            summary = f"400, {error.error_count()} error(s) at {', '.join(fields[:10])}"
+        elif isinstance(error, bentoml.exceptions.BentoMLException) and 400 <= status < 500:
+            summary = f"{status}, {type(error).__name__}"
+        else:
+            return True
+        record.msg, record.args = "refused %s %s: %s", (*(record.args or ("?", "?"))[:2], summary)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 PARAMS = load_params(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE)
 TIME_COLUMN = PARAMS.source.time_column
-Flight = flight_model(PARAMS.features, TIME_COLUMN)
+# Numeric request fields take the ranges the validation suite holds the training data to: one source of truth.
+BOUNDS = column_bounds(read_suite(PARAMS.validate_.suite), PARAMS.features.numeric)
+Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS)
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
+OneFlightBody = request_body("OneFlight", "flight", Flight, "The flight to score.")
+FlightsBody = request_body("Flights", "flights", Flights, "The flights to score.")
 _TAG, _FOLLOW = startup_tag(PARAMS)
+# BentoML offers no setting for these; each must be in place before BentoML builds what it patches (the main
+# process's circus arbiter, each worker's uvicorn server), i.e. when BentoML imports this module. See hardening.py.
+private_process_manager()
+close_idle_connections(PARAMS.serve.idle_timeout_s)
 
 admin = FastAPI(title="flightops admin")
 
@@ -98,11 +145,15 @@ class FlightDelay:
         self.watcher.check()
         self.prediction_log = PredictionLog(PARAMS.paths.prediction_log_dir,
                                             rotate_hourly=serve.prediction_log.rotate_hourly,
-                                            rotate_bytes=serve.prediction_log.rotate_bytes)
+                                            rotate_bytes=serve.prediction_log.rotate_bytes,
+                                            max_total_bytes=serve.prediction_log.max_total_bytes)
         self._watch_task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
     async def _after_start(self) -> None:
+        # A worker ends with the process that started it (kill -9 of `bentoml serve` must not leave it serving).
+        die_with_parent()
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(RejectedRequestLog())
         # Everything imported and loaded so far lives as long as the worker: freeze it out of the collector's
         # reach, then collect less often (serve.gc_threshold). Each 1,000-row batch allocates ~50k containers, and
         # with the defaults full collections walking the live request objects stalled batches by 100-250 ms.
@@ -139,7 +190,7 @@ class FlightDelay:
             loaded = self.watcher.current or loaded
         return loaded
 
-    @bentoml.api(route="/predict")
+    @bentoml.api(route="/predict", input_spec=OneFlightBody)
     async def predict(self, flight: Flight) -> Prediction:  # type: ignore[valid-type]
         """Delay probability and label for one flight."""
         loaded = self._model()
@@ -147,7 +198,7 @@ class FlightDelay:
         return Prediction(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
 
     @bentoml.api(route="/predict_many", batchable=True, batch_dim=0, max_batch_size=PARAMS.serve.max_batch_size,
-                 max_latency_ms=PARAMS.serve.adaptive_max_latency_ms)
+                 max_latency_ms=PARAMS.serve.adaptive_max_latency_ms, input_spec=FlightsBody)
     async def predict_many(self, flights: Flights) -> Predictions:  # type: ignore[valid-type]
         """Adaptive batching: flights from concurrent callers are merged into one model call by BentoML's
         dispatcher (up to serve.max_batch_size rows, waiting at most serve.adaptive_max_latency_ms); each caller
@@ -157,7 +208,7 @@ class FlightDelay:
         threshold, tag = loaded.model.threshold, loaded.tag
         return [Prediction.model_construct(**answer, threshold=threshold, model_tag=tag) for answer in answers]
 
-    @bentoml.api(route="/predict_batch")
+    @bentoml.api(route="/predict_batch", input_spec=FlightsBody)
     async def predict_batch(self, flights: Flights) -> BatchPrediction:  # type: ignore[valid-type]
         """Delay probabilities and labels for up to serve.max_batch_size flights, all from one model."""
         loaded = self._model()
@@ -203,5 +254,8 @@ class FlightDelay:
                 "last_reload_error": self.watcher.last_error}
 
 
-FlightDelay.add_asgi_middleware(BodyLimit, max_body_bytes=PARAMS.serve.max_body_bytes)
+FlightDelay.add_asgi_middleware(RequestGuard, max_body_bytes=PARAMS.serve.max_body_bytes,
+                                discard_body_bytes=PARAMS.serve.discard_body_bytes,
+                                body_timeout_s=PARAMS.serve.body_timeout_s,
+                                json_routes=("/predict", "/predict_many", "/predict_batch"))
 

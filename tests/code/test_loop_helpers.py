@@ -8,7 +8,7 @@ import pandas as pd
 
 def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
     from flows.loop import weekly_chunks
-    from pipelines.monitoring import window_starts
+    from pipelines.monitor.windows import window_starts
 
     start, end = pd.Timestamp("2013-09-01", tz="UTC"), pd.Timestamp("2013-10-01", tz="UTC")
     chunks = weekly_chunks(start, end)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import monitoring
 from pipelines.config import parse_params
+from pipelines.monitor.decision import decide_retrain
+from pipelines.monitor.drift import ColumnDrift, LiveQuality, PredictionDrift, WindowSummary
+from pipelines.monitor.history import plot_history, summarise_history
+from pipelines.monitor.log import predictions_frame
+from pipelines.monitor.windows import plan_windows
 from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
 from pipelines.replay import flight_keys, request_records
 from tests.conftest import params_dict
@@ -55,7 +60,7 @@ def test_garbage_lines_are_counted_by_reason_and_skipped(params, tmp_path):
                            "[1, 2]", ""])
     with open(path, "a") as handle:
         handle.write(json.dumps(_record(params, "z")))                         # torn last line: no newline
-    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    parsed = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
     assert sorted(parsed.frame["request_id"]) == ["a", "b"]
     assert dict(parsed.skipped) == {"invalid_json": 1, "missing_request_id": 1, "bad_type_probability": 1,
                                     "bad_number_distance": 1, "bad_time": 1, "probability_out_of_range": 1,
@@ -69,7 +74,7 @@ def test_a_log_without_a_feature_skips_every_row_and_says_which(params, tmp_path
     record = _record(params)
     del record["inputs"]["carrier"]
     _write(tmp_path, [record])
-    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    parsed = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
     assert parsed.frame.empty
     assert parsed.skipped == {"inputs_missing_carrier": 1}
 
@@ -80,7 +85,7 @@ def test_a_request_logged_twice_keeps_its_latest_record_across_rotations(params,
     records.append(_record(params, "r3", ts="2024-01-01T00:01:00+00:00", probability=0.9))
     _write(tmp_path, records, rotate_bytes=1024)
     assert any(path.name.endswith(".10.jsonl") for path in tmp_path.iterdir())
-    parsed = monitoring.predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    parsed = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
     assert len(parsed.frame) == 40
     assert parsed.frame.set_index("request_id").loc["r3", "probability"] == 0.9
 
@@ -89,11 +94,11 @@ def test_windows_wait_until_traffic_moves_past_them(params):
     stamps = pd.to_datetime(["2013-09-02 01:00", "2013-09-03 00:00", "2013-09-08 23:00", "2013-09-09 05:00",
                              "2013-09-16 00:00"], utc=True)
     frame = pd.DataFrame({"time_hour": stamps})
-    plans = monitoring.plan_windows(frame, "time_hour", params.monitor)
+    plans = plan_windows(frame, "time_hour", params.monitor)
     assert [(p.start.date().isoformat(), p.rows, p.ready) for p in plans] == [
         ("2013-09-02", 3, True), ("2013-09-09", 1, False), ("2013-09-16", 1, False)]
     assert "min_window_rows" in plans[1].reason and plans[2].reason == "still filling"
-    done = monitoring.plan_windows(frame, "time_hour", params.monitor, done=[plans[0].start.isoformat()])
+    done = plan_windows(frame, "time_hour", params.monitor, done=[plans[0].start.isoformat()])
     assert not done[0].ready and done[0].reason == "already analysed"
 
 
@@ -110,22 +115,32 @@ def _summary(drift: bool) -> dict:
 ])
 def test_retrain_decision(params, drift, in_flight, last, expected, why):
     end = datetime(2013, 9, 16, tzinfo=UTC)
-    decision = monitoring.decide_retrain(_summary(drift), end, last, in_flight, params.monitor)
+    decision = decide_retrain(_summary(drift), end, last, in_flight, params.monitor)
     assert decision.retrain is expected
     assert why in decision.reason
 
 
+def _stored(start: str, drift: bool, retrained: bool, auc: float | None) -> dict:
+    """A window summary as the monitoring flow stores it: the analysis's JSON form plus the flow's bookkeeping."""
+    summary = WindowSummary(
+        rows=10, first=start, last=start, model_tags=["m:1"], drift_share=0.6 if drift else 0.1,
+        drifted_columns=["temp"] if drift else [],
+        columns={"temp": ColumnDrift(score=0.3, method="wasserstein", threshold=0.1, drifted=drift)},
+        prediction_drift=PredictionDrift(score=0.2, method="wasserstein", threshold=0.5, drifted=False,
+                                         mean_current=0.3, mean_reference=0.25),
+        missing={}, new_categories={}, reasons=["data drift: x"] if drift else [], drift=drift,
+        quality=None if auc is None else LiveQuality(labelled=10, labelled_share=1.0, complete=True,
+                                                     metrics={"roc_auc": auc}, expected={"roc_auc": 0.68}))
+    return json.loads(json.dumps({**summary.to_json_dict(), "window_start": start, "retrain": {"started": retrained}}))
+
+
 def test_history_marks_retrains(params):
-    summary = {"window_start": "2013-09-02T00:00:00+00:00", "rows": 10, "model_tags": ["m:1"], "drift_share": 0.6,
-               "drifted_columns": ["temp"], "prediction_drift": {"score": 0.2}, "drift": True,
-               "quality": {"metrics": {"roc_auc": 0.61}, "expected": {"roc_auc": 0.68}},
-               "retrain": {"started": True}}
-    clean = {**summary, "window_start": "2013-08-26T00:00:00+00:00", "drift": False, "retrain": {"started": False},
-             "quality": {}}
-    history = monitoring.summarise_history([summary, clean])
+    history = summarise_history([_stored("2013-09-02T00:00:00+00:00", True, True, 0.61),
+                                 _stored("2013-08-26T00:00:00+00:00", False, False, None)])
     assert list(history["retrained"]) == [False, True]
-    assert history["live_auc"].iloc[1] == pytest.approx(0.61)
-    figure = monitoring.plot_history(history, params.monitor)
+    assert list(history["alarm"]) == [False, True]
+    assert history["live_auc"].iloc[1] == pytest.approx(0.61) and np.isnan(history["live_auc"].iloc[0])
+    figure = plot_history(history, params.monitor)
     assert figure.axes
 
 

@@ -3,9 +3,13 @@ before anything starts (a port in use, nothing to stop)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +54,7 @@ def _stack(command: str, params_file: Path) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration  # runs `python -m flows.stack` as a process
 def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -66,9 +71,31 @@ def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_
     assert not (tmp_path / "var" / "stack" / "logs").exists()
 
 
+@pytest.mark.integration  # runs `python -m flows.stack` as a process
 def test_down_and_status_when_the_stack_is_not_up(tmp_path: Path) -> None:
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params_dict(tmp_path)))
     assert _stack("down", params_file).returncode == 0
     status = _stack("status", params_file)
     assert status.returncode == 1 and "the stack is not up" in status.stdout
+
+
+@pytest.mark.integration  # starts processes
+def test_stop_tree_ends_the_group_and_descendants_that_left_it() -> None:
+    """A component's tree: its process group, plus a child that moved to a session of its own (as Prefect's flow
+    runs do). All are found, and all are gone after stop_tree."""
+    from flows.stack import alive, process_tree, stop_tree
+
+    leader = subprocess.Popen(["bash", "-c", "sleep 60 & setsid sleep 61 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(process_tree(leader.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tree = process_tree(leader.pid)
+        assert len(tree) == 3 and leader.pid in tree
+        assert stop_tree(leader.pid, timeout=10) == set()
+        leader.wait(timeout=10)
+        assert not any(alive(pid) for pid in tree)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import commit, copy_project, run, set_params
 from tests.conftest import SMALL_WINDOW
+from tests.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 

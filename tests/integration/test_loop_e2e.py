@@ -16,11 +16,11 @@ import json
 import pandas as pd
 import pytest
 
-from benchmarks.common import copy_project, run
 from tests.conftest import SMALL_WINDOW
+from tests.project_copy import copy_project, run
 from tests.servers import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01", "replay.rate": 20000,
         "monitor.drift_share": 0.2, "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,

@@ -10,8 +10,8 @@ import uuid
 import pytest
 import yaml
 
-from pipelines import monitoring_store
 from pipelines.config import parse_params
+from pipelines.monitor import store as monitoring_store
 from tests.conftest import SMALL_WINDOW, params_dict
 from tests.monitoring_support import into_week, log_records, shift, train_small, write_log
 
@@ -119,7 +119,7 @@ def test_cooldown_holds_after_the_run_finished(scenario):
     assert "cooldown" in results[0]["retrain"]["reason"]
     assert len(_runs(scenario)) == 1
     history = monitoring_store.read_summaries(scenario["params"])
-    from pipelines.monitoring import summarise_history
+    from pipelines.monitor.history import summarise_history
 
     table = summarise_history(history)
     assert list(table["retrained"]) == [False, True, False, False]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.common import copy_project, venv_env
 from tests.conftest import SMALL_WINDOW
+from tests.project_copy import copy_project, venv_env
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.common import commit, copy_project, run
 from pipelines.cli import REPORT_START
 from tests.conftest import SMALL_WINDOW
+from tests.project_copy import commit, copy_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 

@@ -10,6 +10,8 @@ import pytest
 
 from services.compiled import CompileError, ensure_compiled, load_compiled, probe_matrix
 
+pytestmark = pytest.mark.model
+
 
 def _booster(tmp_path: Path, **params: Any) -> tuple[Any, Path, np.ndarray]:
     """A small binary model with a categorical feature and missing values, saved as model.txt."""

@@ -15,6 +15,8 @@ from pipelines.config import Params, parse_params
 from pipelines.train import TrainedModel
 from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def prepared_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Path:
@@ -33,8 +35,12 @@ def assert_ran_in_parallel(candidates: list[dict[str, Any]]) -> None:
     assert overlapping, f"no two candidates overlapped on distinct workers: {candidates}"
 
 
+GRID = {"num_leaves": [15, 31], "min_data_in_leaf": [40, 120]}
+
+
 def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Path) -> None:
-    params = search_params(prepared_root)
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
+                                             "train.num_leaves": 63, "train.min_data_in_leaf": 100})
     summary = stages.run_search(params)
 
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
@@ -45,8 +51,8 @@ def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Pa
     assert_ran_in_parallel(candidates)
     # Every candidate's params and validation metrics are recorded; the winner is the best valid AUC.
     assert [(c["params"]["min_data_in_leaf"], c["params"]["num_leaves"]) for c in candidates] == [
-        (50, 31), (50, 63), (200, 31), (200, 63)]
-    assert candidates[0]["overrides"] == {"min_data_in_leaf": 50, "num_leaves": 31}  # what differs from train:
+        (40, 15), (40, 31), (120, 15), (120, 31)]
+    assert candidates[0]["overrides"] == {"min_data_in_leaf": 40, "num_leaves": 15}  # what differs from train:
     best = max(candidates, key=lambda c: (c["valid_metrics"]["auc"], -c["index"]))
     assert report["winner"] == best["index"] == summary["winner"]
     saved = TrainedModel.load(params.paths.model_dir)

@@ -12,6 +12,8 @@ from pipelines.preprocess import prepare
 from pipelines.train import TrainedModel, train_model
 from tests.conftest import SMALL_WINDOW, params_dict
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame):

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks and the integration tests that need a throwaway copy of the project."""
+"""A throwaway copy of the project as a fresh git+DVC repo: for the integration tests, and the benchmarks that
+time `dvc repro` (they import it from here; tests never import benchmarks)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,86 @@
+"""The prediction log and the delivered outcomes as typed frames, one row per request.
+
+The records come from `pipelines.prediction_log`'s reader (the contract, validated line by line); what can only be
+checked against the features in params (an input missing, a number or time that does not parse) is checked here,
+counted by reason beside the reader's own skips, and never raised: a wrong-schema row must not poison a window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import FeaturesParams
+from pipelines.prediction_log import LogRead, OutcomeRecord, PredictionRecord
+
+PROBABILITY = "probability"
+ACTUAL = "actual"
+REQUEST_ID = "request_id"
+
+
+@dataclass
+class PredictionFrame:
+    """The log's good predictions as a typed frame, and every skipped line counted by reason."""
+
+    frame: pd.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_total(self) -> int:
+        return int(sum(self.skipped.values()))
+
+
+def as_category_strings(values: pd.Series) -> pd.Series:
+    """Categories as strings, missing as None: the form the reference and the live window share."""
+    return values.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+
+
+def predictions_frame(log: LogRead[PredictionRecord], features: FeaturesParams, time_column: str) -> PredictionFrame:
+    """Flatten the log records: one row per prediction, the raw inputs as columns, typed like the reference.
+
+    A record whose inputs lack a feature or the time column, or whose time or numbers do not parse, is skipped
+    and counted here. A request logged twice (a retried call) keeps its latest record by log time, then write order.
+    """
+    columns = [REQUEST_ID, "ts", "model_tag", time_column, *features.raw_columns, PROBABILITY, "label", "threshold"]
+    if not log.records:
+        return PredictionFrame(pd.DataFrame(columns=columns), Counter(log.skipped), log.examples)
+    records = log.records
+    inputs = pd.DataFrame([record.inputs for record in records])
+    skipped = Counter(log.skipped)
+    for name in [time_column, *features.raw_columns]:
+        if name not in inputs.columns:
+            skipped[f"inputs_missing_{name}"] += len(records)
+            return PredictionFrame(pd.DataFrame(columns=columns), skipped, log.examples)
+    stamps = pd.to_datetime(inputs[time_column], utc=True, errors="coerce", format="ISO8601")
+    keep = ~stamps.isna().to_numpy()
+    skipped["bad_time"] += int((~keep).sum())
+    frame = pd.DataFrame({REQUEST_ID: [r.request_id for r in records], "ts": [r.ts for r in records],
+                          "model_tag": [r.model_tag for r in records], time_column: stamps})
+    for name in features.numeric:
+        values = pd.to_numeric(inputs[name], errors="coerce")
+        bad = (values.isna() & inputs[name].notna()).to_numpy()
+        skipped[f"bad_number_{name}"] += int((bad & keep).sum())
+        keep &= ~bad
+        frame[name] = values.astype(float)
+    for name in features.categorical:
+        frame[name] = as_category_strings(inputs[name])
+    frame[PROBABILITY] = np.fromiter((r.probability for r in records), float, len(records))
+    frame["label"] = np.fromiter((r.label for r in records), int, len(records))
+    frame["threshold"] = np.fromiter((r.threshold for r in records), float, len(records))
+    logged = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
+    order = logged.sort_values(kind="stable", na_position="first").index
+    frame = frame.loc[order[keep[order]]].drop_duplicates(REQUEST_ID, keep="last")
+    skipped = Counter({k: v for k, v in skipped.items() if v})
+    return PredictionFrame(frame.sort_index().reset_index(drop=True), skipped, log.examples)
+
+
+def outcomes_frame(log: LogRead[OutcomeRecord]) -> pd.DataFrame:
+    """Outcomes by request id; a re-delivered outcome replaces the earlier one (file order)."""
+    frame = pd.DataFrame({REQUEST_ID: pd.Series([r.request_id for r in log.records], dtype=object),
+                          ACTUAL: pd.Series([r.actual for r in log.records], dtype="int8")})
+    return frame.drop_duplicates(REQUEST_ID, keep="last").reset_index(drop=True)

@@ -1,0 +1,405 @@
+"""The service under attack and overload (issue 15), against a real `bentoml serve` on 127.0.0.1.
+
+Every case is what a hostile or broken caller did to the service: extreme datetimes, one bad caller among good ones
+on the adaptive batch, non-JSON bodies, oversized and stalled bodies, idle connections, the process manager's
+control socket, kill -9 of the main process, a flood of junk filling the disk, accepted nonsense, and a fuzzer
+driven by the service's own OpenAPI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.integration.test_serving import Server, _env, _records, trained  # noqa: F401  (trained: a fixture)
+
+pytestmark = pytest.mark.integration
+
+BODY_TIMEOUT_S = 2.0
+IDLE_TIMEOUT_S = 2.0
+ROTATE_BYTES = 20_000
+MAX_TOTAL_BYTES = 120_000  # >= 2 x workers x rotate_bytes
+EXTREME_TIMES = ("0001-01-01T00:00:01+01:00", "9999-12-31T23:59:59-23:59")
+
+
+def _guarded_params(trained: dict[str, Any], root: Path) -> Path:  # noqa: F811
+    data = yaml.safe_load(trained["params_file"].read_text())
+    data["paths"]["prediction_log_dir"] = str(root / "predictions")
+    data["serve"].update(body_timeout_s=BODY_TIMEOUT_S, idle_timeout_s=IDLE_TIMEOUT_S)
+    data["serve"]["prediction_log"].update(rotate_bytes=ROTATE_BYTES, max_total_bytes=MAX_TOTAL_BYTES)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    return params_file
+
+
+@pytest.fixture(scope="module")
+def guarded(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
+    root = tmp_path_factory.mktemp("attacks")
+    params_file = _guarded_params(trained, root)
+    server = Server("services.service:FlightDelay", _env(params_file), REPO_ROOT)
+    row = _records(trained["test"].head(1), trained["params"])[0]
+    try:
+        yield {"server": server, "row": row, "log_dir": root / "predictions", "params_file": params_file,
+               "rows": _records(trained["test"].head(50), trained["params"])}
+    finally:
+        server.stop()
+
+
+def _post(server: Server, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, timeout=30, **kwargs)
+
+
+def _fields(answer: httpx.Response) -> set[str]:
+    """The request fields a 400 names (the last element of each `detail[].loc`)."""
+    return {str(item["loc"][-1]) for item in answer.json()["detail"]}
+
+
+# 1 ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", EXTREME_TIMES)
+def test_times_outside_the_utc_range_are_a_400_naming_time_hour_on_every_route(guarded: dict[str, Any],
+                                                                                when: str) -> None:
+    server, row = guarded["server"], {**guarded["row"], "time_hour": when}
+    for path, body in (("/predict", {"flight": row}), ("/predict_batch", {"flights": [row]}),
+                       ("/predict_many", {"flights": [row]})):
+        answer = _post(server, path, body)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "time_hour" in _fields(answer), answer.text
+
+
+# 2 ---------------------------------------------------------------------------------------------------------------
+
+def test_a_bad_caller_on_the_adaptive_batch_fails_only_itself(guarded: dict[str, Any]) -> None:
+    """16 good callers and one sending a bad row among good ones, concurrently on /predict_many."""
+    server, rows = guarded["server"], guarded["rows"]
+    bad_rows = [{**rows[0], "time_hour": EXTREME_TIMES[0]}, {**rows[1], "time_hour": EXTREME_TIMES[1]},
+                {**rows[2], "hour": 25}]
+    stop = threading.Event()
+    good: list[int] = []
+    bad: list[int] = []
+
+    def good_caller(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for n in range(15):
+                flights = [rows[(i + n) % len(rows)], rows[(i * 3 + n) % len(rows)]]
+                answer = client.post("/predict_many", json={"flights": flights})
+                good.append(answer.status_code)
+                if answer.status_code == 200:
+                    assert len(answer.json()) == 2
+
+    def bad_caller() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            n = 0
+            while not stop.is_set() and n < 200:
+                flights = [rows[n % len(rows)], bad_rows[n % len(bad_rows)]]
+                bad.append(client.post("/predict_many", json={"flights": flights}).status_code)
+                n += 1
+
+    attacker = threading.Thread(target=bad_caller)
+    attacker.start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(good_caller, range(16)))
+    finally:
+        stop.set()
+        attacker.join()
+    assert len(good) == 16 * 15 and set(good) == {200}, {code: good.count(code) for code in set(good)}
+    assert bad and set(bad) == {400}, {code: bad.count(code) for code in set(bad)}
+
+
+# 3 ---------------------------------------------------------------------------------------------------------------
+
+def _non_json_cases(row: dict[str, Any]) -> list[tuple[str, bytes, str | None]]:
+    valid = json.dumps({"flight": row}).encode()
+    return [
+        ("multipart without boundary", b"--x\r\n", "multipart/form-data"),
+        ("multipart part with invalid UTF-8", b"--b\r\nContent-Disposition: form-data; name=\"flight\"\r\n\r\n"
+                                              b"\xff\xfe\xfa\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+        ("form-encoded deep nesting", ("flight" + "[a]" * 5000 + "=1").encode(), "application/x-www-form-urlencoded"),
+        ("form-encoded 5,000-digit number", b"flight=" + b"9" * 5000, "application/x-www-form-urlencoded"),
+        ("JSON sent as text/plain", valid, "text/plain"),
+        ("JSON with no content type", valid, None),
+        ("JSON declared latin-1", valid, "application/json; charset=latin-1"),
+    ]
+
+
+def test_anything_but_json_gets_a_415_before_it_is_parsed(guarded: dict[str, Any]) -> None:
+    server = guarded["server"]
+    failures = []
+    for path in ("/predict", "/predict_batch", "/predict_many"):
+        for name, body, content_type in _non_json_cases(guarded["row"]):
+            headers = {"content-type": content_type} if content_type else {}
+            answer = httpx.post(f"{server.url}{path}", content=body, headers=headers, timeout=30)
+            if answer.status_code != 415 or "application/json" not in answer.json()["error"]:
+                failures.append(f"{path} {name}: {answer.status_code} {answer.text[:200]}")
+    assert not failures, "\n".join(failures)
+    ok = httpx.post(f"{server.url}/predict", content=json.dumps({"flight": guarded["row"]}),
+                    headers={"content-type": "application/json; charset=UTF-8"})
+    assert ok.status_code == 200, ok.text
+
+
+# 4 ---------------------------------------------------------------------------------------------------------------
+
+def test_the_413_reaches_a_client_that_sends_its_body_without_waiting(guarded: dict[str, Any]) -> None:
+    """urllib sends the whole body at once (no Expect: 100-continue): it must read the 413, not a reset."""
+    server = guarded["server"]
+    body = b"[" + b"1," * 1_200_000 + b"1]"  # ~2.4 MB > serve.max_body_bytes (2 MB)
+    for _ in range(5):
+        request = urllib.request.Request(f"{server.url}/predict_batch", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        assert "max_body_bytes" in refused.value.read().decode()
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b" " * 100_000
+
+    chunked = httpx.post(f"{server.url}/predict_batch", content=chunks(),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert chunked.status_code == 413, chunked.text
+
+
+# 5 ---------------------------------------------------------------------------------------------------------------
+
+def _raw(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=BODY_TIMEOUT_S + IDLE_TIMEOUT_S + 10)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("stall", ["short content-length", "unfinished chunked body"])
+def test_a_stalled_body_gets_a_408_within_the_body_timeout(guarded: dict[str, Any], stall: str) -> None:
+    server = guarded["server"]
+    if stall == "short content-length":
+        head = b"Content-Length: 5000\r\n\r\n"
+        sent = b'{"flight": {'
+    else:
+        head = b"Transfer-Encoding: chunked\r\n\r\n"
+        sent = b'c\r\n{"flight": {\r\n'
+    started = time.monotonic()
+    with _raw(server) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head + sent)
+        answer = _read_all(sock)
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"body_timeout_s" in answer
+    assert BODY_TIMEOUT_S - 0.5 <= took <= BODY_TIMEOUT_S + 2, took
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /predict HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "half a head"])
+def test_connections_without_a_request_are_closed_after_the_idle_timeout(guarded: dict[str, Any],
+                                                                         sent: bytes) -> None:
+    started = time.monotonic()
+    with _raw(guarded["server"]) as sock:
+        sock.sendall(sent)
+        assert _read_all(sock) == b""  # closed by the server, nothing answered
+    assert time.monotonic() - started <= IDLE_TIMEOUT_S + 2
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_answer(guarded: dict[str, Any]) -> None:
+    server = guarded["server"]
+    with _raw(server) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        started = time.monotonic()
+        assert _read_all(sock) == b""
+        assert time.monotonic() - started <= IDLE_TIMEOUT_S + 2
+
+
+# 6 ---------------------------------------------------------------------------------------------------------------
+
+def _tree(server: Server) -> list[psutil.Process]:
+    main = psutil.Process(server.process.pid)
+    return [main, *main.children(recursive=True)]
+
+
+def test_the_process_manager_has_no_port_and_refuses_other_users(guarded: dict[str, Any]) -> None:
+    server = guarded["server"]
+    listening = set()
+    for process in _tree(server):
+        for conn in process.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN or conn.type == socket.SOCK_DGRAM:
+                listening.add((conn.laddr.ip, conn.laddr.port))
+    assert listening == {("127.0.0.1", server.port)}, listening
+    control = [Path(conn.laddr) for conn in psutil.Process(server.process.pid).net_connections(kind="unix")
+               if conn.laddr and "flightops-circus-" in conn.laddr]
+    assert any(path.name == "control.sock" for path in control), control
+    socket_path = next(path for path in control if path.name == "control.sock")
+    assert stat.S_IMODE(socket_path.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    assert socket_path.parent.stat().st_uid == os.getuid()
+    if os.getuid() != 0:
+        pytest.skip("the foreign-user connection needs root to switch to another user")
+    # Another local user (nobody) connecting to the control socket: refused by the kernel, before circus sees it.
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only reports through its exit status
+        code = 3
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(socket_path))
+            code = 1  # connected: the control socket is open to other users
+        except PermissionError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "another user could connect to circus's control socket"
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_kill_9_of_the_main_process_leaves_no_worker_serving(trained: dict[str, Any],  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    server = Server("services.service:FlightDelay", _env(_guarded_params(trained, tmp_path)), REPO_ROOT)
+    workers = psutil.Process(server.process.pid).children(recursive=True)
+    assert workers
+    try:
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"workers still running after kill -9 of the main process: {alive}"
+        with socket.socket() as sock:  # the port is free again: a restart can bind it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", server.port))
+    finally:
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+
+
+# 7 ---------------------------------------------------------------------------------------------------------------
+
+def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str, Any]) -> None:
+    from pipelines.prediction_log import FILE_GLOB, read_dropped, read_prediction_log
+
+    server, rows, log_dir = guarded["server"], guarded["rows"], guarded["log_dir"]
+
+    def rows_written() -> int:
+        """Rows still in the log plus rows the cap dropped (and listed)."""
+        return len(read_prediction_log(log_dir).records) + sum(entry["rows"] for entry in read_dropped(log_dir))
+
+    before = rows_written() if log_dir.exists() else 0
+    answered = 0
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for i in range(60):  # ~50 rows x ~600 bytes per request: ~15 x the cap
+            flights = [{**row, "request_id": f"cap-{i}-{j}"} for j, row in enumerate(rows)]
+            answer = client.post("/predict_batch", json={"flights": flights})
+            assert answer.status_code == 200, answer.text
+            answered += len(flights)
+    time.sleep(1.0)  # a trim started by the last write runs in a background thread
+    total = sum(path.stat().st_size for path in log_dir.glob(FILE_GLOB))
+    slack = 2 * (MAX_TOTAL_BYTES // 10 + 40_000)  # per worker: one check interval plus one request's records
+    assert total <= MAX_TOTAL_BYTES + slack, total
+    dropped = read_dropped(log_dir)
+    assert dropped and all(entry["rows"] > 0 and entry["first_ts"] and entry["last_ts"] for entry in dropped)
+    assert rows_written() == before + answered, "every row is either in the log or listed as dropped"
+    kept = {record.request_id for record in read_prediction_log(log_dir).records}
+    assert f"cap-{59}-0" in kept, "the newest records are kept"
+
+
+def test_a_refused_request_is_one_log_line_without_its_values(guarded: dict[str, Any]) -> None:
+    server = guarded["server"]
+    secret = "do-not-log-this-value-7f3a"
+    answer = _post(server, "/predict", {"flight": {**guarded["row"], "distance": secret}})
+    assert answer.status_code == 400
+    time.sleep(0.5)
+    text = server.log.read_text()
+    assert secret not in text
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if "refused /predict POST" in line]
+    assert lines and "flight.distance" in lines[-1], text[-2000:]
+
+
+# 8 ---------------------------------------------------------------------------------------------------------------
+
+def test_nonsense_is_refused_naming_the_field(guarded: dict[str, Any]) -> None:
+    server, row = guarded["server"], guarded["row"]
+    cases = [
+        ("unknown top-level key", {"flight": row, "model_tag": "x"}, "model_tag"),
+        ("time as a number", {"flight": {**row, "time_hour": 0}}, "time_hour"),
+        ("time as milliseconds", {"flight": {**row, "time_hour": 137790000000}}, "time_hour"),
+        ("time as a digit string", {"flight": {**row, "time_hour": "1377900000"}}, "time_hour"),
+        ("time without an offset", {"flight": {**row, "time_hour": "2013-09-02T14:00:00"}}, "time_hour"),
+        ("hour 25", {"flight": {**row, "hour": 25}}, "hour"),
+        ("minute 99", {"flight": {**row, "minute": 99}}, "minute"),
+        ("distance -1e308", {"flight": {**row, "distance": -1e308}}, "distance"),
+    ]
+    failures = []
+    for name, body, field in cases:
+        answer = _post(server, "/predict", body)
+        if answer.status_code != 400 or field not in _fields(answer):
+            failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_numeric_ranges_are_the_validation_suites(guarded: dict[str, Any], trained: dict[str, Any]) -> None:  # noqa: F811
+    """Every bounded numeric field: just outside its suite range is a 400 naming it, the bound itself (when the
+    suite includes it) is scored."""
+    from pipelines.validate import column_bounds, read_suite
+
+    params = trained["params"]
+    bounds = column_bounds(read_suite(params.validate_.suite), params.features.numeric)
+    assert {"hour", "minute", "distance", "temp"} <= set(bounds)
+    server, row = guarded["server"], guarded["row"]
+    failures = []
+    for name, bound in bounds.items():
+        for edge, strict, step in ((bound.min_value, bound.strict_min, -1), (bound.max_value, bound.strict_max, 1)):
+            if edge is None:
+                continue
+            outside = _post(server, "/predict", {"flight": {**row, name: edge + step * 0.5}})
+            if outside.status_code != 400 or name not in _fields(outside):
+                failures.append(f"{name}={edge + step * 0.5}: {outside.status_code}")
+            at_edge = _post(server, "/predict", {"flight": {**row, name: edge}})
+            if at_edge.status_code != (400 if strict else 200):
+                failures.append(f"{name}={edge} (strict={strict}): {at_edge.status_code} {at_edge.text[:120]}")
+    assert not failures, "\n".join(failures)
+
+
+# 9 ---------------------------------------------------------------------------------------------------------------
+
+def test_the_openapi_describes_the_service_schemathesis_finds_nothing(guarded: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    server = guarded["server"]
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    for route in ("/predict", "/predict_batch", "/predict_many"):
+        operation = spec["paths"][route]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert {"400", "408", "413", "415"} <= set(operation["responses"])
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    result = subprocess.run(
+        [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all", "--max-examples", "25",
+         "--seed", "15", "--workers", "2", "--request-timeout", "30", "--no-color",
+         "--generation-database", "none", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=540, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
