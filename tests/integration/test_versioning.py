@@ -20,10 +20,11 @@ from tests.project_copy import commit, copy_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-# Two candidates keep the search (and each rebuild) short; a retrain within 0.05 AUC is promoted so the test has a
-# retrained champion to rebuild (the gate's own rules are tested in test_registry.py).
+# Two candidates keep the search (and each rebuild) short; a retrain within 0.05 AUC (any slice, any Brier) is
+# promoted so the test has a retrained champion to rebuild (the gate's own rules are tested in test_registry.py).
 PROJECT = {**SMALL_WINDOW, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
-           "gate.min_improvement": -0.05, "versioning.git_remote": "origin"}
+           "gate.min_improvement": -0.05, "gate.max_slice_drop": 1.0, "gate.max_brier_increase": 1.0,
+           "versioning.git_remote": "origin"}
 RETRAIN_END = "2013-06-15T00:00:00+00:00"
 
 
