@@ -36,11 +36,13 @@ FLOWS = {
 }
 DESCRIPTIONS = {
     "training": "The training DAG (collect -> validate -> preprocess -> train -> evaluate -> gate) on the "
-                "window in params.yaml. Weekly; trigger it from the UI with Run -> Quick run.",
+                "window in params.yaml, each a DVC stage (as dvc repro). Weekly; trigger it from the UI with "
+                "Run -> Quick run.",
     "monitoring": "Compares the latest window of logged predictions (and outcomes) with the reference data "
                   "in Evidently; past the drift/decay thresholds it emits flightops.drift.detected (the "
                   "Automation 'flightops: retrain on drift' runs retraining). Hourly.",
-    "retraining": "The training DAG on a newer window, behind the same promotion gate. No schedule: run by "
+    "retraining": "The training DAG on a newer window as a DVC experiment (dvc exp run --temp), "
+                  "behind the same promotion gate. No schedule: run by "
                   "the Automation 'flightops: retrain on drift' on the monitoring flow's drift event; one at a "
                   "time (its own concurrency limit).",
 }

@@ -157,9 +157,26 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
         "history_csv": str(out / "history.csv"), "plot": str(out / "history.png"),
         "evidently_dashboard": store.dashboard_url(params),
     }
+    summary["reproduce"] = reproduce_commands([baseline_tag, *summary["promoted"]])
     write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(_markdown(table, summary))
     return summary
+
+
+def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
+    """Per champion: the command that rebuilds it and the ref holding its dvc.lock (from its registry lineage)."""
+    from pipelines import lineage, registry
+
+    commands = {}
+    for tag in dict.fromkeys(tags):
+        try:
+            recorded = lineage.from_metadata(registry.model_metadata(tag))
+        except registry.RegistryError:
+            recorded = None
+        commands[tag] = {"command": f"python -m pipelines reproduce {tag} --check",
+                         "ref": recorded.ref if recorded else None,
+                         "commit": recorded.git_commit if recorded else None}
+    return commands
 
 
 def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
@@ -170,6 +187,11 @@ def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
     for retrain in summary["retrains"]:
         lines.append(f"- retrain on traffic up to {retrain['data_end'][:10]}: run {retrain['state']}, champion "
                      f"{retrain['champion_before']} -> {retrain['champion_after']} ({retrain['reason'][:160]})")
+    lines += ["", "Every champion of this loop, and the command that rebuilds it from its registry entry "
+                  "(docs/versioning.md):", ""]
+    for tag, how in summary.get("reproduce", {}).items():
+        lines.append(f"- `{tag}` (ref `{how['ref'] or 'none'}`, commit `{(how['commit'] or 'unknown')[:12]}`): "
+                     f"`{how['command']}`")
     if summary["mean_auc_gain_on_those_windows"] is not None:
         lines += ["", f"On the {summary['windows_served_by_a_retrained_model']} windows served by a retrained model, "
                       f"live ROC AUC was {summary['mean_auc_gain_on_those_windows']:+.4f} on average vs the first "
@@ -188,7 +210,7 @@ def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
 def start_fresh(params_file: Path) -> str:
     """Stop the stack, move the last loop's traffic and monitoring aside, and make the `dvc repro` model champion.
 
-    Nothing is deleted: logs, outcomes and window reports go to `<retraining_dir>/../loop-archive/<time>/`, and the
+    Nothing is deleted: logs, outcomes and window reports go to `<loop_archive_dir>/<time>/`, and the
     champion change is a journalled registry event like any rollback.
     """
     import shutil
@@ -200,7 +222,7 @@ def start_fresh(params_file: Path) -> str:
 
     params = load_params(params_file)
     stack.down(params_file)
-    archive = params.paths.retraining_dir.parent / "loop-archive" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    archive = params.paths.loop_archive_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for folder in (params.paths.prediction_log_dir, params.paths.outcomes_dir, params.paths.monitoring_dir):
         if folder.exists() and any(folder.iterdir()):
             archive.mkdir(parents=True, exist_ok=True)

@@ -1,44 +1,73 @@
-"""The `retraining` flow: the same training DAG (and the same gate, inside it) on a window that now reaches the
-latest labelled traffic.
+"""The `retraining` flow: the same training DAG (and the same gate, inside it) as a DVC experiment on a window that
+now reaches the latest labelled traffic.
 
-The monitoring flow starts it through its deployment (`monitor.retraining_deployment`), so a retrain is an
-ordinary flow run: visible in the UI, retried, cancellable, and counted when the monitor asks "is one running?".
-Its data, model, metrics and plots go to a folder of their own under `paths.retraining_dir`: the DVC-tracked
-outputs of `dvc repro` stay what `params.yaml` says they are, and every retrain's evidence is kept for audit.
+Started on drift (a Prefect Automation on the monitor's event passes the window end as `data_end`), from the UI or
+the CLI. The DAG runs as `dvc exp run --temp -S collect.end=<data_end>` in DVC's own copy of the repo: the
+workspace's tracked outputs are never rewritten, two retrains cannot corrupt each other, and the experiment's
+commit holds its params, metrics and dvc.lock (`dvc exp show` lists it beside the baseline). Its data and model go
+to the DVC remote and its ref to `versioning.git_remote` (`dvc exp push`), so the model it registers can be
+rebuilt from its registry entry (`python -m pipelines reproduce <tag>`, docs/versioning.md).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
-from flows.training import training
+from flows.reports import publish_reports
+from pipelines import versioning
 from pipelines.config import Params, load_params
-
-# The training DAG's own outputs; everything else (registry, logs, model card) is shared with the champion.
-RELOCATED_PATHS = ("raw_table", "validation_dir", "prepared_dir", "model_dir", "metrics_dir", "plots_dir")
+from pipelines.gate import decision_markdown
 
 
-def retraining_overrides(params: Params, data_end: str | None) -> dict[str, Any]:
-    """Overrides that move the DAG's outputs to `<retraining_dir>/until-<data_end>/<key>/` and extend the window."""
-    end = datetime.fromisoformat(data_end) if data_end else params.collect.end
-    workspace = params.paths.retraining_dir / f"until-{end:%Y-%m-%dT%H%M}"
-    overrides: dict[str, Any] = {f"paths.{key}": str(workspace / key / getattr(params.paths, key).name)
-                                 for key in RELOCATED_PATHS}
-    if data_end:
-        overrides["collect.end"] = data_end
-    return overrides
+def retraining_overrides(data_end: str | None) -> dict[str, Any]:
+    """The experiment's `-S` overrides: the window's end moves to `data_end` (params.yaml's when None)."""
+    return {"collect.end": data_end} if data_end else {}
+
+
+@task(name="experiment", cache_policy=NO_CACHE, task_run_name="dvc exp run {name}")
+def run_experiment(root: Path, name: str, overrides: dict[str, Any]) -> versioning.Experiment:
+    return versioning.run_experiment(root, name, overrides, echo=get_run_logger().info)
+
+
+# Pushing meets the network (git remote, DVC remote): it retries.
+@task(name="push-experiment", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def push_experiment(root: Path, experiment: versioning.Experiment, params: Params) -> dict[str, Any]:
+    return versioning.push_experiment(root, experiment, params.versioning.git_remote)
+
+
+@task(name="report-gate", cache_policy=NO_CACHE)
+def report_gate(params: Params, root: Path, experiment: versioning.Experiment) -> dict[str, Any]:
+    """The experiment's gate decision (its committed metrics/gate.json) as an artifact."""
+    text = versioning.show_file(root, experiment.commit, params.paths.metrics_dir / "gate.json")
+    gate = json.loads(text) if text else {}
+    if gate:
+        create_markdown_artifact(key="gate-decision", markdown=decision_markdown(gate),
+                                 description=f"Retrain {experiment.name}: challenger vs champion, every check")
+    return gate
 
 
 @flow(name="retraining", log_prints=True, flow_run_name="retraining up to {data_end}")
 def retraining(params_file: str = "params.yaml", data_end: str | None = None, reason: str = "") -> dict[str, Any]:
-    """Re-run `training` with `collect.end = data_end` (the end of the latest labelled window); same DAG, same gate."""
-    overrides = retraining_overrides(load_params(params_file), data_end)
-    print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} in "
-          f"{overrides['paths.model_dir']}: {reason or 'manual'}")
-    return training(params_file=params_file, overrides=overrides)
+    """The training DAG as a DVC experiment with `collect.end = data_end` (the end of the latest labelled window)."""
+    params = load_params(params_file)
+    root = versioning.project_root(params_file)
+    name = versioning.experiment_name("retrain", data_end=data_end)
+    print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
+          f"{reason or 'manual'}")
+    # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
+    experiment = run_experiment(root, name, retraining_overrides(data_end))
+    # --- version: data and model to the DVC remote, the ref to the git remote ---------------------------------
+    pushed = push_experiment(root, experiment, params)
+    # --- report -------------------------------------------------------------------------------------------------
+    gate = report_gate(params, root, experiment)
+    return {"experiment": versioning.experiment_record(experiment, pushed), "gate": gate,
+            "reports": publish_reports(versioning.rooted(params, root))}
 
 
 if __name__ == "__main__":

@@ -1,144 +1,101 @@
 """The `training` flow: the DVC DAG's stages as Prefect tasks, for schedules, retries, logs and the UI.
 
-Each task calls the same `pipelines.stages` function as the matching `dvc.yaml` stage, so both write the same
-artifacts to the same paths. The flow only wires; what a stage does lives in `pipelines/`.
+Each task runs its `dvc.yaml` stage through DVC's Python API (`pipelines.versioning.run_stage`, what `dvc repro`
+does per stage), so a flow run leaves the repository exactly as `dvc repro` would: dvc.lock truthful, outputs in
+DVC's cache, `dvc status` clean, an unchanged stage skipped. When the gate stage ran (a model was registered), the
+run is saved as a DVC experiment and pushed, so the registry entry's ref holds its dvc.lock (docs/versioning.md).
+The flow only wires; what a stage does lives in `pipelines/`.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.reports import publish_reports
-from pipelines import stages
+from pipelines import versioning
 from pipelines.config import Params, load_params
-from pipelines.gate import decision_markdown, enforce
+from pipelines.gate import decision_markdown
 from pipelines.reporting import training_summary_markdown
-from pipelines.search import parallel_candidates
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}")
+def dvc_stage(root: Path, stage: str, env: dict[str, str]) -> versioning.StageRun:
+    """One stage through DVC: it runs only if its deps, params or outs changed (else DVC skips it)."""
+    done = versioning.run_stage(root, stage, env)
+    logger = get_run_logger()
+    if done.ran:
+        logger.info("%s", done.output)
+    logger.info("%s: %s in %.1f s", stage, "ran" if done.ran else "up to date, skipped", done.seconds)
+    return done
 
 
 # Reading the source is the step that meets the outside world (a file share, a bucket): it retries.
-@task(name="collect", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE,
-      task_run_name="collect {params.collect.start:%Y-%m-%d}..{params.collect.end:%Y-%m-%d}")
-def collect(params: Params) -> dict[str, Any]:
-    return stages.run_collect(params)
+collect_stage = dvc_stage.with_options(name="collect", retries=2, retry_delay_seconds=10)
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate(params: Params) -> dict[str, Any]:
-    return stages.run_validate(params)
+@task(name="save-experiment", cache_policy=NO_CACHE, task_run_name="save {name}")
+def save_experiment(root: Path, name: str) -> versioning.Experiment:
+    return versioning.save_experiment(root, name)
 
 
-@task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess(params: Params) -> dict[str, Any]:
-    return stages.run_preprocess(params)
+# Pushing meets the network (git remote, DVC remote): it retries.
+@task(name="push-experiment", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def push_experiment(root: Path, experiment: versioning.Experiment, params: Params) -> dict[str, Any]:
+    return versioning.push_experiment(root, experiment, params.versioning.git_remote)
 
 
-@task(name="plan-search", cache_policy=NO_CACHE)
-def plan_search(params: Params) -> list[Any]:
-    return stages.plan_search(params)
-
-
-@task(name="candidate", cache_policy=NO_CACHE, task_run_name="candidate {index}")
-def candidate(params: Params, index: int, candidate_params: Any) -> Any:
-    return stages.run_candidate(params, index, candidate_params)
-
-
-@flow(name="search", log_prints=True)
-def search(params: Params, candidates: list[Any]) -> list[Any]:
-    """Fan the candidates out on this flow's task runner (a DaskTaskRunner, see `_search_runner`)."""
-    futures = candidate.map(unmapped(params), list(range(len(candidates))), candidates)
-    return [future.result() for future in futures]
-
-
-@task(name="candidates-in-turn", cache_policy=NO_CACHE)
-def candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
-    """train.engine dask (each candidate on the whole Dask cluster) or a GPU (one card): one candidate at a time."""
-    return stages.run_candidates_in_turn(params, candidates)
-
-
-@task(name="select", cache_policy=NO_CACHE)
-def select(params: Params, results: list[Any]) -> dict[str, Any]:
-    return stages.finish_search(params, results)
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(params: Params) -> dict[str, Any]:
-    return stages.run_evaluate(params)
-
-
-@task(name="gate", cache_policy=NO_CACHE)
-def gate(params: Params) -> dict[str, Any]:
-    # A refusal is a result, not a failure: the decision and its reasons come back and go into the report.
-    return stages.run_gate(params)
-
-
-@task(name="promote", cache_policy=NO_CACHE)
-def promote(params: Params, decision: dict[str, Any]) -> dict[str, Any]:
-    return stages.run_promote(params, decision)
-
-
-@task(name="report-gate", cache_policy=NO_CACHE)
-def report_gate(params: Params, decision: dict[str, Any], promotion: dict[str, Any]) -> None:
-    """The gate decision as an artifact; in blocking mode (gate.fail_on_refusal) a refusal then fails the run."""
-    report = {**decision, "registered_tag": promotion["tag"],
-              "promoted_tag": promotion["tag"] if promotion["promoted"] else None}
-    create_markdown_artifact(key="gate-decision", markdown=decision_markdown(report),
-                             description="Challenger vs champion on the current test split: every check")
-    enforce(report, params.gate)
-
-
-def _search_runner(params: Params) -> Any:
-    """A Dask task runner from params: search.dask_address, or a local cluster of search.n_workers processes.
-
-    Local workers get this run's Prefect API URL: without it, each worker process would boot its own ephemeral
-    Prefect server when the flow itself runs on one. Workers of an external cluster need PREFECT_API_URL set.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect_dask import DaskTaskRunner
-
-    from pipelines.search import dask_cluster_kwargs
-
-    if params.search.dask_address:
-        return DaskTaskRunner(address=params.search.dask_address)
-    # The configured API, or the temporary server this process started (its URL is only known to the client).
-    api_url = str(get_client(sync_client=True).api_url)
-    return DaskTaskRunner(cluster_kwargs={**dask_cluster_kwargs(params.search), "env": {"PREFECT_API_URL": api_url}})
+@task(name="report", cache_policy=NO_CACHE)
+def report(params: Params, root: Path, stages: list[versioning.StageRun],
+           experiment: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's summary and gate decision as artifacts, read back from the stages' output files."""
+    summary = versioning.read_run_summary(params, root)
+    summary["stages"] = {run.stage: "ran" if run.ran else "skipped" for run in stages}
+    summary["experiment"] = experiment
+    if summary["evaluate"]:
+        create_markdown_artifact(key="training-summary", markdown=training_summary_markdown(summary),
+                                 description="Test-split metrics of the trained model beside the naive baselines")
+    if summary["gate"]:
+        create_markdown_artifact(key="gate-decision", markdown=decision_markdown(summary["gate"]),
+                                 description="Challenger vs champion on the current test split: every check")
+    return json.loads(json.dumps(summary, default=str))
 
 
 @flow(name="training", log_prints=True, flow_run_name="training {params_file}")
-def training(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """collect -> validate -> preprocess -> search (candidates on Dask) -> evaluate -> gate -> promote.
+def training(params_file: str = "params.yaml") -> dict[str, Any]:
+    """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> gate, each a DVC stage.
 
-    Configured by params.yaml (+ overrides). A challenger the gate refuses leaves the champion as it was and the
-    flow completes (the gate-decision artifact says why); with gate.fail_on_refusal it fails instead.
+    A challenger the gate refuses leaves the champion as it was and the flow completes (the gate-decision artifact
+    says why); with gate.fail_on_refusal the gate stage fails, and so does the flow.
     """
-    params = load_params(params_file, overrides)
+    params = load_params(params_file)
+    root = versioning.project_root(params_file)
+    name = versioning.experiment_name("train")
+    env = versioning.workspace_run_env(root, name)
     # --- data ---------------------------------------------------------------------------------------------------
-    collected = collect(params)
-    validation = validate(params)  # raises on failed expectations: nothing below runs on bad data
-    splits = preprocess(params)
+    runs = [collect_stage(root, "collect", env)]
+    runs.append(dvc_stage(root, "validate", env))  # fails on failed expectations: nothing below runs on bad data
+    runs.append(dvc_stage(root, "preprocess", env))
     # --- model --------------------------------------------------------------------------------------------------
-    candidates = plan_search(params)
-    if parallel_candidates(params.train):
-        results = search.with_options(task_runner=_search_runner(params))(params, candidates)
-    else:
-        results = candidates_in_turn(params, candidates)
-    trained = select(params, results)
-    metrics = evaluate(params)
+    runs.append(dvc_stage(root, "train", env))
+    runs.append(dvc_stage(root, "evaluate", env))
     # --- gate and promotion -------------------------------------------------------------------------------------
-    decision = gate(params)
-    promotion = promote(params, decision)
+    gate = dvc_stage(root, "gate", env)
+    runs.append(gate)
+    # --- version: a registered model's dvc.lock is held by an experiment ref, pushed to the remotes -------------
+    experiment = None
+    if gate.ran:
+        saved = save_experiment(root, name)
+        experiment = versioning.experiment_record(saved, push_experiment(root, saved, params))
     # --- report -------------------------------------------------------------------------------------------------
-    summary = {"collect": collected, "validate": validation, "splits": splits, "train": trained,
-               "evaluate": metrics, "gate": decision, "promotion": promotion}
-    create_markdown_artifact(key="training-summary", markdown=training_summary_markdown(summary),
-                             description="Test-split metrics of the trained model beside the naive baselines")
-    report_gate(params, decision, promotion)
-    summary["reports"] = publish_reports(params)  # model card + links to Data Docs and drift reports
+    summary = report(params, root, runs, experiment)
+    # model card + links to Data Docs and drift reports, from the project's files
+    summary["reports"] = publish_reports(versioning.rooted(params, root))
     return summary
 
 

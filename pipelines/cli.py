@@ -14,7 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-STAGES = ("collect", "validate", "preprocess", "train", "evaluate")
+# The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
+# derives every stage's imports and params reads from this map).
+STAGE_FUNCTIONS = {
+    "collect": "run_collect",
+    "validate": "run_validate",
+    "preprocess": "run_preprocess",
+    "train": "run_train",
+    "evaluate": "run_evaluate",
+    "search": "run_search",
+    "gate": "run_gate_and_promote",
+}
+STAGE_HELP = {"search": "train the search candidates on Dask and keep the best (the train stage)",
+              "gate": "gate the trained model against the champion; promote if it passes"}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -43,11 +55,11 @@ def _load(args: argparse.Namespace) -> Any:
     return load_params(args.params, dict(args.set or []))
 
 
-def _run_stage(name: str) -> Callable[[argparse.Namespace], Any]:
+def _run_stage(function: str) -> Callable[[argparse.Namespace], Any]:
     def command(args: argparse.Namespace) -> Any:
         from pipelines import stages
 
-        return getattr(stages, f"run_{name}")(_load(args))
+        return getattr(stages, function)(_load(args))
 
     return command
 
@@ -134,6 +146,21 @@ def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
             "champion": registry.champion_tag(params.paths.registry_dir), "kept_promoted": args.keep}
 
 
+REPORT_START = '{\n  "tag"'  # the reproduce report as printed (json indent 2): what callers parse after the logs
+
+
+def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.reproduce import reproduce
+
+    params = _load(args)
+    report = reproduce(args.tag, Path(args.params).resolve().parent, params.versioning.git_remote,
+                       keep=Path(args.keep) if args.keep else None)
+    if args.check and not report["identical"]:
+        print(json.dumps(report, indent=2, default=str))
+        raise SystemExit(1)
+    return report
+
+
 def _replay(args: argparse.Namespace) -> Any:
     from pipelines.config import load_params
     from pipelines.replay import run_replay
@@ -164,10 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    for stage in STAGES:
-        add(stage, _run_stage(stage), f"run the {stage} stage")
-    add("search", _run_stage("search"), "train the search candidates on Dask and keep the best (the train stage)")
-    add("gate", _run_stage("gate_and_promote"), "gate the trained model against the champion; promote if it passes")
+    for command, function in STAGE_FUNCTIONS.items():
+        add(command, _run_stage(function), STAGE_HELP.get(command, f"run the {command} stage"))
     models = commands.add_parser("models", help="the model registry: list models, roll the champion back, prune")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, handler, help_text in (("list", _models_list, "list stored models with stage, metrics, data, commit"),
@@ -184,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--keep", type=int, default=3, metavar="N",
                              help="keep the last N promoted models besides the champion (default: 3)")
             sub.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
+                                           "data from the DVC remote) in a temp worktree and compare md5 and metrics")
+    rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
+    rebuild.add_argument("--check", action="store_true", help="exit 1 unless model.txt and the metrics are identical")
+    rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

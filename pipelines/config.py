@@ -117,7 +117,7 @@ class PathsParams(_Section):
     monitoring_dir: Path
     evidently_workspace: Path
     stack_dir: Path
-    retraining_dir: Path
+    loop_archive_dir: Path
     compiled_dir: Path
 
 
@@ -376,6 +376,10 @@ class StackParams(_Section):
     stop_timeout_s: Annotated[float, Field(gt=0)]
 
 
+class VersioningParams(_Section):
+    git_remote: str | None
+
+
 class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -396,6 +400,7 @@ class Params(_Section):
     monitor: MonitorParams
     deployments: DeploymentsParams
     stack: StackParams
+    versioning: VersioningParams
 
     @model_validator(mode="after")
     def _across_sections(self) -> Params:

@@ -91,6 +91,7 @@ def build_model_card(params: Params) -> str:
     lines += ["", "## Slices (test split)"]
     lines += _slice_lines(slices) if slices else ["Not available for this model (see above)."]
     lines += ["", "## Data", *_data_lines(params)]
+    lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject["tag"], subject["metadata"])]
     lines += ["", "## Parameters", "| key | value |", "|---|---|"]
     lines += [f"| train.{k} | {v} |" for k, v in meta.get("params", params.train.model_dump(mode="json")).items()]
     lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
@@ -138,6 +139,26 @@ def _label_rule(params: Params) -> str:
     if source.positive_class is not None:
         return f"`{source.target}` is {source.positive_class!r}"
     return f"`{source.target}` is 1 or true"
+
+
+def lineage_lines(tag: str | None, metadata: dict[str, Any]) -> list[str]:
+    """The registry entry's lineage (pipelines.lineage) and the command that rebuilds the model."""
+    from pipelines.lineage import from_metadata
+
+    lineage = from_metadata(metadata) if tag else None
+    if lineage is None:
+        return ["No lineage recorded: an unregistered candidate, or a model registered before lineage existed."]
+    dirty = f" (**dirty**: {', '.join(lineage.dirty_files)})" if lineage.git_dirty else " (clean)"
+    changed = ", ".join(f"`{key}` {change.get('repo')} -> {change.get('run')}"
+                        for key, change in lineage.params_diff.items()) or "none"
+    return [
+        f"- DVC experiment ref (holds its dvc.lock): `{lineage.ref or 'none: a plain dvc repro, see the commit'}`",
+        f"- git commit: `{lineage.git_commit}`{dirty}",
+        f"- data (raw table md5 in dvc.lock): `{lineage.data_md5 or 'unknown'}`",
+        f"- params changed vs params.yaml at that commit: {changed}",
+        f"- package lock (uv.lock md5): `{lineage.uv_lock_md5 or 'unknown'}`",
+        f"- rebuild and compare: `{lineage.reproduce_command(tag)}`",
+    ]
 
 
 def _data_lines(params: Params) -> list[str]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import io
+from pipelines import io, lineage
 from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.train import TrainedModel
 
@@ -101,6 +101,18 @@ def model_metadata(tag: str) -> dict[str, Any]:
         return dict(bentoml.models.get(tag).info.metadata)
     except bentoml.exceptions.NotFound as error:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+
+
+def registry_home(registry_dir: Path) -> Path:
+    """The registry a DVC stage must use: `registry_dir` of the repository the run belongs to.
+
+    `dvc exp run --temp` runs the stages in a copy of the repo under .dvc/tmp/exps and tells them the parent
+    repository in `DVC_ROOT`: the champion pointer and journal are that repository's, or a retrain would gate
+    against no champion and promote into a folder deleted with the copy. Outside DVC (or in the workspace,
+    where DVC_ROOT is the working directory) the path is used as given.
+    """
+    root = os.environ.get("DVC_ROOT")
+    return Path(root) / registry_dir if root and not registry_dir.is_absolute() else registry_dir
 
 
 def champion_tag(registry_dir: Path) -> str | None:
@@ -252,6 +264,13 @@ def git_commit() -> str:
     return f"{head}-dirty" if dirty else head
 
 
+def dag_outputs(paths: Any) -> list[Path]:
+    """What the DAG's stages write (dvc.yaml's outs, metrics and plots lie under these): a run's result, never a
+    dirty tree in its lineage."""
+    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.metrics_dir,
+            paths.plots_dir, paths.registry_dir]
+
+
 def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
     paths = params.paths
@@ -271,6 +290,8 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
         # Whether params/code had uncommitted changes when it was registered (then the commit alone cannot rebuild
         # it), and which files.
         "git": git_state(),
+        # How to rebuild it: commit + dirty files, experiment ref, data hash, params diff, package lock.
+        "lineage": lineage.capture(Path.cwd(), dag_outputs(paths)).model_dump(mode="json"),
         "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
                  "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},

@@ -1,8 +1,8 @@
 """Model selection: which LightGBM params compete, how one candidate trains, which one wins.
 
 Pure: params and frames in, results out. A candidate is trained by `pipelines.train.train_model` (the one training
-implementation); only the *map* over candidates differs between the Prefect flow (tasks on a `DaskTaskRunner`)
-and `dvc repro` (`pipelines.stages.run_search`, a `dask.distributed.Client`). The winner is chosen on the
+implementation), mapped over a `dask.distributed.Client` by the train stage (`pipelines.stages.run_search`),
+whether `dvc repro` or the Prefect flow runs that stage (the flow runs DVC's stages). The winner is chosen on the
 validation split, so the test split stays untouched for evaluate and the promotion gate.
 """
 
@@ -186,8 +186,8 @@ def dask_client(search: SearchParams) -> Iterator[Any]:
 
 def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
     """`function(*job)` for every job on Dask (search.dask_address, or a local cluster of search.n_workers), in
-    job order, with a progress bar (in a terminal) and a log line per finished job. The `dvc repro` driver; the
-    Prefect flow maps the same candidates with its DaskTaskRunner instead."""
+    job order, with a progress bar (in a terminal) and a log line per finished job: the train stage's driver,
+    under `dvc repro` and the Prefect flow alike."""
     import logging
 
     from distributed import Client, LocalCluster, as_completed

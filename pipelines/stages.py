@@ -241,7 +241,7 @@ def run_gate(params: Params) -> dict[str, Any]:
     challenger = TrainedModel.load(params.paths.model_dir)
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
     train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
-    champion_tag = registry.champion_tag(params.paths.registry_dir)
+    champion_tag = registry.champion_tag(registry.registry_home(params.paths.registry_dir))
     champion_proba = registry.load_model(champion_tag).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
     latency = measure_latency_ms(challenger.booster, batch, params.gate.latency_repeats)
@@ -280,7 +280,8 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
                                   labels={registry.GATE_LABEL: verdict})
     promoted = tag if gate_report["promote"] else None
     if promoted:
-        registry.set_champion(params.paths.registry_dir, tag, reason="; ".join(gate_report["reasons"]))
+        registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
+                              reason="; ".join(gate_report["reasons"]))
     io.write_json(params.paths.metrics_dir / io.GATE_FILE, {**gate_report, "registered_tag": tag,
                                                             "promoted_tag": promoted})
     if not promoted:

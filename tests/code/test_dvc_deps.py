@@ -1,84 +1,263 @@
-"""dvc.yaml's deps: each stage depends on every project module its command imports, so editing a module re-runs
-exactly the stages that run its code (read from the code, not from a list kept by hand)."""
+"""dvc.yaml's deps are complete and stay complete: each stage depends on every project module its command imports
+and on every params key it reads, or `dvc repro` would call a stale cache up to date.
+
+Both are derived from the code, not listed here:
+- imports: the stage command's entry (`pipelines.cli.STAGE_FUNCTIONS` -> a `pipelines.stages` function) and the
+  stages-module functions it calls, their imports (module level and inside functions), then every import, anywhere,
+  of each project module reached, transitively. Conservative on purpose: a spare dep re-runs a stage, a missing
+  one serves a stale model.
+- params: `params.<section>.<key>` reads in those functions; where a whole section is passed to a function, that
+  function's reads of its argument (followed through further calls); a section used any other way (dumped,
+  stored) counts as read whole.
+"""
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipelines.cli import STAGE_FUNCTIONS
+from pipelines.config import Params
 from tests.conftest import REPO_ROOT
 
-SHELL = ("pipelines/__main__.py", "pipelines/cli.py", "pipelines/stages.py")
-# `python -m pipelines <command>` runs `stages.run_<function>`.
-FUNCTION = {"search": "run_search", "gate": "run_gate_and_promote"}
+PACKAGE = "pipelines"
+# Keys that change where a stage runs, never what it produces (dvc.yaml says so beside the stage).
+NOT_OUTPUT_AFFECTING = {"search.dask_address", "search.n_workers"}
+# Sections whose keys are DVC deps/outs already (dvc.yaml interpolates them), not params.
+NOT_PARAMS = {"paths"}
+SECTION_ALIASES = {"validate_": "validate"}
 
 
-def _file(module: str) -> Path | None:
-    for candidate in (REPO_ROOT / f"{module.replace('.', '/')}.py", REPO_ROOT / module.replace(".", "/") /
-                      "__init__.py"):
-        if candidate.exists():
+def _dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _module_path(name: str) -> Path | None:
+    """The project file of module `name` (found on disk: nothing is imported), or None if it is not one."""
+    if name != PACKAGE and not name.startswith(PACKAGE + "."):
+        return None
+    base = REPO_ROOT / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
             return candidate
     return None
 
 
-def _imported(nodes: list[ast.AST]) -> set[str]:
-    """Project modules imported anywhere under `nodes` (`from pipelines.x import y` counts y when it is a module)."""
-    found = set()
-    for node in (n for root in nodes for n in ast.walk(root)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipelines"):
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if _file(f"{node.module}.{a.name}")}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("pipelines")}
+@cache
+def _tree(module: str) -> ast.Module:
+    path = _module_path(module)
+    assert path is not None, module
+    return ast.parse(path.read_text())
+
+
+def _module_file(module: str) -> str:
+    return _module_path(module).relative_to(REPO_ROOT).as_posix()
+
+
+def _is_project_module(name: str) -> bool:
+    return _module_path(name) is not None
+
+
+def _imported_modules(node: ast.AST) -> set[str]:
+    """Project modules imported anywhere under `node` (`from pipelines import registry` names a module too)."""
+    found: set[str] = set()
+    for item in ast.walk(node):
+        if isinstance(item, ast.Import):
+            found |= {alias.name for alias in item.names if _is_project_module(alias.name)}
+        elif isinstance(item, ast.ImportFrom) and item.module and item.level == 0:
+            if _is_project_module(item.module):
+                found.add(item.module)
+            found |= {f"{item.module}.{alias.name}" for alias in item.names
+                      if _is_project_module(f"{item.module}.{alias.name}")}
     return found
 
 
-def _closure(modules: set[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(modules)
+def _functions(module: str) -> dict[str, ast.FunctionDef]:
+    return {node.name: node for node in _tree(module).body if isinstance(node, ast.FunctionDef)}
+
+
+def _stage_functions(entry: str, module: str = f"{PACKAGE}.stages") -> list[ast.FunctionDef]:
+    """The entry function and the same-module functions it calls, transitively (also when passed as a callable)."""
+    functions = _functions(module)
+    seen, todo = [], [entry]
     while todo:
-        module = todo.pop()
-        path = _file(module)
-        if module in seen or path is None:
+        name = todo.pop()
+        if name in {f.name for f in seen} or name not in functions:
             continue
-        seen.add(module)
-        tree = ast.parse(path.read_text())
-        # The shell's modules import each step lazily, inside the function that runs it: only their top level here.
-        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-        todo += _imported(top if str(path.relative_to(REPO_ROOT)) in SHELL else [tree])
-        if "." in module:
-            todo.append(module.rsplit(".", 1)[0])
+        seen.append(functions[name])
+        referenced = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
+        todo += sorted(referenced & functions.keys())
     return seen
 
 
-def _stage_modules(function: str) -> set[str]:
-    """Files the stage's command imports: the shell's top level, plus what its run function (and the stages
-    functions it calls) import."""
-    stages = {f.name: f for f in ast.parse((REPO_ROOT / "pipelines/stages.py").read_text()).body
-              if isinstance(f, ast.FunctionDef)}
-    calls, todo = set(), [function]
+def _module_level(module: str) -> ast.Module:
+    return ast.Module(body=[node for node in _tree(module).body
+                            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)],
+                      type_ignores=[])
+
+
+def import_closure(command: str) -> set[str]:
+    """Files of the project modules `python -m pipelines <command>` imports."""
+    stages_module = f"{PACKAGE}.stages"
+    # The dispatch layer (package, __main__, cli): what it imports at module level. Its functions' lazy imports
+    # belong to its other commands; the stage commands reach `pipelines.stages` through STAGE_FUNCTIONS.
+    dispatch = {PACKAGE, f"{PACKAGE}.__main__", f"{PACKAGE}.cli", stages_module}
+    modules = set(dispatch)
+    for module in sorted(dispatch):
+        modules |= _imported_modules(_module_level(module))
+    for function in _stage_functions(STAGE_FUNCTIONS[command]):
+        modules |= _imported_modules(function)
+    todo = sorted(modules - dispatch)
     while todo:
-        name = todo.pop()
-        if name not in calls:
-            calls.add(name)
-            todo += [n.id for n in ast.walk(stages[name]) if isinstance(n, ast.Name) and n.id in stages]
-    modules = _closure({"pipelines.__main__", "pipelines.cli", "pipelines.stages"} | _imported(
-        [stages[name] for name in calls]))
-    files = {_file(m) for m in modules}
-    return {str(f.relative_to(REPO_ROOT)) for f in files if f is not None and f.stat().st_size}
+        module = todo.pop()
+        new = _imported_modules(_tree(module)) - modules
+        modules |= new
+        todo += sorted(new)
+    return {_module_file(module) for module in modules}
 
 
-DVC = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+# --- params reads ---------------------------------------------------------------------------------------------
+
+def _chain(node: ast.AST) -> list[str] | None:
+    """`a.b.c` -> ["a", "b", "c"]; None when the chain is not rooted at a plain name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
 
 
-@pytest.mark.parametrize("stage", sorted(DVC))
-def test_each_stage_depends_on_every_module_its_command_imports(stage: str) -> None:
-    command = DVC[stage]["cmd"].split()
-    assert command[:3] == ["python", "-m", "pipelines"], DVC[stage]["cmd"]
-    needed = _stage_modules(FUNCTION.get(command[3], f"run_{command[3]}"))
-    listed = {dep for dep in DVC[stage]["deps"] if isinstance(dep, str) and dep.startswith("pipelines/")}
-    assert needed - listed == set(), f"{stage}: imported but not a dep"
-    assert listed - needed == set(), f"{stage}: a dep it does not import"
+def _resolve_callee(call: ast.Call, module: str, function: ast.FunctionDef) -> tuple[str, ast.FunctionDef] | None:
+    """The project function a call reaches: a same-module function or one imported by name in the caller."""
+    if not isinstance(call.func, ast.Name):
+        return None
+    name = call.func.id
+    if name in _functions(module):
+        return module, _functions(module)[name]
+    for node in [*ast.walk(function), *_tree(module).body]:
+        if isinstance(node, ast.ImportFrom) and node.module and _is_project_module(node.module):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name and alias.name in _functions(node.module):
+                    return node.module, _functions(node.module)[alias.name]
+    return None
+
+
+def _argument_name(call: ast.Call, callee: ast.FunctionDef, value: ast.AST) -> str | None:
+    positional = [a.arg for a in [*callee.args.posonlyargs, *callee.args.args]]
+    for index, argument in enumerate(call.args):
+        if argument is value and index < len(positional):
+            return positional[index]
+    for keyword in call.keywords:
+        if keyword.value is value:
+            return keyword.arg
+    return None
+
+
+def _reads_of(name: str, section: str, module: str, function: ast.FunctionDef, depth: int = 0) -> set[str]:
+    """Keys of `section` read through the variable `name` inside `function` ("section" alone: read whole)."""
+    fields = Params.model_fields[section].annotation.model_fields
+    parents = {child: parent for parent in ast.walk(function) for child in ast.iter_child_nodes(parent)}
+    reads: set[str] = set()
+    for node in ast.walk(function):
+        if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
+            continue
+        parent = parents.get(node)
+        if isinstance(parent, ast.Attribute) and parent.attr in fields:
+            reads.add(f"{SECTION_ALIASES.get(section, section)}.{parent.attr}")
+            continue
+        if isinstance(parent, ast.Call) and depth < 5 and node is not parent.func:
+            callee = _resolve_callee(parent, module, function)
+            argument = _argument_name(parent, callee[1], node) if callee else None
+            if callee and argument:
+                reads |= _reads_of(argument, section, callee[0], callee[1], depth + 1)
+                continue
+        reads.add(SECTION_ALIASES.get(section, section))  # any other use: the whole section
+    return reads
+
+
+def params_reads(command: str) -> set[str]:
+    """The params keys (or whole sections) `python -m pipelines <command>` reads."""
+    module = f"{PACKAGE}.stages"
+    reads: set[str] = set()
+    for function in _stage_functions(STAGE_FUNCTIONS[command]):
+        parents = {child: parent for parent in ast.walk(function) for child in ast.iter_child_nodes(parent)}
+        for node in ast.walk(function):
+            chain = _chain(node) if isinstance(node, ast.Attribute) else None
+            if not chain or chain[0] != "params" or len(chain) != 2 or chain[1] in NOT_PARAMS:
+                continue
+            section = chain[1]
+            parent = parents.get(node)
+            fields = Params.model_fields[section].annotation.model_fields
+            if isinstance(parent, ast.Attribute) and parent.attr in fields:
+                reads.add(f"{SECTION_ALIASES.get(section, section)}.{parent.attr}")
+            elif isinstance(parent, ast.Call) and node is not parent.func:
+                callee = _resolve_callee(parent, module, function)
+                argument = _argument_name(parent, callee[1], node) if callee else None
+                reads |= (_reads_of(argument, section, *callee) if callee and argument
+                          else {SECTION_ALIASES.get(section, section)})
+            else:
+                reads.add(SECTION_ALIASES.get(section, section))
+    return reads - NOT_OUTPUT_AFFECTING
+
+
+def _command(stage: dict) -> str:
+    words = stage["cmd"].split()
+    assert words[:3] == ["python", "-m", PACKAGE], f"not a `python -m pipelines` stage: {stage['cmd']}"
+    return words[3]
+
+
+def _covered(key: str, listed: set[str]) -> bool:
+    """`source.target` is covered by `source.target` or `source`; a whole section only by the section."""
+    return key in listed or key.split(".")[0] in listed
+
+
+def missing_modules(spec: dict) -> list[str]:
+    deps = {str(dep) for dep in spec.get("deps", [])}
+    return sorted(path for path in import_closure(_command(spec))
+                  if path not in deps and not any(path.startswith(d.rstrip("/") + "/") for d in deps))
+
+
+def missing_params(spec: dict) -> list[str]:
+    listed = {str(key) for key in spec.get("params", [])}
+    return sorted(key for key in params_reads(_command(spec)) if not _covered(key, listed))
+
+
+@pytest.mark.parametrize("stage", sorted(_dvc_stages()))
+def test_every_imported_project_module_is_a_dep(stage: str) -> None:
+    missing = missing_modules(_dvc_stages()[stage])
+    assert not missing, f"dvc.yaml stage {stage!r} imports {missing} but does not depend on them"
+
+
+@pytest.mark.parametrize("stage", sorted(_dvc_stages()))
+def test_every_params_key_read_is_listed(stage: str) -> None:
+    missing = missing_params(_dvc_stages()[stage])
+    assert not missing, f"dvc.yaml stage {stage!r} reads params {missing} but does not list them"
+
+
+def test_the_derivation_finds_what_it_must() -> None:
+    """The analysis itself: known imports and reads are found (else the tests above could pass vacuously)."""
+    assert {"pipelines/collect.py", "pipelines/stages.py", "pipelines/config.py"} <= import_closure("collect")
+    assert {"pipelines/gate.py", "pipelines/registry.py", "pipelines/evaluate.py"} <= import_closure("gate")
+    assert "pipelines/model_card.py" not in import_closure("gate")  # the CLI's other commands are not followed
+    gate = params_reads("gate")
+    assert {"monitor.reference_rows", "monitor.seed", "source.time_column"} <= gate, gate
+    assert any(key.startswith("gate.") for key in gate)
+    assert not any(key.startswith("paths") for key in gate)
+    search = params_reads("search")
+    assert "search.dask_address" not in search and any(key.startswith("search.") for key in search), search
+
+
+@pytest.mark.parametrize(("stage", "drop", "expected"), [
+    ("evaluate", {"deps": "pipelines/evaluate.py"}, "pipelines/evaluate.py"),
+    ("gate", {"params": "monitor.seed"}, "monitor.seed"),
+    ("preprocess", {"params": "source.time_column"}, "source.time_column"),
+])
+def test_a_dropped_dep_or_param_is_reported(stage: str, drop: dict[str, str], expected: str) -> None:
+    spec = dict(_dvc_stages()[stage])
+    for field, value in drop.items():
+        spec[field] = [item for item in spec[field] if item != value]
+    assert expected in missing_modules(spec) + missing_params(spec)

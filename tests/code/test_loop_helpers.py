@@ -1,14 +1,9 @@
-"""The loop's and the retraining flow's pure helpers: weekly cuts aligned with the monitoring windows, and the
-overrides that keep a retrain's outputs away from the DVC-tracked ones."""
+"""The loop's and the retraining flow's pure helpers: weekly cuts aligned with the monitoring windows, and a
+retrain's experiment name and overrides."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pandas as pd
-
-from pipelines.config import Params
 
 
 def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
@@ -26,20 +21,13 @@ def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
         assert window_starts(stamps, 7).nunique() == 1
 
 
-def test_retraining_moves_every_dag_output_and_extends_the_window(make_params: Callable[..., Params],
-                                                                  tmp_path: Path) -> None:
-    from flows.retraining import RELOCATED_PATHS, retraining_overrides
-    from pipelines.config import parse_params
-    from tests.conftest import SMALL_WINDOW, params_dict
+def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
+    from flows.retraining import retraining_overrides
+    from pipelines.versioning import experiment_name
 
-    params = make_params()
-    overrides = retraining_overrides(params, "2013-06-17T00:00:00+00:00")
-    moved = parse_params(params_dict(tmp_path, {**SMALL_WINDOW, **overrides}))
-    assert moved.collect.end == pd.Timestamp("2013-06-17", tz="UTC")
-    for key in RELOCATED_PATHS:
-        new, old = getattr(moved.paths, key), getattr(params.paths, key)
-        assert new != old and params.paths.retraining_dir in new.parents, key
-        assert "until-2013-06-17T0000" in str(new)
-    # What a retrain shares with the champion stays put.
-    for key in ("registry_dir", "prediction_log_dir", "monitoring_dir", "model_card"):
-        assert getattr(moved.paths, key) == getattr(params.paths, key)
+    assert retraining_overrides("2013-06-17T00:00:00+00:00") == {"collect.end": "2013-06-17T00:00:00+00:00"}
+    assert retraining_overrides(None) == {}
+    name = experiment_name("retrain", data_end="2013-06-17T00:00:00+00:00")
+    assert name.startswith("retrain-until-20130617-")
+    # A git ref name: no spaces, colons or other characters git refuses in refs/exps/<baseline>/<name>.
+    assert not set(name) & set(" :~^?*[\\")

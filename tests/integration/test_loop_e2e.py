@@ -61,8 +61,11 @@ def test_a_drift_alarm_started_a_retrain_that_went_through_the_gate_to_serving(l
     journal = [json.loads(line) for line in (registry / "history.jsonl").read_text().splitlines()]
     for retrain in summary["retrains"]:
         assert retrain["state"] == "Completed"
-        gate = json.loads(next((loop["repo"] / "var" / "retraining").glob(
-            f"until-{retrain['data_end'][:10]}*/metrics_dir/metrics/gate.json")).read_text())
+        # A retrain is a DVC experiment: its gate report is committed in its ref, not written to the workspace.
+        until = f"-until-{pd.Timestamp(retrain['data_end']):%Y%m%d}-"
+        refs = run(loop["repo"], "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+        ref = next(r for r in refs if until in r.rsplit("/", 1)[-1])
+        gate = json.loads(run(loop["repo"], "git", "show", f"{ref}:metrics/gate.json").stdout)
         # The gate compared the retrained model with the champion it would replace, on the new holdout.
         assert gate["champion"] == retrain["champion_before"]
         assert (retrain["champion_after"] != retrain["champion_before"]) == gate["promote"]
@@ -84,6 +87,11 @@ def test_the_windows_after_a_promotion_were_served_by_the_new_model(loop: dict) 
     assert summary["promoted"][0] in served and loop["first"] in served
     assert summary["windows_served_by_a_retrained_model"] >= 1
     assert summary["mean_auc_gain_on_those_windows"] is not None
+    # Every champion comes with the command that rebuilds it; a retrained one with its experiment ref.
+    assert set(summary["reproduce"]) == {loop["first"], *summary["promoted"]}
+    for tag in summary["promoted"]:
+        assert summary["reproduce"][tag]["ref"].startswith("refs/exps/")
+        assert f"python -m pipelines reproduce {tag} --check" in (loop["out"] / "summary.md").read_text()
 
 
 def test_the_stack_was_stopped(loop: dict) -> None:

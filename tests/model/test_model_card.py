@@ -67,6 +67,11 @@ def test_card_shows_the_real_gate_decision_with_its_reasons(trained: Params, min
     if promoted:
         assert f"new champion: `{outcome['tag']}`" in section and "about this model" in section
         assert markdown.startswith(f"# Model card: {outcome['tag']}")
+        # The registry entry's lineage: the commit this test runs in, the data hash, the rebuild command.
+        lineage = markdown.split("## Lineage: how to rebuild it")[1].split("\n## ")[0]
+        assert "- git commit: `" in lineage and "unknown" not in lineage.split("git commit: `")[1][:8]
+        assert "uv.lock md5): `" in lineage
+        assert f"`python -m pipelines reproduce {outcome['tag']} --check`" in lineage
     else:
         assert f"failed: {report['failed'][0]}" in section
         assert f"registered as `{outcome['tag']}`" in section

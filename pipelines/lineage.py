@@ -1,0 +1,146 @@
+"""What the registry records about how a model was built, so any model that ever served can be rebuilt.
+
+One contract (`Lineage`), written by the gate stage when it registers a model and read by `python -m pipelines
+reproduce`, the model card and the loop's summary. It is captured inside the DVC stage, where the facts are:
+
+- `git_commit`: the commit the run started from (`DVC_EXP_BASELINE_REV` inside `dvc exp run`, else HEAD);
+- `git_dirty` / `dirty_files`: tracked files that differed from that commit, *except* what the DAG itself writes
+  (dvc.lock, params.yaml — see `params_diff` — and the stages' git-tracked metrics and plots);
+- `experiment` / `ref`: the DVC experiment whose commit holds this run's dvc.lock. DVC names an experiment's ref
+  `refs/exps/<baseline[:2]>/<baseline[2:]>/<name>` (`ExpRefInfo`), so the stage knows it before DVC commits it:
+  `dvc exp run` passes the name in `DVC_EXP_NAME`, the Prefect training flow passes the name it will
+  `dvc exp save` under. A plain `dvc repro` has neither: its model is reproducible once dvc.lock is committed;
+- `data_md5`: the collect stage's out in dvc.lock (DVC 3's md5 of the raw table's bytes);
+- `params_diff`: every params key whose value differs from `params.yaml` at `git_commit` (`-S` overrides);
+- `uv_lock_md5`: the package lock, the environment the code ran in.
+
+Nothing here imports DVC, LightGBM or BentoML: it runs in the stage and in the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+LOCK_FILE = "dvc.lock"
+PARAMS_FILE = "params.yaml"
+PACKAGE_LOCK = "uv.lock"
+EXPS_NAMESPACE = "refs/exps"
+# Set by the Prefect training flow for the stages it runs in the workspace: the experiment name it will save.
+EXPERIMENT_ENV = "DVC_EXP_NAME"
+BASELINE_ENV = "DVC_EXP_BASELINE_REV"
+
+
+class Lineage(BaseModel):
+    """How one registered model was built; stored in its registry metadata under `lineage`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    git_commit: str
+    git_dirty: bool
+    dirty_files: list[str] = []
+    experiment: str | None = None
+    ref: str | None = None
+    data_md5: str | None = None
+    params_diff: dict[str, dict[str, Any]] = {}
+    uv_lock_md5: str | None = None
+
+    def reproduce_command(self, tag: str) -> str:
+        return f"python -m pipelines reproduce {tag} --check"
+
+
+def experiment_ref(baseline: str, name: str) -> str:
+    """The git ref DVC gives experiment `name` on `baseline` (dvc.repo.experiments.refs.ExpRefInfo)."""
+    return f"{EXPS_NAMESPACE}/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
+def file_md5(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    digest = hashlib.md5()  # noqa: S324 - DVC's content id, not security
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git(root: Path, *args: str, check: bool = True) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def params_diff(baseline_text: str | None, current_text: str) -> dict[str, dict[str, Any]]:
+    """Keys whose values differ between two params files: {key: {"repo": old, "run": new}}."""
+    before = flatten(yaml.safe_load(baseline_text) or {}) if baseline_text else {}
+    after = flatten(yaml.safe_load(current_text) or {})
+    return {key: {"repo": before.get(key), "run": after.get(key)}
+            for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)}
+
+
+def locked_out_md5(lock: dict[str, Any], stage: str) -> str | None:
+    """The md5 of a stage's first out in a parsed dvc.lock (a directory's md5 ends in `.dir`)."""
+    outs = ((lock.get("stages") or {}).get(stage) or {}).get("outs") or []
+    return outs[0].get("md5") if outs else None
+
+
+def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
+    """The lineage of the model being registered by a stage running in `root` (the workspace or DVC's temp dir).
+
+    `written_by_dag` are the paths the DAG's stages write (dvc.yaml's outs, metrics and plots), which are not
+    a dirty tree when git tracks them.
+    """
+    try:
+        head = git(root, "rev-parse", "HEAD")
+    except (OSError, RuntimeError):
+        return Lineage(git_commit="unknown", git_dirty=True, dirty_files=["(not a git repository)"])
+    baseline = os.environ.get(BASELINE_ENV) or head
+    name = os.environ.get(EXPERIMENT_ENV) or None
+    ignored = {LOCK_FILE, PARAMS_FILE}
+    prefixes = tuple(str(_relative(path, root)).rstrip("/") for path in written_by_dag)
+    changed = git(root, "diff", "--name-only", baseline, check=False).splitlines()
+    dirty = sorted(path for path in changed if path not in ignored
+                   and not any(path == p or path.startswith(p + "/") for p in prefixes))
+    lock_path = root / LOCK_FILE
+    lock = yaml.safe_load(lock_path.read_text()) if lock_path.exists() else {}
+    baseline_params = git(root, "show", f"{baseline}:{PARAMS_FILE}", check=False) or None
+    return Lineage(
+        git_commit=baseline,
+        git_dirty=bool(dirty),
+        dirty_files=dirty,
+        experiment=name,
+        ref=experiment_ref(baseline, name) if name else None,
+        data_md5=locked_out_md5(lock or {}, "collect"),
+        params_diff=params_diff(baseline_params, (root / PARAMS_FILE).read_text()),
+        uv_lock_md5=file_md5(root / PACKAGE_LOCK),
+    )
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.resolve().relative_to(root.resolve()) if path.is_absolute() else path
+    except ValueError:
+        return path
+
+
+def from_metadata(metadata: dict[str, Any]) -> Lineage | None:
+    """The lineage stored with a registered model (None for models registered before lineage existed)."""
+    stored = metadata.get("lineage")
+    return Lineage.model_validate(stored) if stored else None

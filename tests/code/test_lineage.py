@@ -1,0 +1,78 @@
+"""Lineage captured in a real (tiny) git repo: commit, dirty files (the DAG's own outputs excepted), the experiment
+ref DVC will give the run, the data hash from dvc.lock, the params diff, the package lock hash."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.lineage import Lineage, capture, experiment_ref, from_metadata, params_diff
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"collect": {"end": "2013-06-01"}, "train": {"seed": 42}}))
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "uv.lock").write_text("lock v1\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate.json").write_text("{}\n")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(
+        {"stages": {"collect": {"outs": [{"path": "data/raw/table.parquet", "md5": "abc123"}]}}}))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "base")
+    return tmp_path
+
+
+def test_a_clean_workspace_run(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    # The run itself rewrites its metrics and dvc.lock: a result, not a dirty tree.
+    (repo / "metrics" / "evaluate.json").write_text('{"auc": 0.7}\n')
+    (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text() + "# rewritten\n")
+    lineage = capture(repo, [Path("metrics")])
+    assert lineage.git_commit == _git(repo, "rev-parse", "HEAD")
+    assert not lineage.git_dirty and lineage.dirty_files == []
+    assert lineage.experiment is None and lineage.ref is None
+    assert lineage.data_md5 == "abc123"
+    assert lineage.params_diff == {}
+    assert lineage.uv_lock_md5 == hashlib.md5(b"lock v1\n").hexdigest()  # noqa: S324
+
+
+def test_an_experiment_with_overrides_and_changed_code(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    baseline = _git(repo, "rev-parse", "HEAD")
+    monkeypatch.setenv("DVC_EXP_NAME", "retrain-until-20130615-x")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", baseline)
+    (repo / "params.yaml").write_text(yaml.safe_dump({"collect": {"end": "2013-06-15"}, "train": {"seed": 42}}))
+    (repo / "code.py").write_text("x = 2\n")
+    lineage = capture(repo, [Path("metrics")])
+    assert lineage.ref == f"refs/exps/{baseline[:2]}/{baseline[2:]}/retrain-until-20130615-x"
+    assert lineage.experiment == "retrain-until-20130615-x"
+    assert lineage.git_dirty and lineage.dirty_files == ["code.py"]
+    assert lineage.params_diff == {"collect.end": {"repo": "2013-06-01", "run": "2013-06-15"}}
+    # Through the registry's metadata and back (BentoML drops nulls): the same record.
+    assert from_metadata({"lineage": lineage.model_dump(mode="json")}) == lineage
+
+
+def test_outside_git_the_lineage_says_so(tmp_path: Path) -> None:
+    lineage = capture(tmp_path, [])
+    assert lineage.git_commit == "unknown" and lineage.git_dirty
+
+
+def test_params_diff_and_refs() -> None:
+    before = yaml.safe_dump({"a": {"b": 1, "c": [1, 2]}, "gone": 1})
+    after = yaml.safe_dump({"a": {"b": 2, "c": [1, 2]}, "new": True})
+    assert params_diff(before, after) == {"a.b": {"repo": 1, "run": 2}, "gone": {"repo": 1, "run": None},
+                                          "new": {"repo": None, "run": True}}
+    assert experiment_ref("0123456789abcdef", "n") == "refs/exps/01/23456789abcdef/n"
+    assert from_metadata({}) is None
+    command = Lineage(git_commit="c", git_dirty=False).reproduce_command("m:1")
+    assert command == "python -m pipelines reproduce m:1 --check"
