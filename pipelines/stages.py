@@ -270,14 +270,15 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
                                 f"{validated.table_md5}, which validation passed "
                                 f"({params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE}); train it again "
                                 f"(dvc repro train)")
-    tag = registry.find_by_model_hash(gate_report["challenger_md5"])
+    name = params.project.model_name
+    tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name)
     if tag is None:
         train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
         reference = sample_reference(train, params.features, params.source.time_column, params.monitor)
         verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report),
-                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False)},
-                                  labels={registry.GATE_LABEL: verdict})
+                                  name=name, labels={registry.GATE_LABEL: verdict},
+                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False)})
     promoted = tag if gate_report["promote"] else None
     if promoted:
         registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,

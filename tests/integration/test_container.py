@@ -145,7 +145,8 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
                 time.sleep(0.5)
             assert seen == tag, (seen, tag, log.read_text()[-2000:])
 
-        promoted = registry.save_model(params.paths.model_dir, {"data_version": "test-window"})  # a new tag
+        promoted = registry.save_model(params.paths.model_dir, {"data_version": "test-window"},
+                                       name=params.project.model_name)  # a new tag
         registry.set_champion(params.paths.registry_dir, promoted, reason="container promotion test")
         served_tag_becomes(promoted)
         assert registry.rollback(params.paths.registry_dir) == first
