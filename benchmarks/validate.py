@@ -48,7 +48,8 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
     import pandas as pd
 
     from pipelines.config import load_params
-    from pipelines.validate import _import_gx, read_suite, run_validation, table_md5, write_reports
+    from pipelines.io import file_md5
+    from pipelines.validate import _import_gx, read_suite, run_validation, write_reports
 
     params = load_params("params.yaml")
     _import_gx()  # import time is not validation time
@@ -63,7 +64,7 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
                          max_duplicate_share=params.validate_.max_duplicate_share)
     checked_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as reports:
-        summary = write_reports(run, Path(reports), table=path, table_md5=table_md5(path))
+        summary = write_reports(run, Path(reports), table=path, table_md5=file_md5(path))
     validate_s = time.perf_counter() - started
     return {"rows": len(frame), "periods": len(summary.periods), "checks": summary.evaluated,
             "success": summary.success, "read_s": round(read_s, 2), "gx_s": round(checked_s, 2),

@@ -218,7 +218,7 @@ def start_fresh(params_file: Path) -> str:
 
     from flows import stack
     from pipelines import registry
-    from pipelines.io import MODEL_FILE
+    from pipelines.io import MODEL_FILE, file_md5
 
     params = load_params(params_file)
     stack.down(params_file)
@@ -227,7 +227,7 @@ def start_fresh(params_file: Path) -> str:
         if folder.exists() and any(folder.iterdir()):
             archive.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), str(archive / folder.name))
-    tag = registry.find_by_model_hash(registry.file_md5(params.paths.model_dir / MODEL_FILE),
+    tag = registry.find_by_model_hash(file_md5(params.paths.model_dir / MODEL_FILE),
                                      name=params.project.model_name)
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")

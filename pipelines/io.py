@@ -170,3 +170,15 @@ def read_parquet(path: Path, stage: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
     return pd.read_parquet(path)
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of the file's bytes: the content id DVC 3 records for a file out in dvc.lock, so a table, split or model
+    named by this hash is the one dvc.lock names."""
+    import hashlib
+
+    digest = hashlib.md5()  # noqa: S324 - DVC's content id, not security
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,7 +19,6 @@ Nothing here imports DVC, LightGBM or BentoML: it runs in the stage and in the C
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict
+
+from pipelines import io
 
 LOCK_FILE = "dvc.lock"
 PARAMS_FILE = "params.yaml"
@@ -59,15 +60,6 @@ def experiment_ref(baseline: str, name: str) -> str:
     """The git ref DVC gives experiment `name` on `baseline` (dvc.repo.experiments.refs.ExpRefInfo)."""
     return f"{EXPS_NAMESPACE}/{baseline[:2]}/{baseline[2:]}/{name}"
 
-
-def file_md5(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    digest = hashlib.md5()  # noqa: S324 - DVC's content id, not security
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:
@@ -129,7 +121,7 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
         ref=experiment_ref(baseline, name) if name else None,
         data_md5=locked_out_md5(lock or {}, "collect"),
         params_diff=params_diff(baseline_params, (root / PARAMS_FILE).read_text()),
-        uv_lock_md5=file_md5(root / PACKAGE_LOCK),
+        uv_lock_md5=io.file_md5(root / PACKAGE_LOCK) if (root / PACKAGE_LOCK).exists() else None,
     )
 
 

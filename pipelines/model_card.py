@@ -23,9 +23,7 @@ DATA_DOCS_INDEX = Path("data_docs") / "index.html"
 
 
 def _md5(path: Path) -> str | None:
-    from pipelines.registry import file_md5
-
-    return file_md5(path) if path.exists() else None
+    return io.file_md5(path) if path.exists() else None
 
 
 def _subject(params: Params) -> dict[str, Any]:

@@ -219,16 +219,6 @@ def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) ->
 
 # --- metadata stored with each model -------------------------------------------------------------------------------
 
-def file_md5(path: Path) -> str:
-    """MD5 of the file's bytes: the same value DVC 3 records for a file out in dvc.lock."""
-    import hashlib
-
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 # What "uncommitted params/code" means for lineage: the stage outputs DVC writes (metrics, plots) do not count.
 LINEAGE_PATHS = ("params.yaml", "dvc.yaml", "pipelines", "flows", "services", "expectations", "pyproject.toml",

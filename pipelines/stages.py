@@ -33,11 +33,9 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
 
 def _training_data(params: Params, validated: Any) -> dict[str, Any]:
     """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
-    from pipelines.validate import table_md5
-
     return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
             "validation_suite": validated.suite,
-            "splits_md5": {split: table_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
+            "splits_md5": {split: io.file_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
             "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
 
 
@@ -56,7 +54,7 @@ def run_collect(params: Params) -> dict[str, Any]:
 
 def run_validate(params: Params) -> dict[str, Any]:
     from pipelines.collect import PARSE_ERRORS
-    from pipelines.validate import table_md5, validate_table
+    from pipelines.validate import validate_table
 
     table = io.read_parquet(params.paths.raw_table, "collect")
     summary = validate_table(table, params.validate_.suite, params.paths.validation_dir,
@@ -64,7 +62,7 @@ def run_validate(params: Params) -> dict[str, Any]:
                              period=params.validate_.period, window=(params.collect.start, params.collect.end),
                              max_duplicate_share=params.validate_.max_duplicate_share,
                              parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
-                             table_md5=table_md5(params.paths.raw_table))
+                             table_md5=io.file_md5(params.paths.raw_table))
     return summary if isinstance(summary, dict) else summary.to_dict()
 
 
@@ -249,7 +247,7 @@ def run_gate(params: Params) -> dict[str, Any]:
                       baseline_predictions(train, test, params.source.time_column), latency, params.gate,
                       params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
     report = decision.to_dict()
-    report["challenger_md5"] = registry.file_md5(params.paths.model_dir / io.MODEL_FILE)
+    report["challenger_md5"] = io.file_md5(params.paths.model_dir / io.MODEL_FILE)
     report["test_rows"] = len(test)
     io.write_json(params.paths.metrics_dir / io.GATE_FILE, report)
     log.info("gate: %s (%s)", "PROMOTE" if decision.promote else "REFUSE", "; ".join(decision.failed) or "all passed")

@@ -19,7 +19,6 @@ and the flows import this module for free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import io
 from pipelines.validate_explain import (
     NUMERIC_TYPES,
     FailedExpectation,
@@ -69,7 +69,7 @@ _TYPE_EXPECTATIONS = ("expect_column_values_to_be_in_type_list", "expect_column_
 __all__ = [
     "ColumnBounds", "DataValidationError", "FailedExpectation", "NUMERIC_TYPES", "NotValidatedError", "SuiteError",
     "ValidationRun", "ValidationSummary", "column_bounds", "enforce", "read_suite", "require_validated",
-    "run_validation", "split_periods", "suite_column_types", "table_md5", "validate_table", "write_reports",
+    "run_validation", "split_periods", "suite_column_types", "validate_table", "write_reports",
     "write_suite",
 ]
 
@@ -516,14 +516,6 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
 
 # --- the guard every later stage calls ----------------------------------------------------------------------
 
-def table_md5(path: Path) -> str:
-    """MD5 of the file's bytes: the hash DVC 3 records for a file out in dvc.lock."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: bool = False,
                       derived: Path | None = None) -> ValidationSummary:
@@ -538,7 +530,7 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
     if not table.exists():
         raise NotValidatedError(f"{stage}: {table} not found: run the collect and validate stages first "
                                 f"(dvc repro validate)")
-    digest = table_md5(table)
+    digest = io.file_md5(table)
 
     def refuse(says: str) -> NotValidatedError:
         return NotValidatedError(f"{stage}: table {digest} has not passed validation ({summary_path} says {says}); "

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipelines.io import file_md5
 from pipelines.validate import (
     NUMERIC_TYPES,
     DataValidationError,
@@ -21,7 +22,6 @@ from pipelines.validate import (
     SuiteError,
     require_validated,
     split_periods,
-    table_md5,
     validate_table,
     write_suite,
 )
@@ -300,14 +300,14 @@ def test_parse_failures_from_collect_fail_validation_with_examples(suite_file: P
 def test_the_guard_refuses_a_table_validation_did_not_pass(suite_file: Path, tmp_path: Path) -> None:
     table, reports = tmp_path / "table.parquet", tmp_path / "validation"
     _frame().to_parquet(table)
-    digest = table_md5(table)
+    digest = file_md5(table)
     with pytest.raises(NotValidatedError, match=f"train: table {digest} has not passed validation .*is missing"):
         require_validated(table, reports, "train")
     validate_table(_frame(), suite_file, reports, table=table, table_md5=digest)
     assert require_validated(table, reports, "train").table_md5 == digest
 
     _negative_distance(_frame()).to_parquet(table)  # a new table under the old summary
-    changed = table_md5(table)
+    changed = file_md5(table)
     with pytest.raises(NotValidatedError, match=f"table {changed} has not passed validation .* says it validated "
                                                 f"table {digest}, not this one"):
         require_validated(table, reports, "preprocess")

@@ -20,7 +20,8 @@ import pytest
 from pipelines import registry, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import FeatureError
-from pipelines.validate import DataValidationError, NotValidatedError, table_md5
+from pipelines.io import file_md5
+from pipelines.validate import DataValidationError, NotValidatedError
 from tests.conftest import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model  # the champion the corruptions must not move is a real (small) model
@@ -206,10 +207,10 @@ def test_a_corrupted_batch_fails_validation_by_name_and_nothing_downstream_runs(
     for text in corruption.expected:
         assert text in message, f"{kind}: {text!r} not in:\n{message}"
     summary = json.loads((params.paths.validation_dir / "summary.json").read_text())
-    assert summary["success"] is False and summary["table_md5"] == table_md5(params.paths.raw_table)
+    assert summary["success"] is False and summary["table_md5"] == file_md5(params.paths.raw_table)
     assert (params.paths.validation_dir / "data_docs" / "index.html").exists()
 
-    digest = table_md5(params.paths.raw_table)
+    digest = file_md5(params.paths.raw_table)
     for stage in (stages.run_preprocess, stages.run_search, stages.run_evaluate, stages.run_gate_and_promote):
         with pytest.raises(NotValidatedError) as refused:
             stage(params)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.validate import table_md5
+from pipelines.io import file_md5
 from tests.conftest import SMALL_WINDOW
 from tests.data.test_corruptions import label_constant_in_test, text_in_distance
 from tests.project_copy import commit, copy_project, run, set_params
@@ -60,7 +60,7 @@ def test_constant_label_in_the_test_month_stops_repro_and_every_stage_after(
     assert _champion(repo) == champion
     assert (repo / "models" / "candidate" / "model.txt").read_bytes() == model  # nothing retrained
 
-    digest = table_md5(repo / "data" / "raw" / "table.parquet")
+    digest = file_md5(repo / "data" / "raw" / "table.parquet")
     for stage in ("preprocess", "train", "evaluate", "gate"):
         code, output = _repro(repo, "-s", "-f", stage)
         assert code != 0, f"dvc repro -s -f {stage} ran on a table that failed validation:\n{output}"
@@ -85,6 +85,6 @@ def test_text_in_a_numeric_column_is_a_validation_failure_not_a_collect_crash(
     set_params(repo, {"train.learning_rate": 0.1})
     code, output = _repro(repo, "-s", "train")
     assert code != 0 and "Running stage 'train'" in output
-    digest = table_md5(repo / "data" / "raw" / "table.parquet")
+    digest = file_md5(repo / "data" / "raw" / "table.parquet")
     assert f"table {digest} has not passed validation (" in output, output
     assert _champion(repo) == champion
