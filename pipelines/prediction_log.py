@@ -162,13 +162,17 @@ class PredictionLog:
     def _open(self, now: float, hour: int, pid: int, incoming: int) -> None:
         if self._fd is not None and pid == self._pid:
             os.close(self._fd)
+        self._fd = None  # closed (or a forked parent's): never closed or written again from here
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
         sequence = 0
         while True:  # skip files this pid already filled (a restarted container reuses pids)
             suffix = f".{sequence}" if sequence else ""
             path = self.directory / f"predictions-{stamp}-{pid}{suffix}.jsonl"
-            size = path.stat().st_size if path.exists() else 0
+            try:  # no exists() then stat(): another worker's trim may delete a closed file in between
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
             if size == 0 or size + incoming <= self.rotate_bytes:
                 break
             sequence += 1

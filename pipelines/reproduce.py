@@ -27,7 +27,8 @@ import yaml
 from pipelines import lineage as lineage_module
 from pipelines import versioning
 from pipelines.io import EVALUATE_FILE, MODEL_FILE
-from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, file_md5, git, locked_out_md5
+from pipelines.io import file_md5 as _file_md5
+from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, git, locked_out_md5
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,11 @@ def _stage_differences(recorded_lock: dict[str, Any], rebuilt_lock: dict[str, An
 
 def _outs(lock: dict[str, Any], stage: str) -> dict[str, str | None]:
     return {out["path"]: out.get("md5") for out in lock["stages"][stage].get("outs") or []}
+
+
+def file_md5(path: Path) -> str | None:
+    """The file's MD5 (pipelines.io), or None where the rebuild did not produce it: the report says what is missing."""
+    return _file_md5(path) if path.exists() else None
 
 
 def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | None = None) -> dict[str, Any]:

@@ -135,8 +135,6 @@ CORRUPTIONS = {
         "[period 2013-04] expect_column_values_to_be_in_set on column 'carrier'", "'ZZ'")),
     "key-reused-with-other-values": Corruption(key_reused_with_other_values, (
         "expect_compound_columns_to_be_unique", "the table's key")),
-    "garbage-time-stamps": Corruption(garbage_time_stamps, (
-        "collect_cells_parse_as_column_type on column 'time_hour'", "'not a time'"), ".csv"),
     "a-column-missing": Corruption(target_column_dropped_weather_column, (
         "expect_table_columns_to_match_set", "missing columns ['pressure']")),
     "unit-change-in-one-month": Corruption(pressure_in_inches, (
@@ -233,4 +231,24 @@ def test_warn_only_validation_still_never_registers(champion: Path, small_table:
     with pytest.raises(NotValidatedError, match="has not passed validation"):
         stages.run_promote(params, {"challenger_md5": "x", "promote": True, "reasons": [], "failed": [],
                                     "champion": None})
+    assert _registry_state(champion) == before
+
+
+def test_garbage_time_stamps_stop_collect_by_key_and_nothing_downstream_runs(
+    champion: Path, small_table: pd.DataFrame, tmp_path: Path,
+) -> None:
+    """The time column is the one column a bad cell cannot be nulled in: rows are windowed and split by it. So
+    collect refuses the table, naming source.time_column and bad values, before anything is written."""
+    from pipelines.collect import SourceError
+
+    source = _write(garbage_time_stamps(small_table.copy()), tmp_path / "flights.csv")
+    params = _params(tmp_path, source, champion)
+    before = _registry_state(champion)
+    with pytest.raises(SourceError) as refused:
+        stages.run_collect(params)
+    message = str(refused.value)
+    assert "time column 'time_hour' (source.time_column)" in message and "'not a time'" in message
+    assert not params.paths.raw_table.exists()
+    with pytest.raises(NotValidatedError):
+        stages.run_preprocess(params)
     assert _registry_state(champion) == before

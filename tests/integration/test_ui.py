@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
+from tests.conftest import SMALL_WINDOW
+from tests.project_copy import copy_project
 from tests.servers import free_port, ready_timeout_s, work_timeout_s
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -62,8 +63,9 @@ class Stack:
 
 
 def _stack(command: str, params_file: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.stack", command, "--params", str(params_file)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    """`python -m flows.stack` in the project the params file belongs to (the flows run its DVC stages)."""
+    return subprocess.run([sys.executable, "-m", "flows.stack", command, "--params", str(params_file)],
+                          cwd=params_file.parent, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _add_drift_snapshot(workspace: Path, table: Any) -> None:
@@ -100,19 +102,21 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'},\n"
         "                          name=p.project.model_name)\n"
         "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
-    subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=REPO_ROOT, env=env, check=True,
+    subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=params_file.parent, env=env, check=True,
                    timeout=work_timeout_s())
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
+    # A git+DVC copy of the project: the training flow runs its DVC stages there, as a user's clone would.
     # Replayed traffic: May 2013, after the small window's training months (the model is trained on Mar-May).
-    data = params_dict(root, {**SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-21"})
-    data["stack"].update(prefect_port=free_port(), evidently_port=free_port())
-    data["serve"]["port"] = free_port()
-    params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(data))
+    repo = copy_project(root / "project", {
+        **SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-21", "stack.prefect_port": free_port(),
+        "stack.evidently_port": free_port(), "serve.port": free_port()})
+    params_file = repo / "params.yaml"
+    data = yaml.safe_load(params_file.read_text())
+    data["paths"] = {key: str(repo / value) for key, value in data["paths"].items()}  # the test reads them
     env = {**os.environ, "BENTOML_HOME": str(root / "bentoml"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     _add_drift_snapshot(Path(data["paths"]["evidently_workspace"]), small_table)
