@@ -31,6 +31,17 @@ def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str
     return item
 
 
+
+def _category_set(name: Any, values: pd.Series, max_unique: int, tolerance: float, note_prefix: str) -> list[dict]:
+    """The values seen in the reference as an allowed set (none past `max_unique`: an id, not a category), with
+    `tolerance` for values the reference did not hold. Drafted the same way for the whole table and per period."""
+    categories = sorted({str(value) for value in values.unique()})
+    if len(categories) > max_unique:
+        return []
+    return [_expectation("expect_column_values_to_be_in_set",
+                         f"{note_prefix}the {len(categories)} values seen in the reference",
+                         column=str(name), value_set=categories, mostly=round(1 - tolerance, 6))]
+
 def label_rate_expectations(column: str, min_rate: float, max_rate: float, *,
                             positive_above: float | None = None) -> list[dict[str, Any]]:
     """Expectations bounding the share of positive labels to [min_rate, max_rate].
@@ -144,12 +155,7 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
                 f"widened by {range_margin:.0%}", column=str(name), min_value=low, max_value=high))
         elif (isinstance(dtype, pd.CategoricalDtype) or type_expectation
               and type_expectation["kwargs"].get("type_") == "str"):
-            categories = sorted({str(value) for value in values.unique()})
-            if len(categories) <= categorical_max_unique:
-                expectations.append(_expectation(
-                    "expect_column_values_to_be_in_set",
-                    f"the {len(categories)} values seen in the reference",
-                    column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
+            expectations.extend(_category_set(name, values, categorical_max_unique, category_tolerance, ""))
     if label_column is not None:
         expectations.extend(_drafted_label_rate(frame, label_column, positive_above, label_rate_factor,
                                                 positive_class))
@@ -302,12 +308,8 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
                 or pd.api.types.is_string_dtype(series.dtype)) and name != label_column:
             values = series.dropna()
             if len(values) and all(isinstance(value, str) for value in values.head(1000)):
-                categories = sorted({str(value) for value in values.unique()})
-                if len(categories) <= categorical_max_unique:
-                    expectations.append(_expectation(
-                        "expect_column_values_to_be_in_set",
-                        f"categories per {period}: the {len(categories)} values seen in the reference",
-                        column=str(name), value_set=categories, mostly=round(1 - category_tolerance, 6)))
+                expectations.extend(_category_set(name, values, categorical_max_unique, category_tolerance,
+                                                  f"categories per {period}: "))
     if label_column is not None:
         positive = _positive_values(frame[label_column].dropna(), label_column, positive_class)
         rates = [_label_rate(part.frame[label_column].dropna(), label_column, positive_above, positive)
