@@ -115,16 +115,28 @@ def _models_list(args: argparse.Namespace) -> None:
         table.add_column(column, no_wrap=True)
     for model in models:
         meta = model.metadata
-        auc = ((meta.get("metrics") or {}).get("test") or {}).get("roc_auc")
-        data = (meta.get("data_version") or {}).get("raw_table_md5", "unknown")
-        gate = meta.get("gate") or {}
-        verdict = "passed" if gate.get("promote") else ("refused" if gate else "")
-        dirty = (meta.get("git") or {}).get("dirty")
-        table.add_row(model.tag, model.stage, model.created[:16], "n/a" if auc is None else f"{auc:.4f}",
-                      str(data)[:8], str(meta.get("git_commit", "unknown"))[:8],
-                      "?" if dirty is None else "yes" if dirty else "no", verdict,
+        auc = _field(meta, "metrics", "test", "roc_auc")
+        gate = _field(meta, "gate")
+        verdict = ("passed" if _field(meta, "gate", "promote") else "refused") if isinstance(gate, dict) else ""
+        dirty = _field(meta, "git", "dirty")
+        table.add_row(model.tag, model.stage, model.created[:16],
+                      f"{auc:.4f}" if isinstance(auc, (int, float)) else "n/a",
+                      str(_field(meta, "data_version", "raw_table_md5") or "unknown")[:8],
+                      str(meta.get("git_commit", "unknown"))[:8],
+                      "?" if not isinstance(dirty, bool) else "yes" if dirty else "no", verdict,
                       style="bold green" if model.stage == "champion" else None)
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
+
+
+def _field(metadata: dict[str, Any], *keys: str) -> Any:
+    """A nested metadata value, or None: the store also holds models saved by hand or by older versions, whose
+    metadata has other shapes (a string where a dict is expected), and listing them must not fail."""
+    value: Any = metadata
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:

@@ -196,6 +196,23 @@ def _read_all(sock: socket.socket) -> bytes:
     return data
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response (head, then Content-Length bytes of body): the head and body may come in two reads."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a whole response head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-body: {body!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 @pytest.mark.parametrize("stall", ["short content-length", "unfinished chunked body"])
 def test_a_stalled_body_gets_a_408_within_the_body_timeout(guarded: dict[str, Any], stall: str) -> None:
     server = guarded["server"]
@@ -229,7 +246,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_answer(guarded: dict[
     server = guarded["server"]
     with _raw(server) as sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = sock.recv(65536)
+        first = _read_response(sock)
         assert first.startswith(b"HTTP/1.1 200"), first
         started = time.monotonic()
         assert _read_all(sock) == b""

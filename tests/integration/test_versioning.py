@@ -24,7 +24,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 # promoted so the test has a retrained champion to rebuild (the gate's own rules are tested in test_registry.py).
 PROJECT = {**SMALL_WINDOW, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
            "gate.min_improvement": -0.05, "gate.max_slice_drop": 1.0, "gate.max_brier_increase": 1.0,
-           "versioning.git_remote": "origin"}
+           "versioning.git_remote": "origin",
+           # A seed no other test trains with: the gate registers a model file once per store (a byte-identical model
+           # keeps its first tag and lineage), and the session's BentoML store is shared by every test.
+           "train.seed": 20130615}
 RETRAIN_END = "2013-06-15T00:00:00+00:00"
 
 
