@@ -46,6 +46,7 @@ FILE_GLOB = "predictions-*.jsonl"
 OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 DROPPED_FILE = "dropped.json"
 _TRIM_LOCK_FILE = ".trim.lock"
+MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 log = logging.getLogger(__name__)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
@@ -311,19 +312,33 @@ def read_records(paths: Iterable[Path], model: type[R]) -> LogRead[R]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                reason = None
-                if not line.endswith(b"\n"):
-                    reason = "incomplete_line"
+                record, reason = check_line(line, model)
+                if record is not None:
+                    result.records.append(record)
                 else:
-                    try:
-                        result.records.append(model.model_validate_json(line))
-                    except ValidationError as error:
-                        reason = _reason(error)
-                if reason is not None:
                     result.skipped[reason] += 1
-                    if len(result.examples) < 10:
-                        result.examples.append(f"{path.name}:{number}: {reason}: {line[:120]!r}")
+                    if len(result.examples) < MAX_EXAMPLES:
+                        result.examples.append(skip_example(path, number, reason, line))
     return result
+
+
+def check_line(line: bytes, model: type[R]) -> tuple[R | None, str | None]:
+    """One non-blank line (with its newline, if it has one) -> (the record, None) or (None, why it is skipped).
+
+    The one definition of a good line: the line reader and the columnar reader (`pipelines.monitor.columnar`,
+    for the lines its fast path cannot vouch for) both ask this.
+    """
+    if not line.endswith(b"\n"):
+        return None, "incomplete_line"
+    try:
+        return model.model_validate_json(line), None
+    except ValidationError as error:
+        return None, _reason(error)
+
+
+def skip_example(path: Path, number: int, reason: str, line: bytes) -> str:
+    """How a skipped line is shown to people: file, line number, reason and the line's start."""
+    return f"{path.name}:{number}: {reason}: {line[:120]!r}"
 
 
 def _reason(error: ValidationError) -> str:
