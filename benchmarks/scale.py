@@ -247,6 +247,37 @@ def run_log(rows: int, seed: int, console: Console) -> dict[str, Any]:
     return result
 
 
+def plot_growth(results: list[dict[str, Any]], path: Path) -> Path:
+    """Wall and peak RSS per stage against collected rows (log-log), beside the linear line from the smallest run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = sorted(results, key=lambda result: result["collected_rows"])
+    rows = [result["collected_rows"] for result in results]
+    figure, (wall, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for stage in STAGES:
+        wall.plot(rows, [result["stages"][stage]["wall_s"] for result in results], marker="o", label=stage)
+        memory.plot(rows, [result["stages"][stage]["tree_rss"] / GIB for result in results], marker="o", label=stage)
+    total = [result["total_s"] for result in results]
+    wall.plot(rows, total, marker="s", color="black", label="total")
+    wall.plot(rows, [total[0] * count / rows[0] for count in rows], ls=":", color="grey", label="linear from x1")
+    memory.axhline(12, ls="--", color="red", label="12 GiB goal")
+    for axis, title, unit in ((wall, "wall time per stage", "seconds"), (memory, "peak RSS per stage", "GiB")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("collected rows")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    wall.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 # --- the shell ----------------------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -256,6 +287,9 @@ def main() -> int:
     parser.add_argument("--log-rows", type=int, default=0, help="logged predictions to read (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--plot", type=Path, help="write the growth plot (PNG) of the DAG figures here")
+    parser.add_argument("--from-json", type=Path, nargs="*", default=[],
+                        help="DAG figures of earlier runs (--json files) to print and plot with this run's")
     parser.add_argument("--monitor-one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monitor_one:
@@ -265,12 +299,18 @@ def main() -> int:
     console.print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}; "
                   f"{os.cpu_count()} cores")
     figures: dict[str, Any] = {"dag": [], "monitor": [], "log": None}
+    for earlier in args.from_json:
+        figures["dag"].extend(json.loads(earlier.read_text())["dag"])
     for factor in args.factor:
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-x{factor}-") as temp:
             figures["dag"].append(run_dag(factor, Path(temp), args.seed, console))
         print_dag(figures["dag"], console)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
+    if figures["dag"] and not args.factor:
+        print_dag(figures["dag"], console)
+    if args.plot and len(figures["dag"]) > 1:
+        console.print(f"growth plot: {plot_growth(figures['dag'], args.plot)}")
     if args.monitor_rows:
         figures["monitor"] = run_monitor(args.monitor_rows, args.seed, console)
     if args.log_rows:

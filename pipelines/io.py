@@ -163,13 +163,13 @@ def write_csv(path: Path, frame: pd.DataFrame) -> Path:
     return write_atomic(path, lambda temp: frame.to_csv(temp, index=False))
 
 
-def read_parquet(path: Path, stage: str) -> pd.DataFrame:
-    """A stage's input; a missing file names the stage that writes it."""
+def read_parquet(path: Path, stage: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A stage's input (only `columns`, if given); a missing file names the stage that writes it."""
     import pandas as pd
 
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, columns=columns)
 
 
 def file_md5(path: Path) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
 from pipelines.features import FeatureSchema
-from pipelines.train import TrainedModel, train_model
+from pipelines.train import BinaryDatasets, TrainedModel, train_model
 
 # Direction of each validation metric LightGBM records.
 HIGHER_IS_BETTER = {"auc": True, "binary_logloss": False}
@@ -112,11 +112,16 @@ def _where() -> str:
         return "local"
 
 
-def train_candidate(index: int, params: TrainParams, base: TrainParams, train: pd.DataFrame, valid: pd.DataFrame,
-                    schema: FeatureSchema) -> CandidateResult:
-    """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval."""
+def train_candidate(index: int, params: TrainParams, base: TrainParams, train: pd.DataFrame | None,
+                    valid: pd.DataFrame, schema: FeatureSchema,
+                    datasets: BinaryDatasets | None = None) -> CandidateResult:
+    """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval.
+
+    With `datasets` (the binary Datasets the search built once) `train` is not read: the same model, without the
+    train split in every worker.
+    """
     started = time.time()
-    model = train_model(train, valid, schema, params)
+    model = train_model(train, valid, schema, params, datasets=datasets)
     return candidate_result(index, params, base, model, started=started, worker=_where())
 
 

@@ -7,6 +7,9 @@ File names and the atomic writers are `pipelines.io`'s; what a step computes liv
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pipelines import io
@@ -130,12 +133,53 @@ def plan_search(params: Params) -> list[Any]:
     return candidate_params(params.search, params.train)
 
 
-def run_candidate(params: Params, index: int, candidate: Any) -> Any:
-    """Train one candidate where this runs (a Dask worker, a Prefect task, this process)."""
+def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = None) -> Any:
+    """Train one candidate where this runs (a Dask worker, a Prefect task, this process).
+
+    With `datasets` (`pipelines.train.BinaryDatasets` of the candidate's seed) the train split is not read here.
+    """
+    from pipelines.features import FeatureSchema
     from pipelines.search import train_candidate
 
+    if datasets is not None:
+        valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
+        schema = FeatureSchema.load(io.schema_path(params.paths))
+        return train_candidate(index, candidate, params.train, None, valid, schema, datasets=datasets)
     train, valid, schema = _training_splits(params)
     return train_candidate(index, candidate, params.train, train, valid, schema)
+
+
+@contextmanager
+def shared_datasets(params: Params, candidates: list[Any]) -> Iterator[dict[int, Any]]:
+    """The train and valid splits binned once per distinct seed into LightGBM binary files, for every candidate.
+
+    Read, encoded and binned here, in the driver, before any worker starts; the frames are dropped before the
+    workers load the (much smaller) binary files. The files live in a temporary folder beside the model
+    directory (the path an external Dask cluster's workers see, like the prepared splits) and are removed after.
+    """
+    import gc
+    import shutil
+    import tempfile
+
+    from pipelines.features import FeatureSchema
+    from pipelines.train import build_datasets
+
+    parent = params.paths.model_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=".datasets-", dir=parent))
+    try:
+        train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
+        valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
+        schema = FeatureSchema.load(io.schema_path(params.paths))
+        built = {}
+        for candidate in candidates:
+            if candidate.seed not in built:
+                built[candidate.seed] = build_datasets(train, valid, schema, candidate, directory)
+        del train, valid
+        gc.collect()
+        yield built
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
@@ -197,18 +241,24 @@ def run_search(params: Params) -> dict[str, Any]:
         return finish_search(params, run_candidates_in_turn(params, candidates))
     if len(candidates) == 1:
         return finish_search(params, [run_candidate(params, 0, candidates[0])])
-    jobs = [(params, index, candidate) for index, candidate in enumerate(candidates)]
-    return finish_search(params, map_on_dask(params.search, run_candidate, jobs))
+    with shared_datasets(params, candidates) as datasets:
+        jobs = [(params, index, candidate, datasets[candidate.seed]) for index, candidate in enumerate(candidates)]
+        results = map_on_dask(params.search, run_candidate, jobs)
+    return finish_search(params, results)
 
 
 def run_evaluate(params: Params) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_model
     from pipelines.train import TrainedModel
 
+    from pipelines.features import LABEL
+
     require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
         TrainedModel.load(params.paths.model_dir),
-        train=io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess"),
+        # The train split only feeds the naive baselines (label and time): two columns, not the whole split.
+        train=io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess",
+                              columns=[params.source.time_column, LABEL]),
         test=io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess"),
         time_column=params.source.time_column,
         slices=params.evaluate.slices,

@@ -67,3 +67,25 @@ def test_strategy_none_trains_only_the_train_params_in_process(prepared_root: Pa
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
     assert summary["candidates"] == 1 and report["workers"] == ["local"]
     assert report["candidates"][0]["params"] == params.train.model_dump(mode="json")
+
+
+def test_the_search_bins_the_splits_once_and_its_winner_is_the_in_memory_model(prepared_root: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates train from one binary Dataset built by the driver (workers never read the train split), and
+    the winner is byte-identical to `train_model` on the frames with the winner's params."""
+    from pipelines import io, train
+
+    built: list[int] = []
+    original = train.build_datasets
+    monkeypatch.setattr(train, "build_datasets", lambda *args: built.append(args[3].seed) or original(*args))
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
+                                             "paths.model_dir": str(prepared_root / "models" / "binary")})
+    stages.run_search(params)
+    assert built == [params.train.seed]  # once, for four candidates
+    assert not list(params.paths.model_dir.parent.glob(".datasets-*"))  # the binary files are removed after
+    saved = TrainedModel.load(params.paths.model_dir)
+    winner = params.train.model_validate(saved.meta["params"])
+    in_memory = train.train_model(pd.read_parquet(io.prepared_path(params.paths, "train")),
+                                  pd.read_parquet(io.prepared_path(params.paths, "valid")), saved.schema, winner)
+    assert in_memory.booster.model_to_string() == (params.paths.model_dir / io.MODEL_FILE).read_text()
+    assert in_memory.threshold == saved.threshold
