@@ -249,9 +249,8 @@ def run_search(params: Params) -> dict[str, Any]:
 
 def run_evaluate(params: Params) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_model
-    from pipelines.train import TrainedModel
-
     from pipelines.features import LABEL
+    from pipelines.train import TrainedModel
 
     require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
