@@ -254,6 +254,21 @@ def run_log(rows: int, seed: int, console: Console) -> dict[str, Any]:
     return result
 
 
+def markdown_dag(results: list[dict[str, Any]]) -> str:
+    """The DAG figures as the Markdown table docs/scale.md shows."""
+    lines = ["| factor | rows collected | stage | wall s | CPU s | largest process GiB | process tree GiB | rows/s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for result in results:
+        for stage, figures in result["stages"].items():
+            lines.append(f"| x{result['factor']} | {result['collected_rows']:,} | {stage} | {figures['wall_s']:.1f} | "
+                         f"{figures.get('cpu_s', float('nan')):.1f} | {figures['largest_rss'] / GIB:.2f} | "
+                         f"{figures['tree_rss'] / GIB:.2f} | {result['collected_rows'] / figures['wall_s']:,.0f} |")
+        cpu = sum(figures.get("cpu_s", float("nan")) for figures in result["stages"].values())
+        lines.append(f"| x{result['factor']} | | **total** | {result['total_s']:.1f} | {cpu:.1f} | | | "
+                     f"{result['collected_rows'] / result['total_s']:,.0f} |")
+    return "\n".join(lines)
+
+
 def plot_growth(results: list[dict[str, Any]], path: Path) -> Path:
     """Wall and peak RSS per stage against collected rows (log-log), beside the linear line from the smallest run."""
     import matplotlib
@@ -294,6 +309,7 @@ def main() -> int:
     parser.add_argument("--log-rows", type=int, default=0, help="logged predictions to read (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--markdown", action="store_true", help="also print the DAG figures as a Markdown table")
     parser.add_argument("--plot", type=Path, help="write the growth plot (PNG) of the DAG figures here")
     parser.add_argument("--from-json", type=Path, nargs="*", default=[],
                         help="DAG figures of earlier runs (--json files) to print and plot with this run's")
@@ -316,6 +332,8 @@ def main() -> int:
             args.json.write_text(json.dumps(figures, indent=2))
     if figures["dag"] and not args.factor:
         print_dag(figures["dag"], console)
+    if figures["dag"] and args.markdown:
+        print(markdown_dag(figures["dag"]))
     if args.plot and len(figures["dag"]) > 1:
         console.print(f"growth plot: {plot_growth(figures['dag'], args.plot)}")
     if args.monitor_rows:
