@@ -119,7 +119,8 @@ def prepare_copy(workdir: Path, factor: int, seed: int) -> tuple[Path, int]:
     return repo, rows
 
 
-def run_dag(factor: int, workdir: Path, seed: int, console: Console) -> dict[str, Any]:
+def run_dag(factor: int, workdir: Path, seed: int, console: Console,
+            partial: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     repo, table_rows = prepare_copy(workdir, factor, seed)
     generated = time.perf_counter() - started
@@ -128,8 +129,10 @@ def run_dag(factor: int, workdir: Path, seed: int, console: Console) -> dict[str
     stages = {}
     for stage in STAGES:
         stages[stage] = measure(["dvc", "repro", "--quiet", "--single-item", stage], repo, env)
-        console.log(f"x{factor} {stage}: {stages[stage]['wall_s']:.1f} s, "
+        console.log(f"x{factor} {stage}: {stages[stage]['wall_s']:.1f} s wall, {stages[stage]['cpu_s']:.1f} s CPU, "
                     f"{stages[stage]['tree_rss'] / GIB:.2f} GiB")
+        if partial is not None:  # a long run stopped half-way still leaves the stages it measured
+            partial.write_text(json.dumps({"factor": factor, "table_rows": table_rows, "stages": stages}, indent=2))
     import pyarrow.parquet as pq
 
     from pipelines.config import load_params
@@ -326,7 +329,8 @@ def main() -> int:
         figures["dag"].extend(json.loads(earlier.read_text())["dag"])
     for factor in args.factor:
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-x{factor}-") as temp:
-            figures["dag"].append(run_dag(factor, Path(temp), args.seed, console))
+            partial = args.json.with_suffix(f".x{factor}.partial.json") if args.json else None
+            figures["dag"].append(run_dag(factor, Path(temp), args.seed, console, partial))
         print_dag(figures["dag"], console)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
