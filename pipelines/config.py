@@ -376,6 +376,28 @@ class StackParams(_Section):
     stop_timeout_s: Annotated[float, Field(gt=0)]
 
 
+class PrefectParams(_Section):
+    """Where the Prefect server keeps its state and which processes run the deployments' flow runs."""
+
+    database: Literal["sqlite", "postgres"]
+    runner: Literal["serve", "workers"]
+    work_pool: Annotated[str, _rule(lambda v: re.fullmatch(_NAME, v) is not None,
+                                    "{key} must be lowercase letters, digits, '-', '_' or '.'")]
+    workers: AtLeast1
+    # Prefect refuses flow run heartbeats more often than every 30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY >= 30).
+    heartbeat_s: Annotated[int, Field(ge=30)]
+    crashed_after_s: Annotated[int, Field(gt=0)]
+    crash_retries: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _silence_longer_than_a_heartbeat(self) -> PrefectParams:
+        if self.crashed_after_s <= self.heartbeat_s:
+            raise ValueError(f"prefect.crashed_after_s ({self.crashed_after_s}) must be longer than "
+                             f"prefect.heartbeat_s ({self.heartbeat_s}): a live run would be marked Crashed "
+                             "between two of its heartbeats")
+        return self
+
+
 class VersioningParams(_Section):
     git_remote: str | None
 
@@ -400,6 +422,7 @@ class Params(_Section):
     monitor: MonitorParams
     deployments: DeploymentsParams
     stack: StackParams
+    prefect: PrefectParams
     versioning: VersioningParams
 
     @model_validator(mode="after")
