@@ -26,6 +26,7 @@ import pwd
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -118,11 +119,9 @@ def serve(params: Params, port: int) -> None:
     bin_dir = binaries()
     account = _account()
     if account is not None:
-        _drop_to(account, home)
+        _drop_to(account, home)  # from here on nothing may be imported: the interpreter may live under /root
     data = home / "data"
     if not (data / "PG_VERSION").exists():
-        import subprocess
-
         if data.exists() and any(data.iterdir()):
             raise PostgresError(f"{data} holds something that is not a PostgreSQL cluster (no PG_VERSION): move it "
                                 "away; the stack creates the cluster there")
