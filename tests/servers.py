@@ -74,10 +74,10 @@ def postgres_database() -> Iterator[str]:
 
     import yaml
 
-    from benchmarks.prefect_load import private_folder
     from flows import postgres
     from pipelines.config import parse_params
     from tests.conftest import params_dict
+    from tests.prefect_load import private_folder
 
     root = private_folder("prefect-postgres-")
     data = params_dict(root)

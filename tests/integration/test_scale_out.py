@@ -24,8 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from benchmarks.prefect_load import private_folder, run_load, stack, stack_params
 from tests.conftest import params_dict
+from tests.prefect_load import private_folder, run_load, stack, stack_params
 from tests.servers import ready_timeout_s, stop, work_timeout_s
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,8 @@ def test_stack_database_takes_8_concurrent_flow_runs(database: str) -> None:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             result = run_load(api, RUNS, 30, params.paths.stack_dir / "logs" / "prefect.log", database,
                               work_timeout_s())
-        print(f"\n{database}: {RUNS} concurrent flow runs x 30 tasks: wall {result.wall_s} s, slowest run "
+        print(f"\n{database}: {RUNS} concurrent flow runs x 30 tasks: wall {result.wall_s} s, span {result.span_s} s, "
+              f"slowest run "
               f"{result.slowest_run_s} s, completed {result.completed}, database errors {result.database_errors}")
         if database == "postgres":
             assert result.completed == RUNS and result.database_errors == 0, result.error_lines
