@@ -78,7 +78,12 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
     if requested:
         retrain.update(data_end=window_end.isoformat(), event=DRIFT_DETECTED)
         new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason})
-    new_state["windows"][window_start.isoformat()] = {"drift": bool(summary["drift"]), "retrain": requested}
+    # `rows` is what the window held when analysed: later rows are counted against it (plan_windows re-analyses
+    # past monitor.late_rows_share). A re-analysis replaces the entry; a retrain already asked for stays asked.
+    previous = new_state["windows"].get(window_start.isoformat()) or {}
+    new_state["windows"][window_start.isoformat()] = {
+        "drift": bool(summary["drift"]), "retrain": requested or bool(previous.get("retrain")),
+        "rows": int(summary["rows"]), "analyses": int(previous.get("analyses", 0)) + 1}
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
 
