@@ -99,3 +99,10 @@ def shift(frame: pd.DataFrame) -> pd.DataFrame:
                         hour=np.minimum(frame["hour"] + 6, 23), dest="XYZ", carrier="ZZ",
                         visib=frame["visib"] * 0.2, plane_seats=frame["plane_seats"] * 2,
                         sched_arr_time=np.minimum(frame["sched_arr_time"] + 600, 2359))
+
+
+def later_schedules(frame: pd.DataFrame) -> pd.DataFrame:
+    """A real-looking drift, no data fault: every flight rescheduled four hours later (inside the day, so inside the
+    reference's ranges), the arrival times with it. The departure hour is the model's most used feature."""
+    return frame.assign(hour=np.minimum(frame["hour"] + 4, 23),
+                        sched_arr_time=np.minimum(frame["sched_arr_time"] + 400, 2359))

@@ -20,7 +20,7 @@ same bounded sample sizes as the live analysis so that sampling noise is the sam
   shift of an important feature alarms alone and a shift of a feature the model barely uses does not;
 - data quality: per column the rise of the missing share, the share of category values outside the champion's
   vocabulary, the share of numeric values outside the rest of the reference's range, and the window's mean (a
-  unit change moves the mean outside every reference window's).
+  unit change moves the mean far outside every reference window's, in units of the column's spread).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ from pydantic import BaseModel, ConfigDict
 from pipelines.config import FeaturesParams, MonitorParams
 
 CALIBRATION_VERSION = 1
+# The smallest distance threshold: below it a distance is sampling noise (at 5,000 rows the noise of a Wasserstein
+# or Jensen-Shannon distance is ~0.01), and a column identical in every reference window would otherwise get a
+# threshold of 0 that any noise passes.
+MIN_DISTANCE = 0.01
 
 
 def conformal_quantile(values: Sequence[float], quantile: float) -> float:
@@ -154,6 +158,7 @@ class Calibration(BaseModel):
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
     means: dict[str, list[float]]            # [lowest, highest] mean over the reference windows
+    spreads: dict[str, float]                # the column's standard deviation over the reference period
     # The reference windows' own values, per statistic, for audit (what the thresholds were learned from).
     values: dict[str, dict[str, list[float | None]]]
 
@@ -208,12 +213,12 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         stats.append(window_statistics(current, rest, features, vocabulary, probability))
     q = monitor.calibration_quantile
     column_values = {name: [s.columns[name] for s in stats] for name in features.raw_columns}
-    columns = {name: conformal_quantile(values, q) for name, values in column_values.items()}
+    columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_values.items()}
     # The drift index of each window, its column thresholds learned from the *other* windows (leave one out), so
     # the index's own threshold is not learned from thresholds that saw the window.
     index_values = []
     for number, s in enumerate(stats):
-        others = {name: conformal_quantile([v for i, v in enumerate(values) if i != number], q)
+        others = {name: _floored(conformal_quantile([v for i, v in enumerate(values) if i != number], q))
                   for name, values in column_values.items()}
         index_values.append(drift_index(s.columns, others, weights))
     means = {name: [m for m in (s.means[name] for s in stats) if m is not None] for name in features.numeric}
@@ -230,7 +235,7 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         window_sample_rows=monitor.window_sample_rows,
         period=[period[time_column].min().isoformat(), period[time_column].max().isoformat()],
         weights=dict(weights), vocabulary={name: list(v) for name, v in vocabulary.items()},
-        columns=_finite(columns), prediction=conformal_quantile([s.prediction for s in stats], q),
+        columns=_finite(columns), prediction=_floored(conformal_quantile([s.prediction for s in stats], q)),
         drift_index=conformal_quantile(index_values, q),
         missing_rise=_finite({name: conformal_quantile(values["missing_rise"][name], q)
                               for name in features.raw_columns}),
@@ -239,8 +244,14 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         out_of_range=_finite({name: conformal_quantile(values["out_of_range"][name], q)
                               for name in features.numeric}),
         means={name: [min(m), max(m)] for name, m in means.items() if m},
+        spreads=_finite({name: float(pd.to_numeric(period[name], errors="coerce").std())
+                         for name in features.numeric}),
         values=values,
     )
+
+
+def _floored(threshold: float) -> float:
+    return threshold if math.isnan(threshold) else max(threshold, MIN_DISTANCE)
 
 
 def _finite(thresholds: Mapping[str, float]) -> dict[str, float]:

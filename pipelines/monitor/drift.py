@@ -156,7 +156,8 @@ def _new_categories(current: pd.DataFrame, calibration: Calibration, features: F
 def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: Calibration,
                   features: FeaturesParams, monitor: MonitorParams) -> dict[str, RangeCheck]:
     """Per numeric column: the share outside the reference's [min, max], and the mean against every reference
-    window's mean (a unit change moves it far outside them)."""
+    window's mean (a unit change moves it `monitor.unit_margin` standard deviations or more beyond all of them;
+    a real shift of a column that barely varies week to week, like the departure hour, does not)."""
     checks = {}
     for name in features.numeric:
         values = pd.to_numeric(reference[name], errors="coerce")
@@ -166,8 +167,9 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
         limit = max(calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
         mean = pd.to_numeric(current[name], errors="coerce").mean()
         low, high = calibration.means.get(name, [float("nan"), float("nan")])
-        margin = monitor.unit_margin * (high - low)
-        unit = bool(not pd.isna(mean) and not math.isnan(low) and not (low - margin <= mean <= high + margin))
+        margin = monitor.unit_margin * calibration.spreads.get(name, float("nan"))
+        unit = bool(not pd.isna(mean) and not math.isnan(low) and not math.isnan(margin)
+                    and not (low - margin <= mean <= high + margin))
         checks[name] = RangeCheck(outside=round(outside, 5), outside_threshold=round(limit, 5),
                                   mean=None if pd.isna(mean) else round(float(mean), 5),
                                   mean_band=[round(low - margin, 5), round(high + margin, 5)],
