@@ -35,6 +35,7 @@ def train_small(root: Path, params: Params, table: pd.DataFrame) -> Trained:
     model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
     model.save(params.paths.model_dir)
     io.write_parquet(io.prepared_path(params.paths, "train"), prepared.train)
+    io.write_parquet(io.prepared_path(params.paths, "valid"), prepared.valid)
     return Trained(params.paths.model_dir, params.paths.prepared_dir, prepared.train, model)
 
 

@@ -19,7 +19,8 @@ same bounded sample sizes as the live analysis so that sampling noise is the sam
 - the drift index: the model's gain-weighted sum of each column's score in units of its own threshold, so a big
   shift of an important feature alarms alone and a shift of a feature the model barely uses does not;
 - data quality: per column the rise of the missing share, the share of category values outside the champion's
-  vocabulary, the share of numeric values outside the rest of the reference's range, and the window's mean (a
+  vocabulary, the share of numeric values far outside the rest of the reference's range (`range_band`), and the
+  window's mean (a
   unit change moves the mean far outside every reference window's, in units of the column's spread).
 """
 
@@ -112,9 +113,19 @@ class WindowStatistics(BaseModel):
     means: dict[str, float | None]
 
 
+def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
+    """The reference's [min, max] widened by `margin` standard deviations: values beyond it are far outside
+    anything the reference holds (a hot week just past the reference's hottest is not; a unit change is)."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    spread = float(numbers.std()) if len(numbers) > 1 else 0.0
+    return float(numbers.min()) - margin * spread, float(numbers.max()) + margin * spread
+
+
 def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
-                      vocabulary: Mapping[str, Sequence[str]], probability: str = "probability") -> WindowStatistics:
-    """The statistics of `current` against `reference` (both raw columns + `probability`), already sampled."""
+                      vocabulary: Mapping[str, Sequence[str]], margin: float,
+                      probability: str = "probability") -> WindowStatistics:
+    """The statistics of `current` against `reference` (both raw columns + `probability`), already sampled;
+    `margin` is `monitor.unit_margin`."""
     columns = {name: _score(drift_method(name, features), reference[name], current[name])
                for name in features.raw_columns}
     numeric = {name: pd.to_numeric(reference[name], errors="coerce") for name in features.numeric}
@@ -126,7 +137,7 @@ def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: 
                       for name in features.raw_columns},
         new_categories={name: out_of_vocabulary_share(current[name], vocabulary.get(name, []))
                         for name in features.categorical},
-        out_of_range={name: out_of_range_share(current[name], float(values.min()), float(values.max()))
+        out_of_range={name: out_of_range_share(current[name], *range_band(values, margin))
                       for name, values in numeric.items() if values.notna().any()},
         means={name: _mean(current[name]) for name in features.numeric},
     )
@@ -210,7 +221,7 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         start = window_starts(window[time_column].iloc[:1], monitor.window_days).iloc[0]
         rest = reference.loc[reference_starts != start]
         current = sample_window(window, monitor.window_sample_rows, monitor.seed + number)
-        stats.append(window_statistics(current, rest, features, vocabulary, probability))
+        stats.append(window_statistics(current, rest, features, vocabulary, monitor.unit_margin, probability))
     q = monitor.calibration_quantile
     column_values = {name: [s.columns[name] for s in stats] for name in features.raw_columns}
     columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_values.items()}

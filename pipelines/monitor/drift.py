@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import FeaturesParams, MonitorParams
-from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, sample_window
+from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
 from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
 
 
@@ -60,7 +60,7 @@ class NewCategories(_Part):
 
 
 class RangeCheck(_Part):
-    outside: float                 # share of rows outside the reference's [min, max]
+    outside: float                 # share of rows far outside the reference's [min, max] (calibration.range_band)
     outside_threshold: float
     mean: float | None
     mean_band: list[float]         # beyond it: a unit change
@@ -155,7 +155,7 @@ def _new_categories(current: pd.DataFrame, calibration: Calibration, features: F
 
 def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: Calibration,
                   features: FeaturesParams, monitor: MonitorParams) -> dict[str, RangeCheck]:
-    """Per numeric column: the share outside the reference's [min, max], and the mean against every reference
+    """Per numeric column: the share far outside the reference's range, and the mean against every reference
     window's mean (a unit change moves it `monitor.unit_margin` standard deviations or more beyond all of them;
     a real shift of a column that barely varies week to week, like the departure hour, does not)."""
     checks = {}
@@ -163,7 +163,7 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
         values = pd.to_numeric(reference[name], errors="coerce")
         if values.notna().sum() == 0:
             continue
-        outside = out_of_range_share(current[name], float(values.min()), float(values.max()))
+        outside = out_of_range_share(current[name], *range_band(values, monitor.unit_margin))
         limit = max(calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
         mean = pd.to_numeric(current[name], errors="coerce").mean()
         low, high = calibration.means.get(name, [float("nan"), float("nan")])

@@ -73,7 +73,8 @@ def test_the_calibration_statistic_is_evidentlys_value_drift(setup):
     params, trained, reference, calibration, held_out = setup
     window = _window(params, trained, into_week(held_out.sample(1500, random_state=4), "2013-09-02", "time_hour",
                                                 4, "same"))
-    direct = window_statistics(window, reference, params.features, calibration.vocabulary)
+    direct = window_statistics(window, reference, params.features, calibration.vocabulary,
+                               params.monitor.unit_margin)
     summary = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration).summary
     for column in params.features.raw_columns:
         assert summary["columns"][column]["score"] == pytest.approx(direct.columns[column], abs=1e-4), column
