@@ -39,9 +39,10 @@ TEST_MONTH = ["2013-08-05", "2013-08-19"]
 REPLAYED = ["2013-09-09", "2013-10-07", "2013-10-28", "2013-11-11", "2013-12-02", "2013-12-16"]
 BASES = ["2013-03-18", "2013-08-19", "2013-10-07"]
 # The smallest size of each kind that recall counts (fixed by what a reviewer would call a change worth an alarm,
-# not by results): shifts of 1 standard deviation, scales of x2 or x0.5, 5% of rows, a 20% label-rate change,
-# a prediction offset of +0.1 (a third of the mean probability).
-STATED = {"shift important": 1.0, "scale important": 2.0, "new category": 0.05, "missing": 0.05,
+# not by results): shifts of 1 standard deviation, scales of x2 or x0.5, new categories on 5% of rows, missing
+# values on 10% (twice monitor.missing_surge, which the first run moved from 2% to 5%: docs/monitoring.md), a 20%
+# label-rate change, a prediction offset of +0.1 (a third of the mean probability).
+STATED = {"shift important": 1.0, "scale important": 2.0, "new category": 0.05, "missing": 0.1,
           "unit change": 0.0, "label rate": 0.2, "prediction only": 0.1}
 
 
@@ -96,7 +97,7 @@ def _scenarios(features: Any, weights: dict[str, float], reference: pd.DataFrame
             scenarios.append(Scenario(f"new carrier on {share:.0%}", "new category", share, base,
                                       change=lambda f, share=share: f.assign(
                                           carrier=f["carrier"].mask(rows_mask(f, share), "ZZ"))))
-        for column, share in (("temp", 0.02), ("temp", 0.05), ("pressure", 0.2), ("dest", 0.5)):
+        for column, share in (("temp", 0.02), ("temp", 0.05), ("temp", 0.1), ("pressure", 0.2), ("dest", 0.5)):
             scenarios.append(Scenario(f"{column} missing on {share:.0%}", "missing", share, base,
                                       change=lambda f, column=column, share=share: f.assign(
                                           **{column: f[column].mask(rows_mask(f, share))})))
@@ -201,7 +202,8 @@ def _line(r: dict[str, Any]) -> str:
     else:
         grade = "below stated size"
     return (f"{r['kind']:<16} {r['scenario']:<44} {r['base']} {verdict:<8} {grade:<18} {r['seconds']:5.2f} s  "
-            f"index {r['drift_index']:.2f}/{r['index_threshold']:.2f}  {r['reason']}")
+            f"index {r['drift_index']:.2f}/{r['index_threshold']:.2f}  {r['reason']}"
+            + (f"\n    {r['detail'][:400]}" if r["alarm"] != r["expect_alarm"] else ""))
 
 
 def totals(results: list[dict[str, Any]]) -> dict[str, Any]:

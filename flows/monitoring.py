@@ -107,6 +107,31 @@ def emit(specs: list[bookkeeping.EventSpec]) -> list[str]:
     return ids
 
 
+@task(name="retrain-outcomes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def retrain_outcomes(params: Params, window_ends: list[str]) -> dict[str, str | None]:
+    """The state type of the retraining run started for each pending request (by its `data_end` parameter), from
+    the Prefect API; None where no run exists yet or it has not finished."""
+    if not window_ends:
+        return {}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import ObjectNotFound
+
+    found: dict[str, str | None] = dict.fromkeys(window_ends)
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(params.monitor.retraining_deployment)
+        except ObjectNotFound:  # not deployed here (a dry run, a test): nothing ran, nothing to settle
+            return found
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                                     limit=200)
+    for run in runs:
+        end = run.parameters.get("data_end")
+        if end in found and run.state is not None and run.state.is_final():
+            found[end] = run.state.type.value
+    return found
+
+
 @task(name="save-state", cache_policy=NO_CACHE)
 def save_state(params: Params, state: dict[str, Any]) -> None:
     monitoring_store.save_state(params, state)
@@ -162,6 +187,11 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
     # --- inputs ---------------------------------------------------------------------------------------------------
     frame, skipped, outcomes = read_log(params)
     state = monitoring_store.load_state(params)
+    if trigger:  # what became of the retrains asked for before (a cancelled one is retried while its cause persists)
+        pending = bookkeeping.pending_retrains(state)
+        if pending:
+            state = bookkeeping.settle_retrains(state, retrain_outcomes(params, pending))
+            save_state(params, state)
     done = {start: entry.get("rows") for start, entry in state["windows"].items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
                          now=pd.Timestamp(now) if now else None)
@@ -170,6 +200,7 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
     ready = [plan for plan in plans if plan.ready]
     if not ready:
+        _retry_suppressed(params, state, trigger)
         return []
     for plan in plans:
         if plan.late_rows and not plan.reanalysis:
@@ -196,7 +227,26 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
                                  description=f"drift {'yes' if summary['drift'] else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
         results.append(summary)
+    _retry_suppressed(params, state, trigger)
     return results
+
+
+def _retry_suppressed(params: Params, state: dict[str, Any], trigger: bool) -> None:
+    """A retrain cancelled because one was running is asked for again while the latest window still calls for it."""
+    analysed = sorted(state.get("windows") or {})
+    if not analysed:
+        return
+    latest = next((s for s in monitoring_store.read_summaries(params) if s.get("window_start") == analysed[-1]), None)
+    start = pd.Timestamp(analysed[-1])
+    end = start + pd.Timedelta(days=params.monitor.window_days)
+    retried = bookkeeping.retry_suppressed(state, latest, start.to_pydatetime(), end.to_pydatetime(),
+                                           params.monitor, trigger=trigger)
+    if retried is None:
+        return
+    get_run_logger().info("suppressed retrain: %s", retried.retrain["reason"])
+    if retried.retrain["started"]:
+        emit(bookkeeping.window_events(latest, start.to_pydatetime(), end.to_pydatetime(), retried.retrain)[1:])
+    save_state(params, retried.state)
 
 
 if __name__ == "__main__":

@@ -330,6 +330,7 @@ class MonitorParams(_Section):
     missing_surge: Fraction
     new_category_surge: Fraction
     out_of_range_surge: Fraction
+    quality_factor: Annotated[float, Field(ge=1)]
     unit_margin: NonNegative
     auc_drop: NonNegative
     min_labelled_share: Fraction

@@ -147,7 +147,7 @@ def _new_categories(current: pd.DataFrame, calibration: Calibration, features: F
         values = current[name].dropna()
         unseen = values[~values.isin(known)]
         share = float(len(unseen) / len(current)) if len(current) else 0.0
-        limit = max(calibration.new_categories.get(name, 0.0), monitor.new_category_surge)
+        limit = max(monitor.quality_factor * calibration.new_categories.get(name, 0.0), monitor.new_category_surge)
         new[name] = NewCategories(share=round(share, 5), examples=sorted(unseen.unique().tolist())[:5],
                                   threshold=round(limit, 5), surge=share > limit)
     return new
@@ -164,7 +164,7 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
         if values.notna().sum() == 0:
             continue
         outside = out_of_range_share(current[name], *range_band(values, monitor.unit_margin))
-        limit = max(calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
+        limit = max(monitor.quality_factor * calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
         mean = pd.to_numeric(current[name], errors="coerce").mean()
         low, high = calibration.means.get(name, [float("nan"), float("nan")])
         margin = monitor.unit_margin * calibration.spreads.get(name, float("nan"))
@@ -259,7 +259,8 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                                          drifted=prediction["score"] > calibration.prediction,
                                          mean_current=float(current[PROBABILITY].mean()),
                                          mean_reference=float(reference[PROBABILITY].mean())),
-        missing={column: _missing_share(ref, cur, max(calibration.missing_rise.get(column, 0.0),
+        missing={column: _missing_share(ref, cur, max(monitor.quality_factor
+                                                      * calibration.missing_rise.get(column, 0.0),
                                                       monitor.missing_surge))
                  for column, (ref, cur) in ((c, missing[c]) for c in columns)},
         new_categories=_new_categories(current, calibration, features, monitor),
@@ -280,7 +281,11 @@ def _missing_share(reference: float, current: float, limit: float) -> MissingSha
 
 def data_quality_reasons(summary: WindowSummary) -> list[str]:
     """Faults of the data itself (a unit change, a missing surge, unknown categories on many rows): they alarm as
-    data quality and never ask for a retrain (a model retrained on corrupted data learns the corruption)."""
+    data quality and never ask for a retrain (a model retrained on corrupted data learns the corruption).
+
+    Each limit is `monitor.quality_factor` times the calibrated threshold, never below its floor: a window has ~60
+    data-quality statistics, each passing its own calibrated threshold about once in (windows + 1) windows by
+    chance, so "just beyond" is noise somewhere most weeks; a fault is far beyond."""
     reasons = []
     surging = [f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%})"
                for name, m in summary.missing.items() if m.surge]
