@@ -167,6 +167,7 @@ def window_event(summary: Mapping[str, Any], window_start: datetime, window_end:
     payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
                "model_tag": model_tag, "rows": summary["rows"], "alarm": bool(summary["drift"]),
                "reasons": list(summary["reasons"]), "drift_share": summary["drift_share"],
+               "drift_index": summary.get("drift_index"), "quality_reasons": list(summary.get("quality_reasons") or []),
                "drifted_columns": list(summary["drifted_columns"]),
                "prediction_drift": summary["prediction_drift"]["score"], "live_roc_auc": quality.get("roc_auc"),
                "log_skipped": dict(summary.get("log_skipped") or {}), "retrain_requested": bool(retrain["started"]),
