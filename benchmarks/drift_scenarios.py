@@ -164,7 +164,7 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     reference, calibration = build_reference([prepared.train, prepared.valid], model, features, time_column,
-                                             params.monitor)
+                                             params.monitor, labelled=[prepared.valid, prepared.test])
     calibration_s = time.perf_counter() - started
     reference = reference.assign(probability=model.predict_proba(reference))
     results = []
@@ -173,7 +173,8 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         window, outcomes = _window(rows, model, scenario, features, time_column, rows["label"])
         began = time.perf_counter()
         summary = analyse_window(window, reference, features, time_column, params.monitor, calibration,
-                                 outcomes=outcomes, expected=expected).report
+                                 outcomes=outcomes, expected=expected, champion=model,
+                                 champion_tag="champion").report
         end = pd.Timestamp(scenario.base, tz="UTC") + pd.Timedelta(days=7)
         decision = decide_retrain(summary, end.to_pydatetime(), None, params.monitor)
         seconds = time.perf_counter() - began
@@ -188,7 +189,8 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     facts = {"train_s": round(train_s, 1), "calibration_s": round(calibration_s, 1),
              "calibration_windows": calibration.windows, "champion_test_auc": round(expected["roc_auc"], 4),
              "index_threshold": round(calibration.drift_index, 3),
-             "prediction_threshold": round(calibration.prediction, 3),
+             "prediction_threshold": round(calibration.prediction, 3), "auc_drop_limit": calibration.auc_drop,
+             "auc_windows": calibration.auc_windows,
              "top_weights": dict(sorted(calibration.weights.items(), key=lambda kv: -kv[1])[:5])}
     return results, facts
 

@@ -40,7 +40,7 @@ def read_log(params: Params) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame
 
 
 @task(name="load-reference", cache_policy=NO_CACHE)
-def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str, float] | None]:
+def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str, float] | None, Any, str | None]:
     """The champion's reference sample with its probabilities, its drift calibration, and its test figures.
 
     All come from the champion in the registry (stored with it at registration), so after a retrain the windows
@@ -58,26 +58,30 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
         reference = pd.read_parquet(stored / io.REFERENCE_FILE)
         calibration = Calibration.model_validate(io.read_json(stored / io.CALIBRATION_FILE))
     else:
-        splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
-        reference, calibration = build_reference(splits, model, params.features, params.source.time_column,
-                                                 params.monitor)
+        splits = {split: io.read_parquet(io.prepared_path(params.paths, split), "preprocess")
+                  for split in ("train", "valid", "test") if io.prepared_path(params.paths, split).exists()}
+        reference, calibration = build_reference([splits["train"], splits["valid"]], model, params.features,
+                                                 params.source.time_column, params.monitor,
+                                                 labelled=[splits[s] for s in ("valid", "test") if s in splits])
     if tag:
         test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
     else:
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), calibration, test_metrics
+    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), calibration, test_metrics, model, tag
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
 def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.DataFrame,
             reference: pd.DataFrame, calibration: Calibration, outcomes: pd.DataFrame,
-            expected: dict[str, float] | None, skipped: dict[str, int]) -> tuple[dict[str, Any], Any, Any]:
+            expected: dict[str, float] | None, skipped: dict[str, int], champion: Any = None,
+            champion_tag: str | None = None) -> tuple[dict[str, Any], Any, Any]:
     """The window's summary, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
     current = window_rows(frame, params.source.time_column, start, end)
     result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
                             calibration, outcomes=outcomes, expected=expected,
-                            name=monitoring_store.window_id(start))
+                            name=monitoring_store.window_id(start),
+                            champion=champion if champion_tag else None, champion_tag=champion_tag)
     result.summary.update(window_start=start.isoformat(), window_end=end.isoformat(), log_skipped=skipped)
     quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
     return result.summary, result.snapshot, quality
@@ -206,13 +210,13 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
         if plan.late_rows and not plan.reanalysis:
             logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
                         plan.late_rows)
-    reference, calibration, expected = load_reference(params)
+    reference, calibration, expected, champion, champion_tag = load_reference(params)
     ensure_dashboard(params)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:
         summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, calibration, outcomes,
-                                          expected, skipped)
+                                          expected, skipped, champion, champion_tag)
         summary["late_rows"] = plan.late_rows
         summary["reanalysis"] = plan.reanalysis
         booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,

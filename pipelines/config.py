@@ -331,6 +331,7 @@ class MonitorParams(_Section):
     new_category_surge: Fraction
     out_of_range_surge: Fraction
     quality_factor: Annotated[float, Field(ge=1)]
+    prediction_mismatch_share: Fraction
     unit_margin: NonNegative
     auc_drop: NonNegative
     min_labelled_share: Fraction

@@ -273,8 +273,9 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name)
     if tag is None:
         splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
+        labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
         reference, calibration = build_reference(splits, TrainedModel.load(params.paths.model_dir), params.features,
-                                                 params.source.time_column, params.monitor)
+                                                 params.source.time_column, params.monitor, labelled=labelled)
         verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report),
                                   name=name, labels={registry.GATE_LABEL: verdict},

@@ -168,6 +168,10 @@ class Calibration(BaseModel):
     missing_rise: dict[str, float]
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
+    # Performance: the champion's weekly ROC AUC drop below its whole held-out AUC, on the labelled splits it was
+    # not fitted on (validation, test); None when there were none.
+    auc_drop: float | None = None
+    auc_windows: int = 0
     means: dict[str, list[float]]            # [lowest, highest] mean over the reference windows
     spreads: dict[str, float]                # the column's standard deviation over the reference period
     # The reference windows' own values, per statistic, for audit (what the thresholds were learned from).
@@ -272,3 +276,19 @@ def _finite(thresholds: Mapping[str, float]) -> dict[str, float]:
 
 def _rounded(values: Sequence[float]) -> list[float | None]:
     return [None if v is None or math.isnan(v) else round(float(v), 6) for v in values]
+
+
+def auc_drops(labelled: pd.DataFrame, time_column: str, monitor: MonitorParams, label: str = "label",
+              probability: str = "probability") -> list[float]:
+    """Per window of the labelled held-out splits: the champion's ROC AUC on all of them minus its AUC on the
+    window (the week-to-week spread of live quality when nothing changed). Windows with one class are skipped."""
+    from sklearn.metrics import roc_auc_score
+
+    if labelled.empty or labelled[label].nunique() < 2:
+        return []
+    overall = roc_auc_score(labelled[label], labelled[probability])
+    drops = []
+    for window in reference_windows(labelled, time_column, monitor):
+        if window[label].nunique() == 2:
+            drops.append(float(overall - roc_auc_score(window[label], window[probability])))
+    return drops

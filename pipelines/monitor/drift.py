@@ -68,6 +68,15 @@ class RangeCheck(_Part):
     unit_change: bool
 
 
+class Integrity(_Part):
+    """The served probabilities against the champion's own scores of the same logged inputs (rows it served)."""
+
+    rows: int
+    mismatch_share: float
+    mean_difference: float
+    fault: bool
+
+
 class LiveQuality(_Part):
     labelled: int
     labelled_share: float
@@ -75,6 +84,7 @@ class LiveQuality(_Part):
     metrics: dict[str, float | None] | None = None  # NaN (null when stored): undefined on this window (one class)
     expected: dict[str, float] | None = None
     auc_drop: float | None = None
+    auc_drop_limit: float | None = None
     decayed: bool | None = None
 
 
@@ -97,6 +107,7 @@ class WindowSummary(BaseModel):
     drift_index: float | None = None    # gain-weighted drift in units of each column's threshold (the alarm)
     drift_index_threshold: float | None = None
     ranges: dict[str, RangeCheck] = {}
+    integrity: Integrity | None = None
     quality: LiveQuality | None = None
     reasons: list[str] = []             # every alarm: quality_reasons, then retrain_reasons
     quality_reasons: list[str] = []     # data-quality faults: alarm, never retrain
@@ -178,8 +189,12 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
 
 
 def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping[str, float] | None,
-                 monitor: MonitorParams) -> LiveQuality:
-    """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures."""
+                 monitor: MonitorParams, calibrated_drop: float | None = None) -> LiveQuality:
+    """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures.
+
+    Decay is a drop of live ROC AUC below the champion's test AUC by more than `monitor.auc_drop`, or than the
+    champion's own week-to-week drop on its held-out splits (`calibrated_drop`, the calibration's) if larger: a
+    week's AUC varies by a few hundredths when nothing changed."""
     from pipelines.evaluate import score
 
     joined = window[[REQUEST_ID, PROBABILITY, "threshold"]].merge(outcomes, on=REQUEST_ID, how="inner")
@@ -197,18 +212,43 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
         quality.expected = {k: expected[k] for k in ("roc_auc", "log_loss", "brier") if k in expected}
         if "roc_auc" in expected and not math.isnan(metrics["roc_auc"]):
             quality.auc_drop = float(expected["roc_auc"]) - metrics["roc_auc"]
-            quality.decayed = quality.auc_drop > monitor.auc_drop
+            quality.auc_drop_limit = max(monitor.auc_drop, calibrated_drop or 0.0)
+            quality.decayed = quality.auc_drop > quality.auc_drop_limit
     return quality
+
+
+# Served and re-scored probabilities of the same inputs agree to ~1e-6 (the service's compiled forest vs the
+# booster); a difference above this is another model or another feature pipeline.
+RESCORE_TOLERANCE = 1e-3
+
+
+def integrity(current: pd.DataFrame, champion: Any, champion_tag: str | None, monitor: MonitorParams
+              ) -> Integrity | None:
+    """Re-score the logged inputs of the rows the champion served (by model tag) and compare with what was served.
+
+    A prediction-only change (features as before, probabilities not) is invisible to drift statistics whenever it
+    stays inside the reference's week-to-week spread; this check sees it exactly. None when no row was served by
+    the champion (e.g. a window served by the previous model)."""
+    rows = current if champion_tag is None or "model_tag" not in current else \
+        current[current["model_tag"] == champion_tag]
+    if rows.empty:
+        return None
+    difference = rows[PROBABILITY].to_numpy(dtype=float) - champion.predict_proba(rows)
+    share = float((abs(difference) > RESCORE_TOLERANCE).mean())
+    return Integrity(rows=len(rows), mismatch_share=round(share, 5), mean_difference=round(float(difference.mean()), 5),
+                     fault=share > monitor.prediction_mismatch_share)
 
 
 def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
                    monitor: MonitorParams, calibration: Calibration, outcomes: pd.DataFrame | None = None,
-                   expected: Mapping[str, float] | None = None, name: str | None = None) -> WindowResult:
+                   expected: Mapping[str, float] | None = None, name: str | None = None,
+                   champion: Any = None, champion_tag: str | None = None) -> WindowResult:
     """One window against the champion's reference, judged by the champion's calibration.
 
     `current` is a window of the prediction frame (raw inputs + probability); `reference` the sampled reference
     rows with the champion's probability on them; `calibration` the thresholds learned from the reference period
-    (`pipelines.monitor.calibration`). Evidently computes the distances on the window sampled to
+    (`pipelines.monitor.calibration`); `champion` (a `TrainedModel`, tag `champion_tag`), when given, re-scores the
+    rows it served (`integrity`). Evidently computes the distances on the window sampled to
     `monitor.window_sample_rows` (the size calibration used), with the calibrated thresholds in its report; the
     data-quality checks use every row. The reasons list says in words which threshold each alarm passed.
     """
@@ -265,7 +305,9 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                  for column, (ref, cur) in ((c, missing[c]) for c in columns)},
         new_categories=_new_categories(current, calibration, features, monitor),
         ranges=_range_faults(current, reference, calibration, features, monitor),
-        quality=live_quality(current, outcomes, expected, monitor) if outcomes is not None else None,
+        integrity=integrity(current, champion, champion_tag, monitor) if champion is not None else None,
+        quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop)
+        if outcomes is not None else None,
     )
     summary.quality_reasons = data_quality_reasons(summary)
     summary.retrain_reasons = retrain_reasons(summary, monitor)
@@ -300,6 +342,11 @@ def data_quality_reasons(summary: WindowSummary) -> list[str]:
     if units:
         reasons.append(f"data quality: mean far outside every reference window (a unit change?) in "
                        f"{', '.join(units)}")
+    check = summary.integrity
+    if check is not None and check.fault:
+        reasons.append(f"data quality: served probabilities differ from the champion's own scores of the logged "
+                       f"inputs on {check.mismatch_share:.1%} of {check.rows} rows (mean {check.mean_difference:+.3f}):"
+                       f" another model or feature pipeline is serving, not drift")
     outside = [f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})"
                for name, r in summary.ranges.items() if r.out_of_range and not r.unit_change]
     if outside:
@@ -327,7 +374,8 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]
     if quality is not None and quality.decayed:
         reasons.append(f"performance decay: live ROC AUC {quality.metrics['roc_auc']:.3f} is "
                        f"{quality.auc_drop:.3f} below the champion's {quality.expected['roc_auc']:.3f} "
-                       f"(> monitor.auc_drop {monitor.auc_drop})")
+                       f"(> {quality.auc_drop_limit:.3f}: monitor.auc_drop {monitor.auc_drop} or the champion's own "
+                       f"calibrated week-to-week drop, whichever is larger)")
     return reasons
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
-from pipelines.monitor.calibration import Calibration, calibrate, gain_shares
+from pipelines.monitor.calibration import Calibration, auc_drops, calibrate, conformal_quantile, gain_shares
 from pipelines.monitor.log import PROBABILITY, as_category_strings
 
 
@@ -38,13 +38,23 @@ def reference_period(splits: list[pd.DataFrame], features: FeaturesParams, time_
 
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
-                    monitor: MonitorParams) -> tuple[pd.DataFrame, Calibration]:
+                    monitor: MonitorParams, labelled: list[pd.DataFrame] = ()) -> tuple[pd.DataFrame, Calibration]:
     """The stored reference sample and the model's calibration: windows of the reference period against the
-    sample, scored by `model` (a `TrainedModel`), weighted by its gain shares, judged against its vocabulary."""
+    sample, scored by `model` (a `TrainedModel`), weighted by its gain shares, judged against its vocabulary.
+    `labelled` (prepared splits with their `label`: validation and test) calibrates the performance-decay limit."""
     period = reference_period(splits, features, time_column)
     reference = sample_reference(period, features, time_column, monitor)
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
     weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
     calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,
                             time_column, monitor, weights, model.schema.categorical)
+    held_out = [split for split in labelled if len(split) and "label" in split]
+    if held_out:
+        frame = pd.concat([split[[time_column, *features.raw_columns, "label"]] for split in held_out],
+                          ignore_index=True)
+        drops = auc_drops(frame.assign(**{PROBABILITY: model.predict_proba(frame)}), time_column, monitor)
+        if drops:
+            calibration = calibration.model_copy(update={
+                "auc_drop": round(conformal_quantile(drops, monitor.calibration_quantile), 5),
+                "auc_windows": len(drops)})
     return reference, calibration
