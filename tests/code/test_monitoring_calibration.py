@@ -195,3 +195,25 @@ def test_decide_retrain_itself_refuses_a_small_window(params):
 def test_a_summary_stored_before_calibration_still_decides(params):
     stored = {"rows": 5000, "drift": True, "reasons": ["data drift: 12 of 21 columns"]}
     assert decide_retrain(stored, END, None, params.monitor).retrain is True
+
+
+def test_auc_drops_are_the_weekly_spread_below_the_held_out_auc(params):
+    """Week 1 ranks perfectly, week 2 at random: their drops from the AUC of both weeks together."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.monitor.calibration import auc_drops
+
+    rng = np.random.default_rng(1)
+    weeks = []
+    for week, perfect in enumerate((True, False)):
+        label = np.arange(ROWS) % 2
+        probability = label * 0.5 + 0.25 if perfect else rng.random(ROWS)
+        start = pd.Timestamp("2013-01-07", tz="UTC") + pd.Timedelta(days=7 * week)
+        weeks.append(pd.DataFrame({"time_hour": start + pd.to_timedelta(np.arange(ROWS) % 168, unit="h"),
+                                   "label": label, "probability": probability}))
+    frame = pd.concat(weeks, ignore_index=True)
+    overall = roc_auc_score(frame["label"], frame["probability"])
+    drops = auc_drops(frame, "time_hour", params.monitor)
+    assert drops == pytest.approx([overall - 1.0, overall - roc_auc_score(weeks[1]["label"],
+                                                                          weeks[1]["probability"])])
+    assert drops[0] < 0 < drops[1]

@@ -173,3 +173,24 @@ def test_a_small_window_is_never_acted_on(setup):
     decision = decide_retrain(summary, END, None, params.monitor)
     assert decision.retrain is False and "monitor.min_window_rows" in decision.reason
     assert pd.Timestamp(summary["first"]) >= pd.Timestamp("2013-09-02", tz="UTC")
+
+
+def test_a_prediction_only_change_is_caught_by_re_scoring_the_logged_inputs(setup):
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(2000, random_state=13), "2013-09-02", "time_hour", 8, "p")
+    window = _window(params, trained, rows)
+    tag = window["model_tag"].iloc[0]
+    clean = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration,
+                           champion=trained.model, champion_tag=tag).summary
+    assert clean["integrity"] == {"rows": 2000, "mismatch_share": 0.0, "mean_difference": 0.0, "fault": False}
+    served = window.assign(probability=(window["probability"] + 0.05).clip(0, 1))
+    summary = analyse_window(served, reference, params.features, "time_hour", params.monitor, calibration,
+                             champion=trained.model, champion_tag=tag).summary
+    assert summary["integrity"]["fault"] is True and summary["integrity"]["mismatch_share"] > 0.99
+    assert any("served probabilities differ from the champion's own scores" in r for r in summary["quality_reasons"])
+    assert decide_retrain(summary, END, None, params.monitor).retrain is False
+    # Rows another model served are not the champion's to check.
+    other = analyse_window(served.assign(model_tag="delay-classifier:previous"), reference, params.features,
+                           "time_hour", params.monitor, calibration, champion=trained.model,
+                           champion_tag=tag).summary
+    assert other["integrity"] is None
