@@ -181,10 +181,10 @@ def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: 
 
 @flow(name="monitoring", log_prints=True)
 def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None,
-                    trigger: bool = True, now: str | None = None) -> list[dict[str, Any]]:
+                    trigger: bool = True, clock: str | None = None) -> list[dict[str, Any]]:
     """Analyse every ready window of the prediction log; past the thresholds, emit `flightops.drift.detected`.
 
-    `now` (ISO time) replaces the wall clock for readiness (a backfill or a test); the traffic clock still applies.
+    `clock` (ISO time) replaces the monitor's clock for readiness (a backfill, a test): windows are judged as of it.
     """
     logger = get_run_logger()
     params = load_params(params_file, overrides)
@@ -198,7 +198,7 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
             save_state(params, state)
     done = {start: entry.get("rows") for start, entry in state["windows"].items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
-                         now=pd.Timestamp(now) if now else None)
+                         clock=pd.Timestamp(clock) if clock else None)
     for plan in plans:
         if not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)

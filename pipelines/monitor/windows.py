@@ -47,20 +47,21 @@ def monitor_clock(stamps: pd.Series, monitor: MonitorParams, now: pd.Timestamp |
 
 
 def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
-                 done: Mapping[str, int | None] | Iterable[str] = (), now: pd.Timestamp | None = None
-                 ) -> list[WindowPlan]:
+                 done: Mapping[str, int | None] | Iterable[str] = (), now: pd.Timestamp | None = None,
+                 clock: pd.Timestamp | None = None) -> list[WindowPlan]:
     """Every window in the log, and whether it is ready for analysis now.
 
     A window is ready when the monitor's clock (`monitor_clock`) has passed its end plus
     `monitor.window_grace_hours` and it holds at least `min_window_rows` rows. `done` maps each analysed window's
     start to the rows it had when analysed: rows that arrived since are counted, and past `monitor.late_rows_share`
-    of them the window is ready again (re-analysed with all its rows).
+    of them the window is ready again (re-analysed with all its rows). `now` is the wall clock (default: the real
+    one); `clock` replaces the monitor's clock altogether (a backfill or a test judging "as of" a time).
     """
     if frame.empty:
         return []
     analysed = dict(done) if isinstance(done, Mapping) else dict.fromkeys(done)
     starts = window_starts(frame[time_column], monitor.window_days)
-    clock = monitor_clock(frame[time_column], monitor, now)
+    clock = clock if clock is not None else monitor_clock(frame[time_column], monitor, now)
     width = pd.Timedelta(days=monitor.window_days)
     grace = pd.Timedelta(hours=monitor.window_grace_hours)
     plans = []

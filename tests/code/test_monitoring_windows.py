@@ -113,3 +113,11 @@ def test_a_retrain_cancelled_because_one_was_running_is_retried_while_its_cause_
     done = book.settle_retrains(asked, {END.isoformat(): "COMPLETED"})
     assert done["retrains"][0]["outcome"] == "completed" and book.last_retrain_window_end(done) == END.isoformat()
     assert book.retry_suppressed(done, _alarmed(), later_start, later_end, params.monitor) is None
+
+
+def test_an_explicit_clock_judges_as_of_that_time(params):
+    """A backfill (the flow's `clock` parameter) judges the log as of a time, traffic or not."""
+    frame = _traffic((WEEK + pd.Timedelta(days=3), 500))
+    assert not _plan(frame, params, now=NOW)[WEEK].ready  # nothing past the week: the traffic clock holds it
+    assert _plan(frame, params, clock=END + pd.Timedelta(hours=6))[WEEK].ready
+    assert not _plan(frame, params, clock=END + pd.Timedelta(hours=5))[WEEK].ready

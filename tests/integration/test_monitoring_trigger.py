@@ -130,7 +130,7 @@ def _monitor(scenario, **overrides):
     from flows.monitoring import monitoring_flow
 
     return monitoring_flow(params_file=scenario["file"], overrides={f"monitor.{k}": v for k, v in overrides.items()},
-                           now=scenario["clock"])
+                           clock=scenario["clock"])
 
 
 def test_clean_window_is_reported_and_retrains_nothing(scenario):
