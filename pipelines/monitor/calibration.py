@@ -195,11 +195,15 @@ def drift_index(scores: Mapping[str, float], thresholds: Mapping[str, float], we
 
 def reference_windows(period: pd.DataFrame, time_column: str, monitor: MonitorParams) -> list[pd.DataFrame]:
     """The reference period cut into windows of `monitor.window_days` (Monday-aligned like live windows); windows
-    under `monitor.min_window_rows` (a partial first or last week) are left out, as they would be live."""
+    under `monitor.min_window_rows` (a partial first or last week) are left out, as they would be live. A small
+    table with fewer than two such windows keeps every window of two rows or more: thresholds learned from small
+    windows are wider (noisier), which errs towards fewer alarms, not towards refusing to register the model."""
     from pipelines.monitor.windows import window_starts
 
     starts = window_starts(period[time_column], monitor.window_days)
-    return [rows for _, rows in period.groupby(starts, sort=True) if len(rows) >= monitor.min_window_rows]
+    windows = [rows for _, rows in period.groupby(starts, sort=True)]
+    full = [rows for rows in windows if len(rows) >= monitor.min_window_rows]
+    return full if len(full) >= 2 else [rows for rows in windows if len(rows) >= 2]
 
 
 def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
