@@ -118,11 +118,11 @@ def _models_list(args: argparse.Namespace) -> None:
         auc = _field(meta, "metrics", "test", "roc_auc")
         gate = _field(meta, "gate")
         verdict = ("passed" if _field(meta, "gate", "promote") else "refused") if isinstance(gate, dict) else ""
-        dirty = _field(meta, "git", "dirty")
+        dirty = _field(meta, "lineage", "git_dirty")
         table.add_row(model.tag, model.stage, model.created[:16],
                       f"{auc:.4f}" if isinstance(auc, (int, float)) else "n/a",
                       str(_field(meta, "data_version", "raw_table_md5") or "unknown")[:8],
-                      str(meta.get("git_commit", "unknown"))[:8],
+                      str(_field(meta, "lineage", "git_commit") or "unknown")[:8],
                       "?" if not isinstance(dirty, bool) else "yes" if dirty else "no", verdict,
                       style="bold green" if model.stage == "champion" else None)
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")

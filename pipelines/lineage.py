@@ -4,8 +4,9 @@ One contract (`Lineage`), written by the gate stage when it registers a model an
 reproduce`, the model card and the loop's summary. It is captured inside the DVC stage, where the facts are:
 
 - `git_commit`: the commit the run started from (`DVC_EXP_BASELINE_REV` inside `dvc exp run`, else HEAD);
-- `git_dirty` / `dirty_files`: tracked files that differed from that commit, *except* what the DAG itself writes
-  (dvc.lock, params.yaml — see `params_diff` — and the stages' git-tracked metrics and plots);
+- `git_dirty` / `dirty_files`: files that differ from that commit (changed, or new and not git-ignored), *except*
+  what the DAG itself writes (dvc.lock, params.yaml — see `params_diff` —, the stages' outs, metrics and plots, and
+  the .gitignore files DVC writes beside new outs);
 - `experiment` / `ref`: the DVC experiment whose commit holds this run's dvc.lock. DVC names an experiment's ref
   `refs/exps/<baseline[:2]>/<baseline[2:]>/<name>` (`ExpRefInfo`), so the stage knows it before DVC commits it:
   `dvc exp run` passes the name in `DVC_EXP_NAME`, the Prefect training flow passes the name it will
@@ -108,7 +109,11 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
     ignored = {LOCK_FILE, PARAMS_FILE}
     prefixes = tuple(str(_relative(path, root)).rstrip("/") for path in written_by_dag)
     changed = git(root, "diff", "--name-only", baseline, check=False).splitlines()
-    dirty = sorted(path for path in changed if path not in ignored
+    # New files git would commit (not ignored) are code the commit lacks too; the .gitignore files DVC writes
+    # beside new outs are not.
+    changed += [path for path in git(root, "ls-files", "--others", "--exclude-standard", check=False).splitlines()
+                if Path(path).name != ".gitignore"]
+    dirty = sorted(path for path in set(changed) if path not in ignored
                    and not any(path == p or path.startswith(p + "/") for p in prefixes))
     lock_path = root / LOCK_FILE
     lock = yaml.safe_load(lock_path.read_text()) if lock_path.exists() else {}

@@ -211,6 +211,9 @@ def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] |
                 break
             if path in open_files:
                 continue
+            if sizes[path] == 0:  # a writer killed between creating its file and its first write: nothing lost
+                path.unlink(missing_ok=True)
+                continue
             entry = {"file": path.name, "bytes": sizes[path], **_span(path),
                      "dropped_at": (now or utc_now_iso)()}
             path.unlink(missing_ok=True)

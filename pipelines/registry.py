@@ -220,40 +220,6 @@ def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) ->
 # --- metadata stored with each model -------------------------------------------------------------------------------
 
 
-# What "uncommitted params/code" means for lineage: the stage outputs DVC writes (metrics, plots) do not count.
-LINEAGE_PATHS = ("params.yaml", "dvc.yaml", "pipelines", "flows", "services", "expectations", "pyproject.toml",
-                 "uv.lock")
-
-
-def git_state(paths: tuple[str, ...] = LINEAGE_PATHS) -> dict[str, Any]:
-    """The commit, and whether params/code differed from it (modified or untracked files under `paths`)."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True,
-                                 text=True, check=True, timeout=10).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None, "dirty_files": []}
-    files = sorted({line[3:].strip() for line in changed if line.strip()})
-    return {"commit": head, "dirty": bool(files), "dirty_files": files[:50]}
-
-
-def git_commit() -> str:
-    """The checked-out commit (with `-dirty` when tracked files changed), or "unknown" outside git."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head}-dirty" if dirty else head
-
-
 def dag_outputs(paths: Any) -> list[Path]:
     """What the DAG's stages write (dvc.yaml's outs, metrics and plots lie under these): a run's result, never a
     dirty tree in its lineage."""
@@ -276,11 +242,8 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
         # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
         "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
-        "git_commit": git_commit(),
-        # Whether params/code had uncommitted changes when it was registered (then the commit alone cannot rebuild
-        # it), and which files.
-        "git": git_state(),
-        # How to rebuild it: commit + dirty files, experiment ref, data hash, params diff, package lock.
+        # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
+        # it, and which files), experiment ref, data hash, params diff, package lock.
         "lineage": lineage.capture(Path.cwd(), dag_outputs(paths)).model_dump(mode="json"),
         "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],

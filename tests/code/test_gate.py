@@ -154,3 +154,24 @@ def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
     rows = slice_metrics(frame, np.array([0.2, 0.8, 0.1, 0.3, 0.2]), 0.5, ["origin"], 1)["origin"]
     assert [(r["value"], r["compared"]) for r in rows] == [("A", True), ("B", False)]
     assert rows[1]["skipped"].startswith("one class only")
+
+
+def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() -> None:
+    import time
+
+    from pipelines.gate import measure_latency_ms
+
+    class Interrupted:
+        """A booster whose calls take 20 ms except when something else on the machine took the CPU (200 ms)."""
+
+        def __init__(self, slow_calls: set[int]) -> None:
+            self.calls, self.slow_calls = 0, slow_calls
+
+        def predict(self, matrix: np.ndarray) -> np.ndarray:
+            time.sleep(0.2 if self.calls in self.slow_calls else 0.02)
+            self.calls += 1
+            return matrix[:, 0]
+
+    # Warm-up is call 0; of the 7 timed calls, 5 were disturbed: a median would say 200 ms.
+    latency = measure_latency_ms(Interrupted({1, 2, 3, 5, 6}), np.zeros((10, 2)), repeats=7)
+    assert 20 <= latency < 100

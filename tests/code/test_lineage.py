@@ -53,10 +53,13 @@ def test_an_experiment_with_overrides_and_changed_code(repo: Path, monkeypatch: 
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", baseline)
     (repo / "params.yaml").write_text(yaml.safe_dump({"collect": {"end": "2013-06-15"}, "train": {"seed": 42}}))
     (repo / "code.py").write_text("x = 2\n")
+    (repo / "new_step.py").write_text("y = 1\n")  # new code git would commit: the commit lacks it too
+    (repo / "data").mkdir()
+    (repo / "data" / ".gitignore").write_text("/table.parquet\n")  # what DVC writes beside a new out
     lineage = capture(repo, [Path("metrics")])
     assert lineage.ref == f"refs/exps/{baseline[:2]}/{baseline[2:]}/retrain-until-20130615-x"
     assert lineage.experiment == "retrain-until-20130615-x"
-    assert lineage.git_dirty and lineage.dirty_files == ["code.py"]
+    assert lineage.git_dirty and lineage.dirty_files == ["code.py", "new_step.py"]
     assert lineage.params_diff == {"collect.end": {"repo": "2013-06-01", "run": "2013-06-15"}}
     # Through the registry's metadata and back (BentoML drops nulls): the same record.
     assert from_metadata({"lineage": lineage.model_dump(mode="json")}) == lineage

@@ -24,10 +24,10 @@ def test_models_of_any_metadata_shape_are_listed(model_dir: Path, tmp_path: Path
     name = f"listing-{tmp_path.name[-8:].lower().replace('_', '-')}"
     full = registry.save_model(model_dir, {"metrics": {"test": {"roc_auc": 0.71234}},
                                            "data_version": {"raw_table_md5": "abcdef0123456789"},
-                                           "git": {"dirty": False}, "git_commit": "0123456789abcdef",
+                                           "lineage": {"git_dirty": False, "git_commit": "0123456789abcdef"},
                                            "gate": {"promote": True}}, name=name)
     odd = registry.save_model(model_dir, {"data_version": "test-window", "metrics": {"test": "n/a"},
-                                          "gate": "refused", "git": "no"}, name=name)
+                                          "gate": "refused", "lineage": "no"}, name=name)
     registry_dir = tmp_path / "registry"
     registry.set_champion(registry_dir, full, reason="test")
     code = main(["models", "list", "--set", f"project.model_name={name}",
@@ -36,5 +36,6 @@ def test_models_of_any_metadata_shape_are_listed(model_dir: Path, tmp_path: Path
     assert code == 0, out
     full_line = next(line for line in out.splitlines() if full.split(":")[1] in line)
     odd_line = next(line for line in out.splitlines() if odd.split(":")[1] in line)
-    assert "champion" in full_line and "0.7123" in full_line and "abcdef01" in full_line and "passed" in full_line
+    assert "champion" in full_line and "0.7123" in full_line and "abcdef01" in full_line and "01234567" in full_line
+    assert "passed" in full_line
     assert "n/a" in odd_line and "unknown" in odd_line and "passed" not in odd_line

@@ -77,3 +77,19 @@ def test_the_writer_keeps_the_directory_under_its_cap(tmp_path: Path) -> None:
     dropped = read_dropped(tmp_path)
     assert dropped, "the cap was reached, so files were dropped"
     assert len(read_prediction_log(tmp_path).records) + sum(d["rows"] for d in dropped) == written
+
+
+def test_files_of_killed_writers_empty_or_torn(tmp_path: Path) -> None:
+    """A writer killed after creating its file leaves it empty (nothing lost: deleted, not listed); one killed
+    mid-line leaves a torn line (listed with its bytes and no complete rows)."""
+    dead = _dead_pid()
+    empty = tmp_path / f"predictions-20130901T12-{dead}.jsonl"
+    empty.write_bytes(b"")
+    torn = tmp_path / f"predictions-20130901T12-{dead}.1.jsonl"
+    torn.write_bytes(b'{"request_id": "half')
+    kept = _write_file(tmp_path, f"predictions-20130901T14-{os.getpid()}.jsonl", _records(30))
+    dropped = trim_prediction_log(tmp_path, max_total_bytes=kept.stat().st_size, keep={kept})
+    assert not empty.exists() and not torn.exists() and kept.exists()
+    assert dropped == read_dropped(tmp_path) and [entry["file"] for entry in dropped] == [torn.name]
+    assert dropped[0]["rows"] == 0 and dropped[0]["bytes"] == len(b'{"request_id": "half')
+    assert dropped[0]["first_ts"] is None and dropped[0]["last_ts"] is None

@@ -31,7 +31,14 @@ def data_root(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFram
 def gate_params(data_root: Path, registry_dir: Path, **overrides: Any) -> Params:
     """One challenger = the base `train:` params (no search) with `overrides`; registry under the test's tmp."""
     return parse_params(params_dict(data_root, {**SMALL_WINDOW, "search.strategy": "none",
-                                                "paths.registry_dir": str(registry_dir), **overrides}))
+                                                "paths.registry_dir": str(registry_dir),
+                                                "project.model_name": model_name(registry_dir), **overrides}))
+
+
+def model_name(registry_dir: Path) -> str:
+    """A registry name of the test's own (its tmp folder's name): the session's BentoML store is shared by every
+    test, and listing or pruning a name must see only this test's models."""
+    return "gate-" + registry_dir.parent.name.lower().replace("_", "-")[-40:]
 
 
 def train_and_gate(params: Params) -> dict[str, Any]:
@@ -77,8 +84,8 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     validated = json.loads((medium.paths.validation_dir / "summary.json").read_text())
     assert validated["success"] and validated["table_md5"] == meta["data_version"]["raw_table_md5"]
     assert meta["data_version"]["splits_md5"]["train"] == io.file_md5(io.prepared_path(medium.paths, "train"))
-    assert isinstance(meta["git"]["dirty"], bool) and meta["git"]["commit"] == meta["git_commit"].split("-")[0]
-    assert meta["git_commit"] != "" and meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
+    assert isinstance(meta["lineage"]["git_dirty"], bool) and len(meta["lineage"]["git_commit"]) == 40
+    assert meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
     assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
 
     # Re-gating the same model registers nothing new and changes nothing.
@@ -88,7 +95,8 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     # Rollback through the CLI restores the previous champion; --to picks any stored model.
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(params_dict(data_root, {**SMALL_WINDOW,
-                                                              "paths.registry_dir": str(registry_dir)})))
+                                                              "paths.registry_dir": str(registry_dir),
+                                                              "project.model_name": model_name(registry_dir)})))
     cli = [sys.executable, "-m", "pipelines"]
     rolled = subprocess.run([*cli, "models", "rollback", "--params", str(params_file)], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True)
