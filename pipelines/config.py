@@ -324,13 +324,21 @@ class MonitorParams(_Section):
     min_window_rows: AtLeast1
     reference_rows: AtLeast1
     seed: int
-    drift_share: Fraction
-    prediction_drift: NonNegative
-    missing_surge: NonNegative
-    new_category_surge: NonNegative
+    # Calibrated drift (pipelines/monitor/calibration.py): thresholds from the reference period's own windows.
+    calibration_quantile: Annotated[float, Field(gt=0, lt=1)]
+    window_sample_rows: AtLeast1
+    missing_surge: Fraction
+    new_category_surge: Fraction
+    out_of_range_surge: Fraction
+    quality_factor: Annotated[float, Field(ge=1)]
+    prediction_mismatch_share: Fraction
+    unit_margin: NonNegative
     auc_drop: NonNegative
     min_labelled_share: Fraction
     cooldown_days: NonNegative
+    # When a window is judged: its end plus this grace, by the monitor's clock; late rows re-analysed past a share.
+    window_grace_hours: NonNegative
+    late_rows_share: Fraction
     retraining_deployment: Annotated[str, _rule(lambda name: name.count("/") == 1,
                                                 "{key} must be '<flow name>/<deployment name>'")]
     # Raw feature columns with a drift line of their own on the Evidently dashboard.
