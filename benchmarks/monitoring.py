@@ -35,11 +35,19 @@ def _one(rows: int, reference_rows: int) -> dict:
     reference["probability"] = rng.beta(2, 6, len(reference))
     current = base.sample(rows, replace=True, random_state=2).reset_index(drop=True)
     current = current.assign(probability=rng.beta(2, 6, rows), model_tag="bench", request_id=range(rows))
+    # Thresholds as registration would learn them: the reference's own weeks against the rest (timed separately
+    # by benchmarks/drift_scenarios.py); equal weights, the reference's own categories as the vocabulary.
+    from pipelines.monitor.calibration import calibrate
+
+    weights = {name: 1 / len(params.features.raw_columns) for name in params.features.raw_columns}
+    vocabulary = {name: sorted(base[name].dropna().unique()) for name in params.features.categorical}
+    calibration = calibrate(reference, reference, params.features, "time_hour",
+                            params.monitor, weights, vocabulary)
     import evidently.presets  # noqa: F401  (import time is not report time)
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = analyse_window(current, reference, params.features, "time_hour", params.monitor)
+    result = analyse_window(current, reference, params.features, "time_hour", params.monitor, calibration)
     seconds = time.perf_counter() - started
     html_started = time.perf_counter()
     html = result.snapshot.get_html_str(as_iframe=False)

@@ -1,14 +1,19 @@
-"""The Prefect deployments, declared in the repo and served by one process: `python -m flows.deployments`.
+"""The Prefect deployments, declared in the repo: `python -m flows.deployments [--register-only]`.
 
-Why `prefect.serve` rather than `prefect.yaml` + a work pool + a worker: one long-running process both registers
-the deployments (schedules, parameters, tags, descriptions from `params.yaml`) and runs their flow runs as
-subprocesses in this checkout, so there is no pool to create, no worker to keep in step with the code, and
-nothing to copy. A user pauses, edits or triggers the deployments in the Prefect UI; the next start of this
-process re-applies what `params.yaml` says (the repo is the source of truth).
+Who runs their flow runs is `prefect.runner` in params.yaml:
+- `serve` (default): this process registers the deployments (schedules, parameters, tags, descriptions from
+  `params.yaml`) and then runs their flow runs as subprocesses in this checkout (`prefect.serve`): no pool, no
+  worker, nothing to copy; one machine.
+- `workers`: the deployments are registered on the `process` work pool `prefect.work_pool` and this process exits
+  (`--register-only`, which the stack runs); `prefect worker start --pool ...` processes, here or on other
+  machines, take the runs (`flows/workers.py`, docs/scale-out.md).
+A user pauses, edits or triggers the deployments in the Prefect UI; the next registration re-applies what
+`params.yaml` says (the repo is the source of truth).
 
 Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`): the
 Automation in `flows/automations.py` runs `retraining/retraining` (`monitor.retraining_deployment`) on drift; it is
-applied here, after the deployments and before serving.
+applied here, after the deployments and before serving, with the two that mark silent runs Crashed and queue
+crashed runs again (`flows/workers.py`).
 
 What the operator changed in the UI survives a restart (prefect#19302: Prefect 3.9 re-activates a paused schedule
 on redeploy): before applying, the deployments' paused flag and each schedule's `active` (matched by slug) are
@@ -136,6 +141,11 @@ def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState]
     params_file = Path(params_file)
     params = load_params(params_file)
     kept = kept or {}
+    on_pool: dict[str, Any] = {}
+    if params.prefect.runner == "workers":
+        from flows.workers import job_variables
+
+        on_pool = {"work_pool_name": params.prefect.work_pool, "job_variables": job_variables(params, params_file)}
     deployments = []
     for name in FLOWS:
         flow = load_flow(name)
@@ -148,6 +158,7 @@ def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState]
             entrypoint_type=EntrypointType.MODULE_PATH,
             **schedule_for(name, params, kept.get(name)),
             **concurrency_for(name, params),
+            **on_pool,
         ))
     return deployments
 
@@ -158,12 +169,16 @@ def apply_all(params_file: Path | str) -> list[Any]:
     The Automation's action names the retraining deployment by id, so the deployments go first.
     """
     from flows.automations import apply_automations
+    from flows.workers import apply_crash_automations, ensure_work_pool
 
     params = load_params(params_file)
+    if params.prefect.runner == "workers":
+        ensure_work_pool(params)
     deployments = build_deployments(params_file, read_operator_state(list(FLOWS)))
     for deployment in deployments:
-        deployment.apply()
+        deployment.apply()  # on the work pool it was built with, if any
     apply_automations(params)
+    apply_crash_automations(params)
     return deployments
 
 
@@ -180,7 +195,17 @@ def serve_deployments(params_file: Path | str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--register-only", action="store_true",
+                        help="register the deployments (on the work pool with prefect.runner: workers) and the "
+                             "Automations, then exit; workers run the flow runs")
     args = parser.parse_args(argv)
+    params = load_params(args.params)
+    if args.register_only:
+        apply_all(args.params)
+        return 0
+    if params.prefect.runner == "workers":
+        parser.error(f"prefect.runner is workers in {args.params}: the work pool's workers run the flow runs; "
+                     "use --register-only (the stack does), or set prefect.runner: serve")
     serve_deployments(args.params)
     return 0
 

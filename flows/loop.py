@@ -196,14 +196,15 @@ def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         lines += ["", f"On the {summary['windows_served_by_a_retrained_model']} windows served by a retrained model, "
                       f"live ROC AUC was {summary['mean_auc_gain_on_those_windows']:+.4f} on average vs the first "
                       f"champion scoring the same flights."]
-    lines += ["", "| window | rows | drift share | pred. drift | live AUC | first champion AUC | alarm | retrain |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| window | rows | drift index (calibrated threshold) | pred. drift | live AUC | first champion AUC "
+                  "| alarm: calibrated reasons | retrain |", "|---|---|---|---|---|---|---|---|"]
     for row in table.to_dict("records"):
         first = row.get("first_champion_auc", float("nan"))
-        lines.append(f"| {row['window_start']:%Y-%m-%d} | {row['rows']} | {row['drift_share']:.2f} | "
-                     f"{row['prediction_drift']:.3f} | {row['live_auc']:.3f} | {first:.3f} | "
-                     f"{'yes' if row['alarm'] else ''} | {'started' if row['retrained'] else ''} |")
-    lines += ["", "![drift share and live AUC per window](history.png)", ""]
+        lines.append(f"| {row['window_start']:%Y-%m-%d} | {row['rows']} | {row['drift_index']:.2f} "
+                     f"({row['drift_index_threshold']:.2f}) | {row['prediction_drift']:.3f} | {row['live_auc']:.3f} | "
+                     f"{first:.3f} | {row['reasons'] if row['alarm'] else ''} | "
+                     f"{'started' if row['retrained'] else ''} |")
+    lines += ["", "![drift index and live AUC per window](history.png)", ""]
     return "\n".join(lines)
 
 

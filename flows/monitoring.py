@@ -24,9 +24,10 @@ from pipelines import io
 from pipelines.config import Params, load_params
 from pipelines.monitor import bookkeeping, dashboard
 from pipelines.monitor import store as monitoring_store
+from pipelines.monitor.calibration import Calibration
 from pipelines.monitor.drift import analyse_window
 from pipelines.monitor.log import PROBABILITY
-from pipelines.monitor.reference import sample_reference
+from pipelines.monitor.reference import build_reference
 from pipelines.monitor.windows import plan_windows, window_rows
 
 # --- tasks: thin wrappers over pipelines/ -------------------------------------------------------------------------
@@ -39,39 +40,48 @@ def read_log(params: Params) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame
 
 
 @task(name="load-reference", cache_policy=NO_CACHE)
-def load_reference(params: Params) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    """The champion's training sample with its probabilities, and the champion's test figures.
+def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str, float] | None, Any, str | None]:
+    """The champion's reference sample with its probabilities, its drift calibration, and its test figures.
 
-    Both come from the champion in the registry (stored with it at promotion), so after a retrain the windows
-    are compared with the data the *new* champion saw. With no champion yet (a bare workspace), the current
-    candidate and prepared train split stand in.
+    All come from the champion in the registry (stored with it at registration), so after a retrain the windows
+    are compared with the data the *new* champion saw, by the thresholds learned from it. A champion registered
+    before calibration existed, or no champion yet (a bare workspace: the current candidate), gets both built here
+    from the prepared splits, as registration would.
     """
     from pipelines import registry
     from pipelines.train import TrainedModel
 
     tag = registry.champion_tag(params.paths.registry_dir)
-    stored = registry.model_path(tag) / io.REFERENCE_FILE if tag else None
-    if stored is not None and stored.exists():
-        model = registry.load_model(tag)
-        reference = pd.read_parquet(stored)
+    model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
+    stored = registry.model_path(tag) if tag else None
+    if stored is not None and (stored / io.REFERENCE_FILE).exists() and (stored / io.CALIBRATION_FILE).exists():
+        reference = pd.read_parquet(stored / io.REFERENCE_FILE)
+        calibration = Calibration.model_validate(io.read_json(stored / io.CALIBRATION_FILE))
+    else:
+        splits = {split: io.read_parquet(io.prepared_path(params.paths, split), "preprocess")
+                  for split in ("train", "valid", "test") if io.prepared_path(params.paths, split).exists()}
+        reference, calibration = build_reference([splits["train"], splits["valid"]], model, params.features,
+                                                 params.source.time_column, params.monitor,
+                                                 labelled=[splits[s] for s in ("valid", "test") if s in splits])
+    if tag:
         test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
     else:
-        model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
-        train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
-        reference = sample_reference(train, params.features, params.source.time_column, params.monitor)
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), test_metrics
+    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), calibration, test_metrics, model, tag
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
 def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.DataFrame,
-            reference: pd.DataFrame, outcomes: pd.DataFrame, expected: dict[str, float] | None,
-            skipped: dict[str, int]) -> tuple[dict[str, Any], Any, Any]:
+            reference: pd.DataFrame, calibration: Calibration, outcomes: pd.DataFrame,
+            expected: dict[str, float] | None, skipped: dict[str, int], champion: Any = None,
+            champion_tag: str | None = None) -> tuple[dict[str, Any], Any, Any]:
     """The window's summary, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
     current = window_rows(frame, params.source.time_column, start, end)
     result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
-                            outcomes=outcomes, expected=expected, name=monitoring_store.window_id(start))
+                            calibration, outcomes=outcomes, expected=expected,
+                            name=monitoring_store.window_id(start),
+                            champion=champion if champion_tag else None, champion_tag=champion_tag)
     result.summary.update(window_start=start.isoformat(), window_end=end.isoformat(), log_skipped=skipped)
     quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
     return result.summary, result.snapshot, quality
@@ -101,6 +111,31 @@ def emit(specs: list[bookkeeping.EventSpec]) -> list[str]:
     return ids
 
 
+@task(name="retrain-outcomes", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def retrain_outcomes(params: Params, window_ends: list[str]) -> dict[str, str | None]:
+    """The state type of the retraining run started for each pending request (by its `data_end` parameter), from
+    the Prefect API; None where no run exists yet or it has not finished."""
+    if not window_ends:
+        return {}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import ObjectNotFound
+
+    found: dict[str, str | None] = dict.fromkeys(window_ends)
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(params.monitor.retraining_deployment)
+        except ObjectNotFound:  # not deployed here (a dry run, a test): nothing ran, nothing to settle
+            return found
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                                     limit=200)
+    for run in runs:
+        end = run.parameters.get("data_end")
+        if end in found and run.state is not None and run.state.is_final():
+            found[end] = run.state.type.value
+    return found
+
+
 @task(name="save-state", cache_policy=NO_CACHE)
 def save_state(params: Params, state: dict[str, Any]) -> None:
     monitoring_store.save_state(params, state)
@@ -115,9 +150,10 @@ def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: 
     verdict = "**DRIFT: yes**" if summary["drift"] else "**Drift: no**"
     lines = [f"# Monitoring window {summary['window_start'][:10]} .. {summary['window_end'][:10]}", "",
              f"{verdict} — {summary['rows']} predictions, "
-             f"{len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns drifted "
-             f"({summary['drift_share']:.0%}); prediction drift {summary['prediction_drift']['score']:.3f} "
-             f"({summary['prediction_drift']['method']}).", ""]
+             f"{len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns beyond their "
+             f"calibrated threshold; importance-weighted drift index {summary['drift_index']:.2f} (calibrated "
+             f"threshold {summary['drift_index_threshold']:.2f}); prediction drift "
+             f"{summary['prediction_drift']['score']:.3f} ({summary['prediction_drift']['method']}).", ""]
     lines += [f"- {reason}" for reason in summary["reasons"]] or ["- no threshold passed"]
     if summary["drifted_columns"]:
         lines += ["", "| column | method | score | threshold |", "|---|---|---|---|"]
@@ -145,26 +181,44 @@ def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: 
 
 @flow(name="monitoring", log_prints=True)
 def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None,
-                    trigger: bool = True) -> list[dict[str, Any]]:
-    """Analyse every ready window of the prediction log; past the thresholds, emit `flightops.drift.detected`."""
+                    trigger: bool = True, clock: str | None = None) -> list[dict[str, Any]]:
+    """Analyse every ready window of the prediction log; past the thresholds, emit `flightops.drift.detected`.
+
+    `clock` (ISO time) replaces the monitor's clock for readiness (a backfill, a test): windows are judged as of it.
+    """
     logger = get_run_logger()
     params = load_params(params_file, overrides)
     # --- inputs ---------------------------------------------------------------------------------------------------
     frame, skipped, outcomes = read_log(params)
     state = monitoring_store.load_state(params)
-    plans = plan_windows(frame, params.source.time_column, params.monitor, done=state["windows"])
+    if trigger:  # what became of the retrains asked for before (a cancelled one is retried while its cause persists)
+        pending = bookkeeping.pending_retrains(state)
+        if pending:
+            state = bookkeeping.settle_retrains(state, retrain_outcomes(params, pending))
+            save_state(params, state)
+    done = {start: entry.get("rows") for start, entry in state["windows"].items()}
+    plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
+                         clock=pd.Timestamp(clock) if clock else None)
     for plan in plans:
         if not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
     ready = [plan for plan in plans if plan.ready]
     if not ready:
+        _retry_suppressed(params, state, trigger)
         return []
-    reference, expected = load_reference(params)
+    for plan in plans:
+        if plan.late_rows and not plan.reanalysis:
+            logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
+                        plan.late_rows)
+    reference, calibration, expected, champion, champion_tag = load_reference(params)
     ensure_dashboard(params)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:
-        summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, outcomes, expected, skipped)
+        summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, calibration, outcomes,
+                                          expected, skipped, champion, champion_tag)
+        summary["late_rows"] = plan.late_rows
+        summary["reanalysis"] = plan.reanalysis
         booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
                                          params.monitor, trigger=trigger)
         summary["retrain"] = booked.retrain
@@ -177,7 +231,26 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
                                  description=f"drift {'yes' if summary['drift'] else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
         results.append(summary)
+    _retry_suppressed(params, state, trigger)
     return results
+
+
+def _retry_suppressed(params: Params, state: dict[str, Any], trigger: bool) -> None:
+    """A retrain cancelled because one was running is asked for again while the latest window still calls for it."""
+    analysed = sorted(state.get("windows") or {})
+    if not analysed:
+        return
+    latest = next((s for s in monitoring_store.read_summaries(params) if s.get("window_start") == analysed[-1]), None)
+    start = pd.Timestamp(analysed[-1])
+    end = start + pd.Timedelta(days=params.monitor.window_days)
+    retried = bookkeeping.retry_suppressed(state, latest, start.to_pydatetime(), end.to_pydatetime(),
+                                           params.monitor, trigger=trigger)
+    if retried is None:
+        return
+    get_run_logger().info("suppressed retrain: %s", retried.retrain["reason"])
+    if retried.retrain["started"]:
+        emit(bookkeeping.window_events(latest, start.to_pydatetime(), end.to_pydatetime(), retried.retrain)[1:])
+    save_state(params, retried.state)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 now reaches the latest labelled traffic.
 
 Started on drift (a Prefect Automation on the monitor's event passes the window end as `data_end`), from the UI or
-the CLI. The DAG runs as `dvc exp run --temp -S collect.end=<data_end>` in DVC's own copy of the repo: the
-workspace's tracked outputs are never rewritten, two retrains cannot corrupt each other, and the experiment's
-commit holds its params, metrics and dvc.lock (`dvc exp show` lists it beside the baseline). Its data and model go
-to the DVC remote and its ref to `versioning.git_remote` (`dvc exp push`), so the model it registers can be
-rebuilt from its registry entry (`python -m pipelines reproduce <tag>`, docs/versioning.md).
+the CLI. The data it would learn from goes through the validation suite first: a window that fails it is refused
+with the suite's message, before any experiment starts. The DAG runs as
+`dvc exp run --temp -S collect.end=<data_end>` in DVC's own copy of the repo: the workspace's tracked outputs are
+never rewritten, two retrains cannot corrupt each other, and the experiment's commit holds its params, metrics and
+dvc.lock (`dvc exp show` lists it beside the baseline). Its data and model go to the DVC remote and its ref to
+`versioning.git_remote` (`dvc exp push`), so the model it registers can be rebuilt from its registry entry (`python
+-m pipelines reproduce <tag>`, docs/versioning.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,40 @@ from pipelines.gate import decision_markdown
 def retraining_overrides(data_end: str | None) -> dict[str, Any]:
     """The experiment's `-S` overrides: the window's end moves to `data_end` (params.yaml's when None)."""
     return {"collect.end": data_end} if data_end else {}
+
+
+class RetrainRefused(RuntimeError):
+    """The data a retrain would learn from fails the validation suite: nothing is trained, the suite says why."""
+
+
+@task(name="validate-retrain-data", cache_policy=NO_CACHE, task_run_name="validate data up to {data_end}")
+def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> dict[str, Any]:
+    """The table the experiment would train on (collect.start .. data_end), through the project's validation suite
+    before any experiment starts: a retrain asked for on corrupted data is refused here with the suite's own
+    message (the DAG's validate stage would stop it too, but only after an experiment was set up, and deep in a
+    DVC log). Nothing is written."""
+    import pandas as pd
+
+    from pipelines.collect import PARSE_ERRORS, collect
+    from pipelines.validate import enforce, read_suite, run_validation, suite_column_types
+
+    def rooted(path: Path) -> Path:
+        return path if path.is_absolute() else root / path
+
+    window = params.collect.model_copy(update={"end": pd.Timestamp(data_end)}) if data_end else params.collect
+    source = params.source.model_copy(update={"path": rooted(params.source.path)})
+    suite_path = rooted(params.validate_.suite)
+    suite = read_suite(suite_path)
+    table = collect(source, window, suite_column_types(suite))
+    run = run_validation(table, suite, origin=suite_path, time_column=params.source.time_column,
+                         period=params.validate_.period, window=(window.start, window.end),
+                         max_duplicate_share=params.validate_.max_duplicate_share,
+                         parse_errors=table.attrs.get(PARSE_ERRORS) or {}, fail_on_error=True)
+    try:
+        enforce(run.summary, fail_on_error=True)
+    except ValueError as error:
+        raise RetrainRefused(f"retrain on data up to {data_end or window.end.date()} refused: {error}") from error
+    return {"rows": run.summary.rows, "checks": run.summary.evaluated}
 
 
 @task(name="experiment", cache_policy=NO_CACHE, task_run_name="dvc exp run {name}")
@@ -60,6 +96,8 @@ def retraining(params_file: str = "params.yaml", data_end: str | None = None, re
     name = versioning.experiment_name("retrain", data_end=data_end)
     print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
           f"{reason or 'manual'}")
+    # --- refuse corrupted data before anything is set up ---------------------------------------------------------
+    validate_retrain_data(params, root, data_end)
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
     experiment = run_experiment(root, name, retraining_overrides(data_end))
     # --- version: data and model to the DVC remote, the ref to the git remote ---------------------------------

@@ -1,15 +1,20 @@
 """The local stack in one command: `python -m flows.stack up|down|status [--params params.yaml]`.
 
 `up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
-the Prefect server (SQLite, PREFECT_HOME under `paths.stack_dir`), the process that serves the deployments
-(`python -m flows.deployments`), the Bento service (`bentoml serve services`, only when a champion exists; with
-`--bento-image IMAGE`, that OCI image run by buildah with the registry mounted: `services/container.py`) and the
-Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs, commands and URLs are recorded in
-`<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`. `down` stops every recorded
-process group and the descendants that left it (Prefect starts each flow run in a session of its own): SIGTERM,
-then SIGKILL after `stack.stop_timeout_s`, and checks nothing is left.
+with `prefect.database: postgres` a PostgreSQL of its own (`flows/postgres.py`, on a free port), the Prefect server
+(on that PostgreSQL, or SQLite under PREFECT_HOME in `paths.stack_dir`), then either the process that serves the
+deployments (`prefect.runner: serve`, `python -m flows.deployments`) or, with `prefect.runner: workers`, the
+registration of the deployments on the work pool and `prefect.workers` `prefect worker start` processes
+(`flows/workers.py`; each with a health endpoint on a free port), the Bento service (`bentoml serve services`,
+only when a champion exists; with `--bento-image IMAGE`, that OCI image run by buildah with the registry mounted:
+`services/container.py`) and the Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs,
+commands and URLs are recorded in `<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`.
+`down` stops every recorded process group and the descendants that left it (Prefect starts each flow run in a
+session of its own): SIGTERM, then SIGKILL after `stack.stop_timeout_s`, and checks nothing is left.
 
-Every port is checked before anything starts: a port in use is reported with the param key that sets it.
+Every port is checked before anything starts: a port in use is reported with the param key that sets it. A
+component's set-up commands (creating the database, registering the deployments) run before it starts; secrets
+(the database URL with its password) go to the process's environment only, never to stack.json.
 """
 
 from __future__ import annotations
@@ -54,8 +59,17 @@ class Component:
     port_key: str | None = None
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Commands run to completion, in order, before the component starts (creating a database, registering the
+    # deployments); a failure stops `up`.
+    setup: list[list[str]] = field(default_factory=list)
+    # Environment that must not be written to stack.json (a database password).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     pid: int | None = None
     log: str = ""
+
+    def record(self) -> dict:
+        """What stack.json keeps: everything but the secrets."""
+        return {k: v for k, v in asdict(self).items() if k != "secret_env"}
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
@@ -126,6 +140,57 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def free_port(host: str) -> int:
+    """A port nothing listens on now, for the stack's internal servers (the database, the workers' health)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _database(params: Params, params_file: Path) -> tuple[list[Component], list[list[str]], dict[str, str]]:
+    """With `prefect.database: postgres`: the PostgreSQL component, the Prefect server's set-up step (create the
+    database) and its secret environment (the connection URL). SQLite: nothing (Prefect's default, in PREFECT_HOME)."""
+    if params.prefect.database == "sqlite":
+        return [], [], {}
+    from flows import postgres
+
+    postgres.binaries()  # refuse now, with the apt command, rather than after the Prefect server failed
+    host, port = params.stack.host, free_port(params.stack.host)
+    password = postgres.ensure_password(postgres.folder(params))
+    flag = ["--params", str(params_file), "--port", str(port)]
+    component = Component("postgres", [sys.executable, "-m", "flows.postgres", "serve", *flag],
+                          health_url=f"tcp://{host}:{port}", url=f"postgresql://{host}:{port}/{postgres.DATABASE}",
+                          host=host, port=port, env={**QUIET_ENV, "PYTHONPATH": str(REPO_ROOT)})
+    setup = [[sys.executable, "-m", "flows.postgres", "ensure-database", *flag]]
+    return [component], setup, {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.connection_url(host, port, password)}
+
+
+def _runners(params: Params, params_file: Path, prefect_env: dict[str, str]) -> list[Component]:
+    """Who runs the flow runs: the `serve` process, or the work pool's registration and `prefect.workers` workers."""
+    from flows.workers import run_environment, worker_argv, worker_environment, worker_name
+
+    host, port = params.stack.host, params.stack.prefect_port
+    env = {**prefect_env, **run_environment(params, params_file)}
+    flows = list(FLOWS)
+    if params.prefect.runner == "serve":
+        return [Component(
+            "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
+            # Ready once the last deployment is registered (they are applied in order).
+            health_url=f"http://{host}:{port}/api/deployments/name/{flows[-1]}/{flows[-1]}",
+            url=f"http://{host}:{port}/deployments", env=env)]
+    register = [sys.executable, "-m", "flows.deployments", "--params", str(params_file), "--register-only"]
+    workers = []
+    for index in range(1, params.prefect.workers + 1):
+        health = free_port(host)
+        workers.append(Component(
+            f"worker-{index}", worker_argv(params, worker_name(index), healthcheck=True),
+            health_url=f"http://{host}:{health}/health",
+            url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=host, port=health,
+            env={**env, **worker_environment(params, params_file, health)},
+            setup=[register] if index == 1 else []))
+    return workers
+
+
 def plan(params: Params, params_file: Path, bento_image: str | None = None) -> tuple[list[Component], list[str]]:
     """The components to start, in order, and notes on those left out and why. With `bento_image` the Bento is
     served from that OCI image (`python -m services.container run`: buildah, the registry and model store mounted
@@ -136,17 +201,15 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
     common = {**QUIET_ENV, PARAMS_ENV: str(params_file), "PYTHONPATH": str(REPO_ROOT)}
     prefect_env = {**common, "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
                    "PREFECT_UI_ENABLED": "true"}
+    database, database_setup, database_env = _database(params, params_file)
     components = [
+        *database,
         Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
                   health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
-                  host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env),
+                  host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env,
+                  setup=database_setup, secret_env=database_env),
+        *_runners(params, params_file, prefect_env),
     ]
-    flows = list(FLOWS)
-    components.append(Component(
-        "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
-        # Ready once the last deployment is registered (they are applied in order).
-        health_url=f"{api}/deployments/name/{flows[-1]}/{flows[-1]}",
-        url=f"http://{host}:{stack.prefect_port}/deployments", env=prefect_env))
     from pipelines.registry import champion_tag
 
     if champion_tag(params.paths.registry_dir) is None:
@@ -188,7 +251,7 @@ def _write_state(params: Params, params_file: Path, components: list[Component])
     from pipelines.io import write_json
 
     write_json(state_path(params), {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
-                                    "components": [asdict(c) for c in components]})
+                                    "components": [c.record() for c in components]})
 
 
 def running_components(params: Params) -> list[dict]:
@@ -204,17 +267,48 @@ def _console():  # rich is imported on use: `status` and errors answer fast
     return Console(highlight=False)
 
 
-def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float) -> None:
+def probe(url: str) -> str:
+    """'200' when the component answers: an HTTP GET for http URLs; for `tcp://host:port` (a database, which speaks
+    no HTTP) a TCP connection. Otherwise the HTTP status or the error's name."""
     import httpx
 
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                return "200"
+        except OSError as error:
+            return type(error).__name__
+    try:
+        return str(httpx.get(url, timeout=3).status_code)
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+def _run_setup(component: Component, timeout: float) -> None:
+    env = {**os.environ, **component.env, **component.secret_env}
+    for argv in component.setup:
+        with open(component.log, "ab") as out:
+            try:
+                done = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                      stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired:
+                raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` did not finish within "
+                                 f"{timeout:.0f}s (stack.start_timeout_s); log {component.log}:\n"
+                                 f"{_tail(component.log)}") from None
+        if done.returncode != 0:
+            raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` failed with code "
+                             f"{done.returncode}; log {component.log}:\n{_tail(component.log)}")
+
+
+def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(f"{component.name} exited with code {process.returncode} before it was ready; "
                              f"log {component.log}:\n{_tail(component.log)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(component.health_url, timeout=3).status_code == 200:
-                return
+        if probe(component.health_url) == "200":
+            return
         time.sleep(0.5)
     raise StackError(f"{component.name} did not answer {component.health_url} within {timeout:.0f}s "
                      f"(stack.start_timeout_s); log {component.log}:\n{_tail(component.log)}")
@@ -249,8 +343,10 @@ def up(params_file: Path, bento_image: str | None = None) -> int:
             component.log = str(logs / f"{component.name}.log")
             with console.status(f"starting {component.name}: waiting for {component.health_url}"):
                 begin = time.monotonic()
+                _run_setup(component, params.stack.start_timeout_s)
                 with open(component.log, "ab") as out:
-                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env={**os.environ, **component.env},
+                    env = {**os.environ, **component.env, **component.secret_env}
+                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env=env,
                                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                                start_new_session=True)
                 component.pid = process.pid
@@ -315,7 +411,6 @@ def down(params_file: Path) -> int:
 
 
 def status(params_file: Path) -> int:
-    import httpx
     from rich.table import Table
 
     console = _console()
@@ -331,12 +426,7 @@ def status(params_file: Path) -> int:
     healthy = True
     for c in state["components"]:
         running = bool(c.get("pid")) and alive(c["pid"])
-        answer = "-"
-        if running:
-            try:
-                answer = str(httpx.get(c["health_url"], timeout=3).status_code)
-            except httpx.HTTPError as error:
-                answer = type(error).__name__
+        answer = probe(c["health_url"]) if running else "-"
         healthy &= running and answer == "200"
         table.add_row(c["name"], str(c.get("pid")), "[green]running[/]" if running else "[red]gone[/]",
                       answer, c["url"])

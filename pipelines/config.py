@@ -324,13 +324,21 @@ class MonitorParams(_Section):
     min_window_rows: AtLeast1
     reference_rows: AtLeast1
     seed: int
-    drift_share: Fraction
-    prediction_drift: NonNegative
-    missing_surge: NonNegative
-    new_category_surge: NonNegative
+    # Calibrated drift (pipelines/monitor/calibration.py): thresholds from the reference period's own windows.
+    calibration_quantile: Annotated[float, Field(gt=0, lt=1)]
+    window_sample_rows: AtLeast1
+    missing_surge: Fraction
+    new_category_surge: Fraction
+    out_of_range_surge: Fraction
+    quality_factor: Annotated[float, Field(ge=1)]
+    prediction_mismatch_share: Fraction
+    unit_margin: NonNegative
     auc_drop: NonNegative
     min_labelled_share: Fraction
     cooldown_days: NonNegative
+    # When a window is judged: its end plus this grace, by the monitor's clock; late rows re-analysed past a share.
+    window_grace_hours: NonNegative
+    late_rows_share: Fraction
     retraining_deployment: Annotated[str, _rule(lambda name: name.count("/") == 1,
                                                 "{key} must be '<flow name>/<deployment name>'")]
     # Raw feature columns with a drift line of their own on the Evidently dashboard.
@@ -376,6 +384,28 @@ class StackParams(_Section):
     stop_timeout_s: Annotated[float, Field(gt=0)]
 
 
+class PrefectParams(_Section):
+    """Where the Prefect server keeps its state and which processes run the deployments' flow runs."""
+
+    database: Literal["sqlite", "postgres"]
+    runner: Literal["serve", "workers"]
+    work_pool: Annotated[str, _rule(lambda v: re.fullmatch(_NAME, v) is not None,
+                                    "{key} must be lowercase letters, digits, '-', '_' or '.'")]
+    workers: AtLeast1
+    # Prefect refuses flow run heartbeats more often than every 30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY >= 30).
+    heartbeat_s: Annotated[int, Field(ge=30)]
+    crashed_after_s: Annotated[int, Field(gt=0)]
+    crash_retries: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _silence_longer_than_a_heartbeat(self) -> PrefectParams:
+        if self.crashed_after_s <= self.heartbeat_s:
+            raise ValueError(f"prefect.crashed_after_s ({self.crashed_after_s}) must be longer than "
+                             f"prefect.heartbeat_s ({self.heartbeat_s}): a live run would be marked Crashed "
+                             "between two of its heartbeats")
+        return self
+
+
 class VersioningParams(_Section):
     git_remote: str | None
 
@@ -400,6 +430,7 @@ class Params(_Section):
     monitor: MonitorParams
     deployments: DeploymentsParams
     stack: StackParams
+    prefect: PrefectParams
     versioning: VersioningParams
 
     @model_validator(mode="after")

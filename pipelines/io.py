@@ -52,6 +52,8 @@ DVC_GATE_RECEIPT = "dvc-gate.json"
 # Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
 # live traffic with (the champion's own training data, whichever window it was trained in).
 REFERENCE_FILE = "reference.parquet"
+# Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
+CALIBRATION_FILE = "calibration.json"
 # paths.validation_dir
 VALIDATION_SUMMARY_FILE = "summary.json"
 # paths.monitoring_dir

@@ -67,11 +67,45 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """A real `prefect server start` (SQLite under `home`); yields its API URL."""
+def postgres_database() -> Iterator[str]:
+    """The stack's own PostgreSQL (`python -m flows.postgres serve`, then `ensure-database`) in a temp folder, on a
+    free port; yields Prefect's connection URL for it. Stopped (SIGTERM: a clean shutdown) and removed after."""
+    import shutil
+
+    import yaml
+
+    from flows import postgres
+    from pipelines.config import parse_params
+    from tests.conftest import params_dict
+    from tests.prefect_load import private_folder
+
+    root = private_folder("prefect-postgres-")
+    data = params_dict(root)
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    params, port, log = parse_params(data), free_port(), root / "postgres.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "flows.postgres", "serve", "--params", str(params_file),
+                                    "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        postgres.ensure_database(params, port, ready_timeout_s())
+        yield postgres.connection_url("127.0.0.1", port, postgres.ensure_password(postgres.folder(params)))
+    except Exception as error:
+        raise RuntimeError(f"{error}\npostgres log:\n{log.read_text()[-3000:]}") from error
+    finally:
+        stop(process)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, database_url: str | None = None) -> Iterator[str]:
+    """A real `prefect server start` (SQLite under `home`, or the database at `database_url`); yields its API URL."""
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "true", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

@@ -44,9 +44,56 @@ def empty_state() -> dict[str, Any]:
 
 
 def last_retrain_window_end(state: Mapping[str, Any]) -> str | None:
-    """The window end of the last retrain the monitor asked for (the cooldown counts from it)."""
-    retrains = state.get("retrains") or []
+    """The window end of the last retrain the monitor asked for that was not suppressed (the cooldown counts from
+    it: a request the retraining deployment cancelled never trained anything)."""
+    retrains = [r for r in state.get("retrains") or [] if r.get("outcome") != SUPPRESSED]
     return retrains[-1]["window_end"] if retrains else None
+
+
+# A requested retrain whose run the retraining deployment's concurrency limit cancelled (one was running).
+SUPPRESSED = "suppressed"
+_OUTCOMES = {"CANCELLED": SUPPRESSED, "COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed"}
+
+
+def pending_retrains(state: Mapping[str, Any]) -> list[str]:
+    """Window ends of requested retrains whose run's end is not known yet."""
+    return [r["window_end"] for r in state.get("retrains") or [] if "outcome" not in r]
+
+
+def settle_retrains(state: Mapping[str, Any], run_states: Mapping[str, str | None]) -> dict[str, Any]:
+    """The state with each pending retrain's outcome, from its run's state type (by window end; None: no run yet,
+    e.g. the Automation is paused, or not finished). The input state is not changed."""
+    new_state = copy.deepcopy(dict(state)) if state else empty_state()
+    for retrain in new_state.get("retrains", []):
+        outcome = _OUTCOMES.get(run_states.get(retrain["window_end"]) or "")
+        if "outcome" not in retrain and outcome:
+            retrain["outcome"] = outcome
+    return new_state
+
+
+def retry_suppressed(state: Mapping[str, Any], latest: Mapping[str, Any] | None, window_start: datetime,
+                     window_end: datetime, monitor: MonitorParams, trigger: bool = True) -> BookedWindow | None:
+    """Ask again for a retrain that was suppressed (its run cancelled because one was running) while its cause
+    persists: the latest analysed window (`latest`, its summary) still asks for a retrain (`decide_retrain`, with
+    the cooldown counted from the last retrain that was not suppressed). Each suppressed request is retried once;
+    a retry that is suppressed again is retried again on a later run. None when there is nothing to retry."""
+    waiting = [r for r in state.get("retrains") or [] if r.get("outcome") == SUPPRESSED and not r.get("retried")]
+    if not waiting or latest is None:
+        return None
+    new_state = copy.deepcopy(dict(state))
+    for retrain in new_state["retrains"]:
+        if retrain.get("outcome") == SUPPRESSED:
+            retrain["retried"] = True
+    decision = decide_retrain(latest, window_end, last_retrain_window_end(new_state), monitor)
+    if not (decision.retrain and trigger):
+        return BookedWindow(decision=decision, retrain={"started": False, "reason": f"suppressed retrain not "
+                                                         f"retried: {decision.reason}"}, state=new_state)
+    reason = (f"retry of the retrain up to {waiting[-1]['window_end'][:10]} (cancelled: one was running); the "
+              f"cause persists: {decision.reason}")
+    retrain = {"started": True, "reason": reason, "data_end": window_end.isoformat(), "event": DRIFT_DETECTED}
+    new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": reason, "retry": True})
+    new_state["windows"].setdefault(window_start.isoformat(), {})["retrain"] = True
+    return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
 
 @dataclass(frozen=True)
@@ -78,7 +125,12 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
     if requested:
         retrain.update(data_end=window_end.isoformat(), event=DRIFT_DETECTED)
         new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason})
-    new_state["windows"][window_start.isoformat()] = {"drift": bool(summary["drift"]), "retrain": requested}
+    # `rows` is what the window held when analysed: later rows are counted against it (plan_windows re-analyses
+    # past monitor.late_rows_share). A re-analysis replaces the entry; a retrain already asked for stays asked.
+    previous = new_state["windows"].get(window_start.isoformat()) or {}
+    new_state["windows"][window_start.isoformat()] = {
+        "drift": bool(summary["drift"]), "retrain": requested or bool(previous.get("retrain")),
+        "rows": int(summary["rows"]), "analyses": int(previous.get("analyses", 0)) + 1}
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
 
@@ -115,6 +167,7 @@ def window_event(summary: Mapping[str, Any], window_start: datetime, window_end:
     payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
                "model_tag": model_tag, "rows": summary["rows"], "alarm": bool(summary["drift"]),
                "reasons": list(summary["reasons"]), "drift_share": summary["drift_share"],
+               "drift_index": summary.get("drift_index"), "quality_reasons": list(summary.get("quality_reasons") or []),
                "drifted_columns": list(summary["drifted_columns"]),
                "prediction_drift": summary["prediction_drift"]["score"], "live_roc_auc": quality.get("roc_auc"),
                "log_skipped": dict(summary.get("log_skipped") or {}), "retrain_requested": bool(retrain["started"]),

@@ -43,9 +43,13 @@ def summary_line(summary: Mapping[str, Any], retrain: Mapping[str, Any], model_t
         why = " Why: " + "; ".join(summary["reasons"]) + "."
     else:
         prediction = summary["prediction_drift"]
-        why = (f" {len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns drifted "
-               f"({summary['drift_share']:.0%}), prediction drift {prediction['score']:.3f} (threshold "
-               f"{prediction['threshold']}): no threshold passed.")
+        index = summary.get("drift_index")
+        why = (f" {len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns beyond their "
+               f"calibrated threshold"
+               + (f", drift index {index:.2f} (threshold {summary['drift_index_threshold']:.2f})"
+                  if index is not None else "")
+               + f", prediction drift {prediction['score']:.3f} (threshold {prediction['threshold']}): "
+                 "no threshold passed.")
     quality = summary.get("quality") or {}
     if quality.get("metrics"):
         expected = (quality.get("expected") or {}).get("roc_auc")
@@ -147,7 +151,8 @@ def dashboard(key_features: Sequence[str], missing_columns: Sequence[str]) -> An
     from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
 
     panels = [
-        _panel("Share of drifted feature columns", "Evidently's per-column drift tests; alarm at monitor.drift_share",
+        _panel("Share of drifted feature columns",
+               "beyond each column's calibrated threshold (reported; the alarm is the drift index)",
                [PanelMetric(legend="share drifted", metric="DriftedColumnsCount",
                             metric_labels={"value_type": "share"})]),
         _panel("Prediction drift", "drift score of the predicted probability vs the reference",

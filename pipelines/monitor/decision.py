@@ -1,4 +1,5 @@
-"""Whether a window's alarm asks for a retrain: the cooldown that stops retrain storms."""
+"""Whether a window's alarm asks for a retrain: only drift a retrain can answer, on enough rows of sound data,
+and not again within the cooldown that stops retrain storms."""
 
 from __future__ import annotations
 
@@ -19,16 +20,31 @@ class RetrainDecision:
 
 def decide_retrain(summary: WindowSummary | Mapping[str, Any], window_end: datetime,
                    last_retrain_window_end: str | None, monitor: MonitorParams) -> RetrainDecision:
-    """Retrain on an alarm, unless the cooldown (in traffic time) has not passed.
+    """Retrain on an alarm a retrain can answer, unless the window is too small, its data is faulty, or the
+    cooldown (in traffic time) has not passed.
 
-    The cooldown counts days of scheduled traffic, not wall time: a replay pushes weeks of traffic through in
-    minutes, and a retrain started on one drifted week should see a cooldown's worth of new data before the next.
+    - A window under `monitor.min_window_rows` is never acted on, whoever planned it (too noisy to act on).
+    - A data-quality fault (unit change, missing surge, unknown categories on many rows) is refused: a model
+      retrained on corrupted data learns the corruption; the fault is for a person to fix upstream.
+    - The cooldown counts days of scheduled traffic, not wall time: a replay pushes weeks of traffic through in
+      minutes, and a retrain started on one drifted week should see a cooldown's worth of new data before the next.
+
     `summary` is the window's `WindowSummary`, or its stored JSON form. "Not while one is running" is not decided
     here: the retraining deployment's own concurrency limit enforces it (flows/deployments.py).
     """
-    drift, reasons = ((summary.drift, summary.reasons) if isinstance(summary, WindowSummary)
-                      else (bool(summary["drift"]), list(summary["reasons"])))
-    if not drift:
+    s = summary.to_json_dict() if isinstance(summary, WindowSummary) else summary
+    rows = int(s["rows"])
+    if rows < monitor.min_window_rows:
+        return RetrainDecision(False, f"window of {rows} rows < monitor.min_window_rows={monitor.min_window_rows}: "
+                                      f"not acted on")
+    quality_reasons = list(s.get("quality_reasons") or [])
+    # A summary stored before the split into quality and retrain reasons: every reason of an alarm counts.
+    retrain_reasons = s.get("retrain_reasons")
+    if retrain_reasons is None:
+        retrain_reasons = list(s["reasons"]) if s.get("drift") else []
+    if quality_reasons:
+        return RetrainDecision(False, "data quality fault, not retraining on it: " + "; ".join(quality_reasons))
+    if not retrain_reasons:
         return RetrainDecision(False, "no alarm")
     if last_retrain_window_end is not None:
         last = datetime.fromisoformat(last_retrain_window_end)
@@ -36,4 +52,4 @@ def decide_retrain(summary: WindowSummary | Mapping[str, Any], window_end: datet
             return RetrainDecision(False, f"cooldown: last retrain on traffic up to {last:%Y-%m-%d}, "
                                           f"less than monitor.cooldown_days={monitor.cooldown_days:g} before "
                                           f"{window_end:%Y-%m-%d}")
-    return RetrainDecision(True, "; ".join(reasons))
+    return RetrainDecision(True, "; ".join(retrain_reasons))

@@ -1,10 +1,12 @@
-"""One window against the reference: Evidently's data drift, prediction drift, missing-value and new-category
-surges, live quality once outcomes arrive, and the alarm's reasons in words.
+"""One window against the reference, judged by the champion's calibration: importance-weighted data drift,
+prediction drift, data-quality faults (unit change, values out of range, missing surge, unknown categories), live
+quality once outcomes arrive, and the alarm's reasons in words.
 
-Drift flags come from Evidently's own per-column tests (the method is chosen per column type and size by
-Evidently), missing-value shares from its `MissingValueCount` on both datasets; results are read by metric type
-and column name, never by position. The verdict is a `WindowSummary`: the typed form every reader uses (alarm
-reasons, the retrain decision, the history); its JSON form is what is stored per window.
+Distances come from Evidently (`DataDriftPreset` with the test fixed per column type and the calibrated
+per-column thresholds, `ValueDrift` on the probability), missing-value shares from its `MissingValueCount` on both
+datasets; results are read by metric type and column name, never by position. Thresholds are learned from the
+reference period (`pipelines.monitor.calibration`). The verdict is a `WindowSummary`: the typed form every reader
+uses (alarm reasons, the retrain decision, the history); its JSON form is what is stored per window.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
 from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
 
 
@@ -28,11 +31,16 @@ class _Part(BaseModel):
 class ColumnDrift(_Part):
     score: float
     method: str | None
+    threshold: float | None   # calibrated (the reference windows' conformal quantile)
+    drifted: bool             # beyond its threshold
+    weight: float = 0.0       # the champion's gain share on this column
+
+
+class PredictionDrift(_Part):
+    score: float
+    method: str | None
     threshold: float | None
     drifted: bool
-
-
-class PredictionDrift(ColumnDrift):
     mean_current: float
     mean_reference: float
 
@@ -41,12 +49,32 @@ class MissingShare(_Part):
     reference: float
     current: float
     surge: bool
+    threshold: float | None = None
 
 
 class NewCategories(_Part):
     share: float
     examples: list[str]
     surge: bool
+    threshold: float | None = None
+
+
+class RangeCheck(_Part):
+    outside: float                 # share of rows far outside the reference's [min, max] (calibration.range_band)
+    outside_threshold: float
+    mean: float | None
+    mean_band: list[float]         # beyond it: a unit change
+    out_of_range: bool
+    unit_change: bool
+
+
+class Integrity(_Part):
+    """The served probabilities against the champion's own scores of the same logged inputs (rows it served)."""
+
+    rows: int
+    mismatch_share: float
+    mean_difference: float
+    fault: bool
 
 
 class LiveQuality(_Part):
@@ -56,6 +84,7 @@ class LiveQuality(_Part):
     metrics: dict[str, float | None] | None = None  # NaN (null when stored): undefined on this window (one class)
     expected: dict[str, float] | None = None
     auc_drop: float | None = None
+    auc_drop_limit: float | None = None
     decayed: bool | None = None
 
 
@@ -69,15 +98,21 @@ class WindowSummary(BaseModel):
     first: str
     last: str
     model_tags: list[str]
-    drift_share: float
+    drift_share: float                  # share of columns beyond their calibrated threshold (reported)
     drifted_columns: list[str]
     columns: dict[str, ColumnDrift]
     prediction_drift: PredictionDrift
     missing: dict[str, MissingShare]
     new_categories: dict[str, NewCategories]
+    drift_index: float | None = None    # gain-weighted drift in units of each column's threshold (the alarm)
+    drift_index_threshold: float | None = None
+    ranges: dict[str, RangeCheck] = {}
+    integrity: Integrity | None = None
     quality: LiveQuality | None = None
-    reasons: list[str] = []
-    drift: bool = False
+    reasons: list[str] = []             # every alarm: quality_reasons, then retrain_reasons
+    quality_reasons: list[str] = []     # data-quality faults: alarm, never retrain
+    retrain_reasons: list[str] | None = None  # the alarms a retrain answers (None in summaries stored before)
+    drift: bool = False                 # any alarm
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -94,20 +129,15 @@ class WindowResult:
 
 
 def _evidently_results(snapshot: Any, columns: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple]]:
-    """Per-column drift (score, method, threshold, verdict) and missing shares (reference, current), found by
-    metric type and column name."""
+    """Per-column drift (score, method) and missing shares (reference, current), found by metric type and column
+    name."""
     as_dict = snapshot.dict()
     drift: dict[str, dict[str, Any]] = {}
     for metric in as_dict["metrics"]:
         config = metric.get("config", {})
         if config.get("type", "").endswith(":ValueDrift") and config.get("column") in columns:
-            drift[config["column"]] = {"score": float(metric["value"]), "method": config.get("method"),
-                                       "threshold": config.get("threshold")}
-    for test in as_dict.get("tests", []):
-        params = test.get("metric_config", {}).get("params", {})
-        if params.get("type", "").endswith(":ValueDrift") and params.get("column") in drift:
-            drift[params["column"]]["drifted"] = test["status"] == "FAIL"
-    absent = [name for name in columns if name not in drift or "drifted" not in drift[name]]
+            drift[config["column"]] = {"score": float(metric["value"]), "method": config.get("method")}
+    absent = [name for name in columns if name not in drift]
     if absent:
         raise RuntimeError(f"Evidently returned no drift result for column(s) {absent}")
     missing: dict[str, tuple] = {}
@@ -119,22 +149,52 @@ def _evidently_results(snapshot: Any, columns: list[str]) -> tuple[dict[str, dic
     return drift, missing
 
 
-def _new_categories(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
+def _new_categories(current: pd.DataFrame, calibration: Calibration, features: FeaturesParams,
                     monitor: MonitorParams) -> dict[str, NewCategories]:
+    """Values outside the champion's own category vocabulary (what the model treats as unknown), per column."""
     new = {}
     for name in features.categorical:
-        known = set(reference[name].dropna())
+        known = set(calibration.vocabulary.get(name, []))
         values = current[name].dropna()
         unseen = values[~values.isin(known)]
         share = float(len(unseen) / len(current)) if len(current) else 0.0
+        limit = max(monitor.quality_factor * calibration.new_categories.get(name, 0.0), monitor.new_category_surge)
         new[name] = NewCategories(share=round(share, 5), examples=sorted(unseen.unique().tolist())[:5],
-                                  surge=share > monitor.new_category_surge)
+                                  threshold=round(limit, 5), surge=share > limit)
     return new
 
 
+def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: Calibration,
+                  features: FeaturesParams, monitor: MonitorParams) -> dict[str, RangeCheck]:
+    """Per numeric column: the share far outside the reference's range, and the mean against every reference
+    window's mean (a unit change moves it `monitor.unit_margin` standard deviations or more beyond all of them;
+    a real shift of a column that barely varies week to week, like the departure hour, does not)."""
+    checks = {}
+    for name in features.numeric:
+        values = pd.to_numeric(reference[name], errors="coerce")
+        if values.notna().sum() == 0:
+            continue
+        outside = out_of_range_share(current[name], *range_band(values, monitor.unit_margin))
+        limit = max(monitor.quality_factor * calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
+        mean = pd.to_numeric(current[name], errors="coerce").mean()
+        low, high = calibration.means.get(name, [float("nan"), float("nan")])
+        margin = monitor.unit_margin * calibration.spreads.get(name, float("nan"))
+        unit = bool(not pd.isna(mean) and not math.isnan(low) and not math.isnan(margin)
+                    and not (low - margin <= mean <= high + margin))
+        checks[name] = RangeCheck(outside=round(outside, 5), outside_threshold=round(limit, 5),
+                                  mean=None if pd.isna(mean) else round(float(mean), 5),
+                                  mean_band=[round(low - margin, 5), round(high + margin, 5)],
+                                  out_of_range=outside > limit, unit_change=unit)
+    return checks
+
+
 def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping[str, float] | None,
-                 monitor: MonitorParams) -> LiveQuality:
-    """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures."""
+                 monitor: MonitorParams, calibrated_drop: float | None = None) -> LiveQuality:
+    """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures.
+
+    Decay is a drop of live ROC AUC below the champion's test AUC by more than `monitor.auc_drop`, or than the
+    champion's own week-to-week drop on its held-out splits (`calibrated_drop`, the calibration's) if larger: a
+    week's AUC varies by a few hundredths when nothing changed."""
     from pipelines.evaluate import score
 
     joined = window[[REQUEST_ID, PROBABILITY, "threshold"]].merge(outcomes, on=REQUEST_ID, how="inner")
@@ -152,18 +212,45 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
         quality.expected = {k: expected[k] for k in ("roc_auc", "log_loss", "brier") if k in expected}
         if "roc_auc" in expected and not math.isnan(metrics["roc_auc"]):
             quality.auc_drop = float(expected["roc_auc"]) - metrics["roc_auc"]
-            quality.decayed = quality.auc_drop > monitor.auc_drop
+            quality.auc_drop_limit = max(monitor.auc_drop, calibrated_drop or 0.0)
+            quality.decayed = quality.auc_drop > quality.auc_drop_limit
     return quality
 
 
-def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
-                   monitor: MonitorParams, outcomes: pd.DataFrame | None = None,
-                   expected: Mapping[str, float] | None = None, name: str | None = None) -> WindowResult:
-    """Evidently's data drift (per-column tests), prediction drift, missing/new-category surges, live quality.
+# Served and re-scored probabilities of the same inputs agree to ~1e-6 (the service's compiled forest vs the
+# booster); a difference above this is another model or another feature pipeline.
+RESCORE_TOLERANCE = 1e-3
 
-    `current` is a window of the prediction frame (raw inputs + probability); `reference` the sampled training
-    rows with the champion's probability on them. Drift is decided by `monitor` thresholds; the reasons list says
-    in words which threshold each alarm passed.
+
+def integrity(current: pd.DataFrame, champion: Any, champion_tag: str | None, monitor: MonitorParams
+              ) -> Integrity | None:
+    """Re-score the logged inputs of the rows the champion served (by model tag) and compare with what was served.
+
+    A prediction-only change (features as before, probabilities not) is invisible to drift statistics whenever it
+    stays inside the reference's week-to-week spread; this check sees it exactly. None when no row was served by
+    the champion (e.g. a window served by the previous model)."""
+    rows = current if champion_tag is None or "model_tag" not in current else \
+        current[current["model_tag"] == champion_tag]
+    if rows.empty:
+        return None
+    difference = rows[PROBABILITY].to_numpy(dtype=float) - champion.predict_proba(rows)
+    share = float((abs(difference) > RESCORE_TOLERANCE).mean())
+    return Integrity(rows=len(rows), mismatch_share=round(share, 5), mean_difference=round(float(difference.mean()), 5),
+                     fault=share > monitor.prediction_mismatch_share)
+
+
+def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
+                   monitor: MonitorParams, calibration: Calibration, outcomes: pd.DataFrame | None = None,
+                   expected: Mapping[str, float] | None = None, name: str | None = None,
+                   champion: Any = None, champion_tag: str | None = None) -> WindowResult:
+    """One window against the champion's reference, judged by the champion's calibration.
+
+    `current` is a window of the prediction frame (raw inputs + probability); `reference` the sampled reference
+    rows with the champion's probability on them; `calibration` the thresholds learned from the reference period
+    (`pipelines.monitor.calibration`); `champion` (a `TrainedModel`, tag `champion_tag`), when given, re-scores the
+    rows it served (`integrity`). Evidently computes the distances on the window sampled to
+    `monitor.window_sample_rows` (the size calibration used), with the calibrated thresholds in its report; the
+    data-quality checks use every row. The reasons list says in words which threshold each alarm passed.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MissingValueCount, ValueDrift
@@ -173,18 +260,29 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
     definition = DataDefinition(numerical_columns=[*features.numeric, PROBABILITY],
                                 categorical_columns=list(features.categorical))
     keep = [*columns, PROBABILITY]
+    thresholds = {column: calibration.columns[column] for column in columns if column in calibration.columns}
     report = Report(
-        [DataDriftPreset(columns=list(columns), drift_share=monitor.drift_share),
-         ValueDrift(column=PROBABILITY, method="wasserstein", threshold=monitor.prediction_drift),
+        [DataDriftPreset(columns=list(columns), cat_method="jensenshannon", num_method="wasserstein",
+                         per_column_threshold=thresholds),
+         ValueDrift(column=PROBABILITY, method="wasserstein", threshold=calibration.prediction),
          *[MissingValueCount(column=column) for column in columns]],
         include_tests=True,
     )
-    snapshot = report.run(current_data=Dataset.from_pandas(current[keep], data_definition=definition),
+    sampled = sample_window(current, monitor.window_sample_rows, monitor.seed)
+    snapshot = report.run(current_data=Dataset.from_pandas(sampled[keep], data_definition=definition),
                           reference_data=Dataset.from_pandas(reference[keep], data_definition=definition),
                           name=name)
     drift, missing = _evidently_results(snapshot, [*columns, PROBABILITY])
     prediction = drift.pop(PROBABILITY)
-    drifted = sorted(column for column, r in drift.items() if r["drifted"])
+    column_drift = {}
+    for column, result in drift.items():
+        limit = thresholds.get(column)
+        column_drift[column] = ColumnDrift(score=round(result["score"], 5), method=result["method"],
+                                           threshold=None if limit is None else round(limit, 5),
+                                           drifted=bool(limit is not None and result["score"] > limit),
+                                           weight=round(calibration.weights.get(column, 0.0), 5))
+    drifted = sorted(column for column, r in column_drift.items() if r.drifted)
+    index = drift_index({c: r["score"] for c, r in drift.items()}, thresholds, calibration.weights)
     stamps = current[time_column]
     summary = WindowSummary(
         rows=len(current),
@@ -193,44 +291,94 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
         model_tags=sorted(current["model_tag"].dropna().unique().tolist()) if "model_tag" in current else [],
         drift_share=round(len(drifted) / len(columns), 4),
         drifted_columns=drifted,
-        columns={column: ColumnDrift(**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})
-                 for column, r in drift.items()},
+        drift_index=round(index, 5),
+        drift_index_threshold=round(calibration.drift_index, 5),
+        columns=column_drift,
         prediction_drift=PredictionDrift(score=round(prediction["score"], 5), method=prediction["method"],
-                                         threshold=prediction["threshold"], drifted=prediction["drifted"],
+                                         threshold=round(calibration.prediction, 5),
+                                         drifted=prediction["score"] > calibration.prediction,
                                          mean_current=float(current[PROBABILITY].mean()),
                                          mean_reference=float(reference[PROBABILITY].mean())),
-        missing={column: MissingShare(reference=round(ref, 5), current=round(cur, 5),
-                                      surge=cur - ref > monitor.missing_surge)
+        missing={column: _missing_share(ref, cur, max(monitor.quality_factor
+                                                      * calibration.missing_rise.get(column, 0.0),
+                                                      monitor.missing_surge))
                  for column, (ref, cur) in ((c, missing[c]) for c in columns)},
-        new_categories=_new_categories(current, reference, features, monitor),
-        quality=live_quality(current, outcomes, expected, monitor) if outcomes is not None else None,
+        new_categories=_new_categories(current, calibration, features, monitor),
+        ranges=_range_faults(current, reference, calibration, features, monitor),
+        integrity=integrity(current, champion, champion_tag, monitor) if champion is not None else None,
+        quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop)
+        if outcomes is not None else None,
     )
-    summary.reasons = alarm_reasons(summary, monitor)
+    summary.quality_reasons = data_quality_reasons(summary)
+    summary.retrain_reasons = retrain_reasons(summary, monitor)
+    summary.reasons = [*summary.quality_reasons, *summary.retrain_reasons]
     summary.drift = bool(summary.reasons)
     return WindowResult(report=summary, summary=summary.to_json_dict(), snapshot=snapshot)
 
 
-def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:
-    """Plain-words reasons a window passed a threshold; empty means no alarm."""
+def _missing_share(reference: float, current: float, limit: float) -> MissingShare:
+    return MissingShare(reference=round(reference, 5), current=round(current, 5), threshold=round(limit, 5),
+                        surge=current - reference > limit)
+
+
+def data_quality_reasons(summary: WindowSummary) -> list[str]:
+    """Faults of the data itself (a unit change, a missing surge, unknown categories on many rows): they alarm as
+    data quality and never ask for a retrain (a model retrained on corrupted data learns the corruption).
+
+    Each limit is `monitor.quality_factor` times the calibrated threshold, never below its floor: a window has ~60
+    data-quality statistics, each passing its own calibrated threshold about once in (windows + 1) windows by
+    chance, so "just beyond" is noise somewhere most weeks; a fault is far beyond."""
     reasons = []
-    if summary.drift_share >= monitor.drift_share:
-        reasons.append(f"data drift: {len(summary.drifted_columns)} of {len(summary.columns)} columns "
-                       f"({summary.drift_share:.0%} >= monitor.drift_share {monitor.drift_share:.0%}): "
-                       f"{', '.join(summary.drifted_columns)}")
+    surging = [f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%})"
+               for name, m in summary.missing.items() if m.surge]
+    if surging:
+        reasons.append(f"data quality: missing-value surge in {', '.join(surging)}")
+    unseen = [f"{name} {m.share:.1%} of rows (limit {m.threshold:.1%}; e.g. {', '.join(map(str, m.examples[:3]))})"
+              for name, m in summary.new_categories.items() if m.surge]
+    if unseen:
+        reasons.append(f"data quality: categories outside the champion's vocabulary in {', '.join(unseen)}")
+    units = [f"{name} mean {r.mean:.4g} outside [{r.mean_band[0]:.4g}, {r.mean_band[1]:.4g}]"
+             for name, r in summary.ranges.items() if r.unit_change]
+    if units:
+        reasons.append(f"data quality: mean far outside every reference window (a unit change?) in "
+                       f"{', '.join(units)}")
+    check = summary.integrity
+    if check is not None and check.fault:
+        reasons.append(f"data quality: served probabilities differ from the champion's own scores of the logged "
+                       f"inputs on {check.mismatch_share:.1%} of {check.rows} rows (mean {check.mean_difference:+.3f}):"
+                       f" another model or feature pipeline is serving, not drift")
+    outside = [f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})"
+               for name, r in summary.ranges.items() if r.out_of_range and not r.unit_change]
+    if outside:
+        reasons.append(f"data quality: values outside the reference's range in {', '.join(outside)}")
+    return reasons
+
+
+def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:
+    """The alarms a retrain can answer: calibrated data drift weighted by the model's reliance, prediction drift,
+    performance decay. Columns beyond their own threshold are named even when the index stays under its own."""
+    reasons = []
+    if summary.drift_index > summary.drift_index_threshold:
+        ratios = {name: c.score / max(c.threshold or 0.0, 1e-9) for name, c in summary.columns.items() if c.drifted}
+        top = sorted(ratios, key=lambda name: summary.columns[name].weight * ratios[name], reverse=True)[:5]
+        named = ", ".join(f"{name} (x{ratios[name]:.1f} its threshold, gain share {summary.columns[name].weight:.0%})"
+                          for name in top)
+        reasons.append(f"data drift: importance-weighted drift index {summary.drift_index:.2f} > calibrated "
+                       f"{summary.drift_index_threshold:.2f}; beyond their reference spread: {named or 'none alone'}")
     prediction = summary.prediction_drift
     if prediction.drifted:
-        reasons.append(f"prediction drift: {prediction.method} {prediction.score:.3f} >= "
-                       f"monitor.prediction_drift {monitor.prediction_drift} (mean probability "
-                       f"{prediction.mean_reference:.3f} -> {prediction.mean_current:.3f})")
-    surging = [name for name, m in summary.missing.items() if m.surge]
-    if surging:
-        reasons.append(f"missing-value surge (> +{monitor.missing_surge:.0%}) in: {', '.join(surging)}")
-    unseen = [name for name, m in summary.new_categories.items() if m.surge]
-    if unseen:
-        reasons.append(f"new categories (> {monitor.new_category_surge:.0%} of rows) in: {', '.join(unseen)}")
+        reasons.append(f"prediction drift: {prediction.method} {prediction.score:.3f} > calibrated "
+                       f"{prediction.threshold:.3f} (mean probability {prediction.mean_reference:.3f} -> "
+                       f"{prediction.mean_current:.3f})")
     quality = summary.quality
     if quality is not None and quality.decayed:
         reasons.append(f"performance decay: live ROC AUC {quality.metrics['roc_auc']:.3f} is "
                        f"{quality.auc_drop:.3f} below the champion's {quality.expected['roc_auc']:.3f} "
-                       f"(> monitor.auc_drop {monitor.auc_drop})")
+                       f"(> {quality.auc_drop_limit:.3f}: monitor.auc_drop {monitor.auc_drop} or the champion's own "
+                       f"calibrated week-to-week drop, whichever is larger)")
     return reasons
+
+
+def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:
+    """Every reason a window alarmed, data quality first; empty means no alarm."""
+    return [*data_quality_reasons(summary), *retrain_reasons(summary, monitor)]

@@ -10,8 +10,9 @@ import pandas as pd
 from pipelines.config import MonitorParams
 from pipelines.monitor.drift import WindowSummary
 
-HISTORY_COLUMNS = ["window_start", "rows", "model_tags", "drift_share", "drifted_columns", "prediction_drift",
-                   "live_auc", "expected_auc", "alarm", "retrained"]
+HISTORY_COLUMNS = ["window_start", "rows", "model_tags", "drift_share", "drifted_columns", "drift_index",
+                   "drift_index_threshold", "prediction_drift", "live_auc", "expected_auc", "alarm", "reasons",
+                   "retrained"]
 
 
 def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) -> pd.DataFrame:
@@ -28,10 +29,13 @@ def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) ->
             "model_tags": ",".join(s.model_tags),
             "drift_share": s.drift_share,
             "drifted_columns": len(s.drifted_columns),
+            "drift_index": _number(s.drift_index),
+            "drift_index_threshold": _number(s.drift_index_threshold),
             "prediction_drift": s.prediction_drift.score,
             "live_auc": _number((quality.metrics or {}).get("roc_auc") if quality else None),
             "expected_auc": _number((quality.expected or {}).get("roc_auc") if quality else None),
             "alarm": s.drift,
+            "reasons": " | ".join(reason.split(":")[0] for reason in s.reasons),
             "retrained": bool((extra.get("retrain") or {}).get("started", False)),
         })
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).sort_values("window_start").reset_index(drop=True)
@@ -42,7 +46,8 @@ def _number(value: float | None) -> float:
 
 
 def plot_history(history: pd.DataFrame, monitor: MonitorParams) -> Any:
-    """Drift share and live AUC per window, the drift threshold dashed, retrain points marked; returns the figure."""
+    """Drift index and live AUC per window, the calibrated threshold dashed, retrain points marked; returns the
+    figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,11 +55,11 @@ def plot_history(history: pd.DataFrame, monitor: MonitorParams) -> Any:
 
     figure, drift_axis = plt.subplots(figsize=(10, 4.5))
     x = history["window_start"]
-    drift_axis.plot(x, history["drift_share"], marker="o", color="tab:red", label="drift share")
-    drift_axis.axhline(monitor.drift_share, color="tab:red", linestyle="--", linewidth=1,
-                       label="monitor.drift_share")
-    drift_axis.set_ylim(0, 1)
-    drift_axis.set_ylabel("share of drifted columns")
+    drift_axis.plot(x, history["drift_index"], marker="o", color="tab:red", label="drift index")
+    drift_axis.plot(x, history["drift_index_threshold"], color="tab:red", linestyle="--", linewidth=1,
+                    label="calibrated threshold")
+    drift_axis.set_ylim(bottom=0)
+    drift_axis.set_ylabel("importance-weighted drift index")
     auc_axis = drift_axis.twinx()
     auc_axis.plot(x, history["live_auc"], marker="s", color="tab:blue", label="live ROC AUC")
     auc_axis.set_ylabel("live ROC AUC")

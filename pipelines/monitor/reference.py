@@ -1,17 +1,24 @@
-"""The reference a window is compared with: a seeded sample of the training split the champion saw, stored with
-the model at registration (so after a retrain, windows are compared with the data the *new* champion saw)."""
+"""The reference a window is compared with: a seeded sample of the data the champion was fitted on (its train and
+validation splits), and the drift thresholds calibrated on that period, both stored with the model at
+registration (so after a retrain, windows are compared with the data the *new* champion saw, by its thresholds)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
-from pipelines.monitor.log import as_category_strings
+from pipelines.monitor.calibration import Calibration, auc_drops, calibrate, conformal_quantile, gain_shares
+from pipelines.monitor.log import PROBABILITY, as_category_strings
 
 
 def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column: str,
                      monitor: MonitorParams) -> pd.DataFrame:
-    """`monitor.reference_rows` seeded rows, raw columns only (the service's input form), in time order."""
+    """`monitor.reference_rows` seeded rows, raw columns only (the service's input form), in time order.
+
+    `train` is the reference period: the splits the model was fitted and early-stopped on (a validation week is
+    part of what the model learned from; leaving it out made every validation-month week look drifted)."""
     columns = [time_column, *features.raw_columns]
     missing = [name for name in columns if name not in train.columns]
     if missing:
@@ -21,3 +28,33 @@ def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column:
         frame = frame.sample(monitor.reference_rows, random_state=monitor.seed)
     frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
     return frame.assign(**{name: as_category_strings(frame[name]) for name in features.categorical})
+
+
+def reference_period(splits: list[pd.DataFrame], features: FeaturesParams, time_column: str) -> pd.DataFrame:
+    """The splits the model was fitted on, raw columns in the service's form, in time order."""
+    frame = pd.concat([split[[time_column, *features.raw_columns]] for split in splits], ignore_index=True)
+    frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
+    return frame.assign(**{name: as_category_strings(frame[name]) for name in features.categorical})
+
+
+def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
+                    monitor: MonitorParams, labelled: list[pd.DataFrame] = ()) -> tuple[pd.DataFrame, Calibration]:
+    """The stored reference sample and the model's calibration: windows of the reference period against the
+    sample, scored by `model` (a `TrainedModel`), weighted by its gain shares, judged against its vocabulary.
+    `labelled` (prepared splits with their `label`: validation and test) calibrates the performance-decay limit."""
+    period = reference_period(splits, features, time_column)
+    reference = sample_reference(period, features, time_column, monitor)
+    scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
+    weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
+    calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,
+                            time_column, monitor, weights, model.schema.categorical)
+    held_out = [split for split in labelled if len(split) and "label" in split]
+    if held_out:
+        frame = pd.concat([split[[time_column, *features.raw_columns, "label"]] for split in held_out],
+                          ignore_index=True)
+        drops = auc_drops(frame.assign(**{PROBABILITY: model.predict_proba(frame)}), time_column, monitor)
+        if drops:
+            calibration = calibration.model_copy(update={
+                "auc_drop": round(conformal_quantile(drops, monitor.calibration_quantile), 5),
+                "auc_windows": len(drops)})
+    return reference, calibration

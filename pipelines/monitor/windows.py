@@ -4,7 +4,7 @@ describes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -28,33 +28,64 @@ class WindowPlan:
     rows: int
     ready: bool
     reason: str
+    late_rows: int = 0       # rows that arrived after the window was analysed
+    reanalysis: bool = False
+
+
+def traffic_clock(stamps: pd.Series, monitor: MonitorParams) -> pd.Timestamp:
+    """How far the traffic has moved, robustly: the scheduled time that `min_window_rows` logged rows reach or
+    pass. One request for a flight weeks ahead (or a few hundred) cannot move it; a window's worth of traffic can."""
+    count = min(monitor.min_window_rows, len(stamps))
+    return stamps.nlargest(count).iloc[-1]
+
+
+def monitor_clock(stamps: pd.Series, monitor: MonitorParams, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The monitor's "now": the wall clock (`now`), or the traffic clock when that is earlier (a replay pushes
+    2013 through in 2026, so only the traffic says which of its weeks are over)."""
+    wall = now if now is not None else pd.Timestamp.now(tz="UTC")
+    return min(wall, traffic_clock(stamps, monitor))
 
 
 def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
-                 done: Iterable[str] = ()) -> list[WindowPlan]:
+                 done: Mapping[str, int | None] | Iterable[str] = (), now: pd.Timestamp | None = None,
+                 clock: pd.Timestamp | None = None) -> list[WindowPlan]:
     """Every window in the log, and whether it is ready for analysis now.
 
-    A window is ready when traffic has moved past its end (the log holds a later scheduled time), it holds at
-    least `min_window_rows` rows, and it was not analysed before. The last, still-filling window waits.
+    A window is ready when the monitor's clock (`monitor_clock`) has passed its end plus
+    `monitor.window_grace_hours` and it holds at least `min_window_rows` rows. `done` maps each analysed window's
+    start to the rows it had when analysed: rows that arrived since are counted, and past `monitor.late_rows_share`
+    of them the window is ready again (re-analysed with all its rows). `now` is the wall clock (default: the real
+    one); `clock` replaces the monitor's clock altogether (a backfill or a test judging "as of" a time).
     """
     if frame.empty:
         return []
-    done = set(done)
+    analysed = dict(done) if isinstance(done, Mapping) else dict.fromkeys(done)
     starts = window_starts(frame[time_column], monitor.window_days)
-    latest = frame[time_column].max()
+    clock = clock if clock is not None else monitor_clock(frame[time_column], monitor, now)
     width = pd.Timedelta(days=monitor.window_days)
+    grace = pd.Timedelta(hours=monitor.window_grace_hours)
     plans = []
     for start, rows in starts.value_counts().sort_index().items():
-        end = start + width
-        if start.isoformat() in done:
-            plans.append(WindowPlan(start, end, int(rows), False, "already analysed"))
-        elif latest < end:
-            plans.append(WindowPlan(start, end, int(rows), False, "still filling"))
+        end, rows = start + width, int(rows)
+        key = start.isoformat()
+        if key in analysed:
+            before = analysed[key]
+            late = max(rows - before, 0) if before is not None else 0
+            if before and late > monitor.late_rows_share * before:
+                plans.append(WindowPlan(start, end, rows, True, f"{late} late rows since analysed on {before} "
+                                        f"(> monitor.late_rows_share={monitor.late_rows_share:g}): re-analyse",
+                                        late_rows=late, reanalysis=True))
+            else:
+                plans.append(WindowPlan(start, end, rows, False, "already analysed", late_rows=late))
+        elif clock < end + grace:
+            plans.append(WindowPlan(start, end, rows, False, f"still filling: the clock ({clock:%Y-%m-%d %H:%M}) "
+                                    f"has not passed its end + monitor.window_grace_hours="
+                                    f"{monitor.window_grace_hours:g}"))
         elif rows < monitor.min_window_rows:
-            plans.append(WindowPlan(start, end, int(rows), False,
+            plans.append(WindowPlan(start, end, rows, False,
                                     f"{rows} rows < monitor.min_window_rows={monitor.min_window_rows}"))
         else:
-            plans.append(WindowPlan(start, end, int(rows), True, "ready"))
+            plans.append(WindowPlan(start, end, rows, True, "ready"))
     return plans
 
 

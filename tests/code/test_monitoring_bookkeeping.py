@@ -41,7 +41,7 @@ def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_i
     assert state == before
     assert booked.decision.retrain and booked.retrain["started"] is True
     assert booked.retrain["data_end"] == END.isoformat() and booked.retrain["event"] == book.DRIFT_DETECTED
-    assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True}
+    assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True, "rows": 6512, "analyses": 1}
     assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason}]
 
 

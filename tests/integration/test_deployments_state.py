@@ -13,12 +13,14 @@ from tests.conftest import params_dict
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def api(prefect_api):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def api(request):
+    """The same checks on a server on SQLite (the default) and on PostgreSQL (prefect.database: postgres)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
-        yield prefect_api
+    url = request.getfixturevalue("prefect_api" if request.param == "sqlite" else "prefect_api_postgres")
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
 
 
 def _deployment(api: str, name: str) -> dict:

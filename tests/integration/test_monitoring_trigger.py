@@ -24,7 +24,7 @@ from pipelines.config import parse_params
 from pipelines.monitor import bookkeeping as monitoring_bookkeeping
 from pipelines.monitor import store as monitoring_store
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.monitoring_support import into_week, log_records, shift, train_small, write_log
+from tests.monitoring_support import into_week, later_schedules, log_records, train_small, write_log
 
 pytestmark = pytest.mark.integration
 
@@ -88,12 +88,14 @@ def _wait_for_deployment(api: str, name: str, runner: subprocess.Popen, log) -> 
 def _log_week(scenario, week: str, shifted: bool, seed: int, garbage=()) -> None:
     params, trained = scenario["params"], scenario["trained"]
     rows = into_week(scenario["held_out"].iloc[seed * 1000:(seed + 1) * 1000], week, "time_hour", seed, f"w{seed}")
-    rows = shift(rows) if shifted else rows
+    rows = later_schedules(rows) if shifted else rows  # a drift, not a data fault: a data fault never retrains
     marker = into_week(scenario["held_out"].iloc[[-seed - 1]], week, "time_hour", seed, f"m{seed}")
     marker = marker.assign(time_hour=marker["time_hour"] + pd.Timedelta(days=7))
     records = log_records(rows, trained.model, params.features.raw_columns, "time_hour")
     records += log_records(marker, trained.model, params.features.raw_columns, "time_hour")
     write_log(params.paths.prediction_log_dir, records, garbage=list(garbage), hour=f"{week.replace('-', '')}T00")
+    # The monitor's clock: a day past the week's end (one early request no longer makes a week ready).
+    scenario["clock"] = (pd.Timestamp(week, tz="UTC") + pd.Timedelta(days=8)).isoformat()
 
 
 def _runs(scenario) -> list[dict[str, Any]]:
@@ -127,7 +129,8 @@ def _wait(check, timeout: float, what: str, scenario, poll: float = 0.5):
 def _monitor(scenario, **overrides):
     from flows.monitoring import monitoring_flow
 
-    return monitoring_flow(params_file=scenario["file"], overrides={f"monitor.{k}": v for k, v in overrides.items()})
+    return monitoring_flow(params_file=scenario["file"], overrides={f"monitor.{k}": v for k, v in overrides.items()},
+                           clock=scenario["clock"])
 
 
 def test_clean_window_is_reported_and_retrains_nothing(scenario):

@@ -107,14 +107,24 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
                    timeout=work_timeout_s())
 
 
+# The stack's Prefect set-up here: the defaults (SQLite, the serve process), or, to run this whole file on the
+# scale-out set-up, FLIGHTOPS_TEST_PREFECT_DATABASE=postgres and/or FLIGHTOPS_TEST_PREFECT_RUNNER=workers.
+PREFECT_SETUP = {"prefect.database": os.environ.get("FLIGHTOPS_TEST_PREFECT_DATABASE", "sqlite"),
+                 "prefect.runner": os.environ.get("FLIGHTOPS_TEST_PREFECT_RUNNER", "serve")}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
+    from tests.prefect_load import private_folder
+
+    # PostgreSQL runs as `postgres` when the tests run as root: its folder must not sit in pytest's 0700 temp dir.
+    postgres = PREFECT_SETUP["prefect.database"] == "postgres"
+    root = private_folder("ui-stack-") if postgres else tmp_path_factory.mktemp("stack")
     # A git+DVC copy of the project: the training flow runs its DVC stages there, as a user's clone would.
     # Replayed traffic: May 2013, after the small window's training months (the model is trained on Mar-May).
     repo = copy_project(root / "project", {
         **SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-21", "stack.prefect_port": free_port(),
-        "stack.evidently_port": free_port(), "serve.port": free_port()})
+        "stack.evidently_port": free_port(), "serve.port": free_port(), **PREFECT_SETUP})
     params_file = repo / "params.yaml"
     data = yaml.safe_load(params_file.read_text())
     data["paths"] = {key: str(repo / value) for key, value in data["paths"].items()}  # the test reads them

@@ -1,21 +1,29 @@
-"""Real Evidently on real flights: no alarm on same-distribution traffic, a clear alarm on a constructed shift,
-and live quality once outcomes arrive."""
+"""Real Evidently on real flights, judged by a real calibration of a real model: no alarm on same-distribution
+traffic, a big shift of an important feature alarms alone, a shift of a feature the model does not use is reported
+but does not alarm, data-quality faults alarm as data quality and never retrain, live quality once outcomes arrive."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
+from pipelines.monitor.calibration import window_statistics
+from pipelines.monitor.decision import decide_retrain
 from pipelines.monitor.drift import analyse_window, live_quality
 from pipelines.monitor.log import predictions_frame
-from pipelines.monitor.reference import sample_reference
+from pipelines.monitor.reference import build_reference
 from pipelines.prediction_log import LogRead, PredictionRecord
 from tests.conftest import SMALL_WINDOW, params_dict
-from tests.monitoring_support import into_week, log_records, shift, train_small
+from tests.monitoring_support import into_week, later_schedules, log_records, shift, train_small
 
 pytestmark = pytest.mark.model
 
 OVERRIDES = {**SMALL_WINDOW, "monitor.reference_rows": 15000, "monitor.min_window_rows": 500}
+END = datetime(2013, 9, 9, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +31,13 @@ def setup(tmp_path_factory, small_table):
     root = tmp_path_factory.mktemp("drift")
     params = parse_params(params_dict(root, OVERRIDES))
     trained = train_small(root, params, small_table)
-    reference = sample_reference(trained.train, params.features, "time_hour", params.monitor)
+    reference, calibration = build_reference([trained.train], trained.model, params.features, "time_hour",
+                                             params.monitor)
     reference = reference.assign(probability=trained.model.predict_proba(reference))
     # Held-out: training-split rows that are not in the reference sample.
     held_out = trained.train.drop(trained.train.sample(params.monitor.reference_rows,
                                                        random_state=params.monitor.seed).index)
-    return params, trained, reference, held_out
+    return params, trained, reference, calibration, held_out
 
 
 def _window(params, trained, rows):
@@ -39,55 +48,149 @@ def _window(params, trained, rows):
     return parsed.frame
 
 
+def _analyse(setup, rows, **kwargs):
+    params, trained, reference, calibration, _ = setup
+    return analyse_window(_window(params, trained, rows), reference, params.features, "time_hour", params.monitor,
+                          calibration, **kwargs).summary
+
+
+def test_the_calibration_is_the_models_own(setup):
+    params, trained, _, calibration, _ = setup
+    assert calibration.windows >= 6  # Mar..Apr of SMALL_WINDOW's train split, weekly
+    assert calibration.vocabulary == trained.model.schema.categorical
+    assert sum(calibration.weights.values()) == pytest.approx(1.0, abs=1e-4)
+    # The weather columns vary week to week; schedules barely: their thresholds say so.
+    assert calibration.columns["temp"] > 5 * calibration.columns["hour"]
+    values = calibration.values["columns"]["temp"]
+    assert len(values) == calibration.windows
+    # 10 windows at quantile 0.95: rank ceil(11 x 0.95) = 11 > 10, so the largest ("beyond every reference week").
+    assert calibration.windows < 19 and calibration.columns["temp"] == pytest.approx(max(values), abs=1e-5)
+
+
+def test_the_calibration_statistic_is_evidentlys_value_drift(setup):
+    """Calibration calls Evidently's registered stat tests directly (cheap); the live report runs `ValueDrift`.
+    Both must give the same number on the same data, or the thresholds would not fit the scores."""
+    params, trained, reference, calibration, held_out = setup
+    window = _window(params, trained, into_week(held_out.sample(1500, random_state=4), "2013-09-02", "time_hour",
+                                                4, "same"))
+    direct = window_statistics(window, reference, params.features, calibration.vocabulary,
+                               params.monitor.unit_margin)
+    summary = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration).summary
+    for column in params.features.raw_columns:
+        assert summary["columns"][column]["score"] == pytest.approx(direct.columns[column], abs=1e-4), column
+    assert summary["prediction_drift"]["score"] == pytest.approx(direct.prediction, abs=1e-4)
+
+
 def test_same_distribution_traffic_raises_no_alarm(setup):
-    params, trained, reference, held_out = setup
+    params, trained, reference, calibration, held_out = setup
     rows = into_week(held_out.sample(3000, random_state=7), "2013-09-02", "time_hour", 1, "same")
-    window = _window(params, trained, rows)
-    result = analyse_window(window, reference, params.features, "time_hour", params.monitor)
-    summary = result.summary
+    summary = _analyse(setup, rows)
     assert summary["drift"] is False, summary["reasons"]
-    assert result.report.drift is False and result.report.drift_share == summary["drift_share"]
+    window = _window(params, trained, rows)
     for column in params.features.raw_columns:  # Evidently's MissingValueCount, on both datasets
-        assert summary["missing"][column]["current"] == pytest.approx(window[column].isna().mean(), abs=1e-5)
+        assert summary["missing"][column]["current"] == pytest.approx(window[column].isna().mean(), abs=0.02)
         assert summary["missing"][column]["reference"] == pytest.approx(reference[column].isna().mean(), abs=1e-5)
-    assert summary["drift_share"] < 0.15
-    assert summary["prediction_drift"]["score"] < params.monitor.prediction_drift
+    assert summary["drift_index"] < summary["drift_index_threshold"]
+    assert decide_retrain(summary, END, None, params.monitor).reason == "no alarm"
 
 
-def test_shifted_traffic_raises_a_clear_alarm_naming_the_columns(setup):
-    params, trained, reference, held_out = setup
-    rows = shift(into_week(held_out.sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "shift"))
-    summary = analyse_window(_window(params, trained, rows), reference, params.features, "time_hour",
-                             params.monitor).summary
+def test_a_big_shift_of_an_important_feature_alarms_alone(setup):
+    params, trained, reference, calibration, held_out = setup
+    rows = later_schedules(into_week(held_out.sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "late"))
+    summary = _analyse(setup, rows)
+    assert summary["drift"] is True and summary["quality_reasons"] == [], summary["reasons"]
+    assert "hour" in summary["drifted_columns"]
+    assert summary["drift_index"] > summary["drift_index_threshold"]
+    assert any(reason.startswith("data drift") and "hour" in reason for reason in summary["retrain_reasons"])
+    assert decide_retrain(summary, END, None, params.monitor).retrain is True
+
+
+def test_a_shift_of_a_feature_the_model_barely_uses_is_reported_but_does_not_alarm(setup):
+    params, trained, reference, calibration, held_out = setup
+    unused = min(params.features.numeric, key=lambda name: calibration.weights[name])
+    assert calibration.weights[unused] < 0.01
+    base = into_week(held_out.sample(3000, random_state=11), "2013-09-02", "time_hour", 6, "unused")
+    # A big shift that stays inside the reference's range (not a data-quality fault): every value moved to the
+    # column's upper quartile or above.
+    values = base[unused].astype(float)
+    high = values.quantile(0.75)
+    rows = base.assign(**{unused: np.where(values.notna(), np.maximum(values, high), np.nan)})
+    summary = _analyse(setup, rows)
+    assert unused in summary["drifted_columns"], summary["columns"][unused]
+    assert summary["drift"] is False, summary["reasons"]
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    ("missing", "missing-value surge"),
+    ("new_category", "outside the champion's vocabulary"),
+    ("unit", "a unit change"),
+])
+def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, fault, reason):
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(2000, random_state=10), "2013-09-02", "time_hour", 5, fault)
+    if fault == "missing":  # a third of the temperatures stop arriving
+        rows = rows.assign(temp=rows["temp"].mask(np.arange(len(rows)) % 3 == 0))
+    elif fault == "new_category":  # a carrier code the champion never learned, on 10% of rows
+        rows = rows.assign(carrier=rows["carrier"].mask(np.arange(len(rows)) % 10 == 0, "Q9"))
+    else:  # pressure sent in inches of mercury instead of hectopascals
+        rows = rows.assign(pressure=rows["pressure"] / 33.8639)
+    summary = _analyse(setup, rows)
     assert summary["drift"] is True
-    assert summary["drift_share"] >= params.monitor.drift_share
+    assert any(r.startswith("data quality") and reason in r for r in summary["quality_reasons"]), summary["reasons"]
+    decision = decide_retrain(summary, END, None, params.monitor)
+    assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining")
+
+
+def test_the_old_gross_shift_is_caught_as_data_quality_and_drift(setup):
+    rows = shift(into_week(setup[4].sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "shift"))
+    summary = _analyse(setup, rows)
+    assert summary["drift"] is True
     assert {"temp", "distance", "dest", "carrier"} <= set(summary["drifted_columns"])
     assert summary["new_categories"]["dest"]["surge"] and summary["new_categories"]["dest"]["examples"] == ["XYZ"]
-    assert any(reason.startswith("data drift") for reason in summary["reasons"])
+    assert summary["quality_reasons"] and summary["retrain_reasons"]
 
 
 def test_live_quality_compares_with_the_champion_figures(setup):
-    params, trained, reference, held_out = setup
+    params, trained, reference, calibration, held_out = setup
     rows = into_week(held_out.sample(2000, random_state=9), "2013-09-02", "time_hour", 3, "q")
     frame = _window(params, trained, rows)
     outcomes = rows[["request_id", "label"]].rename(columns={"label": "actual"})
     half = live_quality(frame, outcomes.iloc[:1000], {"roc_auc": 0.99}, params.monitor)
     assert half.model_dump(exclude_none=True) == {"labelled": 1000, "labelled_share": 0.5, "complete": False}
-    summary = analyse_window(frame, reference, params.features, "time_hour", params.monitor,
+    summary = analyse_window(frame, reference, params.features, "time_hour", params.monitor, calibration,
                              outcomes=outcomes, expected={"roc_auc": 0.99, "log_loss": 0.5}).summary
     quality = summary["quality"]
     assert quality["complete"] and quality["labelled"] == 2000
     assert 0.5 < quality["metrics"]["roc_auc"] < 0.99
     assert quality["decayed"] is True
-    assert any(reason.startswith("performance decay") for reason in summary["reasons"])
+    assert any(reason.startswith("performance decay") for reason in summary["retrain_reasons"])
 
 
-def test_a_missing_value_surge_is_an_alarm_naming_the_column(setup):
-    params, trained, reference, held_out = setup
-    rows = into_week(held_out.sample(2000, random_state=10), "2013-09-02", "time_hour", 5, "gap")
+def test_a_small_window_is_never_acted_on(setup):
+    params = setup[0]
+    rows = later_schedules(into_week(setup[4].sample(300, random_state=12), "2013-09-02", "time_hour", 7, "s"))
+    summary = _analyse(setup, rows)
+    decision = decide_retrain(summary, END, None, params.monitor)
+    assert decision.retrain is False and "monitor.min_window_rows" in decision.reason
+    assert pd.Timestamp(summary["first"]) >= pd.Timestamp("2013-09-02", tz="UTC")
+
+
+def test_a_prediction_only_change_is_caught_by_re_scoring_the_logged_inputs(setup):
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(2000, random_state=13), "2013-09-02", "time_hour", 8, "p")
     window = _window(params, trained, rows)
-    window.loc[window.index[: len(window) // 2], "temp"] = float("nan")  # half the temperatures stop arriving
-    summary = analyse_window(window, reference, params.features, "time_hour", params.monitor).summary
-    assert summary["missing"]["temp"]["surge"] is True
-    assert summary["missing"]["temp"]["current"] == pytest.approx(window["temp"].isna().mean(), abs=1e-5)
-    assert any(reason.startswith("missing-value surge") and "temp" in reason for reason in summary["reasons"])
+    tag = window["model_tag"].iloc[0]
+    clean = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration,
+                           champion=trained.model, champion_tag=tag).summary
+    assert clean["integrity"] == {"rows": 2000, "mismatch_share": 0.0, "mean_difference": 0.0, "fault": False}
+    served = window.assign(probability=(window["probability"] + 0.05).clip(0, 1))
+    summary = analyse_window(served, reference, params.features, "time_hour", params.monitor, calibration,
+                             champion=trained.model, champion_tag=tag).summary
+    assert summary["integrity"]["fault"] is True and summary["integrity"]["mismatch_share"] > 0.99
+    assert any("served probabilities differ from the champion's own scores" in r for r in summary["quality_reasons"])
+    assert decide_retrain(summary, END, None, params.monitor).retrain is False
+    # Rows another model served are not the champion's to check.
+    other = analyse_window(served.assign(model_tag="delay-classifier:previous"), reference, params.features,
+                           "time_hour", params.monitor, calibration, champion=trained.model,
+                           champion_tag=tag).summary
+    assert other["integrity"] is None
