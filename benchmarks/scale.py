@@ -199,11 +199,20 @@ def monitor_one(kind: str, rows: int, seed: int) -> dict[str, Any]:
     import evidently.presets  # noqa: F401  (import time is not analysis time)
 
     columns = [*params.features.raw_columns, "probability"]
+    if kind == "project":
+        # Thresholds as registration learns them (not timed: they are computed once per champion), as in
+        # benchmarks/monitoring.py: equal weights, the reference's own categories as the vocabulary.
+        from pipelines.monitor.calibration import calibrate
+
+        weights = {name: 1 / len(params.features.raw_columns) for name in params.features.raw_columns}
+        vocabulary = {name: sorted(reference[name].dropna().unique()) for name in params.features.categorical}
+        calibration = calibrate(reference, reference, params.features, params.source.time_column, params.monitor,
+                                weights, vocabulary)
     cpu, wall = time.process_time(), time.perf_counter()
     if kind == "project":
         from pipelines.monitor.drift import analyse_window
 
-        analyse_window(current, reference, params.features, params.source.time_column, params.monitor)
+        analyse_window(current, reference, params.features, params.source.time_column, params.monitor, calibration)
     else:
         from evidently import Report
         from evidently.presets import DataDriftPreset
