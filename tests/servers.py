@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -33,6 +36,18 @@ def work_timeout_s() -> float:
     fails: five readiness bounds. Derived, not a second setting, so one edit of stack.start_timeout_s moves every
     bound; a loaded 2-core machine (load 15-35 here) made fixed 300-900 s bounds fail on work that was only slow."""
     return 5 * ready_timeout_s()
+
+
+def poll_until(check: Callable[[], T], timeout: float, failure: Callable[[], str], poll: float = 1.0) -> T:
+    """`check()`'s first truthy value within `timeout` seconds; else an AssertionError with `failure()` (what was
+    awaited and the state a reader needs to see why: logs, runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"not within {timeout:.0f}s: {failure()}")
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ from pipelines.monitor import bookkeeping as monitoring_bookkeeping
 from pipelines.monitor import store as monitoring_store
 from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
 from tests.monitoring_support import into_week, later_schedules, log_records, train_small, write_log
+from tests.servers import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -115,15 +116,8 @@ def _events(scenario, name: str, resource_id: str) -> list[dict[str, Any]]:
 
 
 def _wait(check, timeout: float, what: str, scenario, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"{what} not within {timeout}s; runs: "
-                         f"{[(r['name'], r['state_name']) for r in _runs(scenario)]}\n"
-                         f"runner log:\n{scenario['log'].read_text()[-2000:]}")
+    return poll_until(check, timeout, lambda: f"{what}; runs: {[(r['name'], r['state_name']) for r in _runs(scenario)]}"
+                                              f"\nrunner log:\n{scenario['log'].read_text()[-2000:]}", poll)
 
 
 def _monitor(scenario, **overrides):

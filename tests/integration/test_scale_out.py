@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ import yaml
 
 from tests.conftest import params_dict
 from tests.prefect_load import private_folder, run_load, stack, stack_params
-from tests.servers import ready_timeout_s, stop, work_timeout_s
+from tests.servers import poll_until, ready_timeout_s, stop, work_timeout_s
 
 pytestmark = pytest.mark.integration
 RUNS = 8
@@ -118,14 +117,10 @@ def _records(folder: Path, run_id: str) -> list[dict]:
 
 
 def _wait(what: str, check, timeout: float, logs: list[Path], poll: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    tails = "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
-    raise AssertionError(f"not within {timeout:.0f}s: {what}\n{tails}")
+    def failure() -> str:
+        return what + "".join(f"\n--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
+
+    return poll_until(check, timeout, failure, poll)
 
 
 def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(prefect_api: str,
