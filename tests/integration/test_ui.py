@@ -123,7 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
     # A git+DVC copy of the project: the training flow runs its DVC stages there, as a user's clone would.
     # Replayed traffic: May 2013, after the small window's training months (the model is trained on Mar-May).
     repo = copy_project(root / "project", {
-        **SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-21", "stack.prefect_port": free_port(),
+        **SMALL_WINDOW, "replay.start": "2013-05-06", "replay.end": "2013-05-24", "stack.prefect_port": free_port(),
         "stack.evidently_port": free_port(), "serve.port": free_port(), **PREFECT_SETUP})
     params_file = repo / "params.yaml"
     data = yaml.safe_load(params_file.read_text())
@@ -334,7 +334,10 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     from pipelines.monitor.store import PROJECT_NAME
 
     assert stack.has("bento")
-    written = _replay_and_monitor(stack, "2013-05-06", "2013-05-14")
+    # A week is judged once the traffic clock (the scheduled time the last min_window_rows logged rows reach) is
+    # past its end plus monitor.window_grace_hours: three more days of traffic make the week of 05-06 ready and
+    # leave the week of 05-13 open.
+    written = _replay_and_monitor(stack, "2013-05-06", "2013-05-17")
     assert [p.name for p in written] == ["window-20130506.json"]
     page.goto(stack.url("evidently"))
     expect(page.get_by_text(PROJECT_NAME).first).to_be_visible(timeout=SLOW_UI_MS)
@@ -344,7 +347,7 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     expect(page.get_by_text("window-20130513")).to_have_count(0, timeout=SLOW_UI_MS)
     _shot(page, stack, "evidently-monitoring-reports-before")
     # The UI keeps running; the monitoring deployment writes the next window's snapshot into its workspace.
-    written = _replay_and_monitor(stack, "2013-05-14", "2013-05-21")
+    written = _replay_and_monitor(stack, "2013-05-17", "2013-05-24")
     assert [p.name for p in written] == ["window-20130506.json", "window-20130513.json"]
     page.reload()
     expect(page.get_by_text("window-20130513").first).to_be_visible(timeout=SLOW_UI_MS)
