@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import yaml
 
 from tests.conftest import SMALL_WINDOW
 from tests.project_copy import copy_project
-from tests.servers import free_port, ready_timeout_s, work_timeout_s
+from tests.servers import free_port, poll_until, ready_timeout_s, work_timeout_s
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -243,18 +242,17 @@ def test_quick_run_of_training_from_the_ui_completes(stack: Stack, page: Any) ->
 
 
 def _wait_for_flow_run(stack: Stack, deployment_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
     runs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def finished() -> dict[str, Any] | None:
+        nonlocal runs
         response = httpx.post(f"{stack.api}/flow_runs/filter", timeout=10,
                               json={"deployments": {"id": {"any_": [deployment_id]}}})
         runs = response.json()
-        final = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
-        if final:
-            return final[0]
-        time.sleep(2)
-    raise AssertionError(f"no finished run of the training deployment after {timeout:.0f}s (5 x start_timeout_s): "
-                         f"{[(r['name'], r['state_name']) for r in runs]}\n{_tail(stack, 'deployments')}")
+        return next((r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")), None)
+
+    return poll_until(finished, timeout, lambda: f"a finished run of the training deployment (5 x start_timeout_s): "
+                      f"{[(r['name'], r['state_name']) for r in runs]}\n{_tail(stack, 'deployments')}", poll=2)
 
 
 def _tail(stack: Stack, component: str) -> str:
