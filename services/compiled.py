@@ -81,7 +81,13 @@ def _lleaves_model(model_file: Path, object_file: Path) -> Any:
 
 @contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
-    with open(lock_file, "a") as handle:
+    """An exclusive lock on `lock_file`, created when missing. flock needs no write access, so a lock file another
+    user left (the host's service beside a container's) is opened read-only rather than refused."""
+    try:
+        handle = open(lock_file, "a")  # noqa: SIM115 - closed by the with below
+    except PermissionError:
+        handle = open(lock_file)  # noqa: SIM115
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -347,12 +347,18 @@ def model_store_dir() -> Path:
 
 
 def _prepare_writable(mounts: Sequence[Mount], uid: int) -> None:
-    """Create the writable host folders and let the image's (non-root) user write them."""
+    """Create the writable host folders and let the image's (non-root) user write them and everything in them:
+    the host's own `bentoml serve` (root here) shares these folders, and a compile-cache lock or log file it left
+    behind would otherwise stop the container's workers at start (PermissionError on the lock)."""
     for mount in mounts:
         if mount.directory:
             mount.host.mkdir(parents=True, exist_ok=True)
         if mount.writable and os.geteuid() == 0:
             os.chown(mount.host, uid, -1)
+            if mount.directory:
+                for folder, names, files in os.walk(mount.host):
+                    for name in (*names, *files):
+                        os.chown(Path(folder) / name, uid, -1, follow_symlinks=False)
 
 
 @dataclass

@@ -89,6 +89,10 @@ class RejectedRequestLog(logging.Filter):
             summary = f"400, {error.error_count()} error(s) at {', '.join(fields[:10])}"
         elif isinstance(error, bentoml.exceptions.BentoMLException) and 400 <= status < 500:
             summary = f"{status}, {type(error).__name__}"
+        elif isinstance(error, bentoml.exceptions.ServiceUnavailable):
+            # Adaptive batching shed the request (serve.adaptive_max_latency_ms): load, not a fault; the caller
+            # retries. A traceback per shed request would flood the log exactly when the service is busiest.
+            summary = f"{status}, shed by adaptive batching ({error}; serve.adaptive_max_latency_ms)"
         else:
             return True
         record.msg, record.args = "refused %s %s: %s", (*(record.args or ("?", "?"))[:2], summary)

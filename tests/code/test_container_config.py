@@ -4,6 +4,7 @@ the container serves with, the base image's name, and the stack's Bento componen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,18 @@ def test_the_stack_serves_from_the_image_when_asked(tmp_path: Path, monkeypatch:
     assert image.argv[1:5] == ["-m", "services.container", "run", "localhost/flight-delay:v1"]
     assert "--follow-registry" in image.argv and str(params_file) in image.argv
     assert image.health_url == process.health_url and image.port == process.port
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_writable_mounts_are_handed_to_the_image_user_with_what_the_host_left_in_them(tmp_path: Path) -> None:
+    cache = tmp_path / "compiled"
+    (cache / "sub").mkdir(parents=True)
+    for path in (cache / "model.o.lock", cache / "model.o", cache / "sub" / "x"):
+        path.write_text("host")
+    read_only = tmp_path / "registry"
+    read_only.mkdir()
+    container._prepare_writable([container.Mount(cache, Path("/mnt/c"), True),
+                                 container.Mount(read_only, Path("/mnt/r"), False)], 4242)
+    owners = {path.relative_to(cache).as_posix(): path.stat().st_uid for path in [cache, *cache.rglob("*")]}
+    assert owners == {".": 4242, "model.o.lock": 4242, "model.o": 4242, "sub": 4242, "sub/x": 4242}
+    assert read_only.stat().st_uid == 0, "read-only mounts are left to their owner"

@@ -81,6 +81,13 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
                          registry_dir=str(tmp_path / "no-registry"))
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
+    # The host's own service (root here) compiled this champion into the shared cache first: its lock, object and
+    # checksum files are the host user's, and the container's user must still start (it once died on the lock).
+    from bentoml.models import get as stored_model
+
+    from pipelines.io import MODEL_FILE
+    from services.compiled import ensure_compiled
+    host_compiled = ensure_compiled(Path(stored_model(trained["tag"]).path) / MODEL_FILE, tmp_path / "compiled")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
@@ -111,6 +118,7 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     logged = {record.request_id: record.model_dump() for record in read.records}
     assert {"c0", "c1", "c2"} <= set(logged)
     assert logged["c0"]["model_tag"] == trained["tag"]
+    assert host_compiled.exists(), "the container reuses the host's compiled forest (same model, same target)"
     files = list((tmp_path / "predictions").glob("*.jsonl"))
     assert files and {path.stat().st_uid for path in files} == {BENTO_UID_GID}  # written inside, by that user
 
