@@ -27,9 +27,17 @@ from pipelines.config import Params, load_params
 from pipelines.gate import decision_markdown
 
 
-def retraining_overrides(data_end: str | None) -> dict[str, Any]:
-    """The experiment's `-S` overrides: the window's end moves to `data_end` (params.yaml's when None)."""
-    return {"collect.end": data_end} if data_end else {}
+def retraining_overrides(data_end: str | None, window_days: int | None = None) -> dict[str, Any]:
+    """The experiment's `-S` overrides: the window's end moves to `data_end` (params.yaml's when None); with
+    `monitor.retrain_window_days` its start follows, that many days before the end (a sliding window)."""
+    if not data_end:
+        return {}
+    overrides: dict[str, Any] = {"collect.end": data_end}
+    if window_days is not None:
+        import pandas as pd
+
+        overrides["collect.start"] = (pd.Timestamp(data_end) - pd.Timedelta(days=window_days)).isoformat()
+    return overrides
 
 
 class RetrainRefused(RuntimeError):
@@ -50,7 +58,9 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     def rooted(path: Path) -> Path:
         return path if path.is_absolute() else root / path
 
-    window = params.collect.model_copy(update={"end": pd.Timestamp(data_end)}) if data_end else params.collect
+    moved = retraining_overrides(data_end, params.monitor.retrain_window_days)
+    window = params.collect.model_copy(update={key.split(".")[1]: pd.Timestamp(value)
+                                               for key, value in moved.items()})
     source = params.source.model_copy(update={"path": rooted(params.source.path)})
     suite_path = rooted(params.validate_.suite)
     suite = read_suite(suite_path)
@@ -99,7 +109,7 @@ def retraining(params_file: str = "params.yaml", data_end: str | None = None, re
     # --- refuse corrupted data before anything is set up ---------------------------------------------------------
     validate_retrain_data(params, root, data_end)
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
-    experiment = run_experiment(root, name, retraining_overrides(data_end))
+    experiment = run_experiment(root, name, retraining_overrides(data_end, params.monitor.retrain_window_days))
     # --- version: data and model to the DVC remote, the ref to the git remote ---------------------------------
     pushed = push_experiment(root, experiment, params)
     # --- report -------------------------------------------------------------------------------------------------

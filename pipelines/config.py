@@ -336,6 +336,7 @@ class MonitorParams(_Section):
     auc_drop: NonNegative
     min_labelled_share: Fraction
     cooldown_days: NonNegative
+    retrain_window_days: AtLeast1 | None = None   # None: growing (from collect.start)
     # When a window is judged: its end plus this grace, by the monitor's clock; late rows re-analysed past a share.
     window_grace_hours: NonNegative
     late_rows_share: Fraction

@@ -27,6 +27,10 @@ def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
 
     assert retraining_overrides("2013-06-17T00:00:00+00:00") == {"collect.end": "2013-06-17T00:00:00+00:00"}
     assert retraining_overrides(None) == {}
+    # monitor.retrain_window_days: the start slides with the end.
+    assert retraining_overrides("2013-10-07T00:00:00+00:00", 243) == {
+        "collect.end": "2013-10-07T00:00:00+00:00", "collect.start": "2013-02-06T00:00:00+00:00"}
+    assert retraining_overrides(None, 243) == {}
     name = experiment_name("retrain", data_end="2013-06-17T00:00:00+00:00")
     assert name.startswith("retrain-until-20130617-")
     # A git ref name: no spaces, colons or other characters git refuses in refs/exps/<baseline>/<name>.
