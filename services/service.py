@@ -90,9 +90,9 @@ class RejectedRequestLog(logging.Filter):
         elif isinstance(error, bentoml.exceptions.BentoMLException) and 400 <= status < 500:
             summary = f"{status}, {type(error).__name__}"
         elif isinstance(error, bentoml.exceptions.ServiceUnavailable):
-            # Adaptive batching shed the request (serve.adaptive_max_latency_ms): load, not a fault; the caller
-            # retries. A traceback per shed request would flood the log exactly when the service is busiest.
-            summary = f"{status}, shed by adaptive batching ({error}; serve.adaptive_max_latency_ms)"
+            # Load shed (on /predict_many: adaptive batching past serve.adaptive_max_latency_ms): load, not a
+            # fault; the caller retries. A traceback per shed request would flood the log when it is busiest.
+            summary = f"{status}, load shed ({error}; serve.adaptive_max_latency_ms on /predict_many)"
         else:
             return True
         record.msg, record.args = "refused %s %s: %s", (*(record.args or ("?", "?"))[:2], summary)
