@@ -229,7 +229,7 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
     components.append(Component(
-        "evidently", [_bin("evidently"), "ui", "--workspace", str(workspace), "--host", host,
+        "evidently", [sys.executable, "-m", "flows.evidently_ui", "--workspace", str(workspace), "--host", host,
                       "--port", str(stack.evidently_port)],
         health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
         host=host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
