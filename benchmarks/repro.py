@@ -55,7 +55,7 @@ print("TAG", (summary.get("gate") or {}).get("registered_tag"))
 # are written, as they are products). `--train-only` leaves out validation and the gate (the definition before
 # issue 13; printed beside for continuity).
 BARE_SCRIPT = """
-import sys, tempfile, time
+import shutil, sys, tempfile, time
 from pathlib import Path
 start = time.perf_counter()
 from pipelines.config import load_params
@@ -66,8 +66,8 @@ from pipelines.search import candidate_params, pick_winner, train_candidate
 params = load_params(sys.argv[1])
 full = sys.argv[2] == "full"
 table = collect(params.source, params.collect)
-work = Path(tempfile.mkdtemp(prefix="bare-"))
 if full:
+    work = Path(tempfile.mkdtemp(prefix="bare-"))
     from pipelines.validate import validate_table
     validate_table(table, params.validate_.suite, work / "validation", time_column=params.source.time_column,
                    period=params.validate_.period, window=(params.collect.start, params.collect.end),
@@ -99,6 +99,7 @@ if full:
                         extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
                                      io.CALIBRATION_FILE: lambda path: io.write_json(path,
                                                                                      calibration.to_json_dict())})
+    shutil.rmtree(work)
 print(evaluation.metrics["model"]["roc_auc"])
 """
 

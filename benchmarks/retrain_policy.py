@@ -48,7 +48,6 @@ class Champion:
 
     model: Any
     name: str
-    trained_until: pd.Timestamp
     expected: dict[str, float]
     reference: pd.DataFrame | None = None
     calibration: Any = None
@@ -117,7 +116,7 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     if not decision.promote:
         return None, timings
     expected = {"roc_auc": float(roc_auc_score(data.test["label"], challenger_proba))}
-    promoted = Champion(model=model, name=name, trained_until=end, expected=expected)
+    promoted = Champion(model=model, name=name, expected=expected)
     if with_reference:
         began = time.perf_counter()
         reference, calibration = build_reference([data.train, data.valid], model, params.features, time_column,

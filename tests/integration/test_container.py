@@ -88,6 +88,7 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     from pipelines.io import MODEL_FILE
     from services.compiled import ensure_compiled
     host_compiled = ensure_compiled(Path(stored_model(trained["tag"]).path) / MODEL_FILE, tmp_path / "compiled")
+    compiled_at = host_compiled.stat().st_mtime_ns
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with served(image, host="127.0.0.1", port=port, params_file=params_file, follow_registry=False,
@@ -118,7 +119,8 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     logged = {record.request_id: record.model_dump() for record in read.records}
     assert {"c0", "c1", "c2"} <= set(logged)
     assert logged["c0"]["model_tag"] == trained["tag"]
-    assert host_compiled.exists(), "the container reuses the host's compiled forest (same model, same target)"
+    assert host_compiled.stat().st_mtime_ns == compiled_at, \
+        "the container reuses the host's compiled forest (same model, same target), not a recompile"
     files = list((tmp_path / "predictions").glob("*.jsonl"))
     assert files and {path.stat().st_uid for path in files} == {BENTO_UID_GID}  # written inside, by that user
 
