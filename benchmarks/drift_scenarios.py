@@ -137,14 +137,15 @@ def _window(rows: pd.DataFrame, model: Any, scenario: Scenario, features: Any, t
     return frame, pd.DataFrame({"request_id": ids, "actual": actual.to_numpy()})
 
 
-def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(bases: list[str], details: bool = False, only: list[str] | None = None
+        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
 
     from pipelines.collect import collect
     from pipelines.config import load_params
     from pipelines.features import make_label
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.monitor.drift import analyse_window
+    from pipelines.monitor.drift import analyse_window, reason_kind
     from pipelines.monitor.reference import build_reference
     from pipelines.preprocess import prepare
     from pipelines.train import train_model
@@ -166,9 +167,10 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     reference, calibration = build_reference([prepared.train, prepared.valid], model, features, time_column,
                                              params.monitor, labelled=[prepared.valid, prepared.test])
     calibration_s = time.perf_counter() - started
-    reference = reference.assign(probability=model.predict_proba(reference))
     results = []
     for scenario in _scenarios(features, calibration.weights, reference, bases):
+        if only and not any(words in scenario.name for words in only):
+            continue
         rows = _week(year, scenario.base, time_column).dropna(subset=["label"])
         window, outcomes = _window(rows, model, scenario, features, time_column, rows["label"])
         began = time.perf_counter()
@@ -181,11 +183,11 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         results.append({"scenario": scenario.name, "kind": scenario.kind, "size": scenario.size,
                         "base": scenario.base, "rows": len(window), "expect_alarm": scenario.expect_alarm,
                         "counted": scenario.counted, "alarm": summary.drift,
-                        "reason": "; ".join(r.split(":")[0] for r in summary.reasons) or "-",
+                        "reason": "; ".join(reason_kind(r) for r in summary.reasons) or "-",
                         "retrain": decision.retrain, "drift_index": summary.drift_index,
                         "index_threshold": summary.drift_index_threshold, "seconds": round(seconds, 2),
                         "detail": "; ".join(summary.reasons)})
-        print(_line(results[-1]), flush=True)
+        print(_line(results[-1], details), flush=True)
     facts = {"train_s": round(train_s, 1), "calibration_s": round(calibration_s, 1),
              "calibration_windows": calibration.windows, "champion_test_auc": round(expected["roc_auc"], 4),
              "index_threshold": round(calibration.drift_index, 3),
@@ -195,7 +197,7 @@ def run(bases: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return results, facts
 
 
-def _line(r: dict[str, Any]) -> str:
+def _line(r: dict[str, Any], details: bool = False) -> str:
     verdict = "ALARM" if r["alarm"] else "no alarm"
     if not r["expect_alarm"]:
         grade = "FALSE ALARM" if r["alarm"] else "ok"
@@ -205,7 +207,8 @@ def _line(r: dict[str, Any]) -> str:
         grade = "below stated size"
     return (f"{r['kind']:<16} {r['scenario']:<44} {r['base']} {verdict:<8} {grade:<18} {r['seconds']:5.2f} s  "
             f"index {r['drift_index']:.2f}/{r['index_threshold']:.2f}  {r['reason']}"
-            + (f"\n    {r['detail'][:400]}" if r["alarm"] != r["expect_alarm"] else ""))
+            + (f"\n    {r['detail'][:400]}" if r["alarm"] != r["expect_alarm"] else "")
+            + (f"\n    {r['detail']}" if details and r["alarm"] and r["alarm"] == r["expect_alarm"] else ""))
 
 
 def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,15 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.drift_scenarios", description=__doc__.splitlines()[0])
     parser.add_argument("--bases", nargs="+", default=BASES, help="base weeks (Mondays) for injected changes")
     parser.add_argument("--markdown", help="also write the table as markdown to this file")
+    parser.add_argument("--details", action="store_true", help="print every alarm's reasons in full")
+    parser.add_argument("--only", nargs="+", metavar="WORDS", help="only scenarios whose name holds one of these")
     args = parser.parse_args(argv)
-    results, facts = run(args.bases)
+    results, facts = run(args.bases, args.details, args.only)
     total = totals(results)
     print(f"\nfacts: {facts}")
     print(f"false alarms on controls: {total['false_alarms']} of {total['controls']} (goal 0 of >= 12)")
     print(f"alarms on an unused feature's change: {total['unused_feature_alarms']} of "
           f"{total['unused_feature_scenarios']}")
     print(f"recall at or above the stated sizes {STATED}: {total['detected']} of {total['counted']} "
-          f"({total['recall']:.0%}; goal >= 95%)")
+          f"({'n/a' if total['recall'] is None else format(total['recall'], '.0%')}; goal >= 95%)")
     print(f"retrains asked on a data-quality fault: {total['retrains_on_data_quality']}; "
           f"mean seconds per window {total['mean_window_s']}")
     if args.markdown:

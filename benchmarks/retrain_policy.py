@@ -121,7 +121,7 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
         began = time.perf_counter()
         reference, calibration = build_reference([data.train, data.valid], model, params.features, time_column,
                                                  params.monitor, labelled=[data.valid, data.test])
-        promoted.reference = reference.assign(probability=model.predict_proba(reference))
+        promoted.reference = reference
         promoted.calibration = calibration
         timings["calibration_s"] = time.perf_counter() - began
     return promoted, timings
@@ -137,7 +137,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
            weeks: list[tuple[pd.Timestamp, pd.Timestamp]], span: pd.Timedelta, log: Any = print) -> PolicyRun:
     """One policy over the replayed windows, from the same first champion."""
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.monitor.drift import analyse_window
+    from pipelines.monitor.drift import analyse_window, reason_kind
 
     if policy not in POLICIES or window not in WINDOWS:
         raise ValueError(f"policy must be one of {POLICIES} and window one of {WINDOWS}, not {policy!r}/{window!r}")
@@ -157,7 +157,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
                                      champion=champion.model, champion_tag=champion.name).report
             decision = decide_retrain(summary, end.to_pydatetime(), last_retrain, params.monitor)
             run.monitor_s += time.perf_counter() - began
-            week["alarm"] = "; ".join(reason.split(":")[0] for reason in summary.reasons)
+            week["alarm"] = "; ".join(reason_kind(reason) for reason in summary.reasons)
             ask = decision.retrain
         if ask:
             last_retrain = end.isoformat()
@@ -231,7 +231,7 @@ def markdown(summary: pd.DataFrame, runs: list[PolicyRun], facts: dict[str, Any]
         for run in runs:
             w = run.weeks[i]
             note = f" ({w['alarm']})" if w["alarm"] else ""
-            note += f" -> {w['retrain']}" if w["retrain"] else ""
+            note += f" -> {w['retrain'].split(' (')[0]}" if w["retrain"] else ""  # the gate's first figure
             cells.append(f"{w['roc_auc']:.4f} {w['model']}{note}")
         lines.append(f"| {week['week']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

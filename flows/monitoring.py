@@ -68,7 +68,9 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     else:
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
-    return reference.assign(**{PROBABILITY: model.predict_proba(reference)}), calibration, test_metrics, model, tag
+    if PROBABILITY not in reference:  # a reference stored before the scores were stored with it
+        reference = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
+    return reference, calibration, test_metrics, model, tag
 
 
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")

@@ -333,6 +333,8 @@ class MonitorParams(_Section):
     quality_factor: Annotated[float, Field(ge=1)]
     prediction_mismatch_share: Fraction
     unit_margin: NonNegative
+    # A numeric column's relation to the others is checked where they explain this share of its variance.
+    consistency_r2: Annotated[float, Field(gt=0, le=1)]
     auc_drop: NonNegative
     min_labelled_share: Fraction
     cooldown_days: NonNegative

@@ -18,10 +18,11 @@ same bounded sample sizes as the live analysis so that sampling noise is the sam
 - prediction drift: normed Wasserstein distance of the predicted probability;
 - the drift index: the model's gain-weighted sum of each column's score in units of its own threshold, so a big
   shift of an important feature alarms alone and a shift of a feature the model barely uses does not;
-- data quality: per column the rise of the missing share, the share of category values outside the champion's
-  vocabulary, the share of numeric values far outside the rest of the reference's range (`range_band`), and the
-  window's mean (a
-  unit change moves the mean far outside every reference window's, in units of the column's spread).
+- data quality: per column the rise of the missing share beyond what the window's other columns explain
+  (`pipelines.monitor.consistency`), the share of category values outside the champion's vocabulary, the share of
+  numeric values far outside the rest of the reference's range (`range_band`), the window's mean (a unit change
+  moves the mean far outside every reference window's, in units of the column's spread), and, for a column the
+  others determine, its mean residual from that relation (a unit change inside the column's own range breaks it).
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.monitor.consistency import Consistency, expected_missing, fit_consistency, mean_residuals
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 # The smallest distance threshold: below it a distance is sampling noise (at 5,000 rows the noise of a Wasserstein
 # or Jensen-Shannon distance is ~0.01), and a column identical in every reference window would otherwise get a
 # threshold of 0 that any noise passes.
 MIN_DISTANCE = 0.01
+# The smallest residual threshold, in residual sds: the mean of 5,000 standardised residuals has a sampling noise of
+# ~0.014; a relation that holds equally in every reference window would otherwise get a threshold any noise passes.
+MIN_RESIDUAL = 0.1
 
 
 def conformal_quantile(values: Sequence[float], quantile: float) -> float:
@@ -111,6 +116,7 @@ class WindowStatistics(BaseModel):
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
     means: dict[str, float | None]
+    residuals: dict[str, float] = {}
 
 
 def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
@@ -121,11 +127,21 @@ def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
     return float(numbers.min()) - margin * spread, float(numbers.max()) + margin * spread
 
 
+def missing_rise(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
+                 consistency: Consistency | None) -> tuple[dict[str, float], dict[str, float]]:
+    """Per column: the window's missing share minus the share expected of it, and that expected share: what the
+    window's other columns imply where the column's missingness was modelled, the reference's share elsewhere."""
+    explained = expected_missing(current, features.numeric, consistency) if consistency is not None else {}
+    expected = {name: explained.get(name, float(reference[name].isna().mean())) for name in features.raw_columns}
+    return ({name: float(current[name].isna().mean() - expected[name]) for name in features.raw_columns},
+            expected)
+
+
 def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
                       vocabulary: Mapping[str, Sequence[str]], margin: float,
-                      probability: str = "probability") -> WindowStatistics:
+                      probability: str = "probability", consistency: Consistency | None = None) -> WindowStatistics:
     """The statistics of `current` against `reference` (both raw columns + `probability`), already sampled;
-    `margin` is `monitor.unit_margin`."""
+    `margin` is `monitor.unit_margin`; `consistency` the reference's column relations (none: not judged)."""
     columns = {name: _score(drift_method(name, features), reference[name], current[name])
                for name in features.raw_columns}
     numeric = {name: pd.to_numeric(reference[name], errors="coerce") for name in features.numeric}
@@ -133,13 +149,13 @@ def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: 
         rows=len(current),
         columns=columns,
         prediction=_score("wasserstein", reference[probability], current[probability]),
-        missing_rise={name: float(current[name].isna().mean() - reference[name].isna().mean())
-                      for name in features.raw_columns},
+        missing_rise=missing_rise(current, reference, features, consistency)[0],
         new_categories={name: out_of_vocabulary_share(current[name], vocabulary.get(name, []))
                         for name in features.categorical},
         out_of_range={name: out_of_range_share(current[name], *range_band(values, margin))
                       for name, values in numeric.items() if values.notna().any()},
         means={name: _mean(current[name]) for name in features.numeric},
+        residuals={} if consistency is None else mean_residuals(current, consistency),
     )
 
 
@@ -172,6 +188,10 @@ class Calibration(BaseModel):
     # not fitted on (validation, test); None when there were none.
     auc_drop: float | None = None
     auc_windows: int = 0
+    # Column relations (pipelines.monitor.consistency) and, per column the others determine, the threshold of its
+    # window mean residual (absolute, in residual sds). None / empty in calibrations made before version 2.
+    consistency: Consistency | None = None
+    residuals: dict[str, float] = {}
     means: dict[str, list[float]]            # [lowest, highest] mean over the reference windows
     spreads: dict[str, float]                # the column's standard deviation over the reference period
     # The reference windows' own values, per statistic, for audit (what the thresholds were learned from).
@@ -224,12 +244,14 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         raise ValueError(f"calibration needs at least 2 reference windows of monitor.window_days="
                          f"{monitor.window_days} with monitor.min_window_rows={monitor.min_window_rows}; the "
                          f"reference period has {len(windows)}")
+    consistency = fit_consistency(reference, features, monitor.consistency_r2)
     stats = []
     for number, window in enumerate(windows):
         start = window_starts(window[time_column].iloc[:1], monitor.window_days).iloc[0]
         rest = reference.loc[reference_starts != start]
         current = sample_window(window, monitor.window_sample_rows, monitor.seed + number)
-        stats.append(window_statistics(current, rest, features, vocabulary, monitor.unit_margin, probability))
+        stats.append(window_statistics(current, rest, features, vocabulary, monitor.unit_margin, probability,
+                                       consistency))
     q = monitor.calibration_quantile
     column_values = {name: [s.columns[name] for s in stats] for name in features.raw_columns}
     columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_values.items()}
@@ -248,6 +270,8 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         "missing_rise": {name: _rounded([s.missing_rise[name] for s in stats]) for name in features.raw_columns},
         "new_categories": {name: _rounded([s.new_categories[name] for s in stats]) for name in features.categorical},
         "out_of_range": {name: _rounded([s.out_of_range.get(name, 0.0) for s in stats]) for name in features.numeric},
+        "residuals": {name: _rounded([s.residuals.get(name, float("nan")) for s in stats])
+                      for name in consistency.values},
     }
     return Calibration(
         quantile=q, windows=len(windows), window_days=monitor.window_days,
@@ -265,6 +289,10 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         means={name: [min(m), max(m)] for name, m in means.items() if m},
         spreads=_finite({name: float(pd.to_numeric(period[name], errors="coerce").std())
                          for name in features.numeric}),
+        consistency=consistency,
+        residuals=_finite({name: max(conformal_quantile([abs(v) for v in values["residuals"][name]
+                                                         if v is not None], q), MIN_RESIDUAL)
+                           for name in consistency.values}),
         values=values,
     )
 

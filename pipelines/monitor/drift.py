@@ -3,10 +3,13 @@ prediction drift, data-quality faults (unit change, values out of range, missing
 quality once outcomes arrive, and the alarm's reasons in words.
 
 Distances come from Evidently (`DataDriftPreset` with the test fixed per column type and the calibrated
-per-column thresholds, `ValueDrift` on the probability), missing-value shares from its `MissingValueCount` on both
-datasets; results are read by metric type and column name, never by position. Thresholds are learned from the
-reference period (`pipelines.monitor.calibration`). The verdict is a `WindowSummary`: the typed form every reader
-uses (alarm reasons, the retrain decision, the history); its JSON form is what is stored per window.
+per-column thresholds, `ValueDrift` on the probability) on a seeded sample of the window, the reference's
+missing-value shares from its `MissingValueCount`; results are read by metric type and column name, never by
+position. Counts are exact, over every row of the window: rows, missing shares, categories outside the champion's
+vocabulary, values out of range; means estimated on the sample: the missing share the other columns explain and
+the column-relation residuals (`pipelines.monitor.consistency`). Thresholds are learned from the reference period
+(`pipelines.monitor.calibration`). The verdict is a `WindowSummary`: the typed form every reader uses (alarm
+reasons, the retrain decision, the history); its JSON form is what is stored per window.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import FeaturesParams, MonitorParams
 from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
+from pipelines.monitor.consistency import expected_missing, mean_residuals
 from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
 
 
@@ -47,9 +51,22 @@ class PredictionDrift(_Part):
 
 class MissingShare(_Part):
     reference: float
-    current: float
+    current: float            # exact, over every row of the window (not the sample the distances use)
     surge: bool
     threshold: float | None = None
+    # The share the window's other columns imply (pipelines.monitor.consistency); the surge is judged against it
+    # where it exists, against the reference's share elsewhere.
+    expected: float | None = None
+
+
+class Relation(_Part):
+    """A column the others determine in the reference: its window mean residual from that relation."""
+
+    residual: float | None    # mean residual in reference residual sds (None: no complete row)
+    threshold: float          # quality_factor x the calibrated threshold
+    r2: float
+    predictors: list[str]     # the main ones (pipelines.monitor.consistency.ValueModel.main)
+    broken: bool
 
 
 class NewCategories(_Part):
@@ -107,6 +124,7 @@ class WindowSummary(BaseModel):
     drift_index: float | None = None    # gain-weighted drift in units of each column's threshold (the alarm)
     drift_index_threshold: float | None = None
     ranges: dict[str, RangeCheck] = {}
+    relations: dict[str, Relation] = {}
     integrity: Integrity | None = None
     quality: LiveQuality | None = None
     reasons: list[str] = []             # every alarm: quality_reasons, then retrain_reasons
@@ -188,6 +206,24 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
     return checks
 
 
+def _relations(current: pd.DataFrame, calibration: Calibration, monitor: MonitorParams) -> dict[str, Relation]:
+    """Each column the others determine, against its calibrated residual threshold (times quality_factor)."""
+    consistency = calibration.consistency
+    if consistency is None:
+        return {}
+    residuals = mean_residuals(current, consistency)
+    relations = {}
+    for name, model in consistency.values.items():
+        if name not in calibration.residuals:
+            continue
+        residual = residuals.get(name, float("nan"))
+        limit = monitor.quality_factor * calibration.residuals[name]
+        known = not math.isnan(residual)
+        relations[name] = Relation(residual=round(residual, 4) if known else None, threshold=round(limit, 4),
+                                   r2=model.r2, predictors=model.main, broken=known and abs(residual) > limit)
+    return relations
+
+
 def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping[str, float] | None,
                  monitor: MonitorParams, calibrated_drop: float | None = None) -> LiveQuality:
     """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures.
@@ -250,7 +286,8 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
     (`pipelines.monitor.calibration`); `champion` (a `TrainedModel`, tag `champion_tag`), when given, re-scores the
     rows it served (`integrity`). Evidently computes the distances on the window sampled to
     `monitor.window_sample_rows` (the size calibration used), with the calibrated thresholds in its report; the
-    data-quality checks use every row. The reasons list says in words which threshold each alarm passed.
+    data-quality counts use every row, the relation residuals and explained missing shares (means) the sample. The
+    reasons list says in words which threshold each alarm passed.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MissingValueCount, ValueDrift
@@ -273,6 +310,9 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                           reference_data=Dataset.from_pandas(reference[keep], data_definition=definition),
                           name=name)
     drift, missing = _evidently_results(snapshot, [*columns, PROBABILITY])
+    exact_missing = {column: float(share) for column, share in current[list(columns)].isna().mean().items()}
+    explained = {} if calibration.consistency is None else \
+        expected_missing(sampled, features.numeric, calibration.consistency)
     prediction = drift.pop(PROBABILITY)
     column_drift = {}
     for column, result in drift.items():
@@ -301,10 +341,11 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                                          mean_reference=float(reference[PROBABILITY].mean())),
         missing={column: _missing_share(ref, cur, max(monitor.quality_factor
                                                       * calibration.missing_rise.get(column, 0.0),
-                                                      monitor.missing_surge))
-                 for column, (ref, cur) in ((c, missing[c]) for c in columns)},
+                                                      monitor.missing_surge), explained.get(column))
+                 for column, (ref, cur) in ((c, (missing[c][0], exact_missing[c])) for c in columns)},
         new_categories=_new_categories(current, calibration, features, monitor),
         ranges=_range_faults(current, reference, calibration, features, monitor),
+        relations=_relations(sampled, calibration, monitor),
         integrity=integrity(current, champion, champion_tag, monitor) if champion is not None else None,
         quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop)
         if outcomes is not None else None,
@@ -316,9 +357,10 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
     return WindowResult(report=summary, summary=summary.to_json_dict(), snapshot=snapshot)
 
 
-def _missing_share(reference: float, current: float, limit: float) -> MissingShare:
+def _missing_share(reference: float, current: float, limit: float, expected: float | None = None) -> MissingShare:
+    base = reference if expected is None else expected
     return MissingShare(reference=round(reference, 5), current=round(current, 5), threshold=round(limit, 5),
-                        surge=current - reference > limit)
+                        surge=current - base > limit, expected=None if expected is None else round(expected, 5))
 
 
 def data_quality_reasons(summary: WindowSummary) -> list[str]:
@@ -329,7 +371,8 @@ def data_quality_reasons(summary: WindowSummary) -> list[str]:
     data-quality statistics, each passing its own calibrated threshold about once in (windows + 1) windows by
     chance, so "just beyond" is noise somewhere most weeks; a fault is far beyond."""
     reasons = []
-    surging = [f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%})"
+    surging = [f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%}"
+               + (f" over the {m.expected:.1%} its other columns explain)" if m.expected is not None else ")")
                for name, m in summary.missing.items() if m.surge]
     if surging:
         reasons.append(f"data quality: missing-value surge in {', '.join(surging)}")
@@ -342,6 +385,12 @@ def data_quality_reasons(summary: WindowSummary) -> list[str]:
     if units:
         reasons.append(f"data quality: mean far outside every reference window (a unit change?) in "
                        f"{', '.join(units)}")
+    broken = [f"{name} (mean residual {r.residual:+.1f} sd from its fit on {', '.join(r.predictors)}, ...: "
+              f"R2 {r.r2:.3f}; limit {r.threshold:.2f})"
+              for name, r in summary.relations.items() if r.broken]
+    if broken:
+        reasons.append(f"data quality: values no longer fit the other columns (a unit change or an upstream fault "
+                       f"inside the column's own range?) in {', '.join(broken)}")
     check = summary.integrity
     if check is not None and check.fault:
         reasons.append(f"data quality: served probabilities differ from the champion's own scores of the logged "
@@ -377,6 +426,22 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]
                        f"(> {quality.auc_drop_limit:.3f}: monitor.auc_drop {monitor.auc_drop} or the champion's own "
                        f"calibrated week-to-week drop, whichever is larger)")
     return reasons
+
+
+# Words of each data-quality reason above -> its short name in tables (benchmarks, the loop's summary).
+QUALITY_KINDS = {"missing-value surge": "missing surge", "outside the champion's vocabulary": "new category",
+                 "a unit change?": "mean outside", "no longer fit the other columns": "relation broken",
+                 "served probabilities differ": "re-scoring", "outside the reference's range": "out of range"}
+
+
+def reason_kind(reason: str) -> str:
+    """A reason's kind for a table: 'data drift', 'prediction drift', 'performance decay' or 'data quality
+    (<which check>)'."""
+    kind = reason.split(":")[0]
+    if kind == "data quality":
+        named = [short for words, short in QUALITY_KINDS.items() if words in reason]
+        return f"data quality ({named[0]})" if named else kind
+    return kind
 
 
 def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:

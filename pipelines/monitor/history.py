@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import MonitorParams
-from pipelines.monitor.drift import WindowSummary
+from pipelines.monitor.drift import WindowSummary, reason_kind
 
 HISTORY_COLUMNS = ["window_start", "rows", "model_tags", "drift_share", "drifted_columns", "drift_index",
                    "drift_index_threshold", "prediction_drift", "live_auc", "expected_auc", "alarm", "reasons",
@@ -35,7 +35,7 @@ def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) ->
             "live_auc": _number((quality.metrics or {}).get("roc_auc") if quality else None),
             "expected_auc": _number((quality.expected or {}).get("roc_auc") if quality else None),
             "alarm": s.drift,
-            "reasons": " | ".join(reason.split(":")[0] for reason in s.reasons),
+            "reasons": " | ".join(reason_kind(reason) for reason in s.reasons),
             "retrained": bool((extra.get("retrain") or {}).get("started", False)),
         })
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).sort_values("window_start").reset_index(drop=True)

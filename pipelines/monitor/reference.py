@@ -39,9 +39,10 @@ def reference_period(splits: list[pd.DataFrame], features: FeaturesParams, time_
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
                     monitor: MonitorParams, labelled: list[pd.DataFrame] = ()) -> tuple[pd.DataFrame, Calibration]:
-    """The stored reference sample and the model's calibration: windows of the reference period against the
-    sample, scored by `model` (a `TrainedModel`), weighted by its gain shares, judged against its vocabulary.
-    `labelled` (prepared splits with their `label`: validation and test) calibrates the performance-decay limit."""
+    """The stored reference sample, scored by `model` (a `TrainedModel`; its probabilities are stored with it, so a
+    monitoring run does not re-predict 50,000 rows), and the model's calibration: windows of the reference period
+    against the sample, weighted by the model's gain shares, judged against its vocabulary. `labelled` (prepared
+    splits with their `label`: validation and test) calibrates the performance-decay limit."""
     period = reference_period(splits, features, time_column)
     reference = sample_reference(period, features, time_column, monitor)
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
@@ -57,4 +58,4 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
             calibration = calibration.model_copy(update={
                 "auc_drop": round(conformal_quantile(drops, monitor.calibration_quantile), 5),
                 "auc_windows": len(drops)})
-    return reference, calibration
+    return scored, calibration

@@ -28,6 +28,7 @@ from pipelines.monitor.drift import (
     RangeCheck,
     WindowSummary,
     data_quality_reasons,
+    reason_kind,
     retrain_reasons,
 )
 from tests.conftest import params_dict
@@ -170,16 +171,18 @@ def test_a_drifted_column_under_the_index_is_reported_without_alarm(params):
     assert decide_retrain(summary, END, None, params.monitor).reason == "no alarm"
 
 
-@pytest.mark.parametrize(("fault", "words"), [
-    ({"missing": True}, "missing-value surge in temp 0.0% -> 30.0%"),
-    ({"new": True}, "categories outside the champion's vocabulary in carrier 10.0% of rows"),
-    ({"unit": True}, "mean far outside every reference window (a unit change?) in pressure mean 30"),
+@pytest.mark.parametrize(("fault", "words", "kind"), [
+    ({"missing": True}, "missing-value surge in temp 0.0% -> 30.0%", "missing surge"),
+    ({"new": True}, "categories outside the champion's vocabulary in carrier 10.0% of rows", "new category"),
+    ({"unit": True}, "mean far outside every reference window (a unit change?) in pressure mean 30", "mean outside"),
 ])
-def test_data_quality_faults_alarm_as_data_quality_and_refuse_the_retrain(params, fault, words):
+def test_data_quality_faults_alarm_as_data_quality_and_refuse_the_retrain(params, fault, words, kind):
     summary = _judged(_summary(drifted=True, index=5.0, **fault), params)
     assert summary.drift is True
     assert len(summary.quality_reasons) == 1 and summary.quality_reasons[0].startswith("data quality: ")
     assert words in summary.quality_reasons[0]
+    assert reason_kind(summary.quality_reasons[0]) == f"data quality ({kind})"
+    assert reason_kind(summary.retrain_reasons[0]) == "data drift"
     decision = decide_retrain(summary, END, None, params.monitor)
     assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining on it")
     # The stored JSON form is decided the same way.

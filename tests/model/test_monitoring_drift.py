@@ -33,7 +33,6 @@ def setup(tmp_path_factory, small_table):
     trained = train_small(root, params, small_table)
     reference, calibration = build_reference([trained.train], trained.model, params.features, "time_hour",
                                              params.monitor)
-    reference = reference.assign(probability=trained.model.predict_proba(reference))
     # Held-out: training-split rows that are not in the reference sample.
     held_out = trained.train.drop(trained.train.sample(params.monitor.reference_rows,
                                                        random_state=params.monitor.seed).index)
@@ -55,7 +54,9 @@ def _analyse(setup, rows, **kwargs):
 
 
 def test_the_calibration_is_the_models_own(setup):
-    params, trained, _, calibration, _ = setup
+    params, trained, reference, calibration, _ = setup
+    # The reference is stored scored by the model it belongs to: a monitoring run does not re-predict it.
+    np.testing.assert_allclose(reference["probability"], trained.model.predict_proba(reference))
     assert calibration.windows >= 6  # Mar..Apr of SMALL_WINDOW's train split, weekly
     assert calibration.vocabulary == trained.model.schema.categorical
     assert sum(calibration.weights.values()) == pytest.approx(1.0, abs=1e-4)
@@ -87,11 +88,24 @@ def test_same_distribution_traffic_raises_no_alarm(setup):
     summary = _analyse(setup, rows)
     assert summary["drift"] is False, summary["reasons"]
     window = _window(params, trained, rows)
-    for column in params.features.raw_columns:  # Evidently's MissingValueCount, on both datasets
-        assert summary["missing"][column]["current"] == pytest.approx(window[column].isna().mean(), abs=0.02)
+    for column in params.features.raw_columns:  # the reference's by Evidently's MissingValueCount
+        assert summary["missing"][column]["current"] == pytest.approx(window[column].isna().mean(), abs=1e-5)
         assert summary["missing"][column]["reference"] == pytest.approx(reference[column].isna().mean(), abs=1e-5)
     assert summary["drift_index"] < summary["drift_index_threshold"]
     assert decide_retrain(summary, END, None, params.monitor).reason == "no alarm"
+
+
+def test_missing_shares_are_exact_over_the_whole_window_not_the_sample(setup):
+    """The distances use a sample of monitor.window_sample_rows; the counts every row: 7 missing temperatures
+    among 3,000 rows are 0.2333% (a share no 500-row sample can show: its shares are multiples of 0.2%)."""
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(3000, random_state=11), "2013-09-02", "time_hour", 1, "exact")
+    rows = rows.assign(temp=rows["temp"].where(rows["temp"].notna(), 50.0))
+    rows.loc[rows.index[:7], "temp"] = np.nan
+    monitor = params.monitor.model_copy(update={"window_sample_rows": 500})
+    summary = analyse_window(_window(params, trained, rows), reference, params.features, "time_hour", monitor,
+                             calibration).summary
+    assert summary["missing"]["temp"]["current"] == pytest.approx(7 / 3000, abs=1e-5)  # stored to 5 places
 
 
 def test_a_big_shift_of_an_important_feature_alarms_alone(setup):
@@ -124,6 +138,8 @@ def test_a_shift_of_a_feature_the_model_barely_uses_is_reported_but_does_not_ala
     ("missing", "missing-value surge"),
     ("new_category", "outside the champion's vocabulary"),
     ("unit", "a unit change"),
+    ("celsius", "values no longer fit the other columns"),
+    ("dropped", "its other columns explain"),
 ])
 def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, fault, reason):
     params, trained, reference, calibration, held_out = setup
@@ -132,6 +148,10 @@ def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, faul
         rows = rows.assign(temp=rows["temp"].mask(np.arange(len(rows)) % 3 == 0))
     elif fault == "new_category":  # a carrier code the champion never learned, on 10% of rows
         rows = rows.assign(carrier=rows["carrier"].mask(np.arange(len(rows)) % 10 == 0, "Q9"))
+    elif fault == "celsius":  # temperature and dew point in Celsius: inside temp's own yearly range
+        rows = rows.assign(temp=(rows["temp"] - 32) / 1.8, dewp=(rows["dewp"] - 32) / 1.8)
+    elif fault == "dropped":  # pressure dropped at random on a fifth of the rows (the weather explains ~11%)
+        rows = rows.assign(pressure=rows["pressure"].mask(np.random.default_rng(3).random(len(rows)) < 0.2))
     else:  # pressure sent in inches of mercury instead of hectopascals
         rows = rows.assign(pressure=rows["pressure"] / 33.8639)
     summary = _analyse(setup, rows)
