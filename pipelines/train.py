@@ -138,7 +138,7 @@ def dataset_params(params: TrainParams) -> dict[str, Any]:
 def build_datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
                    directory: Path) -> BinaryDatasets:
     """Encode and bin both splits once, save them as binary Dataset files in `directory`."""
-    train_set, valid_set = _datasets(train, valid, schema, dataset_params(params))
+    train_set, valid_set = _datasets(train, valid, schema, dataset_params(params), params.recency_half_life_days)
     directory.mkdir(parents=True, exist_ok=True)
     built = BinaryDatasets(train=directory / f"train-{params.seed}.bin", valid=directory / f"valid-{params.seed}.bin",
                            seed=params.seed)
@@ -147,11 +147,23 @@ def build_datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSche
     return built
 
 
+def recency_weights(times: pd.Series, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life), age in days before the latest row, scaled to mean 1 so that `min_data_in_leaf`
+    and the regularisation keep their meaning (LightGBM sums weights where it counted rows)."""
+    age_days = (times.max() - times).dt.total_seconds().to_numpy() / 86400.0
+    weights = np.power(0.5, age_days / half_life_days)
+    return weights / weights.mean()
+
+
 def _datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema,
-              construction: dict[str, Any] | None = None) -> tuple[Any, Any]:
+              construction: dict[str, Any] | None = None,
+              half_life_days: float | None = None) -> tuple[Any, Any]:
+    """The splits as LightGBM Datasets; the train split weighted by recency when a half-life is set (the
+    validation split never: early stopping and the threshold judge every validation row alike)."""
     import lightgbm as lgb
 
-    train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(),
+    weight = None if half_life_days is None else recency_weights(train[schema.time_column], half_life_days)
+    train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(), weight=weight,
                             feature_name=schema.feature_names, categorical_feature=schema.categorical_features,
                             free_raw_data=True, params=construction)
     valid_set = lgb.Dataset(encode_frame(valid, schema), label=valid[LABEL].to_numpy(), reference=train_set,
@@ -181,7 +193,8 @@ def train_model(train: pd.DataFrame | None, valid: pd.DataFrame, schema: Feature
     else:
         if train is None:
             raise ValueError("train_model needs the train split or its binary datasets")
-        train_set, valid_set = _datasets(train, valid, schema, dataset_params(params))
+        train_set, valid_set = _datasets(train, valid, schema, dataset_params(params),
+                                         params.recency_half_life_days)
         train_rows = len(train)
     history: dict[str, dict[str, list[float]]] = {}
     booster = lgb.train(

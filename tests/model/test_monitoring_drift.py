@@ -13,7 +13,7 @@ import pytest
 from pipelines.config import parse_params
 from pipelines.monitor.calibration import window_statistics
 from pipelines.monitor.decision import decide_retrain
-from pipelines.monitor.drift import analyse_window, live_quality
+from pipelines.monitor.drift import analyse_window, live_quality, reason_kind
 from pipelines.monitor.log import predictions_frame
 from pipelines.monitor.reference import build_reference
 from pipelines.prediction_log import LogRead, PredictionRecord
@@ -106,6 +106,29 @@ def test_missing_shares_are_exact_over_the_whole_window_not_the_sample(setup):
     summary = analyse_window(_window(params, trained, rows), reference, params.features, "time_hour", monitor,
                              calibration).summary
     assert summary["missing"]["temp"]["current"] == pytest.approx(7 / 3000, abs=1e-5)  # stored to 5 places
+
+
+@pytest.mark.parametrize("scenario", ["control", "later", "new_category", "missing"])
+def test_the_sampled_analysis_raises_the_alarms_a_full_window_analysis_raises(setup, scenario):
+    """Distances on a seeded sample of monitor.window_sample_rows (the cap that keeps a million-row window at the
+    cost of a few thousand rows) against every row of the window: the same alarms, by kind."""
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(12000, random_state=12), "2013-09-02", "time_hour", 6, scenario)
+    if scenario == "later":
+        rows = later_schedules(rows)
+    elif scenario == "new_category":
+        rows = rows.assign(carrier=rows["carrier"].mask(np.arange(len(rows)) % 10 == 0, "Q9"))
+    elif scenario == "missing":
+        rows = rows.assign(temp=rows["temp"].mask(np.arange(len(rows)) % 3 == 0))
+    window = _window(params, trained, rows)
+    assert len(window) > 2 * params.monitor.window_sample_rows
+    kinds = {}
+    for name, sample_rows in (("sampled", params.monitor.window_sample_rows), ("full", len(window))):
+        monitor = params.monitor.model_copy(update={"window_sample_rows": sample_rows})
+        summary = analyse_window(window, reference, params.features, "time_hour", monitor, calibration).report
+        kinds[name] = sorted(reason_kind(reason) for reason in summary.reasons)
+    assert kinds["sampled"] == kinds["full"]
+    assert bool(kinds["full"]) == (scenario != "control"), kinds
 
 
 def test_a_big_shift_of_an_important_feature_alarms_alone(setup):

@@ -9,7 +9,7 @@ from pipelines.config import parse_params
 from pipelines.evaluate import evaluate_model
 from pipelines.features import LABEL, FeatureError, encode_frame
 from pipelines.preprocess import prepare
-from pipelines.train import TrainedModel, train_model
+from pipelines.train import TrainedModel, build_datasets, recency_weights, train_model
 from tests.conftest import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model
@@ -85,3 +85,28 @@ def test_encoded_matrix_has_no_label_source(prepared) -> None:
     matrix = encode_frame(data.test, data.schema)
     assert matrix.shape[1] == len(data.schema.feature_names)
     assert "arr_delay" not in data.schema.feature_names
+
+
+def test_recency_weights_halve_per_half_life_and_keep_the_mean() -> None:
+    times = pd.Series(pd.to_datetime(["2013-03-01", "2013-03-31", "2013-04-30"], utc=True))
+    weights = recency_weights(times, half_life_days=30)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[2] / weights[1] == pytest.approx(2.0) and weights[1] / weights[0] == pytest.approx(2.0)
+
+
+def test_recency_weighting_changes_the_model_and_binary_datasets_carry_it(prepared, tmp_path) -> None:
+    """Weighted training learns another model than unweighted; trained from the shared binary Dataset files (the
+    search's path) it is the same file as trained from the frames: the weights travel in the binary file."""
+    params, data = prepared
+    weighted = params.train.model_copy(update={"recency_half_life_days": 14.0})
+    plain = train_model(data.train, data.valid, data.schema, params.train)
+    from_frames = train_model(data.train, data.valid, data.schema, weighted)
+    datasets = build_datasets(data.train, data.valid, data.schema, weighted, tmp_path / "bin")
+    from_binary = train_model(None, data.valid, data.schema, weighted, datasets=datasets)
+    assert from_frames.booster.model_to_string() != plain.booster.model_to_string()
+    assert from_binary.booster.model_to_string() == from_frames.booster.model_to_string()
+
+
+def test_recency_weighting_is_refused_with_the_dask_engine(tmp_path) -> None:
+    with pytest.raises(ValueError, match="recency_half_life_days is not supported with train.engine: dask"):
+        parse_params(params_dict(tmp_path, {"train.engine": "dask", "train.recency_half_life_days": 30}))
