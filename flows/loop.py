@@ -148,6 +148,8 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
     figure = plot_history(history, params.monitor)
     figure.savefig(out / "history.png", dpi=120)
     after = gained[gained["served_by"] != baseline_tag] if not gained.empty else gained
+    # Only the analysed windows: a partial last week (under monitor.min_window_rows) is not judged, not counted.
+    after = after[after["window_start"].isin(history["window_start"])] if len(history) else after.iloc[:0]
     summary = {
         "windows": len(history), "alarms": int(history["alarm"].sum()) if len(history) else 0,
         "retrains": retrains, "first_champion": baseline_tag,
@@ -179,10 +181,14 @@ def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
     return commands
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
     lines = ["# The closed loop: replayed traffic, drift, retraining", "",
-             f"{summary['windows']} weekly windows analysed, {summary['alarms']} alarms, "
-             f"{len(summary['retrains'])} retraining runs, {len(summary['promoted'])} promoted.", "",
+             f"{_count(summary['windows'], 'weekly window')} analysed, {_count(summary['alarms'], 'alarm')}, "
+             f"{_count(len(summary['retrains']), 'retraining run')}, {len(summary['promoted'])} promoted.", "",
              f"Evidently dashboard (one snapshot per window): {summary['evidently_dashboard']}", ""]
     for retrain in summary["retrains"]:
         lines.append(f"- retrain on traffic up to {retrain['data_end'][:10]}: run {retrain['state']}, champion "
