@@ -57,6 +57,27 @@ def conformal_quantile(values: Sequence[float], quantile: float) -> float:
     return float(finite[max(rank, 1) - 1])
 
 
+def prediction_bound(values: Sequence[float], quantile: float) -> float:
+    """An upper bound that a new value passes with probability at most 1 - `quantile`, from few values.
+
+    The conformal quantile needs n >= q / (1 - q) values to reach level q (19 at 0.95); with fewer it is the
+    largest value, whose level is only n / (n + 1) (7 values: a window in 8 passes it by chance). For a statistic
+    that is close to normal — a window's ROC AUC is an average over its pairs of flights (Hanley & McNeil, 1982) —
+    the Gaussian prediction interval gives the level asked for: mean + t(q, n - 1) x sd x sqrt(1 + 1/n) (Geisser,
+    *Predictive Inference*, 1993), never below the largest value seen. With enough values the conformal quantile.
+    """
+    from scipy import stats
+
+    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if finite.size == 0:
+        return float("nan")
+    if finite.size >= quantile / (1 - quantile) or finite.size < 2:
+        return conformal_quantile(finite.tolist(), quantile)
+    spread = float(finite.std(ddof=1)) * math.sqrt(1 + 1 / finite.size)
+    bound = float(finite.mean()) + float(stats.t.ppf(quantile, finite.size - 1)) * spread
+    return max(bound, float(finite.max()))
+
+
 def gain_shares(booster: Any, feature_names: Sequence[str], columns: Sequence[str]) -> dict[str, float]:
     """Each raw column's share of the model's total split gain (derived time parts are not monitored columns and
     are left out of the total). A column the model never splits on has share 0."""
@@ -185,7 +206,7 @@ class Calibration(BaseModel):
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
     # Performance: the champion's weekly ROC AUC drop below its whole held-out AUC, on the labelled splits it was
-    # not fitted on (validation, test); None when there were none.
+    # not fitted on (validation, test): their prediction_bound (a handful of windows); None when there were none.
     auc_drop: float | None = None
     auc_windows: int = 0
     # Column relations (pipelines.monitor.consistency) and, per column the others determine, the threshold of its

@@ -229,8 +229,8 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
     """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures.
 
     Decay is a drop of live ROC AUC below the champion's test AUC by more than `monitor.auc_drop`, or than the
-    champion's own week-to-week drop on its held-out splits (`calibrated_drop`, the calibration's) if larger: a
-    week's AUC varies by a few hundredths when nothing changed."""
+    bound the champion's own week-to-week drops on its held-out splits give (`calibrated_drop`, the calibration's
+    `prediction_bound`) if larger: a week's AUC varies by several hundredths when nothing changed."""
     from pipelines.evaluate import score
 
     joined = window[[REQUEST_ID, PROBABILITY, "threshold"]].merge(outcomes, on=REQUEST_ID, how="inner")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
-from pipelines.monitor.calibration import Calibration, auc_drops, calibrate, conformal_quantile, gain_shares
+from pipelines.monitor.calibration import Calibration, auc_drops, calibrate, gain_shares, prediction_bound
 from pipelines.monitor.log import PROBABILITY, as_category_strings
 
 
@@ -56,6 +56,6 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
         drops = auc_drops(frame.assign(**{PROBABILITY: model.predict_proba(frame)}), time_column, monitor)
         if drops:
             calibration = calibration.model_copy(update={
-                "auc_drop": round(conformal_quantile(drops, monitor.calibration_quantile), 5),
+                "auc_drop": round(prediction_bound(drops, monitor.calibration_quantile), 5),
                 "auc_windows": len(drops)})
     return scored, calibration

@@ -17,6 +17,7 @@ from pipelines.monitor.calibration import (
     conformal_quantile,
     drift_index,
     gain_shares,
+    prediction_bound,
     reference_windows,
 )
 from pipelines.monitor.decision import decide_retrain
@@ -53,6 +54,17 @@ def params(tmp_path):
 ])
 def test_conformal_quantile(values, quantile, expected):
     assert conformal_quantile(values, quantile) == expected
+
+
+def test_prediction_bound_is_conformal_with_enough_values_and_gaussian_with_few():
+    many = [float(v) for v in range(1, 21)]                   # 20 >= 0.95 / 0.05: the conformal quantile
+    assert prediction_bound(many, 0.95) == conformal_quantile(many, 0.95) == 20
+    few = [float(v) for v in range(7)]                        # mean 3, sd sqrt(14/3): t(0.95, 6) = 1.9432
+    expected = 3 + stats.t.ppf(0.95, 6) * np.sqrt(14 / 3) * np.sqrt(1 + 1 / 7)
+    assert prediction_bound(few, 0.95) == pytest.approx(expected) and expected == pytest.approx(7.487, abs=1e-3)
+    assert prediction_bound([0.0] * 6 + [10.0], 0.95) == 10.0  # never below a value already seen
+    assert prediction_bound([0.04, float("nan")], 0.95) == 0.04
+    assert np.isnan(prediction_bound([], 0.95))
 
 
 def _period() -> pd.DataFrame:
