@@ -35,7 +35,7 @@ def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) ->
             "live_auc": _number((quality.metrics or {}).get("roc_auc") if quality else None),
             "expected_auc": _number((quality.expected or {}).get("roc_auc") if quality else None),
             "alarm": s.drift,
-            "reasons": " | ".join(reason_kind(reason) for reason in s.reasons),
+            "reasons": "; ".join(reason_kind(reason) for reason in s.reasons),  # "|" would split a markdown row
             "retrained": bool((extra.get("retrain") or {}).get("started", False)),
         })
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).sort_values("window_start").reset_index(drop=True)

@@ -145,6 +145,15 @@ def test_history_marks_retrains(params):
     assert figure.axes
 
 
+def test_history_names_each_reason_by_its_kind_without_breaking_a_markdown_row():
+    stored = _stored("2013-09-02T00:00:00+00:00", True, False, None)
+    stored["reasons"] = ["data quality: values no longer fit the other columns (...) in temp (...)",
+                         "data drift: importance-weighted drift index 1.2 > calibrated 0.9"]
+    history = summarise_history([stored])
+    assert history["reasons"].iloc[0] == "data quality (relation broken); data drift"
+    assert "|" not in history["reasons"].iloc[0]
+
+
 def test_replay_requests_carry_raw_fields_iso_time_and_stable_ids(params):
     frame = pd.DataFrame({"time_hour": pd.to_datetime(["2013-09-01 05:00", "2013-09-01 05:00"], utc=True),
                           "carrier": ["UA", "UA"], "flight": [1, 1], "origin": ["EWR", "EWR"]})
