@@ -181,6 +181,11 @@ def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(pr
             lost = workers.pop(first["worker"])
             tree = process_tree(lost.pid)
             assert first["pid"] in tree, "the flow run process is the lost worker's descendant"
+            # Frozen first, so that no process of the lost machine outlives another: killed in a set's order, a
+            # worker whose flow run died a moment before it did could report the exit (-9) itself, which a lost
+            # machine never does (seen once on a loaded machine).
+            for pid in tree:
+                os.kill(pid, signal.SIGSTOP)
             for pid in tree:
                 os.kill(pid, signal.SIGKILL)
             lost.wait(timeout=30)
