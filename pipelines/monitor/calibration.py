@@ -149,13 +149,12 @@ def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
 
 
 def missing_rise(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
-                 consistency: Consistency | None) -> tuple[dict[str, float], dict[str, float]]:
-    """Per column: the window's missing share minus the share expected of it, and that expected share: what the
-    window's other columns imply where the column's missingness was modelled, the reference's share elsewhere."""
+                 consistency: Consistency | None) -> dict[str, float]:
+    """Per column: the window's missing share minus the share expected of it: what the window's other columns
+    imply where the column's missingness was modelled, the reference's share elsewhere."""
     explained = expected_missing(current, features.numeric, consistency) if consistency is not None else {}
-    expected = {name: explained.get(name, float(reference[name].isna().mean())) for name in features.raw_columns}
-    return ({name: float(current[name].isna().mean() - expected[name]) for name in features.raw_columns},
-            expected)
+    return {name: float(current[name].isna().mean() - explained.get(name, reference[name].isna().mean()))
+            for name in features.raw_columns}
 
 
 def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
@@ -170,7 +169,7 @@ def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: 
         rows=len(current),
         columns=columns,
         prediction=_score("wasserstein", reference[probability], current[probability]),
-        missing_rise=missing_rise(current, reference, features, consistency)[0],
+        missing_rise=missing_rise(current, reference, features, consistency),
         new_categories={name: out_of_vocabulary_share(current[name], vocabulary.get(name, []))
                         for name in features.categorical},
         out_of_range={name: out_of_range_share(current[name], *range_band(values, margin))
@@ -311,15 +310,15 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
         spreads=_finite({name: float(pd.to_numeric(period[name], errors="coerce").std())
                          for name in features.numeric}),
         consistency=consistency,
-        residuals=_finite({name: max(conformal_quantile([abs(v) for v in values["residuals"][name]
-                                                         if v is not None], q), MIN_RESIDUAL)
+        residuals=_finite({name: _floored(conformal_quantile([abs(v) for v in values["residuals"][name]
+                                                              if v is not None], q), MIN_RESIDUAL)
                            for name in consistency.values}),
         values=values,
     )
 
 
-def _floored(threshold: float) -> float:
-    return threshold if math.isnan(threshold) else max(threshold, MIN_DISTANCE)
+def _floored(threshold: float, floor: float = MIN_DISTANCE) -> float:
+    return threshold if math.isnan(threshold) else max(threshold, floor)
 
 
 def _finite(thresholds: Mapping[str, float]) -> dict[str, float]:
