@@ -71,7 +71,8 @@ if full:
     from pipelines.validate import validate_table
     validate_table(table, params.validate_.suite, work / "validation", time_column=params.source.time_column,
                    period=params.validate_.period, window=(params.collect.start, params.collect.end),
-                   max_duplicate_share=params.validate_.max_duplicate_share)
+                   max_duplicate_share=params.validate_.max_duplicate_share,
+                   chunk_rows=params.validate_.chunk_rows)
 data = prepare(table, params.source, params.features, params.split, keep=params.evaluate.slices)
 # The same candidates the train stage searches, one after the other in this process (no Dask, no DVC).
 results = [train_candidate(i, c, params.train, data.train, data.valid, data.schema)

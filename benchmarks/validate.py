@@ -61,7 +61,8 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
     started = time.perf_counter()
     run = run_validation(frame, suite, origin=params.validate_.suite, time_column=params.source.time_column,
                          period=period, window=(datetime.fromisoformat(start), datetime.fromisoformat(end)),
-                         max_duplicate_share=params.validate_.max_duplicate_share)
+                         max_duplicate_share=params.validate_.max_duplicate_share,
+                         chunk_rows=params.validate_.chunk_rows)
     checked_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as reports:
         summary = write_reports(run, Path(reports), table=path, table_md5=file_md5(path))

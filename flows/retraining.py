@@ -68,7 +68,8 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     run = run_validation(table, suite, origin=suite_path, time_column=params.source.time_column,
                          period=params.validate_.period, window=(window.start, window.end),
                          max_duplicate_share=params.validate_.max_duplicate_share,
-                         parse_errors=table.attrs.get(PARSE_ERRORS) or {}, fail_on_error=True)
+                         chunk_rows=params.validate_.chunk_rows, parse_errors=table.attrs.get(PARSE_ERRORS) or {},
+                         fail_on_error=True)
     try:
         enforce(run.summary, fail_on_error=True)
     except ValueError as error:

@@ -70,6 +70,8 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
     """
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
+    import pyarrow.parquet as pq
+
     column_types = column_types or {}
     try:
         if path.suffix.lower() == ".csv":
@@ -77,7 +79,9 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
             frame = pd.read_csv(path, dtype={name: "string" for name in column_types if name in header},
                                 low_memory=False)
         else:
-            frame = pd.read_parquet(path)
+            # Repeated texts share one Python string (Arrow's dedup; pandas' own read makes one per cell: ~4 GiB
+            # more at 10M rows), and Arrow's buffers are freed column by column as pandas takes them.
+            frame = pq.read_table(path).to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
     except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
         raise SourceError(f"cannot read source file {path}: {type(error).__name__}: {error}") from error
     return coerce_types(frame, column_types)
@@ -100,6 +104,12 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
             parsed = _parse_stamps(series.astype("string").str.strip())
         elif kind == "str" or (kind is None and pd.api.types.is_object_dtype(series.dtype)) or isinstance(
                 series.dtype, pd.StringDtype):
+            if pd.api.types.is_object_dtype(series.dtype) and pd.api.types.infer_dtype(
+                    series, skipna=True) in ("string", "empty"):
+                # Already text (what Parquet gives): only its nulls are made None, without two copies per column.
+                if series.hasnans:
+                    columns[name] = series.where(series.notna(), None)
+                continue
             text = series.astype("string")
             parsed = text.astype(object).where(text.notna(), None)
             columns[name] = parsed
@@ -218,8 +228,13 @@ def check_params_columns(columns: Sequence[str], expected: Mapping[str, Sequence
                           + f"\nthe table's columns: {present}")
 
 
-def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """Rows with start <= time < end, sorted by time (the order every later step relies on)."""
+def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: datetime, *,
+                  consume: bool = False) -> pd.DataFrame:
+    """Rows with start <= time < end, sorted by time (the order every later step relies on).
+
+    With `consume`, the frame's columns are moved into the window one at a time and removed from `frame`, so the
+    table and its window never both exist whole (at 10M rows each is gigabytes).
+    """
     stamps = frame[time_column]
     inside = np.flatnonzero(((stamps >= start) & (stamps < end)).to_numpy())
     if not len(inside) and not (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column):
@@ -231,8 +246,15 @@ def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: d
     times = stamps.to_numpy(dtype="datetime64[ns]")[inside]  # UTC instants (a tz-aware column gives objects)
     order = inside if (len(times) < 2 or (times[1:] >= times[:-1]).all()) else inside[np.argsort(times,
                                                                                                  kind="stable")]
-    result = frame.take(order)
-    result.index = pd.RangeIndex(len(result))
+    if consume:
+        data = {}
+        for name in list(frame.columns):
+            data[name] = frame[name].array.take(order)
+            del frame[name]
+        result = pd.DataFrame(data, copy=False)  # one block per column: no consolidation copy
+    else:
+        result = frame.take(order)
+        result.index = pd.RangeIndex(len(result))
     result.attrs = dict(frame.attrs)
     return result
 
@@ -257,7 +279,7 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     check_params_columns(table.columns, expected_columns or {"source.target": [source.target]})
     table = parse_time(table, source.time_column)
     require_times(table, source.time_column)
-    result = select_window(table, source.time_column, window.start, window.end)
+    result = select_window(table, source.time_column, window.start, window.end, consume=True)
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "

@@ -172,6 +172,7 @@ class ValidateParams(_Section):
     fail_on_error: bool
     period: Literal["month", "week"]
     max_duplicate_share: Annotated[float, Field(ge=0, lt=1)]
+    chunk_rows: AtLeast1
 
 
 class FeaturesParams(_Section):

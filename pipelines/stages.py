@@ -64,6 +64,7 @@ def run_validate(params: Params) -> dict[str, Any]:
                              fail_on_error=params.validate_.fail_on_error, time_column=params.source.time_column,
                              period=params.validate_.period, window=(params.collect.start, params.collect.end),
                              max_duplicate_share=params.validate_.max_duplicate_share,
+                             chunk_rows=params.validate_.chunk_rows,
                              parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
                              table_md5=io.file_md5(params.paths.raw_table))
     return summary if isinstance(summary, dict) else summary.to_dict()

@@ -24,12 +24,13 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines import io
@@ -63,6 +64,9 @@ _UNSUPPORTED = {
 }
 _SITE_NAME = "flightops_validation"
 _DEFAULT_SITE = "local_site"  # the ephemeral context's own site, which builds into a fresh temp dir
+# BASIC: counts, percentages and up to 20 unexpected values per check, what a reader of the report acts on. SUMMARY
+# adds value counts and index lists, at twice the time of a run.
+RESULT_FORMAT = "BASIC"
 _TYPE_EXPECTATIONS = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type",
                       "expect_column_type_to_be")
 
@@ -301,16 +305,39 @@ def split_periods(frame: pd.DataFrame, time_column: str, period: str,
     else:
         first = naive.normalize() - pd.Timedelta(days=naive.dayofweek)
     step = pd.DateOffset(months=1) if period == "month" else pd.Timedelta(days=7)
+    rows_between = _time_index(frame, stamps)
     periods = []
     bound = first.tz_localize("UTC")
     while bound < end:
         following = bound + step
         lo, hi = max(bound, start), min(following, end)
         label = f"{bound:%Y-%m}" if period == "month" else f"{bound:%Y-%m-%d}"
-        rows = frame.loc[(stamps >= lo) & (stamps < hi)]
-        periods.append(Period(label=label, start=lo, end=hi, frame=rows))
+        periods.append(Period(label=label, start=lo, end=hi, frame=rows_between(lo, hi)))
         bound = following
     return periods
+
+
+def _time_index(frame: pd.DataFrame, stamps: pd.Series) -> Callable[[pd.Timestamp, pd.Timestamp], pd.DataFrame]:
+    """The rows with lo <= time < hi, in the frame's order, found by binary search, not a pass per period.
+
+    A time-sorted frame (what collect writes) gives row slices (views); otherwise positions sorted by time once.
+    """
+    stamps = stamps.dt.as_unit("ns")  # the bounds' .value are nanoseconds
+    if stamps.dt.tz is None:
+        stamps = stamps.dt.tz_localize("UTC")
+    ticks = stamps.array.asi8
+    present = stamps.notna().to_numpy()
+    if present.all() and stamps.is_monotonic_increasing:
+        def rows(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+            return frame.iloc[np.searchsorted(ticks, lo.value):np.searchsorted(ticks, hi.value)]
+        return rows
+    positions = np.flatnonzero(present)
+    positions = positions[np.argsort(ticks[positions], kind="stable")]
+    ordered = ticks[positions]
+
+    def taken(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        return frame.take(np.sort(positions[np.searchsorted(ordered, lo.value):np.searchsorted(ordered, hi.value)]))
+    return taken
 
 
 # --- running GX ---------------------------------------------------------------------------------------------
@@ -369,10 +396,13 @@ def _parameters(section: Mapping[str, Any] | None, days: float, max_duplicate_sh
 def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Path = Path("suite"),
                    time_column: str | None = None, period: str | None = None,
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
-                   parse_errors: Mapping[str, Any] | None = None, fail_on_error: bool = True) -> ValidationRun:
+                   parse_errors: Mapping[str, Any] | None = None, fail_on_error: bool = True,
+                   chunk_rows: int | None = None) -> ValidationRun:
     """Run the suite on the whole frame and its `per_period` section on one GX batch per period.
 
     Pure in effect: nothing is written (the ephemeral GX context lives in memory) and the frame is not changed.
+    With `chunk_rows`, a bigger frame's whole-table checks run on chunks of that many rows and are added up
+    (`pipelines.validate_chunks`: the same verdicts, GX's copies bounded by a chunk).
     `period` must match the period the section was drafted for (its row-count bounds are per day, but its
     other bounds were measured on periods of that length). `parse_errors` (from collect) are failures too.
     """
@@ -389,13 +419,10 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
     context = _quiet_context(gx)
     whole = context.suites.add(_build_suite(gx, str(suite["name"]), suite["expectations"], origin,
                                             meta=suite.get("meta"), notes=suite.get("notes")))
-    asset = context.data_sources.add_pandas("table").add_dataframe_asset("frame")
-    batch = asset.add_batch_definition_whole_dataframe("batch")
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{whole.name} on the table", data=batch, suite=whole))
-    result = definition.run(batch_parameters={"dataframe": frame},
-                            expectation_parameters=_parameters(None, 0, max_duplicate_share),
-                            result_format="SUMMARY")
+    batch = context.data_sources.add_pandas("table").add_dataframe_asset("frame").add_batch_definition_whole_dataframe(
+        "batch")
+    result = _run_whole_table(gx, context, batch, whole, suite, origin, frame, time_column, chunk_rows,
+                              _parameters(None, 0, max_duplicate_share))
     results: list[tuple[str | None, Any]] = [(None, result)]
     failures = [explain_failure(item, frame) for item in result.results if not item.success]
     periods: list[dict[str, Any]] = []
@@ -417,7 +444,7 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
                 outcome = per_definition.run(
                     batch_parameters={"dataframe": part.frame},
                     expectation_parameters=_parameters(section, part.days, max_duplicate_share),
-                    result_format="SUMMARY")
+                    result_format=RESULT_FORMAT)
                 results.append((part.label, outcome))
                 failed = [explain_failure(item, part.frame, period=part.label)
                           for item in outcome.results if not item.success]
@@ -435,6 +462,65 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
         parse_errors=dict(jsonable(parse_errors or {})), fail_on_error=fail_on_error,
         accepted=success or not fail_on_error)
     return ValidationRun(summary=summary, results=results, context=context)
+
+
+def _run_whole_table(gx: Any, context: Any, batch: Any, whole: Any, suite: Mapping[str, Any], origin: Path,
+                     frame: pd.DataFrame, time_column: str | None, chunk_rows: int | None,
+                     parameters: Mapping[str, Any]) -> Any:
+    """The whole-table suite's GX result: one batch, or chunks of rows added up (stored as one result either way)."""
+    from pipelines.validate_chunks import chunkable, merge_suite_results, time_chunks
+
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{whole.name} on the table", data=batch, suite=whole))
+    timed = time_column is not None and time_column in frame.columns and pd.api.types.is_datetime64_any_dtype(
+        frame[time_column])
+    items = list(suite["expectations"])
+    if chunk_rows is None or len(frame) <= chunk_rows or not timed or not any(
+            chunkable(item, time_column) for item in items):
+        return definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(parameters),
+                              result_format=RESULT_FORMAT)
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    added = [item for item in items if chunkable(item, time_column)]
+    rest = [item for item in items if not chunkable(item, time_column)]
+    store = context.validation_results_store
+    before = set(store.list_keys())
+    run_id = RunIdentifier(run_time=datetime.now(UTC))
+    helpers = []
+
+    def helper(name: str, chosen: list[Mapping[str, Any]]) -> Any:
+        if len(chosen) == len(items):
+            return definition
+        helpers.append(context.suites.add(_build_suite(gx, f"{whole.name} ({name})", chosen, origin)))
+        return context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{whole.name} ({name})", data=batch, suite=helpers[-1]))
+
+    chunked = helper("added up over chunks", added)
+    parts = [chunked.run(batch_parameters={"dataframe": chunk}, expectation_parameters=dict(parameters),
+                         result_format=RESULT_FORMAT, run_id=run_id)
+             for chunk in time_chunks(frame, time_column, chunk_rows)]
+    extra = []
+    if rest:
+        extra = helper("on the whole table", rest).run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=dict(parameters),
+            result_format=RESULT_FORMAT, run_id=run_id).results
+    result = merge_suite_results(parts, whole.name, extra=extra)
+    for key in set(store.list_keys()) - before:
+        store.remove_key(key)
+    for made in helpers:
+        context.suites.delete(made.name)
+    store.store_validation_results(
+        suite_validation_result=result,
+        suite_validation_result_identifier=ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=whole.name), run_id=run_id,
+            batch_identifier=result.batch_id))
+    log.info("whole-table checks on %d rows ran on %d chunks of <= %d rows (validate.chunk_rows)", len(frame),
+             len(parts), chunk_rows)
+    return result
 
 
 def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = None,
@@ -498,7 +584,7 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
                    time_column: str | None = None, period: str | None = None,
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
                    parse_errors: Mapping[str, Any] | None = None, table: Path | None = None,
-                   table_md5: str | None = None) -> ValidationSummary:
+                   table_md5: str | None = None, chunk_rows: int | None = None) -> ValidationSummary:
     """Validate `frame` against the suite at `suite_path`; write `result.json`, `summary.json` and Data Docs.
 
     Raises `DataValidationError` when a check fails and `fail_on_error` (the message lists each failure:
@@ -509,7 +595,7 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
     suite = read_suite(suite_path)
     run = run_validation(frame, suite, origin=suite_path, time_column=time_column, period=period, window=window,
                          max_duplicate_share=max_duplicate_share, parse_errors=parse_errors,
-                         fail_on_error=fail_on_error)
+                         fail_on_error=fail_on_error, chunk_rows=chunk_rows)
     summary = write_reports(run, Path(report_dir), table=table, table_md5=table_md5)
     return enforce(summary, fail_on_error)
 

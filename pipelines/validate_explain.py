@@ -81,7 +81,7 @@ def explain_failure(item: Any, frame: pd.DataFrame, period: str | None = None) -
 
     if column is not None and column not in frame.columns:
         observed = f"column {column!r} is not in the table"
-    elif _raised(item):
+    elif raised(item):
         dtype = f" (column {column!r} has dtype {frame[column].dtype})" if column is not None else ""
         observed = f"could not be evaluated: {_exception_message(item)}{dtype}"
     elif kind in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type",
@@ -106,7 +106,8 @@ def explain_failure(item: Any, frame: pd.DataFrame, period: str | None = None) -
                              notes=notes, period=period)
 
 
-def _raised(item: Any) -> bool:
+def raised(item: Any) -> bool:
+    """Whether GX caught an exception evaluating the expectation: its result then holds no counts to read."""
     info = item.exception_info or {}
     if "raised_exception" in info:
         return bool(info["raised_exception"])
