@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import CollectParams, FeaturesParams, SourceParams
+from pipelines.io import parquet_frame
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
     """
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
-    import pyarrow.parquet as pq
-
     column_types = column_types or {}
     try:
         if path.suffix.lower() == ".csv":
@@ -79,9 +78,7 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
             frame = pd.read_csv(path, dtype={name: "string" for name in column_types if name in header},
                                 low_memory=False)
         else:
-            # Repeated texts share one Python string (Arrow's dedup; pandas' own read makes one per cell: ~4 GiB
-            # more at 10M rows), and Arrow's buffers are freed column by column as pandas takes them.
-            frame = pq.read_table(path).to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
+            frame = parquet_frame(path)
     except Exception as error:  # pandas/pyarrow raise many types for a corrupt file
         raise SourceError(f"cannot read source file {path}: {type(error).__name__}: {error}") from error
     return coerce_types(frame, column_types)
