@@ -4,10 +4,10 @@
 
 The 1x table is what `collect` writes for params.yaml's window (real flights); the 10x table is ten copies of it,
 each shifted by a further 52 weeks (same weekdays, unique keys), so the window holds ten times the rows and periods.
-Each size runs in its own subprocess: read time (`pd.read_parquet` of the file the stage reads), validation time
-(GX on the whole table and on each period, plus writing result.json, summary.json and Data Docs), and peak RSS
-(ru_maxrss) before and after validation. GX's import (seconds) is done before timing. Prints one line per size and a
-JSON summary. Goal (issue 14): validation within 2x the read time, linear in rows.
+Each size runs in its own subprocess: read time (`pipelines.io.parquet_frame` of the file, the stage's read),
+validation time (GX on the whole table and on each period, plus writing result.json, summary.json and Data Docs),
+and peak RSS (ru_maxrss) before and after validation. GX's import (seconds) is done before timing. Prints one line
+per size and a JSON summary. Goal (issue 14): validation within 2x the read time, linear in rows.
 """
 
 from __future__ import annotations
@@ -45,17 +45,15 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
     import resource
     from datetime import datetime
 
-    import pandas as pd
-
     from pipelines.config import load_params
-    from pipelines.io import file_md5
+    from pipelines.io import file_md5, parquet_frame
     from pipelines.validate import _import_gx, read_suite, run_validation, write_reports
 
     params = load_params("params.yaml")
     _import_gx()  # import time is not validation time
     suite = read_suite(params.validate_.suite)
     started = time.perf_counter()
-    frame = pd.read_parquet(path)
+    frame = parquet_frame(path)  # the read the validate stage does
     read_s = time.perf_counter() - started
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
