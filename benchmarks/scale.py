@@ -4,6 +4,7 @@
     nice -n 5 python -m benchmarks.scale --factor 30    # ~10M rows: half an hour on 2 cores
     python -m benchmarks.scale --monitor-rows 100000 1000000 --factor   # only the monitor comparison
     python -m benchmarks.scale --log-rows 10000000 --factor             # only the prediction-log read
+    python -m benchmarks.scale --log-rows 10000000 --factor --log-dir /tmp/log10m --no-line-reader  # keep, reuse
 
 For each factor, `pipelines.scaled` writes the table (real 2013 flights replicated over earlier years, calendar
 shifted, small noise) as Parquet into a throwaway git+DVC copy of the project (tests/project_copy.py: the
@@ -249,8 +250,10 @@ def run_monitor(sizes: list[int], seed: int, console: Console) -> list[dict[str,
 
 # --- the prediction log -------------------------------------------------------------------------------------------
 
-def run_log(rows: int, seed: int, console: Console) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.scale_log", str(rows), str(seed)],
+def run_log(rows: int, seed: int, console: Console, directory: Path | None = None,
+            line_reader: bool = True) -> dict[str, Any]:
+    extra = [*(["--dir", str(directory)] if directory else []), *([] if line_reader else ["--no-line"])]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scale_log", str(rows), "--seed", str(seed), *extra],
                           capture_output=True, text=True, env=venv_env())
     if done.returncode != 0:
         sys.exit(f"prediction-log benchmark failed:\n{done.stderr[-3000:]}")
@@ -319,6 +322,9 @@ def main() -> int:
     parser.add_argument("--factor", type=int, nargs="*", default=[1, 10], help="data sizes (x the embedded table)")
     parser.add_argument("--monitor-rows", type=int, nargs="*", default=[], help="window sizes for the monitor")
     parser.add_argument("--log-rows", type=int, default=0, help="logged predictions to read (0: skip)")
+    parser.add_argument("--log-dir", type=Path,
+                        help="keep the written log here; reuse it when it already holds one (no rewrite)")
+    parser.add_argument("--no-line-reader", action="store_true", help="time only the columnar reads of the log")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--markdown", action="store_true", help="also print the DAG figures as a Markdown table")
@@ -353,7 +359,7 @@ def main() -> int:
     if args.monitor_rows:
         figures["monitor"] = run_monitor(args.monitor_rows, args.seed, console)
     if args.log_rows:
-        figures["log"] = run_log(args.log_rows, args.seed, console)
+        figures["log"] = run_log(args.log_rows, args.seed, console, args.log_dir, not args.no_line_reader)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

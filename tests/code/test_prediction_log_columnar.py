@@ -111,7 +111,7 @@ def test_sidecars_are_reused_refreshed_and_removed_with_their_file(params, fligh
     monkeypatch.setattr(columnar, "CHUNK_LINES", 128)
     _log_with_garbage(tmp_path, flights)
     first = read_predictions_columnar(tmp_path, params.features, "time_hour")
-    sidecars = sorted((tmp_path / CACHE_DIR).glob("*.parquet"))
+    sidecars = sorted((tmp_path / CACHE_DIR).glob(f"*{columnar.SIDECAR_SUFFIX}"))
     assert len(sidecars) == len(list(tmp_path.glob("predictions-*.jsonl")))
 
     parsed = []
@@ -129,7 +129,7 @@ def test_sidecars_are_reused_refreshed_and_removed_with_their_file(params, fligh
     oldest = sorted(tmp_path.glob("predictions-*.jsonl"))[0]
     os.unlink(oldest)  # the size cap deleted it: its sidecar goes too
     read_predictions_columnar(tmp_path, params.features, "time_hour")
-    assert not (tmp_path / CACHE_DIR / f"{oldest.name}.parquet").exists()
+    assert not (tmp_path / CACHE_DIR / f"{oldest.name}{columnar.SIDECAR_SUFFIX}").exists()
 
 
 def test_a_log_without_a_feature_skips_every_row_and_says_which(params, flights, tmp_path):
@@ -146,3 +146,103 @@ def test_an_empty_or_missing_log_reads_as_no_rows(params, tmp_path):
     for directory in (tmp_path, tmp_path / "absent"):
         fast = read_predictions_columnar(directory, params.features, "time_hour")
         _assert_same(fast, predictions_frame(read_prediction_log(directory), params.features, "time_hour"))
+
+
+def test_repeated_requests_keep_their_latest_record_across_files_even_when_every_hash_collides(
+        params, flights, tmp_path, monkeypatch):
+    """The duplicate rule runs on the rows whose id hash repeats; with every hash equal (all rows suspects) and
+    with the real hashes, a request retried in a later file with an earlier log time, and one with an unreadable
+    log time, keep the record the line reader keeps."""
+    monkeypatch.setattr(columnar, "CHUNK_LINES", 128)
+    writer = PredictionLog(tmp_path, rotate_hourly=True, rotate_bytes=20_000, clock=lambda: 1378044000.0)
+    rows = flights[:120]
+    writer.write([_record(row, index) for index, row in enumerate(rows)])
+    writer.write([_record(rows[5], 0, ts="2023-12-31T00:00:00+00:00", probability=0.01),  # older: loses
+                  _record(rows[6], 0, ts="2024-01-01T05:00:00+00:00", probability=0.02),  # newer: wins
+                  _record(rows[7], 0, ts="garbled", probability=0.03)])  # no time: sorts first, loses
+    writer.close()
+    assert len(list(tmp_path.glob("predictions-*.jsonl"))) >= 2
+    slow = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour", cache=False), slow)
+    probability = slow.frame.set_index("request_id")["probability"]
+    assert probability[rows[6]["request_id"]] == 0.02
+    assert {probability[rows[5]["request_id"]], probability[rows[7]["request_id"]]}.isdisjoint({0.01, 0.03})
+    monkeypatch.setattr(columnar, "_id_hashes", lambda chunks: np.zeros(sum(map(len, chunks)), dtype=np.uint64))
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour", cache=False), slow)
+
+
+def test_id_hashes_are_equal_exactly_for_equal_ids_of_any_length():
+    import pyarrow as pa
+
+    ids = ["req-0001", "req-0002", "", "req-0001", "a", "é", "req-00010", "b", "a", "é", "req-0002x"]
+    chunks = pa.chunked_array([pa.array(ids[:4]), pa.array(["drop", *ids[4:]]).slice(1)])  # an offset chunk
+    fixed = pa.chunked_array([pa.array([f"req-{i:06d}" for i in range(500)] + ["req-000007"])])
+    for column, values in ((chunks, ids), (fixed, fixed.to_pylist())):
+        hashes = columnar._id_hashes(column.chunks)
+        assert hashes.dtype == np.uint64 and len(hashes) == len(values)
+        for i, first in enumerate(values):
+            for j, second in enumerate(values):
+                assert (hashes[i] == hashes[j]) == (first == second), (first, second)
+
+
+def test_the_frame_is_typed_as_the_monitor_expects_also_when_every_row_is_dropped(params, flights, tmp_path):
+    writer = PredictionLog(tmp_path, rotate_hourly=True, rotate_bytes=1 << 30, clock=lambda: 1378044000.0)
+    writer.write([_record({**row, "time_hour": "yesterday"}, index) for index, row in enumerate(flights[:5])])
+    writer.close()
+    slow = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    fast = read_predictions_columnar(tmp_path, params.features, "time_hour")
+    assert fast.frame.empty and fast.skipped == {"bad_time": 5}
+    _assert_same(fast, slow)
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour"), slow)  # from the sidecar
+
+
+def test_dtypes_are_those_of_the_line_reader(params, flights, tmp_path):
+    _log_with_garbage(tmp_path, flights)
+    read_predictions_columnar(tmp_path, params.features, "time_hour")  # writes the sidecars
+    fast = read_predictions_columnar(tmp_path, params.features, "time_hour").frame
+    dtypes = fast.dtypes.astype(str).to_dict()
+    assert dtypes == predictions_frame(read_prediction_log(tmp_path), params.features,
+                                       "time_hour").frame.dtypes.astype(str).to_dict()
+    assert dtypes["time_hour"] == "datetime64[ns, UTC]" and dtypes["label"] == "int64"
+    for name in ("request_id", "ts", "model_tag", *params.features.categorical):
+        assert dtypes[name] == "object"
+        assert {type(value) for value in fast[name]} <= {str, type(None)}
+    assert all(dtypes[name] == "float64" for name in (*params.features.numeric, "probability", "threshold"))
+
+
+def test_texts_are_kept_as_dictionaries_only_where_they_repeat_and_read_back_the_same(params, flights, tmp_path):
+    """A file of one-row requests (a log time per row) keeps its log times plain; a file of batched requests (one
+    log time per batch) keeps them as a dictionary; the frame over both equals the line reader's."""
+    import pyarrow as pa
+
+    for hour, records in ((0, [_record(row, index) for index, row in enumerate(flights[:60])]),  # one a row
+                          (1, [_record(row, 0, ts="2024-01-02T00:00:00+00:00") for row in flights[60:200]])):
+        writer = PredictionLog(tmp_path, rotate_hourly=True, rotate_bytes=1 << 30,
+                               clock=lambda hour=hour: 1378044000.0 + 3600 * hour)
+        writer.write(records)
+        writer.close()
+    slow = predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour")
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour"), slow)
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour"), slow)  # from the sidecars
+    kinds = {}
+    for sidecar in sorted((tmp_path / CACHE_DIR).glob(f"*{columnar.SIDECAR_SUFFIX}")):
+        schema = pa.ipc.open_file(pa.OSFile(str(sidecar))).schema
+        kinds[sidecar.name] = [schema.field(name).type for name in ("ts", "model_tag", "request_id")]
+    assert len(kinds) == 2
+    assert all(tag != pa.string() and ids == pa.string() for _, tag, ids in kinds.values())
+    assert sorted(str(ts) for ts, _, _ in kinds.values()) == [
+        "dictionary<values=string, indices=int32, ordered=0>", "string"]
+
+
+def test_sidecars_of_an_earlier_format_are_removed_and_the_file_parsed_again(params, flights, tmp_path):
+    writer = PredictionLog(tmp_path, rotate_hourly=True, rotate_bytes=1 << 30, clock=lambda: 1378044000.0)
+    writer.write([_record(row, index) for index, row in enumerate(flights[:20])])
+    name = writer.path.name
+    writer.close()
+    (tmp_path / CACHE_DIR).mkdir()
+    old = tmp_path / CACHE_DIR / f"{name}.parquet"
+    old.write_bytes(b"PAR1 an earlier version's sidecar")
+    _assert_same(read_predictions_columnar(tmp_path, params.features, "time_hour"),
+                 predictions_frame(read_prediction_log(tmp_path), params.features, "time_hour"))
+    assert not old.exists()
+    assert (tmp_path / CACHE_DIR / f"{name}{columnar.SIDECAR_SUFFIX}").exists()
