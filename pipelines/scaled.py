@@ -34,15 +34,14 @@ DELAY_NOISE = 2.0  # minutes, on dep_delay and arr_delay (rounded to whole minut
 ARR_DELAY_BOUNDS = (-180.0, 1800.0)
 
 
-def _shift_stamps(stamps: pd.Series, year: int) -> pd.Series:
-    """ISO stamps ('2013-01-01T10:00:00Z') moved to `year`, same month, day and hour."""
+def _shift_stamps(stamps: pd.Series, year: int, days: np.ndarray | None = None) -> pd.Series:
+    """ISO stamps ('2013-01-01T10:00:00Z') moved `days` along 2013's calendar, then to `year` (same month, day and
+    hour). Every stamp of a copy lands in its own year, as the package's own stamps of Dec 31 evening flights do
+    (2013-01-01, not 2014): copies never share a key."""
+    if days is not None and days.any():
+        moved = pd.to_datetime(stamps, utc=True, format="ISO8601") + pd.to_timedelta(days, unit="D")
+        stamps = moved.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(year) + stamps.str.slice(4)
-
-
-def _move_stamps(stamps: pd.Series, days: pd.Series) -> pd.Series:
-    """ISO stamps moved by whole `days` (calendar arithmetic: leap days and year ends counted)."""
-    moved = pd.to_datetime(stamps, utc=True, format="ISO8601") + pd.to_timedelta(days.to_numpy(), unit="D")
-    return moved.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def day_moves(month: pd.Series, day: pd.Series, permutation: dict[int, np.ndarray]) -> np.ndarray:
@@ -73,20 +72,15 @@ def scaled_year(tables: FlightTables, offset: int, seed: int = 0) -> pd.DataFram
     """
     year = REAL_YEAR - offset
     flights, weather = tables.flights, tables.weather
-    if offset:
-        # Each local day (the tables' month and day) goes to its shuffled day in `year`; the UTC stamp moves by the
-        # same number of calendar days, so a flight and its hour's weather stay together and keys stay unique.
+    moves: dict[str, np.ndarray] = {}
+    if offset:  # the local day (the tables' month and day) decides, so a flight and its hour's weather move alike
         shuffle = _permutation(np.random.default_rng([seed, offset, 1]))
-        moved = []
-        for table in (flights, weather):
-            day = table["day"] + day_moves(table["month"], table["day"], shuffle)
-            days = (pd.to_datetime(pd.DataFrame({"year": year, "month": table["month"], "day": day}))
-                    - pd.to_datetime(pd.DataFrame({"year": REAL_YEAR, "month": table["month"], "day": table["day"]})))
-            moved.append(table.assign(year=year, day=day, time_hour=_move_stamps(table["time_hour"], days.dt.days)))
-        flights, weather = moved
-    else:
-        flights = flights.assign(year=year, time_hour=_shift_stamps(flights["time_hour"], year))
-        weather = weather.assign(year=year, time_hour=_shift_stamps(weather["time_hour"], year))
+        moves = {name: day_moves(table["month"], table["day"], shuffle)
+                 for name, table in (("flights", flights), ("weather", weather))}
+    flights = flights.assign(year=year, day=flights["day"] + moves.get("flights", 0),
+                             time_hour=_shift_stamps(flights["time_hour"], year, moves.get("flights")))
+    weather = weather.assign(year=year, day=weather["day"] + moves.get("weather", 0),
+                             time_hour=_shift_stamps(weather["time_hour"], year, moves.get("weather")))
     if offset:
         rng = np.random.default_rng([seed, offset])
         weather = weather.assign(

@@ -66,3 +66,19 @@ def test_written_table_has_a_row_group_per_year_and_unique_keys(tables, tmp_path
     assert str(table["time_hour"].dtype) == "datetime64[ns, UTC]"
     assert sorted(table["time_hour"].dt.year.unique()) == [2011, 2012, 2013]
     assert not table.duplicated(["carrier", "flight", "time_hour"]).any()
+
+
+def test_copies_at_the_year_end_keep_their_own_year_and_unique_keys():
+    # The package stamps Dec 31 evening flights 2013-01-01 (UTC hours of the same year); a copy whose days moved must
+    # not land on the next copy's stamps, nor lose its hour's weather.
+    full = read_nycflights13()
+    edge = full.flights["month"].eq(12) & full.flights["day"].ge(30) | full.flights["month"].eq(1) & full.flights[
+        "day"].eq(1)
+    tables = FlightTables(flights=full.flights[edge].reset_index(drop=True),
+                          weather=full.weather[full.weather["month"].isin([1, 12])].reset_index(drop=True),
+                          planes=full.planes)
+    copies = list(scaled_years(30, seed=0, tables=tables))  # some copies keep Dec 31 on Dec 31 (x30's own seed)
+    for offset, copy in zip(range(29, -1, -1), copies, strict=True):
+        assert set(copy["time_hour"].dt.year) == {2013 - offset}
+        assert copy["temp"].notna().sum() == copies[-1]["temp"].notna().sum()
+    assert not pd.concat(copies).duplicated(["carrier", "flight", "time_hour"]).any()
