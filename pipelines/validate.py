@@ -322,22 +322,14 @@ def _time_index(frame: pd.DataFrame, stamps: pd.Series) -> Callable[[pd.Timestam
 
     A time-sorted frame (what collect writes) gives row slices (views); otherwise positions sorted by time once.
     """
-    stamps = stamps.dt.as_unit("ns")  # the bounds' .value are nanoseconds
-    if stamps.dt.tz is None:
-        stamps = stamps.dt.tz_localize("UTC")
-    ticks = stamps.array.asi8
-    present = stamps.notna().to_numpy()
-    if present.all() and stamps.is_monotonic_increasing:
-        def rows(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
-            return frame.iloc[np.searchsorted(ticks, lo.value):np.searchsorted(ticks, hi.value)]
-        return rows
-    positions = np.flatnonzero(present)
-    positions = positions[np.argsort(ticks[positions], kind="stable")]
-    ordered = ticks[positions]
+    from pipelines.validate_chunks import time_order
 
-    def taken(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
-        return frame.take(np.sort(positions[np.searchsorted(ordered, lo.value):np.searchsorted(ordered, hi.value)]))
-    return taken
+    ticks, positions, _ = time_order(stamps)
+
+    def rows(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        start, stop = np.searchsorted(ticks, lo.value), np.searchsorted(ticks, hi.value)
+        return frame.iloc[start:stop] if positions is None else frame.take(np.sort(positions[start:stop]))
+    return rows
 
 
 # --- running GX ---------------------------------------------------------------------------------------------

@@ -68,15 +68,7 @@ def time_chunks(frame: pd.DataFrame, time_column: str, chunk_rows: int) -> Itera
     by positions, in the frame's own row order. Rows without a time go to the first part. One timestamp with more
     rows than `chunk_rows` makes a bigger part.
     """
-    stamps = frame[time_column]
-    missing = stamps.isna().to_numpy()
-    if not missing.any() and stamps.is_monotonic_increasing:
-        ticks, positions = stamps.array.asi8, None
-    else:
-        positions = np.flatnonzero(~missing)
-        ticks = stamps.array.asi8[positions]
-        order = np.argsort(ticks, kind="stable")
-        positions, ticks = positions[order], ticks[order]
+    ticks, positions, missing = time_order(frame[time_column])
     bounds, start, total = [], 0, len(ticks)
     while start < total:
         stop = min(start + chunk_rows, total)
@@ -94,6 +86,21 @@ def time_chunks(frame: pd.DataFrame, time_column: str, chunk_rows: int) -> Itera
             if number == 0:
                 part = np.concatenate([np.flatnonzero(missing), part])
             yield frame.take(np.sort(part))
+
+
+def time_order(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The timed rows' UTC nanoseconds in time order, their positions in the frame (None when the frame is already
+    in that order with every row timed: then slices are views), and the mask of rows without a time."""
+    stamps = stamps.dt.as_unit("ns")
+    if stamps.dt.tz is None:
+        stamps = stamps.dt.tz_localize("UTC")
+    missing = stamps.isna().to_numpy()
+    if not missing.any() and stamps.is_monotonic_increasing:
+        return stamps.array.asi8, None, missing
+    positions = np.flatnonzero(~missing)
+    ticks = stamps.array.asi8[positions]
+    order = np.argsort(ticks, kind="stable")
+    return ticks[order], positions[order], missing
 
 
 def merge_suite_results(parts: Sequence[Any], suite_name: str, extra: Sequence[Any] = ()) -> Any:
