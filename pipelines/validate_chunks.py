@@ -163,19 +163,9 @@ def _merge_counts(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         merged["missing_percent"] = missing / element * 100 if element else None
         merged["unexpected_percent_total"] = unexpected / element * 100 if element else None
         merged["unexpected_percent_nonmissing"] = merged["unexpected_percent"]
-    for key in ("partial_unexpected_list", "partial_unexpected_index_list"):
-        if any(key in result for result in results):
-            merged[key] = [value for result in results for value in result.get(key) or []][:MAX_PARTIAL]
-    if any("partial_unexpected_counts" in result for result in results):
-        counts: dict[Any, int] = {}
-        for result in results:
-            for entry in result.get("partial_unexpected_counts") or []:
-                value = entry["value"]
-                key = tuple(value) if isinstance(value, list) else value
-                counts[key] = counts.get(key, 0) + int(entry["count"])
-        top = sorted(counts.items(), key=lambda pair: -pair[1])[:MAX_PARTIAL]
-        merged["partial_unexpected_counts"] = [{"value": list(value) if isinstance(value, tuple) else value,
-                                                "count": count} for value, count in top]
+    # What GX's BASIC format (validate.RESULT_FORMAT) holds besides the counts: the first unexpected values.
+    merged["partial_unexpected_list"] = [value for result in results
+                                         for value in result.get("partial_unexpected_list") or []][:MAX_PARTIAL]
     return merged
 
 
