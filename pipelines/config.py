@@ -249,6 +249,7 @@ class SearchParams(_Section):
     trials: Annotated[int, Field(ge=0)]
     space: dict[str, list[int | float]]
     metric: Literal["auc", "binary_logloss"]
+    max_rows: Annotated[int, Field(ge=1000)] | None
     dask_address: str | None
     n_workers: AtLeast1
     threads_per_worker: AtLeast1
@@ -472,9 +473,11 @@ def _field(model: type[BaseModel] | None, key: str) -> Any:
                 None)
 
 
-def _range_text(info: Any) -> str:
-    """'must be in (0, 1]', 'must be in 1..65535', 'must be >= 1' from the field's own constraints."""
+def _range_text(info: Any, context: dict[str, Any] | None) -> str:
+    """'must be in (0, 1]', 'must be in 1..65535', 'must be >= 1' from the field's own constraints, or from the
+    error's (a nullable field keeps its bounds inside the union, where the field's metadata does not show them)."""
     bounds = {name: getattr(m, name) for m in info.metadata for name in _OPERATORS if hasattr(m, name)}
+    bounds = bounds or {name: value for name, value in (context or {}).items() if name in _OPERATORS}
     low = next(((name, bounds[name]) for name in ("ge", "gt") if name in bounds), None)
     high = next(((name, bounds[name]) for name in ("le", "lt") if name in bounds), None)
     if low and high and (low[0], high[0]) == ("ge", "le") and all(isinstance(v, int) for v in bounds.values()):
@@ -516,7 +519,8 @@ def format_errors(error: ValidationError, root: type[BaseModel] | None = None,
                          else f"{location}: {message} (got {item.get('input')!r})")
         elif item["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and loc:
             info = _field(parent, loc[-1])
-            lines.append(f"{location} {_range_text(info) if info else item['msg']}, got {item.get('input')!r}")
+            rule = _range_text(info, item.get("ctx")) if info else item["msg"]
+            lines.append(f"{location} {rule}, got {item.get('input')!r}")
         else:
             lines.append(f"{location}: {item['msg']} (got {item.get('input')!r})")
     return lines

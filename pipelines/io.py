@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from pipelines.config import PathsParams
@@ -182,6 +183,27 @@ def parquet_frame(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 
     return pq.read_table(path, columns=columns).to_pandas(deduplicate_objects=True, split_blocks=True,
                                                           self_destruct=True)
+
+
+def parquet_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
+    """`parquet_frame(path)` at the ascending positions `rows`, reading only the row groups that hold them.
+
+    The latest rows of a time-ordered split sit in its last row groups: a slice of them costs its own size, not the
+    file's.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    handle = pq.ParquetFile(path)
+    sizes = np.array([handle.metadata.row_group(group).num_rows for group in range(handle.num_row_groups)])
+    ends = np.cumsum(sizes)
+    group_of_row = np.searchsorted(ends, rows, side="right")
+    groups = np.unique(group_of_row)
+    # Where each group read starts in the table read_row_groups returns, then each row's place in that table.
+    read_starts = np.concatenate([[0], np.cumsum(sizes[groups])[:-1]])
+    local = read_starts[np.searchsorted(groups, group_of_row)] + rows - (ends - sizes)[group_of_row]
+    table = handle.read_row_groups(groups.tolist()).take(local)
+    return table.to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
 
 
 def file_md5(path: Path) -> str:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
@@ -46,6 +47,8 @@ class CandidateResult:
         data = asdict(self)
         data.pop("model")
         data["seconds"] = round(self.finished - self.started, 3)
+        if self.model is not None:
+            data["train_rows"] = self.model.meta["train_rows"]
         return data
 
 
@@ -93,6 +96,22 @@ def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
                 values[name] = trial.suggest_float(name, float(low), float(high))
         drawn.append(values)
     return drawn
+
+
+def refit_params(base: TrainParams, winner: CandidateResult) -> TrainParams:
+    """The winner's params for its refit on the whole train split: alone, so with `train.num_threads` again."""
+    return _with(base, winner.overrides, base.num_threads)
+
+
+def latest_rows(stamps: np.ndarray, max_rows: int | None) -> np.ndarray | None:
+    """Ascending positions of the `max_rows` latest rows, or None when every row fits (or there is no cap).
+
+    The latest, because they sit next to the validation months the candidates are judged on: the slice is the
+    traffic most like what the model will see. Rows sharing the cut's timestamp are taken in table order.
+    """
+    if max_rows is None or len(stamps) <= max_rows:
+        return None
+    return np.sort(np.argsort(stamps, kind="stable")[len(stamps) - max_rows:])
 
 
 def candidate_params(search: SearchParams, base: TrainParams) -> list[TrainParams]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,12 @@ def run_train(params: Params) -> dict[str, Any]:
 _SPLIT_CACHE: dict[tuple[str, int], Any] = {}
 
 
-def _training_splits(params: Params) -> tuple[Any, Any, Any]:
-    """train, valid and schema, read once per process (a Dask worker trains several candidates)."""
+def _training_splits(params: Params, train_file: Path | None = None) -> tuple[Any, Any, Any]:
+    """train (the prepared split, or the search's slice at `train_file`), valid and schema, read once per process
+    (a Dask worker trains several candidates)."""
     from pipelines.features import FeatureSchema
 
-    train_file = io.prepared_path(params.paths, "train")
+    train_file = train_file or io.prepared_path(params.paths, "train")
     key = (str(train_file.resolve()), train_file.stat().st_mtime_ns if train_file.exists() else 0)
     if key not in _SPLIT_CACHE:
         _SPLIT_CACHE.clear()
@@ -134,10 +136,12 @@ def plan_search(params: Params) -> list[Any]:
     return candidate_params(params.search, params.train)
 
 
-def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = None) -> Any:
+def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = None,
+                  train_file: Path | None = None) -> Any:
     """Train one candidate where this runs (a Dask worker, a Prefect task, this process).
 
-    With `datasets` (`pipelines.train.BinaryDatasets` of the candidate's seed) the train split is not read here.
+    With `datasets` (`pipelines.train.BinaryDatasets` of the candidate's seed) the train split is not read here;
+    otherwise it is read from `train_file` (the search's slice) or the prepared split.
     """
     from pipelines.features import FeatureSchema
     from pipelines.search import train_candidate
@@ -146,30 +150,75 @@ def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = No
         valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
         schema = FeatureSchema.load(io.schema_path(params.paths))
         return train_candidate(index, candidate, params.train, None, valid, schema, datasets=datasets)
-    train, valid, schema = _training_splits(params)
+    train, valid, schema = _training_splits(params, train_file)
     return train_candidate(index, candidate, params.train, train, valid, schema)
 
 
 @contextmanager
-def shared_datasets(params: Params, candidates: list[Any]) -> Iterator[dict[int, Any]]:
-    """The train and valid splits binned once per distinct seed into LightGBM binary files, for every candidate.
-
-    Read, encoded and binned here, in the driver, before any worker starts; the frames are dropped before the
-    workers load the (much smaller) binary files. The files live in a temporary folder beside the model
-    directory (the path an external Dask cluster's workers see, like the prepared splits) and are removed after.
-    """
-    import gc
+def _scratch_dir(params: Params, prefix: str) -> Iterator[Path]:
+    """A temporary folder beside the model directory (the path an external Dask cluster's workers see, like the
+    prepared splits), removed on exit."""
     import shutil
     import tempfile
+
+    parent = params.paths.model_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SearchSplit:
+    """The train split the search's candidates read: the prepared split, or its latest `search.max_rows` rows."""
+
+    path: Path
+    rows: int
+    train_rows: int
+
+    @property
+    def sliced(self) -> bool:
+        return self.rows < self.train_rows
+
+
+@contextmanager
+def search_split(params: Params) -> Iterator[SearchSplit]:
+    """The candidates' train split: the whole prepared split, or (when it is longer than search.max_rows) its
+    latest rows, written to a temporary Parquet file that workers read like the prepared split."""
+    from pipelines.search import latest_rows
+
+    train_file = io.prepared_path(params.paths, "train")
+    time_column = params.source.time_column
+    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column].to_numpy()
+    rows = latest_rows(stamps, params.search.max_rows)
+    if rows is None:
+        yield SearchSplit(path=train_file, rows=len(stamps), train_rows=len(stamps))
+        return
+    with _scratch_dir(params, ".search-") as directory:
+        sliced = io.write_parquet(directory / train_file.name, io.parquet_rows(train_file, rows),
+                                  row_group_rows=io.SPLIT_ROW_GROUP_ROWS)
+        log.info("search: candidates train on the latest %d of the train split's %d rows (search.max_rows)",
+                 len(rows), len(stamps))
+        yield SearchSplit(path=sliced, rows=len(rows), train_rows=len(stamps))
+
+
+@contextmanager
+def shared_datasets(params: Params, candidates: list[Any], train_file: Path) -> Iterator[dict[int, Any]]:
+    """The train split at `train_file` and the valid split binned once per distinct seed into LightGBM binary
+    files, for every candidate.
+
+    Read, encoded and binned here, in the driver, before any worker starts; the frames are dropped before the
+    workers load the (much smaller) binary files, which are removed after.
+    """
+    import gc
 
     from pipelines.features import FeatureSchema
     from pipelines.train import build_datasets
 
-    parent = params.paths.model_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=".datasets-", dir=parent))
-    try:
-        train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
+    with _scratch_dir(params, ".datasets-") as directory:
+        train = io.read_parquet(train_file, "preprocess")
         valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
         schema = FeatureSchema.load(io.schema_path(params.paths))
         built = {}
@@ -179,30 +228,50 @@ def shared_datasets(params: Params, candidates: list[Any]) -> Iterator[dict[int,
         del train, valid
         gc.collect()
         yield built
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
-def finish_search(params: Params, results: list[Any]) -> dict[str, Any]:
-    """Save the winner where the train stage puts its model, and every candidate's record as a DVC metric."""
+def finish_search(params: Params, results: list[Any], split: SearchSplit | None = None) -> dict[str, Any]:
+    """Save the winner (refit on the whole train split when the candidates saw a slice of it) where the train stage
+    puts its model, and every candidate's record as a DVC metric. No `split`: they saw the whole train split."""
     from pipelines.search import pick_winner, search_report
 
     lineage = require_validated_table(params, "train")
     winner = pick_winner(results, params.search.metric)
-    winner.model.meta["data"] = _training_data(params, lineage)
-    winner.model.meta["search"] = {"candidate": winner.index, "candidates": len(results),
-                                   "metric": params.search.metric}
-    winner.model.save(params.paths.model_dir)
+    if split is None:
+        rows = winner.model.meta["train_rows"]
+        split = SearchSplit(path=io.prepared_path(params.paths, "train"), rows=rows, train_rows=rows)
+    refit = refit_winner(params, winner) if split.sliced else None
+    model = winner.model if refit is None else refit.model
+    model.meta["data"] = _training_data(params, lineage)
+    model.meta["search"] = {"candidate": winner.index, "candidates": len(results), "metric": params.search.metric,
+                            "search_rows": split.rows, "refit": refit is not None}
+    model.save(params.paths.model_dir)
     report = search_report(results, winner, params.search.metric)
+    report.update({"search_rows": split.rows, "train_rows": split.train_rows,
+                   "refit": None if refit is None else {**refit.record(), "train_rows": split.train_rows}})
     io.write_json(params.paths.metrics_dir / io.CANDIDATES_FILE, report)
-    log.info("search: %d candidates on %s, winner #%d %s", len(results), report["workers"], winner.index,
-             winner.valid_metrics)
-    return {"best_iteration": winner.best_iteration, "threshold": winner.model.threshold,
-            "valid_metrics": winner.valid_metrics, "candidates": len(results), "winner": winner.index,
-            "workers": report["workers"], "wall_seconds": report["wall_seconds"]}
+    log.info("search: %d candidates on %s, winner #%d %s%s", len(results), report["workers"], winner.index,
+             winner.valid_metrics, "" if refit is None else f"; refit on {split.train_rows} rows {refit.valid_metrics}")
+    return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
+            "valid_metrics": model.meta["valid_metrics"], "candidates": len(results), "winner": winner.index,
+            "workers": report["workers"], "wall_seconds": report["wall_seconds"], "search_rows": split.rows,
+            "refit": refit is not None}
 
 
-def run_candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
+def refit_winner(params: Params, winner: Any) -> Any:
+    """The search's winner trained again, alone, on the whole prepared train split, by the engine that trained it.
+
+    Early stopping on the validation split picks its rounds again: more rows carry more rounds than the slice did.
+    """
+    from pipelines.search import refit_params
+
+    refit = refit_params(params.train, winner)
+    log.info("search: refitting candidate #%d on the whole train split", winner.index)
+    return run_candidates_in_turn(params, [refit], first_index=winner.index)[0]
+
+
+def run_candidates_in_turn(params: Params, candidates: list[Any], train_file: Path | None = None,
+                           first_index: int = 0) -> list[Any]:
     """Candidates one after another: on the whole Dask cluster each (train.engine dask), or here (a GPU's one queue)."""
     import time
 
@@ -211,16 +280,17 @@ def run_candidates_in_turn(params: Params, candidates: list[Any]) -> list[Any]:
     from pipelines.search import candidate_result, dask_client
 
     if params.train.engine == "local":
-        return [run_candidate(params, index, candidate) for index, candidate in enumerate(candidates)]
+        return [run_candidate(params, index, candidate, train_file=train_file)
+                for index, candidate in enumerate(candidates, start=first_index)]
     valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
     schema = FeatureSchema.load(io.schema_path(params.paths))
-    train_file = io.prepared_path(params.paths, "train")
+    train_file = train_file or io.prepared_path(params.paths, "train")
     if not train_file.exists():
         raise FileNotFoundError(f"{train_file} not found: run the preprocess stage first (dvc repro preprocess)")
     results = []
     with dask_client(params.search) as client:
         where = f"dask {client.scheduler.address}"
-        for index, candidate in enumerate(candidates):
+        for index, candidate in enumerate(candidates, start=first_index):
             started = time.time()
             model = train_model_dask(client, train_file, valid, schema, candidate, partitions=params.search.n_workers)
             results.append(candidate_result(index, candidate, params.train, model, started=started, worker=where))
@@ -238,14 +308,17 @@ def run_search(params: Params) -> dict[str, Any]:
 
     candidates = plan_search(params)  # refuses a wrong setting (train.device_type gpu without OpenCL) first
     require_validated_table(params, "train")
-    if params.train.engine == "dask" or (len(candidates) > 1 and not parallel_candidates(params.train)):
+    if len(candidates) == 1:  # nothing to choose: `train:` trains on the whole split
         return finish_search(params, run_candidates_in_turn(params, candidates))
-    if len(candidates) == 1:
-        return finish_search(params, [run_candidate(params, 0, candidates[0])])
-    with shared_datasets(params, candidates) as datasets:
-        jobs = [(params, index, candidate, datasets[candidate.seed]) for index, candidate in enumerate(candidates)]
-        results = map_on_dask(params.search, run_candidate, jobs)
-    return finish_search(params, results)
+    with search_split(params) as split:
+        if params.train.engine == "dask" or not parallel_candidates(params.train):
+            results = run_candidates_in_turn(params, candidates, split.path)
+        else:
+            with shared_datasets(params, candidates, split.path) as datasets:
+                jobs = [(params, index, candidate, datasets[candidate.seed])
+                        for index, candidate in enumerate(candidates)]
+                results = map_on_dask(params.search, run_candidate, jobs)
+    return finish_search(params, results, split)
 
 
 def run_evaluate(params: Params) -> dict[str, Any]:

@@ -50,6 +50,10 @@ def test_repo_params_file_loads() -> None:
          "monitor.retraining_deployment must be '<flow name>/<deployment name>', got 'retraining'"),
         ({"replay.end": "2013-01-01"}, "replay.end (2013-01-01) must be after replay.start (2013-09-01)"),
         ({"serve.prediction_log.rotate_bytes": 10}, "serve.prediction_log.rotate_bytes must be >= 1024, got 10"),
+        # Nullable bounded keys: their bounds sit inside the union, not on the field.
+        ({"search.max_rows": 10}, "search.max_rows must be >= 1000, got 10"),
+        ({"train.recency_half_life_days": 0}, "train.recency_half_life_days must be > 0.0, got 0"),
+        ({"monitor.retrain_window_days": 0}, "monitor.retrain_window_days must be >= 1, got 0"),
     ],
 )
 def test_invalid_override_is_refused_by_name(override: dict, message: str) -> None:

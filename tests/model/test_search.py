@@ -89,3 +89,40 @@ def test_the_search_bins_the_splits_once_and_its_winner_is_the_in_memory_model(p
                                   pd.read_parquet(io.prepared_path(params.paths, "valid")), saved.schema, winner)
     assert in_memory.booster.model_to_string() == (params.paths.model_dir / io.MODEL_FILE).read_text()
     assert in_memory.threshold == saved.threshold
+
+
+def test_a_capped_search_judges_candidates_on_the_latest_rows_and_refits_the_winner_on_the_whole_split(
+        prepared_root: Path) -> None:
+    """search.max_rows under the train split: each candidate trains on the split's latest rows (the model it gives
+    is the one `train_model` gives on exactly those rows), and the saved model is the winner trained again on the
+    whole split with `train.num_threads`."""
+    from pipelines import io, train
+
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
+                                             "paths.model_dir": str(prepared_root / "models" / "capped")})
+    whole = pd.read_parquet(io.prepared_path(params.paths, "train"))
+    valid = pd.read_parquet(io.prepared_path(params.paths, "valid"))
+    cap = len(whole) // 3
+    params = params.model_copy(update={"search": params.search.model_copy(update={"max_rows": cap})})
+    summary = stages.run_search(params)
+
+    report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
+    assert (report["search_rows"], report["train_rows"]) == (cap, len(whole)) and summary["refit"]
+    assert [c["train_rows"] for c in report["candidates"]] == [cap] * 4
+    best = max(report["candidates"], key=lambda c: (c["valid_metrics"]["auc"], -c["index"]))
+    assert report["winner"] == best["index"] == report["refit"]["index"]
+    latest = whole.sort_values(params.source.time_column, kind="stable").tail(cap).sort_index()
+    saved = TrainedModel.load(params.paths.model_dir)
+    on_latest = train.train_model(latest.reset_index(drop=True), valid, saved.schema,
+                                  params.train.model_validate(best["params"]))
+    assert on_latest.meta["valid_metrics"] == pytest.approx(best["valid_metrics"])
+
+    refit = params.train.model_validate({**params.train.model_dump(), **best["overrides"]})
+    on_whole = train.train_model(whole, valid, saved.schema, refit)
+    assert on_whole.booster.model_to_string() == (params.paths.model_dir / io.MODEL_FILE).read_text()
+    assert saved.meta["train_rows"] == len(whole) == report["refit"]["train_rows"]
+    assert saved.meta["search"] == {"candidate": best["index"], "candidates": 4, "metric": "auc",
+                                    "search_rows": cap, "refit": True}
+    assert saved.meta["valid_metrics"] == pytest.approx(report["refit"]["valid_metrics"])
+    scratch = [p.name for p in params.paths.model_dir.parent.iterdir() if p.name.startswith((".search-", ".datasets-"))]
+    assert not scratch  # the slice and the binary files are removed after

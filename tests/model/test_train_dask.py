@@ -112,3 +112,20 @@ def test_search_stage_with_dask_engine_gives_a_model_the_gate_registers(prepared
     stages.run_evaluate(params)
     outcome = stages.run_gate_and_promote(params)
     assert outcome["tag"] and outcome["promote"], outcome  # first model: beats the naive baselines, promoted
+
+
+def test_a_capped_dask_search_reads_the_slice_on_the_workers_and_refits_on_the_whole_split(
+        prepared_root: Path, client: Any) -> None:
+    """With train.engine dask the candidates' slice is a Parquet file the workers read in partitions, like the
+    prepared split; the winner's refit reads the prepared split itself."""
+    params = dask_params(prepared_root, **{"search.grid": {"num_leaves": [15, 31]},
+                                           "search.dask_address": client.scheduler.address, "search.max_rows": 5000,
+                                           "paths.model_dir": str(prepared_root / "models" / "dask-capped")})
+    train_rows = len(splits(params)[0])
+    summary = stages.run_search(params)
+    report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
+    assert summary["refit"] and [c["train_rows"] for c in report["candidates"]] == [5000, 5000]
+    assert report["refit"]["index"] == report["winner"] and report["refit"]["worker"].startswith("dask tcp://")
+    model = TrainedModel.load(params.paths.model_dir)
+    assert model.meta["engine"]["engine"] == "dask" and model.meta["train_rows"] == train_rows > 5000
+    assert model.meta["search"]["search_rows"] == 5000
