@@ -339,6 +339,7 @@ class MonitorParams(_Section):
     seed: int
     # Calibrated drift (pipelines/monitor/calibration.py): thresholds from the reference period's own windows.
     calibration_quantile: Annotated[float, Field(gt=0, lt=1)]
+    calibration_windows: Annotated[int, Field(ge=2)] | None
     window_sample_rows: AtLeast1
     missing_surge: Fraction
     new_category_surge: Fraction

@@ -321,17 +321,23 @@ def run_search(params: Params) -> dict[str, Any]:
     return finish_search(params, results, split)
 
 
+def _baseline_train(params: Params) -> Any:
+    """What the naive baselines need of the train split (evaluate and gate): its time and label, not the whole
+    split (gigabytes on a big table)."""
+    from pipelines.features import LABEL
+
+    return io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess",
+                           columns=[params.source.time_column, LABEL])
+
+
 def run_evaluate(params: Params) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_model
-    from pipelines.features import LABEL
     from pipelines.train import TrainedModel
 
     require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
         TrainedModel.load(params.paths.model_dir),
-        # The train split only feeds the naive baselines (label and time): two columns, not the whole split.
-        train=io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess",
-                              columns=[params.source.time_column, LABEL]),
+        train=_baseline_train(params),
         test=io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess"),
         time_column=params.source.time_column,
         slices=params.evaluate.slices,
@@ -361,7 +367,7 @@ def run_gate(params: Params) -> dict[str, Any]:
     require_validated_table(params, "gate")
     challenger = TrainedModel.load(params.paths.model_dir)
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
-    train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
+    train = _baseline_train(params)
     champion_tag = registry.champion_tag(registry.registry_home(params.paths.registry_dir))
     champion_proba = registry.load_model(champion_tag).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)

@@ -246,6 +246,22 @@ def reference_windows(period: pd.DataFrame, time_column: str, monitor: MonitorPa
     return full if len(full) >= 2 else [rows for rows in windows if len(rows) >= 2]
 
 
+def calibration_start(stamps: pd.Series, monitor: MonitorParams) -> int:
+    """Where, in the time-ordered reference period's `stamps`, its latest `monitor.calibration_windows` full windows
+    (at least `min_window_rows` rows) begin; 0 when it has no more than that (or no cap). Thresholds come from those
+    windows: a year of weeks has every season once, and a period of years would cost a window analysis per week."""
+    from pipelines.monitor.windows import window_starts
+
+    if monitor.calibration_windows is None:
+        return 0
+    starts = window_starts(stamps, monitor.window_days)
+    sizes = starts.value_counts()
+    full = sizes[sizes >= monitor.min_window_rows].index.sort_values()
+    if len(full) <= monitor.calibration_windows:
+        return 0
+    return int(starts.searchsorted(full[-monitor.calibration_windows]))
+
+
 def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
               monitor: MonitorParams, weights: Mapping[str, float],
               vocabulary: Mapping[str, Sequence[str]], probability: str = "probability") -> Calibration:

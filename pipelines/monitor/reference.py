@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
-from pipelines.monitor.calibration import Calibration, auc_drops, calibrate, gain_shares, prediction_bound
+from pipelines.monitor.calibration import (
+    Calibration,
+    auc_drops,
+    calibrate,
+    calibration_start,
+    gain_shares,
+    prediction_bound,
+)
 from pipelines.monitor.log import PROBABILITY, as_category_strings
 
 
@@ -30,11 +38,21 @@ def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column:
     return frame.assign(**{name: as_category_strings(frame[name]) for name in features.categorical})
 
 
-def reference_period(splits: list[pd.DataFrame], features: FeaturesParams, time_column: str) -> pd.DataFrame:
-    """The splits the model was fitted on, raw columns in the service's form, in time order."""
-    frame = pd.concat([split[[time_column, *features.raw_columns]] for split in splits], ignore_index=True)
-    frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
-    return frame.assign(**{name: as_category_strings(frame[name]) for name in features.categorical})
+def period_order(splits: list[pd.DataFrame], time_column: str) -> pd.Series:
+    """The splits' scheduled times (taken as one table, in split order) in time order, ties in table order; the
+    index holds each row's position in that table."""
+    return pd.concat([split[time_column] for split in splits], ignore_index=True).sort_values(kind="stable")
+
+
+def period_rows(splits: list[pd.DataFrame], features: FeaturesParams, time_column: str,
+                rows: np.ndarray) -> pd.DataFrame:
+    """The rows at `rows` (positions as `period_order` counts them, in that order) of the splits, raw columns in
+    the service's form. Column by column, so only the chosen rows are ever held twice, not the whole period."""
+    data = {}
+    for name in [time_column, *features.raw_columns]:
+        values = pd.concat([split[name] for split in splits], ignore_index=True).take(rows).reset_index(drop=True)
+        data[name] = as_category_strings(values) if name in features.categorical else values
+    return pd.DataFrame(data)
 
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
@@ -42,9 +60,17 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     """The stored reference sample, scored by `model` (a `TrainedModel`; its probabilities are stored with it, so a
     monitoring run does not re-predict 50,000 rows), and the model's calibration: windows of the reference period
     against the sample, weighted by the model's gain shares, judged against its vocabulary. `labelled` (prepared
-    splits with their `label`: validation and test) calibrates the performance-decay limit."""
-    period = reference_period(splits, features, time_column)
-    reference = sample_reference(period, features, time_column, monitor)
+    splits with their `label`: validation and test) calibrates the performance-decay limit.
+
+    Only the sample's rows and the latest `monitor.calibration_windows` windows' rows are built and scored, so the
+    cost stops growing with the period past those windows (a big table's train split spans years)."""
+    stamps = period_order(splits, time_column)
+    order = stamps.index.to_numpy()
+    drawn = order
+    if len(order) > monitor.reference_rows:  # the draw `DataFrame.sample(random_state=seed)` makes of the period
+        drawn = order[np.random.RandomState(monitor.seed).choice(len(order), monitor.reference_rows, replace=False)]
+    reference = sample_reference(period_rows(splits, features, time_column, drawn), features, time_column, monitor)
+    period = period_rows(splits, features, time_column, order[calibration_start(stamps, monitor):])
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
     weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
     calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,

@@ -14,6 +14,7 @@ from pipelines.config import parse_params
 from pipelines.monitor.calibration import (
     MIN_DISTANCE,
     calibrate,
+    calibration_start,
     conformal_quantile,
     drift_index,
     gain_shares,
@@ -232,3 +233,14 @@ def test_auc_drops_are_the_weekly_spread_below_the_held_out_auc(params):
     assert drops == pytest.approx([overall - 1.0, overall - roc_auc_score(weeks[1]["label"],
                                                                           weeks[1]["probability"])])
     assert drops[0] < 0 < drops[1]
+
+
+@pytest.mark.parametrize(("cap", "first_week"), [(3, 5), (8, 0), (20, 0), (None, 0)])
+def test_calibration_starts_at_the_latest_full_windows(params, cap, first_week):
+    """Eight full weeks, then a partial ninth (under min_window_rows: not counted as a window)."""
+    period = _period()
+    tail = pd.DataFrame({"time_hour": [pd.Timestamp("2013-03-04", tz="UTC")] * 10, "c": "A", "x": 0.0, "y": 0.0,
+                         "probability": 0.2})
+    stamps = pd.concat([period, tail], ignore_index=True)["time_hour"]
+    monitor = params.monitor.model_copy(update={"calibration_windows": cap})
+    assert calibration_start(stamps, monitor) == first_week * ROWS

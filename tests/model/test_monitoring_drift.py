@@ -237,3 +237,22 @@ def test_a_prediction_only_change_is_caught_by_re_scoring_the_logged_inputs(setu
                            "time_hour", params.monitor, calibration, champion=trained.model,
                            champion_tag=tag).summary
     assert other["integrity"] is None
+
+
+def test_a_long_reference_period_is_calibrated_on_its_latest_windows_with_the_same_reference_sample(setup):
+    """monitor.calibration_windows under the period's full windows: only the latest windows are analysed (each
+    gives the statistics it gives in the uncapped calibration), and the stored reference sample does not change."""
+    params, trained, reference, _, _ = setup
+    whole_windows = params.monitor.model_copy(update={"window_sample_rows": 10**6})  # no per-window sampling
+    _, uncapped = build_reference([trained.train], trained.model, params.features, "time_hour", whole_windows)
+    capped_reference, capped = build_reference([trained.train], trained.model, params.features, "time_hour",
+                                               whole_windows.model_copy(update={"calibration_windows": 3}))
+    pd.testing.assert_frame_equal(capped_reference, reference)
+    assert uncapped.windows > 3 == capped.windows
+    # Every per-window statistic but the drift index, which weighs each window by thresholds learned from the
+    # *other* calibration windows (fewer here).
+    for statistic in set(capped.values) - {"drift_index"}:
+        assert capped.values[statistic] == {name: values[-3:] for name, values in
+                                            uncapped.values[statistic].items()}, statistic
+    weeks = pd.Timestamp(capped.period[0]), pd.Timestamp(capped.period[1])
+    assert weeks[0].weekday() == 0 and weeks[1] == pd.Timestamp(uncapped.period[1])
