@@ -191,7 +191,8 @@ def search_split(params: Params) -> Iterator[SearchSplit]:
 
     train_file = io.prepared_path(params.paths, "train")
     time_column = params.source.time_column
-    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column].to_numpy()
+    # As datetime64 (UTC when zoned): a zoned column's own to_numpy() is an array of Timestamp objects, slow to sort.
+    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column].to_numpy("datetime64[ns]")
     rows = latest_rows(stamps, params.search.max_rows)
     if rows is None:
         yield SearchSplit(path=train_file, rows=len(stamps), train_rows=len(stamps))
@@ -248,7 +249,7 @@ def finish_search(params: Params, results: list[Any], split: SearchSplit | None 
     model.save(params.paths.model_dir)
     report = search_report(results, winner, params.search.metric)
     report.update({"search_rows": split.rows, "train_rows": split.train_rows,
-                   "refit": None if refit is None else {**refit.record(), "train_rows": split.train_rows}})
+                   "refit": None if refit is None else refit.record()})
     io.write_json(params.paths.metrics_dir / io.CANDIDATES_FILE, report)
     log.info("search: %d candidates on %s, winner #%d %s%s", len(results), report["workers"], winner.index,
              winner.valid_metrics, "" if refit is None else f"; refit on {split.train_rows} rows {refit.valid_metrics}")
