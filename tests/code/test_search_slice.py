@@ -41,4 +41,3 @@ def test_parquet_rows_reads_exactly_those_rows_across_row_groups(tmp_path: Path)
                  np.array([511])):
         expected = frame.iloc[rows].reset_index(drop=True)
         pd.testing.assert_frame_equal(io.parquet_rows(path, rows), expected)
-
