@@ -181,8 +181,12 @@ def parquet_frame(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """
     import pyarrow.parquet as pq
 
-    return pq.read_table(path, columns=columns).to_pandas(deduplicate_objects=True, split_blocks=True,
-                                                          self_destruct=True)
+    return _arrow_frame(pq.read_table(path, columns=columns))
+
+
+def _arrow_frame(table: Any) -> pd.DataFrame:
+    """A pyarrow Table as `parquet_frame` converts it (the table is consumed)."""
+    return table.to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
 
 
 def parquet_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
@@ -202,8 +206,7 @@ def parquet_rows(path: Path, rows: np.ndarray) -> pd.DataFrame:
     # Where each group read starts in the table read_row_groups returns, then each row's place in that table.
     read_starts = np.concatenate([[0], np.cumsum(sizes[groups])[:-1]])
     local = read_starts[np.searchsorted(groups, group_of_row)] + rows - (ends - sizes)[group_of_row]
-    table = handle.read_row_groups(groups.tolist()).take(local)
-    return table.to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
+    return _arrow_frame(handle.read_row_groups(groups.tolist()).take(local))
 
 
 def file_md5(path: Path) -> str:

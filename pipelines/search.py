@@ -103,15 +103,21 @@ def refit_params(base: TrainParams, winner: CandidateResult) -> TrainParams:
     return _with(base, winner.overrides, base.num_threads)
 
 
-def latest_rows(stamps: np.ndarray, max_rows: int | None) -> np.ndarray | None:
+def latest_rows(stamps: pd.Series, max_rows: int | None) -> np.ndarray | None:
     """Ascending positions of the `max_rows` latest rows, or None when every row fits (or there is no cap).
 
     The latest, because they sit next to the validation months the candidates are judged on: the slice is the
-    traffic most like what the model will see. Rows sharing the cut's timestamp are taken in table order.
+    traffic most like what the model will see. Rows sharing the cut's timestamp are taken in table order; a split
+    already in time order (what preprocess writes) is not sorted again.
     """
+    from pipelines.validate_chunks import time_order
+
     if max_rows is None or len(stamps) <= max_rows:
         return None
-    return np.sort(np.argsort(stamps, kind="stable")[len(stamps) - max_rows:])
+    ticks, positions, _ = time_order(stamps)
+    if positions is None:
+        return np.arange(len(ticks) - max_rows, len(ticks))
+    return np.sort(positions[-max_rows:])
 
 
 def candidate_params(search: SearchParams, base: TrainParams) -> list[TrainParams]:

@@ -191,8 +191,7 @@ def search_split(params: Params) -> Iterator[SearchSplit]:
 
     train_file = io.prepared_path(params.paths, "train")
     time_column = params.source.time_column
-    # As datetime64 (UTC when zoned): a zoned column's own to_numpy() is an array of Timestamp objects, slow to sort.
-    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column].to_numpy("datetime64[ns]")
+    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column]
     rows = latest_rows(stamps, params.search.max_rows)
     if rows is None:
         yield SearchSplit(path=train_file, rows=len(stamps), train_rows=len(stamps))

@@ -45,14 +45,17 @@ def period_order(splits: list[pd.DataFrame], time_column: str) -> pd.Series:
 
 
 def period_rows(splits: list[pd.DataFrame], features: FeaturesParams, time_column: str,
-                rows: np.ndarray) -> pd.DataFrame:
-    """The rows at `rows` (positions as `period_order` counts them, in that order) of the splits, raw columns in
-    the service's form. Column by column, so only the chosen rows are ever held twice, not the whole period."""
-    data = {}
+                selections: list[np.ndarray]) -> list[pd.DataFrame]:
+    """For each selection (positions as `period_order` counts them, in that order) its rows of the splits, raw
+    columns in the service's form. Column by column, each column of the period joined once for every selection,
+    so only the chosen rows are ever held twice, not the whole period."""
+    data: list[dict[str, pd.Series]] = [{} for _ in selections]
     for name in [time_column, *features.raw_columns]:
-        values = pd.concat([split[name] for split in splits], ignore_index=True).take(rows).reset_index(drop=True)
-        data[name] = as_category_strings(values) if name in features.categorical else values
-    return pd.DataFrame(data)
+        column = pd.concat([split[name] for split in splits], ignore_index=True)
+        for chosen, rows in zip(data, selections, strict=True):
+            values = column.take(rows).reset_index(drop=True)
+            chosen[name] = as_category_strings(values) if name in features.categorical else values
+    return [pd.DataFrame(chosen) for chosen in data]
 
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
@@ -69,8 +72,8 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     drawn = order
     if len(order) > monitor.reference_rows:  # the draw `DataFrame.sample(random_state=seed)` makes of the period
         drawn = order[np.random.RandomState(monitor.seed).choice(len(order), monitor.reference_rows, replace=False)]
-    reference = sample_reference(period_rows(splits, features, time_column, drawn), features, time_column, monitor)
-    period = period_rows(splits, features, time_column, order[calibration_start(stamps, monitor):])
+    sample, period = period_rows(splits, features, time_column, [drawn, order[calibration_start(stamps, monitor):]])
+    reference = sample_reference(sample, features, time_column, monitor)
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
     weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
     calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,

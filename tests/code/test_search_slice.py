@@ -15,7 +15,7 @@ from pipelines.search import latest_rows
 def test_the_slice_is_the_latest_rows_in_table_order_whatever_the_order_of_the_table() -> None:
     rng = np.random.default_rng(7)
     stamps = pd.Timestamp("2013-01-01") + pd.to_timedelta(rng.permutation(5_000), unit="h")
-    kept = latest_rows(stamps.to_numpy(), 1_200)
+    kept = latest_rows(pd.Series(stamps), 1_200)
     assert kept is not None and len(kept) == 1_200
     assert np.all(np.diff(kept) > 0)  # ascending positions: the slice keeps the table's order
     cut = np.sort(stamps.to_numpy())[-1_200]
@@ -23,13 +23,21 @@ def test_the_slice_is_the_latest_rows_in_table_order_whatever_the_order_of_the_t
 
 
 def test_rows_sharing_the_cut_timestamp_are_taken_in_table_order() -> None:
-    stamps = np.array(["2013-01-02", "2013-01-01", "2013-01-02", "2013-01-03", "2013-01-02"], dtype="datetime64[ns]")
+    stamps = pd.Series(pd.to_datetime(["2013-01-02", "2013-01-01", "2013-01-02", "2013-01-03", "2013-01-02"]))
     assert latest_rows(stamps, 3).tolist() == [2, 3, 4]
+
+
+def test_a_split_in_time_order_gives_its_last_rows_and_untimed_rows_are_never_the_latest() -> None:
+    in_order = pd.Series(pd.date_range("2013-01-01", periods=10, freq="h", tz="UTC"))
+    assert latest_rows(in_order, 4).tolist() == [6, 7, 8, 9]
+    untimed = in_order.copy()
+    untimed[[3, 9]] = pd.NaT
+    assert latest_rows(untimed, 4).tolist() == [5, 6, 7, 8]
 
 
 @pytest.mark.parametrize("cap", [None, 5, 6])
 def test_no_slice_when_every_row_fits_or_there_is_no_cap(cap: int | None) -> None:
-    assert latest_rows(np.arange(5).astype("datetime64[D]"), cap) is None
+    assert latest_rows(pd.Series(pd.date_range("2013-01-01", periods=5, tz="UTC")), cap) is None
 
 
 def test_parquet_rows_reads_exactly_those_rows_across_row_groups(tmp_path: Path) -> None:
