@@ -1,5 +1,5 @@
 """Benchmark: one window's monitoring report (Evidently drift + surges) for 10k, 50k and 200k logged rows against a
-200k-row reference; wall time and peak memory (ru_maxrss), each size in its own subprocess.
+200k-row reference; wall time and peak memory (VmHWM, `benchmarks.memory`), each size in its own subprocess.
 
     .venv/bin/python benchmarks/monitoring.py [--sizes 10000 50000 200000] [--reference 200000]
 
@@ -17,10 +17,9 @@ import time
 
 
 def _one(rows: int, reference_rows: int) -> dict:
-    import resource
-
     import numpy as np
 
+    from benchmarks.memory import peak_rss_mib
     from pipelines.collect import collect
     from pipelines.config import load_params
     from pipelines.monitor.drift import analyse_window
@@ -45,7 +44,7 @@ def _one(rows: int, reference_rows: int) -> dict:
                             params.monitor, weights, vocabulary)
     import evidently.presets  # noqa: F401  (import time is not report time)
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     started = time.perf_counter()
     result = analyse_window(current, reference, params.features, "time_hour", params.monitor, calibration)
     seconds = time.perf_counter() - started
@@ -54,8 +53,8 @@ def _one(rows: int, reference_rows: int) -> dict:
     html_seconds = time.perf_counter() - html_started
     return {"rows": rows, "reference_rows": reference_rows, "report_s": round(seconds, 2),
             "html_s": round(html_seconds, 2), "html_mb": round(len(html) / 2**20, 1),
-            "rss_before_report_mb": round(before), "peak_rss_mb": round(resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss / 1024), "drift_share": result.summary["drift_share"]}
+            "rss_before_report_mb": round(before), "peak_rss_mb": round(peak_rss_mib()),
+            "drift_share": result.summary["drift_share"]}
 
 
 def main() -> int:

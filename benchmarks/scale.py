@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.memory import peak_rss_bytes
 from tests.project_copy import copy_project, set_params, venv_env
 
 STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "gate"]
@@ -220,7 +220,7 @@ def monitor_one(kind: str, rows: int, seed: int) -> dict[str, Any]:
 
         Report([DataDriftPreset()]).run(current_data=current[columns], reference_data=reference[columns])
     return {"kind": kind, "rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss": peak_rss_bytes()}
 
 
 def run_monitor(sizes: list[int], seed: int, console: Console) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.memory import peak_rss_bytes
 
 LINE_READER_ROWS = 1_000_000
 WEEK_S = 7 * 24 * 3600
@@ -88,7 +89,7 @@ def read_once(kind: str, directory: Path) -> dict[str, Any]:
         frame = read_predictions_columnar(directory, params.features, params.source.time_column)
     return {"kind": kind, "rows": len(frame.frame), "seconds": time.perf_counter() - started,
             "cpu_s": time.process_time() - cpu,
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "peak_rss": peak_rss_bytes()}
 
 
 def _in_child(kind: str, directory: Path) -> dict[str, Any]:

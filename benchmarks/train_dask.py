@@ -9,15 +9,14 @@ generator exists in the project yet: this is the documented stand-in.)
 
 Each measurement runs in a fresh child process (and, for dask, a fresh local cluster of `--workers` processes with
 one thread each; the single-process run uses as many threads), so peak RSS is that run's own: the single process's
-`ru_maxrss`, and for dask each worker's VmHWM plus the client's. Prints wall time (data read + fit + early stopping
-+ threshold), trees, test ROC AUC and peak RSS per process. Nothing is timed in the test suite.
+VmHWM, and for dask each worker's plus the client's (`benchmarks.memory`). Prints wall time (data read + fit +
+early stopping + threshold), trees, test ROC AUC and peak RSS per process. Nothing is timed in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,9 @@ from typing import Any
 
 import yaml
 
+from benchmarks.memory import peak_rss_mib
+
 REPLICA_SHIFT_DAYS = 364  # 52 weeks: a copy keeps its day of week
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak RSS in MiB (VmHWM; Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _replicate(prepared: Path, target: Path, times: int, time_column: str) -> int:
@@ -87,8 +80,8 @@ def _measure(engine: str, prepared: Path, params_file: Path, workers: int) -> di
             model = train_model_dask(client, prepared / "train.parquet", valid, schema, train_params,
                                      partitions=workers)
             result["seconds"] = time.perf_counter() - start
-            result["worker_peak_rss_mib"] = sorted(client.run(_peak_rss_mib).values())
-    result["peak_rss_mib"] = _peak_rss_mib()
+            result["worker_peak_rss_mib"] = sorted(client.run(peak_rss_mib).values())
+    result["peak_rss_mib"] = peak_rss_mib()
     result["trees"] = model.meta["best_iteration"]
     result["train_rows"] = model.meta["train_rows"]
     result["test_auc"] = float(roc_auc_score(test[LABEL], model.predict_proba(test)))

@@ -6,8 +6,11 @@ The 1x table is what `collect` writes for params.yaml's window (real flights); t
 each shifted by a further 52 weeks (same weekdays, unique keys), so the window holds ten times the rows and periods.
 Each size runs in its own subprocess: read time (`pipelines.io.parquet_frame` of the file, the stage's read),
 validation time (GX on the whole table and on each period, plus writing result.json, summary.json and Data Docs),
-and peak RSS (ru_maxrss) before and after validation. GX's import (seconds) is done before timing. Prints one line
-per size and a JSON summary. Goal (issue 14): validation within 2x the read time, linear in rows.
+and the process's own peak RSS (VmHWM, `benchmarks.memory`) before and after validation. GX's import (seconds) is
+done before timing. Prints one line per size and a JSON summary. Goal (issue 14): validation within 2x the read
+time, linear in rows. It also prints GX's own cost per check (the suite on the table's first 10 rows) times the
+checks the run evaluates (the whole-table checks plus the per-period checks times the periods): the time GX takes
+before the data's size counts, to set against the read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+FLOOR_ROWS = 10  # rows of the table that measure GX's cost per check apart from the data
 
 
 def _write_tables(workdir: Path, factors: list[int]) -> dict[int, tuple[Path, str, str]]:
@@ -42,9 +47,9 @@ def _write_tables(workdir: Path, factors: list[int]) -> dict[int, tuple[Path, st
 
 
 def _one(path: Path, start: str, end: str, period: str) -> dict:
-    import resource
     from datetime import datetime
 
+    from benchmarks.memory import peak_rss_mib
     from pipelines.config import load_params
     from pipelines.io import file_md5, parquet_frame
     from pipelines.validate import _import_gx, read_suite, run_validation, write_reports
@@ -55,7 +60,7 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
     started = time.perf_counter()
     frame = parquet_frame(path)  # the read the validate stage does
     read_s = time.perf_counter() - started
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mib()
     started = time.perf_counter()
     run = run_validation(frame, suite, origin=params.validate_.suite, time_column=params.source.time_column,
                          period=period, window=(datetime.fromisoformat(start), datetime.fromisoformat(end)),
@@ -65,11 +70,20 @@ def _one(path: Path, start: str, end: str, period: str) -> dict:
     with tempfile.TemporaryDirectory() as reports:
         summary = write_reports(run, Path(reports), table=path, table_md5=file_md5(path))
     validate_s = time.perf_counter() - started
+    peak_mb = peak_rss_mib()
+    # GX's own cost per check, apart from the rows: the same suite on the table's first FLOOR_ROWS rows.
+    started = time.perf_counter()
+    tiny = run_validation(frame.iloc[:FLOOR_ROWS], suite, origin=params.validate_.suite,
+                          time_column=params.source.time_column, period=period,
+                          max_duplicate_share=params.validate_.max_duplicate_share)
+    per_check_s = (time.perf_counter() - started) / tiny.summary.evaluated
+    floor_s = per_check_s * summary.evaluated
     return {"rows": len(frame), "periods": len(summary.periods), "checks": summary.evaluated,
             "success": summary.success, "read_s": round(read_s, 2), "gx_s": round(checked_s, 2),
             "validate_s": round(validate_s, 2), "ratio_to_read": round(validate_s / read_s, 1),
-            "rss_before_mb": round(rss_before),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "gx_ms_per_check": round(per_check_s * 1000, 2), "gx_floor_s": round(floor_s, 2),
+            "floor_ratio_to_read": round(floor_s / read_s, 1),
+            "rss_before_mb": round(rss_before), "peak_rss_mb": round(peak_mb)}
 
 
 def main() -> int:
@@ -91,6 +105,9 @@ def main() -> int:
             print(f"{factor:>3}x {result['rows']:>10,} rows, {result['periods']:>3} periods: read "
                   f"{result['read_s']:6.2f} s, validate {result['validate_s']:7.2f} s (GX {result['gx_s']:.2f} s) "
                   f"= {result['ratio_to_read']:.0f}x read; peak RSS {result['peak_rss_mb']:,} MB", flush=True)
+            print(f"     GX's own cost: {result['gx_ms_per_check']:.1f} ms a check on {FLOOR_ROWS} rows x "
+                  f"{result['checks']:,} checks = {result['gx_floor_s']:.2f} s before any row is read "
+                  f"(= {result['floor_ratio_to_read']:.0f}x read)", flush=True)
     if len(results) > 1:
         first, last = results[0], results[-1]
         scale = (last["validate_s"] / first["validate_s"]) / (last["rows"] / first["rows"])

@@ -385,6 +385,19 @@ def _parameters(section: Mapping[str, Any] | None, days: float, max_duplicate_sh
     return values
 
 
+def _gx_batch(frame: pd.DataFrame, chunk_rows: int | None) -> pd.DataFrame:
+    """The rows GX checks, as a copy that holds each dtype in one 2-D block, when it is at most `chunk_rows` long.
+
+    GX's pandas engine filters the whole batch frame (every column) for each column check, e.g. to drop nulls;
+    on the frame Arrow hands over (one block per column) each filter is a take per column. A consolidated copy
+    takes each dtype in one call: the flights' suite runs in about 0.7x the time. The copy is bounded like GX's own
+    (`validate.chunk_rows`): a longer batch (a table that cannot be chunked) is passed as it is.
+    """
+    if chunk_rows is not None and len(frame) > chunk_rows:
+        return frame
+    return frame.copy(deep=True)
+
+
 def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Path = Path("suite"),
                    time_column: str | None = None, period: str | None = None,
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
@@ -434,7 +447,7 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
                 gx.ValidationDefinition(name=f"{whole.name} per {period}", data=batch, suite=per_suite))
             for part in split_periods(frame, time_column, period, window):
                 outcome = per_definition.run(
-                    batch_parameters={"dataframe": part.frame},
+                    batch_parameters={"dataframe": _gx_batch(part.frame, chunk_rows)},
                     expectation_parameters=_parameters(section, part.days, max_duplicate_share),
                     result_format=RESULT_FORMAT)
                 results.append((part.label, outcome))
@@ -469,7 +482,8 @@ def _run_whole_table(gx: Any, context: Any, batch: Any, whole: Any, suite: Mappi
     items = list(suite["expectations"])
     if chunk_rows is None or len(frame) <= chunk_rows or not timed or not any(
             chunkable(item, time_column) for item in items):
-        return definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(parameters),
+        return definition.run(batch_parameters={"dataframe": _gx_batch(frame, chunk_rows)},
+                              expectation_parameters=dict(parameters),
                               result_format=RESULT_FORMAT)
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -492,8 +506,8 @@ def _run_whole_table(gx: Any, context: Any, batch: Any, whole: Any, suite: Mappi
             gx.ValidationDefinition(name=f"{whole.name} ({name})", data=batch, suite=helpers[-1]))
 
     chunked = helper("added up over chunks", added)
-    parts = [chunked.run(batch_parameters={"dataframe": chunk}, expectation_parameters=dict(parameters),
-                         result_format=RESULT_FORMAT, run_id=run_id)
+    parts = [chunked.run(batch_parameters={"dataframe": _gx_batch(chunk, chunk_rows)},
+                         expectation_parameters=dict(parameters), result_format=RESULT_FORMAT, run_id=run_id)
              for chunk in time_chunks(frame, time_column, chunk_rows)]
     extra = []
     if rest:
