@@ -142,3 +142,50 @@ def test_the_report_holds_one_whole_table_result_either_way(rows: int, tmp_path:
     write_reports(run, tmp_path)
     pages = list((tmp_path / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 1 and run.results[0][1].statistics["evaluated_expectations"] == len(_suite()["expectations"])
+
+
+def _results(run: Any) -> list[tuple[str, str, str, bool, str]]:
+    import json
+
+    rows = []
+    for label, outcome in run.results:
+        for item in outcome.results:
+            data = item.to_json_dict()
+            config = data["expectation_config"]
+            rows.append((label or "", config["type"], json.dumps(config["kwargs"], sort_keys=True, default=str),
+                         data["success"], json.dumps(data["result"], sort_keys=True, default=str)))
+    return sorted(rows)
+
+
+def test_gx_gets_a_consolidated_copy_with_the_same_results_and_the_callers_frame_is_untouched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch copy (one block per dtype) is a speed-up only: every GX result is the one the frame gives as read."""
+    import pipelines.validate as validate
+    from pipelines.io import parquet_frame
+
+    frame = _frame(61 * 3)
+    frame.loc[frame.index[[2, 25, 59]], "distance"] = -1.0
+    frame.loc[frame.index[100:130], "temp"] = np.nan
+    frame.loc[frame.index[140:150], "carrier"] = "ZZ"
+    frame.to_parquet(tmp_path / "table.parquet", index=False)
+    read = parquet_frame(tmp_path / "table.parquet")  # as the stage reads it: Arrow's one block per column
+    assert read._mgr.nblocks == len(read.columns)
+    suite = {**_suite(), "per_period": {"period": "week", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "temp", "mostly": 0.9}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "carrier", "value_set": ["AA", "DL"],
+                                                                 "mostly": 0.5}}]}}
+    before = read.copy()
+    copied = validate._gx_batch(read, None)
+    assert copied._mgr.nblocks < read._mgr.nblocks and copied.equals(read)
+    assert validate._gx_batch(read, 20) is read  # longer than a chunk: passed as it is, never a second table
+
+    for chunk_rows in (None, 20):
+        consolidated = run_validation(read, suite, time_column="time_hour", chunk_rows=chunk_rows)
+        with monkeypatch.context() as patch:
+            patch.setattr(validate, "_gx_batch", lambda batch, limit: batch)
+            as_read = run_validation(read, suite, time_column="time_hour", chunk_rows=chunk_rows)
+        assert not consolidated.summary.success and consolidated.summary.failed >= 3
+        assert _results(consolidated) == _results(as_read)
+        assert consolidated.summary.to_dict() == as_read.summary.to_dict()
+    pd.testing.assert_frame_equal(read, before)
+    assert read._mgr.nblocks == len(read.columns)  # not consolidated in place either
