@@ -235,7 +235,7 @@ def start_fresh(params_file: Path) -> str:
             archive.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), str(archive / folder.name))
     tag = registry.find_by_model_hash(file_md5(params.paths.model_dir / MODEL_FILE),
-                                     name=params.project.model_name)
+                                     name=params.project.model_name, root=Path.cwd())
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
     if registry.champion_tag(params.paths.registry_dir) != tag:

@@ -56,11 +56,36 @@ class Lineage(BaseModel):
     def reproduce_command(self, tag: str) -> str:
         return f"python -m pipelines reproduce {tag} --check"
 
+    def revision(self) -> str | None:
+        """The git revision whose dvc.lock built the model: the experiment ref, else the commit of a clean tree.
+
+        None when neither can rebuild it (trained from uncommitted changes outside an experiment, or outside git).
+        """
+        if self.ref:
+            return self.ref
+        if not self.git_dirty and self.git_commit != "unknown":
+            return self.git_commit
+        return None
+
 
 def experiment_ref(baseline: str, name: str) -> str:
     """The git ref DVC gives experiment `name` on `baseline` (dvc.repo.experiments.refs.ExpRefInfo)."""
     return f"{EXPS_NAMESPACE}/{baseline[:2]}/{baseline[2:]}/{name}"
 
+
+def has_commit(root: Path, rev: str) -> bool:
+    """Whether `rev` (a commit or a ref) names a commit in the git repository at `root`."""
+    return bool(git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False))
+
+
+def rebuildable_here(root: Path, recorded: Lineage | None) -> bool:
+    """Whether the revision `recorded` names is in the repository at `root` (no remote asked).
+
+    The BentoML store is the machine's, shared by every clone and project: a model file another clone registered
+    first carries that clone's experiment ref, which this repository may not hold.
+    """
+    revision = recorded.revision() if recorded is not None else None
+    return revision is not None and has_commit(root, revision)
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:

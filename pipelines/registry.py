@@ -251,9 +251,24 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
     }
 
 
-def find_by_model_hash(model_md5: str, *, name: str) -> str | None:
-    """The tag of a stored model with this model-file hash, so re-gating the same model adds no new version."""
-    for stored in _stored(name):
-        if stored.info.metadata.get("model_md5") == model_md5:
+def find_by_model_hash(model_md5: str, *, name: str, root: Path,
+                       current: lineage.Lineage | None = None) -> str | None:
+    """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
+
+    Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
+    whichever clone trained it (training is deterministic): a version registered from another clone names that
+    clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
+    revision its lineage names is a commit in this repository, or its lineage is `current` (this very run, e.g.
+    re-gated from a tree with uncommitted changes). Otherwise None: the caller registers a new version with its
+    own lineage.
+    """
+    matches = sorted((stored for stored in _stored(name) if stored.info.metadata.get("model_md5") == model_md5),
+                     key=lambda stored: stored.info.creation_time, reverse=True)
+    for stored in matches:
+        try:
+            recorded = lineage.from_metadata(stored.info.metadata)
+        except ValueError:  # hand-saved or older metadata: no lineage this run can vouch for
+            continue
+        if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
             return str(stored.tag)
     return None

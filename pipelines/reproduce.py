@@ -28,7 +28,7 @@ from pipelines import lineage as lineage_module
 from pipelines import versioning
 from pipelines.io import EVALUATE_FILE, MODEL_FILE
 from pipelines.io import file_md5 as _file_md5
-from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, git, locked_out_md5
+from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, git, has_commit, locked_out_md5
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ class ReproduceError(RuntimeError):
     """The model cannot be rebuilt (no lineage, ref or data not found); the message says what is missing."""
 
 
-def _has_commit(root: Path, rev: str) -> bool:
-    return bool(git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False))
-
-
 def _remotes(root: Path, preferred: str | None) -> list[str]:
     known = git(root, "remote", check=False).split()
     return [r for r in dict.fromkeys([preferred, "origin", *known]) if r and r in known]
@@ -51,18 +47,17 @@ def _remotes(root: Path, preferred: str | None) -> list[str]:
 
 def resolve_revision(root: Path, lineage: Lineage, git_remote: str | None) -> tuple[str, str]:
     """(commit, where it came from) holding the dvc.lock that built the model; fetched from a git remote if needed."""
-    if lineage.ref:
-        wanted, what = lineage.ref, f"experiment ref {lineage.ref}"
-    elif not lineage.git_dirty and lineage.git_commit != "unknown":
-        wanted, what = lineage.git_commit, f"commit {lineage.git_commit} (no experiment ref: a plain `dvc repro`)"
-    else:
+    wanted = lineage.revision()
+    if wanted is None:
         raise ReproduceError(f"the model was trained from a tree with uncommitted changes ({lineage.dirty_files}) "
                              "and no experiment ref holds that code: it cannot be rebuilt")
-    if not _has_commit(root, wanted):
+    what = (f"experiment ref {wanted}" if lineage.ref
+            else f"commit {wanted} (no experiment ref: a plain `dvc repro`)")
+    if not has_commit(root, wanted):
         for remote in _remotes(root, git_remote):
             refspec = f"+{wanted}:{wanted}" if wanted.startswith("refs/") else wanted
             git(root, "fetch", "--quiet", remote, refspec, check=False)
-            if _has_commit(root, wanted):
+            if has_commit(root, wanted):
                 break
         else:
             raise ReproduceError(f"{what} is not in this repository nor its git remotes "
