@@ -227,8 +227,9 @@ def dag_outputs(paths: Any) -> list[Path]:
             paths.plots_dir, paths.registry_dir]
 
 
-def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
-    """What the registry stores with a model: metrics, params, data version, commit, feature schema, gate."""
+def registration_metadata(params: Params, gate_report: dict[str, Any], built: lineage.Lineage) -> dict[str, Any]:
+    """What the registry stores with a model: metrics, params, data version, lineage (`built`, captured by the
+    caller in the stage's directory), feature schema, gate."""
     paths = params.paths
     meta = json.loads((paths.model_dir / io.META_FILE).read_text())
     return {
@@ -244,7 +245,7 @@ def registration_metadata(params: Params, gate_report: dict[str, Any]) -> dict[s
                          "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
         # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
         # it, and which files), experiment ref, data hash, params diff, package lock.
-        "lineage": lineage.capture(Path.cwd(), dag_outputs(paths)).model_dump(mode="json"),
+        "lineage": built.model_dump(mode="json"),
         "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
         "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
                  "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},

@@ -399,16 +399,16 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
                                 f"({params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE}); train it again "
                                 f"(dvc repro train)")
     name = params.project.model_name
-    metadata = registry.registration_metadata(params, gate_report)
-    tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name, root=Path.cwd(),
-                                      current=lineage.Lineage.model_validate(metadata["lineage"]))
+    built = lineage.capture(Path.cwd(), registry.dag_outputs(params.paths))
+    tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name, root=Path.cwd(), current=built)
     if tag is None:
         splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
         labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
         reference, calibration = build_reference(splits, TrainedModel.load(params.paths.model_dir), params.features,
                                                  params.source.time_column, params.monitor, labelled=labelled)
         verdict = "passed" if gate_report["promote"] else "refused"
-        tag = registry.save_model(params.paths.model_dir, metadata, name=name, labels={registry.GATE_LABEL: verdict},
+        tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report, built),
+                                  name=name, labels={registry.GATE_LABEL: verdict},
                                   extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
                                                io.CALIBRATION_FILE: lambda path: io.write_json(
                                                    path, calibration.to_json_dict())})
