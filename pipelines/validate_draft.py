@@ -3,8 +3,8 @@
 Pure: a frame in, the suite as a dict out (`pipelines.validate.write_suite` writes it). It drafts whole-table
 expectations (columns, types, nulls, ranges, categories, row count, label rate, the key, exact duplicates) and a
 `per_period` section that `pipelines.validate` runs on each period of the window (row count per day, label rate,
-non-null shares and categories per period), so a constant label or a missing week in one period is caught even when
-the whole table looks fine.
+non-null shares, categories and columns stuck at one value per period), so a constant label or a missing week in one
+period is caught even when the whole table looks fine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipelines.validate import (
     PERIOD_MIN_ROWS,
     split_periods,
 )
-from pipelines.validate_explain import NUMERIC_TYPES, jsonable, short
+from pipelines.validate_explain import NUMERIC_TYPES, STUCK_CHECK, jsonable, short
 
 
 def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -269,6 +269,21 @@ def _unique(columns: list[str], notes: str, **kwargs: Any) -> dict[str, Any]:
     return _expectation("expect_compound_columns_to_be_unique", notes, column_list=columns, **kwargs)
 
 
+def _varies_every_day(frame: pd.DataFrame, time_column: str, exclude: set[Any]) -> set[Any]:
+    """The columns that held at least two distinct non-null values on every day of the reference that has rows.
+
+    A day, not a period: the window's first and last periods can be clipped to a single day, and a check drafted
+    per period must hold on those too. Precipitation (zero on most days) or visibility (ten miles on calm days)
+    are constant on some days, and a column null for a stretch of the reference (a field recorded only from some
+    date on) has days without values: none of these gets the check, so the suite passes its own reference.
+    """
+    columns = [name for name in frame.columns if name not in exclude]
+    if not columns:
+        return set()
+    distinct = frame[columns].groupby(frame[time_column].dt.floor("D"), sort=False).nunique()
+    return {name for name in columns if bool((distinct[name] >= 2).all())}
+
+
 def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = "month",
                         label_column: str | None = None, positive_above: float | None = None,
                         positive_class: str | None = None, label_rate_factor: float = 2.0, null_tolerance: float = 0.05,
@@ -281,11 +296,14 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
     doubled week fails. Label rate: within `label_rate_factor` of the lowest and highest period rates (a
     constant label in any period fails). Non-null share: per column with nulls in the reference, at most
     `null_tolerance` below its lowest period (a column null for one period fails). Categories: as the
-    whole-table set, per period (a new category on most rows of one period fails).
+    whole-table set, per period (a new category on most rows of one period fails). Not stuck: at least two
+    distinct values per period, for each column that varied on every reference day (`_varies_every_day`: a
+    column set to one value for a period, in range and non-null, fails).
     """
     periods = [part for part in split_periods(frame, time_column, period) if part.rows]
     if not periods:
         raise ValueError("cannot draft per-period checks from an empty table")
+    varying = _varies_every_day(frame, time_column, exclude={time_column, label_column})
     per_day = [part.rows / part.days for part in periods]
     expectations = [_expectation(
         "expect_table_row_count_to_be_between",
@@ -310,6 +328,12 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
             if len(values) and all(isinstance(value, str) for value in values.head(1000)):
                 expectations.extend(_category_set(name, values, categorical_max_unique, category_tolerance,
                                                   f"categories per {period}: "))
+        if name in varying:
+            expectations.append(_expectation(
+                STUCK_CHECK,
+                f"not stuck at one value in any {period} (a join filled with a default, a frozen feed): the "
+                f"reference held two or more distinct values on each of its days",
+                column=str(name), min_value=2))
     if label_column is not None:
         positive = _positive_values(frame[label_column].dropna(), label_column, positive_class)
         rates = [_label_rate(part.frame[label_column].dropna(), label_column, positive_above, positive)

@@ -22,6 +22,8 @@ MAX_OFFENDING_VALUES = 5
 NUMERIC_TYPES = ["int64", "int32", "float64", "float32"]
 # What a failure that no GX expectation reports is called: cells that collect could not parse as their type.
 PARSE_CHECK = "collect_cells_parse_as_column_type"
+# The per-period check that a column is not stuck at one value (drafted with min_value 2).
+STUCK_CHECK = "expect_column_unique_value_count_to_be_between"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ def explain_failure(item: Any, frame: pd.DataFrame, period: str | None = None) -
         if kwargs.get("exact_match", True) and mismatched.get("unexpected"):
             parts.append(f"unexpected columns {sorted(mismatched['unexpected'])}")
         observed = "; ".join(parts) or f"observed columns {result.get('observed_value')}"
+    elif kind == STUCK_CHECK and column is not None:
+        offending = _distinct(frame[column].dropna().unique()[:MAX_OFFENDING_VALUES].tolist())
+        count = result.get("observed_value")
+        observed = f"observed {count} distinct value{'' if count == 1 else 's'}" + (
+            " (the column is null throughout)" if count == 0 else "")
     elif unexpected_count is not None:
         observed = _unexpected_text(result, kwargs)
         offending = _offending_values(result)
@@ -181,6 +188,8 @@ def expected_text(kind: str, kwargs: Mapping[str, Any]) -> str:
         return f"{how} the {len(kwargs.get('column_set') or [])} columns of the suite"
     if kind == "expect_table_row_count_to_be_between":
         return f"row count in {_bounds(kwargs)}"
+    if kind == STUCK_CHECK and kwargs.get("max_value") is None:
+        return f"at least {short(kwargs.get('min_value'))} distinct values (a column stuck at one value fails)"
     if kind.startswith("expect_column_") and kind.endswith("_to_be_between"):
         statistic = kind.removeprefix("expect_column_").removesuffix("_to_be_between")
         return f"{statistic} in {_bounds(kwargs)}"

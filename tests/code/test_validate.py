@@ -26,6 +26,7 @@ from pipelines.validate import (
     write_suite,
 )
 from pipelines.validate_draft import draft_suite, label_rate_expectations
+from pipelines.validate_explain import STUCK_CHECK
 
 SUITE: dict[str, Any] = {
     "name": "tiny",
@@ -259,6 +260,35 @@ def test_a_constant_label_in_one_period_fails_per_period_though_the_whole_table_
     lines = str(raised.value).splitlines()[1:-1]
     assert lines and all(line.startswith("  - [period 2013-02] ") for line in lines), lines  # only February
     assert "label rate lower bound" in str(raised.value)
+
+
+def test_a_column_stuck_at_one_value_for_a_period_fails_by_name(tmp_path: Path) -> None:
+    """Drafted per day: a column constant on some reference days (rain: zero on dry days) or without values on some
+    (recorded only from January 6th on) gets no such check, so the suite passes its reference and a window whose last
+    period is one dry day; a column that varied every day may not stop varying."""
+    frame = _daily()
+    day, late = frame["time_hour"].dt.day, frame["time_hour"] >= pd.Timestamp("2013-01-06", tz="UTC")
+    frame = frame.assign(temp=40.0 + (frame.index % 7) + day, precip=(frame.index % 3 * 0.1).where(day % 2 == 0, 0.0),
+                         citation=(frame.index % 2).astype(float).where(late))
+    suite = draft_suite(frame, "daily", label_column="arr_delay", positive_above=15, time_column="time_hour")
+    checked = {item["kwargs"]["column"] for item in suite["per_period"]["expectations"] if item["type"] == STUCK_CHECK}
+    assert checked == {"flight", "carrier", "temp"}  # not the label either: its rate has its own check
+    path = write_suite(suite, tmp_path / "daily.json")
+    assert validate_table(frame, path, tmp_path / "ok").success
+    to_march_first = frame[frame["time_hour"] < pd.Timestamp("2013-03-02", tz="UTC")]  # March: one dry day
+    summary = validate_table(to_march_first, path, tmp_path / "edge",
+                             window=(datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 3, 2, tzinfo=UTC)))
+    assert summary.success and summary.periods[-1] == {"period": "2013-03", "rows": 10, "days": 1.0, "failed": 0}
+
+    february = frame["time_hour"].dt.month == 2
+    stuck = frame.assign(temp=frame["temp"].where(~february, 55.0), carrier=frame["carrier"].where(~february, "AA"))
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(stuck, path, tmp_path / "bad")
+    lines = str(raised.value).splitlines()[1:-1]
+    assert [line.split(":")[0] for line in lines] == [f"  - [period 2013-02] {STUCK_CHECK} on column '{name}'"
+                                                     for name in ("carrier", "temp")]
+    assert "expected at least 2 distinct values (a column stuck at one value fails); observed 1 distinct value; " \
+           "e.g. 55.0" in lines[1]
 
 
 def test_a_missing_week_and_duplicates_and_a_repeated_key_fail_by_name(tmp_path: Path) -> None:

@@ -101,6 +101,11 @@ def target_column_dropped_weather_column(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["pressure"])
 
 
+def weather_zero_in_april(frame: pd.DataFrame) -> pd.DataFrame:
+    # A failed weather join filled with a default for one month: non-null, and 0 is inside every column's range.
+    return frame.assign(**{name: frame[name].where(~_month(frame, 4), 0.0) for name in ("temp", "humid", "wind_dir")})
+
+
 def pressure_in_inches(frame: pd.DataFrame) -> pd.DataFrame:
     # hPa -> inHg for one month: stays numeric and non-null, leaves the reviewed range.
     return frame.assign(pressure=frame["pressure"].where(~_month(frame, 5), frame["pressure"] / 33.8639))
@@ -137,6 +142,9 @@ CORRUPTIONS = {
         "expect_compound_columns_to_be_unique", "the table's key")),
     "a-column-missing": Corruption(target_column_dropped_weather_column, (
         "expect_table_columns_to_match_set", "missing columns ['pressure']")),
+    "stuck-at-a-default-for-a-period": Corruption(weather_zero_in_april, (
+        "[period 2013-04] expect_column_unique_value_count_to_be_between on column 'temp'",
+        "[period 2013-04] expect_column_unique_value_count_to_be_between on column 'wind_dir'")),
     "unit-change-in-one-month": Corruption(pressure_in_inches, (
         "expect_column_values_to_be_between on column 'pressure'",)),
 }
