@@ -235,10 +235,10 @@ def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: d
     stamps = frame[time_column]
     inside = np.flatnonzero(((stamps >= start) & (stamps < end)).to_numpy())
     if not len(inside) and not (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column):
+        spans = (f"the table's {time_column!r} spans {stamps.min()} .. {stamps.max()}" if stamps.notna().any()
+                 else "the table has no rows" if frame.empty else f"the table has no {time_column!r} values")
         raise SourceError(
-            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start .. collect.end) holds no rows; "
-            f"the table's {time_column!r} spans {stamps.min()} .. {stamps.max()}"
-        )
+            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start .. collect.end) holds no rows; {spans}")
     # One copy of the window's rows, already in time order (a stable sort of the positions, not of the frame).
     times = stamps.to_numpy(dtype="datetime64[ns]")[inside]  # UTC instants (a tz-aware column gives objects)
     order = inside if (len(times) < 2 or (times[1:] >= times[:-1]).all()) else inside[np.argsort(times,

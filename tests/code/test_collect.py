@@ -54,6 +54,8 @@ def test_empty_window_names_the_params_and_the_data_span() -> None:
     frame = parse_time(pd.DataFrame({"t": ["2013-01-01"]}), "t")
     with pytest.raises(SourceError, match=r"\(collect.start .. collect.end\) holds no rows; the table's 't' spans"):
         select_window(frame, "t", datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 2, 1, tzinfo=UTC))
+    with pytest.raises(SourceError, match=r"holds no rows; the table has no rows$"):  # a header-only file
+        select_window(frame.iloc[:0], "t", datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 2, 1, tzinfo=UTC))
 
 
 def test_bad_time_values_are_counted_with_examples_not_raised() -> None:
