@@ -97,10 +97,10 @@ def explain_failure(item: Any, frame: pd.DataFrame, period: str | None = None) -
             parts.append(f"unexpected columns {sorted(mismatched['unexpected'])}")
         observed = "; ".join(parts) or f"observed columns {result.get('observed_value')}"
     elif kind == STUCK_CHECK and column is not None:
-        offending = _distinct(frame[column].dropna().unique()[:MAX_OFFENDING_VALUES].tolist())
+        offending = frame[column].dropna().unique()[:MAX_OFFENDING_VALUES].tolist()  # distinct already
         count = result.get("observed_value")
         observed = f"observed {count} distinct value{'' if count == 1 else 's'}" + (
-            " (the column is null throughout)" if count == 0 else "")
+            " (no non-null value in the batch)" if count == 0 else "")
     elif unexpected_count is not None:
         observed = _unexpected_text(result, kwargs)
         offending = _offending_values(result)
