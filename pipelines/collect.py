@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PLANE_COLUMNS = {"year": "plane_year", "type": "plane_type", "manufacturer": "plane_manufacturer",
                  "model": "plane_model", "engines": "plane_engines", "seats": "plane_seats", "engine": "plane_engine"}
 PARSE_ERRORS = "flightops_parse_errors"  # key in DataFrame.attrs (pandas keeps attrs in Parquet metadata)
+WINDOW_ROWS = "flightops_window_rows"  # key in DataFrame.attrs: {source_rows, outside_window}, for the reports
 MAX_EXAMPLES = 5
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
@@ -276,10 +277,16 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     check_params_columns(table.columns, expected_columns or {"source.target": [source.target]})
     table = parse_time(table, source.time_column)
     require_times(table, source.time_column)
+    source_rows = len(table)
     result = select_window(table, source.time_column, window.start, window.end, consume=True)
+    # Rows outside the window are configuration, not corruption, but a user who expected them must be able to see
+    # that they were left out: the count travels with the table into the validation summary.
+    result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": source_rows - len(result)}
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
                     "fail on them): %s", {name: info["count"] for name, info in errors.items()})
-    log.info("collected %d rows from %s, %s .. %s", len(result), source.kind, window.start.date(), window.end.date())
+    log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside collect.start .. collect.end are "
+             "left out", len(result), source_rows, source.kind, window.start.date(), window.end.date(),
+             source_rows - len(result))
     return result

@@ -46,18 +46,18 @@ def _training_data(params: Params, validated: Any) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.collect import PARSE_ERRORS, collect
+    from pipelines.collect import PARSE_ERRORS, WINDOW_ROWS, collect
     from pipelines.validate import read_suite, suite_column_types
 
     column_types = suite_column_types(read_suite(params.validate_.suite))
     table = collect(params.source, params.collect, column_types)
     io.write_parquet(params.paths.raw_table, table)
-    return {"rows": len(table), "path": str(params.paths.raw_table),
+    return {"rows": len(table), "path": str(params.paths.raw_table), **table.attrs.get(WINDOW_ROWS, {}),
             "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
 
 
 def run_validate(params: Params) -> dict[str, Any]:
-    from pipelines.collect import PARSE_ERRORS
+    from pipelines.collect import PARSE_ERRORS, WINDOW_ROWS
     from pipelines.validate import validate_table
 
     table = io.read_parquet(params.paths.raw_table, "collect")
@@ -67,7 +67,7 @@ def run_validate(params: Params) -> dict[str, Any]:
                              max_duplicate_share=params.validate_.max_duplicate_share,
                              chunk_rows=params.validate_.chunk_rows,
                              parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
-                             table_md5=io.file_md5(params.paths.raw_table))
+                             table_md5=io.file_md5(params.paths.raw_table), collected=table.attrs.get(WINDOW_ROWS))
     return summary if isinstance(summary, dict) else summary.to_dict()
 
 

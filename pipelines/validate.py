@@ -96,7 +96,8 @@ class ValidationSummary:
 
     `table_md5` is the MD5 of the validated table file, the hash DVC records for it. `accepted` says whether
     later stages may read the table: it passed, or `validate.fail_on_error` was false (then only the registry
-    refuses it: a model trained on failed data is never registered).
+    refuses it: a model trained on failed data is never registered). `collected` is collect's count of the
+    source's rows and of those outside `collect.start .. collect.end`, left out before validation saw the table.
     """
 
     success: bool
@@ -114,6 +115,7 @@ class ValidationSummary:
     parse_errors: dict[str, Any] = field(default_factory=dict)
     fail_on_error: bool = True
     accepted: bool = False
+    collected: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -530,7 +532,7 @@ def _run_whole_table(gx: Any, context: Any, batch: Any, whole: Any, suite: Mappi
 
 
 def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = None,
-                  table_md5: str | None = None) -> ValidationSummary:
+                  table_md5: str | None = None, collected: Mapping[str, int] | None = None) -> ValidationSummary:
     """The shell: write the GX results (`result.json`), GX's Data Docs and `summary.json` (last, atomically).
 
     summary.json is written last, so a crash before it leaves the previous summary, whose hash no longer
@@ -548,7 +550,7 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
         _build_docs(run.context, docs_dir)
     summary = replace(run.summary, report=str(report_dir / DATA_DOCS_DIR / "index.html"),
                       result_path=str(result_path), table=str(table) if table is not None else None,
-                      table_md5=table_md5)
+                      table_md5=table_md5, collected=dict(collected or {}))
     _write_text(report_dir / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
     return summary
 
@@ -576,8 +578,10 @@ def _write_text(path: Path, text: str) -> None:
 def enforce(summary: ValidationSummary, fail_on_error: bool = True) -> ValidationSummary:
     """The gate: raise `DataValidationError` with every failed check, or (fail_on_error false) only warn."""
     if summary.success:
-        log.info("validated %d rows against suite %r: all %d checks passed (report: %s)",
-                 summary.rows, summary.suite, summary.evaluated, summary.report)
+        left_out = summary.collected.get("outside_window")
+        log.info("validated %d rows against suite %r: all %d checks passed (report: %s)%s",
+                 summary.rows, summary.suite, summary.evaluated, summary.report,
+                 f"; {left_out:,} of the source's rows were outside the collect window" if left_out else "")
         return summary
     if fail_on_error:
         raise DataValidationError(summary.message())
@@ -590,7 +594,8 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
                    time_column: str | None = None, period: str | None = None,
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
                    parse_errors: Mapping[str, Any] | None = None, table: Path | None = None,
-                   table_md5: str | None = None, chunk_rows: int | None = None) -> ValidationSummary:
+                   table_md5: str | None = None, chunk_rows: int | None = None,
+                   collected: Mapping[str, int] | None = None) -> ValidationSummary:
     """Validate `frame` against the suite at `suite_path`; write `result.json`, `summary.json` and Data Docs.
 
     Raises `DataValidationError` when a check fails and `fail_on_error` (the message lists each failure:
@@ -602,7 +607,7 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
     run = run_validation(frame, suite, origin=suite_path, time_column=time_column, period=period, window=window,
                          max_duplicate_share=max_duplicate_share, parse_errors=parse_errors,
                          fail_on_error=fail_on_error, chunk_rows=chunk_rows)
-    summary = write_reports(run, Path(report_dir), table=table, table_md5=table_md5)
+    summary = write_reports(run, Path(report_dir), table=table, table_md5=table_md5, collected=collected)
     return enforce(summary, fail_on_error)
 
 

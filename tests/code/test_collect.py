@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.collect import (
     PARSE_ERRORS,
+    WINDOW_ROWS,
     FlightTables,
     SourceError,
     collect,
@@ -97,6 +98,27 @@ def test_user_file_source(make_params, tmp_path: Path, small_table: pd.DataFrame
     params = make_params({"source.kind": "file", "source.path": str(path)})
     table = collect(params.source, params.collect)
     assert len(table) == 500
+
+
+def test_rows_outside_the_window_are_counted_through_to_the_validation_summary(
+        make_params, tmp_path: Path, small_table: pd.DataFrame) -> None:
+    """Rows collect leaves out are configuration, not corruption, but the count must reach the report."""
+    from pipelines import io, stages
+    from pipelines.validate import ValidationSummary
+
+    later = small_table.head(30).assign(time_hour=small_table["time_hour"].head(30) + pd.Timedelta(days=800))
+    no_time = small_table.head(4).assign(time_hour=pd.NaT)
+    path = tmp_path / "mine.parquet"
+    pd.concat([small_table.head(500), later, no_time], ignore_index=True).to_parquet(path)
+    params = make_params({"source.kind": "file", "source.path": str(path), "validate.fail_on_error": False})
+    collected = stages.run_collect(params)
+    assert (collected["rows"], collected["source_rows"], collected["outside_window"]) == (500, 534, 34)
+    assert io.read_parquet(params.paths.raw_table, "collect").attrs[WINDOW_ROWS] == {
+        "source_rows": 534, "outside_window": 34}
+    stages.run_validate(params)
+    summary = ValidationSummary.read(params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE)
+    assert summary.collected == {"source_rows": 534, "outside_window": 34}
+    assert summary.rows == 500
 
 
 def test_missing_file_and_corrupt_file_and_missing_target(make_params, tmp_path: Path) -> None:
