@@ -5,12 +5,14 @@ reproduce`, the model card and the loop's summary. It is captured inside the DVC
 
 - `git_commit`: the commit the run started from (`DVC_EXP_BASELINE_REV` inside `dvc exp run`, else HEAD);
 - `git_dirty` / `dirty_files`: files that differ from that commit (changed, or new and not git-ignored), *except*
-  what the DAG itself writes (dvc.lock, params.yaml — see `params_diff` —, the stages' outs, metrics and plots, and
-  the .gitignore files DVC writes beside new outs);
+  what the DAG itself writes (dvc.lock, the stages' outs, metrics and plots, and the .gitignore files DVC writes
+  beside new outs). params.yaml counts only outside an experiment: an experiment's commit holds its params (see
+  `params_diff`), a plain `dvc repro` commits nothing;
 - `experiment` / `ref`: the DVC experiment whose commit holds this run's dvc.lock. DVC names an experiment's ref
   `refs/exps/<baseline[:2]>/<baseline[2:]>/<name>` (`ExpRefInfo`), so the stage knows it before DVC commits it:
   `dvc exp run` passes the name in `DVC_EXP_NAME`, the Prefect training flow passes the name it will
-  `dvc exp save` under. A plain `dvc repro` has neither: its model is reproducible once dvc.lock is committed;
+  `dvc exp save` under. A plain `dvc repro` has neither: its model is reproducible once its dvc.lock (and
+  params.yaml, if edited) is committed, in `git_commit` or a later commit (`built_at` finds it);
 - `data_md5`: the collect stage's out in dvc.lock (DVC 3's md5 of the raw table's bytes);
 - `params_diff`: every params key whose value differs from `params.yaml` at `git_commit` (`-S` overrides);
 - `uv_lock_md5`: the package lock, the environment the code ran in.
@@ -56,16 +58,14 @@ class Lineage(BaseModel):
     def reproduce_command(self, tag: str) -> str:
         return f"python -m pipelines reproduce {tag} --check"
 
-    def revision(self) -> str | None:
-        """The git revision whose dvc.lock built the model: the experiment ref, else the commit of a clean tree.
+    def uncommitted_code(self) -> list[str]:
+        """Dirty files no later commit can vouch for: everything but params.yaml (whose values `params_diff` holds).
 
-        None when neither can rebuild it (trained from uncommitted changes outside an experiment, or outside git).
+        Outside an experiment, or outside git, such a run's code is nowhere: the model cannot be rebuilt.
         """
-        if self.ref:
-            return self.ref
-        if not self.git_dirty and self.git_commit != "unknown":
-            return self.git_commit
-        return None
+        if self.git_commit == "unknown":
+            return self.dirty_files or ["(not a git repository)"]
+        return [] if self.ref else [path for path in self.dirty_files if path != PARAMS_FILE]
 
 
 def experiment_ref(baseline: str, name: str) -> str:
@@ -79,13 +79,61 @@ def has_commit(root: Path, rev: str) -> bool:
 
 
 def rebuildable_here(root: Path, recorded: Lineage | None) -> bool:
-    """Whether the revision `recorded` names is in the repository at `root` (no remote asked).
+    """Whether the repository at `root` holds the revision that built the model (`built_at`; no remote asked).
 
     The BentoML store is the machine's, shared by every clone and project: a model file another clone registered
     first carries that clone's experiment ref, which this repository may not hold.
     """
-    revision = recorded.revision() if recorded is not None else None
-    return revision is not None and has_commit(root, revision)
+    return recorded is not None and built_at(root, recorded) is not None
+
+
+def built_at(root: Path, recorded: Lineage) -> str | None:
+    """The revision in the repository at `root` whose dvc.lock built the model, or None where none here does.
+
+    An experiment's ref holds its own dvc.lock. A plain `dvc repro` commits nothing: at `git_commit` (its HEAD)
+    dvc.lock is the previous run's until someone commits the new one, usually in the next commit. So the revision
+    is the first of `git_commit` and the later commits that changed dvc.lock (oldest first) whose dvc.lock
+    records the model's data (`data_md5`), whose params.yaml is the run's (`git_commit`'s plus `params_diff`),
+    and whose stage dependencies (every dep dvc.lock lists, dvc.yaml) are `git_commit`'s: the code that ran, with
+    its outputs committed. A run from uncommitted code has none.
+    """
+    if recorded.ref:
+        return recorded.ref if has_commit(root, recorded.ref) else None
+    base = recorded.git_commit
+    if recorded.uncommitted_code() or not has_commit(root, base):
+        return None
+    if recorded.data_md5 is None:  # registered before the data hash was recorded: the commit is all there is
+        return None if recorded.git_dirty else base
+    later = git(root, "rev-list", "--reverse", "--ancestry-path", "--branches", "--remotes", "--tags", f"^{base}",
+                "--", LOCK_FILE, check=False).split()
+    base_params = git(root, "show", f"{base}:{PARAMS_FILE}", check=False) or None
+    for commit in [base, *later]:
+        lock = yaml.safe_load(git(root, "show", f"{commit}:{LOCK_FILE}", check=False) or "{}") or {}
+        if locked_out_md5(lock, "collect") != recorded.data_md5:
+            continue
+        params = git(root, "show", f"{commit}:{PARAMS_FILE}", check=False)
+        if params_diff(base_params, params) != recorded.params_diff:
+            continue
+        if commit != base and _touches(git(root, "diff", "--name-only", base, commit).splitlines(), _deps(lock)):
+            continue
+        return commit
+    return None
+
+
+def _deps(lock: dict[str, Any]) -> set[str]:
+    """What the run read that no stage writes (code, the source, uv.lock), and dvc.yaml itself.
+
+    A stage's deps include the outs of the stages before it (the splits, the model, metrics git tracks): those
+    change with the run's results, not with the code.
+    """
+    stages = list((lock.get("stages") or {}).values())
+    written = [str(out["path"]) for stage in stages for out in stage.get("outs") or []]
+    read = {str(dep["path"]) for stage in stages for dep in stage.get("deps") or []}
+    return {"dvc.yaml", *(path for path in read if not _touches([path], set(written)))}
+
+
+def _touches(changed: list[str], deps: set[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for path in changed for dep in deps)
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:
@@ -138,19 +186,22 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
     # beside new outs are not.
     changed += [path for path in git(root, "ls-files", "--others", "--exclude-standard", check=False).splitlines()
                 if Path(path).name != ".gitignore"]
-    dirty = sorted(path for path in set(changed) if path not in ignored
-                   and not any(path == p or path.startswith(p + "/") for p in prefixes))
+    dirty = [path for path in set(changed) if path not in ignored
+             and not any(path == p or path.startswith(p + "/") for p in prefixes)]
+    baseline_params = git(root, "show", f"{baseline}:{PARAMS_FILE}", check=False) or None
+    changed_params = params_diff(baseline_params, (root / PARAMS_FILE).read_text())
+    if changed_params and not name:  # an experiment's commit holds its params; a plain `dvc repro` commits nothing
+        dirty.append(PARAMS_FILE)
     lock_path = root / LOCK_FILE
     lock = yaml.safe_load(lock_path.read_text()) if lock_path.exists() else {}
-    baseline_params = git(root, "show", f"{baseline}:{PARAMS_FILE}", check=False) or None
     return Lineage(
         git_commit=baseline,
         git_dirty=bool(dirty),
-        dirty_files=dirty,
+        dirty_files=sorted(dirty),
         experiment=name,
         ref=experiment_ref(baseline, name) if name else None,
         data_md5=locked_out_md5(lock or {}, "collect"),
-        params_diff=params_diff(baseline_params, (root / PARAMS_FILE).read_text()),
+        params_diff=changed_params,
         uv_lock_md5=io.file_md5(root / PACKAGE_LOCK) if (root / PACKAGE_LOCK).exists() else None,
     )
 

@@ -150,7 +150,8 @@ def lineage_lines(tag: str | None, metadata: dict[str, Any]) -> list[str]:
     changed = ", ".join(f"`{key}` {change.get('repo')} -> {change.get('run')}"
                         for key, change in lineage.params_diff.items()) or "none"
     return [
-        f"- DVC experiment ref (holds its dvc.lock): `{lineage.ref or 'none: a plain dvc repro, see the commit'}`",
+        f"- DVC experiment ref (holds its dvc.lock): `{lineage.ref}`" if lineage.ref else
+        "- DVC experiment ref: none, a plain `dvc repro` (its dvc.lock is in the commit below or a later commit)",
         f"- git commit: `{lineage.git_commit}`{dirty}",
         f"- data (raw table md5 in dvc.lock): `{lineage.data_md5 or 'unknown'}`",
         f"- params changed vs params.yaml at that commit: {changed}",

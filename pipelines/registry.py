@@ -259,9 +259,9 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path,
     Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
     whichever clone trained it (training is deterministic): a version registered from another clone names that
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
-    revision its lineage names is a commit in this repository, or its lineage is `current` (this very run, e.g.
-    re-gated from a tree with uncommitted changes). Otherwise None: the caller registers a new version with its
-    own lineage.
+    revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
+    or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
+    uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
     """
     matches = sorted((stored for stored in _stored(name) if stored.info.metadata.get("model_md5") == model_md5),
                      key=lambda stored: stored.info.creation_time, reverse=True)

@@ -28,7 +28,7 @@ from pipelines import lineage as lineage_module
 from pipelines import versioning
 from pipelines.io import EVALUATE_FILE, MODEL_FILE
 from pipelines.io import file_md5 as _file_md5
-from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, git, has_commit, locked_out_md5
+from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, built_at, git, has_commit, locked_out_md5
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,47 @@ def _remotes(root: Path, preferred: str | None) -> list[str]:
 
 
 def resolve_revision(root: Path, lineage: Lineage, git_remote: str | None) -> tuple[str, str]:
-    """(commit, where it came from) holding the dvc.lock that built the model; fetched from a git remote if needed."""
-    wanted = lineage.revision()
-    if wanted is None:
-        raise ReproduceError(f"the model was trained from a tree with uncommitted changes ({lineage.dirty_files}) "
+    """(commit, where it came from) holding the dvc.lock that built the model; fetched from a git remote if needed.
+
+    An experiment's ref, or for a plain `dvc repro` the commit it ran on or the later one that committed its
+    dvc.lock (`lineage.built_at`).
+    """
+    code = lineage.uncommitted_code()
+    if code:
+        raise ReproduceError(f"the model was trained from a tree with uncommitted changes ({code}) "
                              "and no experiment ref holds that code: it cannot be rebuilt")
-    what = (f"experiment ref {wanted}" if lineage.ref
-            else f"commit {wanted} (no experiment ref: a plain `dvc repro`)")
-    if not has_commit(root, wanted):
-        for remote in _remotes(root, git_remote):
+    wanted = lineage.ref or lineage.git_commit
+    commit = built_at(root, lineage)
+    for remote in ([] if commit else _remotes(root, git_remote)):
+        git(root, "fetch", "--quiet", remote, check=False)  # its branches: a later commit may hold the dvc.lock
+        if not has_commit(root, wanted):
             refspec = f"+{wanted}:{wanted}" if wanted.startswith("refs/") else wanted
             git(root, "fetch", "--quiet", remote, refspec, check=False)
-            if has_commit(root, wanted):
-                break
-        else:
-            raise ReproduceError(f"{what} is not in this repository nor its git remotes "
-                                 f"({_remotes(root, git_remote) or 'none configured'}): was it pushed "
-                                 "(`dvc exp push`, versioning.git_remote)?")
-    return git(root, "rev-parse", f"{wanted}^{{commit}}"), what
+        commit = built_at(root, lineage)
+        if commit:
+            break
+    if commit is None and not has_commit(root, wanted):
+        what = f"experiment ref {wanted}" if lineage.ref else f"commit {wanted}"
+        raise ReproduceError(f"{what} is not in this repository nor its git remotes "
+                             f"({_remotes(root, git_remote) or 'none configured'}): was it pushed "
+                             "(`dvc exp push`, versioning.git_remote)?")
+    if commit is None:
+        locked = locked_out_md5(yaml.safe_load(versioning.show_file(root, wanted, LOCK_FILE) or "{}") or {},
+                                "collect")
+        edited = f" and params {sorted(lineage.params_diff)}" if lineage.params_diff else ""
+        raise ReproduceError(
+            f"no commit here holds the dvc.lock that built the model: it was trained by a plain `dvc repro` at "
+            f"commit {wanted[:12]} on data {lineage.data_md5}{edited}, but that commit's dvc.lock records data "
+            f"{locked}, and no later commit with the same code holds the run's dvc.lock. Commit the dvc.lock "
+            f"(and params.yaml) that run wrote, then reproduce again; if a later run has rewritten them, run "
+            f"`dvc repro` at {wanted[:12]} again and commit its dvc.lock")
+    if lineage.ref:
+        what = f"experiment ref {commit}"
+    elif commit == lineage.git_commit:
+        what = f"commit {commit} (no experiment ref: a plain `dvc repro`)"
+    else:
+        what = f"commit {commit}, which committed the dvc.lock of the plain `dvc repro` run at {lineage.git_commit}"
+    return git(root, "rev-parse", f"{commit}^{{commit}}"), what
 
 
 def _prepare_worktree(root: Path, worktree: Path, commit: str) -> None:

@@ -70,6 +70,22 @@ def test_outside_git_the_lineage_says_so(tmp_path: Path) -> None:
     assert lineage.git_commit == "unknown" and lineage.git_dirty
 
 
+def test_a_plain_run_with_edited_params_is_dirty_an_experiment_is_not(repo: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    params = repo / "params.yaml"
+    params.write_text("# a comment, the same values\n" + params.read_text())
+    assert not capture(repo, [Path("metrics")]).git_dirty  # text, not values: nothing the run used changed
+    params.write_text(yaml.safe_dump({"collect": {"end": "2013-06-01"}, "train": {"seed": 7}}))
+    plain = capture(repo, [Path("metrics")])
+    assert plain.git_dirty and plain.dirty_files == ["params.yaml"]
+    assert plain.params_diff == {"train.seed": {"repo": 42, "run": 7}}
+    assert plain.uncommitted_code() == []  # params alone: a later commit of params.yaml and dvc.lock can hold it
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-x")  # `dvc exp run -S train.seed=7`: the experiment commits them
+    assert not capture(repo, [Path("metrics")]).git_dirty
+
+
 def test_params_diff_and_refs() -> None:
     before = yaml.safe_dump({"a": {"b": 1, "c": [1, 2]}, "gone": 1})
     after = yaml.safe_dump({"a": {"b": 2, "c": [1, 2]}, "new": True})

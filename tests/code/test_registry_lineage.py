@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import registry
-from pipelines.lineage import Lineage, experiment_ref, rebuildable_here
+from pipelines.lineage import Lineage, built_at, experiment_ref, rebuildable_here
 
 
 def _git(root: Path, *args: str) -> str:
@@ -103,8 +104,89 @@ def test_versions_without_usable_lineage_are_skipped_not_fatal(clones, model_dir
     assert registry.find_by_model_hash("m5", name=name, root=a) == good
 
 
-def test_the_revision_a_lineage_names() -> None:
-    assert Lineage(git_commit="c" * 40, git_dirty=True, ref="refs/exps/x").revision() == "refs/exps/x"
-    assert Lineage(git_commit="c" * 40, git_dirty=False).revision() == "c" * 40
-    assert Lineage(git_commit="c" * 40, git_dirty=True).revision() is None
-    assert Lineage(git_commit="unknown", git_dirty=False).revision() is None
+def _lock(data_md5: str) -> str:
+    return yaml.safe_dump({"schema": "2.0", "stages": {
+        "collect": {"cmd": "python -m pipelines collect", "deps": [{"path": "pipelines/collect.py", "md5": "c0"}],
+                    "outs": [{"path": "data/raw/table.parquet", "md5": data_md5}]},
+        "train": {"cmd": "python -m pipelines train", "deps": [{"path": "pipelines", "md5": "p0.dir"}],
+                  "outs": [{"path": "models/candidate", "md5": "m0.dir"}]},
+        # A later stage reads an earlier one's outs (metrics git tracks): results of the run, not its code.
+        "evaluate": {"cmd": "python -m pipelines evaluate", "deps": [{"path": "models/candidate", "md5": "m0.dir"}],
+                     "outs": [{"path": "metrics/evaluate.json", "md5": "e0"}]},
+        "gate": {"cmd": "python -m pipelines gate", "deps": [{"path": "metrics/evaluate.json", "md5": "e0"}],
+                 "outs": [{"path": "metrics/gate.json", "md5": "g0"}]}}})
+
+
+@pytest.fixture
+def plain_runs(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """`dvc repro` runs on a branch, each committed after it ran, as a user does; the workspace ends on `main`.
+
+    base (lock: data A) -> locked (lock: data B, metrics, docs: the run at base committed) -> coded (train.py
+    changed, lock: data C) -> tuned (params seed 2 and lock: data D, committed together).
+    """
+    repo = tmp_path / "runs"
+    (repo / "pipelines").mkdir(parents=True)
+    (repo / "pipelines" / "train.py").write_text("v1\n")
+    (repo / "params.yaml").write_text("train: {seed: 1}\n")
+    (repo / "dvc.lock").write_text(_lock("A"))
+    (repo / "README.md").write_text("a\n")
+    _git(repo, "init", "-q", "-b", "main")
+    commits = {}
+
+    def commit(name: str, files: dict[str, str]) -> None:
+        for path, text in files.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_text(text)
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", name)
+        commits[name] = _git(repo, "rev-parse", "HEAD")
+
+    commit("base", {})
+    _git(repo, "checkout", "-q", "-b", "work")
+    commit("locked", {"dvc.lock": _lock("B"), "metrics/evaluate.json": "{}\n", "metrics/gate.json": "{}\n",
+                      "README.md": "b\n"})
+    commit("coded", {"pipelines/train.py": "v2\n", "dvc.lock": _lock("C")})
+    commit("tuned", {"params.yaml": "train: {seed: 2}\n", "dvc.lock": _lock("D")})
+    _git(repo, "checkout", "-q", "main")
+    return repo, commits
+
+
+def test_a_plain_runs_model_is_built_at_the_commit_that_holds_its_dvc_lock(plain_runs) -> None:
+    repo, commits = plain_runs
+    base = commits["base"]
+    # Its own commit's dvc.lock records the data: that commit.
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=False, data_md5="A")) == base
+    # Run at base, dvc.lock committed next (with metrics and docs, no code): the later commit, found on any branch.
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=False, data_md5="B")) == commits["locked"]
+    # A later dvc.lock with the same code but other data is not it; one with other code never is.
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=False, data_md5="C")) is None
+    assert built_at(repo, Lineage(git_commit=commits["locked"], git_dirty=False, data_md5="C")) is None
+    assert built_at(repo, Lineage(git_commit=commits["coded"], git_dirty=False, data_md5="C")) == commits["coded"]
+    # Uncommitted params at the run: the commit whose params.yaml holds the run's values, and no other.
+    tuned = Lineage(git_commit=commits["coded"], git_dirty=True, dirty_files=["params.yaml"], data_md5="D",
+                    params_diff={"train.seed": {"repo": 1, "run": 2}})
+    assert built_at(repo, tuned) == commits["tuned"]
+    assert built_at(repo, tuned.model_copy(update={"params_diff": {"train.seed": {"repo": 1, "run": 3}}})) is None
+    # Uncommitted code: no commit holds what ran.
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/train.py"],
+                                  data_md5="B")) is None
+    # An experiment's ref holds its own dvc.lock; lineages from before data_md5 name their clean commit.
+    _git(repo, "update-ref", "refs/exps/x", commits["coded"])
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/train.py"],
+                                  ref="refs/exps/x")) == "refs/exps/x"
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, ref="refs/exps/gone")) is None
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=False)) == base
+    assert built_at(repo, Lineage(git_commit="f" * 40, git_dirty=False, data_md5="A")) is None
+    assert Lineage(git_commit="unknown", git_dirty=True).uncommitted_code() == ["(not a git repository)"]
+
+
+def test_a_stored_version_is_reused_only_where_its_dvc_lock_is_committed(plain_runs, model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    repo, commits = plain_runs
+    name = _name(tmp_path)
+    run = Lineage(git_commit=commits["base"], git_dirty=False, data_md5="B")
+    tag = _register(model_dir, name, "m6", run)
+    assert registry.find_by_model_hash("m6", name=name, root=repo) == tag
+    _git(repo, "branch", "-q", "-D", "work")  # the commit of its dvc.lock is gone from this clone
+    assert registry.find_by_model_hash("m6", name=name, root=repo) is None
+    assert registry.find_by_model_hash("m6", name=name, root=repo, current=run) == tag  # the run itself, re-gated

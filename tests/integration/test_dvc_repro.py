@@ -1,5 +1,6 @@
 """`dvc repro` in a real temp git+DVC repo: the DAG runs, a second run is a no-op, one param re-runs only its
-stages, experiments, metrics, params diff, plots, and a local remote all work."""
+stages, a plain run's model is rebuilt from the commit of its dvc.lock, experiments, metrics, params diff, plots,
+and a local remote all work."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.cli import REPORT_START
 from tests.conftest import SMALL_WINDOW
 from tests.project_copy import commit, copy_project, run, set_params
 
@@ -42,6 +44,35 @@ def test_repro_runs_the_dag_then_is_a_noop(repo: Path) -> None:
     assert "up to date" in second
 
 
+def _registered(repo: Path) -> tuple[str, dict]:
+    """The tag of the model the last `dvc repro` registered, and its lineage."""
+    from pipelines import registry
+
+    tag = json.loads((repo / "var" / "registry" / "dvc-gate.json").read_text())["tag"]
+    return tag, registry.model_metadata(tag)["lineage"]
+
+
+def _reproduce(repo: Path, tag: str) -> tuple[int, dict | str]:
+    """`python -m pipelines reproduce <tag> --check`: its exit code and JSON report (or stderr when it has none)."""
+    done = run(repo, "python", "-m", "pipelines", "reproduce", tag, "--check", check=False)
+    if REPORT_START not in done.stdout:
+        return done.returncode, done.stderr[-3000:]
+    return done.returncode, json.loads(done.stdout[done.stdout.rindex(REPORT_START):])
+
+
+def test_a_plain_runs_model_is_rebuilt_from_the_commit_of_its_dvc_lock(repo: Path) -> None:
+    """The everyday loop: `dvc repro`, then commit the dvc.lock it wrote. The lineage names the commit the run
+    started from, whose dvc.lock is not this run's; reproduce rebuilds from the commit that holds it."""
+    tag, lineage = _registered(repo)
+    head = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert lineage["git_commit"] == run(repo, "git", "rev-parse", "HEAD~1").stdout.strip() != head
+    assert lineage["git_dirty"] is False
+    code, report = _reproduce(repo, tag)
+    assert code == 0 and isinstance(report, dict), report
+    assert report["identical"] and report["commit"] == head
+    assert "which committed the dvc.lock of the plain `dvc repro` run" in report["source"]
+
+
 def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None:
     """A fresh clone has gate.json (git) but no registry (var/): `dvc repro` must gate and register again rather
     than skip the gate and leave nothing to serve."""
@@ -68,6 +99,19 @@ def test_one_param_reruns_only_its_stages(repo: Path) -> None:
     assert "model.roc_auc" in shown
 
 
+def test_a_model_trained_on_uncommitted_params_is_dirty_until_they_are_committed(repo: Path) -> None:
+    tag, lineage = _registered(repo)  # the run above, with train.learning_rate edited and not committed
+    assert lineage["git_dirty"] and lineage["dirty_files"] == ["params.yaml"]
+    assert lineage["params_diff"] == {"train.learning_rate": {"repo": 0.05, "run": 0.1}}
+    code, said = _reproduce(repo, tag)
+    assert code != 0 and "no commit here holds the dvc.lock that built the model" in said, said
+    assert "Commit the dvc.lock (and params.yaml) that run wrote" in said
+    commit(repo, "lr 0.1")
+    code, report = _reproduce(repo, tag)
+    assert code == 0 and isinstance(report, dict), report
+    assert report["identical"] and report["commit"] == run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+
+
 def test_plots_render(repo: Path) -> None:
     output = _run(repo, "dvc", "plots", "show", "--out", "plots_html")
     assert (repo / "plots_html" / "index.html").exists(), output
@@ -76,7 +120,8 @@ def test_plots_render(repo: Path) -> None:
 
 
 def test_experiment_with_a_changed_param(repo: Path) -> None:
-    commit(repo, "lr 0.1")
+    if run(repo, "git", "status", "--porcelain").stdout.strip():
+        commit(repo, "lr 0.1")
     _run(repo, "dvc", "exp", "run", "-S", "train.num_leaves=15", "--name", "small-leaves")
     table = _run(repo, "dvc", "exp", "show", "--no-pager", "--csv")
     assert "small-leaves" in table and "train.num_leaves" in table
