@@ -24,6 +24,8 @@ NUMERIC_TYPES = ["int64", "int32", "float64", "float32"]
 PARSE_CHECK = "collect_cells_parse_as_column_type"
 # The per-period check that a column is not stuck at one value (drafted with min_value 2).
 STUCK_CHECK = "expect_column_unique_value_count_to_be_between"
+# Offending infinities, kept as text: strict JSON has no inf (`jsonable` would make them null, "e.g. None").
+INFINITE = ("inf", "-inf")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class FailedExpectation:
         where = f" on column {self.column!r}" if self.column else ""
         line = f"{when}{self.expectation}{where}: expected {self.expected}; {self.observed}"
         if self.offending_values:
-            line += "; e.g. " + ", ".join(repr(value) for value in self.offending_values)
+            line += "; e.g. " + ", ".join(value if value in INFINITE else repr(value)
+                                          for value in self.offending_values)
         if self.notes:
             line += f" (why: {self.notes})"
         return line
@@ -108,7 +111,7 @@ def explain_failure(item: Any, frame: pd.DataFrame, period: str | None = None) -
         observed = f"observed {short(result.get('observed_value'))}"
     return FailedExpectation(expectation=kind, column=column, kwargs=jsonable(kwargs),
                              expected=expected_text(kind, kwargs), observed=observed,
-                             offending_values=jsonable(offending),
+                             offending_values=jsonable([_infinite_as_text(value) for value in offending]),
                              unexpected_count=int(unexpected_count) if unexpected_count is not None else None,
                              notes=notes, period=period)
 
@@ -144,6 +147,12 @@ def _offending_values(result: Mapping[str, Any]) -> list[Any]:
     counts = result.get("partial_unexpected_counts")
     values = [entry["value"] for entry in counts] if counts else result.get("partial_unexpected_list") or []
     return _distinct(values)[:MAX_OFFENDING_VALUES]
+
+
+def _infinite_as_text(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and math.isinf(value):
+        return INFINITE[0] if value > 0 else INFINITE[1]
+    return value
 
 
 def _type_offenders(series: pd.Series, kwargs: Mapping[str, Any]) -> list[Any]:

@@ -93,6 +93,12 @@ def _negative_distance(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(distance=frame["distance"].where(frame.index != 2, -7))
 
 
+def _infinite_temp(frame: pd.DataFrame) -> pd.DataFrame:
+    # A float column's infinities: out of range, and named as such (strict JSON has no inf to carry them).
+    return frame.assign(temp=frame["temp"].where(frame.index != 1, float("inf")).where(frame.index != 4,
+                                                                                       float("-inf")))
+
+
 def _carrier_flood(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(carrier=frame["carrier"].where(frame.index < 4, "ZZ"))
 
@@ -109,10 +115,12 @@ def _too_few_rows(frame: pd.DataFrame) -> pd.DataFrame:
                          "'far'"]),
     (_negative_distance, ["expect_column_values_to_be_between on column 'distance'", "values in (0, 5000]",
                           "-7", "why: miles"]),
+    (_infinite_temp, ["expect_column_values_to_be_between on column 'temp'", "2 of 7 non-null values",
+                      "e.g. inf, -inf"]),
     (_carrier_flood, ["expect_column_values_to_be_in_set on column 'carrier'", "'ZZ'",
                       "at least 80.00% must"]),
     (_too_few_rows, ["expect_table_row_count_to_be_between", "row count in [5, 100]", "observed 2"]),
-], ids=["missing-column", "wrong-dtype", "out-of-range", "unknown-categories", "too-few-rows"])
+], ids=["missing-column", "wrong-dtype", "out-of-range", "infinite", "unknown-categories", "too-few-rows"])
 def test_bad_frame_raises_naming_expectation_column_and_value(
     corrupt: Callable[[pd.DataFrame], pd.DataFrame], expected: list[str], suite_file: Path, tmp_path: Path,
 ) -> None:
