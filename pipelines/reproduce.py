@@ -28,7 +28,16 @@ from pipelines import lineage as lineage_module
 from pipelines import versioning
 from pipelines.io import EVALUATE_FILE, MODEL_FILE
 from pipelines.io import file_md5 as _file_md5
-from pipelines.lineage import LOCK_FILE, PACKAGE_LOCK, Lineage, built_at, git, has_commit, locked_out_md5
+from pipelines.lineage import (
+    LOCK_FILE,
+    PACKAGE_LOCK,
+    PARAMS_FILE,
+    Lineage,
+    built_at,
+    git,
+    has_commit,
+    locked_out_md5,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +215,7 @@ def _causes(lineage: Lineage, data_md5: str | None, root: Path, recorded_lock: d
     if lineage.uv_lock_md5 and here != lineage.uv_lock_md5:
         causes.append(f"packages: this environment's {PACKAGE_LOCK} (md5 {here}) is not the one the model was built "
                       f"with ({lineage.uv_lock_md5}); `uv sync --frozen` at commit {lineage.git_commit} first")
-    if lineage.git_dirty:
-        causes.append(f"the tree was dirty at training time: {', '.join(lineage.dirty_files)}")
+    dirty = [path for path in lineage.dirty_files if path != PARAMS_FILE]  # params: the revision holds the run's
+    if dirty:
+        causes.append(f"the tree was dirty at training time: {', '.join(dirty)}")
     return causes or ["no recorded input differs: the stages are not deterministic (threads, Dask worker count?)"]
