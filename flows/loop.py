@@ -224,8 +224,8 @@ def start_fresh(params_file: Path) -> str:
     from datetime import UTC, datetime
 
     from flows import stack
-    from pipelines import registry
-    from pipelines.io import MODEL_FILE, file_md5
+    from pipelines import lineage, registry
+    from pipelines.io import DVC_GATE_RECEIPT, MODEL_FILE, file_md5, read_json
 
     params = load_params(params_file)
     stack.down(params_file)
@@ -234,8 +234,14 @@ def start_fresh(params_file: Path) -> str:
         if folder.exists() and any(folder.iterdir()):
             archive.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), str(archive / folder.name))
-    tag = registry.find_by_model_hash(file_md5(params.paths.model_dir / MODEL_FILE),
-                                     name=params.project.model_name, root=Path.cwd())
+    # The version the workspace's gate stage registered (its receipt), else one whose lineage holds here or is
+    # this workspace's own (a dvc.lock not committed yet).
+    model_md5 = file_md5(params.paths.model_dir / MODEL_FILE)
+    receipt = read_json(params.paths.registry_dir / DVC_GATE_RECEIPT) or {}
+    tag = receipt.get("tag") if receipt.get("model_md5") == model_md5 else None
+    if tag is None or not registry.has_model(tag):
+        tag = registry.find_by_model_hash(model_md5, name=params.project.model_name, root=Path.cwd(),
+                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
     if registry.champion_tag(params.paths.registry_dir) != tag:

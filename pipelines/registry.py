@@ -89,6 +89,14 @@ def model_path(tag: str) -> Path:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
 
+def has_model(tag: str) -> bool:
+    try:
+        model_path(tag)
+    except RegistryError:
+        return False
+    return True
+
+
 def load_model(tag: str) -> TrainedModel:
     return TrainedModel.load(model_path(tag))
 
