@@ -281,12 +281,12 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     result = select_window(table, source.time_column, window.start, window.end, consume=True)
     # Rows outside the window are configuration, not corruption, but a user who expected them must be able to see
     # that they were left out: the count travels with the table into the validation summary.
-    result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": source_rows - len(result)}
+    left_out = source_rows - len(result)
+    result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": left_out}
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
                     "fail on them): %s", {name: info["count"] for name, info in errors.items()})
     log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside collect.start .. collect.end are "
-             "left out", len(result), source_rows, source.kind, window.start.date(), window.end.date(),
-             source_rows - len(result))
+             "left out", len(result), source_rows, source.kind, window.start.date(), window.end.date(), left_out)
     return result

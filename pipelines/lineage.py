@@ -127,9 +127,9 @@ def _deps(lock: dict[str, Any]) -> set[str]:
     change with the run's results, not with the code.
     """
     stages = list((lock.get("stages") or {}).values())
-    written = [str(out["path"]) for stage in stages for out in stage.get("outs") or []]
+    written = {str(out["path"]) for stage in stages for out in stage.get("outs") or []}
     read = {str(dep["path"]) for stage in stages for dep in stage.get("deps") or []}
-    return {"dvc.yaml", *(path for path in read if not _touches([path], set(written)))}
+    return {"dvc.yaml", *(path for path in read if not _touches([path], written))}
 
 
 def _touches(changed: list[str], deps: set[str]) -> bool:
@@ -180,14 +180,13 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
     baseline = os.environ.get(BASELINE_ENV) or head
     name = os.environ.get(EXPERIMENT_ENV) or None
     ignored = {LOCK_FILE, PARAMS_FILE}
-    prefixes = tuple(str(_relative(path, root)).rstrip("/") for path in written_by_dag)
+    written = {str(_relative(path, root)) for path in written_by_dag}
     changed = git(root, "diff", "--name-only", baseline, check=False).splitlines()
     # New files git would commit (not ignored) are code the commit lacks too; the .gitignore files DVC writes
     # beside new outs are not.
     changed += [path for path in git(root, "ls-files", "--others", "--exclude-standard", check=False).splitlines()
                 if Path(path).name != ".gitignore"]
-    dirty = [path for path in set(changed) if path not in ignored
-             and not any(path == p or path.startswith(p + "/") for p in prefixes)]
+    dirty = [path for path in set(changed) if path not in ignored and not _touches([path], written)]
     baseline_params = git(root, "show", f"{baseline}:{PARAMS_FILE}", check=False) or None
     changed_params = params_diff(baseline_params, (root / PARAMS_FILE).read_text())
     if changed_params and not name:  # an experiment's commit holds its params; a plain `dvc repro` commits nothing
