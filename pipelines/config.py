@@ -29,6 +29,13 @@ from pydantic import (
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
+# Names the pipeline gives columns and fields of its own, beside a table's: no feature, time column or slice may
+# be called so (the prepared splits' 0/1 label would replace the column; the request's field would replace the
+# feature).
+LABEL = "label"
+REQUEST_ID = "request_id"
+RESERVED_NAMES = {LABEL: "the 0/1 label the pipeline computes from source.target (the prepared splits' column)",
+                  REQUEST_ID: "the service's optional caller id, beside the features in each request"}
 # TrainParams fields a search may vary; num_threads is set per candidate from search.threads_per_worker.
 SEARCHABLE = ("num_boost_round", "early_stopping_rounds", "learning_rate", "num_leaves", "min_data_in_leaf",
               "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
@@ -460,6 +467,12 @@ class Params(_Section):
         for name, column in (("source.target", self.source.target), ("source.time_column", self.source.time_column)):
             if column in self.features.raw_columns:
                 raise ValueError(f"{name} {column!r} is also listed as a feature")
+        named = {"features.categorical": self.features.categorical, "features.numeric": self.features.numeric,
+                 "source.time_column": [self.source.time_column], "evaluate.slices": self.evaluate.slices}
+        for key, columns in named.items():
+            for column in set(columns) & set(RESERVED_NAMES):
+                raise ValueError(f"{key} names the column {column!r}, but {column!r} is {RESERVED_NAMES[column]}: "
+                                 "rename that column in your table (and here)")
         return self
 
 

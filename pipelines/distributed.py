@@ -111,12 +111,13 @@ def pinned_partitions(client: Any, path: Any, schema: FeatureSchema, workers: li
 
 
 def _encoded_meta(schema: FeatureSchema) -> pd.DataFrame:
-    return pd.DataFrame({**{name: pd.Series(dtype=float) for name in schema.feature_names},
+    return pd.DataFrame({**{name: pd.Series(dtype=float) for name in schema.lightgbm_naming["feature_name"]},
                          LABEL: pd.Series(dtype="int8")})
 
 
 def _encode_partition(part: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
-    features = pd.DataFrame(encode_frame(part, schema), columns=schema.feature_names, index=part.index)
+    features = pd.DataFrame(encode_frame(part, schema), columns=schema.lightgbm_naming["feature_name"],
+                            index=part.index)
     return features.assign(**{LABEL: part[LABEL].astype("int8").to_numpy()})
 
 
@@ -185,7 +186,8 @@ def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: 
         with warnings.catch_warnings():
             # The sklearn wrapper's n_jobs=None is an alias of num_threads, which the Dask interface sets per worker.
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            estimator.fit(data[schema.feature_names], data[LABEL], categorical_feature=schema.categorical_features,
+            naming = schema.lightgbm_naming
+            estimator.fit(data[naming["feature_name"]], data[LABEL], categorical_feature=naming["categorical_feature"],
                           callbacks=[stopping])
     finally:
         client.cancel(pieces)  # free the workers' memory now, not when this frame is collected

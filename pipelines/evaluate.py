@@ -110,9 +110,11 @@ def _thin(frame: pd.DataFrame, points: int = 200) -> pd.DataFrame:
     return frame.iloc[index].round(5).reset_index(drop=True)
 
 
-def feature_importance(booster: Any) -> pd.DataFrame:
+def feature_importance(booster: Any, feature_names: list[str]) -> pd.DataFrame:
+    """Gain and splits per feature, named as the table names it (the model file may hold LightGBM-safe names:
+    `features.lightgbm_names`, in the same order)."""
     gain = booster.feature_importance(importance_type="gain")
-    frame = pd.DataFrame({"feature": booster.feature_name(), "gain": gain,
+    frame = pd.DataFrame({"feature": feature_names, "gain": gain,
                           "splits": booster.feature_importance(importance_type="split")})
     frame["gain_share"] = (frame["gain"] / max(frame["gain"].sum(), 1e-12)).round(5)
     return frame.sort_values("gain", ascending=False).reset_index(drop=True)
@@ -140,4 +142,4 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
                                  for column, entries in by_slice.items() for entry in entries if entry["skipped"]]
     roc, pr, calibration = curves(y_true, proba)
     return Evaluation(metrics=metrics, slices=by_slice, roc=roc, precision_recall=pr, calibration=calibration,
-                      importance=feature_importance(model.booster))
+                      importance=feature_importance(model.booster, model.schema.feature_names))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.config import LABEL as LABEL  # the splits' label column: the feature code's users import it from here
 from pipelines.config import FeaturesParams, SourceParams
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"
 SCHEMA_VERSION = 1
 
 
@@ -60,6 +61,12 @@ class FeatureSchema:
     @property
     def categorical_features(self) -> list[str]:
         return list(self.categorical)
+
+    @property
+    def lightgbm_naming(self) -> dict[str, list[str]]:
+        """`feature_name` and `categorical_feature` as LightGBM takes them (`lightgbm_names`), in feature order."""
+        names = lightgbm_names(self.feature_names)
+        return {"feature_name": names, "categorical_feature": names[:len(self.categorical)]}
 
     @property
     def raw_columns(self) -> list[str]:
@@ -151,6 +158,28 @@ def _is_number_or_missing(value: Any) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+_LIGHTGBM_UNSAFE = re.compile(r'[",:\[\]{}\s]')
+
+
+def lightgbm_names(names: Sequence[str]) -> list[str]:
+    """The names LightGBM can hold for `names`, in order. Its model file is part JSON: it refuses a feature name
+    with any of `" , : [ ] { }` ("Do not support special JSON characters in feature name"), turns a space into `_`
+    and cuts a name at a line break. A table's own column ("weight [kg]", "city, state") must still train: each such
+    character becomes `_`, and a name that then repeats an earlier one gets `_2`, `_3`, ... The schema, the service
+    and every report keep the table's names; only the model file holds these (`feature_importance` maps back)."""
+    taken: set[str] = set()
+    safe = []
+    for name in names:
+        base = _LIGHTGBM_UNSAFE.sub("_", name)
+        candidate, count = base, 1
+        while candidate in taken:
+            count += 1
+            candidate = f"{base}_{count}"
+        taken.add(candidate)
+        safe.append(candidate)
+    return safe
 
 
 def encode(columns: Mapping[str, Any], times: Any, schema: FeatureSchema) -> np.ndarray:

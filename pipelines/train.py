@@ -164,10 +164,9 @@ def _datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema,
 
     weight = None if half_life_days is None else recency_weights(train[schema.time_column], half_life_days)
     train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(), weight=weight,
-                            feature_name=schema.feature_names, categorical_feature=schema.categorical_features,
-                            free_raw_data=True, params=construction)
+                            **schema.lightgbm_naming, free_raw_data=True, params=construction)
     valid_set = lgb.Dataset(encode_frame(valid, schema), label=valid[LABEL].to_numpy(), reference=train_set,
-                            feature_name=schema.feature_names, categorical_feature=schema.categorical_features)
+                            **schema.lightgbm_naming)
     return train_set, valid_set
 
 
@@ -185,8 +184,7 @@ def train_model(train: pd.DataFrame | None, valid: pd.DataFrame, schema: Feature
             raise ValueError(f"binary datasets were built with seed {datasets.seed}, not {params.seed}")
         # The names and categorical list are in the file's bin mappers already; given again, the model file
         # records them in its parameters as the in-memory Dataset does, so both give the same file.
-        named = {"feature_name": schema.feature_names, "categorical_feature": schema.categorical_features,
-                 "params": dataset_params(params)}
+        named = {**schema.lightgbm_naming, "params": dataset_params(params)}
         train_set = lgb.Dataset(str(datasets.train), **named)
         valid_set = lgb.Dataset(str(datasets.valid), reference=train_set, **named)
         train_rows = int(train_set.construct().num_data())

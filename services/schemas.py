@@ -17,10 +17,9 @@ from typing import Annotated, Any, NotRequired
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from typing_extensions import TypedDict
 
-from pipelines.config import FeaturesParams
+from pipelines.config import REQUEST_ID, FeaturesParams
 from pipelines.validate import ColumnBounds
 
-REQUEST_ID = "request_id"
 REQUEST_ID_MAX = 200
 CategoryText = Annotated[str, Field(strict=True, max_length=200)]
 CategoryInt = Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]

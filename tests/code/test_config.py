@@ -31,6 +31,12 @@ def test_repo_params_file_loads() -> None:
         ({"source.kind": "file", "source.path": None}, "source.path"),
         ({"source.kind": "file", "source.path": "data.xlsx"}, "must be a .csv or .parquet"),
         ({"features.numeric": ["hour", "time_hour"]}, "source.time_column 'time_hour' is also listed as a feature"),
+        ({"features.numeric": ["hour", "label"]}, "features.numeric names the column 'label', but 'label' is the "
+         "0/1 label the pipeline computes from source.target"),
+        ({"features.categorical": ["carrier", "request_id"]}, "features.categorical names the column 'request_id', "
+         "but 'request_id' is the service's optional caller id"),
+        ({"source.time_column": "label"}, "source.time_column names the column 'label'"),
+        ({"evaluate.slices": ["origin", "label"]}, "evaluate.slices names the column 'label'"),
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),
         ({"serve.gc_threshold": [700, 10]}, "serve.gc_threshold"),
         ({"serve.predictor": "onnx"}, "serve.predictor"),

