@@ -25,6 +25,7 @@ import pandas as pd
 
 from pipelines.config import CollectParams, FeaturesParams, SourceParams
 from pipelines.io import parquet_frame
+from pipelines.validate import BOOLEAN_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
 
 
 def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFrame:
-    """A copy with each declared column parsed as its kind ("numeric", "str", "datetime"); cells that do not
-    parse become null and are counted in `attrs[PARSE_ERRORS]` ({column: {type, count, examples}}).
+    """A copy with each declared column parsed as its kind ("numeric", "str", "datetime", "bool", "boolean");
+    cells that do not parse become null and are counted in `attrs[PARSE_ERRORS]` ({column: {type, count,
+    examples}}).
 
     Text left in an undeclared column of mixed types is made text, so the table can always be written.
     """
@@ -98,6 +100,16 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
         kind = column_types.get(name)
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
             parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+        elif kind in BOOLEAN_KINDS:
+            parsed = series if pd.api.types.is_bool_dtype(series.dtype) else parse_booleans(series)
+            # A gap in a "bool" column stays a gap: the suite's type check names the column.
+            parsed = parsed.astype("boolean" if kind == "boolean" or parsed.hasnans else bool)
+        elif kind is None and pd.api.types.is_object_dtype(series.dtype) and pd.api.types.infer_dtype(
+                series, skipna=True) == "boolean":
+            # Booleans with gaps (pandas reads a CSV's True/False/empty column so; Parquet gives objects): kept
+            # as booleans, not made text, so the suite types them and a numeric feature reads them as 1/0.
+            columns[name] = series.astype("boolean")
+            continue
         elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(series.dtype):
             parsed = _parse_stamps(series.astype("string").str.strip())
         elif kind == "str" or (kind is None and pd.api.types.is_object_dtype(series.dtype)) or isinstance(
@@ -115,7 +127,7 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
         else:
             continue
         bad = series.notna() & parsed.isna()
-        if kind == "numeric" or kind == "datetime":
+        if kind in ("numeric", "datetime", *BOOLEAN_KINDS):
             bad &= series.astype("string").str.strip().fillna("") != ""  # an empty cell is a null, not a bad one
         if bad.any():
             examples = list(dict.fromkeys(series[bad].astype(str).head(200).tolist()))[:MAX_EXAMPLES]
@@ -124,6 +136,13 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
     result = _with_columns(frame, columns)
     result.attrs = {**frame.attrs, PARSE_ERRORS: errors}
     return result
+
+
+def parse_booleans(values: pd.Series) -> pd.Series:
+    """True/False in any case, around any spaces (what pandas, Spark, R and spreadsheets write), as nullable
+    booleans; anything else is null (counted as a bad cell by `coerce_types` unless the cell was empty)."""
+    text = values.astype("string").str.strip().str.lower()
+    return text.map({"true": True, "false": False}).astype("boolean")
 
 
 def _with_columns(frame: pd.DataFrame, columns: Mapping[str, pd.Series]) -> pd.DataFrame:

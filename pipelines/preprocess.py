@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -43,15 +45,25 @@ class PreparedData:
         return getattr(self, name)
 
 
+# What pandas infers for an object column that holds only numbers, booleans and gaps.
+_NUMBER_LIKE = ("integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty")
+_NUMBER_TYPES = (bool, int, float, Decimal, np.number)
+
+
 def _check_numeric(frame: pd.DataFrame, names: list[str]) -> None:
+    """Refuse a numeric feature that holds text. An object column of numbers, booleans and gaps (Parquet's
+    Decimals, Python ints with None) is numbers: `encode` reads it as floats."""
     for name in names:
         column = frame[name]
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             continue
-        coerced = pd.to_numeric(column, errors="coerce")
-        bad = column[coerced.isna() & column.notna()]
-        raise FeatureError(f"numeric feature {name!r} has dtype {column.dtype} with non-numeric values, "
-                           f"e.g. {bad.head(5).tolist()}")
+        if pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_LIKE:
+            continue
+        texts = [value for value in pd.unique(column.dropna()) if not isinstance(value, _NUMBER_TYPES)]
+        # The values that are not even numbers written as text come first: they are what to fix.
+        unparseable = list(islice((v for v in texts if pd.isna(pd.to_numeric(str(v), errors="coerce"))), 5))
+        raise FeatureError(f"numeric feature {name!r} (features.numeric) has dtype {column.dtype} with "
+                           f"non-numeric values, e.g. {(unparseable or texts)[:5]}")
 
 
 def split_by_time(frame: pd.DataFrame, time_column: str, split: SplitParams) -> dict[str, pd.DataFrame]:
@@ -169,6 +181,13 @@ def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams,
     parts = {name: take_rows(table, columns, labelled[rows], {LABEL: labels[labelled[rows]].astype("int8")})
              for name, rows in positions.items()}
     check_both_classes(parts, source.time_column)
+    # A numeric feature held as booleans or objects is 1/0/NaN floats in the splits, as the model reads it: the
+    # monitoring reference and its reports then compare the numbers the service's log holds.
+    as_floats = [name for name in features.numeric
+                 if pd.api.types.is_bool_dtype(table[name]) or not pd.api.types.is_numeric_dtype(table[name])]
+    for part in parts.values():
+        for name in as_floats:
+            part[name] = np.asarray(part[name], dtype=float)
     dropped = constant_features(parts["train"], features, source.time_column)
     for reason in dropped.values():
         log.warning("dropping feature: %s", reason)

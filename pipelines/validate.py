@@ -71,7 +71,8 @@ _TYPE_EXPECTATIONS = ("expect_column_values_to_be_in_type_list", "expect_column_
                       "expect_column_type_to_be")
 
 __all__ = [
-    "ColumnBounds", "DataValidationError", "FailedExpectation", "NUMERIC_TYPES", "NotValidatedError", "SuiteError",
+    "BOOLEAN_KINDS", "ColumnBounds", "DataValidationError", "FailedExpectation", "NUMERIC_TYPES",
+    "NotValidatedError", "SuiteError",
     "ValidationRun", "ValidationSummary", "column_bounds", "enforce", "read_suite", "require_validated",
     "run_validation", "split_periods", "suite_column_types", "validate_table", "write_reports",
     "write_suite",
@@ -257,8 +258,12 @@ def write_suite(suite: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+BOOLEAN_KINDS = ("bool", "boolean")  # suite_column_types' kinds of a boolean column: its dtype
+
+
 def suite_column_types(suite: Mapping[str, Any]) -> dict[str, str]:
-    """Each column's declared kind from the suite's type expectations: "numeric", "str" or "datetime".
+    """Each column's declared kind from the suite's type expectations: "numeric", "str", "datetime", or for a
+    boolean column its dtype: "bool" (no gaps) or "boolean" (pandas' nullable booleans: a column with gaps).
 
     `collect` reads a user's file with these types, so a cell that does not parse is counted, not a crash.
     """
@@ -277,6 +282,8 @@ def suite_column_types(suite: Mapping[str, Any]) -> dict[str, str]:
             kinds[column] = "datetime"
         elif wanted == ["str"]:
             kinds[column] = "str"
+        elif len(wanted) == 1 and wanted[0] in BOOLEAN_KINDS:
+            kinds[column] = wanted[0]
     return kinds
 
 

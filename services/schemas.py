@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from typing_extensions import TypedDict
 
 from pipelines.config import REQUEST_ID, FeaturesParams
@@ -66,19 +66,27 @@ def _range_text(bounds: ColumnBounds | None) -> str:
 
 def flight_model(features: FeaturesParams, time_column: str,
                  bounds: Mapping[str, ColumnBounds] | None = None, entity: str = "row",
-                 coded_categories: Iterable[str] = ()) -> Any:
+                 coded_categories: Iterable[str] = (), boolean_columns: Iterable[str] = ()) -> Any:
     """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
     column.
 
     `bounds` (from the validation suite, `pipelines.validate.column_bounds`) limit numeric fields: a value the
     training data could not have held is refused with its field's name rather than scored. `coded_categories` are
     the categorical features the suite types as numbers (a store id, a precinct number): they take a JSON number
-    or a string; every other categorical takes a string only.
+    or a string; every other categorical takes a string only. `boolean_columns` are the features the suite types
+    as booleans: a numeric one takes JSON true/false (1/0 to the model) and a categorical one true/false as well
+    as its text.
     """
     bounds = bounds or {}
     coded = set(coded_categories)
+    booleans = set(boolean_columns)
     fields: dict[str, Any] = {}
     for name in features.categorical:
+        if name in booleans:
+            fields[name] = Annotated[StrictBool | CategoryText | None, Field(
+                description=f"Boolean categorical feature `{name}`: true/false (or the text \"true\"/\"false\"). "
+                            "Null is scored as LightGBM's missing value and listed in `unknown_categories`.")]
+            continue
         if name in coded:
             # 7, 7.0 and "7" are one category to the model (pipelines.features.category_text), as pandas' int or
             # float column was in training.
@@ -91,6 +99,10 @@ def flight_model(features: FeaturesParams, time_column: str,
             description=f"Categorical feature `{name}`. A value not seen in training (or null) is scored as "
                         "LightGBM's missing value and listed in the answer's `unknown_categories`.")]
     for name in features.numeric:
+        if name in booleans:
+            fields[name] = Annotated[StrictBool | None, Field(
+                description=f"Boolean feature `{name}`: true or false (1 or 0 to the model); null means missing.")]
+            continue
         fields[name] = Annotated[float | None, Field(
             description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused."
                         + _range_text(bounds.get(name)),

@@ -31,7 +31,7 @@ from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
 from pipelines.prediction_log import PredictionLog
-from pipelines.validate import column_bounds, read_suite, suite_column_types
+from pipelines.validate import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
@@ -110,7 +110,10 @@ BOUNDS = column_bounds(SUITE, PARAMS.features.numeric)
 # Categorical features the suite types as numbers are integer-coded: they take JSON numbers as well as strings.
 CODED = [name for name, kind in suite_column_types(SUITE).items() if kind == "numeric" and name in
          PARAMS.features.categorical]
-Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED)
+# Features the suite types as booleans take JSON true/false, as the table held them.
+BOOLEANS = [name for name, kind in suite_column_types(SUITE).items() if kind in BOOLEAN_KINDS and name in
+            PARAMS.features.raw_columns]
+Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED, BOOLEANS)
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
 # The request's keys are project.entity / entity_plural ({"flight": ...} for the default data).

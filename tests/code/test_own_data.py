@@ -3,6 +3,7 @@ the params key that causes it (issue 13)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -330,3 +331,118 @@ def test_the_request_schema_takes_numbers_only_for_integer_coded_categories(make
     for bad in ({"store": True}, {"store": float("nan")}, {"region": 5}):
         with pytest.raises(ValidationError, match=next(iter(bad))):
             row.validate_python({**base, **bad})
+
+
+# --- boolean columns -----------------------------------------------------------------------------------------------
+
+def _boolean_project(tmp_path, table: pd.DataFrame, suffix: str) -> Any:
+    """A file project over `table` (t, store, x, y, id plus boolean columns) with its suite drafted and collected."""
+    import yaml
+
+    from pipelines import stages
+    from pipelines.cli import main
+    from pipelines.config import load_params
+    from tests.conftest import params_dict
+
+    source = tmp_path / f"mine.{suffix}"
+    table.to_csv(source, index=False) if suffix == "csv" else table.to_parquet(source, index=False)
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(source), "source.time_column": "t", "source.target": "y",
+        "source.positive_above": None, "source.positive_class": None, "source.key_columns": ["id"],
+        "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
+        "validate.period": "week", "features.categorical": ["store", "member"], "features.numeric": ["x", "promo"],
+        "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": ["store"],
+        "split.valid_days": 7, "split.test_days": 7, "train.min_data_in_leaf": 5})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
+    params = load_params(tmp_path / "params.yaml")
+    stages.run_collect(params)
+    return params
+
+
+def _with_booleans(table: pd.DataFrame) -> pd.DataFrame:
+    """`promo`: booleans with gaps that carry the label; `member`: booleans with gaps, used as a category."""
+    gaps = np.arange(len(table)) % 7 == 0
+    promo = pd.Series(table["x"] > 0, dtype=object).where(~gaps, None)
+    member = pd.Series(np.arange(len(table)) % 3 == 0, dtype=object).where(~gaps, None)
+    return table.assign(promo=promo, member=member, y=(table["x"] > 0).astype(int), id=range(len(table)),
+                        t=table["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_booleans_with_gaps_are_booleans_from_draft_to_model(tmp_path, suffix) -> None:
+    """A CSV's True/False column with empty cells was made text by collect, drafted as a text set, and then refused
+    as a numeric feature ("non-numeric values, e.g. ['True', ...]"); an object column of Python booleans (what
+    Parquet gives for booleans with gaps) was refused with "e.g. []". Both are booleans now: typed `boolean` by
+    draft-suite, read so by collect, 1/0/NaN to the model."""
+    from pipelines import io, stages
+    from pipelines.validate import read_suite, suite_column_types
+
+    params = _boolean_project(tmp_path, _with_booleans(_table([0, 1])), suffix)
+    kinds = suite_column_types(read_suite(params.validate_.suite))
+    assert kinds["promo"] == kinds["member"] == "boolean"
+    assert stages.run_validate(params)["success"]
+    stages.run_preprocess(params)
+    train = pd.read_parquet(io.prepared_path(params.paths, "train"))
+    assert train["promo"].dtype == "float64" and set(train["promo"].dropna()) == {0.0, 1.0}
+    assert train["promo"].isna().any()
+    stages.run_train(params)
+    schema = json.loads((params.paths.model_dir / "feature_schema.json").read_text())
+    assert schema["categorical"]["member"] == ["false", "true"]
+
+
+def test_a_bad_cell_in_a_boolean_column_is_counted_by_name(tmp_path) -> None:
+    from pipelines import stages
+    from pipelines.validate import DataValidationError
+
+    table = _with_booleans(_table([0, 1]))
+    params = _boolean_project(tmp_path, table, "csv")
+    table["promo"] = table["promo"].astype(object)
+    table.loc[5, "promo"] = "maybe"
+    table.to_csv(params.source.path, index=False)
+    stages.run_collect(params)
+    with pytest.raises(DataValidationError, match=r"promo.*maybe"):
+        stages.run_validate(params)
+
+
+def test_numeric_features_held_as_objects_are_numbers_and_text_is_named(make_params) -> None:
+    from decimal import Decimal
+
+    params = _own(make_params)
+    table = _table([0, 1])
+    prepared = prepare(table.assign(x=[Decimal(str(round(v, 3))) for v in table["x"]]), params.source,
+                       params.features, params.split)
+    assert prepared.train["x"].dtype == "float64"
+    with pytest.raises(FeatureError, match=r"numeric feature 'x' \(features.numeric\) has dtype object with "
+                                           r"non-numeric values, e.g. \['3.5'\]$"):
+        prepare(table.assign(x=pd.Series([1.0, "3.5", None] * (len(table) // 3), dtype=object)), params.source,
+                params.features, params.split)
+
+
+def test_the_request_schema_takes_true_and_false_for_boolean_features(make_params) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from services.schemas import flight_model
+
+    params = _own(make_params, **{"features.categorical": ["store", "member"], "features.numeric": ["x", "promo"]})
+    row = TypeAdapter(flight_model(params.features, "t", entity="sale", boolean_columns=["promo", "member"]))
+    base = {"store": "1", "member": True, "x": 1.0, "promo": False, "t": "2024-01-01T10:00:00Z"}
+    for promo in (True, False, None):
+        assert row.validate_python({**base, "promo": promo})["promo"] is promo
+    for member in (True, "true", None):
+        assert row.validate_python({**base, "member": member})["member"] == member
+    for bad in ({"promo": 1}, {"promo": "true"}, {"promo": 0.5}, {"member": 1}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            row.validate_python({**base, **bad})
+    # What the service encodes from them is what training encoded from the table's booleans.
+    schema = fit_feature_schema(pd.DataFrame({"store": ["1", "2"], "member": pd.array([True, False]),
+                                              "x": [0.0, 1.0], "promo": [True, False],
+                                              "t": pd.to_datetime(["2024-01-01"] * 2, utc=True)}),
+                                params.features, "t")
+    stamps = pd.to_datetime(["2024-01-01"] * 3, utc=True)
+    matrix = encode({"store": ["1"] * 3, "member": [True, "true", False], "x": [0.0] * 3,
+                     "promo": [True, False, None]}, stamps, schema)
+    names = schema.feature_names
+    assert matrix[:, names.index("member")].tolist() == [schema.categorical["member"].index("true")] * 2 + [
+        schema.categorical["member"].index("false")]
+    assert matrix[:2, names.index("promo")].tolist() == [1.0, 0.0] and np.isnan(matrix[2, names.index("promo")])

@@ -70,7 +70,8 @@ def test_prepare_refuses_missing_and_mistyped_columns(prepared, small_table: pd.
     with pytest.raises(FeatureError, match=r"missing column\(s\) \['distance'\]"):
         prepare(small_table.drop(columns="distance"), params.source, params.features, params.split)
     mistyped = small_table.assign(distance=small_table["distance"].astype(str).where(small_table.index > 0, "far"))
-    with pytest.raises(FeatureError, match=r"numeric feature 'distance' has dtype object .*'far'"):
+    with pytest.raises(FeatureError, match=r"numeric feature 'distance' \(features.numeric\) has dtype object "
+                       r"with non-numeric values, e.g. \['far'\]$"):
         prepare(mistyped, params.source, params.features, params.split)
 
 
