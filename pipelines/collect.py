@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipelines.config import CollectParams, FeaturesParams, SourceParams
 from pipelines.io import parquet_frame
-from pipelines.validate import BOOLEAN_KINDS
+from pipelines.validate import BOOLEAN_KINDS, NUMERIC_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
         kind = column_types.get(name)
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
             parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce").astype("float64")
+        elif kind in (None, "numeric") and _other_number_dtype(series.dtype):
+            columns[name] = as_plain_numbers(series)
+            continue
         elif kind in BOOLEAN_KINDS:
             parsed = series if pd.api.types.is_bool_dtype(series.dtype) else parse_booleans(series)
             # A gap in a "bool" column stays a gap: the suite's type check names the column.
@@ -136,6 +139,23 @@ def coerce_types(frame: pd.DataFrame, column_types: dict[str, str]) -> pd.DataFr
     result = _with_columns(frame, columns)
     result.attrs = {**frame.attrs, PARSE_ERRORS: errors}
     return result
+
+
+def _other_number_dtype(dtype: Any) -> bool:
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+            and str(dtype) not in NUMERIC_TYPES)
+
+
+def as_plain_numbers(values: pd.Series) -> pd.Series:
+    """A numeric column in a dtype the suite's type checks name (`NUMERIC_TYPES`). Parquet written from pandas
+    keeps its nullable Int64/Float64, and other tools write int8, uint16 or float16: integers without gaps become
+    int64 (float64 past int64's range), the rest float64 with NaN for a gap. One dtype for one kind of column keeps
+    the drafted suite true of the table it was drafted from, and of next month's file."""
+    limits = np.iinfo(np.int64)
+    if (pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans
+            and (not len(values) or limits.min <= values.min() <= values.max() <= limits.max)):
+        return values.astype("int64")
+    return values.astype("float64")
 
 
 def parse_booleans(values: pd.Series) -> pd.Series:

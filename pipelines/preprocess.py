@@ -59,6 +59,10 @@ def _check_numeric(frame: pd.DataFrame, names: list[str]) -> None:
             continue
         if pd.api.types.infer_dtype(column, skipna=True) in _NUMBER_LIKE:
             continue
+        if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            raise FeatureError(f"numeric feature {name!r} (features.numeric) holds {column.dtype} values: only "
+                               "source.time_column's calendar parts (features.time_parts) are made from times; "
+                               f"put a number derived from {name!r} (e.g. days before the row's time) in the table")
         texts = [value for value in pd.unique(column.dropna()) if not isinstance(value, _NUMBER_TYPES)]
         # The values that are not even numbers written as text come first: they are what to fix.
         unparseable = list(islice((v for v in texts if pd.isna(pd.to_numeric(str(v), errors="coerce"))), 5))

@@ -335,8 +335,8 @@ def test_the_request_schema_takes_numbers_only_for_integer_coded_categories(make
 
 # --- boolean columns -----------------------------------------------------------------------------------------------
 
-def _boolean_project(tmp_path, table: pd.DataFrame, suffix: str) -> Any:
-    """A file project over `table` (t, store, x, y, id plus boolean columns) with its suite drafted and collected."""
+def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[str], numeric: list[str]) -> Any:
+    """A file project over `table` (t, y, id and the features) with its suite drafted and the table collected."""
     import yaml
 
     from pipelines import stages
@@ -350,14 +350,17 @@ def _boolean_project(tmp_path, table: pd.DataFrame, suffix: str) -> Any:
         "source.kind": "file", "source.path": str(source), "source.time_column": "t", "source.target": "y",
         "source.positive_above": None, "source.positive_class": None, "source.key_columns": ["id"],
         "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
-        "validate.period": "week", "features.categorical": ["store", "member"], "features.numeric": ["x", "promo"],
-        "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": ["store"],
+        "validate.period": "week", "features.categorical": categorical, "features.numeric": numeric,
+        "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": categorical[:1],
         "split.valid_days": 7, "split.test_days": 7, "train.min_data_in_leaf": 5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
     params = load_params(tmp_path / "params.yaml")
     stages.run_collect(params)
     return params
+
+
+BOOLEAN_FEATURES = {"categorical": ["store", "member"], "numeric": ["x", "promo"]}
 
 
 def _with_booleans(table: pd.DataFrame) -> pd.DataFrame:
@@ -378,7 +381,8 @@ def test_booleans_with_gaps_are_booleans_from_draft_to_model(tmp_path, suffix) -
     from pipelines import io, stages
     from pipelines.validate import read_suite, suite_column_types
 
-    params = _boolean_project(tmp_path, _with_booleans(_table([0, 1])), suffix)
+    params = _file_project(tmp_path, _with_booleans(_table([0, 1])), suffix, BOOLEAN_FEATURES["categorical"],
+                           BOOLEAN_FEATURES["numeric"])
     kinds = suite_column_types(read_suite(params.validate_.suite))
     assert kinds["promo"] == kinds["member"] == "boolean"
     assert stages.run_validate(params)["success"]
@@ -396,7 +400,7 @@ def test_a_bad_cell_in_a_boolean_column_is_counted_by_name(tmp_path) -> None:
     from pipelines.validate import DataValidationError
 
     table = _with_booleans(_table([0, 1]))
-    params = _boolean_project(tmp_path, table, "csv")
+    params = _file_project(tmp_path, table, "csv", **BOOLEAN_FEATURES)
     table["promo"] = table["promo"].astype(object)
     table.loc[5, "promo"] = "maybe"
     table.to_csv(params.source.path, index=False)
@@ -446,3 +450,46 @@ def test_the_request_schema_takes_true_and_false_for_boolean_features(make_param
     assert matrix[:, names.index("member")].tolist() == [schema.categorical["member"].index("true")] * 2 + [
         schema.categorical["member"].index("false")]
     assert matrix[:2, names.index("promo")].tolist() == [1.0, 0.0] and np.isnan(matrix[2, names.index("promo")])
+
+
+# --- numeric dtypes beyond int64/float64 ---------------------------------------------------------------------------
+
+OTHER_NUMBERS = {  # dtype -> what collect makes of it
+    "Int64": "float64", "Float64": "float64", "uint8": "int64", "int16": "int64", "float16": "float64",
+    "UInt32": "int64",
+}
+
+
+def _other_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    rows = np.arange(len(table))
+    columns = {f"n_{dtype}": pd.array([None if dtype in ("Int64", "Float64") and i % 5 == 0 else i % 100
+                                       for i in rows], dtype=dtype) for dtype in OTHER_NUMBERS}
+    return table.assign(**columns, id=rows, t=table["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_a_drafted_suite_holds_for_parquet_numbers_of_any_dtype(tmp_path) -> None:
+    """Parquet written from pandas keeps nullable Int64/Float64, and other tools write uint8 or float16: the
+    drafted type check named int64/int32/float64/float32 only, so the suite failed on the very table it was
+    drafted from. collect gives every number one of those dtypes."""
+    from pipelines import io, stages
+
+    numeric = ["x", *(f"n_{dtype}" for dtype in OTHER_NUMBERS)]
+    params = _file_project(tmp_path, _other_numbers(_table([0, 1])), "parquet", ["store"], numeric)
+    raw = io.parquet_frame(params.paths.raw_table)
+    assert {name: str(raw[f"n_{name}"].dtype) for name in OTHER_NUMBERS} == OTHER_NUMBERS
+    assert raw["n_Int64"].isna().sum() == (np.arange(len(raw)) % 5 == 0).sum()
+    assert stages.run_validate(params)["success"]
+    stages.run_preprocess(params)
+    stages.run_train(params)
+
+
+def test_uint64_past_int64_is_float_and_a_datetime_feature_is_named(make_params) -> None:
+    from pipelines.collect import as_plain_numbers
+
+    assert as_plain_numbers(pd.Series([1, 2**63 + 5], dtype="uint64")).dtype == "float64"
+    assert as_plain_numbers(pd.Series([1, 2], dtype="uint64")).tolist() == [1, 2]
+    params = _own(make_params)
+    table = _table([0, 1])
+    with pytest.raises(FeatureError, match=r"numeric feature 'x' \(features.numeric\) holds datetime64\[ns, UTC\] "
+                                           r"values: only source.time_column's calendar parts"):
+        prepare(table.assign(x=table["t"]), params.source, params.features, params.split)
