@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import CollectParams, FeaturesParams, SourceParams
+from pipelines.config import CollectParams, FeaturesParams, SourceParams, table_format
 from pipelines.io import parquet_frame
 from pipelines.validate import BOOLEAN_KINDS, NUMERIC_TYPES
 
@@ -75,7 +75,7 @@ def read_table(path: Path, column_types: dict[str, str] | None = None) -> pd.Dat
         raise SourceError(f"source file not found: {path}")
     column_types = column_types or {}
     try:
-        if path.suffix.lower() == ".csv":
+        if table_format(path) == "csv":
             header = pd.read_csv(path, nrows=0).columns
             frame = pd.read_csv(path, dtype={name: "string" for name in column_types if name in header},
                                 low_memory=False)

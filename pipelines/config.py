@@ -151,9 +151,24 @@ class SourceParams(_Section):
             raise ValueError("source.positive_above and source.positive_class are both set: set exactly one for a "
                              "numeric (threshold) or a text/categorical (named class) target, neither for a 0/1 "
                              "or boolean target")
-        if self.kind == "file" and self.path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-            raise ValueError(f"source.path must be a .csv or .parquet file, got {str(self.path)!r}")
+        if self.kind == "file" and table_format(self.path) is None:
+            raise ValueError(f"source.path must be a .csv (or .csv{'/.csv'.join(CSV_COMPRESSIONS)}) or .parquet "
+                             f"file, got {str(self.path)!r}")
         return self
+
+
+# Compressions pandas reads a CSV through by its suffix (`compression="infer"`), with the standard library alone.
+CSV_COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz")
+
+
+def table_format(path: Path) -> Literal["csv", "parquet"] | None:
+    """What a user's table file is, by its name: a CSV (compressed or not), a Parquet file, or neither."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    if suffixes[-1:] in ([".parquet"], [".pq"]):
+        return "parquet"
+    if suffixes[-1:] == [".csv"] or (len(suffixes) == 2 and suffixes[0] == ".csv" and suffixes[1] in CSV_COMPRESSIONS):
+        return "csv"
+    return None
 
 
 def positive_class_text(value: Any) -> Any:

@@ -90,14 +90,17 @@ def test_package_source_reads_the_real_window(make_params) -> None:
     assert table["time_hour"].is_monotonic_increasing
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".csv.gz", ".CSV.ZIP", ".csv.xz"])
 def test_user_file_source(make_params, tmp_path: Path, small_table: pd.DataFrame, suffix: str) -> None:
+    """A CSV may come compressed (pandas reads it by its suffix); the rows are the plain CSV's."""
     path = tmp_path / f"mine{suffix}"
     sample = small_table.head(500)
-    sample.to_csv(path, index=False) if suffix == ".csv" else sample.to_parquet(path)
+    sample.to_parquet(path) if suffix == ".parquet" else sample.to_csv(path, index=False)
     params = make_params({"source.kind": "file", "source.path": str(path)})
     table = collect(params.source, params.collect)
     assert len(table) == 500
+    pd.testing.assert_series_equal(table["dep_delay"], sample["dep_delay"].reset_index(drop=True),
+                                   check_dtype=False)
 
 
 def test_rows_outside_the_window_are_counted_through_to_the_validation_summary(

@@ -29,7 +29,9 @@ def test_repo_params_file_loads() -> None:
         ({"features.categorical": ["hour"]}, "both categorical and numeric: ['hour']"),
         ({"train.threshold": 1.5}, "train.threshold must be in (0, 1)"),
         ({"source.kind": "file", "source.path": None}, "source.path"),
-        ({"source.kind": "file", "source.path": "data.xlsx"}, "must be a .csv or .parquet"),
+        ({"source.kind": "file", "source.path": "data.xlsx"}, "must be a .csv (or .csv.gz/.csv.bz2/.csv.zip/.csv.xz)"
+         " or .parquet file, got 'data.xlsx'"),
+        ({"source.kind": "file", "source.path": "data.tar.gz"}, "source.path must be a .csv"),
         ({"features.numeric": ["hour", "time_hour"]}, "source.time_column 'time_hour' is also listed as a feature"),
         ({"features.numeric": ["hour", "label"]}, "features.numeric names the column 'label', but 'label' is the "
          "0/1 label the pipeline computes from source.target"),
