@@ -40,12 +40,12 @@ def write_log(directory: Path, rows: int, seed: int) -> dict[str, Any]:
     from pipelines.collect import collect
     from pipelines.config import load_params
     from pipelines.prediction_log import PredictionLog, prediction_record
-    from pipelines.replay import flight_keys, request_records
+    from pipelines.replay import request_records, row_keys
 
     params = load_params("params.yaml", {"collect.start": "2013-09-01", "collect.end": "2014-01-01"})
     table = collect(params.source, params.collect)
     pool = request_records(table, params.features.raw_columns, params.source.time_column,
-                           flight_keys(table, params.source.time_column))
+                           row_keys(table, params.source.time_column, params.source.key_columns))
     for row in pool:
         row.pop("request_id")
     rng = np.random.default_rng(seed)

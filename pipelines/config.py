@@ -34,6 +34,7 @@ TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
 # feature).
 LABEL = "label"
 REQUEST_ID = "request_id"
+REQUEST_ID_MAX = 200  # characters: the service refuses a longer caller id
 RESERVED_NAMES = {LABEL: "the 0/1 label the pipeline computes from source.target (the prepared splits' column)",
                   REQUEST_ID: "the service's optional caller id, beside the features in each request"}
 # TrainParams fields a search may vary; num_threads is set per candidate from search.threads_per_worker.
@@ -488,6 +489,11 @@ class Params(_Section):
             for column in set(columns) & set(RESERVED_NAMES):
                 raise ValueError(f"{key} names the column {column!r}, but {column!r} is {RESERVED_NAMES[column]}: "
                                  "rename that column in your table (and here)")
+        unknown = [name for name in self.monitor.key_features if name not in self.features.raw_columns]
+        if unknown:
+            raise ValueError(f"monitor.key_features {unknown} are not raw feature columns (features.categorical / "
+                             f"features.numeric: {self.features.raw_columns}): name the features the monitoring "
+                             "dashboard should chart, or []")
         return self
 
 

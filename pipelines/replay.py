@@ -1,15 +1,17 @@
-"""replay: send a later period of real flights to the running service, in time order, then their outcomes.
+"""replay: send a later period of the real table (flights by default) to the running service, in time order,
+then their outcomes.
 
 This is how the monitoring loop is exercised without production traffic: the months after the training window
 arrive as requests at a configured rate, and the actual outcomes (was the arrival > 15 min late?) are delivered
 afterwards into `paths.outcomes_dir`, `label_delay_hours` of scheduled time behind the predictions — the way ground
 truth arrives in production. Cancelled or diverted flights never get an outcome (they have no arrival delay).
 
-The pure parts (request bodies, flight keys, outcomes) are separate from the HTTP loop so they are tested alone.
+The pure parts (request bodies, row keys, outcomes) are separate from the HTTP loop so they are tested alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -22,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.config import Params
+from pipelines.config import REQUEST_ID_MAX, Params
 from pipelines.prediction_log import OutcomeRecord
 
 log = logging.getLogger(__name__)
@@ -32,16 +34,23 @@ class ReplayError(RuntimeError):
     """The service could not be reached or refused the replayed requests; the message says which and why."""
 
 
-def flight_keys(frame: pd.DataFrame, time_column: str) -> pd.Series:
-    """A stable id per flight (same flight, same id on every replay): scheduled hour, carrier+number, origin.
+def row_keys(frame: pd.DataFrame, time_column: str, key_columns: list[str]) -> pd.Series:
+    """A stable request id per row (same row, same id on every replay): its time, then its `source.key_columns`
+    (for flights: carrier and flight number), the outcome's join key in the monitoring.
 
-    Tables without carrier/flight/origin (a user's file) fall back to the scheduled time and the row position.
+    A table without key columns falls back to the time and the row's position in the period. An id longer than
+    the service takes (`REQUEST_ID_MAX`) is replaced by its SHA-256 hex digest, still one id per key.
     """
-    hours = frame[time_column].dt.strftime("%Y%m%dT%H%M")
-    if {"carrier", "flight", "origin"} <= set(frame.columns):
-        keys = hours + "-" + frame["carrier"].astype(str) + frame["flight"].astype(str) + "-" + frame["origin"]
-    else:
-        keys = hours + "-" + pd.Series(range(len(frame)), index=frame.index).astype(str)
+    keys = frame[time_column].dt.strftime("%Y%m%dT%H%M")
+    parts = [name for name in key_columns if name != time_column]
+    if parts:
+        for name in parts:
+            keys = keys + "-" + frame[name].astype(str)
+    elif not key_columns:
+        keys = keys + "-" + pd.Series(range(len(frame)), index=frame.index).astype(str)
+    too_long = keys.str.len() > REQUEST_ID_MAX
+    if too_long.any():
+        keys = keys.where(~too_long, keys[too_long].map(lambda key: hashlib.sha256(key.encode()).hexdigest()))
     # Two rows sharing a key would overwrite each other's outcome: make the rare duplicate unique.
     duplicate = keys.groupby(keys).cumcount()
     return keys.where(duplicate == 0, keys + "-" + duplicate.astype(str))
@@ -146,8 +155,9 @@ def replay(frame: pd.DataFrame, params: Params, url: str, sleep: Callable[[float
     import httpx
 
     settings, time_column = params.replay, params.source.time_column
+    plural = params.project.entity_plural  # the batch's key: {"flights": [...]}, {"stops": [...]}
     frame = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
-    keys = flight_keys(frame, time_column)
+    keys = row_keys(frame, time_column, params.source.key_columns)
     records = request_records(frame, params.features.raw_columns, time_column, keys)
     labels = outcome_labels(frame, params)
     delay = pd.Timedelta(hours=settings.label_delay_hours)
@@ -159,10 +169,10 @@ def replay(frame: pd.DataFrame, params: Params, url: str, sleep: Callable[[float
     predicted = delivered = 0
     try:
         for first, last in _batches(len(records), settings.batch_size):
-            answer = _post(client, endpoint, {"flights": records[first:last]})
+            answer = _post(client, endpoint, {plural: records[first:last]})
             predictions = answer.get("predictions") if isinstance(answer, dict) else None
             if not isinstance(predictions, list) or len(predictions) != last - first:
-                raise ReplayError(f"the service at {endpoint} answered {last - first} flights with "
+                raise ReplayError(f"the service at {endpoint} answered {last - first} {plural} with "
                                   f"{len(predictions) if isinstance(predictions, list) else 'no'} predictions")
             predicted += len(predictions)
             # Outcomes now known: flights scheduled label_delay before the newest answered one.
@@ -180,8 +190,8 @@ def replay(frame: pd.DataFrame, params: Params, url: str, sleep: Callable[[float
     result = ReplayResult(sent=len(records), predicted=predicted, outcomes=writer.count,
                           no_outcome=int(labels.isna().sum()), seconds=round(time.monotonic() - started, 2),
                           outcomes_file=str(writer.path))
-    log.info("replayed %d flights to %s in %.1f s; %d outcomes delivered, %d flights without outcome",
-             result.sent, url, result.seconds, result.outcomes, result.no_outcome)
+    log.info("replayed %d %s to %s in %.1f s; %d outcomes delivered, %d without outcome",
+             result.sent, plural, url, result.seconds, result.outcomes, result.no_outcome)
     return result
 
 

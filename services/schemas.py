@@ -17,10 +17,9 @@ from typing import Annotated, Any, NotRequired
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from typing_extensions import TypedDict
 
-from pipelines.config import REQUEST_ID, FeaturesParams
+from pipelines.config import REQUEST_ID, REQUEST_ID_MAX, FeaturesParams
 from pipelines.validate import ColumnBounds
 
-REQUEST_ID_MAX = 200
 CategoryText = Annotated[str, Field(strict=True, max_length=200)]
 CategoryInt = Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
 CategoryNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]

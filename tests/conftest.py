@@ -31,7 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """params.yaml as a dict, every path moved under `root`, then dotted overrides applied."""
+    """params.yaml as a dict, every path moved under `root`, then dotted overrides applied.
+
+    Overrides that change the features and not `monitor.key_features` keep the key features still among them
+    (the loader refuses a key feature that is not a feature; the tests of that set it themselves).
+    """
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["paths"] = {key: str(root / value) for key, value in data["paths"].items()}
     data["validate"]["suite"] = str(REPO_ROOT / data["validate"]["suite"])
@@ -42,6 +46,9 @@ def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str
             node = node[part]
         assert leaf in node, f"unknown param {dotted}"
         node[leaf] = value
+    if "monitor.key_features" not in (overrides or {}):
+        features = {*data["features"]["categorical"], *data["features"]["numeric"]}
+        data["monitor"]["key_features"] = [name for name in data["monitor"]["key_features"] if name in features]
     return data
 
 

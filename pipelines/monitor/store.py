@@ -111,10 +111,6 @@ def ensure_dashboard(params: Params) -> bool:
 
     from pipelines.monitor.dashboard import dashboard
 
-    unknown = [name for name in params.monitor.key_features if name not in params.features.raw_columns]
-    if unknown:
-        raise ValueError(f"monitor.key_features {unknown} are not raw feature columns "
-                         f"(features.categorical / features.numeric): {params.features.raw_columns}")
     workspace = Workspace(str(params.paths.evidently_workspace))
     project = _project(workspace)
     wanted = dashboard(params.monitor.key_features, params.features.raw_columns)

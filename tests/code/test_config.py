@@ -39,6 +39,8 @@ def test_repo_params_file_loads() -> None:
          "but 'request_id' is the service's optional caller id"),
         ({"source.time_column": "label"}, "source.time_column names the column 'label'"),
         ({"evaluate.slices": ["origin", "label"]}, "evaluate.slices names the column 'label'"),
+        ({"features.numeric": ["hour", "distance"], "monitor.key_features": ["hour", "temp"]},
+         "monitor.key_features ['temp'] are not raw feature columns"),
         ({"serve.gc_threshold": [0, 10, 10]}, "serve.gc_threshold must be three integers >= 1, got [0, 10, 10]"),
         ({"serve.gc_threshold": [700, 10]}, "serve.gc_threshold"),
         ({"serve.predictor": "onnx"}, "serve.predictor"),

@@ -16,7 +16,7 @@ from pipelines.monitor.history import plot_history, summarise_history
 from pipelines.monitor.log import predictions_frame
 from pipelines.monitor.windows import plan_windows
 from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
-from pipelines.replay import flight_keys, request_records
+from pipelines.replay import request_records, row_keys
 from tests.conftest import params_dict
 
 
@@ -159,10 +159,23 @@ def test_replay_requests_carry_raw_fields_iso_time_and_stable_ids(params):
                           "carrier": ["UA", "UA"], "flight": [1, 1], "origin": ["EWR", "EWR"]})
     for name in params.features.raw_columns:
         frame[name] = frame.get(name, pd.Series([None, 2.5]))
-    keys = flight_keys(frame, "time_hour")
-    assert list(keys) == ["20130901T0500-UA1-EWR", "20130901T0500-UA1-EWR-1"]
+    keys = row_keys(frame, "time_hour", params.source.key_columns)  # carrier, flight, time_hour
+    assert list(keys) == ["20130901T0500-UA-1", "20130901T0500-UA-1-1"]
     records = request_records(frame, params.features.raw_columns, "time_hour", keys)
     assert records[0]["time_hour"] == "2013-09-01T05:00:00+00:00"
     assert records[0]["distance"] is None and records[1]["distance"] == 2.5
-    assert records[1]["request_id"] == "20130901T0500-UA1-EWR-1"
+    assert records[1]["request_id"] == "20130901T0500-UA-1-1"
     json.dumps(records)  # plain JSON values only
+
+
+def test_replay_ids_follow_the_tables_own_keys_and_fit_the_service() -> None:
+    """A user's table keys its rows by source.key_columns (or, without any, by time and position); an id past
+    the service's REQUEST_ID_MAX is its digest, so the service never refuses a replayed row for its id."""
+    from pipelines.config import REQUEST_ID_MAX
+
+    frame = pd.DataFrame({"date": pd.to_datetime(["2017-01-01 06:00:42", "2017-01-01 06:00:42"], utc=True),
+                          "idNum": ["17-000003", "17-000005"], "note": ["x" * 300, "x" * 300]})
+    assert list(row_keys(frame, "date", ["idNum"])) == ["20170101T0600-17-000003", "20170101T0600-17-000005"]
+    assert list(row_keys(frame, "date", [])) == ["20170101T0600-0", "20170101T0600-1"]
+    long = row_keys(frame, "date", ["note"])
+    assert long.str.len().max() <= REQUEST_ID_MAX and long.iloc[0] != long.iloc[1]  # digest, then made unique

@@ -21,7 +21,7 @@ from pipelines.monitor import columnar
 from pipelines.monitor.columnar import CACHE_DIR, read_predictions_columnar
 from pipelines.monitor.log import predictions_frame
 from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
-from pipelines.replay import flight_keys, request_records
+from pipelines.replay import request_records, row_keys
 from tests.conftest import params_dict
 
 _PARSE_FILE = columnar.parse_file
@@ -37,7 +37,7 @@ def params(tmp_path_factory):
 def flights(params):
     table = collect(params.source, params.collect).head(600)
     columns = [*params.features.raw_columns]
-    return request_records(table, columns, "time_hour", flight_keys(table, "time_hour"))
+    return request_records(table, columns, "time_hour", row_keys(table, "time_hour", params.source.key_columns))
 
 
 def _record(row: dict, index: int, **change) -> dict:
