@@ -42,11 +42,10 @@ def row_keys(frame: pd.DataFrame, time_column: str, key_columns: list[str]) -> p
     the service takes (`REQUEST_ID_MAX`) is replaced by its SHA-256 hex digest, still one id per key.
     """
     keys = frame[time_column].dt.strftime("%Y%m%dT%H%M")
-    parts = [name for name in key_columns if name != time_column]
-    if parts:
-        for name in parts:
+    for name in key_columns:
+        if name != time_column:
             keys = keys + "-" + frame[name].astype(str)
-    elif not key_columns:
+    if not key_columns:
         keys = keys + "-" + pd.Series(range(len(frame)), index=frame.index).astype(str)
     too_long = keys.str.len() > REQUEST_ID_MAX
     if too_long.any():
