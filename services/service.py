@@ -107,12 +107,11 @@ TIME_COLUMN = PARAMS.source.time_column
 # Numeric request fields take the ranges the validation suite holds the training data to: one source of truth.
 SUITE = read_suite(PARAMS.validate_.suite)
 BOUNDS = column_bounds(SUITE, PARAMS.features.numeric)
+KINDS = suite_column_types(SUITE)
 # Categorical features the suite types as numbers are integer-coded: they take JSON numbers as well as strings.
-CODED = [name for name, kind in suite_column_types(SUITE).items() if kind == "numeric" and name in
-         PARAMS.features.categorical]
+CODED = [name for name, kind in KINDS.items() if kind == "numeric" and name in PARAMS.features.categorical]
 # Features the suite types as booleans take JSON true/false, as the table held them.
-BOOLEANS = [name for name, kind in suite_column_types(SUITE).items() if kind in BOOLEAN_KINDS and name in
-            PARAMS.features.raw_columns]
+BOOLEANS = [name for name, kind in KINDS.items() if kind in BOOLEAN_KINDS and name in PARAMS.features.raw_columns]
 Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED, BOOLEANS)
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
