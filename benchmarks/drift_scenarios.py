@@ -141,14 +141,14 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
         ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.data.collect import collect
+    from pipelines.data.preprocess import prepare
     from pipelines.features import make_label
+    from pipelines.model.train import train_model
     from pipelines.monitor.decision import decide_retrain
     from pipelines.monitor.drift import analyse_window, reason_kind
     from pipelines.monitor.reference import build_reference
-    from pipelines.preprocess import prepare
-    from pipelines.train import train_model
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})
     time_column, features = params.source.time_column, params.features

@@ -1,5 +1,5 @@
 """Benchmark: one window's monitoring report (Evidently drift + surges) for 10k, 50k and 200k logged rows against a
-200k-row reference; wall time and peak memory (VmHWM, `benchmarks.memory`), each size in its own subprocess.
+200k-row reference; wall time and peak memory (VmHWM, `support.memory`), each size in its own subprocess.
 
     .venv/bin/python benchmarks/monitoring.py [--sizes 10000 50000 200000] [--reference 200000]
 
@@ -19,11 +19,11 @@ import time
 def _one(rows: int, reference_rows: int) -> dict:
     import numpy as np
 
-    from benchmarks.memory import peak_rss_mib
-    from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.data.collect import collect
     from pipelines.monitor.drift import analyse_window
     from pipelines.monitor.reference import sample_reference
+    from support.memory import peak_rss_mib
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})
     table = collect(params.source, params.collect)

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m benchmarks.prefect_load [--runs 8] [--tasks 30] [--databases sqlite postgres]
 
-For each database: `python -m flows.stack up` on a params file in a temp folder (free ports, `prefect.database` set,
+For each database: `python -m ops.stack up` on a params file in a temp folder (free ports, `prefect.database` set,
 the rest as in params.yaml), then `--runs` processes released together, each running one flow run of `--tasks`
-concurrent tasks against the server's API (`tests/prefect_load.py`, the load tests/integration/test_scale_out.py
-asserts on), then `flows.stack down`. Printed per database: wall time from the release to the last process's exit,
+concurrent tasks against the server's API (`support/prefect_load.py`, the load tests/integration/test_scale_out.py
+asserts on), then `ops.stack down`. Printed per database: wall time from the release to the last process's exit,
 the span from the first run's start to the last run's end as the server recorded them, the slowest run, runs
 Completed, database errors (server log lines naming a database failure, plus runs that did not complete), and the
 machine's load average (other work on the machine moves these figures).
@@ -19,7 +19,8 @@ import os
 import shutil
 from dataclasses import asdict
 
-from tests.prefect_load import LoadResult, private_folder, run_load, stack, stack_params
+from support.prefect_load import LoadResult, run_load, stack, stack_params
+from support.servers import private_folder
 
 
 def measure(database: str, runs: int, tasks: int) -> LoadResult:

@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.config import load_params
-from tests.project_copy import commit, copy_project, run, set_params, venv_env
+from support.project_copy import commit, copy_project, run, set_params, venv_env
 
 TRIVIAL_STAGES = 6
 FLOW_SCRIPT = """
@@ -59,16 +59,16 @@ import shutil, sys, tempfile, time
 from pathlib import Path
 start = time.perf_counter()
 from pipelines.config import load_params
-from pipelines.collect import collect
-from pipelines.evaluate import evaluate_model
-from pipelines.preprocess import prepare
-from pipelines.search import candidate_params, pick_winner, train_candidate
+from pipelines.data.collect import collect
+from pipelines.model.evaluate import evaluate_model
+from pipelines.data.preprocess import prepare
+from pipelines.model.search import candidate_params, pick_winner, train_candidate
 params = load_params(sys.argv[1])
 full = sys.argv[2] == "full"
 table = collect(params.source, params.collect)
 if full:
     work = Path(tempfile.mkdtemp(prefix="bare-"))
-    from pipelines.validate import validate_table
+    from pipelines.data.validate import validate_table
     validate_table(table, params.validate_.suite, work / "validation", time_column=params.source.time_column,
                    period=params.validate_.period, window=(params.collect.start, params.collect.end),
                    max_duplicate_share=params.validate_.max_duplicate_share,
@@ -82,10 +82,11 @@ evaluation = evaluate_model(model, data.train, data.test, params.source.time_col
                             params.evaluate.min_slice_rows)
 if full:
     # The gate stage's work: baselines, latency, the decision, the monitoring reference + calibration, registration.
-    from pipelines import io, registry
-    from pipelines.evaluate import baseline_predictions
+    from pipelines import io
+    from pipelines.release import registry
+    from pipelines.model.evaluate import baseline_predictions
     from pipelines.features import encode_frame
-    from pipelines.gate import decide, measure_latency_ms
+    from pipelines.model.gate import decide, measure_latency_ms
     from pipelines.monitor.reference import build_reference
     latency = measure_latency_ms(model.booster, encode_frame(data.test.head(params.gate.latency_batch_rows),
                                  model.schema), params.gate.latency_repeats)
@@ -150,7 +151,7 @@ def flow_vs_repro(repo: Path, console: Console) -> dict[str, float]:
     """The same change (train.learning_rate) in two identical copies: `dvc repro` in one, the flow in the other."""
     import shutil
 
-    from tests.servers import prefect_server
+    from support.servers import prefect_server
 
     flow_copy = repo.parent / "flow-copy"
     shutil.copytree(repo, flow_copy, symlinks=True)

@@ -18,7 +18,7 @@ same functions the DAG, the gate and the monitoring flow call):
      routing, `monitor.cooldown_days` in traffic time).
    A retrain trains on the table up to the window's end (`collect.end = window end`, as the retraining flow sets
    it): from `collect.start` (growing) or over the first champion's span of days (sliding), split as `split:`
-   says, then goes through the gate (`pipelines.gate.decide`) against the serving champion on the new test split.
+   says, then goes through the gate (`pipelines.model.gate.decide`) against the serving champion on the new test split.
    Only a promoted challenger serves the next window (and, for `drift`, brings its own reference and calibration).
 4. Compute spent: wall seconds of monitoring analyses, retrains (training + gate) and calibrations.
 
@@ -81,7 +81,7 @@ def window_table(rows: pd.DataFrame, features: Any, time_column: str, model: Any
 
 
 def live_scores(window: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, float]:
-    from pipelines.evaluate import score
+    from pipelines.model.evaluate import score
 
     figures = score(outcomes["actual"].to_numpy(), window["probability"].to_numpy(), float(window["threshold"].iloc[0]))
     return {name: float(figures[name]) for name in ("roc_auc", "log_loss", "brier")}
@@ -93,12 +93,12 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     against the baselines only); returns the challenger when the gate promotes it (else None) and the timings."""
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.evaluate import baseline_predictions
+    from pipelines.data.preprocess import prepare
     from pipelines.features import encode_frame
-    from pipelines.gate import decide, measure_latency_ms
+    from pipelines.model.evaluate import baseline_predictions
+    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.train import train_model
     from pipelines.monitor.reference import build_reference
-    from pipelines.preprocess import prepare
-    from pipelines.train import train_model
 
     time_column = params.source.time_column
     began = time.perf_counter()
@@ -238,8 +238,8 @@ def markdown(summary: pd.DataFrame, runs: list[PolicyRun], facts: dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.data.collect import collect
     from pipelines.features import make_label
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,8 +6,8 @@
     python -m benchmarks.scale --log-rows 10000000 --factor             # only the prediction-log read
     python -m benchmarks.scale --log-rows 10000000 --factor --log-dir /tmp/log10m --no-line-reader  # keep, reuse
 
-For each factor, `pipelines.scaled` writes the table (real 2013 flights replicated over earlier years, calendar
-shifted, small noise) as Parquet into a throwaway git+DVC copy of the project (tests/project_copy.py: the
+For each factor, `benchmarks.scaled` writes the table (real 2013 flights replicated over earlier years, calendar
+shifted, small noise) as Parquet into a throwaway git+DVC copy of the project (support/project_copy.py: the
 workspace's dvc.lock is never touched), points `source.kind: file` at it with `collect.start` at the first year,
 scales the suite's whole-table row-count bounds by the factor (the one expectation that is about the table's size),
 and runs `dvc repro -s <stage>` for each stage in DAG order. Per stage it prints wall seconds, the peak RSS of the
@@ -42,8 +42,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.memory import peak_rss_bytes
-from tests.project_copy import copy_project, set_params, venv_env
+from support.memory import peak_rss_bytes
+from support.project_copy import copy_project, set_params, venv_env
 
 STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "gate"]
 DATA_FILE = "data/scale/flights.parquet"
@@ -101,7 +101,7 @@ def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]
 
 def prepare_copy(workdir: Path, factor: int, seed: int) -> tuple[Path, int]:
     """A project copy reading the `factor`-times table through `source.kind: file`."""
-    from pipelines.scaled import REAL_YEAR, write_scaled
+    from benchmarks.scaled import REAL_YEAR, write_scaled
 
     repo = copy_project(workdir / "project")
     with open(repo / ".gitignore", "a") as handle:
@@ -179,8 +179,8 @@ def _window_rows(rows: int, seed: int) -> tuple[Any, Any, Any]:
     """A current window of `rows` rows (2013 flights resampled) and a 50k reference, with probabilities."""
     import numpy as np
 
-    from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.data.collect import collect
     from pipelines.monitor.reference import sample_reference
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})

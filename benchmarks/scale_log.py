@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.memory import peak_rss_bytes
+from support.memory import peak_rss_bytes
 
 LINE_READER_ROWS = 1_000_000
 WEEK_S = 7 * 24 * 3600
@@ -37,10 +37,10 @@ BATCH = 1000
 def write_log(directory: Path, rows: int, seed: int) -> dict[str, Any]:
     import numpy as np
 
-    from pipelines.collect import collect
     from pipelines.config import load_params
-    from pipelines.prediction_log import PredictionLog, prediction_record
-    from pipelines.replay import request_records, row_keys
+    from pipelines.data.collect import collect
+    from pipelines.monitor.prediction_log import PredictionLog, prediction_record
+    from pipelines.monitor.replay import request_records, row_keys
 
     params = load_params("params.yaml", {"collect.start": "2013-09-01", "collect.end": "2014-01-01"})
     table = collect(params.source, params.collect)
@@ -73,7 +73,7 @@ def read_once(kind: str, directory: Path) -> dict[str, Any]:
     started, cpu = time.perf_counter(), time.process_time()
     if kind == "line":
         from pipelines.monitor.log import predictions_frame
-        from pipelines.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_records
+        from pipelines.monitor.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_records
 
         files, rows = [], 0
         for path in log_files(directory, FILE_GLOB):

@@ -33,7 +33,7 @@ def main() -> None:
     from pipelines import io, stages
     from pipelines.config import parse_params
     from pipelines.features import LABEL, encode_frame
-    from pipelines.train import TrainedModel, train_model
+    from pipelines.model.train import TrainedModel, train_model
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-search-"))
     data = yaml.safe_load(Path(args.params).read_text())

@@ -227,7 +227,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipelines.config import DEFAULT_PARAMS_FILE, load_params
-    from pipelines.registry import require_champion
+    from pipelines.release.registry import require_champion
 
     params = load_params(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE)
     url = args.url or f"http://{params.serve.host}:{params.serve.port}"

@@ -9,7 +9,7 @@ generator exists in the project yet: this is the documented stand-in.)
 
 Each measurement runs in a fresh child process (and, for dask, a fresh local cluster of `--workers` processes with
 one thread each; the single-process run uses as many threads), so peak RSS is that run's own: the single process's
-VmHWM, and for dask each worker's plus the client's (`benchmarks.memory`). Prints wall time (data read + fit +
+VmHWM, and for dask each worker's plus the client's (`support.memory`). Prints wall time (data read + fit +
 early stopping + threshold), trees, test ROC AUC and peak RSS per process. Nothing is timed in the test suite.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.memory import peak_rss_mib
+from support.memory import peak_rss_mib
 
 REPLICA_SHIFT_DAYS = 364  # 52 weeks: a copy keeps its day of week
 
@@ -64,7 +64,7 @@ def _measure(engine: str, prepared: Path, params_file: Path, workers: int) -> di
     test = pd.read_parquet(prepared / "test.parquet")
     result: dict[str, Any] = {"engine": engine}
     if engine == "local":
-        from pipelines.train import train_model
+        from pipelines.model.train import train_model
 
         start = time.perf_counter()
         model = train_model(pd.read_parquet(prepared / "train.parquet"), valid, schema, train_params)
@@ -72,7 +72,7 @@ def _measure(engine: str, prepared: Path, params_file: Path, workers: int) -> di
     else:
         from distributed import Client, LocalCluster
 
-        from pipelines.distributed import train_model_dask
+        from pipelines.model.distributed import train_model_dask
 
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None) as cluster, Client(cluster) as client:

@@ -24,17 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.project_copy import REPO_ROOT, venv_env
+from support.project_copy import REPO_ROOT, venv_env
 
 # Runs inside the version's own tree (cwd and PYTHONPATH), so it imports that version's flows and pipelines.
 WINDOW_SCRIPT = r'''
 import json, sys, time, uuid
 from pathlib import Path
 import pandas as pd, yaml
-from pipelines.collect import collect
+from pipelines.data.collect import collect
 from pipelines.config import parse_params
-from tests.conftest import SMALL_WINDOW, params_dict
-from tests.monitoring_support import into_week, log_records, shift, train_small, write_log
+from support.params import SMALL_WINDOW, params_dict
+from support.monitoring import into_week, log_records, shift, train_small, write_log
 from flows.retraining import retraining
 from flows.monitoring import monitoring_flow
 
@@ -92,8 +92,8 @@ def event_to_start(api: str, events: int) -> list[float]:
     from flows.automations import apply_automations
     from pipelines.config import parse_params
     from pipelines.monitor import bookkeeping
-    from tests.conftest import params_dict
-    from tests.servers import stop
+    from support.params import params_dict
+    from support.servers import stop
 
     delays = []
     with tempfile.TemporaryDirectory(prefix="bench-trigger-") as root, \
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per version, interleaved (default 2)")
     parser.add_argument("--events", type=int, default=5, help="drift events for the delay (default 5)")
     args = parser.parse_args(argv)
-    from tests.servers import prefect_server
+    from support.servers import prefect_server
 
     summary: dict = {"ref": args.ref, "weeks": args.weeks, "per_window_s": {"before": [], "after": []}}
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch, \

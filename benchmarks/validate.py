@@ -6,7 +6,7 @@ The 1x table is what `collect` writes for params.yaml's window (real flights); t
 each shifted by a further 52 weeks (same weekdays, unique keys), so the window holds ten times the rows and periods.
 Each size runs in its own subprocess: read time (`pipelines.io.parquet_frame` of the file, the stage's read),
 validation time (GX on the whole table and on each period, plus writing result.json, summary.json and Data Docs),
-and the process's own peak RSS (VmHWM, `benchmarks.memory`) before and after validation. GX's import (seconds) is
+and the process's own peak RSS (VmHWM, `support.memory`) before and after validation. GX's import (seconds) is
 done before timing. Prints one line per size and a JSON summary. Goal (issue 14): validation within 2x the read
 time, linear in rows. It also prints GX's own cost per check (the suite on the table's first 10 rows) times the
 checks the run evaluates (the whole-table checks plus the per-period checks times the periods): the time GX takes
@@ -29,8 +29,8 @@ FLOOR_ROWS = 10  # rows of the table that measure GX's cost per check apart from
 def _write_tables(workdir: Path, factors: list[int]) -> dict[int, tuple[Path, str, str]]:
     import pandas as pd
 
-    from pipelines.collect import collect
     from pipelines.config import load_params
+    from pipelines.data.collect import collect
 
     params = load_params("params.yaml")
     table = collect(params.source, params.collect)
@@ -49,10 +49,11 @@ def _write_tables(workdir: Path, factors: list[int]) -> dict[int, tuple[Path, st
 def _one(path: Path, start: str, end: str, period: str) -> dict:
     from datetime import datetime
 
-    from benchmarks.memory import peak_rss_mib
     from pipelines.config import load_params
+    from pipelines.data.suite import read_suite
+    from pipelines.data.validate import _import_gx, run_validation, write_reports
     from pipelines.io import file_md5, parquet_frame
-    from pipelines.validate import _import_gx, read_suite, run_validation, write_reports
+    from support.memory import peak_rss_mib
 
     params = load_params("params.yaml")
     _import_gx()  # import time is not validation time

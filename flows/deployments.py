@@ -6,14 +6,14 @@ Who runs their flow runs is `prefect.runner` in params.yaml:
   worker, nothing to copy; one machine.
 - `workers`: the deployments are registered on the `process` work pool `prefect.work_pool` and this process exits
   (`--register-only`, which the stack runs); `prefect worker start --pool ...` processes, here or on other
-  machines, take the runs (`flows/workers.py`, docs/scale-out.md).
+  machines, take the runs (`ops/workers.py`, docs/scale-out.md).
 A user pauses, edits or triggers the deployments in the Prefect UI; the next registration re-applies what
 `params.yaml` says (the repo is the source of truth).
 
 Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`): the
 Automation in `flows/automations.py` runs `retraining/retraining` (`monitor.retraining_deployment`) on drift; it is
 applied here, after the deployments and before serving, with the two that mark silent runs Crashed and queue
-crashed runs again (`flows/workers.py`).
+crashed runs again (`ops/workers.py`).
 
 What the operator changed in the UI survives a restart (prefect#19302: Prefect 3.9 re-activates a paused schedule
 on redeploy): before applying, the deployments' paused flag and each schedule's `active` (matched by slug) are
@@ -31,7 +31,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Params, load_params
+from pipelines.config import PARAMS_ENV, Params, load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What every process the project starts gets: no analytics, no tracking.
+QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "BENTOML_DO_NOT_TRACK": "True"}
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 # flow name -> (module, attribute): the deployment name is the flow name.
 FLOWS = {
@@ -131,6 +136,41 @@ def read_operator_state(names: Sequence[str]) -> dict[str, OperatorState]:
     return found
 
 
+def run_environment(params: Params, params_file: Path) -> dict[str, str]:
+    """What every flow run's process gets, whoever starts it: the params file, the checkout on its import path, the
+    heartbeat period, and dependencies left alone (the worker's environment is already `uv sync --frozen`)."""
+    return {**QUIET_ENV, PARAMS_ENV: str(Path(params_file).resolve()), "PYTHONPATH": str(REPO_ROOT),
+            HEARTBEAT_ENV: str(params.prefect.heartbeat_s), "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false"}
+
+
+def job_variables(params: Params, params_file: Path) -> dict[str, Any]:
+    """The deployments' job variables on the process pool: run in this checkout, with `run_environment`."""
+    return {"working_dir": str(REPO_ROOT), "env": run_environment(params, params_file)}
+
+
+def ensure_work_pool(params: Params) -> Any:
+    """Create the process work pool once; an existing one is left as the operator configured it (paused, limits)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(params.prefect.work_pool)
+        except ObjectNotFound:
+            try:
+                return client.create_work_pool(WorkPoolCreate(
+                    name=params.prefect.work_pool, type="process",
+                    description="flightops deployments; `prefect worker start --pool "
+                                f"{params.prefect.work_pool}` on any machine with the checkout (docs/scale-out.md)"))
+            except ObjectAlreadyExists:  # created meanwhile by another process
+                return client.read_work_pool(params.prefect.work_pool)
+        if pool.type != "process":
+            raise RuntimeError(f"work pool {pool.name!r} (prefect.work_pool) has type {pool.type!r}, not 'process': "
+                               "name another pool or delete that one")
+        return pool
+
+
 def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState] | None = None) -> list[Any]:
     """The RunnerDeployments of every flow present in this checkout, configured by `params_file`.
 
@@ -143,8 +183,6 @@ def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState]
     kept = kept or {}
     on_pool: dict[str, Any] = {}
     if params.prefect.runner == "workers":
-        from flows.workers import job_variables
-
         on_pool = {"work_pool_name": params.prefect.work_pool, "job_variables": job_variables(params, params_file)}
     deployments = []
     for name in FLOWS:
@@ -168,8 +206,7 @@ def apply_all(params_file: Path | str) -> list[Any]:
 
     The Automation's action names the retraining deployment by id, so the deployments go first.
     """
-    from flows.automations import apply_automations
-    from flows.workers import apply_crash_automations, ensure_work_pool
+    from flows.automations import apply_automations, apply_crash_automations
 
     params = load_params(params_file)
     if params.prefect.runner == "workers":

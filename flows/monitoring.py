@@ -48,8 +48,8 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     before calibration existed, or no champion yet (a bare workspace: the current candidate), gets both built here
     from the prepared splits, as registration would.
     """
-    from pipelines import registry
-    from pipelines.train import TrainedModel
+    from pipelines.model.train import TrainedModel
+    from pipelines.release import registry
 
     tag = registry.champion_tag(params.paths.registry_dir)
     model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)

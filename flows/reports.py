@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.config import Params
-from pipelines.model_card import DATA_DOCS_INDEX, write_model_card
+from pipelines.release.model_card import DATA_DOCS_INDEX, write_model_card
 
 
 def _file_link(path: Path) -> str:

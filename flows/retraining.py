@@ -22,9 +22,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.reports import publish_reports
-from pipelines import versioning
 from pipelines.config import Params, load_params
-from pipelines.gate import decision_markdown
+from pipelines.model.gate import decision_markdown
+from pipelines.release import versioning
 
 
 def retraining_overrides(data_end: str | None, window_days: int | None = None) -> dict[str, Any]:
@@ -52,8 +52,9 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     DVC log). Nothing is written."""
     import pandas as pd
 
-    from pipelines.collect import PARSE_ERRORS, collect
-    from pipelines.validate import enforce, read_suite, run_validation, suite_column_types
+    from pipelines.data.collect import PARSE_ERRORS, collect
+    from pipelines.data.suite import read_suite, suite_column_types
+    from pipelines.data.validate import enforce, run_validation
 
     def rooted(path: Path) -> Path:
         return path if path.is_absolute() else root / path

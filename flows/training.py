@@ -1,6 +1,6 @@
 """The `training` flow: the DVC DAG's stages as Prefect tasks, for schedules, retries, logs and the UI.
 
-Each task runs its `dvc.yaml` stage through DVC's Python API (`pipelines.versioning.run_stage`, what `dvc repro`
+Each task runs its `dvc.yaml` stage through DVC's Python API (`pipelines.release.versioning.run_stage`, what `dvc repro`
 does per stage), so a flow run leaves the repository exactly as `dvc repro` would: dvc.lock truthful, outputs in
 DVC's cache, `dvc status` clean, an unchanged stage skipped. When the gate stage ran (a model was registered), the
 run is saved as a DVC experiment and pushed, so the registry entry's ref holds its dvc.lock (docs/versioning.md).
@@ -18,10 +18,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.reports import publish_reports
-from pipelines import versioning
 from pipelines.config import Params, load_params
-from pipelines.gate import decision_markdown
-from pipelines.reporting import training_summary_markdown
+from pipelines.model.gate import decision_markdown
+from pipelines.release import versioning
+from pipelines.release.reporting import training_summary_markdown
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}")

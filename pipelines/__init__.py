@@ -1,1 +1,2 @@
-"""flightops: the training DAG's steps, the typed config loader, the registry and the monitor (docs/)."""
+"""flightops' pipeline code: the ground floor (`config`, `io`, `features`, `stages`, `cli`) and the lifecycle
+packages `data`, `model`, `release` and `monitor` (docs/architecture.md)."""

@@ -71,9 +71,9 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
-    from pipelines.collect import collect, params_columns, parse_time, read_table
-    from pipelines.validate import write_suite
-    from pipelines.validate_draft import draft_suite
+    from pipelines.data.collect import collect, params_columns, parse_time, read_table
+    from pipelines.data.draft import draft_suite
+    from pipelines.data.suite import write_suite
 
     params = _load(args)
     source = params.source
@@ -105,7 +105,7 @@ def _models_list(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines import registry
+    from pipelines.release import registry
 
     params = _load(args)
     models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
@@ -140,7 +140,7 @@ def _field(metadata: dict[str, Any], *keys: str) -> Any:
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines import registry
+    from pipelines.release import registry
 
     params = _load(args)
     previous = registry.require_champion(params.paths.registry_dir)
@@ -149,7 +149,7 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines import registry
+    from pipelines.release import registry
 
     params = _load(args)
     deleted = registry.prune(params.paths.registry_dir, args.keep, name=params.project.model_name,
@@ -162,7 +162,7 @@ REPORT_START = '{\n  "tag"'  # the reproduce report as printed (json indent 2): 
 
 
 def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.reproduce import reproduce
+    from pipelines.release.reproduce import reproduce
 
     params = _load(args)
     report = reproduce(args.tag, Path(args.params).resolve().parent, params.versioning.git_remote,
@@ -175,7 +175,7 @@ def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
 
 def _replay(args: argparse.Namespace) -> Any:
     from pipelines.config import load_params
-    from pipelines.replay import run_replay
+    from pipelines.monitor.replay import run_replay
 
     overrides = dict(args.set or [])
     for key in ("start", "end", "rate", "batch_size"):
@@ -185,7 +185,7 @@ def _replay(args: argparse.Namespace) -> Any:
 
 
 def _model_card(args: argparse.Namespace) -> Any:
-    from pipelines.model_card import write_model_card
+    from pipelines.release.model_card import write_model_card
 
     return write_model_card(_load(args))
 

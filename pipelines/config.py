@@ -28,6 +28,8 @@ from pydantic import (
 )
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+# The params file of a process the stack or a deployment started (the service, the flows, the Evidently UI).
+PARAMS_ENV = "FLIGHTOPS_PARAMS"
 TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
 # Names the pipeline gives columns and fields of its own, beside a table's: no feature, time column or slice may
 # be called so (the prepared splits' 0/1 label would replace the column; the request's field would replace the
@@ -243,7 +245,7 @@ class TrainParams(_Section):
     num_threads: AtLeast1
     device_type: Literal["cpu", "gpu"]
     # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
-    # (pipelines/distributed.py). Not a LightGBM parameter: pipelines.train.lightgbm_params leaves it out.
+    # (pipelines/model/distributed.py). Not a LightGBM parameter: pipelines.model.train.lightgbm_params leaves it out.
     engine: Literal["local", "dask"]
     # Recency weight: a training row `age` days before the train split's last row weighs 0.5 ** (age / this);
     # null = every row weighs the same. Not with engine: dask (its partitions carry no weights).

@@ -313,3 +313,18 @@ def _listed(classes: Sequence[str], limit: int = 20) -> str:
 def records_to_columns(records: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
     """Row dicts (a serving request) -> column lists that `encode` takes."""
     return {name: [record.get(name) for record in records] for name in names}
+
+
+def time_order(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The timed rows' UTC nanoseconds in time order, their positions in the frame (None when the frame is already
+    in that order with every row timed: then slices are views), and the mask of rows without a time."""
+    stamps = stamps.dt.as_unit("ns")
+    if stamps.dt.tz is None:
+        stamps = stamps.dt.tz_localize("UTC")
+    missing = stamps.isna().to_numpy()
+    if not missing.any() and stamps.is_monotonic_increasing:
+        return stamps.array.asi8, None, missing
+    positions = np.flatnonzero(~missing)
+    ticks = stamps.array.asi8[positions]
+    order = np.argsort(ticks, kind="stable")
+    return ticks[order], positions[order], missing

@@ -85,6 +85,8 @@ def to_jsonable(value: Any) -> Any:
         return {str(key): to_jsonable(item) for key, item in value.items()}
     if is_dataclass(value) and not isinstance(value, type):
         return to_jsonable(asdict(value))
+    if value.__class__.__name__ in ("NaTType", "NAType"):  # pandas' missing time and value (NaT is a datetime)
+        return None
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):
@@ -101,8 +103,6 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(item) for item in value]
     if hasattr(value, "isoformat"):  # pd.Timestamp
         return None if value != value else value.isoformat()
-    if value.__class__.__name__ in ("NaTType", "NAType"):
-        return None
     return str(value)
 
 
@@ -153,8 +153,9 @@ def write_json(path: Path, data: Any, *, durable: bool = False) -> Path:
     return write_text(path, text, durable=durable)
 
 
-# Row groups of the prepared splits: the unit `train.engine: dask` reads on a worker (pipelines/distributed.py), so
-# no process reads a whole split there. pyarrow's default (~1M rows) would make most splits one group.
+# Row groups of the prepared splits: the unit `train.engine: dask` reads on a worker
+# (pipelines/model/distributed.py), so no process reads a whole split there. pyarrow's default (~1M rows) would
+# make most splits one group.
 SPLIT_ROW_GROUP_ROWS = 100_000
 
 

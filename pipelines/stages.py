@@ -28,7 +28,7 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
     `strict` (registering a model) refuses a table let through only by validate.fail_on_error: false.
     Raises `NotValidatedError` ("table <hash> has not passed validation (<summary.json> says ...)").
     """
-    from pipelines.validate import require_validated
+    from pipelines.data.suite import require_validated
 
     derived = None if stage == "preprocess" else io.lineage_path(params.paths)
     return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
@@ -46,8 +46,8 @@ def _training_data(params: Params, validated: Any) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.collect import PARSE_ERRORS, WINDOW_ROWS, collect
-    from pipelines.validate import read_suite, suite_column_types
+    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect
+    from pipelines.data.suite import read_suite, suite_column_types
 
     column_types = suite_column_types(read_suite(params.validate_.suite))
     table = collect(params.source, params.collect, column_types)
@@ -57,8 +57,8 @@ def run_collect(params: Params) -> dict[str, Any]:
 
 
 def run_validate(params: Params) -> dict[str, Any]:
-    from pipelines.collect import PARSE_ERRORS, WINDOW_ROWS
-    from pipelines.validate import validate_table
+    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS
+    from pipelines.data.validate import validate_table
 
     table = io.read_parquet(params.paths.raw_table, "collect")
     summary = validate_table(table, params.validate_.suite, params.paths.validation_dir,
@@ -72,7 +72,7 @@ def run_validate(params: Params) -> dict[str, Any]:
 
 
 def run_preprocess(params: Params) -> dict[str, Any]:
-    from pipelines.preprocess import prepare
+    from pipelines.data.preprocess import prepare
 
     validated = require_validated_table(params, "preprocess")
     table = io.read_parquet(params.paths.raw_table, "collect")
@@ -92,7 +92,7 @@ def run_preprocess(params: Params) -> dict[str, Any]:
 
 def run_train(params: Params) -> dict[str, Any]:
     """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
-    from pipelines.gpu import require_opencl
+    from pipelines.model.gpu import require_opencl
 
     require_opencl(params.train.device_type)  # a wrong setting is refused before any data is read
     lineage = require_validated_table(params, "train")
@@ -129,8 +129,8 @@ def plan_search(params: Params) -> list[Any]:
 
     A GPU set-up without OpenCL is refused here, before a cluster starts or a candidate trains.
     """
-    from pipelines.gpu import require_opencl
-    from pipelines.search import candidate_params
+    from pipelines.model.gpu import require_opencl
+    from pipelines.model.search import candidate_params
 
     require_opencl(params.train.device_type)
     return candidate_params(params.search, params.train)
@@ -140,11 +140,11 @@ def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = No
                   train_file: Path | None = None) -> Any:
     """Train one candidate where this runs (a Dask worker, a Prefect task, this process).
 
-    With `datasets` (`pipelines.train.BinaryDatasets` of the candidate's seed) the train split is not read here;
+    With `datasets` (`pipelines.model.train.BinaryDatasets` of the candidate's seed) the train split is not read here;
     otherwise it is read from `train_file` (the search's slice) or the prepared split.
     """
     from pipelines.features import FeatureSchema
-    from pipelines.search import train_candidate
+    from pipelines.model.search import train_candidate
 
     if datasets is not None:
         valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
@@ -187,7 +187,7 @@ class SearchSplit:
 def search_split(params: Params) -> Iterator[SearchSplit]:
     """The candidates' train split: the whole prepared split, or (when it is longer than search.max_rows) its
     latest rows, written to a temporary Parquet file that workers read like the prepared split."""
-    from pipelines.search import latest_rows
+    from pipelines.model.search import latest_rows
 
     train_file = io.prepared_path(params.paths, "train")
     time_column = params.source.time_column
@@ -215,7 +215,7 @@ def shared_datasets(params: Params, candidates: list[Any], train_file: Path) -> 
     import gc
 
     from pipelines.features import FeatureSchema
-    from pipelines.train import build_datasets
+    from pipelines.model.train import build_datasets
 
     with _scratch_dir(params, ".datasets-") as directory:
         train = io.read_parquet(train_file, "preprocess")
@@ -233,7 +233,7 @@ def shared_datasets(params: Params, candidates: list[Any], train_file: Path) -> 
 def finish_search(params: Params, results: list[Any], split: SearchSplit | None = None) -> dict[str, Any]:
     """Save the winner (refit on the whole train split when the candidates saw a slice of it) where the train stage
     puts its model, and every candidate's record as a DVC metric. No `split`: they saw the whole train split."""
-    from pipelines.search import pick_winner, search_report
+    from pipelines.model.search import pick_winner, search_report
 
     lineage = require_validated_table(params, "train")
     winner = pick_winner(results, params.search.metric)
@@ -263,7 +263,7 @@ def refit_winner(params: Params, winner: Any) -> Any:
 
     Early stopping on the validation split picks its rounds again: more rows carry more rounds than the slice did.
     """
-    from pipelines.search import refit_params
+    from pipelines.model.search import refit_params
 
     refit = refit_params(params.train, winner)
     log.info("search: refitting candidate #%d on the whole train split", winner.index)
@@ -275,9 +275,9 @@ def run_candidates_in_turn(params: Params, candidates: list[Any], train_file: Pa
     """Candidates one after another: on the whole Dask cluster each (train.engine dask), or here (a GPU's one queue)."""
     import time
 
-    from pipelines.distributed import train_model_dask
     from pipelines.features import FeatureSchema
-    from pipelines.search import candidate_result, dask_client
+    from pipelines.model.distributed import train_model_dask
+    from pipelines.model.search import candidate_result, dask_client
 
     if params.train.engine == "local":
         return [run_candidate(params, index, candidate, train_file=train_file)
@@ -302,9 +302,9 @@ def run_search(params: Params) -> dict[str, Any]:
     """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
 
     A single candidate (search.strategy none) trains in this process: no cluster for one job. With train.engine
-    dask, or on a GPU, candidates train in turn (`pipelines.search.parallel_candidates`).
+    dask, or on a GPU, candidates train in turn (`pipelines.model.search.parallel_candidates`).
     """
-    from pipelines.search import map_on_dask, parallel_candidates
+    from pipelines.model.search import map_on_dask, parallel_candidates
 
     candidates = plan_search(params)  # refuses a wrong setting (train.device_type gpu without OpenCL) first
     require_validated_table(params, "train")
@@ -331,8 +331,8 @@ def _baseline_train(params: Params) -> Any:
 
 
 def run_evaluate(params: Params) -> dict[str, Any]:
-    from pipelines.evaluate import evaluate_model
-    from pipelines.train import TrainedModel
+    from pipelines.model.evaluate import evaluate_model
+    from pipelines.model.train import TrainedModel
 
     require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
@@ -358,11 +358,11 @@ def run_gate(params: Params) -> dict[str, Any]:
     Writes metrics/gate.json and returns the decision as a dict. A refusal is returned, not raised: the flow and
     `dvc repro` carry on and report it; `gate.enforce` turns it into an error when gate.fail_on_refusal asks.
     """
-    from pipelines import registry
-    from pipelines.evaluate import baseline_predictions
     from pipelines.features import encode_frame
-    from pipelines.gate import decide, measure_latency_ms
-    from pipelines.train import TrainedModel
+    from pipelines.model.evaluate import baseline_predictions
+    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.train import TrainedModel
+    from pipelines.release import registry
 
     require_validated_table(params, "gate")
     challenger = TrainedModel.load(params.paths.model_dir)
@@ -385,10 +385,10 @@ def run_gate(params: Params) -> dict[str, Any]:
 
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
-    from pipelines import lineage, registry
+    from pipelines.data.suite import NotValidatedError
+    from pipelines.model.train import TrainedModel
     from pipelines.monitor.reference import build_reference
-    from pipelines.train import TrainedModel
-    from pipelines.validate import NotValidatedError
+    from pipelines.release import lineage, registry
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
     validated = require_validated_table(params, "register", strict=True)
@@ -425,7 +425,7 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
 
 def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
-    from pipelines.gate import enforce
+    from pipelines.model.gate import enforce
 
     report = run_gate(params)
     outcome = run_promote(params, report)

@@ -11,5 +11,5 @@ dvc repro
 dvc push
 dvc metrics show
 # --fresh: start from the model dvc repro produced (earlier traffic and reports are archived, not deleted).
-# The stack stays up so the Prefect, Bento and Evidently UIs can be browsed: `python -m flows.stack down` stops it.
-python -m flows.loop --fresh "$@"
+# The stack stays up so the Prefect, Bento and Evidently UIs can be browsed: `python -m ops.stack down` stops it.
+python -m ops.loop --fresh "$@"

@@ -1,0 +1,1 @@
+"""services: the Bento service, what the image serves (docs/serving.md)."""

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 from typing_extensions import TypedDict
 
 from pipelines.config import REQUEST_ID, REQUEST_ID_MAX, FeaturesParams
-from pipelines.validate import ColumnBounds
+from pipelines.data.suite import ColumnBounds
 
 CategoryText = Annotated[str, Field(strict=True, max_length=200)]
 CategoryInt = Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
@@ -69,7 +69,7 @@ def flight_model(features: FeaturesParams, time_column: str,
     """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
     column.
 
-    `bounds` (from the validation suite, `pipelines.validate.column_bounds`) limit numeric fields: a value the
+    `bounds` (from the validation suite, `pipelines.data.validate.column_bounds`) limit numeric fields: a value the
     training data could not have held is refused with its field's name rather than scored. `coded_categories` are
     the categorical features the suite types as numbers (a store id, a precinct number): they take a JSON number
     or a string; every other categorical takes a string only. `boolean_columns` are the features the suite types

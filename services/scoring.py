@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.features import encode, records_to_columns
-from pipelines.prediction_log import PredictionLog, prediction_record, utc_now_iso
-from pipelines.train import MODEL_FILE, TrainedModel
+from pipelines.model.train import MODEL_FILE, TrainedModel
+from pipelines.monitor.prediction_log import PredictionLog, prediction_record, utc_now_iso
 from services.compiled import CompiledForest, CompileError, load_compiled
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ChampionWatcher:
             seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if seen == self._seen:
                 return False
-            from pipelines.registry import champion_tag
+            from pipelines.release.registry import champion_tag
 
             try:
                 tag = champion_tag(self.pointer.parent)

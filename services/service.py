@@ -2,7 +2,7 @@
 
 `bentoml serve services.service:FlightDelay` (from the repo root) serves the champion named by the registry's
 pointer and follows promotions (hot reload, see `services/scoring.py`). A built Bento serves the model it was
-built with (`python -m services.package` bundles the tag). Configuration is `params.yaml` (or the file named by
+built with (`python -m deploy.package` bundles the tag). Configuration is `params.yaml` (or the file named by
 $FLIGHTOPS_PARAMS): the `serve` section, `features` + `source.time_column` for the request schema, and `paths`.
 
 Import does what BentoML needs at class-definition time and nothing more: read params (the request schema and
@@ -29,15 +29,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, create_model
 
-from pipelines.config import DEFAULT_PARAMS_FILE, Params, load_params
-from pipelines.prediction_log import PredictionLog
-from pipelines.validate import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
+from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
+from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
+from pipelines.monitor.prediction_log import PredictionLog
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
 from services.scoring import ChampionWatcher, LoadedModel, score
 
-PARAMS_ENV = "FLIGHTOPS_PARAMS"
 MODEL_TAG_ENV = "FLIGHTOPS_MODEL_TAG"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -47,7 +46,7 @@ log = logging.getLogger("flightops.service")
 def startup_tag(params: Params) -> tuple[str | None, bool]:
     """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
-    from pipelines.registry import champion_tag
+    from pipelines.release.registry import champion_tag
 
     pinned = os.environ.get(MODEL_TAG_ENV)
     if pinned:

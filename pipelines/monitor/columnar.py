@@ -39,7 +39,14 @@ import pandas as pd
 
 from pipelines.config import FeaturesParams
 from pipelines.monitor.log import PROBABILITY, REQUEST_ID, PredictionFrame, as_category_strings
-from pipelines.prediction_log import FILE_GLOB, MAX_EXAMPLES, PredictionRecord, check_line, log_files, skip_example
+from pipelines.monitor.prediction_log import (
+    FILE_GLOB,
+    MAX_EXAMPLES,
+    PredictionRecord,
+    check_line,
+    log_files,
+    skip_example,
+)
 
 log = logging.getLogger(__name__)
 

@@ -231,7 +231,7 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
     Decay is a drop of live ROC AUC below the champion's test AUC by more than `monitor.auc_drop`, or than the
     bound the champion's own week-to-week drops on its held-out splits give (`calibrated_drop`, the calibration's
     `prediction_bound`) if larger: a week's AUC varies by several hundredths when nothing changed."""
-    from pipelines.evaluate import score
+    from pipelines.model.evaluate import score
 
     joined = window[[REQUEST_ID, PROBABILITY, "threshold"]].merge(outcomes, on=REQUEST_ID, how="inner")
     labelled_share = len(joined) / len(window) if len(window) else 0.0

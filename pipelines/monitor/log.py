@@ -1,8 +1,9 @@
 """The prediction log and the delivered outcomes as typed frames, one row per request.
 
-The records come from `pipelines.prediction_log`'s reader (the contract, validated line by line); what can only be
-checked against the features in params (an input missing, a number or time that does not parse) is checked here,
-counted by reason beside the reader's own skips, and never raised: a wrong-schema row must not poison a window.
+The records come from `pipelines.monitor.prediction_log`'s reader (the contract, validated line by line); what
+can only be checked against the features in params (an input missing, a number or time that does not parse) is
+checked here, counted by reason beside the reader's own skips, and never raised: a wrong-schema row must not poison
+a window.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams
-from pipelines.prediction_log import LogRead, OutcomeRecord, PredictionRecord
+from pipelines.monitor.prediction_log import LogRead, OutcomeRecord, PredictionRecord
 
 PROBABILITY = "probability"
 ACTUAL = "actual"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import prediction_log
 from pipelines.config import Params
 from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
+from pipelines.monitor import prediction_log
 from pipelines.monitor.columnar import read_predictions_columnar
 from pipelines.monitor.log import PredictionFrame, outcomes_frame
 

@@ -15,7 +15,7 @@ PARENT = f"""
 import subprocess, sys
 held = bytearray({HELD_MIB} * 2**20)
 held[::4096] = b"x" * len(held[::4096])  # touch every page: resident
-child = ("import json, resource; from benchmarks.memory import peak_rss_bytes; "
+child = ("import json, resource; from support.memory import peak_rss_bytes; "
          "print(json.dumps([peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))")
 print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.package import REQUIREMENTS, locked_requirements
+from deploy.package import REQUIREMENTS, locked_requirements
 
 
 def _pins(text: str) -> list[str]:
@@ -11,7 +11,7 @@ def _pins(text: str) -> list[str]:
 
 def test_committed_requirements_match_the_lock() -> None:
     assert _pins(REQUIREMENTS.read_text()) == _pins(locked_requirements()), (
-        "services/requirements.txt is stale: run python -m services.package (or commit its refreshed file)")
+        "services/requirements.txt is stale: run python -m deploy.package (or commit its refreshed file)")
 
 
 def test_serving_requirements_leave_out_the_orchestration_stack() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.collect import (
+from pipelines.data.collect import (
     PARSE_ERRORS,
     WINDOW_ROWS,
     FlightTables,
@@ -107,7 +107,7 @@ def test_rows_outside_the_window_are_counted_through_to_the_validation_summary(
         make_params, tmp_path: Path, small_table: pd.DataFrame) -> None:
     """Rows collect leaves out are configuration, not corruption, but the count must reach the report."""
     from pipelines import io, stages
-    from pipelines.validate import ValidationSummary
+    from pipelines.data.suite import ValidationSummary
 
     later = small_table.head(30).assign(time_hour=small_table["time_hour"].head(30) + pd.Timedelta(days=800))
     no_time = small_table.head(4).assign(time_hour=pd.NaT)

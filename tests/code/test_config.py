@@ -8,13 +8,38 @@ import pytest
 import yaml
 
 from pipelines.config import ParamsError, load_params, parse_params
-from tests.conftest import PARAMS_FILE, params_dict
+from support.params import PARAMS_FILE, REPO_ROOT, params_dict
+
+LIVE_PARAMS = REPO_ROOT / "params.yaml"
 
 
 def test_repo_params_file_loads() -> None:
     params = load_params(PARAMS_FILE)
     assert params.collect.start < params.collect.end
     assert params.source.target not in params.features.raw_columns
+
+
+def _keys(node: object, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return {prefix}
+    return {key for name, child in node.items() for key in _keys(child, f"{prefix}.{name}" if prefix else name)}
+
+
+def _sections(data: dict) -> dict:
+    """Sections whose children are keys (a search space's or grid's entries are values, a user may name others)."""
+    return {name: ({key: None for key in section} if name == "search" else section) for name, section in data.items()}
+
+
+def test_the_frozen_test_params_have_the_live_files_keys() -> None:
+    """The tests run on support/params.yaml, a frozen copy of the flights default, so a user's edits of params.yaml
+    for their own table cannot break them; a key added to or removed from params.yaml must reach the copy too."""
+    live, frozen = (_sections(yaml.safe_load(path.read_text())) for path in (LIVE_PARAMS, PARAMS_FILE))
+    assert _keys(frozen) == _keys(live)
+
+
+def test_the_live_params_file_loads() -> None:
+    """Whatever table a user pointed it at, the project's own params.yaml must load (the README's commands read it)."""
+    load_params(LIVE_PARAMS)
 
 
 @pytest.mark.parametrize(

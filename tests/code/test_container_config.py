@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy import container
 from pipelines.config import parse_params
-from services import container
-from tests.conftest import params_dict
+from support.params import params_dict
 
 
 @pytest.mark.parametrize(("name", "text", "mirror"), [
@@ -68,8 +68,8 @@ def test_the_base_image_is_the_one_the_bentofile_names(tmp_path: Path) -> None:
 
 
 def test_the_stack_serves_from_the_image_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.stack import plan
-    from pipelines import registry
+    from ops.stack import plan
+    from pipelines.release import registry
 
     params = parse_params(params_dict(tmp_path))
     monkeypatch.setattr(registry, "champion_tag", lambda registry_dir: "delay-classifier:abc")  # a champion exists
@@ -77,7 +77,7 @@ def test_the_stack_serves_from_the_image_when_asked(tmp_path: Path, monkeypatch:
     process = {c.name: c for c in plan(params, params_file)[0]}["bento"]
     image = {c.name: c for c in plan(params, params_file, bento_image="localhost/flight-delay:v1")[0]}["bento"]
     assert process.argv[1:3] == ["serve", "services.service:FlightDelay"]
-    assert image.argv[1:5] == ["-m", "services.container", "run", "localhost/flight-delay:v1"]
+    assert image.argv[1:5] == ["-m", "deploy.container", "run", "localhost/flight-delay:v1"]
     assert "--follow-registry" in image.argv and str(params_file) in image.argv
     assert image.health_url == process.health_url and image.port == process.port
 

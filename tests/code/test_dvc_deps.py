@@ -22,7 +22,7 @@ import yaml
 
 from pipelines.cli import STAGE_FUNCTIONS
 from pipelines.config import Params
-from tests.conftest import REPO_ROOT
+from support.params import REPO_ROOT
 
 PACKAGE = "pipelines"
 # Keys that change where a stage runs, never what it produces (dvc.yaml says so beside the stage).
@@ -240,9 +240,10 @@ def test_every_params_key_read_is_listed(stage: str) -> None:
 
 def test_the_derivation_finds_what_it_must() -> None:
     """The analysis itself: known imports and reads are found (else the tests above could pass vacuously)."""
-    assert {"pipelines/collect.py", "pipelines/stages.py", "pipelines/config.py"} <= import_closure("collect")
-    assert {"pipelines/gate.py", "pipelines/registry.py", "pipelines/evaluate.py"} <= import_closure("gate")
-    assert "pipelines/model_card.py" not in import_closure("gate")  # the CLI's other commands are not followed
+    assert {"pipelines/data/collect.py", "pipelines/stages.py", "pipelines/config.py"} <= import_closure("collect")
+    assert {"pipelines/model/gate.py", "pipelines/release/registry.py",
+            "pipelines/model/evaluate.py"} <= import_closure("gate")
+    assert "pipelines/release/model_card.py" not in import_closure("gate")  # the CLI's other commands are not followed
     gate = params_reads("gate")
     assert {"monitor.reference_rows", "monitor.seed", "source.time_column"} <= gate, gate
     assert any(key.startswith("gate.") for key in gate)
@@ -252,7 +253,8 @@ def test_the_derivation_finds_what_it_must() -> None:
 
 
 @pytest.mark.parametrize(("stage", "drop", "expected"), [
-    ("evaluate", {"deps": "pipelines/evaluate.py"}, "pipelines/evaluate.py"),
+    ("evaluate", {"deps": "pipelines/model/"}, "pipelines/model/evaluate.py"),
+    ("gate", {"deps": "pipelines/data/suite.py"}, "pipelines/data/suite.py"),
     ("gate", {"params": "monitor.seed"}, "monitor.seed"),
     ("preprocess", {"params": "source.time_column"}, "source.time_column"),
 ])
@@ -261,3 +263,18 @@ def test_a_dropped_dep_or_param_is_reported(stage: str, drop: dict[str, str], ex
     for field, value in drop.items():
         spec[field] = [item for item in spec[field] if item != value]
     assert expected in missing_modules(spec) + missing_params(spec)
+
+
+VALIDATION_RUNNER = {"pipelines/data/validate.py", "pipelines/data/explain.py", "pipelines/data/chunks.py",
+                     "pipelines/data/draft.py"}
+
+
+@pytest.mark.parametrize("stage", sorted(set(_dvc_stages()) - {"validate"}))
+def test_no_stage_after_validate_depends_on_the_validation_runner(stage: str) -> None:
+    """Rewording a validation message (or changing how GX is run) re-runs validate alone: every later stage
+    reaches the guard through pipelines/data/suite.py, which imports none of the runner."""
+    spec = _dvc_stages()[stage]
+    command = _command(spec)
+    assert not import_closure(command) & VALIDATION_RUNNER, command
+    deps = {str(dep).rstrip("/") for dep in spec.get("deps", [])}
+    assert not deps & VALIDATION_RUNNER and "pipelines/data" not in deps, (stage, deps)

@@ -8,9 +8,9 @@ import pytest
 
 from pipelines.config import ParamsError, parse_params
 from pipelines.features import LABEL
-from pipelines.gate import decide, decision_markdown
-from pipelines.search import CandidateResult, candidate_params, pick_winner
-from tests.conftest import params_dict
+from pipelines.model.gate import decide, decision_markdown
+from pipelines.model.search import CandidateResult, candidate_params, pick_winner
+from support.params import params_dict
 
 ROWS = 4000
 
@@ -138,9 +138,9 @@ def test_a_one_class_slice_is_skipped_and_named_not_a_crash(params, holdout) -> 
 
 
 def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
-    from pipelines.evaluate import evaluate_model, slice_metrics
+    from pipelines.data.preprocess import check_both_classes
     from pipelines.features import FeatureError
-    from pipelines.preprocess import check_both_classes
+    from pipelines.model.evaluate import evaluate_model, slice_metrics
 
     stamps = pd.date_range("2013-05-01", periods=4, freq="D", tz="UTC")
     parts = {"train": pd.DataFrame({"t": stamps, LABEL: [0, 1, 0, 1]}),
@@ -159,7 +159,7 @@ def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
 def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() -> None:
     import time
 
-    from pipelines.gate import measure_latency_ms
+    from pipelines.model.gate import measure_latency_ms
 
     class Interrupted:
         """A booster whose calls take 20 ms except when something else on the machine took the CPU (200 ms)."""

@@ -12,8 +12,8 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import ParamsError, TrainParams
-from pipelines.gpu import probe_opencl, require_opencl
-from pipelines.search import parallel_candidates
+from pipelines.model.gpu import probe_opencl, require_opencl
+from pipelines.model.search import parallel_candidates
 
 HAS_OPENCL = probe_opencl().found
 

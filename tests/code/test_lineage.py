@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.lineage import Lineage, capture, experiment_ref, from_metadata, params_diff
+from pipelines.release.lineage import Lineage, capture, experiment_ref, from_metadata, params_diff
 
 
 def _git(root: Path, *args: str) -> str:

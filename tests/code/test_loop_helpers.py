@@ -7,7 +7,7 @@ import pandas as pd
 
 
 def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
-    from flows.loop import weekly_chunks
+    from ops.loop import weekly_chunks
     from pipelines.monitor.windows import window_starts
 
     start, end = pd.Timestamp("2013-09-01", tz="UTC"), pd.Timestamp("2013-10-01", tz="UTC")
@@ -23,7 +23,7 @@ def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
 
 def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
     from flows.retraining import retraining_overrides
-    from pipelines.versioning import experiment_name
+    from pipelines.release.versioning import experiment_name
 
     assert retraining_overrides("2013-06-17T00:00:00+00:00") == {"collect.end": "2013-06-17T00:00:00+00:00"}
     assert retraining_overrides(None) == {}

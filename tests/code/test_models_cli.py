@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import registry
 from pipelines.cli import main
+from pipelines.release import registry
 
 
 @pytest.fixture()

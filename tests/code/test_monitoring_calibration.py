@@ -33,7 +33,7 @@ from pipelines.monitor.drift import (
     reason_kind,
     retrain_reasons,
 )
-from tests.conftest import params_dict
+from support.params import params_dict
 
 WEEKS = 8
 ROWS = 200

@@ -25,7 +25,7 @@ from pipelines.monitor.drift import (
     reason_kind,
     retrain_reasons,
 )
-from tests.conftest import params_dict
+from support.params import params_dict
 
 NOISE = 0.5
 

@@ -14,10 +14,10 @@ from pipelines.monitor.decision import decide_retrain
 from pipelines.monitor.drift import ColumnDrift, LiveQuality, PredictionDrift, WindowSummary
 from pipelines.monitor.history import plot_history, summarise_history
 from pipelines.monitor.log import predictions_frame
+from pipelines.monitor.prediction_log import PredictionLog, prediction_record, read_prediction_log
+from pipelines.monitor.replay import request_records, row_keys
 from pipelines.monitor.windows import plan_windows
-from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
-from pipelines.replay import request_records, row_keys
-from tests.conftest import params_dict
+from support.params import params_dict
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from pipelines.config import parse_params
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor.windows import plan_windows, traffic_clock
-from tests.conftest import params_dict
+from support.params import params_dict
 
 WEEK = pd.Timestamp("2013-09-02", tz="UTC")
 END = WEEK + pd.Timedelta(days=7)

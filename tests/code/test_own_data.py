@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import (
+from pipelines.config import Params, ParamsError
+from pipelines.data.collect import (
     SourceError,
     check_params_columns,
     params_columns,
@@ -20,8 +21,7 @@ from pipelines.collect import (
     require_times,
     select_window,
 )
-from pipelines.config import Params, ParamsError
-from pipelines.evaluate import feature_importance
+from pipelines.data.preprocess import prepare
 from pipelines.features import (
     FeatureError,
     category_text,
@@ -30,7 +30,7 @@ from pipelines.features import (
     lightgbm_names,
     make_label,
 )
-from pipelines.preprocess import prepare
+from pipelines.model.evaluate import feature_importance
 
 DAYS = 60
 
@@ -204,7 +204,7 @@ def test_empty_window_names_the_keys_and_the_tables_range(make_params) -> None:
 def test_constant_features_are_dropped_with_a_warning(make_params, caplog: pytest.LogCaptureFixture) -> None:
     params = _own(make_params, **{"features.numeric": ["x", "flat"], "features.categorical": ["store", "region"]})
     table = _table([0, 1]).assign(flat=5.0, region="north")
-    with caplog.at_level(logging.WARNING, logger="pipelines.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.data.preprocess"):
         prepared = prepare(table, params.source, params.features, params.split)
     assert set(prepared.dropped_features) == {"flat", "region"}
     assert "numeric feature 'flat' (features.numeric) is 5.0 in every row" in prepared.dropped_features["flat"]
@@ -235,7 +235,7 @@ def test_columns_with_json_characters_in_their_names_train_and_report_under_thei
     """LightGBM refuses `" , : [ ] { }` in a feature name and rewrites spaces: a table's "weight [kg]" or
     "city, state" once crashed train with its raw error. The model file holds safe names; the schema, the encoded
     request and the importance report keep the table's."""
-    from pipelines.train import train_model
+    from pipelines.model.train import train_model
 
     names = {"store": "store, id", "x": "x [kg]", "extra": "x_kg_"}  # the last one collides once made safe
     params = _own(make_params, **{"features.categorical": ["store, id"], "features.numeric": ["x [kg]", "x_kg_"],
@@ -289,7 +289,7 @@ def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_pat
     from pipelines import stages
     from pipelines.cli import main
     from pipelines.config import load_params
-    from tests.conftest import params_dict
+    from support.params import params_dict
 
     table = _table(["NO", "YES", None, "NO", "NO"]).assign(
         t=lambda frame: frame["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), id=lambda frame: range(len(frame)))
@@ -342,7 +342,7 @@ def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[
     from pipelines import stages
     from pipelines.cli import main
     from pipelines.config import load_params
-    from tests.conftest import params_dict
+    from support.params import params_dict
 
     source = tmp_path / f"mine.{suffix}"
     table.to_csv(source, index=False) if suffix == "csv" else table.to_parquet(source, index=False)
@@ -379,7 +379,7 @@ def test_booleans_with_gaps_are_booleans_from_draft_to_model(tmp_path, suffix) -
     Parquet gives for booleans with gaps) was refused with "e.g. []". Both are booleans now: typed `boolean` by
     draft-suite, read so by collect, 1/0/NaN to the model."""
     from pipelines import io, stages
-    from pipelines.validate import read_suite, suite_column_types
+    from pipelines.data.suite import read_suite, suite_column_types
 
     params = _file_project(tmp_path, _with_booleans(_table([0, 1])), suffix, BOOLEAN_FEATURES["categorical"],
                            BOOLEAN_FEATURES["numeric"])
@@ -397,7 +397,7 @@ def test_booleans_with_gaps_are_booleans_from_draft_to_model(tmp_path, suffix) -
 
 def test_a_bad_cell_in_a_boolean_column_is_counted_by_name(tmp_path) -> None:
     from pipelines import stages
-    from pipelines.validate import DataValidationError
+    from pipelines.data.validate import DataValidationError
 
     table = _with_booleans(_table([0, 1]))
     params = _file_project(tmp_path, table, "csv", **BOOLEAN_FEATURES)
@@ -484,7 +484,7 @@ def test_a_drafted_suite_holds_for_parquet_numbers_of_any_dtype(tmp_path) -> Non
 
 
 def test_uint64_past_int64_is_float_and_a_datetime_feature_is_named(make_params) -> None:
-    from pipelines.collect import as_plain_numbers
+    from pipelines.data.collect import as_plain_numbers
 
     assert as_plain_numbers(pd.Series([1, 2**63 + 5], dtype="uint64")).dtype == "float64"
     assert as_plain_numbers(pd.Series([1, 2], dtype="uint64")).tolist() == [1, 2]

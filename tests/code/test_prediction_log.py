@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.prediction_log import PredictionLog, PredictionRecord, prediction_record, read_prediction_log
+from pipelines.monitor.prediction_log import PredictionLog, PredictionRecord, prediction_record, read_prediction_log
 
 
 def _record(i: int) -> dict:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.prediction_log import (
+from pipelines.monitor.prediction_log import (
     PredictionLog,
     prediction_record,
     read_dropped,

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
 from pipelines.config import parse_params
+from pipelines.data.collect import collect
 from pipelines.monitor import columnar
 from pipelines.monitor.columnar import CACHE_DIR, read_predictions_columnar
 from pipelines.monitor.log import predictions_frame
-from pipelines.prediction_log import PredictionLog, prediction_record, read_prediction_log
-from pipelines.replay import request_records, row_keys
-from tests.conftest import params_dict
+from pipelines.monitor.prediction_log import PredictionLog, prediction_record, read_prediction_log
+from pipelines.monitor.replay import request_records, row_keys
+from support.params import params_dict
 
 _PARSE_FILE = columnar.parse_file
 

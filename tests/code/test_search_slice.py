@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines import io
-from pipelines.search import latest_rows
+from pipelines.model.search import latest_rows
 
 
 def test_the_slice_is_the_latest_rows_in_table_order_whatever_the_order_of_the_table() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from pipelines.validate import ColumnBounds, column_bounds, read_suite
+from pipelines.data.suite import ColumnBounds, column_bounds, read_suite
 from services.limits import _media_type_problem, describe_errors
 from services.schemas import flight_model
-from tests.conftest import REPO_ROOT
+from support.params import PARAMS_FILE, REPO_ROOT
 
 
 def _between(column: str, **kwargs: object) -> dict:
@@ -39,7 +39,7 @@ def test_bounds_are_read_by_type_and_column_never_by_position() -> None:
 def test_the_projects_suite_bounds_every_numeric_feature_it_checks() -> None:
     from pipelines.config import load_params
 
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(PARAMS_FILE)
     bounds = column_bounds(read_suite(REPO_ROOT / params.validate_.suite), params.features.numeric)
     assert bounds["hour"] == ColumnBounds("hour", 0, 23)
     assert "arr_delay" not in bounds  # the target: not a request field
@@ -49,7 +49,7 @@ def test_the_projects_suite_bounds_every_numeric_feature_it_checks() -> None:
 def flight() -> TypeAdapter:
     from pipelines.config import load_params
 
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(PARAMS_FILE)
     model = flight_model(params.features, "time_hour", {"hour": ColumnBounds("hour", 0, 23),
                                                         "distance": ColumnBounds("distance", 0, 5000, True, True)})
     return TypeAdapter(model)
@@ -117,6 +117,6 @@ def test_the_suite_path_is_packed_into_the_bento() -> None:
     import yaml
 
     bentofile = yaml.safe_load((REPO_ROOT / "services" / "bentofile.yaml").read_text())
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())  # the live file: the Bento packs it
     suite = Path(params["validate"]["suite"])
     assert any(suite.match(pattern) for pattern in bentofile["include"])

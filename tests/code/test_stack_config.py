@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipelines.config import Params, ParamsError
-from tests.conftest import REPO_ROOT, params_dict
+from support.params import REPO_ROOT, params_dict
 
 
 def test_stack_ports_must_differ(make_params: Callable[..., Params]) -> None:
@@ -50,11 +50,11 @@ def test_deployments_carry_schedules_parameters_and_tags_from_params(tmp_path: P
 
 
 def _stack(command: str, params_file: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.stack", command, "--params", str(params_file)],
+    return subprocess.run([sys.executable, "-m", "ops.stack", command, "--params", str(params_file)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.integration  # runs `python -m flows.stack` as a process
+@pytest.mark.integration  # runs `python -m ops.stack` as a process
 def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -71,7 +71,7 @@ def test_up_refuses_a_port_in_use_naming_the_param_before_starting_anything(tmp_
     assert not (tmp_path / "var" / "stack" / "logs").exists()
 
 
-@pytest.mark.integration  # runs `python -m flows.stack` as a process
+@pytest.mark.integration  # runs `python -m ops.stack` as a process
 def test_down_and_status_when_the_stack_is_not_up(tmp_path: Path) -> None:
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params_dict(tmp_path)))
@@ -84,7 +84,7 @@ def test_down_and_status_when_the_stack_is_not_up(tmp_path: Path) -> None:
 def test_stop_tree_ends_the_group_and_descendants_that_left_it() -> None:
     """A component's tree: its process group, plus a child that moved to a session of its own (as Prefect's flow
     runs do). All are found, and all are gone after stop_tree."""
-    from flows.stack import alive, process_tree, stop_tree
+    from ops.stack import alive, process_tree, stop_tree
 
     leader = subprocess.Popen(["bash", "-c", "sleep 60 & setsid sleep 61 & wait"], start_new_session=True)
     try:

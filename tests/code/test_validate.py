@@ -14,19 +14,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipelines.data.draft import draft_suite, label_rate_expectations
+from pipelines.data.explain import STUCK_CHECK
+from pipelines.data.suite import NUMERIC_TYPES, NotValidatedError, SuiteError, require_validated, write_suite
+from pipelines.data.validate import DataValidationError, split_periods, validate_table
 from pipelines.io import file_md5
-from pipelines.validate import (
-    NUMERIC_TYPES,
-    DataValidationError,
-    NotValidatedError,
-    SuiteError,
-    require_validated,
-    split_periods,
-    validate_table,
-    write_suite,
-)
-from pipelines.validate_draft import draft_suite, label_rate_expectations
-from pipelines.validate_explain import STUCK_CHECK
 
 SUITE: dict[str, Any] = {
     "name": "tiny",
@@ -138,7 +130,7 @@ def test_bad_frame_raises_naming_expectation_column_and_value(
 def test_without_fail_on_error_warns_and_returns_the_failures(
     suite_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipelines.validate"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.data.validate"):
         summary = validate_table(_negative_distance(_frame()), suite_file, tmp_path / "reports",
                                  fail_on_error=False)
     assert not summary.success and summary.failed == 1
@@ -225,7 +217,7 @@ def test_label_rate_rejects_bounds_out_of_order() -> None:
 
 
 def test_importing_the_module_does_not_import_great_expectations() -> None:
-    code = "import sys, pipelines.validate; sys.exit('great_expectations' in sys.modules)"
+    code = "import sys, pipelines.data.validate; sys.exit('great_expectations' in sys.modules)"
     repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo).returncode == 0
 

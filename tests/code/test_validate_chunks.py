@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.validate import run_validation, write_reports
-from pipelines.validate_chunks import chunkable, time_chunks
+from pipelines.data.chunks import chunkable, time_chunks
+from pipelines.data.validate import run_validation, write_reports
 
 KEY = ["carrier", "flight", "time_hour"]
 
@@ -160,7 +160,7 @@ def _results(run: Any) -> list[tuple[str, str, str, bool, str]]:
 def test_gx_gets_a_consolidated_copy_with_the_same_results_and_the_callers_frame_is_untouched(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch copy (one block per dtype) is a speed-up only: every GX result is the one the frame gives as read."""
-    import pipelines.validate as validate
+    import pipelines.data.validate as validate
     from pipelines.io import parquet_frame
 
     frame = _frame(61 * 3)

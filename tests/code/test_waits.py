@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_params
-from tests.conftest import REPO_ROOT
-from tests.servers import free_port, ready_timeout_s, wait_for
+from support.params import REPO_ROOT
+from support.servers import free_port, ready_timeout_s, wait_for
 
 
 def test_prefect_ephemeral_server_waits_as_long_as_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import registry, stages
+from pipelines import stages
 from pipelines.config import Params, parse_params
+from pipelines.data.suite import NotValidatedError
+from pipelines.data.validate import DataValidationError
 from pipelines.features import FeatureError
 from pipelines.io import file_md5
-from pipelines.validate import DataValidationError, NotValidatedError
-from tests.conftest import SMALL_WINDOW, params_dict
+from pipelines.release import registry
+from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model  # the champion the corruptions must not move is a real (small) model
 
@@ -168,7 +170,7 @@ def _params(root: Path, source: Path, registry_dir: Path, **overrides: object) -
 
 def _model_name() -> str:
     from pipelines.config import load_params
-    from tests.conftest import PARAMS_FILE
+    from support.params import PARAMS_FILE
 
     return load_params(PARAMS_FILE).project.model_name  # these tests keep params.yaml's project section
 
@@ -247,7 +249,7 @@ def test_garbage_time_stamps_stop_collect_by_key_and_nothing_downstream_runs(
 ) -> None:
     """The time column is the one column a bad cell cannot be nulled in: rows are windowed and split by it. So
     collect refuses the table, naming source.time_column and bad values, before anything is written."""
-    from pipelines.collect import SourceError
+    from pipelines.data.collect import SourceError
 
     source = _write(garbage_time_stamps(small_table.copy()), tmp_path / "flights.csv")
     params = _params(tmp_path, source, champion)

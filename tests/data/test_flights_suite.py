@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
 from pipelines.config import load_params
-from pipelines.validate import DataValidationError, read_suite, validate_table
+from pipelines.data.collect import collect
+from pipelines.data.suite import read_suite
+from pipelines.data.validate import DataValidationError, validate_table
+from support.params import PARAMS_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITE = REPO_ROOT / "expectations" / "flights_raw.json"
@@ -20,7 +22,7 @@ MONTHS = {"march": ("2013-03-01", "2013-04-01"), "september": ("2013-09-01", "20
 
 def _month(name: str) -> pd.DataFrame:
     start, end = MONTHS[name]
-    params = load_params(REPO_ROOT / "params.yaml", {"collect.start": start, "collect.end": end})
+    params = load_params(PARAMS_FILE, {"collect.start": start, "collect.end": end})
     return collect(params.source, params.collect)
 
 
@@ -54,7 +56,7 @@ def test_suite_fails_on_a_corrupted_copy(march: pd.DataFrame, tmp_path: Path) ->
 
 
 def test_suite_covers_every_configured_feature_and_the_target() -> None:
-    params = load_params(REPO_ROOT / "params.yaml")
+    params = load_params(PARAMS_FILE)
     suite = read_suite(SUITE)
     (columns,) = [item["kwargs"]["column_set"] for item in suite["expectations"]
                   if item["type"] == "expect_table_columns_to_match_set"]

@@ -8,7 +8,7 @@ import pytest
 
 from flows.retraining import RetrainRefused, validate_retrain_data
 from pipelines.config import parse_params
-from tests.conftest import SMALL_WINDOW, params_dict
+from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import postgres_database, prefect_server
+from support.servers import postgres_database, prefect_server
 
 
 @pytest.fixture(scope="session")

@@ -25,16 +25,16 @@ import psutil
 import pytest
 import yaml
 
+from support.servers import free_port, ready_timeout_s, wait_for
 from tests.integration.test_serving import _records, trained  # noqa: F401 - the same tiny real champion
-from tests.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
 
 @pytest.fixture(scope="module")
 def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
-    from services import container
-    from services.package import package
+    from deploy import container
+    from deploy.package import package
 
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     assert not missing, f"{missing} not installed: apt-get install buildah debootstrap (scripts/test.sh does)"
@@ -50,14 +50,14 @@ def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
 
 
 def _containers_of(image_name: str) -> list[str]:
-    from services.container import buildah
+    from deploy.container import buildah
 
     return [entry["containername"] for entry in json.loads(buildah("containers", "--all", "--json") or "[]") or []
             if entry.get("imagename") == image_name]
 
 
 def test_the_image_is_bentomls_build_on_the_local_base(image: str) -> None:
-    from services.container import base_image_name, buildah, image_config
+    from deploy.container import base_image_name, buildah, image_config
 
     config = image_config(image)
     assert config["User"] == "bentoml"
@@ -71,9 +71,9 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
                                                                   tmp_path: Path) -> None:
     from bentoml._internal.container.generate import BENTO_UID_GID  # the image's `bentoml` user
 
-    from pipelines.prediction_log import read_prediction_log
-    from pipelines.registry import load_model
-    from services.container import served
+    from deploy.container import served
+    from pipelines.monitor.prediction_log import read_prediction_log
+    from pipelines.release.registry import load_model
 
     # The test's params with its own log and cache folders, and no registry: the image serves what it was built with.
     data = yaml.safe_load(trained["params_file"].read_text())
@@ -127,9 +127,9 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
 
 def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_registry(
         image: str, trained: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
-    """The command `flows.stack up --bento-image` runs: the registry and the model store mounted read-only; SIGTERM
+    """The command `ops.stack up --bento-image` runs: the registry and the model store mounted read-only; SIGTERM
     stops it and removes its working container."""
-    from pipelines import registry
+    from pipelines.release import registry
 
     params = trained["params"]
     first = registry.require_champion(params.paths.registry_dir)
@@ -137,7 +137,7 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "run.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "services.container", "run", image, "--params",
+        process = subprocess.Popen([sys.executable, "-m", "deploy.container", "run", image, "--params",
                                     str(trained["params_file"]), "--port", str(port), "--follow-registry"],
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:

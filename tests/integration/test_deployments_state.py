@@ -1,5 +1,5 @@
 """What the operator set in the Prefect UI survives a redeploy (prefect#19302), against a real Prefect server:
-`flows.deployments.apply_all` is what the deployments process runs at every start (so at every `flows.stack up`).
+`flows.deployments.apply_all` is what the deployments process runs at every start (so at every `ops.stack up`).
 The UI's actions are replayed through the same API endpoints the UI calls."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import params_dict
+from support.params import params_dict
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import REPORT_START
-from tests.conftest import SMALL_WINDOW
-from tests.project_copy import commit, copy_project, run, set_params
+from support.params import SMALL_WINDOW
+from support.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_repro_runs_the_dag_then_is_a_noop(repo: Path) -> None:
 
 def _registered(repo: Path) -> tuple[str, dict]:
     """The tag of the model the last `dvc repro` registered, and its lineage."""
-    from pipelines import registry
+    from pipelines.release import registry
 
     tag = json.loads((repo / "var" / "registry" / "dvc-gate.json").read_text())["tag"]
     return tag, registry.model_metadata(tag)["lineage"]

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from pipelines.io import file_md5
-from tests.conftest import SMALL_WINDOW
+from support.params import SMALL_WINDOW
+from support.project_copy import commit, copy_project, run, set_params
 from tests.data.test_corruptions import label_constant_in_test, text_in_distance
-from tests.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The stack's Evidently UI (`python -m flows.evidently_ui`, a real `evidently ui`) keeps showing what the monitoring
+"""The stack's Evidently UI (`python -m ops.evidently_ui`, a real `evidently ui`) keeps showing what the monitoring
 flow writes into its workspace, even when it reads a file mid-write.
 
 Evidently 0.7's watcher thread read a project's metadata.json on its creation event, before it was written, and died
@@ -21,14 +21,14 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.servers import free_port, poll_until, ready_timeout_s, stop, wait_for
+from support.servers import free_port, poll_until, ready_timeout_s, stop, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def _ui(workspace: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "flows.evidently_ui", "--workspace", str(workspace),
+    process = subprocess.Popen([sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace),
                                 "--host", "127.0.0.1", "--port", str(port)],
                                stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -86,7 +86,7 @@ def test_the_monitoring_project_and_dashboard_exist_before_the_ui_starts(tmp_pat
     import yaml
 
     from pipelines.monitor.store import PROJECT_NAME
-    from tests.conftest import params_dict
+    from support.params import params_dict
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params_dict(tmp_path)))

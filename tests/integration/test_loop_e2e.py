@@ -1,6 +1,6 @@
 """The one end-to-end test: the whole loop for real, in a fresh git+DVC copy of the project.
 
-`dvc repro` trains and promotes the first champion on spring 2013; `python -m flows.loop --fresh --down` brings up
+`dvc repro` trains and promotes the first champion on spring 2013; `python -m ops.loop --fresh --down` brings up
 the real stack (Prefect server, deployments process, `bentoml serve`, Evidently UI), replays June as live traffic,
 runs the monitoring deployment each week, and follows the retraining run it starts through the gate to serving.
 Summer traffic drifts from spring's; the drift threshold is lowered so the alarm does not hinge on one week's
@@ -16,9 +16,9 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import SMALL_WINDOW
-from tests.project_copy import copy_project, run
-from tests.servers import free_port, work_timeout_s
+from support.params import SMALL_WINDOW
+from support.project_copy import copy_project, run
+from support.servers import free_port, work_timeout_s
 
 # The last resort above the loop's own bound (2 x work_timeout_s = 30 min): ~5 min on an idle 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(3000)]
@@ -41,7 +41,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
                          "serve.port": free_port()})
     run(repo, "dvc", "repro")
     first = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
-    done = run(repo, "python", "-m", "flows.loop", "--fresh", "--down", check=False, timeout=2 * work_timeout_s())
+    done = run(repo, "python", "-m", "ops.loop", "--fresh", "--down", check=False, timeout=2 * work_timeout_s())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = repo / "reports" / "monitoring" / "loop"
     return {"repo": repo, "first": first, "out": out, "log": done.stdout + done.stderr,

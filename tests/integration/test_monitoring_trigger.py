@@ -23,9 +23,9 @@ import yaml
 from pipelines.config import parse_params
 from pipelines.monitor import bookkeeping as monitoring_bookkeeping
 from pipelines.monitor import store as monitoring_store
-from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.monitoring_support import into_week, later_schedules, log_records, train_small, write_log
-from tests.servers import poll_until
+from support.monitoring import into_week, later_schedules, log_records, train_small, write_log
+from support.params import REPO_ROOT, SMALL_WINDOW, params_dict
+from support.servers import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def scenario(tmp_path_factory, small_table, prefect_api):
                "deployment_id": str(deployment_id), "api": prefect_api, "automation_id": automation.id,
                "log": root / "runner.log"}
     finally:
-        from tests.servers import stop
+        from support.servers import stop
 
         stop(runner)
         log.close()

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.prediction_log import read_prediction_log
-from tests.project_copy import commit, copy_project, run, set_params
+from pipelines.monitor.prediction_log import read_prediction_log
+from support.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 

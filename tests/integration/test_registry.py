@@ -15,10 +15,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import io, registry, stages
+from pipelines import io, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import LABEL
-from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
+from pipelines.release import registry
+from support.params import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +152,7 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
 PROMOTE_FOREVER = """
 import sys
 from pathlib import Path
-from pipelines import registry
+from pipelines.release import registry
 registry_dir, tags = Path(sys.argv[1]), sys.argv[2:]
 i = 0
 while True:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import parse_params
-from pipelines.replay import ReplayError, replay
-from tests.conftest import SMALL_WINDOW, params_dict
+from pipelines.monitor.replay import ReplayError, replay
+from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.integration
 

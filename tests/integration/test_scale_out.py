@@ -1,6 +1,6 @@
 """Past one machine, for real on 127.0.0.1 (issue 21, items 2 and 3).
 
-- `flows.stack up` with `prefect.database: postgres` runs its own PostgreSQL (Debian's package, initdb'd in the
+- `ops.stack up` with `prefect.database: postgres` runs its own PostgreSQL (Debian's package, initdb'd in the
   stack's folder, a generated 0600 password that never reaches stack.json) and the Prefect server on it, with
   `prefect.runner: workers` (deployments on the process pool, two `prefect worker` processes); 8 flow runs at
   once against it complete with no database error. The same load on the default SQLite stack is measured beside it
@@ -23,9 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import params_dict
-from tests.prefect_load import private_folder, run_load, stack, stack_params
-from tests.servers import poll_until, ready_timeout_s, stop, work_timeout_s
+from support.params import params_dict
+from support.prefect_load import run_load, stack, stack_params
+from support.servers import poll_until, private_folder, ready_timeout_s, stop, work_timeout_s
 
 pytestmark = pytest.mark.integration
 RUNS = 8
@@ -37,7 +37,7 @@ def _flow_rows(params, port: int) -> int:
 
     import asyncpg
 
-    from flows import postgres
+    from ops import postgres
 
     async def count() -> int:
         connection = await asyncpg.connect(host=params.stack.host, port=port, user=postgres.USER,
@@ -97,7 +97,7 @@ def test_stack_database_takes_8_concurrent_flow_runs(database: str) -> None:
             assert result.completed + result.database_errors >= RUNS  # every run is accounted for
     finally:
         down = stack("down", params_file, ready_timeout_s())
-        from flows.stack import process_tree
+        from ops.stack import process_tree
 
         left = {c["name"]: sorted(process_tree(c["pid"])) for c in state["components"] if process_tree(c["pid"])}
         shutil.rmtree(root, ignore_errors=True)
@@ -130,16 +130,10 @@ def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(pr
     from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.stack import process_tree
-    from flows.workers import (
-        CRASH_SILENT,
-        RETRY_CRASHED,
-        apply_crash_automations,
-        ensure_work_pool,
-        job_variables,
-        worker_argv,
-        worker_name,
-    )
+    from flows.automations import CRASH_SILENT, RETRY_CRASHED, apply_crash_automations
+    from flows.deployments import ensure_work_pool, job_variables
+    from ops.stack import process_tree
+    from ops.workers import worker_argv, worker_name
     from pipelines.config import parse_params
     from tests.integration.scale_flows import probe
 

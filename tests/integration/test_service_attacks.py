@@ -30,7 +30,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from support.params import REPO_ROOT
 from tests.integration.test_serving import Server, _env, _records, trained  # noqa: F401  (trained: a fixture)
 
 pytestmark = pytest.mark.integration
@@ -318,7 +318,7 @@ def test_kill_9_of_the_main_process_leaves_no_worker_serving(trained: dict[str, 
 # 7 ---------------------------------------------------------------------------------------------------------------
 
 def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str, Any]) -> None:
-    from pipelines.prediction_log import FILE_GLOB, read_dropped, read_prediction_log
+    from pipelines.monitor.prediction_log import FILE_GLOB, read_dropped, read_prediction_log
 
     server, rows, log_dir = guarded["server"], guarded["rows"], guarded["log_dir"]
 
@@ -387,7 +387,7 @@ def test_nonsense_is_refused_naming_the_field(guarded: dict[str, Any]) -> None:
 def test_numeric_ranges_are_the_validation_suites(guarded: dict[str, Any], trained: dict[str, Any]) -> None:  # noqa: F811
     """Every bounded numeric field: just outside its suite range is a 400 naming it, the bound itself (when the
     suite includes it) is scored."""
-    from pipelines.validate import column_bounds, read_suite
+    from pipelines.data.suite import column_bounds, read_suite
 
     params = trained["params"]
     bounds = column_bounds(read_suite(params.validate_.suite), params.features.numeric)

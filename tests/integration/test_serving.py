@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from pipelines.config import Params, parse_params
-from tests.conftest import REPO_ROOT, SMALL_WINDOW, params_dict
-from tests.servers import free_port, ready_timeout_s, wait_for
+from support.params import REPO_ROOT, SMALL_WINDOW, params_dict
+from support.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,8 @@ class Server:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A params file in a temp dir, a tiny real champion in the BentoML store, and test rows."""
-    from pipelines import registry, stages
+    from pipelines import stages
+    from pipelines.release import registry
 
     root = tmp_path_factory.mktemp("serving")
     data = params_dict(root, SMALL_WINDOW)
@@ -116,7 +117,7 @@ def _records(frame: pd.DataFrame, params: Params) -> list[dict[str, Any]]:
 
 
 def test_predictions_equal_the_in_process_model(server: Server, trained: dict[str, Any]) -> None:
-    from pipelines.registry import load_model
+    from pipelines.release.registry import load_model
 
     params, test = trained["params"], trained["test"]
     expected = load_model(trained["tag"]).predict_proba(test)
@@ -146,7 +147,7 @@ def test_adaptive_batching_gives_each_concurrent_caller_its_own_rows(server: Ser
     """/predict_many is batchable: BentoML merges concurrent callers into one model call and splits the answers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipelines.registry import load_model
+    from pipelines.release.registry import load_model
 
     params, test = trained["params"], trained["test"]
     expected = load_model(trained["tag"]).predict_proba(test)
@@ -256,7 +257,7 @@ def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
 
 
 def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> None:
-    from pipelines.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_prediction_log
+    from pipelines.monitor.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_prediction_log
 
     params = trained["params"]
     rows = _records(trained["test"].head(5), params)
@@ -281,7 +282,8 @@ def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> 
 def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
                                                                 trained: dict[str, Any]) -> None:
     """Runs last on the shared server: it changes the champion."""
-    from pipelines import registry, stages
+    from pipelines import stages
+    from pipelines.release import registry
 
     params = trained["params"]
     retrained = params.model_copy(update={"train": params.train.model_copy(update={"seed": 7,
@@ -341,7 +343,7 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
 
 
 def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path: Path) -> None:
-    from pipelines.prediction_log import read_prediction_log
+    from pipelines.monitor.prediction_log import read_prediction_log
 
     data = yaml.safe_load(trained["params_file"].read_text())
     data["paths"]["prediction_log_dir"] = str(tmp_path / "predictions")
@@ -366,7 +368,7 @@ def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_pa
     """Served from a fresh venv holding only the Bento's own requirements (what its Dockerfile installs)."""
     import bentoml
 
-    from services.package import package
+    from deploy.package import package
 
     bento_tag = package(trained["params_file"])
     requirements = Path(bentoml.get(bento_tag).path) / "env" / "python" / "requirements.txt"
@@ -390,6 +392,6 @@ def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_pa
 
 
 def registry_champion(trained: dict[str, Any]) -> str:
-    from pipelines.registry import require_champion
+    from pipelines.release.registry import require_champion
 
     return require_champion(trained["params"].paths.registry_dir)

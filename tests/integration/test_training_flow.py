@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SMALL_WINDOW
-from tests.project_copy import copy_project, venv_env
+from support.params import SMALL_WINDOW
+from support.project_copy import copy_project, venv_env
 
 pytestmark = pytest.mark.integration
 

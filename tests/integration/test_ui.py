@@ -1,4 +1,4 @@
-"""The stack as a user meets it: `python -m flows.stack up` on free ports, then headless Debian chromium checks the
+"""The stack as a user meets it: `python -m ops.stack up` on free ports, then headless Debian chromium checks the
 Prefect UI (deployments and schedules, a Quick run of training that completes, the drift Automation), the Evidently
 UI (a project with a real snapshot; the monitoring project's dashboard filled by real replayed traffic and the
 monitoring deployment, a new snapshot showing after a reload) and the Bento OpenAPI page; a paused schedule
@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import SMALL_WINDOW
-from tests.project_copy import copy_project
-from tests.servers import free_port, poll_until, ready_timeout_s, work_timeout_s
+from support.params import SMALL_WINDOW
+from support.project_copy import copy_project
+from support.servers import free_port, poll_until, ready_timeout_s, work_timeout_s
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -63,8 +63,8 @@ class Stack:
 
 
 def _stack(command: str, params_file: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """`python -m flows.stack` in the project the params file belongs to (the flows run its DVC stages)."""
-    return subprocess.run([sys.executable, "-m", "flows.stack", command, "--params", str(params_file)],
+    """`python -m ops.stack` in the project the params file belongs to (the flows run its DVC stages)."""
+    return subprocess.run([sys.executable, "-m", "ops.stack", command, "--params", str(params_file)],
                           cwd=params_file.parent, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -114,7 +114,7 @@ PREFECT_SETUP = {"prefect.database": os.environ.get("FLIGHTOPS_TEST_PREFECT_DATA
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterator[Stack]:
-    from tests.prefect_load import private_folder
+    from support.servers import private_folder
 
     # PostgreSQL runs as `postgres` when the tests run as root: its folder must not sit in pytest's 0700 temp dir.
     postgres = PREFECT_SETUP["prefect.database"] == "postgres"
@@ -142,7 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
         yield Stack(params_file=params_file, params=data, state=state, screenshots=screenshots, env=env)
     finally:
         stopped = _stack("down", params_file, env, timeout=ready_timeout_s())
-        from flows.stack import process_tree
+        from ops.stack import process_tree
 
         left = {c["name"]: sorted(process_tree(c["pid"])) for c in state["components"] if process_tree(c["pid"])}
         assert stopped.returncode == 0, f"stack down failed:\n{stopped.stdout}\n{stopped.stderr}"
@@ -332,7 +332,7 @@ def _replay_and_monitor(stack: Stack, start: str, end: str) -> list[dict[str, An
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pipelines.config import load_params
-    from pipelines.replay import collect_replay, replay
+    from pipelines.monitor.replay import collect_replay, replay
 
     params = load_params(stack.params_file)
     traffic = collect_replay(params)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pipelines.cli import REPORT_START
-from tests.conftest import SMALL_WINDOW
-from tests.project_copy import commit, copy_project, run
+from support.params import SMALL_WINDOW
+from support.project_copy import commit, copy_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -41,7 +41,7 @@ def _ran_stages(output: str) -> set[str]:
 
 
 def _metadata(tag: str) -> dict:
-    from pipelines import registry
+    from pipelines.release import registry
 
     return registry.model_metadata(tag)
 

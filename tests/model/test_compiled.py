@@ -99,9 +99,9 @@ def test_a_stored_model_is_served_compiled_or_else_by_its_booster(tmp_path: Path
     booster, saying why; either way `score` answers with the booster's probabilities."""
     from datetime import datetime, timedelta
 
-    from pipelines import registry
     from pipelines.features import FeatureSchema
-    from pipelines.train import TrainedModel
+    from pipelines.model.train import TrainedModel
+    from pipelines.release import registry
     from services.scoring import load_tagged, score
 
     booster, _, matrix = _booster(tmp_path, linear_tree=linear_tree)

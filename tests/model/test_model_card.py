@@ -12,8 +12,8 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params
-from pipelines.model_card import build_model_card, write_model_card
-from tests.conftest import write_validated_table
+from pipelines.release.model_card import build_model_card, write_model_card
+from support.params import write_validated_table
 
 pytestmark = pytest.mark.model
 

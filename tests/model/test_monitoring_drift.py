@@ -15,10 +15,10 @@ from pipelines.monitor.calibration import window_statistics
 from pipelines.monitor.decision import decide_retrain
 from pipelines.monitor.drift import analyse_window, live_quality, reason_kind
 from pipelines.monitor.log import predictions_frame
+from pipelines.monitor.prediction_log import LogRead, PredictionRecord
 from pipelines.monitor.reference import build_reference
-from pipelines.prediction_log import LogRead, PredictionRecord
-from tests.conftest import SMALL_WINDOW, params_dict
-from tests.monitoring_support import into_week, later_schedules, log_records, shift, train_small
+from support.monitoring import into_week, later_schedules, log_records, shift, train_small
+from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.retrain_policy import replay, replay_weeks, retrain_start, summarise, train_champion
 from pipelines.config import parse_params
-from tests.conftest import SMALL_WINDOW, params_dict
+from support.params import SMALL_WINDOW, params_dict
 
 TRAIN_END = pd.Timestamp("2013-05-13", tz="UTC")   # a Monday: the replayed windows follow it
 REPLAY_END = pd.Timestamp("2013-05-27", tz="UTC")
@@ -18,7 +18,7 @@ REPLAY_END = pd.Timestamp("2013-05-27", tz="UTC")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from pipelines.collect import collect
+    from pipelines.data.collect import collect
     from pipelines.features import make_label
 
     root = tmp_path_factory.mktemp("policy")

@@ -12,8 +12,8 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params, parse_params
-from pipelines.train import TrainedModel
-from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
+from pipelines.model.train import TrainedModel
+from support.params import SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.model
 
@@ -73,7 +73,8 @@ def test_the_search_bins_the_splits_once_and_its_winner_is_the_in_memory_model(p
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Candidates train from one binary Dataset built by the driver (workers never read the train split), and
     the winner is byte-identical to `train_model` on the frames with the winner's params."""
-    from pipelines import io, train
+    from pipelines import io
+    from pipelines.model import train
 
     built: list[int] = []
     original = train.build_datasets
@@ -96,7 +97,8 @@ def test_a_capped_search_judges_candidates_on_the_latest_rows_and_refits_the_win
     """search.max_rows under the train split: each candidate trains on the split's latest rows (the model it gives
     is the one `train_model` gives on exactly those rows), and the saved model is the winner trained again on the
     whole split with `train.num_threads`."""
-    from pipelines import io, train
+    from pipelines import io
+    from pipelines.model import train
 
     params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
                                              "paths.model_dir": str(prepared_root / "models" / "capped")})

@@ -19,9 +19,9 @@ from sklearn.metrics import roc_auc_score
 from pipelines import io, stages
 from pipelines.config import Params, ParamsError, parse_params
 from pipelines.features import LABEL, FeatureSchema
-from pipelines.search import dask_client
-from pipelines.train import TrainedModel, train_model
-from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
+from pipelines.model.search import dask_client
+from pipelines.model.train import TrainedModel, train_model
+from support.params import SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.model
 
@@ -48,7 +48,7 @@ def splits(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Fe
 
 def test_dask_model_matches_single_process_and_is_deterministic(prepared_root: Path, client: Any,
                                                                 tmp_path: Path) -> None:
-    from pipelines.distributed import train_model_dask
+    from pipelines.model.distributed import train_model_dask
 
     params = dask_params(prepared_root)
     train, valid, test, schema = splits(params)
@@ -78,7 +78,7 @@ def test_dask_model_matches_single_process_and_is_deterministic(prepared_root: P
 
 
 def test_partitions_are_pinned_one_per_worker(prepared_root: Path, client: Any) -> None:
-    from pipelines.distributed import pinned_partitions, training_workers
+    from pipelines.model.distributed import pinned_partitions, training_workers
 
     params = dask_params(prepared_root)
     train, _, _, schema = splits(params)

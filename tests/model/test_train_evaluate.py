@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
-from pipelines.evaluate import evaluate_model
+from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, FeatureError, encode_frame
-from pipelines.preprocess import prepare
-from pipelines.train import TrainedModel, build_datasets, recency_weights, train_model
-from tests.conftest import SMALL_WINDOW, params_dict
+from pipelines.model.evaluate import evaluate_model
+from pipelines.model.train import TrainedModel, build_datasets, recency_weights, train_model
+from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model
 

@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 from pipelines import io, stages
 from pipelines.config import TrainParams, parse_params
 from pipelines.features import LABEL, FeatureSchema
-from pipelines.gpu import probe_opencl
-from pipelines.train import train_model
-from tests.conftest import SMALL_WINDOW, params_dict, prepare_small_window
+from pipelines.model.gpu import probe_opencl
+from pipelines.model.train import train_model
+from support.params import SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = [pytest.mark.model, pytest.mark.gpu,
               pytest.mark.skipif(not probe_opencl().found, reason="no OpenCL platform (no GPU with an ICD here)")]

@@ -1,0 +1,93 @@
+"""Package the champion as a Bento: `python -m deploy.package [--params params.yaml]` (from the repo root).
+
+Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the
+model it was built with where there is no registry), refreshes `services/requirements.txt` from uv.lock's `serve`
+dependency group (what the Bento's Dockerfile installs: the serving stack at the versions training used, without
+Prefect, DVC, GX or Evidently), then runs `bentoml build -f services/bentofile.yaml .` with the same environment.
+Prints the Bento tag; `bentoml serve <tag>` serves it.
+
+`--containerize` then builds the OCI image with BentoML's own path, `bentoml containerize --backend buildah` (no
+Docker daemon), from the base image the bentofile names, building that first when buildah's store lacks it
+(`deploy/container.py`); it prints the image name, its size and the build times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# What the service is (its bentofile and pinned requirements) lives with it in services/; this folder builds it.
+BENTOFILE = PROJECT_ROOT / "services" / "bentofile.yaml"
+REQUIREMENTS = PROJECT_ROOT / "services" / "requirements.txt"
+EXPORT_SERVE_GROUP = ("export", "--frozen", "--only-group", "serve", "--no-hashes", "--no-emit-project")
+
+
+def locked_requirements() -> str:
+    """The `serve` dependency group pinned from uv.lock, as requirements.txt text."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("uv is needed to export the Bento's requirements from uv.lock "
+                           "(scripts/bootstrap.sh installs it)")
+    result = subprocess.run([uv, *EXPORT_SERVE_GROUP], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"uv export failed:\n{result.stderr}")
+    return result.stdout
+
+
+def package(params_path: Path) -> str:
+    from pipelines.config import load_params
+    from pipelines.release.registry import require_champion
+
+    params = load_params(params_path)
+    tag = require_champion(params.paths.registry_dir)
+    bundled = params.serve.bundled_champion_file
+    bundled.parent.mkdir(parents=True, exist_ok=True)
+    bundled.write_text(json.dumps({"tag": tag}) + "\n")
+    requirements = locked_requirements()
+    if not REQUIREMENTS.exists() or REQUIREMENTS.read_text() != requirements:
+        REQUIREMENTS.write_text(requirements)
+    env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_path)}
+    result = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", str(BENTOFILE), "."],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{result.stdout}\n{result.stderr}")
+    found = re.search(r'Successfully built Bento\(tag="([^"]+)"\)', result.stdout + result.stderr)
+    if not found:
+        raise RuntimeError(f"bentoml build did not report a tag:\n{result.stdout}\n{result.stderr}")
+    return found.group(1)
+
+
+def main() -> None:
+    from pipelines.config import DEFAULT_PARAMS_FILE
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path,
+                        default=Path(os.environ.get("FLIGHTOPS_PARAMS") or DEFAULT_PARAMS_FILE))
+    parser.add_argument("--containerize", action="store_true",
+                        help="then build the OCI image with `bentoml containerize --backend buildah`")
+    parser.add_argument("--image", help="image name for --containerize (default localhost/<bento tag>)")
+    args = parser.parse_args()
+    tag = package(args.params)
+    print(tag)
+    if args.containerize:
+        from deploy.container import ContainerError, containerize
+
+        try:
+            built = containerize(tag, args.image)
+        except ContainerError as error:
+            raise SystemExit(f"error: {error}") from None
+        if built.base is not None:
+            print(f"base image {built.base.image}: built in {built.base.seconds:.0f}s, "
+                  f"{built.base.size_bytes / 1e6:.0f} MB")
+        print(f"image {built.image}: built in {built.seconds:.0f}s, {built.size_bytes / 1e6:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""The closed loop, the second half of the main job: serve the champion, replay the later months as live traffic,
+watch each week in Evidently, retrain when the monitor says so, promote through the gate, serve the new champion.
+
+`python -m ops.loop` brings the local stack up (Prefect server, the deployments process, the Bento service,
+the Evidently UI), then, one week of traffic at a time:
+
+1. replays the week's real flights against the running service (`pipelines.monitor.replay`), outcomes delivered after;
+2. runs the `monitoring` deployment on the stack's Prefect server (as its schedule would), which analyses every
+   window that is ready and, past the thresholds, emits `flightops.drift.detected`; the Automation
+   "flightops: retrain on drift" runs the `retraining` deployment on it;
+3. finds that retraining run, waits for it to finish and for the service to serve whatever the gate decided.
+
+Waiting for the retrain keeps the story readable (the weeks after a promotion are scored by the new model); in
+production traffic would not wait, and nothing here depends on it. At the end it writes the summary
+(`<monitoring_dir>/loop/`): one row per window (drift share, live AUC, the model serving it, retrain points), the
+plot, and what the loop gained: each window's live AUC beside the AUC the first champion would have had on the
+same logged flights, and the Evidently dashboard's address (one snapshot per window, dated in the replayed months).
+The stack stays up for browsing unless `--down`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.config import Params, load_params
+
+log = logging.getLogger("pipelines.loop")
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def weekly_chunks(start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """[start, end) cut at Mondays 00:00 UTC, the monitoring windows' boundaries (one window per chunk)."""
+    cuts = [start, *pd.date_range(start, end, freq="W-MON", inclusive="neither", tz="UTC"), end]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def wait_for_flow_run(flow_run_id: str, timeout_s: float, poll_s: float = 3.0) -> str:
+    """Block until the flow run is in a terminal state; return that state's name."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.type.value in TERMINAL_STATES:
+                return state.name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"retraining run {flow_run_id} not finished after {timeout_s:.0f}s "
+                                   f"(last state {state.name if state else 'unknown'})")
+            time.sleep(poll_s)
+
+
+def find_triggered_run(deployment_name: str, data_end: str, timeout_s: float, poll_s: float = 1.0) -> str:
+    """The id of the retraining run the Automation created for the drift event of the window ending `data_end`.
+
+    The event is handled asynchronously by the Prefect server (triggers, then actions), so this polls.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=50)
+            found = [run for run in runs if run.parameters.get("data_end") == data_end]
+            if found:
+                return str(found[-1].id)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no run of {deployment_name} with data_end={data_end} after {timeout_s:.0f}s: is "
+                                   "the Automation 'flightops: retrain on drift' paused (Prefect UI, Automations)?")
+            time.sleep(poll_s)
+
+
+def wait_for_serving(url: str, tag: str, timeout_s: float, confirmations: int = 8) -> None:
+    """Ask the service to check the champion pointer now, then wait until it answers with `tag`.
+
+    /reload reaches one worker; the others follow on their next pointer check (serve.reload_check_seconds).
+    Each /metadata call opens a new connection, which the kernel hands to any worker, so `confirmations`
+    answers in a row naming `tag` means every worker has swapped (with high probability for a few workers).
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    httpx.post(f"{url}/reload", timeout=30)
+    streak = 0
+    while streak < confirmations:
+        served = httpx.get(f"{url}/metadata", timeout=10).json().get("model_tag")
+        streak = streak + 1 if served == tag else 0
+        if streak == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the service at {url} still serves {served}, not the champion {tag}, after "
+                                   f"{timeout_s:.0f}s (stack.start_timeout_s)")
+            time.sleep(0.25)
+
+
+def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
+    """Per window: live ROC AUC of what was served vs the first champion's AUC on the same labelled flights."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.monitor import store
+    from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
+    from pipelines.monitor.windows import window_starts
+    from pipelines.release import registry
+
+    predictions = store.read_predictions(params).frame
+    outcomes, _ = store.read_outcomes(params)
+    labelled = predictions.merge(outcomes, on=REQUEST_ID, how="inner")
+    if labelled.empty:
+        return pd.DataFrame(columns=["window_start", "served_auc", "first_champion_auc", "gain"])
+    time_column = params.source.time_column
+    labelled["first_champion"] = registry.load_model(baseline_tag).predict_proba(labelled)
+    labelled["window_start"] = window_starts(labelled[time_column], params.monitor.window_days)
+    rows = []
+    for start, window in labelled.groupby("window_start"):
+        if window[ACTUAL].nunique() < 2:
+            continue
+        served = roc_auc_score(window[ACTUAL], window[PROBABILITY])
+        first = roc_auc_score(window[ACTUAL], window["first_champion"])
+        rows.append({"window_start": start, "served_auc": served, "first_champion_auc": first,
+                     "gain": served - first, "served_by": ",".join(sorted(window["model_tag"].unique()))})
+    return pd.DataFrame(rows)
+
+
+def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, Any]]) -> dict[str, Any]:
+    """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
+    from pipelines.io import write_json
+    from pipelines.monitor import store
+    from pipelines.monitor.history import plot_history, summarise_history
+
+    out = params.paths.monitoring_dir / "loop"
+    out.mkdir(parents=True, exist_ok=True)
+    history = summarise_history(store.read_summaries(params))
+    gained = gains(params, baseline_tag)
+    table = history.merge(gained[["window_start", "first_champion_auc", "gain"]], on="window_start", how="left") \
+        if not gained.empty else history
+    table.to_csv(out / "history.csv", index=False)
+    figure = plot_history(history, params.monitor)
+    figure.savefig(out / "history.png", dpi=120)
+    after = gained[gained["served_by"] != baseline_tag] if not gained.empty else gained
+    # Only the analysed windows: a partial last week (under monitor.min_window_rows) is not judged, not counted.
+    after = after[after["window_start"].isin(history["window_start"])] if len(history) else after.iloc[:0]
+    summary = {
+        "windows": len(history), "alarms": int(history["alarm"].sum()) if len(history) else 0,
+        "retrains": retrains, "first_champion": baseline_tag,
+        "promoted": [r["champion_after"] for r in retrains if r["champion_after"] != r["champion_before"]],
+        "windows_served_by_a_retrained_model": len(after),
+        "mean_auc_gain_on_those_windows": float(after["gain"].mean()) if len(after) else None,
+        "history_csv": str(out / "history.csv"), "plot": str(out / "history.png"),
+        "evidently_dashboard": store.dashboard_url(params),
+    }
+    summary["reproduce"] = reproduce_commands([baseline_tag, *summary["promoted"]])
+    write_json(out / "summary.json", summary)
+    (out / "summary.md").write_text(_markdown(table, summary))
+    return summary
+
+
+def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
+    """Per champion: the command that rebuilds it and the ref holding its dvc.lock (from its registry lineage)."""
+    from pipelines.release import lineage, registry
+
+    commands = {}
+    for tag in dict.fromkeys(tags):
+        try:
+            recorded = lineage.from_metadata(registry.model_metadata(tag))
+        except registry.RegistryError:
+            recorded = None
+        commands[tag] = {"command": f"python -m pipelines reproduce {tag} --check",
+                         "ref": recorded.ref if recorded else None,
+                         "commit": recorded.git_commit if recorded else None}
+    return commands
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
+    lines = ["# The closed loop: replayed traffic, drift, retraining", "",
+             f"{_count(summary['windows'], 'weekly window')} analysed, {_count(summary['alarms'], 'alarm')}, "
+             f"{_count(len(summary['retrains']), 'retraining run')}, {len(summary['promoted'])} promoted.", "",
+             f"Evidently dashboard (one snapshot per window): {summary['evidently_dashboard']}", ""]
+    for retrain in summary["retrains"]:
+        lines.append(f"- retrain on traffic up to {retrain['data_end'][:10]}: run {retrain['state']}, champion "
+                     f"{retrain['champion_before']} -> {retrain['champion_after']} ({retrain['reason'][:160]})")
+    lines += ["", "Every champion of this loop, and the command that rebuilds it from its registry entry "
+                  "(docs/versioning.md):", ""]
+    for tag, how in summary.get("reproduce", {}).items():
+        lines.append(f"- `{tag}` (ref `{how['ref'] or 'none'}`, commit `{(how['commit'] or 'unknown')[:12]}`): "
+                     f"`{how['command']}`")
+    if summary["mean_auc_gain_on_those_windows"] is not None:
+        lines += ["", f"On the {summary['windows_served_by_a_retrained_model']} windows served by a retrained model, "
+                      f"live ROC AUC was {summary['mean_auc_gain_on_those_windows']:+.4f} on average vs the first "
+                      f"champion scoring the same flights."]
+    lines += ["", "| window | rows | drift index (calibrated threshold) | pred. drift | live AUC | first champion AUC "
+                  "| alarm: calibrated reasons | retrain |", "|---|---|---|---|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        first = row.get("first_champion_auc", float("nan"))
+        lines.append(f"| {row['window_start']:%Y-%m-%d} | {row['rows']} | {row['drift_index']:.2f} "
+                     f"({row['drift_index_threshold']:.2f}) | {row['prediction_drift']:.3f} | {row['live_auc']:.3f} | "
+                     f"{first:.3f} | {row['reasons'] if row['alarm'] else ''} | "
+                     f"{'started' if row['retrained'] else ''} |")
+    lines += ["", "![drift index and live AUC per window](history.png)", ""]
+    return "\n".join(lines)
+
+
+def start_fresh(params_file: Path) -> str:
+    """Stop the stack, move the last loop's traffic and monitoring aside, and make the `dvc repro` model champion.
+
+    Nothing is deleted: logs, outcomes and window reports go to `<loop_archive_dir>/<time>/`, and the
+    champion change is a journalled registry event like any rollback.
+    """
+    import shutil
+    from datetime import UTC, datetime
+
+    from ops import stack
+    from pipelines.io import DVC_GATE_RECEIPT, MODEL_FILE, file_md5, read_json
+    from pipelines.release import lineage, registry
+
+    params = load_params(params_file)
+    stack.down(params_file)
+    archive = params.paths.loop_archive_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    for folder in (params.paths.prediction_log_dir, params.paths.outcomes_dir, params.paths.monitoring_dir):
+        if folder.exists() and any(folder.iterdir()):
+            archive.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), str(archive / folder.name))
+    # The version the workspace's gate stage registered (its receipt), else one whose lineage holds here or is
+    # this workspace's own (a dvc.lock not committed yet).
+    model_md5 = file_md5(params.paths.model_dir / MODEL_FILE)
+    receipt = read_json(params.paths.registry_dir / DVC_GATE_RECEIPT) or {}
+    tag = receipt.get("tag") if receipt.get("model_md5") == model_md5 else None
+    if tag is None or not registry.has_model(tag):
+        tag = registry.find_by_model_hash(model_md5, name=params.project.model_name, root=Path.cwd(),
+                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
+    if tag is None:
+        raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
+    if registry.champion_tag(params.paths.registry_dir) != tag:
+        registry.set_champion(params.paths.registry_dir, tag, reason="loop starts from the dvc repro model",
+                              event="rollback")
+    log.info("fresh loop: champion %s, previous traffic archived in %s", tag, archive)
+    return tag
+
+
+def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: float = 1800) -> dict[str, Any]:
+    """Replay `replay.start..end` week by week through the stack, monitoring and retraining as it goes."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from rich.progress import Progress
+
+    from ops import stack
+    from pipelines.monitor.replay import collect_replay, replay
+    from pipelines.release import registry
+
+    params = load_params(params_file)
+    first_champion = registry.require_champion(params.paths.registry_dir)
+    stack.up(params_file)
+    url = f"http://{params.serve.host}:{params.serve.port}"
+    api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
+    traffic = collect_replay(params)
+    time_column = params.source.time_column
+    chunks = weekly_chunks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end))[:weeks]
+    retrains: list[dict[str, Any]] = []
+    with temporary_settings(updates={PREFECT_API_URL: api}), Progress() as progress:
+        task = progress.add_task("replaying weeks", total=len(chunks))
+        for start, end in chunks:
+            week = traffic[(traffic[time_column] >= start) & (traffic[time_column] < end)]
+            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} flights")
+            if len(week):
+                replay(week, params, url)
+            champion = registry.require_champion(params.paths.registry_dir)
+            for started in monitor_once(params, params_file):
+                retrains.append(_follow_retrain(params, started, champion, url, retrain_timeout_s, progress))
+            progress.advance(task)
+    summary = write_summary(params, first_champion, retrains)
+    log.info("loop done: %s", summary)
+    return summary
+
+
+def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> list[dict[str, Any]]:
+    """One run of the monitoring *deployment* (as its schedule would start it); the retrains it started."""
+    from prefect.deployments import run_deployment
+
+    from pipelines.monitor import store
+
+    known = len(store.load_state(params)["retrains"])
+    run = run_deployment("monitoring/monitoring", parameters={"params_file": str(Path(params_file).resolve())},
+                         timeout=timeout_s, tags=["loop"])
+    if run.state is None or not run.state.is_completed():
+        raise RuntimeError(f"monitoring run {run.id} ended {run.state.name if run.state else 'without a state'}: "
+                           f"see it in the Prefect UI")
+    return store.load_state(params)["retrains"][known:]
+
+
+def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: str, timeout_s: float,
+                    progress: Any) -> dict[str, Any]:
+    from pipelines.release import registry
+
+    flow_run_id = find_triggered_run(params.monitor.retraining_deployment, started["window_end"], timeout_s=120)
+    progress.console.print(f"[bold]retraining[/] on traffic up to {started['window_end'][:10]} "
+                           f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
+    state = wait_for_flow_run(flow_run_id, timeout_s)
+    after = registry.require_champion(params.paths.registry_dir)
+    wait_for_serving(url, after, params.stack.start_timeout_s)
+    progress.console.print(f"retraining {state}: champion {before} -> {after}"
+                           + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
+    return {"data_end": started["window_end"], "flow_run_id": flow_run_id, "state": state,
+            "reason": started["reason"], "champion_before": before, "champion_after": after}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.loop", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    parser.add_argument("--weeks", type=int, help="replay only the first N weeks of replay.start..end")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: archive the previous traffic and reports, serve the dvc repro model")
+    parser.add_argument("--down", action="store_true", help="stop the stack at the end")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll otherwise
+    if args.fresh:
+        start_fresh(args.params)
+    try:
+        summary = run_loop(args.params, args.weeks)
+    finally:
+        if args.down:
+            from ops import stack
+
+            stack.down(args.params)
+    print(f"summary: {summary['history_csv']}, {summary['plot']}, "
+          f"{Path(summary['history_csv']).with_name('summary.md')}\n"
+          f"Evidently dashboard: {summary['evidently_dashboard']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,451 @@
+"""The local stack in one command: `python -m ops.stack up|down|status [--params params.yaml]`.
+
+`up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
+with `prefect.database: postgres` a PostgreSQL of its own (`ops/postgres.py`, on a free port), the Prefect server
+(on that PostgreSQL, or SQLite under PREFECT_HOME in `paths.stack_dir`), then either the process that serves the
+deployments (`prefect.runner: serve`, `python -m flows.deployments`) or, with `prefect.runner: workers`, the
+registration of the deployments on the work pool and `prefect.workers` `prefect worker start` processes
+(`ops/workers.py`; each with a health endpoint on a free port), the Bento service (`bentoml serve services`,
+only when a champion exists; with `--bento-image IMAGE`, that OCI image run by buildah with the registry mounted:
+`deploy/container.py`) and the Evidently UI over `paths.evidently_workspace`; then it prints the URLs. PIDs,
+commands and URLs are recorded in `<stack_dir>/stack.json` and each server logs to `<stack_dir>/logs/<name>.log`.
+`down` stops every recorded process group and the descendants that left it (Prefect starts each flow run in a
+session of its own): SIGTERM, then SIGKILL after `stack.stop_timeout_s`, and checks nothing is left.
+
+Every port is checked before anything starts: a port in use is reported with the param key that sets it. A
+component's set-up commands (creating the database, registering the deployments) run before it starts; secrets
+(the database URL with its password) go to the process's environment only, never to stack.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
+from pipelines.config import PARAMS_ENV, Params, load_params
+
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """The stack cannot be started or stopped as asked; the message says why and what to change."""
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    health_url: str
+    url: str
+    host: str = "127.0.0.1"
+    port_key: str | None = None
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # Commands run to completion, in order, before the component starts (creating a database, registering the
+    # deployments); a failure stops `up`.
+    setup: list[list[str]] = field(default_factory=list)
+    # Environment that must not be written to stack.json (a database password).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    pid: int | None = None
+    log: str = ""
+
+    def record(self) -> dict:
+        """What stack.json keeps: everything but the secrets."""
+        return {k: v for k, v in asdict(self).items() if k != "secret_env"}
+
+
+# --- processes ----------------------------------------------------------------------------------------------------
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def process_tree(pid: int) -> set[int]:
+    """`pid`, every live process in its process group, and all their descendants (whatever their session)."""
+    roots = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if proc.pid == pid or os.getpgid(proc.pid) == pid:
+                roots.add(proc)
+    found = set()
+    for proc in roots:
+        with contextlib.suppress(psutil.Error):
+            found |= {proc.pid} | {child.pid for child in proc.children(recursive=True)}
+    return {p for p in found if alive(p)}
+
+
+def _signal_all(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_tree(pid: int, timeout: float) -> set[int]:
+    """SIGTERM `pid`'s tree, SIGKILL what is left after `timeout`; returns pids still alive (should be empty)."""
+    tree = process_tree(pid)
+    if not tree:
+        return set()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    _signal_all(tree, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in tree):
+        time.sleep(0.2)
+    # Catch anything started while stopping (e.g. a flow run subprocess) before the hard kill.
+    tree |= {p for p in tree if alive(p) for p in process_tree(p)}
+    survivors = {p for p in tree if alive(p)}
+    if survivors:
+        _signal_all(survivors, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(p) for p in survivors):
+            time.sleep(0.1)
+    return {p for p in tree if alive(p)}
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+# --- the plan -----------------------------------------------------------------------------------------------------
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on now, for the stack's internal servers (the database, the workers' health)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _database(params: Params, params_file: Path) -> tuple[list[Component], list[list[str]], dict[str, str]]:
+    """With `prefect.database: postgres`: the PostgreSQL component, the Prefect server's set-up step (create the
+    database) and its secret environment (the connection URL). SQLite: nothing (Prefect's default, in PREFECT_HOME)."""
+    if params.prefect.database == "sqlite":
+        return [], [], {}
+    from ops import postgres
+
+    postgres.binaries()  # refuse now, with the apt command, rather than after the Prefect server failed
+    host, port = params.stack.host, free_port(params.stack.host)
+    password = postgres.ensure_password(postgres.folder(params))
+    flag = ["--params", str(params_file), "--port", str(port)]
+    component = Component("postgres", [sys.executable, "-m", "ops.postgres", "serve", *flag],
+                          health_url=f"tcp://{host}:{port}", url=f"postgresql://{host}:{port}/{postgres.DATABASE}",
+                          host=host, port=port, env={**QUIET_ENV, "PYTHONPATH": str(REPO_ROOT)})
+    setup = [[sys.executable, "-m", "ops.postgres", "ensure-database", *flag]]
+    return [component], setup, {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.connection_url(host, port, password)}
+
+
+def _runners(params: Params, params_file: Path, prefect_env: dict[str, str]) -> list[Component]:
+    """Who runs the flow runs: the `serve` process, or the work pool's registration and `prefect.workers` workers."""
+    from ops.workers import worker_argv, worker_environment, worker_name
+
+    host, port = params.stack.host, params.stack.prefect_port
+    env = {**prefect_env, **run_environment(params, params_file)}
+    flows = list(FLOWS)
+    if params.prefect.runner == "serve":
+        return [Component(
+            "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
+            # Ready once the last deployment is registered (they are applied in order).
+            health_url=f"http://{host}:{port}/api/deployments/name/{flows[-1]}/{flows[-1]}",
+            url=f"http://{host}:{port}/deployments", env=env)]
+    register = [sys.executable, "-m", "flows.deployments", "--params", str(params_file), "--register-only"]
+    workers = []
+    for index in range(1, params.prefect.workers + 1):
+        health = free_port(host)
+        workers.append(Component(
+            f"worker-{index}", worker_argv(params, worker_name(index), healthcheck=True),
+            health_url=f"http://{host}:{health}/health",
+            url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=host, port=health,
+            env={**env, **worker_environment(params, params_file, health)},
+            setup=[register] if index == 1 else []))
+    return workers
+
+
+def plan(params: Params, params_file: Path, bento_image: str | None = None) -> tuple[list[Component], list[str]]:
+    """The components to start, in order, and notes on those left out and why. With `bento_image` the Bento is
+    served from that OCI image (`python -m deploy.container run`: buildah, the registry and model store mounted
+    read-only, so promotions reach it as they reach `bentoml serve`) instead of `bentoml serve` of this checkout."""
+    stack, notes = params.stack, []
+    host, home = stack.host, params.paths.stack_dir.resolve()
+    api = f"http://{host}:{stack.prefect_port}/api"
+    common = {**QUIET_ENV, PARAMS_ENV: str(params_file), "PYTHONPATH": str(REPO_ROOT)}
+    prefect_env = {**common, "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
+                   "PREFECT_UI_ENABLED": "true"}
+    database, database_setup, database_env = _database(params, params_file)
+    components = [
+        *database,
+        Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
+                  health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
+                  host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env,
+                  setup=database_setup, secret_env=database_env),
+        *_runners(params, params_file, prefect_env),
+    ]
+    from pipelines.release.registry import champion_tag
+
+    if champion_tag(params.paths.registry_dir) is None:
+        notes.append(f"Bento service skipped: no champion in {params.paths.registry_dir} yet "
+                     "(run the training deployment; the gate promotes one), then `up` again")
+    else:
+        serve = params.serve  # the Bento's own address, the one the service and the replay use
+        if bento_image:
+            argv = [sys.executable, "-m", "deploy.container", "run", bento_image, "--params", str(params_file),
+                    "--port", str(serve.port), "--follow-registry"]
+        else:
+            argv = [_bin("bentoml"), "serve", "services.service:FlightDelay", "--working-dir", str(REPO_ROOT),
+                    "--host", serve.host, "--port", str(serve.port)]
+        components.append(Component(
+            "bento", argv,
+            health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
+            host=serve.host, port_key="serve.port", port=serve.port, env=common))
+    workspace = params.paths.evidently_workspace.resolve()
+    components.append(Component(
+        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", host,
+                      "--port", str(stack.evidently_port)],
+        health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
+        host=host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
+    return components, notes
+
+
+# --- state --------------------------------------------------------------------------------------------------------
+
+def state_path(params: Params) -> Path:
+    return params.paths.stack_dir / STATE_FILE
+
+
+def read_state(params: Params) -> dict | None:
+    path = state_path(params)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_state(params: Params, params_file: Path, components: list[Component]) -> None:
+    from pipelines.io import write_json
+
+    write_json(state_path(params), {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
+                                    "components": [c.record() for c in components]})
+
+
+def running_components(params: Params) -> list[dict]:
+    state = read_state(params) or {"components": []}
+    return [c for c in state["components"] if c.get("pid") and alive(c["pid"])]
+
+
+# --- commands -----------------------------------------------------------------------------------------------------
+
+def _console():  # rich is imported on use: `status` and errors answer fast
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def probe(url: str) -> str:
+    """'200' when the component answers: an HTTP GET for http URLs; for `tcp://host:port` (a database, which speaks
+    no HTTP) a TCP connection. Otherwise the HTTP status or the error's name."""
+    import httpx
+
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                return "200"
+        except OSError as error:
+            return type(error).__name__
+    try:
+        return str(httpx.get(url, timeout=3).status_code)
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+def _run_setup(component: Component, timeout: float) -> None:
+    env = {**os.environ, **component.env, **component.secret_env}
+    for argv in component.setup:
+        with open(component.log, "ab") as out:
+            try:
+                done = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                      stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired:
+                raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` did not finish within "
+                                 f"{timeout:.0f}s (stack.start_timeout_s); log {component.log}:\n"
+                                 f"{_tail(component.log)}") from None
+        if done.returncode != 0:
+            raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` failed with code "
+                             f"{done.returncode}; log {component.log}:\n{_tail(component.log)}")
+
+
+def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{component.name} exited with code {process.returncode} before it was ready; "
+                             f"log {component.log}:\n{_tail(component.log)}")
+        if probe(component.health_url) == "200":
+            return
+        time.sleep(0.5)
+    raise StackError(f"{component.name} did not answer {component.health_url} within {timeout:.0f}s "
+                     f"(stack.start_timeout_s); log {component.log}:\n{_tail(component.log)}")
+
+
+def _tail(log: str, lines: int = 30) -> str:
+    with contextlib.suppress(FileNotFoundError):
+        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+def up(params_file: Path, bento_image: str | None = None) -> int:
+    params_file = Path(params_file).resolve()  # the servers run elsewhere (cwd, subprocesses): one absolute file
+    console = _console()
+    params = load_params(params_file)
+    running = running_components(params)
+    if running:
+        console.print(f"[yellow]the stack is already up[/] ({state_path(params)}); `down` first to restart it")
+        return status(params_file)
+    components, notes = plan(params, params_file, bento_image)
+    busy = [c for c in components if c.port and port_in_use(c.host, c.port)]
+    if busy:
+        raise StackError("; ".join(f"port {c.port} on {c.host} is already in use: {c.name} cannot "
+                                   f"start (set {c.port_key} in {params_file})" for c in busy))
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+    logs = params.paths.stack_dir.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started: list[Component] = []
+    try:
+        for component in components:
+            component.log = str(logs / f"{component.name}.log")
+            with console.status(f"starting {component.name}: waiting for {component.health_url}"):
+                begin = time.monotonic()
+                _run_setup(component, params.stack.start_timeout_s)
+                with open(component.log, "ab") as out:
+                    env = {**os.environ, **component.env, **component.secret_env}
+                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env=env,
+                                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+                component.pid = process.pid
+                started.append(component)
+                _write_state(params, params_file, started)
+                _wait_healthy(component, process, params.stack.start_timeout_s)
+            console.print(f"[green]✓[/] {component.name} (pid {component.pid}) ready in "
+                          f"{time.monotonic() - begin:.1f}s")
+    except (StackError, KeyboardInterrupt):
+        console.print("[red]start failed[/]: stopping what was started")
+        _stop(params, console)
+        raise
+    _print_urls(console, started, params_file)
+    return 0
+
+
+def _print_urls(console, components: list[Component], params_file: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="flightops stack")
+    table.add_column("component")
+    table.add_column("url", no_wrap=True)
+    table.add_column("pid")
+    for c in components:
+        table.add_row(c.name, c.url, str(c.pid))
+    console.print(table)
+    console.print(f"logs: {Path(components[0].log).parent}")
+    console.print(f"stop it with: python -m ops.stack down --params {params_file}")
+
+
+def _stop(params: Params, console) -> list[int]:
+    state = read_state(params)
+    if state is None:
+        return []
+    left: list[int] = []
+    for component in reversed(state["components"]):
+        pid = component.get("pid")
+        if not pid:
+            continue
+        survivors = stop_tree(pid, params.stack.stop_timeout_s)
+        if survivors:
+            console.print(f"[red]✗[/] {component['name']}: processes {sorted(survivors)} would not stop")
+            left.extend(survivors)
+        else:
+            console.print(f"[green]✓[/] stopped {component['name']} (pid {pid})")
+    if not left:
+        state_path(params).unlink(missing_ok=True)
+    return left
+
+
+def down(params_file: Path) -> int:
+    console = _console()
+    params = load_params(params_file)
+    if read_state(params) is None:
+        console.print(f"the stack is not up (no {state_path(params)})")
+        return 0
+    left = _stop(params, console)
+    if left:
+        raise StackError(f"processes still alive after SIGKILL: {sorted(left)}")
+    console.print("stack stopped")
+    return 0
+
+
+def status(params_file: Path) -> int:
+    from rich.table import Table
+
+    console = _console()
+    params = load_params(params_file)
+    state = read_state(params)
+    if state is None:
+        console.print(f"the stack is not up (no {state_path(params)})")
+        return 1
+    table = Table(title=f"flightops stack ({state_path(params)})")
+    for column in ("component", "pid", "process", "health"):
+        table.add_column(column)
+    table.add_column("url", no_wrap=True)
+    healthy = True
+    for c in state["components"]:
+        running = bool(c.get("pid")) and alive(c["pid"])
+        answer = probe(c["health_url"]) if running else "-"
+        healthy &= running and answer == "200"
+        table.add_row(c["name"], str(c.get("pid")), "[green]running[/]" if running else "[red]gone[/]",
+                      answer, c["url"])
+    console.print(table)
+    return 0 if healthy else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--bento-image", metavar="IMAGE",
+                        help="up: serve the Bento from this OCI image (python -m deploy.package --containerize)")
+    args = parser.parse_args(argv)
+    params_file = Path(args.params).resolve()
+    try:
+        if args.command == "up" and args.bento_image:
+            return up(params_file, bento_image=args.bento_image)
+        return {"up": up, "down": down, "status": status}[args.command](params_file)
+    except (StackError, ValueError) as error:  # ParamsError is a ValueError: both carry a message for the user
+        print(f"error: stack {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

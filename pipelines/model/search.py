@@ -1,0 +1,243 @@
+"""Model selection: which LightGBM params compete, how one candidate trains, which one wins.
+
+Pure: params and frames in, results out. A candidate is trained by `pipelines.model.train.train_model` (the one training
+implementation), mapped over a `dask.distributed.Client` by the train stage (`pipelines.stages.run_search`),
+whether `dvc repro` or the Prefect flow runs that stage (the flow runs DVC's stages). The winner is chosen on the
+validation split, so the test split stays untouched for evaluate and the promotion gate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
+from pipelines.features import FeatureSchema
+from pipelines.model.train import BinaryDatasets, TrainedModel, train_model
+
+# Direction of each validation metric LightGBM records.
+HIGHER_IS_BETTER = {"auc": True, "binary_logloss": False}
+
+
+@dataclass
+class CandidateResult:
+    """One trained candidate: its params, validation metrics, and where/when it ran (proof of parallelism)."""
+
+    index: int
+    overrides: dict[str, Any]
+    params: dict[str, Any]
+    valid_metrics: dict[str, float]
+    best_iteration: int
+    worker: str
+    pid: int
+    started: float
+    finished: float
+    model: TrainedModel | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able part, for metrics/candidates.json (the model itself is saved only for the winner)."""
+        data = asdict(self)
+        data.pop("model")
+        data["seconds"] = round(self.finished - self.started, 3)
+        if self.model is not None:
+            data["train_rows"] = self.model.meta["train_rows"]
+        return data
+
+
+def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainParams:
+    # Re-validate: a grid value out of range fails here with the key named, not inside LightGBM.
+    from pydantic import ValidationError
+
+    try:
+        return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
+    except ValidationError as error:
+        messages = "; ".join(format_errors(error, TrainParams, prefix=("train",)))
+        raise ParamsError(f"search candidate {overrides} is not valid: {messages}") from None
+
+
+def candidate_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
+    """The param changes each candidate makes to `train:`; `[{}]` means only the base params train."""
+    if search.strategy == "none" or (search.strategy == "optuna" and search.trials == 0):
+        return [{}]
+    if search.strategy == "grid":
+        keys = sorted(search.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(search.grid[k] for k in keys))]
+    return _optuna_overrides(search, seed)
+
+
+def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
+    """`trials` seeded draws from `space` through an Optuna study's ask interface.
+
+    All trials are asked before any is told (they train in parallel), so TPE samples them independently (its
+    start-up phase): in effect a seeded random search with Optuna's distributions and bookkeeping.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    drawn = []
+    for _ in range(search.trials):
+        trial = study.ask()
+        values = {}
+        for name in sorted(search.space):
+            low, high = search.space[name]
+            if isinstance(low, int) and isinstance(high, int):
+                values[name] = trial.suggest_int(name, low, high)
+            else:
+                values[name] = trial.suggest_float(name, float(low), float(high))
+        drawn.append(values)
+    return drawn
+
+
+def refit_params(base: TrainParams, winner: CandidateResult) -> TrainParams:
+    """The winner's params for its refit on the whole train split: alone, so with `train.num_threads` again."""
+    return _with(base, winner.overrides, base.num_threads)
+
+
+def latest_rows(stamps: pd.Series, max_rows: int | None) -> np.ndarray | None:
+    """Ascending positions of the `max_rows` latest rows, or None when every row fits (or there is no cap).
+
+    The latest, because they sit next to the validation months the candidates are judged on: the slice is the
+    traffic most like what the model will see. Rows sharing the cut's timestamp are taken in table order; a split
+    already in time order (what preprocess writes) is not sorted again.
+    """
+    from pipelines.features import time_order
+
+    if max_rows is None or len(stamps) <= max_rows:
+        return None
+    ticks, positions, _ = time_order(stamps)
+    if positions is None:
+        return np.arange(len(ticks) - max_rows, len(ticks))
+    return np.sort(positions[-max_rows:])
+
+
+def candidate_params(search: SearchParams, base: TrainParams) -> list[TrainParams]:
+    """Every candidate's full TrainParams, in a fixed order (same params file, same list)."""
+    overrides = candidate_overrides(search, base.seed)
+    if overrides == [{}]:
+        return [base]
+    return [_with(base, change, search.threads_per_worker) for change in overrides]
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
+def train_candidate(index: int, params: TrainParams, base: TrainParams, train: pd.DataFrame | None,
+                    valid: pd.DataFrame, schema: FeatureSchema,
+                    datasets: BinaryDatasets | None = None) -> CandidateResult:
+    """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval.
+
+    With `datasets` (the binary Datasets the search built once) `train` is not read: the same model, without the
+    train split in every worker.
+    """
+    started = time.time()
+    model = train_model(train, valid, schema, params, datasets=datasets)
+    return candidate_result(index, params, base, model, started=started, worker=_where())
+
+
+def candidate_result(index: int, params: TrainParams, base: TrainParams, model: TrainedModel, *, started: float,
+                     worker: str) -> CandidateResult:
+    """A trained candidate's record: what it changed from `train:`, its validation metrics, where and when."""
+    finished = time.time()
+    base_values = base.model_dump()
+    overrides = {k: v for k, v in params.model_dump().items() if base_values[k] != v and k != "num_threads"}
+    return CandidateResult(index=index, overrides=overrides, params=params.model_dump(mode="json"),
+                           valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
+                           worker=worker, pid=os.getpid(), started=started, finished=finished, model=model)
+
+
+def parallel_candidates(base: TrainParams) -> bool:
+    """Whether candidates may train side by side, one per Dask worker.
+
+    Not with `engine: dask` (each candidate already uses the whole cluster) nor with `device_type: gpu` (candidates
+    on one card would fight for its memory and its queue): those train one at a time.
+    """
+    return base.engine == "local" and base.device_type == "cpu"
+
+
+def pick_winner(results: list[CandidateResult], metric: str) -> CandidateResult:
+    """The best candidate by the validation metric; ties go to the earlier candidate (a stable choice)."""
+    if not results:
+        raise ValueError("no candidates to pick from (search produced an empty list)")
+    missing = [r.index for r in results if metric not in r.valid_metrics]
+    if missing:
+        raise ValueError(f"search.metric {metric!r} was not recorded for candidates {missing}")
+    sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
+    return min(results, key=lambda r: (sign * r.valid_metrics[metric], r.index))
+
+
+def dask_cluster_kwargs(search: SearchParams) -> dict[str, Any]:
+    """LocalCluster settings: worker processes (LightGBM holds the GIL-free threads itself), loopback only."""
+    return {"n_workers": search.n_workers, "threads_per_worker": search.threads_per_worker, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None}
+
+
+def search_report(results: list[CandidateResult], winner: CandidateResult, metric: str) -> dict[str, Any]:
+    """What metrics/candidates.json holds: every candidate, the winner, and the parallel wall time."""
+    ordered = sorted(results, key=lambda r: r.index)
+    return {
+        "metric": metric,
+        "winner": winner.index,
+        "winner_valid": winner.valid_metrics,
+        "winner_overrides": winner.overrides,
+        "candidates": [r.record() for r in ordered],
+        "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
+        "workers": sorted({r.worker for r in ordered}),
+    }
+
+
+@contextmanager
+def dask_client(search: SearchParams) -> Iterator[Any]:
+    """A client of search.dask_address, or of a local cluster of search.n_workers processes (closed on exit)."""
+    from distributed import Client, LocalCluster
+
+    if search.dask_address:
+        with Client(search.dask_address) as client:
+            yield client
+        return
+    with LocalCluster(**dask_cluster_kwargs(search)) as cluster, Client(cluster) as client:
+        yield client
+
+
+def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
+    """`function(*job)` for every job on Dask (search.dask_address, or a local cluster of search.n_workers), in
+    job order, with a progress bar (in a terminal) and a log line per finished job: the train stage's driver,
+    under `dvc repro` and the Prefect flow alike."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+    from rich.progress import Progress
+
+    log = logging.getLogger(__name__)
+    cluster = None if search.dask_address else LocalCluster(**dask_cluster_kwargs(search))
+    client = Client(search.dask_address) if cluster is None else Client(cluster)
+    try:
+        futures = {client.submit(function, *job, pure=False): order for order, job in enumerate(jobs)}
+        results: dict[int, Any] = {}
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(f"training {len(futures)} candidates on Dask", total=len(futures))
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                log.info("candidate #%d done: %s", futures[future], getattr(results[futures[future]],
+                                                                            "valid_metrics", ""))
+                progress.advance(bar)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [results[order] for order in range(len(jobs))]

