@@ -96,7 +96,8 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     from pipelines.data.preprocess import prepare
     from pipelines.features import encode_frame
     from pipelines.model.evaluate import baseline_predictions
-    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
     from pipelines.model.train import train_model
     from pipelines.monitor.reference import build_reference
 
@@ -106,7 +107,7 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     data = prepare(rows, params.source, params.features, params.split, keep=params.evaluate.slices)
     model = train_model(data.train, data.valid, data.schema, params.train)
     challenger_proba = model.predict_proba(data.test)
-    latency = measure_latency_ms(model.booster, encode_frame(data.test.head(params.gate.latency_batch_rows),
+    latency = measure_latency_ms(model, encode_frame(data.test.head(params.gate.latency_batch_rows),
                                                              model.schema), params.gate.latency_repeats)
     decision = decide(data.test, challenger_proba, None if champion is None else champion.model.predict_proba(
                           data.test), baseline_predictions(data.train, data.test, time_column), latency,

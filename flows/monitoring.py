@@ -48,11 +48,11 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     before calibration existed, or no champion yet (a bare workspace: the current candidate), gets both built here
     from the prepared splits, as registration would.
     """
-    from pipelines.model.train import TrainedModel
+    from pipelines.model.catalog import load_model
     from pipelines.release import registry
 
     tag = registry.champion_tag(params.paths.registry_dir)
-    model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
+    model = registry.load_model(tag) if tag else load_model(params.paths.model_dir)
     stored = registry.model_path(tag) if tag else None
     if stored is not None and (stored / io.REFERENCE_FILE).exists() and (stored / io.CALIBRATION_FILE).exists():
         reference = pd.read_parquet(stored / io.REFERENCE_FILE)

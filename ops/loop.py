@@ -224,7 +224,7 @@ def start_fresh(params_file: Path) -> str:
     from datetime import UTC, datetime
 
     from ops import stack
-    from pipelines.io import DVC_GATE_RECEIPT, MODEL_FILE, file_md5, read_json
+    from pipelines.io import DVC_GATE_RECEIPT, file_md5, model_file, read_json
     from pipelines.release import lineage, registry
 
     params = load_params(params_file)
@@ -236,7 +236,7 @@ def start_fresh(params_file: Path) -> str:
             shutil.move(str(folder), str(archive / folder.name))
     # The version the workspace's gate stage registered (its receipt), else one whose lineage holds here or is
     # this workspace's own (a dvc.lock not committed yet).
-    model_md5 = file_md5(params.paths.model_dir / MODEL_FILE)
+    model_md5 = file_md5(model_file(params.paths.model_dir))
     receipt = read_json(params.paths.registry_dir / DVC_GATE_RECEIPT) or {}
     tag = receipt.get("tag") if receipt.get("model_md5") == model_md5 else None
     if tag is None or not registry.has_model(tag):

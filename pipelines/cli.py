@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
-                         help="override one param, e.g. --set train.num_leaves=31 (repeatable)")
+                         help="override one param, e.g. --set train.lightgbm.num_leaves=31 (repeatable)")
         sub.set_defaults(handler=handler)
         return sub
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -39,9 +39,6 @@ REQUEST_ID = "request_id"
 REQUEST_ID_MAX = 200  # characters: the service refuses a longer caller id
 RESERVED_NAMES = {LABEL: "the 0/1 label the pipeline computes from source.target (the prepared splits' column)",
                   REQUEST_ID: "the service's optional caller id, beside the features in each request"}
-# TrainParams fields a search may vary; num_threads is set per candidate from search.threads_per_worker.
-SEARCHABLE = ("num_boost_round", "early_stopping_rounds", "learning_rate", "num_leaves", "min_data_in_leaf",
-              "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
 
 
 class ParamsError(ValueError):
@@ -231,21 +228,56 @@ class SplitParams(_Section):
     test_days: AtLeast1
 
 
+# The model families (pipelines/model/families/), by the name `train.family` and `search.families` use.
+Family = Literal["lightgbm", "logistic"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+
+
+class LightGBMParams(_Section):
+    """`train.lightgbm`: LightGBM's own parameters (pipelines/model/families/lightgbm.py)."""
+
+    # The discriminator of `FamilyParams`: never written in params.yaml (the section's key names the family).
+    family: Literal["lightgbm"] = Field("lightgbm", exclude=True)
+    num_boost_round: AtLeast1 = Field(description="most boosting rounds; early stopping on the validation split "
+                                                  "picks the kept ones")
+    early_stopping_rounds: AtLeast1 = Field(description="rounds without a better validation score before stopping")
+    learning_rate: Fraction = Field(description="shrinkage per round")
+    num_leaves: Annotated[int, Field(ge=2)] = Field(description="leaves per tree")
+    min_data_in_leaf: AtLeast1 = Field(description="rows (sum of weights) a leaf needs at least")
+    feature_fraction: Fraction = Field(description="share of features each tree sees")
+    bagging_fraction: Fraction = Field(description="share of rows each bagging round sees")
+    bagging_freq: Annotated[int, Field(ge=0)] = Field(description="bag every this many rounds (0: never)")
+    lambda_l2: NonNegative = Field(description="L2 regularisation of leaf values")
+
+
+class LogisticParams(_Section):
+    """`train.logistic`: scikit-learn's LogisticRegression on one-hot (or target-encoded) categoricals, scaled
+    numerics and missing-value indicators (pipelines/model/families/logistic.py)."""
+
+    family: Literal["logistic"] = Field("logistic", exclude=True)
+    C: Annotated[float, Field(gt=0)] = Field(description="inverse L2 regularisation strength")
+    max_iter: AtLeast1 = Field(description="most L-BFGS iterations")
+    tol: Annotated[float, Field(gt=0)] = Field(description="L-BFGS stopping tolerance")
+    categorical_encoding: Literal["onehot", "target"] = Field(
+        description="onehot: one column per vocabulary value (unknown: all zero); target: scikit-learn's "
+                    "TargetEncoder (cross-fitted category means, one column per feature)")
+
+
+# One family's section, told apart by `family`: a search candidate's params and a trained model's (model.json).
+FamilyParams = Annotated[LightGBMParams | LogisticParams, Field(discriminator="family")]
+# What a search may vary, per family: every key of its section.
+SEARCHABLE = {model.model_fields["family"].default: tuple(key for key in model.model_fields if key != "family")
+              for model in get_args(get_args(FamilyParams)[0])}
+
+
 class TrainParams(_Section):
+    # Which family `train:` trains (the search's families compete instead when search.strategy is not none).
+    family: Family
     seed: int
-    num_boost_round: AtLeast1
-    early_stopping_rounds: AtLeast1
-    learning_rate: Fraction
-    num_leaves: Annotated[int, Field(ge=2)]
-    min_data_in_leaf: AtLeast1
-    feature_fraction: Fraction
-    bagging_fraction: Fraction
-    bagging_freq: Annotated[int, Field(ge=0)]
-    lambda_l2: NonNegative
     num_threads: AtLeast1
     device_type: Literal["cpu", "gpu"]
     # Where the trees are fitted: this process, or LightGBM's data-parallel learner on the search's Dask cluster
-    # (pipelines/model/distributed.py). Not a LightGBM parameter: pipelines.model.train.lightgbm_params leaves it out.
+    # (pipelines/model/distributed.py). Not a LightGBM parameter: pipelines.model.families.lightgbm leaves it out.
     engine: Literal["local", "dask"]
     # Recency weight: a training row `age` days before the train split's last row weighs 0.5 ** (age / this);
     # null = every row weighs the same. Not with engine: dask (its partitions carry no weights).
@@ -253,14 +285,31 @@ class TrainParams(_Section):
     threshold: Annotated[float | Literal["max_f1"], _rule(
         lambda t: t == "max_f1" or (isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1),
         "{key} must be in (0, 1) or 'max_f1'", before=True)]
-
+    lightgbm: LightGBMParams
+    logistic: LogisticParams
 
     @model_validator(mode="after")
     def _weights_need_a_local_engine(self) -> TrainParams:
         if self.engine == "dask" and self.recency_half_life_days is not None:
             raise ValueError("train.recency_half_life_days is not supported with train.engine: dask (LightGBM's Dask "
                              "learner here reads unweighted partitions); use engine: local or set it to null")
+        if (self.engine == "dask" or self.device_type == "gpu") and self.family != "lightgbm":
+            raise ValueError(f"train.engine: dask and train.device_type: gpu are LightGBM's (its Dask learner, its "
+                             f"OpenCL learner); train.family is {self.family!r}: use engine local, device_type cpu")
         return self
+
+    @property
+    def model(self) -> LightGBMParams | LogisticParams:
+        """The section of the family this trains."""
+        return getattr(self, self.family)
+
+    def with_family(self, family: str, overrides: dict[str, Any] | None = None, **common: Any) -> TrainParams:
+        """These params training `family`, its section's keys replaced by `overrides` and common keys by `common`;
+        re-validated, so a value out of range is refused naming its key."""
+        data = self.model_dump()
+        data.update(common, family=family)
+        data[family] = {**data[family], **(overrides or {})}
+        return TrainParams.model_validate(data)
 
 
 class EvaluateParams(_Section):
@@ -268,11 +317,26 @@ class EvaluateParams(_Section):
     min_slice_rows: AtLeast1
 
 
+class FamilySpaces(_Section):
+    """`search.grid` / `search.space`: one mapping per family, `{key of train.<family>: [values]}` (a grid) or
+    `[low, high]` (an Optuna range); a key the family's section lacks is refused by name."""
+
+    lightgbm: dict[str, list[int | float | str]]
+    logistic: dict[str, list[int | float | str]]
+
+    def of(self, family: str) -> dict[str, list[Any]]:
+        return getattr(self, family)
+
+
 class SearchParams(_Section):
     strategy: Literal["none", "grid", "optuna"]
-    grid: dict[str, list[int | float]]
+    # The families that compete, in this order (candidate numbers follow it), each with its grid or space; null:
+    # train.family alone.
+    families: Annotated[list[Family], _rule(lambda v: len(v) >= 1 and len(set(v)) == len(v),
+                                            "{key} must name at least one family, each once", before=True)] | None
+    grid: FamilySpaces
     trials: Annotated[int, Field(ge=0)]
-    space: dict[str, list[int | float]]
+    space: FamilySpaces
     metric: Literal["auc", "binary_logloss"]
     max_rows: Annotated[int, Field(ge=1000)] | None
     dask_address: str | None
@@ -281,15 +345,18 @@ class SearchParams(_Section):
 
     @model_validator(mode="after")
     def _valid(self) -> SearchParams:
-        problems = [f"search.{section}.{key}: not a searchable train param (one of {', '.join(SEARCHABLE)})"
-                    for section in ("grid", "space") for key in getattr(self, section) if key not in SEARCHABLE]
-        problems += [f"search.grid.{key}: needs at least one value" for key, values in self.grid.items() if not values]
-        problems += [f"search.space.{key}: must be [low, high] with low < high, got {values}"
-                     for key, values in self.space.items() if len(values) != 2 or values[0] >= values[1]]
-        if self.strategy == "grid" and not self.grid:
-            problems.append("search.grid is empty but search.strategy is 'grid'")
-        if self.strategy == "optuna" and self.trials > 0 and not self.space:
-            problems.append("search.space is empty but search.strategy is 'optuna'")
+        problems = []
+        for family in FAMILIES:
+            allowed = SEARCHABLE[family]
+            for section in ("grid", "space"):
+                problems += [f"search.{section}.{family}.{key}: not a train.{family} param (one of "
+                             f"{', '.join(allowed)})" for key in getattr(self, section).of(family)
+                             if key not in allowed]
+            problems += [f"search.grid.{family}.{key}: needs at least one value"
+                         for key, values in self.grid.of(family).items() if not values]
+            problems += [f"search.space.{family}.{key}: must be [low, high] numbers with low < high, got {values}"
+                         for key, values in self.space.of(family).items()
+                         if len(values) != 2 or any(isinstance(v, str) for v in values) or values[0] >= values[1]]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 
 # --- the file-name catalog ----------------------------------------------------------------------------------------
 
-# A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir).
+# A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir): the family's own learner
+# file, the schema and the meta, whatever the family (pipelines/model/seam.py).
 MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
+SKLEARN_MODEL_FILE = "model.pkl"       # a scikit-learn estimator, pickled (protocol 5) by its family module
+# The learner's file of each family (pipelines/model/families/): what `model_md5` (the gate, the registry, the
+# card, reproduce) is the hash of.
+MODEL_FILES = {"lightgbm": MODEL_FILE, "logistic": SKLEARN_MODEL_FILE}
 SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
-META_FILE = "model.json"               # threshold, best iteration, validation metrics, params
+META_FILE = "model.json"               # family, threshold, best iteration, validation metrics, params, probe rows
 # paths.prepared_dir
 SPLITS = ("train", "valid", "test")
 LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were made from
@@ -59,6 +64,16 @@ CALIBRATION_FILE = "calibration.json"
 VALIDATION_SUMMARY_FILE = "summary.json"
 # paths.monitoring_dir
 MONITOR_STATE_FILE = "state.json"
+
+
+def model_file(directory: Path) -> Path:
+    """The learner's file of the trained model in `directory`, by the family its model.json names (a model saved
+    before families existed is LightGBM's)."""
+    meta = read_json(directory / META_FILE) or {}
+    family = meta.get("family", "lightgbm")
+    if family not in MODEL_FILES:
+        raise ValueError(f"{directory / META_FILE} names model family {family!r}; known: {sorted(MODEL_FILES)}")
+    return directory / MODEL_FILES[family]
 
 
 def prepared_path(paths: PathsParams, split: str) -> Path:

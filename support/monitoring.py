@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Params
-from pipelines.model.train import TrainedModel
+from pipelines.model.seam import TrainedModel
 from pipelines.monitor.prediction_log import OutcomeRecord, PredictionLog, prediction_record
 
 

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import io
 from pipelines.io import CHAMPION_FILE, HISTORY_FILE
-from pipelines.model.train import TrainedModel
+from pipelines.model.catalog import load_model as _load_model
+from pipelines.model.seam import TrainedModel
 from pipelines.release import lineage
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
     import bentoml
 
     safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
-    with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
+    family = (io.read_json(model_dir / io.META_FILE) or {}).get("family", "lightgbm")
+    with bentoml.models.create(name, labels={"framework": family, **(labels or {})}, metadata=safe,
                                module="pipelines.release.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
@@ -99,7 +101,8 @@ def has_model(tag: str) -> bool:
 
 
 def load_model(tag: str) -> TrainedModel:
-    return TrainedModel.load(model_path(tag))
+    """The registered model `tag`, through the model seam (whatever its family)."""
+    return _load_model(model_path(tag))
 
 
 def model_metadata(tag: str) -> dict[str, Any]:
@@ -243,6 +246,7 @@ def registration_metadata(params: Params, gate_report: dict[str, Any], built: li
     meta = json.loads((paths.model_dir / io.META_FILE).read_text())
     return {
         "model_md5": gate_report["challenger_md5"],
+        "family": meta.get("family", "lightgbm"),
         "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
                     "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
         "params": meta.get("params"),

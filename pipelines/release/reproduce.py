@@ -6,8 +6,9 @@ ref (or commit) holding the dvc.lock that built the model. That revision is chec
 remote (`dvc pull collect`: the exact rows, even if the source has changed since), and the stages from validate to
 evaluate are re-run with `dvc repro --force`. The gate is not re-run: the registry and the champion are left alone.
 
-Identical means: the rebuilt `model.txt` has the md5 the registry recorded, and `metrics/evaluate.json` equals the
-one committed with the experiment. Otherwise the report names each difference and its likely cause: the data
+Identical means: the rebuilt learner file (`model.txt`; `model.pkl` for the scikit-learn families, whose fits
+are deterministic too) has the md5 the registry recorded, and `metrics/evaluate.json` equals the one committed
+with the experiment. Otherwise the report names each difference and its likely cause: the data
 (md5 vs the lineage), the packages (uv.lock md5 of this environment vs the one recorded), a dirty tree at training
 time, and the first stage whose outputs differ from the recorded dvc.lock.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.io import EVALUATE_FILE, MODEL_FILE
+from pipelines.io import EVALUATE_FILE, META_FILE, model_file
 from pipelines.io import file_md5 as _file_md5
 from pipelines.release import lineage as lineage_module
 from pipelines.release import versioning
@@ -172,7 +173,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         for stage in REBUILT_STAGES:
             versioning.run_stage(worktree, stage, force=True)
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
-        model_md5 = file_md5(worktree / params.paths.model_dir / MODEL_FILE)
+        rebuilt_dir = worktree / params.paths.model_dir
+        model_md5 = file_md5(model_file(rebuilt_dir)) if (rebuilt_dir / META_FILE).exists() else None
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
         recorded_metrics = (json.loads(recorded_text) if recorded_text

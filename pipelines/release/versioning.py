@@ -271,8 +271,10 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
         "collect": {"rows": validation.get("rows", 0)},
         "validate": validation,
         "splits": splits,
-        "train": {"best_iteration": model.get("best_iteration"), "threshold": model.get("threshold", float("nan")),
+        "train": {"family": model.get("family", "lightgbm"), "best_iteration": model.get("best_iteration"),
+                  "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
         "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
+        "candidates": io.read_json(here(paths.metrics_dir / io.CANDIDATES_FILE)),
         "gate": io.read_json(here(paths.metrics_dir / io.GATE_FILE)),
     }

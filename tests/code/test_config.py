@@ -45,9 +45,12 @@ def test_the_live_params_file_loads() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"train.num_leavs": 3}, "unknown key 'num_leavs'"),
-        ({"train.learning_rate": 2}, "train.learning_rate must be in (0, 1]"),
-        ({"train.num_leaves": "many"}, "train.num_leaves"),
+        ({"train.lightgbm.num_leavs": 3}, "unknown key 'num_leavs'"),
+        ({"train.family": "xgboost"}, "train.family"),
+        ({"train.logistic.categorical_encoding": "hashing"}, "train.logistic.categorical_encoding"),
+        ({"train.family": "logistic", "train.engine": "dask"}, "train.engine: dask and train.device_type: gpu are"),
+        ({"train.lightgbm.learning_rate": 2}, "train.lightgbm.learning_rate must be in (0, 1]"),
+        ({"train.lightgbm.num_leaves": "many"}, "train.lightgbm.num_leaves"),
         ({"source.kind": "s3"}, "source.kind"),
         ({"collect.end": "2012-01-01"}, "collect.end (2012-01-01) must be after collect.start"),
         ({"features.numeric": ["arr_delay", "hour"]}, "label leakage): ['arr_delay']"),
@@ -99,13 +102,16 @@ def test_invalid_override_is_refused_by_name(override: dict, message: str) -> No
 
 def test_unknown_key_in_file_suggests_the_right_one(tmp_path: Path) -> None:
     data = params_dict(tmp_path)
-    data["train"]["num_leavs"] = 3
+    data["train"]["lightgbm"]["num_leavs"] = 3
+    data["train"]["logistic"]["num_leaves"] = 3
     data["extra_section"] = {}
     with pytest.raises(ParamsError) as error:
         parse_params(data, origin="mine.yaml")
     text = str(error.value)
     assert "mine.yaml" in text
-    assert "train.num_leavs: unknown key (did you mean 'num_leaves'?)" in text
+    assert "train.lightgbm.num_leavs: unknown key (did you mean 'num_leaves'?)" in text
+    # Each family's section refuses keys by name: another family's key is not one of its own.
+    assert "train.logistic.num_leaves: unknown key" in text
     assert "extra_section: unknown key" in text
 
 
@@ -136,13 +142,13 @@ def test_dates_are_utc(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    data = params_dict(tmp_path, {"train.learning_rate": 0, "gate.max_latency_ms": -1, "split.test_days": 0})
+    data = params_dict(tmp_path, {"train.lightgbm.learning_rate": 0, "gate.max_latency_ms": -1, "split.test_days": 0})
     with pytest.raises(ParamsError) as error:
         parse_params(data)
     lines = str(error.value).splitlines()[1:]
     assert sorted(line.strip() for line in lines) == [
         "gate.max_latency_ms must be >= 0, got -1", "split.test_days must be >= 1, got 0",
-        "train.learning_rate must be in (0, 1], got 0"]
+        "train.lightgbm.learning_rate must be in (0, 1], got 0"]
 
 
 def test_the_validate_section_keeps_its_yaml_name(tmp_path: Path) -> None:
