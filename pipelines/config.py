@@ -229,7 +229,7 @@ class SplitParams(_Section):
 
 
 # The model families (pipelines/model/families/), by the name `train.family` and `search.families` use.
-Family = Literal["lightgbm", "logistic"]
+Family = Literal["lightgbm", "logistic", "histgb"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 
@@ -263,8 +263,22 @@ class LogisticParams(_Section):
                     "TargetEncoder (cross-fitted category means, one column per feature)")
 
 
+class HistGBParams(_Section):
+    """`train.histgb`: scikit-learn's HistGradientBoostingClassifier with native categorical splits
+    (pipelines/model/families/histgb.py)."""
+
+    family: Literal["histgb"] = Field("histgb", exclude=True)
+    max_iter: AtLeast1 = Field(description="most boosting rounds; early stopping on the validation split")
+    early_stopping_rounds: AtLeast1 = Field(description="rounds without a better validation loss before stopping")
+    learning_rate: Fraction = Field(description="shrinkage per round")
+    max_leaf_nodes: Annotated[int, Field(ge=2)] = Field(description="leaves per tree")
+    min_samples_leaf: AtLeast1 = Field(description="rows a leaf needs at least")
+    l2_regularization: NonNegative = Field(description="L2 regularisation of leaf values")
+    max_features: Fraction = Field(description="share of features each split considers")
+
+
 # One family's section, told apart by `family`: a search candidate's params and a trained model's (model.json).
-FamilyParams = Annotated[LightGBMParams | LogisticParams, Field(discriminator="family")]
+FamilyParams = Annotated[LightGBMParams | LogisticParams | HistGBParams, Field(discriminator="family")]
 # What a search may vary, per family: every key of its section.
 SEARCHABLE = {model.model_fields["family"].default: tuple(key for key in model.model_fields if key != "family")
               for model in get_args(get_args(FamilyParams)[0])}
@@ -287,6 +301,7 @@ class TrainParams(_Section):
         "{key} must be in (0, 1) or 'max_f1'", before=True)]
     lightgbm: LightGBMParams
     logistic: LogisticParams
+    histgb: HistGBParams
 
     @model_validator(mode="after")
     def _weights_need_a_local_engine(self) -> TrainParams:
@@ -299,7 +314,7 @@ class TrainParams(_Section):
         return self
 
     @property
-    def model(self) -> LightGBMParams | LogisticParams:
+    def model(self) -> LightGBMParams | LogisticParams | HistGBParams:
         """The section of the family this trains."""
         return getattr(self, self.family)
 
@@ -323,6 +338,7 @@ class FamilySpaces(_Section):
 
     lightgbm: dict[str, list[int | float | str]]
     logistic: dict[str, list[int | float | str]]
+    histgb: dict[str, list[int | float | str]]
 
     def of(self, family: str) -> dict[str, list[Any]]:
         return getattr(self, family)

@@ -33,7 +33,7 @@ MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped t
 SKLEARN_MODEL_FILE = "model.pkl"       # a scikit-learn estimator, pickled (protocol 5) by its family module
 # The learner's file of each family (pipelines/model/families/): what `model_md5` (the gate, the registry, the
 # card, reproduce) is the hash of.
-MODEL_FILES = {"lightgbm": MODEL_FILE, "logistic": SKLEARN_MODEL_FILE}
+MODEL_FILES = {"lightgbm": MODEL_FILE, "logistic": SKLEARN_MODEL_FILE, "histgb": SKLEARN_MODEL_FILE}
 SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
 META_FILE = "model.json"               # family, threshold, best iteration, validation metrics, params, probe rows
 # paths.prepared_dir

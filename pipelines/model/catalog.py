@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from pipelines.model.families import lightgbm, logistic
+from pipelines.model.families import histgb, lightgbm, logistic
 from pipelines.model.seam import TrainedModel
 
-FAMILY_MODULES: dict[str, ModuleType] = {module.FAMILY: module for module in (lightgbm, logistic)}
+FAMILY_MODULES: dict[str, ModuleType] = {module.FAMILY: module for module in (lightgbm, logistic, histgb)}
 
 
 def family_module(family: str) -> ModuleType:

@@ -106,7 +106,8 @@ def build_model_card(params: Params) -> str:
     return "\n".join(lines) + "\n"
 
 
-FAMILY_NAMES = {"lightgbm": "LightGBM", "logistic": "logistic regression (scikit-learn)"}
+FAMILY_NAMES = {"lightgbm": "LightGBM", "logistic": "logistic regression (scikit-learn)",
+                "histgb": "HistGradientBoosting (scikit-learn)"}
 
 
 def _family_name(family: str) -> str:

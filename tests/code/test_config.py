@@ -104,6 +104,7 @@ def test_unknown_key_in_file_suggests_the_right_one(tmp_path: Path) -> None:
     data = params_dict(tmp_path)
     data["train"]["lightgbm"]["num_leavs"] = 3
     data["train"]["logistic"]["num_leaves"] = 3
+    data["train"]["histgb"]["max_leaves"] = 3
     data["extra_section"] = {}
     with pytest.raises(ParamsError) as error:
         parse_params(data, origin="mine.yaml")
@@ -112,6 +113,7 @@ def test_unknown_key_in_file_suggests_the_right_one(tmp_path: Path) -> None:
     assert "train.lightgbm.num_leavs: unknown key (did you mean 'num_leaves'?)" in text
     # Each family's section refuses keys by name: another family's key is not one of its own.
     assert "train.logistic.num_leaves: unknown key" in text
+    assert "train.histgb.max_leaves: unknown key (did you mean 'max_leaf_nodes'?)" in text
     assert "extra_section: unknown key" in text
 
 

@@ -108,18 +108,19 @@ def test_grid_none_and_optuna_candidates(tmp_path) -> None:
 
 def test_families_compete_in_order_each_with_its_own_space(tmp_path) -> None:
     params = parse_params(params_dict(tmp_path, {
-        "search.strategy": "grid", "search.families": ["logistic", "lightgbm"],
+        "search.strategy": "grid", "search.families": ["logistic", "lightgbm", "histgb"],
         "search.grid.lightgbm": {"num_leaves": [7, 15]}, "search.grid.logistic": {"C": [0.1, 1.0, 10.0]},
-        "search.threads_per_worker": 1}))
+        "search.grid.histgb": {}, "search.threads_per_worker": 1}))
     grid = candidate_params(params.search, params.train)
-    assert [c.family for c in grid] == ["logistic"] * 3 + ["lightgbm"] * 2
+    assert [c.family for c in grid] == ["logistic"] * 3 + ["lightgbm"] * 2 + ["histgb"]
     assert [c.logistic.C for c in grid[:3]] == [0.1, 1.0, 10.0]
     assert [c.lightgbm.num_leaves for c in grid[3:5]] == [7, 15]
+    assert grid[5].histgb == params.train.histgb  # an empty grid: the family's own section competes
     # Each candidate changes only its own family's section; the others stay as `train:` has them.
     assert all(c.lightgbm == params.train.lightgbm for c in grid[:3])
     optuna = params.search.model_copy(update={"strategy": "optuna", "trials": 3})
     drawn = candidate_params(optuna, params.train)
-    assert [c.family for c in drawn] == ["logistic"] * 3 + ["lightgbm"] * 3
+    assert [c.family for c in drawn] == ["logistic"] * 3 + ["lightgbm"] * 3 + ["histgb"] * 3
     assert all(0.01 <= c.logistic.C <= 10.0 for c in drawn[:3])
 
 

@@ -57,7 +57,7 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     assert len(found) == 4, found
 
 
-@pytest.mark.parametrize("family", ["lightgbm", "logistic"])
+@pytest.mark.parametrize("family", ["lightgbm", "logistic", "histgb"])
 def test_every_family_is_a_seam_model_with_its_file_in_the_catalog(family: str) -> None:
     from pipelines import io
     from pipelines.config import FAMILIES, SEARCHABLE

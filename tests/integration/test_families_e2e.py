@@ -34,7 +34,7 @@ FLIGHT = {"carrier": "UA", "origin": "EWR", "dest": "ORD", "plane_manufacturer":
           "time_hour": f"{REPLAY[0]}T21:00:00Z"}
 
 
-@pytest.fixture(scope="module", params=["logistic"])
+@pytest.fixture(scope="module", params=["logistic", "histgb"])
 def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     family = request.param
     repo = copy_project(tmp_path_factory.mktemp(f"family-{family}"),

@@ -65,18 +65,18 @@ def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Pa
 
 
 def test_families_compete_on_the_validation_split_and_the_best_is_saved(prepared_root: Path) -> None:
-    """Two families in one search, one candidate each, on two Dask workers: every candidate's family, params,
+    """Three families in one search, one candidate each, on two Dask workers: every candidate's family, params,
     validation metric, fit time, predict latency and size are recorded, and the best by search.metric is saved,
     whatever its family, as the model of that family."""
     params = search_params(prepared_root, **{
-        "search.strategy": "grid", "search.families": ["logistic", "lightgbm"], "search.n_workers": 2,
-        "search.grid.lightgbm": {}, "search.grid.logistic": {},
+        "search.strategy": "grid", "search.families": ["logistic", "lightgbm", "histgb"], "search.n_workers": 2,
+        "search.grid.lightgbm": {}, "search.grid.logistic": {}, "search.grid.histgb": {},
         "paths.model_dir": str(prepared_root / "families" / "model"),
         "paths.metrics_dir": str(prepared_root / "families" / "metrics")})
     summary = stages.run_search(params)
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
     candidates = report["candidates"]
-    assert [c["family"] for c in candidates] == ["logistic", "lightgbm"]
+    assert [c["family"] for c in candidates] == ["logistic", "lightgbm", "histgb"]
     for candidate in candidates:
         assert candidate["params"]["family"] == candidate["family"]
         assert set(candidate["params"]) - {"family", "seed", "num_threads", "device_type", "engine",
