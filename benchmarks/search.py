@@ -76,8 +76,8 @@ def main() -> None:
     rows = {
         f"search winner ({winner.family})": (roc_auc_score(y_test, winner.predict_proba(test)), timings[2][1],
                                      json.dumps(winner.meta["search"])),
-        f"default train: params ({default.family})": (roc_auc_score(y_test, default.predict_proba(test)), default_seconds,
-                                             f"{default.meta['best_iteration']} trees"),
+        f"default train: params ({default.family})": (roc_auc_score(y_test, default.predict_proba(test)),
+                                                      default_seconds, f"{default.meta['best_iteration']} rounds"),
         **{f"{family} family (train.{family})": (roc_auc_score(y_test, model.predict_proba(test)),
                                                   model.meta["seconds"], f"{model.meta['best_iteration']} iterations")
            for family, model in others.items()},

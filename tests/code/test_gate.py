@@ -132,7 +132,8 @@ def test_bad_search_params_name_the_key(tmp_path) -> None:
     with pytest.raises(ParamsError, match=r"search.families"):
         parse_params(params_dict(tmp_path, {"search.families": ["lightgbm", "xgboost"]}))
     with pytest.raises(ParamsError, match=r"train.engine dask and train.device_type gpu are LightGBM's"):
-        dask = parse_params(params_dict(tmp_path, {"train.engine": "dask", "search.families": ["lightgbm", "logistic"]}))
+        dask = parse_params(params_dict(tmp_path, {"train.engine": "dask",
+                                                   "search.families": ["lightgbm", "logistic"]}))
         candidate_params(dask.search, dask.train)
     with pytest.raises(ParamsError, match=r"train.logistic.C must be > 0"):
         candidate_params(parse_params(params_dict(tmp_path, {"search.families": ["logistic"],

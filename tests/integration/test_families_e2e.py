@@ -1,7 +1,7 @@
 """Each non-default model family the whole way, in a real temp git+DVC repo: `dvc repro` with `train.family` forced
-(the search then runs that family's grid on Dask) -> the gate registers and promotes it -> `bentoml serve` answers /predict with it (parity-checked at load) -> the
-monitoring flow judges a replayed window with it -> `python -m pipelines reproduce TAG --check` rebuilds it
-byte for byte.
+(the search then runs that family's grid on Dask) -> the gate registers and promotes it -> `bentoml serve` answers
+/predict with it (parity-checked at load) -> the monitoring flow judges a replayed window with it ->
+`python -m pipelines reproduce TAG --check` rebuilds it byte for byte.
 
 On the tests' small window by default; `FLIGHTOPS_FAMILIES_WINDOW=default` runs the params' own window (Jan-Aug
 2013, the proof in docs/model-selection.md).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
