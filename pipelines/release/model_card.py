@@ -2,7 +2,7 @@
 
 It describes the champion when the registry has one, else the latest trained candidate, and says which. Test
 metrics, baselines and slices come from the evaluate stage's files only when they belong to that model (same
-booster file); otherwise the card says so rather than show another model's numbers. The data version is the md5
+learner file); otherwise the card says so rather than show another model's numbers. The data version is the md5
 of the raw table (the hash DVC records for it), so a card can be traced to the exact rows.
 """
 
