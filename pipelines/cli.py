@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
                                            "data from the DVC remote) in a temp worktree and compare md5 and metrics")
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
-    rebuild.add_argument("--check", action="store_true", help="exit 1 unless the model file and the metrics are identical")
+    rebuild.add_argument("--check", action="store_true", help="exit 1 unless the model file and metrics are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
     explained = add("params", _params, "check the params file; --explain KEY says what a key means and which "
                                        "stages re-run when it changes")

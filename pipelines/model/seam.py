@@ -85,6 +85,19 @@ class TrainedModel:
     def model_file_name(cls) -> str:
         return MODEL_FILES[cls.family]
 
+    @property
+    def family_params(self) -> Any:
+        """The params of its family it was trained with (model.json's `params.<family>`), as that family's typed
+        section (`pipelines.config.FamilyParams`, told apart by `family`); None for a model saved before families."""
+        from pydantic import TypeAdapter
+
+        from pipelines.config import FamilyParams
+
+        section = (self.meta.get("params") or {}).get(self.family)
+        if section is None:
+            return None
+        return TypeAdapter(FamilyParams).validate_python({**section, "family": self.family})
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """P(label 1) per raw row (the frame's feature and time columns), encoded as training encoded them."""
         return self.predict_matrix(encode_frame(frame, self.schema))

@@ -45,7 +45,7 @@ def test_same_params_and_data_give_the_same_file(trained, prepared, tmp_path) ->
 
 
 def test_save_load_round_trip_predicts_the_same(trained, prepared, tmp_path) -> None:
-    family, _, model, directory = trained
+    family, train_params, model, directory = trained
     _, data = prepared
     loaded = load_model(directory)
     assert type(loaded) is type(model) and loaded.family == family
@@ -57,6 +57,7 @@ def test_save_load_round_trip_predicts_the_same(trained, prepared, tmp_path) -> 
     np.testing.assert_array_equal(load_model(tmp_path / "resaved").predict_proba(data.test),
                                   model.predict_proba(data.test))
     assert io.read_json(directory / io.META_FILE)["family"] == family
+    assert loaded.family_params == train_params.model and loaded.family_params.family == family
 
 
 def test_parity_on_probe_rows_and_a_drifted_model_is_refused(trained) -> None:

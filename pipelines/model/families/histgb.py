@@ -89,6 +89,10 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema, params:
     with sklearn_threads(params.num_threads):
         estimator.fit(encode_frame(train, schema), train[LABEL].to_numpy(),
                       sample_weight=train_weights(train, schema, params), X_val=valid_matrix, y_val=y_valid)
+    # The binner keeps the thread count of its fit, which predicting never reads: reset to its default, so the
+    # file is the same whatever threads fitted it (train.num_threads, search.threads_per_worker, the machine's
+    # cores) and reproduce compares like with like.
+    estimator._bin_mapper.set_params(n_threads=None)
     model = HistGBModel(estimator=estimator, schema=schema, threshold=float("nan"))
     proba = model.predict_matrix(valid_matrix)
     return Fitted(model=model, best_iteration=int(estimator.n_iter_),
