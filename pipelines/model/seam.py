@@ -58,6 +58,10 @@ class TrainedModel:
     schema: FeatureSchema
     threshold: float
     meta: dict[str, Any] = field(default_factory=dict)
+    # The learner file's bytes, taken where the model was fitted (`finish_training`) or read (`load`): a model that
+    # crossed processes (a Dask worker's candidate) is saved as its fit wrote it, since a pickle's bytes follow its
+    # objects' history (strings shared or not), not only their values.
+    learner: bytes | None = field(default=None, repr=False, compare=False)
 
     # --- what every family implements -------------------------------------------------------------------------
 
@@ -84,6 +88,15 @@ class TrainedModel:
     @classmethod
     def model_file_name(cls) -> str:
         return MODEL_FILES[cls.family]
+
+    def learner_bytes(self) -> bytes:
+        """What `save` writes as the learner file (taken once, then kept)."""
+        if self.learner is None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / self.model_file_name()
+                self._write_learner(path)
+                self.learner = path.read_bytes()
+        return self.learner
 
     @property
     def family_params(self) -> Any:
@@ -117,7 +130,7 @@ class TrainedModel:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         try:
-            self._write_learner(staging / self.model_file_name())
+            (staging / self.model_file_name()).write_bytes(self.learner_bytes())
             self.schema.save(staging / SCHEMA_FILE)
             meta = {**self.meta, "family": self.family, "threshold": self.threshold}
             (staging / META_FILE).write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
@@ -150,7 +163,7 @@ class TrainedModel:
             raise FileNotFoundError(f"no model at {learner_file} (run the train stage first)")
         return model_class(**model_class._read_learner(learner_file),
                            schema=FeatureSchema.load(directory / SCHEMA_FILE), threshold=float(meta["threshold"]),
-                           meta=meta)
+                           meta=meta, learner=learner_file.read_bytes())
 
 
 @dataclass

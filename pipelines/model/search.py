@@ -180,17 +180,6 @@ def predict_latency(model: TrainedModel, valid: pd.DataFrame) -> dict[str, float
             for rows in LATENCY_ROWS}
 
 
-def learner_bytes(model: TrainedModel) -> int:
-    """The size of the file the model's family would write."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / model.model_file_name()
-        model._write_learner(path)
-        return path.stat().st_size
-
-
 def candidate_result(index: int, params: TrainParams, base: TrainParams, model: TrainedModel, *, started: float,
                      worker: str, valid: pd.DataFrame | None = None) -> CandidateResult:
     """A trained candidate's record: its family, what it changed from `train.<family>`, its validation metrics,
@@ -203,7 +192,7 @@ def candidate_result(index: int, params: TrainParams, base: TrainParams, model: 
                            worker=worker, pid=os.getpid(), started=started, finished=finished,
                            fit_seconds=model.meta.get("fit_seconds"),
                            predict_ms=predict_latency(model, valid) if valid is not None else {},
-                           model_bytes=learner_bytes(model), model=model)
+                           model_bytes=len(model.learner_bytes()), model=model)
 
 
 def parallel_candidates(base: TrainParams) -> bool:

@@ -51,13 +51,20 @@ def test_save_load_round_trip_predicts_the_same(trained, prepared, tmp_path) -> 
     assert type(loaded) is type(model) and loaded.family == family
     assert loaded.threshold == model.threshold and loaded.schema == data.schema
     np.testing.assert_array_equal(loaded.predict_proba(data.test), model.predict_proba(data.test))
-    # A loaded model saved again predicts the same (a pickle's bytes may differ: unpickled strings are no longer
-    # shared objects; the registry copies the trained file, it never re-saves).
-    loaded.save(tmp_path / "resaved")
-    np.testing.assert_array_equal(load_model(tmp_path / "resaved").predict_proba(data.test),
-                                  model.predict_proba(data.test))
+    loaded.save(tmp_path / "resaved")  # a loaded model saves the file it was loaded from
+    assert io.file_md5(io.model_file(tmp_path / "resaved")) == io.file_md5(io.model_file(directory))
     assert io.read_json(directory / io.META_FILE)["family"] == family
     assert loaded.family_params == train_params.model and loaded.family_params.family == family
+
+
+def test_a_model_that_crossed_processes_is_saved_as_its_fit_wrote_it(trained, tmp_path) -> None:
+    """A search candidate comes back from its Dask worker pickled: its file must be the one its fit wrote."""
+    import pickle
+
+    _, _, model, directory = trained
+    travelled = pickle.loads(pickle.dumps(model))
+    travelled.save(tmp_path / "travelled")
+    assert io.file_md5(io.model_file(tmp_path / "travelled")) == io.file_md5(io.model_file(directory))
 
 
 def test_parity_on_probe_rows_and_a_drifted_model_is_refused(trained) -> None:
