@@ -274,5 +274,13 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
         "train": {"best_iteration": model.get("best_iteration"), "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
         "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
-        "gate": io.read_json(here(paths.metrics_dir / io.GATE_FILE)),
+        "gate": _gate_json(here(paths.metrics_dir)),
     }
+
+
+def _gate_json(metrics_dir: Path) -> dict[str, Any] | None:
+    """The run's gate report (`GateReport`) in its JSON form, or None when the gate did not run."""
+    from pipelines.contracts import GateReport
+
+    report = GateReport.load(metrics_dir)
+    return None if report is None else report.to_json_dict()
