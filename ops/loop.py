@@ -110,7 +110,7 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     from sklearn.metrics import roc_auc_score
 
     from pipelines.monitor import store
-    from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
+    from pipelines.contracts import ACTUAL, PROBABILITY, REQUEST_ID
     from pipelines.monitor.windows import window_starts
     from pipelines.release import registry
 

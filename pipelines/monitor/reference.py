@@ -18,7 +18,8 @@ from pipelines.monitor.calibration import (
     gain_shares,
     prediction_bound,
 )
-from pipelines.monitor.log import PROBABILITY, as_category_strings
+from pipelines.contracts import PROBABILITY
+from pipelines.monitor.log import as_category_strings
 
 
 def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column: str,
