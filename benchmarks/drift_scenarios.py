@@ -142,12 +142,12 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
     from sklearn.metrics import roc_auc_score
 
     from pipelines.config import load_params
+    from pipelines.contracts import reason_texts
     from pipelines.data.collect import collect
     from pipelines.data.preprocess import prepare
     from pipelines.features import make_label
     from pipelines.model.train import train_model
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.contracts import reason_texts
     from pipelines.monitor.drift import analyse_window
     from pipelines.monitor.reference import build_reference
 

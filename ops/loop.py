@@ -109,8 +109,8 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     """Per window: live ROC AUC of what was served vs the first champion's AUC on the same labelled flights."""
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.monitor import store
     from pipelines.contracts import ACTUAL, PROBABILITY, REQUEST_ID
+    from pipelines.monitor import store
     from pipelines.monitor.windows import window_starts
     from pipelines.release import registry
 
