@@ -51,7 +51,7 @@ TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Where `run` mounts the host folders inside the container, and the params file it writes for them.
 MOUNT_ROOT = Path("/var/lib/flightops")
-CONTAINER_PARAMS = Path("/etc/flightops/params.yaml")
+CONTAINER_PARAMS = Path("/etc/flightops") / io.PARAMS_FILE
 LABEL = "org.flightops.role"
 RECIPE_LABEL = "org.flightops.base-recipe"   # what the base image was built from: a changed recipe rebuilds it
 

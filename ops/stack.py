@@ -335,7 +335,7 @@ def up(params_file: Path, bento_image: str | None = None) -> int:
     started: list[Component] = []
     try:
         for component in components:
-            component.log = str(logs / f"{component.name}.log")
+            component.log = str(logs / f"{component.name}{io.LOG_SUFFIX}")
             with console.status(f"starting {component.name}: waiting for {component.health_url}"):
                 begin = time.monotonic()
                 _run_setup(component, params.stack.start_timeout_s)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.io import PARAMS_FILE
+from pipelines.io import DVC_FILE, PARAMS_FILE
 
 # The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
 # derives every stage's imports and params reads from this map).
@@ -194,7 +194,7 @@ def _stages_reading(key: str) -> list[str]:
     """dvc.yaml's stages whose params list names `key`, a section holding it, or a key inside it."""
     import yaml
 
-    dvc_file = Path("dvc.yaml")
+    dvc_file = Path(DVC_FILE)
     if not dvc_file.exists():
         return []
     stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})

@@ -87,16 +87,22 @@ WINDOW_RECORD_GLOB = f"{WINDOW_PREFIX}*.json"
 # paths.stack_dir
 STACK_STATE_FILE = "stack.json"        # the running stack's processes, commands and URLs
 STACK_LOGS_DIR = "logs"                # <name>.log per server
+LOG_SUFFIX = ".log"
 # The demo loop's output folder, paths.monitoring_dir/loop (ops/loop.py)
 LOOP_DIR = "loop"
 LOOP_HISTORY_CSV = "history.csv"
 LOOP_HISTORY_PLOT = "history.png"
 LOOP_SUMMARY_JSON = "summary.json"
 LOOP_SUMMARY_MD = "summary.md"
+# serve.compiled_dir: lleaves' object files (<model sha256>-<cpu>-<compiler>.o), each with its checksum beside it
+# and the lock its compile holds
+COMPILED_SUFFIX = ".o"
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_SUFFIX = ".lock"
 # The Bento (services/) and its container (deploy/)
 BENTOFILE = "services/bentofile.yaml"               # what `bentoml build` packs
 SERVING_REQUIREMENTS = "services/requirements.txt"  # the `serve` dependency group pinned from uv.lock
-CONTAINER_SUITE_FILE = "suite.json"                 # the suite beside the container's params
+CONTAINER_SUITE_FILE = "suite.json"                 # the suite beside the container's params (PARAMS_FILE)
 
 
 def container_params_name(port: int) -> str:
