@@ -11,7 +11,8 @@ record is one model here, and code reads and writes it through that model, never
   The BentoML store outlives code versions: `RegistryEntry.from_metadata` reads any stored shape, dropping what
   it cannot type instead of failing (an entry saved by hand or by an older version still lists and has a card).
 - `PredictionRecord` / `OutcomeRecord` (a line of the prediction log / of the delivered outcomes), and
-  `PredictionFrameSchema`: the typed frame both log readers build, with its one typing function (`type_rows`).
+  `PredictionFrameSchema`: the typed frame both log readers build (with one typing function,
+  `pipelines.monitor.log.type_rows`).
 - `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
   stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
   text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
@@ -23,8 +24,7 @@ module; pandas and pyarrow are imported inside the functions that need them.
 from __future__ import annotations
 
 import copy
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 from pipelines import io
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 
@@ -328,18 +327,9 @@ class OutcomeRecord(_LogLine):
 
 
 @dataclass(frozen=True)
-class TypedRows:
-    """`PredictionFrameSchema.type_rows`' answer: every row typed, which to keep, and why the others go."""
-
-    frame: pd.DataFrame
-    keep: np.ndarray
-    skipped: Counter
-
-
-@dataclass(frozen=True)
 class PredictionFrameSchema:
-    """The prediction log as a frame, one row per request: its columns, their types, and the one function that
-    types raw rows into it (both the line reader and the columnar reader call it).
+    """The prediction log as a frame, one row per request: its columns and their types. Both readers (the line
+    reader and the columnar one) build it with one typing function, `pipelines.monitor.log.type_rows`.
 
     Columns: request id, log time and model tag (text), the scheduled time (datetime64[ns, UTC]), the numeric
     features (float64), the categorical ones (text, None where missing: `pipelines.features.category_texts`), the
@@ -382,44 +372,9 @@ class PredictionFrameSchema:
 
         return pd.DataFrame(columns=self.columns)
 
-    def type_rows(self, request_ids: Sequence[Any], logged_at: Sequence[Any], model_tags: Sequence[Any],
-                  inputs: Callable[[str], pd.Series], probability: Any, label: Any, threshold: Any) -> TypedRows:
-        """Raw rows (the record fields as sequences, the inputs by name: a Series, all None when absent) typed
-        into the frame's columns.
-
-        A time that does not parse (`bad_time`) or a number that does not (`bad_number_<name>`, counted only on
-        rows whose time parsed) drops the row: `keep` says which rows stay, `skipped` counts the others by reason.
-        """
-        import numpy as np
-        import pandas as pd
-
-        from pipelines.features import category_texts
-
-        skipped: Counter = Counter()
-        stamps = pd.to_datetime(inputs(self.time_column), utc=True, errors="coerce", format="ISO8601")
-        keep = ~stamps.isna().to_numpy()
-        skipped["bad_time"] += int((~keep).sum())
-        frame = pd.DataFrame({REQUEST_ID: pd.Series(request_ids, index=stamps.index, dtype=object),
-                              LOGGED_AT: pd.Series(logged_at, index=stamps.index, dtype=object),
-                              MODEL_TAG: pd.Series(model_tags, index=stamps.index, dtype=object),
-                              self.time_column: stamps})
-        for name in self.numeric:
-            given = inputs(name)
-            values = pd.to_numeric(given, errors="coerce")
-            bad = (values.isna() & given.notna()).to_numpy()
-            skipped[f"bad_number_{name}"] += int((bad & keep).sum())
-            keep &= ~bad
-            frame[name] = values.astype(float)
-        for name in self.categorical:
-            frame[name] = category_texts(inputs(name))
-        frame[PROBABILITY] = np.asarray(probability, dtype=float)
-        frame[PREDICTED_LABEL] = np.asarray(label, dtype=np.int64)
-        frame[THRESHOLD] = np.asarray(threshold, dtype=float)
-        return TypedRows(frame, keep, skipped)
-
     @staticmethod
     def is_typing_reason(reason: str) -> bool:
-        """Whether a skip reason is `type_rows`' (per feature) rather than the record check's."""
+        """Whether a skip reason is the typing function's (per feature) rather than the record check's."""
         return reason == "bad_time" or reason.startswith("bad_number_")
 
 

@@ -9,9 +9,9 @@ frame and the same skip counts, and gets there in two steps:
    allows is split in two and retried, down to a few lines, which go through the line reader's own check
    (`prediction_log.check_line`); so does every row Arrow parsed but cannot vouch for (a null where the contract
    wants a value, a probability out of [0, 1]). A few bad lines cost a few small re-parses, never the file.
-2. **Type** the file's rows with the frame schema's one typing function, as `predictions_frame` does
-   (`pipelines.contracts.PredictionFrameSchema.type_rows`: time, numbers and categories per feature, rows with a
-   bad time or number counted and dropped), then, over all files, the same duplicate-request rule.
+2. **Type** the file's rows with the one typing function `predictions_frame` uses (`pipelines.monitor.log.type_rows`
+   into `pipelines.contracts.PredictionFrameSchema`: time, numbers and categories per feature, rows with a bad time
+   or number counted and dropped), then, over all files, the same duplicate-request rule.
 
 Closed files do not change, so each file's typed rows are kept as a sidecar (an Arrow IPC file, LZ4) in
 `.columnar/` beside the log, keyed by the file's size and modification time and by the features they were typed
@@ -50,7 +50,7 @@ from pipelines.contracts import (
     PredictionFrameSchema,
     PredictionRecord,
 )
-from pipelines.monitor.log import PredictionFrame
+from pipelines.monitor.log import PredictionFrame, type_rows
 from pipelines.monitor.prediction_log import MAX_EXAMPLES, check_line, log_files, skip_example
 
 log = logging.getLogger(__name__)
@@ -513,8 +513,8 @@ def _empty(features: FeaturesParams, time_column: str) -> Any:
 
 
 def _type_rows(state: _Parse, features: FeaturesParams, time_column: str) -> FileRows:
-    """`predictions_frame`'s per-row work on one file, by the same typing function (`PredictionFrameSchema`): parse
-    time and numbers, categories as text, drop bad rows."""
+    """`predictions_frame`'s per-row work on one file, by the same typing function (`log.type_rows`): parse time
+    and numbers, categories as text, drop bad rows."""
     import pyarrow as pa
 
     pieces = [*state.pieces]
@@ -533,8 +533,8 @@ def _type_rows(state: _Parse, features: FeaturesParams, time_column: str) -> Fil
         return values if values is not None else pd.Series(None, index=raw.index, dtype=object)
 
     schema = PredictionFrameSchema.of(features, time_column)
-    typed = schema.type_rows(raw[REQUEST_ID], raw[LOGGED_AT], raw[MODEL_TAG], column, probability=raw[PROBABILITY],
-                             label=raw[PREDICTED_LABEL], threshold=raw[THRESHOLD])
+    typed = type_rows(schema, raw[REQUEST_ID], raw[LOGGED_AT], raw[MODEL_TAG], column, probability=raw[PROBABILITY],
+                      label=raw[PREDICTED_LABEL], threshold=raw[THRESHOLD])
     skipped = Counter(state.skipped)
     skipped.update(typed.skipped)
     table = _conform(pa.Table.from_pandas(typed.frame.loc[typed.keep], preserve_index=False), schema.arrow_types())
