@@ -156,7 +156,7 @@ def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: Ret
              f"calibrated threshold; importance-weighted drift index {record.drift_index:.2f} (calibrated "
              f"threshold {record.drift_index_threshold:.2f}); prediction drift "
              f"{record.prediction_drift.score:.3f} ({record.prediction_drift.method}).", ""]
-    lines += [f"- {reason.label}: {reason.text}" for reason in record.reasons] or ["- no threshold passed"]
+    lines += [f"- {reason.text}" for reason in record.reasons] or ["- no threshold passed"]
     if record.drifted_columns:
         lines += ["", "| column | method | score | threshold |", "|---|---|---|---|"]
         for column in record.drifted_columns:
