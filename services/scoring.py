@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.catalog import load_model
 from pipelines.model.seam import ParityError, TrainedModel, check_parity
@@ -47,7 +48,7 @@ class IncompatibleModel(RuntimeError):
 class LoadedModel:
     tag: str
     model: TrainedModel
-    store_metadata: dict[str, Any] = field(default_factory=dict)
+    entry: RegistryEntry = field(default_factory=RegistryEntry)  # what the registry stored with it
     loaded_at: str = field(default_factory=utc_now_iso)
     forest: CompiledForest | None = None  # the compiled trees, when serve.predictor is "compiled" and they matched
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
@@ -90,7 +91,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         except ParityError as error:
             raise IncompatibleModel(f"model {tag}: {error}") from None
         predictor += f", max difference from training's probabilities {difference:.1e} on {rows} probe rows"
-    return LoadedModel(tag=str(stored.tag), model=model, store_metadata=dict(stored.info.metadata),
+    return LoadedModel(tag=str(stored.tag), model=model, entry=RegistryEntry.from_metadata(stored.info.metadata),
                        forest=forest, predictor=predictor)
 
 
