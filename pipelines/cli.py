@@ -16,16 +16,17 @@ from typing import Any
 
 # The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
 # derives every stage's imports and params reads from this map).
+# One command per stage, named as the stage: `python -m pipelines train` is what `dvc repro train` runs.
 STAGE_FUNCTIONS = {
     "collect": "run_collect",
     "validate": "run_validate",
     "preprocess": "run_preprocess",
-    "train": "run_train",
+    "train": "run_search",
     "evaluate": "run_evaluate",
-    "search": "run_search",
     "gate": "run_gate_and_promote",
 }
-STAGE_HELP = {"search": "train the search candidates on Dask and keep the best (the train stage)",
+STAGE_HELP = {"train": "model selection: train the search's candidates on Dask and keep the best on the validation "
+                       "split (search.strategy none: `train:` alone)",
               "gate": "gate the trained model against the champion; promote if it passes"}
 
 
@@ -45,7 +46,8 @@ def _setup_logging(verbose: bool) -> None:
     # Logs on stderr: stdout carries the command's JSON result, for a script or a test to read.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)])
-    for noisy in ("great_expectations", "py.warnings", "numexpr"):
+    # httpx logs every request at INFO: a replay of thousands of batches would bury its own lines.
+    for noisy in ("great_expectations", "py.warnings", "numexpr", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -59,9 +61,22 @@ def _run_stage(function: str) -> Callable[[argparse.Namespace], Any]:
     def command(args: argparse.Namespace) -> Any:
         from pipelines import stages
 
-        return getattr(stages, function)(_load(args))
+        params = _load(args)
+        if function == STAGE_FUNCTIONS["train"]:
+            _refuse_lost_changes(args, params)
+        return getattr(stages, function)(params)
 
     return command
+
+
+def _refuse_lost_changes(args: argparse.Namespace, params: Any) -> None:
+    """A change to a `train:` key the search sets in every candidate (by --set, `dvc exp run -S` or an edit of
+    params.yaml since its commit) would train the same model without a word: refused, naming the search setting.
+    Not in the stage's function: it decides whether the stage runs, never what it writes (no DVC dep)."""
+    from pipelines.model.overrides import refuse_lost_changes
+    from pipelines.release.lineage import changed_params
+
+    refuse_lost_changes({**changed_params(Path(args.params)), **dict(args.set or [])}, params.search)
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
@@ -144,7 +159,7 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
     params = _load(args)
     previous = registry.require_champion(params.paths.registry_dir)
-    restored = registry.rollback(params.paths.registry_dir, args.to)
+    restored = registry.rollback(params.paths.registry_dir, args.to, force=args.force)
     return {"champion": restored, "previous": previous}
 
 
@@ -184,6 +199,12 @@ def _replay(args: argparse.Namespace) -> Any:
     return run_replay(load_params(args.params, overrides), args.url)
 
 
+def _summary(args: argparse.Namespace) -> None:
+    from pipelines.release.summary import summary_text
+
+    print(summary_text(_load(args)))
+
+
 def _model_card(args: argparse.Namespace) -> Any:
     from pipelines.release.model_card import write_model_card
 
@@ -217,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
+            sub.add_argument("--force", action="store_true", help="restore a model the gate refused (it never "
+                                                                  "served: refused without this flag)")
         if name == "prune":
             sub.add_argument("--keep", type=int, default=3, metavar="N",
                              help="keep the last N promoted models besides the champion (default: 3)")
@@ -226,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
     rebuild.add_argument("--check", action="store_true", help="exit 1 unless model.txt and the metrics are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
+    add("summary", _summary, "the last training run for people: test metrics beside the baselines, the gate's "
+                             "decision, where to look next")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

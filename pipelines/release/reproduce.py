@@ -37,6 +37,7 @@ from pipelines.release.lineage import (
     git,
     has_commit,
     locked_out_md5,
+    not_built_at,
 )
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,15 @@ def resolve_revision(root: Path, lineage: Lineage, git_remote: str | None) -> tu
                              f"({_remotes(root, git_remote) or 'none configured'}): was it pushed "
                              "(`dvc exp push`, versioning.git_remote)?")
     if commit is None:
-        locked = locked_out_md5(yaml.safe_load(versioning.show_file(root, wanted, LOCK_FILE) or "{}") or {},
-                                "collect")
-        edited = f" and params {sorted(lineage.params_diff)}" if lineage.params_diff else ""
+        edited = (" with params " + ", ".join(f"{key}={change['run']}" for key, change in lineage.params_diff.items())
+                  if lineage.params_diff else "")
+        checked = "\n".join(f"  {line}" for line in not_built_at(root, lineage))
         raise ReproduceError(
             f"no commit here holds the dvc.lock that built the model: it was trained by a plain `dvc repro` at "
-            f"commit {wanted[:12]} on data {lineage.data_md5}{edited}, but that commit's dvc.lock records data "
-            f"{locked}, and no later commit with the same code holds the run's dvc.lock. Commit the dvc.lock "
-            f"(and params.yaml) that run wrote, then reproduce again; if a later run has rewritten them, run "
-            f"`dvc repro` at {wanted[:12]} again and commit its dvc.lock")
+            f"commit {wanted[:12]} on data {lineage.data_md5}{edited}, and each commit that could hold the run's "
+            f"dvc.lock differs from the run:\n{checked}\nCommit the dvc.lock (and params.yaml) that run wrote, then "
+            f"reproduce again; if a later run has rewritten them, run `dvc repro` at {wanted[:12]} again and commit "
+            f"its dvc.lock")
     if lineage.ref:
         what = f"experiment ref {commit}"
     elif commit == lineage.git_commit:

@@ -1,0 +1,49 @@
+"""Which `train:` keys the search replaces in every candidate, and the refusal of a change that would be lost.
+
+Under `search.strategy: grid` every candidate is `train:` with the grid's keys replaced (optuna: the space's), so
+`dvc exp run -S train.num_leaves=31` with num_leaves in the grid trains the very same candidates: the same model,
+the same metrics, and no word about it. The train stage's command refuses such a change instead, naming the search
+setting that decides the value (`pipelines.cli`). A small function of (search params, changed keys) so that another
+search strategy only has to say which keys it sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.config import ParamsError, SearchParams
+
+
+def searched_keys(search: SearchParams) -> dict[str, str]:
+    """`train:` key -> the search setting that gives it a value in every candidate ({} for search.strategy none)."""
+    if search.strategy == "grid":
+        return {key: f"search.grid.{key}" for key in search.grid}
+    if search.strategy == "optuna" and search.trials > 0:
+        return {key: f"search.space.{key}" for key in search.space}
+    return {}
+
+
+def lost_changes(changed: Mapping[str, Any], search: SearchParams) -> list[str]:
+    """One line per changed `train.<key>` (dotted key -> its new value) that the search replaces."""
+    searched = searched_keys(search)
+    lines = []
+    for dotted, value in sorted(changed.items()):
+        section, _, key = dotted.partition(".")
+        if section != "train" or key not in searched:
+            continue
+        setting = searched[key]
+        grid = search.strategy == "grid"
+        values = (search.grid if grid else search.space)[key]
+        instead = f"-S '{setting}=[{value}]'" if grid else f"its [low, high] range, -S '{setting}=[..]'"
+        lines.append(f"{dotted}={value} changes nothing: search.strategy is {search.strategy} and {setting} "
+                     f"({values}) sets {key} in every candidate; change {setting} instead ({instead}), or train "
+                     f"this one model alone with -S search.strategy=none")
+    return lines
+
+
+def refuse_lost_changes(changed: Mapping[str, Any], search: SearchParams) -> None:
+    """Raise `ParamsError` if a change to `train:` (from --set, -S or an edit of params.yaml) would be lost."""
+    lines = lost_changes(changed, search)
+    if lines:
+        raise ParamsError("\n".join(lines))
