@@ -113,6 +113,25 @@ def commands(item: Block) -> list[str]:
     return result
 
 
+def chain(command: str) -> list[str]:
+    """The simple commands of `a && b || c; d`, split outside quotes (for checks that read each one's words)."""
+    parts, quote, start, index = [], None, 0, 0
+    while index < len(command):
+        char = command[index]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif command.startswith(("&&", "||"), index) or char == ";":
+            parts.append(command[start:index].strip())
+            index += 1 if char == ";" else 2
+            start = index
+            continue
+        index += 1
+    parts.append(command[start:].strip())
+    return [part for part in parts if part]
+
+
 def _without_comment(line: str) -> str:
     """The command up to its trailing comment: a `#` after whitespace, outside quotes, as bash reads it."""
     quote = None
