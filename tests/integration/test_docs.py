@@ -48,8 +48,9 @@ class Project:
     def replacements(self, **more: str) -> dict[str, str]:
         ports = {f"{host}:{DOC_PORTS[name]}": f"{host}:{self.ports[name]}"
                  for name in DOC_PORTS for host in ("localhost", "127.0.0.1")}
-        return {**ports, f"--port {DOC_PORTS['evidently']}": f"--port {self.ports['evidently']}",
-                ".venv/bin/": f"{Path(sys.executable).parent}/", **more}
+        # The test's own values first: a placeholder may hold a doc port (the flow's PREFECT_API_URL).
+        return {**more, **ports, f"--port {DOC_PORTS['evidently']}": f"--port {self.ports['evidently']}",
+                ".venv/bin/": f"{Path(sys.executable).parent}/"}
 
     def run(self, command: str, *, ok: bool | None = True, timeout: float | None = None,
             **more: str) -> subprocess.CompletedProcess:
