@@ -257,3 +257,32 @@ def test_the_stack_replay_and_the_evidently_ui(project: Project, stack_down: Non
     with Background(project, evidently, f"http://127.0.0.1:{project.ports['evidently']}/api/projects"):
         projects = httpx.get(f"http://127.0.0.1:{project.ports['evidently']}/api/projects", timeout=30).json()
         assert any(item.get("name") == "flightops monitoring" for item in projects), projects
+
+
+@pytest.mark.browser
+def test_the_plots_page_draws_every_plot_offline(project: Project) -> None:
+    """`dvc plots show`'s page in headless chromium with every request that is not the page itself refused: the
+    four plots still draw (Vega renders each into a canvas or an SVG), as on a machine without internet."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    page_file = project.repo / "dvc_plots" / "index.html"
+    if not page_file.exists():
+        project.sh(docs.commands(docs.block("look"))[2])
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install -y chromium (scripts/test.sh does)"
+    refused: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                       else (refused.append(route.request.url), route.abort()))
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri())
+            page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 4", timeout=60_000)
+            assert errors == [], errors
+        finally:
+            browser.close()
+    assert refused == [], f"the page asked for {refused}"
