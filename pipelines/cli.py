@@ -70,13 +70,15 @@ def _run_stage(function: str) -> Callable[[argparse.Namespace], Any]:
 
 
 def _refuse_lost_changes(args: argparse.Namespace, params: Any) -> None:
-    """A change to a `train:` key the search sets in every candidate (by --set, `dvc exp run -S` or an edit of
-    params.yaml since its commit) would train the same model without a word: refused, naming the search setting.
+    """A change to a `train:` key the search sets in every candidate would train the same model without a word: a
+    `--set` of one is refused, params.yaml differing from its commit in one (`dvc exp run -S`, an edit, an earlier
+    experiment's values) is warned of, each naming the search setting (`pipelines.model.overrides`).
     Not in the stage's function: it decides whether the stage runs, never what it writes (no DVC dep)."""
-    from pipelines.model.overrides import refuse_lost_changes
+    from pipelines.model.overrides import refuse_lost_changes, warn_lost_changes
     from pipelines.release.lineage import changed_params
 
-    refuse_lost_changes({**changed_params(Path(args.params)), **dict(args.set or [])}, params.search)
+    refuse_lost_changes(dict(args.set or []), params.search)
+    warn_lost_changes(changed_params(Path(args.params)), params.search)
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:

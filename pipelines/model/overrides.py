@@ -2,17 +2,22 @@
 
 Under `search.strategy: grid` every candidate is `train:` with the grid's keys replaced (optuna: the space's), so
 `dvc exp run -S train.num_leaves=31` with num_leaves in the grid trains the very same candidates: the same model,
-the same metrics, and no word about it. The train stage's command refuses such a change instead, naming the search
-setting that decides the value (`pipelines.cli`). A small function of (search params, changed keys) so that another
-search strategy only has to say which keys it sets.
+the same metrics, and no word about it. The train stage's command (`pipelines.cli`) says so, naming the search
+setting that decides the value: it refuses a `--set` of such a key (that command line asked for it), and warns of a
+params.yaml that differs from its commit in one (`dvc exp run -S`, an edit, or a value an earlier `dvc exp run` left
+in the workspace, where refusing would stop the next experiment for a change nobody made now). Small functions of
+(search params, changed keys), so that another search strategy only has to say which keys it sets.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from pipelines.config import ParamsError, SearchParams
+
+log = logging.getLogger(__name__)
 
 
 def searched_keys(search: SearchParams) -> dict[str, str]:
@@ -47,3 +52,11 @@ def refuse_lost_changes(changed: Mapping[str, Any], search: SearchParams) -> Non
     lines = lost_changes(changed, search)
     if lines:
         raise ParamsError("\n".join(lines))
+
+
+def warn_lost_changes(changed: Mapping[str, Any], search: SearchParams) -> list[str]:
+    """Log a warning per change to `train:` that the search replaces; returns the lines."""
+    lines = lost_changes(changed, search)
+    for line in lines:
+        log.warning("%s", line)
+    return lines

@@ -31,3 +31,13 @@ def test_a_lost_change_is_refused_with_the_key_and_the_setting_to_change(make_pa
     assert "learning_rate" not in message
     # With the search off, `train:` is the one model: the same change is what the user asked for.
     refuse_lost_changes({"train.num_leaves": 15}, make_params({"search.strategy": "none"}).search)
+
+
+def test_a_changed_params_file_is_warned_of_not_refused(make_params, caplog: pytest.LogCaptureFixture) -> None:
+    """`dvc exp run -S` or an edit (or a value an earlier experiment left in the workspace): warned, the run goes on."""
+    from pipelines.model.overrides import warn_lost_changes
+
+    search = make_params({"search.strategy": "grid", "search.grid": {"min_data_in_leaf": [50, 200]}}).search
+    with caplog.at_level("WARNING", logger="pipelines.model.overrides"):
+        lines = warn_lost_changes({"train.min_data_in_leaf": 10, "train.seed": 7}, search)
+    assert len(lines) == 1 and lines[0] in caplog.text and "search.grid.min_data_in_leaf ([50, 200])" in lines[0]
