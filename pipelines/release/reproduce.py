@@ -191,8 +191,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         "identical": model_md5 == metadata.get("model_md5") and not metric_changes,
         "model_md5": {"registry": metadata.get("model_md5"), "rebuilt": model_md5},
         "metrics_identical": not metric_changes, "metric_differences": metric_changes[:20],
-        # Informational: directory outs also hold run-specific files (Data Docs pages, model.json's timings), so a
-        # stage can differ here while model.txt and the metrics, what a rebuild must match, are identical.
+        # Informational: outs also hold run-specific bytes (model.json's and candidates.json's timings), so a stage
+        # can differ here while model.txt and the metrics, what a rebuild must match, are identical.
         "stages_with_different_outputs": _stage_differences(recorded_lock, rebuilt_lock),
         "why": _causes(lineage, data_md5, root, recorded_lock),
         "seconds": round(time.perf_counter() - started, 1),

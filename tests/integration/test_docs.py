@@ -177,7 +177,8 @@ def test_model_selection_and_the_registry(project: Project) -> None:
     assert len(json.loads((project.repo / "metrics" / "candidates.json").read_text())["candidates"]) == 1
     project.sh(optuna)
     assert len(json.loads((project.repo / "metrics" / "candidates.json").read_text())["candidates"]) == 8
-    assert "search.strategy" in project.sh(exp_show)
+    table = project.sh(exp_show)
+    assert "search.strategy" in table and "model.roc_auc" in table and "…" not in table, table
     listing, rollback, rollback_to = docs.commands(docs.block("models"))
     listed = project.sh(listing)
     assert "champion" in listed and first.split(":")[1][:8] in listed, listed
