@@ -5,8 +5,8 @@ its own) serves every block below, in the order a reader meets them: the DAG and
 an experiment, a fresh clone, model selection and the registry, retraining and reproducing, serving, the Bento,
 the stack, replay and the Evidently UI. Each test takes its block's commands from the doc (`support.docs`), so
 the docs and what CI runs cannot drift apart; a fixed port or a placeholder (`<version>`) is replaced by the
-copy's own. This copy's gate promotes a challenger within 0.05 ROC AUC of the champion, so the rollback commands
-have champions to go back to (the gate's rules are tested in test_registry.py).
+copy's own. This copy's gate promotes a challenger within 0.05 ROC AUC of the champion (and lets slices and Brier
+slip), so the rollback commands have champions to go back to (the gate's rules are tested in test_registry.py).
 
 tests/code/test_docs.py checks that every block marked `doc-test: NAME` is asked for by a test.
 """
@@ -85,7 +85,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
     ports = {"prefect": free_port(), "serve": free_port(), "evidently": free_port()}
     repo = copy_project(tmp_path_factory.mktemp("docs-project"), {
-        **SMALL_WINDOW, "gate.min_improvement": -0.05, "stack.prefect_port": ports["prefect"],
+        **SMALL_WINDOW, "gate.min_improvement": -0.05, "gate.max_slice_drop": 0.2, "gate.max_brier_increase": 0.05,
+        "stack.prefect_port": ports["prefect"],
         "serve.port": ports["serve"], "stack.evidently_port": ports["evidently"],
         "replay.start": "2013-06-01", "replay.end": "2013-06-03"})
     remote = tmp_path_factory.mktemp("docs-remote")
@@ -98,6 +99,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 def _ran(output: str) -> set[str]:
     return set(RUNS.findall(output))
+
+
+def _trained(project: Project) -> Project:
+    """The copy after the DAG block's first `dvc repro`, committed: what the later blocks start from (run alone with
+    -k, a test gets it here)."""
+    if not (project.repo / "var" / "registry" / "champion.json").exists():
+        project.sh("dvc repro")
+        commit(project.repo, "first run")
+    return project
 
 
 def test_the_dag_runs_from_dvc_the_flow_and_by_hand(project: Project, prefect_api: str) -> None:
@@ -120,6 +130,7 @@ def test_the_dag_runs_from_dvc_the_flow_and_by_hand(project: Project, prefect_ap
 
 
 def test_the_results_an_experiment_and_the_remote(project: Project) -> None:
+    _trained(project)
     (activate, summary, plots, params_diff, experiment, metrics_diff, exp_show, push, pull) = docs.commands(
         docs.block("look"))
     assert activate == "source .venv/bin/activate" and Path(sys.prefix).name == ".venv"  # the tests' own env
@@ -171,6 +182,7 @@ def test_a_fresh_clone_pulls_everything_and_repro_only_registers_the_model(proje
 
 
 def test_model_selection_and_the_registry(project: Project) -> None:
+    _trained(project)
     one_model, optuna, exp_show = docs.commands(docs.block("experiments"))
     first = project.champion()
     project.sh(one_model)
@@ -192,9 +204,10 @@ def test_model_selection_and_the_registry(project: Project) -> None:
 
 
 def test_retraining_and_reproducing(project: Project) -> None:
+    _trained(project)
     (retrain,) = docs.commands(docs.block("retrain"))
     project.sh(retrain, **{"<YYYYMMDD>-<time>": "20130515-0000", "<data_end>": "2013-05-15"})
-    assert "retrain-until-20130515-0000" in project.sh("dvc exp show --no-pager")
+    assert "retrain-until-20130515-0000" in project.sh("dvc exp list --name-only")
     (reproduce,) = docs.commands(docs.block("reproduce"))
     first = json.loads((project.repo / "var" / "registry" / "history.jsonl").read_text().splitlines()[0])["tag"]
     said = project.sh(reproduce, **{"delay-classifier:<version>": first})
@@ -222,6 +235,7 @@ class Background:
 
 
 def test_serving_the_champion_and_the_bento(project: Project) -> None:
+    _trained(project)
     serve, metadata, predict = docs.commands(docs.block("serve"))
     url = f"http://127.0.0.1:{project.ports['serve']}"
     with Background(project, serve, f"{url}/readyz"):
@@ -242,6 +256,7 @@ def stack_down(project: Project) -> Iterator[None]:
 
 
 def test_the_stack_replay_and_the_evidently_ui(project: Project, stack_down: None) -> None:
+    _trained(project)
     up, status, down = docs.commands(docs.block("stack"))
     project.sh(up, timeout=work_timeout_s())
     assert str(project.ports["serve"]) in project.sh(status)
