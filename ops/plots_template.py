@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.io import DVC_PLOTS_TEMPLATE
+
 # DVC's plot templates (dvc_render.vega_templates) are Vega-Lite v5 specs.
 VEGA_LITE_VERSION = "5.21"
 # DVC fills these placeholders (dvc_render.html.HTML); `{scripts}` is left out on purpose: it is DVC's CDN tags.
@@ -45,7 +47,7 @@ __BUNDLE__
 
 def template_path(prefix: Path | None = None) -> Path:
     """Where the template lives: in the environment (`sys.prefix`) whose packages it is made from."""
-    return Path(prefix or sys.prefix) / "share" / "flightops" / "dvc-plots-template.html"
+    return Path(prefix or sys.prefix) / "share" / "flightops" / DVC_PLOTS_TEMPLATE
 
 
 def write_template(path: Path | None = None) -> Path:

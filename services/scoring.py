@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.train import MODEL_FILE, TrainedModel
 from pipelines.monitor.prediction_log import PredictionLog, prediction_record, utc_now_iso
@@ -43,7 +44,7 @@ class IncompatibleModel(RuntimeError):
 class LoadedModel:
     tag: str
     model: TrainedModel
-    store_metadata: dict[str, Any] = field(default_factory=dict)
+    entry: RegistryEntry = field(default_factory=RegistryEntry)  # what the registry stored with it
     loaded_at: str = field(default_factory=utc_now_iso)
     forest: CompiledForest | None = None  # the compiled trees, when serve.predictor is "compiled" and they matched
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
@@ -79,7 +80,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         except CompileError as error:
             predictor = f"lightgbm (compiled forest not used: {error})"
             log.warning("model %s: %s", tag, predictor)
-    return LoadedModel(tag=str(stored.tag), model=model, store_metadata=dict(stored.info.metadata),
+    return LoadedModel(tag=str(stored.tag), model=model, entry=RegistryEntry.from_metadata(stored.info.metadata),
                        forest=forest, predictor=predictor)
 
 
