@@ -144,8 +144,8 @@ def save_state(params: Params, state: dict[str, Any]) -> None:
 
 
 @task(name="ensure-dashboard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def ensure_dashboard(params: Params) -> bool:
-    return monitoring_store.ensure_dashboard(params)
+def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
+    return monitoring_store.ensure_dashboard(params, champion)
 
 
 def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest) -> str:
@@ -213,7 +213,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
             logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
                         plan.late_rows)
     reference, calibration, expected, champion, champion_tag = load_reference(params)
-    ensure_dashboard(params)
+    ensure_dashboard(params, champion_tag)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:

@@ -53,6 +53,8 @@ VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSumm
 VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
+# In the environment (<venv>/share/flightops/): `dvc plots show`'s offline page template (ops/plots_template.py)
+DVC_PLOTS_TEMPLATE = "dvc-plots-template.html"
 # paths.metrics_dir
 EVALUATE_FILE = "evaluate.json"
 SLICES_FILE = "slices.json"
@@ -116,7 +118,8 @@ def container_params_name(port: int) -> str:
 
 # Which names dvc.yaml declares for each stage, under which `paths:` directory: its outs, metrics and plots.
 DAG_FILES: dict[str, dict[str, tuple[str, ...]]] = {
-    "validate": {"validation_dir": (DATA_DOCS_DIR, VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
+    # Its Data Docs (DATA_DOCS_DIR) are a report beside them, not a DVC out: dated pages, rewritten each run.
+    "validate": {"validation_dir": (VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
     "train": {"metrics_dir": (CANDIDATES_FILE,)},
     "evaluate": {"metrics_dir": (EVALUATE_FILE, SLICES_FILE), "plots_dir": tuple(PLOT_FILES.values())},
     "gate": {"metrics_dir": (GATE_FILE,), "registry_dir": (DVC_GATE_RECEIPT,)},

@@ -47,11 +47,13 @@ def _training_data(params: Params, validated: Any) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect
+    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect, params_columns
     from pipelines.data.suite import read_suite, suite_column_types
 
     column_types = suite_column_types(read_suite(params.validate_.suite))
-    table = collect(params.source, params.collect, column_types)
+    # Every params key naming a column is checked against the table before any work (README, "What is refused").
+    table = collect(params.source, params.collect, column_types,
+                    expected_columns=params_columns(params.source, params.features, params.evaluate.slices))
     io.write_parquet(params.paths.raw_table, table)
     return {"rows": len(table), "path": str(params.paths.raw_table), **table.attrs.get(WINDOW_ROWS, {}),
             "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
@@ -86,7 +88,10 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
                                                   "validation_success": validated.success,
                                                   "suite": validated.suite, "rows": validated.rows})
-    return {split: len(prepared.split(split)) for split in io.SPLITS}
+    # The command's JSON output (what `python -m pipelines preprocess` prints): rows per split, and each configured
+    # feature dropped as constant on the train split with its reason (README, "What is refused").
+    return {**{split: len(prepared.split(split)) for split in io.SPLITS},
+            "dropped_features": prepared.dropped_features}
 
 
 # --- model --------------------------------------------------------------------------------------------------------

@@ -266,8 +266,10 @@ def check_params_columns(columns: Sequence[str], expected: Mapping[str, Sequence
 
 
 def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: datetime, *,
-                  consume: bool = False) -> pd.DataFrame:
+                  consume: bool = False, section: str = "collect") -> pd.DataFrame:
     """Rows with start <= time < end, sorted by time (the order every later step relies on).
+
+    `section` is the params section the window comes from (collect, replay), named in the empty-window error.
 
     With `consume`, the frame's columns are moved into the window one at a time and removed from `frame`, so the
     table and its window never both exist whole (at 10M rows each is gigabytes).
@@ -278,7 +280,7 @@ def select_window(frame: pd.DataFrame, time_column: str, start: datetime, end: d
         spans = (f"the table's {time_column!r} spans {stamps.min()} .. {stamps.max()}" if stamps.notna().any()
                  else "the table has no rows" if frame.empty else f"the table has no {time_column!r} values")
         raise SourceError(
-            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} (collect.start .. collect.end) holds no rows; {spans}")
+            f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} ({section}.start .. {section}.end) holds no rows; {spans}")
     # One copy of the window's rows, already in time order (a stable sort of the positions, not of the frame).
     times = stamps.to_numpy(dtype="datetime64[ns]")[inside]  # UTC instants (a tz-aware column gives objects)
     order = inside if (len(times) < 2 or (times[1:] >= times[:-1]).all()) else inside[np.argsort(times,
@@ -304,20 +306,21 @@ def read_source(source: SourceParams, column_types: dict[str, str] | None = None
 
 
 def collect(source: SourceParams, window: CollectParams, column_types: dict[str, str] | None = None,
-            expected_columns: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+            expected_columns: Mapping[str, Sequence[str]] | None = None, section: str = "collect") -> pd.DataFrame:
     """The collect step: the source table, joined and cut to the configured window.
 
     `column_types` (from the suite) are the types a user's file is read with; cells that do not parse are
     counted in the result's `attrs[PARSE_ERRORS]` for validation to fail on (the time column's fail here).
     `expected_columns` (`params_columns`) are checked first, so a params key naming a missing column fails here,
-    named, rather than stages later.
+    named, rather than stages later. `section` names the window's params section in the logs and errors: collect,
+    or replay for the later period replayed as traffic.
     """
     table = read_source(source, column_types)
     check_params_columns(table.columns, expected_columns or {"source.target": [source.target]})
     table = parse_time(table, source.time_column)
     require_times(table, source.time_column)
     source_rows = len(table)
-    result = select_window(table, source.time_column, window.start, window.end, consume=True)
+    result = select_window(table, source.time_column, window.start, window.end, consume=True, section=section)
     # Rows outside the window are configuration, not corruption, but a user who expected them must be able to see
     # that they were left out: the count travels with the table into the validation summary.
     left_out = source_rows - len(result)
@@ -326,6 +329,7 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     if errors:
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
                     "fail on them): %s", {name: info["count"] for name, info in errors.items()})
-    log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside collect.start .. collect.end are "
-             "left out", len(result), source_rows, source.kind, window.start.date(), window.end.date(), left_out)
+    log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside %s.start .. %s.end are left out",
+             len(result), source_rows, source.kind, window.start.date(), window.end.date(), left_out, section,
+             section)
     return result

@@ -173,16 +173,34 @@ def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["prom
     io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
 
 
-def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
-    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag."""
+def rollback(registry_dir: Path, to_tag: str | None = None, *, force: bool = False) -> str:
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag.
+
+    A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
+    model starts serving, and going around it should be a decision, not a slip of the tag.
+    """
     current = require_champion(registry_dir)
     if to_tag is None:
         earlier = [r.tag for r in history(registry_dir) if r.tag != current]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    set_champion(registry_dir, to_tag, reason=f"rollback from {current}", event="rollback")
+    gate = model_entry(to_tag).gate
+    served = {record.tag for record in history(registry_dir)}
+    refused = _labels(to_tag).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
+    if refused and not force:
+        failed = "; ".join(gate.failed) if gate is not None else ""
+        raise RegistryError(f"{to_tag} was refused by the gate ({failed or 'see its gate record'}) and never served: "
+                            "pass --force to make it champion anyway")
+    reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
+    set_champion(registry_dir, to_tag, reason=reason, event="rollback")
     return to_tag
+
+
+def _labels(tag: str) -> dict[str, str]:
+    import bentoml
+
+    return dict(bentoml.models.get(tag).info.labels or {})
 
 
 def _stored(name: str) -> list[Any]:

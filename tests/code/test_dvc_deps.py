@@ -271,7 +271,7 @@ def test_the_derivation_finds_what_it_must() -> None:
     assert {"monitor.reference_rows", "monitor.seed", "source.time_column"} <= gate, gate
     assert any(key.startswith("gate.") for key in gate)
     assert not any(key.startswith("paths") for key in gate)
-    search = params_reads("search")
+    search = params_reads("train")
     assert "search.dask_address" not in search and any(key.startswith("search.") for key in search), search
 
 

@@ -122,9 +122,10 @@ def test_plots_render(repo: Path) -> None:
 def test_experiment_with_a_changed_param(repo: Path) -> None:
     if run(repo, "git", "status", "--porcelain").stdout.strip():
         commit(repo, "lr 0.1")
-    _run(repo, "dvc", "exp", "run", "-S", "train.lightgbm.num_leaves=15", "--name", "small-leaves")
+    # num_leaves is the grid's to set (train.lightgbm.num_leaves would be refused: tests/integration/test_mistakes.py).
+    _run(repo, "dvc", "exp", "run", "-S", "search.grid.lightgbm.num_leaves=[15]", "--name", "small-leaves")
     table = _run(repo, "dvc", "exp", "show", "--no-pager", "--csv")
-    assert "small-leaves" in table and "train.lightgbm.num_leaves" in table
+    assert "small-leaves" in table and "search.grid.lightgbm.num_leaves" in table
 
 
 def test_push_and_pull_through_the_local_remote(repo: Path) -> None:

