@@ -71,16 +71,16 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
-    from pipelines.data.collect import collect, params_columns, parse_time, read_table
+    from pipelines.data.collect import TimeFormat, collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
     from pipelines.data.suite import write_suite
 
     params = _load(args)
     source = params.source
     if args.table:
-        frame, origin = read_table(Path(args.table)), args.table
+        frame, origin = read_table(Path(args.table), reading=source.read, times=TimeFormat.of(source)), args.table
         if source.time_column in frame.columns:
-            frame = parse_time(frame, source.time_column)
+            frame = parse_time(frame, source.time_column, TimeFormat.of(source))
     else:
         collected = collect(params.source, params.collect, expected_columns=params_columns(
             params.source, params.features, params.evaluate.slices))

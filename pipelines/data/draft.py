@@ -205,10 +205,17 @@ def _label_rate(values: pd.Series, column: str, positive_above: float | None,
     if positive is not None:
         return float(values.isin(positive).mean())
     if positive_above is None:
-        if not set(pd.unique(values.astype(float))) <= {0.0, 1.0}:
-            raise ValueError(f"label column {column!r} is not 0/1; pass positive_above or positive_class for a "
-                             "derived label")
-        return float(values.astype(float).mean())
+        numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_bool_dtype(values) else values
+        if pd.isna(numbers).any() or not set(pd.unique(numbers.astype(float))) <= {0.0, 1.0}:
+            from pipelines.features import category_texts
+
+            classes = sorted(set(category_texts(values.head(100_000)).dropna()))
+            shown = ", ".join(repr(value) for value in classes[:10]) + (" ..." if len(classes) > 10 else "")
+            raise ValueError(f"label column {column!r} (source.target) is not 0/1 but has {len(classes)} values "
+                             f"({shown}): set source.positive_class to the value that is positive (the other "
+                             "values are the negative class, one-vs-rest), or source.positive_above to a threshold "
+                             "for a numeric target")
+        return float(numbers.astype(float).mean())
     return float((values > positive_above).mean())
 
 
