@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.data.explain import STUCK_CHECK, short
-from pipelines.data.suite import NUMERIC_TYPES
+from pipelines.data.suite import DATE_ONLY, NUMERIC_TYPES
 from pipelines.data.validate import (
     DUPLICATES_PARAMETER,
     PERIOD_MAX_ROWS,
@@ -135,6 +135,12 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     for name in frame.columns:
         series = frame[name]
         type_expectation = _column_type_expectation(str(name), series)
+        if type_expectation and name == time_column and pd.api.types.is_datetime64_any_dtype(series.dtype):
+            from pipelines.data.collect import date_only
+
+            if date_only(series):  # dates without a time of day: the service then takes date-only values too
+                type_expectation["meta"] = {DATE_ONLY: True, "notes": "every value is a date (midnight UTC): the "
+                                                                      "table has no time of day"}
         if type_expectation:
             expectations.append(type_expectation)
         non_null = float(series.notna().mean())

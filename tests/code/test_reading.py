@@ -148,3 +148,30 @@ def test_a_repeated_header_row_is_named_with_its_line(make_params, tmp_path) -> 
     with pytest.raises(SourceError, match=r"repeats its header row 1 time\(s\) inside the data \(line\(s\) 21: "
                                           r"\['day', 'shop', 'price', 'y'\]"):
         stages.run_collect(_params(make_params, path))
+
+
+# --- date-only tables ---------------------------------------------------------------------------------------------
+
+def test_a_date_only_time_column_is_drafted_so_and_the_service_takes_dates(make_params, tmp_path) -> None:
+    """Dates without a time of day: the suite says so on the time column's type check, and the request schema then
+    takes 2016-07-02 (midnight UTC) as the table held it; a table with times keeps asking for an offset."""
+    import pydantic
+
+    from pipelines.data.draft import draft_suite
+    from pipelines.data.suite import suite_date_only
+    from services.schemas import flight_model
+
+    frame = pd.DataFrame({"day": pd.to_datetime(_dates("%Y-%m-%d"), utc=True), "price": range(ROWS)})
+    suite = draft_suite(frame, "shop", time_column="day", period="week")
+    assert suite_date_only(suite, "day") and not suite_date_only(suite, "price")
+    with_times = frame.assign(day=frame["day"] + pd.Timedelta(hours=9))
+    assert not suite_date_only(draft_suite(with_times, "shop", time_column="day", period="week"), "day")
+    features = _params(make_params, tmp_path / "shop.csv").features
+    dates = pydantic.TypeAdapter(flight_model(features, "day", date_only=True))
+    row = {"shop": "Café", "price": 10.5}
+    assert dates.validate_python({**row, "day": "2016-07-02"})["day"] == pd.Timestamp("2016-07-02", tz="UTC")
+    assert dates.validate_python({**row, "day": "2016-07-02T10:00:00Z"})["day"].hour == 10
+    with pytest.raises(pydantic.ValidationError, match="ISO 8601 date"):
+        dates.validate_python({**row, "day": "02/07/2016"})
+    with pytest.raises(pydantic.ValidationError, match="with a UTC offset"):
+        pydantic.TypeAdapter(flight_model(features, "day")).validate_python({**row, "day": "2016-07-02"})
