@@ -121,6 +121,12 @@ def _as_utc_datetime64(values: Any) -> np.ndarray:
         raise FeatureError(f"time column holds values that are not timestamps: {error}") from error
 
 
+def date_only(stamps: pd.Series) -> bool:
+    """Whether every time is a midnight (UTC): a table of dates, with no time of day to learn from or to send."""
+    present = stamps.dropna()
+    return bool(len(present)) and bool((present == present.dt.normalize()).all())
+
+
 def time_parts(times: Any, parts: Sequence[str]) -> dict[str, np.ndarray]:
     """The calendar parts of a time column (UTC), as the model sees them."""
     stamps = _as_utc_datetime64(times)

@@ -341,12 +341,6 @@ def _inferred_stamps(text: pd.Series, dayfirst: bool = False) -> pd.Series:
     return parsed
 
 
-def date_only(stamps: pd.Series) -> bool:
-    """Whether every time is a midnight (UTC): a table of dates, with no time of day to learn from or to send."""
-    present = stamps.dropna()
-    return bool(len(present)) and bool((present == present.dt.normalize()).all())
-
-
 def parse_time(frame: pd.DataFrame, time_column: str, times: TimeFormat | None = None) -> pd.DataFrame:
     """Return a copy whose time column is UTC datetimes; naive stamps are taken as UTC.
 

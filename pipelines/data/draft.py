@@ -136,7 +136,7 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
         series = frame[name]
         type_expectation = _column_type_expectation(str(name), series)
         if type_expectation and name == time_column and pd.api.types.is_datetime64_any_dtype(series.dtype):
-            from pipelines.data.collect import date_only
+            from pipelines.features import date_only
 
             if date_only(series):  # dates without a time of day: the service then takes date-only values too
                 type_expectation["meta"] = {DATE_ONLY: True, "notes": "every value is a date (midnight UTC): the "

@@ -14,7 +14,8 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params, ParamsError
-from pipelines.data.collect import SourceError, TimeFormat, date_only, parse_stamps, read_table
+from pipelines.data.collect import SourceError, TimeFormat, parse_stamps, read_table
+from pipelines.features import date_only
 
 # The first twelve days of July, August and September 2016: every numeric date is valid day first and month first.
 DAYS = [day for day in pd.date_range("2016-07-01", "2016-09-30", freq="D") if day.day <= 12]
@@ -175,3 +176,20 @@ def test_a_date_only_time_column_is_drafted_so_and_the_service_takes_dates(make_
         dates.validate_python({**row, "day": "02/07/2016"})
     with pytest.raises(pydantic.ValidationError, match="with a UTC offset"):
         pydantic.TypeAdapter(flight_model(features, "day")).validate_python({**row, "day": "2016-07-02"})
+
+
+def test_a_table_without_time_of_day_gets_a_day_of_week_baseline_not_the_hour() -> None:
+    """Every time a midnight: the hour-of-day rate would be the prior again (silently); the day-of-week rate replaces
+    it, with a note. A table with times keeps the hour."""
+    from pipelines.model.evaluate import baseline_note, baseline_predictions
+
+    days = pd.date_range("2016-07-04", periods=140, freq="D", tz="UTC")
+    train = pd.DataFrame({"day": days[:112], "label": (days[:112].dayofweek >= 5).astype("int8")})
+    test = pd.DataFrame({"day": days[112:], "label": (days[112:].dayofweek >= 5).astype("int8")})
+    baselines = baseline_predictions(train, test, "day")
+    assert set(baselines) == {"prior", "day_of_week_rate"}
+    assert baselines["day_of_week_rate"].tolist() == test["label"].astype(float).tolist()  # weekends learned
+    assert "no time of day" in baseline_note(baselines)
+    timed = train.assign(day=train["day"] + pd.to_timedelta(train.index % 24, unit="h"))
+    assert set(baseline_predictions(timed, test, "day")) == {"prior", "hour_of_day_rate"}
+    assert baseline_note(baseline_predictions(timed, test, "day")) is None
