@@ -24,9 +24,11 @@ STAGE_FUNCTIONS = {
     "evaluate": "run_evaluate",
     "search": "run_search",
     "gate": "run_gate_and_promote",
+    "reference": "run_reference",
 }
 STAGE_HELP = {"search": "train the search candidates on Dask and keep the best (the train stage)",
-              "gate": "gate the trained model against the champion; promote if it passes"}
+              "gate": "gate the trained model against the champion; promote if it passes",
+              "reference": "attach the monitoring reference and drift calibration to the model the gate registered"}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

@@ -50,8 +50,13 @@ HISTORY_FILE = "history.jsonl"         # the append-only promotion journal
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
 # rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
 DVC_GATE_RECEIPT = "dvc-gate.json"
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window it was trained in).
+# What the `reference` DVC stage attached to the gate's registered model (its monitoring reference and calibration),
+# and with which windows: that stage's output, in the registry like the gate's receipt (a fresh clone or a wiped
+# var/ computes it again). The gate no longer reads monitor.*: a calibration key re-runs this stage alone.
+DVC_REFERENCE_RECEIPT = "dvc-reference.json"
+# Stored with every registered model (attached by the `reference` stage): a seeded sample of the data it was
+# trained on, which monitoring compares live traffic with (the champion's own training data, whichever window it
+# was trained in).
 REFERENCE_FILE = "reference.parquet"
 # Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
 CALIBRATION_FILE = "calibration.json"

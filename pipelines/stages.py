@@ -386,8 +386,6 @@ def run_gate(params: Params) -> dict[str, Any]:
 def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
     from pipelines.data.suite import NotValidatedError
-    from pipelines.model.train import TrainedModel
-    from pipelines.monitor.reference import build_reference
     from pipelines.release import lineage, registry
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
@@ -402,16 +400,9 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
     built = lineage.capture(Path.cwd(), registry.dag_outputs(params.paths))
     tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name, root=Path.cwd(), current=built)
     if tag is None:
-        splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
-        labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
-        reference, calibration = build_reference(splits, TrainedModel.load(params.paths.model_dir), params.features,
-                                                 params.source.time_column, params.monitor, labelled=labelled)
         verdict = "passed" if gate_report["promote"] else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report, built),
-                                  name=name, labels={registry.GATE_LABEL: verdict},
-                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
-                                               io.CALIBRATION_FILE: lambda path: io.write_json(
-                                                   path, calibration.to_json_dict())})
+                                  name=name, labels={registry.GATE_LABEL: verdict})
     promoted = tag if gate_report["promote"] else None
     if promoted:
         registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
@@ -433,3 +424,40 @@ def run_gate_and_promote(params: Params) -> dict[str, Any]:
                   {"model_md5": report["challenger_md5"], "tag": outcome["tag"], "promoted": outcome["promoted"]})
     enforce(report, params.gate)
     return {"promote": report["promote"], **outcome}
+
+
+# --- the monitoring reference -------------------------------------------------------------------------------------
+
+def run_reference(params: Params) -> dict[str, Any]:
+    """The `reference` DVC stage: the monitoring reference sample and drift calibration of the model the gate
+    registered (its receipt), attached to that model in the registry (`registry.attach_files`).
+
+    Its own stage, after the gate, so that the gate reads no monitor.* key: a calibration key re-runs this alone,
+    and a monitoring-only key (cooldown, alarms) re-runs nothing. The windows it calibrates on are said here
+    (`monitor.window_days` / `min_window_rows`, `auto` resolved from the reference period) and kept in the receipt.
+    """
+    from pipelines.model.train import TrainedModel
+    from pipelines.monitor.reference import build_reference
+    from pipelines.release import registry
+
+    require_validated_table(params, "reference")
+    home = registry.registry_home(params.paths.registry_dir)
+    receipt = io.read_json(home / io.DVC_GATE_RECEIPT) or {}
+    model_md5 = io.file_md5(params.paths.model_dir / io.MODEL_FILE)
+    if receipt.get("model_md5") != model_md5 or not receipt.get("tag"):
+        raise RuntimeError(f"reference: the gate has not registered the model in {params.paths.model_dir} "
+                           f"({home / io.DVC_GATE_RECEIPT} names {receipt.get('model_md5')}, the model is "
+                           f"{model_md5}): run the gate stage first (dvc repro gate)")
+    splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in io.SPLITS]
+    reference, calibration = build_reference(splits[:2], TrainedModel.load(params.paths.model_dir), params.features,
+                                             params.source.time_column, params.monitor, labelled=splits[1:])
+    registry.attach_files(receipt["tag"], {
+        io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
+        io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())})
+    windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
+               "calibration_windows": calibration.windows, "sizing": calibration.sizing}
+    log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt["tag"],
+             calibration.windows, calibration.window_days, calibration.sizing)
+    outcome = {"tag": receipt["tag"], "model_md5": model_md5, "reference_rows": len(reference), **windows}
+    io.write_json(home / io.DVC_REFERENCE_RECEIPT, outcome)
+    return outcome

@@ -54,6 +54,9 @@ class Lineage(BaseModel):
     data_md5: str | None = None
     params_diff: dict[str, dict[str, Any]] = {}
     uv_lock_md5: str | None = None
+    # The repository the run belongs to (DVC_ROOT inside `dvc exp run --temp`, else its root), resolved: the
+    # registry gives the same model bytes one tag per repository (`registry.find_by_model_hash`).
+    repository: str | None = None
 
     def reproduce_command(self, tag: str) -> str:
         return f"python -m pipelines reproduce {tag} --check"
@@ -202,6 +205,7 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
         data_md5=locked_out_md5(lock or {}, "collect"),
         params_diff=changed_params,
         uv_lock_md5=io.file_md5(root / PACKAGE_LOCK) if (root / PACKAGE_LOCK).exists() else None,
+        repository=str(Path(os.environ.get("DVC_ROOT") or root).resolve()),
     )
 
 
