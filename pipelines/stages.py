@@ -441,7 +441,9 @@ def run_reference(params: Params) -> dict[str, Any]:
     from pipelines.release import registry
 
     require_validated_table(params, "reference")
-    home = registry.registry_home(params.paths.registry_dir)
+    # The gate's receipt is that stage's out, beside this one's, in the run's own directory (an experiment's temp
+    # copy included); the model it names is in the machine's store, which `attach_files` writes into.
+    home = params.paths.registry_dir
     receipt = io.read_json(home / io.DVC_GATE_RECEIPT) or {}
     model_md5 = io.file_md5(params.paths.model_dir / io.MODEL_FILE)
     if receipt.get("model_md5") != model_md5 or not receipt.get("tag"):
