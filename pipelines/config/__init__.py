@@ -36,6 +36,7 @@ from pipelines.config.pipeline import (
     GateParams,
     PathsParams,
     ProjectParams,
+    ReadParams,
     SearchParams,
     SourceParams,
     SplitParams,
@@ -48,8 +49,8 @@ __all__ = [
     "DEFAULT_PARAMS_FILE", "LABEL", "PARAMS_ENV", "REQUEST_ID", "REQUEST_ID_MAX", "RESERVED_NAMES", "SEARCHABLE",
     "TIME_PARTS", "CollectParams", "DeploymentsParams", "EvaluateParams", "FeaturesParams", "GateParams",
     "MonitorParams", "Params", "ParamsError", "PathsParams", "PredictionLogParams", "PrefectParams", "ProjectParams",
-    "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams", "TrainParams",
-    "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
+    "ReadParams", "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams",
+    "TrainParams", "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
 ]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")

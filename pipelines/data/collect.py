@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import CollectParams, FeaturesParams, SourceParams
-from pipelines.config.pipeline import ReadParams
+from pipelines.config import CollectParams, FeaturesParams, ReadParams, SourceParams
 from pipelines.data.suite import BOOLEAN_KINDS, NUMERIC_TYPES
 from pipelines.io import parquet_frame, table_format
 
