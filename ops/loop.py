@@ -264,6 +264,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
 
     params = load_params(params_file)
     first_champion = registry.require_champion(params.paths.registry_dir)
+    params = _sized_windows(params)
     stack.up(params_file)
     url = f"http://{params.serve.host}:{params.serve.port}"
     api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
@@ -306,6 +307,23 @@ def closing_lines(summary: dict[str, Any], params: Params) -> list[str]:
         "the drift Automation",
         "  python -m ops.stack down   stops the stack",
     ]
+
+
+def _sized_windows(params: Params) -> Params:
+    """`params` with the monitoring windows the champion was calibrated on (monitor.window_days / min_window_rows
+    `auto`), said once at the loop's start."""
+    from pipelines.monitor import store
+    from pipelines.monitor.windows import calibrated_windows
+
+    calibration = store.champion_calibration(params)
+    if calibration is None:
+        log.info("monitoring windows: monitor.window_days=%s, monitor.min_window_rows=%s (no calibration stored "
+                 "with the champion yet)", params.monitor.window_days, params.monitor.min_window_rows)
+        return params
+    monitor = calibrated_windows(params.monitor, calibration)
+    log.info("monitoring windows: %d days, %d+ rows (%s; calibrated on %d reference windows)", monitor.window_days,
+             monitor.min_window_rows, calibration.sizing or "set in params", calibration.windows)
+    return params.model_copy(update={"monitor": monitor})
 
 
 def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> list[dict[str, Any]]:

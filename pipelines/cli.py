@@ -26,10 +26,12 @@ STAGE_FUNCTIONS = {
     "train": "run_search",
     "evaluate": "run_evaluate",
     "gate": "run_gate_and_promote",
+    "reference": "run_reference",
 }
 STAGE_HELP = {"train": "model selection: train the search's candidates on Dask and keep the best on the validation "
                        "split (search.strategy none: `train:` alone)",
-              "gate": "gate the trained model against the champion; promote if it passes"}
+              "gate": "gate the trained model against the champion; promote if it passes",
+              "reference": "attach the monitoring reference and drift calibration to the model the gate registered"}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -90,16 +92,16 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
-    from pipelines.data.collect import collect, params_columns, parse_time, read_table
+    from pipelines.data.collect import TimeFormat, collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
     from pipelines.data.suite import write_suite
 
     params = _load(args)
     source = params.source
     if args.table:
-        frame, origin = read_table(Path(args.table)), args.table
+        frame, origin = read_table(Path(args.table), reading=source.read, times=TimeFormat.of(source)), args.table
         if source.time_column in frame.columns:
-            frame = parse_time(frame, source.time_column)
+            frame = parse_time(frame, source.time_column, TimeFormat.of(source))
     else:
         collected = collect(params.source, params.collect, expected_columns=params_columns(
             params.source, params.features, params.evaluate.slices))

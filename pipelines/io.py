@@ -71,8 +71,13 @@ HISTORY_FILE = "history.jsonl"         # the append-only promotion journal, one 
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
 # rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
 DVC_GATE_RECEIPT = "dvc-gate.json"     # pipelines.contracts.GateReceipt
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window it was trained in).
+# What the `reference` DVC stage attached to the gate's registered model (its monitoring reference and calibration),
+# and with which windows: that stage's output, in the registry like the gate's receipt (a fresh clone or a wiped
+# var/ computes it again). The gate no longer reads monitor.*: a calibration key re-runs this stage alone.
+DVC_REFERENCE_RECEIPT = "dvc-reference.json"
+# Stored with every registered model (attached by the `reference` stage): a seeded sample of the data it was
+# trained on, which monitoring compares live traffic with (the champion's own training data, whichever window it
+# was trained in).
 REFERENCE_FILE = "reference.parquet"
 # Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
 CALIBRATION_FILE = "calibration.json"
@@ -123,6 +128,7 @@ DAG_FILES: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"metrics_dir": (CANDIDATES_FILE,)},
     "evaluate": {"metrics_dir": (EVALUATE_FILE, SLICES_FILE), "plots_dir": tuple(PLOT_FILES.values())},
     "gate": {"metrics_dir": (GATE_FILE,), "registry_dir": (DVC_GATE_RECEIPT,)},
+    "reference": {"registry_dir": (DVC_REFERENCE_RECEIPT,)},
 }
 
 

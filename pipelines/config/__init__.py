@@ -46,6 +46,7 @@ from pipelines.config.pipeline import (
     GateParams,
     PathsParams,
     ProjectParams,
+    ReadParams,
     SearchParams,
     SourceParams,
     SplitParams,
@@ -59,8 +60,8 @@ __all__ = [
     "LightGBMParams", "LogisticParams", "PARAMS_ENV", "REQUEST_ID", "REQUEST_ID_MAX", "RESERVED_NAMES", "SEARCHABLE",
     "TIME_PARTS", "CollectParams", "DeploymentsParams", "EvaluateParams", "FeaturesParams", "GateParams",
     "MonitorParams", "Params", "ParamsError", "PathsParams", "PredictionLogParams", "PrefectParams", "ProjectParams",
-    "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams", "TrainParams",
-    "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
+    "ReadParams", "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams",
+    "TrainParams", "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
 ]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")

@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 PROJECT_NAME = "flightops monitoring"
 
 
+def champion_calibration(params: Params) -> Any:
+    """The champion's drift calibration as stored with it (`Calibration`), or None: no champion yet, or one whose
+    reference the `reference` stage has not attached yet."""
+    from pipelines.io import CALIBRATION_FILE, read_json
+    from pipelines.monitor.calibration import Calibration
+    from pipelines.release import registry
+
+    tag = registry.champion_tag(params.paths.registry_dir)
+    stored = registry.model_path(tag) / CALIBRATION_FILE if tag and registry.has_model(tag) else None
+    return Calibration.model_validate(read_json(stored)) if stored is not None and stored.exists() else None
+
+
 def read_predictions(params: Params) -> PredictionFrame:
     """Every good prediction in the log directory; bad lines counted by reason (and logged), never raised."""
     # Column-wise (Arrow, with a Parquet sidecar per closed file): the line reader's answer at millions of rows.

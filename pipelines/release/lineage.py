@@ -214,6 +214,7 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
         data_md5=locked_out_md5(lock or {}, "collect"),
         params_diff=changed_params,
         uv_lock_md5=io.file_md5(root / PACKAGE_LOCK) if (root / PACKAGE_LOCK).exists() else None,
+        repository=str(Path(os.environ.get("DVC_ROOT") or root).resolve()),
     )
 
 

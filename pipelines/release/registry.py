@@ -85,6 +85,17 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
     return tag
 
 
+def attach_files(tag: str, files: dict[str, Callable[[Path], None]]) -> Path:
+    """Write `files` (name -> writer) into the stored model `tag`, each atomically (temp file + rename): what is
+    computed after registration and belongs to the model (its monitoring reference and calibration, by the
+    `reference` stage) travels with it. A reader sees the old file or the new one, never half of one."""
+    folder = model_path(tag)
+    for name, write in files.items():
+        io.write_atomic(folder / name, write)
+        (folder / name).chmod(0o644)
+    return folder
+
+
 def model_path(tag: str) -> Path:
     import bentoml
 
@@ -293,7 +304,8 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
     revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
-    uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
+    uncommitted dvc.lock), or it was registered from this repository (`Lineage.repository`: the same bytes never get
+    a second tag here). Otherwise None: the caller registers a new version with its own lineage.
     """
     entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
     matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
@@ -303,5 +315,10 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
         if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
+            return str(stored.tag)
+        # This repository registered these bytes before (a re-gate after an uncommitted params change, a retrain
+        # that learned the same trees): the same model keeps its one tag, whatever changed around it.
+        if (current is not None and recorded is not None and current.repository is not None
+                and recorded.repository == current.repository):
             return str(stored.tag)
     return None

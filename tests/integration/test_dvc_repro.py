@@ -82,8 +82,9 @@ def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None
     shutil.rmtree(registry)
 
     output = _run(repo, "dvc", "repro")
-    assert _ran_stages(output) == {"gate"}
+    assert _ran_stages(output) == {"gate", "reference"}  # its receipt went with var/ too: attached again
     assert json.loads((registry / "champion.json").read_text())["tag"] == receipt["tag"]
+    assert json.loads((registry / "dvc-reference.json").read_text())["tag"] == receipt["tag"]
     assert _ran_stages(_run(repo, "dvc", "repro")) == set()
 
 
