@@ -74,7 +74,7 @@ def test_the_dvc_names_are_checked_here() -> None:
     assert declared == {io.VALIDATION_RESULT_FILE, io.VALIDATION_SUMMARY_FILE, io.CANDIDATES_FILE,
                         io.EVALUATE_FILE, io.SLICES_FILE, *io.PLOT_FILES.values(), io.GATE_FILE, io.DVC_GATE_RECEIPT,
                         io.DVC_REFERENCE_RECEIPT}
-    assert len(declared) == 11
+    assert len(declared) == 12
 
 
 def _literal_text(node: ast.AST) -> str | None:
