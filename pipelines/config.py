@@ -198,6 +198,14 @@ class ValidateParams(_Section):
     period: Literal["month", "week"]
     max_duplicate_share: Annotated[float, Field(ge=0, lt=1)]
     chunk_rows: AtLeast1
+    calibration: Path | None = Field(description=(
+        "The learned behaviour drafted beside the suite by draft-suite (per-period and per-segment statistics, "
+        "column relations, functional dependencies, time consistency); null: only the suite's checks run."))
+    segments: list[str] | None = Field(description=(
+        "Columns whose values are judged as segments of each period (one airport, one carrier); null: the "
+        "evaluate.slices that are columns of the table. Read by draft-suite, which records them in the calibration."))
+    max_segments: AtLeast1 = Field(description=(
+        "Per segment column, the values with the most rows that are segments of their own; the rest are pooled."))
 
 
 class FeaturesParams(_Section):

@@ -57,6 +57,9 @@ REFERENCE_FILE = "reference.parquet"
 CALIBRATION_FILE = "calibration.json"
 # paths.validation_dir
 VALIDATION_SUMMARY_FILE = "summary.json"
+# A failed validation's reports (summary, result, Data Docs) go to this folder of paths.validation_dir, never over the
+# DVC outputs of the last one that passed: the workspace stays as it was, `dvc status` stale at validate only.
+VALIDATION_FAILED_DIR = "failed"
 # paths.monitoring_dir
 MONITOR_STATE_FILE = "state.json"
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,34 @@ class Behaviour(BaseModel):
 
     def band_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.bands, columns=["grain", "segment", "statistic", "low", "high", "width", "ref_rows"])
+
+
+def read_behaviour(path: Path) -> Behaviour:
+    """The drafted calibration file, with an error naming it (and the command that drafts it)."""
+    from pipelines.data.suite import SuiteError
+
+    try:
+        return Behaviour.model_validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"the learned behaviour {path} (validate.calibration) is not there: draft it beside the "
+                         f"suite with python -m pipelines draft-suite, or set validate.calibration: null") from None
+    except ValueError as error:
+        raise SuiteError(f"the learned behaviour {path} (validate.calibration) cannot be read: "
+                         f"{' '.join(str(error).split())[:400]}") from None
+
+
+def write_behaviour(behaviour: Behaviour, path: Path) -> Path:
+    """Reviewable JSON: one line per band (a table), the rest indented."""
+    import json
+
+    data = behaviour.model_dump(mode="json")
+    bands = data.pop("bands")
+    text = json.dumps(data, indent=1)
+    rows = ",\n  ".join(json.dumps(row) for row in bands)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text[:-2] + f',\n "bands": [\n  {rows}\n ]\n}}\n')
+    return path
 
 
 def grains_for(period: str) -> list[str]:
@@ -522,8 +551,9 @@ def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label
     missing_segments = [name for name in segments if name not in frame.columns]
     if missing_segments:
         raise ValueError(f"validate.segments {missing_segments} are not columns of the table")
+    # A part of the time (a month column) is no segment of a period: every period holds one value of it.
     segment_values = {str(name): [str(value) for value in _texts(frame[name]).value_counts().index[:max_segments]]
-                      for name in segments}
+                      for name in segments if name not in time_part_columns and name != time_column}
     sample = frame.sample(SAMPLE_ROWS, random_state=seed) if len(frame) > SAMPLE_ROWS else frame
     relations = fit_consistency(sample, ColumnSet(numeric=[n for n in numeric if n != target], raw_columns=[]),
                                 relation_r2, max_predictors=4, missing=False)

@@ -4,8 +4,9 @@ Why a pointer file: BentoML model labels are fixed when a model is saved, and pr
 champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
 the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
 derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
-refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`. `prune` deletes what is none
-of the champion and the last N promoted.
+refused is `refused` (its `gate` label, set when it is saved), a model quarantined (trained on a table found bad
+after it served: `quarantine`) is `quarantined`, the rest `candidate`. `prune` deletes what is none of the champion
+and the last N promoted.
 
 The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
 see the same models.
@@ -43,6 +44,10 @@ class RegisteredModel:
 
 
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
+# Journal events: a champion set by the gate or by hand, a model quarantined, the pointer removed (no clean model).
+SERVING_EVENTS = ("promote", "rollback")
+QUARANTINE_EVENT = "quarantine"
+UNSET_EVENT = "unset"
 
 
 def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
@@ -152,31 +157,107 @@ def history(registry_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
-    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
-    model_path(tag)  # refuse a tag the store does not hold
+def _journal(registry_dir: Path, record: dict[str, Any]) -> None:
+    """Append one line to the journal, durably (after a torn last line, on a line of its own)."""
     registry_dir.mkdir(parents=True, exist_ok=True)
-    record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
-              "at": datetime.now(UTC).isoformat()}
     journal_path = registry_dir / HISTORY_FILE
     torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
     with open(journal_path, "a") as journal:
         journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
         journal.flush()
         os.fsync(journal.fileno())
+
+
+def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
+    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
+    model_path(tag)  # refuse a tag the store does not hold
+    if tag in quarantined(registry_dir):
+        raise RegistryError(f"model {tag!r} is quarantined ({quarantined(registry_dir)[tag].get('reason')}): it "
+                            f"cannot serve again")
+    record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
+              "at": datetime.now(UTC).isoformat()}
+    _journal(registry_dir, record)
     io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
 
 
+def former_champions(registry_dir: Path) -> list[str]:
+    """Every tag that served, in the order it last became champion (promotions and rollbacks)."""
+    order: list[str] = []
+    for record in history(registry_dir):
+        if record.get("event", "promote") in SERVING_EVENTS and record.get("tag"):
+            if record["tag"] in order:
+                order.remove(record["tag"])
+            order.append(record["tag"])
+    return order
+
+
 def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
-    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag."""
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. A quarantined model
+    is never rolled back to."""
     current = require_champion(registry_dir)
     if to_tag is None:
-        earlier = [r["tag"] for r in history(registry_dir) if r["tag"] != current]
+        banned = quarantined(registry_dir)
+        earlier = [tag for tag in former_champions(registry_dir) if tag != current and tag not in banned]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
     set_champion(registry_dir, to_tag, reason=f"rollback from {current}", event="rollback")
     return to_tag
+
+
+def quarantined(registry_dir: Path) -> dict[str, dict[str, Any]]:
+    """The quarantined tags, each with its journal record (why, which table, when)."""
+    return {record["tag"]: record for record in history(registry_dir)
+            if record.get("event") == QUARANTINE_EVENT and record.get("tag")}
+
+
+def trained_on(table_md5: str, *, name: str) -> list[str]:
+    """The stored models of `name` whose training table (data_version.raw_table_md5) has this MD5."""
+    return [str(stored.tag) for stored in sorted(_stored(name), key=lambda stored: stored.info.creation_time)
+            if ((stored.info.metadata or {}).get("data_version") or {}).get("raw_table_md5") == table_md5]
+
+
+def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_md5: str | None = None,
+               reason: str) -> dict[str, Any]:
+    """Mark `tag`, or every model trained on the table with MD5 `table_md5`, as quarantined (journal lines), and when
+    the champion is among them roll it back to the newest former champion that is not, or, with none, remove the
+    pointer (the gate then compares the next challenger with the naive baselines). Returns what was done.
+
+    Why: a table that trained a served model can fail the suite later (the suite grew, or a fault was found by
+    hand); the model is then unfit to serve or to be compared with, and nothing but the journal says so."""
+    if (tag is None) == (table_md5 is None):
+        raise RegistryError("quarantine takes a model tag or a table MD5 (--table), one of them")
+    if tag is not None:
+        model_path(tag)  # refuse a tag the store does not hold
+        table_md5 = ((model_metadata(tag).get("data_version") or {}).get("raw_table_md5")) or None
+        tags = [tag]
+    else:
+        tags = trained_on(str(table_md5), name=name)
+        if not tags:
+            raise RegistryError(f"no stored model of {name!r} was trained on table {table_md5} (data_version."
+                                f"raw_table_md5 in `python -m pipelines models list`)")
+    already = quarantined(registry_dir)
+    now = datetime.now(UTC).isoformat()
+    for each in tags:
+        if each not in already:
+            _journal(registry_dir, {"event": QUARANTINE_EVENT, "tag": each, "table_md5": table_md5, "reason": reason,
+                                    "at": now})
+    champion = champion_tag(registry_dir)
+    outcome: dict[str, Any] = {"quarantined": tags, "table_md5": table_md5, "champion": champion,
+                               "previous": champion}
+    if champion in tags:
+        banned = quarantined(registry_dir)
+        clean = [each for each in former_champions(registry_dir) if each not in banned and has_model(each)]
+        if clean:
+            set_champion(registry_dir, clean[-1], reason=f"quarantine of {champion}: {reason}", event="rollback")
+            outcome["champion"] = clean[-1]
+        else:
+            _journal(registry_dir, {"event": UNSET_EVENT, "tag": None, "previous": champion,
+                                    "reason": f"quarantine of {champion}: {reason}; no clean model served before",
+                                    "at": now})
+            (registry_dir / CHAMPION_FILE).unlink(missing_ok=True)
+            outcome["champion"] = None
+    return outcome
 
 
 def _stored(name: str) -> list[Any]:
@@ -191,12 +272,13 @@ def _stored(name: str) -> list[Any]:
 
 def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry_dir)
-    former = {r["tag"] for r in history(registry_dir)}
+    former = set(former_champions(registry_dir))
+    banned = quarantined(registry_dir)
     models = []
     for stored in _stored(name):
         tag = str(stored.tag)
         refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
-        stage = ("champion" if tag == champion else "retired" if tag in former
+        stage = ("quarantined" if tag in banned else "champion" if tag == champion else "retired" if tag in former
                  else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
                                       metadata=dict(stored.info.metadata)))
@@ -214,10 +296,7 @@ def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) ->
     if keep < 0:
         raise RegistryError(f"--keep must be >= 0, got {keep}")
     champion = champion_tag(registry_dir)
-    promoted: list[str] = []
-    for record in reversed(history(registry_dir)):
-        if record.get("tag") not in promoted:
-            promoted.append(record["tag"])
+    promoted = list(reversed(former_champions(registry_dir)))
     kept = {champion, *promoted[:keep]} - {None}
     doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
     if not dry_run:
