@@ -96,7 +96,8 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     from pipelines.data.preprocess import prepare
     from pipelines.features import encode_frame
     from pipelines.model.evaluate import baseline_predictions
-    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
     from pipelines.model.train import train_model
     from pipelines.monitor.reference import build_reference
 
@@ -106,7 +107,7 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     data = prepare(rows, params.source, params.features, params.split, keep=params.evaluate.slices)
     model = train_model(data.train, data.valid, data.schema, params.train)
     challenger_proba = model.predict_proba(data.test)
-    latency = measure_latency_ms(model.booster, encode_frame(data.test.head(params.gate.latency_batch_rows),
+    latency = measure_latency_ms(model, encode_frame(data.test.head(params.gate.latency_batch_rows),
                                                              model.schema), params.gate.latency_repeats)
     decision = decide(data.test, challenger_proba, None if champion is None else champion.model.predict_proba(
                           data.test), baseline_predictions(data.train, data.test, time_column), latency,
@@ -137,7 +138,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
            weeks: list[tuple[pd.Timestamp, pd.Timestamp]], span: pd.Timedelta, log: Any = print) -> PolicyRun:
     """One policy over the replayed windows, from the same first champion."""
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.monitor.drift import analyse_window, reason_kind
+    from pipelines.monitor.drift import analyse_window
 
     if policy not in POLICIES or window not in WINDOWS:
         raise ValueError(f"policy must be one of {POLICIES} and window one of {WINDOWS}, not {policy!r}/{window!r}")
@@ -157,7 +158,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
                                      champion=champion.model, champion_tag=champion.name).report
             decision = decide_retrain(summary, end.to_pydatetime(), last_retrain, params.monitor)
             run.monitor_s += time.perf_counter() - began
-            week["alarm"] = "; ".join(reason_kind(reason) for reason in summary.reasons)
+            week["alarm"] = "; ".join(reason.label for reason in summary.reasons)
             ask = decision.retrain
         if ask:
             last_retrain = end.isoformat()

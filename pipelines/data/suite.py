@@ -21,7 +21,6 @@ from pipelines.io import to_jsonable
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = io.VALIDATION_SUMMARY_FILE
 PERIODS = ("month", "week")
 # Expectations GX 1.24 cannot run through a ValidationDefinition: their result holds a NumPy bool that the
 # validation-results store fails to serialise ("Object of type bool is not JSON serializable"), which
@@ -278,8 +277,8 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
     Raises `NotValidatedError`: "table <hash> has not passed validation (<summary> says ...)". A validation that
     failed left its summary in the `failed` folder (`io.VALIDATION_FAILED_DIR`), which the message quotes.
     """
-    table, summary_path = Path(table), Path(validation_dir) / SUMMARY_FILE
-    failed_path = Path(validation_dir) / io.VALIDATION_FAILED_DIR / SUMMARY_FILE
+    table, summary_path = Path(table), Path(validation_dir) / io.VALIDATION_SUMMARY_FILE
+    failed_path = Path(validation_dir) / io.VALIDATION_FAILED_DIR / io.VALIDATION_SUMMARY_FILE
     if not table.exists():
         raise NotValidatedError(f"{stage}: {table} not found: run the collect and validate stages first "
                                 f"(dvc repro validate)")

@@ -110,14 +110,16 @@ def _thin(frame: pd.DataFrame, points: int = 200) -> pd.DataFrame:
     return frame.iloc[index].round(5).reset_index(drop=True)
 
 
-def feature_importance(booster: Any, feature_names: list[str]) -> pd.DataFrame:
-    """Gain and splits per feature, named as the table names it (the model file may hold LightGBM-safe names:
-    `features.lightgbm_names`, in the same order)."""
-    gain = booster.feature_importance(importance_type="gain")
-    frame = pd.DataFrame({"feature": feature_names, "gain": gain,
-                          "splits": booster.feature_importance(importance_type="split")})
-    frame["gain_share"] = (frame["gain"] / max(frame["gain"].sum(), 1e-12)).round(5)
-    return frame.sort_values("gain", ascending=False).reset_index(drop=True)
+def feature_importance(model: Any) -> pd.DataFrame:
+    """The model's weight per feature (`importance("weight")`: split gain for trees, mean |log-odds contribution|
+    for a linear model) and its share, named as the table names it; with the split count where the family counts
+    splits."""
+    weight = model.importance("weight")
+    frame = pd.DataFrame({"feature": weight.index, "weight": weight.to_numpy()})
+    if "split" in model.importance_kinds:
+        frame["splits"] = model.importance("split").to_numpy()
+    frame["share"] = (frame["weight"] / max(frame["weight"].sum(), 1e-12)).round(5)
+    return frame.sort_values("weight", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_column: str, slices: list[str],
@@ -142,4 +144,4 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
                                  for column, entries in by_slice.items() for entry in entries if entry["skipped"]]
     roc, pr, calibration = curves(y_true, proba)
     return Evaluation(metrics=metrics, slices=by_slice, roc=roc, precision_recall=pr, calibration=calibration,
-                      importance=feature_importance(model.booster, model.schema.feature_names))
+                      importance=feature_importance(model))

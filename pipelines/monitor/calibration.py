@@ -78,10 +78,11 @@ def prediction_bound(values: Sequence[float], quantile: float) -> float:
     return max(bound, float(finite.max()))
 
 
-def gain_shares(booster: Any, feature_names: Sequence[str], columns: Sequence[str]) -> dict[str, float]:
-    """Each raw column's share of the model's total split gain (derived time parts are not monitored columns and
-    are left out of the total). A column the model never splits on has share 0."""
-    gains = dict(zip(feature_names, booster.feature_importance(importance_type="gain"), strict=True))
+def gain_shares(weights: Mapping[str, float], columns: Sequence[str]) -> dict[str, float]:
+    """Each raw column's share of the model's total weight (`TrainedModel.importance("weight")`: split gain for
+    trees; derived time parts are not monitored columns and are left out of the total). A column the model never
+    uses has share 0."""
+    gains = {name: float(value) for name, value in weights.items()}
     total = float(sum(gains.get(name, 0.0) for name in columns))
     if total <= 0:
         return {name: 1.0 / len(columns) for name in columns}

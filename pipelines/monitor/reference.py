@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.contracts import PROBABILITY
 from pipelines.monitor.calibration import (
     Calibration,
     auc_drops,
@@ -18,7 +19,7 @@ from pipelines.monitor.calibration import (
     gain_shares,
     prediction_bound,
 )
-from pipelines.monitor.log import PROBABILITY, as_category_strings
+from pipelines.monitor.log import as_category_strings
 
 
 def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column: str,
@@ -60,7 +61,8 @@ def period_rows(splits: list[pd.DataFrame], features: FeaturesParams, time_colum
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
                     monitor: MonitorParams, labelled: list[pd.DataFrame] = ()) -> tuple[pd.DataFrame, Calibration]:
-    """The stored reference sample, scored by `model` (a `TrainedModel`; its probabilities are stored with it, so a
+    """The stored reference sample, scored by `model` (a `pipelines.model.seam.TrainedModel`; its probabilities are
+    stored with it, so a
     monitoring run does not re-predict 50,000 rows), and the model's calibration: windows of the reference period
     against the sample, weighted by the model's gain shares, judged against its vocabulary. `labelled` (prepared
     splits with their `label`: validation and test) calibrates the performance-decay limit.
@@ -75,7 +77,7 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     sample, period = period_rows(splits, features, time_column, [drawn, order[calibration_start(stamps, monitor):]])
     reference = sample_reference(sample, features, time_column, monitor)
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
-    weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
+    weights = gain_shares(model.importance("weight"), features.raw_columns)
     calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,
                             time_column, monitor, weights, model.schema.categorical)
     held_out = [split for split in labelled if len(split) and "label" in split]

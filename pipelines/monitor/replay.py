@@ -24,8 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import io
 from pipelines.config import REQUEST_ID_MAX, Params
-from pipelines.monitor.prediction_log import OutcomeRecord
+from pipelines.contracts import OutcomeRecord
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class _OutcomeWriter:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.path = directory / f"outcomes-{stamp}-{os.getpid()}.jsonl"
+        self.path = directory / io.outcome_log_name(stamp, os.getpid())
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the replay, closed by close())
         self.count = 0
 

@@ -14,17 +14,27 @@ see the same models.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from pipelines import io
+from pipelines.contracts import (
+    DataVersion,
+    GateReport,
+    Lineage,
+    PromotionRecord,
+    RegistryEntry,
+    RegistryMetrics,
+)
 from pipelines.io import CHAMPION_FILE, HISTORY_FILE
-from pipelines.model.train import TrainedModel
+from pipelines.model.catalog import load_model as _load_model
+from pipelines.model.seam import TrainedModel
 from pipelines.release import lineage
 
 if TYPE_CHECKING:
@@ -40,7 +50,7 @@ class RegisteredModel:
     tag: str
     stage: str
     created: str
-    metadata: dict[str, Any]
+    entry: RegistryEntry  # what is stored with it, read whatever version stored it
 
 
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
@@ -50,11 +60,12 @@ QUARANTINE_EVENT = "quarantine"
 UNSET_EVENT = "unset"
 
 
-def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
+def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None,
                labels: dict[str, str] | None = None) -> str:
-    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
-    returns its tag (`name:version`).
+    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name), with
+    `entry` as its metadata; returns its tag (`name:version`). (A plain mapping is stored as given: models saved by
+    hand or by tests; the pipeline stores a `RegistryEntry`.)
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -63,8 +74,10 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
 
     import bentoml
 
-    safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
-    with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
+    # BentoML accepts plain values only, and no None
+    safe = entry.to_metadata() if isinstance(entry, RegistryEntry) else io.without_nulls(io.to_jsonable(entry))
+    family = (io.read_json(model_dir / io.META_FILE) or {}).get("family", "lightgbm")
+    with bentoml.models.create(name, labels={"framework": family, **(labels or {})}, metadata=safe,
                                module="pipelines.release.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
@@ -75,15 +88,6 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
     # another user (deploy/container.py), and a model is no secret: readable like the 0644 files inside it.
     model_path(tag).chmod(0o755)
     return tag
-
-
-def _without_nulls(value: Any) -> Any:
-    """BentoML metadata rejects None: a null field is left out (read it back with `.get`)."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value if v is not None]
-    return value
 
 
 def model_path(tag: str) -> Path:
@@ -104,15 +108,16 @@ def has_model(tag: str) -> bool:
 
 
 def load_model(tag: str) -> TrainedModel:
-    return TrainedModel.load(model_path(tag))
+    """The registered model `tag`, through the model seam (whatever its family)."""
+    return _load_model(model_path(tag))
 
 
-def model_metadata(tag: str) -> dict[str, Any]:
-    """What `save_model` stored with `tag` (metrics, params, data version, commit, schema, gate)."""
+def model_entry(tag: str) -> RegistryEntry:
+    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed."""
     import bentoml
 
     try:
-        return dict(bentoml.models.get(tag).info.metadata)
+        return RegistryEntry.from_metadata(bentoml.models.get(tag).info.metadata)
     except bentoml.exceptions.NotFound as error:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
@@ -133,7 +138,7 @@ def champion_tag(registry_dir: Path) -> str | None:
     pointer = registry_dir / CHAMPION_FILE
     if not pointer.exists():
         return None
-    return json.loads(pointer.read_text())["tag"]
+    return PromotionRecord.model_validate_json(pointer.read_text()).tag
 
 
 def require_champion(registry_dir: Path) -> str:
@@ -143,7 +148,7 @@ def require_champion(registry_dir: Path) -> str:
     return tag
 
 
-def history(registry_dir: Path) -> list[dict[str, Any]]:
+def history(registry_dir: Path) -> list[PromotionRecord]:
     """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
     path = registry_dir / HISTORY_FILE
     if not path.exists():
@@ -151,43 +156,45 @@ def history(registry_dir: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(PromotionRecord.model_validate_json(line))
+        except ValidationError:
             continue  # a torn line followed by a later append: never a promotion that happened
     return records
 
 
-def _journal(registry_dir: Path, record: dict[str, Any]) -> None:
+def _journal(registry_dir: Path, record: PromotionRecord) -> None:
     """Append one line to the journal, durably (after a torn last line, on a line of its own)."""
     registry_dir.mkdir(parents=True, exist_ok=True)
     journal_path = registry_dir / HISTORY_FILE
     torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
     with open(journal_path, "a") as journal:
-        journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
+        journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
         journal.flush()
         os.fsync(journal.fileno())
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
-    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
+def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
+                 ) -> None:
+    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent. A
+    quarantined model is refused: it never serves again."""
     model_path(tag)  # refuse a tag the store does not hold
-    if tag in quarantined(registry_dir):
-        raise RegistryError(f"model {tag!r} is quarantined ({quarantined(registry_dir)[tag].get('reason')}): it "
-                            f"cannot serve again")
-    record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
-              "at": datetime.now(UTC).isoformat()}
+    banned = quarantined(registry_dir)
+    if tag in banned:
+        raise RegistryError(f"model {tag!r} is quarantined ({banned[tag].reason}): it cannot serve again")
+    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
+                             at=datetime.now(UTC).isoformat())
     _journal(registry_dir, record)
-    io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
+    io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
 
 
 def former_champions(registry_dir: Path) -> list[str]:
     """Every tag that served, in the order it last became champion (promotions and rollbacks)."""
     order: list[str] = []
     for record in history(registry_dir):
-        if record.get("event", "promote") in SERVING_EVENTS and record.get("tag"):
-            if record["tag"] in order:
-                order.remove(record["tag"])
-            order.append(record["tag"])
+        if record.event in SERVING_EVENTS and record.tag:
+            if record.tag in order:
+                order.remove(record.tag)
+            order.append(record.tag)
     return order
 
 
@@ -205,16 +212,20 @@ def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
     return to_tag
 
 
-def quarantined(registry_dir: Path) -> dict[str, dict[str, Any]]:
+def quarantined(registry_dir: Path) -> dict[str, PromotionRecord]:
     """The quarantined tags, each with its journal record (why, which table, when)."""
-    return {record["tag"]: record for record in history(registry_dir)
-            if record.get("event") == QUARANTINE_EVENT and record.get("tag")}
+    return {record.tag: record for record in history(registry_dir)
+            if record.event == QUARANTINE_EVENT and record.tag}
 
 
 def trained_on(table_md5: str, *, name: str) -> list[str]:
     """The stored models of `name` whose training table (data_version.raw_table_md5) has this MD5."""
-    return [str(stored.tag) for stored in sorted(_stored(name), key=lambda stored: stored.info.creation_time)
-            if ((stored.info.metadata or {}).get("data_version") or {}).get("raw_table_md5") == table_md5]
+    found = []
+    for stored in sorted(_stored(name), key=lambda stored: stored.info.creation_time):
+        version = RegistryEntry.from_metadata(stored.info.metadata).data_version
+        if version is not None and version.raw_table_md5 == table_md5:
+            found.append(str(stored.tag))
+    return found
 
 
 def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_md5: str | None = None,
@@ -229,7 +240,8 @@ def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_m
         raise RegistryError("quarantine takes a model tag or a table MD5 (--table), one of them")
     if tag is not None:
         model_path(tag)  # refuse a tag the store does not hold
-        table_md5 = ((model_metadata(tag).get("data_version") or {}).get("raw_table_md5")) or None
+        version = model_entry(tag).data_version
+        table_md5 = version.raw_table_md5 if version is not None else None
         tags = [tag]
     else:
         tags = trained_on(str(table_md5), name=name)
@@ -240,8 +252,8 @@ def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_m
     now = datetime.now(UTC).isoformat()
     for each in tags:
         if each not in already:
-            _journal(registry_dir, {"event": QUARANTINE_EVENT, "tag": each, "table_md5": table_md5, "reason": reason,
-                                    "at": now})
+            _journal(registry_dir, PromotionRecord(event=QUARANTINE_EVENT, tag=each, table_md5=table_md5,
+                                                   reason=reason, at=now))
     champion = champion_tag(registry_dir)
     outcome: dict[str, Any] = {"quarantined": tags, "table_md5": table_md5, "champion": champion,
                                "previous": champion}
@@ -252,9 +264,9 @@ def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_m
             set_champion(registry_dir, clean[-1], reason=f"quarantine of {champion}: {reason}", event="rollback")
             outcome["champion"] = clean[-1]
         else:
-            _journal(registry_dir, {"event": UNSET_EVENT, "tag": None, "previous": champion,
-                                    "reason": f"quarantine of {champion}: {reason}; no clean model served before",
-                                    "at": now})
+            _journal(registry_dir, PromotionRecord(
+                event=UNSET_EVENT, previous=champion, at=now,
+                reason=f"quarantine of {champion}: {reason}; no clean model served before"))
             (registry_dir / CHAMPION_FILE).unlink(missing_ok=True)
             outcome["champion"] = None
     return outcome
@@ -281,7 +293,7 @@ def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
         stage = ("quarantined" if tag in banned else "champion" if tag == champion else "retired" if tag in former
                  else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
-                                      metadata=dict(stored.info.metadata)))
+                                      entry=RegistryEntry.from_metadata(stored.info.metadata)))
     return sorted(models, key=lambda m: m.created)
 
 
@@ -315,33 +327,32 @@ def dag_outputs(paths: Any) -> list[Path]:
             paths.plots_dir, paths.registry_dir]
 
 
-def registration_metadata(params: Params, gate_report: dict[str, Any], built: lineage.Lineage) -> dict[str, Any]:
+def registration_entry(params: Params, gate_report: GateReport, built: Lineage) -> RegistryEntry:
     """What the registry stores with a model: metrics, params, data version, lineage (`built`, captured by the
     caller in the stage's directory), feature schema, gate."""
     paths = params.paths
-    meta = json.loads((paths.model_dir / io.META_FILE).read_text())
-    return {
-        "model_md5": gate_report["challenger_md5"],
-        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
-                    "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
-        "params": meta.get("params"),
-        "search": meta.get("search"),
-        "threshold": meta.get("threshold"),
+    meta = io.read_json(paths.model_dir / io.META_FILE) or {}
+    window = [params.collect.start.isoformat(), params.collect.end.isoformat()]
+    return RegistryEntry(
+        model_md5=gate_report.challenger_md5,
+        family=meta.get("family", "lightgbm"),
+        metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.get("valid_metrics"),
+                                evaluate=io.read_json(paths.metrics_dir / io.EVALUATE_FILE)),
+        params=meta.get("params"),
+        search=meta.get("search"),
+        threshold=meta.get("threshold"),
         # What it was trained on (recorded by preprocess and train): the validated raw table's MD5 (DVC 3 records a
         # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
-        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
-                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        data_version=DataVersion.model_validate({**(meta.get("data") or {}), "window": window}),
         # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
         # it, and which files), experiment ref, data hash, params diff, package lock.
-        "lineage": built.model_dump(mode="json"),
-        "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
-        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
-                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
-    }
+        lineage=built,
+        feature_schema=io.read_json(paths.model_dir / io.SCHEMA_FILE),
+        gate=gate_report.verdict(),
+    )
 
 
-def find_by_model_hash(model_md5: str, *, name: str, root: Path,
-                       current: lineage.Lineage | None = None) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None) -> str | None:
     """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
 
     Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
@@ -351,12 +362,12 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
     uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
     """
-    matches = sorted((stored for stored in _stored(name) if stored.info.metadata.get("model_md5") == model_md5),
-                     key=lambda stored: stored.info.creation_time, reverse=True)
-    for stored in matches:
-        try:
-            recorded = lineage.from_metadata(stored.info.metadata)
-        except ValueError:  # hand-saved or older metadata: no lineage this run can vouch for
+    entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
+    matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
+                     key=lambda pair: pair[0].info.creation_time, reverse=True)
+    for stored, entry in matches:
+        recorded = entry.lineage
+        if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
             return str(stored.tag)

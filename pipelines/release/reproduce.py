@@ -6,8 +6,9 @@ ref (or commit) holding the dvc.lock that built the model. That revision is chec
 remote (`dvc pull collect`: the exact rows, even if the source has changed since), and the stages from validate to
 evaluate are re-run with `dvc repro --force`. The gate is not re-run: the registry and the champion are left alone.
 
-Identical means: the rebuilt `model.txt` has the md5 the registry recorded, and `metrics/evaluate.json` equals the
-one committed with the experiment. Otherwise the report names each difference and its likely cause: the data
+Identical means: the rebuilt learner file (`model.txt`; `model.pkl` for the scikit-learn families, whose fits
+are deterministic too) has the md5 the registry recorded, and `metrics/evaluate.json` equals the one committed
+with the experiment. Otherwise the report names each difference and its likely cause: the data
 (md5 vs the lineage), the packages (uv.lock md5 of this environment vs the one recorded), a dirty tree at training
 time, and the first stage whose outputs differ from the recorded dvc.lock.
 """
@@ -24,20 +25,12 @@ from typing import Any
 
 import yaml
 
-from pipelines.io import EVALUATE_FILE, MODEL_FILE
+from pipelines.contracts import Lineage
+from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
+from pipelines.io import EVALUATE_FILE, META_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
 from pipelines.io import file_md5 as _file_md5
-from pipelines.release import lineage as lineage_module
 from pipelines.release import versioning
-from pipelines.release.lineage import (
-    LOCK_FILE,
-    PACKAGE_LOCK,
-    PARAMS_FILE,
-    Lineage,
-    built_at,
-    git,
-    has_commit,
-    locked_out_md5,
-)
+from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +148,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
     from pipelines.release import registry
 
     started = time.perf_counter()
-    metadata = registry.model_metadata(tag)
-    lineage = lineage_module.from_metadata(metadata)
+    entry = registry.model_entry(tag)
+    lineage = entry.lineage
     if lineage is None:
         raise ReproduceError(f"{tag} has no lineage in its registry entry (registered before lineage was "
                              "recorded): its commit, data and params are unknown")
@@ -167,16 +160,16 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         _prepare_worktree(root, worktree, commit)
         _pull_raw_table(worktree)
         recorded_lock = yaml.safe_load(versioning.show_file(root, commit, LOCK_FILE) or "{}") or {}
-        params = load_params(worktree / "params.yaml")
+        params = load_params(worktree / PARAMS_FILE)
         data_md5 = file_md5(worktree / params.paths.raw_table)
         for stage in REBUILT_STAGES:
             versioning.run_stage(worktree, stage, force=True)
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
-        model_md5 = file_md5(worktree / params.paths.model_dir / MODEL_FILE)
+        rebuilt_dir = worktree / params.paths.model_dir
+        model_md5 = file_md5(model_file(rebuilt_dir)) if (rebuilt_dir / META_FILE).exists() else None
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
-        recorded_metrics = (json.loads(recorded_text) if recorded_text
-                            else (metadata.get("metrics") or {}).get("evaluate"))
+        recorded_metrics = json.loads(recorded_text) if recorded_text else entry.metrics.evaluate
         rebuilt_metrics = json.loads((worktree / evaluate_file).read_text())
         if keep is not None:
             shutil.copytree(worktree, keep, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
@@ -187,11 +180,11 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         "no recorded metrics to compare with"]
     report = {
         "tag": tag, "source": source, "commit": commit,
-        "identical": model_md5 == metadata.get("model_md5") and not metric_changes,
-        "model_md5": {"registry": metadata.get("model_md5"), "rebuilt": model_md5},
+        "identical": model_md5 == entry.model_md5 and not metric_changes,
+        "model_md5": {"registry": entry.model_md5, "rebuilt": model_md5},
         "metrics_identical": not metric_changes, "metric_differences": metric_changes[:20],
         # Informational: directory outs also hold run-specific files (Data Docs pages, model.json's timings), so a
-        # stage can differ here while model.txt and the metrics, what a rebuild must match, are identical.
+        # stage can differ here while the model file and the metrics, what a rebuild must match, are identical.
         "stages_with_different_outputs": _stage_differences(recorded_lock, rebuilt_lock),
         "why": _causes(lineage, data_md5, root, recorded_lock),
         "seconds": round(time.perf_counter() - started, 1),

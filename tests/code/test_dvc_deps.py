@@ -179,11 +179,33 @@ def _reads_of(name: str, section: str, module: str, function: ast.FunctionDef, d
     return reads
 
 
+def _params_functions(entry: str) -> list[tuple[str, ast.FunctionDef]]:
+    """The stage's functions (`_stage_functions`) and, in other project modules, every function the whole `params`
+    is handed to (the search driver), with the functions of its module it calls or passes on, transitively."""
+    found: list[tuple[str, ast.FunctionDef]] = []
+    todo = [(f"{PACKAGE}.stages", function) for function in _stage_functions(entry)]
+    while todo:
+        module, function = todo.pop(0)
+        if any(function is seen for _, seen in found):
+            continue
+        found.append((module, function))
+        if module != f"{PACKAGE}.stages":
+            todo += [(module, f) for f in _stage_functions(function.name, module) if f is not function]
+        for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+            if not any(isinstance(arg, ast.Name) and arg.id == "params" for arg in call.args):
+                continue
+            callee = _resolve_callee(call, module, function)
+            if callee and callee[0] != module and _argument_name(
+                    call, callee[1], next(a for a in call.args if isinstance(a, ast.Name) and a.id == "params")) \
+                    == "params":
+                todo.append(callee)
+    return found
+
+
 def params_reads(command: str) -> set[str]:
     """The params keys (or whole sections) `python -m pipelines <command>` reads."""
-    module = f"{PACKAGE}.stages"
     reads: set[str] = set()
-    for function in _stage_functions(STAGE_FUNCTIONS[command]):
+    for module, function in _params_functions(STAGE_FUNCTIONS[command]):
         parents = {child: parent for parent in ast.walk(function) for child in ast.iter_child_nodes(parent)}
         for node in ast.walk(function):
             chain = _chain(node) if isinstance(node, ast.Attribute) else None
@@ -240,7 +262,8 @@ def test_every_params_key_read_is_listed(stage: str) -> None:
 
 def test_the_derivation_finds_what_it_must() -> None:
     """The analysis itself: known imports and reads are found (else the tests above could pass vacuously)."""
-    assert {"pipelines/data/collect.py", "pipelines/stages.py", "pipelines/config.py"} <= import_closure("collect")
+    assert {"pipelines/data/collect.py", "pipelines/stages.py",
+            "pipelines/config/__init__.py"} <= import_closure("collect")
     assert {"pipelines/model/gate.py", "pipelines/release/registry.py",
             "pipelines/model/evaluate.py"} <= import_closure("gate")
     assert "pipelines/release/model_card.py" not in import_closure("gate")  # the CLI's other commands are not followed

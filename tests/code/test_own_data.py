@@ -239,7 +239,7 @@ def test_columns_with_json_characters_in_their_names_train_and_report_under_thei
 
     names = {"store": "store, id", "x": "x [kg]", "extra": "x_kg_"}  # the last one collides once made safe
     params = _own(make_params, **{"features.categorical": ["store, id"], "features.numeric": ["x [kg]", "x_kg_"],
-                                  "evaluate.slices": ["store, id"], "train.min_data_in_leaf": 5})
+                                  "evaluate.slices": ["store, id"], "train.lightgbm.min_data_in_leaf": 5})
     table = _table([0, 1])
     table = table.assign(extra=table["x"] * 2, y=(table["x"] > 0).astype(int)).rename(columns=names)
     prepared = prepare(table, params.source, params.features, params.split)
@@ -250,10 +250,10 @@ def test_columns_with_json_characters_in_their_names_train_and_report_under_thei
     rows = prepared.valid.head(20)
     matrix = encode({name: rows[name] for name in prepared.schema.raw_columns}, rows["t"], prepared.schema)
     assert np.allclose(model.booster.predict(matrix), model.predict_proba(rows))
-    importance = feature_importance(model.booster, prepared.schema.feature_names).set_index("feature")
+    importance = feature_importance(model).set_index("feature")
     gains = model.booster.feature_importance(importance_type="gain")
-    assert importance["gain"].to_dict() == dict(zip(prepared.schema.feature_names, gains, strict=True))
-    assert importance.loc["x [kg]", "gain"] + importance.loc["x_kg_", "gain"] > 0  # the label is x > 0
+    assert importance["weight"].to_dict() == dict(zip(prepared.schema.feature_names, gains, strict=True))
+    assert importance.loc["x [kg]", "weight"] + importance.loc["x_kg_", "weight"] > 0  # the label is x > 0
 
 
 # --- integer-coded categoricals ------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[
         "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
         "validate.period": "week", "features.categorical": categorical, "features.numeric": numeric,
         "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": categorical[:1],
-        "split.valid_days": 7, "split.test_days": 7, "train.min_data_in_leaf": 5})
+        "split.valid_days": 7, "split.test_days": 7, "train.lightgbm.min_data_in_leaf": 5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
     params = load_params(tmp_path / "params.yaml")

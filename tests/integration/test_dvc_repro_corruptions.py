@@ -82,7 +82,7 @@ def test_text_in_a_numeric_column_is_a_validation_failure_not_a_collect_crash(
     summary = json.loads((repo / "reports" / "validation" / "summary.json").read_text())
     assert summary["success"] is False and summary["parse_errors"]["distance"]["count"] > 0
     # A user changes a training param and runs only the train stage: DVC runs it, the guard stops it.
-    set_params(repo, {"train.learning_rate": 0.1})
+    set_params(repo, {"train.lightgbm.learning_rate": 0.1})
     code, output = _repro(repo, "-s", "train")
     assert code != 0 and "Running stage 'train'" in output
     digest = file_md5(repo / "data" / "raw" / "table.parquet")

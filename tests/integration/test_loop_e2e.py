@@ -30,7 +30,8 @@ LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01"
         # it (consistency_r2 1.0: no relation is checked; they are tested in tests/code and tests/model).
         "monitor.calibration_quantile": 0.5, "monitor.missing_surge": 0.5, "monitor.consistency_r2": 1.0,
         "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,
-        "monitor.cooldown_days": 14, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
+        "monitor.cooldown_days": 14, "search.grid.lightgbm.num_leaves": [15, 31],
+        "search.grid.lightgbm.min_data_in_leaf": [100],
         "gate.min_improvement": -0.01}
 
 

@@ -55,14 +55,14 @@ def gate_report(params: Params) -> dict[str, Any]:
 def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_path: Path) -> None:
     registry_dir = tmp_path / "registry"
     # No champion yet: a short model only has to beat the naive baselines.
-    medium = gate_params(data_root, registry_dir, **{"train.num_boost_round": 8})
+    medium = gate_params(data_root, registry_dir, **{"train.lightgbm.num_boost_round": 8})
     first = train_and_gate(medium)
     assert first["promote"] and first["previous"] is None
     assert gate_report(medium)["compared_with"] == "baselines"
     medium_tag = registry.require_champion(registry_dir)
 
     # Far fewer trees: honestly worse on the same holdout, refused; the champion does not move.
-    weak = train_and_gate(gate_params(data_root, registry_dir, **{"train.num_boost_round": 2}))
+    weak = train_and_gate(gate_params(data_root, registry_dir, **{"train.lightgbm.num_boost_round": 2}))
     report = gate_report(medium)
     assert not weak["promote"] and registry.champion_tag(registry_dir) == medium_tag
     assert report["failed"][0].startswith("roc_auc ") and report["champion"] == medium_tag
@@ -79,14 +79,14 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     stored = {m.tag: m for m in registry.list_models(registry_dir, name=medium.project.model_name)}
     assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
         "champion", "retired", "refused")  # the refused one is marked so in the store (its `gate` label)
-    meta = stored[better_tag].metadata
+    meta = stored[better_tag].entry.to_metadata()
     # Lineage: the validated table it was trained on (dvc.lock's hash of it), its splits, and the worktree state.
     assert meta["data_version"]["raw_table_md5"] == io.file_md5(medium.paths.raw_table)
     validated = json.loads((medium.paths.validation_dir / "summary.json").read_text())
     assert validated["success"] and validated["table_md5"] == meta["data_version"]["raw_table_md5"]
     assert meta["data_version"]["splits_md5"]["train"] == io.file_md5(io.prepared_path(medium.paths, "train"))
     assert isinstance(meta["lineage"]["git_dirty"], bool) and len(meta["lineage"]["git_commit"]) == 40
-    assert meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
+    assert meta["params"]["lightgbm"]["num_boost_round"] == SMALL_WINDOW["train.lightgbm.num_boost_round"]
     assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
 
     # Re-gating the same model registers nothing new and changes nothing.
@@ -164,7 +164,7 @@ while True:
 
 
 def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> None:
-    params = gate_params(data_root, tmp_path / "registry", **{"train.num_boost_round": 3})
+    params = gate_params(data_root, tmp_path / "registry", **{"train.lightgbm.num_boost_round": 3})
     stages.run_search(params)
     tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}, name=params.project.model_name)
             for n in range(2)]
@@ -185,6 +185,6 @@ def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> N
         assert pointer["tag"] in tags
         assert registry.load_model(pointer["tag"]).booster.num_trees() > 0
         journal = registry.history(registry_dir)
-        assert journal and all(record["tag"] in tags for record in journal)
+        assert journal and all(record.tag in tags for record in journal)
     assert kills == 12
     assert len(registry.history(registry_dir)) > 12  # the loop really promoted between kills

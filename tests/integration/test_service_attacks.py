@@ -318,7 +318,8 @@ def test_kill_9_of_the_main_process_leaves_no_worker_serving(trained: dict[str, 
 # 7 ---------------------------------------------------------------------------------------------------------------
 
 def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str, Any]) -> None:
-    from pipelines.monitor.prediction_log import FILE_GLOB, read_dropped, read_prediction_log
+    from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
+    from pipelines.monitor.prediction_log import read_dropped, read_prediction_log
 
     server, rows, log_dir = guarded["server"], guarded["rows"], guarded["log_dir"]
 
