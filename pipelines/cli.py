@@ -73,6 +73,7 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
+    from pipelines import io as catalog
     from pipelines.data.behaviour import write_behaviour
     from pipelines.data.collect import collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
@@ -103,7 +104,7 @@ def _draft_suite(args: argparse.Namespace) -> Any:
         result.update({"suite": args.out, "expectations": len(suite.get("expectations", [])),
                        "per_period": len((suite.get("per_period") or {}).get("expectations", []))})
     calibration = Path(args.calibration) if args.calibration else Path(args.out).with_name(
-        Path(args.out).stem + ".calibration.json")
+        Path(args.out).stem + catalog.BEHAVIOUR_SUFFIX)
     if time_column is not None:
         behaviour = _draft_behaviour(frame, params, keys)
         write_behaviour(behaviour, calibration)

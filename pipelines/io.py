@@ -54,6 +54,8 @@ VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
 # A failed validation's reports (summary, result, Data Docs) go to this folder of paths.validation_dir, never over the
 # DVC outputs of the last one that passed: the workspace stays as it was, `dvc status` stale at validate only.
 VALIDATION_FAILED_DIR = "failed"
+# The learned behaviour draft-suite writes beside a suite <name>.json (validate.calibration)
+BEHAVIOUR_SUFFIX = ".calibration.json"
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
 # paths.metrics_dir
