@@ -74,6 +74,7 @@ MODEL_ROWS = 100_000   # ... and evaluated on at most this many rows of a table 
 # below this share of the column's standard deviation: a contrast that barely moved in the reference would otherwise
 # refuse the next season's ordinary change.
 CONTRAST_FLOOR = 0.25
+NOISE_SIGMAS = 3.0  # a statistic may always move this many of its own standard errors (`_standard_error`)
 MOSTLY = 0.8  # broken rows are named by a segment value when at least this share of them hold it
 DOMINANCE = 4.0  # a segment's failure is its own, not another's echo, within this factor of the worst excess
 CONTRASTED = ("mean", "q10", "q50", "q90", "missing", "share", "rate")
@@ -126,6 +127,7 @@ class Behaviour(BaseModel):
     categories: dict[str, list[str]]
     segments: dict[str, list[str]]
     observed: dict[str, list[float]]  # per numeric column: [min, max, band low, band high] of the reference
+    spreads: dict[str, float] = {}    # per numeric column: its standard deviation over the reference rows
     edges: dict[str, list[float]]     # per numeric column: its histogram's bin edges (reference quantiles)
     relations: Consistency | None = None
     label_model: LabelModel | None = None
@@ -284,6 +286,7 @@ def _prepare(frame: pd.DataFrame, behaviour: Behaviour) -> _Prepared:
     for name, values in numbers.items():
         edges = _bin_edges(behaviour, name)
         inside = np.clip(np.searchsorted(edges, values, side="right"), 0, len(edges))  # 0 below .. len above
+        inside = np.where(values == edges[-2], inside - 1, inside) if len(edges) > 2 else inside  # the maximum
         bins[name] = np.where(np.isnan(values), -1, inside)
     categories = {name: _category_codes(frame[name], kept) for name, kept in behaviour.categories.items()
                   if name in frame.columns}
@@ -474,30 +477,48 @@ def statistics(frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
     for column, names in segmentations:
         sums = _Sums(pieces, n_pieces, None if column is None else prepared.segment_codes[column], len(names))
         accumulated.append((names, sums, _accumulate(prepared, behaviour, sums)))
+    days, _ = unit_codes(frame[behaviour.time_column], "day")
     parts = []
     for grain in behaviour.grains:
         unit_of_piece, labels = per_grain[grain]
+        covered = _covered(frame[behaviour.time_column], grain, days, labels)
+        level = pd.Series(dtype=float)
         for names, sums, acc in accumulated:
             if names != [ALL] and grain != behaviour.period:
                 continue  # segments are judged per period; weeks of all rows say where inside a month
             per_unit = {key: sums.per_unit(array, unit_of_piece, len(labels)) for key, array in acc.items()}
             table = _table(_derive(per_unit, behaviour, names, len(labels)), per_unit["rows"][:, 0], labels, names,
-                           grain)
-            if names != [ALL]:
+                           grain, covered)
+            if names == [ALL]:
+                level = table.set_index(["unit", "statistic"])["value"]
+            else:
                 # A segment is compared with the median segment of its period, not with all rows: a fault in one
                 # carrier moves the all-rows value, and so every other carrier's contrast with it; not the median.
-                table["raw"] = table["value"]
+                # With fewer than three segments judged in the period (a partial one), with all rows.
+                table = table[~table["statistic"].isin(_degenerate(behaviour, names[0].split("=", 1)[0]))].copy()
                 contrasted = _kinds(table["statistic"]).isin(CONTRASTED).to_numpy()
-                base = table.groupby(["unit", "statistic"], sort=False)["value"].transform("median").to_numpy()
-                table.loc[contrasted, "value"] = table.loc[contrasted, "value"].to_numpy() - base[contrasted]
+                grouped = table.groupby(["unit", "statistic"], sort=False)["value"]
+                median, count = grouped.transform("median"), grouped.transform("size")
+                whole = level.reindex(pd.MultiIndex.from_arrays([table["unit"], table["statistic"]])).to_numpy()
+                base = np.where(contrasted, np.where(count.to_numpy() >= 3, median.to_numpy(), whole), 0.0)
+                table["base"] = base  # what the contrast was taken from: the finding says the absolute values
+                table["value"] = table["value"].to_numpy() - base
             parts.append(table)
     result = pd.concat(parts, ignore_index=True)
-    result["raw"] = result["raw"].fillna(result["value"]) if "raw" in result else result["value"]
+    result["base"] = result["base"].fillna(0.0) if "base" in result else 0.0
     return result[result["value"].notna()].reset_index(drop=True)
 
 
 def _kind(statistic: str) -> str:
     return statistic.rsplit(".", 1)[-1]
+
+
+def _degenerate(behaviour: Behaviour, segment: str) -> set[str]:
+    """The statistics a segment says nothing about: the shares of its own column, and of the columns it determines
+    (a shop's region), which are 0 or 1 in every segment by construction."""
+    fixed = {segment} | {column for dependency in behaviour.dependencies if dependency.key == [segment]
+                         for column in dependency.columns}
+    return {f"{column}[{value}].share" for column in fixed for value in [*behaviour.categories.get(column, []), OTHER]}
 
 
 def _kinds(statistics: pd.Series) -> pd.Series:
@@ -506,8 +527,21 @@ def _kinds(statistics: pd.Series) -> pd.Series:
     return statistics.map(dict(zip(names, (_kind(name) for name in names), strict=True)))
 
 
+def _covered(stamps: pd.Series, grain: str, days: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Per unit of `grain`, whether its rows cover at least half of its days: a period cut short by the window's
+    edge (two days of a week) has its own statistics, neither learned from nor judged; the row-level checks and the
+    suite's per-period checks still see it."""
+    units, _ = unit_codes(stamps, grain)
+    present = (units >= 0) & (days >= 0)
+    pairs = pd.DataFrame({"unit": units[present], "day": days[present]}).drop_duplicates()
+    counted = pairs.groupby("unit").size().reindex(range(len(labels)), fill_value=0).to_numpy()
+    nominal = np.asarray([pd.Period(label, "M").days_in_month if grain == "month" else 7 if grain == "week" else 1
+                          for label in labels])
+    return counted * 2 >= nominal
+
+
 def _table(out: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: np.ndarray, labels: list[str], names: list[str],
-           grain: str) -> pd.DataFrame:
+           grain: str, covered: np.ndarray) -> pd.DataFrame:
     size = len(labels) * len(names)
     statistic_names = list(out)
     if not statistic_names:
@@ -516,7 +550,8 @@ def _table(out: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: np.ndarray, l
     counts = np.concatenate([out[name][1] for name in statistic_names])
     which = np.repeat(np.arange(len(statistic_names)), size)
     position = np.tile(np.arange(size), len(statistic_names))
-    keep = (rows[position] >= MIN_ROWS) & (counts >= MIN_ROWS) & ~np.isnan(values)
+    keep = (rows[position] >= MIN_ROWS) & (counts >= MIN_ROWS) & ~np.isnan(values) & \
+        covered[position // len(names)]
     position = position[keep]
     return pd.DataFrame({
         "grain": grain, "unit": np.asarray(labels, dtype=object)[position // len(names)],
@@ -565,17 +600,18 @@ def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label
             raw = label_scores(frame, label_model, relations)
             score_edges = _edges(raw, SCORE_BINS)
     zone = profile_zone(parts) if parts else "UTC"
-    observed = {}
+    observed, spreads = {}, {}
     for name in numeric:
         values = pd.to_numeric(frame[name], errors="coerce").dropna()
         low, high = range_band(values, margin)
         observed[name] = [_short(values.min()), _short(values.max()), _short(low), _short(high)]
+        spreads[name] = _short(values.std()) if len(values) > 1 else 0.0
     behaviour = Behaviour(
         drafted_from={"rows": len(frame), "first": str(frame[time_column].min()),
                       "last": str(frame[time_column].max())},
         time_column=time_column, period=period, grains=grains_for(period), margin=margin, floors=floors,
         label=label if target is not None else None, key_columns=list(key_columns), numeric=numeric,
-        categories=categories, segments=segment_values, observed=observed,
+        categories=categories, segments=segment_values, observed=observed, spreads=spreads,
         edges={name: _edges(_numbers(frame[name]), HISTOGRAM_BINS) for name in numeric},
         relations=relations, label_model=label_model, score_edges=score_edges,
         dependencies=draft_dependencies(frame, time_column=time_column,
@@ -592,7 +628,7 @@ def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label
     for rule in _row_rules(frame, behaviour):
         shares = np.bincount(periods[rule.broken & (periods >= 0)], minlength=len(labels)) / np.maximum(total, 1)
         behaviour.row_limits[rule.rule] = _short(float(shares.max(initial=0.0)))
-    behaviour.bands = _bands(learned, behaviour, frame)
+    behaviour.bands = _bands(learned, behaviour)
     behaviour.drafted_from["periods"] = {grain: int(learned.loc[learned["grain"] == grain, "unit"].nunique())
                                          for grain in behaviour.grains}
     behaviour.notes = (f"Drafted by pipelines.data.behaviour.draft_behaviour from {len(frame):,} rows. Each band: the "
@@ -638,8 +674,8 @@ def _hour_profiles(frame: pd.DataFrame, hours: np.ndarray, segments: Mapping[str
     return profiles
 
 
-def _bands(learned: pd.DataFrame, behaviour: Behaviour, frame: pd.DataFrame) -> list[list[Any]]:
-    spreads = {name: float(pd.to_numeric(frame[name], errors="coerce").std()) for name in behaviour.numeric}
+def _bands(learned: pd.DataFrame, behaviour: Behaviour) -> list[list[Any]]:
+    spreads = behaviour.spreads
     rows = []
     for (grain, segment, statistic), group in learned.groupby(["grain", "segment", "statistic"], sort=True):
         values = group["value"].to_numpy(dtype=float)
@@ -695,7 +731,8 @@ def judge(frame: pd.DataFrame, behaviour: Behaviour) -> tuple[pd.DataFrame, list
     judged = measured.merge(bands, on=["grain", "segment", "statistic"], how="inner")
     scale = np.sqrt(np.maximum(1.0, judged["ref_rows"].to_numpy(dtype=float) /
                                np.maximum(judged["rows"].to_numpy(dtype=float), 1.0)))
-    judged["allowed"] = judged["width"].to_numpy(dtype=float) * scale
+    judged["allowed"] = np.maximum(judged["width"].to_numpy(dtype=float) * scale,
+                                   NOISE_SIGMAS * _standard_error(judged, behaviour))
     judged["excess"] = _excess(judged["value"].to_numpy(dtype=float),
                                pd.to_numeric(judged["low"], errors="coerce").to_numpy(dtype=float),
                                pd.to_numeric(judged["high"], errors="coerce").to_numpy(dtype=float),
@@ -705,6 +742,23 @@ def judge(frame: pd.DataFrame, behaviour: Behaviour) -> tuple[pd.DataFrame, list
     rows, row_findings = _row_checks(frame, behaviour)
     judged = pd.concat([judged, rows], ignore_index=True) if len(rows) else judged
     return judged, [*findings, *row_findings]
+
+
+def _standard_error(judged: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
+    """Each judged statistic's sampling noise at the rows it was computed on: a share's binomial error, a mean's
+    sd / sqrt(rows) (percentiles 1.5x that), a mean residual's 1 / sqrt(rows) (in residual sds), a ROC AUC's about
+    1.5 / sqrt(rows). A small segment or a short period is never held tighter than its own noise."""
+    rows = np.maximum(judged["rows"].to_numpy(dtype=float), 1.0)
+    kinds = _kinds(judged["statistic"]).to_numpy()
+    columns = judged["statistic"].map(lambda name: name.rsplit(".", 1)[0].split("[", 1)[0])
+    spread = columns.map(behaviour.spreads).astype(float).fillna(0.0).to_numpy()
+    share = np.clip(judged["value"].to_numpy(dtype=float) + judged["base"].to_numpy(dtype=float), 0.01, 0.99)
+    binomial = np.sqrt(share * (1 - share) / rows)
+    error = np.select(
+        [np.isin(kinds, ["rate", "share", "missing", "outside"]), kinds == "mean",
+         np.isin(kinds, ["q10", "q50", "q90"]), kinds == "residual", kinds == "auc"],
+        [binomial, spread / np.sqrt(rows), 1.5 * spread / np.sqrt(rows), 1 / np.sqrt(rows), 1.5 / np.sqrt(rows)], 0.0)
+    return error
 
 
 def _excess(value: np.ndarray, low: np.ndarray, high: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -723,20 +777,15 @@ def _statistic_findings(failed: pd.DataFrame, judged: pd.DataFrame, measured: pd
     segments a fault dominates rather than all rows (`_finest_segments`); the worst first."""
     if failed.empty:
         return []
-    kept = _finest_segments(_finest_units(failed, judged, behaviour), judged)
+    kept = _finest_units(_finest_segments(_with_columns(failed), judged), judged, behaviour)
     kept = kept.assign(order=kept.groupby(["grain", "unit", "segment", "column"])["excess"].transform("max"))
     kept = kept.sort_values(["order", "unit"], ascending=[False, True], kind="stable")
-    segmented = measured[measured["segment"] != ALL]
-    medians = segmented.assign(column=segmented["segment"].str.split("=", n=1).str[0]).groupby(
-        ["grain", "unit", "column", "statistic"])["raw"].median()
     findings = []
     for (grain, unit, segment, check, column), group in kept.groupby(
             ["grain", "unit", "segment", "check", "column"], sort=False):
         expected, observed = [], []
         for row in group.itertuples():
-            base = 0.0
-            if segment != ALL and _kind(row.statistic) in CONTRASTED:
-                base = float(medians.get((grain, unit, segment.split("=", 1)[0], row.statistic), 0.0))
+            base = float(row.base)
             name = _statistic_words(row.statistic, column, behaviour)
             low = None if row.low is None or pd.isna(row.low) else row.low - row.allowed + base
             high = None if row.high is None or pd.isna(row.high) else row.high + row.allowed + base
@@ -749,30 +798,37 @@ def _statistic_findings(failed: pd.DataFrame, judged: pd.DataFrame, measured: pd
     return findings
 
 
+def _with_columns(failed: pd.DataFrame) -> pd.DataFrame:
+    return failed.assign(column=failed["statistic"].map(lambda name: name.rsplit(".", 1)[0].split("[", 1)[0]))
+
+
 def _finest_units(failed: pd.DataFrame, judged: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
-    failed = failed.assign(column=failed["statistic"].map(lambda name: name.rsplit(".", 1)[0].split("[", 1)[0]))
+    """Per statistic and month: when only some of its weeks fail, the fault sits in them (the weeks say it, and the
+    month's rows go, of all rows and segments alike); when every week fails, the month says it (its segments, where
+    the fault is confined to some)."""
     if len(behaviour.grains) < 2:
         return failed
     coarse, fine = behaviour.grains
-    drop = []
-    for (segment, statistic), group in failed.groupby(["segment", "statistic"], sort=False):
+    weeks_judged = judged[(judged["grain"] == fine) & (judged["segment"] == ALL)]
+    drop: list[Any] = []
+    for statistic, group in failed.groupby("statistic", sort=False):
         months = group[group["grain"] == coarse]
-        weeks = group[group["grain"] == fine]
-        judged_weeks = judged[(judged["grain"] == fine) & (judged["segment"] == segment)
-                              & (judged["statistic"] == statistic)]
-        for row in months.itertuples():
-            inside = [unit for unit in weeks["unit"] if _week_in_month(unit, row.unit)]
-            possible = [unit for unit in judged_weeks["unit"] if _week_in_month(unit, row.unit)]
-            if inside and len(inside) < len(possible):
-                drop.append(row.Index)  # confined to some weeks: say which
+        weeks = group[(group["grain"] == fine) & (group["segment"] == ALL)]
+        possible_weeks = weeks_judged.loc[weeks_judged["statistic"] == statistic, "unit"]
+        for month in months["unit"].unique():
+            inside = [unit for unit in weeks["unit"] if _week_in_month(unit, month)]
+            # The month's own weeks (a week across its first or last day may hold only part of the fault).
+            whole = [unit for unit in possible_weeks if _week_in_month(unit, month, whole=True)]
+            if inside and set(whole) - set(inside):
+                drop.extend(months.index[months["unit"] == month])  # confined to some weeks: they say which
             elif inside:
                 drop.extend(weeks.index[weeks["unit"].isin(inside)])  # every week: the month says it
-    return failed.drop(index=drop)
+    return failed.drop(index=sorted(set(drop)))
 
 
-def _week_in_month(week: str, month: str) -> bool:
+def _week_in_month(week: str, month: str, whole: bool = False) -> bool:
     start, end = week.split("..")
-    return start[:7] == month or end[:7] == month
+    return (start[:7] == month and end[:7] == month) if whole else (start[:7] == month or end[:7] == month)
 
 
 def _finest_segments(failed: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
@@ -901,8 +957,9 @@ def _row_finding(frame: pd.DataFrame, behaviour: Behaviour, rule: _RowRule, fail
     grain, unit = behaviour.period, ", ".join(label for label, bad in zip(labels, failing, strict=True) if bad)
     for finer in ("day", "week"):
         codes, finer_labels = unit_codes(frame.loc[inside, behaviour.time_column], finer)
-        if len(finer_labels) == 1:
-            grain, unit = finer, finer_labels[0]
+        counts = np.bincount(codes[codes >= 0], minlength=len(finer_labels))
+        if counts.size and counts.max() >= MOSTLY * counts.sum():  # (a shifted day spills into the next)
+            grain, unit = finer, finer_labels[int(counts.argmax())]
             break
     segment = None
     for name in behaviour.segments:
