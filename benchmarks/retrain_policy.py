@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import load_params
     from pipelines.data.collect import collect
     from pipelines.features import make_label
+    from pipelines.monitor.windows import calibrated_windows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     first, timings = train_champion(table, params, started, trained_until, "first", None, with_reference=True)
     if first is None:
         raise SystemExit(f"the first champion failed the gate: {timings['gate']}")
+    # Live windows are cut as the first champion's calibration was sized (`auto` resolved there).
+    params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, first.calibration)})
     weeks = replay_weeks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end),
                          params.monitor.window_days)[:args.weeks]
     runs = []

@@ -18,17 +18,20 @@ from pipelines.io import DVC_FILE, PARAMS_FILE
 
 # The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
 # derives every stage's imports and params reads from this map).
+# One command per stage, named as the stage: `python -m pipelines train` is what `dvc repro train` runs.
 STAGE_FUNCTIONS = {
     "collect": "run_collect",
     "validate": "run_validate",
     "preprocess": "run_preprocess",
-    "train": "run_train",
+    "train": "run_search",
     "evaluate": "run_evaluate",
-    "search": "run_search",
     "gate": "run_gate_and_promote",
+    "reference": "run_reference",
 }
-STAGE_HELP = {"search": "train the search candidates on Dask and keep the best (the train stage)",
-              "gate": "gate the trained model against the champion; promote if it passes"}
+STAGE_HELP = {"train": "model selection: train the search's candidates on Dask and keep the best on the validation "
+                       "split (search.strategy none: `train:` alone)",
+              "gate": "gate the trained model against the champion; promote if it passes",
+              "reference": "attach the monitoring reference and drift calibration to the model the gate registered"}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -47,7 +50,8 @@ def _setup_logging(verbose: bool) -> None:
     # Logs on stderr: stdout carries the command's JSON result, for a script or a test to read.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)])
-    for noisy in ("great_expectations", "py.warnings", "numexpr"):
+    # httpx logs every request at INFO: a replay of thousands of batches would bury its own lines.
+    for noisy in ("great_expectations", "py.warnings", "numexpr", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -61,9 +65,24 @@ def _run_stage(function: str) -> Callable[[argparse.Namespace], Any]:
     def command(args: argparse.Namespace) -> Any:
         from pipelines import stages
 
-        return getattr(stages, function)(_load(args))
+        params = _load(args)
+        if function == STAGE_FUNCTIONS["train"]:
+            _refuse_lost_changes(args, params)
+        return getattr(stages, function)(params)
 
     return command
+
+
+def _refuse_lost_changes(args: argparse.Namespace, params: Any) -> None:
+    """A change to a `train:` key the search sets in every candidate would train the same model without a word: a
+    `--set` of one is refused, params.yaml differing from its commit in one (`dvc exp run -S`, an edit, an earlier
+    experiment's values) is warned of, each naming the search setting (`pipelines.model.overrides`).
+    Not in the stage's function: it decides whether the stage runs, never what it writes (no DVC dep)."""
+    from pipelines.model.overrides import refuse_lost_changes, warn_lost_changes
+    from pipelines.release.lineage import changed_params
+
+    refuse_lost_changes(dict(args.set or []), params.search, params.train.family)
+    warn_lost_changes(changed_params(Path(args.params)), params.search, params.train.family)
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
@@ -75,16 +94,16 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     from pipelines import io as catalog
     from pipelines.data.behaviour import write_behaviour
-    from pipelines.data.collect import collect, params_columns, parse_time, read_table
+    from pipelines.data.collect import TimeFormat, collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
     from pipelines.data.suite import write_suite
 
     params = _load(args)
     source = params.source
     if args.table:
-        frame, origin = read_table(Path(args.table)), args.table
+        frame, origin = read_table(Path(args.table), reading=source.read, times=TimeFormat.of(source)), args.table
         if source.time_column in frame.columns:
-            frame = parse_time(frame, source.time_column)
+            frame = parse_time(frame, source.time_column, TimeFormat.of(source))
     else:
         collected = collect(params.source, params.collect, expected_columns=params_columns(
             params.source, params.features, params.evaluate.slices))
@@ -95,8 +114,13 @@ def _draft_suite(args: argparse.Namespace) -> Any:
     label = source.target if source.target in frame.columns else None
     keys = [name for name in source.key_columns if name in frame.columns]
     result: dict[str, Any] = {"drafted_from": origin, "rows": len(frame)}
-    if not args.calibration_only:
-        suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
+    suite_name = args.name or Path(args.out).stem
+    if args.calibration_only:  # beside a reviewed suite: the calibration names it
+        from pipelines.data.suite import read_suite
+
+        suite_name = str(read_suite(Path(args.out))["name"])
+    else:
+        suite = draft_suite(frame, suite_name, label_column=label,
                             positive_above=source.positive_above if label else None,
                             positive_class=source.positive_class if label else None, key_columns=keys,
                             time_column=time_column, period=params.validate_.period)
@@ -106,7 +130,7 @@ def _draft_suite(args: argparse.Namespace) -> Any:
     calibration = Path(args.calibration) if args.calibration else Path(args.out).with_name(
         Path(args.out).stem + catalog.BEHAVIOUR_SUFFIX)
     if time_column is not None:
-        behaviour = _draft_behaviour(frame, params, keys)
+        behaviour = _draft_behaviour(frame, params, keys, suite_name)
         write_behaviour(behaviour, calibration)
         result.update({"calibration": str(calibration), "segments": behaviour.segments,
                        "dependencies": [dependency.describe() for dependency in behaviour.dependencies],
@@ -122,7 +146,7 @@ def _draft_suite(args: argparse.Namespace) -> Any:
     return result
 
 
-def _draft_behaviour(frame: Any, params: Any, keys: list[str]) -> Any:
+def _draft_behaviour(frame: Any, params: Any, keys: list[str], suite: str) -> Any:
     """The learned behaviour, with the monitor's tolerances (monitor.unit_margin, the surges, consistency_r2)."""
     from pipelines.data.behaviour import Floors, LabelSpec, draft_behaviour
 
@@ -137,7 +161,7 @@ def _draft_behaviour(frame: Any, params: Any, keys: list[str]) -> Any:
                            margin=monitor.unit_margin,
                            floors=Floors(missing=monitor.missing_surge, share=monitor.new_category_surge,
                                          outside=monitor.out_of_range_surge),
-                           relation_r2=monitor.consistency_r2)
+                           relation_r2=monitor.consistency_r2, suite=suite)
 
 
 def _models_list(args: argparse.Namespace) -> None:
@@ -172,7 +196,7 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
 
     params = _load(args)
     previous = registry.require_champion(params.paths.registry_dir)
-    restored = registry.rollback(params.paths.registry_dir, args.to)
+    restored = registry.rollback(params.paths.registry_dir, args.to, force=args.force)
     return {"champion": restored, "previous": previous}
 
 
@@ -221,6 +245,12 @@ def _replay(args: argparse.Namespace) -> Any:
         if getattr(args, key) is not None:
             overrides[f"replay.{key}"] = getattr(args, key)
     return run_replay(load_params(args.params, overrides), args.url)
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from pipelines.release.summary import summary_text
+
+    print(summary_text(_load(args)))
 
 
 def _params(args: argparse.Namespace) -> Any:
@@ -288,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
+            sub.add_argument("--force", action="store_true", help="restore a model the gate refused (it never "
+                                                                  "served: refused without this flag)")
         if name == "quarantine":
             sub.add_argument("tag", nargs="?", help="the model's tag (python -m pipelines models list)")
             sub.add_argument("--table", metavar="MD5", help="quarantine every model trained on this table (its MD5: "
@@ -302,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
     rebuild.add_argument("--check", action="store_true", help="exit 1 unless the model file and metrics are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
+    add("summary", _summary, "the last training run for people: test metrics beside the baselines, the gate's "
+                             "decision, where to look next")
     explained = add("params", _params, "check the params file; --explain KEY says what a key means and which "
                                        "stages re-run when it changes")
     explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.lightgbm.num_leaves")

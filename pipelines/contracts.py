@@ -191,6 +191,9 @@ class Lineage(_Stored):
     data_md5: str | None = None
     params_diff: dict[str, dict[str, Any]] = {}
     uv_lock_md5: str | None = None
+    # The repository the run belongs to (DVC_ROOT inside `dvc exp run --temp`, else its root), resolved: the
+    # registry gives the same model bytes one tag per repository (`registry.find_by_model_hash`).
+    repository: str | None = None
 
     def reproduce_command(self, tag: str) -> str:
         return f"python -m pipelines reproduce {tag} --check"

@@ -58,6 +58,8 @@ VALIDATION_FAILED_DIR = "failed"
 BEHAVIOUR_SUFFIX = ".calibration.json"
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
+# In the environment (<venv>/share/flightops/): `dvc plots show`'s offline page template (ops/plots_template.py)
+DVC_PLOTS_TEMPLATE = "dvc-plots-template.html"
 # paths.metrics_dir
 EVALUATE_FILE = "evaluate.json"
 SLICES_FILE = "slices.json"
@@ -74,8 +76,13 @@ HISTORY_FILE = "history.jsonl"         # the append-only promotion journal, one 
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
 # rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
 DVC_GATE_RECEIPT = "dvc-gate.json"     # pipelines.contracts.GateReceipt
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window it was trained in).
+# What the `reference` DVC stage attached to the gate's registered model (its monitoring reference and calibration),
+# and with which windows: that stage's output, in the registry like the gate's receipt (a fresh clone or a wiped
+# var/ computes it again). The gate no longer reads monitor.*: a calibration key re-runs this stage alone.
+DVC_REFERENCE_RECEIPT = "dvc-reference.json"
+# Stored with every registered model (attached by the `reference` stage): a seeded sample of the data it was
+# trained on, which monitoring compares live traffic with (the champion's own training data, whichever window it
+# was trained in).
 REFERENCE_FILE = "reference.parquet"
 # Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
 CALIBRATION_FILE = "calibration.json"
@@ -121,10 +128,12 @@ def container_params_name(port: int) -> str:
 
 # Which names dvc.yaml declares for each stage, under which `paths:` directory: its outs, metrics and plots.
 DAG_FILES: dict[str, dict[str, tuple[str, ...]]] = {
-    "validate": {"validation_dir": (DATA_DOCS_DIR, VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
+    # Its Data Docs (DATA_DOCS_DIR) are a report beside them, not a DVC out: dated pages, rewritten each run.
+    "validate": {"validation_dir": (VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
     "train": {"metrics_dir": (CANDIDATES_FILE,)},
     "evaluate": {"metrics_dir": (EVALUATE_FILE, SLICES_FILE), "plots_dir": tuple(PLOT_FILES.values())},
     "gate": {"metrics_dir": (GATE_FILE,), "registry_dir": (DVC_GATE_RECEIPT,)},
+    "reference": {"registry_dir": (DVC_REFERENCE_RECEIPT,)},
 }
 
 

@@ -48,11 +48,13 @@ def _training_data(params: Params, validated: Any) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect
+    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect, params_columns
     from pipelines.data.suite import read_suite, suite_column_types
 
     column_types = suite_column_types(read_suite(params.validate_.suite))
-    table = collect(params.source, params.collect, column_types)
+    # Every params key naming a column is checked against the table before any work (README, "What is refused").
+    table = collect(params.source, params.collect, column_types,
+                    expected_columns=params_columns(params.source, params.features, params.evaluate.slices))
     io.write_parquet(params.paths.raw_table, table)
     return {"rows": len(table), "path": str(params.paths.raw_table), **table.attrs.get(WINDOW_ROWS, {}),
             "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
@@ -90,7 +92,10 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
                                                   "validation_success": validated.success,
                                                   "suite": validated.suite, "rows": validated.rows})
-    return {split: len(prepared.split(split)) for split in io.SPLITS}
+    # The command's JSON output (what `python -m pipelines preprocess` prints): rows per split, and each configured
+    # feature dropped as constant on the train split with its reason (README, "What is refused").
+    return {**{split: len(prepared.split(split)) for split in io.SPLITS},
+            "dropped_features": prepared.dropped_features}
 
 
 # --- model --------------------------------------------------------------------------------------------------------
@@ -189,8 +194,6 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     Returns the report with `registered_tag` (and `promoted_tag` when promoted), as written to metrics/gate.json.
     """
     from pipelines.data.suite import NotValidatedError
-    from pipelines.model.catalog import load_model
-    from pipelines.monitor.reference import build_reference
     from pipelines.release import lineage, registry
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
@@ -207,16 +210,9 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     built = lineage.capture(Path.cwd(), registry.dag_outputs(params.paths))
     tag = registry.find_by_model_hash(gate_report.challenger_md5, name=name, root=Path.cwd(), current=built)
     if tag is None:
-        splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
-        labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
-        reference, calibration = build_reference(splits, load_model(params.paths.model_dir), params.features,
-                                                 params.source.time_column, params.monitor, labelled=labelled)
         verdict = "passed" if gate_report.promote else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_entry(params, gate_report, built),
-                                  name=name, labels={registry.GATE_LABEL: verdict},
-                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
-                                               io.CALIBRATION_FILE: lambda path: io.write_json(
-                                                   path, calibration.to_json_dict())})
+                                  name=name, labels={registry.GATE_LABEL: verdict})
     if gate_report.promote:
         registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
                               reason="; ".join(gate_report.reasons))
@@ -236,3 +232,43 @@ def run_gate_and_promote(params: Params) -> dict[str, Any]:
     return {"promote": report.promote, "promoted": report.promoted_tag is not None, "tag": report.registered_tag,
             "champion": report.promoted_tag or report.champion,
             **({"previous": report.champion} if report.promote else {"failed": report.failed})}
+
+
+# --- the monitoring reference -------------------------------------------------------------------------------------
+
+def run_reference(params: Params) -> dict[str, Any]:
+    """The `reference` DVC stage: the monitoring reference sample and drift calibration of the model the gate
+    registered (its receipt), attached to that model in the registry (`registry.attach_files`).
+
+    Its own stage, after the gate, so that the gate reads no monitor.* key: a calibration key re-runs this alone,
+    and a monitoring-only key (cooldown, alarms) re-runs nothing. The windows it calibrates on are said here
+    (`monitor.window_days` / `min_window_rows`, `auto` resolved from the reference period) and kept in the receipt.
+    """
+    from pipelines.contracts import GateReceipt
+    from pipelines.model.catalog import load_model
+    from pipelines.monitor.reference import build_reference
+    from pipelines.release import registry
+
+    require_validated_table(params, "reference")
+    # The gate's receipt is that stage's out, beside this one's, in the run's own directory (an experiment's temp
+    # copy included); the model it names is in the machine's store, which `attach_files` writes into.
+    home = params.paths.registry_dir
+    receipt = GateReceipt.load(home)
+    model_md5 = io.file_md5(io.model_file(params.paths.model_dir))
+    if receipt is None or receipt.model_md5 != model_md5:
+        raise RuntimeError(f"reference: the gate has not registered the model in {params.paths.model_dir} "
+                           f"({home / io.DVC_GATE_RECEIPT} names {receipt.model_md5 if receipt else None}, the "
+                           f"model is {model_md5}): run the gate stage first (dvc repro gate)")
+    splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in io.SPLITS]
+    reference, calibration = build_reference(splits[:2], load_model(params.paths.model_dir), params.features,
+                                             params.source.time_column, params.monitor, labelled=splits[1:])
+    registry.attach_files(receipt.tag, {
+        io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
+        io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())})
+    windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
+               "calibration_windows": calibration.windows, "sizing": calibration.sizing}
+    log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt.tag,
+             calibration.windows, calibration.window_days, calibration.sizing)
+    outcome = {"tag": receipt.tag, "model_md5": model_md5, "reference_rows": len(reference), **windows}
+    io.write_json(home / io.DVC_REFERENCE_RECEIPT, outcome)
+    return outcome

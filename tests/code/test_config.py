@@ -196,6 +196,19 @@ def test_params_explain_names_the_stages_a_key_reruns(capsys: pytest.CaptureFixt
     monkeypatch.chdir(REPO_ROOT)
     assert main(["params", "--params", str(PARAMS_FILE), "--explain", "monitor.seed"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["dvc_stages"] == ["gate"] and shown["value"] == 42 and shown["description"]
+    assert shown["dvc_stages"] == ["reference"] and shown["value"] == 42 and shown["description"]
+    # A monitoring-only key re-runs no stage (#36: it re-ran the gate, which registered the same model again).
+    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "monitor.cooldown_days"]) == 0
+    assert json.loads(capsys.readouterr().out)["dvc_stages"] == []
     assert main(["params", "--params", str(PARAMS_FILE), "--explain", "train.lightgbm.num_leavs"]) == 1
     assert "did you mean train.lightgbm.num_leaves" in capsys.readouterr().err
+
+
+def test_a_set_typo_suggests_the_key(tmp_path: Path) -> None:
+    """`--set` (and every override) names a close match, as the loader does for the file's own keys."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_dict(tmp_path)))
+    with pytest.raises(ParamsError, match=r"unknown key 'num_leavs' \(did you mean 'num_leaves'\?\)"):
+        load_params(path, {"train.lightgbm.num_leavs": 3})
+    with pytest.raises(ParamsError, match=r"'trian' is not a section of params \(did you mean 'train'\?\)"):
+        load_params(path, {"trian.lightgbm": 3})

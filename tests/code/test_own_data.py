@@ -21,6 +21,7 @@ from pipelines.data.collect import (
     require_times,
     select_window,
 )
+from pipelines.data.draft import draft_suite
 from pipelines.data.preprocess import prepare
 from pipelines.features import (
     FeatureError,
@@ -110,12 +111,35 @@ def test_positive_class_missing_from_the_target_lists_the_values(make_params) ->
         make_label(pd.DataFrame({"y": ["NO", "YES", None]}), source)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"source.positive_class": "sunny"}])
-def test_multi_class_target_is_refused_with_its_classes(make_params, overrides) -> None:
-    source = _own(make_params, **overrides).source
-    with pytest.raises(FeatureError, match=r"target 'y' \(source.target\) has 3 classes \['fog', 'rain', 'sunny'\]: "
-                                           r"multi-class targets are not supported yet"):
+def test_a_multi_class_target_without_a_positive_class_names_the_key(make_params) -> None:
+    source = _own(make_params).source
+    with pytest.raises(FeatureError, match=r"target 'y' \(source.target\) is not 0/1 or boolean, 3 values seen: "
+                                           r"\['fog', 'rain', 'sunny'\]; set source.positive_class .*one-vs-rest"):
         make_label(pd.DataFrame({"y": ["rain", "sunny", "fog", None]}), source)
+
+
+def test_a_multi_class_target_with_a_positive_class_is_one_vs_rest(make_params) -> None:
+    """label = (target == positive_class): the named class against every other, however many there are."""
+    source = _own(make_params, **{"source.positive_class": "sunny"}).source
+    label = make_label(pd.DataFrame({"y": ["rain", "sunny", "fog", None, "snow", "sunny"]}), source)
+    assert label.tolist()[:3] == [0.0, 1.0, 0.0] and pd.isna(label[3]) and label.tolist()[4:] == [0.0, 1.0]
+
+
+def test_draft_suite_on_a_multi_class_target(make_params) -> None:
+    """A 4-class text target: with positive_class the suite bounds that class's share; without, the error names
+    the key (it crashed with "could not convert string to float")."""
+    times = pd.date_range("2021-01-04", periods=400, freq="8h", tz="UTC")
+    frame = pd.DataFrame({"when": times, "x": np.arange(400.0),
+                          "y": np.tile(["rain", "sunny", "fog", "snow", "rain", "fog", "rain", "snow"], 50)})
+    suite = draft_suite(frame, "weather", label_column="y", positive_class="sunny", time_column="when",
+                        period="week")
+    bounds = [item for item in suite["expectations"] if item["kwargs"].get("value_set") == ["sunny"]]
+    assert {item["type"] for item in bounds} == {"expect_column_values_to_be_in_set",
+                                                 "expect_column_values_to_not_be_in_set"}
+    assert 0 < bounds[0]["kwargs"]["mostly"] < 0.125 < 1 - bounds[1]["kwargs"]["mostly"] < 1
+    with pytest.raises(ValueError, match=r"'y' \(source.target\) is not 0/1 but has 4 values .*set "
+                                         r"source.positive_class .*one-vs-rest"):
+        draft_suite(frame, "weather", label_column="y", time_column="when", period="week")
 
 
 @pytest.mark.parametrize(("values", "key"), [(["NO", "YES"], "source.positive_class"),
@@ -299,7 +323,8 @@ def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_pat
         "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
         "source.key_columns": ["id"], "collect.start": "2024-01-01", "collect.end": "2024-03-01",
         "validate.suite": str(tmp_path / "mine.json"), "validate.period": "week",
-        "features.categorical": ["store"], "features.numeric": ["x"], "features.forbidden": [],
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
+        "features.numeric": ["x"], "features.forbidden": [],
         "evaluate.slices": ["store"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
@@ -350,7 +375,8 @@ def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[
         "source.kind": "file", "source.path": str(source), "source.time_column": "t", "source.target": "y",
         "source.positive_above": None, "source.positive_class": None, "source.key_columns": ["id"],
         "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
-        "validate.period": "week", "features.categorical": categorical, "features.numeric": numeric,
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "validate.period": "week",
+        "features.categorical": categorical, "features.numeric": numeric,
         "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": categorical[:1],
         "split.valid_days": 7, "split.test_days": 7, "train.lightgbm.min_data_in_leaf": 5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))

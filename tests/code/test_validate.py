@@ -402,3 +402,16 @@ def test_a_refused_table_leaves_the_last_validation_as_it_was(suite_file: Path, 
     _frame().to_parquet(table)  # the clean table again: it passes, and the old refusal goes
     validate_table(_frame(), suite_file, reports, table=table, table_md5=file_md5(table))
     assert not (reports / "failed").exists()
+
+
+def test_the_same_table_writes_the_same_result_json(suite_file: Path, tmp_path: Path) -> None:
+    """result.json is a DVC out: the same table and suite must write the same bytes (GX's run ids and clocks are
+    left out), or a fresh clone's `dvc pull` finds no copy of the hash the committed dvc.lock names."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    validate_table(_frame(), suite_file, first)
+    validate_table(_frame(), suite_file, second)
+    assert (first / "result.json").read_bytes() == (second / "result.json").read_bytes()
+    assert (first / "summary.json").read_text().replace(str(first), "") == \
+        (second / "summary.json").read_text().replace(str(second), "")
+    text = (first / "result.json").read_text()
+    assert "run_time" not in text and "validation_time" not in text and '"id": "' not in text

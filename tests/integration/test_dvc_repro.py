@@ -82,8 +82,9 @@ def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None
     shutil.rmtree(registry)
 
     output = _run(repo, "dvc", "repro")
-    assert _ran_stages(output) == {"gate"}
+    assert _ran_stages(output) == {"gate", "reference"}  # its receipt went with var/ too: attached again
     assert json.loads((registry / "champion.json").read_text())["tag"] == receipt["tag"]
+    assert json.loads((registry / "dvc-reference.json").read_text())["tag"] == receipt["tag"]
     assert _ran_stages(_run(repo, "dvc", "repro")) == set()
 
 
@@ -122,9 +123,10 @@ def test_plots_render(repo: Path) -> None:
 def test_experiment_with_a_changed_param(repo: Path) -> None:
     if run(repo, "git", "status", "--porcelain").stdout.strip():
         commit(repo, "lr 0.1")
-    _run(repo, "dvc", "exp", "run", "-S", "train.lightgbm.num_leaves=15", "--name", "small-leaves")
+    # num_leaves is the grid's to set (train.lightgbm.num_leaves would be refused: tests/integration/test_mistakes.py).
+    _run(repo, "dvc", "exp", "run", "-S", "search.grid.lightgbm.num_leaves=[15]", "--name", "small-leaves")
     table = _run(repo, "dvc", "exp", "show", "--no-pager", "--csv")
-    assert "small-leaves" in table and "train.lightgbm.num_leaves" in table
+    assert "small-leaves" in table and "search.grid.lightgbm.num_leaves" in table
 
 
 def test_push_and_pull_through_the_local_remote(repo: Path) -> None:

@@ -66,7 +66,7 @@ def test_constant_label_in_the_test_month_stops_repro_and_every_stage_after(
     assert (repo / "models" / "candidate" / "model.txt").read_bytes() == model  # nothing retrained
 
     digest = file_md5(repo / "data" / "raw" / "table.parquet")
-    for stage in ("preprocess", "train", "evaluate", "gate"):
+    for stage in ("preprocess", "train", "evaluate", "gate", "reference"):
         code, output = _repro(repo, "-s", "-f", stage)
         assert code != 0, f"dvc repro -s -f {stage} ran on a table that failed validation:\n{output}"
         assert f"table {digest} has not passed validation (" in output, output

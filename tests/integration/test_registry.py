@@ -92,6 +92,17 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     # Re-gating the same model registers nothing new and changes nothing.
     again = stages.run_gate_and_promote(gate_params(data_root, registry_dir))
     assert not again["promote"] and again["tag"] == better_tag
+    # The reference stage attaches the monitoring reference and calibration to the model the gate registered, with
+    # the windows it sized (auto: from the reference period) in its receipt; the calibration says the same.
+    attached = stages.run_reference(gate_params(data_root, registry_dir, **{"monitor.window_days": "auto",
+                                                                            "monitor.min_window_rows": "auto"}))
+    stored_folder = registry.model_path(better_tag)
+    calibration = json.loads((stored_folder / io.CALIBRATION_FILE).read_text())
+    assert attached["tag"] == better_tag and (stored_folder / io.REFERENCE_FILE).exists()
+    assert (calibration["window_days"], calibration["min_window_rows"]) == (attached["window_days"],
+                                                                            attached["min_window_rows"])
+    assert attached["window_days"] == 7 and "(auto)" in calibration["sizing"]
+    assert json.loads((registry_dir / io.DVC_REFERENCE_RECEIPT).read_text())["tag"] == better_tag
 
     # Rollback through the CLI restores the previous champion; --to picks any stored model.
     params_file = tmp_path / "params.yaml"
