@@ -496,9 +496,6 @@ class MissingShare(_Part):
     # The share the window's other columns imply (pipelines.monitor.consistency); the surge is judged against it
     # where it exists, against the reference's share elsewhere.
     expected: float | None = None
-    # The rise in log-odds (against the base rate) and its limit (quality_factor x its calibrated threshold).
-    logit: float | None = None
-    logit_threshold: float | None = None
 
 
 class Relation(_Part):
@@ -558,9 +555,10 @@ class LabelCheck(_Part):
 
     value: float
     reference: float
-    departure: float              # in the direction that is worse (a rise; for the calibration gap, absolute)
+    departure: float              # what the limit judges: the excess itself; for the calibration gap, its distance
     limit: float
     beyond: bool
+    alarms: bool = True           # beyond the limit it raises an alarm (else it is reported)
 
 
 class LiveQuality(_Part):

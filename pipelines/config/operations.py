@@ -109,6 +109,10 @@ class MonitorParams(Section):
     calibration_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
         "A live window alarms only beyond this split-conformal quantile of the same statistic over the reference "
         "period's own windows (docs/monitoring.md, 'Calibrated drift').")
+    alarm_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
+        "The level of the alarms a retrain answers (the drift index, prediction drift) and of the label check: "
+        "their threshold is the prediction bound of the reference windows' values at this level (beyond the "
+        "largest when the windows are few and spread), so a week like them passes it about 1 - this of the time.")
     calibration_windows: Annotated[int, Field(ge=2)] | None = doc(
         "Thresholds come from the reference period's latest this many full windows (null: all).")
     calibration_resamples: AtLeast1 = doc(

@@ -26,10 +26,13 @@ the rest on the same bounded sample sizes as the live analysis, so sampling nois
 - per column: normed Wasserstein distance (numeric) or Jensen-Shannon distance (categorical);
 - prediction drift: normed Wasserstein distance of the predicted probability;
 - the drift index: the model's gain-weighted sum of each column's score in units of its own threshold, so a big
-  shift of an important feature alarms alone and a shift of a feature the model barely uses does not;
+  shift of an important feature alarms alone and a shift of a feature the model barely uses does not. The index
+  and prediction drift ask for a retrain, so their thresholds are set further out: the prediction bound of the
+  windows' values at `monitor.alarm_quantile` (beyond the largest when ~30 windows cannot show a 1-in-100 week);
 - data quality: per column the rise of the missing share beyond what the window's other columns explain
-  (`pipelines.monitor.consistency`), on the log-odds scale (a rise judged against the base rate: 73% -> 85% is as
-  far as 2% -> 7%), the share of category values outside the champion's vocabulary, the share of numeric values far
+  (`pipelines.monitor.consistency`: a column that goes missing only with its whole source is told by the source's
+  other columns, so its own rise stands out against its base rate), the share of category values outside the
+  champion's vocabulary, the share of numeric values far
   outside the rest of the reference's range (`range_band`), the window's mean (a unit change moves the mean far
   outside every reference window's, in units of the column's spread), and, for a column the others determine, its
   mean residual from that relation (a unit change inside the column's own range breaks it);
@@ -57,9 +60,6 @@ MIN_DISTANCE = 0.01
 # The smallest residual threshold, in residual sds: the mean of 5,000 standardised residuals has a sampling noise of
 # ~0.014; a relation that holds equally in every reference window would otherwise get a threshold any noise passes.
 MIN_RESIDUAL = 0.1
-# The smallest log-odds threshold of a missing-share rise: a column never missing in any reference window has a
-# spread of 0 there.
-MIN_LOGIT = 0.1
 
 
 def conformal_quantile(values: Sequence[float], quantile: float) -> float:
@@ -148,17 +148,6 @@ def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
     return float(numbers.min()) - margin * spread, float(numbers.max()) + margin * spread
 
 
-def logit_rise(share: float, expected: float, rows: int) -> float:
-    """How far a missing share is above the share expected of it, in log-odds: a change judged against its base
-    rate (73% -> 85% missing is +0.74, 2% -> 7% is +1.3; +12 points from 73% would be a fixed-share test's
-    "small"). Both shares are kept half a row away from 0 and 1, so a column that is never (or always) missing
-    where none was expected rises by 0."""
-    eps = 0.5 / (rows + 1) if rows > 0 else 0.5
-    observed = min(max((share * rows + 0.5) / (rows + 1), eps), 1 - eps) if rows > 0 else 0.5
-    base = min(max(expected, eps), 1 - eps)
-    return float(math.log(observed / (1 - observed)) - math.log(base / (1 - base)))
-
-
 def quality_limit(threshold: float | None, floor: float, monitor: MonitorParams) -> float:
     """A data-quality limit: `monitor.quality_factor` x the calibrated threshold, never below `floor`.
 
@@ -166,19 +155,6 @@ def quality_limit(threshold: float | None, floor: float, monitor: MonitorParams)
     windows by chance, so "just beyond" is noise somewhere most weeks; a fault is *far* beyond."""
     calibrated = 0.0 if threshold is None or math.isnan(threshold) else threshold
     return max(monitor.quality_factor * calibrated, floor)
-
-
-def missing_surge(rise: float, logit: float | None, rise_limit: float, logit_limit: float | None,
-                  floor: float) -> bool:
-    """A missing-value surge: a rise of the share beyond its limit (`quality_limit` of the calibrated rise), or a
-    rise past `floor` (`monitor.missing_surge`: the least rise worth an alarm) that is beyond the calibrated change
-    on the log-odds scale (`monitor.quality_factor` x its threshold): a change judged against its base rate, where
-    the column's week-to-week swing is told by its other columns (a column that goes missing only with its whole
-    source has a narrow spread there, however bursty its raw share). Without a log-odds threshold (a calibration
-    made before them), the share alone."""
-    if rise > rise_limit:
-        return True
-    return logit is not None and logit_limit is not None and rise > floor and logit > logit_limit
 
 
 class WindowStatistics(BaseModel):
@@ -189,7 +165,6 @@ class WindowStatistics(BaseModel):
 
     rows: int
     missing_rise: dict[str, float]
-    missing_logit: dict[str, float]
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
     means: dict[str, float | None]
@@ -197,18 +172,12 @@ class WindowStatistics(BaseModel):
 
 
 def missing_rise(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
-                 consistency: Consistency | None) -> tuple[dict[str, float], dict[str, float]]:
-    """Per column: the window's missing share minus the share expected of it (what the window's other columns
-    imply where the column's missingness was modelled, the reference's share elsewhere), and the same rise in
-    log-odds (`logit_rise`)."""
+                 consistency: Consistency | None) -> dict[str, float]:
+    """Per column: the window's missing share minus the share expected of it: what the window's other columns
+    imply where the column's missingness was modelled, the reference's share elsewhere."""
     explained = expected_missing(current, features.numeric, consistency) if consistency is not None else {}
-    rises, logits = {}, {}
-    for name in features.raw_columns:
-        share = float(current[name].isna().mean()) if len(current) else 0.0
-        expected = explained.get(name, float(reference[name].isna().mean()))
-        rises[name] = share - expected
-        logits[name] = logit_rise(share, expected, len(current))
-    return rises, logits
+    return {name: float(current[name].isna().mean() - explained.get(name, reference[name].isna().mean()))
+            for name in features.raw_columns}
 
 
 def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
@@ -217,11 +186,9 @@ def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: 
     """The data-quality statistics of `current` against `reference` (both raw columns), already sampled; `margin`
     is `monitor.unit_margin`; `consistency` the reference's column relations (none: not judged)."""
     numeric = {name: pd.to_numeric(reference[name], errors="coerce") for name in features.numeric}
-    rises, logits = missing_rise(current, reference, features, consistency)
     return WindowStatistics(
         rows=len(current),
-        missing_rise=rises,
-        missing_logit=logits,
+        missing_rise=missing_rise(current, reference, features, consistency),
         new_categories={name: out_of_vocabulary_share(current[name], vocabulary.get(name, []))
                         for name in features.categorical},
         out_of_range={name: out_of_range_share(current[name], *range_band(values, margin))
@@ -236,7 +203,7 @@ def _mean(values: pd.Series) -> float | None:
     return None if pd.isna(mean) else float(mean)
 
 
-LABEL_CHECKS = ("log_loss", "brier", "calibration_gap")
+LABEL_CHECKS = ("log_loss_excess", "brier_excess", "calibration_gap")
 
 
 class LabelCalibration(BaseModel):
@@ -275,6 +242,9 @@ class Calibration(BaseModel):
 
     version: int = CALIBRATION_VERSION
     quantile: float
+    # The level of the drift index and prediction thresholds (their prediction bound over the windows); None in
+    # calibrations made before: the conformal quantile at `quantile`.
+    alarm_quantile: float | None = None
     windows: int
     window_days: int
     window_sample_rows: int
@@ -286,7 +256,6 @@ class Calibration(BaseModel):
     prediction: float
     drift_index: float
     missing_rise: dict[str, float]
-    missing_logit: dict[str, float] = {}     # the same rise in log-odds (version 3)
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
     # The reference period's observed [min, max] per numeric column, and the calibrated share of a window beyond
@@ -444,7 +413,6 @@ def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: F
         "prediction": {"probability": _rounded(prediction_bounds)},
         "drift_index": {"index": _rounded(index_bounds)},
         "missing_rise": {name: _rounded([s.missing_rise[name] for s in stats]) for name in features.raw_columns},
-        "missing_logit": {name: _rounded([s.missing_logit[name] for s in stats]) for name in features.raw_columns},
         "new_categories": {name: _rounded([s.new_categories[name] for s in stats]) for name in features.categorical},
         "out_of_range": {name: _rounded([s.out_of_range.get(name, 0.0) for s in stats]) for name in features.numeric},
         "outside_observed": {name: _rounded(v) for name, v in outside.items()},
@@ -456,16 +424,14 @@ def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: F
         "draw": {"index": _rounded(index_draws[:, 0]), "prediction": _rounded(scores[probability][:, 0])},
     }
     return Calibration(
-        quantile=q, windows=len(windows), window_days=monitor.window_days,
+        quantile=q, alarm_quantile=monitor.alarm_quantile, windows=len(windows), window_days=monitor.window_days,
         window_sample_rows=monitor.window_sample_rows, resamples=monitor.calibration_resamples,
         period=[period[time_column].min().isoformat(), period[time_column].max().isoformat()],
         weights=dict(weights), vocabulary={name: list(v) for name, v in vocabulary.items()},
-        columns=_finite(columns), prediction=_floored(conformal_quantile(prediction_bounds, q)),
-        drift_index=conformal_quantile(index_bounds, q),
+        columns=_finite(columns), prediction=_floored(prediction_bound(prediction_bounds, monitor.alarm_quantile)),
+        drift_index=prediction_bound(index_bounds, monitor.alarm_quantile),
         missing_rise=_finite({name: conformal_quantile(values["missing_rise"][name], q)
                               for name in features.raw_columns}),
-        missing_logit=_finite({name: _floored(conformal_quantile(values["missing_logit"][name], q), MIN_LOGIT)
-                               for name in features.raw_columns}),
         new_categories=_finite({name: conformal_quantile(values["new_categories"][name], q)
                                 for name in features.categorical}),
         out_of_range=_finite({name: conformal_quantile(values["out_of_range"][name], q)
@@ -549,17 +515,19 @@ def leave_one_out(calibration: Calibration, monitor: MonitorParams) -> FalseAlar
             value = series[number] if series is not None and number < len(series) else None
             return float("nan") if value is None else float(value)
 
+        def alarm_level(statistic: str, name: str, number: int = number) -> float:
+            kept = [v for v in _without(values.get(statistic, {}).get(name, []), number) if not math.isnan(v)]
+            return prediction_bound(kept, calibration.alarm_quantile) if calibration.alarm_quantile else \
+                conformal_quantile(kept, q)
+
         fired = set()
-        if own("draw", "index") > others("drift_index", "index"):
+        if own("draw", "index") > alarm_level("drift_index", "index"):
             fired.add("data_drift")
-        if own("draw", "prediction") > _floored(others("prediction", "probability")):
+        if own("draw", "prediction") > _floored(alarm_level("prediction", "probability")):
             fired.add("prediction_drift")
         for name in values.get("missing_rise", {}):
-            logit_limit = (monitor.quality_factor * _floored(others("missing_logit", name), MIN_LOGIT)
-                           if name in values.get("missing_logit", {}) else None)
-            rise_limit = quality_limit(others("missing_rise", name), monitor.missing_surge, monitor)
-            logit = own("missing_logit", name) if logit_limit is not None else None
-            if missing_surge(own("missing_rise", name), logit, rise_limit, logit_limit, monitor.missing_surge):
+            if own("missing_rise", name) > quality_limit(others("missing_rise", name), monitor.missing_surge,
+                                                         monitor):
                 fired.add("missing_surge")
         for name in values.get("new_categories", {}):
             if own("new_categories", name) > quality_limit(others("new_categories", name),

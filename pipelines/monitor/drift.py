@@ -42,18 +42,15 @@ from pipelines.contracts import (
     WindowSummary,
 )
 from pipelines.monitor.calibration import (
-    MIN_LOGIT,
     Calibration,
     drift_index,
-    logit_rise,
-    missing_surge,
     out_of_range_share,
     quality_limit,
     range_band,
     sample_window,
 )
 from pipelines.monitor.consistency import expected_missing, mean_residuals
-from pipelines.monitor.labels import departures, label_figures
+from pipelines.monitor.labels import ALARM_CHECKS, departures, label_figures
 
 
 @dataclass
@@ -186,8 +183,8 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
         gone = departures(live, labels.reference)
         quality.labels = {name: LabelCheck(value=round(live[name], 5), reference=labels.reference[name],
                                            departure=round(gone[name], 5), limit=labels.limits[name],
-                                           beyond=gone[name] > labels.limits[name])
-                          for name in labels.limits if not math.isnan(gone[name])}
+                                           beyond=gone[name] > labels.limits[name], alarms=name in ALARM_CHECKS)
+                          for name in labels.limits if name in live and not math.isnan(gone[name])}
     return quality
 
 
@@ -298,7 +295,8 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                                          drifted=prediction["score"] > calibration.prediction,
                                          mean_current=float(current[PROBABILITY].mean()),
                                          mean_reference=float(reference[PROBABILITY].mean())),
-        missing={column: _missing_share(ref, cur, len(current), calibration, column, monitor, explained.get(column))
+        missing={column: _missing_share(ref, cur, quality_limit(calibration.missing_rise.get(column),
+                                                                monitor.missing_surge, monitor), explained.get(column))
                  for column, (ref, cur) in ((c, (missing[c][0], exact_missing[c])) for c in columns)},
         new_categories=_new_categories(current, calibration, features, monitor),
         ranges=_range_faults(current, reference, calibration, features, monitor),
@@ -312,21 +310,10 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
     return WindowResult(report=summary, snapshot=snapshot)
 
 
-def _missing_share(reference: float, current: float, rows: int, calibration: Calibration, column: str,
-                   monitor: MonitorParams, expected: float | None = None) -> MissingShare:
-    """The window's missing share against the share expected of it (`calibration.missing_surge`: a rise beyond its
-    calibrated limit, or past the floor and beyond the calibrated rise in log-odds)."""
+def _missing_share(reference: float, current: float, limit: float, expected: float | None = None) -> MissingShare:
     base = reference if expected is None else expected
-    limit = quality_limit(calibration.missing_rise.get(column), monitor.missing_surge, monitor)
-    logit = logit_limit = None
-    if column in calibration.missing_logit:
-        logit = logit_rise(current, base, rows)
-        logit_limit = monitor.quality_factor * max(calibration.missing_logit[column], MIN_LOGIT)
     return MissingShare(reference=round(reference, 5), current=round(current, 5), threshold=round(limit, 5),
-                        surge=missing_surge(current - base, logit, limit, logit_limit, monitor.missing_surge),
-                        expected=None if expected is None else round(expected, 5),
-                        logit=None if logit is None else round(logit, 4),
-                        logit_threshold=None if logit_limit is None else round(logit_limit, 4))
+                        surge=current - base > limit, expected=None if expected is None else round(expected, 5))
 
 
 def consistent_columns(summary: WindowSummary, calibration: Calibration | None) -> dict[str, str]:
@@ -422,8 +409,6 @@ def _missing_words(name: str, m: Any) -> str:
     text = f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%}"
     if m.expected is not None:
         text += f" over the {m.expected:.1%} its other columns explain"
-    if m.logit is not None and m.logit_threshold is not None:
-        text += f"; {m.logit:+.2f} in log-odds, limit {m.logit_threshold:.2f}"
     return text + ")"
 
 
@@ -452,7 +437,7 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams,
             "consistent shift: related columns moved together past the reference, their relation intact: "
             + "; ".join(moved))))
     prediction = summary.prediction_drift
-    if prediction.drifted:
+    if prediction.drifted and not quality_intact(summary):
         reasons.append(Reason(kind="prediction_drift", text=(
             f"prediction drift: {prediction.method} {prediction.score:.3f} > calibrated {prediction.threshold:.3f} "
             f"(mean probability {prediction.mean_reference:.3f} -> {prediction.mean_current:.3f})")))
@@ -465,18 +450,36 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams,
     return reasons
 
 
+def quality_intact(summary: WindowSummary) -> bool:
+    """The window's outcomes are in and show the model's quality intact: no AUC decay, no label alarm.
+
+    Prediction drift stands in for the outcomes until they arrive. Once they are in and the model ranks and fits
+    them as it did on its held-out weeks, a moved prediction distribution is the model following its inputs (the
+    stormiest week of June 2013, held out of training: mean probability 0.22 -> 0.35, live AUC 0.77): reported in
+    the record (`prediction_drift.drifted`), not an alarm."""
+    quality = summary.quality
+    if quality is None or not quality.complete or quality.decayed is not False:
+        return False
+    return not any(check.beyond and check.alarms for check in quality.labels.values())
+
+
 def label_reason(summary: WindowSummary, inputs_moved: bool) -> Reason | None:
     """The outcomes fit the model's probabilities worse than any held-out week did (log loss, Brier, calibration
     gap past their calibrated limits). With the inputs unmoved (no drift, no input fault), the outcomes changed on
     their own: a label shift, a data-quality fault (relabelled outcomes, a changed label definition, or a change the
     inputs do not show); with the inputs moved, calibration decay a retrain answers."""
     quality = summary.quality
-    if quality is None or not any(check.beyond for check in quality.labels.values()):
+    if quality is None or not any(check.beyond and check.alarms for check in quality.labels.values()):
         return None
-    words = {"log_loss": "log loss", "brier": "Brier score", "calibration_gap": "calibration gap"}
-    beyond = [f"{words[name]} {c.value:.3f} vs held-out {c.reference:.3f} ({c.departure:+.3f}, limit {c.limit:.3f})"
+    words = {"log_loss_excess": "log loss over what its probabilities expect",
+             "brier_excess": "Brier score over what its probabilities expect", "calibration_gap": "calibration gap"}
+    beyond = [f"{words.get(name, name)} {c.value:+.3f} (held-out {c.reference:+.3f}, limit "
+              f"{'+' if name != 'calibration_gap' else 'distance '}{c.limit:.3f})"
               for name, c in quality.labels.items() if c.beyond]
-    rate = (quality.metrics or {}).get("positive_rate")
+    metrics = quality.metrics or {}
+    if metrics.get("log_loss") is not None:
+        beyond.append(f"log loss {metrics['log_loss']:.3f}")
+    rate = metrics.get("positive_rate")
     mean = summary.prediction_drift.mean_current
     observed = f"; observed positive rate {rate:.3f} against {mean:.3f} predicted" if rate is not None else ""
     if inputs_moved:

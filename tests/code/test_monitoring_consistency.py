@@ -94,19 +94,16 @@ def test_missing_values_the_other_columns_explain_are_no_surge(params):
     explained = _rows(5_000, 2)
     explained = explained.assign(x=explained["x"] + 1.5)
     explained = explained.assign(m=explained["m"].mask(explained["x"] > 1.2))
-    rise, logit = missing_rise(explained, reference, params.features, consistency)
+    rise = missing_rise(explained, reference, params.features, consistency)
     expected = expected_missing(explained, params.features.numeric, consistency)
     assert explained["m"].isna().mean() - reference["m"].isna().mean() > 0.15   # a raw rise
     assert expected["m"] == pytest.approx(explained["m"].isna().mean(), abs=0.03)
-    assert abs(rise["m"]) < 0.03 and abs(logit["m"]) < 0.2
+    assert abs(rise["m"]) < 0.03
     # The same rise at random: not explained.
     random = _rows(5_000, 3)
     random = random.assign(m=random["m"].mask(np.random.default_rng(4).random(len(random)) < 0.2))
-    rise, logit = missing_rise(random, reference, params.features, consistency)
+    rise = missing_rise(random, reference, params.features, consistency)
     assert rise["m"] == pytest.approx(0.2 * (1 - reference["m"].isna().mean()), abs=0.03)
-    # In log-odds against the share expected of it: log(p / (1 - p)) - log(e / (1 - e)).
-    share, base = random["m"].isna().mean(), expected_missing(random, params.features.numeric, consistency)["m"]
-    assert logit["m"] == pytest.approx(np.log(share / (1 - share)) - np.log(base / (1 - base)), abs=1e-3)
     assert expected_missing(random.iloc[:0], params.features.numeric, consistency) == {}
 
 
