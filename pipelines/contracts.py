@@ -680,12 +680,20 @@ class RetrainOutcome(_Stored):
     experiment: str | None = None
     promoted: bool
     tag: str | None = None
-    failed: list[str] = []        # the gate's failed checks, in words
+    failed: list[str] = []        # the gate's failed checks (or the validation's message), in words
+    stage: Literal["gate", "validation"] = "gate"  # who refused: the gate, or the suite before anything trained
     at: str
+
+    @property
+    def outcome(self) -> str:
+        """promoted / refused (by the gate) / invalid (the data failed validation)."""
+        return "promoted" if self.promoted else ("refused" if self.stage == "gate" else "invalid")
 
     def sentence(self) -> str:
         if self.promoted:
-            return f"promoted {self.tag or ''} by the gate".replace("  ", " ")
+            return f"promoted {self.tag or ''} by the gate".replace("  ", " ").strip()
+        if self.stage == "validation":
+            return "refused before training: the data failed validation: " + "; ".join(self.failed)
         return "refused by the gate: " + ("; ".join(self.failed) or "no better model on the newest data")
 
 

@@ -35,7 +35,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DESCRIPTION_START = {"training": "The training DAG", "monitoring": "Compares the latest window",
-                     "retraining": "The training DAG on a newer window"}
+                     "retraining": "The training DAG on a newer window",
+                     "acknowledge": "Accept a data-quality alarm as the new normal"}
 EVIDENTLY_PROJECT = "flightops drift (browser test)"
 # Evidently renders a report or a dashboard in the browser; on a loaded 2-core machine that passes expect's 5 s
 # (and, at load 12, 60 s): the project's one readiness bound, as for the servers themselves.
