@@ -315,6 +315,7 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None, 
         ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from pipelines.config import load_params
     from pipelines.monitor.calibration import leave_one_out
+    from pipelines.monitor.windows import calibrated_windows
 
     params = load_params("params.yaml")
     time_column = params.source.time_column
@@ -323,6 +324,8 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None, 
     prepared, model, expected = _held_out_champion(params, year)
     train_s = time.perf_counter() - started
     reference, calibration, calibration_s = _calibrate(prepared, model, params)
+    # Live windows are judged as the calibration was sized (monitor.window_days / min_window_rows `auto`).
+    params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, calibration)})
     resampled = _highest_index_weeks(prepared, calibration, params, RESAMPLED_WEEKS)
     bounds = None if served else _service_bounds(params)
     results = []
@@ -427,6 +430,7 @@ def sweep(draws: int, details: bool = False) -> tuple[list[dict[str, Any]], dict
     from pipelines.data.preprocess import prepare
     from pipelines.model.train import train_model
     from pipelines.monitor.calibration import leave_one_out
+    from pipelines.monitor.windows import calibrated_windows
 
     params = load_params("params.yaml")
     time_column = params.source.time_column
@@ -438,6 +442,8 @@ def sweep(draws: int, details: bool = False) -> tuple[list[dict[str, Any]], dict
     model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
     expected = {"roc_auc": float(roc_auc_score(prepared.test["label"], model.predict_proba(prepared.test)))}
     reference, calibration, calibration_s = _calibrate(prepared, model, params)
+    # Live windows are judged as the calibration was sized (monitor.window_days / min_window_rows `auto`).
+    params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, calibration)})
     bounds = _service_bounds(params)
     reference_end = prepared.valid[time_column].max()
     results = []
