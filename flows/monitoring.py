@@ -314,7 +314,9 @@ def acknowledge_flow(kind: str, why: str, columns: list[str] | None = None, sinc
         record = acknowledge.acknowledge(directory, kind, why, columns or [], since, by=by or None,
                                          known_columns=params.features.raw_columns)
     print(f"{'revoked ' + record.revokes if record.revokes else 'acknowledged'}: {record.sentence()}")
-    ensure_dashboard(params)
+    # The dashboard's panel of acknowledgements, at once (a plain call, not the task: one local write, and the
+    # flow's function stays callable without a Prefect server).
+    monitoring_store.ensure_dashboard(params)
     return record.to_json_dict()
 
 

@@ -128,7 +128,7 @@ def test_the_deployments_flow_records_it_and_the_dashboard_lists_it(params, para
     acknowledged, _ = store.dashboard_notes(params)
     assert acknowledged == [f"relation_broken on temp from the first window: "
                             f"{acknowledge.active(params.paths.monitoring_dir)[0].sentence()}"]
-    panels = {panel.title: panel for panel in board.dashboard(["temp"], ["temp"], acknowledged).panels}
+    panels = {panel.title: panel for panel in board.dashboard(["temp"], ["temp"], acknowledged=acknowledged).panels}
     assert "by carol" in panels["Acknowledged data-quality alarms"].subtitle
     revoked = acknowledge_flow.fn(kind="relation_broken", why="wrong sensor", revoke=result["id"], by="carol",
                                   params_file=str(params_file))
