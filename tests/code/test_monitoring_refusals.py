@@ -1,6 +1,8 @@
 """Traffic the service refuses is monitored (#38 item 3): a refused body becomes one entry per row sent (the fields at
 fault, the scheduled time as sent, never the values), the service's refusal log keeps them beside the prediction
-log, and a window's refused share past `monitor.refused_surge` is a data-quality alarm naming the fields."""
+log, and a window's refused share past `monitor.refused_surge` is a data-quality alarm naming the fields. Beside it
+(item 2), outcomes that fit the probabilities worse than any held-out week are named: a label shift (data quality)
+when the inputs did not move, calibration decay when they did."""
 
 from __future__ import annotations
 
@@ -65,3 +67,28 @@ def test_a_refused_share_past_the_limit_alarms_as_data_quality_naming_the_fields
     assert [(r.kind, r.columns) for r in reasons] == [("refused", ["distance"])]
     assert reasons[0].quality and "refused 30 of the window's rows (3.0%, limit 2.0%" in reasons[0].text
     assert data_quality_reasons(window_record(False, refused=calm)) == []
+
+
+# --- label faults (#38 item 2): named as such, data quality when the inputs did not move -----------------------------
+
+def _labelled(drift: bool, beyond: bool):
+    from pipelines.contracts import LabelCheck, LiveQuality
+
+    check = LabelCheck(value=0.21, reference=0.01, departure=0.20, limit=0.08, beyond=beyond)
+    quality = LiveQuality(labelled=6000, labelled_share=0.92, complete=True,
+                          metrics={"roc_auc": 0.70, "log_loss": 0.74, "positive_rate": 0.41},
+                          expected={"roc_auc": 0.72}, auc_drop=0.02, auc_drop_limit=0.06, decayed=False,
+                          labels={"log_loss_excess": check})
+    return window_record(drift, quality=quality)
+
+
+def test_outcomes_that_moved_alone_are_a_label_shift_and_with_moved_inputs_calibration_decay(params):
+    from pipelines.monitor.drift import alarm_reasons
+
+    shifted = alarm_reasons(_labelled(False, beyond=True), params.monitor)
+    assert [r.kind for r in shifted] == ["label_shift"] and shifted[0].quality
+    assert "log loss over what its probabilities expect +0.210 (held-out +0.010, limit +0.080)" in shifted[0].text
+    assert "observed positive rate 0.410" in shifted[0].text
+    decayed = [r.kind for r in alarm_reasons(_labelled(True, beyond=True), params.monitor)]
+    assert "calibration_decay" in decayed and "label_shift" not in decayed
+    assert alarm_reasons(_labelled(False, beyond=False), params.monitor) == []
