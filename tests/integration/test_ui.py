@@ -390,7 +390,9 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     page.get_by_text(PROJECT_NAME).first.click()
     _click_if_present(page, "Dashboard")
     titles = ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
-              "Missing-value share", "Live ROC AUC", "Predictions per window"]
+              "Missing-value share", "Live ROC AUC", "Predictions per window",
+              # the text panels (#38): what operators accepted, and what the retrains came to
+              "Acknowledged data-quality alarms", "Retraining: what the gate decided"]
     for title in titles:
         expect(page.get_by_text(title, exact=True).first).to_be_visible(timeout=SLOW_UI_MS)
     # Each panel is a chart (role img) whose time axis names the replayed weeks, not the day the test ran.
