@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import publish_reports
 from pipelines import io
 from pipelines.config import Params, load_params
-from pipelines.contracts import GateReport
+from pipelines.contracts import GateReport, RetrainOutcome
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
 
@@ -116,15 +116,41 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     # --- refuse an unversioned table or corrupted data before anything is set up -------------------------------
     if params.source.kind == "file":
         print(f"source table: versioned by {versioning.require_versioned_source(root, params.source.path)}")
-    validate_retrain_data(params, root, data_end)
+    try:
+        validate_retrain_data(params, root, data_end)
+    except RetrainRefused as error:
+        record_outcome(params, root, RetrainOutcome(data_end=data_end, experiment=name, promoted=False,
+                                                    failed=[str(error)], stage="validation", at=_now()))
+        raise
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
     experiment = run_experiment(root, name, retraining_overrides(data_end, params.monitor.retrain_window_days))
     # --- version: data and model to the DVC remote, the ref to the git remote ---------------------------------
     pushed = push_experiment(root, experiment, params)
-    # --- report -------------------------------------------------------------------------------------------------
+    # --- report, and tell the monitor what the gate decided ------------------------------------------------------
     gate = report_gate(params, root, experiment)
+    if gate:
+        report = GateReport.model_validate(gate)
+        record_outcome(params, root, RetrainOutcome(data_end=data_end, experiment=experiment.name,
+                                                    promoted=report.promote, tag=report.promoted_tag,
+                                                    failed=report.failed, at=_now()))
     return {"experiment": versioning.experiment_record(experiment, pushed), "gate": gate,
             "reports": publish_reports(versioning.rooted(params, root))}
+
+
+@task(name="record-outcome", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_outcome(params: Params, root: Path, outcome: RetrainOutcome) -> str:
+    """What the retrain came to, for the monitor (`retrain-outcomes.jsonl` in the monitoring folder): it writes the
+    gate's verdict back onto the window that asked, and backs off after refusals (`monitor.retrain_backoff`)."""
+    from pipelines.monitor.store import record_retrain_outcome
+
+    directory = params.paths.monitoring_dir
+    return str(record_retrain_outcome(directory if directory.is_absolute() else root / directory, outcome))
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

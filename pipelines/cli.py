@@ -191,6 +191,52 @@ def _models_list(args: argparse.Namespace) -> None:
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
 
 
+def _monitor_ack(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    record = acknowledge.acknowledge(params.paths.monitoring_dir, args.kind, args.why, args.column or [], args.since,
+                                     by=args.by, known_columns=params.features.raw_columns)
+    return {**record.to_json_dict(), "next": "the next monitoring run applies it (the alarm stops blocking "
+                                             "retraining); `python -m pipelines monitor acks` lists those in force"}
+
+
+def _monitor_acks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    records = acknowledge.read_all(params.paths.monitoring_dir) if args.all else \
+        acknowledge.active(params.paths.monitoring_dir)
+    return [record.to_json_dict() for record in records]
+
+
+def _monitor_revoke(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    return acknowledge.revoke(params.paths.monitoring_dir, args.id, args.why, by=args.by).to_json_dict()
+
+
+def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
+    """The champion's thresholds and how often a week like its reference alarms (leave-one-out)."""
+    from pipelines import io as catalog
+    from pipelines.monitor.calibration import Calibration, leave_one_out
+    from pipelines.release import registry
+
+    params = _load(args)
+    tag = args.tag or registry.require_champion(params.paths.registry_dir)
+    stored = registry.model_path(tag) / catalog.CALIBRATION_FILE
+    if not stored.exists():
+        raise FileNotFoundError(f"{tag} has no {catalog.CALIBRATION_FILE}: it was registered before calibration")
+    calibration = Calibration.model_validate(catalog.read_json(stored))
+    estimate = leave_one_out(calibration, params.monitor)
+    return {"tag": tag, "windows": calibration.windows, "resamples": calibration.resamples,
+            "period": calibration.period, "drift_index": calibration.drift_index,
+            "prediction": calibration.prediction, "auc_drop": calibration.auc_drop,
+            "labels": calibration.labels.limits if calibration.labels else None,
+            "false_alarms": None if estimate is None else estimate.model_dump()}
+
+
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
@@ -329,6 +375,36 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--keep", type=int, default=3, metavar="N",
                              help="keep the last N promoted models besides the champion (default: 3)")
             sub.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    monitor = commands.add_parser("monitor", help="the monitor: acknowledge a data-quality alarm, list or revoke "
+                                                  "acknowledgements, the champion's calibration")
+    monitor_commands = monitor.add_subparsers(dest="monitor_command", required=True, metavar="ACTION")
+    for name, handler, help_text in (
+            ("ack", _monitor_ack, "accept a data-quality alarm as the new normal (it stops blocking retraining)"),
+            ("acks", _monitor_acks, "the acknowledgements in force (--all: the whole journal)"),
+            ("revoke", _monitor_revoke, "withdraw an acknowledgement"),
+            ("calibration", _monitor_calibration, "the champion's thresholds and its leave-one-out false-alarm "
+                                                  "rate")):
+        sub = monitor_commands.add_parser(name, help=help_text)
+        sub.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
+        sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+        sub.set_defaults(handler=handler)
+        if name == "ack":
+            sub.add_argument("--kind", required=True, help="the alarm's kind: new_category, mean_outside, "
+                                                           "relation_broken, missing_surge, out_of_range, "
+                                                           "beyond_range, refused, label_shift, rescoring")
+            sub.add_argument("--column", action="append", metavar="NAME",
+                             help="a column the alarm names (repeatable; none: every column)")
+            sub.add_argument("--since", metavar="YYYY-MM-DD", help="the first window it covers (default: every "
+                                                                   "window)")
+        if name in ("ack", "revoke"):
+            sub.add_argument("--why", required=True, help="why (kept in the journal for audit)")
+            sub.add_argument("--by", help="who (default: $FLIGHTOPS_OPERATOR, else your login name)")
+        if name == "revoke":
+            sub.add_argument("id", help="the acknowledgement's id (python -m pipelines monitor acks)")
+        if name == "acks":
+            sub.add_argument("--all", action="store_true", help="every line, revoked ones and revocations too")
+        if name == "calibration":
+            sub.add_argument("--tag", help="a registered model (default: the champion)")
     rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
                                            "data from the DVC remote) in a temp worktree and compare md5 and metrics")
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")

@@ -38,6 +38,11 @@ from pydantic import BaseModel, ConfigDict
 PREDICTOR_PRESENT = 0.95
 # Fewer reference rows than this (present target and predictors, or missing values) and no model is fitted.
 MIN_ROWS = 200
+# Fewer missing (or present) reference rows than this and a column's missingness is not modelled. Far fewer are
+# needed than for a value model: a column that goes missing only with its whole source (temperature, on 0.1% of the
+# rows, exactly when the hour has no weather record) is told by the other columns' flags, and then a rise of its
+# own (2% of temperatures dropped while the rest of the weather arrives) stands out against its base rate.
+MIN_MISSING_ROWS = 30
 # Ridge penalty on the standardised terms: keeps collinear squares and perfectly separated missing flags finite;
 # negligible against tens of thousands of rows.
 RIDGE = 1.0
@@ -60,8 +65,9 @@ class Consistency(BaseModel):
 
     center: dict[str, float]          # per numeric column: the reference median (also what a missing value becomes)
     scale: dict[str, float]           # per numeric column: the reference standard deviation
-    # Per numeric column: the reference's [min, max]. A predictor is clipped to it, so a value far outside (pressure
-    # in inHg) does not extrapolate the fit and make the *other* columns look wrong; its own checks catch it.
+    # Per numeric column: the reference's [min, max], widened by monitor.unit_margin sds since version 3. A predictor
+    # is clipped to it, so a value far outside (pressure in inHg) does not extrapolate the fit and make the *other*
+    # columns look wrong (its own checks catch it), while one a little past (a warm week) is still judged.
     bounds: dict[str, list[float]]
     flags: list[str]                  # raw columns with missing values in the reference: their missing flags
     values: dict[str, ValueModel]     # numeric columns the others determine (R^2 >= monitor.consistency_r2)
@@ -106,14 +112,21 @@ def value_terms(frame: pd.DataFrame, predictors: Sequence[str], consistency: Con
     return np.column_stack([np.ones(len(frame)), z, products])
 
 
-def missing_terms(frame: pd.DataFrame, target: str, numeric: Sequence[str], consistency: Consistency) -> np.ndarray:
+def missing_terms(frame: pd.DataFrame, target: str, numeric: Sequence[str], consistency: Consistency,
+                  standardised: np.ndarray | None = None, missing: np.ndarray | None = None) -> np.ndarray:
     """Intercept, the other numeric columns standardised (missing at the median), the other columns' missing
     flags: a column that goes missing with its whole source (every weather column when the hour has no record) is
-    explained by the flags, one that goes missing in bad weather by the values."""
-    others = [c for c in numeric if c != target]
-    flags = [c for c in consistency.flags if c != target]
-    return np.column_stack([np.ones(len(frame)), _standardised(frame, others, consistency),
-                            frame[flags].isna().to_numpy(dtype=float)])
+    explained by the flags, one that goes missing in bad weather by the values. `standardised` (every numeric
+    column, in `numeric` order) and `missing` (every flag column's missing flag, in `consistency.flags` order) may
+    be passed in when the frame serves several targets."""
+    numeric = list(numeric)
+    if standardised is None:
+        standardised = _standardised(frame, numeric, consistency)
+    if missing is None:
+        missing = frame[consistency.flags].isna().to_numpy(dtype=float)
+    others = [i for i, c in enumerate(numeric) if c != target]
+    flags = [i for i, c in enumerate(consistency.flags) if c != target]
+    return np.column_stack([np.ones(len(frame)), standardised[:, others], missing[:, flags]])
 
 
 def _complete_rows(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -133,7 +146,7 @@ def _logistic(terms: np.ndarray, target: np.ndarray, iterations: int = 50) -> np
     for _ in range(iterations):
         probability = _sigmoid(terms @ coefficients)
         weight = probability * (1 - probability)
-        step = np.linalg.solve((terms.T * weight) @ terms + penalty,
+        step = np.linalg.solve((terms * weight[:, None]).T @ terms + penalty,
                                terms.T @ (target - probability) - RIDGE * coefficients)
         coefficients += step
         if np.abs(step).max() < 1e-6:
@@ -182,9 +195,12 @@ def _forward(values: pd.DataFrame, target: str, candidates: list[str], limit: in
     return [name for name in candidates if name in chosen]
 
 
-def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, *,
+def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, margin: float = 0.0, *,
                     max_predictors: int | None = None, missing: bool = True) -> Consistency:
-    """Both kinds of model on the reference sample (raw columns in the service's form).
+    """Both kinds of model on the reference sample (raw columns in the service's form). A predictor is clipped to
+    the reference's [min, max] widened by `margin` standard deviations (`monitor.unit_margin`): a window that moved
+    a little past the reference (a warm week, every weather column with it) is still judged by the fit, one far
+    outside (pressure in inHg) does not make the other columns look wrong.
 
     `max_predictors` keeps each value model to the columns that explain its target best (`_forward`; none: every
     other numeric column, the monitor's models); `missing: False` fits no missingness model (validation judges missing
@@ -195,8 +211,8 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, *
     consistency = Consistency(
         center={c: float(v) for c, v in values.median().fillna(0.0).items()},
         scale={c: float(s) if s > 0 else 1.0 for c, s in scale.items()},
-        bounds={c: [float(values[c].min()), float(values[c].max())] if values[c].notna().any() else [0.0, 0.0]
-                for c in numeric},
+        bounds={c: [float(values[c].min()) - margin * float(scale[c]), float(values[c].max())
+                    + margin * float(scale[c])] if values[c].notna().any() else [0.0, 0.0] for c in numeric},
         flags=[c for c in features.raw_columns if reference[c].isna().any()], values={}, missing={})
     present = values.notna().mean()
     predictors = [c for c in numeric if present[c] >= PREDICTOR_PRESENT and scale[c] > 0]
@@ -215,12 +231,15 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, *
             main = [others[i] for i in np.argsort(-linear)[:3]]
             consistency.values[target] = ValueModel(predictors=others, coefficients=coefficients.tolist(),
                                                     residual_sd=float(residual.std()), r2=round(r2, 6), main=main)
-    for target in consistency.flags if missing else []:
-        absent = reference[target].isna().to_numpy(dtype=float)
-        if absent.sum() < MIN_ROWS or absent.sum() > len(absent) - MIN_ROWS:
-            continue
-        terms = missing_terms(reference, target, numeric, consistency)
-        consistency.missing[target] = _logistic(terms, absent).tolist()
+    if missing and consistency.flags:
+        standardised = _standardised(reference, numeric, consistency)
+        flags = reference[consistency.flags].isna().to_numpy(dtype=float)
+        for target in consistency.flags:
+            absent = reference[target].isna().to_numpy(dtype=float)
+            if absent.sum() < MIN_MISSING_ROWS or absent.sum() > len(absent) - MIN_MISSING_ROWS:
+                continue
+            terms = missing_terms(reference, target, numeric, consistency, standardised, flags)
+            consistency.missing[target] = _logistic(terms, absent).tolist()
     return consistency
 
 
@@ -314,8 +333,10 @@ def label_scores(frame: pd.DataFrame, model: LabelModel, consistency: Consistenc
 
 def expected_missing(frame: pd.DataFrame, numeric: Sequence[str], consistency: Consistency) -> dict[str, float]:
     """Per modelled column: the missing share the window's other columns imply."""
-    if frame.empty:
+    if frame.empty or not consistency.missing:
         return {}
-    return {target: float(_sigmoid(missing_terms(frame, target, numeric, consistency)
+    standardised = _standardised(frame, list(numeric), consistency)
+    flags = frame[consistency.flags].isna().to_numpy(dtype=float)
+    return {target: float(_sigmoid(missing_terms(frame, target, numeric, consistency, standardised, flags)
                                    @ np.asarray(coefficients)).mean())
             for target, coefficients in consistency.missing.items()}

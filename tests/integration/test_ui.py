@@ -35,7 +35,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DESCRIPTION_START = {"training": "The training DAG", "monitoring": "Compares the latest window",
-                     "retraining": "The training DAG on a newer window"}
+                     "retraining": "The training DAG on a newer window",
+                     "acknowledge": "Accept a data-quality alarm as the new normal"}
 EVIDENTLY_PROJECT = "flightops drift (browser test)"
 # Evidently renders a report or a dashboard in the browser; on a loaded 2-core machine that passes expect's 5 s
 # (and, at load 12, 60 s): the project's one readiness bound, as for the servers themselves.
@@ -386,7 +387,9 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     page.get_by_text(PROJECT_NAME).first.click()
     _click_if_present(page, "Dashboard")
     titles = ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
-              "Missing-value share", "Live ROC AUC", "Predictions per window"]
+              "Missing-value share", "Live ROC AUC", "Predictions per window",
+              # the text panels (#38): what operators accepted, and what the retrains came to
+              "Acknowledged data-quality alarms", "Retraining: what the gate decided"]
     for title in titles:
         expect(page.get_by_text(title, exact=True).first).to_be_visible(timeout=SLOW_UI_MS)
     # Each panel is a chart (role img) whose time axis names the replayed weeks, not the day the test ran.
