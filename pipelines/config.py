@@ -310,6 +310,11 @@ class PredictionLogParams(_Section):
     rotate_hourly: bool
     rotate_bytes: Annotated[int, Field(ge=1024)]
     max_total_bytes: Annotated[int, Field(ge=2048)]
+    caller_bytes_per_hour: Annotated[int | None, Field(
+        ge=1024, description="Bytes of prediction-log records one caller (API key, else peer address) may add per "
+                             "UTC hour, shared evenly by the workers; beyond it the answers are still served but "
+                             "not logged, and the rows and bytes left out are counted per caller "
+                             "(over-budget-<pid>.json beside the log). null: no budget.")]
 
 
 class ServeParams(_Section):
@@ -329,6 +334,24 @@ class ServeParams(_Section):
     predictor: Literal["compiled", "lightgbm"]
     bundled_champion_file: Path
     prediction_log: PredictionLogParams
+    max_errors: Annotated[int, Field(
+        ge=1, le=1000, description="Errors listed in a refused request's answer (the rest are counted): a 400's "
+                                   "`detail`, a batch's `rejected`. Validation of one row stops with its fields.")]
+    max_concurrency: Annotated[int, Field(
+        ge=1, description="Requests one worker handles at once (API and admin routes); more get 503 with "
+                          "Retry-After before their body is read.")]
+    max_buffered_bytes: Annotated[int, Field(
+        ge=1024, description="Request-body bytes one worker holds at once (bodies being received or served); a "
+                             "body that would go past it gets 503 with Retry-After. >= max_body_bytes.")]
+    retry_after_s: Annotated[int, Field(ge=1, le=3600, description="The Retry-After of a 503 (seconds).")]
+    worker_user: Annotated[str, Field(
+        min_length=1, description="The unprivileged user `bentoml serve` started as root runs its workers as "
+                                  "(the image runs everything as its own non-root user). Ignored when not root.")]
+    api_keys: Annotated[list[Annotated[str, _rule(lambda v: re.fullmatch(_NAME, v) is not None,
+                                                  "{key} names must be lowercase letters, digits, '-', '_' or '.'")]],
+                        Field(description="Names of the callers of /predict*, one bearer key each, generated once "
+                                          "into <paths.stack_dir>/credentials/api-keys/<name> (0600). Empty: "
+                                          "/predict* are open and callers are told apart by peer address.")]
 
     @model_validator(mode="after")
     def _limits_fit(self) -> ServeParams:
@@ -336,6 +359,11 @@ class ServeParams(_Section):
         if self.discard_body_bytes < self.max_body_bytes:
             problems.append(f"serve.discard_body_bytes ({self.discard_body_bytes}) must be >= serve.max_body_bytes "
                             f"({self.max_body_bytes})")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            problems.append(f"serve.max_buffered_bytes ({self.max_buffered_bytes}) must be >= serve.max_body_bytes "
+                            f"({self.max_body_bytes}): one largest body must fit")
+        if len(set(self.api_keys)) != len(self.api_keys):
+            problems.append(f"serve.api_keys names must be unique, got {self.api_keys}")
         # Open files (one per worker, up to rotate_bytes each) are never deleted: they must leave room under the cap.
         needed = 2 * self.workers * self.prediction_log.rotate_bytes
         if self.prediction_log.max_total_bytes < needed:
@@ -353,6 +381,9 @@ class ReplayParams(_Section):
     batch_size: AtLeast1
     label_delay_hours: NonNegative
     timeout_s: Annotated[float, Field(gt=0)]
+    api_key: Annotated[str | None, Field(
+        description="The serve.api_keys name the replay sends as its bearer key (read from "
+                    "<paths.stack_dir>/credentials/api-keys/<name>); null: none (the service's /predict* are open).")]
 
     _check_order = _ordered("replay")
 
@@ -424,6 +455,13 @@ class StackParams(_Section):
     evidently_port: Port
     start_timeout_s: Annotated[float, Field(gt=0)]
     stop_timeout_s: Annotated[float, Field(gt=0)]
+    log_max_bytes: Annotated[int, Field(
+        ge=1024, description="Size at which each log the stack writes (<stack_dir>/logs/<name>.log: every server's "
+                             "stdout and stderr) is rotated to <name>.log.1, .2, ...")]
+    log_backups: Annotated[int, Field(ge=1, description="Rotated files kept per log; older ones are deleted.")]
+    evidently_behind_auth_proxy: Annotated[bool, Field(
+        description="The Evidently UI has no login: it binds to 127.0.0.1 whatever stack.host is, unless this "
+                    "is true because a reverse proxy that authenticates users fronts it (docs/operations.md).")]
 
 
 class PrefectParams(_Section):

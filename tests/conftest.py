@@ -15,11 +15,35 @@ from support.params import SMALL_WINDOW, params_dict
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A private BentoML model store for the session, set before anything imports bentoml (it reads it once)."""
+    """A private BentoML model store for the session, set before anything imports bentoml (it reads it once).
+
+    0711 (reachable, not listable, by others): `bentoml serve` started by a test as root runs its workers as
+    serve.worker_user, who reads the models there."""
     os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-")
+    Path(os.environ["BENTOML_HOME"]).chmod(0o711)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temp_folders_reachable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run as root, a test's `bentoml serve` runs its workers as serve.worker_user, who must reach the params,
+    registry and prediction log the test keeps in pytest's temp folders: pytest makes them 0700; 0711 lets another
+    user reach a path it knows, never list the folder."""
+    if os.geteuid() != 0:
+        return
+    base = tmp_path_factory.getbasetemp()
+    for folder in (base.parent, base):
+        folder.chmod(0o711)
+    make = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        path = make(basename, numbered)
+        path.chmod(0o711)
+        return path
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]
 
 
 @pytest.fixture

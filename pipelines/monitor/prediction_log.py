@@ -12,6 +12,13 @@ One record per line, exactly a `PredictionRecord`:
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 
+Callers are kept apart. Each record's `request_id` is the caller's id namespaced by who sent it,
+`<caller>/<request_id>` (`key:<name>` for an API key, else `peer:<address>`): a caller reusing another's id writes a
+record of its own rather than replacing the other's, and an outcome is joined on the same namespaced id. Each
+caller may add `caller_budget_bytes` per UTC hour (per writer); past it the records are not written, and what was
+left out is counted per caller and hour in `over-budget-<pid>.json` beside the log (`read_over_budget`), so one
+caller sending junk cannot push the others' rows out of the size cap below.
+
 The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
 `read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
 dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
@@ -45,6 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 FILE_GLOB = "predictions-*.jsonl"
 OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 DROPPED_FILE = "dropped.json"
+OVER_BUDGET_GLOB = "over-budget-*.json"
+CALLER_SEPARATOR = "/"  # between the caller and its request id; never in a caller's identity
 _TRIM_LOCK_FILE = ".trim.lock"
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 log = logging.getLogger(__name__)
@@ -78,6 +87,11 @@ class OutcomeRecord(_Record):
     delivered_at: str
 
 
+def logged_id(caller: str, request_id: str) -> str:
+    """The id a prediction is logged (and its outcome joined) under: the caller's id in the caller's namespace."""
+    return f"{caller}{CALLER_SEPARATOR}{request_id}" if caller else request_id
+
+
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
                       probability: float, label: int, threshold: float) -> dict[str, Any]:
     """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
@@ -90,11 +104,17 @@ class PredictionLog:
 
     def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
                  max_total_bytes: int | None = None, clock: Callable[[], float] = time.time,
-                 background_trim: bool = True) -> None:
+                 background_trim: bool = True, caller_budget_bytes: int | None = None) -> None:
         self.directory = Path(directory)
         self.rotate_hourly = rotate_hourly
         self.rotate_bytes = rotate_bytes
         self.max_total_bytes = max_total_bytes
+        self.caller_budget_bytes = caller_budget_bytes
+        self._spent: dict[str, int] = {}       # bytes written per caller in `_budget_hour`
+        self._budget_hour: int | None = None
+        self._over: dict[tuple[str, str], list[int]] = {}  # (hour, caller) -> [rows, bytes] left out
+        self._over_written = 0.0
+        self._over_dirty = False
         self._clock = clock
         self._background_trim = background_trim
         self._written_since_trim = 0
@@ -109,12 +129,25 @@ class PredictionLog:
     def path(self) -> Path | None:
         return self._path
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, records: Sequence[Mapping[str, Any]], caller: str = "") -> None:
         """Append the records with one write; returns once the kernel holds them (a crash of this process after
-        that loses nothing)."""
-        if not records:
+        that loses nothing). Records past `caller`'s budget for this hour are left out and counted."""
+        self.write_groups({caller: records})
+
+    def write_groups(self, groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """`write` for the records of several callers (a merged adaptive batch), still one write."""
+        parts = []
+        for caller, records in groups.items():
+            if not records:
+                continue
+            data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+            if self._within_budget(caller, len(data), len(records)):
+                parts.append(data)
+        if self._over_dirty:
+            self._save_over_budget()
+        if not parts:
             return
-        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         fd = self._file_for(len(data))
         view = memoryview(data)
         while view:  # a regular file takes it all at once; the loop only guards against a short write
@@ -146,7 +179,48 @@ class PredictionLog:
         else:
             run()
 
+    def _within_budget(self, caller: str, size: int, rows: int) -> bool:
+        """Whether `caller` may add `size` more bytes this UTC hour; if not, the rows are counted as left out."""
+        if self.caller_budget_bytes is None or not caller:
+            return True
+        hour = int(self._clock() // 3600)
+        if hour != self._budget_hour:
+            self._budget_hour, self._spent = hour, {}
+        spent = self._spent.get(caller, 0)
+        if spent + size <= self.caller_budget_bytes:
+            self._spent[caller] = spent + size
+            return True
+        stamp = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
+        counted = self._over.setdefault((stamp, caller), [0, 0])
+        if counted == [0, 0]:
+            log.warning("caller %s is over serve.prediction_log.caller_bytes_per_hour in the hour %s: its "
+                        "predictions are answered but not logged until the hour ends", caller, stamp)
+        counted[0] += rows
+        counted[1] += size
+        self._over_dirty = True
+        return False
+
+    def _save_over_budget(self, force: bool = False) -> None:
+        """This writer's left-out counts, rewritten atomically at most once a second (and at close)."""
+        now = time.monotonic()
+        if not force and now - self._over_written < 1.0:
+            return
+        self._over_written, self._over_dirty = now, False
+        entries = [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
+                   for (hour, caller), (rows, size) in sorted(self._over.items())]
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"over-budget-{os.getpid()}.json"
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
+            os.replace(temporary, path)
+        except OSError:  # counting must not fail a request; the next write retries
+            self._over_dirty = True
+            log.exception("could not write the over-budget counts in %s", self.directory)
+
     def close(self) -> None:
+        if self._over:
+            self._save_over_budget(force=True)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = self._path = self._hour = None
@@ -235,6 +309,23 @@ def read_dropped(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return orjson.loads(path.read_bytes())
+
+
+def read_over_budget(directory: Path) -> list[dict[str, Any]]:
+    """What the per-caller budget left out, by UTC hour and caller, summed over the writers:
+    `{"hour", "caller", "rows", "bytes"}`, oldest hour first."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for path in Path(directory).glob(OVER_BUDGET_GLOB):
+        try:
+            entries = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        for entry in entries:
+            counted = totals.setdefault((entry["hour"], entry["caller"]), [0, 0])
+            counted[0] += entry["rows"]
+            counted[1] += entry["bytes"]
+    return [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
+            for (hour, caller), (rows, size) in sorted(totals.items())]
 
 
 def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:
