@@ -11,6 +11,10 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   echo "==> installing uv $UV_VERSION" >&2
   python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
+# As root, an interpreter outside root's home where there is one: `bentoml serve` started as root runs its workers as
+# the unprivileged serve.worker_user, who must be able to run this venv's Python (a pyenv one under /root, 0700,
+# cannot be run by any other user).
+if [[ -z "${PYTHON:-}" && "$(id -u)" == 0 && -x /usr/bin/python3.11 ]]; then PYTHON=/usr/bin/python3.11; fi
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 # The interpreter's own path, not a launcher's (a pyenv shim): uv compares the path it is given with the venv's,
 # and a shim made it remove and recreate .venv on every call.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -139,8 +140,16 @@ def unprivileged_workers(watchers: Any, workers_as: WorkerUser) -> tuple[int, in
     wants = [(str(path), os.R_OK | (os.X_OK if path.is_dir() else 0)) for path in workers_as.readable
              if path.exists()]
     wants += [(str(path), os.R_OK | os.W_OK | os.X_OK) for path in writable]
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", _ACCESS_CHECK, json.dumps(wants)], user=uid, group=gid,
-                          extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _ACCESS_CHECK, json.dumps(wants)], user=uid,
+                              group=gid, extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+    except PermissionError:
+        raise WorkerUserError(
+            f"`bentoml serve` runs as root, so its workers run as serve.worker_user {workers_as.name!r}, who cannot "
+            f"run this Python ({os.path.realpath(sys.executable)}, e.g. a pyenv one in root's 0700 home): build the "
+            "environment on an interpreter every user can run (as root, scripts/bootstrap.sh picks "
+            "/usr/bin/python3.11; or PYTHON=<interpreter> bash scripts/bootstrap.sh), or start the server as an "
+            "unprivileged user") from None
     if done.returncode != 0:
         raise WorkerUserError(f"could not check what serve.worker_user {workers_as.name!r} can read: "
                               f"{done.stderr.strip()[-500:]}")
@@ -163,6 +172,7 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
+@functools.cache
 def _libc() -> Any | None:
     if not sys.platform.startswith("linux"):
         return None

@@ -58,7 +58,7 @@ def test_a_row_of_junk_keys_gets_a_bounded_refusal_that_counts_them_all(flight: 
     detail = refusal.errors()
     assert refusal.error_count() == 20_002
     assert len(detail) == MAX_ERRORS + 1 and detail[-1]["type"] == "too_many_errors"
-    assert "19997 more error(s) not listed (serve.max_errors: 5)" == detail[-1]["msg"]
+    assert detail[-1]["msg"] == "19997 more error(s) not listed (serve.max_errors: 5)"
     assert [tuple(item["loc"]) for item in detail[:2]] == [("also",), ("more",)]
     assert all(item["type"] == "extra_forbidden" for item in detail[:-1])
     assert len(json.dumps(detail)) < 2_000
