@@ -53,6 +53,7 @@ FILE_GLOB = "predictions-*.jsonl"
 OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 DROPPED_FILE = "dropped.json"
 OVER_BUDGET_GLOB = "over-budget-*.json"
+MAX_OVER_BUDGET_ENTRIES = 10_000  # (hour, caller) counts a writer keeps; a crowd of callers cannot grow it further
 CALLER_SEPARATOR = "/"  # between the caller and its request id; never in a caller's identity
 _TRIM_LOCK_FILE = ".trim.lock"
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
@@ -113,8 +114,8 @@ class PredictionLog:
         self._spent: dict[str, int] = {}       # bytes written per caller in `_budget_hour`
         self._budget_hour: int | None = None
         self._over: dict[tuple[str, str], list[int]] = {}  # (hour, caller) -> [rows, bytes] left out
-        self._over_written = 0.0
-        self._over_dirty = False
+        self._over_lock = threading.Lock()
+        self._over_timer: threading.Timer | None = None
         self._clock = clock
         self._background_trim = background_trim
         self._written_since_trim = 0
@@ -143,8 +144,6 @@ class PredictionLog:
             data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
             if self._within_budget(caller, len(data), len(records)):
                 parts.append(data)
-        if self._over_dirty:
-            self._save_over_budget()
         if not parts:
             return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -191,36 +190,41 @@ class PredictionLog:
             self._spent[caller] = spent + size
             return True
         stamp = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
-        counted = self._over.setdefault((stamp, caller), [0, 0])
-        if counted == [0, 0]:
-            log.warning("caller %s is over serve.prediction_log.caller_bytes_per_hour in the hour %s: its "
-                        "predictions are answered but not logged until the hour ends", caller, stamp)
-        counted[0] += rows
-        counted[1] += size
-        self._over_dirty = True
+        with self._over_lock:
+            counted = self._over.setdefault((stamp, caller), [0, 0])
+            if counted == [0, 0]:
+                log.warning("caller %s is over serve.prediction_log.caller_bytes_per_hour in the hour %s: its "
+                            "predictions are answered but not logged until the hour ends", caller, stamp)
+                while len(self._over) > MAX_OVER_BUDGET_ENTRIES:  # the oldest hours go first
+                    del self._over[min(self._over)]
+            counted[0] += rows
+            counted[1] += size
+            if self._over_timer is None:  # saved within a second, off the request path, however many requests
+                self._over_timer = threading.Timer(1.0, self._save_over_budget)
+                self._over_timer.daemon = True
+                self._over_timer.start()
         return False
 
-    def _save_over_budget(self, force: bool = False) -> None:
-        """This writer's left-out counts, rewritten atomically at most once a second (and at close)."""
-        now = time.monotonic()
-        if not force and now - self._over_written < 1.0:
-            return
-        self._over_written, self._over_dirty = now, False
-        entries = [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
-                   for (hour, caller), (rows, size) in sorted(self._over.items())]
+    def _save_over_budget(self) -> None:
+        """This writer's left-out counts, rewritten atomically (a second after the first new count, and at close)."""
+        with self._over_lock:
+            self._over_timer = None
+            entries = [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
+                       for (hour, caller), (rows, size) in sorted(self._over.items())]
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"over-budget-{os.getpid()}.json"
-            temporary = path.with_name(f".{path.name}.tmp")
+            temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
             temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
             os.replace(temporary, path)
-        except OSError:  # counting must not fail a request; the next write retries
-            self._over_dirty = True
+        except OSError:  # counting must not fail a request; the next count saves again
             log.exception("could not write the over-budget counts in %s", self.directory)
 
     def close(self) -> None:
+        if self._over_timer is not None:
+            self._over_timer.cancel()
         if self._over:
-            self._save_over_budget(force=True)
+            self._save_over_budget()
         if self._fd is not None:
             os.close(self._fd)
         self._fd = self._path = self._hour = None
