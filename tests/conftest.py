@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,11 @@ import pytest
 from pipelines.config import Params, parse_params
 from support.params import SMALL_WINDOW, params_dict
 
+TEMP_ROOT = Path(tempfile.gettempdir()) / "flightops-tests"  # run as root: the sessions' temp folders (0711)
+KEEP_SECONDS = 24 * 3600  # older sessions' folders are removed (age, not count: other sessions run meanwhile)
 
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """A private BentoML model store for the session, set before anything imports bentoml (it reads it once).
 
@@ -21,6 +26,18 @@ def pytest_configure(config: pytest.Config) -> None:
     serve.worker_user, who reads the models there."""
     os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-test-")
     Path(os.environ["BENTOML_HOME"]).chmod(0o711)
+    if os.geteuid() == 0 and config.option.basetemp is None:
+        # pytest keeps its temp folders in /tmp/pytest-of-root and makes that 0700 at every session's start (other
+        # sessions run at the same time): this session's go in a folder of the project's instead, those of
+        # sessions older than KEEP_SECONDS removed. Made reachable by `_temp_folders_reachable`.
+        import time
+
+        TEMP_ROOT.mkdir(exist_ok=True)
+        TEMP_ROOT.chmod(0o711)
+        for old in TEMP_ROOT.glob("session-*"):
+            if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        config.option.basetemp = tempfile.mkdtemp(prefix="session-", dir=TEMP_ROOT)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -33,9 +50,7 @@ def _temp_folders_reachable(tmp_path_factory: pytest.TempPathFactory) -> None:
     user reach a path it knows, never list the folder."""
     if os.geteuid() != 0:
         return
-    base = tmp_path_factory.getbasetemp()
-    for folder in (base.parent, base):
-        folder.chmod(0o711)
+    tmp_path_factory.getbasetemp().chmod(0o711)
     make = tmp_path_factory.mktemp
 
     def mktemp(basename: str, numbered: bool = True) -> Path:

@@ -245,8 +245,13 @@ class PredictionLog:
         self._fd = None  # closed (or a forked parent's): never closed or written again from here
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
-        sequence = 0
-        while True:  # skip files this pid already filled (a restarted container reuses pids)
+        # The new file is always the last of this pid and hour in write order: after the highest sequence there is
+        # (kept by a restarted container that reuses pids), never in a gap the size cap's trim left. A trim keeps
+        # each live writer's last file, so a reused lower name would be taken for a closed file and deleted.
+        taken = [_file_order(path)[2] for path in self.directory.glob(f"predictions-{stamp}-{pid}*.jsonl")
+                 if _file_order(path)[1] == pid]
+        sequence = max(taken, default=0)
+        while True:  # skip files this pid already filled
             suffix = f".{sequence}" if sequence else ""
             path = self.directory / f"predictions-{stamp}-{pid}{suffix}.jsonl"
             try:  # no exists() then stat(): another worker's trim may delete a closed file in between

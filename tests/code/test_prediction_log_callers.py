@@ -61,3 +61,22 @@ def test_without_a_budget_or_a_caller_everything_is_written(tmp_path: Path) -> N
         log.write(_records(f"b{batch}", 50), caller="peer:10.0.0.9")
     log.close()
     assert len(read_prediction_log(tmp_path).records) == 1000 and read_over_budget(tmp_path) == []
+
+
+def test_a_writers_new_file_is_never_a_name_the_cap_freed(tmp_path: Path) -> None:
+    """After the cap deleted a writer's first files, its next file is still the last of its pid in write order, so
+    another worker's trim (which keeps each live writer's last file) never deletes the file being written."""
+    from pipelines.monitor.prediction_log import FILE_GLOB, trim_prediction_log
+
+    size = _size(_records("r", 10))
+    log = PredictionLog(tmp_path, rotate_hourly=False, rotate_bytes=size, background_trim=False,
+                        max_total_bytes=3 * size)
+    for batch in range(12):
+        log.write(_records(f"r{batch:02d}", 10))
+        current = log.path
+        trim_prediction_log(tmp_path, 3 * size)  # another worker's trim: it knows nothing of this writer's file
+        assert current is not None and current.exists(), f"batch {batch}: the file being written was deleted"
+    log.close()
+    assert len(list(tmp_path.glob(FILE_GLOB))) <= 4
+    ids = [record.request_id for record in read_prediction_log(tmp_path).records]
+    assert ids[-10:] == [f"r11-{i}" for i in range(10)]
