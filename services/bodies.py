@@ -11,7 +11,8 @@ held to them, under two rules:
   fields: at most one error per field.
 - **A batch answers per row.** `/predict_batch` and `/predict_many` score every valid row of a well-formed batch
   (an object with the plural key and 1 to `serve.max_batch_size` objects) and refuse the others one by one, each
-  by its index and fields; a batch is refused as a whole (400) only when its envelope is wrong. The fast path is
+  by its index and fields; a batch is refused as a whole (400) only when its envelope is wrong (not an object with
+  the one key, not a list of 1 to `serve.max_batch_size` objects). The fast path is
   one pydantic pass over the whole body, as before; only a body with an invalid row is parsed again row by row
   (each row re-validated from its own JSON, so a row means exactly what it would have meant in the whole body).
 
@@ -198,29 +199,31 @@ class BodyChecker:
                 "too_long", f"at most {self.max_rows} items (serve.max_batch_size)")
             detail.append({"type": kind, "loc": (self.key,), "msg": f"List should have {bound}, "
                                                                     f"not {len(items)}"})
+        else:
+            strays = [index for index, item in enumerate(items) if not isinstance(item, dict)]
+            detail += [{"type": "dict_type", "loc": (self.key, index), "msg": _NOT_AN_OBJECT}
+                       for index in strays[:self.max_errors]]
+            total += len(strays) - min(len(strays), self.max_errors)
         if detail:
             raise self._refuse(detail, total + (len(detail) - min(total, self.max_errors)))
         rows = CheckedRows()
         rows.caller = caller
         room, rejected = self.max_errors, 0
         for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                errors, count = [{"type": "dict_type", "loc": (), "msg": _NOT_AN_OBJECT}], 1
+            errors, count = self._unknown(item, (), self.known, room)
+            clean = {name: value for name, value in item.items() if name in self.known} if count else item
+            try:
+                row = self.row.validate_json(to_json(clean, inf_nan_mode="constants"))
+            except ValidationError as error:
+                count += error.error_count()
+                if room > len(errors):
+                    errors += error.errors(include_url=False, include_context=False,
+                                           include_input=False)[:room - len(errors)]
             else:
-                errors, count = self._unknown(item, (), self.known, room)
-                clean = {name: value for name, value in item.items() if name in self.known} if count else item
-                try:
-                    row = self.row.validate_json(to_json(clean, inf_nan_mode="constants"))
-                except ValidationError as error:
-                    count += error.error_count()
-                    if room > len(errors):
-                        errors += error.errors(include_url=False, include_context=False,
-                                               include_input=False)[:room - len(errors)]
-                else:
-                    if not count:
-                        row[CALLER] = caller
-                        rows.append(row)
-                        continue
+                if not count:
+                    row[CALLER] = caller
+                    rows.append(row)
+                    continue
             errors = errors[:room]
             room -= len(errors)
             rejected += 1

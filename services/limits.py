@@ -401,7 +401,7 @@ BATCH_ROWS = ("Rows are checked one by one: a row that matches the row schema is
 
 def describe_errors(spec: Mapping[str, Any], json_routes: Iterable[str], *, max_body_bytes: int,
                     admin_routes: Iterable[str] = (), batch_routes: Iterable[str] = (), api_keys: bool = False,
-                    max_errors: int = 20) -> dict[str, Any]:
+                    max_errors: int = 20, answers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """BentoML's generated OpenAPI with the API routes' answers as the service gives them.
 
     BentoML declares a 400 whose `detail` is a string, while it answers pydantic's error list; it does not mark the
@@ -410,7 +410,8 @@ def describe_errors(spec: Mapping[str, Any], json_routes: Iterable[str], *, max_
     optional fields, numeric `exclusiveMinimum`), which is OpenAPI 3.1's dialect: a 3.0 reader (schemathesis)
     cannot generate requests from them. The batch routes' rows are declared as the service takes them: any object,
     a row of the schema scored and any other refused alone (`BATCH_ROWS`). Admin routes (and, with `api_keys`, the
-    API routes) declare the bearer token they need. Pure: returns a new document.
+    API routes) declare the bearer token they need. `answers` replaces a route's 200 schema (BentoML documents only
+    the first member of a union answer). Pure: returns a new document.
     """
     spec = json.loads(json.dumps(spec))
     spec["openapi"] = "3.1.0"
@@ -466,6 +467,9 @@ def describe_errors(spec: Mapping[str, Any], json_routes: Iterable[str], *, max_
             _rows_checked_one_by_one(spec, body)
             operation["description"] = f"{operation.get('description', '')}\n\n{BATCH_ROWS}".strip()
         responses = operation.setdefault("responses", {})
+        if answers and route in answers:
+            responses.setdefault("200", {"description": "Successful Response"})["content"] = {
+                JSON_MEDIA_TYPE: {"schema": json.loads(json.dumps(answers[route]))}}
         responses["400"] = answer(
             "The body is not valid JSON or its envelope is wrong" + ("" if route in batch_routes else
                                                                     ", or a field is invalid")

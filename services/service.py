@@ -193,6 +193,10 @@ admin = FastAPI(title="flightops admin")
 # A list answer declared as JSON up front: without a declared media type BentoML derives it from the answer's JSON
 # schema, which it rebuilds on every request (~20% of a worker's CPU in a profile of a list-returning endpoint).
 ManyAnswers = Annotated[list[Prediction | RejectedRow], ContentType("application/json")]
+# /predict_many's answer as the OpenAPI shows it (BentoML documents only a union's first member).
+MANY_ANSWERS_SCHEMA = {"type": "array", "items": {"anyOf": [{"$ref": "#/components/schemas/Prediction"},
+                                                            {"$ref": "#/components/schemas/RejectedRow"}]},
+                       "description": "One item per row sent, in order: a prediction, or the row's refusal."}
 
 
 class NotReady(bentoml.exceptions.BentoMLException):
@@ -389,5 +393,6 @@ FlightDelay.add_asgi_middleware(RequestGuard, max_body_bytes=PARAMS.serve.max_bo
                                 max_buffered_bytes=PARAMS.serve.max_buffered_bytes,
                                 retry_after_s=PARAMS.serve.retry_after_s,
                                 openapi_notes={"batch_routes": BATCH_ROUTES, "api_keys": bool(PARAMS.serve.api_keys),
-                                               "max_errors": PARAMS.serve.max_errors})
+                                               "max_errors": PARAMS.serve.max_errors,
+                                               "answers": {"/predict_many": MANY_ANSWERS_SCHEMA}})
 

@@ -577,7 +577,7 @@ def test_a_reused_request_id_never_replaces_another_callers_record(guarded: dict
     read = read_prediction_log(guarded["log_dir"])
     mine = {logged("shared-flight-1", f"peer:{source}") for source in answers}
     assert {record.request_id for record in read.records} >= mine
-    frame = predictions_frame(read, params.features, params.source.time_column)
+    frame = predictions_frame(read, params.features, params.source.time_column).frame
     kept = frame[frame["request_id"].isin(mine)].set_index("request_id")["probability"]
     assert len(kept) == 2
     outcome = LogRead([OutcomeRecord(request_id=logged("shared-flight-1", "peer:127.0.5.1"), actual=1,
@@ -666,6 +666,7 @@ def test_the_openapi_describes_the_service_schemathesis_finds_nothing(guarded: d
     result = subprocess.run(
         [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all", "--max-examples", "25",
          "--seed", "15", "--workers", "2", "--request-timeout", "30", "--no-color",
-         "--generation-database", "none", "--report", "junit", "--report-dir", str(tmp_path)],
+         "--generation-database", "none", "--report", "junit", "--report-dir", str(tmp_path),
+         "--header", f"Authorization: {server.admin()['Authorization']}"],
         capture_output=True, text=True, timeout=540, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
