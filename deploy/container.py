@@ -333,6 +333,14 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     data["validate"]["suite"] = str(suite)
     if follow_registry:
         mounts.append(Mount(params.paths.registry_dir.resolve(), MOUNT_ROOT / "registry", False))
+    # The admin token's and API keys' digests (made on the host, the secrets staying there, 0600): what the
+    # container's workers check bearer tokens against. Clients use the host's token files.
+    from pipelines.credentials import FOLDER, VERIFY_FILE, ensure_service_credentials, verify_file
+
+    ensure_service_credentials(params)
+    data["paths"]["stack_dir"] = str(MOUNT_ROOT / "stack")
+    mounts.append(Mount(verify_file(params).resolve(), MOUNT_ROOT / "stack" / FOLDER / VERIFY_FILE, False,
+                        directory=False))
     return data, mounts
 
 
