@@ -184,6 +184,34 @@ def _replay(args: argparse.Namespace) -> Any:
     return run_replay(load_params(args.params, overrides), args.url)
 
 
+def _params(args: argparse.Namespace) -> Any:
+    """Check the params file; with --explain, what one key (or section) means, accepts, is set to, and which DVC
+    stages re-run when it changes (dvc.yaml's params lists)."""
+    from pipelines.config import explain
+
+    params = _load(args)
+    if not args.explain:
+        return {"params": args.params, "valid": True, "sections": list(type(params).model_fields)}
+    found = explain(args.explain)
+    value: Any = params.model_dump(by_alias=True, mode="json")
+    for part in args.explain.split("."):
+        value = value[part]
+    return {**found, "value": value, "dvc_stages": _stages_reading(args.explain)}
+
+
+def _stages_reading(key: str) -> list[str]:
+    """dvc.yaml's stages whose params list names `key`, a section holding it, or a key inside it."""
+    import yaml
+
+    dvc_file = Path("dvc.yaml")
+    if not dvc_file.exists():
+        return []
+    stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
+    return sorted(name for name, spec in stages.items() for listed in spec.get("params", [])
+                  if isinstance(listed, str) and (key == listed or key.startswith(listed + ".")
+                                                  or listed.startswith(key + ".")))
+
+
 def _model_card(args: argparse.Namespace) -> Any:
     from pipelines.release.model_card import write_model_card
 
@@ -226,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
     rebuild.add_argument("--check", action="store_true", help="exit 1 unless model.txt and the metrics are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
+    explained = add("params", _params, "check the params file; --explain KEY says what a key means and which "
+                                       "stages re-run when it changes")
+    explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.num_leaves")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

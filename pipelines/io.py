@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,6 +59,20 @@ CALIBRATION_FILE = "calibration.json"
 VALIDATION_SUMMARY_FILE = "summary.json"
 # paths.monitoring_dir
 MONITOR_STATE_FILE = "state.json"
+
+
+# Compressions pandas reads a CSV through by its suffix (`compression="infer"`), with the standard library alone.
+CSV_COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz")
+
+
+def table_format(path: Path) -> Literal["csv", "parquet"] | None:
+    """What a user's table file is, by its name: a CSV (compressed or not), a Parquet file, or neither."""
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes[-2:]]
+    if suffixes[-1:] in ([".parquet"], [".pq"]):
+        return "parquet"
+    if suffixes[-1:] == [".csv"] or (len(suffixes) == 2 and suffixes[0] == ".csv" and suffixes[1] in CSV_COMPRESSIONS):
+        return "csv"
+    return None
 
 
 def prepared_path(paths: PathsParams, split: str) -> Path:

@@ -45,13 +45,19 @@ def all_modules() -> list[str]:
 
 @cache
 def imports_of(name: str) -> frozenset[str]:
-    """Project modules `name` imports anywhere in its file; `from a.b import c` names a.b.c when c is a module,
-    and every package on the way (importing a.b.c runs a/__init__ and a/b/__init__)."""
+    """Project modules `name` imports anywhere in its file but under `if TYPE_CHECKING:` (never run); `from a.b
+    import c` names a.b.c when c is a module, and every package on the way (importing a.b.c runs a/__init__ and
+    a/b/__init__)."""
     path = module_file(name)
     assert path is not None, name
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for statement in node.body for inner in ast.walk(statement)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -66,6 +72,12 @@ def imports_of(name: str) -> frozenset[str]:
             parts = target.split(".")
             found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]))}
     return frozenset(found - {name})
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): imports for annotations only, never run."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def closure(roots: Iterable[str]) -> set[str]:

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import CollectParams, FeaturesParams, SourceParams, table_format
+from pipelines.config import CollectParams, FeaturesParams, SourceParams
 from pipelines.data.suite import BOOLEAN_KINDS, NUMERIC_TYPES
-from pipelines.io import parquet_frame
+from pipelines.io import parquet_frame, table_format
 
 log = logging.getLogger(__name__)
 

@@ -162,3 +162,32 @@ def test_sections_are_frozen(tmp_path: Path) -> None:
     assert params.validate_.fail_on_error is True and params.train.seed == 7
     with pytest.raises(ValueError, match="frozen"):
         params.train.seed = 8  # type: ignore[misc]
+
+
+def test_every_key_is_documented_once_in_the_loader() -> None:
+    """Each key's meaning lives in its Field(description=...), which `params --explain` prints."""
+    from pipelines.config import Params, explain
+    from pipelines.config import _fields as documented
+
+    keys = documented(Params)
+    assert len(keys) > 100
+    undocumented = [key for key, (_, _, info) in keys.items()
+                    if not (info.description or (isinstance(info.annotation, type) and info.annotation.__doc__))]
+    assert undocumented == []
+    assert "Leaves per tree" in explain("train.num_leaves")["description"]
+    assert explain("train.learning_rate")["accepts"] == {"exclusiveMinimum": 0, "maximum": 1, "type": "number"}
+    assert set(explain("gate")["keys"]) >= {"gate.metric", "gate.min_improvement"}
+
+
+def test_params_explain_names_the_stages_a_key_reruns(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from pipelines.cli import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "monitor.seed"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dvc_stages"] == ["gate"] and shown["value"] == 42 and shown["description"]
+    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "train.num_leavs"]) == 1
+    assert "did you mean train.num_leaves" in capsys.readouterr().err
