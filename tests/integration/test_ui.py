@@ -54,9 +54,10 @@ class Stack:
 
     @property
     def loaded(self) -> Any:
-        from pipelines.config import load_params
+        """The stack's params with its paths as the stack sees them (the file's are relative to the project)."""
+        from pipelines.config import parse_params
 
-        return load_params(self.params_file)
+        return parse_params(self.params)
 
     @property
     def prefect_auth(self) -> str:
@@ -117,7 +118,8 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
     script = (
         "import sys\n"
         "from pipelines.config import load_params\n"
-        "from pipelines import stages, registry\n"
+        "from pipelines import stages\n"
+        "from pipelines.release import registry\n"
         "p = load_params(sys.argv[1])\n"
         "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate'):\n"
         "    getattr(stages, f'run_{stage}')(p)\n"
@@ -418,10 +420,9 @@ def _replay_and_monitor(stack: Stack, start: str, end: str) -> list[dict[str, An
     from prefect.settings import temporary_settings
 
     from ops.stack import prefect_client_settings
-    from pipelines.config import load_params
     from pipelines.monitor.replay import collect_replay, replay
 
-    params = load_params(stack.params_file)
+    params = stack.loaded  # paths as the stack sees them: outcomes where its monitoring reads them
     traffic = collect_replay(params)
     week = traffic[(traffic["time_hour"] >= pd.Timestamp(start, tz="UTC"))
                    & (traffic["time_hour"] < pd.Timestamp(end, tz="UTC"))]
