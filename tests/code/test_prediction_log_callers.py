@@ -80,3 +80,19 @@ def test_a_writers_new_file_is_never_a_name_the_cap_freed(tmp_path: Path) -> Non
     assert len(list(tmp_path.glob(FILE_GLOB))) <= 4
     ids = [record.request_id for record in read_prediction_log(tmp_path).records]
     assert ids[-10:] == [f"r11-{i}" for i in range(10)]
+
+
+def test_records_are_written_one_per_line_whatever_their_strings_hold() -> None:
+    """The whole list is dumped at once and split between records: a value holding the separator's text (escaped in
+    JSON) or a record of another shape never merges two lines."""
+    import orjson
+
+    from pipelines.monitor.prediction_log import jsonl
+
+    tricky = _records("x", 3)
+    tricky[1]["inputs"] = {"carrier": '},{"request_id":"forged"}\n', "hour": 1.0}
+    data = jsonl(tricky)
+    assert data.count(b"\n") == 3 and [orjson.loads(line) for line in data.splitlines()] == tricky
+    other = [{"a": 1}, {"request_id": "b"}]
+    assert jsonl(other) == b'{"a":1}\n{"request_id":"b"}\n'
+    assert jsonl(_records("y", 1000)) == b"".join(orjson.dumps(r) + b"\n" for r in _records("y", 1000))
