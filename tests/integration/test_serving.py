@@ -34,6 +34,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.params_file = Path(env["FLIGHTOPS_PARAMS"]) if env.get("FLIGHTOPS_PARAMS") else None
+        self.target = target
         # Output to a file, never a pipe nobody reads (a full pipe would block the server's access log).
         self.log = cwd / f".bentoml-serve-{self.port}.log" if cwd != REPO_ROOT else Path(
             os.environ["BENTOML_HOME"]) / f"serve-{self.port}.log"
@@ -50,13 +51,18 @@ class Server:
 
     def admin(self) -> dict[str, str]:
         """The admin routes' Authorization header: the token the service made in the params' stack folder (for a
-        Bento served without a params file, in the folder the server runs in)."""
+        Bento served without a params file, under the Bento's own source folder, where its params are)."""
         import psutil
 
         from pipelines.config import load_params
         from pipelines.credentials import admin_token_file, bearer, read_secret
 
-        folder = Path(psutil.Process(self.process.pid).cwd())  # where a relative paths.stack_dir is
+        if self.params_file is None:
+            import bentoml
+
+            folder = Path(bentoml.get(self.target).path) / "src"
+        else:
+            folder = Path(psutil.Process(self.process.pid).cwd())  # where a relative paths.stack_dir is
         params = load_params(self.params_file or folder / "params.yaml")
         return bearer(read_secret(folder / admin_token_file(params)))
 
