@@ -142,12 +142,13 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
     from sklearn.metrics import roc_auc_score
 
     from pipelines.config import load_params
+    from pipelines.contracts import reason_texts
     from pipelines.data.collect import collect
     from pipelines.data.preprocess import prepare
     from pipelines.features import make_label
     from pipelines.model.train import train_model
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.monitor.drift import analyse_window, reason_kind
+    from pipelines.monitor.drift import analyse_window
     from pipelines.monitor.reference import build_reference
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})
@@ -183,10 +184,11 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
         results.append({"scenario": scenario.name, "kind": scenario.kind, "size": scenario.size,
                         "base": scenario.base, "rows": len(window), "expect_alarm": scenario.expect_alarm,
                         "counted": scenario.counted, "alarm": summary.drift,
-                        "reason": "; ".join(reason_kind(r) for r in summary.reasons) or "-",
+                        "reason": "; ".join(r.label for r in summary.reasons) or "-",
+                        "quality": bool(summary.quality_reasons),
                         "retrain": decision.retrain, "drift_index": summary.drift_index,
                         "index_threshold": summary.drift_index_threshold, "seconds": round(seconds, 2),
-                        "detail": "; ".join(summary.reasons)})
+                        "detail": reason_texts(summary.reasons)})
         print(_line(results[-1], details), flush=True)
     facts = {"train_s": round(train_s, 1), "calibration_s": round(calibration_s, 1),
              "calibration_windows": calibration.windows, "champion_test_auc": round(expected["roc_auc"], 4),
@@ -219,7 +221,7 @@ def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
             "unused_feature_alarms": sum(r["alarm"] for r in quiet), "unused_feature_scenarios": len(quiet),
             "detected": sum(r["alarm"] for r in counted), "counted": len(counted),
             "recall": round(sum(r["alarm"] for r in counted) / len(counted), 3) if counted else None,
-            "retrains_on_data_quality": sum(r["retrain"] for r in results if "data quality" in r["reason"]),
+            "retrains_on_data_quality": sum(r["retrain"] for r in results if r["quality"]),
             "mean_window_s": round(float(np.mean([r["seconds"] for r in results])), 2)}
 
 

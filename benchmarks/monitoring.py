@@ -54,7 +54,7 @@ def _one(rows: int, reference_rows: int) -> dict:
     return {"rows": rows, "reference_rows": reference_rows, "report_s": round(seconds, 2),
             "html_s": round(html_seconds, 2), "html_mb": round(len(html) / 2**20, 1),
             "rss_before_report_mb": round(before), "peak_rss_mb": round(peak_rss_mib()),
-            "drift_share": result.summary["drift_share"]}
+            "drift_share": result.report.drift_share}
 
 
 def main() -> int:

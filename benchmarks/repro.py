@@ -83,6 +83,7 @@ evaluation = evaluate_model(model, data.train, data.test, params.source.time_col
 if full:
     # The gate stage's work: baselines, latency, the decision, the monitoring reference + calibration, registration.
     from pipelines import io
+    from pipelines.contracts import RegistryEntry, RegistryMetrics
     from pipelines.release import registry
     from pipelines.model.evaluate import baseline_predictions
     from pipelines.features import encode_frame
@@ -97,7 +98,8 @@ if full:
                                              params.source.time_column, params.monitor,
                                              labelled=[data.valid, data.test])
     model.save(work / "model")
-    registry.save_model(work / "model", {"metrics": decision.to_dict()["metrics"]}, name="bare-benchmark",
+    entry = RegistryEntry(metrics=RegistryMetrics(test=decision.metrics.challenger))
+    registry.save_model(work / "model", entry, name="bare-benchmark",
                         extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
                                      io.CALIBRATION_FILE: lambda path: io.write_json(path,
                                                                                      calibration.to_json_dict())})

@@ -137,7 +137,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
            weeks: list[tuple[pd.Timestamp, pd.Timestamp]], span: pd.Timedelta, log: Any = print) -> PolicyRun:
     """One policy over the replayed windows, from the same first champion."""
     from pipelines.monitor.decision import decide_retrain
-    from pipelines.monitor.drift import analyse_window, reason_kind
+    from pipelines.monitor.drift import analyse_window
 
     if policy not in POLICIES or window not in WINDOWS:
         raise ValueError(f"policy must be one of {POLICIES} and window one of {WINDOWS}, not {policy!r}/{window!r}")
@@ -157,7 +157,7 @@ def replay(table: pd.DataFrame, params: Any, first: Champion, policy: str, windo
                                      champion=champion.model, champion_tag=champion.name).report
             decision = decide_retrain(summary, end.to_pydatetime(), last_retrain, params.monitor)
             run.monitor_s += time.perf_counter() - began
-            week["alarm"] = "; ".join(reason_kind(reason) for reason in summary.reasons)
+            week["alarm"] = "; ".join(reason.label for reason in summary.reasons)
             ask = decision.retrain
         if ask:
             last_retrain = end.isoformat()

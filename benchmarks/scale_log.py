@@ -72,8 +72,10 @@ def read_once(kind: str, directory: Path) -> dict[str, Any]:
     params = load_params("params.yaml")
     started, cpu = time.perf_counter(), time.process_time()
     if kind == "line":
+        from pipelines.contracts import PredictionRecord
+        from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
         from pipelines.monitor.log import predictions_frame
-        from pipelines.monitor.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_records
+        from pipelines.monitor.prediction_log import log_files, read_records
 
         files, rows = [], 0
         for path in log_files(directory, FILE_GLOB):

@@ -91,7 +91,9 @@ def event_to_start(api: str, events: int) -> list[float]:
 
     from flows.automations import apply_automations
     from pipelines.config import parse_params
+    from pipelines.contracts import Reason
     from pipelines.monitor import bookkeeping
+    from support.monitoring import window_record
     from support.params import params_dict
     from support.servers import stop
 
@@ -119,8 +121,9 @@ def event_to_start(api: str, events: int) -> list[float]:
             for index in range(events):
                 start = pd.Timestamp("2013-09-02", tz="UTC") + pd.Timedelta(days=7 * index)
                 spec = bookkeeping.drift_event(
-                    {"reasons": ["benchmark"], "rows": 1, "drift_share": 1.0}, start.to_pydatetime(),
-                    (start + pd.Timedelta(days=7)).to_pydatetime(), "bench")
+                    window_record(True, start.to_pydatetime(), rows=1, drift_share=1.0,
+                                  reasons=[Reason(kind="data_drift", text="benchmark")]),
+                    start.to_pydatetime(), (start + pd.Timedelta(days=7)).to_pydatetime(), "bench")
                 event = emit_event(event=spec.event, resource=spec.resource, related=spec.related,
                                    payload=spec.payload)
                 wanted = (start + pd.Timedelta(days=7)).isoformat()

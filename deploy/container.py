@@ -39,9 +39,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import io
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What the service is (its bentofile and pinned requirements) lives with it in services/; this folder builds it.
-BENTOFILE = PROJECT_ROOT / "services" / "bentofile.yaml"
+BENTOFILE = PROJECT_ROOT / io.BENTOFILE
 SUITE = "bookworm"                 # Debian 12: python3 is 3.11, as the Bento's python_version
 BASE_PACKAGES = ("python3", "libgomp1")   # python3.11; LightGBM's OpenMP runtime. uv makes the venv: no pip
 TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
@@ -49,7 +51,7 @@ TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Where `run` mounts the host folders inside the container, and the params file it writes for them.
 MOUNT_ROOT = Path("/var/lib/flightops")
-CONTAINER_PARAMS = Path("/etc/flightops/params.yaml")
+CONTAINER_PARAMS = Path("/etc/flightops") / io.PARAMS_FILE
 LABEL = "org.flightops.role"
 RECIPE_LABEL = "org.flightops.base-recipe"   # what the base image was built from: a changed recipe rebuilds it
 
@@ -328,7 +330,7 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     data["paths"]["compiled_dir"] = str(MOUNT_ROOT / "compiled")
     data["paths"]["registry_dir"] = str(MOUNT_ROOT / "registry")   # absent unless mounted below
     # The validation suite gives the service its numeric request ranges: the host's, as the process would read it.
-    suite = CONTAINER_PARAMS.parent / "suite.json"
+    suite = CONTAINER_PARAMS.parent / io.CONTAINER_SUITE_FILE
     mounts.append(Mount(params.validate_.suite.resolve(), suite, False, directory=False))
     data["validate"]["suite"] = str(suite)
     if follow_registry:
@@ -395,7 +397,7 @@ def start(image: str, *, host: str, port: int, params_file: Path, follow_registr
         mounts.append(Mount(store, Path(BENTO_PATH) / "models", False))
         # Models and pointers written before pipelines.release.registry made them readable (0700 model folders, a 0600
         # champion.json) are opened to the image's user: they are read there, never written.
-        pointer = params_registry_dir(params_file) / "champion.json"
+        pointer = params_registry_dir(params_file) / io.CHAMPION_FILE
         for path in [*store.glob("*/*"), pointer]:
             with contextlib.suppress(OSError):
                 status = path.stat()
@@ -403,7 +405,7 @@ def start(image: str, *, host: str, port: int, params_file: Path, follow_registr
                     path.chmod(0o755 if path.is_dir() else 0o644)
     _prepare_writable(mounts, BENTO_UID_GID)
     state_dir.mkdir(parents=True, exist_ok=True)
-    params_copy = state_dir / f"container-params-{port}.yaml"
+    params_copy = state_dir / io.container_params_name(port)
     import yaml
 
     params_copy.write_text(yaml.safe_dump(data, sort_keys=False))

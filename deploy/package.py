@@ -22,10 +22,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipelines import io
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What the service is (its bentofile and pinned requirements) lives with it in services/; this folder builds it.
-BENTOFILE = PROJECT_ROOT / "services" / "bentofile.yaml"
-REQUIREMENTS = PROJECT_ROOT / "services" / "requirements.txt"
+BENTOFILE = PROJECT_ROOT / io.BENTOFILE
+REQUIREMENTS = PROJECT_ROOT / io.SERVING_REQUIREMENTS
 EXPORT_SERVE_GROUP = ("export", "--frozen", "--only-group", "serve", "--no-hashes", "--no-emit-project")
 
 

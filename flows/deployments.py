@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pipelines import io
 from pipelines.config import PARAMS_ENV, Params, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def serve_deployments(params_file: Path | str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
     parser.add_argument("--register-only", action="store_true",
                         help="register the deployments (on the work pool with prefect.runner: workers) and the "
                              "Automations, then exit; workers run the flow runs")

@@ -22,11 +22,11 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import io
 from pipelines.config import Params, load_params
+from pipelines.contracts import PROBABILITY, RetrainRequest, WindowRecord, WindowSummary
 from pipelines.monitor import bookkeeping, dashboard
 from pipelines.monitor import store as monitoring_store
 from pipelines.monitor.calibration import Calibration
 from pipelines.monitor.drift import analyse_window
-from pipelines.monitor.log import PROBABILITY
 from pipelines.monitor.reference import build_reference
 from pipelines.monitor.windows import plan_windows, window_rows
 
@@ -64,7 +64,8 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
                                                  params.source.time_column, params.monitor,
                                                  labelled=[splits[s] for s in ("valid", "test") if s in splits])
     if tag:
-        test_metrics = (registry.model_metadata(tag).get("metrics") or {}).get("test")
+        scores = registry.model_entry(tag).metrics.test
+        test_metrics = None if scores is None else io.without_nulls(scores.to_json_dict())
     else:
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
         test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
@@ -76,27 +77,26 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
 @task(name="analyse-window", cache_policy=NO_CACHE, task_run_name="analyse {start:%Y-%m-%d}")
 def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.DataFrame,
             reference: pd.DataFrame, calibration: Calibration, outcomes: pd.DataFrame,
-            expected: dict[str, float] | None, skipped: dict[str, int], champion: Any = None,
-            champion_tag: str | None = None) -> tuple[dict[str, Any], Any, Any]:
-    """The window's summary, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
+            expected: dict[str, float] | None, champion: Any = None,
+            champion_tag: str | None = None) -> tuple[WindowSummary, Any, Any]:
+    """The window's verdict, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
     current = window_rows(frame, params.source.time_column, start, end)
     result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
-                            calibration, outcomes=outcomes, expected=expected,
-                            name=monitoring_store.window_id(start),
+                            calibration, outcomes=outcomes, expected=expected, name=io.window_id(start),
                             champion=champion if champion_tag else None, champion_tag=champion_tag)
-    result.summary.update(window_start=start.isoformat(), window_end=end.isoformat(), log_skipped=skipped)
     quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
-    return result.summary, result.snapshot, quality
+    return result.report, result.snapshot, quality
 
 
 @task(name="publish-window", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
       task_run_name="publish {start:%Y-%m-%d}")
-def publish(params: Params, start: pd.Timestamp, summary: dict[str, Any], drift: Any, quality: Any,
-            retrain: dict[str, Any]) -> dict[str, str]:
-    """HTML report (summary line on top) + JSON summary + workspace snapshot stamped with the window's start."""
-    snapshot = dashboard.review_snapshot(drift, quality, summary, retrain, bookkeeping.served_model_tag(summary),
+def publish(params: Params, start: pd.Timestamp, record: WindowRecord, drift: Any, quality: Any,
+            retrain: RetrainRequest) -> dict[str, str]:
+    """HTML report (summary line on top) + the window's record (JSON) + workspace snapshot stamped with the
+    window's start."""
+    snapshot = dashboard.review_snapshot(drift, quality, record, retrain, bookkeeping.served_model_tag(record),
                                          start.to_pydatetime())
-    paths = monitoring_store.save_window(params, start, summary, snapshot)
+    paths = monitoring_store.save_window(params, record, snapshot)
     paths["snapshot"] = monitoring_store.add_to_workspace(params, snapshot)
     return paths
 
@@ -148,41 +148,41 @@ def ensure_dashboard(params: Params) -> bool:
     return monitoring_store.ensure_dashboard(params)
 
 
-def _artifact_markdown(summary: dict[str, Any], paths: dict[str, str], retrain: dict[str, Any]) -> str:
-    verdict = "**DRIFT: yes**" if summary["drift"] else "**Drift: no**"
-    lines = [f"# Monitoring window {summary['window_start'][:10]} .. {summary['window_end'][:10]}", "",
-             f"{verdict} — {summary['rows']} predictions, "
-             f"{len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns beyond their "
-             f"calibrated threshold; importance-weighted drift index {summary['drift_index']:.2f} (calibrated "
-             f"threshold {summary['drift_index_threshold']:.2f}); prediction drift "
-             f"{summary['prediction_drift']['score']:.3f} ({summary['prediction_drift']['method']}).", ""]
-    lines += [f"- {reason}" for reason in summary["reasons"]] or ["- no threshold passed"]
-    if summary["drifted_columns"]:
+def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest) -> str:
+    verdict = "**DRIFT: yes**" if record.drift else "**Drift: no**"
+    lines = [f"# Monitoring window {record.window_start[:10]} .. {record.window_end[:10]}", "",
+             f"{verdict} — {record.rows} predictions, "
+             f"{len(record.drifted_columns)} of {len(record.columns)} feature columns beyond their "
+             f"calibrated threshold; importance-weighted drift index {record.drift_index:.2f} (calibrated "
+             f"threshold {record.drift_index_threshold:.2f}); prediction drift "
+             f"{record.prediction_drift.score:.3f} ({record.prediction_drift.method}).", ""]
+    lines += [f"- {reason.text}" for reason in record.reasons] or ["- no threshold passed"]
+    if record.drifted_columns:
         lines += ["", "| column | method | score | threshold |", "|---|---|---|---|"]
-        for column in summary["drifted_columns"]:
-            c = summary["columns"][column]
-            lines.append(f"| {column} | {c['method']} | {c['score']:.3f} | {c['threshold']} |")
-    quality = summary.get("quality") or {}
-    if quality.get("metrics"):
-        q = quality["metrics"]
-        expected = (quality.get("expected") or {}).get("roc_auc")
-        lines += ["", f"Live quality on {quality['labelled']} labelled flights: ROC AUC {q['roc_auc']:.3f}"
+        for column in record.drifted_columns:
+            c = record.columns[column]
+            lines.append(f"| {column} | {c.method} | {c.score:.3f} | {c.threshold} |")
+    quality = record.quality
+    if quality is not None and quality.metrics:
+        q = quality.metrics
+        expected = (quality.expected or {}).get("roc_auc")
+        lines += ["", f"Live quality on {quality.labelled} labelled flights: ROC AUC {q['roc_auc']:.3f}"
                   + (f" (champion's test AUC {expected:.3f})" if expected else "")
                   + f", log loss {q['log_loss']:.3f}, Brier {q['brier']:.3f}."]
-    elif quality:
-        lines += ["", f"Live quality: waiting for outcomes ({quality['labelled_share']:.0%} arrived)."]
-    lines += ["", f"Retraining: {'requested (event flightops.drift.detected)' if retrain['started'] else 'no'}"
-              f" ({retrain['reason']}).", "", f"Evidently report: [{paths['html']}](file://{paths['html']})",
-              f"Summary JSON: `{paths['json']}`"]
-    if summary.get("log_skipped"):
-        lines.append(f"\nSkipped bad log lines so far: {summary['log_skipped']}")
+    elif quality is not None:
+        lines += ["", f"Live quality: waiting for outcomes ({quality.labelled_share:.0%} arrived)."]
+    lines += ["", f"Retraining: {'requested (event flightops.drift.detected)' if retrain.started else 'no'}"
+              f" ({retrain.reason}).", "", f"Evidently report: [{paths['html']}](file://{paths['html']})",
+              f"Window record (JSON): `{paths['json']}`"]
+    if record.log_skipped:
+        lines.append(f"\nSkipped bad log lines so far: {record.log_skipped}")
     return "\n".join(lines)
 
 
 # --- the flows ----------------------------------------------------------------------------------------------------
 
 @flow(name="monitoring", log_prints=True)
-def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] | None = None,
+def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any] | None = None,
                     trigger: bool = True, clock: str | None = None) -> list[dict[str, Any]]:
     """Analyse every ready window of the prediction log; past the thresholds, emit `flightops.drift.detected`.
 
@@ -218,21 +218,21 @@ def monitoring_flow(params_file: str = "params.yaml", overrides: dict[str, Any] 
     results = []
     for plan in ready:
         summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, calibration, outcomes,
-                                          expected, skipped, champion, champion_tag)
-        summary["late_rows"] = plan.late_rows
-        summary["reanalysis"] = plan.reanalysis
+                                          expected, champion, champion_tag)
         booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
                                          params.monitor, trigger=trigger)
-        summary["retrain"] = booked.retrain
-        paths = publish(params, plan.start, summary, drift, quality, booked.retrain)
-        emit(bookkeeping.window_events(summary, plan.start.to_pydatetime(), plan.end.to_pydatetime(), booked.retrain))
+        record = WindowRecord.of(summary, window_start=plan.start.isoformat(), window_end=plan.end.isoformat(),
+                                 log_skipped=skipped, late_rows=plan.late_rows, reanalysis=plan.reanalysis,
+                                 retrain=booked.retrain)
+        paths = publish(params, plan.start, record, drift, quality, booked.retrain)
+        emit(bookkeeping.window_events(record, plan.start.to_pydatetime(), plan.end.to_pydatetime(), booked.retrain))
         state = booked.state
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",
-                                 markdown=_artifact_markdown(summary, paths, booked.retrain),
-                                 description=f"drift {'yes' if summary['drift'] else 'no'}, window "
+                                 markdown=_artifact_markdown(record, paths, booked.retrain),
+                                 description=f"drift {'yes' if record.drift else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
-        results.append(summary)
+        results.append(record.to_json_dict())
     _retry_suppressed(params, state, trigger)
     return results
 
@@ -242,15 +242,15 @@ def _retry_suppressed(params: Params, state: dict[str, Any], trigger: bool) -> N
     analysed = sorted(state.get("windows") or {})
     if not analysed:
         return
-    latest = next((s for s in monitoring_store.read_summaries(params) if s.get("window_start") == analysed[-1]), None)
+    latest = next((s for s in monitoring_store.read_summaries(params) if s.window_start == analysed[-1]), None)
     start = pd.Timestamp(analysed[-1])
     end = start + pd.Timedelta(days=params.monitor.window_days)
     retried = bookkeeping.retry_suppressed(state, latest, start.to_pydatetime(), end.to_pydatetime(),
                                            params.monitor, trigger=trigger)
     if retried is None:
         return
-    get_run_logger().info("suppressed retrain: %s", retried.retrain["reason"])
-    if retried.retrain["started"]:
+    get_run_logger().info("suppressed retrain: %s", retried.retrain.reason)
+    if retried.retrain.started:
         emit(bookkeeping.window_events(latest, start.to_pydatetime(), end.to_pydatetime(), retried.retrain)[1:])
     save_state(params, retried.state)
 

@@ -10,8 +10,9 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from pipelines import io
 from pipelines.config import Params
-from pipelines.release.model_card import DATA_DOCS_INDEX, write_model_card
+from pipelines.release.model_card import write_model_card
 
 
 def _file_link(path: Path) -> str:
@@ -25,7 +26,7 @@ def publish_reports(params: Params) -> dict[str, Any]:
     create_markdown_artifact(key="model-card", markdown=Path(card["markdown"]).read_text(),
                              description=f"Model card; also at {card['html']}")
     links = {"model-card-html": (Path(card["html"]), "Model card (HTML)"),
-             "validation-data-docs": (params.paths.validation_dir / DATA_DOCS_INDEX,
+             "validation-data-docs": (io.data_docs_index(params.paths.validation_dir),
                                       "Great Expectations Data Docs of the validated table"),
              "drift-reports": (params.paths.monitoring_dir, "Evidently drift reports (HTML + JSON per window)")}
     published = {}

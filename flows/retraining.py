@@ -13,7 +13,6 @@ dvc.lock (`dvc exp show` lists it beside the baseline). Its data and model go to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.reports import publish_reports
+from pipelines import io
 from pipelines.config import Params, load_params
+from pipelines.contracts import GateReport
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
 
@@ -92,16 +93,17 @@ def push_experiment(root: Path, experiment: versioning.Experiment, params: Param
 @task(name="report-gate", cache_policy=NO_CACHE)
 def report_gate(params: Params, root: Path, experiment: versioning.Experiment) -> dict[str, Any]:
     """The experiment's gate decision (its committed metrics/gate.json) as an artifact."""
-    text = versioning.show_file(root, experiment.commit, params.paths.metrics_dir / "gate.json")
-    gate = json.loads(text) if text else {}
-    if gate:
-        create_markdown_artifact(key="gate-decision", markdown=decision_markdown(gate),
-                                 description=f"Retrain {experiment.name}: challenger vs champion, every check")
-    return gate
+    text = versioning.show_file(root, experiment.commit, params.paths.metrics_dir / io.GATE_FILE)
+    if not text:
+        return {}
+    gate = GateReport.model_validate_json(text)
+    create_markdown_artifact(key="gate-decision", markdown=decision_markdown(gate),
+                             description=f"Retrain {experiment.name}: challenger vs champion, every check")
+    return gate.to_json_dict()
 
 
 @flow(name="retraining", log_prints=True, flow_run_name="retraining up to {data_end}")
-def retraining(params_file: str = "params.yaml", data_end: str | None = None, reason: str = "") -> dict[str, Any]:
+def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, reason: str = "") -> dict[str, Any]:
     """The training DAG as a DVC experiment with `collect.end = data_end` (the end of the latest labelled window)."""
     params = load_params(params_file)
     root = versioning.project_root(params_file)

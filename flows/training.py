@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.reports import publish_reports
+from pipelines import io
 from pipelines.config import Params, load_params
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
@@ -67,7 +68,7 @@ def report(params: Params, root: Path, stages: list[versioning.StageRun],
 
 
 @flow(name="training", log_prints=True, flow_run_name="training {params_file}")
-def training(params_file: str = "params.yaml") -> dict[str, Any]:
+def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
     """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> gate, each a DVC stage.
 
     A challenger the gate refuses leaves the champion as it was and the flow completes (the gate-decision artifact

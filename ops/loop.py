@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import io
 from pipelines.config import Params, load_params
 
 log = logging.getLogger("pipelines.loop")
@@ -110,8 +111,8 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     """Per window: live ROC AUC of what was served vs the first champion's AUC on the same labelled flights."""
     from sklearn.metrics import roc_auc_score
 
+    from pipelines.contracts import ACTUAL, PROBABILITY, REQUEST_ID
     from pipelines.monitor import store
-    from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
     from pipelines.monitor.windows import window_starts
     from pipelines.release import registry
 
@@ -140,15 +141,15 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
     from pipelines.monitor import store
     from pipelines.monitor.history import plot_history, summarise_history
 
-    out = params.paths.monitoring_dir / "loop"
+    out = params.paths.monitoring_dir / io.LOOP_DIR
     out.mkdir(parents=True, exist_ok=True)
     history = summarise_history(store.read_summaries(params))
     gained = gains(params, baseline_tag)
     table = history.merge(gained[["window_start", "first_champion_auc", "gain"]], on="window_start", how="left") \
         if not gained.empty else history
-    table.to_csv(out / "history.csv", index=False)
+    table.to_csv(out / io.LOOP_HISTORY_CSV, index=False)
     figure = plot_history(history, params.monitor)
-    figure.savefig(out / "history.png", dpi=120)
+    figure.savefig(out / io.LOOP_HISTORY_PLOT, dpi=120)
     after = gained[gained["served_by"] != baseline_tag] if not gained.empty else gained
     # Only the analysed windows: a partial last week (under monitor.min_window_rows) is not judged, not counted.
     after = after[after["window_start"].isin(history["window_start"])] if len(history) else after.iloc[:0]
@@ -158,23 +159,23 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
         "promoted": [r["champion_after"] for r in retrains if r["champion_after"] != r["champion_before"]],
         "windows_served_by_a_retrained_model": len(after),
         "mean_auc_gain_on_those_windows": float(after["gain"].mean()) if len(after) else None,
-        "history_csv": str(out / "history.csv"), "plot": str(out / "history.png"),
+        "history_csv": str(out / io.LOOP_HISTORY_CSV), "plot": str(out / io.LOOP_HISTORY_PLOT),
         "evidently_dashboard": store.dashboard_url(params),
     }
     summary["reproduce"] = reproduce_commands([baseline_tag, *summary["promoted"]])
-    write_json(out / "summary.json", summary)
-    (out / "summary.md").write_text(_markdown(table, summary))
+    write_json(out / io.LOOP_SUMMARY_JSON, summary)
+    io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary))
     return summary
 
 
 def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
     """Per champion: the command that rebuilds it and the ref holding its dvc.lock (from its registry lineage)."""
-    from pipelines.release import lineage, registry
+    from pipelines.release import registry
 
     commands = {}
     for tag in dict.fromkeys(tags):
         try:
-            recorded = lineage.from_metadata(registry.model_metadata(tag))
+            recorded = registry.model_entry(tag).lineage
         except registry.RegistryError:
             recorded = None
         commands[tag] = {"command": f"python -m pipelines reproduce {tag} --check",
@@ -212,7 +213,7 @@ def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
                      f"({row['drift_index_threshold']:.2f}) | {row['prediction_drift']:.3f} | {row['live_auc']:.3f} | "
                      f"{first:.3f} | {row['reasons'] if row['alarm'] else ''} | "
                      f"{'started' if row['retrained'] else ''} |")
-    lines += ["", "![drift index and live AUC per window](history.png)", ""]
+    lines += ["", f"![drift index and live AUC per window]({io.LOOP_HISTORY_PLOT})", ""]
     return "\n".join(lines)
 
 
@@ -226,7 +227,8 @@ def start_fresh(params_file: Path) -> str:
     from datetime import UTC, datetime
 
     from ops import stack
-    from pipelines.io import DVC_GATE_RECEIPT, MODEL_FILE, file_md5, read_json
+    from pipelines.contracts import GateReceipt
+    from pipelines.io import MODEL_FILE, file_md5
     from pipelines.release import lineage, registry
 
     params = load_params(params_file)
@@ -239,8 +241,8 @@ def start_fresh(params_file: Path) -> str:
     # The version the workspace's gate stage registered (its receipt), else one whose lineage holds here or is
     # this workspace's own (a dvc.lock not committed yet).
     model_md5 = file_md5(params.paths.model_dir / MODEL_FILE)
-    receipt = read_json(params.paths.registry_dir / DVC_GATE_RECEIPT) or {}
-    tag = receipt.get("tag") if receipt.get("model_md5") == model_md5 else None
+    receipt = GateReceipt.load(params.paths.registry_dir)
+    tag = receipt.tag if receipt is not None and receipt.model_md5 == model_md5 else None
     if tag is None or not registry.has_model(tag):
         tag = registry.find_by_model_hash(model_md5, name=params.project.model_name, root=Path.cwd(),
                                          current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
@@ -322,7 +324,8 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.loop", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    parser.add_argument("--params", type=Path, default=Path(io.PARAMS_FILE),
+                        help=f"params file (default: {io.PARAMS_FILE})")
     parser.add_argument("--weeks", type=int, help="replay only the first N weeks of replay.start..end")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: archive the previous traffic and reports, serve the dvc repro model")
@@ -340,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stack.down(args.params)
     print(f"summary: {summary['history_csv']}, {summary['plot']}, "
-          f"{Path(summary['history_csv']).with_name('summary.md')}\n"
+          f"{Path(summary['history_csv']).with_name(io.LOOP_SUMMARY_MD)}\n"
           f"Evidently dashboard: {summary['evidently_dashboard']}")
     return 0
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from pipelines import io
 from pipelines.config import Params, load_params
 
 USER = "prefect"      # the cluster's superuser, the one Prefect connects as
@@ -169,7 +170,7 @@ def ensure_database(params: Params, port: int, timeout: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.postgres", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["serve", "ensure-database"])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
     parser.add_argument("--port", type=int, required=True, help="the cluster's port on stack.host")
     args = parser.parse_args(argv)
     params = load_params(args.params)

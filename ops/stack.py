@@ -46,10 +46,8 @@ from typing import Any
 import psutil
 
 from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
-from pipelines import credentials
+from pipelines import credentials, io
 from pipelines.config import PARAMS_ENV, Params, load_params
-
-STATE_FILE = "stack.json"
 
 
 class StackError(RuntimeError):
@@ -288,7 +286,7 @@ def prefect_client_settings(params: Params) -> dict:
 # --- state --------------------------------------------------------------------------------------------------------
 
 def state_path(params: Params) -> Path:
-    return params.paths.stack_dir / STATE_FILE
+    return params.paths.stack_dir / io.STACK_STATE_FILE
 
 
 def read_state(params: Params) -> dict | None:
@@ -389,12 +387,12 @@ def up(params_file: Path, bento_image: str | None = None) -> int:
                                    f"start (set {c.port_key} in {params_file})" for c in busy))
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
-    logs = params.paths.stack_dir.resolve() / "logs"
+    logs = params.paths.stack_dir.resolve() / io.STACK_LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     started: list[Component] = []
     try:
         for component in components:
-            component.log = str(logs / f"{component.name}.log")
+            component.log = str(logs / f"{component.name}{io.LOG_SUFFIX}")
             with console.status(f"starting {component.name}: waiting for {component.health_url}"):
                 begin = time.monotonic()
                 writer = _log_writer(params, component)
@@ -532,7 +530,7 @@ def show_credentials(params_file: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status", "credentials"])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
     parser.add_argument("--bento-image", metavar="IMAGE",
                         help="up: serve the Bento from this OCI image (python -m deploy.package --containerize)")
     args = parser.parse_args(argv)

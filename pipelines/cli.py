@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.io import DVC_FILE, PARAMS_FILE
+
 # The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
 # derives every stage's imports and params reads from this map).
 STAGE_FUNCTIONS = {
@@ -114,29 +116,18 @@ def _models_list(args: argparse.Namespace) -> None:
     for column in ("stage", "created", "test AUC", "data version", "commit", "dirty", "gate"):
         table.add_column(column, no_wrap=True)
     for model in models:
-        meta = model.metadata
-        auc = _field(meta, "metrics", "test", "roc_auc")
-        gate = _field(meta, "gate")
-        verdict = ("passed" if _field(meta, "gate", "promote") else "refused") if isinstance(gate, dict) else ""
-        dirty = _field(meta, "lineage", "git_dirty")
+        # The entry is read whatever version (or person) stored it: a part it could not type is None here.
+        entry = model.entry
+        auc = entry.metrics.test.roc_auc if entry.metrics.test else None
+        verdict = "" if entry.gate is None else "passed" if entry.gate.promote else "refused"
+        lineage = entry.lineage
         table.add_row(model.tag, model.stage, model.created[:16],
-                      f"{auc:.4f}" if isinstance(auc, (int, float)) else "n/a",
-                      str(_field(meta, "data_version", "raw_table_md5") or "unknown")[:8],
-                      str(_field(meta, "lineage", "git_commit") or "unknown")[:8],
-                      "?" if not isinstance(dirty, bool) else "yes" if dirty else "no", verdict,
+                      "n/a" if auc is None else f"{auc:.4f}",
+                      (entry.data_version.raw_table_md5 if entry.data_version else "unknown")[:8],
+                      (lineage.git_commit if lineage else "unknown")[:8],
+                      "?" if lineage is None else "yes" if lineage.git_dirty else "no", verdict,
                       style="bold green" if model.stage == "champion" else None)
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
-
-
-def _field(metadata: dict[str, Any], *keys: str) -> Any:
-    """A nested metadata value, or None: the store also holds models saved by hand or by older versions, whose
-    metadata has other shapes (a string where a dict is expected), and listing them must not fail."""
-    value: Any = metadata
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +194,7 @@ def _stages_reading(key: str) -> list[str]:
     """dvc.yaml's stages whose params list names `key`, a section holding it, or a key inside it."""
     import yaml
 
-    dvc_file = Path("dvc.yaml")
+    dvc_file = Path(DVC_FILE)
     if not dvc_file.exists():
         return []
     stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
@@ -225,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
         sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
                          help="override one param, e.g. --set train.num_leaves=31 (repeatable)")
         sub.set_defaults(handler=handler)
@@ -240,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       ("prune", _models_prune, "delete stored models other than the champion and "
                                                                "the last N promoted (refused ones included)")):
         sub = model_commands.add_parser(name, help=help_text)
-        sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
         sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
         sub.set_defaults(handler=handler)
         if name == "rollback":

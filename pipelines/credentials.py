@@ -24,13 +24,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import io
 from pipelines.config import Params
 
-FOLDER = "credentials"
-PREFECT_AUTH_FILE = "prefect-auth"
-ADMIN_TOKEN_FILE = "admin-token"
-API_KEYS_FOLDER = "api-keys"
-VERIFY_FILE = "service-verify.json"
+FOLDER = io.CREDENTIALS_DIR
+PREFECT_AUTH_FILE = io.PREFECT_AUTH_FILE
+ADMIN_TOKEN_FILE = io.ADMIN_TOKEN_FILE
+API_KEYS_FOLDER = io.API_KEYS_DIR
+VERIFY_FILE = io.SERVICE_VERIFY_FILE
 PREFECT_USER = "flightops"
 
 

@@ -26,39 +26,104 @@ if TYPE_CHECKING:
     from pipelines.config import PathsParams
 
 # --- the file-name catalog ----------------------------------------------------------------------------------------
+# Every file name the project writes or reads, once. Code joins these to a directory from params' `paths:`; dvc.yaml
+# spells the DAG's names for its deps and outs, and tests/code/test_catalog.py holds both to this list (`DAG_FILES`)
+# and finds any file-name literal elsewhere in the code.
 
+# The repository
+PARAMS_FILE = "params.yaml"
+DVC_FILE = "dvc.yaml"
+DVC_LOCK_FILE = "dvc.lock"
+PACKAGE_LOCK = "uv.lock"
 # A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir).
 MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
 SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
 META_FILE = "model.json"               # threshold, best iteration, validation metrics, params
 # paths.prepared_dir
 SPLITS = ("train", "valid", "test")
+SPLIT_SUFFIX = ".parquet"              # <split>.parquet
 LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were made from
+# paths.validation_dir
+VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSummary: what the guard reads
+VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
+DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
+DATA_DOCS_INDEX = "index.html"             # its front page
 # paths.metrics_dir
 EVALUATE_FILE = "evaluate.json"
 SLICES_FILE = "slices.json"
 CANDIDATES_FILE = "candidates.json"
-GATE_FILE = "gate.json"
+GATE_FILE = "gate.json"                # pipelines.contracts.GateReport
 # paths.plots_dir: one CSV per curve (dvc.yaml's plots)
 PLOT_FILES = {"roc": "roc.csv", "precision_recall": "precision_recall.csv", "calibration": "calibration.csv",
               "importance": "feature_importance.csv"}
 # paths.registry_dir, and the files stored with each registered model
-CHAMPION_FILE = "champion.json"        # the pointer, replaced atomically on promotion
-HISTORY_FILE = "history.jsonl"         # the append-only promotion journal
+CHAMPION_FILE = "champion.json"        # the pointer (pipelines.contracts.PromotionRecord), replaced atomically
+HISTORY_FILE = "history.jsonl"         # the append-only promotion journal, one PromotionRecord a line
 # What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
 # output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
 # rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
-DVC_GATE_RECEIPT = "dvc-gate.json"
+DVC_GATE_RECEIPT = "dvc-gate.json"     # pipelines.contracts.GateReceipt
 # Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
 # live traffic with (the champion's own training data, whichever window it was trained in).
 REFERENCE_FILE = "reference.parquet"
 # Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
 CALIBRATION_FILE = "calibration.json"
-# paths.validation_dir
-VALIDATION_SUMMARY_FILE = "summary.json"
+# paths.prediction_log_dir: predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl, one PredictionRecord a line
+PREDICTION_LOG_PREFIX = "predictions-"
+JSONL_SUFFIX = ".jsonl"
+PREDICTION_LOG_GLOB = f"{PREDICTION_LOG_PREFIX}*{JSONL_SUFFIX}"
+DROPPED_LOG_FILE = "dropped.json"      # files the size cap deleted, with their rows and time span
+LOG_TRIM_LOCK = ".trim.lock"           # held by the writer trimming the directory
+OVER_BUDGET_PREFIX = "over-budget-"   # over-budget-<pid>.json: what each caller's hourly budget left out
+OVER_BUDGET_GLOB = f"{OVER_BUDGET_PREFIX}*.json"
+COLUMNAR_CACHE_DIR = ".columnar"       # the columnar reader's sidecars: <log file>.arrow
+COLUMNAR_SIDECAR_SUFFIX = ".arrow"
+# paths.outcomes_dir: any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
+OUTCOME_LOG_PREFIX = "outcomes-"
+OUTCOME_GLOB = f"*{JSONL_SUFFIX}"
 # paths.monitoring_dir
 MONITOR_STATE_FILE = "state.json"
+WINDOW_PREFIX = "window-"              # window-<YYYYMMDD>.json (its WindowRecord) and .html (Evidently's report)
+WINDOW_RECORD_GLOB = f"{WINDOW_PREFIX}*.json"
+# paths.stack_dir
+STACK_STATE_FILE = "stack.json"        # the running stack's processes, commands and URLs
+STACK_LOGS_DIR = "logs"                # <name>.log per server, rotated to <name>.log.1 .. .<n>
+LOG_SUFFIX = ".log"
+# <paths.stack_dir>/credentials (pipelines/credentials.py): the secrets (0600) and their digests (0644)
+CREDENTIALS_DIR = "credentials"
+PREFECT_AUTH_FILE = "prefect-auth"     # the Prefect server's basic-auth string
+ADMIN_TOKEN_FILE = "admin-token"       # the service's admin routes' bearer token
+API_KEYS_DIR = "api-keys"              # api-keys/<name>: one bearer key per serve.api_keys name
+SERVICE_VERIFY_FILE = "service-verify.json"  # the digests the service's workers check tokens against
+# The demo loop's output folder, paths.monitoring_dir/loop (ops/loop.py)
+LOOP_DIR = "loop"
+LOOP_HISTORY_CSV = "history.csv"
+LOOP_HISTORY_PLOT = "history.png"
+LOOP_SUMMARY_JSON = "summary.json"
+LOOP_SUMMARY_MD = "summary.md"
+# serve.compiled_dir: lleaves' object files (<model sha256>-<cpu>-<compiler>.o), each with its checksum beside it
+# and the lock its compile holds
+COMPILED_SUFFIX = ".o"
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_SUFFIX = ".lock"
+# The Bento (services/) and its container (deploy/)
+BENTOFILE = "services/bentofile.yaml"               # what `bentoml build` packs
+SERVING_REQUIREMENTS = "services/requirements.txt"  # the `serve` dependency group pinned from uv.lock
+CONTAINER_SUITE_FILE = "suite.json"                 # the suite beside the container's params (PARAMS_FILE)
+
+
+def container_params_name(port: int) -> str:
+    """The params file a running container on `port` reads (under the stack's state folder)."""
+    return f"container-params-{port}.yaml"
+
+# Which names dvc.yaml declares for each stage, under which `paths:` directory: its outs, metrics and plots.
+DAG_FILES: dict[str, dict[str, tuple[str, ...]]] = {
+    "validate": {"validation_dir": (DATA_DOCS_DIR, VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
+    "train": {"metrics_dir": (CANDIDATES_FILE,)},
+    "evaluate": {"metrics_dir": (EVALUATE_FILE, SLICES_FILE), "plots_dir": tuple(PLOT_FILES.values())},
+    "gate": {"metrics_dir": (GATE_FILE,), "registry_dir": (DVC_GATE_RECEIPT,)},
+}
 
 
 # Compressions pandas reads a CSV through by its suffix (`compression="infer"`), with the standard library alone.
@@ -76,7 +141,7 @@ def table_format(path: Path) -> Literal["csv", "parquet"] | None:
 
 
 def prepared_path(paths: PathsParams, split: str) -> Path:
-    return paths.prepared_dir / f"{split}.parquet"
+    return paths.prepared_dir / f"{split}{SPLIT_SUFFIX}"
 
 
 def schema_path(paths: PathsParams) -> Path:
@@ -86,6 +151,36 @@ def schema_path(paths: PathsParams) -> Path:
 def lineage_path(paths: PathsParams) -> Path:
     """Which raw table (its MD5) the prepared splits were made from: written by preprocess, read by the guard."""
     return paths.prepared_dir / LINEAGE_FILE
+
+
+def data_docs_index(validation_dir: Path) -> Path:
+    return validation_dir / DATA_DOCS_DIR / DATA_DOCS_INDEX
+
+
+def prediction_log_name(hour_stamp: str, pid: int, suffix: str = "") -> str:
+    """`predictions-<YYYYMMDDTHH>-<pid>[.<n>].jsonl`: one writer per process, a new file per hour or size limit."""
+    return f"{PREDICTION_LOG_PREFIX}{hour_stamp}-{pid}{suffix}{JSONL_SUFFIX}"
+
+
+def over_budget_name(pid: int) -> str:
+    return f"{OVER_BUDGET_PREFIX}{pid}.json"
+
+
+def outcome_log_name(stamp: str, pid: int) -> str:
+    return f"{OUTCOME_LOG_PREFIX}{stamp}-{pid}{JSONL_SUFFIX}"
+
+
+def window_id(start: date) -> str:
+    """A monitoring window's name (its files, its Evidently report): `window-<YYYYMMDD>` of its start."""
+    return f"{WINDOW_PREFIX}{start:%Y%m%d}"
+
+
+def window_record_path(monitoring_dir: Path, start: date) -> Path:
+    return monitoring_dir / f"{window_id(start)}.json"
+
+
+def window_report_path(monitoring_dir: Path, start: date) -> Path:
+    return monitoring_dir / f"{window_id(start)}.html"
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------
@@ -118,6 +213,16 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):  # pd.Timestamp
         return None if value != value else value.isoformat()
     return str(value)
+
+
+def without_nulls(value: Any) -> Any:
+    """JSON values with every null field and list item left out (BentoML metadata refuses None; a reader takes a
+    missing key as None)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value if item is not None]
+    return value
 
 
 def read_json(path: Path) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
+from pipelines.contracts import GateReport
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,14 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
 
 
 def _training_data(params: Params, validated: Any) -> dict[str, Any]:
-    """What a model was trained on, recorded in its meta: the validated raw table's DVC hash and the splits'."""
-    return {"raw_table_md5": validated.table_md5, "validation_success": validated.success,
-            "validation_suite": validated.suite,
-            "splits_md5": {split: io.file_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
-            "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]}
+    """What a model was trained on (`DataVersion`), recorded in its meta: the validated raw table's DVC hash and the
+    splits'."""
+    from pipelines.contracts import DataVersion
+
+    return DataVersion(
+        raw_table_md5=validated.table_md5, validation_success=validated.success, validation_suite=validated.suite,
+        splits_md5={split: io.file_md5(io.prepared_path(params.paths, split)) for split in ("train", "valid")},
+        window=[params.collect.start.isoformat(), params.collect.end.isoformat()]).to_json_dict()
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -352,11 +356,11 @@ def run_evaluate(params: Params) -> dict[str, Any]:
 
 # --- gate and promotion -------------------------------------------------------------------------------------------
 
-def run_gate(params: Params) -> dict[str, Any]:
+def run_gate(params: Params) -> GateReport:
     """Challenger (the model the train stage wrote) vs the registry's champion on the current test split.
 
-    Writes metrics/gate.json and returns the decision as a dict. A refusal is returned, not raised: the flow and
-    `dvc repro` carry on and report it; `gate.enforce` turns it into an error when gate.fail_on_refusal asks.
+    Writes metrics/gate.json and returns the report. A refusal is returned, not raised: the flow and `dvc repro`
+    carry on and report it; `gate.enforce` turns it into an error when gate.fail_on_refusal asks.
     """
     from pipelines.features import encode_frame
     from pipelines.model.evaluate import baseline_predictions
@@ -375,16 +379,18 @@ def run_gate(params: Params) -> dict[str, Any]:
     decision = decide(test, challenger.predict_proba(test), champion_proba,
                       baseline_predictions(train, test, params.source.time_column), latency, params.gate,
                       params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
-    report = decision.to_dict()
-    report["challenger_md5"] = io.file_md5(params.paths.model_dir / io.MODEL_FILE)
-    report["test_rows"] = len(test)
-    io.write_json(params.paths.metrics_dir / io.GATE_FILE, report)
-    log.info("gate: %s (%s)", "PROMOTE" if decision.promote else "REFUSE", "; ".join(decision.failed) or "all passed")
+    report = decision.model_copy(update={"challenger_md5": io.file_md5(params.paths.model_dir / io.MODEL_FILE),
+                                         "test_rows": len(test)})
+    report.save(params.paths.metrics_dir)
+    log.info("gate: %s (%s)", "PROMOTE" if report.promote else "REFUSE", "; ".join(report.failed) or "all passed")
     return report
 
 
-def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
-    """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically."""
+def run_promote(params: Params, gate_report: GateReport) -> GateReport:
+    """Register the challenger (once per model file) and, if the gate said so, make it the champion atomically.
+
+    Returns the report with `registered_tag` (and `promoted_tag` when promoted), as written to metrics/gate.json.
+    """
     from pipelines.data.suite import NotValidatedError
     from pipelines.model.train import TrainedModel
     from pipelines.monitor.reference import build_reference
@@ -398,38 +404,38 @@ def run_promote(params: Params, gate_report: dict[str, Any]) -> dict[str, Any]:
                                 f"{validated.table_md5}, which validation passed "
                                 f"({params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE}); train it again "
                                 f"(dvc repro train)")
+    if gate_report.challenger_md5 is None:
+        raise ValueError("register: the gate report names no challenger (challenger_md5): run the gate first")
     name = params.project.model_name
     built = lineage.capture(Path.cwd(), registry.dag_outputs(params.paths))
-    tag = registry.find_by_model_hash(gate_report["challenger_md5"], name=name, root=Path.cwd(), current=built)
+    tag = registry.find_by_model_hash(gate_report.challenger_md5, name=name, root=Path.cwd(), current=built)
     if tag is None:
         splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
         labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
         reference, calibration = build_reference(splits, TrainedModel.load(params.paths.model_dir), params.features,
                                                  params.source.time_column, params.monitor, labelled=labelled)
-        verdict = "passed" if gate_report["promote"] else "refused"
-        tag = registry.save_model(params.paths.model_dir, registry.registration_metadata(params, gate_report, built),
+        verdict = "passed" if gate_report.promote else "refused"
+        tag = registry.save_model(params.paths.model_dir, registry.registration_entry(params, gate_report, built),
                                   name=name, labels={registry.GATE_LABEL: verdict},
                                   extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
                                                io.CALIBRATION_FILE: lambda path: io.write_json(
                                                    path, calibration.to_json_dict())})
-    promoted = tag if gate_report["promote"] else None
-    if promoted:
+    if gate_report.promote:
         registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
-                              reason="; ".join(gate_report["reasons"]))
-    io.write_json(params.paths.metrics_dir / io.GATE_FILE, {**gate_report, "registered_tag": tag,
-                                                            "promoted_tag": promoted})
-    if not promoted:
-        return {"promoted": False, "tag": tag, "champion": gate_report["champion"], "failed": gate_report["failed"]}
-    return {"promoted": True, "tag": tag, "champion": tag, "previous": gate_report["champion"]}
+                              reason="; ".join(gate_report.reasons))
+    report = gate_report.model_copy(update={"registered_tag": tag, "promoted_tag": tag if gate_report.promote
+                                            else None})
+    report.save(params.paths.metrics_dir)
+    return report
 
 
 def run_gate_and_promote(params: Params) -> dict[str, Any]:
     """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
     from pipelines.model.gate import enforce
 
-    report = run_gate(params)
-    outcome = run_promote(params, report)
-    io.write_json(params.paths.registry_dir / io.DVC_GATE_RECEIPT,
-                  {"model_md5": report["challenger_md5"], "tag": outcome["tag"], "promoted": outcome["promoted"]})
+    report = run_promote(params, run_gate(params))
+    report.receipt().save(params.paths.registry_dir)
     enforce(report, params.gate)
-    return {"promote": report["promote"], **outcome}
+    return {"promote": report.promote, "promoted": report.promoted_tag is not None, "tag": report.registered_tag,
+            "champion": report.promoted_tag or report.champion,
+            **({"previous": report.champion} if report.promote else {"failed": report.failed})}

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import io
+
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-9
@@ -66,7 +68,7 @@ def object_name(model_file: Path) -> str:
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()[:20]
     cpu = _target()[0] or f"{platform.machine()}-host"
     compiler = f"lleaves{version('lleaves')}-llvmlite{version('llvmlite')}"
-    return f"{digest}-{cpu}-{compiler}.o"
+    return f"{digest}-{cpu}-{compiler}{io.COMPILED_SUFFIX}"
 
 
 def _lleaves_model(model_file: Path, object_file: Path) -> Any:
@@ -119,8 +121,8 @@ def ensure_compiled(model_file: Path, cache_dir: Path, timeout_s: float = COMPIL
     """
     cache_dir = writable_cache_dir(cache_dir)
     name = object_name(model_file)
-    target, checksum = cache_dir / name, cache_dir / f"{name}.sha256"
-    with _locked(cache_dir / f"{name}.lock"):
+    target, checksum = cache_dir / name, cache_dir / f"{name}{io.CHECKSUM_SUFFIX}"
+    with _locked(cache_dir / f"{name}{io.LOCK_SUFFIX}"):
         if target.exists() and checksum.exists() and checksum.read_text().strip() == _sha256(target):
             return target
         target.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.train import MODEL_FILE, TrainedModel
 from pipelines.monitor.prediction_log import PredictionLog, logged_id, prediction_record, utc_now_iso
@@ -45,7 +46,7 @@ class IncompatibleModel(RuntimeError):
 class LoadedModel:
     tag: str
     model: TrainedModel
-    store_metadata: dict[str, Any] = field(default_factory=dict)
+    entry: RegistryEntry = field(default_factory=RegistryEntry)  # what the registry stored with it
     loaded_at: str = field(default_factory=utc_now_iso)
     forest: CompiledForest | None = None  # the compiled trees, when serve.predictor is "compiled" and they matched
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
@@ -81,7 +82,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         except CompileError as error:
             predictor = f"lightgbm (compiled forest not used: {error})"
             log.warning("model %s: %s", tag, predictor)
-    return LoadedModel(tag=str(stored.tag), model=model, store_metadata=dict(stored.info.metadata),
+    return LoadedModel(tag=str(stored.tag), model=model, entry=RegistryEntry.from_metadata(stored.info.metadata),
                        forest=forest, predictor=predictor)
 
 
@@ -206,7 +207,7 @@ def _columns(rows: Sequence[dict[str, Any]], names: list[str]) -> dict[str, list
         picked = [pick(row) for row in rows]
     except KeyError:  # a row without a field (rows not from the request schema): None for it, as encode expects
         return records_to_columns(rows, names)
-    return {name: list(column) for name, column in zip(names, zip(*picked), strict=True)}
+    return {name: list(column) for name, column in zip(names, zip(*picked, strict=True), strict=True)}
 
 
 def _unknown_categories(matrix: np.ndarray, columns: Mapping[str, list[Any]],

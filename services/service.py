@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field, create_model
 from pipelines import credentials
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
+from pipelines.io import CHAMPION_FILE
 from pipelines.monitor.prediction_log import PredictionLog
 from services.access import CALLER_SCOPE, Access
 from services.bodies import BodyChecker, Rejected, from_body_model
@@ -246,7 +247,7 @@ class FlightDelay:
 
     def __init__(self) -> None:
         serve = PARAMS.serve
-        pointer = PARAMS.paths.registry_dir / "champion.json" if _FOLLOW else None
+        pointer = PARAMS.paths.registry_dir / CHAMPION_FILE if _FOLLOW else None
         compiled_dir = PARAMS.paths.compiled_dir if serve.predictor == "compiled" else None
         self.watcher = ChampionWatcher(pointer, REQUEST_FIELDS, TIME_COLUMN,
                                        fixed_tag=None if _FOLLOW else _TAG, compiled_dir=compiled_dir)
@@ -359,12 +360,12 @@ class FlightDelay:
             return JSONResponse({"error": "no champion model is loaded yet",
                                  "last_error": self.watcher.last_error}, status_code=503)
         meta = loaded.model.meta
-        store = loaded.store_metadata
+        store = loaded.entry.to_metadata()
         return {
             "model_tag": loaded.tag,
             "threshold": loaded.model.threshold,
             "predictor": loaded.predictor,
-            # Registry metadata (pipelines.stages.gate_and_promote): test metrics from the gate, DVC data hash.
+            # The registry entry (pipelines.contracts.RegistryEntry): test metrics from the gate, DVC data hash.
             "metrics": store.get("metrics") or {"valid": meta.get("valid_metrics")},
             "training_data_version": store.get("data_version"),
             "feature_schema": loaded.model.schema.to_dict(),

@@ -1,11 +1,12 @@
-"""Helpers for the monitoring tests: a small real trained model, and prediction-log records and outcomes written
-by the real writers (`pipelines.monitor.prediction_log`), so the monitor is tested on what the service writes."""
+"""Helpers for the monitoring tests: a small real trained model, prediction-log records and outcomes written by the
+real writers (`pipelines.monitor.prediction_log`), so the monitor is tested on what the service writes, and window
+records of the real contract (`pipelines.contracts.WindowRecord`)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,30 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import Params
+from pipelines.contracts import ColumnDrift, OutcomeRecord, PredictionDrift, Reason, WindowRecord
 from pipelines.model.train import TrainedModel
-from pipelines.monitor.prediction_log import OutcomeRecord, PredictionLog, prediction_record
+from pipelines.monitor.prediction_log import PredictionLog, prediction_record
+
+DRIFT_REASONS = (Reason(kind="data_drift", text="data drift: 12 of 21 columns"),
+                 Reason(kind="prediction_drift", text="prediction drift: wasserstein 0.61"))
+
+
+def window_record(drift: bool, start: datetime = datetime(2013, 9, 9, tzinfo=UTC), **fields: Any) -> WindowRecord:
+    """A week's `WindowRecord` as the monitoring flow stores it, alarmed (data and prediction drift) or calm;
+    `fields` replace any of its values."""
+    values: dict[str, Any] = {
+        "rows": 6512, "first": start.isoformat(), "last": (start + timedelta(days=7, hours=-1)).isoformat(),
+        "model_tags": ["flight-delay:aaa", "flight-delay:bbb"], "drift_share": 0.57 if drift else 0.19,
+        "drifted_columns": ["temp"] if drift else [],
+        "columns": {"temp": ColumnDrift(score=0.3, method="wasserstein", threshold=0.1, drifted=drift, weight=0.2),
+                    "dewp": ColumnDrift(score=0.01, method="wasserstein", threshold=0.1, drifted=False)},
+        "prediction_drift": PredictionDrift(score=0.61 if drift else 0.12, method="wasserstein", threshold=0.5,
+                                            drifted=drift, mean_current=0.3, mean_reference=0.25),
+        "missing": {}, "new_categories": {}, "drift_index": 1.6 if drift else 0.3, "drift_index_threshold": 0.9,
+        "reasons": list(DRIFT_REASONS) if drift else [],
+        "window_start": start.isoformat(), "window_end": (start + timedelta(days=7)).isoformat(),
+        "log_skipped": {"invalid_json": 2, "bad_time": 1}}
+    return WindowRecord(**{**values, **fields})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from typing import Any
 from pipelines import io
 from pipelines.io import to_jsonable
 
-SUMMARY_FILE = io.VALIDATION_SUMMARY_FILE
 PERIODS = ("month", "week")
 # Expectations GX 1.24 cannot run through a ValidationDefinition: their result holds a NumPy bool that the
 # validation-results store fails to serialise ("Object of type bool is not JSON serializable"), which
@@ -259,7 +258,7 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
     from (preprocess's lineage): it must be this table. Raises `NotValidatedError`: "table <hash> has not passed
     validation (<summary> says ...)".
     """
-    table, summary_path = Path(table), Path(validation_dir) / SUMMARY_FILE
+    table, summary_path = Path(table), Path(validation_dir) / io.VALIDATION_SUMMARY_FILE
     if not table.exists():
         raise NotValidatedError(f"{stage}: {table} not found: run the collect and validate stages first "
                                 f"(dvc repro validate)")

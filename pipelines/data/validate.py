@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import io
 from pipelines.data.explain import explain_failure, parse_failures
 from pipelines.data.suite import (
     PERIODS,
-    SUMMARY_FILE,
     FailedExpectation,
     NotValidatedError,
     SuiteError,
@@ -47,8 +47,6 @@ from pipelines.io import to_jsonable
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
-DATA_DOCS_DIR = "data_docs"
 # Run-time parameters a suite may reference as {"$PARAMETER": name}; their values come from params.yaml and the
 # period being checked, so a threshold has one home.
 DUPLICATES_PARAMETER = "min_distinct_row_share"  # 1 - validate.max_duplicate_share
@@ -355,18 +353,19 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    docs_dir = (report_dir / DATA_DOCS_DIR).resolve()
+    docs_dir = (report_dir / io.DATA_DOCS_DIR).resolve()
     (whole_label, whole), *per_period = run.results
     result = {**to_jsonable(whole.to_json_dict()),
               "per_period": [{"period": label, **to_jsonable(outcome.to_json_dict())} for label, outcome in per_period]}
-    result_path = report_dir / RESULT_FILE
+    result_path = report_dir / io.VALIDATION_RESULT_FILE
     _write_text(result_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
     if run.context is not None:
         _build_docs(run.context, docs_dir)
-    summary = replace(run.summary, report=str(report_dir / DATA_DOCS_DIR / "index.html"),
+    summary = replace(run.summary, report=str(io.data_docs_index(report_dir)),
                       result_path=str(result_path), table=str(table) if table is not None else None,
                       table_md5=table_md5, collected=dict(collected or {}))
-    _write_text(report_dir / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
+    _write_text(report_dir / io.VALIDATION_SUMMARY_FILE,
+                json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
     return summary
 
 

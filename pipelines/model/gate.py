@@ -1,7 +1,8 @@
 """The promotion gate: may the challenger replace the champion? A pure decision over predictions on one holdout.
 
 Both models score the SAME rows (the current test split); every number behind the decision is kept in the
-`GateDecision`, which the stage writes as `metrics/gate.json`. A refused challenger is a normal outcome, not an
+`GateReport` (pipelines/contracts.py), which the stage writes as `metrics/gate.json`. A refused challenger is a
+normal outcome, not an
 error: `decide` returns `promote=False` with the reasons, and only the stage shell raises (`GateRefused`) when
 `gate.fail_on_refusal` asks for a blocking gate. Errors (a missing model, a broken split) always raise.
 """
@@ -11,15 +12,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.config import GateParams
+from pipelines.contracts import Check, GateMetrics, GateReport, GateScores, SliceComparison
 from pipelines.features import LABEL
-from pipelines.io import to_jsonable
 from pipelines.model.evaluate import score, skip_reason
 
 REPORTED = ("roc_auc", "pr_auc", "brier", "log_loss", "rows")
@@ -29,44 +29,10 @@ class GateRefused(RuntimeError):
     """Raised by the blocking gate (gate.fail_on_refusal: true); the message lists every failed check."""
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    value: float | None
-    limit: float | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    compared_with: str  # "champion" or "baselines"
-    champion: str | None
-    metric: str
-    checks: list[Check]
-    metrics: dict[str, Any]
-    slices: list[dict[str, Any]]
-
-    @property
-    def reasons(self) -> list[str]:
-        return [check.reason for check in self.checks]
-
-    @property
-    def failed(self) -> list[str]:
-        return [check.reason for check in self.checks if not check.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["reasons"] = self.reasons
-        data["failed"] = self.failed
-        return to_jsonable(data)
-
-
-def _summary(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+def _summary(y_true: np.ndarray, proba: np.ndarray) -> GateScores:
     # The gate uses threshold-free metrics only, so the threshold passed to `score` does not matter.
     full = score(y_true, proba, 0.5)
-    return {name: full[name] for name in REPORTED}
+    return GateScores(**{name: full[name] for name in REPORTED})
 
 
 def measure_latency_ms(booster: Any, matrix: np.ndarray, repeats: int) -> float:
@@ -86,7 +52,7 @@ def measure_latency_ms(booster: Any, matrix: np.ndarray, repeats: int) -> float:
 
 
 def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, columns: list[str],
-                     metric: str, min_rows: int) -> list[dict[str, Any]]:
+                     metric: str, min_rows: int) -> list[SliceComparison]:
     """Per slice value: both models' metric and the drop; compared only with enough rows and both classes."""
     y_true = test[LABEL].to_numpy()
     rows = []
@@ -98,15 +64,15 @@ def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.nd
             if skipped is None and (math.isnan(ours) or math.isnan(theirs)):
                 skipped = f"{metric} undefined"
             compared = skipped is None
-            rows.append({"column": column, "value": str(value), "rows": int(len(index)), "challenger": ours,
-                         "champion": theirs, "drop": theirs - ours if compared else None, "compared": compared,
-                         "skipped": skipped})
+            rows.append(SliceComparison(column=column, value=str(value), rows=int(len(index)), challenger=ours,
+                                        champion=theirs, drop=theirs - ours if compared else None,
+                                        compared=compared, skipped=skipped))
     return rows
 
 
 def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | None,
            baselines: dict[str, np.ndarray], latency_ms: float, gate: GateParams, slices: list[str],
-           min_slice_rows: int, champion_tag: str | None = None) -> GateDecision:
+           min_slice_rows: int, champion_tag: str | None = None) -> GateReport:
     """Every check of the gate; `promote` is true only if all pass.
 
     With a champion: primary metric + `min_improvement`, no compared slice dropping more than `max_slice_drop`,
@@ -116,92 +82,96 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
     y_true = test[LABEL].to_numpy()
     metric = gate.metric
     ours = _summary(y_true, challenger)
-    metrics: dict[str, Any] = {"challenger": ours, "latency_ms": latency_ms,
-                               "baselines": {name: _summary(y_true, p) for name, p in baselines.items()}}
+    base = {name: _summary(y_true, p) for name, p in baselines.items()}
+    theirs = _summary(y_true, champion) if champion is not None else None
     checks: list[Check] = []
-    slice_rows: list[dict[str, Any]] = []
-    if champion is not None:
-        theirs = _summary(y_true, champion)
-        metrics["champion"] = theirs
-        gain = ours[metric] - theirs[metric]
-        checks.append(Check(
+    slice_rows: list[SliceComparison] = []
+    if theirs is not None:
+        gain = ours.metric(metric) - theirs.metric(metric)
+        checks.append(_check(
             f"{metric}_improvement", gain >= gate.min_improvement, gain, gate.min_improvement,
-            f"{metric} {ours[metric]:.4f} vs champion {theirs[metric]:.4f}: {gain:+.4f} "
+            f"{metric} {ours.metric(metric):.4f} vs champion {theirs.metric(metric):.4f}: {gain:+.4f} "
             f"({'meets' if gain >= gate.min_improvement else 'below'} the required +{gate.min_improvement:.4f})"))
         slice_rows = slice_comparison(test, challenger, champion, slices, metric, min_slice_rows)
-        compared = [row for row in slice_rows if row["compared"]]
-        one_class = [f"{r['column']}={r['value']}" for r in slice_rows if r["skipped"] and "one class" in r["skipped"]]
+        compared = [row for row in slice_rows if row.compared]
+        one_class = [f"{r.column}={r.value}" for r in slice_rows if r.skipped and "one class" in r.skipped]
         skipped_note = f"; skipped (one class): {', '.join(one_class)}" if one_class else ""
-        worst = max(compared, key=lambda row: row["drop"], default=None)
+        worst = max(compared, key=lambda row: row.drop, default=None)
         if worst is None:
-            checks.append(Check("slice_drop", True, None, gate.max_slice_drop,
-                                f"no slice of {slices} has {min_slice_rows}+ rows with both classes: "
-                                f"nothing to compare{skipped_note}"))
+            checks.append(_check("slice_drop", True, None, gate.max_slice_drop,
+                                 f"no slice of {slices} has {min_slice_rows}+ rows with both classes: "
+                                 f"nothing to compare{skipped_note}"))
         else:
-            losers = [f"{r['column']}={r['value']} ({r['drop']:+.4f})" for r in compared
-                      if r["drop"] > gate.max_slice_drop]
-            checks.append(Check(
-                "slice_drop", not losers, worst["drop"], gate.max_slice_drop,
+            losers = [f"{r.column}={r.value} ({r.drop:+.4f})" for r in compared if r.drop > gate.max_slice_drop]
+            checks.append(_check(
+                "slice_drop", not losers, worst.drop, gate.max_slice_drop,
                 f"slices losing more than {gate.max_slice_drop:.4f} {metric}: {', '.join(losers)}{skipped_note}"
                 if losers else
-                f"worst slice {worst['column']}={worst['value']} changes {metric} by {-worst['drop']:+.4f} "
+                f"worst slice {worst.column}={worst.value} changes {metric} by {-worst.drop:+.4f} "
                 f"(within {gate.max_slice_drop:.4f}; {len(compared)} slices compared){skipped_note}"))
-        brier_up = ours["brier"] - theirs["brier"]
-        checks.append(Check(
+        brier_up = ours.metric("brier") - theirs.metric("brier")
+        checks.append(_check(
             "brier_increase", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,
-            f"Brier {ours['brier']:.4f} vs champion {theirs['brier']:.4f}: {brier_up:+.4f} "
+            f"Brier {ours.metric('brier'):.4f} vs champion {theirs.metric('brier'):.4f}: {brier_up:+.4f} "
             f"({'within' if brier_up <= gate.max_brier_increase else 'beyond'} +{gate.max_brier_increase:.4f})"))
     else:
-        valid = {name: m[metric] for name, m in metrics["baselines"].items() if not math.isnan(m[metric])}
+        valid = {name: m.metric(metric) for name, m in base.items() if not math.isnan(m.metric(metric))}
         best_name = max(valid, key=valid.get) if valid else None
         best = valid[best_name] if best_name else 0.5
-        gain = ours[metric] - best
-        checks.append(Check(
+        gain = ours.metric(metric) - best
+        checks.append(_check(
             f"{metric}_over_baseline", gain >= gate.min_improvement, gain, gate.min_improvement,
-            f"no champion yet: {metric} {ours[metric]:.4f} vs best naive baseline {best_name} {best:.4f}: "
+            f"no champion yet: {metric} {ours.metric(metric):.4f} vs best naive baseline {best_name} {best:.4f}: "
             f"{gain:+.4f} (required +{gate.min_improvement:.4f})"))
-        prior = min(m["brier"] for m in metrics["baselines"].values())
-        brier_up = ours["brier"] - prior
-        checks.append(Check(
+        prior = min(m.metric("brier") for m in base.values())
+        brier_up = ours.metric("brier") - prior
+        checks.append(_check(
             "brier_vs_baseline", brier_up <= gate.max_brier_increase, brier_up, gate.max_brier_increase,
-            f"no champion yet: Brier {ours['brier']:.4f} vs best baseline {prior:.4f}: {brier_up:+.4f}"))
-    checks.append(Check(
+            f"no champion yet: Brier {ours.metric('brier'):.4f} vs best baseline {prior:.4f}: {brier_up:+.4f}"))
+    checks.append(_check(
         "latency", latency_ms <= gate.max_latency_ms, latency_ms, gate.max_latency_ms,
         f"predict on {gate.latency_batch_rows} rows: fastest {latency_ms:.2f} ms "
         f"({'within' if latency_ms <= gate.max_latency_ms else 'over'} the {gate.max_latency_ms:.0f} ms budget)"))
-    return GateDecision(promote=all(c.passed for c in checks),
-                        compared_with="champion" if champion is not None else "baselines",
-                        champion=champion_tag, metric=metric, checks=checks, metrics=metrics, slices=slice_rows)
+    return GateReport(promote=all(c.passed for c in checks),
+                      compared_with="champion" if champion is not None else "baselines",
+                      champion=champion_tag, metric=metric, checks=checks,
+                      metrics=GateMetrics(challenger=ours, latency_ms=latency_ms, baselines=base, champion=theirs),
+                      slices=slice_rows)
 
 
-def decision_markdown(report: Mapping[str, Any], level: int = 1) -> str:
-    """The gate report (`GateDecision.to_dict()`, plus the promotion's `registered_tag` / `promoted_tag`) as markdown.
+def _check(name: str, passed: bool, value: float | None, limit: float | None, reason: str) -> Check:
+    return Check(name=name, passed=bool(passed), value=value, limit=limit, reason=reason)
+
+
+def decision_markdown(report: GateReport | Mapping[str, Any], level: int = 1) -> str:
+    """The gate report (or its stored JSON form: a committed gate.json) as markdown.
 
     The one renderer of a decision: the Prefect artifact, the model card and the CLI all show this, so what a
     reviewer reads is what the gate wrote. `level` is the heading level (the card nests it under its own).
     """
-    verdict = "PROMOTED" if report["promote"] else "REFUSED"
-    champion = f" (`{report['champion']}`)" if report.get("champion") else ""
+    report = GateReport.coerce(report)
+    verdict = "PROMOTED" if report.promote else "REFUSED"
+    champion = f" (`{report.champion}`)" if report.champion else ""
     lines = [f"{'#' * level} Gate: challenger {verdict}", "",
-             f"- decision: **{'promote' if report['promote'] else 'refuse'}** on `{report['metric']}`, "
-             f"compared with: {report['compared_with']}{champion}"]
-    if report.get("registered_tag"):
-        lines.append(f"- registered as `{report['registered_tag']}`")
-    if report.get("promoted_tag"):
-        lines.append(f"- new champion: `{report['promoted_tag']}`")
-    lines += [f"- failed: {reason}" for reason in report["failed"]]
+             f"- decision: **{'promote' if report.promote else 'refuse'}** on `{report.metric}`, "
+             f"compared with: {report.compared_with}{champion}"]
+    if report.registered_tag:
+        lines.append(f"- registered as `{report.registered_tag}`")
+    if report.promoted_tag:
+        lines.append(f"- new champion: `{report.promoted_tag}`")
+    lines += [f"- failed: {reason}" for reason in report.failed]
     lines += ["", "| check | passed | value | limit | reason |", "|---|---|---|---|---|"]
-    for check in report["checks"]:
-        value = "n/a" if check["value"] is None else f"{check['value']:.4f}"
-        lines.append(f"| {check['name']} | {'yes' if check['passed'] else '**no**'} | {value} | "
-                     f"{check['limit']} | {check['reason']} |")
+    for check in report.checks:
+        value = "n/a" if check.value is None else f"{check.value:.4f}"
+        lines.append(f"| {check.name} | {'yes' if check.passed else '**no**'} | {value} | "
+                     f"{check.limit} | {check.reason} |")
     return "\n".join(lines)
 
 
-def enforce(report: Mapping[str, Any], gate: GateParams) -> None:
+def enforce(report: GateReport, gate: GateParams) -> None:
     """The blocking gate: raise `GateRefused` with every failed check when `gate.fail_on_refusal` asks for it.
 
     The one place a refusal becomes an error, for the DVC stage and the Prefect flow alike.
     """
-    if not report["promote"] and gate.fail_on_refusal:
-        raise GateRefused("challenger refused by the gate: " + "; ".join(report["failed"]))
+    if not report.promote and gate.fail_on_refusal:
+        raise GateRefused("challenger refused by the gate: " + "; ".join(report.failed))

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.config import MonitorParams
+from pipelines.contracts import RetrainRequest, WindowRecord, WindowSummary, reason_texts
 from pipelines.monitor.decision import RetrainDecision, decide_retrain
 
 WINDOW_ANALYSED = "flightops.window.analysed"
@@ -33,10 +34,9 @@ MODEL_RESOURCE_PREFIX = "flightops.model."
 MAX_REASON_CHARS = 500
 
 
-def served_model_tag(summary: Mapping[str, Any]) -> str | None:
+def served_model_tag(summary: WindowSummary) -> str | None:
     """The model that served the window (the latest tag when a promotion happened inside it)."""
-    tags = summary.get("model_tags") or []
-    return tags[-1] if tags else None
+    return summary.model_tags[-1] if summary.model_tags else None
 
 
 def empty_state() -> dict[str, Any]:
@@ -71,7 +71,7 @@ def settle_retrains(state: Mapping[str, Any], run_states: Mapping[str, str | Non
     return new_state
 
 
-def retry_suppressed(state: Mapping[str, Any], latest: Mapping[str, Any] | None, window_start: datetime,
+def retry_suppressed(state: Mapping[str, Any], latest: WindowSummary | None, window_start: datetime,
                      window_end: datetime, monitor: MonitorParams, trigger: bool = True) -> BookedWindow | None:
     """Ask again for a retrain that was suppressed (its run cancelled because one was running) while its cause
     persists: the latest analysed window (`latest`, its summary) still asks for a retrain (`decide_retrain`, with
@@ -86,11 +86,11 @@ def retry_suppressed(state: Mapping[str, Any], latest: Mapping[str, Any] | None,
             retrain["retried"] = True
     decision = decide_retrain(latest, window_end, last_retrain_window_end(new_state), monitor)
     if not (decision.retrain and trigger):
-        return BookedWindow(decision=decision, retrain={"started": False, "reason": f"suppressed retrain not "
-                                                         f"retried: {decision.reason}"}, state=new_state)
+        return BookedWindow(decision=decision, retrain=RetrainRequest(
+            started=False, reason=f"suppressed retrain not retried: {decision.reason}"), state=new_state)
     reason = (f"retry of the retrain up to {waiting[-1]['window_end'][:10]} (cancelled: one was running); the "
               f"cause persists: {decision.reason}")
-    retrain = {"started": True, "reason": reason, "data_end": window_end.isoformat(), "event": DRIFT_DETECTED}
+    retrain = RetrainRequest(started=True, reason=reason, data_end=window_end.isoformat(), event=DRIFT_DETECTED)
     new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": reason, "retry": True})
     new_state["windows"].setdefault(window_start.isoformat(), {})["retrain"] = True
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
@@ -101,12 +101,12 @@ class BookedWindow:
     """One window booked: the decision, what the summary says about retraining, and the state after it."""
 
     decision: RetrainDecision
-    retrain: dict[str, Any]
+    retrain: RetrainRequest
     state: dict[str, Any]
 
 
 def book_window(state: Mapping[str, Any], window_start: datetime, window_end: datetime,
-                summary: Mapping[str, Any], monitor: MonitorParams, trigger: bool = True) -> BookedWindow:
+                summary: WindowSummary, monitor: MonitorParams, trigger: bool = True) -> BookedWindow:
     """Decide whether the window asks for a retrain and return the state with the window (and retrain) recorded.
 
     A requested retrain is recorded at once (its window end starts the cooldown) whether or not the Automation
@@ -119,18 +119,19 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
     new_state.setdefault("windows", {})
     new_state.setdefault("retrains", [])
     requested = decision.retrain and trigger
-    retrain: dict[str, Any] = {"started": requested, "reason": decision.reason}
-    if decision.retrain and not trigger:
-        retrain["reason"] = f"would retrain, trigger disabled: {decision.reason}"
     if requested:
-        retrain.update(data_end=window_end.isoformat(), event=DRIFT_DETECTED)
+        retrain = RetrainRequest(started=True, reason=decision.reason, data_end=window_end.isoformat(),
+                                 event=DRIFT_DETECTED)
         new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason})
+    else:
+        retrain = RetrainRequest(started=False, reason=f"would retrain, trigger disabled: {decision.reason}"
+                                 if decision.retrain else decision.reason)
     # `rows` is what the window held when analysed: later rows are counted against it (plan_windows re-analyses
     # past monitor.late_rows_share). A re-analysis replaces the entry; a retrain already asked for stays asked.
     previous = new_state["windows"].get(window_start.isoformat()) or {}
     new_state["windows"][window_start.isoformat()] = {
-        "drift": bool(summary["drift"]), "retrain": requested or bool(previous.get("retrain")),
-        "rows": int(summary["rows"]), "analyses": int(previous.get("analyses", 0)) + 1}
+        "drift": summary.drift, "retrain": requested or bool(previous.get("retrain")),
+        "rows": summary.rows, "analyses": int(previous.get("analyses", 0)) + 1}
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
 
@@ -160,39 +161,44 @@ def _related(model_tag: str | None) -> list[dict[str, str]]:
              "prefect.resource.name": model_tag}]
 
 
-def window_event(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
-                 model_tag: str | None, retrain: Mapping[str, Any]) -> EventSpec:
-    """`flightops.window.analysed`: every window, alarm or not, with the headline figures of its summary."""
-    quality = (summary.get("quality") or {}).get("metrics") or {}
+def window_event(record: WindowRecord, window_start: datetime, window_end: datetime,
+                 model_tag: str | None, retrain: RetrainRequest) -> EventSpec:
+    """`flightops.window.analysed`: every window, alarm or not, with the headline figures of its record.
+
+    `reasons` are the sentences, `alarm_kinds` their kinds (in the same order), `quality_reasons` the sentences
+    of the data-quality faults."""
+    quality = (record.quality.metrics if record.quality else None) or {}
     payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
-               "model_tag": model_tag, "rows": summary["rows"], "alarm": bool(summary["drift"]),
-               "reasons": list(summary["reasons"]), "drift_share": summary["drift_share"],
-               "drift_index": summary.get("drift_index"), "quality_reasons": list(summary.get("quality_reasons") or []),
-               "drifted_columns": list(summary["drifted_columns"]),
-               "prediction_drift": summary["prediction_drift"]["score"], "live_roc_auc": quality.get("roc_auc"),
-               "log_skipped": dict(summary.get("log_skipped") or {}), "retrain_requested": bool(retrain["started"]),
-               "retrain_reason": retrain["reason"]}
+               "model_tag": model_tag, "rows": record.rows, "alarm": record.drift,
+               "reasons": [reason.text for reason in record.reasons],
+               "alarm_kinds": [reason.kind for reason in record.reasons], "drift_share": record.drift_share,
+               "drift_index": record.drift_index,
+               "quality_reasons": [reason.text for reason in record.quality_reasons],
+               "drifted_columns": list(record.drifted_columns),
+               "prediction_drift": record.prediction_drift.score, "live_roc_auc": quality.get("roc_auc"),
+               "log_skipped": dict(record.log_skipped), "retrain_requested": retrain.started,
+               "retrain_reason": retrain.reason}
     return EventSpec(WINDOW_ANALYSED, _window_resource(window_start, window_end, model_tag), _related(model_tag),
                      payload)
 
 
-def drift_event(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
+def drift_event(summary: WindowSummary, window_start: datetime, window_end: datetime,
                 model_tag: str | None) -> EventSpec:
     """`flightops.drift.detected`: the monitor asks for a retrain on data up to `window_end`."""
-    reason = "; ".join(summary["reasons"])
     payload = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
-               "model_tag": model_tag, "reasons": list(summary["reasons"]),
-               "reason": reason[:MAX_REASON_CHARS], "rows": summary["rows"],
-               "drift_share": summary["drift_share"]}
+               "model_tag": model_tag, "reasons": [reason.text for reason in summary.reasons],
+               "alarm_kinds": [reason.kind for reason in summary.reasons],
+               "reason": reason_texts(summary.reasons)[:MAX_REASON_CHARS], "rows": summary.rows,
+               "drift_share": summary.drift_share}
     return EventSpec(DRIFT_DETECTED, _window_resource(window_start, window_end, model_tag), _related(model_tag),
                      payload)
 
 
-def window_events(summary: Mapping[str, Any], window_start: datetime, window_end: datetime,
-                  retrain: Mapping[str, Any]) -> list[EventSpec]:
+def window_events(record: WindowRecord, window_start: datetime, window_end: datetime,
+                  retrain: RetrainRequest) -> list[EventSpec]:
     """The events of one booked window: always `flightops.window.analysed`, then the drift event if requested."""
-    model_tag = served_model_tag(summary)
-    specs = [window_event(summary, window_start, window_end, model_tag, retrain)]
-    if retrain.get("started"):
-        specs.append(drift_event(summary, window_start, window_end, model_tag))
+    model_tag = served_model_tag(record)
+    specs = [window_event(record, window_start, window_end, model_tag, retrain)]
+    if retrain.started:
+        specs.append(drift_event(record, window_start, window_end, model_tag))
     return specs

@@ -9,8 +9,9 @@ frame and the same skip counts, and gets there in two steps:
    allows is split in two and retried, down to a few lines, which go through the line reader's own check
    (`prediction_log.check_line`); so does every row Arrow parsed but cannot vouch for (a null where the contract
    wants a value, a probability out of [0, 1]). A few bad lines cost a few small re-parses, never the file.
-2. **Type** the file's rows exactly as `predictions_frame` does (time, numbers and categories per feature, rows
-   with a bad time or number counted and dropped), then, over all files, the same duplicate-request rule.
+2. **Type** the file's rows with the one typing function `predictions_frame` uses (`pipelines.monitor.log.type_rows`
+   into `pipelines.contracts.PredictionFrameSchema`: time, numbers and categories per feature, rows with a bad time
+   or number counted and dropped), then, over all files, the same duplicate-request rule.
 
 Closed files do not change, so each file's typed rows are kept as a sidecar (an Arrow IPC file, LZ4) in
 `.columnar/` beside the log, keyed by the file's size and modification time and by the features they were typed
@@ -37,35 +38,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines import io
 from pipelines.config import FeaturesParams
-from pipelines.monitor.log import PROBABILITY, REQUEST_ID, PredictionFrame, as_category_strings
-from pipelines.monitor.prediction_log import (
-    FILE_GLOB,
-    MAX_EXAMPLES,
+from pipelines.contracts import (
+    LOGGED_AT,
+    MODEL_TAG,
+    PREDICTED_LABEL,
+    PROBABILITY,
+    REQUEST_ID,
+    THRESHOLD,
+    PredictionFrameSchema,
     PredictionRecord,
-    check_line,
-    log_files,
-    skip_example,
 )
+from pipelines.monitor.log import PredictionFrame, type_rows
+from pipelines.monitor.prediction_log import MAX_EXAMPLES, check_line, log_files, skip_example
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = ".columnar"
-SIDECAR_SUFFIX = ".arrow"  # Arrow IPC file, LZ4-compressed: read back at memory speed, no decoding
+CACHE_DIR = io.COLUMNAR_CACHE_DIR
+SIDECAR_SUFFIX = io.COLUMNAR_SIDECAR_SUFFIX  # Arrow IPC file, LZ4-compressed: read back at memory speed, no decoding
 _OLD_SUFFIXES = (".parquet",)  # sidecars of earlier versions, removed as orphans
 CACHE_VERSION = 2  # 2: texts stored as dictionaries where they repeat (`_dictionaries_where_repeated`)
 CHUNK_LINES = 20_000  # lines per Arrow parse (~12 MB of log): a bad line costs re-parsing at most this
 LEAF_LINES = 64  # below this, a chunk that Arrow refuses goes line by line
 _LINE = "_line"
 _INPUT = "in:"  # prefix of the raw input columns while a file is being typed
-_STRING_FIELDS = (REQUEST_ID, "ts", "model_tag")
-_FLOAT_FIELDS = (PROBABILITY, "threshold")
+_STRING_FIELDS = (REQUEST_ID, LOGGED_AT, MODEL_TAG)
+_FLOAT_FIELDS = (PROBABILITY, THRESHOLD)
 
 
 @dataclass
 class FileRows:
-    """One log file's typed, kept rows (an Arrow table of `_arrow_types`) and what was skipped in it (what the
-    sidecar holds)."""
+    """One log file's typed, kept rows (an Arrow table of `PredictionFrameSchema.arrow_types`) and what was skipped
+    in it (what the sidecar holds)."""
 
     table: Any  # None once `assemble` has taken it
     records: int = 0  # lines that passed the record contract (before the per-feature checks)
@@ -78,7 +83,7 @@ def read_predictions_columnar(directory: Path, features: FeaturesParams, time_co
                               cache: bool = True) -> PredictionFrame:
     """Every good prediction in the directory's log files: equal to `predictions_frame(read_prediction_log(...))`."""
     directory = Path(directory)
-    paths = log_files(directory, FILE_GLOB)
+    paths = log_files(directory, io.PREDICTION_LOG_GLOB)
     signature = _signature(features, time_column)
     parts = [_file_rows(path, features, time_column, signature, cache) for path in paths]
     if cache:
@@ -93,7 +98,7 @@ def assemble(parts: Sequence[FileRows], features: FeaturesParams, time_column: s
     The files' Arrow tables are concatenated (no copy) and turned into pandas once (`_to_pandas`); the parts hand
     their tables over (`table` is None after this), so Arrow's memory is freed as the frame is built.
     """
-    columns = _columns(features, time_column)
+    schema = PredictionFrameSchema.of(features, time_column)
     skipped: Counter = Counter()
     examples: list[str] = []
     for part in parts:
@@ -101,16 +106,16 @@ def assemble(parts: Sequence[FileRows], features: FeaturesParams, time_column: s
     reader_skips = Counter()
     for part in parts:
         for reason, count in part.skipped.items():
-            (skipped if _is_feature_reason(reason) else reader_skips)[reason] += count
+            (skipped if schema.is_typing_reason(reason) else reader_skips)[reason] += count
     records = sum(part.records for part in parts)
     if not records:
-        return PredictionFrame(pd.DataFrame(columns=columns), reader_skips, examples)
+        return PredictionFrame(schema.empty(), reader_skips, examples)
     present = set().union(*(part.keys for part in parts))
-    for name in [time_column, *features.raw_columns]:
+    for name in schema.inputs:
         if name not in present:  # as the line reader: a column no record has makes every record unusable
             reader_skips[f"inputs_missing_{name}"] += records
-            return PredictionFrame(pd.DataFrame(columns=columns), reader_skips, examples)
-    types = _arrow_types(features, time_column)
+            return PredictionFrame(schema.empty(), reader_skips, examples)
+    types = schema.arrow_types()
     tables = [_conform(part.table, types) for part in parts]
     for part in parts:  # the parts' Arrow memory goes to the frame column by column (`_to_pandas`)
         part.table = None
@@ -118,18 +123,6 @@ def assemble(parts: Sequence[FileRows], features: FeaturesParams, time_column: s
     total = reader_skips + skipped
     return PredictionFrame(_latest_per_request(frame, suspects), Counter({k: v for k, v in total.items() if v}),
                            examples)
-
-
-def _arrow_types(features: FeaturesParams, time_column: str) -> dict[str, Any]:
-    """The typed rows' columns in frame order, as Arrow types (a text may also be a dictionary of strings)."""
-    import pyarrow as pa
-
-    types = {REQUEST_ID: pa.string(), "ts": pa.string(), "model_tag": pa.string(),
-             time_column: pa.timestamp("ns", "UTC")}
-    types.update({name: pa.float64() for name in features.numeric})
-    types.update({name: pa.string() for name in features.categorical})
-    types.update({PROBABILITY: pa.float64(), "label": pa.int64(), "threshold": pa.float64()})
-    return types
 
 
 def _conform(table: Any, types: dict[str, Any]) -> Any:
@@ -221,8 +214,8 @@ def _latest_per_request(frame: pd.DataFrame, suspects: np.ndarray) -> pd.DataFra
     """
     if not len(suspects):
         return frame
-    subset = frame[[REQUEST_ID, "ts"]].take(suspects).reset_index(drop=True)
-    logged = pd.to_datetime(subset["ts"], utc=True, errors="coerce", format="ISO8601")
+    subset = frame[[REQUEST_ID, LOGGED_AT]].take(suspects).reset_index(drop=True)
+    logged = pd.to_datetime(subset[LOGGED_AT], utc=True, errors="coerce", format="ISO8601")
     order = logged.sort_values(kind="stable", na_position="first").index.to_numpy()
     repeated = subset[REQUEST_ID].take(order).duplicated(keep="last").to_numpy()
     if not repeated.any():
@@ -274,14 +267,6 @@ def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
     if not equal.any():
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(np.isin(hashes, ordered[1:][equal]))
-
-
-def _is_feature_reason(reason: str) -> bool:
-    return reason == "bad_time" or reason.startswith("bad_number_")
-
-
-def _columns(features: FeaturesParams, time_column: str) -> list[str]:
-    return [REQUEST_ID, "ts", "model_tag", time_column, *features.raw_columns, PROBABILITY, "label", "threshold"]
 
 
 def _signature(features: FeaturesParams, time_column: str) -> str:
@@ -456,7 +441,7 @@ class _Parse:
             columns[name] = table.column(name).to_pandas()
         for name in _FLOAT_FIELDS:
             columns[name] = table.column(name).to_numpy().astype(float)
-        columns["label"] = table.column("label").to_numpy().astype(np.int64)
+        columns[PREDICTED_LABEL] = table.column(PREDICTED_LABEL).to_numpy().astype(np.int64)
         for index in range(inputs.type.num_fields):
             name = inputs.type.field(index).name
             columns[_INPUT + name] = inputs.field(index).to_pandas()
@@ -468,11 +453,11 @@ class _Parse:
         records = [record for _, record in self.records]
         inputs = pd.DataFrame([record.inputs for record in records])
         frame = pd.DataFrame({_LINE: np.fromiter((index for index, _ in self.records), np.int64, len(records)),
-                              REQUEST_ID: [r.request_id for r in records], "ts": [r.ts for r in records],
-                              "model_tag": [r.model_tag for r in records],
+                              REQUEST_ID: [r.request_id for r in records], LOGGED_AT: [r.ts for r in records],
+                              MODEL_TAG: [r.model_tag for r in records],
                               PROBABILITY: np.fromiter((r.probability for r in records), float, len(records)),
-                              "label": np.fromiter((r.label for r in records), np.int64, len(records)),
-                              "threshold": np.fromiter((r.threshold for r in records), float, len(records))})
+                              PREDICTED_LABEL: np.fromiter((r.label for r in records), np.int64, len(records)),
+                              THRESHOLD: np.fromiter((r.threshold for r in records), float, len(records))})
         for name in inputs.columns:
             frame[_INPUT + str(name)] = inputs[name].to_numpy()
         return frame
@@ -484,12 +469,12 @@ def _expected_kinds(table: Any) -> bool:
     import pyarrow.types as t
 
     names = set(table.schema.names)
-    if not {*_STRING_FIELDS, "inputs", *_FLOAT_FIELDS, "label"} <= names:
+    if not {*_STRING_FIELDS, "inputs", *_FLOAT_FIELDS, PREDICTED_LABEL} <= names:
         return False  # a field absent from every line of the chunk: the line check names it
     kinds = {name: table.schema.field(name).type for name in names}
     if not all(t.is_integer(kinds[name]) or t.is_floating(kinds[name]) for name in _FLOAT_FIELDS):
         return False
-    if kinds["label"] != pa.int64() or not t.is_struct(kinds["inputs"]):
+    if kinds[PREDICTED_LABEL] != pa.int64() or not t.is_struct(kinds["inputs"]):
         return False
     for index in range(kinds["inputs"].num_fields):
         kind = kinds["inputs"].field(index).type
@@ -510,7 +495,7 @@ def _doubtful_rows(table: Any, time_column: str) -> np.ndarray:
     import pyarrow.compute as pc
 
     doubtful = np.zeros(table.num_rows, dtype=bool)
-    for name in (*_STRING_FIELDS, "inputs", *_FLOAT_FIELDS, "label"):
+    for name in (*_STRING_FIELDS, "inputs", *_FLOAT_FIELDS, PREDICTED_LABEL):
         doubtful |= pc.is_null(table.column(name)).to_numpy(zero_copy_only=False)
     doubtful |= pc.is_null(pc.struct_field(table.column("inputs"), time_column)).to_numpy(zero_copy_only=False)
     probability = table.column(PROBABILITY).to_numpy(zero_copy_only=False).astype(float)
@@ -524,11 +509,12 @@ def _doubtful_rows(table: Any, time_column: str) -> np.ndarray:
 def _empty(features: FeaturesParams, time_column: str) -> Any:
     import pyarrow as pa
 
-    return pa.schema(list(_arrow_types(features, time_column).items())).empty_table()
+    return pa.schema(list(PredictionFrameSchema.of(features, time_column).arrow_types().items())).empty_table()
 
 
 def _type_rows(state: _Parse, features: FeaturesParams, time_column: str) -> FileRows:
-    """`predictions_frame`'s per-row work on one file: parse time and numbers, categories as text, drop bad rows."""
+    """`predictions_frame`'s per-row work on one file, by the same typing function (`log.type_rows`): parse time
+    and numbers, categories as text, drop bad rows."""
     import pyarrow as pa
 
     pieces = [*state.pieces]
@@ -541,29 +527,16 @@ def _type_rows(state: _Parse, features: FeaturesParams, time_column: str) -> Fil
     if slow is not None and len(pieces) > 1:  # Arrow's pieces come in line order; the line-checked rows do not
         raw = raw.sort_values(_LINE, kind="stable").reset_index(drop=True)
     keys = {name[len(_INPUT):] for name in raw.columns if name.startswith(_INPUT)}
-    skipped = Counter(state.skipped)
 
     def column(name: str) -> pd.Series:
         values = raw.get(_INPUT + name)
         return values if values is not None else pd.Series(None, index=raw.index, dtype=object)
 
-    stamps = pd.to_datetime(column(time_column), utc=True, errors="coerce", format="ISO8601")
-    keep = ~stamps.isna().to_numpy()
-    skipped["bad_time"] += int((~keep).sum())
-    frame = pd.DataFrame({REQUEST_ID: raw[REQUEST_ID].astype(object), "ts": raw["ts"].astype(object),
-                          "model_tag": raw["model_tag"].astype(object), time_column: stamps})
-    for name in features.numeric:
-        given = column(name)
-        values = pd.to_numeric(given, errors="coerce")
-        bad = (values.isna() & given.notna()).to_numpy()
-        skipped[f"bad_number_{name}"] += int((bad & keep).sum())
-        keep &= ~bad
-        frame[name] = values.astype(float)
-    for name in features.categorical:
-        frame[name] = as_category_strings(column(name))
-    frame[PROBABILITY] = raw[PROBABILITY].astype(float)
-    frame["label"] = raw["label"].astype(np.int64)
-    frame["threshold"] = raw["threshold"].astype(float)
-    table = _conform(pa.Table.from_pandas(frame.loc[keep], preserve_index=False), _arrow_types(features, time_column))
+    schema = PredictionFrameSchema.of(features, time_column)
+    typed = type_rows(schema, raw[REQUEST_ID], raw[LOGGED_AT], raw[MODEL_TAG], column, probability=raw[PROBABILITY],
+                      label=raw[PREDICTED_LABEL], threshold=raw[THRESHOLD])
+    skipped = Counter(state.skipped)
+    skipped.update(typed.skipped)
+    table = _conform(pa.Table.from_pandas(typed.frame.loc[typed.keep], preserve_index=False), schema.arrow_types())
     return FileRows(_dictionaries_where_repeated(table),
                     records=len(raw), keys=keys, skipped=skipped, examples=state.examples)

@@ -16,13 +16,13 @@ Why the snapshot is rebuilt rather than written as Evidently returned it:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
+from pipelines.contracts import ACTUAL, PROBABILITY, REQUEST_ID, RetrainRequest, WindowRecord, reason_texts
 
 TAG_ALARM = "alarm"
 TAG_RETRAIN = "retrain"
@@ -33,30 +33,30 @@ _PANEL_NAMESPACE = uuid.UUID("6f1c3a52-9d8e-4b7a-a1f0-2c5d7e9b1a43")
 
 # --- the summary line ---------------------------------------------------------------------------------------------
 
-def summary_line(summary: Mapping[str, Any], retrain: Mapping[str, Any], model_tag: str | None) -> str:
+def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str | None) -> str:
     """One paragraph a reviewer reads before Evidently's sections: alarm or not, why, which model, what next."""
-    start, end = summary["window_start"][:10], summary["window_end"][:10]
+    start, end = record.window_start[:10], record.window_end[:10]
     model = f"model `{model_tag}`" if model_tag else "no model tag in the log"
-    head = f"**{'ALARM' if summary['drift'] else 'No alarm'}** for the window {start} .. {end} ({model}, " \
-           f"{summary['rows']:,} predictions)."
-    if summary["drift"]:
-        why = " Why: " + "; ".join(summary["reasons"]) + "."
+    head = f"**{'ALARM' if record.drift else 'No alarm'}** for the window {start} .. {end} ({model}, " \
+           f"{record.rows:,} predictions)."
+    if record.drift:
+        why = " Why: " + reason_texts(record.reasons) + "."
     else:
-        prediction = summary["prediction_drift"]
-        index = summary.get("drift_index")
-        why = (f" {len(summary['drifted_columns'])} of {len(summary['columns'])} feature columns beyond their "
+        prediction = record.prediction_drift
+        index = record.drift_index
+        why = (f" {len(record.drifted_columns)} of {len(record.columns)} feature columns beyond their "
                f"calibrated threshold"
-               + (f", drift index {index:.2f} (threshold {summary['drift_index_threshold']:.2f})"
+               + (f", drift index {index:.2f} (threshold {record.drift_index_threshold:.2f})"
                   if index is not None else "")
-               + f", prediction drift {prediction['score']:.3f} (threshold {prediction['threshold']}): "
+               + f", prediction drift {prediction.score:.3f} (threshold {prediction.threshold}): "
                  "no threshold passed.")
-    quality = summary.get("quality") or {}
-    if quality.get("metrics"):
-        expected = (quality.get("expected") or {}).get("roc_auc")
-        why += f" Live ROC AUC {quality['metrics']['roc_auc']:.3f} on {quality['labelled']:,} labelled flights" \
+    quality = record.quality
+    if quality is not None and quality.metrics:
+        expected = (quality.expected or {}).get("roc_auc")
+        why += f" Live ROC AUC {quality.metrics['roc_auc']:.3f} on {quality.labelled:,} labelled flights" \
                + (f" (champion's test AUC {expected:.3f})." if expected else ".")
-    action = (" Retraining requested (event `flightops.drift.detected`)." if retrain.get("started")
-              else f" Retraining: no ({retrain.get('reason', 'no alarm')}).")
+    action = (" Retraining requested (event `flightops.drift.detected`)." if retrain.started
+              else f" Retraining: no ({retrain.reason}).")
     return head + why + action
 
 
@@ -97,27 +97,26 @@ def merge_snapshots(snapshots: Sequence[Any]) -> Any:
     return Snapshot.load_model(merged)
 
 
-def snapshot_tags(summary: Mapping[str, Any], retrain: Mapping[str, Any], model_tag: str | None) -> list[str]:
-    tags = [TAG_ALARM] if summary["drift"] else []
-    if retrain.get("started"):
+def snapshot_tags(record: WindowRecord, retrain: RetrainRequest, model_tag: str | None) -> list[str]:
+    tags = [TAG_ALARM] if record.drift else []
+    if retrain.started:
         tags.append(TAG_RETRAIN)
     if model_tag:
         tags.append(f"{TAG_MODEL_PREFIX}{model_tag}")
     return tags
 
 
-def snapshot_metadata(summary: Mapping[str, Any], retrain: Mapping[str, Any],
-                      model_tag: str | None) -> dict[str, str]:
+def snapshot_metadata(record: WindowRecord, retrain: RetrainRequest, model_tag: str | None) -> dict[str, str]:
     """Plain strings (Evidently filters metadata by equality): what a reviewer wants beside the report's name."""
-    skipped = summary.get("log_skipped") or {}
-    return {"window_start": summary["window_start"], "window_end": summary["window_end"],
-            "model_tag": model_tag or "", "rows": str(summary["rows"]), "alarm": str(bool(summary["drift"])).lower(),
-            "retrain": str(bool(retrain.get("started"))).lower(),
-            "skipped_log_lines": str(sum(skipped.values())),
-            "reasons": "; ".join(summary["reasons"]) or "no threshold passed"}
+    return {"window_start": record.window_start, "window_end": record.window_end,
+            "model_tag": model_tag or "", "rows": str(record.rows), "alarm": str(record.drift).lower(),
+            "retrain": str(retrain.started).lower(),
+            "skipped_log_lines": str(sum(record.log_skipped.values())),
+            "alarm_kinds": ", ".join(reason.kind for reason in record.reasons),
+            "reasons": reason_texts(record.reasons) or "no threshold passed"}
 
 
-def review_snapshot(drift: Any, quality: Any | None, summary: Mapping[str, Any], retrain: Mapping[str, Any],
+def review_snapshot(drift: Any, quality: Any | None, summary: WindowRecord, retrain: RetrainRequest,
                     model_tag: str | None, timestamp: datetime) -> Any:
     """The snapshot people review: summary line first, then Evidently's sections; window time, tags, metadata."""
     from evidently.core.report import Snapshot

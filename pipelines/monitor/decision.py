@@ -3,13 +3,11 @@ and not again within the cooldown that stops retrain storms."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pipelines.config import MonitorParams
-from pipelines.monitor.drift import WindowSummary
+from pipelines.contracts import WindowSummary, reason_texts
 
 
 @dataclass(frozen=True)
@@ -18,7 +16,7 @@ class RetrainDecision:
     reason: str
 
 
-def decide_retrain(summary: WindowSummary | Mapping[str, Any], window_end: datetime,
+def decide_retrain(summary: WindowSummary, window_end: datetime,
                    last_retrain_window_end: str | None, monitor: MonitorParams) -> RetrainDecision:
     """Retrain on an alarm a retrain can answer, unless the window is too small, its data is faulty, or the
     cooldown (in traffic time) has not passed.
@@ -29,22 +27,18 @@ def decide_retrain(summary: WindowSummary | Mapping[str, Any], window_end: datet
     - The cooldown counts days of scheduled traffic, not wall time: a replay pushes weeks of traffic through in
       minutes, and a retrain started on one drifted week should see a cooldown's worth of new data before the next.
 
-    `summary` is the window's `WindowSummary`, or its stored JSON form. "Not while one is running" is not decided
-    here: the retraining deployment's own concurrency limit enforces it (flows/deployments.py).
+    `summary` is the window's `WindowSummary` (or its stored `WindowRecord`), whose reasons say by their kind
+    which alarms a retrain answers. "Not while one is running" is not decided here: the retraining deployment's own
+    concurrency limit enforces it (flows/deployments.py).
     """
-    s = summary.to_json_dict() if isinstance(summary, WindowSummary) else summary
-    rows = int(s["rows"])
+    rows = summary.rows
     if rows < monitor.min_window_rows:
         return RetrainDecision(False, f"window of {rows} rows < monitor.min_window_rows={monitor.min_window_rows}: "
                                       f"not acted on")
-    quality_reasons = list(s.get("quality_reasons") or [])
-    # A summary stored before the split into quality and retrain reasons: every reason of an alarm counts.
-    retrain_reasons = s.get("retrain_reasons")
-    if retrain_reasons is None:
-        retrain_reasons = list(s["reasons"]) if s.get("drift") else []
-    if quality_reasons:
-        return RetrainDecision(False, "data quality fault, not retraining on it: " + "; ".join(quality_reasons))
-    if not retrain_reasons:
+    if summary.quality_reasons:
+        return RetrainDecision(False, "data quality fault, not retraining on it: "
+                               + reason_texts(summary.quality_reasons))
+    if not summary.retrain_reasons:
         return RetrainDecision(False, "no alarm")
     if last_retrain_window_end is not None:
         last = datetime.fromisoformat(last_retrain_window_end)
@@ -52,4 +46,4 @@ def decide_retrain(summary: WindowSummary | Mapping[str, Any], window_end: datet
             return RetrainDecision(False, f"cooldown: last retrain on traffic up to {last:%Y-%m-%d}, "
                                           f"less than monitor.cooldown_days={monitor.cooldown_days:g} before "
                                           f"{window_end:%Y-%m-%d}")
-    return RetrainDecision(True, "; ".join(retrain_reasons))
+    return RetrainDecision(True, reason_texts(summary.retrain_reasons))

@@ -9,7 +9,9 @@ position. Counts are exact, over every row of the window: rows, missing shares, 
 vocabulary, values out of range; means estimated on the sample: the missing share the other columns explain and
 the column-relation residuals (`pipelines.monitor.consistency`). Thresholds are learned from the reference period
 (`pipelines.monitor.calibration`). The verdict is a `WindowSummary`: the typed form every reader uses (alarm
-reasons, the retrain decision, the history); its JSON form is what is stored per window.
+reasons, the retrain decision, the history); the monitoring flow stores it, with its bookkeeping, as the window's
+`WindowRecord` (pipelines/contracts.py). Each alarm is a `Reason`: its kind for code and tables, its sentence for
+people.
 """
 
 from __future__ import annotations
@@ -20,129 +22,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.contracts import (
+    ACTUAL,
+    PROBABILITY,
+    REQUEST_ID,
+    ColumnDrift,
+    Integrity,
+    LiveQuality,
+    MissingShare,
+    NewCategories,
+    PredictionDrift,
+    RangeCheck,
+    Reason,
+    Relation,
+    WindowSummary,
+)
 from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
 from pipelines.monitor.consistency import expected_missing, mean_residuals
-from pipelines.monitor.log import ACTUAL, PROBABILITY, REQUEST_ID
-
-
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ColumnDrift(_Part):
-    score: float
-    method: str | None
-    threshold: float | None   # calibrated (the reference windows' conformal quantile)
-    drifted: bool             # beyond its threshold
-    weight: float = 0.0       # the champion's gain share on this column
-
-
-class PredictionDrift(_Part):
-    score: float
-    method: str | None
-    threshold: float | None
-    drifted: bool
-    mean_current: float
-    mean_reference: float
-
-
-class MissingShare(_Part):
-    reference: float
-    current: float            # exact, over every row of the window (not the sample the distances use)
-    surge: bool
-    threshold: float | None = None
-    # The share the window's other columns imply (pipelines.monitor.consistency); the surge is judged against it
-    # where it exists, against the reference's share elsewhere.
-    expected: float | None = None
-
-
-class Relation(_Part):
-    """A column the others determine in the reference: its window mean residual from that relation."""
-
-    residual: float | None    # mean residual in reference residual sds (None: no complete row)
-    threshold: float          # quality_factor x the calibrated threshold
-    r2: float
-    predictors: list[str]     # the main ones (pipelines.monitor.consistency.ValueModel.main)
-    broken: bool
-
-
-class NewCategories(_Part):
-    share: float
-    examples: list[str]
-    surge: bool
-    threshold: float | None = None
-
-
-class RangeCheck(_Part):
-    outside: float                 # share of rows far outside the reference's [min, max] (calibration.range_band)
-    outside_threshold: float
-    mean: float | None
-    mean_band: list[float]         # beyond it: a unit change
-    out_of_range: bool
-    unit_change: bool
-
-
-class Integrity(_Part):
-    """The served probabilities against the champion's own scores of the same logged inputs (rows it served)."""
-
-    rows: int
-    mismatch_share: float
-    mean_difference: float
-    fault: bool
-
-
-class LiveQuality(_Part):
-    labelled: int
-    labelled_share: float
-    complete: bool
-    metrics: dict[str, float | None] | None = None  # NaN (null when stored): undefined on this window (one class)
-    expected: dict[str, float] | None = None
-    auc_drop: float | None = None
-    auc_drop_limit: float | None = None
-    decayed: bool | None = None
-
-
-class WindowSummary(BaseModel):
-    """One window's verdict. The monitoring flow adds its bookkeeping (window bounds, skipped log lines, the retrain
-    it started) to the stored form; those keys are kept as extras."""
-
-    model_config = ConfigDict(extra="allow")
-
-    rows: int
-    first: str
-    last: str
-    model_tags: list[str]
-    drift_share: float                  # share of columns beyond their calibrated threshold (reported)
-    drifted_columns: list[str]
-    columns: dict[str, ColumnDrift]
-    prediction_drift: PredictionDrift
-    missing: dict[str, MissingShare]
-    new_categories: dict[str, NewCategories]
-    drift_index: float | None = None    # gain-weighted drift in units of each column's threshold (the alarm)
-    drift_index_threshold: float | None = None
-    ranges: dict[str, RangeCheck] = {}
-    relations: dict[str, Relation] = {}
-    integrity: Integrity | None = None
-    quality: LiveQuality | None = None
-    reasons: list[str] = []             # every alarm: quality_reasons, then retrain_reasons
-    quality_reasons: list[str] = []     # data-quality faults: alarm, never retrain
-    retrain_reasons: list[str] | None = None  # the alarms a retrain answers (None in summaries stored before)
-    drift: bool = False                 # any alarm
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 @dataclass
 class WindowResult:
-    """`report` is the typed verdict, `summary` its JSON form (stored, and what the flow adds to), `snapshot`
-    Evidently's run (HTML, workspace)."""
+    """`report` is the typed verdict, `snapshot` Evidently's run (HTML, workspace)."""
 
     report: WindowSummary
-    summary: dict[str, Any]
     snapshot: Any
 
 
@@ -350,11 +255,8 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
         quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop)
         if outcomes is not None else None,
     )
-    summary.quality_reasons = data_quality_reasons(summary)
-    summary.retrain_reasons = retrain_reasons(summary, monitor)
-    summary.reasons = [*summary.quality_reasons, *summary.retrain_reasons]
-    summary.drift = bool(summary.reasons)
-    return WindowResult(report=summary, summary=summary.to_json_dict(), snapshot=snapshot)
+    summary.reasons = alarm_reasons(summary, monitor)
+    return WindowResult(report=summary, snapshot=snapshot)
 
 
 def _missing_share(reference: float, current: float, limit: float, expected: float | None = None) -> MissingShare:
@@ -363,7 +265,7 @@ def _missing_share(reference: float, current: float, limit: float, expected: flo
                         surge=current - base > limit, expected=None if expected is None else round(expected, 5))
 
 
-def data_quality_reasons(summary: WindowSummary) -> list[str]:
+def data_quality_reasons(summary: WindowSummary) -> list[Reason]:
     """Faults of the data itself (a unit change, a missing surge, unknown categories on many rows): they alarm as
     data quality and never ask for a retrain (a model retrained on corrupted data learns the corruption).
 
@@ -375,35 +277,39 @@ def data_quality_reasons(summary: WindowSummary) -> list[str]:
                + (f" over the {m.expected:.1%} its other columns explain)" if m.expected is not None else ")")
                for name, m in summary.missing.items() if m.surge]
     if surging:
-        reasons.append(f"data quality: missing-value surge in {', '.join(surging)}")
+        reasons.append(Reason(kind="missing_surge", text=f"data quality: missing-value surge in {', '.join(surging)}"))
     unseen = [f"{name} {m.share:.1%} of rows (limit {m.threshold:.1%}; e.g. {', '.join(map(str, m.examples[:3]))})"
               for name, m in summary.new_categories.items() if m.surge]
     if unseen:
-        reasons.append(f"data quality: categories outside the champion's vocabulary in {', '.join(unseen)}")
+        reasons.append(Reason(kind="new_category", text=f"data quality: categories outside the champion's vocabulary "
+                                                        f"in {', '.join(unseen)}"))
     units = [f"{name} mean {r.mean:.4g} outside [{r.mean_band[0]:.4g}, {r.mean_band[1]:.4g}]"
              for name, r in summary.ranges.items() if r.unit_change]
     if units:
-        reasons.append(f"data quality: mean far outside every reference window (a unit change?) in "
-                       f"{', '.join(units)}")
+        reasons.append(Reason(kind="mean_outside", text=f"data quality: mean far outside every reference window (a "
+                                                        f"unit change?) in {', '.join(units)}"))
     broken = [f"{name} (mean residual {r.residual:+.1f} sd from its fit on {', '.join(r.predictors)}, ...: "
               f"R2 {r.r2:.3f}; limit {r.threshold:.2f})"
               for name, r in summary.relations.items() if r.broken]
     if broken:
-        reasons.append(f"data quality: values no longer fit the other columns (a unit change or an upstream fault "
-                       f"inside the column's own range?) in {', '.join(broken)}")
+        reasons.append(Reason(kind="relation_broken", text=f"data quality: values no longer fit the other columns (a "
+                                                           f"unit change or an upstream fault inside the column's own "
+                                                           f"range?) in {', '.join(broken)}"))
     check = summary.integrity
     if check is not None and check.fault:
-        reasons.append(f"data quality: served probabilities differ from the champion's own scores of the logged "
-                       f"inputs on {check.mismatch_share:.1%} of {check.rows} rows (mean {check.mean_difference:+.3f}):"
-                       f" another model or feature pipeline is serving, not drift")
+        reasons.append(Reason(kind="rescoring", text=(
+            f"data quality: served probabilities differ from the champion's own scores of the logged inputs on "
+            f"{check.mismatch_share:.1%} of {check.rows} rows (mean {check.mean_difference:+.3f}): another model or "
+            f"feature pipeline is serving, not drift")))
     outside = [f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})"
                for name, r in summary.ranges.items() if r.out_of_range and not r.unit_change]
     if outside:
-        reasons.append(f"data quality: values outside the reference's range in {', '.join(outside)}")
+        reasons.append(Reason(kind="out_of_range", text=f"data quality: values outside the reference's range in "
+                                                        f"{', '.join(outside)}"))
     return reasons
 
 
-def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:
+def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[Reason]:
     """The alarms a retrain can answer: calibrated data drift weighted by the model's reliance, prediction drift,
     performance decay. Columns beyond their own threshold are named even when the index stays under its own."""
     reasons = []
@@ -412,38 +318,23 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]
         top = sorted(ratios, key=lambda name: summary.columns[name].weight * ratios[name], reverse=True)[:5]
         named = ", ".join(f"{name} (x{ratios[name]:.1f} its threshold, gain share {summary.columns[name].weight:.0%})"
                           for name in top)
-        reasons.append(f"data drift: importance-weighted drift index {summary.drift_index:.2f} > calibrated "
-                       f"{summary.drift_index_threshold:.2f}; beyond their reference spread: {named or 'none alone'}")
+        reasons.append(Reason(kind="data_drift", text=(
+            f"data drift: importance-weighted drift index {summary.drift_index:.2f} > calibrated "
+            f"{summary.drift_index_threshold:.2f}; beyond their reference spread: {named or 'none alone'}")))
     prediction = summary.prediction_drift
     if prediction.drifted:
-        reasons.append(f"prediction drift: {prediction.method} {prediction.score:.3f} > calibrated "
-                       f"{prediction.threshold:.3f} (mean probability {prediction.mean_reference:.3f} -> "
-                       f"{prediction.mean_current:.3f})")
+        reasons.append(Reason(kind="prediction_drift", text=(
+            f"prediction drift: {prediction.method} {prediction.score:.3f} > calibrated {prediction.threshold:.3f} "
+            f"(mean probability {prediction.mean_reference:.3f} -> {prediction.mean_current:.3f})")))
     quality = summary.quality
     if quality is not None and quality.decayed:
-        reasons.append(f"performance decay: live ROC AUC {quality.metrics['roc_auc']:.3f} is "
-                       f"{quality.auc_drop:.3f} below the champion's {quality.expected['roc_auc']:.3f} "
-                       f"(> {quality.auc_drop_limit:.3f}: monitor.auc_drop {monitor.auc_drop} or the champion's own "
-                       f"calibrated week-to-week drop, whichever is larger)")
+        reasons.append(Reason(kind="performance_decay", text=(
+            f"performance decay: live ROC AUC {quality.metrics['roc_auc']:.3f} is {quality.auc_drop:.3f} below the "
+            f"champion's {quality.expected['roc_auc']:.3f} (> {quality.auc_drop_limit:.3f}: monitor.auc_drop "
+            f"{monitor.auc_drop} or the champion's own calibrated week-to-week drop, whichever is larger)")))
     return reasons
 
 
-# Words of each data-quality reason above -> its short name in tables (benchmarks, the loop's summary).
-QUALITY_KINDS = {"missing-value surge": "missing surge", "outside the champion's vocabulary": "new category",
-                 "a unit change?": "mean outside", "no longer fit the other columns": "relation broken",
-                 "served probabilities differ": "re-scoring", "outside the reference's range": "out of range"}
-
-
-def reason_kind(reason: str) -> str:
-    """A reason's kind for a table: 'data drift', 'prediction drift', 'performance decay' or 'data quality
-    (<which check>)'."""
-    kind = reason.split(":")[0]
-    if kind == "data quality":
-        named = [short for words, short in QUALITY_KINDS.items() if words in reason]
-        return f"data quality ({named[0]})" if named else kind
-    return kind
-
-
-def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[str]:
+def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[Reason]:
     """Every reason a window alarmed, data quality first; empty means no alarm."""
     return [*data_quality_reasons(summary), *retrain_reasons(summary, monitor)]

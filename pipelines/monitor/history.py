@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
 from pipelines.config import MonitorParams
-from pipelines.monitor.drift import WindowSummary, reason_kind
+from pipelines.contracts import WindowRecord
 
 HISTORY_COLUMNS = ["window_start", "rows", "model_tags", "drift_share", "drifted_columns", "drift_index",
                    "drift_index_threshold", "prediction_drift", "live_auc", "expected_auc", "alarm", "reasons",
                    "retrained"]
 
 
-def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per analysed window (stored summaries, as written by the monitoring flow): drift share, prediction
-    drift, live AUC, alarm, retrain started."""
+def summarise_history(records: Iterable[WindowRecord]) -> pd.DataFrame:
+    """One row per analysed window (the records the monitoring flow stored): drift share, prediction drift, live
+    AUC, alarm (by kind), retrain started."""
     rows = []
-    for item in summaries:
-        s = item if isinstance(item, WindowSummary) else WindowSummary.model_validate(item)
-        extra = s.model_extra or {}
+    for s in records:
         quality = s.quality
         rows.append({
-            "window_start": pd.Timestamp(extra["window_start"]),
+            "window_start": pd.Timestamp(s.window_start),
             "rows": s.rows,
             "model_tags": ",".join(s.model_tags),
             "drift_share": s.drift_share,
@@ -35,8 +33,8 @@ def summarise_history(summaries: Iterable[WindowSummary | Mapping[str, Any]]) ->
             "live_auc": _number((quality.metrics or {}).get("roc_auc") if quality else None),
             "expected_auc": _number((quality.expected or {}).get("roc_auc") if quality else None),
             "alarm": s.drift,
-            "reasons": "; ".join(reason_kind(reason) for reason in s.reasons),  # "|" would split a markdown row
-            "retrained": bool((extra.get("retrain") or {}).get("started", False)),
+            "reasons": "; ".join(reason.label for reason in s.reasons),  # "|" would split a markdown row
+            "retrained": bool(s.retrain and s.retrain.started),
         })
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).sort_values("window_start").reset_index(drop=True)
 

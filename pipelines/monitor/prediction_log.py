@@ -19,8 +19,9 @@ caller may add `caller_budget_bytes` per UTC hour (per writer); past it the reco
 left out is counted per caller and hour in `over-budget-<pid>.json` beside the log (`read_over_budget`), so one
 caller sending junk cannot push the others' rows out of the size cap below.
 
-The contract lives here once: the writer's `prediction_record` spells the same fields as `PredictionRecord`, and
-`read_prediction_log` (used by the monitor and the tests) validates each line against it. The writer builds plain
+The records are `pipelines.contracts`' `PredictionRecord` and `OutcomeRecord`: the writer's `prediction_record`
+spells the same fields as `PredictionRecord` (tested), and `read_prediction_log` (used by the monitor and the
+tests) validates each line against it. The writer builds plain
 dicts rather than models because it runs on the request path (a model per row costs more than the write itself).
 The outcomes delivered later for logged predictions (`OutcomeRecord`) are read by the same reader.
 
@@ -44,48 +45,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-FILE_GLOB = "predictions-*.jsonl"
-OUTCOME_GLOB = "*.jsonl"  # any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
-DROPPED_FILE = "dropped.json"
-OVER_BUDGET_GLOB = "over-budget-*.json"
+from pipelines import io
+from pipelines.contracts import OutcomeRecord, PredictionRecord
+
+MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 MAX_OVER_BUDGET_ENTRIES = 10_000  # (hour, caller) counts a writer keeps; a crowd of callers cannot grow it further
 CALLER_SEPARATOR = "/"  # between the caller and its request id; never in a caller's identity
-_TRIM_LOCK_FILE = ".trim.lock"
-MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 log = logging.getLogger(__name__)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
-
-
-class _Record(BaseModel):
-    # strict: a number written as a string, or a bool as a label, is a bad line rather than silently coerced.
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-
-class PredictionRecord(_Record):
-    """One line of the prediction log."""
-
-    request_id: str
-    ts: str
-    model_tag: str
-    inputs: dict[str, Any]
-    probability: Annotated[float, Field(ge=0, le=1)]
-    label: int
-    threshold: float
-
-
-class OutcomeRecord(_Record):
-    """One actual outcome, delivered after its prediction (pipelines.monitor.replay writes them; production feeds
-    likewise)."""
-
-    request_id: str
-    actual: Annotated[int, Field(ge=0, le=1)]
-    delivered_at: str
 
 
 _BETWEEN_RECORDS = b'},{"request_id":'
@@ -233,7 +206,7 @@ class PredictionLog:
                        for (hour, caller), (rows, size) in sorted(self._over.items())]
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"over-budget-{os.getpid()}.json"
+            path = self.directory / io.over_budget_name(os.getpid())
             temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
             temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
             os.replace(temporary, path)
@@ -268,12 +241,12 @@ class PredictionLog:
         # The new file is always the last of this pid and hour in write order: after the highest sequence there is
         # (kept by a restarted container that reuses pids), never in a gap the size cap's trim left. A trim keeps
         # each live writer's last file, so a reused lower name would be taken for a closed file and deleted.
-        taken = [_file_order(path)[2] for path in self.directory.glob(f"predictions-{stamp}-{pid}*.jsonl")
+        taken = [_file_order(path)[2] for path in self.directory.glob(io.prediction_log_name(stamp, pid, "*"))
                  if _file_order(path)[1] == pid]
         sequence = max(taken, default=0)
         while True:  # skip files this pid already filled
             suffix = f".{sequence}" if sequence else ""
-            path = self.directory / f"predictions-{stamp}-{pid}{suffix}.jsonl"
+            path = self.directory / io.prediction_log_name(stamp, pid, suffix)
             try:  # no exists() then stat(): another worker's trim may delete a closed file in between
                 size = path.stat().st_size
             except FileNotFoundError:
@@ -296,9 +269,9 @@ def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] |
     newest file of its process. `keep` (the caller's own current file) is never deleted.
     """
     directory = Path(directory)
-    with open(directory / _TRIM_LOCK_FILE, "a") as lock:
+    with open(directory / io.LOG_TRIM_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one trim at a time across workers: no double counting, one manifest
-        files = sorted(directory.glob(FILE_GLOB), key=_file_order)
+        files = sorted(directory.glob(io.PREDICTION_LOG_GLOB), key=_file_order)
         sizes = {}
         for path in files:
             with contextlib.suppress(FileNotFoundError):
@@ -334,7 +307,7 @@ def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] |
 def read_dropped(directory: Path) -> list[dict[str, Any]]:
     """What the size cap deleted, oldest first: `{"file", "bytes", "rows", "first_ts", "last_ts", "dropped_at"}`
     per file (`first_ts`/`last_ts`: the serving times of its first and last record)."""
-    path = Path(directory) / DROPPED_FILE
+    path = Path(directory) / io.DROPPED_LOG_FILE
     if not path.exists():
         return []
     return orjson.loads(path.read_bytes())
@@ -344,7 +317,7 @@ def read_over_budget(directory: Path) -> list[dict[str, Any]]:
     """What the per-caller budget left out, by UTC hour and caller, summed over the writers:
     `{"hour", "caller", "rows", "bytes"}`, oldest hour first."""
     totals: dict[tuple[str, str], list[int]] = {}
-    for path in Path(directory).glob(OVER_BUDGET_GLOB):
+    for path in Path(directory).glob(io.OVER_BUDGET_GLOB):
         try:
             entries = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
@@ -360,9 +333,9 @@ def read_over_budget(directory: Path) -> list[dict[str, Any]]:
 def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:
     """Add to the manifest atomically (a reader never sees half a file); called under the trim lock."""
     manifest = read_dropped(directory) + entries
-    temporary = directory / f".{DROPPED_FILE}.{os.getpid()}.tmp"
+    temporary = directory / f".{io.DROPPED_LOG_FILE}.{os.getpid()}.tmp"
     temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    os.replace(temporary, directory / DROPPED_FILE)
+    os.replace(temporary, directory / io.DROPPED_LOG_FILE)
 
 
 def _span(path: Path) -> dict[str, Any]:
@@ -393,7 +366,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-R = TypeVar("R", bound=_Record)
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass
@@ -411,11 +384,11 @@ class LogRead(Generic[R]):
 
 def read_prediction_log(directory: Path) -> LogRead[PredictionRecord]:
     """Every record in the directory's prediction-log files, in the order they were written."""
-    return read_records(log_files(directory, FILE_GLOB), PredictionRecord)
+    return read_records(log_files(directory, io.PREDICTION_LOG_GLOB), PredictionRecord)
 
 
 def read_outcomes(directory: Path) -> LogRead[OutcomeRecord]:
-    return read_records(log_files(directory, OUTCOME_GLOB), OutcomeRecord)
+    return read_records(log_files(directory, io.OUTCOME_GLOB), OutcomeRecord)
 
 
 def log_files(directory: Path, pattern: str) -> list[Path]:
@@ -481,7 +454,7 @@ def _reason(error: ValidationError) -> str:
 
 
 def _file_order(path: Path) -> tuple[str, int, int]:
-    stem = path.name.split("-", 1)[-1].removesuffix(".jsonl")
+    stem = path.name.split("-", 1)[-1].removesuffix(io.JSONL_SUFFIX)
     stamp, _, rest = stem.partition("-")
     pid, _, sequence = rest.partition(".")
     return stamp, int(pid) if pid.isdigit() else 0, int(sequence) if sequence.isdigit() else 0

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import FeaturesParams, MonitorParams
+from pipelines.contracts import PROBABILITY
 from pipelines.monitor.calibration import (
     Calibration,
     auc_drops,
@@ -18,7 +19,7 @@ from pipelines.monitor.calibration import (
     gain_shares,
     prediction_bound,
 )
-from pipelines.monitor.log import PROBABILITY, as_category_strings
+from pipelines.monitor.log import as_category_strings
 
 
 def sample_reference(train: pd.DataFrame, features: FeaturesParams, time_column: str,

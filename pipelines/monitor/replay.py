@@ -31,8 +31,10 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import io
 from pipelines.config import REQUEST_ID_MAX, Params
-from pipelines.monitor.prediction_log import OutcomeRecord, logged_id
+from pipelines.contracts import OutcomeRecord
+from pipelines.monitor.prediction_log import logged_id
 
 log = logging.getLogger(__name__)
 BUSY_RETRIES = 5  # 503 answers retried per batch (after the answer's Retry-After, at most BUSY_WAIT_MAX_S each)
@@ -163,7 +165,7 @@ class _OutcomeWriter:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.path = directory / f"outcomes-{stamp}-{os.getpid()}.jsonl"
+        self.path = directory / io.outcome_log_name(stamp, os.getpid())
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the replay, closed by close())
         self.count = 0
 

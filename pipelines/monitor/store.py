@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import io
 from pipelines.config import Params
+from pipelines.contracts import WindowRecord
 from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
 from pipelines.monitor import prediction_log
 from pipelines.monitor.columnar import read_predictions_columnar
@@ -36,7 +38,7 @@ def read_predictions(params: Params) -> PredictionFrame:
         log.warning("prediction log: %d file(s) with %d row(s) served %s to %s were dropped by "
                     "serve.prediction_log.max_total_bytes (listed in %s)", len(dropped),
                     sum(entry["rows"] for entry in dropped), dropped[0]["first_ts"], dropped[-1]["last_ts"],
-                    prediction_log.DROPPED_FILE)
+                    io.DROPPED_LOG_FILE)
     return parsed
 
 
@@ -70,16 +72,12 @@ def save_state(params: Params, state: dict[str, Any]) -> Path:
     return write_json(state_path(params), state)
 
 
-def window_id(start: pd.Timestamp) -> str:
-    return f"window-{start:%Y%m%d}"
-
-
-def save_window(params: Params, start: pd.Timestamp, summary: dict[str, Any], snapshot: Any) -> dict[str, str]:
-    """The window's Evidently HTML report and JSON summary under monitoring_dir; returns their paths."""
+def save_window(params: Params, record: WindowRecord, snapshot: Any) -> dict[str, str]:
+    """The window's Evidently HTML report and its record (JSON) under monitoring_dir; returns their paths."""
     directory = params.paths.monitoring_dir
-    name = window_id(start)
-    html = write_atomic(directory / f"{name}.html", lambda temp: snapshot.save_html(str(temp)))
-    written = write_json(directory / f"{name}.json", summary)
+    start = pd.Timestamp(record.window_start)
+    html = write_atomic(io.window_report_path(directory, start), lambda temp: snapshot.save_html(str(temp)))
+    written = record.save(directory)
     return {"html": str(html.resolve()), "json": str(written.resolve())}
 
 
@@ -128,9 +126,6 @@ def dashboard_url(params: Params) -> str:
     return f"http://{params.stack.host}:{params.stack.evidently_port}/projects/{project.id}"
 
 
-def read_summaries(params: Params) -> list[dict[str, Any]]:
-    """Every window summary written so far (for the history table and plot)."""
-    directory = params.paths.monitoring_dir
-    if not directory.exists():
-        return []
-    return [json.loads(path.read_text()) for path in sorted(directory.glob("window-*.json"))]
+def read_summaries(params: Params) -> list[WindowRecord]:
+    """Every window record written so far, oldest first (for the history table and plot, and the retry)."""
+    return WindowRecord.read_all(params.paths.monitoring_dir)

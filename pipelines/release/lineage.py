@@ -28,44 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
 
 from pipelines import io
+from pipelines.contracts import Lineage
+from pipelines.io import DVC_FILE, PACKAGE_LOCK, PARAMS_FILE
+from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
 
-LOCK_FILE = "dvc.lock"
-PARAMS_FILE = "params.yaml"
-PACKAGE_LOCK = "uv.lock"
 EXPS_NAMESPACE = "refs/exps"
 # Set by the Prefect training flow for the stages it runs in the workspace: the experiment name it will save.
 EXPERIMENT_ENV = "DVC_EXP_NAME"
 BASELINE_ENV = "DVC_EXP_BASELINE_REV"
-
-
-class Lineage(BaseModel):
-    """How one registered model was built; stored in its registry metadata under `lineage`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    git_commit: str
-    git_dirty: bool
-    dirty_files: list[str] = []
-    experiment: str | None = None
-    ref: str | None = None
-    data_md5: str | None = None
-    params_diff: dict[str, dict[str, Any]] = {}
-    uv_lock_md5: str | None = None
-
-    def reproduce_command(self, tag: str) -> str:
-        return f"python -m pipelines reproduce {tag} --check"
-
-    def uncommitted_code(self) -> list[str]:
-        """Dirty files no later commit can vouch for: everything but params.yaml (whose values `params_diff` holds).
-
-        Outside an experiment, or outside git, such a run's code is nowhere: the model cannot be rebuilt.
-        """
-        if self.git_commit == "unknown":
-            return self.dirty_files or ["(not a git repository)"]
-        return [] if self.ref else [path for path in self.dirty_files if path != PARAMS_FILE]
 
 
 def experiment_ref(baseline: str, name: str) -> str:
@@ -129,7 +101,7 @@ def _deps(lock: dict[str, Any]) -> set[str]:
     stages = list((lock.get("stages") or {}).values())
     written = {str(out["path"]) for stage in stages for out in stage.get("outs") or []}
     read = {str(dep["path"]) for stage in stages for dep in stage.get("deps") or []}
-    return {"dvc.yaml", *(path for path in read if not _touches([path], written))}
+    return {DVC_FILE, *(path for path in read if not _touches([path], written))}
 
 
 def _touches(changed: list[str], deps: set[str]) -> bool:
@@ -210,9 +182,3 @@ def _relative(path: Path, root: Path) -> Path:
         return path.resolve().relative_to(root.resolve()) if path.is_absolute() else path
     except ValueError:
         return path
-
-
-def from_metadata(metadata: dict[str, Any]) -> Lineage | None:
-    """The lineage stored with a registered model (None for models registered before lineage existed)."""
-    stored = metadata.get("lineage")
-    return Lineage.model_validate(stored) if stored else None

@@ -1,68 +1,76 @@
 """The model card: what a reviewer needs to trust (or refuse) the served model, as markdown and HTML.
 
 It describes the champion when the registry has one, else the latest trained candidate, and says which. Test
-metrics, baselines and slices come from the evaluate stage's files only when they belong to that model (same
-booster file); otherwise the card says so rather than show another model's numbers. The data version is the md5
-of the raw table (the hash DVC records for it), so a card can be traced to the exact rows.
+metrics, baselines and slices come from the evaluate stage's files when they belong to that model (same booster
+file); a champion that is not the current candidate shows the evaluation stored with it at registration
+(`RegistryEntry.metrics.evaluate`), never another model's numbers. The data version is the md5 of the raw table
+(the hash DVC records for it), so a card can be traced to the exact rows.
 """
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
+from pipelines.contracts import GateReport, RegistryEntry
 from pipelines.io import GATE_FILE, META_FILE, MODEL_FILE
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
-
-DATA_DOCS_INDEX = Path("data_docs") / "index.html"
 
 
 def _md5(path: Path) -> str | None:
     return io.file_md5(path) if path.exists() else None
 
 
-def _subject(params: Params) -> dict[str, Any]:
-    """Which model the card is about: the champion (tag, store path) or the candidate directory."""
+@dataclass(frozen=True)
+class _Subject:
+    """Which model the card is about: the champion (tag, store path, registry entry) or the candidate directory."""
+
+    tag: str | None
+    stage: str
+    dir: Path
+    entry: RegistryEntry
+
+
+def _subject(params: Params) -> _Subject:
     candidate = params.paths.model_dir
     from pipelines.release.registry import champion_tag
 
     tag = champion_tag(params.paths.registry_dir)
     if tag is None:
-        return {"tag": None, "stage": "candidate (no champion yet)", "dir": candidate, "metadata": {}}
-    from pipelines.release.registry import RegistryError, list_models, model_path
+        return _Subject(None, "candidate (no champion yet)", candidate, RegistryEntry())
+    from pipelines.release.registry import RegistryError, model_entry, model_path
 
     try:
         directory = model_path(tag)
     except RegistryError:
-        return {"tag": tag, "stage": "champion (not in this BentoML store)", "dir": candidate, "metadata": {}}
-    metadata = next((m.metadata for m in list_models(params.paths.registry_dir, name=tag.split(":")[0])
-                     if m.tag == tag), {})
-    return {"tag": tag, "stage": "champion", "dir": directory, "metadata": metadata}
+        return _Subject(tag, "champion (not in this BentoML store)", candidate, RegistryEntry())
+    return _Subject(tag, "champion", directory, model_entry(tag))
 
 
 def build_model_card(params: Params) -> str:
     """The card as markdown; raises FileNotFoundError naming the stage to run when there is no model yet."""
     subject = _subject(params)
-    model_dir: Path = subject["dir"]
+    model_dir = subject.dir
     meta = _read_json(model_dir / META_FILE)
     if meta is None:
         raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
     evaluated_same = _md5(model_dir / MODEL_FILE) == _md5(params.paths.model_dir / MODEL_FILE)
     metrics_dir = params.paths.metrics_dir
-    evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject["metadata"].get("evaluate")
+    evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject.entry.metrics.evaluate
     slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
-    gate = _read_json(metrics_dir / GATE_FILE)
+    gate = GateReport.load(metrics_dir)
     lines = [
-        f"# Model card: {subject['tag'] or params.project.model_name + ' (unregistered candidate)'}",
+        f"# Model card: {subject.tag or params.project.model_name + ' (unregistered candidate)'}",
         f"_Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m pipelines model-card`._",
         "",
         "## Model",
-        f"- stage: **{subject['stage']}**",
+        f"- stage: **{subject.stage}**",
         f"- files: `{model_dir}`",
         f"- task: {params.project.description}",
         f"- label 1: the {params.project.entity} {params.project.positive_meaning} ({_label_rule(params)})",
@@ -81,15 +89,17 @@ def build_model_card(params: Params) -> str:
     if evaluation:
         rows = {"LightGBM": evaluation["model"],
                 **{f"baseline: {k}": v for k, v in evaluation.get("baselines", {}).items()}}
-        lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}.",
-                  "", metrics_table(rows)]
+        stored = "" if evaluated_same else " As evaluated when it was registered (its registry entry)."
+        lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}."
+                  + stored, "", metrics_table(rows)]
     else:
-        lines.append("The latest evaluation in this checkout is of a different model; this champion's test "
-                     "metrics are in its registry metadata only when the promotion stored them.")
+        lines.append("The latest evaluation in this checkout is of a different model, and this champion's "
+                     "registry entry holds no evaluation.")
     lines += ["", "## Slices (test split)"]
-    lines += _slice_lines(slices) if slices else ["Not available for this model (see above)."]
+    lines += _slice_lines(slices) if slices else ["Not available for this model: slices are kept for the "
+                                                  "current candidate only."]
     lines += ["", "## Data", *_data_lines(params)]
-    lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject["tag"], subject["metadata"])]
+    lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject.tag, subject.entry)]
     lines += ["", "## Parameters", "| key | value |", "|---|---|"]
     lines += [f"| train.{k} | {v} |" for k, v in meta.get("params", params.train.model_dump(mode="json")).items()]
     lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
@@ -103,12 +113,12 @@ def _inline(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()) or "n/a"
 
 
-def _gate_lines(gate: dict[str, Any], model_md5: str | None) -> list[str]:
+def _gate_lines(gate: GateReport, model_md5: str | None) -> list[str]:
     """The gate's own rendering of its latest decision, and whether that decision was about this card's model."""
     from pipelines.model.gate import decision_markdown
 
-    about = ("this model" if gate.get("challenger_md5") == model_md5
-             else f"another model (challenger md5 `{gate.get('challenger_md5')}`), the latest gated")
+    about = ("this model" if gate.challenger_md5 == model_md5
+             else f"another model (challenger md5 `{gate.challenger_md5}`), the latest gated")
     return [f"The latest gate decision, about {about}:", "", decision_markdown(gate, level=3)]
 
 
@@ -139,11 +149,9 @@ def _label_rule(params: Params) -> str:
     return f"`{source.target}` is 1 or true"
 
 
-def lineage_lines(tag: str | None, metadata: dict[str, Any]) -> list[str]:
+def lineage_lines(tag: str | None, entry: RegistryEntry) -> list[str]:
     """The registry entry's lineage (pipelines.release.lineage) and the command that rebuilds the model."""
-    from pipelines.release.lineage import from_metadata
-
-    lineage = from_metadata(metadata) if tag else None
+    lineage = entry.lineage if tag else None
     if lineage is None:
         return ["No lineage recorded: an unregistered candidate, or a model registered before lineage existed."]
     dirty = f" (**dirty**: {', '.join(lineage.dirty_files)})" if lineage.git_dirty else " (clean)"
@@ -174,7 +182,7 @@ def _data_lines(params: Params) -> list[str]:
 
 
 def _report_links(params: Params) -> list[str]:
-    docs = params.paths.validation_dir / DATA_DOCS_INDEX
+    docs = io.data_docs_index(params.paths.validation_dir)
     return [f"- validation Data Docs: `{docs}`" + ("" if docs.exists() else " (not built yet)"),
             f"- drift reports: `{params.paths.monitoring_dir}` and the Evidently UI "
             f"(`python -m ops.stack up`, port {params.stack.evidently_port})"]

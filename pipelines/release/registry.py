@@ -13,15 +13,24 @@ see the same models.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from pipelines import io
+from pipelines.contracts import (
+    DataVersion,
+    GateReport,
+    Lineage,
+    PromotionRecord,
+    RegistryEntry,
+    RegistryMetrics,
+)
 from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.model.train import TrainedModel
 from pipelines.release import lineage
@@ -39,17 +48,18 @@ class RegisteredModel:
     tag: str
     stage: str
     created: str
-    metadata: dict[str, Any]
+    entry: RegistryEntry  # what is stored with it, read whatever version stored it
 
 
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
 
 
-def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
+def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None,
                labels: dict[str, str] | None = None) -> str:
-    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name);
-    returns its tag (`name:version`).
+    """Copy a trained model directory into the store as a new version of `name` (params' project.model_name), with
+    `entry` as its metadata; returns its tag (`name:version`). (A plain mapping is stored as given: models saved by
+    hand or by tests; the pipeline stores a `RegistryEntry`.)
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -58,7 +68,8 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
 
     import bentoml
 
-    safe = _without_nulls(io.to_jsonable(metadata))  # BentoML accepts plain values only
+    # BentoML accepts plain values only, and no None
+    safe = entry.to_metadata() if isinstance(entry, RegistryEntry) else io.without_nulls(io.to_jsonable(entry))
     with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
                                module="pipelines.release.registry") as stored:
         for item in model_dir.iterdir():
@@ -70,15 +81,6 @@ def save_model(model_dir: Path, metadata: dict[str, Any], *, name: str,
     # another user (deploy/container.py), and a model is no secret: readable like the 0644 files inside it.
     model_path(tag).chmod(0o755)
     return tag
-
-
-def _without_nulls(value: Any) -> Any:
-    """BentoML metadata rejects None: a null field is left out (read it back with `.get`)."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value if v is not None]
-    return value
 
 
 def model_path(tag: str) -> Path:
@@ -102,12 +104,12 @@ def load_model(tag: str) -> TrainedModel:
     return TrainedModel.load(model_path(tag))
 
 
-def model_metadata(tag: str) -> dict[str, Any]:
-    """What `save_model` stored with `tag` (metrics, params, data version, commit, schema, gate)."""
+def model_entry(tag: str) -> RegistryEntry:
+    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed."""
     import bentoml
 
     try:
-        return dict(bentoml.models.get(tag).info.metadata)
+        return RegistryEntry.from_metadata(bentoml.models.get(tag).info.metadata)
     except bentoml.exceptions.NotFound as error:
         raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
 
@@ -128,7 +130,7 @@ def champion_tag(registry_dir: Path) -> str | None:
     pointer = registry_dir / CHAMPION_FILE
     if not pointer.exists():
         return None
-    return json.loads(pointer.read_text())["tag"]
+    return PromotionRecord.model_validate_json(pointer.read_text()).tag
 
 
 def require_champion(registry_dir: Path) -> str:
@@ -138,7 +140,7 @@ def require_champion(registry_dir: Path) -> str:
     return tag
 
 
-def history(registry_dir: Path) -> list[dict[str, Any]]:
+def history(registry_dir: Path) -> list[PromotionRecord]:
     """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
     path = registry_dir / HISTORY_FILE
     if not path.exists():
@@ -146,32 +148,33 @@ def history(registry_dir: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(PromotionRecord.model_validate_json(line))
+        except ValidationError:
             continue  # a torn line followed by a later append: never a promotion that happened
     return records
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: str = "promote") -> None:
+def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
+                 ) -> None:
     """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
     model_path(tag)  # refuse a tag the store does not hold
     registry_dir.mkdir(parents=True, exist_ok=True)
-    record = {"event": event, "tag": tag, "previous": champion_tag(registry_dir), "reason": reason,
-              "at": datetime.now(UTC).isoformat()}
+    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
+                             at=datetime.now(UTC).isoformat())
     journal_path = registry_dir / HISTORY_FILE
     torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
     with open(journal_path, "a") as journal:
-        journal.write(("\n" if torn else "") + json.dumps(record) + "\n")
+        journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
         journal.flush()
         os.fsync(journal.fileno())
-    io.write_json(registry_dir / CHAMPION_FILE, record, durable=True)
+    io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
 
 
 def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
     """Make the previous champion (or `to_tag`) the champion again; returns the restored tag."""
     current = require_champion(registry_dir)
     if to_tag is None:
-        earlier = [r["tag"] for r in history(registry_dir) if r["tag"] != current]
+        earlier = [r.tag for r in history(registry_dir) if r.tag != current]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
@@ -191,7 +194,7 @@ def _stored(name: str) -> list[Any]:
 
 def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry_dir)
-    former = {r["tag"] for r in history(registry_dir)}
+    former = {r.tag for r in history(registry_dir)}
     models = []
     for stored in _stored(name):
         tag = str(stored.tag)
@@ -199,7 +202,7 @@ def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
         stage = ("champion" if tag == champion else "retired" if tag in former
                  else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
-                                      metadata=dict(stored.info.metadata)))
+                                      entry=RegistryEntry.from_metadata(stored.info.metadata)))
     return sorted(models, key=lambda m: m.created)
 
 
@@ -216,8 +219,8 @@ def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) ->
     champion = champion_tag(registry_dir)
     promoted: list[str] = []
     for record in reversed(history(registry_dir)):
-        if record.get("tag") not in promoted:
-            promoted.append(record["tag"])
+        if record.tag not in promoted:
+            promoted.append(record.tag)
     kept = {champion, *promoted[:keep]} - {None}
     doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
     if not dry_run:
@@ -236,33 +239,31 @@ def dag_outputs(paths: Any) -> list[Path]:
             paths.plots_dir, paths.registry_dir]
 
 
-def registration_metadata(params: Params, gate_report: dict[str, Any], built: lineage.Lineage) -> dict[str, Any]:
+def registration_entry(params: Params, gate_report: GateReport, built: Lineage) -> RegistryEntry:
     """What the registry stores with a model: metrics, params, data version, lineage (`built`, captured by the
     caller in the stage's directory), feature schema, gate."""
     paths = params.paths
-    meta = json.loads((paths.model_dir / io.META_FILE).read_text())
-    return {
-        "model_md5": gate_report["challenger_md5"],
-        "metrics": {"test": gate_report["metrics"]["challenger"], "valid": meta.get("valid_metrics"),
-                    "evaluate": io.read_json(paths.metrics_dir / io.EVALUATE_FILE)},
-        "params": meta.get("params"),
-        "search": meta.get("search"),
-        "threshold": meta.get("threshold"),
+    meta = io.read_json(paths.model_dir / io.META_FILE) or {}
+    window = [params.collect.start.isoformat(), params.collect.end.isoformat()]
+    return RegistryEntry(
+        model_md5=gate_report.challenger_md5,
+        metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.get("valid_metrics"),
+                                evaluate=io.read_json(paths.metrics_dir / io.EVALUATE_FILE)),
+        params=meta.get("params"),
+        search=meta.get("search"),
+        threshold=meta.get("threshold"),
         # What it was trained on (recorded by preprocess and train): the validated raw table's MD5 (DVC 3 records a
         # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
-        "data_version": {**(meta.get("data") or {"raw_table_md5": "unknown"}),
-                         "window": [params.collect.start.isoformat(), params.collect.end.isoformat()]},
+        data_version=DataVersion.model_validate({**(meta.get("data") or {}), "window": window}),
         # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
         # it, and which files), experiment ref, data hash, params diff, package lock.
-        "lineage": built.model_dump(mode="json"),
-        "feature_schema": json.loads((paths.model_dir / io.SCHEMA_FILE).read_text()),
-        "gate": {"promote": gate_report["promote"], "failed": gate_report["failed"],
-                 "compared_with": gate_report["compared_with"], "champion": gate_report["champion"]},
-    }
+        lineage=built,
+        feature_schema=io.read_json(paths.model_dir / io.SCHEMA_FILE),
+        gate=gate_report.verdict(),
+    )
 
 
-def find_by_model_hash(model_md5: str, *, name: str, root: Path,
-                       current: lineage.Lineage | None = None) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None) -> str | None:
     """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
 
     Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
@@ -272,12 +273,12 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
     uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
     """
-    matches = sorted((stored for stored in _stored(name) if stored.info.metadata.get("model_md5") == model_md5),
-                     key=lambda stored: stored.info.creation_time, reverse=True)
-    for stored in matches:
-        try:
-            recorded = lineage.from_metadata(stored.info.metadata)
-        except ValueError:  # hand-saved or older metadata: no lineage this run can vouch for
+    entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
+    matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
+                     key=lambda pair: pair[0].info.creation_time, reverse=True)
+    for stored, entry in matches:
+        recorded = entry.lineage
+        if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
             return str(stored.tag)

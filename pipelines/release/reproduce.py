@@ -24,20 +24,12 @@ from typing import Any
 
 import yaml
 
-from pipelines.io import EVALUATE_FILE, MODEL_FILE
+from pipelines.contracts import Lineage
+from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
+from pipelines.io import EVALUATE_FILE, MODEL_FILE, PACKAGE_LOCK, PARAMS_FILE
 from pipelines.io import file_md5 as _file_md5
-from pipelines.release import lineage as lineage_module
 from pipelines.release import versioning
-from pipelines.release.lineage import (
-    LOCK_FILE,
-    PACKAGE_LOCK,
-    PARAMS_FILE,
-    Lineage,
-    built_at,
-    git,
-    has_commit,
-    locked_out_md5,
-)
+from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +147,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
     from pipelines.release import registry
 
     started = time.perf_counter()
-    metadata = registry.model_metadata(tag)
-    lineage = lineage_module.from_metadata(metadata)
+    entry = registry.model_entry(tag)
+    lineage = entry.lineage
     if lineage is None:
         raise ReproduceError(f"{tag} has no lineage in its registry entry (registered before lineage was "
                              "recorded): its commit, data and params are unknown")
@@ -167,7 +159,7 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         _prepare_worktree(root, worktree, commit)
         _pull_raw_table(worktree)
         recorded_lock = yaml.safe_load(versioning.show_file(root, commit, LOCK_FILE) or "{}") or {}
-        params = load_params(worktree / "params.yaml")
+        params = load_params(worktree / PARAMS_FILE)
         data_md5 = file_md5(worktree / params.paths.raw_table)
         for stage in REBUILT_STAGES:
             versioning.run_stage(worktree, stage, force=True)
@@ -175,8 +167,7 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         model_md5 = file_md5(worktree / params.paths.model_dir / MODEL_FILE)
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
-        recorded_metrics = (json.loads(recorded_text) if recorded_text
-                            else (metadata.get("metrics") or {}).get("evaluate"))
+        recorded_metrics = json.loads(recorded_text) if recorded_text else entry.metrics.evaluate
         rebuilt_metrics = json.loads((worktree / evaluate_file).read_text())
         if keep is not None:
             shutil.copytree(worktree, keep, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
@@ -187,8 +178,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         "no recorded metrics to compare with"]
     report = {
         "tag": tag, "source": source, "commit": commit,
-        "identical": model_md5 == metadata.get("model_md5") and not metric_changes,
-        "model_md5": {"registry": metadata.get("model_md5"), "rebuilt": model_md5},
+        "identical": model_md5 == entry.model_md5 and not metric_changes,
+        "model_md5": {"registry": entry.model_md5, "rebuilt": model_md5},
         "metrics_identical": not metric_changes, "metric_differences": metric_changes[:20],
         # Informational: directory outs also hold run-specific files (Data Docs pages, model.json's timings), so a
         # stage can differ here while model.txt and the metrics, what a rebuild must match, are identical.

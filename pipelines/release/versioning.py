@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines import io
 from pipelines.release.lineage import BASELINE_ENV, EXPERIMENT_ENV, experiment_ref, git
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def rooted(params: Any, root: Path) -> Any:
 def project_root(params_file: str | Path) -> Path:
     """The DVC project a params file belongs to (dvc.yaml beside it)."""
     root = Path(params_file).resolve().parent
-    if not (root / "dvc.yaml").exists():
+    if not (root / io.DVC_FILE).exists():
         raise FileNotFoundError(f"no dvc.yaml beside {params_file}: the flows run the DVC project's stages, so the "
                                 f"params file must be the project's params.yaml")
     return root
@@ -140,7 +141,7 @@ def open_repo(root: Path) -> Iterator[Any]:
 def stage_target(root: Path, stage: str) -> str:
     """`<root>/dvc.yaml:<stage>`: DVC resolves a bare stage name against the process's working directory, which
     need not be the project (a Prefect worker, a test runner, the reproduce command's clone)."""
-    return f"{Path(root).resolve() / 'dvc.yaml'}:{stage}"
+    return f"{Path(root).resolve() / io.DVC_FILE}:{stage}"
 
 
 def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: bool = False) -> StageRun:
@@ -256,8 +257,6 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
     the stages ran as DVC commands, so their results are read back from their outputs, not returned."""
     import pyarrow.parquet as pq
 
-    from pipelines import io
-
     paths = params.paths
 
     def here(path: Path) -> Path:
@@ -274,5 +273,13 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
         "train": {"best_iteration": model.get("best_iteration"), "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
         "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
-        "gate": io.read_json(here(paths.metrics_dir / io.GATE_FILE)),
+        "gate": _gate_json(here(paths.metrics_dir)),
     }
+
+
+def _gate_json(metrics_dir: Path) -> dict[str, Any] | None:
+    """The run's gate report (`GateReport`) in its JSON form, or None when the gate did not run."""
+    from pipelines.contracts import GateReport
+
+    report = GateReport.load(metrics_dir)
+    return None if report is None else report.to_json_dict()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines import io
 from pipelines.config import ParamsError, parse_params
+from pipelines.contracts import GateReceipt, GateReport, GateVerdict
 from pipelines.features import LABEL
 from pipelines.model.gate import decide, decision_markdown
 from pipelines.model.search import CandidateResult, candidate_params, pick_winner
@@ -46,9 +50,9 @@ def test_a_better_challenger_passes_every_check(params, holdout) -> None:
     decision = _decide(params, frame, _model(risk, 0.3, 1), _model(risk, 1.5, 2), max_brier_increase=1.0)
     assert decision.promote, decision.failed
     assert [c.name for c in decision.checks] == ["roc_auc_improvement", "slice_drop", "brier_increase", "latency"]
-    assert decision.metrics["challenger"]["roc_auc"] > decision.metrics["champion"]["roc_auc"] + 0.05
-    assert {row["value"]: row["compared"] for row in decision.slices}["TINY"] is False
-    assert "PROMOTED" in decision_markdown(decision.to_dict())
+    assert decision.metrics.challenger.roc_auc > decision.metrics.champion.roc_auc + 0.05
+    assert {row.value: row.compared for row in decision.slices}["TINY"] is False
+    assert "PROMOTED" in decision_markdown(decision)
 
 
 def test_a_worse_challenger_is_refused_with_the_numbers(params, holdout) -> None:
@@ -56,7 +60,7 @@ def test_a_worse_challenger_is_refused_with_the_numbers(params, holdout) -> None
     decision = _decide(params, frame, _model(risk, 1.5, 2), _model(risk, 0.3, 1), min_improvement=0.0035)
     assert not decision.promote
     assert decision.failed[0].startswith("roc_auc ") and "below the required +0.0035" in decision.failed[0]
-    report = decision.to_dict()
+    report = decision.to_json_dict()
     assert report["promote"] is False and len(report["reasons"]) == 4 and report["failed"] == decision.failed
 
 
@@ -131,8 +135,8 @@ def test_a_one_class_slice_is_skipped_and_named_not_a_crash(params, holdout) -> 
     frame = frame.copy()
     frame.loc[frame["origin"] == "XXX", LABEL] = 0  # a slice with one class: its ROC AUC does not exist
     decision = _decide(params, frame, _model(risk, 0.5, 1), _model(risk, 0.6, 2))
-    row = next(r for r in decision.slices if r["value"] == "XXX")
-    assert not row["compared"] and row["skipped"].startswith("one class only (label 0 on all 990 rows)")
+    row = next(r for r in decision.slices if r.value == "XXX")
+    assert not row.compared and row.skipped.startswith("one class only (label 0 on all 990 rows)")
     slice_check = next(check for check in decision.checks if check.name == "slice_drop")
     assert "skipped (one class): origin=XXX" in slice_check.reason
 
@@ -175,3 +179,42 @@ def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() 
     # Warm-up is call 0; of the 7 timed calls, 5 were disturbed: a median would say 200 ms.
     latency = measure_latency_ms(Interrupted({1, 2, 3, 5, 6}), np.zeros((10, 2)), repeats=7)
     assert 20 <= latency < 100
+
+
+def test_the_report_the_gate_writes_is_the_one_every_reader_reads(params, holdout, tmp_path) -> None:
+    """One shape: gate.json as saved (NaN as null) reads back equal; the receipt and the registry's view are
+    derived from it, never spelled apart."""
+    frame, risk = holdout
+    frame = frame.copy()
+    frame.loc[frame["origin"] == "XXX", LABEL] = 0  # a one-class slice: NaN metrics on disk
+    decision = _decide(params, frame, _model(risk, 0.3, 1), _model(risk, 1.5, 2), max_brier_increase=1.0)
+    judged = decision.model_copy(update={"challenger_md5": "abc", "test_rows": len(frame)})
+    registered = judged.model_copy(update={"registered_tag": "m:1", "promoted_tag": "m:1"})
+    registered.save(tmp_path)
+    stored = json.loads((tmp_path / io.GATE_FILE).read_text())
+    assert stored["failed"] == registered.failed and stored["registered_tag"] == "m:1"
+    read = GateReport.load(tmp_path)
+    assert read.to_json_dict() == registered.to_json_dict() and read.failed == registered.failed
+    xxx = next(r for r in read.slices if r.value == "XXX")
+    assert xxx.challenger is None and stored["slices"][[r["value"] for r in stored["slices"]].index("XXX")][
+        "challenger"] is None
+    assert read.receipt() == GateReceipt(model_md5="abc", tag="m:1", promoted=True)
+    assert read.verdict() == GateVerdict(promote=True, failed=[], compared_with="champion",
+                                         champion="delay-classifier:old")
+    with pytest.raises(ValueError, match="registered challenger"):
+        judged.receipt()
+    assert GateReport.load(tmp_path / "nowhere") is None
+
+
+def test_a_gate_json_of_an_older_version_still_renders(tmp_path) -> None:
+    """A committed gate.json of an earlier version (a retrain experiment's): its keys as that writer spelled them."""
+    old = {"promote": False, "compared_with": "baselines", "champion": None, "metric": "roc_auc",
+           "checks": [{"name": "roc_auc_over_baseline", "passed": False, "value": -0.01, "limit": 0.0,
+                       "reason": "no champion yet: roc_auc 0.6000 vs best naive baseline prior 0.6100"}],
+           "metrics": {"challenger": {"roc_auc": 0.6, "pr_auc": 0.3, "brier": 0.2, "log_loss": 0.5, "rows": 10},
+                       "latency_ms": 1.0, "baselines": {"prior": {"roc_auc": 0.61, "brier": 0.2, "rows": 10}}},
+           "slices": [], "reasons": ["..."], "failed": ["..."], "challenger_md5": "x", "test_rows": 10,
+           "registered_tag": "m:2", "promoted_tag": None}
+    text = decision_markdown(old)
+    assert "Gate: challenger REFUSED" in text and "registered as `m:2`" in text
+    assert "failed: no champion yet: roc_auc 0.6000" in text

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.release.lineage import Lineage, capture, experiment_ref, from_metadata, params_diff
+from pipelines.contracts import RegistryEntry
+from pipelines.release.lineage import Lineage, capture, experiment_ref, params_diff
 
 
 def _git(root: Path, *args: str) -> str:
@@ -62,7 +63,7 @@ def test_an_experiment_with_overrides_and_changed_code(repo: Path, monkeypatch: 
     assert lineage.git_dirty and lineage.dirty_files == ["code.py", "new_step.py"]
     assert lineage.params_diff == {"collect.end": {"repo": "2013-06-01", "run": "2013-06-15"}}
     # Through the registry's metadata and back (BentoML drops nulls): the same record.
-    assert from_metadata({"lineage": lineage.model_dump(mode="json")}) == lineage
+    assert RegistryEntry.from_metadata(RegistryEntry(lineage=lineage).to_metadata()).lineage == lineage
 
 
 def test_outside_git_the_lineage_says_so(tmp_path: Path) -> None:
@@ -92,6 +93,6 @@ def test_params_diff_and_refs() -> None:
     assert params_diff(before, after) == {"a.b": {"repo": 1, "run": 2}, "gone": {"repo": 1, "run": None},
                                           "new": {"repo": None, "run": True}}
     assert experiment_ref("0123456789abcdef", "n") == "refs/exps/01/23456789abcdef/n"
-    assert from_metadata({}) is None
+    assert RegistryEntry.from_metadata({}).lineage is None
     command = Lineage(git_commit="c", git_dirty=False).reproduce_command("m:1")
     assert command == "python -m pipelines reproduce m:1 --check"

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from flows import automations
+from pipelines.contracts import RetrainRequest
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor import dashboard as board
+from support.monitoring import window_record
 
 START = datetime(2013, 9, 9, tzinfo=UTC)
 END = START + timedelta(days=7)
@@ -23,15 +25,8 @@ def params(make_params):
     return make_params()
 
 
-def _summary(drift: bool, **more) -> dict:
-    summary = {"window_start": START.isoformat(), "window_end": END.isoformat(), "rows": 6512,
-               "model_tags": ["flight-delay:aaa", "flight-delay:bbb"], "drift": drift,
-               "reasons": ["data drift: 12 of 21 columns", "prediction drift: wasserstein 0.61"] if drift else [],
-               "drift_share": 0.57 if drift else 0.19, "drifted_columns": ["temp", "dewp"],
-               "columns": {f"c{i}": {} for i in range(21)},
-               "prediction_drift": {"score": 0.61 if drift else 0.12, "threshold": 0.5},
-               "log_skipped": {"invalid_json": 2, "bad_time": 1}}
-    return {**summary, **more}
+def _summary(drift: bool, **more):
+    return window_record(drift, START, **more)
 
 
 def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_is_kept(params):
@@ -39,8 +34,8 @@ def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_i
     before = copy.deepcopy(state)
     booked = book.book_window(state, START, END, _summary(True), params.monitor)
     assert state == before
-    assert booked.decision.retrain and booked.retrain["started"] is True
-    assert booked.retrain["data_end"] == END.isoformat() and booked.retrain["event"] == book.DRIFT_DETECTED
+    assert booked.decision.retrain and booked.retrain.started is True
+    assert booked.retrain.data_end == END.isoformat() and booked.retrain.event == book.DRIFT_DETECTED
     assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True, "rows": 6512, "analyses": 1}
     assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason}]
 
@@ -54,8 +49,8 @@ def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_i
 def test_cooldown_in_traffic_time_and_dry_runs(params, drift, last_end, trigger, started, why):
     state = {"windows": {}, "retrains": [{"window_end": last_end, "reason": "x"}] if last_end else []}
     booked = book.book_window(state, START, END, _summary(drift), params.monitor, trigger=trigger)
-    assert booked.retrain["started"] is started
-    assert why in booked.retrain["reason"]
+    assert booked.retrain.started is started
+    assert why in booked.retrain.reason
     assert len(booked.state["retrains"]) == len(state["retrains"]) + started
     assert START.isoformat() in booked.state["windows"]  # booked either way: analysed once
 
@@ -70,8 +65,11 @@ def test_every_window_gets_an_analysed_event_and_only_a_requested_retrain_a_drif
     assert drift.related == [{"prefect.resource.id": "flightops.model.flight-delay:bbb",
                               "prefect.resource.role": "model", "prefect.resource.name": "flight-delay:bbb"}]
     assert drift.payload["window_end"] == END.isoformat() and drift.payload["model_tag"] == "flight-delay:bbb"
-    assert drift.payload["reasons"] == _summary(True)["reasons"]
+    assert drift.payload["reasons"] == [reason.text for reason in _summary(True).reasons]
+    assert drift.payload["alarm_kinds"] == analysed.payload["alarm_kinds"] == ["data_drift", "prediction_drift"]
     assert analysed.payload["alarm"] is True and analysed.payload["retrain_requested"] is True
+    assert analysed.payload["quality_reasons"] == [] and analysed.payload["log_skipped"] == {"invalid_json": 2,
+                                                                                            "bad_time": 1}
     # All resource labels are strings (Prefect's Resource model requires it).
     assert all(isinstance(v, str) for v in drift.resource.values())
     clean = book.book_window(book.empty_state(), START, END, _summary(False), params.monitor)
@@ -95,10 +93,10 @@ def test_the_automation_reacts_to_the_drift_event_with_the_window_end(params):
 
 
 def test_the_summary_line_says_alarm_why_and_which_model():
-    line = board.summary_line(_summary(True), {"started": True}, "flight-delay:bbb")
+    line = board.summary_line(_summary(True), RetrainRequest(started=True, reason="drift"), "flight-delay:bbb")
     assert line.startswith("**ALARM** for the window 2013-09-09 .. 2013-09-16 (model `flight-delay:bbb`")
     assert "data drift: 12 of 21 columns" in line and "Retraining requested" in line
-    calm = board.summary_line(_summary(False), {"started": False, "reason": "no alarm"}, "flight-delay:bbb")
+    calm = board.summary_line(_summary(False), RetrainRequest(started=False, reason="no alarm"), "flight-delay:bbb")
     assert calm.startswith("**No alarm**") and "no threshold passed" in calm and "Retraining: no (no alarm)" in calm
 
 
@@ -122,12 +120,14 @@ def test_the_review_snapshot_is_dated_by_the_window_tagged_and_opens_with_the_su
     outcomes = pd.DataFrame({"request_id": frame["request_id"], "actual": (frame["probability"] > 0.5).astype("int8")})
     quality = board.quality_report(frame, outcomes, min_labelled_share=0.8)
     summary = _summary(True)
-    snapshot = board.review_snapshot(drift, quality, summary, {"started": True}, "flight-delay:bbb", START)
+    snapshot = board.review_snapshot(drift, quality, summary, RetrainRequest(started=True, reason="drift"),
+                                     "flight-delay:bbb", START)
     model = snapshot.to_snapshot_model()
     assert model.timestamp == datetime(2013, 9, 9)
     assert model.tags == ["alarm", "retrain", "model:flight-delay:bbb"]
     assert model.metadata["rows"] == "6512" and model.metadata["skipped_log_lines"] == "3"
     assert model.metadata["reasons"].startswith("data drift")
+    assert model.metadata["alarm_kinds"] == "data_drift, prediction_drift"
     types = {r.metric_value_location.metric.params["type"] for r in model.metric_results.values()
              if hasattr(r, "metric_value_location") and r.metric_value_location}
     assert {"evidently:metric_v2:RowCount", "evidently:metric_v2:RocAuc", "evidently:metric_v2:ValueDrift"} <= types

@@ -11,6 +11,14 @@ import pytest
 from scipy import stats
 
 from pipelines.config import parse_params
+from pipelines.contracts import (
+    ColumnDrift,
+    MissingShare,
+    NewCategories,
+    PredictionDrift,
+    RangeCheck,
+    WindowSummary,
+)
 from pipelines.monitor.calibration import (
     MIN_DISTANCE,
     calibrate,
@@ -22,17 +30,8 @@ from pipelines.monitor.calibration import (
     reference_windows,
 )
 from pipelines.monitor.decision import decide_retrain
-from pipelines.monitor.drift import (
-    ColumnDrift,
-    MissingShare,
-    NewCategories,
-    PredictionDrift,
-    RangeCheck,
-    WindowSummary,
-    data_quality_reasons,
-    reason_kind,
-    retrain_reasons,
-)
+from pipelines.monitor.drift import alarm_reasons
+from support.monitoring import window_record
 from support.params import params_dict
 
 WEEKS = 8
@@ -161,10 +160,7 @@ def _summary(*, drifted: bool = False, index: float = 0.5, missing: bool = False
 
 
 def _judged(summary: WindowSummary, params) -> WindowSummary:
-    summary.quality_reasons = data_quality_reasons(summary)
-    summary.retrain_reasons = retrain_reasons(summary, params.monitor)
-    summary.reasons = [*summary.quality_reasons, *summary.retrain_reasons]
-    summary.drift = bool(summary.reasons)
+    summary.reasons = alarm_reasons(summary, params.monitor)
     return summary
 
 
@@ -173,8 +169,9 @@ END = datetime(2013, 9, 9, tzinfo=UTC)
 
 def test_drift_alarms_and_retrains(params):
     summary = _judged(_summary(drifted=True, index=5.0), params)
-    assert summary.quality_reasons == [] and summary.retrain_reasons[0].startswith("data drift")
-    assert "hour (x30.0 its threshold, gain share 16%)" in summary.retrain_reasons[0]
+    assert summary.quality_reasons == [] and summary.retrain_reasons[0].kind == "data_drift"
+    assert summary.retrain_reasons[0].text.startswith("data drift")
+    assert "hour (x30.0 its threshold, gain share 16%)" in summary.retrain_reasons[0].text
     assert decide_retrain(summary, END, None, params.monitor).retrain is True
 
 
@@ -185,21 +182,22 @@ def test_a_drifted_column_under_the_index_is_reported_without_alarm(params):
 
 
 @pytest.mark.parametrize(("fault", "words", "kind"), [
-    ({"missing": True}, "missing-value surge in temp 0.0% -> 30.0%", "missing surge"),
-    ({"new": True}, "categories outside the champion's vocabulary in carrier 10.0% of rows", "new category"),
-    ({"unit": True}, "mean far outside every reference window (a unit change?) in pressure mean 30", "mean outside"),
+    ({"missing": True}, "missing-value surge in temp 0.0% -> 30.0%", "missing_surge"),
+    ({"new": True}, "categories outside the champion's vocabulary in carrier 10.0% of rows", "new_category"),
+    ({"unit": True}, "mean far outside every reference window (a unit change?) in pressure mean 30", "mean_outside"),
 ])
 def test_data_quality_faults_alarm_as_data_quality_and_refuse_the_retrain(params, fault, words, kind):
     summary = _judged(_summary(drifted=True, index=5.0, **fault), params)
     assert summary.drift is True
-    assert len(summary.quality_reasons) == 1 and summary.quality_reasons[0].startswith("data quality: ")
-    assert words in summary.quality_reasons[0]
-    assert reason_kind(summary.quality_reasons[0]) == f"data quality ({kind})"
-    assert reason_kind(summary.retrain_reasons[0]) == "data drift"
+    assert len(summary.quality_reasons) == 1 and summary.quality_reasons[0].text.startswith("data quality: ")
+    assert words in summary.quality_reasons[0].text
+    assert summary.quality_reasons[0].kind == kind and summary.quality_reasons[0].quality
+    assert summary.quality_reasons[0].label == f"data quality ({kind.replace('_', ' ')})"
+    assert [reason.kind for reason in summary.retrain_reasons] == ["data_drift"]
     decision = decide_retrain(summary, END, None, params.monitor)
     assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining on it")
-    # The stored JSON form is decided the same way.
-    assert decide_retrain(summary.to_json_dict(), END, None, params.monitor) == decision
+    # The stored JSON form, read back, is decided the same way.
+    assert decide_retrain(WindowSummary.model_validate(summary.to_json_dict()), END, None, params.monitor) == decision
 
 
 def test_decide_retrain_itself_refuses_a_small_window(params):
@@ -209,8 +207,17 @@ def test_decide_retrain_itself_refuses_a_small_window(params):
 
 
 def test_a_summary_stored_before_calibration_still_decides(params):
-    stored = {"rows": 5000, "drift": True, "reasons": ["data drift: 12 of 21 columns"]}
-    assert decide_retrain(stored, END, None, params.monitor).retrain is True
+    """A window stored before calibration and kinds: no drift index, ranges, relations or weights, its reasons
+    sentences; read back, it decides by the kind its words name."""
+    stored = window_record(True, rows=5000).to_json_dict()
+    for key in ("drift_index", "drift_index_threshold", "ranges", "relations", "integrity"):
+        stored.pop(key, None)
+    for column in stored["columns"].values():
+        column.pop("weight")
+    stored.update(drift=True, reasons=["data drift: 12 of 21 columns"])
+    summary = WindowSummary.model_validate(stored)
+    assert [reason.kind for reason in summary.reasons] == ["data_drift"]
+    assert decide_retrain(summary, END, None, params.monitor).retrain is True
 
 
 def test_auc_drops_are_the_weekly_spread_below_the_held_out_auc(params):

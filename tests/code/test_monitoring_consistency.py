@@ -12,19 +12,11 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
+from pipelines.contracts import ColumnDrift, MissingShare, PredictionDrift, Relation, WindowSummary
 from pipelines.monitor.calibration import MIN_RESIDUAL, calibrate, missing_rise
 from pipelines.monitor.consistency import expected_missing, fit_consistency, mean_residuals
 from pipelines.monitor.decision import decide_retrain
-from pipelines.monitor.drift import (
-    ColumnDrift,
-    MissingShare,
-    PredictionDrift,
-    Relation,
-    WindowSummary,
-    data_quality_reasons,
-    reason_kind,
-    retrain_reasons,
-)
+from pipelines.monitor.drift import alarm_reasons
 from support.params import params_dict
 
 NOISE = 0.5
@@ -145,15 +137,14 @@ def _summary(broken: bool) -> WindowSummary:
 @pytest.mark.parametrize("broken", [True, False])
 def test_a_broken_relation_alarms_as_data_quality_and_never_retrains(params, broken):
     summary = _summary(broken)
-    summary.quality_reasons = data_quality_reasons(summary)
-    summary.retrain_reasons = retrain_reasons(summary, params.monitor)
-    summary.reasons = [*summary.quality_reasons, *summary.retrain_reasons]
+    summary.reasons = alarm_reasons(summary, params.monitor)
     if not broken:
         assert summary.reasons == []
         return
     assert len(summary.quality_reasons) == 1 and summary.retrain_reasons == []
-    assert "values no longer fit the other columns" in summary.quality_reasons[0]
-    assert "z (mean residual -6.2 sd from its fit on x, y" in summary.quality_reasons[0]
-    assert reason_kind(summary.quality_reasons[0]) == "data quality (relation broken)"
+    assert "values no longer fit the other columns" in summary.quality_reasons[0].text
+    assert "z (mean residual -6.2 sd from its fit on x, y" in summary.quality_reasons[0].text
+    assert summary.quality_reasons[0].kind == "relation_broken"
+    assert summary.quality_reasons[0].label == "data quality (relation broken)"
     decision = decide_retrain(summary, datetime(2013, 9, 9, tzinfo=UTC), None, params.monitor)
     assert decision.retrain is False and decision.reason.startswith("data quality fault")

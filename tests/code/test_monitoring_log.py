@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
+from pipelines.contracts import LiveQuality, Reason, RetrainRequest, WindowRecord
 from pipelines.monitor.decision import decide_retrain
-from pipelines.monitor.drift import ColumnDrift, LiveQuality, PredictionDrift, WindowSummary
 from pipelines.monitor.history import plot_history, summarise_history
 from pipelines.monitor.log import predictions_frame
 from pipelines.monitor.prediction_log import PredictionLog, prediction_record, read_prediction_log
 from pipelines.monitor.replay import request_records, row_keys
 from pipelines.monitor.windows import plan_windows
+from support.monitoring import window_record
 from support.params import params_dict
 
 
@@ -104,8 +106,8 @@ def test_windows_wait_until_traffic_moves_past_them(params):
     assert not done[0].ready and done[0].reason == "already analysed"
 
 
-def _summary(drift: bool) -> dict:
-    return {"drift": drift, "reasons": ["data drift: x"] if drift else [], "rows": 5000}
+def _summary(drift: bool) -> WindowRecord:
+    return window_record(drift, rows=5000)
 
 
 @pytest.mark.parametrize(("drift", "last", "expected", "why"), [
@@ -121,23 +123,19 @@ def test_retrain_decision(params, drift, last, expected, why):
     assert why in decision.reason
 
 
-def _stored(start: str, drift: bool, retrained: bool, auc: float | None) -> dict:
-    """A window summary as the monitoring flow stores it: the analysis's JSON form plus the flow's bookkeeping."""
-    summary = WindowSummary(
-        rows=10, first=start, last=start, model_tags=["m:1"], drift_share=0.6 if drift else 0.1,
-        drifted_columns=["temp"] if drift else [],
-        columns={"temp": ColumnDrift(score=0.3, method="wasserstein", threshold=0.1, drifted=drift)},
-        prediction_drift=PredictionDrift(score=0.2, method="wasserstein", threshold=0.5, drifted=False,
-                                         mean_current=0.3, mean_reference=0.25),
-        missing={}, new_categories={}, reasons=["data drift: x"] if drift else [], drift=drift,
+def _stored(directory: Path, start: str, drift: bool, retrained: bool, auc: float | None) -> Path:
+    """A window as the monitoring flow stores it (`WindowRecord.save`): the verdict plus the flow's bookkeeping."""
+    record = window_record(
+        drift, datetime.fromisoformat(start), retrain=RetrainRequest(started=retrained, reason="test"),
         quality=None if auc is None else LiveQuality(labelled=10, labelled_share=1.0, complete=True,
                                                      metrics={"roc_auc": auc}, expected={"roc_auc": 0.68}))
-    return json.loads(json.dumps({**summary.to_json_dict(), "window_start": start, "retrain": {"started": retrained}}))
+    return record.save(directory)
 
 
-def test_history_marks_retrains(params):
-    history = summarise_history([_stored("2013-09-02T00:00:00+00:00", True, True, 0.61),
-                                 _stored("2013-08-26T00:00:00+00:00", False, False, None)])
+def test_history_marks_retrains(params, tmp_path):
+    _stored(tmp_path, "2013-09-02T00:00:00+00:00", True, True, 0.61)
+    _stored(tmp_path, "2013-08-26T00:00:00+00:00", False, False, None)
+    history = summarise_history(WindowRecord.read_all(tmp_path))
     assert list(history["retrained"]) == [False, True]
     assert list(history["alarm"]) == [False, True]
     assert history["live_auc"].iloc[1] == pytest.approx(0.61) and np.isnan(history["live_auc"].iloc[0])
@@ -145,13 +143,35 @@ def test_history_marks_retrains(params):
     assert figure.axes
 
 
-def test_history_names_each_reason_by_its_kind_without_breaking_a_markdown_row():
-    stored = _stored("2013-09-02T00:00:00+00:00", True, False, None)
-    stored["reasons"] = ["data quality: values no longer fit the other columns (...) in temp (...)",
-                         "data drift: importance-weighted drift index 1.2 > calibrated 0.9"]
+def test_history_names_each_reason_by_its_kind_without_breaking_a_markdown_row(tmp_path):
+    record = window_record(True, reasons=[
+        Reason(kind="relation_broken", text="data quality: values no longer fit the other columns (...) in temp"),
+        Reason(kind="data_drift", text="data drift: importance-weighted drift index 1.2 > calibrated 0.9 | x")])
+    record.save(tmp_path)
+    (stored,) = WindowRecord.read_all(tmp_path)
+    assert stored.reasons == record.reasons and stored.drift
     history = summarise_history([stored])
     assert history["reasons"].iloc[0] == "data quality (relation broken); data drift"
     assert "|" not in history["reasons"].iloc[0]
+
+
+def test_a_window_stored_before_reasons_had_kinds_is_read_with_the_kinds_its_words_name(params, tmp_path):
+    """Old window-*.json files (reasons as sentences, `drift`, `quality_reasons`/`retrain_reasons`, the flow's
+    extras untyped) stay readable: the history, the retry of a suppressed retrain and the decision read them."""
+    old = window_record(True).to_json_dict()
+    old.update(drift=True, reasons=[
+        "data quality: categories outside the champion's vocabulary in carrier 9.0% of rows (limit 2.0%; e.g. Q9)",
+        "data drift: importance-weighted drift index 1.60 > calibrated 0.90; beyond their reference spread: temp"],
+        quality_reasons=["data quality: categories outside the champion's vocabulary in carrier 9.0% of rows"],
+        retrain_reasons=["data drift: importance-weighted drift index 1.60 > calibrated 0.90"],
+        retrain={"started": False, "reason": "data quality fault, not retraining on it: ..."})
+    (tmp_path / "window-20130909.json").write_text(json.dumps(old))
+    (record,) = WindowRecord.read_all(tmp_path)
+    assert [reason.kind for reason in record.reasons] == ["new_category", "data_drift"]
+    assert record.reasons[0].text == old["reasons"][0] and record.drift
+    assert summarise_history([record])["reasons"].iloc[0] == "data quality (new category); data drift"
+    decision = decide_retrain(record, datetime(2013, 9, 16, tzinfo=UTC), None, params.monitor)
+    assert decision.retrain is False and decision.reason.startswith("data quality fault")
 
 
 def test_replay_requests_carry_raw_fields_iso_time_and_stable_ids(params):

@@ -11,6 +11,7 @@ import pytest
 from pipelines.config import parse_params
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor.windows import plan_windows, traffic_clock
+from support.monitoring import window_record
 from support.params import params_dict
 
 WEEK = pd.Timestamp("2013-09-02", tz="UTC")
@@ -71,19 +72,18 @@ def test_late_rows_are_counted_and_past_the_share_the_window_is_analysed_again(p
 
 def test_the_booking_records_the_rows_analysed_and_keeps_a_requested_retrain(params):
     start, end = WEEK.to_pydatetime(), END.to_pydatetime()
-    drifted = {"rows": 1000, "drift": True, "reasons": ["data drift: x"], "retrain_reasons": ["data drift: x"]}
+    drifted = window_record(True, start, rows=1000)
     first = book.book_window(book.empty_state(), start, end, drifted, params.monitor)
     assert first.state["windows"][WEEK.isoformat()] == {"drift": True, "retrain": True, "rows": 1000, "analyses": 1}
-    again = book.book_window(first.state, start, end, {**drifted, "rows": 1100}, params.monitor)
+    again = book.book_window(first.state, start, end, drifted.model_copy(update={"rows": 1100}), params.monitor)
     assert again.decision.retrain is False and "cooldown" in again.decision.reason
     assert again.state["windows"][WEEK.isoformat()] == {"drift": True, "retrain": True, "rows": 1100, "analyses": 2}
     assert len(again.state["retrains"]) == 1
     assert datetime.fromisoformat(again.state["retrains"][0]["window_end"]) == END.to_pydatetime().astimezone(UTC)
 
 
-def _alarmed(rows: int = 5000) -> dict:
-    return {"rows": rows, "drift": True, "reasons": ["data drift: x"], "retrain_reasons": ["data drift: x"],
-            "quality_reasons": []}
+def _alarmed(rows: int = 5000):
+    return window_record(True, WEEK.to_pydatetime(), rows=rows)
 
 
 def test_a_retrain_cancelled_because_one_was_running_is_retried_while_its_cause_persists(params):
@@ -100,14 +100,13 @@ def test_a_retrain_cancelled_because_one_was_running_is_retried_while_its_cause_
     assert book.last_retrain_window_end(cancelled) is None
     later_start, later_end = (WEEK + pd.Timedelta(days=7)).to_pydatetime(), (END + pd.Timedelta(days=7)).to_pydatetime()
     # The cause is gone (the latest window is clean): not retried, and not asked about again.
-    calm = book.retry_suppressed(cancelled, {"rows": 5000, "drift": False, "reasons": []}, later_start, later_end,
-                                 params.monitor)
-    assert calm.retrain["started"] is False and calm.state["retrains"][0]["retried"] is True
+    calm = book.retry_suppressed(cancelled, window_record(False, rows=5000), later_start, later_end, params.monitor)
+    assert calm.retrain.started is False and calm.state["retrains"][0]["retried"] is True
     assert book.retry_suppressed(calm.state, _alarmed(), later_start, later_end, params.monitor) is None
     # The cause persists: asked again, on the latest window.
     retried = book.retry_suppressed(cancelled, _alarmed(), later_start, later_end, params.monitor)
-    assert retried.retrain["started"] is True and retried.retrain["data_end"] == later_end.isoformat()
-    assert "retry of the retrain up to 2013-09-09" in retried.retrain["reason"]
+    assert retried.retrain.started is True and retried.retrain.data_end == later_end.isoformat()
+    assert "retry of the retrain up to 2013-09-09" in retried.retrain.reason
     assert [r["window_end"] for r in retried.state["retrains"]] == [END.isoformat(), later_end.isoformat()]
     # A completed retrain is settled as such and keeps counting for the cooldown.
     done = book.settle_retrains(asked, {END.isoformat(): "COMPLETED"})

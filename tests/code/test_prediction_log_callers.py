@@ -66,7 +66,8 @@ def test_without_a_budget_or_a_caller_everything_is_written(tmp_path: Path) -> N
 def test_a_writers_new_file_is_never_a_name_the_cap_freed(tmp_path: Path) -> None:
     """After the cap deleted a writer's first files, its next file is still the last of its pid in write order, so
     another worker's trim (which keeps each live writer's last file) never deletes the file being written."""
-    from pipelines.monitor.prediction_log import FILE_GLOB, trim_prediction_log
+    from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
+    from pipelines.monitor.prediction_log import trim_prediction_log
 
     size = _size(_records("r", 10))
     log = PredictionLog(tmp_path, rotate_hourly=False, rotate_bytes=size, background_trim=False,

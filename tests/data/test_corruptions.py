@@ -19,6 +19,7 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params, parse_params
+from pipelines.contracts import GateMetrics, GateReport, GateScores
 from pipelines.data.suite import NotValidatedError
 from pipelines.data.validate import DataValidationError
 from pipelines.features import FeatureError
@@ -239,8 +240,9 @@ def test_warn_only_validation_still_never_registers(champion: Path, small_table:
     with pytest.raises(FeatureError, match=r"degenerate split: valid .* has only label \[0\]; test"):
         stages.run_preprocess(params)  # the constant test month is named by preprocess too
     with pytest.raises(NotValidatedError, match="has not passed validation"):
-        stages.run_promote(params, {"challenger_md5": "x", "promote": True, "reasons": [], "failed": [],
-                                    "champion": None})
+        stages.run_promote(params, GateReport(promote=True, compared_with="baselines", champion=None,
+                                              metric="roc_auc", checks=[], challenger_md5="x",
+                                              metrics=GateMetrics(challenger=GateScores())))
     assert _registry_state(champion) == before
 
 

@@ -49,7 +49,7 @@ def _registered(repo: Path) -> tuple[str, dict]:
     from pipelines.release import registry
 
     tag = json.loads((repo / "var" / "registry" / "dvc-gate.json").read_text())["tag"]
-    return tag, registry.model_metadata(tag)["lineage"]
+    return tag, registry.model_entry(tag).lineage.to_json_dict()
 
 
 def _reproduce(repo: Path, tag: str) -> tuple[int, dict | str]:

@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from pipelines.config import parse_params
+from pipelines.contracts import Reason
 from pipelines.monitor import bookkeeping as monitoring_bookkeeping
 from pipelines.monitor import store as monitoring_store
-from support.monitoring import into_week, later_schedules, log_records, train_small, write_log
+from support.monitoring import into_week, later_schedules, log_records, train_small, window_record, write_log
 from support.params import REPO_ROOT, SMALL_WINDOW, params_dict
 from support.servers import poll_until
 
@@ -141,7 +142,7 @@ def test_clean_window_is_reported_and_retrains_nothing(scenario):
     time.sleep(3)
     assert _runs(scenario) == []
     written = monitoring_store.read_summaries(scenario["params"])
-    assert [s["window_start"][:10] for s in written] == ["2013-09-02"]
+    assert [s.window_start[:10] for s in written] == ["2013-09-02"]
     assert _monitor(scenario) == []  # nothing new: the window is not analysed twice
 
 
@@ -173,7 +174,8 @@ def test_three_more_drift_events_while_it_runs_leave_one_running_and_the_rest_ca
     for week in ("2013-09-16", "2013-09-23", "2013-09-30"):
         start = datetime.fromisoformat(f"{week}T00:00:00+00:00")
         spec = monitoring_bookkeeping.drift_event(
-            {"reasons": ["data drift: test"], "rows": 1000, "drift_share": 0.9, "model_tags": []},
+            window_record(True, start, rows=1000, drift_share=0.9, model_tags=[],
+                          reasons=[Reason(kind="data_drift", text="data drift: test")]),
             start, start + pd.Timedelta(days=7), "delay-classifier:test")
         emit_event(event=spec.event, resource=spec.resource, related=spec.related, payload=spec.payload)
 

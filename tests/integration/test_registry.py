@@ -79,7 +79,7 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     stored = {m.tag: m for m in registry.list_models(registry_dir, name=medium.project.model_name)}
     assert (stored[better_tag].stage, stored[medium_tag].stage, stored[weak_tag].stage) == (
         "champion", "retired", "refused")  # the refused one is marked so in the store (its `gate` label)
-    meta = stored[better_tag].metadata
+    meta = stored[better_tag].entry.to_metadata()
     # Lineage: the validated table it was trained on (dvc.lock's hash of it), its splits, and the worktree state.
     assert meta["data_version"]["raw_table_md5"] == io.file_md5(medium.paths.raw_table)
     validated = json.loads((medium.paths.validation_dir / "summary.json").read_text())
@@ -185,6 +185,6 @@ def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> N
         assert pointer["tag"] in tags
         assert registry.load_model(pointer["tag"]).booster.num_trees() > 0
         journal = registry.history(registry_dir)
-        assert journal and all(record["tag"] in tags for record in journal)
+        assert journal and all(record.tag in tags for record in journal)
     assert kills == 12
     assert len(registry.history(registry_dir)) > 12  # the loop really promoted between kills

@@ -352,7 +352,8 @@ def test_kill_9_of_the_main_process_leaves_no_worker_serving(trained: dict[str, 
 # 7 ---------------------------------------------------------------------------------------------------------------
 
 def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str, Any]) -> None:
-    from pipelines.monitor.prediction_log import FILE_GLOB, read_dropped, read_over_budget, read_prediction_log
+    from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
+    from pipelines.monitor.prediction_log import read_dropped, read_over_budget, read_prediction_log
 
     server, rows, log_dir = guarded["server"], guarded["rows"][:25], guarded["log_dir"]
 
@@ -531,7 +532,7 @@ def test_a_flood_of_stalled_bodies_is_shed_with_503_and_memory_returns(guarded: 
 def test_workers_run_as_the_unprivileged_worker_user(guarded: dict[str, Any]) -> None:
     import pwd
 
-    from pipelines.monitor.prediction_log import FILE_GLOB
+    from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
 
     server = guarded["server"]
     if os.geteuid() != 0:
@@ -564,8 +565,9 @@ def test_the_admin_routes_need_the_admin_token(guarded: dict[str, Any]) -> None:
 def test_a_reused_request_id_never_replaces_another_callers_record(guarded: dict[str, Any]) -> None:
     """Two callers send the same request_id: each record is kept under its caller's namespace, monitoring reads
     both, and an outcome joins the caller's own prediction."""
+    from pipelines.contracts import OutcomeRecord
     from pipelines.monitor.log import outcomes_frame, predictions_frame
-    from pipelines.monitor.prediction_log import LogRead, OutcomeRecord, read_prediction_log
+    from pipelines.monitor.prediction_log import LogRead, read_prediction_log
 
     server, rows, params = guarded["server"], guarded["rows"], guarded["params"]
     answers = {}

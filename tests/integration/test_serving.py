@@ -326,7 +326,8 @@ def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
 
 
 def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> None:
-    from pipelines.monitor.prediction_log import FILE_GLOB, PredictionRecord, log_files, read_prediction_log
+    from pipelines.io import PREDICTION_LOG_GLOB as FILE_GLOB
+    from pipelines.monitor.prediction_log import PredictionRecord, log_files, read_prediction_log
 
     params = trained["params"]
     rows = _records(trained["test"].head(5), params)

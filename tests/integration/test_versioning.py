@@ -43,7 +43,7 @@ def _ran_stages(output: str) -> set[str]:
 def _metadata(tag: str) -> dict:
     from pipelines.release import registry
 
-    return registry.model_metadata(tag)
+    return registry.model_entry(tag).to_metadata()
 
 
 def _cached_out_md5(lock: dict, stage: str, path: str) -> str:

@@ -77,6 +77,29 @@ def test_card_shows_the_real_gate_decision_with_its_reasons(trained: Params, min
         assert f"registered as `{outcome['tag']}`" in section
 
 
+def test_the_card_of_a_champion_that_is_not_the_current_candidate_shows_its_stored_metrics(trained: Params) -> None:
+    """The registry stores the champion's evaluation at registration; once a newer candidate is trained (and
+    evaluated) in the checkout, the card of the champion shows the stored numbers, never the candidate's and never
+    "a different model" (the registry wrote `metrics.evaluate` while the card read `evaluate`)."""
+    params = trained.model_copy(update={"gate": trained.gate.model_copy(update={"min_improvement": -1.0})})
+    outcome = stages.run_gate_and_promote(params)
+    assert outcome["promoted"]
+    champion = json.loads((params.paths.metrics_dir / "evaluate.json").read_text())
+    newer = params.model_copy(update={"train": params.train.model_copy(update={"num_leaves": 3, "seed": 7})})
+    stages.run_train(newer)
+    candidate = stages.run_evaluate(newer)
+    assert candidate["model"]["roc_auc"] != champion["model"]["roc_auc"]
+
+    markdown = build_model_card(newer)
+    assert markdown.startswith(f"# Model card: {outcome['tag']}") and "stage: **champion**" in markdown
+    section = markdown.split("## Test split: model vs naive baselines")[1].split("\n## ")[0]
+    assert f"| LightGBM | {champion['model']['roc_auc']:.4f}" in section
+    assert f"{candidate['model']['roc_auc']:.4f}" not in section
+    assert f"| baseline: prior | {champion['baselines']['prior']['roc_auc']:.4f}" in section
+    assert "As evaluated when it was registered" in section and "different model" not in section
+    assert "another model (challenger md5" not in markdown.split("## Gate decision")[1].split("\n## ")[0]
+
+
 def test_card_without_a_model_names_the_stage_to_run(make_params: Callable[..., Params]) -> None:
     with pytest.raises(FileNotFoundError, match="run the train stage first"):
         build_model_card(make_params())

@@ -13,7 +13,7 @@ import pytest
 from pipelines.config import parse_params
 from pipelines.monitor.calibration import window_statistics
 from pipelines.monitor.decision import decide_retrain
-from pipelines.monitor.drift import analyse_window, live_quality, reason_kind
+from pipelines.monitor.drift import analyse_window, live_quality
 from pipelines.monitor.log import predictions_frame
 from pipelines.monitor.prediction_log import LogRead, PredictionRecord
 from pipelines.monitor.reference import build_reference
@@ -50,7 +50,7 @@ def _window(params, trained, rows):
 def _analyse(setup, rows, **kwargs):
     params, trained, reference, calibration, _ = setup
     return analyse_window(_window(params, trained, rows), reference, params.features, "time_hour", params.monitor,
-                          calibration, **kwargs).summary
+                          calibration, **kwargs).report
 
 
 def test_the_calibration_is_the_models_own(setup):
@@ -76,22 +76,22 @@ def test_the_calibration_statistic_is_evidentlys_value_drift(setup):
                                                 4, "same"))
     direct = window_statistics(window, reference, params.features, calibration.vocabulary,
                                params.monitor.unit_margin)
-    summary = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration).summary
+    summary = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration).report
     for column in params.features.raw_columns:
-        assert summary["columns"][column]["score"] == pytest.approx(direct.columns[column], abs=1e-4), column
-    assert summary["prediction_drift"]["score"] == pytest.approx(direct.prediction, abs=1e-4)
+        assert summary.columns[column].score == pytest.approx(direct.columns[column], abs=1e-4), column
+    assert summary.prediction_drift.score == pytest.approx(direct.prediction, abs=1e-4)
 
 
 def test_same_distribution_traffic_raises_no_alarm(setup):
     params, trained, reference, calibration, held_out = setup
     rows = into_week(held_out.sample(3000, random_state=7), "2013-09-02", "time_hour", 1, "same")
     summary = _analyse(setup, rows)
-    assert summary["drift"] is False, summary["reasons"]
+    assert summary.drift is False, summary.reasons
     window = _window(params, trained, rows)
     for column in params.features.raw_columns:  # the reference's by Evidently's MissingValueCount
-        assert summary["missing"][column]["current"] == pytest.approx(window[column].isna().mean(), abs=1e-5)
-        assert summary["missing"][column]["reference"] == pytest.approx(reference[column].isna().mean(), abs=1e-5)
-    assert summary["drift_index"] < summary["drift_index_threshold"]
+        assert summary.missing[column].current == pytest.approx(window[column].isna().mean(), abs=1e-5)
+        assert summary.missing[column].reference == pytest.approx(reference[column].isna().mean(), abs=1e-5)
+    assert summary.drift_index < summary.drift_index_threshold
     assert decide_retrain(summary, END, None, params.monitor).reason == "no alarm"
 
 
@@ -104,8 +104,8 @@ def test_missing_shares_are_exact_over_the_whole_window_not_the_sample(setup):
     rows.loc[rows.index[:7], "temp"] = np.nan
     monitor = params.monitor.model_copy(update={"window_sample_rows": 500})
     summary = analyse_window(_window(params, trained, rows), reference, params.features, "time_hour", monitor,
-                             calibration).summary
-    assert summary["missing"]["temp"]["current"] == pytest.approx(7 / 3000, abs=1e-5)  # stored to 5 places
+                             calibration).report
+    assert summary.missing["temp"].current == pytest.approx(7 / 3000, abs=1e-5)  # stored to 5 places
 
 
 @pytest.mark.parametrize("scenario", ["control", "later", "new_category", "missing"])
@@ -126,7 +126,7 @@ def test_the_sampled_analysis_raises_the_alarms_a_full_window_analysis_raises(se
     for name, sample_rows in (("sampled", params.monitor.window_sample_rows), ("full", len(window))):
         monitor = params.monitor.model_copy(update={"window_sample_rows": sample_rows})
         summary = analyse_window(window, reference, params.features, "time_hour", monitor, calibration).report
-        kinds[name] = sorted(reason_kind(reason) for reason in summary.reasons)
+        kinds[name] = sorted(reason.label for reason in summary.reasons)
     assert kinds["sampled"] == kinds["full"]
     assert bool(kinds["full"]) == (scenario != "control"), kinds
 
@@ -135,10 +135,10 @@ def test_a_big_shift_of_an_important_feature_alarms_alone(setup):
     params, trained, reference, calibration, held_out = setup
     rows = later_schedules(into_week(held_out.sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "late"))
     summary = _analyse(setup, rows)
-    assert summary["drift"] is True and summary["quality_reasons"] == [], summary["reasons"]
-    assert "hour" in summary["drifted_columns"]
-    assert summary["drift_index"] > summary["drift_index_threshold"]
-    assert any(reason.startswith("data drift") and "hour" in reason for reason in summary["retrain_reasons"])
+    assert summary.drift is True and summary.quality_reasons == [], summary.reasons
+    assert "hour" in summary.drifted_columns
+    assert summary.drift_index > summary.drift_index_threshold
+    assert any(reason.kind == "data_drift" and "hour" in reason.text for reason in summary.retrain_reasons)
     assert decide_retrain(summary, END, None, params.monitor).retrain is True
 
 
@@ -153,8 +153,8 @@ def test_a_shift_of_a_feature_the_model_barely_uses_is_reported_but_does_not_ala
     high = values.quantile(0.75)
     rows = base.assign(**{unused: np.where(values.notna(), np.maximum(values, high), np.nan)})
     summary = _analyse(setup, rows)
-    assert unused in summary["drifted_columns"], summary["columns"][unused]
-    assert summary["drift"] is False, summary["reasons"]
+    assert unused in summary.drifted_columns, summary.columns[unused]
+    assert summary.drift is False, summary.reasons
 
 
 @pytest.mark.parametrize(("fault", "reason"), [
@@ -178,8 +178,9 @@ def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, faul
     else:  # pressure sent in inches of mercury instead of hectopascals
         rows = rows.assign(pressure=rows["pressure"] / 33.8639)
     summary = _analyse(setup, rows)
-    assert summary["drift"] is True
-    assert any(r.startswith("data quality") and reason in r for r in summary["quality_reasons"]), summary["reasons"]
+    assert summary.drift is True
+    assert any(r.text.startswith("data quality") and reason in r.text for r in summary.quality_reasons), \
+        summary.reasons
     decision = decide_retrain(summary, END, None, params.monitor)
     assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining")
 
@@ -187,10 +188,10 @@ def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, faul
 def test_the_old_gross_shift_is_caught_as_data_quality_and_drift(setup):
     rows = shift(into_week(setup[4].sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "shift"))
     summary = _analyse(setup, rows)
-    assert summary["drift"] is True
-    assert {"temp", "distance", "dest", "carrier"} <= set(summary["drifted_columns"])
-    assert summary["new_categories"]["dest"]["surge"] and summary["new_categories"]["dest"]["examples"] == ["XYZ"]
-    assert summary["quality_reasons"] and summary["retrain_reasons"]
+    assert summary.drift is True
+    assert {"temp", "distance", "dest", "carrier"} <= set(summary.drifted_columns)
+    assert summary.new_categories["dest"].surge and summary.new_categories["dest"].examples == ["XYZ"]
+    assert summary.quality_reasons and summary.retrain_reasons
 
 
 def test_live_quality_compares_with_the_champion_figures(setup):
@@ -201,12 +202,12 @@ def test_live_quality_compares_with_the_champion_figures(setup):
     half = live_quality(frame, outcomes.iloc[:1000], {"roc_auc": 0.99}, params.monitor)
     assert half.model_dump(exclude_none=True) == {"labelled": 1000, "labelled_share": 0.5, "complete": False}
     summary = analyse_window(frame, reference, params.features, "time_hour", params.monitor, calibration,
-                             outcomes=outcomes, expected={"roc_auc": 0.99, "log_loss": 0.5}).summary
-    quality = summary["quality"]
-    assert quality["complete"] and quality["labelled"] == 2000
-    assert 0.5 < quality["metrics"]["roc_auc"] < 0.99
-    assert quality["decayed"] is True
-    assert any(reason.startswith("performance decay") for reason in summary["retrain_reasons"])
+                             outcomes=outcomes, expected={"roc_auc": 0.99, "log_loss": 0.5}).report
+    quality = summary.quality
+    assert quality.complete and quality.labelled == 2000
+    assert 0.5 < quality.metrics["roc_auc"] < 0.99
+    assert quality.decayed is True
+    assert [reason.kind for reason in summary.retrain_reasons if reason.kind == "performance_decay"]
 
 
 def test_a_small_window_is_never_acted_on(setup):
@@ -215,7 +216,7 @@ def test_a_small_window_is_never_acted_on(setup):
     summary = _analyse(setup, rows)
     decision = decide_retrain(summary, END, None, params.monitor)
     assert decision.retrain is False and "monitor.min_window_rows" in decision.reason
-    assert pd.Timestamp(summary["first"]) >= pd.Timestamp("2013-09-02", tz="UTC")
+    assert pd.Timestamp(summary.first) >= pd.Timestamp("2013-09-02", tz="UTC")
 
 
 def test_a_prediction_only_change_is_caught_by_re_scoring_the_logged_inputs(setup):
@@ -224,19 +225,21 @@ def test_a_prediction_only_change_is_caught_by_re_scoring_the_logged_inputs(setu
     window = _window(params, trained, rows)
     tag = window["model_tag"].iloc[0]
     clean = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration,
-                           champion=trained.model, champion_tag=tag).summary
-    assert clean["integrity"] == {"rows": 2000, "mismatch_share": 0.0, "mean_difference": 0.0, "fault": False}
+                           champion=trained.model, champion_tag=tag).report
+    assert clean.integrity.model_dump() == {"rows": 2000, "mismatch_share": 0.0, "mean_difference": 0.0,
+                                            "fault": False}
     served = window.assign(probability=(window["probability"] + 0.05).clip(0, 1))
     summary = analyse_window(served, reference, params.features, "time_hour", params.monitor, calibration,
-                             champion=trained.model, champion_tag=tag).summary
-    assert summary["integrity"]["fault"] is True and summary["integrity"]["mismatch_share"] > 0.99
-    assert any("served probabilities differ from the champion's own scores" in r for r in summary["quality_reasons"])
+                             champion=trained.model, champion_tag=tag).report
+    assert summary.integrity.fault is True and summary.integrity.mismatch_share > 0.99
+    assert any(r.kind == "rescoring" and "served probabilities differ from the champion's own scores" in r.text
+               for r in summary.quality_reasons)
     assert decide_retrain(summary, END, None, params.monitor).retrain is False
     # Rows another model served are not the champion's to check.
     other = analyse_window(served.assign(model_tag="delay-classifier:previous"), reference, params.features,
                            "time_hour", params.monitor, calibration, champion=trained.model,
-                           champion_tag=tag).summary
-    assert other["integrity"] is None
+                           champion_tag=tag).report
+    assert other.integrity is None
 
 
 def test_a_long_reference_period_is_calibrated_on_its_latest_windows_with_the_same_reference_sample(setup):

@@ -1,0 +1,603 @@
+"""Every record the project writes to disk or sends over a wire, typed once: one writer, one reader each.
+
+A record shape spelled in two places drifts: the registry once stored the evaluation at `metrics.evaluate` while
+the model card read `evaluate`, and every champion that was not the current candidate showed no metrics. So each
+record is one model here, and code reads and writes it through that model, never through dict keys:
+
+- `GateReport` (`metrics/gate.json`): the promotion decision, the gate stage's only shape. The DVC receipt
+  (`GateReceipt`, `dvc-gate.json`) and what the registry keeps of it (`GateVerdict`) are derived from it.
+- `RegistryEntry`: the metadata stored with each registered model (metrics, params, data version, `Lineage`,
+  feature schema, gate verdict), and `PromotionRecord`, one line of the champion journal and the pointer itself.
+  The BentoML store outlives code versions: `RegistryEntry.from_metadata` reads any stored shape, dropping what
+  it cannot type instead of failing (an entry saved by hand or by an older version still lists and has a card).
+- `PredictionRecord` / `OutcomeRecord` (a line of the prediction log / of the delivered outcomes), and
+  `PredictionFrameSchema`: the typed frame both log readers build (with one typing function,
+  `pipelines.monitor.log.type_rows`).
+- `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
+  stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
+  text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
+
+File names live in `pipelines/io.py`'s catalog. Light imports only (pydantic): the Bento service imports this
+module; pandas and pyarrow are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+
+from pipelines import io
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class _Stored(BaseModel):
+    """A record read back from a file or a store: unknown keys (written by a later version) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON values (NaN as null): what the writer stores."""
+        return io.to_jsonable(self.model_dump(mode="json"))
+
+
+# --- the promotion gate --------------------------------------------------------------------------------------------
+
+class Check(_Stored):
+    """One check of the gate: its value against its limit, and a sentence saying so."""
+
+    name: str
+    passed: bool
+    value: float | None
+    limit: float | None
+    reason: str
+
+
+class GateScores(_Stored):
+    """Threshold-free metrics of one model on the gate's holdout (NaN in memory, null on disk: undefined)."""
+
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    brier: float | None = None
+    log_loss: float | None = None
+    rows: int | None = None
+
+    def metric(self, name: str) -> float:
+        value = getattr(self, name)
+        return float("nan") if value is None else float(value)
+
+
+class GateMetrics(_Stored):
+    challenger: GateScores
+    latency_ms: float | None = None
+    baselines: dict[str, GateScores] = {}
+    champion: GateScores | None = None  # only when compared with a champion
+
+
+class SliceComparison(_Stored):
+    """Both models' metric on one slice value; compared only with enough rows and both classes."""
+
+    column: str
+    value: str
+    rows: int
+    challenger: float | None
+    champion: float | None
+    drop: float | None
+    compared: bool
+    skipped: str | None
+
+
+class GateVerdict(_Stored):
+    """What the registry keeps of the gate's decision about a model (`GateReport.verdict`)."""
+
+    promote: bool
+    failed: list[str] = []
+    compared_with: str | None = None
+    champion: str | None = None
+
+
+class GateReceipt(_Stored):
+    """What the `gate` DVC stage registered and whether it promoted it (`GateReport.receipt`): the stage's output
+    in the registry, so a registry without it (a fresh clone) runs the gate again."""
+
+    model_md5: str
+    tag: str
+    promoted: bool
+
+    def save(self, registry_dir: Path) -> Path:
+        return io.write_json(registry_dir / io.DVC_GATE_RECEIPT, self.to_json_dict())
+
+    @classmethod
+    def load(cls, registry_dir: Path) -> GateReceipt | None:
+        """The receipt, or None when there is none or it is not one."""
+        data = io.read_json(registry_dir / io.DVC_GATE_RECEIPT)
+        try:
+            return cls.model_validate(data) if data is not None else None
+        except ValidationError:
+            return None
+
+
+class GateReport(_Stored):
+    """The gate's decision and every number behind it: `metrics/gate.json`, the Prefect artifact, the card.
+
+    `decide` fills the decision; the gate stage adds which model it judged (`challenger_md5`) on how many rows,
+    then registration adds `registered_tag` / `promoted_tag`. One shape throughout, saved by `save` only.
+    """
+
+    promote: bool
+    compared_with: Literal["champion", "baselines"]
+    champion: str | None
+    metric: str
+    checks: list[Check]
+    metrics: GateMetrics
+    slices: list[SliceComparison] = []
+    challenger_md5: str | None = None
+    test_rows: int | None = None
+    registered_tag: str | None = None
+    promoted_tag: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reasons(self) -> list[str]:
+        return [check.reason for check in self.checks]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failed(self) -> list[str]:
+        return [check.reason for check in self.checks if not check.passed]
+
+    def verdict(self) -> GateVerdict:
+        return GateVerdict(promote=self.promote, failed=self.failed, compared_with=self.compared_with,
+                           champion=self.champion)
+
+    def receipt(self) -> GateReceipt:
+        if self.challenger_md5 is None or self.registered_tag is None:
+            raise ValueError("a gate receipt needs a judged and registered challenger (challenger_md5, "
+                             "registered_tag)")
+        return GateReceipt(model_md5=self.challenger_md5, tag=self.registered_tag,
+                           promoted=self.promoted_tag is not None)
+
+    def save(self, metrics_dir: Path) -> Path:
+        return io.write_json(metrics_dir / io.GATE_FILE, self.to_json_dict())
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> GateReport | None:
+        """`metrics_dir/gate.json`, or None when the gate has not run there."""
+        data = io.read_json(metrics_dir / io.GATE_FILE)
+        return None if data is None else cls.model_validate(data)
+
+    @classmethod
+    def coerce(cls, report: GateReport | Mapping[str, Any]) -> GateReport:
+        """A report, or its stored JSON form (a committed gate.json, a flow's summary) read as one."""
+        return report if isinstance(report, GateReport) else cls.model_validate(report)
+
+
+# --- the registry --------------------------------------------------------------------------------------------------
+
+class Lineage(_Stored):
+    """How one registered model was built (pipelines/release/lineage.py captures it); stored under `lineage`."""
+
+    git_commit: str
+    git_dirty: bool
+    dirty_files: list[str] = []
+    experiment: str | None = None
+    ref: str | None = None
+    data_md5: str | None = None
+    params_diff: dict[str, dict[str, Any]] = {}
+    uv_lock_md5: str | None = None
+
+    def reproduce_command(self, tag: str) -> str:
+        return f"python -m pipelines reproduce {tag} --check"
+
+    def uncommitted_code(self) -> list[str]:
+        """Dirty files no later commit can vouch for: everything but params.yaml (whose values `params_diff` holds).
+
+        Outside an experiment, or outside git, such a run's code is nowhere: the model cannot be rebuilt.
+        """
+        if self.git_commit == "unknown":
+            return self.dirty_files or ["(not a git repository)"]
+        return [] if self.ref else [path for path in self.dirty_files if path != io.PARAMS_FILE]
+
+
+class DataVersion(_Stored):
+    """What a model was trained on: the validated raw table's MD5 (DVC 3's hash of it in dvc.lock), the validation
+    that passed it, the train/valid splits' MD5s and the collect window. Written by the train stage into the model's
+    meta (`data`) and stored with the registered model (`data_version`)."""
+
+    raw_table_md5: str = "unknown"
+    validation_success: bool | None = None
+    validation_suite: str | None = None
+    splits_md5: dict[str, str] = {}
+    window: list[str] = []
+
+
+class RegistryMetrics(_Stored):
+    test: GateScores | None = None           # the gate's scores of the model on the test split
+    valid: dict[str, float | None] | None = None  # its validation metrics (training's early stopping split)
+    evaluate: dict[str, Any] | None = None   # the evaluate stage's report (evaluate.json) at registration
+
+
+class RegistryEntry(_Stored):
+    """The metadata stored with each registered model in the BentoML store (`registry.save_model`)."""
+
+    model_md5: str | None = None
+    metrics: RegistryMetrics = RegistryMetrics()
+    params: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None
+    threshold: float | None = None
+    data_version: DataVersion | None = None
+    lineage: Lineage | None = None
+    feature_schema: dict[str, Any] | None = None
+    gate: GateVerdict | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """BentoML metadata: plain values, no nulls (it refuses None; a reader takes a missing key as None)."""
+        return io.without_nulls(self.to_json_dict())
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> RegistryEntry:
+        """Whatever a stored model carries, typed; never raises.
+
+        The store holds models registered by older versions and by hand: a part that does not fit its type (a
+        string where metrics were expected, a lineage without its commit) is dropped, the rest kept.
+        """
+        data: Any = copy.deepcopy(dict(metadata or {}))
+        for _ in range(_MAX_REPAIRS):
+            try:
+                return cls.model_validate(data)
+            except ValidationError as error:
+                repaired = _without_invalid(data, error)
+                if repaired == data:
+                    break
+                data = repaired
+        return cls()
+
+
+_MAX_REPAIRS = 20
+
+
+def _without_invalid(data: dict[str, Any], error: ValidationError) -> dict[str, Any]:
+    """`data` without the innermost mapping entry on the path of each validation error."""
+    data = copy.deepcopy(data)
+    for item in error.errors():
+        parent, key, node = None, None, data
+        for part in item["loc"]:
+            if isinstance(node, dict) and part in node:
+                parent, key, node = node, part, node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]  # a bad list item: the list goes with its key
+            else:
+                break
+        if parent is not None:
+            parent.pop(key, None)
+    return data
+
+
+class PromotionRecord(_Stored):
+    """A champion change: one line of the journal (`history.jsonl`), and the pointer (`champion.json`) itself."""
+
+    event: Literal["promote", "rollback"] = "promote"
+    tag: str
+    previous: str | None = None
+    reason: str = ""
+    at: str = ""
+
+
+# --- the prediction log --------------------------------------------------------------------------------------------
+
+REQUEST_ID = "request_id"
+LOGGED_AT = "ts"
+MODEL_TAG = "model_tag"
+PROBABILITY = "probability"
+PREDICTED_LABEL = "label"
+THRESHOLD = "threshold"
+ACTUAL = "actual"
+
+
+class _LogLine(BaseModel):
+    # strict: a number written as a string, or a bool as a label, is a bad line rather than silently coerced.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class PredictionRecord(_LogLine):
+    """One line of the prediction log (the service writes it, `pipelines.monitor.prediction_log` reads it)."""
+
+    request_id: str
+    ts: str
+    model_tag: str
+    inputs: dict[str, Any]
+    probability: Annotated[float, Field(ge=0, le=1)]
+    label: int
+    threshold: float
+
+
+class OutcomeRecord(_LogLine):
+    """One actual outcome, delivered after its prediction (pipelines.monitor.replay writes them; production feeds
+    likewise)."""
+
+    request_id: str
+    actual: Annotated[int, Field(ge=0, le=1)]
+    delivered_at: str
+
+
+@dataclass(frozen=True)
+class PredictionFrameSchema:
+    """The prediction log as a frame, one row per request: its columns and their types. Both readers (the line
+    reader and the columnar one) build it with one typing function, `pipelines.monitor.log.type_rows`.
+
+    Columns: request id, log time and model tag (text), the scheduled time (datetime64[ns, UTC]), the numeric
+    features (float64), the categorical ones (text, None where missing: `pipelines.features.category_texts`), the
+    probability and threshold (float64) and the predicted label (int64).
+    """
+
+    time_column: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @classmethod
+    def of(cls, features: Any, time_column: str) -> PredictionFrameSchema:
+        """The schema for params' `features` (numeric and categorical raw columns)."""
+        return cls(time_column, tuple(features.numeric), tuple(features.categorical))
+
+    @property
+    def inputs(self) -> list[str]:
+        """The raw request fields the frame keeps, as logged (a log in which no record has one of them is unusable:
+        both readers check them in this order)."""
+        return [self.time_column, *self.categorical, *self.numeric]
+
+    @property
+    def columns(self) -> list[str]:
+        return [REQUEST_ID, LOGGED_AT, MODEL_TAG, self.time_column, *self.numeric, *self.categorical, PROBABILITY,
+                PREDICTED_LABEL, THRESHOLD]
+
+    def arrow_types(self) -> dict[str, Any]:
+        """The columns in frame order as Arrow types (the columnar reader's tables and sidecars)."""
+        import pyarrow as pa
+
+        types = {REQUEST_ID: pa.string(), LOGGED_AT: pa.string(), MODEL_TAG: pa.string(),
+                 self.time_column: pa.timestamp("ns", "UTC")}
+        types.update({name: pa.float64() for name in self.numeric})
+        types.update({name: pa.string() for name in self.categorical})
+        types.update({PROBABILITY: pa.float64(), PREDICTED_LABEL: pa.int64(), THRESHOLD: pa.float64()})
+        return types
+
+    def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(columns=self.columns)
+
+    @staticmethod
+    def is_typing_reason(reason: str) -> bool:
+        """Whether a skip reason is the typing function's (per feature) rather than the record check's."""
+        return reason == "bad_time" or reason.startswith("bad_number_")
+
+
+# --- monitoring windows --------------------------------------------------------------------------------------------
+
+ReasonKind = Literal[
+    # the alarms a retrain answers
+    "data_drift", "prediction_drift", "performance_decay",
+    # data-quality faults: they alarm, never retrain (a model retrained on corrupted data learns the corruption)
+    "missing_surge", "new_category", "mean_outside", "relation_broken", "rescoring", "out_of_range",
+    "data_quality",  # a fault of a record stored before kinds whose words name no check
+]
+RETRAIN_KINDS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance_decay")
+# Each kind in words, for tables and summaries: the retrain kinds by name, the quality ones as "data quality (...)".
+KIND_WORDS: dict[str, str] = {
+    "data_drift": "data drift", "prediction_drift": "prediction drift", "performance_decay": "performance decay",
+    "missing_surge": "missing surge", "new_category": "new category", "mean_outside": "mean outside",
+    "relation_broken": "relation broken", "rescoring": "re-scoring", "out_of_range": "out of range",
+    "data_quality": "data quality",
+}
+# Records stored before reasons had kinds held the sentence alone: the words that told each kind apart then.
+_LEGACY_QUALITY_WORDS = {"missing-value surge": "missing_surge", "outside the champion's vocabulary": "new_category",
+                         "a unit change?": "mean_outside", "no longer fit the other columns": "relation_broken",
+                         "served probabilities differ": "rescoring", "outside the reference's range": "out_of_range"}
+
+
+class Reason(BaseModel):
+    """Why a window alarmed: `kind` for code and tables, `text` (with the numbers) for people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ReasonKind
+    text: str
+
+    @property
+    def quality(self) -> bool:
+        """A data-quality fault (never retrained on), not drift a retrain answers."""
+        return self.kind not in RETRAIN_KINDS
+
+    @property
+    def label(self) -> str:
+        """The kind in words: 'data drift', ..., or 'data quality (<which check>)'."""
+        words = KIND_WORDS[self.kind]
+        return f"data quality ({words})" if self.quality and self.kind != "data_quality" else words
+
+    @classmethod
+    def from_legacy_text(cls, text: str) -> Reason:
+        """A reason stored as a sentence alone (before kinds), its kind read from the words it was written with."""
+        head = text.split(":")[0]
+        if head == "data quality":
+            kind = next((kind for words, kind in _LEGACY_QUALITY_WORDS.items() if words in text), "data_quality")
+        else:
+            kind = {"data drift": "data_drift", "prediction drift": "prediction_drift",
+                    "performance decay": "performance_decay"}.get(head, "data_drift")
+        return cls(kind=kind, text=text)
+
+
+def reason_texts(reasons: Sequence[Reason]) -> str:
+    """The reasons as one line for people ('; '-joined)."""
+    return "; ".join(reason.text for reason in reasons)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ColumnDrift(_Part):
+    score: float
+    method: str | None
+    threshold: float | None   # calibrated (the reference windows' conformal quantile)
+    drifted: bool             # beyond its threshold
+    weight: float = 0.0       # the champion's gain share on this column
+
+
+class PredictionDrift(_Part):
+    score: float
+    method: str | None
+    threshold: float | None
+    drifted: bool
+    mean_current: float
+    mean_reference: float
+
+
+class MissingShare(_Part):
+    reference: float
+    current: float            # exact, over every row of the window (not the sample the distances use)
+    surge: bool
+    threshold: float | None = None
+    # The share the window's other columns imply (pipelines.monitor.consistency); the surge is judged against it
+    # where it exists, against the reference's share elsewhere.
+    expected: float | None = None
+
+
+class Relation(_Part):
+    """A column the others determine in the reference: its window mean residual from that relation."""
+
+    residual: float | None    # mean residual in reference residual sds (None: no complete row)
+    threshold: float          # quality_factor x the calibrated threshold
+    r2: float
+    predictors: list[str]     # the main ones (pipelines.monitor.consistency.ValueModel.main)
+    broken: bool
+
+
+class NewCategories(_Part):
+    share: float
+    examples: list[str]
+    surge: bool
+    threshold: float | None = None
+
+
+class RangeCheck(_Part):
+    outside: float                 # share of rows far outside the reference's [min, max] (calibration.range_band)
+    outside_threshold: float
+    mean: float | None
+    mean_band: list[float]         # beyond it: a unit change
+    out_of_range: bool
+    unit_change: bool
+
+
+class Integrity(_Part):
+    """The served probabilities against the champion's own scores of the same logged inputs (rows it served)."""
+
+    rows: int
+    mismatch_share: float
+    mean_difference: float
+    fault: bool
+
+
+class LiveQuality(_Part):
+    labelled: int
+    labelled_share: float
+    complete: bool
+    metrics: dict[str, float | None] | None = None  # NaN (null when stored): undefined on this window (one class)
+    expected: dict[str, float] | None = None
+    auc_drop: float | None = None
+    auc_drop_limit: float | None = None
+    decayed: bool | None = None
+
+
+class WindowSummary(_Part):
+    """One window's verdict (`pipelines.monitor.drift.analyse_window`): the statistics and the alarms' reasons."""
+
+    rows: int
+    first: str
+    last: str
+    model_tags: list[str]
+    drift_share: float                  # share of columns beyond their calibrated threshold (reported)
+    drifted_columns: list[str]
+    columns: dict[str, ColumnDrift]
+    prediction_drift: PredictionDrift
+    missing: dict[str, MissingShare]
+    new_categories: dict[str, NewCategories]
+    drift_index: float | None = None    # gain-weighted drift in units of each column's threshold (the alarm)
+    drift_index_threshold: float | None = None
+    ranges: dict[str, RangeCheck] = {}
+    relations: dict[str, Relation] = {}
+    integrity: Integrity | None = None
+    quality: LiveQuality | None = None
+    reasons: list[Reason] = []          # every alarm, data quality first
+
+    @field_validator("reasons", mode="before")
+    @classmethod
+    def _legacy_reasons(cls, value: Any) -> Any:
+        """A record stored before kinds holds sentences: each read with the kind its words name."""
+        if isinstance(value, list):
+            return [Reason.from_legacy_text(item) if isinstance(item, str) else item for item in value]
+        return value
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drift(self) -> bool:
+        """Any alarm."""
+        return bool(self.reasons)
+
+    @property
+    def quality_reasons(self) -> list[Reason]:
+        """Data-quality faults: they alarm, never retrain."""
+        return [reason for reason in self.reasons if reason.quality]
+
+    @property
+    def retrain_reasons(self) -> list[Reason]:
+        """The alarms a retrain answers."""
+        return [reason for reason in self.reasons if not reason.quality]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return io.to_jsonable(self.model_dump(mode="json"))
+
+
+class RetrainRequest(_Part):
+    """What the monitor did about retraining for a window (`pipelines.monitor.bookkeeping`)."""
+
+    started: bool
+    reason: str
+    data_end: str | None = None   # the window's end: the retrain's data runs up to it
+    event: str | None = None      # the event that asks for it (flightops.drift.detected)
+
+
+class WindowRecord(WindowSummary):
+    """One window as the monitoring flow stores it (`window-<YYYYMMDD>.json`): the verdict, the window's bounds,
+    the log lines skipped so far, late rows, and what was done about retraining."""
+
+    window_start: str
+    window_end: str
+    log_skipped: dict[str, int] = {}
+    late_rows: int = 0            # rows that arrived after the window was analysed (before this analysis)
+    reanalysis: bool = False      # analysed again because of them
+    retrain: RetrainRequest | None = None
+
+    @classmethod
+    def of(cls, summary: WindowSummary, **bookkeeping: Any) -> WindowRecord:
+        return cls.model_validate({**summary.model_dump(exclude={"drift"}), **bookkeeping})
+
+    def save(self, monitoring_dir: Path) -> Path:
+        """`monitoring_dir/window-<YYYYMMDD>.json`, by the window's start."""
+        from datetime import datetime
+
+        path = io.window_record_path(monitoring_dir, datetime.fromisoformat(self.window_start))
+        return io.write_json(path, self.to_json_dict())
+
+    @classmethod
+    def read_all(cls, monitoring_dir: Path) -> list[WindowRecord]:
+        """Every window stored in `monitoring_dir`, oldest first."""
+        if not monitoring_dir.exists():
+            return []
+        return [cls.model_validate(io.read_json(path))
+                for path in sorted(monitoring_dir.glob(io.WINDOW_RECORD_GLOB))]
