@@ -523,7 +523,8 @@ def show_credentials(params_file: Path) -> int:
     console.print(f"Service admin token (/reload, /metadata): {credentials.admin_token_file(params).resolve()}")
     for name in params.serve.api_keys:
         console.print(f"API key {name!r} (/predict*): {credentials.api_key_file(params, name).resolve()}")
-    console.print("each is sent as `Authorization: Bearer <token>`; delete a file and restart to rotate it")
+    console.print("the token and keys are sent as `Authorization: Bearer <token>`; to rotate a secret, delete its file "
+                  "and restart (`down`, `up`)")
     return 0
 
 
