@@ -187,7 +187,7 @@ def _uv_binary() -> Path:
     """The uv executable itself (a pyenv shim or wrapper script would not run inside the image)."""
     # On PATH; beside the interpreter this venv was made from (where scripts/bootstrap.sh pip-installs uv, while
     # PATH may only offer a pyenv shim); or as the `uv` package's binary.
-    candidates = [shutil.which("uv"), str(Path(sys.base_prefix) / "bin" / "uv")]
+    candidates = [shutil.which("uv"), str(Path(sys.prefix) / "bin" / "uv"), str(Path(sys.base_prefix) / "bin" / "uv")]
     with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
         candidates.append(subprocess.run(["python3", "-c", "import uv; print(uv.find_uv_bin())"], check=True,
                                          capture_output=True, text=True).stdout.strip())

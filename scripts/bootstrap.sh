@@ -21,6 +21,12 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"
 echo "==> syncing the locked environment (.venv) with $PYTHON" >&2
 uv sync --frozen --python "$PYTHON" ${UV_SYNC_ARGS:-}
+# uv itself in the venv's bin when the venv is built on another interpreter than the one uv was installed with
+# (as root, /usr/bin/python3.11): deploy/container.py bind-mounts this binary into the image build.
+if [[ ! -e .venv/bin/uv ]]; then
+  UV_BIN="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null || true)"
+  if [[ -n "$UV_BIN" && -x "$UV_BIN" ]]; then ln -s "$UV_BIN" .venv/bin/uv; fi
+fi
 # Bytecode for the whole environment, once per lock: every stage, worker and test is a new Python process, and
 # where PYTHONDONTWRITEBYTECODE is set (CI images, this machine) each would otherwise compile every module it
 # imports from source again (evidently's import: 7.1 s without .pyc files, 3.1 s with). Python reads .pyc files
