@@ -27,6 +27,7 @@ from support.params import REPO_ROOT, SMALL_WINDOW, params_dict
 from support.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = pytest.mark.integration
+TRAINED_WINDOW = [SMALL_WINDOW["collect.start"], SMALL_WINDOW["collect.end"]]
 
 
 class Server:
@@ -93,6 +94,13 @@ class Server:
                 worker.kill()
 
 
+def _entry() -> Any:
+    """A registry entry of the contract's shape (the pipeline's is built by the gate): the data version only."""
+    from pipelines.contracts import DataVersion, RegistryEntry
+
+    return RegistryEntry(data_version=DataVersion(raw_table_md5="test-window", window=TRAINED_WINDOW))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A params file in a temp dir, a tiny real champion in the BentoML store, and test rows."""
@@ -108,7 +116,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stages.run_validate(params)
     stages.run_preprocess(params)
     stages.run_train(params)
-    tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"}, name=params.project.model_name)
+    tag = registry.save_model(params.paths.model_dir, _entry(), name=params.project.model_name)
     registry.set_champion(params.paths.registry_dir, tag, reason="test")
     test = pd.read_parquet(params.paths.prepared_dir / "test.parquet").head(300)
     return {"params": params, "params_file": params_file, "tag": tag, "test": test}
@@ -313,7 +321,9 @@ def test_unknown_category_is_scored_as_missing_and_flagged(server: Server, train
 def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
     meta = server.metadata()
     assert meta["model_tag"] == trained["tag"]
-    assert meta["training_data_version"] == "test-window"
+    # what the registry entry's contract holds (pipelines.contracts.DataVersion), as stored
+    version = meta["training_data_version"]
+    assert version["raw_table_md5"] == "test-window" and version["window"] == TRAINED_WINDOW
     assert meta["feature_schema"]["time_column"] == "time_hour"
     assert 0 < meta["threshold"] < 1
     # serve.predictor: compiled, and the parity test above compared its answers with the booster's
@@ -359,8 +369,7 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
     retrained = params.model_copy(update={"train": params.train.model_copy(update={"seed": 7,
                                                                                    "learning_rate": 0.1})})
     stages.run_train(retrained)
-    new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"},
-                                  name=params.project.model_name)
+    new_tag = registry.save_model(params.paths.model_dir, _entry(), name=params.project.model_name)
     row = _records(trained["test"].head(1), params)[0]
     clients = 4
     seen: list[list[str]] = [[] for _ in range(clients)]  # per client: one keep-alive connection, one worker
