@@ -202,7 +202,10 @@ def test_the_documented_run_command_serves_the_image_on_serve_port(image: str, t
                                    start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/readyz", process, ready_timeout_s(), log)
-        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=30).json()["model_tag"] == trained["tag"]
+        metadata = f"http://127.0.0.1:{port}/metadata"  # an admin route: the token of the params' stack folder
+        assert httpx.get(metadata, timeout=30).status_code == 401
+        admin = bearer(admin_token(load_params(params_file)))
+        assert httpx.get(metadata, timeout=30, headers=admin).json()["model_tag"] == trained["tag"]
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
