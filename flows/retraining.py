@@ -53,6 +53,7 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     DVC log). Nothing is written."""
     import pandas as pd
 
+    from pipelines.data.behaviour import read_behaviour
     from pipelines.data.collect import PARSE_ERRORS, collect
     from pipelines.data.suite import read_suite, suite_column_types
     from pipelines.data.validate import enforce, run_validation
@@ -66,12 +67,14 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     source = params.source.model_copy(update={"path": rooted(params.source.path)})
     suite_path = rooted(params.validate_.suite)
     suite = read_suite(suite_path)
+    calibration = params.validate_.calibration
+    behaviour = read_behaviour(rooted(calibration)) if calibration else None
     table = collect(source, window, suite_column_types(suite))
     run = run_validation(table, suite, origin=suite_path, time_column=params.source.time_column,
                          period=params.validate_.period, window=(window.start, window.end),
                          max_duplicate_share=params.validate_.max_duplicate_share,
                          chunk_rows=params.validate_.chunk_rows, parse_errors=table.attrs.get(PARSE_ERRORS) or {},
-                         fail_on_error=True)
+                         fail_on_error=True, behaviour=behaviour)
     try:
         enforce(run.summary, fail_on_error=True)
     except ValueError as error:

@@ -285,13 +285,18 @@ def _without_invalid(data: dict[str, Any], error: ValidationError) -> dict[str, 
 
 
 class PromotionRecord(_Stored):
-    """A champion change: one line of the journal (`history.jsonl`), and the pointer (`champion.json`) itself."""
+    """A champion change: one line of the journal (`history.jsonl`), and the pointer (`champion.json`) itself.
 
-    event: Literal["promote", "rollback"] = "promote"
-    tag: str
+    Besides promotions and rollbacks the journal records a model quarantined (`tag`, trained on the table
+    `table_md5` found bad after it was registered) and the pointer removed when no clean model is left to serve
+    (`unset`, no `tag`)."""
+
+    event: Literal["promote", "rollback", "quarantine", "unset"] = "promote"
+    tag: str | None = None
     previous: str | None = None
     reason: str = ""
     at: str = ""
+    table_md5: str | None = None
 
 
 # --- the prediction log --------------------------------------------------------------------------------------------

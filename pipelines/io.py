@@ -51,6 +51,11 @@ LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were
 # paths.validation_dir
 VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSummary: what the guard reads
 VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
+# A failed validation's reports (summary, result, Data Docs) go to this folder of paths.validation_dir, never over the
+# DVC outputs of the last one that passed: the workspace stays as it was, `dvc status` stale at validate only.
+VALIDATION_FAILED_DIR = "failed"
+# The learned behaviour draft-suite writes beside a suite <name>.json (validate.calibration)
+BEHAVIOUR_SUFFIX = ".calibration.json"
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
 # In the environment (<venv>/share/flightops/): `dvc plots show`'s offline page template (ops/plots_template.py)

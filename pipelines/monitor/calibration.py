@@ -141,6 +141,26 @@ class WindowStatistics(BaseModel):
     residuals: dict[str, float] = {}
 
 
+def beyond_band(value: float | None, low: float | None, high: float | None, width: float) -> bool:
+    """Whether `value` lies beyond the reference values' [`low`, `high`] by more than `width`: the rule every
+    calibrated statistic is judged by, the monitor's window means (width: `monitor.unit_margin` column sds) and
+    validation's period and segment statistics alike. A side given as None is open; an unknown value or bound
+    (None, NaN) is not beyond anything."""
+    if value is None or math.isnan(value) or math.isnan(width):
+        return False
+    below = low is not None and not math.isnan(low) and value < low - width
+    above = high is not None and not math.isnan(high) and value > high + width
+    return bool(below or above)
+
+
+def spread_width(values: Sequence[float], margin: float, floor: float = 0.0) -> float:
+    """`margin` times the reference values' own spread (their standard deviation over the reference periods),
+    never below `floor`: how far beyond the lowest and highest reference value a new period may lie."""
+    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    spread = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+    return max(margin * spread, floor)
+
+
 def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
     """The reference's [min, max] widened by `margin` standard deviations: values beyond it are far outside
     anything the reference holds (a hot week just past the reference's hottest is not; a unit change is)."""

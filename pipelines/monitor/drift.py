@@ -39,7 +39,14 @@ from pipelines.contracts import (
     Relation,
     WindowSummary,
 )
-from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
+from pipelines.monitor.calibration import (
+    Calibration,
+    beyond_band,
+    drift_index,
+    out_of_range_share,
+    range_band,
+    sample_window,
+)
 from pipelines.monitor.consistency import expected_missing, mean_residuals
 
 
@@ -102,8 +109,7 @@ def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: C
         mean = pd.to_numeric(current[name], errors="coerce").mean()
         low, high = calibration.means.get(name, [float("nan"), float("nan")])
         margin = monitor.unit_margin * calibration.spreads.get(name, float("nan"))
-        unit = bool(not pd.isna(mean) and not math.isnan(low) and not math.isnan(margin)
-                    and not (low - margin <= mean <= high + margin))
+        unit = not pd.isna(mean) and not math.isnan(low) and beyond_band(float(mean), low, high, margin)
         checks[name] = RangeCheck(outside=round(outside, 5), outside_threshold=round(limit, 5),
                                   mean=None if pd.isna(mean) else round(float(mean), 5),
                                   mean_band=[round(low - margin, 5), round(high + margin, 5)],

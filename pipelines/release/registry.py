@@ -4,8 +4,9 @@ Why a pointer file: BentoML model labels are fixed when a model is saved, and pr
 champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
 the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
 derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
-refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`. `prune` deletes what is none
-of the champion and the last N promoted.
+refused is `refused` (its `gate` label, set when it is saved), a model quarantined (trained on a table found bad
+after it served: `quarantine`) is `quarantined`, the rest `candidate`. `prune` deletes what is none of the champion
+and the last N promoted.
 
 The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
 see the same models.
@@ -53,6 +54,10 @@ class RegisteredModel:
 
 
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
+# Journal events: a champion set by the gate or by hand, a model quarantined, the pointer removed (no clean model).
+SERVING_EVENTS = ("promote", "rollback")
+QUARANTINE_EVENT = "quarantine"
+UNSET_EVENT = "unset"
 
 
 def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, name: str,
@@ -168,36 +173,58 @@ def history(registry_dir: Path) -> list[PromotionRecord]:
     return records
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
-                 ) -> None:
-    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
-    model_path(tag)  # refuse a tag the store does not hold
+def _journal(registry_dir: Path, record: PromotionRecord) -> None:
+    """Append one line to the journal, durably (after a torn last line, on a line of its own)."""
     registry_dir.mkdir(parents=True, exist_ok=True)
-    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
-                             at=datetime.now(UTC).isoformat())
     journal_path = registry_dir / HISTORY_FILE
     torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
     with open(journal_path, "a") as journal:
         journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
         journal.flush()
         os.fsync(journal.fileno())
+
+
+def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
+                 ) -> None:
+    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent. A
+    quarantined model is refused: it never serves again."""
+    model_path(tag)  # refuse a tag the store does not hold
+    banned = quarantined(registry_dir)
+    if tag in banned:
+        raise RegistryError(f"model {tag!r} is quarantined ({banned[tag].reason}): it cannot serve again")
+    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
+                             at=datetime.now(UTC).isoformat())
+    _journal(registry_dir, record)
     io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
 
 
+def former_champions(registry_dir: Path) -> list[str]:
+    """Every tag that served, in the order it last became champion (promotions and rollbacks)."""
+    order: list[str] = []
+    for record in history(registry_dir):
+        if record.event in SERVING_EVENTS and record.tag:
+            if record.tag in order:
+                order.remove(record.tag)
+            order.append(record.tag)
+    return order
+
+
 def rollback(registry_dir: Path, to_tag: str | None = None, *, force: bool = False) -> str:
-    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag.
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. A quarantined model
+    is never rolled back to.
 
     A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
     model starts serving, and going around it should be a decision, not a slip of the tag.
     """
     current = require_champion(registry_dir)
     if to_tag is None:
-        earlier = [r.tag for r in history(registry_dir) if r.tag != current]
+        banned = quarantined(registry_dir)
+        earlier = [tag for tag in former_champions(registry_dir) if tag != current and tag not in banned]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
     gate = model_entry(to_tag).gate
-    served = {record.tag for record in history(registry_dir)}
+    served = set(former_champions(registry_dir))
     refused = _labels(to_tag).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
     if refused and not force:
         failed = "; ".join(gate.failed) if gate is not None else ""
@@ -206,6 +233,66 @@ def rollback(registry_dir: Path, to_tag: str | None = None, *, force: bool = Fal
     reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
     set_champion(registry_dir, to_tag, reason=reason, event="rollback")
     return to_tag
+
+
+def quarantined(registry_dir: Path) -> dict[str, PromotionRecord]:
+    """The quarantined tags, each with its journal record (why, which table, when)."""
+    return {record.tag: record for record in history(registry_dir)
+            if record.event == QUARANTINE_EVENT and record.tag}
+
+
+def trained_on(table_md5: str, *, name: str) -> list[str]:
+    """The stored models of `name` whose training table (data_version.raw_table_md5) has this MD5."""
+    found = []
+    for stored in sorted(_stored(name), key=lambda stored: stored.info.creation_time):
+        version = RegistryEntry.from_metadata(stored.info.metadata).data_version
+        if version is not None and version.raw_table_md5 == table_md5:
+            found.append(str(stored.tag))
+    return found
+
+
+def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_md5: str | None = None,
+               reason: str) -> dict[str, Any]:
+    """Mark `tag`, or every model trained on the table with MD5 `table_md5`, as quarantined (journal lines), and when
+    the champion is among them roll it back to the newest former champion that is not, or, with none, remove the
+    pointer (the gate then compares the next challenger with the naive baselines). Returns what was done.
+
+    Why: a table that trained a served model can fail the suite later (the suite grew, or a fault was found by
+    hand); the model is then unfit to serve or to be compared with, and nothing but the journal says so."""
+    if (tag is None) == (table_md5 is None):
+        raise RegistryError("quarantine takes a model tag or a table MD5 (--table), one of them")
+    if tag is not None:
+        model_path(tag)  # refuse a tag the store does not hold
+        version = model_entry(tag).data_version
+        table_md5 = version.raw_table_md5 if version is not None else None
+        tags = [tag]
+    else:
+        tags = trained_on(str(table_md5), name=name)
+        if not tags:
+            raise RegistryError(f"no stored model of {name!r} was trained on table {table_md5} (data_version."
+                                f"raw_table_md5 in `python -m pipelines models list`)")
+    already = quarantined(registry_dir)
+    now = datetime.now(UTC).isoformat()
+    for each in tags:
+        if each not in already:
+            _journal(registry_dir, PromotionRecord(event=QUARANTINE_EVENT, tag=each, table_md5=table_md5,
+                                                   reason=reason, at=now))
+    champion = champion_tag(registry_dir)
+    outcome: dict[str, Any] = {"quarantined": tags, "table_md5": table_md5, "champion": champion,
+                               "previous": champion}
+    if champion in tags:
+        banned = quarantined(registry_dir)
+        clean = [each for each in former_champions(registry_dir) if each not in banned and has_model(each)]
+        if clean:
+            set_champion(registry_dir, clean[-1], reason=f"quarantine of {champion}: {reason}", event="rollback")
+            outcome["champion"] = clean[-1]
+        else:
+            _journal(registry_dir, PromotionRecord(
+                event=UNSET_EVENT, previous=champion, at=now,
+                reason=f"quarantine of {champion}: {reason}; no clean model served before"))
+            (registry_dir / CHAMPION_FILE).unlink(missing_ok=True)
+            outcome["champion"] = None
+    return outcome
 
 
 def _labels(tag: str) -> dict[str, str]:
@@ -226,12 +313,13 @@ def _stored(name: str) -> list[Any]:
 
 def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry_dir)
-    former = {r.tag for r in history(registry_dir)}
+    former = set(former_champions(registry_dir))
+    banned = quarantined(registry_dir)
     models = []
     for stored in _stored(name):
         tag = str(stored.tag)
         refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
-        stage = ("champion" if tag == champion else "retired" if tag in former
+        stage = ("quarantined" if tag in banned else "champion" if tag == champion else "retired" if tag in former
                  else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
                                       entry=RegistryEntry.from_metadata(stored.info.metadata)))
@@ -249,10 +337,7 @@ def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) ->
     if keep < 0:
         raise RegistryError(f"--keep must be >= 0, got {keep}")
     champion = champion_tag(registry_dir)
-    promoted: list[str] = []
-    for record in reversed(history(registry_dir)):
-        if record.tag not in promoted:
-            promoted.append(record.tag)
+    promoted = list(reversed(former_champions(registry_dir)))
     kept = {champion, *promoted[:keep]} - {None}
     doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
     if not dry_run:

@@ -112,7 +112,8 @@ def _add_drift_snapshot(workspace: Path, table: Any) -> None:
 
 
 def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
-    """Train on the small window and make it the champion, so `up` starts the Bento service.
+    """Train on the small window and make it the champion through the gate, with its monitoring reference attached
+    (the `reference` stage), so `up` starts the Bento service and the monitoring flow can judge windows.
 
     Runs in a subprocess because BENTOML_HOME (a temp store) must be set before bentoml is imported.
     """
@@ -120,13 +121,9 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "import sys\n"
         "from pipelines.config import load_params\n"
         "from pipelines import stages\n"
-        "from pipelines.release import registry\n"
         "p = load_params(sys.argv[1])\n"
-        "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate'):\n"
-        "    getattr(stages, f'run_{stage}')(p)\n"
-        "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'},\n"
-        "                          name=p.project.model_name)\n"
-        "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
+        "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate', 'gate_and_promote', 'reference'):\n"
+        "    getattr(stages, f'run_{stage}')(p)\n")
     subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=params_file.parent, env=env, check=True,
                    timeout=work_timeout_s())
 
