@@ -35,11 +35,14 @@ def measure(database: str, runs: int, tasks: int) -> LoadResult:
         try:
             if up.returncode:
                 raise RuntimeError(f"stack up failed:\n{up.stdout}\n{up.stderr}")
-            api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
-            from prefect.settings import PREFECT_API_URL, temporary_settings
+            from prefect.settings import temporary_settings
 
-            with temporary_settings(updates={PREFECT_API_URL: api}):
-                return run_load(api, runs, tasks, params.paths.stack_dir / "logs" / "prefect.log", database, bound)
+            from ops.stack import prefect_api, prefect_client_settings
+            from pipelines.credentials import ensure_prefect_auth
+
+            with temporary_settings(updates=prefect_client_settings(params)):
+                return run_load(prefect_api(params), runs, tasks, params.paths.stack_dir / "logs" / "prefect.log",
+                                database, bound, auth=ensure_prefect_auth(params))
         finally:
             stack("down", params_file, bound)
     finally:

@@ -187,7 +187,7 @@ def _uv_binary() -> Path:
     """The uv executable itself (a pyenv shim or wrapper script would not run inside the image)."""
     # On PATH; beside the interpreter this venv was made from (where scripts/bootstrap.sh pip-installs uv, while
     # PATH may only offer a pyenv shim); or as the `uv` package's binary.
-    candidates = [shutil.which("uv"), str(Path(sys.base_prefix) / "bin" / "uv")]
+    candidates = [shutil.which("uv"), str(Path(sys.prefix) / "bin" / "uv"), str(Path(sys.base_prefix) / "bin" / "uv")]
     with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
         candidates.append(subprocess.run(["python3", "-c", "import uv; print(uv.find_uv_bin())"], check=True,
                                          capture_output=True, text=True).stdout.strip())
@@ -335,6 +335,14 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     data["validate"]["suite"] = str(suite)
     if follow_registry:
         mounts.append(Mount(params.paths.registry_dir.resolve(), MOUNT_ROOT / "registry", False))
+    # The admin token's and API keys' digests (made on the host, the secrets staying there, 0600): what the
+    # container's workers check bearer tokens against. Clients use the host's token files.
+    from pipelines.credentials import FOLDER, VERIFY_FILE, ensure_service_credentials, verify_file
+
+    ensure_service_credentials(params)
+    data["paths"]["stack_dir"] = str(MOUNT_ROOT / "stack")
+    mounts.append(Mount(verify_file(params).resolve(), MOUNT_ROOT / "stack" / FOLDER / VERIFY_FILE, False,
+                        directory=False))
     return data, mounts
 
 

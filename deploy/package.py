@@ -63,6 +63,11 @@ def package(params_path: Path) -> str:
     found = re.search(r'Successfully built Bento\(tag="([^"]+)"\)', result.stdout + result.stderr)
     if not found:
         raise RuntimeError(f"bentoml build did not report a tag:\n{result.stdout}\n{result.stderr}")
+    # BentoML keeps each Bento in a 0700 folder (a mkdtemp). `bentoml serve <tag>` started as root runs its workers
+    # as serve.worker_user, who must read it; a Bento is no secret (its files inside are 0644), as models are.
+    import bentoml
+
+    Path(bentoml.get(found.group(1)).path).chmod(0o755)
     return found.group(1)
 
 

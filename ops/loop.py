@@ -83,20 +83,22 @@ def find_triggered_run(deployment_name: str, data_end: str, timeout_s: float, po
             time.sleep(poll_s)
 
 
-def wait_for_serving(url: str, tag: str, timeout_s: float, confirmations: int = 8) -> None:
+def wait_for_serving(url: str, tag: str, timeout_s: float, confirmations: int = 8,
+                     headers: dict[str, str] | None = None) -> None:
     """Ask the service to check the champion pointer now, then wait until it answers with `tag`.
 
     /reload reaches one worker; the others follow on their next pointer check (serve.reload_check_seconds).
     Each /metadata call opens a new connection, which the kernel hands to any worker, so `confirmations`
     answers in a row naming `tag` means every worker has swapped (with high probability for a few workers).
+    Both are admin routes: `headers` carries the admin token.
     """
     import httpx
 
     deadline = time.monotonic() + timeout_s
-    httpx.post(f"{url}/reload", timeout=30)
+    httpx.post(f"{url}/reload", timeout=30, headers=headers).raise_for_status()
     streak = 0
     while streak < confirmations:
-        served = httpx.get(f"{url}/metadata", timeout=10).json().get("model_tag")
+        served = httpx.get(f"{url}/metadata", timeout=10, headers=headers).json().get("model_tag")
         streak = streak + 1 if served == tag else 0
         if streak == 0:
             if time.monotonic() > deadline:
@@ -255,7 +257,7 @@ def start_fresh(params_file: Path) -> str:
 
 def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: float = 1800) -> dict[str, Any]:
     """Replay `replay.start..end` week by week through the stack, monitoring and retraining as it goes."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
     from rich.progress import Progress
 
     from ops import stack
@@ -267,12 +269,12 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     params = _sized_windows(params)
     stack.up(params_file)
     url = f"http://{params.serve.host}:{params.serve.port}"
-    api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
     traffic = collect_replay(params)
     time_column = params.source.time_column
     chunks = weekly_chunks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end))[:weeks]
     retrains: list[dict[str, Any]] = []
-    with temporary_settings(updates={PREFECT_API_URL: api}), Progress() as progress:
+    # The stack's Prefect server takes its basic-auth string; the loop is one more of its clients.
+    with temporary_settings(updates=stack.prefect_client_settings(params)), Progress() as progress:
         task = progress.add_task("replaying weeks", total=len(chunks))
         for start, end in chunks:
             week = traffic[(traffic[time_column] >= start) & (traffic[time_column] < end)]
@@ -350,7 +352,9 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
                            f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
     state = wait_for_flow_run(flow_run_id, timeout_s)
     after = registry.require_champion(params.paths.registry_dir)
-    wait_for_serving(url, after, params.stack.start_timeout_s)
+    from pipelines.credentials import admin_token, bearer
+
+    wait_for_serving(url, after, params.stack.start_timeout_s, headers=bearer(admin_token(params)))
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
     return {"data_end": started["window_end"], "flow_run_id": flow_run_id, "state": state,

@@ -15,6 +15,15 @@ session of its own): SIGTERM, then SIGKILL after `stack.stop_timeout_s`, and che
 Every port is checked before anything starts: a port in use is reported with the param key that sets it. A
 component's set-up commands (creating the database, registering the deployments) run before it starts; secrets
 (the database URL with its password) go to the process's environment only, never to stack.json.
+
+Nothing is open by default (`pipelines/credentials.py` makes the secrets once, 0600, in
+`<stack_dir>/credentials/`): the Prefect server takes its basic-auth string as `server.api.auth_string` and every
+client the stack starts (the deployments process or the workers, and the flow runs they start) as `api.auth_string`,
+through their environment; the UI asks for it once per browser (`python -m ops.stack credentials` says where it
+is). The Bento's admin routes need the admin token; its workers run as `serve.worker_user` (the service sees to it
+when started as root). The Evidently UI, which has no login, listens on 127.0.0.1 unless
+`stack.evidently_behind_auth_proxy` says an authenticating proxy fronts it. Each server's stdout and stderr go
+through `ops/logs.py`, rotated at `stack.log_max_bytes` with `stack.log_backups` old files kept.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
-from pipelines import io
+from pipelines import credentials, io
 from pipelines.config import PARAMS_ENV, Params, load_params
 
 
@@ -57,10 +67,13 @@ class Component:
     # Commands run to completion, in order, before the component starts (creating a database, registering the
     # deployments); a failure stops `up`.
     setup: list[list[str]] = field(default_factory=list)
-    # Environment that must not be written to stack.json (a database password).
+    # Environment that must not be written to stack.json (a database password, the Prefect auth string).
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    # The health URL is a Prefect API route (not /api/health): probed with the stack's Prefect credentials.
+    health_needs_auth: bool = False
     pid: int | None = None
     log: str = ""
+    log_pid: int | None = None  # the `ops.logs` process writing (and rotating) the component's log
 
     def record(self) -> dict:
         """What stack.json keeps: everything but the secrets."""
@@ -160,7 +173,8 @@ def _database(params: Params, params_file: Path) -> tuple[list[Component], list[
     return [component], setup, {"PREFECT_API_DATABASE_CONNECTION_URL": postgres.connection_url(host, port, password)}
 
 
-def _runners(params: Params, params_file: Path, prefect_env: dict[str, str]) -> list[Component]:
+def _runners(params: Params, params_file: Path, prefect_env: dict[str, str],
+             client_secrets: dict[str, str]) -> list[Component]:
     """Who runs the flow runs: the `serve` process, or the work pool's registration and `prefect.workers` workers."""
     from ops.workers import worker_argv, worker_environment, worker_name
 
@@ -172,7 +186,7 @@ def _runners(params: Params, params_file: Path, prefect_env: dict[str, str]) -> 
             "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
             # Ready once the last deployment is registered (they are applied in order).
             health_url=f"http://{host}:{port}/api/deployments/name/{flows[-1]}/{flows[-1]}",
-            url=f"http://{host}:{port}/deployments", env=env)]
+            url=f"http://{host}:{port}/deployments", env=env, secret_env=client_secrets, health_needs_auth=True)]
     register = [sys.executable, "-m", "flows.deployments", "--params", str(params_file), "--register-only"]
     workers = []
     for index in range(1, params.prefect.workers + 1):
@@ -181,7 +195,7 @@ def _runners(params: Params, params_file: Path, prefect_env: dict[str, str]) -> 
             f"worker-{index}", worker_argv(params, worker_name(index), healthcheck=True),
             health_url=f"http://{host}:{health}/health",
             url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=host, port=health,
-            env={**env, **worker_environment(params, params_file, health)},
+            env={**env, **worker_environment(params, params_file, health)}, secret_env=client_secrets,
             setup=[register] if index == 1 else []))
     return workers
 
@@ -197,13 +211,15 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
     prefect_env = {**common, "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
                    "PREFECT_UI_ENABLED": "true"}
     database, database_setup, database_env = _database(params, params_file)
+    auth = credentials.ensure_prefect_auth(params)
+    credentials.ensure_service_credentials(params)
     components = [
         *database,
         Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
                   health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
                   host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env,
-                  setup=database_setup, secret_env=database_env),
-        *_runners(params, params_file, prefect_env),
+                  setup=database_setup, secret_env={**database_env, "PREFECT_SERVER_API_AUTH_STRING": auth}),
+        *_runners(params, params_file, prefect_env, {"PREFECT_API_AUTH_STRING": auth}),
     ]
     from pipelines.release.registry import champion_tag
 
@@ -223,12 +239,48 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
             health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
+    ui_host = evidently_host(params)
+    if ui_host != host:
+        notes.append(f"Evidently UI on {ui_host} only: it has no login (stack.evidently_behind_auth_proxy: true once "
+                     "an authenticating proxy fronts it; docs/operations.md)")
     components.append(Component(
-        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", host,
+        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", ui_host,
                       "--port", str(stack.evidently_port)],
-        health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
-        host=host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
+        health_url=f"http://{ui_host}:{stack.evidently_port}/", url=f"http://{ui_host}:{stack.evidently_port}",
+        host=ui_host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
     return components, notes
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def evidently_host(params: Params) -> str:
+    """Where the Evidently UI listens: stack.host when that is loopback or an authenticating proxy fronts the UI,
+    else 127.0.0.1 (the UI has no login of its own)."""
+    host = params.stack.host
+    if host.startswith(LOOPBACK) or params.stack.evidently_behind_auth_proxy:
+        return host
+    return "127.0.0.1"
+
+
+def prefect_api(params: Params) -> str:
+    return f"http://{params.stack.host}:{params.stack.prefect_port}/api"
+
+
+def prefect_auth_headers(params: Params) -> dict[str, str]:
+    """The Authorization header of the stack's Prefect API (basic auth with the generated string)."""
+    import base64
+
+    token = base64.b64encode(credentials.ensure_prefect_auth(params).encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def prefect_client_settings(params: Params) -> dict:
+    """Prefect settings for a client of the stack's server (`prefect.settings.temporary_settings(updates=...)`):
+    its API URL and the auth string."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    return {PREFECT_API_URL: prefect_api(params), PREFECT_API_AUTH_STRING: credentials.ensure_prefect_auth(params)}
 
 
 # --- state --------------------------------------------------------------------------------------------------------
@@ -251,7 +303,7 @@ def _write_state(params: Params, params_file: Path, components: list[Component])
 
 def running_components(params: Params) -> list[dict]:
     state = read_state(params) or {"components": []}
-    return [c for c in state["components"] if c.get("pid") and alive(c["pid"])]
+    return [c for c in state["components"] if any(c.get(key) and alive(c[key]) for key in ("pid", "log_pid"))]
 
 
 # --- commands -----------------------------------------------------------------------------------------------------
@@ -262,7 +314,7 @@ def _console():  # rich is imported on use: `status` and errors answer fast
     return Console(highlight=False)
 
 
-def probe(url: str) -> str:
+def probe(url: str, headers: dict[str, str] | None = None) -> str:
     """'200' when the component answers: an HTTP GET for http URLs; for `tcp://host:port` (a database, which speaks
     no HTTP) a TCP connection. Otherwise the HTTP status or the error's name."""
     import httpx
@@ -275,34 +327,39 @@ def probe(url: str) -> str:
         except OSError as error:
             return type(error).__name__
     try:
-        return str(httpx.get(url, timeout=3).status_code)
+        return str(httpx.get(url, timeout=3, headers=headers).status_code)
     except httpx.HTTPError as error:
         return type(error).__name__
 
 
-def _run_setup(component: Component, timeout: float) -> None:
+def _run_setup(component: Component, timeout: float, out: Any) -> None:
     env = {**os.environ, **component.env, **component.secret_env}
     for argv in component.setup:
-        with open(component.log, "ab") as out:
-            try:
-                done = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                      stderr=subprocess.STDOUT, timeout=timeout, check=False)
-            except subprocess.TimeoutExpired:
-                raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` did not finish within "
-                                 f"{timeout:.0f}s (stack.start_timeout_s); log {component.log}:\n"
-                                 f"{_tail(component.log)}") from None
+        try:
+            done = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` did not finish within "
+                             f"{timeout:.0f}s (stack.start_timeout_s); log {component.log}:\n"
+                             f"{_tail(component.log)}") from None
         if done.returncode != 0:
             raise StackError(f"{component.name}: set-up `{' '.join(argv[1:4])} ...` failed with code "
                              f"{done.returncode}; log {component.log}:\n{_tail(component.log)}")
 
 
-def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float) -> None:
+def _health_headers(params: Params, component: Component | dict) -> dict[str, str] | None:
+    needs = component.health_needs_auth if isinstance(component, Component) else component.get("health_needs_auth")
+    return prefect_auth_headers(params) if needs else None
+
+
+def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float,
+                  headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(f"{component.name} exited with code {process.returncode} before it was ready; "
                              f"log {component.log}:\n{_tail(component.log)}")
-        if probe(component.health_url) == "200":
+        if probe(component.health_url, headers) == "200":
             return
         time.sleep(0.5)
     raise StackError(f"{component.name} did not answer {component.health_url} within {timeout:.0f}s "
@@ -338,19 +395,22 @@ def up(params_file: Path, bento_image: str | None = None) -> int:
             component.log = str(logs / f"{component.name}{io.LOG_SUFFIX}")
             with console.status(f"starting {component.name}: waiting for {component.health_url}"):
                 begin = time.monotonic()
-                _run_setup(component, params.stack.start_timeout_s)
-                with open(component.log, "ab") as out:
-                    env = {**os.environ, **component.env, **component.secret_env}
-                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env=env,
-                                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-                component.pid = process.pid
+                writer = _log_writer(params, component)
                 started.append(component)
                 _write_state(params, params_file, started)
-                _wait_healthy(component, process, params.stack.start_timeout_s)
+                try:
+                    _run_setup(component, params.stack.start_timeout_s, writer.stdin)
+                    env = {**os.environ, **component.env, **component.secret_env}
+                    process = subprocess.Popen(component.argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                               stdout=writer.stdin, stderr=subprocess.STDOUT, start_new_session=True)
+                finally:
+                    writer.stdin.close()  # the server (and what it starts) holds the pipe's only writing end now
+                component.pid = process.pid
+                _write_state(params, params_file, started)
+                _wait_healthy(component, process, params.stack.start_timeout_s, _health_headers(params, component))
             console.print(f"[green]✓[/] {component.name} (pid {component.pid}) ready in "
                           f"{time.monotonic() - begin:.1f}s")
-    except (StackError, KeyboardInterrupt):
+    except (StackError, KeyboardInterrupt, OSError):
         console.print("[red]start failed[/]: stopping what was started")
         _stop(params, console)
         raise
@@ -372,6 +432,27 @@ def _print_urls(console, components: list[Component], params_file: Path) -> None
     console.print(f"stop it with: python -m ops.stack down --params {params_file}")
 
 
+def _log_writer(params: Params, component: Component) -> subprocess.Popen:
+    """The `ops.logs` process that writes the component's output to its log, rotated at stack.log_max_bytes."""
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "ops.logs", component.log, "--max-bytes", str(params.stack.log_max_bytes),
+         "--backups", str(params.stack.log_backups)],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    component.log_pid = writer.pid
+    return writer
+
+
+def _stop_log_writer(pid: int | None, timeout: float) -> set[int]:
+    """A log writer ends once its input does (its server is stopped); one still held open by a stray is stopped."""
+    if not pid:
+        return set()
+    deadline = time.monotonic() + min(timeout, 5)
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.1)
+    return stop_tree(pid, timeout) if alive(pid) else set()
+
+
 def _stop(params: Params, console) -> list[int]:
     state = read_state(params)
     if state is None:
@@ -379,9 +460,10 @@ def _stop(params: Params, console) -> list[int]:
     left: list[int] = []
     for component in reversed(state["components"]):
         pid = component.get("pid")
-        if not pid:
+        survivors = stop_tree(pid, params.stack.stop_timeout_s) if pid else set()
+        survivors |= _stop_log_writer(component.get("log_pid"), params.stack.stop_timeout_s)
+        if not pid and not component.get("log_pid"):
             continue
-        survivors = stop_tree(pid, params.stack.stop_timeout_s)
         if survivors:
             console.print(f"[red]✗[/] {component['name']}: processes {sorted(survivors)} would not stop")
             left.extend(survivors)
@@ -421,7 +503,7 @@ def status(params_file: Path) -> int:
     healthy = True
     for c in state["components"]:
         running = bool(c.get("pid")) and alive(c["pid"])
-        answer = probe(c["health_url"]) if running else "-"
+        answer = probe(c["health_url"], _health_headers(params, c)) if running else "-"
         healthy &= running and answer == "200"
         table.add_row(c["name"], str(c.get("pid")), "[green]running[/]" if running else "[red]gone[/]",
                       answer, c["url"])
@@ -429,9 +511,26 @@ def status(params_file: Path) -> int:
     return 0 if healthy else 1
 
 
+def show_credentials(params_file: Path) -> int:
+    """Make the stack's credentials if they are missing and say where they are (never the secrets themselves)."""
+    console = _console()
+    params = load_params(params_file)
+    credentials.ensure_prefect_auth(params)
+    credentials.ensure_service_credentials(params)
+    ui = f"http://{params.stack.host}:{params.stack.prefect_port}"
+    console.print(f"Prefect UI login ({ui}): the text of {credentials.prefect_auth_file(params).resolve()} "
+                  f"(`cat` it; the form takes it whole, `{credentials.PREFECT_USER}:<password>`)")
+    console.print(f"Service admin token (/reload, /metadata): {credentials.admin_token_file(params).resolve()}")
+    for name in params.serve.api_keys:
+        console.print(f"API key {name!r} (/predict*): {credentials.api_key_file(params, name).resolve()}")
+    console.print("the token and keys are sent as `Authorization: Bearer <token>`; to rotate a secret, delete its file "
+                  "and restart (`down`, `up`)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "credentials"])
     parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
     parser.add_argument("--bento-image", metavar="IMAGE",
                         help="up: serve the Bento from this OCI image (python -m deploy.package --containerize)")
@@ -440,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up" and args.bento_image:
             return up(params_file, bento_image=args.bento_image)
-        return {"up": up, "down": down, "status": status}[args.command](params_file)
+        return {"up": up, "down": down, "status": status, "credentials": show_credentials}[args.command](params_file)
     except (StackError, ValueError) as error:  # ParamsError is a ValueError: both carry a message for the user
         print(f"error: stack {args.command}: {error}", file=sys.stderr)
         return 1

@@ -92,6 +92,8 @@ JSONL_SUFFIX = ".jsonl"
 PREDICTION_LOG_GLOB = f"{PREDICTION_LOG_PREFIX}*{JSONL_SUFFIX}"
 DROPPED_LOG_FILE = "dropped.json"      # files the size cap deleted, with their rows and time span
 LOG_TRIM_LOCK = ".trim.lock"           # held by the writer trimming the directory
+OVER_BUDGET_PREFIX = "over-budget-"   # over-budget-<pid>.json: what each caller's hourly budget left out
+OVER_BUDGET_GLOB = f"{OVER_BUDGET_PREFIX}*.json"
 COLUMNAR_CACHE_DIR = ".columnar"       # the columnar reader's sidecars: <log file>.arrow
 # paths.prediction_log_dir/refused: the rows the service refused, one RefusalRecord a line, written by the
 # prediction log's own writer in its own folder (same file names, rotation and size cap)
@@ -108,8 +110,14 @@ WINDOW_PREFIX = "window-"              # window-<YYYYMMDD>.json (its WindowRecor
 WINDOW_RECORD_GLOB = f"{WINDOW_PREFIX}*.json"
 # paths.stack_dir
 STACK_STATE_FILE = "stack.json"        # the running stack's processes, commands and URLs
-STACK_LOGS_DIR = "logs"                # <name>.log per server
+STACK_LOGS_DIR = "logs"                # <name>.log per server, rotated to <name>.log.1 .. .<n>
 LOG_SUFFIX = ".log"
+# <paths.stack_dir>/credentials (pipelines/credentials.py): the secrets (0600) and their digests (0644)
+CREDENTIALS_DIR = "credentials"
+PREFECT_AUTH_FILE = "prefect-auth"     # the Prefect server's basic-auth string
+ADMIN_TOKEN_FILE = "admin-token"       # the service's admin routes' bearer token
+API_KEYS_DIR = "api-keys"              # api-keys/<name>: one bearer key per serve.api_keys name
+SERVICE_VERIFY_FILE = "service-verify.json"  # the digests the service's workers check tokens against
 # The demo loop's output folder, paths.monitoring_dir/loop (ops/loop.py)
 LOOP_DIR = "loop"
 LOOP_HISTORY_CSV = "history.csv"
@@ -186,6 +194,10 @@ def data_docs_index(validation_dir: Path) -> Path:
 def prediction_log_name(hour_stamp: str, pid: int, suffix: str = "") -> str:
     """`predictions-<YYYYMMDDTHH>-<pid>[.<n>].jsonl`: one writer per process, a new file per hour or size limit."""
     return f"{PREDICTION_LOG_PREFIX}{hour_stamp}-{pid}{suffix}{JSONL_SUFFIX}"
+
+
+def over_budget_name(pid: int) -> str:
+    return f"{OVER_BUDGET_PREFIX}{pid}.json"
 
 
 def outcome_log_name(stamp: str, pid: int) -> str:

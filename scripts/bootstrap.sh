@@ -11,12 +11,22 @@ if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$
   echo "==> installing uv $UV_VERSION" >&2
   python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
+# As root, an interpreter outside root's home where there is one: `bentoml serve` started as root runs its workers as
+# the unprivileged serve.worker_user, who must be able to run this venv's Python (a pyenv one under /root, 0700,
+# cannot be run by any other user).
+if [[ -z "${PYTHON:-}" && "$(id -u)" == 0 && -x /usr/bin/python3.11 ]]; then PYTHON=/usr/bin/python3.11; fi
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 # The interpreter's own path, not a launcher's (a pyenv shim): uv compares the path it is given with the venv's,
 # and a shim made it remove and recreate .venv on every call.
 PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"
 echo "==> syncing the locked environment (.venv) with $PYTHON" >&2
 uv sync --frozen --python "$PYTHON" ${UV_SYNC_ARGS:-}
+# uv itself in the venv's bin when the venv is built on another interpreter than the one uv was installed with
+# (as root, /usr/bin/python3.11): deploy/container.py bind-mounts this binary into the image build.
+if [[ ! -e .venv/bin/uv ]]; then
+  UV_BIN="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null || true)"
+  if [[ -n "$UV_BIN" && -x "$UV_BIN" ]]; then ln -s "$UV_BIN" .venv/bin/uv; fi
+fi
 # Bytecode for the whole environment, once per lock: every stage, worker and test is a new Python process, and
 # where PYTHONDONTWRITEBYTECODE is set (CI images, this machine) each would otherwise compile every module it
 # imports from source again (evidently's import: 7.1 s without .pyc files, 3.1 s with). Python reads .pyc files

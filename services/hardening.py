@@ -12,6 +12,13 @@ the running service (issue 15), and each is applied by `services/service.py` whe
 - `close_idle_connections`: uvicorn arms its keep-alive timer only after a response, so a connection that never
   completes a request head (idle from the start, or dripping header bytes) is held forever. Each worker's uvicorn
   gets a protocol class that closes such a connection after `serve.idle_timeout_s`.
+- Workers never run as root: `bentoml serve` started as root (by hand, or by the stack) had its workers, which
+  parse every request, run as root. The same arbiter class starts them as `serve.worker_user` instead (circus
+  sets the user of each process it spawns), after making the folders they write theirs and checking, as that
+  user, that they can read what they need; the container image already runs everything as its own user.
+- `bounded_heap` / `release_free_memory`: a flood of request bodies left a worker's heap grown for good (glibc
+  keeps freed 64 KB chunks, and raises its mmap threshold after the first large free); each worker fixes the
+  threshold and hands free pages back after a flood (`services.limits.MemoryKeeper`).
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
+import json
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +47,31 @@ PUBSUB_SOCKET = "pubsub.sock"
 
 # --- circus's control endpoint --------------------------------------------------------------------------------
 
-def private_process_manager() -> None:
-    """Make BentoML's circus arbiter listen on owner-only Unix sockets instead of loopback TCP ports."""
+@dataclass(frozen=True)
+class WorkerUser:
+    """Who the workers run as when the server starts as root, and what they must write and read."""
+
+    name: str
+    writable: tuple[Path, ...] = ()
+    readable: tuple[Path, ...] = ()
+
+
+class WorkerUserError(RuntimeError):
+    """The workers cannot run as `serve.worker_user`; the message names the user, the path and the fix."""
+
+
+def private_process_manager(workers_as: WorkerUser | None = None) -> None:
+    """Make BentoML's circus arbiter listen on owner-only Unix sockets instead of loopback TCP ports, and (started
+    as root) start its workers as `workers_as`."""
     from bentoml._internal.utils import circus as bentoml_circus
 
     if getattr(bentoml_circus.Arbiter, "_flightops_private", False):
         return
-    bentoml_circus.Arbiter = _private(bentoml_circus.Arbiter)
-    bentoml_circus.ThreadedArbiter = _private(bentoml_circus.ThreadedArbiter)
+    bentoml_circus.Arbiter = _private(bentoml_circus.Arbiter, workers_as)
+    bentoml_circus.ThreadedArbiter = _private(bentoml_circus.ThreadedArbiter, workers_as)
 
 
-def _private(base: type) -> type:
+def _private(base: type, workers_as: WorkerUser | None) -> type:
     class PrivateArbiter(base):  # type: ignore[misc, valid-type]
         _flightops_private = True
 
@@ -58,6 +82,12 @@ def _private(base: type) -> type:
             super().__init__(*args, **kwargs)
             self.control_dir = directory
             self.exit_stack.callback(shutil.rmtree, directory, ignore_errors=True)
+            if workers_as is not None and os.geteuid() == 0:
+                try:
+                    unprivileged_workers(self.watchers, workers_as)
+                except Exception:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    raise
 
         def start(self, cb: Any = None) -> None:
             def started(result: Any) -> Any:
@@ -70,6 +100,106 @@ def _private(base: type) -> type:
 
     PrivateArbiter.__name__ = PrivateArbiter.__qualname__ = f"Private{base.__name__}"
     return PrivateArbiter
+
+
+# --- workers as an unprivileged user -----------------------------------------------------------------------------
+
+_ACCESS_CHECK = """
+import json, os, sys
+wants = json.loads(sys.argv[1])
+missing = [path for path, mode in wants if not os.access(path, mode)]
+print(json.dumps(missing))
+"""
+
+
+def unprivileged_workers(watchers: Any, workers_as: WorkerUser) -> tuple[int, int]:
+    """Have circus start every watcher's processes as `workers_as` (root's own processes stay root): the folders
+    the workers write (and BentoML's metrics folder) are created and given to that user, then what they read and
+    write is checked by a process running as that user, so a gap is one clear error now rather than a worker
+    crashing in a restart loop. Returns (uid, gid)."""
+    import pwd
+    import subprocess
+
+    try:
+        entry = pwd.getpwnam(workers_as.name)
+    except KeyError:
+        raise WorkerUserError(f"serve.worker_user {workers_as.name!r} does not exist on this machine: create it "
+                              f"(useradd --system --no-create-home {workers_as.name}) or name another "
+                              "unprivileged user") from None
+    uid, gid = entry.pw_uid, entry.pw_gid
+    if uid == 0:
+        raise WorkerUserError(f"serve.worker_user {workers_as.name!r} is root: name an unprivileged user")
+    metrics = {Path(w.env["PROMETHEUS_MULTIPROC_DIR"]) for w in watchers
+               if (w.env or {}).get("PROMETHEUS_MULTIPROC_DIR")}
+    writable = [*workers_as.writable, *sorted(metrics)]
+    for folder in writable:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in [folder, *folder.rglob("*")]:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path, uid, gid, follow_symlinks=False)
+    wants = [(str(path), os.R_OK | (os.X_OK if path.is_dir() else 0)) for path in workers_as.readable
+             if path.exists()]
+    wants += [(str(path), os.R_OK | os.W_OK | os.X_OK) for path in writable]
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _ACCESS_CHECK, json.dumps(wants)], user=uid,
+                              group=gid, extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+    except PermissionError:
+        raise WorkerUserError(
+            f"`bentoml serve` runs as root, so its workers run as serve.worker_user {workers_as.name!r}, who cannot "
+            f"run this Python ({os.path.realpath(sys.executable)}, e.g. a pyenv one in root's 0700 home): build the "
+            "environment on an interpreter every user can run (as root, scripts/bootstrap.sh picks "
+            "/usr/bin/python3.11; or PYTHON=<interpreter> bash scripts/bootstrap.sh), or start the server as an "
+            "unprivileged user") from None
+    if done.returncode != 0:
+        raise WorkerUserError(f"could not check what serve.worker_user {workers_as.name!r} can read: "
+                              f"{done.stderr.strip()[-500:]}")
+    missing = json.loads(done.stdout)
+    if missing:
+        raise WorkerUserError(
+            f"`bentoml serve` runs as root, so its workers run as serve.worker_user {workers_as.name!r}, who cannot "
+            f"reach: {', '.join(missing)}. Make these readable by that user (a folder in a 0700 home or temp "
+            "folder cannot be: e.g. BENTOML_HOME=$PWD/var/bentoml, not ~/bentoml of root), or start the server "
+            "as that user.")
+    for watcher in watchers:
+        watcher.uid, watcher.gid = uid, gid
+    log.info("workers run as %s (uid %d)", workers_as.name, uid)
+    return uid, gid
+
+
+# --- the heap after a flood -------------------------------------------------------------------------------------
+
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+@functools.cache
+def _libc() -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def bounded_heap(mmap_threshold: int = 256 * 1024, arenas: int = 2) -> bool:
+    """Fix glibc's mmap threshold (an allocation above it, a joined request body, is its own mapping, unmapped when
+    freed; glibc would otherwise raise the threshold after the first such free and keep later bodies in the heap)
+    and cap its arenas (each thread that allocates may get its own, each keeping freed memory). False off glibc."""
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def release_free_memory() -> bool:
+    """`malloc_trim(0)`: give the heap's free pages back to the system (False off glibc)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 # --- workers end with the main process --------------------------------------------------------------------------

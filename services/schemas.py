@@ -151,7 +151,25 @@ class Prediction(BaseModel):
         description="Categorical fields whose value the model did not see in training (scored as missing).")
 
 
+class FieldError(TypedDict):
+    field: str | None  # the field's name (a dotted path below it), or None for the row as a whole
+    type: str
+    msg: str
+
+
+class RejectedRow(BaseModel):
+    """A row refused on its own; the other rows of its request are answered."""
+
+    index: int = Field(description="The row's position in the request (0-based).")
+    request_id: str | None = Field(description="The row's request_id as sent, when it is a valid one.")
+    errors: list[FieldError] = Field(
+        description="What is wrong with the row, by field. At most serve.max_errors errors are listed across a "
+                    "request's refused rows; the rest are only counted.")
+    error_count: int = Field(description="How many errors the row has (listed or not).")
+
+
 class RowPrediction(TypedDict):
+    index: int
     request_id: str
     probability: float
     label: int
@@ -159,9 +177,16 @@ class RowPrediction(TypedDict):
 
 
 class BatchPrediction(BaseModel):
-    model_tag: str = Field(description="BentoML tag of the model that answered every row.")
+    model_tag: str = Field(description="BentoML tag of the model that answered every scored row.")
     threshold: float
-    predictions: list[RowPrediction]
+    caller: str = Field(description="Who the service took the caller to be: `key:<name>` (its API key) or "
+                                    "`peer:<address>`. The prediction log keys each row as "
+                                    "`<caller>/<request_id>`: an outcome is joined on that.")
+    predictions: list[RowPrediction] = Field(
+        description="One per valid row, in request order; `index` is the row's position in the request.")
+    rejected: list[RejectedRow] = Field(
+        description="The refused rows (not scored, not logged), at most serve.max_errors of them listed.")
+    rejected_count: int = Field(description="How many rows were refused (listed or not).")
 
 
 def batch_annotation(flight: type[BaseModel], max_batch_size: int) -> Any:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.catalog import load_model
 from pipelines.model.seam import ParityError, TrainedModel, check_parity
-from pipelines.monitor.prediction_log import PredictionLog, prediction_record, utc_now_iso
+from pipelines.monitor.prediction_log import PredictionLog, logged_id, prediction_record, utc_now_iso
+from services.bodies import CALLER
 from services.compiled import CompiledForest, CompileError, compiles, load_compiled_model
 
 log = logging.getLogger(__name__)
@@ -162,47 +164,61 @@ def _utc_seconds(times: Sequence[datetime]) -> np.ndarray:
     return np.floor(seconds).astype("int64").astype("datetime64[s]")
 
 
-def score(loaded: LoadedModel, rows: Sequence[Mapping[str, Any]], time_column: str,
-          prediction_log: PredictionLog | None) -> list[dict[str, Any]]:
-    """Validated request rows -> one answer dict per row (request_id, probability, label, unknown_categories).
+def score(loaded: LoadedModel, rows: Sequence[dict[str, Any]], time_column: str,
+          prediction_log: PredictionLog | None, positions: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Validated request rows -> one answer dict per row (index, request_id, probability, label,
+    unknown_categories); `positions` are the rows' indexes in the request (default: their order here).
 
-    The rows are logged (one write for the whole request) before the answers are returned.
+    Each row's `request_id` and caller (`services.bodies.CALLER`) are taken out of it, leaving exactly the inputs
+    that are logged: the rows are logged (one write for the whole request), each under `<caller>/<request_id>`,
+    before the answers are returned.
     """
     model = loaded.model
     schema = model.schema
     times = [_utc(row[time_column]) for row in rows]
-    columns = records_to_columns(rows, schema.raw_columns)
+    columns = _columns(rows, list(schema.raw_columns))
     matrix = encode(columns, _utc_seconds(times), schema)
     # The booster predicts small requests on one thread (they already run concurrently, and OpenMP start-up costs
     # more than a small matrix); a large batch is worth every core (1,000 rows: ~16 ms on one).
     probabilities = loaded.predict(matrix, parallel=len(rows) >= PARALLEL_PREDICT_ROWS).tolist()
     threshold = model.threshold
     unknown = _unknown_categories(matrix, columns, list(schema.categorical))
-    request_ids = _request_ids(rows)
-    answers = [{"request_id": request_id, "probability": probability, "label": int(probability >= threshold),
-                "unknown_categories": flagged}
-                for request_id, probability, flagged in zip(request_ids, probabilities, unknown, strict=True)]
+    base = uuid.uuid4().hex
+    single = len(rows) == 1
+    answers = []
+    callers = []
+    for i, (row, probability, flagged) in enumerate(zip(rows, probabilities, unknown, strict=True)):
+        # One random id per request, suffixed with the row's position in a batch (one uuid4 per row would cost
+        # ~2 ms per 1,000 rows).
+        request_id = row.pop("request_id", None) or (base if single else f"{base}-{i}")
+        callers.append(row.pop(CALLER, ""))
+        answers.append({"index": positions[i] if positions is not None else i, "request_id": request_id,
+                        "probability": probability, "label": int(probability >= threshold),
+                        "unknown_categories": flagged})
     if prediction_log is not None:
         stamp = utc_now_iso()
-        records = []
-        for row, when, answer in zip(rows, times, answers, strict=True):
-            inputs = dict(row)
-            inputs.pop("request_id", None)
-            inputs[time_column] = when  # UTC: the log writes it as ISO 8601 with +00:00
-            records.append(prediction_record(request_id=answer["request_id"], ts=stamp, model_tag=loaded.tag,
-                                             inputs=inputs, probability=answer["probability"],
-                                             label=answer["label"], threshold=threshold))
-        prediction_log.write(records)
+        tag = loaded.tag
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row, when, caller, answer in zip(rows, times, callers, answers, strict=True):
+            row[time_column] = when  # UTC: the log writes it as ISO 8601 with +00:00
+            groups.setdefault(caller, []).append(prediction_record(
+                request_id=logged_id(caller, answer["request_id"]), ts=stamp, model_tag=tag, inputs=row,
+                probability=answer["probability"], label=answer["label"], threshold=threshold))
+        prediction_log.write_groups(groups)
     return answers
 
 
-def _request_ids(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The caller's request_id per row, else a generated one: a random id for the request, suffixed with the
-    row's position in a batch (one uuid4 per row would cost ~2 ms per 1,000 rows)."""
-    base = uuid.uuid4().hex
-    if len(rows) == 1:
-        return [rows[0].get("request_id") or base]
-    return [row.get("request_id") or f"{base}-{i}" for i, row in enumerate(rows)]
+def _columns(rows: Sequence[dict[str, Any]], names: list[str]) -> dict[str, list[Any]]:
+    """`records_to_columns` for validated rows, which hold every field: one C-level `itemgetter` per row and a `zip`
+    to transpose, ~2x faster than a `get` per cell (1,000 rows of 21 fields: ~0.7 vs ~1.2 ms, a loaded machine)."""
+    if len(names) < 2 or not rows:
+        return records_to_columns(rows, names)
+    pick = itemgetter(*names)
+    try:
+        picked = [pick(row) for row in rows]
+    except KeyError:  # a row without a field (rows not from the request schema): None for it, as encode expects
+        return records_to_columns(rows, names)
+    return {name: list(column) for name, column in zip(names, zip(*picked, strict=True), strict=True)}
 
 
 def _unknown_categories(matrix: np.ndarray, columns: Mapping[str, list[Any]],

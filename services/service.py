@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -29,18 +30,36 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, create_model
 
+from pipelines import credentials
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types, suite_date_only
 from pipelines.io import CHAMPION_FILE
 from pipelines.monitor.prediction_log import PredictionLog, RefusalLog
-from services.hardening import close_idle_connections, die_with_parent, private_process_manager
+from services.access import CALLER_SCOPE, Access
+from services.bodies import BodyChecker, BoundedValidationError, CheckedRows, Rejected, from_body_model
+from services.hardening import (
+    WorkerUser,
+    bounded_heap,
+    close_idle_connections,
+    die_with_parent,
+    private_process_manager,
+)
 from services.limits import RequestGuard
 from services.refusals import refused_rows
-from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
+from services.schemas import (
+    BatchPrediction,
+    Prediction,
+    RejectedRow,
+    batch_annotation,
+    flight_model,
+    request_fields,
+)
 from services.scoring import ChampionWatcher, LoadedModel, score
 
 MODEL_TAG_ENV = "FLIGHTOPS_MODEL_TAG"
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+API_ROUTES = ("/predict", "/predict_many", "/predict_batch")
+BATCH_ROUTES = ("/predict_many", "/predict_batch")
+ADMIN_ROUTES = ("/metadata", "/reload")
 
 log = logging.getLogger("flightops.service")
 
@@ -64,28 +83,43 @@ def startup_tag(params: Params) -> tuple[str | None, bool]:
 
 class _StrictBody(bentoml.IODescriptor):
     """A request body: unknown top-level keys are refused (a typo such as `flight_s` or a `model_tag` a caller
-    hopes to pick a model with must not be silently ignored). A refused body's rows are recorded for monitoring
-    (`REFUSALS`): the traffic the model never sees is watched too."""
+    hopes to pick a model with must not be silently ignored). The model documents the body (OpenAPI); the body is
+    read by its route's `BodyChecker` (`services/bodies.py`): bounded refusals, batches answered per row. Refused
+    rows (a whole body, or rows of a batch) are recorded for monitoring (`REFUSALS`): the traffic the model never
+    sees is watched too."""
 
     model_config = ConfigDict(extra="forbid")
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Any:
-        from pydantic import ValidationError
-
+        checker = _CHECKERS[cls]
+        body = await request.body()
         try:
-            return await super().from_http_request(request, serde)
-        except ValidationError as error:
-            _record_refusal(request.url.path, await request.body(), error)
+            value = checker.check(body, request.scope.get(CALLER_SCOPE, ""))
+        except BoundedValidationError as error:
+            _record_refusal(request.url.path, body, error.errors())
             raise
+        if isinstance(value, CheckedRows) and value.rejected_count:
+            _record_refusal(request.url.path, body, _rejected_errors(value))
+        return cls.model_construct(**{checker.key: value})
 
 
-def _record_refusal(route: str, body: bytes, error: Any) -> None:
-    """The refused body's rows into the refusal log; a failure to record never changes the caller's answer."""
+def _rejected_errors(rows: CheckedRows) -> list[dict[str, Any]]:
+    """A batch's refused rows as error locations `(entities, index, field)` (what `refused_rows` reads)."""
+    errors = []
+    for item in rows:
+        if isinstance(item, Rejected):
+            fields = [error["field"].split(".")[0] for error in item.answer["errors"] if error.get("field")]
+            errors.extend({"loc": (PROJECT.entity_plural, item.answer["index"], field)}
+                          for field in fields or ["row"])
+    return errors
+
+
+def _record_refusal(route: str, body: bytes, errors: list[dict[str, Any]]) -> None:
+    """The refused rows into the refusal log; a failure to record never changes the caller's answer."""
     try:
-        REFUSALS.record(route, refused_rows(body, error.errors(include_input=False, include_context=False),
-                                            PROJECT.entity, PROJECT.entity_plural, TIME_COLUMN))
-    except Exception:  # the 400 is the caller's answer whatever happens here
+        REFUSALS.record(route, refused_rows(body, errors, PROJECT.entity, PROJECT.entity_plural, TIME_COLUMN))
+    except Exception:  # the caller's answer is what it is whatever happens here
         log.exception("could not record a refused request on %s", route)
 
 
@@ -142,21 +176,62 @@ OneFlightBody = request_body(f"One{PROJECT.entity.title().replace('_', '')}", PR
                              f"The {PROJECT.entity} to score.")
 FlightsBody = request_body(PROJECT.entity_plural.title().replace("_", ""), PROJECT.entity_plural, Flights,
                            f"The {PROJECT.entity_plural} to score.")
+_CHECKERS: dict[type, BodyChecker] = {
+    OneFlightBody: from_body_model(OneFlightBody, PROJECT.entity, batch=False, max_rows=1,
+                                   max_errors=PARAMS.serve.max_errors),
+    FlightsBody: from_body_model(FlightsBody, PROJECT.entity_plural, batch=True,
+                                 max_rows=PARAMS.serve.max_batch_size, max_errors=PARAMS.serve.max_errors),
+}
 _TAG, _FOLLOW = startup_tag(PARAMS)
 # Each worker process writes its own refusal files (the writer reopens after a fork), beside the prediction log.
 REFUSALS = RefusalLog(PARAMS.paths.prediction_log_dir, rotate_hourly=PARAMS.serve.prediction_log.rotate_hourly,
                       rotate_bytes=PARAMS.serve.prediction_log.rotate_bytes,
                       max_total_bytes=PARAMS.serve.prediction_log.max_total_bytes)
+
+
+def _verifier() -> credentials.Verifier | None:
+    """The admin token's and API keys' digests: made (with the secrets, 0600) by the first process that can write
+    the credentials folder (the stack, or `bentoml serve` in its main process), read by the workers."""
+    if credentials.can_write(credentials.folder(PARAMS)):
+        return credentials.ensure_service_credentials(PARAMS)
+    verifier = credentials.read_verifier(PARAMS)
+    missing = set(PARAMS.serve.api_keys) - set((verifier.api_keys if verifier else {}).values())
+    if missing:
+        raise credentials.CredentialsError(
+            f"serve.api_keys {sorted(missing)} have no key in {credentials.verify_file(PARAMS)}, and this process "
+            "cannot make them: start the stack (or the service) once as the user who owns paths.stack_dir")
+    return verifier
+
+
+def _worker_user() -> WorkerUser:
+    """Who the workers run as when `bentoml serve` starts as root, and the paths they must reach."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    paths = PARAMS.paths
+    writable = [paths.prediction_log_dir.resolve()]
+    if PARAMS.serve.predictor == "compiled":
+        writable.append(paths.compiled_dir.resolve())
+    readable = [Path(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE).resolve(), PARAMS.validate_.suite.resolve(),
+                paths.registry_dir.resolve(), Path(BentoMLContainer.bentoml_home.get()).resolve() / "models",
+                credentials.verify_file(PARAMS).resolve(), Path.cwd()]
+    return WorkerUser(PARAMS.serve.worker_user, tuple(writable), tuple(readable))
+
+
+VERIFIER = _verifier()
 # BentoML offers no setting for these; each must be in place before BentoML builds what it patches (the main
 # process's circus arbiter, each worker's uvicorn server), i.e. when BentoML imports this module. See hardening.py.
-private_process_manager()
+private_process_manager(_worker_user())
 close_idle_connections(PARAMS.serve.idle_timeout_s)
 
 admin = FastAPI(title="flightops admin")
 
 # A list answer declared as JSON up front: without a declared media type BentoML derives it from the answer's JSON
 # schema, which it rebuilds on every request (~20% of a worker's CPU in a profile of a list-returning endpoint).
-Predictions = Annotated[list[Prediction], ContentType("application/json")]
+ManyAnswers = Annotated[list[Prediction | RejectedRow], ContentType("application/json")]
+# /predict_many's answer as the OpenAPI shows it (BentoML documents only a union's first member).
+MANY_ANSWERS_SCHEMA = {"type": "array", "items": {"anyOf": [{"$ref": "#/components/schemas/Prediction"},
+                                                            {"$ref": "#/components/schemas/RejectedRow"}]},
+                       "description": "One item per row sent, in order: a prediction, or the row's refusal."}
 
 
 class NotReady(bentoml.exceptions.BentoMLException):
@@ -211,16 +286,19 @@ class FlightDelay:
         self.watcher = ChampionWatcher(pointer, REQUEST_FIELDS, TIME_COLUMN,
                                        fixed_tag=None if _FOLLOW else _TAG, compiled_dir=compiled_dir)
         self.watcher.check()
+        budget = serve.prediction_log.caller_bytes_per_hour
         self.prediction_log = PredictionLog(PARAMS.paths.prediction_log_dir,
                                             rotate_hourly=serve.prediction_log.rotate_hourly,
                                             rotate_bytes=serve.prediction_log.rotate_bytes,
-                                            max_total_bytes=serve.prediction_log.max_total_bytes)
+                                            max_total_bytes=serve.prediction_log.max_total_bytes,
+                                            caller_budget_bytes=None if budget is None else budget // serve.workers)
         self._watch_task: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
     async def _after_start(self) -> None:
         # A worker ends with the process that started it (kill -9 of `bentoml serve` must not leave it serving).
         die_with_parent()
+        bounded_heap()
         logging.getLogger("bentoml._internal.server.http_app").addFilter(RejectedRequestLog())
         # Everything imported and loaded so far lives as long as the worker: freeze it out of the collector's
         # reach, then collect less often (serve.gc_threshold). Each 1,000-row batch allocates ~50k containers, and
@@ -264,31 +342,49 @@ class FlightDelay:
     async def predict(self, flight: Flight) -> Prediction:  # type: ignore[valid-type]
         loaded = self._model()
         answer = score(loaded, [flight], TIME_COLUMN, self.prediction_log)[0]
-        return Prediction(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
+        return Prediction.model_construct(**answer, threshold=loaded.model.threshold, model_tag=loaded.tag)
 
     @bentoml.api(route="/predict_many", batchable=True, batch_dim=0, max_batch_size=PARAMS.serve.max_batch_size,
                  max_latency_ms=PARAMS.serve.adaptive_max_latency_ms, input_spec=FlightsBody)
     @_api(PROJECT.entity_plural, Flights,
           f"Adaptive batching: {PROJECT.entity_plural} from concurrent callers are merged into one model call by "
           "BentoML's dispatcher (up to serve.max_batch_size rows, waiting at most serve.adaptive_max_latency_ms); "
-          "each caller gets its own rows back, each answer naming the model that gave it.")
-    async def predict_many(self, flights: Flights) -> Predictions:  # type: ignore[valid-type]
+          "each caller gets its own rows back, in order: a prediction naming the model that gave it for each valid "
+          "row, a refusal (index, fields) for each invalid one.")
+    async def predict_many(self, flights: Flights) -> ManyAnswers:  # type: ignore[valid-type]
         loaded = self._model()
-        answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
         threshold, tag = loaded.model.threshold, loaded.tag
-        return [Prediction.model_construct(**answer, threshold=threshold, model_tag=tag) for answer in answers]
+        refused = [i for i, row in enumerate(flights) if type(row) is Rejected]
+        if not refused:
+            answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
+            return [Prediction.model_construct(**answer, threshold=threshold, model_tag=tag) for answer in answers]
+        valid = [row for row in flights if type(row) is not Rejected]
+        answers = iter(score(loaded, valid, TIME_COLUMN, self.prediction_log) if valid else [])
+        return [RejectedRow.model_construct(**row.answer) if type(row) is Rejected
+                else Prediction.model_construct(**next(answers), threshold=threshold, model_tag=tag)
+                for row in flights]
 
     @bentoml.api(route="/predict_batch", input_spec=FlightsBody)
     @_api(PROJECT.entity_plural, Flights,
           f"{PROJECT.description}: probabilities and labels for up to serve.max_batch_size {PROJECT.entity_plural}, "
-          "all from one model.")
+          "all from one model. Every valid row is answered; each invalid one is refused on its own, by index and "
+          "field.")
     async def predict_batch(self, flights: Flights) -> BatchPrediction:  # type: ignore[valid-type]
         loaded = self._model()
-        answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
+        if flights.rejected_count:
+            positions = [i for i, row in enumerate(flights) if type(row) is not Rejected]
+            valid = [flights[i] for i in positions]
+            answers = score(loaded, valid, TIME_COLUMN, self.prediction_log, positions) if valid else []
+            rejected = [RejectedRow.model_construct(**row.answer) for row in flights if type(row) is Rejected]
+        else:
+            answers = score(loaded, flights, TIME_COLUMN, self.prediction_log)
+            rejected = []
         # Not validated again: `score` built the rows with exactly RowPrediction's keys and types (validating 1,000
         # rows would cost ~0.4 ms; the serialised answer is the same, and the test checks it against the schema).
         return BatchPrediction.model_construct(model_tag=loaded.tag, threshold=loaded.model.threshold,
-                                               predictions=answers)
+                                               caller=flights.caller, predictions=answers,
+                                               rejected=rejected[:PARAMS.serve.max_errors],
+                                               rejected_count=flights.rejected_count)
 
     @admin.get("/metadata")
     def metadata(self) -> dict[str, Any]:
@@ -315,11 +411,8 @@ class FlightDelay:
         }
 
     @admin.post("/reload")
-    async def reload(self, request: Request) -> Any:
-        """Check the champion pointer now (loopback callers only); answers the tag being served."""
-        client = request.client.host if request.client else None
-        if client not in LOOPBACK:
-            return JSONResponse({"error": "reload is only accepted from loopback"}, status_code=403)
+    async def reload(self) -> Any:
+        """Check the champion pointer now (admin token); answers the tag being served."""
         swapped = await anyio.to_thread.run_sync(self.watcher.check)
         current = self.watcher.current
         return {"model_tag": current.tag if current else None, "swapped": swapped,
@@ -329,5 +422,12 @@ class FlightDelay:
 FlightDelay.add_asgi_middleware(RequestGuard, max_body_bytes=PARAMS.serve.max_body_bytes,
                                 discard_body_bytes=PARAMS.serve.discard_body_bytes,
                                 body_timeout_s=PARAMS.serve.body_timeout_s,
-                                json_routes=("/predict", "/predict_many", "/predict_batch"))
+                                json_routes=API_ROUTES, admin_routes=ADMIN_ROUTES,
+                                access=Access(VERIFIER, keys_required=bool(PARAMS.serve.api_keys)),
+                                max_concurrency=PARAMS.serve.max_concurrency,
+                                max_buffered_bytes=PARAMS.serve.max_buffered_bytes,
+                                retry_after_s=PARAMS.serve.retry_after_s,
+                                openapi_notes={"batch_routes": BATCH_ROUTES, "api_keys": bool(PARAMS.serve.api_keys),
+                                               "max_errors": PARAMS.serve.max_errors,
+                                               "answers": {"/predict_many": MANY_ANSWERS_SCHEMA}})
 

@@ -64,13 +64,17 @@ def _one_run(tasks: int, barrier: Path, timeout: float) -> None:
     load(tasks)
 
 
-def run_load(api: str, runs: int, tasks: int, server_log: Path, database: str, timeout: float) -> LoadResult:
-    """Start `runs` processes at once, each one flow run; wait for all; read the runs and the server log."""
+def run_load(api: str, runs: int, tasks: int, server_log: Path, database: str, timeout: float,
+             auth: str | None = None) -> LoadResult:
+    """Start `runs` processes at once, each one flow run; wait for all; read the runs and the server log. `auth`:
+    the server's basic-auth string (the stack's server has one), given to the runs as PREFECT_API_AUTH_STRING."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStartTime
 
     log_offset = server_log.stat().st_size if server_log.exists() else 0
     env = {**os.environ, "PREFECT_API_URL": api, "PYTHONPATH": str(REPO_ROOT)}
+    if auth is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth
     started = time.time()
     barrier = Path(tempfile.mkdtemp(prefix="prefect-load-barrier-"))
     processes = [subprocess.Popen([sys.executable, "-m", "support.prefect_load", "--one-run", str(tasks),

@@ -50,7 +50,13 @@ def set_params(repo: Path, overrides: dict[str, Any]) -> None:
 
 
 def copy_project(dest: Path, overrides: dict[str, Any] | None = None, remote: Path | None = None) -> Path:
-    """A fresh git+DVC repo holding the project's code, params and DVC config, committed."""
+    """A fresh git+DVC repo holding the project's code, params and DVC config, committed.
+
+    Listable by others (0755), as a checkout is: `bentoml serve` started in it as root runs its workers as
+    serve.worker_user, who imports the service from it (Python lists a folder to import from it; the tests' temp
+    folders are only 0711)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
     for name in PROJECT_FILES:
         source, target = REPO_ROOT / name, dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

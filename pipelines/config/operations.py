@@ -35,6 +35,11 @@ class PredictionLogParams(Section):
     max_total_bytes: Annotated[int, Field(ge=2048)] = doc(
         "Cap on the folder's size: the oldest closed files go first, listed with their rows and time spans in "
         "dropped.json (read by monitoring); at least 2 x serve.workers x rotate_bytes.")
+    caller_bytes_per_hour: Annotated[int, Field(ge=1024)] | None = doc(
+        "Bytes of records one caller (its API key, else its peer address) may add per UTC hour, shared evenly by "
+        "the workers; past it the answers are still served but not logged, and the rows and bytes left out are "
+        "counted per caller (over-budget-<pid>.json beside the log). One caller at full budget alone takes "
+        "max_total_bytes / caller_bytes_per_hour hours to push the others' rows out. null: no budget.")
 
 
 class ServeParams(Section):
@@ -69,6 +74,25 @@ class ServeParams(Section):
     bundled_champion_file: Path = doc("Written by `python -m deploy.package` and packed into the Bento: a built Bento "
                                       "serves the model it was built with where there is no registry.")
     prediction_log: PredictionLogParams = doc("The prediction log's rotation and cap.")
+    max_errors: Annotated[int, Field(ge=1, le=1000)] = doc(
+        "Errors listed in a refused request's answer, the rest counted: a 400's `detail`, a batch's `rejected`. "
+        "Checking a row stops with its fields, so the answer to any body is a few KB.")
+    max_concurrency: AtLeast1 = doc(
+        "Requests one worker handles at once (API and admin routes); more get 503 with Retry-After before their "
+        "body is read.")
+    max_buffered_bytes: Annotated[int, Field(ge=1024)] = doc(
+        "Request-body bytes one worker holds at once (bodies being received or served); a body that would go past "
+        "it gets 503 with Retry-After, and the heap is handed back after a flood. At least max_body_bytes.")
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = doc("The Retry-After (seconds) of every 503.")
+    worker_user: Annotated[str, Field(min_length=1)] = doc(
+        "The unprivileged user `bentoml serve` started as root runs its workers as (the image runs as its own "
+        "non-root user); prediction_log_dir and compiled_dir are made theirs, and what they read must be "
+        "readable by it. Ignored when not started as root.")
+    api_keys: list[Annotated[str, rule(lambda v: re.fullmatch(NAME_PATTERN, v) is not None,
+                                       "{key} names must be lowercase letters, digits, '-', '_' or '.'")]] = doc(
+        "Names of the callers of /predict*, each with its own bearer key generated once into "
+        "<paths.stack_dir>/credentials/api-keys/<name> (0600). Empty: /predict* are open to whoever reaches the "
+        "port and callers are told apart by peer address; the admin routes always need the admin token.")
 
     @model_validator(mode="after")
     def _limits_fit(self) -> ServeParams:
@@ -76,6 +100,11 @@ class ServeParams(Section):
         if self.discard_body_bytes < self.max_body_bytes:
             problems.append(f"serve.discard_body_bytes ({self.discard_body_bytes}) must be >= serve.max_body_bytes "
                             f"({self.max_body_bytes})")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            problems.append(f"serve.max_buffered_bytes ({self.max_buffered_bytes}) must be >= serve.max_body_bytes "
+                            f"({self.max_body_bytes}): one largest body must fit")
+        if len(set(self.api_keys)) != len(self.api_keys):
+            problems.append(f"serve.api_keys names must be unique, got {self.api_keys}")
         # Open files (one per worker, up to rotate_bytes each) are never deleted: they must leave room under the cap.
         needed = 2 * self.workers * self.prediction_log.rotate_bytes
         if self.prediction_log.max_total_bytes < needed:
@@ -96,6 +125,8 @@ class ReplayParams(Section):
     label_delay_hours: NonNegative = doc("An outcome is delivered once the replay is this many hours of scheduled "
                                          "time past its row.")
     timeout_s: Annotated[float, Field(gt=0)] = doc("Per HTTP request.")
+    api_key: str | None = doc("The serve.api_keys name whose key the replay sends (read from "
+                              "<paths.stack_dir>/credentials/api-keys/<name>); null: none.")
 
     _check_order = ordered("replay")
 
@@ -209,6 +240,13 @@ class StackParams(Section):
     start_timeout_s: Annotated[float, Field(gt=0)] = doc("Wait for each server's health check (also the readiness "
                                                          "bound of prefect.toml's ephemeral server).")
     stop_timeout_s: Annotated[float, Field(gt=0)] = doc("Wait for a stopped process to exit before SIGKILL.")
+    log_max_bytes: Annotated[int, Field(ge=1024)] = doc(
+        "Each log the stack writes (<stack_dir>/logs/<name>.log: every server's stdout and stderr) is rotated at "
+        "this size to <name>.log.1 .. .<log_backups>.")
+    log_backups: AtLeast1 = doc("Rotated files kept per log; older ones are deleted.")
+    evidently_behind_auth_proxy: bool = doc(
+        "The Evidently UI has no login: it listens on 127.0.0.1 whatever `host` is, unless this is true because a "
+        "reverse proxy that authenticates users fronts it (docs/operations.md).")
 
 
 class PrefectParams(Section):

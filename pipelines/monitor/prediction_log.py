@@ -12,6 +12,13 @@ One record per line, exactly a `PredictionRecord`:
 "threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
 file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 
+Callers are kept apart. Each record's `request_id` is the caller's id namespaced by who sent it,
+`<caller>/<request_id>` (`key:<name>` for an API key, else `peer:<address>`): a caller reusing another's id writes a
+record of its own rather than replacing the other's, and an outcome is joined on the same namespaced id. Each
+caller may add `caller_budget_bytes` per UTC hour (per writer); past it the records are not written, and what was
+left out is counted per caller and hour in `over-budget-<pid>.json` beside the log (`read_over_budget`), so one
+caller sending junk cannot push the others' rows out of the size cap below.
+
 The records are `pipelines.contracts`' `PredictionRecord` and `OutcomeRecord`: the writer's `prediction_record`
 spells the same fields as `PredictionRecord` (tested), and `read_prediction_log` (used by the monitor and the
 tests) validates each line against it. The writer builds plain
@@ -47,9 +54,36 @@ from pipelines import io
 from pipelines.contracts import OutcomeRecord, PredictionRecord, RefusalRecord
 
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
+MAX_OVER_BUDGET_ENTRIES = 10_000  # (hour, caller) counts a writer keeps; a crowd of callers cannot grow it further
+CALLER_SEPARATOR = "/"  # between the caller and its request id; never in a caller's identity
 log = logging.getLogger(__name__)
 # Naive datetimes are UTC and written like `datetime.isoformat()` of an aware one: 2013-06-01T10:00:00+00:00.
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
+
+
+_BETWEEN_RECORDS = b'},{"request_id":'
+_LIST_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
+
+
+def jsonl(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The records as JSONL, each line ending in a newline.
+
+    One `orjson.dumps` of the whole list, its separators between records turned into newlines: ~10x faster than a
+    call per record (orjson's per-call cost dominated: ~15 us per 22-field record against ~1.4 us in a list, on a
+    loaded 2-core machine). A record begins with `{"request_id":` (`prediction_record`'s first key), a sequence no
+    JSON string can hold (its quotes would be escaped); the line count is checked, and anything else is dumped
+    record by record.
+    """
+    data = orjson.dumps(records, option=_LIST_OPTIONS)
+    lines = data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
+    if lines.count(b"\n") == len(records) and lines.startswith(b'{"request_id":'):
+        return lines
+    return b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+
+
+def logged_id(caller: str, request_id: str) -> str:
+    """The id a prediction is logged (and its outcome joined) under: the caller's id in the caller's namespace."""
+    return f"{caller}{CALLER_SEPARATOR}{request_id}" if caller else request_id
 
 
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
@@ -64,11 +98,17 @@ class PredictionLog:
 
     def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
                  max_total_bytes: int | None = None, clock: Callable[[], float] = time.time,
-                 background_trim: bool = True) -> None:
+                 background_trim: bool = True, caller_budget_bytes: int | None = None) -> None:
         self.directory = Path(directory)
         self.rotate_hourly = rotate_hourly
         self.rotate_bytes = rotate_bytes
         self.max_total_bytes = max_total_bytes
+        self.caller_budget_bytes = caller_budget_bytes
+        self._spent: dict[str, int] = {}       # bytes written per caller in `_budget_hour`
+        self._budget_hour: int | None = None
+        self._over: dict[tuple[str, str], list[int]] = {}  # (hour, caller) -> [rows, bytes] left out
+        self._over_lock = threading.Lock()
+        self._over_timer: threading.Timer | None = None
         self._clock = clock
         self._background_trim = background_trim
         self._written_since_trim = 0
@@ -83,12 +123,23 @@ class PredictionLog:
     def path(self) -> Path | None:
         return self._path
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, records: Sequence[Mapping[str, Any]], caller: str = "") -> None:
         """Append the records with one write; returns once the kernel holds them (a crash of this process after
-        that loses nothing)."""
-        if not records:
+        that loses nothing). Records past `caller`'s budget for this hour are left out and counted."""
+        self.write_groups({caller: records})
+
+    def write_groups(self, groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """`write` for the records of several callers (a merged adaptive batch), still one write."""
+        parts = []
+        for caller, records in groups.items():
+            if not records:
+                continue
+            data = jsonl(records)
+            if self._within_budget(caller, len(data), len(records)):
+                parts.append(data)
+        if not parts:
             return
-        data = b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         fd = self._file_for(len(data))
         view = memoryview(data)
         while view:  # a regular file takes it all at once; the loop only guards against a short write
@@ -120,7 +171,53 @@ class PredictionLog:
         else:
             run()
 
+    def _within_budget(self, caller: str, size: int, rows: int) -> bool:
+        """Whether `caller` may add `size` more bytes this UTC hour; if not, the rows are counted as left out."""
+        if self.caller_budget_bytes is None or not caller:
+            return True
+        hour = int(self._clock() // 3600)
+        if hour != self._budget_hour:
+            self._budget_hour, self._spent = hour, {}
+        spent = self._spent.get(caller, 0)
+        if spent + size <= self.caller_budget_bytes:
+            self._spent[caller] = spent + size
+            return True
+        stamp = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
+        with self._over_lock:
+            counted = self._over.setdefault((stamp, caller), [0, 0])
+            if counted == [0, 0]:
+                log.warning("caller %s is over serve.prediction_log.caller_bytes_per_hour in the hour %s: its "
+                            "predictions are answered but not logged until the hour ends", caller, stamp)
+                while len(self._over) > MAX_OVER_BUDGET_ENTRIES:  # the oldest hours go first
+                    del self._over[min(self._over)]
+            counted[0] += rows
+            counted[1] += size
+            if self._over_timer is None:  # saved within a second, off the request path, however many requests
+                self._over_timer = threading.Timer(1.0, self._save_over_budget)
+                self._over_timer.daemon = True
+                self._over_timer.start()
+        return False
+
+    def _save_over_budget(self) -> None:
+        """This writer's left-out counts, rewritten atomically (a second after the first new count, and at close)."""
+        with self._over_lock:
+            self._over_timer = None
+            entries = [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
+                       for (hour, caller), (rows, size) in sorted(self._over.items())]
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / io.over_budget_name(os.getpid())
+            temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
+            os.replace(temporary, path)
+        except OSError:  # counting must not fail a request; the next count saves again
+            log.exception("could not write the over-budget counts in %s", self.directory)
+
     def close(self) -> None:
+        if self._over_timer is not None:
+            self._over_timer.cancel()
+        if self._over:
+            self._save_over_budget()
         if self._fd is not None:
             os.close(self._fd)
         self._fd = self._path = self._hour = None
@@ -141,8 +238,13 @@ class PredictionLog:
         self._fd = None  # closed (or a forked parent's): never closed or written again from here
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H")
-        sequence = 0
-        while True:  # skip files this pid already filled (a restarted container reuses pids)
+        # The new file is always the last of this pid and hour in write order: after the highest sequence there is
+        # (kept by a restarted container that reuses pids), never in a gap the size cap's trim left. A trim keeps
+        # each live writer's last file, so a reused lower name would be taken for a closed file and deleted.
+        taken = [_file_order(path)[2] for path in self.directory.glob(io.prediction_log_name(stamp, pid, "*"))
+                 if _file_order(path)[1] == pid]
+        sequence = max(taken, default=0)
+        while True:  # skip files this pid already filled
             suffix = f".{sequence}" if sequence else ""
             path = self.directory / io.prediction_log_name(stamp, pid, suffix)
             try:  # no exists() then stat(): another worker's trim may delete a closed file in between
@@ -249,6 +351,23 @@ def read_dropped(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return orjson.loads(path.read_bytes())
+
+
+def read_over_budget(directory: Path) -> list[dict[str, Any]]:
+    """What the per-caller budget left out, by UTC hour and caller, summed over the writers:
+    `{"hour", "caller", "rows", "bytes"}`, oldest hour first."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for path in Path(directory).glob(io.OVER_BUDGET_GLOB):
+        try:
+            entries = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        for entry in entries:
+            counted = totals.setdefault((entry["hour"], entry["caller"]), [0, 0])
+            counted[0] += entry["rows"]
+            counted[1] += entry["bytes"]
+    return [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
+            for (hour, caller), (rows, size) in sorted(totals.items())]
 
 
 def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:

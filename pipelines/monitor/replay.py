@@ -6,6 +6,13 @@ arrive as requests at a configured rate, and the actual outcomes (was the arriva
 afterwards into `paths.outcomes_dir`, `label_delay_hours` of scheduled time behind the predictions — the way ground
 truth arrives in production. Cancelled or diverted flights never get an outcome (they have no arrival delay).
 
+The service answers a batch row by row: a row it refuses (a value the service does not take) is counted and
+named in the log, never the reason to stop; its outcome is not delivered (there is no prediction to join it to).
+A 503 (the service busy, or between models) is retried after its Retry-After, a few times. Outcomes are written
+under the id the service logged the prediction with, `<caller>/<request_id>` (the answer names the caller), so the
+monitoring joins each outcome with this replay's own prediction. With `replay.api_key` the requests carry that
+serve.api_keys key.
+
 The pure parts (request bodies, row keys, outcomes) are separate from the HTTP loop so they are tested alone.
 """
 
@@ -27,8 +34,11 @@ import pandas as pd
 from pipelines import io
 from pipelines.config import REQUEST_ID_MAX, Params
 from pipelines.contracts import OutcomeRecord
+from pipelines.monitor.prediction_log import logged_id
 
 log = logging.getLogger(__name__)
+BUSY_RETRIES = 5  # 503 answers retried per batch (after the answer's Retry-After, at most BUSY_WAIT_MAX_S each)
+BUSY_WAIT_MAX_S = 30.0
 
 
 class ReplayError(RuntimeError):
@@ -92,6 +102,8 @@ class ReplayResult:
     no_outcome: int
     seconds: float
     outcomes_file: str
+    rejected: int = 0  # rows the service refused (not scored, no outcome delivered)
+    rejected_examples: list[str] | None = None  # the first few, as "<request_id>: <field> <message>"
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -102,16 +114,25 @@ def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
-def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(client: Any, url: str, body: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     import httpx
 
-    try:
-        response = client.post(url, json=body)
-    except httpx.ConnectError as error:
-        raise ReplayError(f"the service at {url} is unreachable ({error}); start it first "
-                          "(bentoml serve) and check --url") from None
-    except httpx.TimeoutException:
-        raise ReplayError(f"the service at {url} did not answer within replay.timeout_s") from None
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            response = client.post(url, json=body)
+        except httpx.ConnectError as error:
+            raise ReplayError(f"the service at {url} is unreachable ({error}); start it first "
+                              "(bentoml serve) and check --url") from None
+        except httpx.TimeoutException:
+            raise ReplayError(f"the service at {url} did not answer within replay.timeout_s") from None
+        if response.status_code != 503 or attempt == BUSY_RETRIES:
+            break
+        wait = _retry_after(response.headers.get("retry-after"))
+        log.warning("the service at %s is busy (503: %s); retrying in %.1f s", url, response.text[:200], wait)
+        sleep(wait)
+    if response.status_code == 401:
+        raise ReplayError(f"the service at {url} refused the replay's credentials (HTTP 401: {response.text[:300]}): "
+                          "with serve.api_keys set, name one in replay.api_key")
     if response.status_code >= 400:
         kind = "rejected the request" if response.status_code < 500 else "failed"
         raise ReplayError(f"the service at {url} {kind}: HTTP {response.status_code}: {response.text[:500]}")
@@ -120,6 +141,22 @@ def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ReplayError(f"the service at {url} answered HTTP {response.status_code} with non-JSON: "
                           f"{response.text[:200]!r}") from None
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(BUSY_WAIT_MAX_S, max(0.1, float(value))) if value else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _headers(params: Params) -> dict[str, str]:
+    """The replay's bearer key, when replay.api_key names one of serve.api_keys."""
+    if params.replay.api_key is None:
+        return {}
+    from pipelines.credentials import api_key, bearer
+
+    return bearer(api_key(params, params.replay.api_key))
 
 
 class _OutcomeWriter:
@@ -164,41 +201,76 @@ def replay(frame: pd.DataFrame, params: Params, url: str, sleep: Callable[[float
     endpoint = url.rstrip("/") + "/predict_batch"
     writer = _OutcomeWriter(params.paths.outcomes_dir)
     owns_client = client is None
-    client = client or httpx.Client(timeout=settings.timeout_s)
+    client = client or httpx.Client(timeout=settings.timeout_s, headers=_headers(params))
     started = time.monotonic()
     predicted = delivered = 0
+    answered = pd.Series(True, index=labels.index)  # rows the service scored (refused ones get no outcome)
+    logged = keys.copy()  # each row's id as the service logged it: <caller>/<request_id>
+    examples: list[str] = []
     try:
         for first, last in _batches(len(records), settings.batch_size):
-            answer = _post(client, endpoint, {plural: records[first:last]})
-            predictions = answer.get("predictions") if isinstance(answer, dict) else None
-            if not isinstance(predictions, list) or len(predictions) != last - first:
-                raise ReplayError(f"the service at {endpoint} answered {last - first} {plural} with "
-                                  f"{len(predictions) if isinstance(predictions, list) else 'no'} predictions")
-            predicted += len(predictions)
+            answer = _post(client, endpoint, {plural: records[first:last]}, sleep)
+            scored = _answered_rows(answer, endpoint, plural, last - first)
+            refused = sorted(set(range(last - first)) - scored)
+            if refused:
+                answered.iloc[[first + i for i in refused]] = False
+                examples += _refusals(answer)[:10 - len(examples)]
+                log.warning("the service refused %d of %d %s in a batch (first: %s)", len(refused), last - first,
+                            plural, "; ".join(_refusals(answer)[:3]))
+            caller = answer.get("caller") if isinstance(answer.get("caller"), str) else ""
+            if caller:
+                logged.iloc[first:last] = [logged_id(caller, key) for key in keys.iloc[first:last]]
+            predicted += len(scored)
             # Outcomes now known: flights scheduled label_delay before the newest answered one.
             horizon = frame[time_column].iloc[last - 1] - delay
             due = delivered + int((frame[time_column].iloc[delivered:last] <= horizon).sum())
-            delivered = _deliver(writer, keys, labels, delivered, due)
+            delivered = _deliver(writer, logged, labels, answered, delivered, due)
             behind = last / settings.rate - (time.monotonic() - started)
             if behind > 0:
                 sleep(behind)
-        delivered = _deliver(writer, keys, labels, delivered, len(records))
+        delivered = _deliver(writer, logged, labels, answered, delivered, len(records))
     finally:
         writer.close()
         if owns_client:
             client.close()
+    rejected = int((~answered).sum())
     result = ReplayResult(sent=len(records), predicted=predicted, outcomes=writer.count,
-                          no_outcome=int(labels.isna().sum()), seconds=round(time.monotonic() - started, 2),
-                          outcomes_file=str(writer.path))
-    log.info("replayed %d %s to %s in %.1f s; %d outcomes delivered, %d without outcome",
-             result.sent, plural, url, result.seconds, result.outcomes, result.no_outcome)
+                          no_outcome=int((labels.isna() & answered).sum()),
+                          seconds=round(time.monotonic() - started, 2), outcomes_file=str(writer.path),
+                          rejected=rejected, rejected_examples=examples)
+    log.info("replayed %d %s to %s in %.1f s; %d refused by the service; %d outcomes delivered, %d without outcome",
+             result.sent, plural, url, result.seconds, rejected, result.outcomes, result.no_outcome)
     return result
 
 
-def _deliver(writer: _OutcomeWriter, keys: pd.Series, labels: pd.Series, start: int, stop: int) -> int:
+def _answered_rows(answer: Any, endpoint: str, plural: str, sent: int) -> set[int]:
+    """The positions (in the batch) of the rows the service scored: every row is either predicted or refused."""
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list):
+        raise ReplayError(f"the service at {endpoint} answered {sent} {plural} without predictions: {answer!r:.300}")
+    scored = {p.get("index", i) for i, p in enumerate(predictions)}  # a service without `index`: all, in order
+    refused = answer.get("rejected_count", 0)
+    if len(scored) != len(predictions) or len(scored) + refused != sent or not scored <= set(range(sent)):
+        raise ReplayError(f"the service at {endpoint} answered {sent} {plural} with {len(predictions)} predictions "
+                          f"and {refused} refused rows")
+    return scored
+
+
+def _refusals(answer: dict[str, Any]) -> list[str]:
+    """The listed refusals as "<request_id or #index>: <field> <message>"."""
+    lines = []
+    for row in answer.get("rejected", []):
+        name = row.get("request_id") or f"#{row.get('index')}"
+        first = (row.get("errors") or [{}])[0]
+        lines.append(f"{name}: {first.get('field') or 'row'} {first.get('msg', '')}".strip())
+    return lines
+
+
+def _deliver(writer: _OutcomeWriter, keys: pd.Series, labels: pd.Series, answered: pd.Series, start: int,
+             stop: int) -> int:
     if stop > start:
         chunk = labels.iloc[start:stop]
-        known = chunk.notna().to_numpy()
+        known = (chunk.notna() & answered.iloc[start:stop]).to_numpy()
         writer.write(keys.iloc[start:stop][known].tolist(), chunk[known].astype(int).tolist())
     return stop
 

@@ -56,6 +56,11 @@ def test_the_container_params_move_the_service_folders_to_mounts(tmp_path: Path,
     assert (root / "registry" in by_target) is follow
     if follow:
         assert by_target[root / "registry"].option().endswith(":ro")
+    # The admin token's and API keys' digests, read-only; never a secret itself.
+    verify = params.paths.stack_dir / "credentials" / "service-verify.json"
+    assert by_target[verify].option().endswith(":ro") and not by_target[verify].directory
+    assert by_target[verify].host == tmp_path / "var" / "stack" / "credentials" / "service-verify.json"
+    assert not [m for m in mounts if "admin-token" in str(m.host) or "api-keys" in str(m.host)]
     assert yaml.safe_load(params_file.read_text()) == data  # the host's file is left as it was
 
 

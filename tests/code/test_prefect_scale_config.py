@@ -45,7 +45,8 @@ def test_sqlite_and_serve_by_default_plan_what_they_did_before(tmp_path: Path) -
     params_file = _params_file(tmp_path, {})
     components, _ = plan(load_params(params_file), params_file)
     assert [c.name for c in components] == ["prefect", "deployments", "evidently"]
-    assert components[0].setup == [] and components[0].secret_env == {}
+    # No database URL to hide; only the server's auth string (issue 37) goes to the environment, not stack.json.
+    assert components[0].setup == [] and set(components[0].secret_env) == {"PREFECT_SERVER_API_AUTH_STRING"}
     assert components[1].env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
 

@@ -24,6 +24,9 @@ import psutil
 import pytest
 import yaml
 
+from pipelines.config import load_params
+from pipelines.credentials import admin_token, bearer
+from pipelines.monitor.prediction_log import logged_id
 from support import docs
 from support.params import REPO_ROOT
 from support.servers import free_port, ready_timeout_s, wait_for, work_timeout_s
@@ -110,7 +113,9 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
             assert answer.status_code == 200, answer.text
             assert abs(answer.json()["probability"] - expected[i]) <= 1e-9
             assert answer.json()["model_tag"] == trained["tag"]
-        metadata = httpx.get(f"{url}/metadata").json()
+        admin = bearer(admin_token(load_params(params_file)))
+        assert httpx.get(f"{url}/metadata").status_code == 401
+        metadata = httpx.get(f"{url}/metadata", headers=admin).json()
         assert metadata["follows_registry"] is False and metadata["model_tag"] == trained["tag"]
         # `bentoml serve` and its workers run as the image's user, not root (chroot isolation: they are host
         # processes; only buildah's own chroot runtime above them is root).
@@ -123,8 +128,8 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
     read = read_prediction_log(tmp_path / "predictions")
     assert read.skipped_total == 0
     logged = {record.request_id: record.model_dump() for record in read.records}
-    assert {"c0", "c1", "c2"} <= set(logged)
-    assert logged["c0"]["model_tag"] == trained["tag"]
+    assert {logged_id("peer:127.0.0.1", f"c{i}") for i in range(3)} <= set(logged)
+    assert logged[logged_id("peer:127.0.0.1", "c0")]["model_tag"] == trained["tag"]
     assert host_compiled.stat().st_mtime_ns == compiled_at, \
         "the container reuses the host's compiled forest (same model, same target), not a recompile"
     files = list((tmp_path / "predictions").glob("*.jsonl"))
@@ -152,14 +157,15 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
     try:
         wait_for(f"{url}/readyz", process, ready_timeout_s(), log)
         assert len(_containers_of(image)) == 1
-        assert httpx.get(f"{url}/metadata").json()["follows_registry"] is True
+        admin = bearer(admin_token(params))
+        assert httpx.get(f"{url}/metadata", headers=admin).json()["follows_registry"] is True
         row = _records(trained["test"].head(1), params)[0]
 
         def served_tag_becomes(tag: str) -> None:
             deadline = time.monotonic() + 90  # the new model is compiled once (~7-10 s) before it is swapped in
             seen = None
             while time.monotonic() < deadline and seen != tag:
-                httpx.post(f"{url}/reload", timeout=30)
+                httpx.post(f"{url}/reload", timeout=30, headers=admin).raise_for_status()
                 seen = httpx.post(f"{url}/predict", json={"flight": row}, timeout=30).json()["model_tag"]
                 time.sleep(0.5)
             assert seen == tag, (seen, tag, log.read_text()[-2000:])
@@ -196,7 +202,10 @@ def test_the_documented_run_command_serves_the_image_on_serve_port(image: str, t
                                    start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/readyz", process, ready_timeout_s(), log)
-        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=30).json()["model_tag"] == trained["tag"]
+        metadata = f"http://127.0.0.1:{port}/metadata"  # an admin route: the token of the params' stack folder
+        assert httpx.get(metadata, timeout=30).status_code == 401
+        admin = bearer(admin_token(load_params(params_file)))
+        assert httpx.get(metadata, timeout=30, headers=admin).json()["model_tag"] == trained["tag"]
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)

@@ -42,7 +42,10 @@ class Project:
 
     def __init__(self, repo: Path, remote: Path, ports: dict[str, int]) -> None:
         self.repo, self.remote, self.ports = repo, remote, ports
-        self.env = {**venv_env(DVC_REMOTE_DIR=str(remote), COLUMNS="120"), "PYTHONUNBUFFERED": "1"}
+        # The store the serving doc exports (`BENTOML_HOME=$PWD/var/bentoml`: as root, one the workers' unprivileged
+        # user can read), for every command of the copy, so the models its DAG registers are the ones it serves.
+        self.env = {**venv_env(DVC_REMOTE_DIR=str(remote), COLUMNS="120", BENTOML_HOME=str(repo / "var" / "bentoml")),
+                    "PYTHONUNBUFFERED": "1"}
         self.env.pop("FLIGHTOPS_PARAMS", None)
 
     def replacements(self, **more: str) -> dict[str, str]:
@@ -247,17 +250,22 @@ class Background:
 
 def test_serving_the_champion_and_the_bento(project: Project) -> None:
     _trained(project)
-    serve, metadata, predict = docs.commands(docs.block("serve"))
+    store, serve, metadata, predict = docs.commands(docs.block("serve"))
+    assert project.sh(f'{store} && echo "$BENTOML_HOME"').strip() == project.env["BENTOML_HOME"]
     url = f"http://127.0.0.1:{project.ports['serve']}"
     with Background(project, serve, f"{url}/readyz"):
+        # /metadata is an admin route: 401 without the token the service made, the champion with it (the doc's curl).
+        assert httpx.get(f"{url}/metadata", timeout=30).status_code == 401
         assert project.champion() in project.sh(metadata)
         answer = json.loads(project.sh(predict).strip().splitlines()[-1])
         assert 0 < answer["probability"] < 1 and answer["model_tag"] == project.champion(), answer
-    package, serve_bento = docs.commands(docs.block("bento"))
+    package, serve_bento, bento_metadata = docs.commands(docs.block("bento"))
     built = re.findall(r"^(flight-delay:\w+)$", project.sh(package, timeout=work_timeout_s()), re.MULTILINE)
     assert built, "deploy.package printed no Bento tag"
+    version = built[-1].split(":")[1]
     with Background(project, serve_bento.replace("flight-delay:<version>", built[-1]), f"{url}/readyz"):
-        assert project.champion() in httpx.get(f"{url}/metadata", timeout=30).text
+        assert httpx.get(f"{url}/metadata", timeout=30).status_code == 401
+        assert project.champion() in project.sh(bento_metadata, **{"<version>": version})
 
 
 @pytest.fixture
@@ -268,9 +276,17 @@ def stack_down(project: Project) -> Iterator[None]:
 
 def test_the_stack_replay_and_the_evidently_ui(project: Project, stack_down: None) -> None:
     _trained(project)
-    up, status, down = docs.commands(docs.block("stack"))
+    up, status, where, down = docs.commands(docs.block("stack"))
     project.sh(up, timeout=work_timeout_s())
     assert str(project.ports["serve"]) in project.sh(status)
+    said = project.sh(where)
+    secret = (project.repo / "var" / "stack" / "credentials" / "prefect-auth").read_text().strip()
+    assert "credentials/prefect-auth" in said and "credentials/admin-token" in said and secret not in said, said
+    # docs/operations.md's Prefect client of one's own: with the stack's auth string it lists the deployments;
+    # without it the API answers 401.
+    client = docs.commands(docs.block("prefect-client"))
+    assert "training" in project.sh(" && ".join(client))
+    assert project.run(" && ".join(line for line in client if "AUTH_STRING" not in line), ok=False).returncode
     project.sh(down)
     assert "the stack is not up" in project.sh(status, ok=None)
     up, status, down = docs.commands(docs.block("operations-stack"))

@@ -38,7 +38,7 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     family = request.param
     # The gate's latency budget (100 ms for 1,000 rows) is LightGBM's: scikit-learn's pipelines spend most of theirs
     # in pandas column transforms (logistic ~60-170 ms on a loaded 2-core machine), so a forced family is given a
-    # budget of its own here, as docs/model-selection.md tells a user to; the budget itself is tests/code/test_gate.py's.
+    # budget of its own here, as docs/model-selection.md tells a user to; the budget itself is test_gate.py's.
     repo = copy_project(tmp_path_factory.mktemp(f"family-{family}"),
                         {**WINDOW, "train.family": family, "gate.max_latency_ms": 2000},
                         remote=tmp_path_factory.mktemp("dvc-remote"))

@@ -66,26 +66,30 @@ def test_stack_database_takes_8_concurrent_flow_runs(database: str) -> None:
     state = json.loads(state_file.read_text()) if state_file.exists() else {"components": []}
     try:
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+        from ops.stack import prefect_api, prefect_auth_headers, prefect_client_settings
+        from pipelines.credentials import ensure_prefect_auth
+
         names = [c["name"] for c in state["components"]]
-        api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
+        api, auth = prefect_api(params), prefect_auth_headers(params)
+        assert httpx.get(f"{api}/deployments/name/training/training", timeout=10).status_code == 401
         if database == "postgres":
             assert names[:2] == ["postgres", "prefect"] and {"worker-1", "worker-2"} <= set(names)
             assert "deployments" not in names  # the workers run the flow runs, no serve process
             password_file = params.paths.stack_dir / "postgres" / "password"
             assert password_file.stat().st_mode & 0o777 == 0o600
             assert password_file.read_text().strip() not in state_file.read_text()
-            training = httpx.get(f"{api}/deployments/name/training/training", timeout=10).json()
+            training = httpx.get(f"{api}/deployments/name/training/training", timeout=10, headers=auth).json()
             assert training["work_pool_name"] == params.prefect.work_pool
             workers = httpx.post(f"{api}/work_pools/{params.prefect.work_pool}/workers/filter", json={},
-                                 timeout=10).json()
+                                 timeout=10, headers=auth).json()
             assert len({w["name"] for w in workers}) == 2
         else:
             assert "postgres" not in names and "deployments" in names
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        with temporary_settings(updates=prefect_client_settings(params)):
             result = run_load(api, RUNS, 30, params.paths.stack_dir / "logs" / "prefect.log", database,
-                              work_timeout_s())
+                              work_timeout_s(), auth=ensure_prefect_auth(params))
         print(f"\n{database}: {RUNS} concurrent flow runs x 30 tasks: wall {result.wall_s} s, span {result.span_s} s, "
               f"slowest run "
               f"{result.slowest_run_s} s, completed {result.completed}, database errors {result.database_errors}")

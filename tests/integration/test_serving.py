@@ -27,12 +27,15 @@ from support.params import REPO_ROOT, SMALL_WINDOW, params_dict
 from support.servers import free_port, ready_timeout_s, wait_for
 
 pytestmark = pytest.mark.integration
+TRAINED_WINDOW = [SMALL_WINDOW["collect.start"], SMALL_WINDOW["collect.end"]]
 
 
 class Server:
     def __init__(self, target: str, env: dict[str, str], cwd: Path, python: str = sys.executable) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.params_file = Path(env["FLIGHTOPS_PARAMS"]) if env.get("FLIGHTOPS_PARAMS") else None
+        self.target = target
         # Output to a file, never a pipe nobody reads (a full pipe would block the server's access log).
         self.log = cwd / f".bentoml-serve-{self.port}.log" if cwd != REPO_ROOT else Path(
             os.environ["BENTOML_HOME"]) / f"serve-{self.port}.log"
@@ -46,6 +49,28 @@ class Server:
         except TimeoutError:
             self.stop()
             raise
+
+    def admin(self) -> dict[str, str]:
+        """The admin routes' Authorization header: the token the service made in the params' stack folder (for a
+        Bento served without a params file, under the Bento's own source folder, where its params are)."""
+        import psutil
+
+        from pipelines.config import load_params
+        from pipelines.credentials import admin_token_file, bearer, read_secret
+
+        if self.params_file is None:
+            import bentoml
+
+            folder = Path(bentoml.get(self.target).path) / "src"
+        else:
+            folder = Path(psutil.Process(self.process.pid).cwd())  # where a relative paths.stack_dir is
+        params = load_params(self.params_file or folder / "params.yaml")
+        return bearer(read_secret(folder / admin_token_file(params)))
+
+    def metadata(self) -> dict[str, Any]:
+        answer = httpx.get(f"{self.url}/metadata", headers=self.admin(), timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the server and every worker it started (workers may leave its process group), by pid."""
@@ -69,6 +94,13 @@ class Server:
                 worker.kill()
 
 
+def _entry() -> Any:
+    """A registry entry of the contract's shape (the pipeline's is built by the gate): the data version only."""
+    from pipelines.contracts import DataVersion, RegistryEntry
+
+    return RegistryEntry(data_version=DataVersion(raw_table_md5="test-window", window=TRAINED_WINDOW))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A params file in a temp dir, a tiny real champion in the BentoML store, and test rows."""
@@ -84,7 +116,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stages.run_validate(params)
     stages.run_preprocess(params)
     stages.run_train(params)
-    tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"}, name=params.project.model_name)
+    tag = registry.save_model(params.paths.model_dir, _entry(), name=params.project.model_name)
     registry.set_champion(params.paths.registry_dir, tag, reason="test")
     test = pd.read_parquet(params.paths.prepared_dir / "test.parquet").head(300)
     return {"params": params, "params_file": params_file, "tag": tag, "test": test}
@@ -104,6 +136,16 @@ def server(trained: dict[str, Any]) -> Iterator[Server]:
     running = Server("services.service:FlightDelay", _env(trained["params_file"]), REPO_ROOT)
     yield running
     running.stop()
+
+
+PEER = "peer:127.0.0.1"  # the caller the service sees in these tests (no API keys: the peer address)
+
+
+def logged(request_id: str, caller: str = PEER) -> str:
+    """The id a row is logged under: its caller's namespace, then the caller's id."""
+    from pipelines.monitor.prediction_log import logged_id
+
+    return logged_id(caller, request_id)
 
 
 def _records(frame: pd.DataFrame, params: Params) -> list[dict[str, Any]]:
@@ -169,6 +211,41 @@ def test_adaptive_batching_gives_each_concurrent_caller_its_own_rows(server: Ser
     assert requests == 16 and 1 <= calls <= 16  # every request went through the dispatcher
 
 
+def test_a_batch_answers_every_valid_row_and_refuses_each_invalid_one_by_index_and_field(
+        server: Server, trained: dict[str, Any]) -> None:
+    """Issue 36: one bad row never costs its batch. /predict_batch lists the refused rows beside the answers,
+    /predict_many answers in the rows' places; refused rows are neither scored nor logged."""
+    from pipelines.monitor.prediction_log import read_prediction_log
+    from pipelines.release.registry import load_model
+
+    params, test = trained["params"], trained["test"].head(6)
+    expected = load_model(trained["tag"]).predict_proba(test)
+    for route in ("/predict_batch", "/predict_many"):
+        rows = [{**row, "request_id": f"{route[1:]}-{i}"} for i, row in enumerate(_records(test, params))]
+        rows[1]["hour"] = 25
+        rows[3]["gate"] = "B12"
+        rows[4] = {"nonsense": True}
+        answer = httpx.post(f"{server.url}{route}", json={"flights": rows}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        items = body["predictions"] if route == "/predict_batch" else [item for item in body if "probability" in item]
+        refused = body["rejected"] if route == "/predict_batch" else [item for item in body if "errors" in item]
+        if route == "/predict_batch":
+            assert [p["index"] for p in items] == [0, 2, 5]
+            assert body["rejected_count"] == 3 and body["caller"] == PEER
+        else:
+            assert ["errors" in item for item in body] == [False, True, False, True, True, False]
+        assert [p["request_id"] for p in items] == [f"{route[1:]}-{i}" for i in (0, 2, 5)]
+        np.testing.assert_allclose([p["probability"] for p in items], expected[[0, 2, 5]], rtol=0, atol=1e-9)
+        assert [(r["index"], r["request_id"], [e["field"] for e in r["errors"]][:1]) for r in refused] == [
+            (1, f"{route[1:]}-1", ["hour"]), (3, f"{route[1:]}-3", ["gate"]), (4, None, ["nonsense"])]
+        assert refused[2]["error_count"] == 1 + len(rows[0]) - 1  # the unknown key, and every field missing
+    ids = {record.request_id for record in read_prediction_log(params.paths.prediction_log_dir).records}
+    for route in ("predict_batch", "predict_many"):
+        assert {logged(f"{route}-{i}") for i in (0, 2, 5)} <= ids
+        assert not {logged(f"{route}-{i}") for i in (1, 3)} & ids
+
+
 def _metric(server: Server, name: str, *labels: str) -> float:
     """The sum of a BentoML Prometheus series on /metrics over the lines that carry every one of `labels`."""
     lines = httpx.get(f"{server.url}/metrics").text.splitlines()
@@ -197,8 +274,8 @@ def _bad_cases(row: dict[str, Any], max_batch: int) -> list[tuple[str, str, byte
         ("infinity", "/predict", single({**row, "wind_speed": float("inf")}), 400, "wind_speed"),
         ("empty batch", "/predict_batch", json.dumps({"flights": []}).encode(), 400, "flights"),
         ("empty adaptive batch", "/predict_many", json.dumps({"flights": []}).encode(), 400, "flights"),
-        ("wrong type in adaptive batch", "/predict_many", json.dumps({"flights": [{**row, "temp": "hot"}]}).encode(),
-         400, "temp"),
+        ("adaptive batch not a list", "/predict_many", json.dumps({"flights": {"temp": "hot"}}).encode(), 400,
+         "flights"),
         ("oversized batch", "/predict_batch", json.dumps({"flights": [row] * (max_batch + 1)}).encode(), 400,
          "flights"),
         ("malformed JSON", "/predict", b'{"flight": {', 400, "Invalid JSON"),
@@ -242,9 +319,11 @@ def test_unknown_category_is_scored_as_missing_and_flagged(server: Server, train
 
 
 def test_metadata_and_health(server: Server, trained: dict[str, Any]) -> None:
-    meta = httpx.get(f"{server.url}/metadata").json()
+    meta = server.metadata()
     assert meta["model_tag"] == trained["tag"]
-    assert meta["training_data_version"] == "test-window"
+    # what the registry entry's contract holds (pipelines.contracts.DataVersion), as stored
+    version = meta["training_data_version"]
+    assert version["raw_table_md5"] == "test-window" and version["window"] == TRAINED_WINDOW
     assert meta["feature_schema"]["time_column"] == "time_hour"
     assert 0 < meta["threshold"] < 1
     # serve.predictor: compiled, and the parity test above compared its answers with the booster's
@@ -266,12 +345,12 @@ def test_every_prediction_is_logged(server: Server, trained: dict[str, Any]) -> 
     answers = httpx.post(f"{server.url}/predict_batch", json={"flights": sent}).json()["predictions"]
     read = read_prediction_log(params.paths.prediction_log_dir)
     assert read.skipped_total == 0
-    logged = {r.request_id: r.model_dump() for r in read.records}
+    records = {r.request_id: r.model_dump() for r in read.records}
     for path in log_files(params.paths.prediction_log_dir, FILE_GLOB):  # exactly the contract's fields, no more
         lines = path.read_text().splitlines()
         assert all(set(json.loads(line)) == set(PredictionRecord.model_fields) for line in lines)
     for row, answer in zip(sent, answers, strict=True):
-        record = logged[row["request_id"]]
+        record = records[logged(row["request_id"])]
         assert record["probability"] == answer["probability"] and record["label"] == answer["label"]
         assert record["model_tag"] == trained["tag"]
         expected_inputs = {k: v for k, v in row.items() if k != "request_id"}
@@ -290,8 +369,7 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
     retrained = params.model_copy(update={"train": params.train.model_copy(update={"seed": 7,
                                                                                    "learning_rate": 0.1})})
     stages.run_train(retrained)
-    new_tag = registry.save_model(params.paths.model_dir, {"data_version": "test-window"},
-                                  name=params.project.model_name)
+    new_tag = registry.save_model(params.paths.model_dir, _entry(), name=params.project.model_name)
     row = _records(trained["test"].head(1), params)[0]
     clients = 4
     seen: list[list[str]] = [[] for _ in range(clients)]  # per client: one keep-alive connection, one worker
@@ -338,7 +416,7 @@ def test_a_promotion_reaches_serving_without_dropping_requests(server: Server,
     # New connections land on any worker: 4 answers per worker in a row naming the new tag means every worker
     # swapped (a worker no client was pinned to follows on its own watcher tick).
     streak: list[str] = []
-    poll(lambda: (streak.append(httpx.get(f"{server.url}/metadata").json()["model_tag"]) or
+    poll(lambda: (streak.append(server.metadata()["model_tag"]) or
                   streak[-4 * params.serve.workers:] == [new_tag] * (4 * params.serve.workers)),
          "every worker serves the new champion on new connections")
 
@@ -361,8 +439,8 @@ def test_sigkill_loses_no_answered_prediction(trained: dict[str, Any], tmp_path:
                     answered.append(f"k{i}")
     finally:
         own.stop(signal.SIGKILL)
-    logged = {r.request_id for r in read_prediction_log(tmp_path / "predictions").records}
-    assert len(answered) == 200 and set(answered) <= logged
+    written = {r.request_id for r in read_prediction_log(tmp_path / "predictions").records}
+    assert len(answered) == 200 and {logged(request_id) for request_id in answered} <= written
 
 
 def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -387,7 +465,7 @@ def test_the_built_bento_serves_its_own_champion(trained: dict[str, Any], tmp_pa
         answer = httpx.post(f"{bento.url}/predict", json={"flight": row})
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_tag"] == registry_champion(trained)
-        assert httpx.get(f"{bento.url}/metadata").json()["follows_registry"] is False
+        assert bento.metadata()["follows_registry"] is False
     finally:
         bento.stop()
 

@@ -1,8 +1,10 @@
 """The stack as a user meets it: `python -m ops.stack up` on free ports, then headless Debian chromium checks the
-Prefect UI (deployments and schedules, a Quick run of training that completes, the drift Automation), the Evidently
-UI (a project with a real snapshot; the monitoring project's dashboard filled by real replayed traffic and the
-monitoring deployment, a new snapshot showing after a reload) and the Bento OpenAPI page; a paused schedule
-survives `down` + `up`; `down` at the end must leave no process behind.
+Prefect UI (its login, deployments and schedules, a Quick run of training that completes, the drift Automation), the
+Evidently UI (a project with a real snapshot; the monitoring project's dashboard filled by real replayed traffic and
+the monitoring deployment, a new snapshot showing after a reload) and the Bento OpenAPI page; a paused schedule
+survives `down` + `up`; `down` at the end must leave no process behind. Nothing is open: the Prefect API answers 401
+without the stack's credentials and the browser logs in as a user would, the Bento's admin routes need the admin
+token and its workers are not root, and every server writes through a rotating log writer.
 
 Screenshots go to pytest's temp dir (the path is printed; run with -s to see it) for people to look at.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,6 +53,27 @@ class Stack:
     state: dict[str, Any]
     screenshots: Path
     env: dict[str, str]
+
+    @property
+    def loaded(self) -> Any:
+        """The stack's params with its paths as the stack sees them (the file's are relative to the project)."""
+        from pipelines.config import parse_params
+
+        return parse_params(self.params)
+
+    @property
+    def prefect_auth(self) -> str:
+        """What a user types into the Prefect UI's login: the stack's generated auth string (credentials/)."""
+        from pipelines.credentials import prefect_auth_file, read_secret
+
+        return read_secret(prefect_auth_file(self.loaded))
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Prefect API's Authorization header."""
+        from ops.stack import prefect_auth_headers
+
+        return prefect_auth_headers(self.loaded)
 
     def url(self, component: str) -> str:
         return next(c["url"] for c in self.state["components"] if c["name"] == component).removesuffix(
@@ -143,7 +167,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, small_table: Any) -> Iterato
         stopped = _stack("down", params_file, env, timeout=ready_timeout_s())
         from ops.stack import process_tree
 
-        left = {c["name"]: sorted(process_tree(c["pid"])) for c in state["components"] if process_tree(c["pid"])}
+        left = {f"{c['name']} ({key})": sorted(process_tree(c[key])) for c in state["components"]
+                for key in ("pid", "log_pid") if c.get(key) and process_tree(c[key])}
         assert stopped.returncode == 0, f"stack down failed:\n{stopped.stdout}\n{stopped.stderr}"
         assert not left, f"processes left after down: {left}"
         assert not state_file.exists()
@@ -178,10 +203,61 @@ def _shot(page: Any, stack: Stack, name: str) -> Path:
     return path
 
 
+def _open_prefect(page: Any, stack: Stack, path: str = "/") -> None:
+    """A Prefect UI page as a user opens it: the UI asks for the stack's credentials first, once per browser."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{stack.url('prefect')}{path}")
+    login = page.get_by_placeholder("admin:pass")
+    expect(login).to_be_visible()
+    login.fill(stack.prefect_auth)
+    page.get_by_role("button", name="Login").click()
+    expect(login).to_have_count(0)
+    page.goto(f"{stack.url('prefect')}{path}")
+
+
 def _deployment(stack: Stack, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{stack.api}/deployments/name/{name}/{name}", timeout=10)
+    response = httpx.get(f"{stack.api}/deployments/name/{name}/{name}", timeout=10, headers=stack.auth)
     response.raise_for_status()
     return response.json()
+
+
+def test_the_prefect_api_and_ui_need_the_stacks_credentials(stack: Stack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    for headers in ({}, {"Authorization": "Basic Zmxvb3I6d3Jvbmc="}):  # none, and floor:wrong
+        assert httpx.post(f"{stack.api}/deployments/filter", json={}, headers=headers, timeout=10).status_code == 401
+    assert httpx.post(f"{stack.api}/deployments/filter", json={}, headers=stack.auth, timeout=10).status_code == 200
+    assert httpx.get(f"{stack.api}/health", timeout=10).status_code == 200  # probes stay open
+    secret = stack.prefect_auth
+    state_file = Path(stack.params["paths"]["stack_dir"]) / "stack.json"
+    assert secret not in state_file.read_text()
+    logs = Path(stack.params["paths"]["stack_dir"]) / "logs"
+    assert not [log.name for log in logs.glob("*.log*") if secret in log.read_text(errors="replace")]
+    page.goto(stack.url("prefect"))
+    login = page.get_by_placeholder("admin:pass")
+    expect(login).to_be_visible()
+    _shot(page, stack, "prefect-login")
+    login.fill("flightops:wrong")
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text(re.compile("Invalid credentials|Authentication failed")).first).to_be_visible()
+    login.fill(secret)
+    page.get_by_role("button", name="Login").click()
+    expect(login).to_have_count(0)
+    page.goto(f"{stack.url('prefect')}/deployments")
+    expect(page.get_by_text("Deployment").first).to_be_visible()
+    _shot(page, stack, "prefect-after-login")
+
+
+def test_every_server_writes_through_a_rotating_log_writer(stack: Stack) -> None:
+    import psutil
+
+    for component in stack.state["components"]:
+        writer = psutil.Process(component["log_pid"])
+        assert "ops.logs" in writer.cmdline() and str(stack.params["stack"]["log_max_bytes"]) in writer.cmdline()
+        output = os.readlink(f"/proc/{component['pid']}/fd/1")
+        assert output.startswith("pipe:") and output == os.readlink(f"/proc/{writer.pid}/fd/0"), component["name"]
+        assert Path(component["log"]).exists()
 
 
 def test_prefect_ui_lists_the_deployments_with_their_schedules(stack: Stack, page: Any) -> None:
@@ -190,7 +266,7 @@ def test_prefect_ui_lists_the_deployments_with_their_schedules(stack: Stack, pag
     from flows.deployments import FLOWS
 
     names = list(FLOWS)
-    page.goto(f"{stack.url('prefect')}/deployments")
+    _open_prefect(page, stack, "/deployments")
     expect(page.get_by_text(f"{len(names)} Deployment")).to_be_visible()
     for name in names:
         expect(page.get_by_role("link", name=name, exact=True).first).to_be_visible()
@@ -219,7 +295,7 @@ def test_quick_run_of_training_from_the_ui_completes(stack: Stack, page: Any) ->
     from playwright.sync_api import expect
 
     deployment = _deployment(stack, "training")
-    page.goto(f"{stack.url('prefect')}/deployments/deployment/{deployment['id']}")
+    _open_prefect(page, stack, f"/deployments/deployment/{deployment['id']}")
     expect(page.get_by_text("training").first).to_be_visible()
     created = _quick_run(page, stack, deployment["id"])
     run = _wait_for_flow_run(stack, created["id"], timeout=work_timeout_s())
@@ -257,7 +333,7 @@ def _quick_run(page: Any, stack: Stack, deployment_id: str) -> dict[str, Any]:
                 page.get_by_text("Quick run", exact=True).click()
         except PlaywrightTimeout:
             print(f"Quick run sent no request (attempt {attempt}): {_shot(page, stack, f'quick-run-miss-{attempt}')}")
-            runs = httpx.post(f"{stack.api}/flow_runs/filter", timeout=10,
+            runs = httpx.post(f"{stack.api}/flow_runs/filter", timeout=10, headers=stack.auth,
                               json={"deployments": {"id": {"any_": [deployment_id]}}}).json()
             manual = [run for run in runs if not run["auto_scheduled"]]
             if manual:  # the request went out but its response was late: that run is the click's
@@ -275,7 +351,7 @@ def _wait_for_flow_run(stack: Stack, run_id: str, timeout: float) -> dict[str, A
 
     def finished() -> dict[str, Any] | None:
         nonlocal run
-        run = httpx.get(f"{stack.api}/flow_runs/{run_id}", timeout=10).json()
+        run = httpx.get(f"{stack.api}/flow_runs/{run_id}", timeout=10, headers=stack.auth).json()
         return run if run.get("state_type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     return poll_until(finished, timeout, lambda: f"the Quick run {run_id} to finish (5 x start_timeout_s): "
@@ -311,6 +387,18 @@ def test_bento_openapi_page_loads(stack: Stack, page: Any) -> None:
     page.goto(f"{stack.url('bento')}/")
     expect(page.get_by_text("/predict").first).to_be_visible()
     _shot(page, stack, "bento-openapi")
+    # Its admin routes need the admin token the stack made; its workers are not root.
+    from pipelines.credentials import admin_token, bearer
+
+    assert httpx.get(f"{stack.url('bento')}/metadata", timeout=10).status_code == 401
+    answer = httpx.get(f"{stack.url('bento')}/metadata", timeout=10, headers=bearer(admin_token(stack.loaded)))
+    assert answer.status_code == 200 and answer.json()["model_tag"]
+    if os.geteuid() == 0:
+        import psutil
+
+        bento = next(c for c in stack.state["components"] if c["name"] == "bento")
+        workers = psutil.Process(bento["pid"]).children(recursive=True)
+        assert workers and all(worker.uids().real != 0 for worker in workers)
 
 
 def test_prefect_automations_page_lists_the_drift_automation(stack: Stack, page: Any) -> None:
@@ -318,7 +406,7 @@ def test_prefect_automations_page_lists_the_drift_automation(stack: Stack, page:
 
     from flows.automations import RETRAIN_ON_DRIFT
 
-    page.goto(f"{stack.url('prefect')}/automations")
+    _open_prefect(page, stack, "/automations")
     expect(page.get_by_text(RETRAIN_ON_DRIFT).first).to_be_visible()
     # Its description (from flows/automations.py) names the event it reacts to; the toggle pauses it.
     expect(page.get_by_text("when the monitoring flow emits flightops.drift.detected").first).to_be_visible()
@@ -328,19 +416,19 @@ def test_prefect_automations_page_lists_the_drift_automation(stack: Stack, page:
 def _replay_and_monitor(stack: Stack, start: str, end: str) -> list[dict[str, Any]]:
     """Real traffic through the stack's Bento, then one run of the stack's monitoring deployment (as scheduled)."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    from pipelines.config import load_params
+    from ops.stack import prefect_client_settings
     from pipelines.monitor.replay import collect_replay, replay
 
-    params = load_params(stack.params_file)
+    params = stack.loaded  # paths as the stack sees them: outcomes where its monitoring reads them
     traffic = collect_replay(params)
     week = traffic[(traffic["time_hour"] >= pd.Timestamp(start, tz="UTC"))
                    & (traffic["time_hour"] < pd.Timestamp(end, tz="UTC"))]
     replay(week, params, stack.url("bento"))
 
     def monitor() -> Any:
-        with temporary_settings(updates={PREFECT_API_URL: stack.api}):
+        with temporary_settings(updates=prefect_client_settings(params)):
             return run_deployment("monitoring/monitoring", parameters={"params_file": str(stack.params_file)},
                                   timeout=work_timeout_s())
 
@@ -412,7 +500,7 @@ def test_a_paused_training_schedule_stays_paused_after_stack_down_and_up(stack: 
     training = _deployment(stack, "training")
     schedule = training["schedules"][0]
     httpx.patch(f"{stack.api}/deployments/{training['id']}/schedules/{schedule['id']}", json={"active": False},
-                timeout=10).raise_for_status()
+                timeout=10, headers=stack.auth).raise_for_status()
     assert _stack("down", stack.params_file, stack.env, timeout=ready_timeout_s()).returncode == 0
     started = _stack("up", stack.params_file, stack.env, timeout=work_timeout_s())
     assert started.returncode == 0, started.stdout + started.stderr
