@@ -61,8 +61,8 @@ def test_the_forced_family_is_trained_gated_and_promoted(project: dict[str, Any]
     assert gate["metrics"]["latency_ms"] > 0
     from pipelines.release import registry
 
-    entry = registry.model_metadata(gate["promoted_tag"])
-    assert entry["family"] == family
+    entry = registry.model_entry(gate["promoted_tag"])
+    assert entry.family == family
     assert registry.load_model(gate["promoted_tag"]).family == family
     card = run(repo, "python", "-m", "pipelines", "model-card")
     assert card.returncode == 0
