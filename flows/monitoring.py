@@ -51,9 +51,10 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     from pipelines.model.train import TrainedModel
     from pipelines.release import registry
 
-    tag = registry.champion_tag(params.paths.registry_dir)
-    model = registry.load_model(tag) if tag else TrainedModel.load(params.paths.model_dir)
-    stored = registry.model_path(tag) if tag else None
+    store = registry.open_registry(params)
+    tag = registry.champion_tag(store)
+    model = registry.load_model(tag, store) if tag else TrainedModel.load(params.paths.model_dir)
+    stored = registry.model_path(tag, store) if tag else None
     if stored is not None and (stored / io.REFERENCE_FILE).exists() and (stored / io.CALIBRATION_FILE).exists():
         reference = pd.read_parquet(stored / io.REFERENCE_FILE)
         calibration = Calibration.model_validate(io.read_json(stored / io.CALIBRATION_FILE))
@@ -64,7 +65,7 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
                                                  params.source.time_column, params.monitor,
                                                  labelled=[splits[s] for s in ("valid", "test") if s in splits])
     if tag:
-        scores = registry.model_entry(tag).metrics.test
+        scores = registry.model_entry(tag, store).metrics.test
         test_metrics = None if scores is None else io.without_nulls(scores.to_json_dict())
     else:
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE

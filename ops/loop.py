@@ -246,8 +246,8 @@ def start_fresh(params_file: Path) -> str:
                                          current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
-    if registry.champion_tag(params.paths.registry_dir) != tag:
-        registry.set_champion(params.paths.registry_dir, tag, reason="loop starts from the dvc repro model",
+    if registry.champion_tag(registry.open_registry(params)) != tag:
+        registry.set_champion(registry.open_registry(params), tag, reason="loop starts from the dvc repro model",
                               event="rollback")
     log.info("fresh loop: champion %s, previous traffic archived in %s", tag, archive)
     return tag
@@ -263,7 +263,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     from pipelines.release import registry
 
     params = load_params(params_file)
-    first_champion = registry.require_champion(params.paths.registry_dir)
+    first_champion = registry.require_champion(registry.open_registry(params))
     stack.up(params_file)
     url = f"http://{params.serve.host}:{params.serve.port}"
     api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
@@ -278,7 +278,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
             progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} flights")
             if len(week):
                 replay(week, params, url)
-            champion = registry.require_champion(params.paths.registry_dir)
+            champion = registry.require_champion(registry.open_registry(params))
             for started in monitor_once(params, params_file):
                 retrains.append(_follow_retrain(params, started, champion, url, retrain_timeout_s, progress))
             progress.advance(task)
@@ -310,7 +310,7 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
     progress.console.print(f"[bold]retraining[/] on traffic up to {started['window_end'][:10]} "
                            f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
     state = wait_for_flow_run(flow_run_id, timeout_s)
-    after = registry.require_champion(params.paths.registry_dir)
+    after = registry.require_champion(registry.open_registry(params))
     wait_for_serving(url, after, params.stack.start_timeout_s)
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))

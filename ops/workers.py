@@ -49,12 +49,13 @@ def worker_argv(params: Params, name: str, healthcheck: bool = False) -> list[st
 
 
 def worker_environment(params: Params, params_file: Path, healthcheck_port: int | None = None) -> dict[str, str]:
-    """A worker's own environment beyond PREFECT_API_URL: its health endpoint on stack.host only."""
+    """A worker's own environment beyond PREFECT_API_URL: its health endpoint on loopback only (the stack that
+    started it probes it there; nothing else has a reason to)."""
     from flows.deployments import run_environment
 
     env = run_environment(params, params_file)
     if healthcheck_port is not None:
-        env |= {"PREFECT_WORKER_WEBSERVER_HOST": params.stack.host,
+        env |= {"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
                 "PREFECT_WORKER_WEBSERVER_PORT": str(healthcheck_port)}
     return env
 

@@ -110,8 +110,9 @@ def _models_list(args: argparse.Namespace) -> None:
     from pipelines.release import registry
 
     params = _load(args)
-    models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
-    table = Table(title=f"{params.project.model_name} models (champion pointer: {params.paths.registry_dir})")
+    store = registry.open_registry(params)
+    models = registry.list_models(store, name=params.project.model_name)
+    table = Table(title=f"{params.project.model_name} models (registry: {store.location})")
     table.add_column("tag", no_wrap=True)
     for column in ("stage", "created", "test AUC", "data version", "commit", "dirty", "gate"):
         table.add_column(column, no_wrap=True)
@@ -134,8 +135,9 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
     params = _load(args)
-    previous = registry.require_champion(params.paths.registry_dir)
-    restored = registry.rollback(params.paths.registry_dir, args.to)
+    store = registry.open_registry(params)
+    previous = registry.require_champion(store)
+    restored = registry.rollback(store, args.to)
     return {"champion": restored, "previous": previous}
 
 
@@ -143,10 +145,10 @@ def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
     params = _load(args)
-    deleted = registry.prune(params.paths.registry_dir, args.keep, name=params.project.model_name,
-                             dry_run=args.dry_run)
+    store = registry.open_registry(params)
+    deleted = registry.prune(store, args.keep, name=params.project.model_name, dry_run=args.dry_run)
     return {"deleted" if not args.dry_run else "would_delete": deleted,
-            "champion": registry.champion_tag(params.paths.registry_dir), "kept_promoted": args.keep}
+            "champion": registry.champion_tag(store), "kept_promoted": args.keep}
 
 
 REPORT_START = '{\n  "tag"'  # the reproduce report as printed (json indent 2): what callers parse after the logs
@@ -156,8 +158,10 @@ def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release.reproduce import reproduce
 
     params = _load(args)
+    from pipelines.release.registry import open_registry
+
     report = reproduce(args.tag, Path(args.params).resolve().parent, params.versioning.git_remote,
-                       keep=Path(args.keep) if args.keep else None)
+                       keep=Path(args.keep) if args.keep else None, store=open_registry(params))
     if args.check and not report["identical"]:
         print(json.dumps(report, indent=2, default=str))
         raise SystemExit(1)

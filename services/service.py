@@ -31,7 +31,6 @@ from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
-from pipelines.io import CHAMPION_FILE
 from pipelines.monitor.prediction_log import PredictionLog
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
@@ -47,13 +46,15 @@ log = logging.getLogger("flightops.service")
 def startup_tag(params: Params) -> tuple[str | None, bool]:
     """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
-    from pipelines.release.registry import champion_tag
+    from pipelines.release.registry import champion_tag, open_registry
 
     pinned = os.environ.get(MODEL_TAG_ENV)
     if pinned:
         return pinned, False
-    current = champion_tag(params.paths.registry_dir)
+    registry = open_registry(params)
+    current = champion_tag(registry)
     if current is not None:
+        registry.fetch(current)  # from a remote registry into this machine's store, where BentoML reads models
         return current, True
     bundled = params.serve.bundled_champion_file
     if bundled.exists():
@@ -180,9 +181,11 @@ class FlightDelay:
 
     def __init__(self) -> None:
         serve = PARAMS.serve
-        pointer = PARAMS.paths.registry_dir / CHAMPION_FILE if _FOLLOW else None
+        from pipelines.release.registry import open_registry
+
+        registry = open_registry(PARAMS) if _FOLLOW else None
         compiled_dir = PARAMS.paths.compiled_dir if serve.predictor == "compiled" else None
-        self.watcher = ChampionWatcher(pointer, REQUEST_FIELDS, TIME_COLUMN,
+        self.watcher = ChampionWatcher(registry, REQUEST_FIELDS, TIME_COLUMN,
                                        fixed_tag=None if _FOLLOW else _TAG, compiled_dir=compiled_dir)
         self.watcher.check()
         self.prediction_log = PredictionLog(PARAMS.paths.prediction_log_dir,
@@ -202,7 +205,7 @@ class FlightDelay:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*PARAMS.serve.gc_threshold)
-        if self.watcher.pointer is not None and PARAMS.serve.reload_check_seconds > 0:
+        if self.watcher.registry is not None and PARAMS.serve.reload_check_seconds > 0:
             self._watch_task = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -284,7 +287,7 @@ class FlightDelay:
             "request_fields": REQUEST_FIELDS,
             "store_metadata": store,
             "loaded_at": loaded.loaded_at,
-            "follows_registry": self.watcher.pointer is not None,
+            "follows_registry": self.watcher.registry is not None,
             "last_reload_error": self.watcher.last_error,
         }
 

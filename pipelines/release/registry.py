@@ -1,14 +1,19 @@
-"""The model registry: BentoML's model store holds the models, one small file says which one is the champion.
+"""The model registry: BentoML's model store holds the models, one small record says which one is the champion.
 
-Why a pointer file: BentoML model labels are fixed when a model is saved, and promotion must be atomic. The
-champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
-the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
-derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
-refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`. `prune` deletes what is none
-of the champion and the last N promoted.
+Why a pointer and not labels: BentoML model labels are fixed when a model is saved, and promotion must be atomic.
+Where the pointer, the promotion journal and the models live is the store's business (`pipelines/release/store.py`):
+by default `<registry_dir>/champion.json`, replaced with one rename under a lock, beside `history.jsonl`, with the
+models in this machine's BentoML store; with `versioning.registry_remote` a remote every machine reads, where a
+promotion is a conditional write of the journal's next generation and the models travel by BentoML export/import.
+Either way a promotion names the champion it expects to replace (the one the gate compared against): if another
+promotion won meanwhile it raises `PromotionConflict` and writes nothing, so two concurrent promotions cannot both
+win. A model's stage is derived: the pointer's model is `champion`, models that were champion before are
+`retired`, a model the gate refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`.
+`prune` deletes what is none of the champion and the last N promoted.
 
-The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
-see the same models.
+Every function takes the registry as a store or, as before, a registry folder (a `LocalStore`); `open_registry`
+gives the store params name. The local store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so
+`bentoml models list` and `bentoml build` see the same models.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from pipelines import io
 from pipelines.contracts import (
     DataVersion,
@@ -31,16 +34,25 @@ from pipelines.contracts import (
     RegistryEntry,
     RegistryMetrics,
 )
-from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.model.train import TrainedModel
 from pipelines.release import lineage
+from pipelines.release.store import (
+    ANY,
+    LocalStore,
+    PromotionConflict,
+    RegistryError,
+    RegistryStore,
+    StoredModel,
+    open_store,
+    readable,
+)
 
 if TYPE_CHECKING:
     from pipelines.config import Params
 
+__all__ = ["ANY", "PromotionConflict", "RegistryError", "RegistryStore"]
 
-class RegistryError(RuntimeError):
-    """The registry cannot do what was asked (no champion yet, unknown tag)."""
+Registry = RegistryStore | Path  # a store, or a registry folder (a LocalStore)
 
 
 @dataclass(frozen=True)
@@ -54,12 +66,25 @@ class RegisteredModel:
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
 
 
+def open_registry(params: Params) -> RegistryStore:
+    """The registry params name: `versioning.registry_remote` when set (every machine reads it), else
+    `paths.registry_dir` of the repository the run belongs to (`registry_home`) and this machine's model store."""
+    return open_store(registry_home(params.paths.registry_dir), params.versioning.registry_remote)
+
+
+def _store(registry: Registry | None) -> RegistryStore:
+    if registry is None:
+        return LocalStore(Path("."))  # the model functions' default: this machine's BentoML store only
+    return LocalStore(Path(registry)) if isinstance(registry, str | os.PathLike) else registry
+
+
 def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None,
-               labels: dict[str, str] | None = None) -> str:
+               labels: dict[str, str] | None = None, registry: Registry | None = None) -> str:
     """Copy a trained model directory into the store as a new version of `name` (params' project.model_name), with
     `entry` as its metadata; returns its tag (`name:version`). (A plain mapping is stored as given: models saved by
-    hand or by tests; the pipeline stores a `RegistryEntry`.)
+    hand or by tests; the pipeline stores a `RegistryEntry`.) With a remote `registry` the model is published there
+    too (BentoML's export), so every machine can load it.
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -77,41 +102,28 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
         for file_name, write in (extra_files or {}).items():
             write(Path(stored.path) / file_name)
     tag = str(stored.tag)
-    # BentoML keeps each model in a 0700 folder (a mkdtemp). A serving container that mounts the store reads it as
-    # another user (deploy/container.py), and a model is no secret: readable like the 0644 files inside it.
-    model_path(tag).chmod(0o755)
+    readable(Path(stored.path))
+    _store(registry).publish(tag)
     return tag
 
 
-def model_path(tag: str) -> Path:
-    import bentoml
-
-    try:
-        return Path(bentoml.models.get(tag).path)
-    except bentoml.exceptions.NotFound as error:
-        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+def model_path(tag: str, registry: Registry | None = None) -> Path:
+    """The model's folder in this machine's store; with a remote `registry`, imported from it when missing."""
+    return _store(registry).fetch(tag)
 
 
-def has_model(tag: str) -> bool:
-    try:
-        model_path(tag)
-    except RegistryError:
-        return False
-    return True
+def has_model(tag: str, registry: Registry | None = None) -> bool:
+    return _store(registry).has(tag)
 
 
-def load_model(tag: str) -> TrainedModel:
-    return TrainedModel.load(model_path(tag))
+def load_model(tag: str, registry: Registry | None = None) -> TrainedModel:
+    return TrainedModel.load(model_path(tag, registry))
 
 
-def model_entry(tag: str) -> RegistryEntry:
-    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed."""
-    import bentoml
-
-    try:
-        return RegistryEntry.from_metadata(bentoml.models.get(tag).info.metadata)
-    except bentoml.exceptions.NotFound as error:
-        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+def model_entry(tag: str, registry: Registry | None = None) -> RegistryEntry:
+    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed; from a
+    remote registry's index without downloading the model."""
+    return RegistryEntry.from_metadata(_store(registry).metadata(tag))
 
 
 def registry_home(registry_dir: Path) -> Path:
@@ -126,106 +138,92 @@ def registry_home(registry_dir: Path) -> Path:
     return Path(root) / registry_dir if root and not registry_dir.is_absolute() else registry_dir
 
 
-def champion_tag(registry_dir: Path) -> str | None:
-    pointer = registry_dir / CHAMPION_FILE
-    if not pointer.exists():
-        return None
-    return PromotionRecord.model_validate_json(pointer.read_text()).tag
+def champion_record(registry: Registry) -> PromotionRecord | None:
+    return _store(registry).champion()
 
 
-def require_champion(registry_dir: Path) -> str:
-    tag = champion_tag(registry_dir)
+def champion_tag(registry: Registry) -> str | None:
+    record = champion_record(registry)
+    return record.tag if record else None
+
+
+def require_champion(registry: Registry) -> str:
+    tag = champion_tag(registry)
     if tag is None:
-        raise RegistryError(f"no champion yet in {registry_dir}: run the training DAG so the gate can promote one")
+        raise RegistryError(f"no champion yet in {_store(registry).location}: run the training DAG so the gate can "
+                            "promote one")
     return tag
 
 
-def history(registry_dir: Path) -> list[PromotionRecord]:
-    """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
-    path = registry_dir / HISTORY_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
-        try:
-            records.append(PromotionRecord.model_validate_json(line))
-        except ValidationError:
-            continue  # a torn line followed by a later append: never a promotion that happened
-    return records
+def history(registry: Registry) -> list[PromotionRecord]:
+    """Every promotion and rollback, oldest first (a record torn by a crash is skipped)."""
+    return _store(registry).history()
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
-                 ) -> None:
-    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent."""
-    model_path(tag)  # refuse a tag the store does not hold
-    registry_dir.mkdir(parents=True, exist_ok=True)
-    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
-                             at=datetime.now(UTC).isoformat())
-    journal_path = registry_dir / HISTORY_FILE
-    torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
-    with open(journal_path, "a") as journal:
-        journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
-        journal.flush()
-        os.fsync(journal.fileno())
-    io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
+def set_champion(registry: Registry, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote",
+                 expected: Any = ANY) -> PromotionRecord:
+    """Make `tag` the champion atomically; `expected`: the champion tag (or None) the caller decided against.
+
+    Raises `PromotionConflict`, having written nothing, when the champion is no longer `expected` or another
+    promotion wrote first; returns the record written (with `previous`).
+    """
+    store = _store(registry)
+    if not store.has(tag):
+        raise RegistryError(f"model {tag!r} is not in the registry ({store.location})")
+    record = PromotionRecord(event=event, tag=tag, reason=reason, at=datetime.now(UTC).isoformat())
+    return store.promote(record, expected)
 
 
-def rollback(registry_dir: Path, to_tag: str | None = None) -> str:
-    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag."""
-    current = require_champion(registry_dir)
+def rollback(registry: Registry, to_tag: str | None = None) -> str:
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. Refused with
+    `PromotionConflict` if a promotion lands while it runs."""
+    current = require_champion(registry)
     if to_tag is None:
-        earlier = [r.tag for r in history(registry_dir) if r.tag != current]
+        earlier = [r.tag for r in history(registry) if r.tag != current]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    set_champion(registry_dir, to_tag, reason=f"rollback from {current}", event="rollback")
+    set_champion(registry, to_tag, reason=f"rollback from {current}", event="rollback", expected=current)
     return to_tag
 
 
-def _stored(name: str) -> list[Any]:
-    """Every stored version of `name` (BentoML raises NotFound for a name with no versions yet)."""
-    import bentoml
-
-    try:
-        return list(bentoml.models.list(name))
-    except bentoml.exceptions.NotFound:
-        return []
+def _stored(name: str, registry: Registry | None = None) -> list[StoredModel]:
+    """Every stored version of `name` in the registry."""
+    return _store(registry).models(name)
 
 
-def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
-    champion = champion_tag(registry_dir)
-    former = {r.tag for r in history(registry_dir)}
+def list_models(registry: Registry, *, name: str) -> list[RegisteredModel]:
+    champion = champion_tag(registry)
+    former = {r.tag for r in history(registry)}
     models = []
-    for stored in _stored(name):
-        tag = str(stored.tag)
-        refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
-        stage = ("champion" if tag == champion else "retired" if tag in former
+    for stored in _stored(name, registry):
+        refused = stored.labels.get(GATE_LABEL) == "refused"
+        stage = ("champion" if stored.tag == champion else "retired" if stored.tag in former
                  else "refused" if refused else "candidate")
-        models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
-                                      entry=RegistryEntry.from_metadata(stored.info.metadata)))
+        models.append(RegisteredModel(tag=stored.tag, stage=stage, created=stored.created.isoformat(),
+                                      entry=RegistryEntry.from_metadata(stored.metadata)))
     return sorted(models, key=lambda m: m.created)
 
 
-def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
+def prune(registry: Registry, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
     """Delete stored models other than the champion and the last `keep` promoted ones; returns the deleted tags.
 
     "Promoted" reads the journal (promotions and rollbacks), so a model that served is kept until `keep` newer
     ones have; the champion is kept whatever `keep` is. Refused and never-promoted candidates go.
     """
-    import bentoml
-
     if keep < 0:
         raise RegistryError(f"--keep must be >= 0, got {keep}")
-    champion = champion_tag(registry_dir)
+    store = _store(registry)
+    champion = champion_tag(store)
     promoted: list[str] = []
-    for record in reversed(history(registry_dir)):
+    for record in reversed(history(store)):
         if record.tag not in promoted:
             promoted.append(record.tag)
     kept = {champion, *promoted[:keep]} - {None}
-    doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
+    doomed = [stored.tag for stored in _stored(name, store) if stored.tag not in kept]
     if not dry_run:
         for tag in doomed:
-            bentoml.models.delete(tag)
+            store.delete(tag)
     return doomed
 
 
@@ -263,23 +261,25 @@ def registration_entry(params: Params, gate_report: GateReport, built: Lineage) 
     )
 
 
-def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None,
+                       registry: Registry | None = None) -> str | None:
     """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
 
-    Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
+    Re-gating the same model adds no new version. But the store is shared (the machine's, or the remote's), and a
+    model file is the same
     whichever clone trained it (training is deterministic): a version registered from another clone names that
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
     revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
     uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
     """
-    entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
+    entries = [(stored, RegistryEntry.from_metadata(stored.metadata)) for stored in _stored(name, registry)]
     matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
-                     key=lambda pair: pair[0].info.creation_time, reverse=True)
+                     key=lambda pair: pair[0].created, reverse=True)
     for stored, entry in matches:
         recorded = entry.lineage
         if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
-            return str(stored.tag)
+            return stored.tag
     return None

@@ -40,7 +40,7 @@ def _flow_rows(params, port: int) -> int:
     from ops import postgres
 
     async def count() -> int:
-        connection = await asyncpg.connect(host=params.stack.host, port=port, user=postgres.USER,
+        connection = await asyncpg.connect(host=params.prefect.database_host, port=port, user=postgres.USER,
                                            password=postgres.ensure_password(postgres.folder(params)),
                                            database=postgres.DATABASE)
         try:
