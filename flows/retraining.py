@@ -110,6 +110,7 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     name = versioning.experiment_name("retrain", data_end=data_end)
     print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
           f"{reason or 'manual'}")
+    print(f"working in {root} at commit {versioning.git(root, 'rev-parse', 'HEAD')}")
     # --- refuse corrupted data before anything is set up ---------------------------------------------------------
     validate_retrain_data(params, root, data_end)
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------

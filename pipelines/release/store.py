@@ -289,17 +289,21 @@ class RemoteStore:
     def history(self) -> list[PromotionRecord]:
         return [record for _, path in self._generations() if (record := self._read(path)) is not None]
 
+    def _create(self, path: str, data: bytes) -> None:
+        """Write `path` only if it does not exist (FileExistsError otherwise): fsspec's exclusive create."""
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)  # a folder needs its parents; a bucket ignores this
+        with self.fs.open(path, "xb") as out:
+            out.write(data)
+
     def _check_exclusive(self) -> None:
         """Create a probe object twice, exclusively: a store that lets the second through ignores conditional writes
         (an older S3-compatible server), and promoting there could let two promotions win."""
         if self._exclusive_checked:
             return
         probe = self._path(".exclusive-probe", uuid.uuid4().hex)
-        with self.fs.open(probe, "xb") as out:
-            out.write(b"probe")
+        self._create(probe, b"probe")
         try:
-            with self.fs.open(probe, "xb") as out:
-                out.write(b"again")
+            self._create(probe, b"again")
         except FileExistsError:
             self._exclusive_checked = True
         finally:
@@ -329,8 +333,7 @@ class RemoteStore:
         generation = (newest[0] if newest else 0) + 1
         path = self._path(io.REMOTE_JOURNAL_DIR, io.journal_record_name(generation))
         try:
-            with self.fs.open(path, "xb") as out:
-                out.write(record.model_dump_json().encode())
+            self._create(path, record.model_dump_json().encode())
         except FileExistsError:
             raise PromotionConflict(f"promotion of {record.tag} lost: journal generation {generation} was written by "
                                     "another promotion first") from None
