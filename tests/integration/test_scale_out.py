@@ -242,8 +242,8 @@ def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_
             logs.append(tmp_path / f"{name}.log")
             workers[name] = _start_worker(worker_argv(params, name), env, logs[-1])
             # The first attempt works for 20 s, then writes (Prefect logs its end to the console); a retry is short.
-            run = run_deployment("probe/probe-alone", parameters={"seconds": 20, "record_dir": str(records)},
-                                 timeout=0)
+            run = run_deployment("probe/probe-alone", parameters={"seconds": 30, "record_dir": str(records),
+                                                                  "chatter": True}, timeout=0)
             first = _wait("the run started", lambda: _records(records, str(run.id)), work_timeout_s(), logs)[0]
             killed = workers.pop(name)
             os.kill(killed.pid, signal.SIGKILL)  # the worker alone: its flow run process is not touched
@@ -264,7 +264,6 @@ def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_
             attempts = [(a["worker"], a["run_count"]) for a in _records(records, str(run.id))]
             print(f"\nworker killed alone: states {names}, attempts {attempts}")
             assert final.state.is_completed(), names
-            assert not alive(first["pid"]), "the orphan is gone"
             assert "Crashed" in names and names[names.index("Crashed") + 1] == "AwaitingRetry", names
             assert attempts == [(name, 1), (survivor, 2)], attempts
         finally:

@@ -139,7 +139,7 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
     processes: list[subprocess.Popen] = []
     try:
         # --- the control checkout: the project committed and pushed; the remotes are empty --------------------
-        subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+        subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True)
         control = copy_project(root / "control", _project(registry_remote, pool), remote=dvc_remote)
         run(control, "git", "remote", "add", "origin", str(origin))
         run(control, "git", "push", "-q", "origin", "HEAD:refs/heads/main")
