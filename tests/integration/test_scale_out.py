@@ -215,7 +215,7 @@ def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_
     from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.automations import apply_crash_automations
+    from flows.automations import RETRY_CRASHED, apply_crash_automations
     from flows.deployments import ensure_work_pool, job_variables
     from ops.stack import alive
     from ops.workers import worker_argv, worker_name
@@ -260,12 +260,18 @@ def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_
 
             final = _wait("the orphaned run reached a final state", finished,
                           work_timeout_s() + params.prefect.crashed_after_s, logs, poll=5)
-            names = [s.name for s in client.read_flow_run_states(run.id)]
+            states = client.read_flow_run_states(run.id)
+            names = [s.name for s in states]
             attempts = [(a["worker"], a["run_count"]) for a in _records(records, str(run.id))]
-            print(f"\nworker killed alone: states {names}, attempts {attempts}")
+            crashed = [s for s in states if s.type.value == "CRASHED"]
+            print(f"\nworker killed alone: states {names}, attempts {attempts}, crashed: "
+                  f"{[c.message for c in crashed]}")
             assert final.state.is_completed(), names
-            assert "Crashed" in names and names[names.index("Crashed") + 1] == "AwaitingRetry", names
+            assert len(crashed) == 1, names
+            after = states[states.index(crashed[0]) + 1]
+            assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
             assert attempts == [(name, 1), (survivor, 2)], attempts
+            assert not alive(first["pid"]), "the orphaned first attempt is gone"
         finally:
             for process in workers.values():
                 stop(process)
