@@ -84,7 +84,7 @@ def load_flow(name: str) -> Any:
 
 
 # In a run's own clone (code_source: git): params.yaml at the commit, relative to the clone, where the run works.
-CLONED_PARAMS = "params.yaml"
+CLONED_PARAMS = io.PARAMS_FILE
 CLONE_DIRECTORY = "flightops"  # the clone's folder inside the run's temporary working directory
 
 
@@ -178,7 +178,7 @@ class SourceError(RuntimeError):
 
 
 # What a run's clone must hold exactly as this checkout has it: its params and the code and files its stages read.
-CLONED_INPUTS = ("params.yaml", "dvc.yaml", "uv.lock", "pyproject.toml", ".dvc/config", "pipelines", "flows",
+CLONED_INPUTS = (io.PARAMS_FILE, io.DVC_FILE, io.PACKAGE_LOCK, io.PROJECT_FILE, io.DVC_CONFIG, "pipelines", "flows",
                  "expectations")
 
 

@@ -35,6 +35,8 @@ PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 DVC_LOCK_FILE = "dvc.lock"
 PACKAGE_LOCK = "uv.lock"
+PROJECT_FILE = "pyproject.toml"
+DVC_CONFIG = ".dvc/config"             # the DVC remote every machine pulls from and pushes to (committed)
 # A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir).
 MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
 SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
