@@ -46,7 +46,7 @@ log = logging.getLogger("flightops.service")
 def startup_tag(params: Params) -> tuple[str | None, bool]:
     """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
-    from pipelines.release.registry import champion_tag, open_registry
+    from pipelines.release.registry import RegistryError, champion_tag, open_registry
 
     pinned = os.environ.get(MODEL_TAG_ENV)
     if pinned:
@@ -54,7 +54,10 @@ def startup_tag(params: Params) -> tuple[str | None, bool]:
     registry = open_registry(params)
     current = champion_tag(registry)
     if current is not None:
-        registry.fetch(current)  # from a remote registry into this machine's store, where BentoML reads models
+        try:  # from a remote registry into this machine's store, where BentoML reads models
+            registry.fetch(current)
+        except RegistryError as error:  # the watcher says why in /metadata and retries at each check
+            log.warning("champion %s not loadable yet: %s", current, error)
         return current, True
     bundled = params.serve.bundled_champion_file
     if bundled.exists():
