@@ -122,3 +122,21 @@ def test_the_remote_holds_models_and_entries_for_every_machine(tmp_path: Path) -
 def test_a_remote_without_a_known_conditional_create_is_refused() -> None:
     with pytest.raises(RegistryError, match="no conditional create"):
         RemoteStore("memory://registry")
+
+
+def test_a_remote_that_ignores_conditional_writes_is_refused_before_promoting(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3-compatible server that ignores If-None-Match behaves like a plain overwrite: the probe sees its second
+    exclusive create go through and nothing is promoted."""
+    store = RemoteStore(str(tmp_path / "remote"))
+    (tmp_path / "m").mkdir()
+    tag = _model(tmp_path / "m", f"ignored-{os.getpid()}", store)
+
+    def overwrite(self, path: str, data: bytes) -> None:
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    monkeypatch.setattr(RemoteStore, "_create", overwrite)
+    with pytest.raises(RegistryError, match="ignores conditional writes"):
+        registry.set_champion(store, tag, reason="first", expected=None)
+    assert registry.champion_tag(store) is None
