@@ -150,6 +150,7 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
     from pipelines.monitor.decision import decide_retrain
     from pipelines.monitor.drift import analyse_window
     from pipelines.monitor.reference import build_reference
+    from pipelines.monitor.windows import calibrated_windows
 
     params = load_params("params.yaml", {"collect.end": "2014-01-01"})
     time_column, features = params.source.time_column, params.features
@@ -168,6 +169,8 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None
     reference, calibration = build_reference([prepared.train, prepared.valid], model, features, time_column,
                                              params.monitor, labelled=[prepared.valid, prepared.test])
     calibration_s = time.perf_counter() - started
+    # Live windows are judged as the calibration was sized (monitor.window_days / min_window_rows `auto`).
+    params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, calibration)})
     results = []
     for scenario in _scenarios(features, calibration.weights, reference, bases):
         if only and not any(words in scenario.name for words in only):

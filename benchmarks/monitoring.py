@@ -36,8 +36,9 @@ def _one(rows: int, reference_rows: int) -> dict:
     current = current.assign(probability=rng.beta(2, 6, rows), model_tag="bench", request_id=range(rows))
     # Thresholds as registration would learn them: the reference's own weeks against the rest (timed separately
     # by benchmarks/drift_scenarios.py); equal weights, the reference's own categories as the vocabulary.
-    from pipelines.monitor.calibration import calibrate
+    from pipelines.monitor.calibration import calibrate, size_windows
 
+    params = params.model_copy(update={"monitor": size_windows(reference["time_hour"], params.monitor)})
     weights = {name: 1 / len(params.features.raw_columns) for name in params.features.raw_columns}
     vocabulary = {name: sorted(base[name].dropna().unique()) for name in params.features.categorical}
     calibration = calibrate(reference, reference, params.features, "time_hour",

@@ -17,7 +17,7 @@ relative path (source.path, validate.suite) are copied from beside it, so a proj
 Prints wall time and peak memory (the largest process's max RSS) of each, and the ratios. Goals (issue 2):
 no-op repro under 2 s; full repro within 3x the bare script. Issue 16 adds, in the same run:
 - the Prefect `training` flow (against a running Prefect server) vs `dvc repro` on the same change
-  (train.learning_rate, in two identical copies of the repo): goal <= 1.3x;
+  (train.lightgbm.learning_rate, in two identical copies of the repo): goal <= 1.3x;
 - `python -m pipelines reproduce <tag>` wall time for the model that flow registered;
 - the no-op `dvc repro` vs a trivial 6-stage pipeline's no-op (`echo` stages): goal <= 1.5x.
 Ratios measured in the same run stay meaningful on a shared machine; absolute seconds do not.
@@ -87,9 +87,10 @@ if full:
     from pipelines.release import registry
     from pipelines.model.evaluate import baseline_predictions
     from pipelines.features import encode_frame
-    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
     from pipelines.monitor.reference import build_reference
-    latency = measure_latency_ms(model.booster, encode_frame(data.test.head(params.gate.latency_batch_rows),
+    latency = measure_latency_ms(model, encode_frame(data.test.head(params.gate.latency_batch_rows),
                                  model.schema), params.gate.latency_repeats)
     decision = decide(data.test, model.predict_proba(data.test), None,
                       baseline_predictions(data.train, data.test, params.source.time_column), latency, params.gate,
@@ -150,7 +151,8 @@ def trivial_pipeline(dest: Path) -> Path:
 
 
 def flow_vs_repro(repo: Path, console: Console) -> dict[str, float]:
-    """The same change (train.learning_rate) in two identical copies: `dvc repro` in one, the flow in the other."""
+    """The same change (train.lightgbm.learning_rate) in two identical copies: `dvc repro` in one, the flow in the
+    other."""
     import shutil
 
     from support.servers import prefect_server
@@ -158,7 +160,7 @@ def flow_vs_repro(repo: Path, console: Console) -> dict[str, float]:
     flow_copy = repo.parent / "flow-copy"
     shutil.copytree(repo, flow_copy, symlinks=True)
     for copy in (repo, flow_copy):
-        set_params(copy, {"train.learning_rate": 0.08})
+        set_params(copy, {"train.lightgbm.learning_rate": 0.08})
     console.log("dvc repro after the change")
     repro = measure_child(["dvc", "repro", "--quiet"], repo)
     with prefect_server(repo.parent / "prefect-home") as api:
@@ -234,7 +236,7 @@ def main() -> None:
         versioning.add_column(column, justify="right" if column != "run" else "left")
     flow_ratio = versioned["flow_wall"] / versioned["repro"]
     noop_ratio = noop[0] / trivial[0]
-    versioning.add_row("dvc repro (train.learning_rate changed)", f"{versioned['repro']:.2f}", "1.00", "")
+    versioning.add_row("dvc repro (train.lightgbm.learning_rate changed)", f"{versioned['repro']:.2f}", "1.00", "")
     versioning.add_row("Prefect training flow, same change (process wall)", f"{versioned['flow_wall']:.2f}",
                        f"{flow_ratio:.2f}", "<= 1.3")
     versioning.add_row("  of which the flow call itself", f"{versioned['flow_in_process']:.2f}",

@@ -96,7 +96,8 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     from pipelines.data.preprocess import prepare
     from pipelines.features import encode_frame
     from pipelines.model.evaluate import baseline_predictions
-    from pipelines.model.gate import decide, measure_latency_ms
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
     from pipelines.model.train import train_model
     from pipelines.monitor.reference import build_reference
 
@@ -106,7 +107,7 @@ def train_champion(table: pd.DataFrame, params: Any, start: pd.Timestamp, end: p
     data = prepare(rows, params.source, params.features, params.split, keep=params.evaluate.slices)
     model = train_model(data.train, data.valid, data.schema, params.train)
     challenger_proba = model.predict_proba(data.test)
-    latency = measure_latency_ms(model.booster, encode_frame(data.test.head(params.gate.latency_batch_rows),
+    latency = measure_latency_ms(model, encode_frame(data.test.head(params.gate.latency_batch_rows),
                                                              model.schema), params.gate.latency_repeats)
     decision = decide(data.test, challenger_proba, None if champion is None else champion.model.predict_proba(
                           data.test), baseline_predictions(data.train, data.test, time_column), latency,
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import load_params
     from pipelines.data.collect import collect
     from pipelines.features import make_label
+    from pipelines.monitor.windows import calibrated_windows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -262,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     first, timings = train_champion(table, params, started, trained_until, "first", None, with_reference=True)
     if first is None:
         raise SystemExit(f"the first champion failed the gate: {timings['gate']}")
+    # Live windows are cut as the first champion's calibration was sized (`auto` resolved there).
+    params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, first.calibration)})
     weeks = replay_weeks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end),
                          params.monitor.window_days)[:args.weeks]
     runs = []

@@ -4,8 +4,8 @@
 
 Runs collect + preprocess for the params' window (default Jan-Aug 2013) into a scratch folder, then:
 1. the same candidates (params `search:`) on a local Dask cluster of 1 and of 2 workers: wall time and ratio;
-2. test-split ROC AUC of the search winner, of `train:` as configured (the default-params model), and of
-   scikit-learn's HistGradientBoostingClassifier on the same encoded features (categoricals marked as such).
+2. test-split ROC AUC of the search winner, of `train:` as configured (the default-params model), and of every
+   other model family with its own `train.<family>` section, on the same encoded features.
 Prints a table; nothing is timed inside the test suite.
 """
 
@@ -26,14 +26,13 @@ def main() -> None:
     parser.add_argument("--workdir", help="scratch folder (default: a new temp dir)")
     args = parser.parse_args()
 
-    import numpy as np
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
     from pipelines import io, stages
-    from pipelines.config import parse_params
-    from pipelines.features import LABEL, encode_frame
-    from pipelines.model.train import TrainedModel, train_model
+    from pipelines.config import FAMILIES, parse_params
+    from pipelines.features import LABEL
+    from pipelines.model.catalog import load_model
+    from pipelines.model.train import train_model
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-search-"))
     data = yaml.safe_load(Path(args.params).read_text())
@@ -61,28 +60,27 @@ def main() -> None:
     train = io.read_parquet(io.prepared_path(params.paths, "train"), "preprocess")
     valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
-    winner = TrainedModel.load(root / "model-2w")
+    winner = load_model(root / "model-2w")
     schema = winner.schema
     start = time.perf_counter()
     default = train_model(train, valid, schema, params.train)
     default_seconds = time.perf_counter() - start
 
-    x_train = encode_frame(train, schema)
-    mask = np.array([name in schema.categorical_features for name in schema.feature_names])
-    hgb = HistGradientBoostingClassifier(categorical_features=mask, random_state=params.train.seed,
-                                         early_stopping=True, validation_fraction=0.1, max_iter=500)
-    start = time.perf_counter()
-    hgb.fit(x_train, train[LABEL].to_numpy())
-    hgb_seconds = time.perf_counter() - start
+    others = {}
+    for family in (name for name in FAMILIES if name != params.train.family):
+        start = time.perf_counter()
+        others[family] = train_model(train, valid, schema, params.train.with_family(family))
+        others[family].meta["seconds"] = time.perf_counter() - start
 
     y_test = test[LABEL].to_numpy()
     rows = {
-        "search winner (LightGBM)": (roc_auc_score(y_test, winner.predict_proba(test)), timings[2][1],
+        f"search winner ({winner.family})": (roc_auc_score(y_test, winner.predict_proba(test)), timings[2][1],
                                      json.dumps(winner.meta["search"])),
-        "default train: params (LightGBM)": (roc_auc_score(y_test, default.predict_proba(test)), default_seconds,
-                                             f"{default.meta['best_iteration']} trees"),
-        "HistGradientBoostingClassifier": (roc_auc_score(y_test, hgb.predict_proba(encode_frame(test, schema))[:, 1]),
-                                           hgb_seconds, f"{hgb.n_iter_} iterations"),
+        f"default train: params ({default.family})": (roc_auc_score(y_test, default.predict_proba(test)),
+                                                      default_seconds, f"{default.meta['best_iteration']} rounds"),
+        **{f"{family} family (train.{family})": (roc_auc_score(y_test, model.predict_proba(test)),
+                                                  model.meta["seconds"], f"{model.meta['best_iteration']} iterations")
+           for family, model in others.items()},
     }
     print(f"\nsearch wall time 1 vs 2 workers: total {timings[1][0]:.1f} s vs {timings[2][0]:.1f} s "
           f"(ratio {ratio_total:.2f}); candidates' span {timings[1][1]:.1f} s vs {timings[2][1]:.1f} s "

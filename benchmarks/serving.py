@@ -158,10 +158,10 @@ def in_process(rows: list[dict[str, Any]], tag: str, time_column: str, batch: in
     singles = [matrix([r]) for r in parsed[:2000]]
     chunks = [parsed[i:i + batch] for i in range(0, len(parsed) - batch + 1, batch)]
     figures = {
-        "single_predict_us": per_call_s(lambda m: model.booster.predict(m, num_threads=1), singles) * 1e6,
-        "single_features_predict_us": per_call_s(lambda r: model.booster.predict(matrix([r]), num_threads=1),
+        "single_predict_us": per_call_s(lambda m: model.predict_matrix(m, 1), singles) * 1e6,
+        "single_features_predict_us": per_call_s(lambda r: model.predict_matrix(matrix([r]), 1),
                                                  parsed[:len(singles)]) * 1e6,
-        "batch_rows_per_s": batch / per_call_s(lambda c: model.booster.predict(matrix(c)), chunks),
+        "batch_rows_per_s": batch / per_call_s(lambda c: model.predict_matrix(matrix(c)), chunks),
     }
     if loaded.forest is not None:
         forest = loaded.forest

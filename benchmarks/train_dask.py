@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", help="scratch folder (default: a new temp dir)")
-    parser.add_argument("--rounds", type=int, help="cap train.num_boost_round (a busy machine: fewer rounds, same "
+    parser.add_argument("--rounds", type=int, help="cap train.lightgbm.num_boost_round (a busy machine: fewer rounds, "
+                        "same "
                         "data, so the memory figures hold and the time per round can still be compared)")
     parser.add_argument("--measure", nargs=2, metavar=("ENGINE", "PREPARED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -125,8 +126,9 @@ def main() -> None:
                 _replicate(params.paths.prepared_dir, prepared[scale], scale, params.source.time_column)
 
     print(f"window {params.collect.start:%Y-%m-%d}..{params.collect.end:%Y-%m-%d}; {args.workers} dask worker "
-          f"processes x 1 thread vs one process x {args.workers} threads; train: {params.train.num_boost_round} "
-          f"rounds max, early stopping {params.train.early_stopping_rounds}")
+          f"processes x 1 thread vs one process x {args.workers} threads; train: "
+          f"{params.train.lightgbm.num_boost_round} "
+          f"rounds max, early stopping {params.train.lightgbm.early_stopping_rounds}")
     print(f"\n{'table':<6} {'engine':<7} {'train rows':>10} {'wall s':>7} {'trees':>5} {'test AUC':>8}  peak RSS MiB")
     for scale in args.scales:
         for engine in ("local", "dask"):

@@ -28,7 +28,7 @@ from pipelines.monitor import store as monitoring_store
 from pipelines.monitor.calibration import Calibration
 from pipelines.monitor.drift import analyse_window
 from pipelines.monitor.reference import build_reference
-from pipelines.monitor.windows import plan_windows, window_rows
+from pipelines.monitor.windows import calibrated_windows, plan_windows, window_rows
 
 # --- tasks: thin wrappers over pipelines/ -------------------------------------------------------------------------
 
@@ -48,17 +48,25 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     before calibration existed, or no champion yet (a bare workspace: the current candidate), gets both built here
     from the prepared splits, as registration would.
     """
-    from pipelines.model.train import TrainedModel
+    from pipelines.model.catalog import load_model
     from pipelines.release import registry
 
     store = registry.open_registry(params)
     tag = registry.champion_tag(store)
-    model = registry.load_model(tag, store) if tag else TrainedModel.load(params.paths.model_dir)
+    model = registry.load_model(tag, store) if tag else load_model(params.paths.model_dir)
     stored = registry.model_path(tag, store) if tag else None
     if stored is not None and (stored / io.REFERENCE_FILE).exists() and (stored / io.CALIBRATION_FILE).exists():
         reference = pd.read_parquet(stored / io.REFERENCE_FILE)
         calibration = Calibration.model_validate(io.read_json(stored / io.CALIBRATION_FILE))
     else:
+        # Built from the prepared splits only where they are the champion's (or there is none): a champion from
+        # an experiment whose `reference` stage has not attached its reference yet must not be judged by another
+        # model's data.
+        workspace_md5 = io.file_md5(io.model_file(params.paths.model_dir))
+        if tag and registry.model_entry(tag, store).model_md5 != workspace_md5:
+            raise RuntimeError(f"the champion {tag} has no monitoring reference yet (the `reference` stage attaches "
+                               "it after the gate) and the workspace's splits are another model's: run `dvc repro "
+                               "reference` where it was trained, or wait for its retrain to finish")
         splits = {split: io.read_parquet(io.prepared_path(params.paths, split), "preprocess")
                   for split in ("train", "valid", "test") if io.prepared_path(params.paths, split).exists()}
         reference, calibration = build_reference([splits["train"], splits["valid"]], model, params.features,
@@ -145,8 +153,8 @@ def save_state(params: Params, state: dict[str, Any]) -> None:
 
 
 @task(name="ensure-dashboard", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def ensure_dashboard(params: Params) -> bool:
-    return monitoring_store.ensure_dashboard(params)
+def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
+    return monitoring_store.ensure_dashboard(params, champion)
 
 
 def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest) -> str:
@@ -199,6 +207,13 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         if pending:
             state = bookkeeping.settle_retrains(state, retrain_outcomes(params, pending))
             save_state(params, state)
+    loaded = None
+    if not frame.empty and "auto" in (params.monitor.window_days, params.monitor.min_window_rows):
+        # Windows sized from the champion's reference period (`auto`): cut live as its thresholds were learned.
+        loaded = load_reference(params)
+        params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, loaded[1])})
+        logger.info("windows: %s (the champion's calibration: %s)", f"{params.monitor.window_days} days, "
+                    f"{params.monitor.min_window_rows}+ rows", loaded[1].sizing or "set in params")
     done = {start: entry.get("rows") for start, entry in state["windows"].items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
                          clock=pd.Timestamp(clock) if clock else None)
@@ -213,8 +228,8 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         if plan.late_rows and not plan.reanalysis:
             logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
                         plan.late_rows)
-    reference, calibration, expected, champion, champion_tag = load_reference(params)
-    ensure_dashboard(params)
+    reference, calibration, expected, champion, champion_tag = loaded or load_reference(params)
+    ensure_dashboard(params, champion_tag)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:

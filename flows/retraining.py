@@ -111,7 +111,9 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
           f"{reason or 'manual'}")
     print(f"working in {root} at commit {versioning.git(root, 'rev-parse', 'HEAD')}")
-    # --- refuse corrupted data before anything is set up ---------------------------------------------------------
+    # --- refuse an unversioned table or corrupted data before anything is set up -------------------------------
+    if params.source.kind == "file":
+        print(f"source table: versioned by {versioning.require_versioned_source(root, params.source.path)}")
     validate_retrain_data(params, root, data_end)
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
     experiment = run_experiment(root, name, retraining_overrides(data_end, params.monitor.retrain_window_days))

@@ -80,7 +80,8 @@ def report(params: Params, root: Path, stages: list[versioning.StageRun],
 
 @flow(name="training", log_prints=True, flow_run_name="training {params_file}")
 def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
-    """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> gate, each a DVC stage.
+    """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> gate -> reference, each a DVC
+    stage.
 
     A challenger the gate refuses leaves the champion as it was and the flow completes (the gate-decision artifact
     says why); with gate.fail_on_refusal the gate stage fails, and so does the flow.
@@ -101,9 +102,12 @@ def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
     # --- gate and promotion -------------------------------------------------------------------------------------
     gate = dvc_stage(root, "gate", env)
     runs.append(gate)
+    # --- the monitoring reference and calibration, attached to the registered model ---------------------------
+    reference = dvc_stage(root, "reference", env)
+    runs.append(reference)
     # --- version: a registered model's dvc.lock is held by an experiment ref, pushed to the remotes -------------
     experiment = None
-    if gate.ran:
+    if gate.ran or reference.ran:
         saved = save_experiment(root, name)
         experiment = versioning.experiment_record(saved, push_experiment(root, saved, params))
     if cloned:

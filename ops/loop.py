@@ -120,7 +120,8 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     if labelled.empty:
         return pd.DataFrame(columns=["window_start", "served_auc", "first_champion_auc", "gain"])
     time_column = params.source.time_column
-    labelled["first_champion"] = registry.load_model(baseline_tag).predict_proba(labelled)
+    baseline_model = registry.load_model(baseline_tag, registry.open_registry(params))
+    labelled["first_champion"] = baseline_model.predict_proba(labelled)
     labelled["window_start"] = window_starts(labelled[time_column], params.monitor.window_days)
     rows = []
     for start, window in labelled.groupby("window_start"):
@@ -226,7 +227,7 @@ def start_fresh(params_file: Path) -> str:
 
     from ops import stack
     from pipelines.contracts import GateReceipt
-    from pipelines.io import MODEL_FILE, file_md5
+    from pipelines.io import file_md5, model_file
     from pipelines.release import lineage, registry
 
     params = load_params(params_file)
@@ -238,16 +239,18 @@ def start_fresh(params_file: Path) -> str:
             shutil.move(str(folder), str(archive / folder.name))
     # The version the workspace's gate stage registered (its receipt), else one whose lineage holds here or is
     # this workspace's own (a dvc.lock not committed yet).
-    model_md5 = file_md5(params.paths.model_dir / MODEL_FILE)
+    model_md5 = file_md5(model_file(params.paths.model_dir))
     receipt = GateReceipt.load(params.paths.registry_dir)
     tag = receipt.tag if receipt is not None and receipt.model_md5 == model_md5 else None
-    if tag is None or not registry.has_model(tag):
+    store = registry.open_registry(params)
+    if tag is None or not registry.has_model(tag, store):
         tag = registry.find_by_model_hash(model_md5, name=params.project.model_name, root=Path.cwd(),
-                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
+                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)),
+                                         registry=store)
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
-    if registry.champion_tag(registry.open_registry(params)) != tag:
-        registry.set_champion(registry.open_registry(params), tag, reason="loop starts from the dvc repro model",
+    if registry.champion_tag(store) != tag:
+        registry.set_champion(store, tag, reason="loop starts from the dvc repro model",
                               event="rollback")
     log.info("fresh loop: champion %s, previous traffic archived in %s", tag, archive)
     return tag
@@ -264,6 +267,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
 
     params = load_params(params_file)
     first_champion = registry.require_champion(registry.open_registry(params))
+    params = _sized_windows(params)
     stack.up(params_file)
     url = f"http://{params.serve.host}:{params.serve.port}"
     api = f"http://{params.stack.host}:{params.stack.prefect_port}/api"
@@ -283,8 +287,46 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
                 retrains.append(_follow_retrain(params, started, champion, url, retrain_timeout_s, progress))
             progress.advance(task)
     summary = write_summary(params, first_champion, retrains)
-    log.info("loop done: %s", summary)
+    log.debug("loop done: %s", summary)
     return summary
+
+
+def closing_lines(summary: dict[str, Any], params: Params) -> list[str]:
+    """What the loop prints at the end, for people: what happened, which model serves, where to look next."""
+    promoted = summary["promoted"]
+    gain = summary["mean_auc_gain_on_those_windows"]
+    return [
+        f"loop: {summary['windows']} weeks monitored, {summary['alarms']} alarms, {len(summary['retrains'])} "
+        f"retrains, {len(promoted)} promoted"
+        + (f"; {summary['windows_served_by_a_retrained_model']} weeks served by a retrained model, live ROC AUC "
+           f"{gain:+.4f} on them vs the first champion" if gain is not None else ""),
+        f"champion: {promoted[-1] if promoted else summary['first_champion']}"
+        + ("" if promoted else " (the first one: no retrain passed the gate)"),
+        "next:",
+        f"  {Path(summary['history_csv']).with_name(io.LOOP_SUMMARY_MD)}   the weeks, alarms and retrains; "
+        f"{Path(summary['plot']).name} beside it",
+        f"  {summary['evidently_dashboard']}   the Evidently dashboard (one line per champion)",
+        f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "
+        "the drift Automation",
+        "  python -m ops.stack down   stops the stack",
+    ]
+
+
+def _sized_windows(params: Params) -> Params:
+    """`params` with the monitoring windows the champion was calibrated on (monitor.window_days / min_window_rows
+    `auto`), said once at the loop's start."""
+    from pipelines.monitor import store
+    from pipelines.monitor.windows import calibrated_windows
+
+    calibration = store.champion_calibration(params)
+    if calibration is None:
+        log.info("monitoring windows: monitor.window_days=%s, monitor.min_window_rows=%s (no calibration stored "
+                 "with the champion yet)", params.monitor.window_days, params.monitor.min_window_rows)
+        return params
+    monitor = calibrated_windows(params.monitor, calibration)
+    log.info("monitoring windows: %d days, %d+ rows (%s; calibrated on %d reference windows)", monitor.window_days,
+             monitor.min_window_rows, calibration.sizing or "set in params", calibration.windows)
+    return params.model_copy(update={"monitor": monitor})
 
 
 def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> list[dict[str, Any]]:
@@ -338,9 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ops import stack
 
             stack.down(args.params)
-    print(f"summary: {summary['history_csv']}, {summary['plot']}, "
-          f"{Path(summary['history_csv']).with_name(io.LOOP_SUMMARY_MD)}\n"
-          f"Evidently dashboard: {summary['evidently_dashboard']}")
+    print("\n".join(closing_lines(summary, load_params(args.params))))
     return 0
 
 

@@ -18,17 +18,20 @@ from pipelines.io import DVC_FILE, PARAMS_FILE
 
 # The commands dvc.yaml's stages run -> the `pipelines.stages` function each calls (tests/code/test_dvc_deps.py
 # derives every stage's imports and params reads from this map).
+# One command per stage, named as the stage: `python -m pipelines train` is what `dvc repro train` runs.
 STAGE_FUNCTIONS = {
     "collect": "run_collect",
     "validate": "run_validate",
     "preprocess": "run_preprocess",
-    "train": "run_train",
+    "train": "run_search",
     "evaluate": "run_evaluate",
-    "search": "run_search",
     "gate": "run_gate_and_promote",
+    "reference": "run_reference",
 }
-STAGE_HELP = {"search": "train the search candidates on Dask and keep the best (the train stage)",
-              "gate": "gate the trained model against the champion; promote if it passes"}
+STAGE_HELP = {"train": "model selection: train the search's candidates on Dask and keep the best on the validation "
+                       "split (search.strategy none: `train:` alone)",
+              "gate": "gate the trained model against the champion; promote if it passes",
+              "reference": "attach the monitoring reference and drift calibration to the model the gate registered"}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -47,7 +50,8 @@ def _setup_logging(verbose: bool) -> None:
     # Logs on stderr: stdout carries the command's JSON result, for a script or a test to read.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)])
-    for noisy in ("great_expectations", "py.warnings", "numexpr"):
+    # httpx logs every request at INFO: a replay of thousands of batches would bury its own lines.
+    for noisy in ("great_expectations", "py.warnings", "numexpr", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -61,9 +65,24 @@ def _run_stage(function: str) -> Callable[[argparse.Namespace], Any]:
     def command(args: argparse.Namespace) -> Any:
         from pipelines import stages
 
-        return getattr(stages, function)(_load(args))
+        params = _load(args)
+        if function == STAGE_FUNCTIONS["train"]:
+            _refuse_lost_changes(args, params)
+        return getattr(stages, function)(params)
 
     return command
+
+
+def _refuse_lost_changes(args: argparse.Namespace, params: Any) -> None:
+    """A change to a `train:` key the search sets in every candidate would train the same model without a word: a
+    `--set` of one is refused, params.yaml differing from its commit in one (`dvc exp run -S`, an edit, an earlier
+    experiment's values) is warned of, each naming the search setting (`pipelines.model.overrides`).
+    Not in the stage's function: it decides whether the stage runs, never what it writes (no DVC dep)."""
+    from pipelines.model.overrides import refuse_lost_changes, warn_lost_changes
+    from pipelines.release.lineage import changed_params
+
+    refuse_lost_changes(dict(args.set or []), params.search, params.train.family)
+    warn_lost_changes(changed_params(Path(args.params)), params.search, params.train.family)
 
 
 def _draft_suite(args: argparse.Namespace) -> Any:
@@ -73,16 +92,16 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
-    from pipelines.data.collect import collect, params_columns, parse_time, read_table
+    from pipelines.data.collect import TimeFormat, collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
     from pipelines.data.suite import write_suite
 
     params = _load(args)
     source = params.source
     if args.table:
-        frame, origin = read_table(Path(args.table)), args.table
+        frame, origin = read_table(Path(args.table), reading=source.read, times=TimeFormat.of(source)), args.table
         if source.time_column in frame.columns:
-            frame = parse_time(frame, source.time_column)
+            frame = parse_time(frame, source.time_column, TimeFormat.of(source))
     else:
         collected = collect(params.source, params.collect, expected_columns=params_columns(
             params.source, params.features, params.evaluate.slices))
@@ -137,7 +156,7 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     params = _load(args)
     store = registry.open_registry(params)
     previous = registry.require_champion(store)
-    restored = registry.rollback(store, args.to)
+    restored = registry.rollback(store, args.to, force=args.force)
     return {"champion": restored, "previous": previous}
 
 
@@ -177,6 +196,12 @@ def _replay(args: argparse.Namespace) -> Any:
         if getattr(args, key) is not None:
             overrides[f"replay.{key}"] = getattr(args, key)
     return run_replay(load_params(args.params, overrides), args.url)
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from pipelines.release.summary import summary_text
+
+    print(summary_text(_load(args)))
 
 
 def _params(args: argparse.Namespace) -> Any:
@@ -222,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
         sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
-                         help="override one param, e.g. --set train.num_leaves=31 (repeatable)")
+                         help="override one param, e.g. --set train.lightgbm.num_leaves=31 (repeatable)")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -240,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "rollback":
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
+            sub.add_argument("--force", action="store_true", help="restore a model the gate refused (it never "
+                                                                  "served: refused without this flag)")
         if name == "prune":
             sub.add_argument("--keep", type=int, default=3, metavar="N",
                              help="keep the last N promoted models besides the champion (default: 3)")
@@ -247,11 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
                                            "data from the DVC remote) in a temp worktree and compare md5 and metrics")
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
-    rebuild.add_argument("--check", action="store_true", help="exit 1 unless model.txt and the metrics are identical")
+    rebuild.add_argument("--check", action="store_true", help="exit 1 unless the model file and metrics are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
+    add("summary", _summary, "the last training run for people: test metrics beside the baselines, the gate's "
+                             "decision, where to look next")
     explained = add("params", _params, "check the params file; --explain KEY says what a key means and which "
                                        "stages re-run when it changes")
-    explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.num_leaves")
+    explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.lightgbm.num_leaves")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

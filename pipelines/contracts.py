@@ -191,6 +191,9 @@ class Lineage(_Stored):
     data_md5: str | None = None
     params_diff: dict[str, dict[str, Any]] = {}
     uv_lock_md5: str | None = None
+    # The repository the run belongs to (DVC_ROOT inside `dvc exp run --temp`, else its root), resolved: the
+    # registry gives the same model bytes one tag per repository (`registry.find_by_model_hash`).
+    repository: str | None = None
 
     def reproduce_command(self, tag: str) -> str:
         return f"python -m pipelines reproduce {tag} --check"
@@ -227,6 +230,8 @@ class RegistryEntry(_Stored):
     """The metadata stored with each registered model in the BentoML store (`registry.save_model`)."""
 
     model_md5: str | None = None
+    # The model family (pipelines/model/families/); a model registered before families is LightGBM's.
+    family: str = "lightgbm"
     metrics: RegistryMetrics = RegistryMetrics()
     params: dict[str, Any] | None = None
     search: dict[str, Any] | None = None

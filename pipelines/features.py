@@ -121,6 +121,12 @@ def _as_utc_datetime64(values: Any) -> np.ndarray:
         raise FeatureError(f"time column holds values that are not timestamps: {error}") from error
 
 
+def date_only(stamps: pd.Series) -> bool:
+    """Whether every time is a midnight (UTC): a table of dates, with no time of day to learn from or to send."""
+    present = stamps.dropna()
+    return bool(len(present)) and bool((present == present.dt.normalize()).all())
+
+
 def time_parts(times: Any, parts: Sequence[str]) -> dict[str, np.ndarray]:
     """The calendar parts of a time column (UTC), as the model sees them."""
     stamps = _as_utc_datetime64(times)
@@ -252,9 +258,11 @@ def make_label(frame: pd.DataFrame, source: SourceParams, *, check: bool = True)
 
     Three target shapes: a numeric target with `source.positive_above` (label = target > threshold); a target
     with `source.positive_class` (label = the value's text equals it, case-sensitive: `YES`, `churned`, `true`);
-    or, with neither, a target that already is 0/1 or boolean. Missing targets stay NaN whatever the shape, so no
-    cast ever meets them. `check` (training) refuses a target with more than two classes and a positive class the
-    target never takes; replaying a later window passes `check=False`, where a week without positives is real.
+    or, with neither, a target that already is 0/1 or boolean. A target of more than two classes with
+    `positive_class` is one-vs-rest (the class is 1, every other value 0). Missing targets stay NaN whatever the
+    shape, so no cast ever meets them. `check` (training) refuses a positive class the target never takes and a
+    text target of several classes without one; replaying a later window passes `check=False`, where a week
+    without positives is real.
     """
     target = frame[source.target]
     present = target.notna()
@@ -276,10 +284,8 @@ def make_label(frame: pd.DataFrame, source: SourceParams, *, check: bool = True)
         return label
     texts = category_texts(values)
     classes = sorted(set(texts))
-    if check and len(classes) > 2 and not (source.positive_class is None and _is_numeric(target)):
-        raise FeatureError(f"target {source.target!r} (source.target) has {len(classes)} classes {_listed(classes)}: "
-                           "multi-class targets are not supported yet; the label must be binary")
     if source.positive_class is not None:
+        # One-vs-rest: the named class is 1, every other value 0, however many classes the target has.
         if check and source.positive_class not in classes:
             raise FeatureError(f"source.positive_class {source.positive_class!r} is not a value of target "
                                f"{source.target!r} (compared as text, case-sensitive); values seen: {_listed(classes)}")
@@ -292,9 +298,10 @@ def make_label(frame: pd.DataFrame, source: SourceParams, *, check: bool = True)
         return label
     hint = ("set source.positive_above to a threshold (label = target > threshold), or source.positive_class to "
             "the value that is positive" if _is_numeric(target) else
-            "set source.positive_class to the value that is positive")
-    raise FeatureError(f"target {source.target!r} (source.target) is not 0/1 or boolean, values seen: "
-                       f"{_listed(classes)}; {hint}")
+            "set source.positive_class to the value that is positive (every other value is the negative class: "
+            "one-vs-rest)")
+    raise FeatureError(f"target {source.target!r} (source.target) is not 0/1 or boolean, {len(classes)} values "
+                       f"seen: {_listed(classes)}; {hint}")
 
 
 def _is_numeric(values: pd.Series) -> bool:

@@ -37,10 +37,15 @@ DVC_LOCK_FILE = "dvc.lock"
 PACKAGE_LOCK = "uv.lock"
 PROJECT_FILE = "pyproject.toml"
 DVC_CONFIG = ".dvc/config"             # the DVC remote every machine pulls from and pushes to (committed)
-# A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir).
+# A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir): the family's own learner
+# file, the schema and the meta, whatever the family (pipelines/model/seam.py).
 MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
+SKLEARN_MODEL_FILE = "model.pkl"       # a scikit-learn estimator, pickled (protocol 5) by its family module
+# The learner's file of each family (pipelines/model/families/): what `model_md5` (the gate, the registry, the
+# card, reproduce) is the hash of.
+MODEL_FILES = {"lightgbm": MODEL_FILE, "logistic": SKLEARN_MODEL_FILE, "histgb": SKLEARN_MODEL_FILE}
 SCHEMA_FILE = "feature_schema.json"    # what pipelines.features.encode needs
-META_FILE = "model.json"               # threshold, best iteration, validation metrics, params
+META_FILE = "model.json"               # family, threshold, best iteration, validation metrics, params, probe rows
 # paths.prepared_dir
 SPLITS = ("train", "valid", "test")
 SPLIT_SUFFIX = ".parquet"              # <split>.parquet
@@ -50,6 +55,8 @@ VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSumm
 VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
+# In the environment (<venv>/share/flightops/): `dvc plots show`'s offline page template (ops/plots_template.py)
+DVC_PLOTS_TEMPLATE = "dvc-plots-template.html"
 # paths.metrics_dir
 EVALUATE_FILE = "evaluate.json"
 SLICES_FILE = "slices.json"
@@ -64,19 +71,26 @@ HISTORY_FILE = "history.jsonl"         # the append-only promotion journal, one 
 PROMOTE_LOCK_FILE = ".promote.lock"   # flock'd around a promotion in a local registry folder
 # A registry remote (versioning.registry_remote, pipelines/release/store.py): the journal as one object per
 # promotion, `journal/<generation>.json`, created only if absent; each model exported by BentoML beside an index
-# entry, `models/<name>/<version>.bentomodel` + `.json`.
+# entry, `models/<name>/<version>.bentomodel` + `.json`; files attached after registration (the reference stage's)
+# in `models/<name>/<version>.files/`, named with their MD5 in the index entry.
 REMOTE_JOURNAL_DIR = "journal"
 REMOTE_MODELS_DIR = "models"
 MODEL_ARCHIVE_SUFFIX = ".bentomodel"
 REMOTE_RECORD_SUFFIX = ".json"        # a journal record, a model's index entry
+REMOTE_ATTACHED_SUFFIX = ".files"     # the folder of a model's attached files
 
 # What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
 # output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
 # rollbacks by the loop leave it alone and keep the next `dvc repro` a no-op.
 DVC_GATE_RECEIPT = "dvc-gate.json"     # pipelines.contracts.GateReceipt
-# Stored with every registered model: a seeded sample of the data it was trained on, which monitoring compares
-# live traffic with (the champion's own training data, whichever window it was trained in).
+# What the `reference` DVC stage attached to the gate's registered model (its monitoring reference and calibration),
+# and with which windows: that stage's output, in the registry like the gate's receipt (a fresh clone or a wiped
+# var/ computes it again). The gate no longer reads monitor.*: a calibration key re-runs this stage alone.
+DVC_REFERENCE_RECEIPT = "dvc-reference.json"
+# Stored with every registered model (attached by the `reference` stage): a seeded sample of the data it was
+# trained on, which monitoring compares live traffic with (the champion's own training data, whichever window it
+# was trained in).
 REFERENCE_FILE = "reference.parquet"
 # Beside it: the drift thresholds learned from the model's reference period (pipelines/monitor/calibration.py).
 CALIBRATION_FILE = "calibration.json"
@@ -122,10 +136,12 @@ def container_params_name(port: int) -> str:
 
 # Which names dvc.yaml declares for each stage, under which `paths:` directory: its outs, metrics and plots.
 DAG_FILES: dict[str, dict[str, tuple[str, ...]]] = {
-    "validate": {"validation_dir": (DATA_DOCS_DIR, VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
+    # Its Data Docs (DATA_DOCS_DIR) are a report beside them, not a DVC out: dated pages, rewritten each run.
+    "validate": {"validation_dir": (VALIDATION_RESULT_FILE, VALIDATION_SUMMARY_FILE)},
     "train": {"metrics_dir": (CANDIDATES_FILE,)},
     "evaluate": {"metrics_dir": (EVALUATE_FILE, SLICES_FILE), "plots_dir": tuple(PLOT_FILES.values())},
     "gate": {"metrics_dir": (GATE_FILE,), "registry_dir": (DVC_GATE_RECEIPT,)},
+    "reference": {"registry_dir": (DVC_REFERENCE_RECEIPT,)},
 }
 
 
@@ -141,6 +157,16 @@ def table_format(path: Path) -> Literal["csv", "parquet"] | None:
     if suffixes[-1:] == [".csv"] or (len(suffixes) == 2 and suffixes[0] == ".csv" and suffixes[1] in CSV_COMPRESSIONS):
         return "csv"
     return None
+
+
+def model_file(directory: Path) -> Path:
+    """The learner's file of the trained model in `directory`, by the family its model.json names (a model saved
+    before families existed is LightGBM's)."""
+    meta = read_json(directory / META_FILE) or {}
+    family = meta.get("family", "lightgbm")
+    if family not in MODEL_FILES:
+        raise ValueError(f"{directory / META_FILE} names model family {family!r}; known: {sorted(MODEL_FILES)}")
+    return directory / MODEL_FILES[family]
 
 
 def prepared_path(paths: PathsParams, split: str) -> Path:

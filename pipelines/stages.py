@@ -7,9 +7,6 @@ File names and the atomic writers are `pipelines.io`'s; what a step computes liv
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +47,13 @@ def _training_data(params: Params, validated: Any) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 def run_collect(params: Params) -> dict[str, Any]:
-    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect
+    from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS, collect, params_columns
     from pipelines.data.suite import read_suite, suite_column_types
 
     column_types = suite_column_types(read_suite(params.validate_.suite))
-    table = collect(params.source, params.collect, column_types)
+    # Every params key naming a column is checked against the table before any work (README, "What is refused").
+    table = collect(params.source, params.collect, column_types,
+                    expected_columns=params_columns(params.source, params.features, params.evaluate.slices))
     io.write_parquet(params.paths.raw_table, table)
     return {"rows": len(table), "path": str(params.paths.raw_table), **table.attrs.get(WINDOW_ROWS, {}),
             "unparsed_cells": {name: info["count"] for name, info in (table.attrs.get(PARSE_ERRORS) or {}).items()}}
@@ -89,240 +88,31 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
                                                   "validation_success": validated.success,
                                                   "suite": validated.suite, "rows": validated.rows})
-    return {split: len(prepared.split(split)) for split in io.SPLITS}
+    # The command's JSON output (what `python -m pipelines preprocess` prints): rows per split, and each configured
+    # feature dropped as constant on the train split with its reason (README, "What is refused").
+    return {**{split: len(prepared.split(split)) for split in io.SPLITS},
+            "dropped_features": prepared.dropped_features}
 
 
 # --- model --------------------------------------------------------------------------------------------------------
 
 def run_train(params: Params) -> dict[str, Any]:
     """`train:` alone, no search: in this process, or across the Dask cluster with train.engine dask."""
+    from pipelines.model.driver import train_alone
     from pipelines.model.gpu import require_opencl
 
     require_opencl(params.train.device_type)  # a wrong setting is refused before any data is read
-    lineage = require_validated_table(params, "train")
-    if params.train.engine == "dask":
-        model = run_candidates_in_turn(params, [params.train])[0].model
-    else:
-        model = run_candidate(params, 0, params.train).model
-    model.meta["data"] = _training_data(params, lineage)
-    model.save(params.paths.model_dir)
-    return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
-            "valid_metrics": model.meta["valid_metrics"]}
-
-
-_SPLIT_CACHE: dict[tuple[str, int], Any] = {}
-
-
-def _training_splits(params: Params, train_file: Path | None = None) -> tuple[Any, Any, Any]:
-    """train (the prepared split, or the search's slice at `train_file`), valid and schema, read once per process
-    (a Dask worker trains several candidates)."""
-    from pipelines.features import FeatureSchema
-
-    train_file = train_file or io.prepared_path(params.paths, "train")
-    key = (str(train_file.resolve()), train_file.stat().st_mtime_ns if train_file.exists() else 0)
-    if key not in _SPLIT_CACHE:
-        _SPLIT_CACHE.clear()
-        _SPLIT_CACHE[key] = (io.read_parquet(train_file, "preprocess"),
-                             io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess"),
-                             FeatureSchema.load(io.schema_path(params.paths)))
-    return _SPLIT_CACHE[key]
-
-
-def plan_search(params: Params) -> list[Any]:
-    """The candidates' TrainParams (one entry, `train:` itself, when search.strategy is none).
-
-    A GPU set-up without OpenCL is refused here, before a cluster starts or a candidate trains.
-    """
-    from pipelines.model.gpu import require_opencl
-    from pipelines.model.search import candidate_params
-
-    require_opencl(params.train.device_type)
-    return candidate_params(params.search, params.train)
-
-
-def run_candidate(params: Params, index: int, candidate: Any, datasets: Any = None,
-                  train_file: Path | None = None) -> Any:
-    """Train one candidate where this runs (a Dask worker, a Prefect task, this process).
-
-    With `datasets` (`pipelines.model.train.BinaryDatasets` of the candidate's seed) the train split is not read here;
-    otherwise it is read from `train_file` (the search's slice) or the prepared split.
-    """
-    from pipelines.features import FeatureSchema
-    from pipelines.model.search import train_candidate
-
-    if datasets is not None:
-        valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
-        schema = FeatureSchema.load(io.schema_path(params.paths))
-        return train_candidate(index, candidate, params.train, None, valid, schema, datasets=datasets)
-    train, valid, schema = _training_splits(params, train_file)
-    return train_candidate(index, candidate, params.train, train, valid, schema)
-
-
-@contextmanager
-def _scratch_dir(params: Params, prefix: str) -> Iterator[Path]:
-    """A temporary folder beside the model directory (the path an external Dask cluster's workers see, like the
-    prepared splits), removed on exit."""
-    import shutil
-    import tempfile
-
-    parent = params.paths.model_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class SearchSplit:
-    """The train split the search's candidates read: the prepared split, or its latest `search.max_rows` rows."""
-
-    path: Path
-    rows: int
-    train_rows: int
-
-    @property
-    def sliced(self) -> bool:
-        return self.rows < self.train_rows
-
-
-@contextmanager
-def search_split(params: Params) -> Iterator[SearchSplit]:
-    """The candidates' train split: the whole prepared split, or (when it is longer than search.max_rows) its
-    latest rows, written to a temporary Parquet file that workers read like the prepared split."""
-    from pipelines.model.search import latest_rows
-
-    train_file = io.prepared_path(params.paths, "train")
-    time_column = params.source.time_column
-    stamps = io.read_parquet(train_file, "preprocess", columns=[time_column])[time_column]
-    rows = latest_rows(stamps, params.search.max_rows)
-    if rows is None:
-        yield SearchSplit(path=train_file, rows=len(stamps), train_rows=len(stamps))
-        return
-    with _scratch_dir(params, ".search-") as directory:
-        sliced = io.write_parquet(directory / train_file.name, io.parquet_rows(train_file, rows),
-                                  row_group_rows=io.SPLIT_ROW_GROUP_ROWS)
-        log.info("search: candidates train on the latest %d of the train split's %d rows (search.max_rows)",
-                 len(rows), len(stamps))
-        yield SearchSplit(path=sliced, rows=len(rows), train_rows=len(stamps))
-
-
-@contextmanager
-def shared_datasets(params: Params, candidates: list[Any], train_file: Path) -> Iterator[dict[int, Any]]:
-    """The train split at `train_file` and the valid split binned once per distinct seed into LightGBM binary
-    files, for every candidate.
-
-    Read, encoded and binned here, in the driver, before any worker starts; the frames are dropped before the
-    workers load the (much smaller) binary files, which are removed after.
-    """
-    import gc
-
-    from pipelines.features import FeatureSchema
-    from pipelines.model.train import build_datasets
-
-    with _scratch_dir(params, ".datasets-") as directory:
-        train = io.read_parquet(train_file, "preprocess")
-        valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
-        schema = FeatureSchema.load(io.schema_path(params.paths))
-        built = {}
-        for candidate in candidates:
-            if candidate.seed not in built:
-                built[candidate.seed] = build_datasets(train, valid, schema, candidate, directory)
-        del train, valid
-        gc.collect()
-        yield built
-
-
-def finish_search(params: Params, results: list[Any], split: SearchSplit | None = None) -> dict[str, Any]:
-    """Save the winner (refit on the whole train split when the candidates saw a slice of it) where the train stage
-    puts its model, and every candidate's record as a DVC metric. No `split`: they saw the whole train split."""
-    from pipelines.model.search import pick_winner, search_report
-
-    lineage = require_validated_table(params, "train")
-    winner = pick_winner(results, params.search.metric)
-    if split is None:
-        rows = winner.model.meta["train_rows"]
-        split = SearchSplit(path=io.prepared_path(params.paths, "train"), rows=rows, train_rows=rows)
-    refit = refit_winner(params, winner) if split.sliced else None
-    model = winner.model if refit is None else refit.model
-    model.meta["data"] = _training_data(params, lineage)
-    model.meta["search"] = {"candidate": winner.index, "candidates": len(results), "metric": params.search.metric,
-                            "search_rows": split.rows, "refit": refit is not None}
-    model.save(params.paths.model_dir)
-    report = search_report(results, winner, params.search.metric)
-    report.update({"search_rows": split.rows, "train_rows": split.train_rows,
-                   "refit": None if refit is None else refit.record()})
-    io.write_json(params.paths.metrics_dir / io.CANDIDATES_FILE, report)
-    log.info("search: %d candidates on %s, winner #%d %s%s", len(results), report["workers"], winner.index,
-             winner.valid_metrics, "" if refit is None else f"; refit on {split.train_rows} rows {refit.valid_metrics}")
-    return {"best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
-            "valid_metrics": model.meta["valid_metrics"], "candidates": len(results), "winner": winner.index,
-            "workers": report["workers"], "wall_seconds": report["wall_seconds"], "search_rows": split.rows,
-            "refit": refit is not None}
-
-
-def refit_winner(params: Params, winner: Any) -> Any:
-    """The search's winner trained again, alone, on the whole prepared train split, by the engine that trained it.
-
-    Early stopping on the validation split picks its rounds again: more rows carry more rounds than the slice did.
-    """
-    from pipelines.model.search import refit_params
-
-    refit = refit_params(params.train, winner)
-    log.info("search: refitting candidate #%d on the whole train split", winner.index)
-    return run_candidates_in_turn(params, [refit], first_index=winner.index)[0]
-
-
-def run_candidates_in_turn(params: Params, candidates: list[Any], train_file: Path | None = None,
-                           first_index: int = 0) -> list[Any]:
-    """Candidates one after another: on the whole Dask cluster each (train.engine dask), or here (a GPU's one queue)."""
-    import time
-
-    from pipelines.features import FeatureSchema
-    from pipelines.model.distributed import train_model_dask
-    from pipelines.model.search import candidate_result, dask_client
-
-    if params.train.engine == "local":
-        return [run_candidate(params, index, candidate, train_file=train_file)
-                for index, candidate in enumerate(candidates, start=first_index)]
-    valid = io.read_parquet(io.prepared_path(params.paths, "valid"), "preprocess")
-    schema = FeatureSchema.load(io.schema_path(params.paths))
-    train_file = train_file or io.prepared_path(params.paths, "train")
-    if not train_file.exists():
-        raise FileNotFoundError(f"{train_file} not found: run the preprocess stage first (dvc repro preprocess)")
-    results = []
-    with dask_client(params.search) as client:
-        where = f"dask {client.scheduler.address}"
-        for index, candidate in enumerate(candidates, start=first_index):
-            started = time.time()
-            model = train_model_dask(client, train_file, valid, schema, candidate, partitions=params.search.n_workers)
-            results.append(candidate_result(index, candidate, params.train, model, started=started, worker=where))
-            log.info("candidate #%d done on %s: %s", index, where, results[-1].valid_metrics)
-    return results
+    return train_alone(params, _training_data(params, require_validated_table(params, "train")))
 
 
 def run_search(params: Params) -> dict[str, Any]:
-    """The train stage with model selection: candidates fan out over Dask (local cluster or search.dask_address).
-
-    A single candidate (search.strategy none) trains in this process: no cluster for one job. With train.engine
-    dask, or on a GPU, candidates train in turn (`pipelines.model.search.parallel_candidates`).
-    """
-    from pipelines.model.search import map_on_dask, parallel_candidates
+    """The train stage with model selection (`pipelines.model.driver.run_search`): the families' candidates on Dask,
+    the best on the validation split saved."""
+    from pipelines.model.driver import plan_search
+    from pipelines.model.driver import run_search as search
 
     candidates = plan_search(params)  # refuses a wrong setting (train.device_type gpu without OpenCL) first
-    require_validated_table(params, "train")
-    if len(candidates) == 1:  # nothing to choose: `train:` trains on the whole split
-        return finish_search(params, run_candidates_in_turn(params, candidates))
-    with search_split(params) as split:
-        if params.train.engine == "dask" or not parallel_candidates(params.train):
-            results = run_candidates_in_turn(params, candidates, split.path)
-        else:
-            with shared_datasets(params, candidates, split.path) as datasets:
-                jobs = [(params, index, candidate, datasets[candidate.seed])
-                        for index, candidate in enumerate(candidates)]
-                results = map_on_dask(params.search, run_candidate, jobs)
-    return finish_search(params, results, split)
+    return search(params, candidates, _training_data(params, require_validated_table(params, "train")))
 
 
 def _baseline_train(params: Params) -> Any:
@@ -335,12 +125,12 @@ def _baseline_train(params: Params) -> Any:
 
 
 def run_evaluate(params: Params) -> dict[str, Any]:
+    from pipelines.model.catalog import load_model
     from pipelines.model.evaluate import evaluate_model
-    from pipelines.model.train import TrainedModel
 
     require_validated_table(params, "evaluate")
     evaluation = evaluate_model(
-        TrainedModel.load(params.paths.model_dir),
+        load_model(params.paths.model_dir),
         train=_baseline_train(params),
         test=io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess"),
         time_column=params.source.time_column,
@@ -363,24 +153,25 @@ def run_gate(params: Params) -> GateReport:
     carry on and report it; `gate.enforce` turns it into an error when gate.fail_on_refusal asks.
     """
     from pipelines.features import encode_frame
+    from pipelines.model.catalog import load_model
     from pipelines.model.evaluate import baseline_predictions
-    from pipelines.model.gate import decide, measure_latency_ms
-    from pipelines.model.train import TrainedModel
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
     from pipelines.release import registry
 
     require_validated_table(params, "gate")
-    challenger = TrainedModel.load(params.paths.model_dir)
+    challenger = load_model(params.paths.model_dir)
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
     train = _baseline_train(params)
     store = registry.open_registry(params)
     champion_tag = registry.champion_tag(store)
     champion_proba = registry.load_model(champion_tag, store).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
-    latency = measure_latency_ms(challenger.booster, batch, params.gate.latency_repeats)
+    latency = measure_latency_ms(challenger, batch, params.gate.latency_repeats)
     decision = decide(test, challenger.predict_proba(test), champion_proba,
                       baseline_predictions(train, test, params.source.time_column), latency, params.gate,
                       params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
-    report = decision.model_copy(update={"challenger_md5": io.file_md5(params.paths.model_dir / io.MODEL_FILE),
+    report = decision.model_copy(update={"challenger_md5": io.file_md5(io.model_file(params.paths.model_dir)),
                                          "test_rows": len(test)})
     report.save(params.paths.metrics_dir)
     log.info("gate: %s (%s)", "PROMOTE" if report.promote else "REFUSE", "; ".join(report.failed) or "all passed")
@@ -393,8 +184,6 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     Returns the report with `registered_tag` (and `promoted_tag` when promoted), as written to metrics/gate.json.
     """
     from pipelines.data.suite import NotValidatedError
-    from pipelines.model.train import TrainedModel
-    from pipelines.monitor.reference import build_reference
     from pipelines.release import lineage, registry
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
@@ -413,16 +202,9 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     tag = registry.find_by_model_hash(gate_report.challenger_md5, name=name, root=Path.cwd(), current=built,
                                       registry=store)
     if tag is None:
-        splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in ("train", "valid")]
-        labelled = [splits[1], io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")]
-        reference, calibration = build_reference(splits, TrainedModel.load(params.paths.model_dir), params.features,
-                                                 params.source.time_column, params.monitor, labelled=labelled)
         verdict = "passed" if gate_report.promote else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_entry(params, gate_report, built),
-                                  name=name, labels={registry.GATE_LABEL: verdict}, registry=store,
-                                  extra_files={io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
-                                               io.CALIBRATION_FILE: lambda path: io.write_json(
-                                                   path, calibration.to_json_dict())})
+                                  name=name, labels={registry.GATE_LABEL: verdict}, registry=store)
     if gate_report.promote:
         # Only over the champion the gate compared with: if another promotion landed meanwhile this raises
         # PromotionConflict having written nothing, and the caller gates again against the new champion.
@@ -460,3 +242,45 @@ def run_gate_and_promote(params: Params) -> dict[str, Any]:
     return {"promote": report.promote, "promoted": report.promoted_tag is not None, "tag": report.registered_tag,
             "champion": report.promoted_tag or report.champion,
             **({"previous": report.champion} if report.promote else {"failed": report.failed})}
+
+
+# --- the monitoring reference -------------------------------------------------------------------------------------
+
+def run_reference(params: Params) -> dict[str, Any]:
+    """The `reference` DVC stage: the monitoring reference sample and drift calibration of the model the gate
+    registered (its receipt), attached to that model in the registry (`registry.attach_files`).
+
+    Its own stage, after the gate, so that the gate reads no monitor.* key: a calibration key re-runs this alone,
+    and a monitoring-only key (cooldown, alarms) re-runs nothing. The windows it calibrates on are said here
+    (`monitor.window_days` / `min_window_rows`, `auto` resolved from the reference period) and kept in the receipt.
+    """
+    from pipelines.contracts import GateReceipt
+    from pipelines.model.catalog import load_model
+    from pipelines.monitor.reference import build_reference
+    from pipelines.release import registry
+
+    require_validated_table(params, "reference")
+    # The gate's receipt is that stage's out, beside this one's, in the run's own directory (an experiment's temp
+    # copy included); the model it names is in the machine's store, which `attach_files` writes into (and, with a
+    # registry remote, uploads beside the model's archive for every other machine).
+    home = params.paths.registry_dir
+    receipt = GateReceipt.load(home)
+    model_md5 = io.file_md5(io.model_file(params.paths.model_dir))
+    if receipt is None or receipt.model_md5 != model_md5:
+        raise RuntimeError(f"reference: the gate has not registered the model in {params.paths.model_dir} "
+                           f"({home / io.DVC_GATE_RECEIPT} names {receipt.model_md5 if receipt else None}, the "
+                           f"model is {model_md5}): run the gate stage first (dvc repro gate)")
+    splits = [io.read_parquet(io.prepared_path(params.paths, split), "preprocess") for split in io.SPLITS]
+    reference, calibration = build_reference(splits[:2], load_model(params.paths.model_dir), params.features,
+                                             params.source.time_column, params.monitor, labelled=splits[1:])
+    registry.attach_files(receipt.tag, {
+        io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
+        io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())},
+        registry=registry.open_registry(params))
+    windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
+               "calibration_windows": calibration.windows, "sizing": calibration.sizing}
+    log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt.tag,
+             calibration.windows, calibration.window_days, calibration.sizing)
+    outcome = {"tag": receipt.tag, "model_md5": model_md5, "reference_rows": len(reference), **windows}
+    io.write_json(home / io.DVC_REFERENCE_RECEIPT, outcome)
+    return outcome

@@ -32,3 +32,12 @@ if [[ ! -f "$BYTECODE_STAMP" ]]; then
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 export VIRTUAL_ENV="$ROOT/.venv"
+# `dvc plots show` offline: DVC's page template with Vega bundled from the locked vl-convert-python (ops/plots_template.py),
+# written into the environment once per lock and set in this checkout's .dvc/config.local.
+PLOTS_STAMP=".venv/.dvc-plots-$(sha256sum uv.lock | cut -c1-16)"
+if [[ ! -f "$PLOTS_STAMP" ]] || ! dvc config --local plots.html_template >/dev/null 2>&1; then
+  echo "==> writing the offline page template of dvc plots show" >&2
+  rm -f .venv/.dvc-plots-*
+  python -m ops.plots_template >&2
+  touch "$PLOTS_STAMP"
+fi

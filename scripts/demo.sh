@@ -9,7 +9,9 @@ if [[ -z "$(dvc remote list)" ]]; then
 fi
 dvc repro
 dvc push
-dvc metrics show
+# The training run for people: test metrics beside the naive baselines, the gate's decision, where to look next
+# (`dvc metrics show` would print every metrics file flattened, per-slice metrics included: hundreds of columns).
+python -m pipelines summary
 # --fresh: start from the model dvc repro produced (earlier traffic and reports are archived, not deleted).
 # The stack stays up so the Prefect, Bento and Evidently UIs can be browsed: `python -m ops.stack down` stops it.
 python -m ops.loop --fresh "$@"

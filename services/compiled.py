@@ -206,6 +206,19 @@ def load_compiled(model_file: Path, booster: Any, cache_dir: Path) -> CompiledFo
                           probe_rows=len(probe))
 
 
+def compiles(model: Any) -> bool:
+    """Whether `model` (a `pipelines.model.seam.TrainedModel`) is a forest this module compiles: LightGBM's."""
+    return model.family == "lightgbm"
+
+
+def load_compiled_model(model: Any, directory: Path, cache_dir: Path) -> CompiledForest:
+    """`load_compiled` for the LightGBM model saved in `directory`: the one place outside its family module that
+    reaches its booster (the forest is checked against it)."""
+    from pipelines.io import model_file
+
+    return load_compiled(model_file(directory), model.booster, cache_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Compile a LightGBM model.txt to an object file (lleaves).")
     parser.add_argument("model_file", type=Path)

@@ -28,10 +28,23 @@ CategoryNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _ISO_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})")
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _iso_string(value: Any) -> Any:
     if not isinstance(value, str) or not _ISO_WITH_OFFSET.fullmatch(value):
         raise ValueError("must be an ISO 8601 date-time string with a UTC offset, e.g. 2013-09-02T14:00:00Z")
     return value
+
+
+def _iso_date_or_string(value: Any) -> Any:
+    """A table of dates (no time of day) takes a date as it held them: 2016-07-02 is midnight UTC."""
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return f"{value}T00:00:00Z"
+    try:
+        return _iso_string(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date (2016-07-02) or date-time string with a UTC offset") from None
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -65,7 +78,8 @@ def _range_text(bounds: ColumnBounds | None) -> str:
 
 def flight_model(features: FeaturesParams, time_column: str,
                  bounds: Mapping[str, ColumnBounds] | None = None, entity: str = "row",
-                 coded_categories: Iterable[str] = (), boolean_columns: Iterable[str] = ()) -> Any:
+                 coded_categories: Iterable[str] = (), boolean_columns: Iterable[str] = (),
+                 date_only: bool = False) -> Any:
     """One row (params' project.entity) as the caller knows it when asking: the raw feature fields plus the time
     column.
 
@@ -74,7 +88,8 @@ def flight_model(features: FeaturesParams, time_column: str,
     the categorical features the suite types as numbers (a store id, a precinct number): they take a JSON number
     or a string; every other categorical takes a string only. `boolean_columns` are the features the suite types
     as booleans: a numeric one takes JSON true/false (1/0 to the model) and a categorical one true/false as well
-    as its text.
+    as its text. `date_only` (the suite's time column holds dates, `suite_date_only`): the time field takes a
+    date (2016-07-02, midnight UTC) as well as a date-time.
     """
     bounds = bounds or {}
     coded = set(coded_categories)
@@ -106,10 +121,13 @@ def flight_model(features: FeaturesParams, time_column: str,
             description=f"Numeric feature `{name}`; null means missing. NaN and infinity are refused."
                         + _range_text(bounds.get(name)),
             strict=True, allow_inf_nan=False, **_range_constraints(bounds.get(name)))]
-    fields[time_column] = Annotated[AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_utc), Field(
-        description=f"`{time_column}`: the row's time as an ISO 8601 date-time string with a UTC offset "
-                    f"(`Z` or `+hh:mm`). Calendar features ({', '.join(features.time_parts or ['none'])}) come "
-                    "from it.")]
+    when = ("the row's date as an ISO 8601 date (`2016-07-02`: the table has no time of day), or a date-time "
+            "string with a UTC offset" if date_only else
+            "the row's time as an ISO 8601 date-time string with a UTC offset (`Z` or `+hh:mm`)")
+    fields[time_column] = Annotated[AwareDatetime, BeforeValidator(_iso_date_or_string if date_only else _iso_string),
+                                    AfterValidator(_in_utc), Field(
+        description=f"`{time_column}`: {when}. Calendar features ({', '.join(features.time_parts or ['none'])}) "
+                    "come from it.")]
     fields[REQUEST_ID] = NotRequired[Annotated[str | None, Field(
         description="Optional caller id, echoed in the answer and the prediction log (generated if absent).",
         max_length=REQUEST_ID_MAX)]]

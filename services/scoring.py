@@ -2,8 +2,11 @@
 
 Kept apart from `services/service.py` so it can be tested on a tiny trained model without a server.
 `score` builds features with `pipelines.features.encode` (the function training used: parity by construction)
-and predicts from the NumPy matrix, never a one-row DataFrame (~20 us instead of ~1 ms), with the model's
-compiled forest when it has one (`services/compiled.py`), else its booster.
+and predicts from the NumPy matrix, never a one-row DataFrame (~20 us instead of ~1 ms), through the model seam
+(`TrainedModel.predict_matrix`, whatever the family), or a LightGBM model's compiled forest when it has one
+(`services/compiled.py`). Every model is checked at load: the compiled forest against the booster on probe rows at
+every split, any other predictor against the probabilities its training recorded for its probe rows
+(`pipelines.model.seam.check_parity`); a model that fails is not served.
 
 Hot reload: `ChampionWatcher.check` compares the registry's change marker (the local pointer's stat, or a remote
 registry's newest journal record) with the last one it saw; on a change it loads (and compiles) the new model off
@@ -29,9 +32,10 @@ import numpy as np
 
 from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
-from pipelines.model.train import MODEL_FILE, TrainedModel
+from pipelines.model.catalog import load_model
+from pipelines.model.seam import ParityError, TrainedModel, check_parity
 from pipelines.monitor.prediction_log import PredictionLog, prediction_record, utc_now_iso
-from services.compiled import CompiledForest, CompileError, load_compiled
+from services.compiled import CompiledForest, CompileError, compiles, load_compiled_model
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +56,10 @@ class LoadedModel:
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
 
     def predict(self, matrix: np.ndarray, parallel: bool = False) -> np.ndarray:
-        """Probabilities for the encoded rows: the compiled forest when there is one, else the booster."""
+        """Probabilities for the encoded rows: the compiled forest when there is one, else the model's own."""
         if self.forest is not None:
             return self.forest.predict(matrix)
-        return self.model.booster.predict(matrix, num_threads=0 if parallel else 1)
+        return self.model.predict_matrix(matrix, 0 if parallel else 1)
 
 
 def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
@@ -63,28 +67,35 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
     """Load a model from the BentoML store (imported from `registry` first when it is a remote one and this
     machine's store lacks it) and refuse one the request schema cannot feed.
 
-    With `compiled_dir`, its trees are compiled (cached there) and used once they match the booster; a model whose
-    compile fails is still served, by the booster, with the reason in `predictor`.
+    With `compiled_dir`, a LightGBM model's trees are compiled (cached there) and used once they match the booster;
+    a model whose compile fails is still served, by the booster, with the reason in `predictor`. Any other
+    predictor must give the probabilities its training recorded for its probe rows, else the model is refused.
     """
     import bentoml
 
     if registry is not None:
         registry.fetch(tag)
     stored = bentoml.models.get(tag)
-    model = TrainedModel.load(Path(stored.path))
+    model = load_model(Path(stored.path))
     missing = [name for name in model.schema.raw_columns if name not in request_fields]
     if missing or model.schema.time_column != time_column:
         raise IncompatibleModel(
             f"model {tag} needs raw fields {missing} / time column {model.schema.time_column!r} that the "
             f"service's request schema (params.yaml features) does not carry")
-    forest, predictor = None, "lightgbm (serve.predictor)"
-    if compiled_dir is not None:
+    forest, predictor = None, f"{model.family} (its own predict)"
+    if compiled_dir is not None and compiles(model):
         try:
-            forest = load_compiled(Path(stored.path) / MODEL_FILE, model.booster, compiled_dir)
+            forest = load_compiled_model(model, Path(stored.path), compiled_dir)
             predictor = forest.describe()
         except CompileError as error:
-            predictor = f"lightgbm (compiled forest not used: {error})"
+            predictor = f"{model.family} (compiled forest not used: {error})"
             log.warning("model %s: %s", tag, predictor)
+    if forest is None:
+        try:
+            difference, rows = check_parity(model, lambda matrix: model.predict_matrix(matrix, 1))
+        except ParityError as error:
+            raise IncompatibleModel(f"model {tag}: {error}") from None
+        predictor += f", max difference from training's probabilities {difference:.1e} on {rows} probe rows"
     return LoadedModel(tag=str(stored.tag), model=model, entry=RegistryEntry.from_metadata(stored.info.metadata),
                        forest=forest, predictor=predictor)
 

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
-from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types
+from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types, suite_date_only
 from pipelines.monitor.prediction_log import PredictionLog
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
@@ -116,7 +116,8 @@ KINDS = suite_column_types(SUITE)
 CODED = [name for name, kind in KINDS.items() if kind == "numeric" and name in PARAMS.features.categorical]
 # Features the suite types as booleans take JSON true/false, as the table held them.
 BOOLEANS = [name for name, kind in KINDS.items() if kind in BOOLEAN_KINDS and name in PARAMS.features.raw_columns]
-Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED, BOOLEANS)
+Flight = flight_model(PARAMS.features, TIME_COLUMN, BOUNDS, PROJECT.entity, CODED, BOOLEANS,
+                      date_only=suite_date_only(SUITE, TIME_COLUMN))
 Flights = batch_annotation(Flight, PARAMS.serve.max_batch_size)
 REQUEST_FIELDS = request_fields(Flight)
 # The request's keys are project.entity / entity_plural ({"flight": ...} for the default data).

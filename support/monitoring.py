@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.config import Params
 from pipelines.contracts import ColumnDrift, OutcomeRecord, PredictionDrift, Reason, WindowRecord
-from pipelines.model.train import TrainedModel
+from pipelines.model.seam import TrainedModel
 from pipelines.monitor.prediction_log import PredictionLog, prediction_record
 
 DRIFT_REASONS = (Reason(kind="data_drift", text="data drift: 12 of 21 columns"),

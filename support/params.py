@@ -20,7 +20,9 @@ PARAMS_FILE = Path(__file__).resolve().parent / "params.yaml"
 
 # Three real months: enough for train/valid/test splits of a week or two, small enough for unit tests.
 SMALL_WINDOW = {"collect.start": "2013-03-01", "collect.end": "2013-06-01", "split.valid_days": 14,
-                "split.test_days": 14, "train.num_boost_round": 60, "train.early_stopping_rounds": 10}
+                "split.test_days": 14, "train.lightgbm.num_boost_round": 60,
+                "train.lightgbm.early_stopping_rounds": 10, "train.histgb.max_iter": 60,
+                "train.histgb.early_stopping_rounds": 10}
 
 
 def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import yaml
 from support.params import PARAMS_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["pipelines", "flows", "ops", "services", "deploy", "expectations", "dvc.yaml", "prefect.toml",
-                 "uv.lock", "pyproject.toml", ".dvcignore", ".gitignore", ".dvc/config"]
+PROJECT_FILES = ["pipelines", "flows", "ops", "services", "deploy", "expectations", "scripts", "dvc.yaml",
+                 "prefect.toml", "uv.lock", "pyproject.toml", "README.md", ".dvcignore", ".gitignore", ".dvc/config"]
 
 
 def venv_env(**extra: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ system); `python -m pipelines params --explain KEY` prints it. Every refusal nam
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.config.errors import format_errors
+from pipelines.config.families import (
+    FAMILIES,
+    SEARCHABLE,
+    Family,
+    FamilyParams,
+    FamilySpaces,
+    HistGBParams,
+    LightGBMParams,
+    LogisticParams,
+)
 from pipelines.config.operations import (
     DeploymentsParams,
     MonitorParams,
@@ -28,7 +39,6 @@ from pipelines.config.operations import (
     VersioningParams,
 )
 from pipelines.config.pipeline import (
-    SEARCHABLE,
     TIME_PARTS,
     CollectParams,
     EvaluateParams,
@@ -36,6 +46,7 @@ from pipelines.config.pipeline import (
     GateParams,
     PathsParams,
     ProjectParams,
+    ReadParams,
     SearchParams,
     SourceParams,
     SplitParams,
@@ -45,11 +56,12 @@ from pipelines.config.pipeline import (
 from pipelines.config.types import Section
 
 __all__ = [
-    "DEFAULT_PARAMS_FILE", "LABEL", "PARAMS_ENV", "REQUEST_ID", "REQUEST_ID_MAX", "RESERVED_NAMES", "SEARCHABLE",
+    "DEFAULT_PARAMS_FILE", "FAMILIES", "Family", "FamilyParams", "FamilySpaces", "HistGBParams", "LABEL",
+    "LightGBMParams", "LogisticParams", "PARAMS_ENV", "REQUEST_ID", "REQUEST_ID_MAX", "RESERVED_NAMES", "SEARCHABLE",
     "TIME_PARTS", "CollectParams", "DeploymentsParams", "EvaluateParams", "FeaturesParams", "GateParams",
     "MonitorParams", "Params", "ParamsError", "PathsParams", "PredictionLogParams", "PrefectParams", "ProjectParams",
-    "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams", "TrainParams",
-    "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
+    "ReadParams", "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams",
+    "TrainParams", "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
 ]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -134,11 +146,17 @@ def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         child = node.get(part)
         if not isinstance(child, dict):
-            raise ParamsError(f"override {dotted!r}: {part!r} is not a section of params")
+            raise ParamsError(f"override {dotted!r}: {part!r} is not a section of params{_guess(part, node)}")
         node = child
     if leaf not in node:
-        raise ParamsError(f"override {dotted!r}: unknown key {leaf!r}")
+        raise ParamsError(f"override {dotted!r}: unknown key {leaf!r}{_guess(leaf, node)}")
     node[leaf] = value
+
+
+def _guess(name: str, known: dict[str, Any]) -> str:
+    """A typo's close match among the keys it could have meant (as the loader's errors say it)."""
+    guess = difflib.get_close_matches(name, [str(key) for key in known], n=1)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
 
 
 def parse_params(data: dict[str, Any], origin: str = "params") -> Params:

@@ -1,6 +1,7 @@
 """The running system's sections of params.yaml: serving, replay, monitoring, the Prefect deployments and the stack.
 
-No DVC stage reads these but the gate, for the monitoring reference it stores with a model (dvc.yaml lists which).
+No DVC stage reads these but `reference`, for the monitoring reference and calibration it attaches to the registered
+model (dvc.yaml lists which keys).
 Each key is documented here once (`python -m pipelines params --explain KEY` prints it).
 """
 
@@ -102,8 +103,14 @@ class ReplayParams(Section):
 class MonitorParams(Section):
     """Monitoring (flows/monitoring.py): each window of logged traffic against the champion's training data."""
 
-    window_days: AtLeast1 = doc("Window length on source.time_column, aligned to Mondays.")
-    min_window_rows: AtLeast1 = doc("Smaller windows are not analysed (too noisy to act on).")
+    window_days: AtLeast1 | Literal["auto"] = doc(
+        "Window length on source.time_column in days, aligned to Mondays. auto: the shortest of 7, 14 or 28 days "
+        "whose typical window in the champion's reference period holds enough rows for the calibrated tests "
+        "(pipelines/monitor/calibration.py, size_windows: 200 rows and 10 of the rarer label); said by the "
+        "reference stage (dvc repro) and at loop start, stored in the champion's calibration.")
+    min_window_rows: AtLeast1 | Literal["auto"] = doc(
+        "Smaller windows are not analysed (too noisy to act on). auto: half the reference period's typical window "
+        "at window_days (a clipped first or last week is left out), at least 100.")
     reference_rows: AtLeast1 = doc("Seeded sample of the training split kept as the reference.")
     seed: int = doc("Seed of the reference and window samples.")
     calibration_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(

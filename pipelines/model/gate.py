@@ -10,7 +10,6 @@ error: `decide` returns `promote=False` with the reasons, and only the stage she
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,22 +32,6 @@ def _summary(y_true: np.ndarray, proba: np.ndarray) -> GateScores:
     # The gate uses threshold-free metrics only, so the threshold passed to `score` does not matter.
     full = score(y_true, proba, 0.5)
     return GateScores(**{name: full[name] for name in REPORTED})
-
-
-def measure_latency_ms(booster: Any, matrix: np.ndarray, repeats: int) -> float:
-    """Fastest of `repeats` timed `booster.predict` calls on one fixed encoded batch (one warm-up call first).
-
-    The minimum, not the median: the gate judges the model's cost, and anything else running on the machine
-    (a busy CI box, another training) only ever adds time to a run, so the fastest run is the least disturbed
-    estimate (the reasoning of Python's `timeit` docs). A median refused good models on a loaded machine.
-    """
-    booster.predict(matrix)
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        booster.predict(matrix)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return float(min(timings))
 
 
 def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, columns: list[str],

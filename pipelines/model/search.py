@@ -1,9 +1,10 @@
-"""Model selection: which LightGBM params compete, how one candidate trains, which one wins.
+"""Model selection: which families and params compete, how one candidate trains, which one wins.
 
-Pure: params and frames in, results out. A candidate is trained by `pipelines.model.train.train_model` (the one training
-implementation), mapped over a `dask.distributed.Client` by the train stage (`pipelines.stages.run_search`),
-whether `dvc repro` or the Prefect flow runs that stage (the flow runs DVC's stages). The winner is chosen on the
-validation split, so the test split stays untouched for evaluate and the promotion gate.
+Pure: params and frames in, results out. A candidate is `train:` with its family set and that family's section
+changed (a full `TrainParams`), trained by `pipelines.model.train.train_model` (the one training implementation),
+mapped over a `dask.distributed.Client` by the search driver (`pipelines.model.driver`), whether `dvc repro` or
+the Prefect flow runs the train stage (the flow runs DVC's stages). The winner is chosen on the validation split by
+`search.metric`, whatever its family, so the test split stays untouched for evaluate and the promotion gate.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
-from pipelines.features import FeatureSchema
-from pipelines.model.train import BinaryDatasets, TrainedModel, train_model
+from pipelines.features import FeatureSchema, encode_frame
+from pipelines.model.seam import TrainedModel, measure_latency_ms
+from pipelines.model.train import model_params, train_model
 
-# Direction of each validation metric LightGBM records.
+# Direction of each validation metric every family records.
 HIGHER_IS_BETTER = {"auc": True, "binary_logloss": False}
+# Predict latency of each candidate, on validation rows: one row (a /predict) and a 1,000-row batch; fastest of this
+# many runs on one thread (a candidate shares its worker's core).
+LATENCY_ROWS = (1, 1000)
+LATENCY_REPEATS = 5
 
 
 @dataclass
@@ -32,6 +38,7 @@ class CandidateResult:
     """One trained candidate: its params, validation metrics, and where/when it ran (proof of parallelism)."""
 
     index: int
+    family: str
     overrides: dict[str, Any]
     params: dict[str, Any]
     valid_metrics: dict[str, float]
@@ -40,6 +47,9 @@ class CandidateResult:
     pid: int
     started: float
     finished: float
+    fit_seconds: float | None = None
+    predict_ms: dict[str, float] = field(default_factory=dict)  # "1_row", "1000_rows"
+    model_bytes: int | None = None
     model: TrainedModel | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
@@ -52,35 +62,39 @@ class CandidateResult:
         return data
 
 
-def _with(base: TrainParams, overrides: dict[str, Any], threads: int) -> TrainParams:
-    # Re-validate: a grid value out of range fails here with the key named, not inside LightGBM.
+def _with(base: TrainParams, family: str, overrides: dict[str, Any], threads: int) -> TrainParams:
+    # Re-validate: a grid value out of range fails here with the key named, not inside the learner.
     from pydantic import ValidationError
 
     try:
-        return TrainParams.model_validate({**base.model_dump(), **overrides, "num_threads": threads})
+        return base.with_family(family, overrides, num_threads=threads)
     except ValidationError as error:
         messages = "; ".join(format_errors(error, TrainParams, prefix=("train",)))
-        raise ParamsError(f"search candidate {overrides} is not valid: {messages}") from None
+        raise ParamsError(f"search candidate {family} {overrides} is not valid: {messages}") from None
 
 
-def candidate_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
-    """The param changes each candidate makes to `train:`; `[{}]` means only the base params train."""
+def candidate_overrides(search: SearchParams, seed: int, family: str) -> list[dict[str, Any]]:
+    """The changes each candidate of `family` makes to its `train.<family>` section; `[{}]`: the section alone."""
     if search.strategy == "none" or (search.strategy == "optuna" and search.trials == 0):
         return [{}]
     if search.strategy == "grid":
-        keys = sorted(search.grid)
-        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(search.grid[k] for k in keys))]
-    return _optuna_overrides(search, seed)
+        grid = search.grid.of(family)
+        keys = sorted(grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    return _optuna_overrides(search, seed, family)
 
 
-def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
-    """`trials` seeded draws from `space` through an Optuna study's ask interface.
+def _optuna_overrides(search: SearchParams, seed: int, family: str) -> list[dict[str, Any]]:
+    """`trials` seeded draws from the family's `space` through an Optuna study's ask interface.
 
     All trials are asked before any is told (they train in parallel), so TPE samples them independently (its
     start-up phase): in effect a seeded random search with Optuna's distributions and bookkeeping.
     """
     import optuna
 
+    space = search.space.of(family)
+    if not space:
+        return [{}]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if HIGHER_IS_BETTER[search.metric] else "minimize"
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
@@ -88,8 +102,8 @@ def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
     for _ in range(search.trials):
         trial = study.ask()
         values = {}
-        for name in sorted(search.space):
-            low, high = search.space[name]
+        for name in sorted(space):
+            low, high = space[name]
             if isinstance(low, int) and isinstance(high, int):
                 values[name] = trial.suggest_int(name, low, high)
             else:
@@ -100,7 +114,7 @@ def _optuna_overrides(search: SearchParams, seed: int) -> list[dict[str, Any]]:
 
 def refit_params(base: TrainParams, winner: CandidateResult) -> TrainParams:
     """The winner's params for its refit on the whole train split: alone, so with `train.num_threads` again."""
-    return _with(base, winner.overrides, base.num_threads)
+    return _with(base, winner.family, winner.overrides, base.num_threads)
 
 
 def latest_rows(stamps: pd.Series, max_rows: int | None) -> np.ndarray | None:
@@ -121,11 +135,19 @@ def latest_rows(stamps: pd.Series, max_rows: int | None) -> np.ndarray | None:
 
 
 def candidate_params(search: SearchParams, base: TrainParams) -> list[TrainParams]:
-    """Every candidate's full TrainParams, in a fixed order (same params file, same list)."""
-    overrides = candidate_overrides(search, base.seed)
-    if overrides == [{}]:
+    """Every candidate's full TrainParams, family by family in `search.families` order (null: `train.family`
+    alone), in a fixed order (same params file, same list). `search.strategy: none`: `train:` alone."""
+    if search.strategy == "none":
         return [base]
-    return [_with(base, change, search.threads_per_worker) for change in overrides]
+    families = search.families or [base.family]
+    if (base.engine == "dask" or base.device_type == "gpu") and set(families) != {"lightgbm"}:
+        raise ParamsError(f"search.families {families}: train.engine dask and train.device_type gpu are "
+                          "LightGBM's learners; let only lightgbm compete there, or use engine local, device cpu")
+    candidates = [(family, change) for family in families
+                  for change in candidate_overrides(search, base.seed, family)]
+    if candidates == [(base.family, {})]:
+        return [base]
+    return [_with(base, family, change, search.threads_per_worker) for family, change in candidates]
 
 
 def _where() -> str:
@@ -138,31 +160,44 @@ def _where() -> str:
 
 
 def train_candidate(index: int, params: TrainParams, base: TrainParams, train: pd.DataFrame | None,
-                    valid: pd.DataFrame, schema: FeatureSchema,
-                    datasets: BinaryDatasets | None = None) -> CandidateResult:
-    """Train one candidate with the shared `train_model`; records the worker, pid and wall-clock interval.
+                    valid: pd.DataFrame, schema: FeatureSchema, datasets: Any = None) -> CandidateResult:
+    """Train one candidate with the shared `train_model`; records the worker, pid, wall-clock interval, and the
+    model's predict latency and size.
 
-    With `datasets` (the binary Datasets the search built once) `train` is not read: the same model, without the
-    train split in every worker.
+    With `datasets` (LightGBM's binary Datasets the search built once) `train` is not read: the same model, without
+    the train split in every worker.
     """
     started = time.time()
     model = train_model(train, valid, schema, params, datasets=datasets)
-    return candidate_result(index, params, base, model, started=started, worker=_where())
+    return candidate_result(index, params, base, model, started=started, worker=_where(), valid=valid)
+
+
+def predict_latency(model: TrainedModel, valid: pd.DataFrame) -> dict[str, float]:
+    """Fastest single-thread `predict_matrix` time on 1 and on 1,000 validation rows, in milliseconds."""
+    matrix = encode_frame(valid.head(max(LATENCY_ROWS)), model.schema)
+    return {f"{rows}_row{'s' if rows > 1 else ''}": round(measure_latency_ms(model, matrix[:rows], LATENCY_REPEATS,
+                                                                             threads=1), 4)
+            for rows in LATENCY_ROWS}
 
 
 def candidate_result(index: int, params: TrainParams, base: TrainParams, model: TrainedModel, *, started: float,
-                     worker: str) -> CandidateResult:
-    """A trained candidate's record: what it changed from `train:`, its validation metrics, where and when."""
+                     worker: str, valid: pd.DataFrame | None = None) -> CandidateResult:
+    """A trained candidate's record: its family, what it changed from `train.<family>`, its validation metrics,
+    fit time, predict latency (on `valid`'s rows) and size, where and when."""
     finished = time.time()
-    base_values = base.model_dump()
-    overrides = {k: v for k, v in params.model_dump().items() if base_values[k] != v and k != "num_threads"}
-    return CandidateResult(index=index, overrides=overrides, params=params.model_dump(mode="json"),
+    base_values = base.model_dump()[params.family]
+    overrides = {k: v for k, v in params.model_dump()[params.family].items() if base_values.get(k) != v}
+    return CandidateResult(index=index, family=params.family, overrides=overrides, params=model_params(params),
                            valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
-                           worker=worker, pid=os.getpid(), started=started, finished=finished, model=model)
+                           worker=worker, pid=os.getpid(), started=started, finished=finished,
+                           fit_seconds=model.meta.get("fit_seconds"),
+                           predict_ms=predict_latency(model, valid) if valid is not None else {},
+                           model_bytes=len(model.learner_bytes()), model=model)
 
 
 def parallel_candidates(base: TrainParams) -> bool:
-    """Whether candidates may train side by side, one per Dask worker.
+    """Whether candidates may train side by side, one per Dask worker (every family: their fits are one process
+    each).
 
     Not with `engine: dask` (each candidate already uses the whole cluster) nor with `device_type: gpu` (candidates
     on one card would fight for its memory and its queue): those train one at a time.
@@ -193,12 +228,20 @@ def search_report(results: list[CandidateResult], winner: CandidateResult, metri
     return {
         "metric": metric,
         "winner": winner.index,
+        "winner_family": winner.family,
         "winner_valid": winner.valid_metrics,
         "winner_overrides": winner.overrides,
+        "families": {family: best_of_family(ordered, family, metric).index
+                     for family in dict.fromkeys(r.family for r in ordered)},
         "candidates": [r.record() for r in ordered],
         "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
         "workers": sorted({r.worker for r in ordered}),
     }
+
+
+def best_of_family(results: list[CandidateResult], family: str, metric: str) -> CandidateResult:
+    """The best candidate of one family (what the family's row of a comparison shows)."""
+    return pick_winner([r for r in results if r.family == family], metric)
 
 
 @contextmanager
@@ -233,8 +276,9 @@ def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]
             bar = progress.add_task(f"training {len(futures)} candidates on Dask", total=len(futures))
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
-                log.info("candidate #%d done: %s", futures[future], getattr(results[futures[future]],
-                                                                            "valid_metrics", ""))
+                done = results[futures[future]]
+                log.info("candidate #%d (%s) done: %s", futures[future], getattr(done, "family", ""),
+                         getattr(done, "valid_metrics", ""))
                 progress.advance(bar)
     finally:
         client.close()

@@ -78,10 +78,11 @@ def prediction_bound(values: Sequence[float], quantile: float) -> float:
     return max(bound, float(finite.max()))
 
 
-def gain_shares(booster: Any, feature_names: Sequence[str], columns: Sequence[str]) -> dict[str, float]:
-    """Each raw column's share of the model's total split gain (derived time parts are not monitored columns and
-    are left out of the total). A column the model never splits on has share 0."""
-    gains = dict(zip(feature_names, booster.feature_importance(importance_type="gain"), strict=True))
+def gain_shares(weights: Mapping[str, float], columns: Sequence[str]) -> dict[str, float]:
+    """Each raw column's share of the model's total weight (`TrainedModel.importance("weight")`: split gain for
+    trees; derived time parts are not monitored columns and are left out of the total). A column the model never
+    uses has share 0."""
+    gains = {name: float(value) for name, value in weights.items()}
     total = float(sum(gains.get(name, 0.0) for name in columns))
     if total <= 0:
         return {name: 1.0 / len(columns) for name in columns}
@@ -195,6 +196,10 @@ class Calibration(BaseModel):
     windows: int
     window_days: int
     window_sample_rows: int
+    # The window minimum the reference windows were cut with (monitor.min_window_rows, `auto` resolved) and how the
+    # size was chosen, in words (None / "" in calibrations made before auto sizing).
+    min_window_rows: int | None = None
+    sizing: str = ""
     period: list[str]
     weights: dict[str, float]
     vocabulary: dict[str, list[str]]
@@ -231,6 +236,61 @@ def drift_index(scores: Mapping[str, float], thresholds: Mapping[str, float], we
             continue
         total += weight * score / max(limit, 1e-9)
     return total
+
+
+# monitor.window_days / min_window_rows `auto`: the window lengths tried (whole weeks, so windows stay Monday-aligned
+# calendar weeks), the rows and rarer-label rows a typical window must hold for the calibrated tests, and the
+# smallest window minimum. A distance between 200 rows and the reference has a sampling noise of ~0.05 (the
+# calibration learns its spread from windows of the same size, so smaller windows only alarm later, never falsely);
+# a window's ROC AUC needs both labels, and with fewer than ~10 of the rarer one its spread swamps any decay.
+AUTO_WINDOW_DAYS = (7, 14, 28)
+AUTO_WINDOW_ROWS = 200
+AUTO_RARER_LABELS = 10
+AUTO_MIN_ROWS_FLOOR = 100
+
+
+class WindowSizeError(ValueError):
+    """The reference period is too small for any monitoring window; the message has the numbers."""
+
+
+def size_windows(stamps: pd.Series, monitor: MonitorParams, labels: pd.Series | None = None) -> MonitorParams:
+    """`monitor` with `window_days` / `min_window_rows` resolved where they are `auto`, from the reference period's
+    scheduled times (`stamps`) and, for the rarer label's count, its 0/1 `labels`.
+
+    window_days auto: the shortest of `AUTO_WINDOW_DAYS` whose median full window (two at least) holds
+    `AUTO_WINDOW_ROWS` rows and `AUTO_RARER_LABELS` of the rarer label. min_window_rows auto: half that median (a
+    clipped first or last window is not judged), at least `AUTO_MIN_ROWS_FLOOR`. Raises `WindowSizeError` with the
+    numbers when no window length leaves two windows with enough rows."""
+    from pipelines.monitor.windows import window_starts
+
+    auto_days, auto_rows = monitor.window_days == "auto", monitor.min_window_rows == "auto"
+    if not (auto_days or auto_rows):
+        return monitor.model_copy()
+    rarer = float(min(labels.mean(), 1 - labels.mean())) if labels is not None and len(labels) else 1.0
+    tried = []
+    for days in ([monitor.window_days] if not auto_days else AUTO_WINDOW_DAYS):
+        sizes = window_starts(stamps, int(days)).value_counts().sort_index()
+        full = sizes.iloc[1:-1] if len(sizes) > 2 else sizes  # the first and last windows may be clipped
+        median = float(full.median()) if len(full) else 0.0
+        minimum = (max(math.ceil(median / 2), AUTO_MIN_ROWS_FLOOR) if auto_rows else int(monitor.min_window_rows))
+        enough = int((sizes >= minimum).sum())
+        tried.append(f"{days} days: {len(sizes)} windows, median {median:,.0f} rows, ~{median * rarer:,.1f} of the "
+                     f"rarer label")
+        if enough >= 2 and (not auto_days or (median >= AUTO_WINDOW_ROWS and median * rarer >= AUTO_RARER_LABELS)):
+            return monitor.model_copy(update={"window_days": int(days), "min_window_rows": int(minimum)})
+    span = (stamps.max() - stamps.min()).days if len(stamps) else 0
+    raise WindowSizeError(
+        f"the reference period ({len(stamps):,} rows over {span} days, {rarer:.1%} of the rarer label) is too small "
+        f"for monitoring windows: {'; '.join(tried)}; a window needs {AUTO_WINDOW_ROWS} rows and "
+        f"{AUTO_RARER_LABELS} of the rarer label, and calibration two windows. Collect a longer window "
+        "(collect.start), or set monitor.window_days and monitor.min_window_rows by hand")
+
+
+def sizing_text(asked: tuple[int | str, int | str], window_days: int, min_window_rows: int) -> str:
+    """How the windows were sized, in words (`asked`: the params' window_days and min_window_rows): for the
+    reference stage's log and receipt and the loop's start."""
+    return (f"monitor.window_days={window_days}{' (auto)' if asked[0] == 'auto' else ''}, "
+            f"monitor.min_window_rows={min_window_rows}{' (auto)' if asked[1] == 'auto' else ''}")
 
 
 def reference_windows(period: pd.DataFrame, time_column: str, monitor: MonitorParams) -> list[pd.DataFrame]:
@@ -311,7 +371,7 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
     }
     return Calibration(
         quantile=q, windows=len(windows), window_days=monitor.window_days,
-        window_sample_rows=monitor.window_sample_rows,
+        window_sample_rows=monitor.window_sample_rows, min_window_rows=monitor.min_window_rows,
         period=[period[time_column].min().isoformat(), period[time_column].max().isoformat()],
         weights=dict(weights), vocabulary={name: list(v) for name, v in vocabulary.items()},
         columns=_finite(columns), prediction=_floored(conformal_quantile([s.prediction for s in stats], q)),

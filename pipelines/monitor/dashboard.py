@@ -141,31 +141,38 @@ def _panel(title: str, subtitle: str, values: list[Any], plot_type: str = "line"
                               values=values, plot_params={"plot_type": plot_type})
 
 
-def dashboard(key_features: Sequence[str], missing_columns: Sequence[str]) -> Any:
+def dashboard(key_features: Sequence[str], missing_columns: Sequence[str], models: Sequence[str] = ()) -> Any:
     """The project's dashboard: one tab of panels over window time, ids fixed by title (so it is idempotent).
 
-    Evidently's tooltips show each point's snapshot tags, so the serving model (`model:<tag>`) is visible on every
-    point; the snapshots list filters by the same tags.
+    The panels of the model's own numbers (drift share, prediction drift, live ROC AUC, rows) draw one line per
+    champion that served, from its snapshots' `model:<tag>` tag, with the champion as the legend: a retrain that
+    was promoted starts a new line, so a reviewer sees which model each point belongs to (the title already names
+    the metric). `models` are those tags (oldest first); with none yet, one line for every window. Per-column
+    panels name the columns. The snapshots list filters by the same tags.
     """
     from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+
+    def per_model(metric: str, labels: dict[str, str] | None = None) -> list[Any]:
+        return [PanelMetric(legend=tag, tags=[f"{TAG_MODEL_PREFIX}{tag}"], metric=metric,
+                            metric_labels=dict(labels or {})) for tag in models] or [
+            PanelMetric(legend="every window", metric=metric, metric_labels=dict(labels or {}))]
 
     panels = [
         _panel("Share of drifted feature columns",
                "beyond each column's calibrated threshold (reported; the alarm is the drift index)",
-               [PanelMetric(legend="share drifted", metric="DriftedColumnsCount",
-                            metric_labels={"value_type": "share"})]),
+               per_model("DriftedColumnsCount", {"value_type": "share"})),
         _panel("Prediction drift", "drift score of the predicted probability vs the reference",
-               [PanelMetric(legend="probability", metric="ValueDrift", metric_labels={"column": PROBABILITY})]),
+               per_model("ValueDrift", {"column": PROBABILITY})),
         _panel("Drift of key features", "per-column drift score (method chosen by Evidently per column)",
                [PanelMetric(legend=name, metric="ValueDrift", metric_labels={"column": name})
                 for name in key_features]),
         _panel("Missing-value share", "share of missing values per column in the window",
                [PanelMetric(legend=name, metric="MissingValueCount",
                             metric_labels={"column": name, "value_type": "share"}) for name in missing_columns]),
-        _panel("Live ROC AUC", "on the window's flights whose outcomes arrived (monitor.min_labelled_share)",
-               [PanelMetric(legend="ROC AUC", metric="RocAuc")]),
-        _panel("Predictions per window", "rows of the prediction log analysed",
-               [PanelMetric(legend="rows", metric="RowCount")], plot_type="bar"),
+        _panel("Live ROC AUC", "on the window's rows whose outcomes arrived (monitor.min_labelled_share)",
+               per_model("RocAuc")),
+        _panel("Predictions per window", "rows of the prediction log analysed", per_model("RowCount"),
+               plot_type="bar"),
     ]
     tab = DashboardTabModel(id=uuid.uuid5(_PANEL_NAMESPACE, "tab:monitoring"), title="Monitoring",
                             panels=[p.id for p in panels])

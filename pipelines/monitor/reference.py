@@ -18,6 +18,8 @@ from pipelines.monitor.calibration import (
     calibration_start,
     gain_shares,
     prediction_bound,
+    size_windows,
+    sizing_text,
 )
 from pipelines.monitor.log import as_category_strings
 
@@ -61,14 +63,21 @@ def period_rows(splits: list[pd.DataFrame], features: FeaturesParams, time_colum
 
 def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesParams, time_column: str,
                     monitor: MonitorParams, labelled: list[pd.DataFrame] = ()) -> tuple[pd.DataFrame, Calibration]:
-    """The stored reference sample, scored by `model` (a `TrainedModel`; its probabilities are stored with it, so a
+    """The stored reference sample, scored by `model` (a `pipelines.model.seam.TrainedModel`; its probabilities are
+    stored with it, so a
     monitoring run does not re-predict 50,000 rows), and the model's calibration: windows of the reference period
     against the sample, weighted by the model's gain shares, judged against its vocabulary. `labelled` (prepared
     splits with their `label`: validation and test) calibrates the performance-decay limit.
 
     Only the sample's rows and the latest `monitor.calibration_windows` windows' rows are built and scored, so the
-    cost stops growing with the period past those windows (a big table's train split spans years)."""
+    cost stops growing with the period past those windows (a big table's train split spans years).
+    `monitor.window_days` / `min_window_rows` `auto` are resolved here from the period (`size_windows`) and kept in
+    the calibration, which live windows are then cut by."""
     stamps = period_order(splits, time_column)
+    labels = pd.concat([split["label"] for split in splits], ignore_index=True) if all(
+        "label" in split for split in splits) else None
+    asked = (monitor.window_days, monitor.min_window_rows)
+    monitor = size_windows(stamps.reset_index(drop=True), monitor, labels)
     order = stamps.index.to_numpy()
     drawn = order
     if len(order) > monitor.reference_rows:  # the draw `DataFrame.sample(random_state=seed)` makes of the period
@@ -76,9 +85,11 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     sample, period = period_rows(splits, features, time_column, [drawn, order[calibration_start(stamps, monitor):]])
     reference = sample_reference(sample, features, time_column, monitor)
     scored = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
-    weights = gain_shares(model.booster, model.schema.feature_names, features.raw_columns)
+    weights = gain_shares(model.importance("weight"), features.raw_columns)
     calibration = calibrate(period.assign(**{PROBABILITY: model.predict_proba(period)}), scored, features,
                             time_column, monitor, weights, model.schema.categorical)
+    calibration = calibration.model_copy(update={"sizing": sizing_text(asked, monitor.window_days,
+                                                                       monitor.min_window_rows)})
     held_out = [split for split in labelled if len(split) and "label" in split]
     if held_out:
         frame = pd.concat([split[[time_column, *features.raw_columns, "label"]] for split in held_out],

@@ -209,7 +209,7 @@ def collect_replay(params: Params) -> pd.DataFrame:
     from pipelines.data.collect import collect
 
     window = CollectParams(start=params.replay.start, end=params.replay.end)
-    return collect(params.source, window)
+    return collect(params.source, window, section="replay")
 
 
 def run_replay(params: Params, url: str) -> dict[str, Any]:

@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 PROJECT_NAME = "flightops monitoring"
 
 
+def champion_calibration(params: Params) -> Any:
+    """The champion's drift calibration as stored with it (`Calibration`), or None: no champion yet, or one whose
+    reference the `reference` stage has not attached yet."""
+    from pipelines.io import CALIBRATION_FILE, read_json
+    from pipelines.monitor.calibration import Calibration
+    from pipelines.release import registry
+
+    store = registry.open_registry(params)
+    tag = registry.champion_tag(store)
+    stored = registry.model_path(tag, store) / CALIBRATION_FILE if tag and registry.has_model(tag, store) else None
+    return Calibration.model_validate(read_json(stored)) if stored is not None and stored.exists() else None
+
+
 def read_predictions(params: Params) -> PredictionFrame:
     """Every good prediction in the log directory; bad lines counted by reason (and logged), never raised."""
     # Column-wise (Arrow, with a Parquet sidecar per closed file): the line reader's answer at millions of rows.
@@ -99,19 +112,23 @@ def add_to_workspace(params: Params, snapshot: Any) -> str:
     return str(ref.id)
 
 
-def ensure_dashboard(params: Params) -> bool:
+def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
     """Write the project's dashboard (panels in code, `pipelines.monitor.dashboard`) when it differs.
 
     Idempotent: panel ids are fixed, so a second call finds the same dashboard and writes nothing; a changed
-    `monitor.key_features` replaces the panels. Returns whether it wrote.
+    `monitor.key_features`, or a model serving for the first time, replaces the panels. The models are those that
+    served the windows analysed so far, then `champion` (the one about to be judged). Returns whether it wrote.
     """
     from evidently.ui.workspace import Workspace
 
+    from pipelines.monitor.bookkeeping import served_model_tag
     from pipelines.monitor.dashboard import dashboard
 
     workspace = Workspace(str(params.paths.evidently_workspace))
     project = _project(workspace)
-    wanted = dashboard(params.monitor.key_features, params.features.raw_columns)
+    models = [served_model_tag(summary) for summary in read_summaries(params)] + [champion]
+    wanted = dashboard(params.monitor.key_features, params.features.raw_columns,
+                       [tag for tag in dict.fromkeys(models) if tag])
     if workspace.get_dashboard(project.id).dict() == wanted.dict():
         return False
     workspace.save_dashboard(project.id, wanted)

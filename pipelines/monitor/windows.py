@@ -6,13 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipelines.config import MonitorParams
 
+if TYPE_CHECKING:
+    from pipelines.monitor.calibration import Calibration
+
+# The window minimum of a calibration made before `auto` sizing recorded its own (the params default then).
+LEGACY_MIN_WINDOW_ROWS = 1000
+
 # Windows are aligned to a Monday so that 7-day windows are calendar weeks (1970-01-05 was a Monday).
 WINDOW_ORIGIN = pd.Timestamp("1970-01-05", tz="UTC")
+
+
+def calibrated_windows(monitor: MonitorParams, calibration: Calibration) -> MonitorParams:
+    """`monitor` with `window_days` / `min_window_rows` `auto` taken from the champion's calibration: live windows
+    are cut as the reference windows its thresholds were learned on (`calibration.size_windows` chose them)."""
+    update: dict[str, int] = {}
+    if monitor.window_days == "auto":
+        update["window_days"] = calibration.window_days
+    if monitor.min_window_rows == "auto":
+        update["min_window_rows"] = calibration.min_window_rows or LEGACY_MIN_WINDOW_ROWS
+    return monitor.model_copy(update=update) if update else monitor
 
 
 def window_starts(stamps: pd.Series, window_days: int) -> pd.Series:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +77,44 @@ def built_at(root: Path, recorded: Lineage) -> str | None:
         return None
     if recorded.data_md5 is None:  # registered before the data hash was recorded: the commit is all there is
         return None if recorded.git_dirty else base
+    return next((commit for commit, mismatch in _candidates(root, recorded) if mismatch is None), None)
+
+
+def not_built_at(root: Path, recorded: Lineage) -> list[str]:
+    """Why no revision here holds the run's dvc.lock: per commit checked, what differs from the run (data, params,
+    code), for `reproduce` to say instead of only that none does."""
+    if recorded.ref or recorded.uncommitted_code() or not has_commit(root, recorded.git_commit):
+        return []
+    return [f"{commit[:12]}: {mismatch}" for commit, mismatch in _candidates(root, recorded) if mismatch]
+
+
+def _candidates(root: Path, recorded: Lineage) -> Iterator[tuple[str, str | None]]:
+    """`git_commit` and the later commits that changed dvc.lock (oldest first), each with what differs from the
+    run (None: its dvc.lock is the run's)."""
+    base = recorded.git_commit
     later = git(root, "rev-list", "--reverse", "--ancestry-path", "--branches", "--remotes", "--tags", f"^{base}",
                 "--", LOCK_FILE, check=False).split()
     base_params = git(root, "show", f"{base}:{PARAMS_FILE}", check=False) or None
     for commit in [base, *later]:
         lock = yaml.safe_load(git(root, "show", f"{commit}:{LOCK_FILE}", check=False) or "{}") or {}
-        if locked_out_md5(lock, "collect") != recorded.data_md5:
+        locked = locked_out_md5(lock, "collect")
+        if locked != recorded.data_md5:
+            yield commit, f"lock: its dvc.lock records data {locked}, the model was trained on {recorded.data_md5}"
             continue
-        params = git(root, "show", f"{commit}:{PARAMS_FILE}", check=False)
-        if params_diff(base_params, params) != recorded.params_diff:
+        params = params_diff(base_params, git(root, "show", f"{commit}:{PARAMS_FILE}", check=False))
+        if params != recorded.params_diff:
+            keys = sorted(key for key in params.keys() | recorded.params_diff.keys()
+                          if params.get(key) != recorded.params_diff.get(key))
+            yield commit, (f"params: its params.yaml differs from the run's in {', '.join(keys)} (run: "
+                           + ", ".join(f"{key}={(recorded.params_diff.get(key) or {}).get('run', '(as committed)')}"
+                                       for key in keys) + ")")
             continue
-        if commit != base and _touches(git(root, "diff", "--name-only", base, commit).splitlines(), _deps(lock)):
+        changed = git(root, "diff", "--name-only", base, commit).splitlines() if commit != base else []
+        code = sorted(path for path in changed if _touches([path], _deps(lock)))
+        if code:
+            yield commit, f"code: {', '.join(code[:5])}{' ...' if len(code) > 5 else ''} changed since {base[:12]}"
             continue
-        return commit
-    return None
+        yield commit, None
 
 
 def _deps(lock: dict[str, Any]) -> set[str]:
@@ -133,6 +158,21 @@ def params_diff(baseline_text: str | None, current_text: str) -> dict[str, dict[
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)}
 
 
+def changed_params(params_file: Path) -> dict[str, Any]:
+    """Keys of `params_file` whose values differ from its committed version (the experiment's baseline inside `dvc
+    exp run`, else HEAD), with their new values: what `-S` or an edit changed. {} outside git or for a new file."""
+    params_file = Path(params_file).resolve()
+    root = git(params_file.parent, "rev-parse", "--show-toplevel", check=False)
+    if not root:
+        return {}
+    baseline = os.environ.get(BASELINE_ENV) or "HEAD"
+    committed = git(Path(root), "show", f"{baseline}:{params_file.relative_to(Path(root).resolve()).as_posix()}",
+                    check=False) or None
+    if committed is None:
+        return {}
+    return {key: values["run"] for key, values in params_diff(committed, params_file.read_text()).items()}
+
+
 def locked_out_md5(lock: dict[str, Any], stage: str) -> str | None:
     """The md5 of a stage's first out in a parsed dvc.lock (a directory's md5 ends in `.dir`)."""
     outs = ((lock.get("stages") or {}).get(stage) or {}).get("outs") or []
@@ -174,6 +214,7 @@ def capture(root: Path, written_by_dag: list[Path]) -> Lineage:
         data_md5=locked_out_md5(lock or {}, "collect"),
         params_diff=changed_params,
         uv_lock_md5=io.file_md5(root / PACKAGE_LOCK) if (root / PACKAGE_LOCK).exists() else None,
+        repository=str(Path(os.environ.get("DVC_ROOT") or root).resolve()),
     )
 
 

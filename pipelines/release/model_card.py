@@ -1,7 +1,7 @@
 """The model card: what a reviewer needs to trust (or refuse) the served model, as markdown and HTML.
 
 It describes the champion when the registry has one, else the latest trained candidate, and says which. Test
-metrics, baselines and slices come from the evaluate stage's files when they belong to that model (same booster
+metrics, baselines and slices come from the evaluate stage's files when they belong to that model (same learner
 file); a champion that is not the current candidate shows the evaluation stored with it at registration
 (`RegistryEntry.metrics.evaluate`), never another model's numbers. The data version is the md5 of the raw table
 (the hash DVC records for it), so a card can be traced to the exact rows.
@@ -18,13 +18,18 @@ from typing import Any
 from pipelines import io
 from pipelines.config import Params
 from pipelines.contracts import GateReport, RegistryEntry
-from pipelines.io import GATE_FILE, META_FILE, MODEL_FILE
+from pipelines.io import GATE_FILE, META_FILE, model_file
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
 
 
 def _md5(path: Path) -> str | None:
     return io.file_md5(path) if path.exists() else None
+
+
+def _model_md5(directory: Path) -> str | None:
+    """The md5 of the learner file of the model in `directory` (whatever its family), None where there is none."""
+    return _md5(model_file(directory)) if (directory / META_FILE).exists() else None
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ def build_model_card(params: Params) -> str:
     meta = _read_json(model_dir / META_FILE)
     if meta is None:
         raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
-    evaluated_same = _md5(model_dir / MODEL_FILE) == _md5(params.paths.model_dir / MODEL_FILE)
+    family = meta.get("family", "lightgbm")
+    evaluated_same = _model_md5(model_dir) == _model_md5(params.paths.model_dir)
     metrics_dir = params.paths.metrics_dir
     evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject.entry.metrics.evaluate
     slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
@@ -77,18 +83,19 @@ def build_model_card(params: Params) -> str:
         f"- label 1: the {params.project.entity} {params.project.positive_meaning} ({_label_rule(params)})",
         f"- decision threshold: **{float(meta['threshold']):.4f}** (setting `train.threshold`: "
         f"{params.train.threshold})",
-        f"- trees (early stopping): {meta.get('best_iteration')}; rows: train {meta.get('train_rows'):,}, "
-        f"valid {meta.get('valid_rows'):,}",
+        f"- family: **{_family_name(family)}** (`train.family` {family})",
+        f"- {'rounds' if family != 'logistic' else 'solver iterations'} kept: {meta.get('best_iteration')}; "
+        f"rows: train {meta.get('train_rows'):,}, valid {meta.get('valid_rows'):,}",
         f"- validation metrics: {_inline(meta.get('valid_metrics', {}))}",
     ]
     lines += ["", "## Gate decision"]
     if gate is None:
         lines.append(f"No gate decision recorded (`{metrics_dir / GATE_FILE}`).")
     else:
-        lines += _gate_lines(gate, _md5(model_dir / MODEL_FILE))
+        lines += _gate_lines(gate, _model_md5(model_dir))
     lines += ["", "## Test split: model vs naive baselines"]
     if evaluation:
-        rows = {"LightGBM": evaluation["model"],
+        rows = {_family_name(family): evaluation["model"],
                 **{f"baseline: {k}": v for k, v in evaluation.get("baselines", {}).items()}}
         stored = "" if evaluated_same else " As evaluated when it was registered (its registry entry)."
         lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}."
@@ -102,12 +109,28 @@ def build_model_card(params: Params) -> str:
     lines += ["", "## Data", *_data_lines(params)]
     lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject.tag, subject.entry)]
     lines += ["", "## Parameters", "| key | value |", "|---|---|"]
-    lines += [f"| train.{k} | {v} |" for k, v in meta.get("params", params.train.model_dump(mode="json")).items()]
+    lines += [f"| train.{k} | {v} |" for k, v in _flat(meta.get("params") or params.train.model_dump(mode="json"))]
     lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
               f"| features.numeric | {', '.join(params.features.numeric)} |",
               f"| features.time_parts | {', '.join(params.features.time_parts)} |"]
     lines += ["", "## Reports", *_report_links(params)]
     return "\n".join(lines) + "\n"
+
+
+FAMILY_NAMES = {"lightgbm": "LightGBM", "logistic": "logistic regression (scikit-learn)",
+                "histgb": "HistGradientBoosting (scikit-learn)"}
+
+
+def _family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested params as dotted keys (`lightgbm.num_leaves`)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        out += _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return out
 
 
 def _inline(values: dict[str, Any]) -> str:

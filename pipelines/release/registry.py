@@ -34,7 +34,8 @@ from pipelines.contracts import (
     RegistryEntry,
     RegistryMetrics,
 )
-from pipelines.model.train import TrainedModel
+from pipelines.model.catalog import load_model as _load_model
+from pipelines.model.seam import TrainedModel
 from pipelines.release import lineage
 from pipelines.release.store import (
     ANY,
@@ -95,7 +96,8 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
 
     # BentoML accepts plain values only, and no None
     safe = entry.to_metadata() if isinstance(entry, RegistryEntry) else io.without_nulls(io.to_jsonable(entry))
-    with bentoml.models.create(name, labels={"framework": "lightgbm", **(labels or {})}, metadata=safe,
+    family = (io.read_json(model_dir / io.META_FILE) or {}).get("family", "lightgbm")
+    with bentoml.models.create(name, labels={"framework": family, **(labels or {})}, metadata=safe,
                                module="pipelines.release.registry") as stored:
         for item in model_dir.iterdir():
             shutil.copy2(item, Path(stored.path) / item.name)
@@ -107,8 +109,24 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
     return tag
 
 
+def attach_files(tag: str, files: dict[str, Callable[[Path], None]], registry: Registry | None = None) -> Path:
+    """Write `files` (name -> writer) into the stored model `tag`, each atomically (temp file + rename): what is
+    computed after registration and belongs to the model (its monitoring reference and calibration, by the
+    `reference` stage) travels with it. A reader sees the old file or the new one, never half of one. With a remote
+    `registry` the files are uploaded beside the model's archive too, and every machine's `model_path` brings them
+    into its own store (a machine that imported the model before they were attached included)."""
+    store = _store(registry)
+    folder = store.fetch(tag)
+    for name, write in files.items():
+        io.write_atomic(folder / name, write)
+        (folder / name).chmod(0o644)
+    store.attach(tag, list(files))
+    return folder
+
+
 def model_path(tag: str, registry: Registry | None = None) -> Path:
-    """The model's folder in this machine's store; with a remote `registry`, imported from it when missing."""
+    """The model's folder in this machine's store; with a remote `registry`, imported from it when missing (and its
+    attached files brought up to date)."""
     return _store(registry).fetch(tag)
 
 
@@ -117,7 +135,8 @@ def has_model(tag: str, registry: Registry | None = None) -> bool:
 
 
 def load_model(tag: str, registry: Registry | None = None) -> TrainedModel:
-    return TrainedModel.load(model_path(tag, registry))
+    """The registered model `tag`, through the model seam (whatever its family)."""
+    return _load_model(model_path(tag, registry))
 
 
 def model_entry(tag: str, registry: Registry | None = None) -> RegistryEntry:
@@ -174,17 +193,35 @@ def set_champion(registry: Registry, tag: str, reason: str, event: Literal["prom
     return store.promote(record, expected)
 
 
-def rollback(registry: Registry, to_tag: str | None = None) -> str:
+def rollback(registry: Registry, to_tag: str | None = None, *, force: bool = False) -> str:
     """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. Refused with
-    `PromotionConflict` if a promotion lands while it runs."""
+    `PromotionConflict` if a promotion lands while it runs.
+
+    A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
+    model starts serving, and going around it should be a decision, not a slip of the tag.
+    """
     current = require_champion(registry)
     if to_tag is None:
         earlier = [r.tag for r in history(registry) if r.tag != current]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    set_champion(registry, to_tag, reason=f"rollback from {current}", event="rollback", expected=current)
+    gate = model_entry(to_tag, registry).gate
+    served = {record.tag for record in history(registry)}
+    refused = _labels(to_tag, registry).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list`
+    if refused and not force:
+        failed = "; ".join(gate.failed) if gate is not None else ""
+        raise RegistryError(f"{to_tag} was refused by the gate ({failed or 'see its gate record'}) and never served: "
+                            "pass --force to make it champion anyway")
+    reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
+    set_champion(registry, to_tag, reason=reason, event="rollback", expected=current)
     return to_tag
+
+
+def _labels(tag: str, registry: Registry | None = None) -> dict[str, str]:
+    """The labels `tag` was saved with (its gate verdict); empty for a tag the registry does not hold."""
+    name = tag.partition(":")[0]
+    return next((stored.labels for stored in _stored(name, registry) if stored.tag == tag), {})
 
 
 def _stored(name: str, registry: Registry | None = None) -> list[StoredModel]:
@@ -245,6 +282,7 @@ def registration_entry(params: Params, gate_report: GateReport, built: Lineage) 
     window = [params.collect.start.isoformat(), params.collect.end.isoformat()]
     return RegistryEntry(
         model_md5=gate_report.challenger_md5,
+        family=meta.get("family", "lightgbm"),
         metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.get("valid_metrics"),
                                 evaluate=io.read_json(paths.metrics_dir / io.EVALUATE_FILE)),
         params=meta.get("params"),
@@ -271,7 +309,8 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
     revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
     or its lineage is `current` (this very run, e.g. re-gated from a tree with uncommitted changes or an
-    uncommitted dvc.lock). Otherwise None: the caller registers a new version with its own lineage.
+    uncommitted dvc.lock), or it was registered from this repository (`Lineage.repository`: the same bytes never get
+    a second tag here). Otherwise None: the caller registers a new version with its own lineage.
     """
     entries = [(stored, RegistryEntry.from_metadata(stored.metadata)) for stored in _stored(name, registry)]
     matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
@@ -281,5 +320,10 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
         if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
+            return stored.tag
+        # This repository registered these bytes before (a re-gate after an uncommitted params change, a retrain
+        # that learned the same trees): the same model keeps its one tag, whatever changed around it.
+        if (current is not None and recorded is not None and current.repository is not None
+                and recorded.repository == current.repository):
             return stored.tag
     return None

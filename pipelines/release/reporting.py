@@ -27,15 +27,38 @@ def metrics_table(rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = ME
 
 def training_summary_markdown(summary: dict[str, Any]) -> str:
     metrics = summary["evaluate"]
-    rows = {"LightGBM": metrics["model"], **{f"baseline: {k}": v for k, v in metrics["baselines"].items()}}
+    rows = {summary["train"].get("family", "model"): metrics["model"],
+            **{f"baseline: {k}": v for k, v in metrics["baselines"].items()}}
     splits = ", ".join(f"{name} {rows_:,}" for name, rows_ in summary["splits"].items())
     return "\n".join([
         "# Training run",
         f"- rows collected: {summary['collect']['rows']:,} (validation passed: {summary['validate'].get('success')})",
         f"- splits (rows): {splits}",
-        f"- trees (early stopping): {summary['train']['best_iteration']}, "
+        f"- family: {summary['train'].get('family', 'lightgbm')}, rounds kept: {summary['train']['best_iteration']}, "
         f"threshold: {summary['train']['threshold']:.3f}",
         "",
         "## Test split (later in time than training)",
         metrics_table(rows),
+        *candidates_markdown(summary.get("candidates")),
     ])
+
+
+def candidates_markdown(report: dict[str, Any] | None) -> list[str]:
+    """The search's candidates (metrics/candidates.json) as a table: family, what each changed, its validation
+    metric, fit time, predict latency and size; the winner marked."""
+    if not report or not report.get("candidates"):
+        return []
+    metric = report["metric"]
+    lines = ["", f"## Search: {len(report['candidates'])} candidates, winner #{report['winner']} "
+                 f"({report.get('winner_family', 'lightgbm')}) by validation {metric}", "",
+             f"| # | family | params changed | valid {metric} | fit s | 1 row ms | 1,000 rows ms | size KiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for candidate in report["candidates"]:
+        latency = candidate.get("predict_ms") or {}
+        changed = ", ".join(f"{key}={value}" for key, value in candidate.get("overrides", {}).items()) or "(section)"
+        mark = " **winner**" if candidate["index"] == report["winner"] else ""
+        lines.append(f"| {candidate['index']}{mark} | {candidate.get('family', 'lightgbm')} | {changed} | "
+                     f"{_cell(candidate['valid_metrics'].get(metric))} | {_cell(candidate.get('fit_seconds'))} | "
+                     f"{_cell(latency.get('1_row'))} | {_cell(latency.get('1000_rows'))} | "
+                     f"{_cell((candidate.get('model_bytes') or 0) / 1024)} |")
+    return lines

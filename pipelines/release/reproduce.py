@@ -6,8 +6,9 @@ ref (or commit) holding the dvc.lock that built the model. That revision is chec
 remote (`dvc pull collect`: the exact rows, even if the source has changed since), and the stages from validate to
 evaluate are re-run with `dvc repro --force`. The gate is not re-run: the registry and the champion are left alone.
 
-Identical means: the rebuilt `model.txt` has the md5 the registry recorded, and `metrics/evaluate.json` equals the
-one committed with the experiment. Otherwise the report names each difference and its likely cause: the data
+Identical means: the rebuilt learner file (`model.txt`; `model.pkl` for the scikit-learn families, whose fits
+are deterministic too) has the md5 the registry recorded, and `metrics/evaluate.json` equals the one committed
+with the experiment. Otherwise the report names each difference and its likely cause: the data
 (md5 vs the lineage), the packages (uv.lock md5 of this environment vs the one recorded), a dirty tree at training
 time, and the first stage whose outputs differ from the recorded dvc.lock.
 """
@@ -26,10 +27,10 @@ import yaml
 
 from pipelines.contracts import Lineage
 from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
-from pipelines.io import EVALUATE_FILE, MODEL_FILE, PACKAGE_LOCK, PARAMS_FILE
+from pipelines.io import EVALUATE_FILE, META_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
 from pipelines.io import file_md5 as _file_md5
 from pipelines.release import versioning
-from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5
+from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5, not_built_at
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,15 @@ def resolve_revision(root: Path, lineage: Lineage, git_remote: str | None) -> tu
                              f"({_remotes(root, git_remote) or 'none configured'}): was it pushed "
                              "(`dvc exp push`, versioning.git_remote)?")
     if commit is None:
-        locked = locked_out_md5(yaml.safe_load(versioning.show_file(root, wanted, LOCK_FILE) or "{}") or {},
-                                "collect")
-        edited = f" and params {sorted(lineage.params_diff)}" if lineage.params_diff else ""
+        edited = (" with params " + ", ".join(f"{key}={change['run']}" for key, change in lineage.params_diff.items())
+                  if lineage.params_diff else "")
+        checked = "\n".join(f"  {line}" for line in not_built_at(root, lineage))
         raise ReproduceError(
             f"no commit here holds the dvc.lock that built the model: it was trained by a plain `dvc repro` at "
-            f"commit {wanted[:12]} on data {lineage.data_md5}{edited}, but that commit's dvc.lock records data "
-            f"{locked}, and no later commit with the same code holds the run's dvc.lock. Commit the dvc.lock "
-            f"(and params.yaml) that run wrote, then reproduce again; if a later run has rewritten them, run "
-            f"`dvc repro` at {wanted[:12]} again and commit its dvc.lock")
+            f"commit {wanted[:12]} on data {lineage.data_md5}{edited}, and each commit that could hold the run's "
+            f"dvc.lock differs from the run:\n{checked}\nCommit the dvc.lock (and params.yaml) that run wrote, then "
+            f"reproduce again; if a later run has rewritten them, run `dvc repro` at {wanted[:12]} again and commit "
+            f"its dvc.lock")
     if lineage.ref:
         what = f"experiment ref {commit}"
     elif commit == lineage.git_commit:
@@ -168,7 +169,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         for stage in REBUILT_STAGES:
             versioning.run_stage(worktree, stage, force=True)
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
-        model_md5 = file_md5(worktree / params.paths.model_dir / MODEL_FILE)
+        rebuilt_dir = worktree / params.paths.model_dir
+        model_md5 = file_md5(model_file(rebuilt_dir)) if (rebuilt_dir / META_FILE).exists() else None
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
         recorded_metrics = json.loads(recorded_text) if recorded_text else entry.metrics.evaluate
@@ -185,8 +187,8 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         "identical": model_md5 == entry.model_md5 and not metric_changes,
         "model_md5": {"registry": entry.model_md5, "rebuilt": model_md5},
         "metrics_identical": not metric_changes, "metric_differences": metric_changes[:20],
-        # Informational: directory outs also hold run-specific files (Data Docs pages, model.json's timings), so a
-        # stage can differ here while model.txt and the metrics, what a rebuild must match, are identical.
+        # Informational: outs also hold run-specific bytes (model.json's and candidates.json's timings), so a stage
+        # can differ here while the model file and the metrics, what a rebuild must match, are identical.
         "stages_with_different_outputs": _stage_differences(recorded_lock, rebuilt_lock),
         "why": _causes(lineage, data_md5, root, recorded_lock),
         "seconds": round(time.perf_counter() - started, 1),

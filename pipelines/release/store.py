@@ -16,7 +16,11 @@ Two stores, one interface (`RegistryStore`):
   create (some S3-compatible servers ignore the header) and refuses to promote where it does not. Models travel with
   BentoML's own export/import (`bentoml.models.export_model` to `models/<name>/<version>.bentomodel`, imported into
   the local store of whichever machine needs one), with an index entry beside each (`<version>.json`: tag,
-  creation time, labels, metadata) so listing and reading an entry need no download.
+  creation time, labels, metadata) so listing and reading an entry need no download. Files computed after
+  registration (the `reference` stage's monitoring reference and calibration, `attach`) are uploaded beside the
+  archive (`<version>.files/<name>`) and named with their MD5 in the index entry; `fetch` brings any that this
+  machine's copy lacks or holds in another version, so a machine that imported the model at its promotion, before
+  the reference stage ran, gets them at its next `fetch`.
 
 A record that is not valid JSON is either being written (a local file between its exclusive create and its one
 write) or torn by a crash: readers skip it as the journal skips a torn line; a promotion waits for a young one
@@ -85,6 +89,7 @@ class RegistryStore(Protocol):
     def has(self, tag: str) -> bool: ...
     def metadata(self, tag: str) -> dict[str, Any]: ...
     def publish(self, tag: str) -> None: ...
+    def attach(self, tag: str, names: list[str]) -> None: ...
     def fetch(self, tag: str) -> Path: ...
     def delete(self, tag: str) -> None: ...
 
@@ -205,6 +210,9 @@ class LocalStore:
     def publish(self, tag: str) -> None:
         """Nothing to do: the local store is the registry."""
 
+    def attach(self, tag: str, names: list[str]) -> None:
+        """Nothing to do: the files were written into the local store's copy, the only one."""
+
     def fetch(self, tag: str) -> Path:
         stored = _bentoml_get(tag)
         if stored is None:
@@ -239,11 +247,22 @@ class RemoteStore:
         return "/".join([self.root.rstrip("/"), *parts])
 
     def _model_paths(self, tag: str) -> tuple[str, str]:
+        base = self._model_base(tag)
+        return base + io.MODEL_ARCHIVE_SUFFIX, base + io.REMOTE_RECORD_SUFFIX
+
+    def _model_base(self, tag: str) -> str:
         name, _, version = tag.partition(":")
         if not version:
             raise RegistryError(f"{tag!r} is not a model tag (name:version)")
-        base = self._path(io.REMOTE_MODELS_DIR, name, version)
-        return base + io.MODEL_ARCHIVE_SUFFIX, base + io.REMOTE_RECORD_SUFFIX
+        return self._path(io.REMOTE_MODELS_DIR, name, version)
+
+    def _put_atomic(self, path: str, data: bytes) -> None:
+        """Write `path` whole or not at all for a reader: a temp object beside it, then moved over it (a rename on a
+        folder; on S3 a single PUT is already atomic and the move is a server-side copy)."""
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        temp = f"{path}.{uuid.uuid4().hex}.tmp"
+        self.fs.pipe_file(temp, data)
+        self.fs.mv(temp, path)
 
     def _url(self, path: str) -> str:
         """`path` as a URL BentoML's export/import (fsspec) opens."""
@@ -389,8 +408,37 @@ class RemoteStore:
         bentoml.models.export_model(str(stored.tag), self._url(archive))
         entry = {"tag": str(stored.tag), "created": stored.info.creation_time.isoformat(),
                  "labels": dict(stored.info.labels or {}), "metadata": dict(stored.info.metadata)}
-        self.fs.pipe_file(index, json.dumps(io.to_jsonable(entry)).encode())
+        self._put_atomic(index, json.dumps(io.to_jsonable(entry)).encode())
         log.info("published %s to %s", tag, self.location)
+
+    def attach(self, tag: str, names: list[str]) -> None:
+        """Upload the files `names` of the local copy of `tag` beside its archive, then name them (with their MD5)
+        in its index entry: an entry names only files already uploaded whole."""
+        entry = self._index(tag)
+        stored = _bentoml_get(tag)
+        if entry is None or stored is None:
+            raise RegistryError(f"model {tag!r} is not in the registry remote {self.location} and this machine's "
+                                "store: nothing to attach to")
+        attached = dict(entry.get("files") or {})
+        for name in names:
+            local = Path(stored.path) / name
+            self._put_atomic(f"{self._model_base(tag)}{io.REMOTE_ATTACHED_SUFFIX}/{name}", local.read_bytes())
+            attached[name] = io.file_md5(local)
+        self._put_atomic(self._model_paths(tag)[1], json.dumps(io.to_jsonable({**entry, "files": attached})).encode())
+        log.info("attached %s to %s in %s", ", ".join(names), tag, self.location)
+
+    def _sync_attached(self, tag: str, folder: Path) -> None:
+        """Bring the attached files the index names into the local copy where it lacks them or holds another
+        version (each written atomically: a reader sees the old file or the new one)."""
+        entry = self._index(tag) or {}
+        for name, md5 in (entry.get("files") or {}).items():
+            local = folder / name
+            if local.exists() and io.file_md5(local) == md5:
+                continue
+            data = self.fs.cat_file(f"{self._model_base(tag)}{io.REMOTE_ATTACHED_SUFFIX}/{name}")
+            io.write_atomic(local, lambda path, data=data: path.write_bytes(data))
+            local.chmod(0o644)
+            log.info("brought %s of %s from %s", name, tag, self.location)
 
     def fetch(self, tag: str) -> Path:
         """The model's folder in this machine's store, imported from the remote the first time it is needed."""
@@ -410,6 +458,7 @@ class RemoteStore:
                 raise RegistryError(f"model {tag!r} could not be imported from {self.location}")
             readable(Path(stored.path))
             log.info("imported %s from %s", tag, self.location)
+        self._sync_attached(str(stored.tag), Path(stored.path))
         return Path(stored.path)
 
     def delete(self, tag: str) -> None:
@@ -419,6 +468,8 @@ class RemoteStore:
         for path in (index, archive):  # the index entry first: never an entry without its archive
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(path)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._model_base(tag) + io.REMOTE_ATTACHED_SUFFIX, recursive=True)
         if _bentoml_get(tag) is not None:
             bentoml.models.delete(tag)
 

@@ -35,7 +35,7 @@ from pipelines.release.lineage import BASELINE_ENV, EXPERIMENT_ENV, experiment_r
 log = logging.getLogger(__name__)
 
 # dvc.yaml's stages in DAG order (the Prefect training flow runs one task per stage).
-STAGES = ("collect", "validate", "preprocess", "train", "evaluate", "gate")
+STAGES = ("collect", "validate", "preprocess", "train", "evaluate", "gate", "reference")
 OUTPUT_TAIL_LINES = 40
 
 
@@ -57,6 +57,62 @@ class Experiment:
     ref: str
     commit: str
     baseline: str
+
+
+class SourceNotVersioned(RuntimeError):
+    """A retrain would learn from a table that neither git nor DVC holds as it is: `dvc exp run --temp` copies only
+    what they track, so the experiment would not find it, or would train on an older copy than the one validated."""
+
+
+def require_versioned_source(root: Path, source_path: Path) -> str:
+    """How the source table at `source_path` is versioned ("dvc" or "git"), or `SourceNotVersioned` naming the exact
+    commands that version it.
+
+    DVC: a `<table>.dvc` file committed to git whose recorded md5 is the table's now (`dvc add`); git: the table
+    committed and unchanged. A table DVC tracks but that changed since (`dvc status` would say "modified") is
+    refused too: the experiment would check out the older bytes.
+    """
+    import yaml
+
+    relative = Path(source_path)
+    if relative.is_absolute():
+        try:
+            relative = relative.resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            raise SourceNotVersioned(
+                f"source.path {source_path} is outside the project {root}: a retrain runs in a copy of the project "
+                "(dvc exp run --temp), which holds only what git or DVC tracks; move the table into the project, "
+                "point source.path at it and track it with DVC (dvc add)") from None
+    table = Path(root) / relative
+    pointer = relative.with_name(relative.name + ".dvc")
+    add = (f"dvc add {relative} && git add {pointer} {relative.parent / '.gitignore'} && "
+           f"git commit -m 'track {relative} with DVC'")
+    if (Path(root) / pointer).exists():
+        committed = git(root, "ls-files", "--error-unmatch", str(pointer), check=False)
+        changed = git(root, "status", "--porcelain", "--", str(pointer), check=False)
+        recorded = ((yaml.safe_load((Path(root) / pointer).read_text()) or {}).get("outs") or [{}])[0].get("md5")
+        from pipelines.io import file_md5
+
+        if table.exists() and recorded == file_md5(table) and committed and not changed:
+            return "dvc"
+        if table.exists() and recorded != file_md5(table):
+            raise SourceNotVersioned(f"the source table {relative} changed since DVC recorded it in {pointer} (dvc "
+                                     "status: modified): a retrain would learn from the older copy. Record the "
+                                     f"new one: dvc add {relative} && git add {pointer} && git commit -m "
+                                     f"'{relative}: new rows'")
+        raise SourceNotVersioned(f"{pointer} is not committed: a retrain runs in a copy of the last commit (dvc exp "
+                                 f"run --temp). Commit it: git add {pointer} && git commit -m 'track {relative} "
+                                 "with DVC'")
+    if git(root, "ls-files", "--error-unmatch", str(relative), check=False):
+        if not git(root, "status", "--porcelain", "--", str(relative), check=False):
+            return "git"
+        raise SourceNotVersioned(f"the source table {relative} has changes git has not committed: a retrain runs in "
+                                 f"a copy of the last commit (dvc exp run --temp) and would learn from the older "
+                                 f"table. Commit it (git add {relative} && git commit), or better track it with "
+                                 f"DVC: git rm --cached {relative} && {add}")
+    raise SourceNotVersioned(f"the source table {relative} (source.path) is tracked by neither git nor DVC: a "
+                             "retrain runs in DVC's copy of the project (dvc exp run --temp), which holds only "
+                             f"what they track, and would not find it. Track it with DVC: {add}")
 
 
 def rooted(params: Any, root: Path) -> Any:
@@ -285,9 +341,11 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
         "collect": {"rows": validation.get("rows", 0)},
         "validate": validation,
         "splits": splits,
-        "train": {"best_iteration": model.get("best_iteration"), "threshold": model.get("threshold", float("nan")),
+        "train": {"family": model.get("family", "lightgbm"), "best_iteration": model.get("best_iteration"),
+                  "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
         "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
+        "candidates": io.read_json(here(paths.metrics_dir / io.CANDIDATES_FILE)),
         "gate": _gate_json(here(paths.metrics_dir)),
     }
 

@@ -71,8 +71,9 @@ def test_every_file_a_stage_depends_on_is_one_an_earlier_stage_writes() -> None:
 def test_the_dvc_names_are_checked_here() -> None:
     """The names this test holds dvc.yaml to (else it could pass on a dvc.yaml that declares nothing)."""
     declared = {name for stage in _stages().values() for _, name in _declared(stage, "outs", "metrics", "plots")}
-    assert declared == {io.DATA_DOCS_DIR, io.VALIDATION_RESULT_FILE, io.VALIDATION_SUMMARY_FILE, io.CANDIDATES_FILE,
-                        io.EVALUATE_FILE, io.SLICES_FILE, *io.PLOT_FILES.values(), io.GATE_FILE, io.DVC_GATE_RECEIPT}
+    assert declared == {io.VALIDATION_RESULT_FILE, io.VALIDATION_SUMMARY_FILE, io.CANDIDATES_FILE,
+                        io.EVALUATE_FILE, io.SLICES_FILE, *io.PLOT_FILES.values(), io.GATE_FILE, io.DVC_GATE_RECEIPT,
+                        io.DVC_REFERENCE_RECEIPT}
     assert len(declared) == 12
 
 

@@ -138,3 +138,21 @@ def test_missing_file_and_corrupt_file_and_missing_target(make_params, tmp_path:
     params = make_params({"source.kind": "file", "source.path": str(no_target)})
     with pytest.raises(SourceError, match="source.target: 'arr_delay' is not a column of the table"):
         collect(params.source, params.collect)
+
+
+def test_an_empty_window_names_the_section_it_came_from() -> None:
+    """The replay's window is `replay.start .. replay.end`, not collect's (the replay command's log and errors)."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from pipelines.data.collect import SourceError, select_window
+
+    frame = pd.DataFrame({"t": pd.to_datetime(["2013-01-05", "2013-01-06"], utc=True), "x": [1, 2]})
+    start, end = datetime(2014, 1, 1, tzinfo=UTC), datetime(2014, 2, 1, tzinfo=UTC)
+    try:
+        select_window(frame, "t", start, end, section="replay")
+    except SourceError as error:
+        assert "(replay.start .. replay.end) holds no rows" in str(error)
+    else:
+        raise AssertionError("an empty window must be refused")

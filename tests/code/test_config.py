@@ -45,9 +45,12 @@ def test_the_live_params_file_loads() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"train.num_leavs": 3}, "unknown key 'num_leavs'"),
-        ({"train.learning_rate": 2}, "train.learning_rate must be in (0, 1]"),
-        ({"train.num_leaves": "many"}, "train.num_leaves"),
+        ({"train.lightgbm.num_leavs": 3}, "unknown key 'num_leavs'"),
+        ({"train.family": "xgboost"}, "train.family"),
+        ({"train.logistic.categorical_encoding": "hashing"}, "train.logistic.categorical_encoding"),
+        ({"train.family": "logistic", "train.engine": "dask"}, "train.engine: dask and train.device_type: gpu are"),
+        ({"train.lightgbm.learning_rate": 2}, "train.lightgbm.learning_rate must be in (0, 1]"),
+        ({"train.lightgbm.num_leaves": "many"}, "train.lightgbm.num_leaves"),
         ({"source.kind": "s3"}, "source.kind"),
         ({"collect.end": "2012-01-01"}, "collect.end (2012-01-01) must be after collect.start"),
         ({"features.numeric": ["arr_delay", "hour"]}, "label leakage): ['arr_delay']"),
@@ -99,13 +102,18 @@ def test_invalid_override_is_refused_by_name(override: dict, message: str) -> No
 
 def test_unknown_key_in_file_suggests_the_right_one(tmp_path: Path) -> None:
     data = params_dict(tmp_path)
-    data["train"]["num_leavs"] = 3
+    data["train"]["lightgbm"]["num_leavs"] = 3
+    data["train"]["logistic"]["num_leaves"] = 3
+    data["train"]["histgb"]["max_leaves"] = 3
     data["extra_section"] = {}
     with pytest.raises(ParamsError) as error:
         parse_params(data, origin="mine.yaml")
     text = str(error.value)
     assert "mine.yaml" in text
-    assert "train.num_leavs: unknown key (did you mean 'num_leaves'?)" in text
+    assert "train.lightgbm.num_leavs: unknown key (did you mean 'num_leaves'?)" in text
+    # Each family's section refuses keys by name: another family's key is not one of its own.
+    assert "train.logistic.num_leaves: unknown key" in text
+    assert "train.histgb.max_leaves: unknown key (did you mean 'max_leaf_nodes'?)" in text
     assert "extra_section: unknown key" in text
 
 
@@ -136,13 +144,13 @@ def test_dates_are_utc(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    data = params_dict(tmp_path, {"train.learning_rate": 0, "gate.max_latency_ms": -1, "split.test_days": 0})
+    data = params_dict(tmp_path, {"train.lightgbm.learning_rate": 0, "gate.max_latency_ms": -1, "split.test_days": 0})
     with pytest.raises(ParamsError) as error:
         parse_params(data)
     lines = str(error.value).splitlines()[1:]
     assert sorted(line.strip() for line in lines) == [
         "gate.max_latency_ms must be >= 0, got -1", "split.test_days must be >= 1, got 0",
-        "train.learning_rate must be in (0, 1], got 0"]
+        "train.lightgbm.learning_rate must be in (0, 1], got 0"]
 
 
 def test_the_validate_section_keeps_its_yaml_name(tmp_path: Path) -> None:
@@ -174,8 +182,8 @@ def test_every_key_is_documented_once_in_the_loader() -> None:
     undocumented = [key for key, (_, _, info) in keys.items()
                     if not (info.description or (isinstance(info.annotation, type) and info.annotation.__doc__))]
     assert undocumented == []
-    assert "Leaves per tree" in explain("train.num_leaves")["description"]
-    assert explain("train.learning_rate")["accepts"] == {"exclusiveMinimum": 0, "maximum": 1, "type": "number"}
+    assert "Leaves per tree" in explain("train.lightgbm.num_leaves")["description"]
+    assert explain("train.lightgbm.learning_rate")["accepts"] == {"exclusiveMinimum": 0, "maximum": 1, "type": "number"}
     assert set(explain("gate")["keys"]) >= {"gate.metric", "gate.min_improvement"}
 
 
@@ -188,6 +196,19 @@ def test_params_explain_names_the_stages_a_key_reruns(capsys: pytest.CaptureFixt
     monkeypatch.chdir(REPO_ROOT)
     assert main(["params", "--params", str(PARAMS_FILE), "--explain", "monitor.seed"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["dvc_stages"] == ["gate"] and shown["value"] == 42 and shown["description"]
-    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "train.num_leavs"]) == 1
-    assert "did you mean train.num_leaves" in capsys.readouterr().err
+    assert shown["dvc_stages"] == ["reference"] and shown["value"] == 42 and shown["description"]
+    # A monitoring-only key re-runs no stage (#36: it re-ran the gate, which registered the same model again).
+    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "monitor.cooldown_days"]) == 0
+    assert json.loads(capsys.readouterr().out)["dvc_stages"] == []
+    assert main(["params", "--params", str(PARAMS_FILE), "--explain", "train.lightgbm.num_leavs"]) == 1
+    assert "did you mean train.lightgbm.num_leaves" in capsys.readouterr().err
+
+
+def test_a_set_typo_suggests_the_key(tmp_path: Path) -> None:
+    """`--set` (and every override) names a close match, as the loader does for the file's own keys."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_dict(tmp_path)))
+    with pytest.raises(ParamsError, match=r"unknown key 'num_leavs' \(did you mean 'num_leaves'\?\)"):
+        load_params(path, {"train.lightgbm.num_leavs": 3})
+    with pytest.raises(ParamsError, match=r"'trian' is not a section of params \(did you mean 'train'\?\)"):
+        load_params(path, {"trian.lightgbm": 3})

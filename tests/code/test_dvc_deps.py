@@ -8,7 +8,8 @@ Both are derived from the code, not listed here:
   one serves a stale model.
 - params: `params.<section>.<key>` reads in those functions; where a whole section is passed to a function, that
   function's reads of its argument (followed through further calls); a section used any other way (dumped,
-  stored) counts as read whole.
+  stored) counts as read whole. A section's `model_copy(update=...)` (monitor windows sized from the data) reads
+  nothing itself; the copy's uses are counted where the caller rebinds and passes it on.
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def _reads_of(name: str, section: str, module: str, function: ast.FunctionDef, d
         if isinstance(parent, ast.Attribute) and parent.attr in fields:
             reads.add(f"{SECTION_ALIASES.get(section, section)}.{parent.attr}")
             continue
+        if isinstance(parent, ast.Attribute) and parent.attr == "model_copy":
+            continue  # a copy reads nothing itself: the caller's uses of what it returns (same name) are counted
         if isinstance(parent, ast.Call) and depth < 5 and node is not parent.func:
             callee = _resolve_callee(parent, module, function)
             argument = _argument_name(parent, callee[1], node) if callee else None
@@ -179,11 +182,33 @@ def _reads_of(name: str, section: str, module: str, function: ast.FunctionDef, d
     return reads
 
 
+def _params_functions(entry: str) -> list[tuple[str, ast.FunctionDef]]:
+    """The stage's functions (`_stage_functions`) and, in other project modules, every function the whole `params`
+    is handed to (the search driver), with the functions of its module it calls or passes on, transitively."""
+    found: list[tuple[str, ast.FunctionDef]] = []
+    todo = [(f"{PACKAGE}.stages", function) for function in _stage_functions(entry)]
+    while todo:
+        module, function = todo.pop(0)
+        if any(function is seen for _, seen in found):
+            continue
+        found.append((module, function))
+        if module != f"{PACKAGE}.stages":
+            todo += [(module, f) for f in _stage_functions(function.name, module) if f is not function]
+        for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+            if not any(isinstance(arg, ast.Name) and arg.id == "params" for arg in call.args):
+                continue
+            callee = _resolve_callee(call, module, function)
+            if callee and callee[0] != module and _argument_name(
+                    call, callee[1], next(a for a in call.args if isinstance(a, ast.Name) and a.id == "params")) \
+                    == "params":
+                todo.append(callee)
+    return found
+
+
 def params_reads(command: str) -> set[str]:
     """The params keys (or whole sections) `python -m pipelines <command>` reads."""
-    module = f"{PACKAGE}.stages"
     reads: set[str] = set()
-    for function in _stage_functions(STAGE_FUNCTIONS[command]):
+    for module, function in _params_functions(STAGE_FUNCTIONS[command]):
         parents = {child: parent for parent in ast.walk(function) for child in ast.iter_child_nodes(parent)}
         for node in ast.walk(function):
             chain = _chain(node) if isinstance(node, ast.Attribute) else None
@@ -246,17 +271,21 @@ def test_the_derivation_finds_what_it_must() -> None:
             "pipelines/model/evaluate.py"} <= import_closure("gate")
     assert "pipelines/release/model_card.py" not in import_closure("gate")  # the CLI's other commands are not followed
     gate = params_reads("gate")
-    assert {"monitor.reference_rows", "monitor.seed", "source.time_column"} <= gate, gate
-    assert any(key.startswith("gate.") for key in gate)
-    assert not any(key.startswith("paths") for key in gate)
-    search = params_reads("search")
+    assert "source.time_column" in gate and any(key.startswith("gate.") for key in gate), gate
+    assert not any(key.startswith(("paths", "monitor")) for key in gate)  # the reference is its own stage's
+    reference = params_reads("reference")
+    assert {"monitor.reference_rows", "monitor.seed", "monitor.window_days", "monitor.min_window_rows",
+            "monitor.calibration_quantile"} <= reference, reference
+    # Monitoring-only keys re-run no stage: no stage reads them.
+    assert not {"monitor.cooldown_days", "monitor.auc_drop", "monitor.key_features"} & reference
+    search = params_reads("train")
     assert "search.dask_address" not in search and any(key.startswith("search.") for key in search), search
 
 
 @pytest.mark.parametrize(("stage", "drop", "expected"), [
     ("evaluate", {"deps": "pipelines/model/"}, "pipelines/model/evaluate.py"),
     ("gate", {"deps": "pipelines/data/suite.py"}, "pipelines/data/suite.py"),
-    ("gate", {"params": "monitor.seed"}, "monitor.seed"),
+    ("reference", {"params": "monitor.seed"}, "monitor.seed"),
     ("preprocess", {"params": "source.time_column"}, "source.time_column"),
 ])
 def test_a_dropped_dep_or_param_is_reported(stage: str, drop: dict[str, str], expected: str) -> None:

@@ -95,30 +95,62 @@ def test_without_a_champion_the_baseline_is_the_bar(params, holdout) -> None:
 
 def test_grid_none_and_optuna_candidates(tmp_path) -> None:
     params = parse_params(params_dict(tmp_path, {
-        "search.strategy": "grid", "search.grid": {"num_leaves": [7, 15], "min_data_in_leaf": [10, 30]},
+        "search.strategy": "grid", "search.grid.lightgbm": {"num_leaves": [7, 15], "min_data_in_leaf": [10, 30]},
         "search.threads_per_worker": 1, "search.trials": 5,
-        "search.space": {"num_leaves": [4, 9], "learning_rate": [0.03, 0.04]}}))
+        "search.space.lightgbm": {"num_leaves": [4, 9], "learning_rate": [0.03, 0.04]}}))
     grid = candidate_params(params.search, params.train)
-    assert [(c.min_data_in_leaf, c.num_leaves) for c in grid] == [(10, 7), (10, 15), (30, 7), (30, 15)]
-    assert all(c.num_threads == 1 for c in grid)
+    assert [(c.lightgbm.min_data_in_leaf, c.lightgbm.num_leaves) for c in grid] == [(10, 7), (10, 15), (30, 7),
+                                                                                   (30, 15)]
+    assert all(c.num_threads == 1 and c.family == "lightgbm" for c in grid)
     assert candidate_params(params.search.model_copy(update={"strategy": "none"}), params.train) == [params.train]
     optuna = params.search.model_copy(update={"strategy": "optuna"})
     first, second = candidate_params(optuna, params.train), candidate_params(optuna, params.train)
     assert first == second and len(first) == 5  # seeded by train.seed
-    assert all(4 <= c.num_leaves <= 9 and 0.03 <= c.learning_rate <= 0.04 for c in first)
-    assert all(isinstance(c.num_leaves, int) for c in first)  # integer bounds give integer params
+    assert all(4 <= c.lightgbm.num_leaves <= 9 and 0.03 <= c.lightgbm.learning_rate <= 0.04 for c in first)
+    assert all(isinstance(c.lightgbm.num_leaves, int) for c in first)  # integer bounds give integer params
+
+
+def test_families_compete_in_order_each_with_its_own_space(tmp_path) -> None:
+    params = parse_params(params_dict(tmp_path, {
+        "search.strategy": "grid", "search.families": ["logistic", "lightgbm", "histgb"],
+        "search.grid.lightgbm": {"num_leaves": [7, 15]}, "search.grid.logistic": {"C": [0.1, 1.0, 10.0]},
+        "search.grid.histgb": {}, "search.threads_per_worker": 1}))
+    grid = candidate_params(params.search, params.train)
+    assert [c.family for c in grid] == ["logistic"] * 3 + ["lightgbm"] * 2 + ["histgb"]
+    assert [c.logistic.C for c in grid[:3]] == [0.1, 1.0, 10.0]
+    assert [c.lightgbm.num_leaves for c in grid[3:5]] == [7, 15]
+    assert grid[5].histgb == params.train.histgb  # an empty grid: the family's own section competes
+    # Each candidate changes only its own family's section; the others stay as `train:` has them.
+    assert all(c.lightgbm == params.train.lightgbm for c in grid[:3])
+    optuna = params.search.model_copy(update={"strategy": "optuna", "trials": 3})
+    drawn = candidate_params(optuna, params.train)
+    assert [c.family for c in drawn] == ["logistic"] * 3 + ["lightgbm"] * 3 + ["histgb"] * 3
+    assert all(0.01 <= c.logistic.C <= 10.0 for c in drawn[:3])
 
 
 def test_bad_search_params_name_the_key(tmp_path) -> None:
-    with pytest.raises(ParamsError, match=r"search.grid.num_treads: not a searchable train param"):
-        parse_params(params_dict(tmp_path, {"search.grid": {"num_treads": [1, 2]}}))
-    with pytest.raises(ParamsError, match=r"train.num_leaves must be >= 2"):
-        candidate_params(parse_params(params_dict(tmp_path, {"search.grid": {"num_leaves": [1]}})).search,
+    with pytest.raises(ParamsError, match=r"search.grid.lightgbm.num_treads: not a train.lightgbm param"):
+        parse_params(params_dict(tmp_path, {"search.grid.lightgbm": {"num_treads": [1, 2]}}))
+    with pytest.raises(ParamsError, match=r"search.grid.logistic.num_leaves: not a train.logistic param \(one of C,"):
+        parse_params(params_dict(tmp_path, {"search.grid.logistic": {"num_leaves": [31]}}))
+    with pytest.raises(ParamsError, match=r"search.families"):
+        parse_params(params_dict(tmp_path, {"search.families": ["lightgbm", "xgboost"]}))
+    with pytest.raises(ParamsError, match=r"train.engine dask and train.device_type gpu are LightGBM's"):
+        dask = parse_params(params_dict(tmp_path, {"train.engine": "dask",
+                                                   "search.families": ["lightgbm", "logistic"]}))
+        candidate_params(dask.search, dask.train)
+    with pytest.raises(ParamsError, match=r"train.logistic.C must be > 0"):
+        candidate_params(parse_params(params_dict(tmp_path, {"search.families": ["logistic"],
+                                                             "search.grid.logistic": {"C": [0]}})).search,
+                         parse_params(params_dict(tmp_path)).train)
+    with pytest.raises(ParamsError, match=r"train.lightgbm.num_leaves must be >= 2"):
+        candidate_params(parse_params(params_dict(tmp_path, {"search.grid.lightgbm": {"num_leaves": [1]}})).search,
                          parse_params(params_dict(tmp_path)).train)
 
 
 def _result(index: int, auc: float) -> CandidateResult:
-    return CandidateResult(index=index, overrides={}, params={}, valid_metrics={"auc": auc, "binary_logloss": 1 - auc},
+    return CandidateResult(index=index, family="lightgbm", overrides={}, params={},
+                           valid_metrics={"auc": auc, "binary_logloss": 1 - auc},
                            best_iteration=1, worker="local", pid=1, started=0.0, finished=1.0)
 
 
@@ -163,15 +195,15 @@ def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
 def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() -> None:
     import time
 
-    from pipelines.model.gate import measure_latency_ms
+    from pipelines.model.seam import measure_latency_ms
 
     class Interrupted:
-        """A booster whose calls take 20 ms except when something else on the machine took the CPU (200 ms)."""
+        """A model whose calls take 20 ms except when something else on the machine took the CPU (200 ms)."""
 
         def __init__(self, slow_calls: set[int]) -> None:
             self.calls, self.slow_calls = 0, slow_calls
 
-        def predict(self, matrix: np.ndarray) -> np.ndarray:
+        def predict_matrix(self, matrix: np.ndarray, threads: int = 0) -> np.ndarray:
             time.sleep(0.2 if self.calls in self.slow_calls else 0.02)
             self.calls += 1
             return matrix[:, 0]
@@ -179,6 +211,21 @@ def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() 
     # Warm-up is call 0; of the 7 timed calls, 5 were disturbed: a median would say 200 ms.
     latency = measure_latency_ms(Interrupted({1, 2, 3, 5, 6}), np.zeros((10, 2)), repeats=7)
     assert 20 <= latency < 100
+
+
+def test_the_training_artifact_lists_every_candidate_with_its_family_and_costs() -> None:
+    from pipelines.release.reporting import candidates_markdown
+
+    report = {"metric": "auc", "winner": 1, "winner_family": "lightgbm", "candidates": [
+        {"index": 0, "family": "logistic", "overrides": {"C": 0.1}, "valid_metrics": {"auc": 0.71},
+         "fit_seconds": 3.5, "predict_ms": {"1_row": 0.25, "1000_rows": 2.0}, "model_bytes": 20480},
+        {"index": 1, "family": "lightgbm", "overrides": {}, "valid_metrics": {"auc": 0.74},
+         "fit_seconds": 9.0, "predict_ms": {"1_row": 0.5, "1000_rows": 6.0}, "model_bytes": 1048576}]}
+    lines = candidates_markdown(report)
+    assert "winner #1 (lightgbm) by validation auc" in lines[1]
+    assert "| 0 | logistic | C=0.1 | 0.7100 | 3.5000 | 0.2500 | 2.0000 | 20.0000 |" in lines
+    assert "| 1 **winner** | lightgbm | (section) | 0.7400 | 9.0000 | 0.5000 | 6.0000 | 1024.0000 |" in lines
+    assert candidates_markdown(None) == []
 
 
 def test_the_report_the_gate_writes_is_the_one_every_reader_reads(params, holdout, tmp_path) -> None:

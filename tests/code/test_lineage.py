@@ -96,3 +96,27 @@ def test_params_diff_and_refs() -> None:
     assert RegistryEntry.from_metadata({}).lineage is None
     command = Lineage(git_commit="c", git_dirty=False).reproduce_command("m:1")
     assert command == "python -m pipelines reproduce m:1 --check"
+
+
+def test_reproduce_is_told_what_differs_in_each_commit_that_could_hold_the_run(repo: Path) -> None:
+    """`reproduce --check` of a plain `dvc repro` model whose dvc.lock no commit holds names, per commit checked,
+    what differs from the run: the data its dvc.lock records, the params, or the code since the run's commit."""
+    from pipelines.release.lineage import built_at, not_built_at
+
+    head = _git(repo, "rev-parse", "HEAD")
+    edited = Lineage(git_commit=head, git_dirty=True, dirty_files=["params.yaml"], data_md5="abc123",
+                     params_diff={"train.seed": {"repo": 42, "run": 7}})
+    assert built_at(repo, edited) is None
+    assert not_built_at(repo, edited) == [
+        f"{head[:12]}: params: its params.yaml differs from the run's in train.seed (run: train.seed=7)"]
+    other_data = Lineage(git_commit=head, git_dirty=False, data_md5="fff000")
+    assert not_built_at(repo, other_data) == [
+        f"{head[:12]}: lock: its dvc.lock records data abc123, the model was trained on fff000"]
+    # A later commit with the run's data in its dvc.lock, but other code than the run's: named as code.
+    (repo / "dvc.lock").write_text(yaml.safe_dump({"stages": {"collect": {
+        "deps": [{"path": "code.py", "md5": "c0"}], "outs": [{"path": "data/raw/table.parquet", "md5": "fff000"}]}}}))
+    (repo / "code.py").write_text("x = 3\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "later")
+    later = _git(repo, "rev-parse", "HEAD")
+    assert not_built_at(repo, other_data)[1] == f"{later[:12]}: code: code.py changed since {head[:12]}"

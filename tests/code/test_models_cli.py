@@ -43,6 +43,32 @@ def test_models_of_any_metadata_shape_are_listed(model_dir: Path, tmp_path: Path
     assert "n/a" in odd_line and "unknown" in odd_line and "passed" not in odd_line
 
 
+def test_rolling_back_to_a_model_the_gate_refused_needs_force(model_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`models rollback --to TAG` of a refused model that never served is refused with the gate's reasons; with
+    --force it serves, and the journal says it was forced. A model that once served rolls back without it."""
+    from support.params import PARAMS_FILE
+
+    name = f"rollback-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    served = registry.save_model(model_dir, {"gate": {"promote": True, "failed": []}}, name=name,
+                                 labels={registry.GATE_LABEL: "passed"})
+    refused = registry.save_model(model_dir, {"gate": {"promote": False, "failed": ["roc_auc 0.70 vs 0.71"]}},
+                                  name=name, labels={registry.GATE_LABEL: "refused"})
+    registry_dir = tmp_path / "registry"
+    registry.set_champion(registry_dir, served, reason="test")
+    settings = ["--params", str(PARAMS_FILE), "--set", f"project.model_name={name}",
+                "--set", f"paths.registry_dir={registry_dir}"]
+    assert main(["models", "rollback", "--to", refused, *settings]) == 1
+    said = capsys.readouterr().err
+    assert f"{refused} was refused by the gate (roc_auc 0.70 vs 0.71)" in said and "--force" in said, said
+    assert registry.champion_tag(registry_dir) == served
+    assert main(["models", "rollback", "--to", refused, "--force", *settings]) == 0
+    assert registry.champion_tag(registry_dir) == refused
+    assert "forced" in registry.history(registry_dir)[-1].reason
+    assert main(["models", "rollback", *settings]) == 0  # back to the one that served: no --force needed
+    assert registry.champion_tag(registry_dir) == served
+
+
 # The metadata an early version of the pipeline stored (before lineage: the commit at the top level), read by today's
 # reader: the store outlives the code.
 EARLY_ENTRY = {

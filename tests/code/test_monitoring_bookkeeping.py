@@ -176,3 +176,31 @@ def test_ensure_dashboard_writes_once(make_params):
     params = make_params()
     assert monitoring_store.ensure_dashboard(params) is True
     assert monitoring_store.ensure_dashboard(params) is False
+
+
+def test_the_model_panels_draw_one_line_per_champion_named_in_the_legend(make_params):
+    """The legend names the champion (the title names the metric): each line is the windows one model served."""
+    from pipelines.monitor import store as monitoring_store
+
+    params = make_params()
+    board_model = board.dashboard(params.monitor.key_features, params.features.raw_columns,
+                                  ["delay-classifier:one", "delay-classifier:two"])
+    for title in ("Live ROC AUC", "Prediction drift", "Share of drifted feature columns", "Predictions per window"):
+        panel = next(p for p in board_model.panels if p.title == title)
+        assert [(v.legend, v.tags) for v in panel.values] == [
+            ("delay-classifier:one", ["model:delay-classifier:one"]),
+            ("delay-classifier:two", ["model:delay-classifier:two"])], title
+    key = next(p for p in board_model.panels if p.title == "Drift of key features")
+    assert [v.legend for v in key.values] == list(params.monitor.key_features)
+    # The workspace's dashboard follows the models that served analysed windows, then the champion.
+    from support.monitoring import window_record
+
+    window_record(False, model_tags=["m:first"]).save(params.paths.monitoring_dir)
+    assert monitoring_store.ensure_dashboard(params, "m:second") is True
+    assert monitoring_store.ensure_dashboard(params, "m:second") is False
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(params.paths.evidently_workspace))
+    project = workspace.search_project(monitoring_store.PROJECT_NAME)[0]
+    auc = next(p for p in workspace.get_dashboard(project.id).panels if p.title == "Live ROC AUC")
+    assert [v.legend for v in auc.values] == ["m:first", "m:second"]

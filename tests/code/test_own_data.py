@@ -21,6 +21,7 @@ from pipelines.data.collect import (
     require_times,
     select_window,
 )
+from pipelines.data.draft import draft_suite
 from pipelines.data.preprocess import prepare
 from pipelines.features import (
     FeatureError,
@@ -110,12 +111,35 @@ def test_positive_class_missing_from_the_target_lists_the_values(make_params) ->
         make_label(pd.DataFrame({"y": ["NO", "YES", None]}), source)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"source.positive_class": "sunny"}])
-def test_multi_class_target_is_refused_with_its_classes(make_params, overrides) -> None:
-    source = _own(make_params, **overrides).source
-    with pytest.raises(FeatureError, match=r"target 'y' \(source.target\) has 3 classes \['fog', 'rain', 'sunny'\]: "
-                                           r"multi-class targets are not supported yet"):
+def test_a_multi_class_target_without_a_positive_class_names_the_key(make_params) -> None:
+    source = _own(make_params).source
+    with pytest.raises(FeatureError, match=r"target 'y' \(source.target\) is not 0/1 or boolean, 3 values seen: "
+                                           r"\['fog', 'rain', 'sunny'\]; set source.positive_class .*one-vs-rest"):
         make_label(pd.DataFrame({"y": ["rain", "sunny", "fog", None]}), source)
+
+
+def test_a_multi_class_target_with_a_positive_class_is_one_vs_rest(make_params) -> None:
+    """label = (target == positive_class): the named class against every other, however many there are."""
+    source = _own(make_params, **{"source.positive_class": "sunny"}).source
+    label = make_label(pd.DataFrame({"y": ["rain", "sunny", "fog", None, "snow", "sunny"]}), source)
+    assert label.tolist()[:3] == [0.0, 1.0, 0.0] and pd.isna(label[3]) and label.tolist()[4:] == [0.0, 1.0]
+
+
+def test_draft_suite_on_a_multi_class_target(make_params) -> None:
+    """A 4-class text target: with positive_class the suite bounds that class's share; without, the error names
+    the key (it crashed with "could not convert string to float")."""
+    times = pd.date_range("2021-01-04", periods=400, freq="8h", tz="UTC")
+    frame = pd.DataFrame({"when": times, "x": np.arange(400.0),
+                          "y": np.tile(["rain", "sunny", "fog", "snow", "rain", "fog", "rain", "snow"], 50)})
+    suite = draft_suite(frame, "weather", label_column="y", positive_class="sunny", time_column="when",
+                        period="week")
+    bounds = [item for item in suite["expectations"] if item["kwargs"].get("value_set") == ["sunny"]]
+    assert {item["type"] for item in bounds} == {"expect_column_values_to_be_in_set",
+                                                 "expect_column_values_to_not_be_in_set"}
+    assert 0 < bounds[0]["kwargs"]["mostly"] < 0.125 < 1 - bounds[1]["kwargs"]["mostly"] < 1
+    with pytest.raises(ValueError, match=r"'y' \(source.target\) is not 0/1 but has 4 values .*set "
+                                         r"source.positive_class .*one-vs-rest"):
+        draft_suite(frame, "weather", label_column="y", time_column="when", period="week")
 
 
 @pytest.mark.parametrize(("values", "key"), [(["NO", "YES"], "source.positive_class"),
@@ -239,7 +263,7 @@ def test_columns_with_json_characters_in_their_names_train_and_report_under_thei
 
     names = {"store": "store, id", "x": "x [kg]", "extra": "x_kg_"}  # the last one collides once made safe
     params = _own(make_params, **{"features.categorical": ["store, id"], "features.numeric": ["x [kg]", "x_kg_"],
-                                  "evaluate.slices": ["store, id"], "train.min_data_in_leaf": 5})
+                                  "evaluate.slices": ["store, id"], "train.lightgbm.min_data_in_leaf": 5})
     table = _table([0, 1])
     table = table.assign(extra=table["x"] * 2, y=(table["x"] > 0).astype(int)).rename(columns=names)
     prepared = prepare(table, params.source, params.features, params.split)
@@ -250,10 +274,10 @@ def test_columns_with_json_characters_in_their_names_train_and_report_under_thei
     rows = prepared.valid.head(20)
     matrix = encode({name: rows[name] for name in prepared.schema.raw_columns}, rows["t"], prepared.schema)
     assert np.allclose(model.booster.predict(matrix), model.predict_proba(rows))
-    importance = feature_importance(model.booster, prepared.schema.feature_names).set_index("feature")
+    importance = feature_importance(model).set_index("feature")
     gains = model.booster.feature_importance(importance_type="gain")
-    assert importance["gain"].to_dict() == dict(zip(prepared.schema.feature_names, gains, strict=True))
-    assert importance.loc["x [kg]", "gain"] + importance.loc["x_kg_", "gain"] > 0  # the label is x > 0
+    assert importance["weight"].to_dict() == dict(zip(prepared.schema.feature_names, gains, strict=True))
+    assert importance.loc["x [kg]", "weight"] + importance.loc["x_kg_", "weight"] > 0  # the label is x > 0
 
 
 # --- integer-coded categoricals ------------------------------------------------------------------------------------
@@ -352,7 +376,7 @@ def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[
         "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
         "validate.period": "week", "features.categorical": categorical, "features.numeric": numeric,
         "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": categorical[:1],
-        "split.valid_days": 7, "split.test_days": 7, "train.min_data_in_leaf": 5})
+        "split.valid_days": 7, "split.test_days": 7, "train.lightgbm.min_data_in_leaf": 5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
     params = load_params(tmp_path / "params.yaml")

@@ -94,6 +94,21 @@ def test_a_dirty_run_reuses_only_its_own_version(clones, model_dir: Path, tmp_pa
     assert registry.find_by_model_hash("m4", name=name, root=a, current=other) is None
 
 
+def test_the_same_bytes_keep_one_tag_in_one_repository(clones, model_dir: Path, tmp_path: Path) -> None:
+    """A re-gate after an uncommitted params change (its lineage differs: params_diff) registered the same model
+    under a second tag and refused it against itself (#36). In one repository the bytes keep their tag; another
+    repository (another clone) still registers its own, rebuildable there."""
+    a, b, base, _ = clones
+    name = _name(tmp_path)
+    first = Lineage(git_commit=base, git_dirty=True, dirty_files=["params.yaml"], repository=str(a),
+                    params_diff={"monitor.min_window_rows": {"repo": 1000, "run": 500}})
+    tag = _register(model_dir, name, "m7", first)
+    later = first.model_copy(update={"params_diff": {"gate.min_improvement": {"repo": 0.002, "run": 0.0}}})
+    assert registry.find_by_model_hash("m7", name=name, root=a, current=later) == tag
+    elsewhere = later.model_copy(update={"repository": str(b)})
+    assert registry.find_by_model_hash("m7", name=name, root=b, current=elsewhere) is None
+
+
 def test_versions_without_usable_lineage_are_skipped_not_fatal(clones, model_dir: Path, tmp_path: Path) -> None:
     a, _, base, _ = clones
     name = _name(tmp_path)

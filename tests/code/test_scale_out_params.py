@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import ParamsError, parse_params
-from pipelines.model.train import lightgbm_params
+from pipelines.model.families.lightgbm import lightgbm_params
 from support.params import params_dict
 
 

@@ -350,3 +350,16 @@ def test_the_guard_refuses_a_table_validation_did_not_pass(suite_file: Path, tmp
     lineage.write_text(json.dumps({"raw_table_md5": digest}))
     with pytest.raises(NotValidatedError, match=f"prepared data was made from table {digest}, not from"):
         require_validated(table, reports, "train", derived=lineage)
+
+
+def test_the_same_table_writes_the_same_result_json(suite_file: Path, tmp_path: Path) -> None:
+    """result.json is a DVC out: the same table and suite must write the same bytes (GX's run ids and clocks are
+    left out), or a fresh clone's `dvc pull` finds no copy of the hash the committed dvc.lock names."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    validate_table(_frame(), suite_file, first)
+    validate_table(_frame(), suite_file, second)
+    assert (first / "result.json").read_bytes() == (second / "result.json").read_bytes()
+    assert (first / "summary.json").read_text().replace(str(first), "") == \
+        (second / "summary.json").read_text().replace(str(second), "")
+    text = (first / "result.json").read_text()
+    assert "run_time" not in text and "validation_time" not in text and '"id": "' not in text

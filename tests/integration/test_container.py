@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ import psutil
 import pytest
 import yaml
 
-from support.servers import free_port, ready_timeout_s, wait_for
+from support import docs
+from support.params import REPO_ROOT
+from support.servers import free_port, ready_timeout_s, wait_for, work_timeout_s
 from tests.integration.test_serving import _records, trained  # noqa: F401 - the same tiny real champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
@@ -33,20 +34,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.container]
 
 @pytest.fixture(scope="module")
 def image(trained: dict[str, Any]) -> Iterator[str]:  # noqa: F811
+    """The image built by the documented command (README and docs/operations.md: `python -m deploy.package
+    --containerize`), from the repo root with the test's params (FLIGHTOPS_PARAMS, as the command reads them)."""
     from deploy import container
-    from deploy.package import package
 
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     assert not missing, f"{missing} not installed: apt-get install buildah debootstrap (scripts/test.sh does)"
-    container.ensure_base_image()  # ~1.5-3 min the first time, then found in buildah's store
-    bento_tag = package(trained["params_file"])
-    name = f"localhost/flightops-test:{uuid.uuid4().hex[:12]}"
-    built = container.containerize(bento_tag, name)
+    build = docs.commands(docs.block("container"))[0]
+    assert docs.commands(docs.block("container-build")) == [build]
+    env = {**os.environ, "FLIGHTOPS_PARAMS": str(trained["params_file"]), "BENTOML_DO_NOT_TRACK": "true"}
+    done = subprocess.run(["bash", "-c", build], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=3 * work_timeout_s())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    built = re.search(r"^image (\S+): built in", done.stdout, re.MULTILINE)
+    assert built, done.stdout
     try:
-        yield built.image
+        yield built.group(1)
     finally:
-        container.remove_images(built.image)
-        assert not container.image_exists(built.image)
+        container.remove_images(built.group(1))
+        assert not container.image_exists(built.group(1))
 
 
 def _containers_of(image_name: str) -> list[str]:
@@ -136,10 +142,13 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "run.log"
+    # docs/operations.md's second `run` command, on this test's image and port, with its params (FLIGHTOPS_PARAMS).
+    command = docs.substitute(docs.commands(docs.block("container-run"))[1], {
+        "localhost/flight-delay:<version>": image, "--port 3100": f"--port {port}"})
+    env = {**os.environ, "FLIGHTOPS_PARAMS": str(trained["params_file"])}
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "deploy.container", "run", image, "--params",
-                                    str(trained["params_file"]), "--port", str(port), "--follow-registry"],
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=REPO_ROOT, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(f"{url}/readyz", process, ready_timeout_s(), log)
         assert len(_containers_of(image)) == 1
@@ -166,3 +175,30 @@ def test_a_promotion_and_a_rollback_reach_the_container_through_the_mounted_regi
             os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=90) == 0, log.read_text()[-2000:]
     assert _containers_of(image) == [], "SIGTERM must remove the working container"
+
+
+def test_the_documented_run_command_serves_the_image_on_serve_port(image: str, trained: dict[str, Any],  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    """README's and docs/operations.md's first `run` command: the image on serve.host/serve.port of the params."""
+    command = docs.commands(docs.block("container-run"))[0]
+    assert docs.commands(docs.block("container"))[1] == command
+    port = free_port()
+    data = yaml.safe_load(trained["params_file"].read_text())
+    data["serve"]["port"] = port
+    data["paths"].update(prediction_log_dir=str(tmp_path / "predictions"), compiled_dir=str(tmp_path / "compiled"))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    log = tmp_path / "run.log"
+    env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_file)}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(["bash", "-c", "exec " + command.replace("localhost/flight-delay:<version>", image)],
+                                   cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/readyz", process, ready_timeout_s(), log)
+        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=30).json()["model_tag"] == trained["tag"]
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log.read_text()[-2000:]
+    assert _containers_of(image) == []

@@ -82,27 +82,28 @@ def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None
     shutil.rmtree(registry)
 
     output = _run(repo, "dvc", "repro")
-    assert _ran_stages(output) == {"gate"}
+    assert _ran_stages(output) == {"gate", "reference"}  # its receipt went with var/ too: attached again
     assert json.loads((registry / "champion.json").read_text())["tag"] == receipt["tag"]
+    assert json.loads((registry / "dvc-reference.json").read_text())["tag"] == receipt["tag"]
     assert _ran_stages(_run(repo, "dvc", "repro")) == set()
 
 
 def test_one_param_reruns_only_its_stages(repo: Path) -> None:
-    set_params(repo, {"train.learning_rate": 0.1})
+    set_params(repo, {"train.lightgbm.learning_rate": 0.1})
     output = _run(repo, "dvc", "repro")
     ran = _ran_stages(output)
     assert "train" in ran and "evaluate" in ran
     assert not ran & {"collect", "validate", "preprocess"}
     diff = _run(repo, "dvc", "params", "diff")
-    assert "train.learning_rate" in diff and "0.05" in diff and "0.1" in diff
+    assert "train.lightgbm.learning_rate" in diff and "0.05" in diff and "0.1" in diff
     shown = _run(repo, "dvc", "metrics", "show")
     assert "model.roc_auc" in shown
 
 
 def test_a_model_trained_on_uncommitted_params_is_dirty_until_they_are_committed(repo: Path) -> None:
-    tag, lineage = _registered(repo)  # the run above, with train.learning_rate edited and not committed
+    tag, lineage = _registered(repo)  # the run above, with train.lightgbm.learning_rate edited and not committed
     assert lineage["git_dirty"] and lineage["dirty_files"] == ["params.yaml"]
-    assert lineage["params_diff"] == {"train.learning_rate": {"repo": 0.05, "run": 0.1}}
+    assert lineage["params_diff"] == {"train.lightgbm.learning_rate": {"repo": 0.05, "run": 0.1}}
     code, said = _reproduce(repo, tag)
     assert code != 0 and "no commit here holds the dvc.lock that built the model" in said, said
     assert "Commit the dvc.lock (and params.yaml) that run wrote" in said
@@ -122,9 +123,10 @@ def test_plots_render(repo: Path) -> None:
 def test_experiment_with_a_changed_param(repo: Path) -> None:
     if run(repo, "git", "status", "--porcelain").stdout.strip():
         commit(repo, "lr 0.1")
-    _run(repo, "dvc", "exp", "run", "-S", "train.num_leaves=15", "--name", "small-leaves")
+    # num_leaves is the grid's to set (train.lightgbm.num_leaves would be refused: tests/integration/test_mistakes.py).
+    _run(repo, "dvc", "exp", "run", "-S", "search.grid.lightgbm.num_leaves=[15]", "--name", "small-leaves")
     table = _run(repo, "dvc", "exp", "show", "--no-pager", "--csv")
-    assert "small-leaves" in table and "train.num_leaves" in table
+    assert "small-leaves" in table and "search.grid.lightgbm.num_leaves" in table
 
 
 def test_push_and_pull_through_the_local_remote(repo: Path) -> None:

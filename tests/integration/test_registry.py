@@ -55,14 +55,14 @@ def gate_report(params: Params) -> dict[str, Any]:
 def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_path: Path) -> None:
     registry_dir = tmp_path / "registry"
     # No champion yet: a short model only has to beat the naive baselines.
-    medium = gate_params(data_root, registry_dir, **{"train.num_boost_round": 8})
+    medium = gate_params(data_root, registry_dir, **{"train.lightgbm.num_boost_round": 8})
     first = train_and_gate(medium)
     assert first["promote"] and first["previous"] is None
     assert gate_report(medium)["compared_with"] == "baselines"
     medium_tag = registry.require_champion(registry_dir)
 
     # Far fewer trees: honestly worse on the same holdout, refused; the champion does not move.
-    weak = train_and_gate(gate_params(data_root, registry_dir, **{"train.num_boost_round": 2}))
+    weak = train_and_gate(gate_params(data_root, registry_dir, **{"train.lightgbm.num_boost_round": 2}))
     report = gate_report(medium)
     assert not weak["promote"] and registry.champion_tag(registry_dir) == medium_tag
     assert report["failed"][0].startswith("roc_auc ") and report["champion"] == medium_tag
@@ -86,12 +86,23 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert validated["success"] and validated["table_md5"] == meta["data_version"]["raw_table_md5"]
     assert meta["data_version"]["splits_md5"]["train"] == io.file_md5(io.prepared_path(medium.paths, "train"))
     assert isinstance(meta["lineage"]["git_dirty"], bool) and len(meta["lineage"]["git_commit"]) == 40
-    assert meta["params"]["num_boost_round"] == SMALL_WINDOW["train.num_boost_round"]
+    assert meta["params"]["lightgbm"]["num_boost_round"] == SMALL_WINDOW["train.lightgbm.num_boost_round"]
     assert meta["feature_schema"]["categorical"] and meta["metrics"]["test"]["roc_auc"] > 0.7
 
     # Re-gating the same model registers nothing new and changes nothing.
     again = stages.run_gate_and_promote(gate_params(data_root, registry_dir))
     assert not again["promote"] and again["tag"] == better_tag
+    # The reference stage attaches the monitoring reference and calibration to the model the gate registered, with
+    # the windows it sized (auto: from the reference period) in its receipt; the calibration says the same.
+    attached = stages.run_reference(gate_params(data_root, registry_dir, **{"monitor.window_days": "auto",
+                                                                            "monitor.min_window_rows": "auto"}))
+    stored_folder = registry.model_path(better_tag)
+    calibration = json.loads((stored_folder / io.CALIBRATION_FILE).read_text())
+    assert attached["tag"] == better_tag and (stored_folder / io.REFERENCE_FILE).exists()
+    assert (calibration["window_days"], calibration["min_window_rows"]) == (attached["window_days"],
+                                                                            attached["min_window_rows"])
+    assert attached["window_days"] == 7 and "(auto)" in calibration["sizing"]
+    assert json.loads((registry_dir / io.DVC_REFERENCE_RECEIPT).read_text())["tag"] == better_tag
 
     # Rollback through the CLI restores the previous champion; --to picks any stored model.
     params_file = tmp_path / "params.yaml"
@@ -164,7 +175,7 @@ while True:
 
 
 def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> None:
-    params = gate_params(data_root, tmp_path / "registry", **{"train.num_boost_round": 3})
+    params = gate_params(data_root, tmp_path / "registry", **{"train.lightgbm.num_boost_round": 3})
     stages.run_search(params)
     tags = [registry.save_model(params.paths.model_dir, {"copy": str(n)}, name=params.project.model_name)
             for n in range(2)]

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 # Two candidates keep the search (and each rebuild) short; a retrain within 0.05 AUC (any slice, any Brier) is
 # promoted so the test has a retrained champion to rebuild (the gate's own rules are tested in test_registry.py).
-PROJECT = {**SMALL_WINDOW, "search.grid.num_leaves": [15, 31], "search.grid.min_data_in_leaf": [100],
+PROJECT = {**SMALL_WINDOW, "search.grid.lightgbm.num_leaves": [15, 31], "search.grid.lightgbm.min_data_in_leaf": [100],
            "gate.min_improvement": -0.05, "gate.max_slice_drop": 1.0, "gate.max_brier_increase": 1.0,
            "versioning.git_remote": "origin",
            # A seed no other test trains with: the gate registers a model file once per store (a byte-identical model

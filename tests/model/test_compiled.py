@@ -100,14 +100,14 @@ def test_a_stored_model_is_served_compiled_or_else_by_its_booster(tmp_path: Path
     from datetime import datetime, timedelta
 
     from pipelines.features import FeatureSchema
-    from pipelines.model.train import TrainedModel
+    from pipelines.model.families.lightgbm import LightGBMModel
     from pipelines.release import registry
     from services.scoring import load_tagged, score
 
     booster, _, matrix = _booster(tmp_path, linear_tree=linear_tree)
     vocabulary = list("abcdef")
     schema = FeatureSchema(time_column="t", categorical={"cat": vocabulary}, numeric=["x", "y"], time_parts=[])
-    TrainedModel(booster=booster, schema=schema, threshold=0.5).save(tmp_path / "model")
+    LightGBMModel(booster=booster, schema=schema, threshold=0.5).save(tmp_path / "model")
     tag = registry.save_model(tmp_path / "model", {"data_version": "test"}, name="test-model")
     loaded = load_tagged(tag, ["cat", "x", "y"], "t", compiled_dir=tmp_path / "compiled")
     if linear_tree:

@@ -23,7 +23,7 @@ NUM_LEAVES = 7
 
 @pytest.fixture
 def trained(make_params: Callable[..., Params], small_table: pd.DataFrame) -> Params:
-    params = make_params({"train.num_leaves": NUM_LEAVES})
+    params = make_params({"train.lightgbm.num_leaves": NUM_LEAVES})
     write_validated_table(params, small_table)
     stages.run_preprocess(params)
     stages.run_train(params)
@@ -44,7 +44,7 @@ def test_card_shows_metrics_baselines_slices_data_version_and_params(trained: Pa
     assert "### by carrier" in markdown and "### by origin" in markdown
     assert "No gate decision recorded" in markdown
     assert "md5 `" in markdown and "missing" not in markdown.split("md5 `")[1][:10]
-    assert f"| train.num_leaves | {NUM_LEAVES} |" in markdown
+    assert f"| train.lightgbm.num_leaves | {NUM_LEAVES} |" in markdown
     assert page.startswith("<!doctype html>") and "<table>" in page and "<h2>Slices (test split)</h2>" in page
 
 
@@ -103,3 +103,17 @@ def test_the_card_of_a_champion_that_is_not_the_current_candidate_shows_its_stor
 def test_card_without_a_model_names_the_stage_to_run(make_params: Callable[..., Params]) -> None:
     with pytest.raises(FileNotFoundError, match="run the train stage first"):
         build_model_card(make_params())
+
+
+def test_card_of_another_family_names_it_and_shows_its_own_params(make_params: Callable[..., Params],
+                                                                   small_table: pd.DataFrame) -> None:
+    params = make_params({"train.family": "logistic", "train.logistic.C": 0.5})
+    write_validated_table(params, small_table)
+    stages.run_preprocess(params)
+    stages.run_train(params)
+    stages.run_evaluate(params)
+    markdown = build_model_card(params)
+    evaluation = json.loads((params.paths.metrics_dir / "evaluate.json").read_text())
+    assert "- family: **logistic regression (scikit-learn)** (`train.family` logistic)" in markdown
+    assert f"| logistic regression (scikit-learn) | {evaluation['model']['roc_auc']:.4f}" in markdown
+    assert "| train.logistic.C | 0.5 |" in markdown and "train.lightgbm." not in markdown

@@ -12,7 +12,9 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params, parse_params
-from pipelines.model.train import TrainedModel
+from pipelines.model.families import lightgbm as lightgbm_family
+from pipelines.model.seam import TrainedModel
+from pipelines.model.train import model_params
 from support.params import SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.model
@@ -39,8 +41,9 @@ GRID = {"num_leaves": [15, 31], "min_data_in_leaf": [40, 120]}
 
 
 def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Path) -> None:
-    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
-                                             "train.num_leaves": 63, "train.min_data_in_leaf": 100})
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid.lightgbm": GRID,
+                                             "search.n_workers": 2, "train.lightgbm.num_leaves": 63,
+                                             "train.lightgbm.min_data_in_leaf": 100})
     summary = stages.run_search(params)
 
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
@@ -50,7 +53,8 @@ def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Pa
                                                                for c in candidates)
     assert_ran_in_parallel(candidates)
     # Every candidate's params and validation metrics are recorded; the winner is the best valid AUC.
-    assert [(c["params"]["min_data_in_leaf"], c["params"]["num_leaves"]) for c in candidates] == [
+    assert [(c["params"]["lightgbm"]["min_data_in_leaf"], c["params"]["lightgbm"]["num_leaves"])
+            for c in candidates] == [
         (40, 15), (40, 31), (120, 15), (120, 31)]
     assert candidates[0]["overrides"] == {"min_data_in_leaf": 40, "num_leaves": 15}  # what differs from train:
     best = max(candidates, key=lambda c: (c["valid_metrics"]["auc"], -c["index"]))
@@ -60,13 +64,41 @@ def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Pa
     assert saved.meta["valid_metrics"] == pytest.approx(best["valid_metrics"])
 
 
+def test_families_compete_on_the_validation_split_and_the_best_is_saved(prepared_root: Path) -> None:
+    """Three families in one search, one candidate each, on two Dask workers: every candidate's family, params,
+    validation metric, fit time, predict latency and size are recorded, and the best by search.metric is saved,
+    whatever its family, as the model of that family."""
+    params = search_params(prepared_root, **{
+        "search.strategy": "grid", "search.families": ["logistic", "lightgbm", "histgb"], "search.n_workers": 2,
+        "search.grid.lightgbm": {}, "search.grid.logistic": {}, "search.grid.histgb": {},
+        "paths.model_dir": str(prepared_root / "families" / "model"),
+        "paths.metrics_dir": str(prepared_root / "families" / "metrics")})
+    summary = stages.run_search(params)
+    report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
+    candidates = report["candidates"]
+    assert [c["family"] for c in candidates] == ["logistic", "lightgbm", "histgb"]
+    for candidate in candidates:
+        assert candidate["params"]["family"] == candidate["family"]
+        assert set(candidate["params"]) - {"family", "seed", "num_threads", "device_type", "engine",
+                                           "recency_half_life_days", "threshold"} == {candidate["family"]}
+        assert candidate["fit_seconds"] > 0 and candidate["model_bytes"] > 0
+        assert set(candidate["predict_ms"]) == {"1_row", "1000_rows"} and all(v > 0 for v in
+                                                                              candidate["predict_ms"].values())
+    best = max(candidates, key=lambda c: (c["valid_metrics"]["auc"], -c["index"]))
+    assert report["winner"] == best["index"] and report["winner_family"] == best["family"] == summary["family"]
+    assert report["families"] == {c["family"]: c["index"] for c in candidates}
+    saved = TrainedModel.load(params.paths.model_dir)
+    assert saved.family == best["family"] and saved.meta["search"]["families"] == sorted(report["families"])
+    assert saved.meta["valid_metrics"] == pytest.approx(best["valid_metrics"])
+
+
 def test_strategy_none_trains_only_the_train_params_in_process(prepared_root: Path) -> None:
     params = search_params(prepared_root, **{"search.strategy": "none", "paths.model_dir":
                                              str(prepared_root / "models" / "single")})
     summary = stages.run_search(params)
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
     assert summary["candidates"] == 1 and report["workers"] == ["local"]
-    assert report["candidates"][0]["params"] == params.train.model_dump(mode="json")
+    assert report["candidates"][0]["params"] == model_params(params.train)
 
 
 def test_the_search_bins_the_splits_once_and_its_winner_is_the_in_memory_model(prepared_root: Path,
@@ -77,15 +109,16 @@ def test_the_search_bins_the_splits_once_and_its_winner_is_the_in_memory_model(p
     from pipelines.model import train
 
     built: list[int] = []
-    original = train.build_datasets
-    monkeypatch.setattr(train, "build_datasets", lambda *args: built.append(args[3].seed) or original(*args))
-    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
+    original = lightgbm_family.build_datasets
+    monkeypatch.setattr(lightgbm_family, "build_datasets", lambda *args: built.append(args[3].seed) or original(*args))
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid.lightgbm": GRID,
+                                             "search.n_workers": 2,
                                              "paths.model_dir": str(prepared_root / "models" / "binary")})
     stages.run_search(params)
     assert built == [params.train.seed]  # once, for four candidates
     assert not list(params.paths.model_dir.parent.glob(".datasets-*"))  # the binary files are removed after
     saved = TrainedModel.load(params.paths.model_dir)
-    winner = params.train.model_validate(saved.meta["params"])
+    winner = params.train.model_validate({**params.train.model_dump(), **saved.meta["params"]})
     in_memory = train.train_model(pd.read_parquet(io.prepared_path(params.paths, "train")),
                                   pd.read_parquet(io.prepared_path(params.paths, "valid")), saved.schema, winner)
     assert in_memory.booster.model_to_string() == (params.paths.model_dir / io.MODEL_FILE).read_text()
@@ -100,7 +133,8 @@ def test_a_capped_search_judges_candidates_on_the_latest_rows_and_refits_the_win
     from pipelines import io
     from pipelines.model import train
 
-    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid": GRID, "search.n_workers": 2,
+    params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid.lightgbm": GRID,
+                                             "search.n_workers": 2,
                                              "paths.model_dir": str(prepared_root / "models" / "capped")})
     whole = pd.read_parquet(io.prepared_path(params.paths, "train"))
     valid = pd.read_parquet(io.prepared_path(params.paths, "valid"))
@@ -116,15 +150,15 @@ def test_a_capped_search_judges_candidates_on_the_latest_rows_and_refits_the_win
     latest = whole.sort_values(params.source.time_column, kind="stable").tail(cap).sort_index()
     saved = TrainedModel.load(params.paths.model_dir)
     on_latest = train.train_model(latest.reset_index(drop=True), valid, saved.schema,
-                                  params.train.model_validate(best["params"]))
+                                  params.train.model_validate({**params.train.model_dump(), **best["params"]}))
     assert on_latest.meta["valid_metrics"] == pytest.approx(best["valid_metrics"])
 
-    refit = params.train.model_validate({**params.train.model_dump(), **best["overrides"]})
+    refit = params.train.with_family("lightgbm", best["overrides"])
     on_whole = train.train_model(whole, valid, saved.schema, refit)
     assert on_whole.booster.model_to_string() == (params.paths.model_dir / io.MODEL_FILE).read_text()
     assert saved.meta["train_rows"] == len(whole) == report["refit"]["train_rows"]
-    assert saved.meta["search"] == {"candidate": best["index"], "candidates": 4, "metric": "auc",
-                                    "search_rows": cap, "refit": True}
+    assert saved.meta["search"] == {"candidate": best["index"], "family": "lightgbm", "candidates": 4,
+                                    "families": ["lightgbm"], "metric": "auc", "search_rows": cap, "refit": True}
     assert saved.meta["valid_metrics"] == pytest.approx(report["refit"]["valid_metrics"])
     scratch = [p.name for p in params.paths.model_dir.parent.iterdir() if p.name.startswith((".search-", ".datasets-"))]
     assert not scratch  # the slice and the binary files are removed after

@@ -19,8 +19,9 @@ from sklearn.metrics import roc_auc_score
 from pipelines import io, stages
 from pipelines.config import Params, ParamsError, parse_params
 from pipelines.features import LABEL, FeatureSchema
+from pipelines.model.seam import TrainedModel
 from pipelines.model.search import dask_client
-from pipelines.model.train import TrainedModel, train_model
+from pipelines.model.train import train_model
 from support.params import SMALL_WINDOW, params_dict, prepare_small_window
 
 pytestmark = pytest.mark.model
@@ -67,7 +68,7 @@ def test_dask_model_matches_single_process_and_is_deterministic(prepared_root: P
     assert "machines:" not in first.booster.model_to_string()
     # Early stopping on the whole validation split stopped before the cap, and the cut is what the meta says.
     best = first.meta["best_iteration"]
-    assert 1 <= best < params.train.num_boost_round and first.booster.num_trees() == best
+    assert 1 <= best < params.train.lightgbm.num_boost_round and first.booster.num_trees() == best
     assert first.meta["engine"] == {"engine": "dask", "partitions": 2} and first.meta["train_rows"] == len(train)
     assert first.meta["valid_metrics"]["auc"] == pytest.approx(
         roc_auc_score(valid[LABEL], first.predict_proba(valid)), abs=1e-9)
@@ -97,7 +98,7 @@ def test_partitions_are_pinned_one_per_worker(prepared_root: Path, client: Any) 
 
 def test_search_stage_with_dask_engine_gives_a_model_the_gate_registers(prepared_root: Path, client: Any) -> None:
     # search.dask_address: the stage joins the running cluster, as it would join a real one.
-    params = dask_params(prepared_root, **{"search.grid": {"num_leaves": [15, 31]},
+    params = dask_params(prepared_root, **{"search.grid.lightgbm": {"num_leaves": [15, 31]},
                                            "search.dask_address": client.scheduler.address,
                                            "paths.model_dir": str(prepared_root / "models" / "dask")})
     summary = stages.run_search(params)
@@ -118,7 +119,7 @@ def test_a_capped_dask_search_reads_the_slice_on_the_workers_and_refits_on_the_w
         prepared_root: Path, client: Any) -> None:
     """With train.engine dask the candidates' slice is a Parquet file the workers read in partitions, like the
     prepared split; the winner's refit reads the prepared split itself."""
-    params = dask_params(prepared_root, **{"search.grid": {"num_leaves": [15, 31]},
+    params = dask_params(prepared_root, **{"search.grid.lightgbm": {"num_leaves": [15, 31]},
                                            "search.dask_address": client.scheduler.address, "search.max_rows": 5000,
                                            "paths.model_dir": str(prepared_root / "models" / "dask-capped")})
     train_rows = len(splits(params)[0])

@@ -9,7 +9,9 @@ from pipelines.config import parse_params
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, FeatureError, encode_frame
 from pipelines.model.evaluate import evaluate_model
-from pipelines.model.train import TrainedModel, build_datasets, recency_weights, train_model
+from pipelines.model.families.lightgbm import build_datasets
+from pipelines.model.seam import TrainedModel
+from pipelines.model.train import recency_weights, train_model
 from support.params import SMALL_WINDOW, params_dict
 
 pytestmark = pytest.mark.model

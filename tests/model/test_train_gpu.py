@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.model, pytest.mark.gpu,
 def test_gpu_model_matches_cpu_and_search_runs_candidates_in_turn(tmp_path: Path, small_table: pd.DataFrame) -> None:
     root = prepare_small_window(tmp_path, small_table)
     params = parse_params(params_dict(root, {**SMALL_WINDOW, "train.device_type": "gpu",
-                                             "search.grid": {"num_leaves": [15, 31]}}))
+                                             "search.grid.lightgbm": {"num_leaves": [15, 31]}}))
     train, valid, test = (pd.read_parquet(io.prepared_path(params.paths, name)) for name in ("train", "valid", "test"))
     schema = FeatureSchema.load(io.schema_path(params.paths))
     cpu = train_model(train, valid, schema, TrainParams.model_validate({**params.train.model_dump(),

@@ -1,0 +1,176 @@
+"""The LightGBM family (the default): gradient-boosted trees with native categorical splits, early stopping on the
+validation split, `deterministic` so the same data and params give the same `model.txt` byte for byte.
+
+Its learner file is LightGBM's text format cut at the best iteration (`pipelines.io.MODEL_FILE`). The service
+compiles it to machine code (services/compiled.py, checked against the booster on probe rows); training on a Dask
+cluster is `pipelines/model/distributed.py`, a GPU check `pipelines/model/gpu.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import TrainParams
+from pipelines.features import LABEL, FeatureSchema, encode_frame
+from pipelines.model.learning import METRICS, OBJECTIVE, train_weights
+from pipelines.model.seam import Fitted, TrainedModel
+
+FAMILY = "lightgbm"
+
+
+@dataclass(kw_only=True)
+class LightGBMModel(TrainedModel):
+    """A booster with everything needed to score raw rows the way training did."""
+
+    family: ClassVar[str] = FAMILY
+    importance_kinds: ClassVar[tuple[str, ...]] = ("gain", "split")
+
+    booster: Any  # lightgbm.Booster; typed loosely to keep the import out of module load
+
+    def predict_matrix(self, matrix: np.ndarray, threads: int = 0) -> np.ndarray:
+        return self.booster.predict(matrix, num_threads=threads)
+
+    def _importance(self, kind: str) -> np.ndarray:
+        return self.booster.feature_importance(importance_type="split" if kind == "split" else "gain")
+
+    def _write_learner(self, path: Path) -> None:
+        self.booster.save_model(str(path))
+
+    @classmethod
+    def _read_learner(cls, path: Path) -> dict[str, Any]:
+        import lightgbm as lgb
+
+        return {"booster": lgb.Booster(model_file=str(path))}
+
+    def model_text(self) -> str:
+        """The model file's text (what `model.txt` holds)."""
+        return self.booster.model_to_string()
+
+
+MODEL_CLASS = LightGBMModel
+
+
+def lightgbm_params(params: TrainParams) -> dict[str, Any]:
+    """LightGBM's own parameter dict; `deterministic` makes the same data and params give the same file."""
+    own = params.lightgbm
+    return {
+        "objective": OBJECTIVE,
+        "metric": METRICS,
+        "learning_rate": own.learning_rate,
+        "num_leaves": own.num_leaves,
+        "min_data_in_leaf": own.min_data_in_leaf,
+        "feature_fraction": own.feature_fraction,
+        "bagging_fraction": own.bagging_fraction,
+        "bagging_freq": own.bagging_freq,
+        "lambda_l2": own.lambda_l2,
+        "num_threads": params.num_threads,
+        "device_type": params.device_type,
+        "seed": params.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+
+
+@dataclass(frozen=True)
+class BinaryDatasets:
+    """The train and valid splits as LightGBM binary Dataset files, built once and shared by every candidate.
+
+    Binning is most of what building a Dataset costs, and the encoded matrix it is built from is the largest thing
+    training holds (10M rows x 22 features = 1.8 GB of float64): a search that rebuilt it per candidate paid both
+    once per candidate and per worker. The binary file holds only the bins (one byte per value here), so a worker
+    that loads it never reads the train split. Only construction-time parameters shape it (`dataset_params`), so
+    candidates that differ in tree parameters share it; `seed` (LightGBM's bin sampling) is one of them. A model
+    trained from these files is byte-identical to one trained from the frames (`fit` without them).
+    """
+
+    train: Path
+    valid: Path
+    seed: int
+
+
+def dataset_params(params: TrainParams) -> dict[str, Any]:
+    """The Dataset's construction parameters: the training parameters, with LightGBM's pre-filter off.
+
+    The pre-filter drops features that cannot split under the Dataset's `min_data_in_leaf`, and a Dataset built
+    with it refuses another `min_data_in_leaf`, which search candidates change. Every path builds its Dataset with
+    these (in memory or binary), so they give the same model file. On the flights no feature is filtered at the
+    grid's `min_data_in_leaf`: the trees are the ones the pre-filter gave (only the file's parameter list changed).
+    """
+    return {**lightgbm_params(params), "feature_pre_filter": False}
+
+
+def build_datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
+                   directory: Path) -> BinaryDatasets:
+    """Encode and bin both splits once, save them as binary Dataset files in `directory`."""
+    train_set, valid_set = _datasets(train, valid, schema, dataset_params(params), params)
+    directory.mkdir(parents=True, exist_ok=True)
+    built = BinaryDatasets(train=directory / f"train-{params.seed}.bin", valid=directory / f"valid-{params.seed}.bin",
+                           seed=params.seed)
+    train_set.construct().save_binary(str(built.train))
+    valid_set.construct().save_binary(str(built.valid))
+    return built
+
+
+def _datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema, construction: dict[str, Any],
+              params: TrainParams) -> tuple[Any, Any]:
+    """The splits as LightGBM Datasets; the train split weighted by recency when a half-life is set."""
+    import lightgbm as lgb
+
+    train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(),
+                            weight=train_weights(train, schema, params), **schema.lightgbm_naming,
+                            free_raw_data=True, params=construction)
+    valid_set = lgb.Dataset(encode_frame(valid, schema), label=valid[LABEL].to_numpy(), reference=train_set,
+                            **schema.lightgbm_naming)
+    return train_set, valid_set
+
+
+def fit(train: pd.DataFrame | None, valid: pd.DataFrame, schema: FeatureSchema, params: TrainParams,
+        datasets: BinaryDatasets | None = None) -> Fitted:
+    """Boost on `train`, stop early on `valid`, keep only the rounds early stopping chose.
+
+    With `datasets` (built by `build_datasets` for this seed) the splits are loaded from their binary files and
+    `train` is not needed.
+    """
+    import lightgbm as lgb
+
+    own = params.lightgbm
+    if datasets is not None:
+        if datasets.seed != params.seed:
+            raise ValueError(f"binary datasets were built with seed {datasets.seed}, not {params.seed}")
+        # The names and categorical list are in the file's bin mappers already; given again, the model file
+        # records them in its parameters as the in-memory Dataset does, so both give the same file.
+        named = {**schema.lightgbm_naming, "params": dataset_params(params)}
+        train_set = lgb.Dataset(str(datasets.train), **named)
+        valid_set = lgb.Dataset(str(datasets.valid), reference=train_set, **named)
+        train_rows = int(train_set.construct().num_data())
+    else:
+        if train is None:
+            raise ValueError("LightGBM's fit needs the train split or its binary datasets")
+        train_set, valid_set = _datasets(train, valid, schema, dataset_params(params), params)
+        train_rows = len(train)
+    history: dict[str, dict[str, list[float]]] = {}
+    booster = lgb.train(
+        lightgbm_params(params),
+        train_set,
+        num_boost_round=own.num_boost_round,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(own.early_stopping_rounds, verbose=False), lgb.record_evaluation(history)],
+    )
+    best = booster.best_iteration or own.num_boost_round
+    # Keep only the trees early stopping chose, so every consumer scores the same model.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    valid_metrics = {name: float(values[best - 1]) for name, values in history["valid"].items()}
+    return Fitted(model=LightGBMModel(booster=booster, schema=schema, threshold=float("nan")), best_iteration=best,
+                  valid_metrics=valid_metrics, train_rows=train_rows, engine={"engine": "local"})
+
+
+def from_booster(booster: Any, schema: FeatureSchema) -> LightGBMModel:
+    """A booster trained elsewhere (LightGBM's Dask learner) as this family's model, threshold not chosen yet."""
+    return LightGBMModel(booster=booster, schema=schema, threshold=float("nan"))

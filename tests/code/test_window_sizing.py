@@ -1,0 +1,77 @@
+"""monitor.window_days / min_window_rows `auto`: monitoring windows sized from the champion's reference period so that
+a window holds enough rows for the calibrated tests, kept in its calibration and used to cut live windows; a table
+too small for any window is told so with its numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.monitor.calibration import WindowSizeError, size_windows, sizing_text
+from pipelines.monitor.windows import calibrated_windows
+
+
+def _period(rows_per_week: int, weeks: int, positive_rate: float) -> tuple[pd.Series, pd.Series]:
+    """Daily dates (no time of day) from a Monday, `rows_per_week` a week, the label positive at `positive_rate`."""
+    days = pd.date_range("2016-07-04", periods=weeks * 7, freq="D", tz="UTC")
+    stamps = pd.Series(np.repeat(days, rows_per_week // 7 + 1)[:rows_per_week * weeks])
+    labels = pd.Series((np.random.default_rng(0).random(len(stamps)) < positive_rate).astype("int8"))
+    return stamps, labels
+
+
+def _auto(make_params):
+    return make_params({"monitor.window_days": "auto", "monitor.min_window_rows": "auto"}).monitor
+
+
+def test_weeks_of_250_rows_are_weekly_windows_with_a_minimum_of_half_a_week(make_params) -> None:
+    stamps, labels = _period(250, 40, 0.06)  # the hotel bookings' shape: ~250 a week, 6 % repeat guests
+    sized = size_windows(stamps, _auto(make_params), labels)
+    assert (sized.window_days, sized.min_window_rows) == (7, 126)  # 252 rows a week (whole days), half of it
+    assert sizing_text(("auto", "auto"), 7, 126) == "monitor.window_days=7 (auto), monitor.min_window_rows=126 (auto)"
+
+
+def test_a_sparser_table_gets_longer_windows(make_params) -> None:
+    stamps, labels = _period(60, 60, 0.08)  # 60 a week: a week has too few rows, four weeks enough
+    sized = size_windows(stamps, _auto(make_params), labels)
+    assert sized.window_days == 28 and sized.min_window_rows == 126
+
+
+def test_a_rare_label_widens_the_window(make_params) -> None:
+    stamps, labels = _period(300, 40, 0.02)  # 300 rows but ~6 positives a week: two weeks hold ~12
+    assert size_windows(stamps, _auto(make_params), labels).window_days == 14
+
+
+def test_explicit_values_are_kept(make_params) -> None:
+    stamps, labels = _period(250, 40, 0.06)
+    monitor = make_params({"monitor.window_days": 14, "monitor.min_window_rows": 300}).monitor
+    sized = size_windows(stamps, monitor, labels)
+    assert (sized.window_days, sized.min_window_rows) == (14, 300)
+
+
+def test_a_table_too_small_for_any_window_is_told_so_with_numbers(make_params) -> None:
+    stamps, labels = _period(20, 5, 0.1)
+    with pytest.raises(WindowSizeError, match=r"the reference period \(100 rows over 33 days, .*\) is too small for "
+                                              r"monitoring windows: 7 days: 5 windows, median 21 rows.*28 days: "
+                                              r".*set monitor.window_days and monitor.min_window_rows by hand"):
+        size_windows(stamps, _auto(make_params), labels)
+
+
+def test_live_windows_are_cut_as_the_champions_calibration_says(make_params) -> None:
+    from types import SimpleNamespace
+
+    calibration = SimpleNamespace(window_days=14, min_window_rows=230)
+    live = calibrated_windows(_auto(make_params), calibration)
+    assert (live.window_days, live.min_window_rows) == (14, 230)
+    fixed = make_params({"monitor.window_days": 7, "monitor.min_window_rows": 500}).monitor
+    assert calibrated_windows(fixed, calibration) == fixed  # numbers in params are the user's, kept
+    old = SimpleNamespace(window_days=7, min_window_rows=None)  # a calibration made before auto sizing
+    assert calibrated_windows(_auto(make_params), old).min_window_rows == 1000
+
+
+def test_auto_is_a_documented_value(make_params) -> None:
+    from pipelines.config import ParamsError, explain
+
+    assert "auto" in explain("monitor.window_days")["description"]
+    with pytest.raises(ParamsError, match="monitor.window_days"):
+        make_params({"monitor.window_days": "weekly"})
