@@ -140,3 +140,78 @@ def test_a_remote_that_ignores_conditional_writes_is_refused_before_promoting(tm
     with pytest.raises(RegistryError, match="ignores conditional writes"):
         registry.set_champion(store, tag, reason="first", expected=None)
     assert registry.champion_tag(store) is None
+
+
+# --- machines with their own BentoML stores, sharing only the registry remote --------------------------------------
+
+def _on_machine(home: str, remote: str, steps: list[tuple], results) -> None:
+    """A process standing for another machine: its own BentoML store (`BENTOML_HOME`, set before BentoML is
+    imported), the registry remote shared. `steps`: ("save", folder), ("promote", tag, expected) (tag None: the
+    model the previous step saved), ("champion",), ("marker",), ("fetch", tag), ("attach", tag, name, text); each
+    answer goes to `results` (a lost promotion answers "conflict: ...")."""
+    os.environ["BENTOML_HOME"] = home
+    store = RemoteStore(remote)
+    answers: list = []
+    for step in steps:
+        kind = step[0]
+        if kind == "save":
+            answers.append(registry.save_model(Path(step[1]), {"model_md5": step[1]}, name="machines", registry=store))
+        elif kind == "promote":
+            try:
+                answers.append(registry.set_champion(store, step[1] or answers[-1], reason="test",
+                                                     expected=step[2]).tag)
+            except PromotionConflict as conflict:
+                answers.append(f"conflict: {conflict}")
+        elif kind == "champion":
+            answers.append(registry.champion_tag(store))
+        elif kind == "marker":
+            answers.append(repr(store.marker()))
+        elif kind == "fetch":
+            folder = registry.model_path(step[1], store)
+            answers.append({"folder": str(folder),
+                            "files": {p.name: p.read_text() for p in sorted(folder.iterdir()) if p.is_file()}})
+        elif kind == "attach":
+            registry.attach_files(step[1], {step[2]: lambda path, text=step[3]: path.write_text(text)}, store)
+            answers.append(None)
+    results.put(answers)
+
+
+def _machine(context, home: Path, remote: Path, *steps: tuple) -> list:
+    results = context.Queue()
+    process = context.Process(target=_on_machine, args=(str(home), str(remote), list(steps), results))
+    process.start()
+    answers = results.get(timeout=180)
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    return answers
+
+
+def test_a_promotion_from_one_machine_is_seen_by_another_with_its_own_store(tmp_path: Path) -> None:
+    """Worker A saves and promotes; worker B, with an empty store of its own, sees the new champion at once (the
+    journal is listed afresh at each read: no stale pointer), imports the model, and sees the next promotion's
+    marker change (what the service's watcher compares). Files the reference stage attaches after B imported the
+    model reach B's copy at its next fetch. B's promotion decided against the old champion loses."""
+    context = multiprocessing.get_context("spawn")  # BENTOML_HOME is read when BentoML is first imported
+    remote, home_a, home_b = tmp_path / "remote", tmp_path / "a" / "bentoml", tmp_path / "b" / "bentoml"
+    models = []
+    for index in range(2):
+        folder = tmp_path / f"model-{index}"
+        folder.mkdir()
+        (folder / io.MODEL_FILE).write_text(f"model {index}\n")
+        models.append(str(folder))
+    first, promoted = _machine(context, home_a, remote, ("save", models[0]), ("promote", None, None))
+    assert promoted == first
+    champion, marker, fetched = _machine(context, home_b, remote, ("champion",), ("marker",), ("fetch", first))
+    assert champion == first
+    assert Path(fetched["folder"]).is_relative_to(home_b) and fetched["files"][io.MODEL_FILE] == "model 0\n"
+    assert io.REFERENCE_FILE not in fetched["files"]
+    # A attaches the reference after B imported the model, then promotes a second model over the first.
+    _, second, promoted = _machine(context, home_a, remote, ("attach", first, io.REFERENCE_FILE, "reference of 0"),
+                                   ("save", models[1]), ("promote", None, first))
+    assert promoted == second
+    champion, new_marker, refetched, lost = _machine(context, home_b, remote, ("champion",), ("marker",),
+                                                     ("fetch", first), ("promote", first, first))
+    assert champion == second and new_marker != marker
+    assert refetched["folder"] == fetched["folder"] and refetched["files"][io.REFERENCE_FILE] == "reference of 0"
+    assert lost.startswith("conflict:") and f"the champion is {second}, not {first}" in lost
+    assert [r.tag for r in registry.history(RemoteStore(str(remote)))] == [first, second]

@@ -2,12 +2,13 @@
 
 Worker A and worker B are `prefect worker` processes with their own homes: their own BentoML store, their own temp
 folder (where each flow run clones its commit), their own working directory; nothing of the control checkout is on
-their import path. They share only the Prefect API (on the stack's own PostgreSQL, `ops/postgres.py`), a bare git
+their import path. They share only the Prefect API (on the stack's own PostgreSQL, `ops/postgres.py`, behind
+Prefect's basic auth: each machine has the credentials in its environment, `PREFECT_API_AUTH_STRING`), a bare git
 remote, a DVC remote folder and the registry remote folder (`versioning.registry_remote`), as machines on a network
 would share a Prefect server, a git server and a bucket.
 
 - The training deployment's run lands on A, clones the commit into A's temp folder, runs the DAG, pushes its data,
-  model and experiment ref, and promotes into the registry remote.
+  model and experiment ref, promotes into the registry remote, and attaches the monitoring reference there.
 - A drift event (the one the monitoring flow emits) makes the Automation run the retraining deployment; A is gone
   by then, so B takes it, in its own clone, gates against A's champion read from the remote, and promotes.
 - The Bento service, a third home with an empty model store, serves A's champion and then B's, imported from the
@@ -29,6 +30,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines import io
 from support.params import SMALL_WINDOW
 from support.project_copy import copy_project, run, venv_env
 from support.servers import (
@@ -46,6 +48,7 @@ from support.servers import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 RETRAIN_END = "2013-06-15T00:00:00+00:00"
+AUTH = "flightops:workers-test"  # Prefect's basic auth (`server.api.auth_string` / every client's `api.auth_string`)
 
 
 def _project(remote_registry: Path, pool: str) -> dict:
@@ -72,8 +75,8 @@ def _home(root: Path, name: str) -> dict[str, Path]:
 def _machine_env(home: dict[str, Path], api: str) -> dict[str, str]:
     """What a worker machine has: the environment (this venv), the API URL, its own store and temp folder; no
     PYTHONPATH, no params file of ours."""
-    env = venv_env(PREFECT_API_URL=api, BENTOML_HOME=str(home["bentoml"]), TMPDIR=str(home["tmp"]),
-                   BENTOML_DO_NOT_TRACK="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = venv_env(PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=AUTH, BENTOML_HOME=str(home["bentoml"]),
+                   TMPDIR=str(home["tmp"]), BENTOML_DO_NOT_TRACK="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     for key in ("PYTHONPATH", "FLIGHTOPS_PARAMS", "DVC_ROOT", "PYTEST_CURRENT_TEST"):
         env.pop(key, None)
     return env
@@ -130,7 +133,7 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.events import emit_event
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from pipelines.config import load_params
     from pipelines.monitor.bookkeeping import DRIFT_DETECTED, WINDOW_RESOURCE_PREFIX
@@ -148,11 +151,15 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
         run(control, "git", "push", "-q", "origin", "HEAD:refs/heads/main")
         commit = run(control, "git", "rev-parse", "HEAD").stdout.strip()
         homes = {name: _home(root, name) for name in ("a", "b", "service", "fresh")}
-        with postgres_database() as database, prefect_server(root / "prefect-home", database) as api, \
-                temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        with postgres_database() as database, prefect_server(root / "prefect-home", database, AUTH) as api, \
+                temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: AUTH}), \
+                get_client(sync_client=True) as client:
+            # The API refuses a client without the credentials; every machine below has them in its environment.
+            assert httpx.post(f"{api}/deployments/filter", json={}, timeout=30).status_code == 401
             # Registered from the control checkout: the deployments carry the commit and a git_clone pull step.
             register = subprocess.run([sys.executable, "-m", "flows.deployments", "--params", "params.yaml",
-                                       "--register-only"], cwd=control, env={**venv_env(PREFECT_API_URL=api)},
+                                       "--register-only"], cwd=control,
+                                      env=venv_env(PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=AUTH),
                                       capture_output=True, text=True, timeout=work_timeout_s())
             assert register.returncode == 0, register.stdout + register.stderr
             training = client.read_deployment_by_name("training/training")
@@ -174,6 +181,10 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
             assert store.has(first.tag) and (homes["a"]["bentoml"] / "models").exists()
             entry = store.metadata(first.tag)
             assert entry["lineage"]["git_commit"] == commit
+            # The reference stage (after the gate) attached the monitoring reference to the model on the remote.
+            index = registry_remote / io.REMOTE_MODELS_DIR / (first.tag.replace(":", "/") + io.REMOTE_RECORD_SUFFIX)
+            attached = json.loads(index.read_text())["files"]
+            assert set(attached) == {io.REFERENCE_FILE, io.CALIBRATION_FILE}, attached
             assert any(dvc_remote.rglob("*")), "the run pushed its data and model to the DVC remote"
             refs = run(control, "git", "ls-remote", str(origin), "refs/exps/*").stdout
             assert entry["lineage"]["ref"] in refs, "the training run's experiment ref is on the git remote"
@@ -223,8 +234,10 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
             second = store.champion()
             assert second is not None and second.tag != first.tag and second.previous == first.tag
             assert [r.tag for r in store.history()] == [first.tag, second.tag]
-            # B gated against A's champion: it imported it from the remote into its own store to score it.
-            assert (homes["b"]["bentoml"] / "models" / Path(*first.tag.split(":"))).is_dir()
+            # B gated against A's champion: it imported it from the remote into its own store to score it, with
+            # the reference A's reference stage attached.
+            imported = homes["b"]["bentoml"] / "models" / Path(*first.tag.split(":"))
+            assert imported.is_dir() and (imported / io.REFERENCE_FILE).is_file()
 
             # --- 3. the service follows the remote champion (reload_check_seconds) -----------------------------
             poll_until(lambda: served() == second.tag, ready_timeout_s(),
