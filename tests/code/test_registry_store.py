@@ -215,3 +215,25 @@ def test_a_promotion_from_one_machine_is_seen_by_another_with_its_own_store(tmp_
     assert refetched["folder"] == fetched["folder"] and refetched["files"][io.REFERENCE_FILE] == "reference of 0"
     assert lost.startswith("conflict:") and f"the champion is {second}, not {first}" in lost
     assert [r.tag for r in registry.history(RemoteStore(str(remote)))] == [first, second]
+
+
+def test_s3_urls_reach_the_s3_filesystems_of_dvc_and_the_registry(tmp_path: Path) -> None:
+    """The S3 set-up docs/scale-out.md shows, as far as it goes without an endpoint: `dvc remote add` with an s3://
+    URL resolves to DVC's S3 plugin (dvc-s3), and `versioning.registry_remote: s3://...` opens on s3fs (whose
+    exclusive create is the conditional PUT); no request is sent."""
+    import subprocess
+    import sys
+
+    from dvc.repo import Repo
+
+    def dvc(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q")
+    dvc("remote", "add", "-d", "storage", "s3://my-bucket/flightops-dvc")
+    dvc("remote", "modify", "storage", "endpointurl", "https://minio.internal:9000")
+    remote = Repo(str(tmp_path)).cloud.get_remote()
+    assert type(remote.fs).__module__.startswith("dvc_s3") and remote.path == "my-bucket/flightops-dvc"
+    store = RemoteStore("s3://my-bucket/flightops-registry/")
+    assert "s3" in store.fs.protocol and store.root == "my-bucket/flightops-registry"
