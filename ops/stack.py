@@ -1,7 +1,6 @@
 """The local stack in one command: `python -m ops.stack up|down|status [--params params.yaml]`.
 
-`up` starts, each in its own process group on `stack.host` (the Evidently UI on `stack.evidently_host`, the
-Bento on `serve.host`), and waits for each to answer before the next:
+`up` starts, each in its own process group on `stack.host`, and waits for each to answer before the next:
 with `prefect.database: postgres` a PostgreSQL of its own (`ops/postgres.py`, on a free port), the Prefect server
 (on that PostgreSQL, or SQLite under PREFECT_HOME in `paths.stack_dir`), then either the process that serves the
 deployments (`prefect.runner: serve`, `python -m flows.deployments`) or, with `prefect.runner: workers`, the
@@ -228,12 +227,12 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
             "bento", argv,
             health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
-    workspace, ui_host = params.paths.evidently_workspace.resolve(), stack.evidently_host
+    workspace = params.paths.evidently_workspace.resolve()
     components.append(Component(
-        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", ui_host,
+        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", host,
                       "--port", str(stack.evidently_port)],
-        health_url=f"http://{ui_host}:{stack.evidently_port}/", url=f"http://{ui_host}:{stack.evidently_port}",
-        host=ui_host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
+        health_url=f"http://{host}:{stack.evidently_port}/", url=f"http://{host}:{stack.evidently_port}",
+        host=host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
     return components, notes
 
 

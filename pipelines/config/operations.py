@@ -187,12 +187,10 @@ class DeploymentsParams(Section):
 
 
 class StackParams(Section):
-    """The local stack: `python -m ops.stack up|down|status`; each server binds to its own host only."""
+    """The local stack: `python -m ops.stack up|down|status`; every server binds to `host` only."""
 
-    host: str = doc("Bind address of the Prefect server and UI (the address other machines' workers reach).")
+    host: str = doc("Bind address of every server the stack starts.")
     prefect_port: Port = doc("Prefect server and UI.")
-    evidently_host: str = doc("Bind address of the Evidently UI (it has no login): loopback unless set on purpose, "
-                              "whatever `host` is.")
     evidently_port: Port = doc("Evidently UI.")
     start_timeout_s: Annotated[float, Field(gt=0)] = doc("Wait for each server's health check (also the readiness "
                                                          "bound of prefect.toml's ephemeral server).")

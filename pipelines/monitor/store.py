@@ -140,7 +140,7 @@ def dashboard_url(params: Params) -> str:
     from evidently.ui.workspace import Workspace
 
     project = _project(Workspace(str(params.paths.evidently_workspace)))
-    return f"http://{params.stack.evidently_host}:{params.stack.evidently_port}/projects/{project.id}"
+    return f"http://{params.stack.host}:{params.stack.evidently_port}/projects/{project.id}"
 
 
 def read_summaries(params: Params) -> list[WindowRecord]:
