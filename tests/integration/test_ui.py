@@ -95,7 +95,8 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
     script = (
         "import sys\n"
         "from pipelines.config import load_params\n"
-        "from pipelines import stages, registry\n"
+        "from pipelines import stages\n"
+        "from pipelines.release import registry\n"
         "p = load_params(sys.argv[1])\n"
         "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate'):\n"
         "    getattr(stages, f'run_{stage}')(p)\n"
