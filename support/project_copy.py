@@ -25,11 +25,13 @@ def venv_env(**extra: str) -> dict[str, str]:
             "GX_ANALYTICS_ENABLED": "false", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
-def run(cwd: Path, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run a command in the project copy; bounded by `timeout`, else by support.servers.work_timeout_s()."""
+def run(cwd: Path, *args: str, check: bool = True, timeout: float | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command in the project copy (`env`: variables added to venv_env()'s); bounded by `timeout`, else by
+    support.servers.work_timeout_s()."""
     from support.servers import work_timeout_s
 
-    done = subprocess.run(args, cwd=cwd, env=venv_env(), capture_output=True, text=True,
+    done = subprocess.run(args, cwd=cwd, env=venv_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout or work_timeout_s())
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
