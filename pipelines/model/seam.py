@@ -62,6 +62,9 @@ class TrainedModel:
     # crossed processes (a Dask worker's candidate) is saved as its fit wrote it, since a pickle's bytes follow its
     # objects' history (strings shared or not), not only their values.
     learner: bytes | None = field(default=None, repr=False, compare=False)
+    # Wall seconds of this process's fit (the search's candidate record shows it); never saved: a model's files must be
+    # the same bytes run after run, and a duration never is.
+    fit_seconds: float | None = field(default=None, repr=False, compare=False)
 
     # --- what every family implements -------------------------------------------------------------------------
 

@@ -190,7 +190,7 @@ def candidate_result(index: int, params: TrainParams, base: TrainParams, model: 
     return CandidateResult(index=index, family=params.family, overrides=overrides, params=model_params(params),
                            valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
                            worker=worker, pid=os.getpid(), started=started, finished=finished,
-                           fit_seconds=model.meta.get("fit_seconds"),
+                           fit_seconds=model.fit_seconds,
                            predict_ms=predict_latency(model, valid) if valid is not None else {},
                            model_bytes=len(model.learner_bytes()), model=model)
 

@@ -69,9 +69,9 @@ def finish_training(model: TrainedModel, best: int, valid_metrics: dict[str, flo
         "valid_rows": len(valid),
         "params": model_params(params),
         "engine": engine,
-        "fit_seconds": None if fit_seconds is None else round(fit_seconds, 3),
         "probe": probe_record(model, matrix, params.seed),
     }
+    model.fit_seconds = None if fit_seconds is None else round(fit_seconds, 3)
     model.learner_bytes()  # the file as this process's fit wrote it, kept for `save` wherever it happens
     return model
 

@@ -165,7 +165,8 @@ def test_the_results_an_experiment_and_the_remote(project: Project) -> None:
 def test_a_fresh_clone_pulls_everything_and_repro_only_registers_the_model(project: Project,
                                                                         tmp_path: Path) -> None:
     """Item 2 of #42: every DVC out of the committed dvc.lock is in the remote (validate's result.json is the same
-    bytes run after run); only the gate re-runs, to register the model in this machine's registry."""
+    bytes run after run); only the gate and the reference stage re-run, to register the model in this machine's
+    registry and attach its monitoring reference (their receipts live in the registry, not in git)."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(project.repo), str(clone)], check=True)
     fresh = Project(clone, project.remote, project.ports)
@@ -175,23 +176,32 @@ def test_a_fresh_clone_pulls_everything_and_repro_only_registers_the_model(proje
     status = fresh.sh("dvc status")
     changed = {line.rstrip(":").strip() for line in status.splitlines() if line and not line.startswith("\t")
                and line.rstrip().endswith(":") and not line.startswith(" ")}
-    assert changed == {"gate"}, status
+    assert changed == {"gate", "reference"}, status
     assert "var/registry/dvc-gate.json" in status, status
-    assert _ran(fresh.sh("dvc repro")) == {"gate"}
+    assert _ran(fresh.sh("dvc repro")) == {"gate", "reference"}
     assert _ran(fresh.sh("dvc repro")) == set()
     assert fresh.model_md5() == project.model_md5()
 
 
 def test_model_selection_and_the_registry(project: Project) -> None:
     _trained(project)
-    one_model, optuna, exp_show = docs.commands(docs.block("experiments"))
+    one_model, optuna, families, forced, exp_show = docs.commands(docs.block("experiments"))
     first = project.champion()
+
+    def candidates() -> dict[str, Any]:
+        return json.loads((project.repo / "metrics" / "candidates.json").read_text())
+
     project.sh(one_model)
-    assert len(json.loads((project.repo / "metrics" / "candidates.json").read_text())["candidates"]) == 1
+    assert len(candidates()["candidates"]) == 1
     project.sh(optuna)
-    assert len(json.loads((project.repo / "metrics" / "candidates.json").read_text())["candidates"]) == 8
+    assert len(candidates()["candidates"]) == 8
+    project.sh(families)
+    assert {c["family"] for c in candidates()["candidates"]} == {"lightgbm", "logistic", "histgb"}
+    project.sh(forced)
+    assert [c["family"] for c in candidates()["candidates"]] == ["histgb"] and candidates()["winner_family"] == "histgb"
     table = project.sh(exp_show)
-    assert "search.strategy" in table and "model.roc_auc" in table and "…" not in table, table
+    assert "search.strategy" in table and "train.family" in table and "model.roc_auc" in table, table
+    assert "…" not in table, table
     listing, rollback, rollback_to = docs.commands(docs.block("models"))
     listed = project.sh(listing)
     assert "champion" in listed and first.split(":")[1][:8] in listed, listed
