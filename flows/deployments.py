@@ -18,7 +18,8 @@ Where a run's code and files come from is `prefect.code_source`:
 A user pauses, edits or triggers the deployments in the Prefect UI; the next registration re-applies what
 `params.yaml` says (the repo is the source of truth).
 
-Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`): the
+Deployment names equal flow names (`training/training`, `monitoring/monitoring`, `retraining/retraining`,
+`acknowledge/acknowledge`, which an operator runs from the UI with parameters to accept a data-quality alarm): the
 Automation in `flows/automations.py` runs `retraining/retraining` (`monitor.retraining_deployment`) on drift; it is
 applied here, after the deployments and before serving, with the two that mark silent runs Crashed and queue
 crashed runs again (`ops/workers.py`).
@@ -52,6 +53,7 @@ FLOWS = {
     "training": ("flows.training", "training"),
     "monitoring": ("flows.monitoring", "monitoring_flow"),
     "retraining": ("flows.retraining", "retraining"),
+    "acknowledge": ("flows.monitoring", "acknowledge_flow"),
 }
 DESCRIPTIONS = {
     "training": "The training DAG (collect -> validate -> preprocess -> train -> evaluate -> gate) on the "
@@ -64,6 +66,10 @@ DESCRIPTIONS = {
                   "behind the same promotion gate. No schedule: run by "
                   "the Automation 'flightops: retrain on drift' on the monitoring flow's drift event; one at a "
                   "time (its own concurrency limit).",
+    "acknowledge": "Accept a data-quality alarm as the new normal (a unit change, a new category): Run -> Custom "
+                   "run with its kind, columns, first window (since), who you are and why. It stops blocking "
+                   "retraining from the next monitoring run and shows on the Evidently dashboard; revoke an "
+                   "acceptance with its id. No schedule.",
 }
 # One schedule per scheduled deployment, named so its state on the server can be matched on the next start.
 SCHEDULE_SLUGS = {"training": "training-cron", "monitoring": "monitoring-interval"}

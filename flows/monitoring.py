@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import io
 from pipelines.config import Params, load_params
-from pipelines.contracts import PROBABILITY, RetrainRequest, WindowRecord, WindowSummary
-from pipelines.monitor import bookkeeping, dashboard
+from pipelines.contracts import PROBABILITY, Acknowledgement, RetrainRequest, WindowRecord, WindowSummary
+from pipelines.monitor import acknowledge, bookkeeping, dashboard
 from pipelines.monitor import store as monitoring_store
 from pipelines.monitor.calibration import Calibration
 from pipelines.monitor.drift import analyse_window
@@ -33,10 +33,15 @@ from pipelines.monitor.windows import calibrated_windows, plan_windows, window_r
 # --- tasks: thin wrappers over pipelines/ -------------------------------------------------------------------------
 
 @task(name="read-prediction-log", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def read_log(params: Params) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+def read_log(params: Params) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame, pd.DataFrame]:
+    """The served predictions, the skipped lines by reason, the outcomes, and the rows the service refused."""
     parsed = monitoring_store.read_predictions(params)
     outcomes, _ = monitoring_store.read_outcomes(params)
-    return parsed.frame, dict(parsed.skipped), outcomes
+    refused, unplaced = monitoring_store.read_refusals(params)
+    skipped = dict(parsed.skipped)
+    if unplaced:  # refused rows whose scheduled time could not be read: in no window, counted with the log's skips
+        skipped["refused_without_time"] = unplaced
+    return parsed.frame, skipped, outcomes, refused
 
 
 @task(name="load-reference", cache_policy=NO_CACHE)
@@ -87,14 +92,19 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
 def analyse(params: Params, start: pd.Timestamp, end: pd.Timestamp, frame: pd.DataFrame,
             reference: pd.DataFrame, calibration: Calibration, outcomes: pd.DataFrame,
             expected: dict[str, float] | None, champion: Any = None,
-            champion_tag: str | None = None) -> tuple[WindowSummary, Any, Any]:
-    """The window's verdict, its Evidently drift snapshot and the small quality snapshot (rows, live AUC)."""
+            champion_tag: str | None = None, refused: pd.DataFrame | None = None,
+            acknowledgements: list[Acknowledgement] | None = None) -> tuple[WindowSummary, Any, Any]:
+    """The window's verdict (the operators' acknowledgements applied), its Evidently drift snapshot and the small
+    quality snapshot (rows, live AUC)."""
     current = window_rows(frame, params.source.time_column, start, end)
+    window_refused = None if refused is None else window_rows(refused, params.source.time_column, start, end)
     result = analyse_window(current, reference, params.features, params.source.time_column, params.monitor,
                             calibration, outcomes=outcomes, expected=expected, name=io.window_id(start),
-                            champion=champion if champion_tag else None, champion_tag=champion_tag)
+                            champion=champion if champion_tag else None, champion_tag=champion_tag,
+                            refused=window_refused)
+    summary = acknowledge.apply(result.report, acknowledgements or [], start.isoformat())
     quality = dashboard.quality_report(current, outcomes, params.monitor.min_labelled_share)
-    return result.report, result.snapshot, quality
+    return summary, result.snapshot, quality
 
 
 @task(name="publish-window", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
@@ -200,13 +210,20 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
     logger = get_run_logger()
     params = load_params(params_file, overrides)
     # --- inputs ---------------------------------------------------------------------------------------------------
-    frame, skipped, outcomes = read_log(params)
+    frame, skipped, outcomes, refused = read_log(params)
     state = monitoring_store.load_state(params)
+    acknowledgements = monitoring_store.read_acknowledgements(params)
+    settled = False
     if trigger:  # what became of the retrains asked for before (a cancelled one is retried while its cause persists)
         pending = bookkeeping.pending_retrains(state)
         if pending:
-            state = bookkeeping.settle_retrains(state, retrain_outcomes(params, pending))
+            state = bookkeeping.settle_retrains(state, retrain_outcomes(params, pending),
+                                                monitoring_store.read_retrain_outcomes(params))
             save_state(params, state)
+            for record in monitoring_store.write_back_outcomes(params, state):
+                settled = True
+                logger.info("window %s: its retrain %s (%s)", record.window_start[:10], record.retrain.outcome,
+                            record.retrain.gate or "no gate figures")
     loaded = None
     if not frame.empty and "auto" in (params.monitor.window_days, params.monitor.min_window_rows):
         # Windows sized from the champion's reference period (`auto`): cut live as its thresholds were learned.
@@ -222,19 +239,23 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
     ready = [plan for plan in plans if plan.ready]
     if not ready:
-        _retry_suppressed(params, state, trigger)
+        judged = _reconsider_acknowledged(params, state, acknowledgements, trigger)
+        _retry_suppressed(params, judged, trigger)
+        if settled or judged is not state:  # the dashboard's outcome and acknowledgement panels changed
+            ensure_dashboard(params)
         return []
     for plan in plans:
         if plan.late_rows and not plan.reanalysis:
             logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
                         plan.late_rows)
+    state = _reconsider_acknowledged(params, state, acknowledgements, trigger)
     reference, calibration, expected, champion, champion_tag = loaded or load_reference(params)
     ensure_dashboard(params, champion_tag)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
     results = []
     for plan in ready:
         summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, calibration, outcomes,
-                                          expected, champion, champion_tag)
+                                          expected, champion, champion_tag, refused, acknowledgements)
         booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
                                          params.monitor, trigger=trigger)
         record = WindowRecord.of(summary, window_start=plan.start.isoformat(), window_end=plan.end.isoformat(),
@@ -250,7 +271,54 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
                                              f"{plan.start:%Y-%m-%d}")
         results.append(record.to_json_dict())
     _retry_suppressed(params, state, trigger)
+    ensure_dashboard(params, champion_tag)  # the acknowledgements and retrain outcomes panels, as of this run
     return results
+
+
+def _reconsider_acknowledged(params: Params, state: dict[str, Any], acknowledgements: list[Acknowledgement],
+                             trigger: bool) -> dict[str, Any]:
+    """The latest window judged again when an acknowledgement made since covers every data-quality reason that
+    blocked its retrain: its record rewritten (the reasons marked), a retrain asked for if the decision now says so.
+    Returns the state after it."""
+    analysed = sorted(state.get("windows") or {})
+    if not analysed or not acknowledgements:
+        return state
+    latest = next((s for s in monitoring_store.read_summaries(params) if s.window_start == analysed[-1]), None)
+    if latest is None:
+        return state
+    judged = bookkeeping.reconsider(state, latest, acknowledgements, params.monitor, trigger=trigger)
+    if judged is None:
+        return state
+    record, booked = judged
+    get_run_logger().info("window %s judged again after an acknowledgement: %s", record.window_start[:10],
+                          booked.decision.reason)
+    record.save(params.paths.monitoring_dir)
+    start, end = pd.Timestamp(record.window_start), pd.Timestamp(record.window_end)
+    emit(bookkeeping.window_events(record, start.to_pydatetime(), end.to_pydatetime(), booked.retrain))
+    save_state(params, booked.state)
+    return booked.state
+
+
+@flow(name="acknowledge", log_prints=True)
+def acknowledge_flow(kind: str, why: str, columns: list[str] | None = None, since: str | None = None,
+                     by: str = "", params_file: str = io.PARAMS_FILE, revoke: str | None = None) -> dict[str, Any]:
+    """Accept a data-quality alarm as the new normal (or withdraw an acceptance: `revoke` its id), from the Prefect
+    UI: the `acknowledge` deployment, Run -> Custom run. `kind` is the alarm's kind (new_category, mean_outside,
+    relation_broken, missing_surge, ...), `columns` the columns it names (none: every column), `since` the first
+    window it covers (YYYY-MM-DD; none: every window), `by` who you are, `why` the reason (kept for audit). The next
+    monitoring run applies it: the alarm stops blocking retraining and the dashboard lists it."""
+    params = load_params(params_file)
+    directory = params.paths.monitoring_dir
+    if revoke:
+        record = acknowledge.revoke(directory, revoke, why, by=by or None)
+    else:
+        record = acknowledge.acknowledge(directory, kind, why, columns or [], since, by=by or None,
+                                         known_columns=params.features.raw_columns)
+    print(f"{'revoked ' + record.revokes if record.revokes else 'acknowledged'}: {record.sentence()}")
+    # The dashboard's panel of acknowledgements, at once (a plain call, not the task: one local write, and the
+    # flow's function stays callable without a Prefect server).
+    monitoring_store.ensure_dashboard(params)
+    return record.to_json_dict()
 
 
 def _retry_suppressed(params: Params, state: dict[str, Any], trigger: bool) -> None:

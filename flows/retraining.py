@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import publish_reports
 from pipelines import io
 from pipelines.config import Params, load_params
-from pipelines.contracts import GateReport
+from pipelines.contracts import GateReport, RetrainOutcome
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
 
@@ -53,6 +53,7 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     DVC log). Nothing is written."""
     import pandas as pd
 
+    from pipelines.data.behaviour import read_behaviour
     from pipelines.data.collect import PARSE_ERRORS, collect
     from pipelines.data.suite import read_suite, suite_column_types
     from pipelines.data.validate import enforce, run_validation
@@ -66,12 +67,14 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     source = params.source.model_copy(update={"path": rooted(params.source.path)})
     suite_path = rooted(params.validate_.suite)
     suite = read_suite(suite_path)
+    calibration = params.validate_.calibration
+    behaviour = read_behaviour(rooted(calibration)) if calibration else None
     table = collect(source, window, suite_column_types(suite))
     run = run_validation(table, suite, origin=suite_path, time_column=params.source.time_column,
                          period=params.validate_.period, window=(window.start, window.end),
                          max_duplicate_share=params.validate_.max_duplicate_share,
                          chunk_rows=params.validate_.chunk_rows, parse_errors=table.attrs.get(PARSE_ERRORS) or {},
-                         fail_on_error=True)
+                         fail_on_error=True, behaviour=behaviour)
     try:
         enforce(run.summary, fail_on_error=True)
     except ValueError as error:
@@ -114,15 +117,41 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     # --- refuse an unversioned table or corrupted data before anything is set up -------------------------------
     if params.source.kind == "file":
         print(f"source table: versioned by {versioning.require_versioned_source(root, params.source.path)}")
-    validate_retrain_data(params, root, data_end)
+    try:
+        validate_retrain_data(params, root, data_end)
+    except RetrainRefused as error:
+        record_outcome(params, root, RetrainOutcome(data_end=data_end, experiment=name, promoted=False,
+                                                    failed=[str(error)], stage="validation", at=_now()))
+        raise
     # --- the DAG, gate included, as a DVC experiment ------------------------------------------------------------
     experiment = run_experiment(root, name, retraining_overrides(data_end, params.monitor.retrain_window_days))
     # --- version: data and model to the DVC remote, the ref to the git remote ---------------------------------
     pushed = push_experiment(root, experiment, params)
-    # --- report -------------------------------------------------------------------------------------------------
+    # --- report, and tell the monitor what the gate decided ------------------------------------------------------
     gate = report_gate(params, root, experiment)
+    if gate:
+        report = GateReport.model_validate(gate)
+        record_outcome(params, root, RetrainOutcome(data_end=data_end, experiment=experiment.name,
+                                                    promoted=report.promote, tag=report.promoted_tag,
+                                                    failed=report.failed, at=_now()))
     return {"experiment": versioning.experiment_record(experiment, pushed), "gate": gate,
             "reports": publish_reports(versioning.rooted(params, root))}
+
+
+@task(name="record-outcome", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def record_outcome(params: Params, root: Path, outcome: RetrainOutcome) -> str:
+    """What the retrain came to, for the monitor (`retrain-outcomes.jsonl` in the monitoring folder): it writes the
+    gate's verdict back onto the window that asked, and backs off after refusals (`monitor.retrain_backoff`)."""
+    from pipelines.monitor.store import record_retrain_outcome
+
+    directory = params.paths.monitoring_dir
+    return str(record_retrain_outcome(directory if directory.is_absolute() else root / directory, outcome))
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def _draft_suite(args: argparse.Namespace) -> Any:
 
     import pandas as pd
 
+    from pipelines import io as catalog
+    from pipelines.data.behaviour import write_behaviour
     from pipelines.data.collect import TimeFormat, collect, params_columns, parse_time, read_table
     from pipelines.data.draft import draft_suite
     from pipelines.data.suite import write_suite
@@ -110,16 +112,56 @@ def _draft_suite(args: argparse.Namespace) -> Any:
                   f"{params.collect.end:%Y-%m-%d})")
     time_column = source.time_column if source.time_column in frame.columns else None
     label = source.target if source.target in frame.columns else None
-    suite = draft_suite(frame, args.name or Path(args.out).stem, label_column=label,
-                        positive_above=source.positive_above if label else None,
-                        positive_class=source.positive_class if label else None,
-                        key_columns=[name for name in source.key_columns if name in frame.columns],
-                        time_column=time_column, period=params.validate_.period)
-    write_suite(suite, Path(args.out))
-    return {"suite": args.out, "drafted_from": origin, "rows": len(frame),
-            "expectations": len(suite.get("expectations", [])),
-            "per_period": len((suite.get("per_period") or {}).get("expectations", [])),
-            "next": "review the drafted bounds, then commit the file and point validate.suite at it"}
+    keys = [name for name in source.key_columns if name in frame.columns]
+    result: dict[str, Any] = {"drafted_from": origin, "rows": len(frame)}
+    suite_name = args.name or Path(args.out).stem
+    if args.calibration_only:  # beside a reviewed suite: the calibration names it
+        from pipelines.data.suite import read_suite
+
+        suite_name = str(read_suite(Path(args.out))["name"])
+    else:
+        suite = draft_suite(frame, suite_name, label_column=label,
+                            positive_above=source.positive_above if label else None,
+                            positive_class=source.positive_class if label else None, key_columns=keys,
+                            time_column=time_column, period=params.validate_.period)
+        write_suite(suite, Path(args.out))
+        result.update({"suite": args.out, "expectations": len(suite.get("expectations", [])),
+                       "per_period": len((suite.get("per_period") or {}).get("expectations", []))})
+    calibration = Path(args.calibration) if args.calibration else Path(args.out).with_name(
+        Path(args.out).stem + catalog.BEHAVIOUR_SUFFIX)
+    if time_column is not None:
+        behaviour = _draft_behaviour(frame, params, keys, suite_name)
+        write_behaviour(behaviour, calibration)
+        result.update({"calibration": str(calibration), "segments": behaviour.segments,
+                       "dependencies": [dependency.describe() for dependency in behaviour.dependencies],
+                       "time_parts": [f"{part.column} = {part.part} in {part.zone}" for part in behaviour.time_parts],
+                       "relations": sorted(behaviour.relations.values if behaviour.relations else {}),
+                       "bands": len(behaviour.bands)})
+    steps = ["review the drafted bounds, then commit the file(s)"]
+    if not args.calibration_only and Path(args.out) != params.validate_.suite:
+        steps.append(f"set validate.suite: {args.out}")
+    if time_column is not None and calibration != params.validate_.calibration:
+        steps.append(f"set validate.calibration: {calibration}")
+    result["next"] = "; ".join(steps)
+    return result
+
+
+def _draft_behaviour(frame: Any, params: Any, keys: list[str], suite: str) -> Any:
+    """The learned behaviour, with the monitor's tolerances (monitor.unit_margin, the surges, consistency_r2)."""
+    from pipelines.data.behaviour import Floors, LabelSpec, draft_behaviour
+
+    source, monitor = params.source, params.monitor
+    segments = params.validate_.segments
+    if segments is None:
+        segments = [name for name in params.evaluate.slices if name in frame.columns]
+    label = LabelSpec(target=source.target, positive_above=source.positive_above,
+                      positive_class=source.positive_class) if source.target in frame.columns else None
+    return draft_behaviour(frame, time_column=source.time_column, period=params.validate_.period, label=label,
+                           key_columns=keys, segments=segments, max_segments=params.validate_.max_segments,
+                           margin=monitor.unit_margin,
+                           floors=Floors(missing=monitor.missing_surge, share=monitor.new_category_surge,
+                                         outside=monitor.out_of_range_surge),
+                           relation_r2=monitor.consistency_r2, suite=suite)
 
 
 def _models_list(args: argparse.Namespace) -> None:
@@ -150,6 +192,53 @@ def _models_list(args: argparse.Namespace) -> None:
     Console(width=160).print(table if models else "no models in the store yet: run the training DAG (dvc repro)")
 
 
+def _monitor_ack(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    record = acknowledge.acknowledge(params.paths.monitoring_dir, args.kind, args.why, args.column or [], args.since,
+                                     by=args.by, known_columns=params.features.raw_columns)
+    return {**record.to_json_dict(), "next": "the next monitoring run applies it (the alarm stops blocking "
+                                             "retraining); `python -m pipelines monitor acks` lists those in force"}
+
+
+def _monitor_acks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    records = acknowledge.read_all(params.paths.monitoring_dir) if args.all else \
+        acknowledge.active(params.paths.monitoring_dir)
+    return [record.to_json_dict() for record in records]
+
+
+def _monitor_revoke(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.monitor import acknowledge
+
+    params = _load(args)
+    return acknowledge.revoke(params.paths.monitoring_dir, args.id, args.why, by=args.by).to_json_dict()
+
+
+def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
+    """The champion's thresholds and how often a week like its reference alarms (leave-one-out)."""
+    from pipelines import io as catalog
+    from pipelines.monitor.calibration import Calibration, leave_one_out
+    from pipelines.release import registry
+
+    params = _load(args)
+    store = registry.open_registry(params)
+    tag = args.tag or registry.require_champion(store)
+    stored = registry.model_path(tag, store) / catalog.CALIBRATION_FILE
+    if not stored.exists():
+        raise FileNotFoundError(f"{tag} has no {catalog.CALIBRATION_FILE}: it was registered before calibration")
+    calibration = Calibration.model_validate(catalog.read_json(stored))
+    estimate = leave_one_out(calibration, params.monitor)
+    return {"tag": tag, "windows": calibration.windows, "resamples": calibration.resamples,
+            "period": calibration.period, "drift_index": calibration.drift_index,
+            "prediction": calibration.prediction, "auc_drop": calibration.auc_drop,
+            "labels": calibration.labels.limits if calibration.labels else None,
+            "false_alarms": None if estimate is None else estimate.model_dump()}
+
+
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
@@ -158,6 +247,17 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     previous = registry.require_champion(store)
     restored = registry.rollback(store, args.to, force=args.force)
     return {"champion": restored, "previous": previous}
+
+
+def _models_quarantine(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines.release import registry
+
+    params = _load(args)
+    if (args.tag is None) == (args.table is None):
+        raise ValueError("models quarantine takes a model TAG or --table MD5 (one of them)")
+    reason = args.reason or (f"table {args.table} failed validation" if args.table else "quarantined by hand")
+    return registry.quarantine(registry.open_registry(params), name=params.project.model_name, tag=args.tag,
+                               table_md5=args.table, reason=reason)
 
 
 def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -253,10 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, function in STAGE_FUNCTIONS.items():
         add(command, _run_stage(function), STAGE_HELP.get(command, f"run the {command} stage"))
-    models = commands.add_parser("models", help="the model registry: list models, roll the champion back, prune")
+    models = commands.add_parser("models", help="the model registry: list models, roll the champion back, "
+                                                "quarantine, prune")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     for name, handler, help_text in (("list", _models_list, "list stored models with stage, metrics, data, commit"),
                                       ("rollback", _models_rollback, "make the previous (or --to) model champion"),
+                                      ("quarantine", _models_quarantine,
+                                       "mark a model, or every model trained on a table (--table MD5), unfit to "
+                                       "serve; the champion rolls back to the newest clean one"),
                                       ("prune", _models_prune, "delete stored models other than the champion and "
                                                                "the last N promoted (refused ones included)")):
         sub = model_commands.add_parser(name, help=help_text)
@@ -267,10 +371,45 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--to", metavar="TAG", help="the tag to restore (default: the previous champion)")
             sub.add_argument("--force", action="store_true", help="restore a model the gate refused (it never "
                                                                   "served: refused without this flag)")
+        if name == "quarantine":
+            sub.add_argument("tag", nargs="?", help="the model's tag (python -m pipelines models list)")
+            sub.add_argument("--table", metavar="MD5", help="quarantine every model trained on this table (its MD5: "
+                                                            "data version in models list, table_md5 in summary.json)")
+            sub.add_argument("--reason", help="why, for the journal (default: the table failed validation)")
         if name == "prune":
             sub.add_argument("--keep", type=int, default=3, metavar="N",
                              help="keep the last N promoted models besides the champion (default: 3)")
             sub.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    monitor = commands.add_parser("monitor", help="the monitor: acknowledge a data-quality alarm, list or revoke "
+                                                  "acknowledgements, the champion's calibration")
+    monitor_commands = monitor.add_subparsers(dest="monitor_command", required=True, metavar="ACTION")
+    for name, handler, help_text in (
+            ("ack", _monitor_ack, "accept a data-quality alarm as the new normal (it stops blocking retraining)"),
+            ("acks", _monitor_acks, "the acknowledgements in force (--all: the whole journal)"),
+            ("revoke", _monitor_revoke, "withdraw an acknowledgement"),
+            ("calibration", _monitor_calibration, "the champion's thresholds and its leave-one-out false-alarm "
+                                                  "rate")):
+        sub = monitor_commands.add_parser(name, help=help_text)
+        sub.add_argument("--params", default=PARAMS_FILE, help=f"params file (default: {PARAMS_FILE})")
+        sub.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE")
+        sub.set_defaults(handler=handler)
+        if name == "ack":
+            sub.add_argument("--kind", required=True, help="the alarm's kind: new_category, mean_outside, "
+                                                           "relation_broken, missing_surge, out_of_range, "
+                                                           "beyond_range, refused, label_shift, rescoring")
+            sub.add_argument("--column", action="append", metavar="NAME",
+                             help="a column the alarm names (repeatable; none: every column)")
+            sub.add_argument("--since", metavar="YYYY-MM-DD", help="the first window it covers (default: every "
+                                                                   "window)")
+        if name in ("ack", "revoke"):
+            sub.add_argument("--why", required=True, help="why (kept in the journal for audit)")
+            sub.add_argument("--by", help="who (default: $FLIGHTOPS_OPERATOR, else your login name)")
+        if name == "revoke":
+            sub.add_argument("id", help="the acknowledgement's id (python -m pipelines monitor acks)")
+        if name == "acks":
+            sub.add_argument("--all", action="store_true", help="every line, revoked ones and revocations too")
+        if name == "calibration":
+            sub.add_argument("--tag", help="a registered model (default: the champion)")
     rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
                                            "data from the DVC remote) in a temp worktree and compare md5 and metrics")
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
@@ -282,11 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "stages re-run when it changes")
     explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.lightgbm.num_leaves")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
-    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite from the collected table (or --table)")
+    draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite and its learned behaviour (the "
+                                             "calibration) from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "
                                        "collect stage makes from params' source and collect window)")
     draft.add_argument("--out", required=True, help="where to write the suite JSON, e.g. expectations/mine.json")
     draft.add_argument("--name", help="suite name (default: the file name)")
+    draft.add_argument("--calibration", help="where to write the learned behaviour (default: beside --out, "
+                                             "<name>.calibration.json); point validate.calibration at it")
+    draft.add_argument("--calibration-only", action="store_true",
+                       help="draft only the learned behaviour, keeping a reviewed suite at --out as it is")
     replay = add("replay", _replay, "replay a later period of real flights against the running service, "
                                     "then deliver their outcomes")
     replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")

@@ -285,13 +285,18 @@ def _without_invalid(data: dict[str, Any], error: ValidationError) -> dict[str, 
 
 
 class PromotionRecord(_Stored):
-    """A champion change: one line of the journal (`history.jsonl`), and the pointer (`champion.json`) itself."""
+    """A champion change: one line of the journal (`history.jsonl`), and the pointer (`champion.json`) itself.
 
-    event: Literal["promote", "rollback"] = "promote"
-    tag: str
+    Besides promotions and rollbacks the journal records a model quarantined (`tag`, trained on the table
+    `table_md5` found bad after it was registered) and the pointer removed when no clean model is left to serve
+    (`unset`, no `tag`)."""
+
+    event: Literal["promote", "rollback", "quarantine", "unset"] = "promote"
+    tag: str | None = None
     previous: str | None = None
     reason: str = ""
     at: str = ""
+    table_md5: str | None = None
 
 
 # --- the prediction log --------------------------------------------------------------------------------------------
@@ -329,6 +334,18 @@ class OutcomeRecord(_LogLine):
     request_id: str
     actual: Annotated[int, Field(ge=0, le=1)]
     delivered_at: str
+
+
+class RefusalRecord(_LogLine):
+    """One row the service refused, as the service records it (`pipelines.monitor.prediction_log.RefusalLog`):
+    when, on which route, the fields at fault (field names only, never the values sent), and the row's scheduled
+    time as sent when it was a text (a time the service could not read is kept as sent, cut short, and the monitor
+    places the row by it when it parses). Monitoring counts refused rows per window (`RefusedTraffic`)."""
+
+    ts: str
+    route: str
+    fields: list[str] = []        # empty: refused with its batch, not for a field of its own
+    scheduled: str | None = None
 
 
 @dataclass(frozen=True)
@@ -388,16 +405,25 @@ class PredictionFrameSchema:
 ReasonKind = Literal[
     # the alarms a retrain answers
     "data_drift", "prediction_drift", "performance_decay",
-    # data-quality faults: they alarm, never retrain (a model retrained on corrupted data learns the corruption)
+    "calibration_decay",   # the probabilities fit the outcomes worse (log loss, Brier, calibration) as inputs moved
+    "consistent_shift",    # related columns moved together past the reference, their relation intact
+    # data-quality faults: they alarm, never retrain (a model retrained on corrupted data learns the corruption),
+    # unless an operator acknowledges them (`Acknowledgement`): then they are accepted changes a retrain answers
     "missing_surge", "new_category", "mean_outside", "relation_broken", "rescoring", "out_of_range",
+    "beyond_range",        # values beyond the range the reference observed, on many rows
+    "refused",             # requests the service refused, on many rows
+    "label_shift",         # the outcomes moved while the inputs did not: relabelled outcomes or a new definition
     "data_quality",  # a fault of a record stored before kinds whose words name no check
 ]
-RETRAIN_KINDS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance_decay")
+RETRAIN_KINDS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance_decay", "calibration_decay",
+                                  "consistent_shift")
 # Each kind in words, for tables and summaries: the retrain kinds by name, the quality ones as "data quality (...)".
 KIND_WORDS: dict[str, str] = {
     "data_drift": "data drift", "prediction_drift": "prediction drift", "performance_decay": "performance decay",
+    "calibration_decay": "calibration decay", "consistent_shift": "consistent shift",
     "missing_surge": "missing surge", "new_category": "new category", "mean_outside": "mean outside",
     "relation_broken": "relation broken", "rescoring": "re-scoring", "out_of_range": "out of range",
+    "beyond_range": "beyond the observed range", "refused": "refused requests", "label_shift": "label shift",
     "data_quality": "data quality",
 }
 # Records stored before reasons had kinds held the sentence alone: the words that told each kind apart then.
@@ -407,23 +433,32 @@ _LEGACY_QUALITY_WORDS = {"missing-value surge": "missing_surge", "outside the ch
 
 
 class Reason(BaseModel):
-    """Why a window alarmed: `kind` for code and tables, `text` (with the numbers) for people."""
+    """Why a window alarmed: `kind` for code and tables, `text` (with the numbers) for people, `columns` the
+    columns it names (what an acknowledgement is matched on), `acknowledged` who accepted it, when and why."""
 
     model_config = ConfigDict(frozen=True)
 
     kind: ReasonKind
     text: str
+    columns: list[str] = []
+    acknowledged: str | None = None
 
     @property
     def quality(self) -> bool:
-        """A data-quality fault (never retrained on), not drift a retrain answers."""
+        """A data-quality fault by its kind (never retrained on unless acknowledged), not drift a retrain answers."""
         return self.kind not in RETRAIN_KINDS
 
     @property
+    def blocking(self) -> bool:
+        """A data-quality fault no operator accepted: it stops a retrain."""
+        return self.quality and self.acknowledged is None
+
+    @property
     def label(self) -> str:
-        """The kind in words: 'data drift', ..., or 'data quality (<which check>)'."""
+        """The kind in words: 'data drift', ..., or 'data quality (<which check>)', '(acknowledged)' when accepted."""
         words = KIND_WORDS[self.kind]
-        return f"data quality ({words})" if self.quality and self.kind != "data_quality" else words
+        text = f"data quality ({words})" if self.quality and self.kind != "data_quality" else words
+        return f"{text} (acknowledged)" if self.acknowledged else text
 
     @classmethod
     def from_legacy_text(cls, text: str) -> Reason:
@@ -497,6 +532,23 @@ class RangeCheck(_Part):
     mean_band: list[float]         # beyond it: a unit change
     out_of_range: bool
     unit_change: bool
+    # Share of rows beyond the range the reference period observed (values the model never saw), its limit and
+    # whether it passed it; None in records and calibrations made before.
+    beyond: float | None = None
+    beyond_threshold: float | None = None
+    observed: list[float] | None = None
+    beyond_range: bool = False
+
+
+class RefusedTraffic(_Part):
+    """The rows of a window the service refused (their scheduled time in the window), against every row it was
+    sent: a request the reference could not have sent (its data passed validation) is a fault of the sender."""
+
+    rows: int
+    share: float
+    threshold: float
+    fields: dict[str, int] = {}   # refused rows naming each field at fault
+    surge: bool = False
 
 
 class Integrity(_Part):
@@ -508,6 +560,17 @@ class Integrity(_Part):
     fault: bool
 
 
+class LabelCheck(_Part):
+    """One label-quality figure of the window against the champion's held-out figure (pipelines.monitor.labels)."""
+
+    value: float
+    reference: float
+    departure: float              # what the limit judges: the excess itself; for the calibration gap, its distance
+    limit: float
+    beyond: bool
+    alarms: bool = True           # beyond the limit it raises an alarm (else it is reported)
+
+
 class LiveQuality(_Part):
     labelled: int
     labelled_share: float
@@ -517,6 +580,7 @@ class LiveQuality(_Part):
     auc_drop: float | None = None
     auc_drop_limit: float | None = None
     decayed: bool | None = None
+    labels: dict[str, LabelCheck] = {}  # log loss, Brier, calibration gap against their calibrated limits
 
 
 class WindowSummary(_Part):
@@ -538,6 +602,7 @@ class WindowSummary(_Part):
     relations: dict[str, Relation] = {}
     integrity: Integrity | None = None
     quality: LiveQuality | None = None
+    refused: RefusedTraffic | None = None
     reasons: list[Reason] = []          # every alarm, data quality first
 
     @field_validator("reasons", mode="before")
@@ -556,25 +621,90 @@ class WindowSummary(_Part):
 
     @property
     def quality_reasons(self) -> list[Reason]:
-        """Data-quality faults: they alarm, never retrain."""
-        return [reason for reason in self.reasons if reason.quality]
+        """Data-quality faults no operator accepted: they alarm, never retrain."""
+        return [reason for reason in self.reasons if reason.blocking]
+
+    @property
+    def acknowledged_reasons(self) -> list[Reason]:
+        """Data-quality faults an operator accepted as the new normal."""
+        return [reason for reason in self.reasons if reason.quality and not reason.blocking]
 
     @property
     def retrain_reasons(self) -> list[Reason]:
-        """The alarms a retrain answers."""
-        return [reason for reason in self.reasons if not reason.quality]
+        """The alarms a retrain answers: drift, decay, and the data-quality faults accepted as the new normal."""
+        return [reason for reason in self.reasons if not reason.blocking]
 
     def to_json_dict(self) -> dict[str, Any]:
         return io.to_jsonable(self.model_dump(mode="json"))
 
 
 class RetrainRequest(_Part):
-    """What the monitor did about retraining for a window (`pipelines.monitor.bookkeeping`)."""
+    """What the monitor did about retraining for a window (`pipelines.monitor.bookkeeping`), and, once the retraining
+    run ended, what became of it."""
 
     started: bool
     reason: str
     data_end: str | None = None   # the window's end: the retrain's data runs up to it
     event: str | None = None      # the event that asks for it (flightops.drift.detected)
+    kinds: list[str] = []         # the kinds of the alarms it answers (a back-off counts refusals per kind)
+    # promoted / refused (by the gate) / failed / suppressed (cancelled: one was running) / completed; and the
+    # gate's figures in a sentence
+    outcome: str | None = None
+    gate: str | None = None
+
+
+class Acknowledgement(_Stored):
+    """An operator accepting a data-quality alarm as the new normal (`python -m pipelines monitor ack`, or the
+    `acknowledge` deployment in the Prefect UI): one line of `acknowledgements.jsonl` in the monitoring folder.
+
+    It covers a reason of `kind` naming only `columns` (every column when empty) in windows starting at or after
+    `since` (every window when None): the reason stays in the record, marked acknowledged, stops blocking a retrain
+    and counts as a change a retrain answers. `revokes` names an earlier acknowledgement this line withdraws."""
+
+    id: str
+    kind: ReasonKind
+    columns: list[str] = []
+    since: str | None = None
+    by: str
+    at: str
+    why: str
+    revokes: str | None = None
+
+    def covers(self, reason: Reason, window_start: str) -> bool:
+        if reason.kind != self.kind or not reason.quality:
+            return False
+        if self.since is not None and window_start[:19] < self.since[:19]:
+            return False
+        return not self.columns or (bool(reason.columns) and set(reason.columns) <= set(self.columns))
+
+    def sentence(self) -> str:
+        what = f"{', '.join(self.columns)}" if self.columns else "every column"
+        return f"acknowledged by {self.by} at {self.at[:16]} ({self.id}, {what}): {self.why}"
+
+
+class RetrainOutcome(_Stored):
+    """What a retraining run decided, written by the `retraining` flow to `retrain-outcomes.jsonl` in the monitoring
+    folder and read back onto the window that asked for it (`pipelines.monitor.bookkeeping.settle_retrains`)."""
+
+    data_end: str | None
+    experiment: str | None = None
+    promoted: bool
+    tag: str | None = None
+    failed: list[str] = []        # the gate's failed checks (or the validation's message), in words
+    stage: Literal["gate", "validation"] = "gate"  # who refused: the gate, or the suite before anything trained
+    at: str
+
+    @property
+    def outcome(self) -> str:
+        """promoted / refused (by the gate) / invalid (the data failed validation)."""
+        return "promoted" if self.promoted else ("refused" if self.stage == "gate" else "invalid")
+
+    def sentence(self) -> str:
+        if self.promoted:
+            return f"promoted {self.tag or ''} by the gate".replace("  ", " ").strip()
+        if self.stage == "validation":
+            return "refused before training: the data failed validation: " + "; ".join(self.failed)
+        return "refused by the gate: " + ("; ".join(self.failed) or "no better model on the newest data")
 
 
 class WindowRecord(WindowSummary):

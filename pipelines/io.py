@@ -53,6 +53,11 @@ LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were
 # paths.validation_dir
 VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSummary: what the guard reads
 VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
+# A failed validation's reports (summary, result, Data Docs) go to this folder of paths.validation_dir, never over the
+# DVC outputs of the last one that passed: the workspace stays as it was, `dvc status` stale at validate only.
+VALIDATION_FAILED_DIR = "failed"
+# The learned behaviour draft-suite writes beside a suite <name>.json (validate.calibration)
+BEHAVIOUR_SUFFIX = ".calibration.json"
 DATA_DOCS_DIR = "data_docs"                # Great Expectations' Data Docs site
 DATA_DOCS_INDEX = "index.html"             # its front page
 # In the environment (<venv>/share/flightops/): `dvc plots show`'s offline page template (ops/plots_template.py)
@@ -101,12 +106,17 @@ PREDICTION_LOG_GLOB = f"{PREDICTION_LOG_PREFIX}*{JSONL_SUFFIX}"
 DROPPED_LOG_FILE = "dropped.json"      # files the size cap deleted, with their rows and time span
 LOG_TRIM_LOCK = ".trim.lock"           # held by the writer trimming the directory
 COLUMNAR_CACHE_DIR = ".columnar"       # the columnar reader's sidecars: <log file>.arrow
+# paths.prediction_log_dir/refused: the rows the service refused, one RefusalRecord a line, written by the
+# prediction log's own writer in its own folder (same file names, rotation and size cap)
+REFUSAL_LOG_DIR = "refused"
 COLUMNAR_SIDECAR_SUFFIX = ".arrow"
 # paths.outcomes_dir: any JSONL file of OutcomeRecords (the replay writes outcomes-<stamp>-<pid>.jsonl)
 OUTCOME_LOG_PREFIX = "outcomes-"
 OUTCOME_GLOB = f"*{JSONL_SUFFIX}"
 # paths.monitoring_dir
 MONITOR_STATE_FILE = "state.json"
+ACKNOWLEDGEMENTS_FILE = "acknowledgements.jsonl"  # operators' Acknowledgements of data-quality alarms, appended
+RETRAIN_OUTCOMES_FILE = "retrain-outcomes.jsonl"  # each retraining run's RetrainOutcome, appended by that run
 WINDOW_PREFIX = "window-"              # window-<YYYYMMDD>.json (its WindowRecord) and .html (Evidently's report)
 WINDOW_RECORD_GLOB = f"{WINDOW_PREFIX}*.json"
 # paths.stack_dir
@@ -300,6 +310,25 @@ def write_text(path: Path, text: str, *, durable: bool = False) -> Path:
 def write_json(path: Path, data: Any, *, durable: bool = False) -> Path:
     text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
     return write_text(path, text, durable=durable)
+
+
+def append_line(path: Path, line: str) -> Path:
+    """Append one line to a journal and fsync it. A last line torn by a crash mid-append is ended first, so this
+    line stays whole; readers skip the torn one (`read_lines`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as journal:
+        journal.write(("\n" if torn else "") + line.rstrip("\n") + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+    return path
+
+
+def read_lines(path: Path) -> list[str]:
+    """A journal's complete, non-blank lines (the text after the last newline is incomplete or empty)."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().split("\n")[:-1] if line.strip()]
 
 
 # Row groups of the prepared splits: the unit `train.engine: dask` reads on a worker

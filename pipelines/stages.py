@@ -23,14 +23,15 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
     """The guard every stage after validate calls first: the raw table is the one that passed validation.
 
     Stages that read the prepared splits also need them to come from that table (preprocess's lineage file).
-    `strict` (registering a model) refuses a table let through only by validate.fail_on_error: false.
+    `strict` (registering a model) refuses a table let through only by validate.fail_on_error: false; a failed
+    table goes on only while the params in force still say false (with a warning naming its failed checks).
     Raises `NotValidatedError` ("table <hash> has not passed validation (<summary.json> says ...)").
     """
     from pipelines.data.suite import require_validated
 
     derived = None if stage == "preprocess" else io.lineage_path(params.paths)
     return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
-                             derived=derived)
+                             derived=derived, warn_only=not params.validate_.fail_on_error)
 
 
 def _training_data(params: Params, validated: Any) -> dict[str, Any]:
@@ -60,9 +61,11 @@ def run_collect(params: Params) -> dict[str, Any]:
 
 
 def run_validate(params: Params) -> dict[str, Any]:
+    from pipelines.data.behaviour import read_behaviour
     from pipelines.data.collect import PARSE_ERRORS, WINDOW_ROWS
     from pipelines.data.validate import validate_table
 
+    behaviour = read_behaviour(params.validate_.calibration) if params.validate_.calibration else None
     table = io.read_parquet(params.paths.raw_table, "collect")
     summary = validate_table(table, params.validate_.suite, params.paths.validation_dir,
                              fail_on_error=params.validate_.fail_on_error, time_column=params.source.time_column,
@@ -70,7 +73,8 @@ def run_validate(params: Params) -> dict[str, Any]:
                              max_duplicate_share=params.validate_.max_duplicate_share,
                              chunk_rows=params.validate_.chunk_rows,
                              parse_errors=table.attrs.get(PARSE_ERRORS) or {}, table=params.paths.raw_table,
-                             table_md5=io.file_md5(params.paths.raw_table), collected=table.attrs.get(WINDOW_ROWS))
+                             table_md5=io.file_md5(params.paths.raw_table), collected=table.attrs.get(WINDOW_ROWS),
+                             behaviour=behaviour)
     return summary if isinstance(summary, dict) else summary.to_dict()
 
 
@@ -165,6 +169,13 @@ def run_gate(params: Params) -> GateReport:
     train = _baseline_train(params)
     store = registry.open_registry(params)
     champion_tag = registry.champion_tag(store)
+    if champion_tag is not None and champion_tag in registry.quarantined(store):
+        # A quarantined model is no yardstick: a clean challenger never loses to it (quarantine moves the pointer;
+        # this holds even where a quarantine was interrupted before its rollback, or the pointer edited by hand;
+        # the store then takes None as the champion this gate decided against).
+        log.warning("gate: the champion %s is quarantined: the challenger is compared with the naive baselines",
+                    champion_tag)
+        champion_tag = None
     champion_proba = registry.load_model(champion_tag, store).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
     latency = measure_latency_ms(challenger, batch, params.gate.latency_repeats)

@@ -31,9 +31,10 @@ from pydantic import ConfigDict, Field, create_model
 
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types, suite_date_only
-from pipelines.monitor.prediction_log import PredictionLog
+from pipelines.monitor.prediction_log import PredictionLog, RefusalLog
 from services.hardening import close_idle_connections, die_with_parent, private_process_manager
 from services.limits import RequestGuard
+from services.refusals import refused_rows
 from services.schemas import BatchPrediction, Prediction, batch_annotation, flight_model, request_fields
 from services.scoring import ChampionWatcher, LoadedModel, score
 
@@ -67,9 +68,29 @@ def startup_tag(params: Params) -> tuple[str | None, bool]:
 
 class _StrictBody(bentoml.IODescriptor):
     """A request body: unknown top-level keys are refused (a typo such as `flight_s` or a `model_tag` a caller
-    hopes to pick a model with must not be silently ignored)."""
+    hopes to pick a model with must not be silently ignored). A refused body's rows are recorded for monitoring
+    (`REFUSALS`): the traffic the model never sees is watched too."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return await super().from_http_request(request, serde)
+        except ValidationError as error:
+            _record_refusal(request.url.path, await request.body(), error)
+            raise
+
+
+def _record_refusal(route: str, body: bytes, error: Any) -> None:
+    """The refused body's rows into the refusal log; a failure to record never changes the caller's answer."""
+    try:
+        REFUSALS.record(route, refused_rows(body, error.errors(include_input=False, include_context=False),
+                                            PROJECT.entity, PROJECT.entity_plural, TIME_COLUMN))
+    except Exception:  # the 400 is the caller's answer whatever happens here
+        log.exception("could not record a refused request on %s", route)
 
 
 def request_body(name: str, field: str, annotation: Any, description: str) -> type[bentoml.IODescriptor]:
@@ -126,6 +147,10 @@ OneFlightBody = request_body(f"One{PROJECT.entity.title().replace('_', '')}", PR
 FlightsBody = request_body(PROJECT.entity_plural.title().replace("_", ""), PROJECT.entity_plural, Flights,
                            f"The {PROJECT.entity_plural} to score.")
 _TAG, _FOLLOW = startup_tag(PARAMS)
+# Each worker process writes its own refusal files (the writer reopens after a fork), beside the prediction log.
+REFUSALS = RefusalLog(PARAMS.paths.prediction_log_dir, rotate_hourly=PARAMS.serve.prediction_log.rotate_hourly,
+                      rotate_bytes=PARAMS.serve.prediction_log.rotate_bytes,
+                      max_total_bytes=PARAMS.serve.prediction_log.max_total_bytes)
 # BentoML offers no setting for these; each must be in place before BentoML builds what it patches (the main
 # process's circus arbiter, each worker's uvicorn server), i.e. when BentoML imports this module. See hardening.py.
 private_process_manager()

@@ -34,6 +34,8 @@ def params_dict(root: Path, overrides: dict[str, Any] | None = None) -> dict[str
     data = yaml.safe_load(PARAMS_FILE.read_text())
     data["paths"] = {key: str(root / value) for key, value in data["paths"].items()}
     data["validate"]["suite"] = str(REPO_ROOT / data["validate"]["suite"])
+    if data["validate"].get("calibration"):
+        data["validate"]["calibration"] = str(REPO_ROOT / data["validate"]["calibration"])
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

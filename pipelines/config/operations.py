@@ -116,8 +116,16 @@ class MonitorParams(Section):
     calibration_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
         "A live window alarms only beyond this split-conformal quantile of the same statistic over the reference "
         "period's own windows (docs/monitoring.md, 'Calibrated drift').")
+    alarm_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
+        "The level of the alarms a retrain answers (the drift index, prediction drift) and of the label check: "
+        "their threshold is the prediction bound of the reference windows' values at this level (beyond the "
+        "largest when the windows are few and spread), so a week like them passes it about 1 - this of the time.")
     calibration_windows: Annotated[int, Field(ge=2)] | None = doc(
         "Thresholds come from the reference period's latest this many full windows (null: all).")
+    calibration_resamples: AtLeast1 = doc(
+        "Draws of each reference window's rows its distances are computed on (the live-sized sample, then "
+        "bootstrap draws); a window's value is their prediction bound, so no reference week passes a threshold "
+        "learned from itself by drawing its rows again (1: one draw, the sample alone).")
     window_sample_rows: AtLeast1 = doc("Reference and live windows are sampled to at most this many rows, so both "
                                        "sides have the same sampling noise.")
     quality_factor: Annotated[float, Field(ge=1)] = doc(
@@ -125,7 +133,9 @@ class MonitorParams(Section):
     missing_surge: Fraction = doc("Floor: rise of a column's missing share vs the reference.")
     new_category_surge: Fraction = doc("Floor: share of rows whose category is outside the champion's vocabulary.")
     out_of_range_surge: Fraction = doc("Floor: share of rows beyond the reference's [min, max] by more than "
-                                       "unit_margin sd.")
+                                       "unit_margin sd (and of rows beyond the observed range).")
+    refused_surge: Fraction = doc("Past this share of a window's rows refused by the service (a request the "
+                                  "reference period could not have sent), the window alarms as data quality.")
     prediction_mismatch_share: Fraction = doc(
         "Past this share of rows whose served probability differs (> 1e-3) from the champion's re-score of the "
         "logged inputs, another model or feature pipeline is serving.")
@@ -137,6 +147,10 @@ class MonitorParams(Section):
                                 "(or the calibrated bound, if larger).")
     min_labelled_share: Fraction = doc("Live quality is computed once this share of a window's outcomes arrived.")
     cooldown_days: NonNegative = doc("No second retrain within this many days of traffic after one started.")
+    retrain_backoff: Annotated[float, Field(ge=1)] = doc(
+        "After each retrain the gate refused for the same kind of alarm, the cooldown is multiplied by this (1: "
+        "no back-off); a promotion resets it.")
+    retrain_backoff_max_days: NonNegative = doc("The backed-off cooldown never exceeds this many days of traffic.")
     retrain_window_days: AtLeast1 | None = doc(
         "A retrain learns from the latest this many days up to the drifted window's end (null: from collect.start, "
         "growing).", default=None)

@@ -178,6 +178,15 @@ class ValidateParams(Section):
         "The share of rows that may repeat another row exactly (all of the suite's columns).")
     chunk_rows: AtLeast1 = doc("A bigger table's whole-table checks run on parts of this many rows (cut between "
                                "timestamps) and are added up (docs/validation.md, 'Cost').")
+    calibration: Path | None = doc(
+        "The learned behaviour drafted beside the suite by draft-suite (per-period and per-segment statistics, column "
+        "relations, the label's relation, functional dependencies, time consistency); null: only the suite's checks "
+        "run.")
+    segments: list[str] | None = doc(
+        "Columns whose values are judged as segments of each period (one airport, one carrier); null: the "
+        "evaluate.slices that are columns of the table. Read by draft-suite, which records them in the calibration.")
+    max_segments: AtLeast1 = doc("Per segment column, the values with the most rows that are segments of their own; "
+                                 "the rest are pooled.")
 
 
 class FeaturesParams(Section):

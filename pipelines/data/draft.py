@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.data.explain import STUCK_CHECK, short
-from pipelines.data.suite import DATE_ONLY, NUMERIC_TYPES
+from pipelines.data.suite import DATE_ONLY, HARD, NUMERIC_TYPES, OBSERVED
 from pipelines.data.validate import (
     DUPLICATES_PARAMETER,
     PERIOD_MAX_ROWS,
@@ -25,11 +25,14 @@ from pipelines.data.validate import (
 from pipelines.io import to_jsonable
 
 
-def _expectation(kind: str, notes: str | None = None, **kwargs: Any) -> dict[str, Any]:
+def _expectation(kind: str, notes: str | None = None, *, constraint: str = OBSERVED, **kwargs: Any) -> dict[str, Any]:
+    """One drafted item; `constraint` says whether it is a hard constraint (a type, a key, a physically impossible
+    value: the service refuses a request that breaks it) or what the reference happened to show (observed: judged on
+    training tables, never a request limit). A reviewer makes a category set closed by setting it to "hard"."""
     kept = {key: value for key, value in kwargs.items() if value is not None}
-    item: dict[str, Any] = {"type": kind, "kwargs": kept}
+    item: dict[str, Any] = {"type": kind, "kwargs": kept, "meta": {"constraint": constraint}}
     if notes:
-        item["meta"] = {"notes": notes}
+        item["meta"]["notes"] = notes
     return item
 
 
@@ -80,30 +83,20 @@ def label_rate_expectations(column: str, min_rate: float, max_rate: float, *,
 def _column_type_expectation(name: str, series: pd.Series) -> dict[str, Any] | None:
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
-        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype))
+        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype), constraint=HARD)
     if pd.api.types.is_numeric_dtype(dtype):
         return _expectation("expect_column_values_to_be_in_type_list", column=name,
-                            type_list=list(NUMERIC_TYPES))
+                            type_list=list(NUMERIC_TYPES), constraint=HARD)
     if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
-        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype))
+        return _expectation("expect_column_type_to_be", column=name, type_=str(dtype), constraint=HARD)
     values = series.dropna()
     if len(values) and all(isinstance(value, str) for value in values):
-        return _expectation("expect_column_values_to_be_of_type", column=name, type_="str")
+        return _expectation("expect_column_values_to_be_of_type", column=name, type_="str", constraint=HARD)
     return None  # mixed object columns: nothing honest to say about their type
 
 
-def _widened(low: float, high: float, margin: float, integer: bool) -> tuple[float, float]:
-    span = high - low or abs(high) or 1.0
-    lo, hi = low - margin * span, high + margin * span
-    if low >= 0:
-        lo = max(lo, 0.0)  # a non-negative column stays non-negative
-    if integer:  # whole numbers, never inside the observed range: [0, 1] stays [0, 1], not [0, 2]
-        return float(min(low, round(lo))), float(max(high, round(hi)))
-    return float(f"{lo:.6g}"), float(f"{hi:.6g}")
-
-
 def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique: int = 50,
-                category_tolerance: float = 0.01, range_margin: float = 0.1, null_tolerance: float = 0.05,
+                category_tolerance: float = 0.01, null_tolerance: float = 0.05,
                 row_count_factor: float = 2.0, exact_columns: bool = False, label_column: str | None = None,
                 positive_above: float | None = None, label_rate_factor: float = 2.0,
                 key_columns: list[str] | None = None, time_column: str | None = None, period: str = "month",
@@ -112,8 +105,10 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
 
     It expects: the reference's columns (`exact_columns`: no others either); per column a type (numeric
     columns any int/float dtype, strings `str`, datetimes and categoricals their exact dtype); no nulls where
-    the reference had none, else a non-null share at most `null_tolerance` below the reference's; numeric
-    min/max widened by `range_margin` of the observed span (never below 0 for a non-negative column); for
+    the reference had none, else a non-null share at most `null_tolerance` below the reference's; a numeric column
+    never negative in the reference stays non-negative (a hard constraint: a count, a distance; review it). The
+    observed range of a numeric column is no constraint here: it is learned behaviour (`draft_behaviour`, the
+    calibration beside the suite), judged per period with a tolerance, and never a request limit. For
     string columns with at most `categorical_max_unique` values, those values for `1 - category_tolerance`
     of rows; a row count within `row_count_factor` of the reference's; and, when `label_column` is given, a
     label rate within `label_rate_factor` of the reference's (see `label_rate_expectations`;
@@ -127,11 +122,12 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
     rows = len(frame)
     expectations = [
         _expectation("expect_table_columns_to_match_set", column_set=[str(name) for name in frame.columns],
-                     exact_match=exact_columns),
+                     exact_match=exact_columns, constraint=HARD),
         _expectation("expect_table_row_count_to_be_between", f"reference had {rows:,} rows",
                      min_value=int(rows // row_count_factor),
                      max_value=int(math.ceil(rows * row_count_factor))),
     ]
+    keys = set(key_columns or [])
     for name in frame.columns:
         series = frame[name]
         type_expectation = _column_type_expectation(str(name), series)
@@ -139,13 +135,15 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
             from pipelines.features import date_only
 
             if date_only(series):  # dates without a time of day: the service then takes date-only values too
-                type_expectation["meta"] = {DATE_ONLY: True, "notes": "every value is a date (midnight UTC): the "
-                                                                      "table has no time of day"}
+                type_expectation["meta"].update({DATE_ONLY: True, "notes": "every value is a date (midnight UTC): "
+                                                                           "the table has no time of day"})
         if type_expectation:
             expectations.append(type_expectation)
         non_null = float(series.notna().mean())
         if non_null == 1.0:
-            expectations.append(_expectation("expect_column_values_to_not_be_null", column=str(name)))
+            expectations.append(_expectation(
+                "expect_column_values_to_not_be_null", "a key column: never null" if name in keys else None,
+                column=str(name), constraint=HARD if name in keys else OBSERVED))
         elif non_null - null_tolerance > 0:
             expectations.append(_expectation(
                 "expect_column_values_to_not_be_null", f"reference was {non_null:.1%} non-null",
@@ -155,12 +153,12 @@ def draft_suite(frame: pd.DataFrame, suite_name: str, *, categorical_max_unique:
             continue
         dtype = series.dtype
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            low, high = _widened(float(values.min()), float(values.max()), range_margin,
-                                 pd.api.types.is_integer_dtype(dtype))
-            expectations.append(_expectation(
-                "expect_column_values_to_be_between",
-                f"reference range [{short(float(values.min()))}, {short(float(values.max()))}] "
-                f"widened by {range_margin:.0%}", column=str(name), min_value=low, max_value=high))
+            if float(values.min()) >= 0 and name != label_column:
+                expectations.append(_expectation(
+                    "expect_column_values_to_be_between",
+                    f"never negative in the reference (observed {short(float(values.min()))}.."
+                    f"{short(float(values.max()))}): a negative value is taken as impossible; drop this check if "
+                    f"the column can be negative", column=str(name), min_value=0, constraint=HARD))
         elif (isinstance(dtype, pd.CategoricalDtype) or type_expectation
               and type_expectation["kwargs"].get("type_") == "str"):
             expectations.extend(_category_set(name, values, categorical_max_unique, category_tolerance, ""))
@@ -270,7 +268,8 @@ def key_and_duplicate_expectations(frame: pd.DataFrame, key_columns: list[str]) 
             example = frame.loc[repeated, key_columns].head(2).to_dict("records")
             raise ValueError(f"source.key_columns {key_columns} are not unique in the reference: "
                              f"{int(repeated.sum()):,} rows share a key, e.g. {example}")
-        items.append(_unique(list(key_columns), "the table's key (source.key_columns): one row per key"))
+        items.append(_unique(list(key_columns), "the table's key (source.key_columns): one row per key",
+                             constraint=HARD))
     items.append(_unique([str(name) for name in frame.columns],
                          "exact duplicate rows: at most validate.max_duplicate_share of rows may have a copy",
                          mostly={"$PARAMETER": DUPLICATES_PARAMETER}))

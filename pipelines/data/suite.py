@@ -10,6 +10,7 @@ so rewording a validation message re-runs no stage after validate (dvc.yaml's de
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 from pipelines import io
 from pipelines.io import to_jsonable
+
+log = logging.getLogger(__name__)
 
 PERIODS = ("month", "week")
 # Expectations GX 1.24 cannot run through a ValidationDefinition: their result holds a NumPy bool that the
@@ -98,7 +101,8 @@ class ValidationSummary:
 class FailedExpectation:
     """One failed check: a GX expectation (read from its result by type and column) or a parse failure.
 
-    `period` is the period label (e.g. "2013-03") for an expectation of the suite's per-period section, else None.
+    `period` is the period label (e.g. "2013-03", a week "2013-04-08..2013-04-14" or a day "2013-04-09") for a
+    check of one period, else None; `segment` ("origin=LGA") for a check of one segment of the rows.
     """
 
     expectation: str
@@ -110,9 +114,11 @@ class FailedExpectation:
     unexpected_count: int | None = None
     notes: str | None = None
     period: str | None = None
+    segment: str | None = None
 
     def describe(self) -> str:
-        when = f"[period {self.period}] " if self.period else ""
+        where_rows = ", ".join(part for part in (self.period, self.segment) if part)
+        when = f"[period {where_rows}] " if self.period else f"[{self.segment}] " if self.segment else ""
         where = f" on column {self.column!r}" if self.column else ""
         line = f"{when}{self.expectation}{where}: expected {self.expected}; {self.observed}"
         if self.offending_values:
@@ -180,13 +186,24 @@ class ColumnBounds:
 _BETWEEN = "expect_column_values_to_be_between"
 
 
+HARD, OBSERVED = "hard", "observed"  # an expectation's meta.constraint
+
+
+def is_hard(item: Mapping[str, Any]) -> bool:
+    """Whether a suite item is a hard constraint (meta.constraint "hard", or untagged: a hand-written suite's
+    bounds are the reviewer's limits) rather than an observed range (meta.constraint "observed")."""
+    return ((item.get("meta") or {}).get("constraint") or HARD) == HARD
+
+
 def column_bounds(suite: Mapping[str, Any], columns: Iterable[str]) -> dict[str, ColumnBounds]:
     """Each column's hard range from the suite's `expect_column_values_to_be_between` expectations.
 
-    The service refuses request values outside the range the training data was validated against (one source of
-    truth for "what a plausible value is"). Only expectations every value must meet count: one with `mostly`
-    below 1 (a share, e.g. a label rate) or a `row_condition` (a subset, e.g. one period) is not a bound on a
-    single value. Several hard ranges for one column intersect. Found by type and column, never by position.
+    The service refuses request values outside a hard range only: a physically impossible value (a negative
+    distance, humidity above 100 %), never one beyond what the training data happened to hold (an observed range,
+    meta.constraint "observed": served, and counted by monitoring). Only expectations every value must meet count:
+    one with `mostly` below 1 (a share, e.g. a label rate) or a `row_condition` (a subset, e.g. one period) is not
+    a bound on a single value. Several hard ranges for one column intersect. Found by type and column, never by
+    position.
     """
     wanted = set(columns)
     found: dict[str, ColumnBounds] = {}
@@ -195,7 +212,7 @@ def column_bounds(suite: Mapping[str, Any], columns: Iterable[str]) -> dict[str,
         column = kwargs.get("column")
         if item.get("type") != _BETWEEN or column not in wanted:
             continue
-        if kwargs.get("mostly", 1) < 1 or kwargs.get("row_condition"):
+        if kwargs.get("mostly", 1) < 1 or kwargs.get("row_condition") or not is_hard(item):
             continue
         lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
         current = found.get(column, ColumnBounds(column))
@@ -260,24 +277,34 @@ def suite_column_types(suite: Mapping[str, Any]) -> dict[str, str]:
 
 
 def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: bool = False,
-                      derived: Path | None = None) -> ValidationSummary:
+                      derived: Path | None = None, warn_only: bool = False) -> ValidationSummary:
     """Stop `stage` unless the table file at `table` is the one validation passed (same MD5, success).
 
-    With `strict` (registering a model) a table accepted only because `validate.fail_on_error` was false is
-    refused too. `derived` is a JSON file naming the `raw_table_md5` that outputs the stage reads were made
-    from (preprocess's lineage): it must be this table. Raises `NotValidatedError`: "table <hash> has not passed
-    validation (<summary> says ...)".
+    A table that failed is let through only while the params in force say `validate.fail_on_error: false`
+    (`warn_only`), with a warning naming its failed checks; once they say true again it is refused, whatever it was
+    accepted under. With `strict` (registering a model) it is refused either way. `derived` is a JSON file naming
+    the `raw_table_md5` that outputs the stage reads were made from (preprocess's lineage): it must be this table.
+    Raises `NotValidatedError`: "table <hash> has not passed validation (<summary> says ...)". A validation that
+    failed left its summary in the `failed` folder (`io.VALIDATION_FAILED_DIR`), which the message quotes.
     """
     table, summary_path = Path(table), Path(validation_dir) / io.VALIDATION_SUMMARY_FILE
+    failed_path = Path(validation_dir) / io.VALIDATION_FAILED_DIR / io.VALIDATION_SUMMARY_FILE
     if not table.exists():
         raise NotValidatedError(f"{stage}: {table} not found: run the collect and validate stages first "
                                 f"(dvc repro validate)")
     digest = io.file_md5(table)
 
-    def refuse(says: str) -> NotValidatedError:
-        return NotValidatedError(f"{stage}: table {digest} has not passed validation ({summary_path} says {says}); "
+    def refuse(says: str, path: Path = summary_path) -> NotValidatedError:
+        return NotValidatedError(f"{stage}: table {digest} has not passed validation ({path} says {says}); "
                                  f"run the validate stage (dvc repro validate) and fix what it reports")
 
+    def failures_of(summary: ValidationSummary) -> str:
+        first = summary.failures[0].describe() if summary.failures else "no failure recorded"
+        return f"success: false, {summary.failed} failed check(s), first: {first}"
+
+    failed = _read_summary(failed_path)
+    if failed is not None and failed.table_md5 == digest:
+        raise refuse(failures_of(failed), failed_path)
     if not summary_path.exists():
         raise NotValidatedError(f"{stage}: table {digest} has not passed validation ({summary_path} is missing); "
                                 f"run the validate stage first (dvc repro validate)")
@@ -287,9 +314,14 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
         raise refuse(f"nothing readable: {error}") from None
     if summary.table_md5 != digest:
         raise refuse(f"it validated table {summary.table_md5}, not this one")
-    if not summary.success and (strict or not summary.accepted):
-        first = summary.failures[0].describe() if summary.failures else "no failure recorded"
-        raise refuse(f"success: false, {summary.failed} failed check(s), first: {first}")
+    if not summary.success:
+        if strict or not warn_only:
+            why = (" (it was accepted under validate.fail_on_error: false, which the params no longer say)"
+                   if summary.accepted and not strict else "")
+            raise refuse(failures_of(summary) + why)
+        log.warning("%s: table %s failed validation and is read only because validate.fail_on_error is false; no "
+                    "model trained on it will be registered. Failed checks:\n%s", stage, digest,
+                    "\n".join(f"  - {failure.describe()}" for failure in summary.failures))
     if derived is not None:
         try:
             made_from = json.loads(Path(derived).read_text()).get("raw_table_md5")
@@ -302,3 +334,9 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
                                     f"stage again (dvc repro preprocess)")
     return summary
 
+
+def _read_summary(path: Path) -> ValidationSummary | None:
+    try:
+        return ValidationSummary.read(path)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None

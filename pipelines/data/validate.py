@@ -91,6 +91,7 @@ class ValidationRun:
     summary: ValidationSummary
     results: list[tuple[str | None, Any]]  # (period label or None for the whole table, GX suite result)
     context: Any = None
+    behaviour: Any = None  # GX's result on the table of judged learned-behaviour statistics (pipelines.data.behaviour)
 
 
 # --- periods ------------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
                    time_column: str | None = None, period: str | None = None,
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
                    parse_errors: Mapping[str, Any] | None = None, fail_on_error: bool = True,
-                   chunk_rows: int | None = None) -> ValidationRun:
+                   chunk_rows: int | None = None, behaviour: Any = None) -> ValidationRun:
     """Run the suite on the whole frame and its `per_period` section on one GX batch per period.
 
     Pure in effect: nothing is written (the ephemeral GX context lives in memory) and the frame is not changed.
@@ -225,6 +226,8 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
     (`pipelines.data.chunks`: the same verdicts, GX's copies bounded by a chunk).
     `period` must match the period the section was drafted for (its row-count bounds are per day, but its
     other bounds were measured on periods of that length). `parse_errors` (from collect) are failures too.
+    `behaviour` (`pipelines.data.behaviour.Behaviour`, the drafted calibration) adds the learned-behaviour checks:
+    judged in pandas, their table of statistics validated by GX with one expectation per kind of check.
     """
     section = suite.get("per_period")
     if section is not None:
@@ -274,14 +277,83 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
     failures.extend(parse_failures(parse_errors or {}))
     # GX returns results in no fixed order: whole-table first (table-level, then by column), then each period.
     failures.sort(key=lambda f: (f.period or "", f.column is not None, f.column or "", f.expectation))
-    evaluated = sum(len(outcome.results) for _, outcome in results) + len(parse_errors or {})
-    success = not failures and all(bool(outcome.success) for _, outcome in results)
+    learned = None
+    if behaviour is not None:  # after the suite's failures, in the judge's order (the worst first)
+        learned = _run_behaviour(gx, context, batch, frame, behaviour, str(suite["name"]), period, origin)
+        failures.extend(learned.failures)
+    evaluated = sum(len(outcome.results) for _, outcome in results) + len(parse_errors or {}) + (
+        len(learned.results) if learned is not None else 0)
+    success = not failures and all(bool(outcome.success) for _, outcome in results) and (
+        learned is None or bool(learned.outcome.success))
     summary = ValidationSummary(
         success=success, suite=str(suite["name"]), rows=len(frame), evaluated=evaluated, failed=len(failures),
         failures=failures, period=period if section is not None else None, periods=periods,
         parse_errors=dict(to_jsonable(parse_errors or {})), fail_on_error=fail_on_error,
         accepted=success or not fail_on_error)
-    return ValidationRun(summary=summary, results=results, context=context)
+    return ValidationRun(summary=summary, results=results, context=context,
+                         behaviour=None if learned is None else learned.outcome)
+
+
+@dataclass
+class _Learned:
+    outcome: Any
+    results: list[Any]
+    failures: list[FailedExpectation]
+
+
+def _run_behaviour(gx: Any, context: Any, batch: Any, frame: pd.DataFrame, behaviour: Any, name: str,
+                   period: str | None, origin: Path) -> _Learned:
+    """The learned-behaviour checks: `behaviour.judge` measures every statistic and row-level rule in pandas; GX
+    validates the judged table with one expectation per kind of check (`excess` 0: within its band), so the Data
+    Docs and result.json hold them beside the suite's own; the failures are the judge's, at their finest grain."""
+    from pipelines.data.behaviour import judge
+
+    if period is not None and behaviour.period != period:
+        raise SuiteError(f"the learned behaviour beside {origin} (validate.calibration) was drafted per "
+                         f"{behaviour.period}, but validate.period is {period!r}: redraft it (python -m pipelines "
+                         f"draft-suite) or set validate.period: {behaviour.period}")
+    if behaviour.suite is not None and behaviour.suite != name:
+        raise SuiteError(f"the learned behaviour in validate.calibration was drafted beside the suite "
+                         f"{behaviour.suite!r}, but validate.suite ({origin}) is {name!r}: set validate.calibration "
+                         f"to the file draft-suite wrote beside {origin.name} "
+                         f"({origin.stem + io.BEHAVIOUR_SUFFIX}), or null to run the suite's "
+                         f"checks only")
+    judged, findings = judge(frame, behaviour)
+    table = judged[["check", "grain", "unit", "segment", "statistic", "value", "low", "high", "allowed",
+                    "excess"]].astype({"low": float, "high": float})
+    checks = [check for check in BEHAVIOUR_CHECKS if (table["check"] == check).any()]
+    # One column of excesses per kind of check (null on the other kinds' rows, which GX counts as missing): one
+    # expectation each, no row condition.
+    table = table.assign(**{check: table["excess"].where(table["check"] == check) for check in checks})
+    items = [{"type": "expect_column_values_to_be_between",
+              "kwargs": {"column": check, "max_value": 0.0},
+              "meta": {"notes": f"{BEHAVIOUR_CHECKS[check]}: how far beyond its band, in widths (0: within)"}}
+             for check in checks]
+    learned_suite = context.suites.add(_build_suite(gx, f"{name} learned behaviour", items, origin,
+                                                    " of the learned behaviour"))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name} learned behaviour", data=batch, suite=learned_suite))
+    outcome = definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
+    failures = [FailedExpectation(
+        expectation=finding.check, column=finding.column, kwargs={"grain": finding.grain},
+        expected=finding.expected, observed=finding.observed, offending_values=list(finding.examples),
+        unexpected_count=finding.rows, period=finding.unit, segment=finding.segment,
+        notes=BEHAVIOUR_CHECKS.get(finding.check)) for finding in findings]
+    return _Learned(outcome=outcome, results=list(outcome.results), failures=failures)
+
+
+# The kinds of learned-behaviour check, as the Data Docs and the failure lines name them, and what each judges.
+BEHAVIOUR_CHECKS = {
+    "calibrated_statistic": "a period's or segment's mean, percentiles, missing share, category shares or label "
+                            "rate against the reference periods' spread",
+    "observed_range": "the share of values outside the column's observed range (widened by monitor.unit_margin sds)",
+    "column_relation": "a column the others determine: its mean residual from the reference's relation",
+    "label_relation": "the label model's ROC AUC: labels flipped at random lose it",
+    "hour_profile": "the hour-of-day profile's distance from the reference's",
+    "functional_dependency": "a key whose value never varies in the reference (a route's distance, a tail "
+                             "number's plane)",
+    "time_consistency": "the timestamp agrees with its own parts (hour, day, month columns)",
+}
 
 
 def _run_whole_table(gx: Any, context: Any, batch: Any, whole: Any, suite: Mapping[str, Any], origin: Path,
@@ -348,16 +420,25 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
                   table_md5: str | None = None, collected: Mapping[str, int] | None = None) -> ValidationSummary:
     """The shell: write the GX results (`result.json`), GX's Data Docs and `summary.json` (last, atomically).
 
-    summary.json is written last, so a crash before it leaves the previous summary, whose hash no longer
-    matches a new table: the guard still refuses that table.
+    A table that later stages may read (it passed, or validate.fail_on_error is false) gets them in `report_dir`,
+    the validate stage's DVC outputs. A refused one gets them in its `failed` folder (`io.VALIDATION_FAILED_DIR`),
+    and the outputs of the last validation that passed stay as they were: the workspace is as before the run
+    (`dvc status` says only that validate must run again), and the guard finds the failure there by the table's hash.
+    summary.json is written last, so a crash before it leaves the previous summary, whose hash no longer matches a
+    new table: the guard still refuses that table.
     """
     report_dir = Path(report_dir)
+    failed_dir = report_dir / io.VALIDATION_FAILED_DIR
+    if not run.summary.accepted:
+        report_dir = failed_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = (report_dir / io.DATA_DOCS_DIR).resolve()
     (whole_label, whole), *per_period = run.results
     result = {**_same_bytes(to_jsonable(whole.to_json_dict())),
               "per_period": [{"period": label, **_same_bytes(to_jsonable(outcome.to_json_dict()))}
                              for label, outcome in per_period]}
+    if run.behaviour is not None:
+        result["learned_behaviour"] = _same_bytes(to_jsonable(run.behaviour.to_json_dict()))
     result_path = report_dir / io.VALIDATION_RESULT_FILE
     _write_text(result_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
     if run.context is not None:
@@ -367,6 +448,8 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
                       table_md5=table_md5, collected=dict(collected or {}))
     _write_text(report_dir / io.VALIDATION_SUMMARY_FILE,
                 json.dumps(summary.to_dict(), indent=2, allow_nan=False) + "\n")
+    if summary.accepted and failed_dir.exists():
+        shutil.rmtree(failed_dir)  # an older refusal, of another table
     return summary
 
 
@@ -427,7 +510,7 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
                    parse_errors: Mapping[str, Any] | None = None, table: Path | None = None,
                    table_md5: str | None = None, chunk_rows: int | None = None,
-                   collected: Mapping[str, int] | None = None) -> ValidationSummary:
+                   collected: Mapping[str, int] | None = None, behaviour: Any = None) -> ValidationSummary:
     """Validate `frame` against the suite at `suite_path`; write `result.json`, `summary.json` and Data Docs.
 
     Raises `DataValidationError` when a check fails and `fail_on_error` (the message lists each failure:
@@ -438,6 +521,6 @@ def validate_table(frame: pd.DataFrame, suite_path: Path, report_dir: Path, fail
     suite = read_suite(suite_path)
     run = run_validation(frame, suite, origin=suite_path, time_column=time_column, period=period, window=window,
                          max_duplicate_share=max_duplicate_share, parse_errors=parse_errors,
-                         fail_on_error=fail_on_error, chunk_rows=chunk_rows)
+                         fail_on_error=fail_on_error, chunk_rows=chunk_rows, behaviour=behaviour)
     summary = write_reports(run, Path(report_dir), table=table, table_md5=table_md5, collected=collected)
     return enforce(summary, fail_on_error)

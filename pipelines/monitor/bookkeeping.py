@@ -22,7 +22,15 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.config import MonitorParams
-from pipelines.contracts import RetrainRequest, WindowRecord, WindowSummary, reason_texts
+from pipelines.contracts import (
+    Acknowledgement,
+    RetrainOutcome,
+    RetrainRequest,
+    WindowRecord,
+    WindowSummary,
+    reason_texts,
+)
+from pipelines.monitor import acknowledge
 from pipelines.monitor.decision import RetrainDecision, decide_retrain
 
 WINDOW_ANALYSED = "flightops.window.analysed"
@@ -60,15 +68,43 @@ def pending_retrains(state: Mapping[str, Any]) -> list[str]:
     return [r["window_end"] for r in state.get("retrains") or [] if "outcome" not in r]
 
 
-def settle_retrains(state: Mapping[str, Any], run_states: Mapping[str, str | None]) -> dict[str, Any]:
-    """The state with each pending retrain's outcome, from its run's state type (by window end; None: no run yet,
-    e.g. the Automation is paused, or not finished). The input state is not changed."""
+def settle_retrains(state: Mapping[str, Any], run_states: Mapping[str, str | None],
+                    outcomes: Mapping[str, RetrainOutcome] | None = None) -> dict[str, Any]:
+    """The state with each pending retrain's outcome: what its retraining run decided (`outcomes`, by data end:
+    promoted, refused by the gate, or invalid data, with the gate's figures in `gate`), else its run's state type
+    (by window end; None: no run yet, e.g. the Automation is paused, or not finished). The input state is not
+    changed."""
     new_state = copy.deepcopy(dict(state)) if state else empty_state()
+    outcomes = outcomes or {}
     for retrain in new_state.get("retrains", []):
+        if "outcome" in retrain:
+            continue
+        decided = outcomes.get(retrain["window_end"])
+        if decided is not None:
+            retrain["outcome"], retrain["gate"] = decided.outcome, decided.sentence()
+            continue
         outcome = _OUTCOMES.get(run_states.get(retrain["window_end"]) or "")
-        if "outcome" not in retrain and outcome:
+        if outcome:
             retrain["outcome"] = outcome
     return new_state
+
+
+def refusals_in_a_row(state: Mapping[str, Any], kinds: list[str]) -> tuple[int, str | None]:
+    """How many of the latest retrains the gate refused in a row for alarms of these kinds (newest first, up to a
+    promotion or a refusal for other kinds; cancelled, failed and unfinished runs are passed over), and the last
+    refusal in words. What a back-off counts: decay that retraining does not fix."""
+    count, last = 0, None
+    for retrain in reversed(state.get("retrains") or []):
+        outcome = retrain.get("outcome")
+        if outcome == "promoted":
+            break
+        if outcome != "refused":
+            continue
+        if kinds and retrain.get("kinds") and not set(kinds) & set(retrain["kinds"]):
+            break
+        count += 1
+        last = last or retrain.get("gate")
+    return count, last
 
 
 def retry_suppressed(state: Mapping[str, Any], latest: WindowSummary | None, window_start: datetime,
@@ -84,14 +120,19 @@ def retry_suppressed(state: Mapping[str, Any], latest: WindowSummary | None, win
     for retrain in new_state["retrains"]:
         if retrain.get("outcome") == SUPPRESSED:
             retrain["retried"] = True
-    decision = decide_retrain(latest, window_end, last_retrain_window_end(new_state), monitor)
+    kinds = [reason.kind for reason in latest.retrain_reasons]
+    refusals, refused_gate = refusals_in_a_row(new_state, kinds)
+    decision = decide_retrain(latest, window_end, last_retrain_window_end(new_state), monitor, refusals,
+                              refused_gate)
     if not (decision.retrain and trigger):
         return BookedWindow(decision=decision, retrain=RetrainRequest(
             started=False, reason=f"suppressed retrain not retried: {decision.reason}"), state=new_state)
     reason = (f"retry of the retrain up to {waiting[-1]['window_end'][:10]} (cancelled: one was running); the "
               f"cause persists: {decision.reason}")
-    retrain = RetrainRequest(started=True, reason=reason, data_end=window_end.isoformat(), event=DRIFT_DETECTED)
-    new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": reason, "retry": True})
+    retrain = RetrainRequest(started=True, reason=reason, data_end=window_end.isoformat(), event=DRIFT_DETECTED,
+                             kinds=kinds)
+    new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": reason, "retry": True,
+                                  "kinds": kinds})
     new_state["windows"].setdefault(window_start.isoformat(), {})["retrain"] = True
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
@@ -114,18 +155,21 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
     is running would be a storm of identical requests. `trigger=False` decides and books without requesting
     (the window is done, no retrain is recorded), for dry runs. The input state is not changed.
     """
-    decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor)
+    kinds = [reason.kind for reason in summary.retrain_reasons]
+    refusals, refused_gate = refusals_in_a_row(state or {}, kinds)
+    decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor, refusals, refused_gate)
     new_state = copy.deepcopy(dict(state)) if state else empty_state()
     new_state.setdefault("windows", {})
     new_state.setdefault("retrains", [])
     requested = decision.retrain and trigger
     if requested:
         retrain = RetrainRequest(started=True, reason=decision.reason, data_end=window_end.isoformat(),
-                                 event=DRIFT_DETECTED)
-        new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason})
+                                 event=DRIFT_DETECTED, kinds=kinds)
+        new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason,
+                                      "kinds": kinds})
     else:
         retrain = RetrainRequest(started=False, reason=f"would retrain, trigger disabled: {decision.reason}"
-                                 if decision.retrain else decision.reason)
+                                 if decision.retrain else decision.reason, kinds=kinds)
     # `rows` is what the window held when analysed: later rows are counted against it (plan_windows re-analyses
     # past monitor.late_rows_share). A re-analysis replaces the entry; a retrain already asked for stays asked.
     previous = new_state["windows"].get(window_start.isoformat()) or {}
@@ -133,6 +177,20 @@ def book_window(state: Mapping[str, Any], window_start: datetime, window_end: da
         "drift": summary.drift, "retrain": requested or bool(previous.get("retrain")),
         "rows": summary.rows, "analyses": int(previous.get("analyses", 0)) + 1}
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
+
+
+def reconsider(state: Mapping[str, Any], record: WindowRecord, acknowledgements: list[Acknowledgement],
+               monitor: MonitorParams, trigger: bool = True) -> tuple[WindowRecord, BookedWindow] | None:
+    """The latest analysed window judged again when acknowledgements made since now cover every data-quality
+    reason that blocked its retrain: the record with those reasons marked, and the window booked again (a retrain
+    asked for if the decision now says so). None when nothing changed for it."""
+    if not acknowledge.newly_unblocked(record, acknowledgements, record.window_start):
+        return None
+    marked = acknowledge.apply(record, acknowledgements, record.window_start)
+    start, end = datetime.fromisoformat(record.window_start), datetime.fromisoformat(record.window_end)
+    booked = book_window(state, start, end, marked, monitor, trigger=trigger)
+    updated = WindowRecord.model_validate({**marked.model_dump(exclude={"drift"}), "retrain": booked.retrain})
+    return updated, booked
 
 
 # --- events -------------------------------------------------------------------------------------------------------

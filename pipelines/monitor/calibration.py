@@ -12,17 +12,31 @@ Prediction*, 2021, §1): the ceil((n + 1) q)-th smallest value. For a window exc
 the chance of passing it is at most 1 - q; when (n + 1) q > n the largest value is used ("beyond every reference
 window") and the guarantee is 1 / (n + 1), the best n windows can give.
 
-Statistics (computed by Evidently's own registered stat tests, the functions its `ValueDrift` metric calls, on the
-same bounded sample sizes as the live analysis so that sampling noise is the same on both sides):
+A window's value is not one number but a distribution: another draw of the same week's flights gives another
+distance. With ~30 weekly windows the threshold *is* the highest week's value, so the highest week itself, drawn
+again, passes it about half the time. So each reference window's distances are computed on
+`monitor.calibration_resamples` draws of its rows (the live-sized sample, then bootstrap draws of that size) and
+the window's value is their prediction bound at the same level (`prediction_bound`): a threshold above every
+reference week's own sampling noise. How often a new week like the reference alarms is measured by leave-one-out
+(`leave_one_out`: each window against the thresholds of the others, the live alarm rules applied), with its exact
+binomial confidence interval (`FalseAlarms`).
+
+Statistics (the distances equal Evidently's registered stat tests, computed on counts: `pipelines.monitor.distances`;
+the rest on the same bounded sample sizes as the live analysis, so sampling noise is the same on both sides):
 - per column: normed Wasserstein distance (numeric) or Jensen-Shannon distance (categorical);
 - prediction drift: normed Wasserstein distance of the predicted probability;
 - the drift index: the model's gain-weighted sum of each column's score in units of its own threshold, so a big
-  shift of an important feature alarms alone and a shift of a feature the model barely uses does not;
+  shift of an important feature alarms alone and a shift of a feature the model barely uses does not. The index
+  and prediction drift ask for a retrain, so their thresholds are set further out: the prediction bound of the
+  windows' values at `monitor.alarm_quantile` (beyond the largest when ~30 windows cannot show a 1-in-100 week);
 - data quality: per column the rise of the missing share beyond what the window's other columns explain
-  (`pipelines.monitor.consistency`), the share of category values outside the champion's vocabulary, the share of
-  numeric values far outside the rest of the reference's range (`range_band`), the window's mean (a unit change
-  moves the mean far outside every reference window's, in units of the column's spread), and, for a column the
-  others determine, its mean residual from that relation (a unit change inside the column's own range breaks it).
+  (`pipelines.monitor.consistency`: a column that goes missing only with its whole source is told by the source's
+  other columns, so its own rise stands out against its base rate), the share of category values outside the
+  champion's vocabulary, the share of numeric values far
+  outside the rest of the reference's range (`range_band`), the window's mean (a unit change moves the mean far
+  outside every reference window's, in units of the column's spread), and, for a column the others determine, its
+  mean residual from that relation (a unit change inside the column's own range breaks it);
+- the share of values beyond the range the reference period observed (`observed`): values the model never saw.
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from pydantic import BaseModel, ConfigDict
 from pipelines.config import FeaturesParams, MonitorParams
 from pipelines.monitor.consistency import Consistency, expected_missing, fit_consistency, mean_residuals
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 # The smallest distance threshold: below it a distance is sampling noise (at 5,000 rows the noise of a Wasserstein
 # or Jensen-Shannon distance is ~0.01), and a column identical in every reference window would otherwise get a
 # threshold of 0 that any noise passes.
@@ -94,8 +108,9 @@ def sample_window(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     return frame.sample(rows, random_state=seed) if len(frame) > rows else frame
 
 
-def _score(method: str, reference: pd.Series, current: pd.Series) -> float:
-    """Evidently's registered stat test by name, on the values its `ValueDrift` would use (inf and NaN dropped)."""
+def evidently_distance(method: str, reference: pd.Series, current: pd.Series) -> float:
+    """Evidently's registered stat test by name, on the values its `ValueDrift` would use (inf and NaN dropped):
+    the definition `pipelines.monitor.distances` reproduces on counts (tests compare the two)."""
     from evidently.legacy.calculations.stattests.registry import get_registered_stattest
     from evidently.legacy.core import ColumnType
 
@@ -126,19 +141,24 @@ def out_of_range_share(values: pd.Series, low: float, high: float) -> float:
     return float(((present < low) | (present > high)).sum() / len(values)) if len(values) else 0.0
 
 
-class WindowStatistics(BaseModel):
-    """Every calibrated statistic of one window against a reference."""
+def beyond_band(value: float | None, low: float | None, high: float | None, width: float) -> bool:
+    """Whether `value` lies beyond the reference values' [`low`, `high`] by more than `width`: the rule every
+    calibrated statistic is judged by, the monitor's window means (width: `monitor.unit_margin` column sds) and
+    validation's period and segment statistics alike. A side given as None is open; an unknown value or bound
+    (None, NaN) is not beyond anything."""
+    if value is None or math.isnan(value) or math.isnan(width):
+        return False
+    below = low is not None and not math.isnan(low) and value < low - width
+    above = high is not None and not math.isnan(high) and value > high + width
+    return bool(below or above)
 
-    model_config = ConfigDict(extra="forbid")
 
-    rows: int
-    columns: dict[str, float]
-    prediction: float
-    missing_rise: dict[str, float]
-    new_categories: dict[str, float]
-    out_of_range: dict[str, float]
-    means: dict[str, float | None]
-    residuals: dict[str, float] = {}
+def spread_width(values: Sequence[float], margin: float, floor: float = 0.0) -> float:
+    """`margin` times the reference values' own spread (their standard deviation over the reference periods),
+    never below `floor`: how far beyond the lowest and highest reference value a new period may lie."""
+    finite = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    spread = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+    return max(margin * spread, floor)
 
 
 def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
@@ -147,6 +167,29 @@ def range_band(values: pd.Series, margin: float) -> tuple[float, float]:
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     spread = float(numbers.std()) if len(numbers) > 1 else 0.0
     return float(numbers.min()) - margin * spread, float(numbers.max()) + margin * spread
+
+
+def quality_limit(threshold: float | None, floor: float, monitor: MonitorParams) -> float:
+    """A data-quality limit: `monitor.quality_factor` x the calibrated threshold, never below `floor`.
+
+    A window has ~60 data-quality statistics, each beyond its own calibrated threshold about once in (windows + 1)
+    windows by chance, so "just beyond" is noise somewhere most weeks; a fault is *far* beyond."""
+    calibrated = 0.0 if threshold is None or math.isnan(threshold) else threshold
+    return max(monitor.quality_factor * calibrated, floor)
+
+
+class WindowStatistics(BaseModel):
+    """The data-quality statistics of one window against a reference (the distances are computed apart, on
+    counts, several draws per window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int
+    missing_rise: dict[str, float]
+    new_categories: dict[str, float]
+    out_of_range: dict[str, float]
+    means: dict[str, float | None]
+    residuals: dict[str, float] = {}
 
 
 def missing_rise(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
@@ -160,16 +203,12 @@ def missing_rise(current: pd.DataFrame, reference: pd.DataFrame, features: Featu
 
 def window_statistics(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams,
                       vocabulary: Mapping[str, Sequence[str]], margin: float,
-                      probability: str = "probability", consistency: Consistency | None = None) -> WindowStatistics:
-    """The statistics of `current` against `reference` (both raw columns + `probability`), already sampled;
-    `margin` is `monitor.unit_margin`; `consistency` the reference's column relations (none: not judged)."""
-    columns = {name: _score(drift_method(name, features), reference[name], current[name])
-               for name in features.raw_columns}
+                      consistency: Consistency | None = None) -> WindowStatistics:
+    """The data-quality statistics of `current` against `reference` (both raw columns), already sampled; `margin`
+    is `monitor.unit_margin`; `consistency` the reference's column relations (none: not judged)."""
     numeric = {name: pd.to_numeric(reference[name], errors="coerce") for name in features.numeric}
     return WindowStatistics(
         rows=len(current),
-        columns=columns,
-        prediction=_score("wasserstein", reference[probability], current[probability]),
         missing_rise=missing_rise(current, reference, features, consistency),
         new_categories={name: out_of_vocabulary_share(current[name], vocabulary.get(name, []))
                         for name in features.categorical},
@@ -185,6 +224,37 @@ def _mean(values: pd.Series) -> float | None:
     return None if pd.isna(mean) else float(mean)
 
 
+LABEL_CHECKS = ("log_loss_excess", "brier_excess", "calibration_gap")
+
+
+class LabelCalibration(BaseModel):
+    """The champion's held-out label figures and the limits of a window's departure from them
+    (`pipelines.monitor.labels`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows: int
+    reference: dict[str, float]           # each check's figure over all held-out windows
+    limits: dict[str, float]              # the largest departure a window like them shows (prediction bound)
+    values: dict[str, list[float]]        # each held-out window's departure, for audit
+
+
+class FalseAlarms(BaseModel):
+    """How often a new window like the reference windows alarms, measured by leave-one-out (`leave_one_out`): each
+    reference window judged by the thresholds learned from the others, as a live window is judged. `low`/`high`:
+    the exact (Clopper-Pearson) 95% interval of the rate; `by_check`: how many windows each check would have
+    alarmed, by the kind of alarm it raises."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows: int
+    alarms: int
+    rate: float
+    low: float
+    high: float
+    by_check: dict[str, int] = {}
+
+
 class Calibration(BaseModel):
     """The thresholds a live window is judged by, learned from `windows` reference windows; stored with the model
     (`calibration.json`) beside its reference sample."""
@@ -193,9 +263,13 @@ class Calibration(BaseModel):
 
     version: int = CALIBRATION_VERSION
     quantile: float
+    # The level of the drift index and prediction thresholds (their prediction bound over the windows); None in
+    # calibrations made before: the conformal quantile at `quantile`.
+    alarm_quantile: float | None = None
     windows: int
     window_days: int
     window_sample_rows: int
+    resamples: int = 1                       # draws per reference window the distance thresholds come from
     # The window minimum the reference windows were cut with (monitor.min_window_rows, `auto` resolved) and how the
     # size was chosen, in words (None / "" in calibrations made before auto sizing).
     min_window_rows: int | None = None
@@ -209,10 +283,16 @@ class Calibration(BaseModel):
     missing_rise: dict[str, float]
     new_categories: dict[str, float]
     out_of_range: dict[str, float]
+    # The reference period's observed [min, max] per numeric column, and the calibrated share of a window beyond
+    # it (each reference window against the range of the others). Empty before version 3.
+    observed: dict[str, list[float]] = {}
+    outside_observed: dict[str, float] = {}
     # Performance: the champion's weekly ROC AUC drop below its whole held-out AUC, on the labelled splits it was
     # not fitted on (validation, test): their prediction_bound (a handful of windows); None when there were none.
     auc_drop: float | None = None
     auc_windows: int = 0
+    # Label quality on the same held-out windows: log loss, Brier, calibration-in-the-large (version 3).
+    labels: LabelCalibration | None = None
     # Column relations (pipelines.monitor.consistency) and, per column the others determine, the threshold of its
     # window mean residual (absolute, in residual sds). None / empty in calibrations made before version 2.
     consistency: Consistency | None = None
@@ -322,6 +402,37 @@ def calibration_start(stamps: pd.Series, monitor: MonitorParams) -> int:
     return int(starts.searchsorted(full[-monitor.calibration_windows]))
 
 
+def window_draws(rows: int, monitor: MonitorParams, number: int) -> list[np.ndarray]:
+    """The positions of a reference window's rows each of its `monitor.calibration_resamples` draws uses: first the
+    sample a live window of that size would be cut to (`sample_window`), then bootstrap draws of the same size
+    (another week of the same flights: rows drawn with replacement)."""
+    size = min(rows, monitor.window_sample_rows)
+    first = np.arange(rows) if rows <= size else np.sort(
+        np.random.RandomState(monitor.seed + number).choice(rows, size, replace=False))
+    generator = np.random.default_rng([monitor.seed, number])
+    return [first, *(generator.integers(0, rows, size) for _ in range(monitor.calibration_resamples - 1))]
+
+
+def resampled_distances(windows: Sequence[pd.DataFrame], reference: pd.DataFrame, in_window: Sequence[np.ndarray],
+                        columns: Mapping[str, bool], monitor: MonitorParams) -> dict[str, np.ndarray]:
+    """Per column (name -> numeric?): the distance of each window's draws (`window_draws`) from the reference
+    without that window's rows (`in_window[i]`: the reference rows inside window i), as an array windows x draws."""
+    from pipelines.monitor.distances import ReferenceSide, code_column, distance
+
+    draws = [window_draws(len(window), monitor, number) for number, window in enumerate(windows)]
+    scores = {}
+    for name, numeric in columns.items():
+        coded = code_column(reference[name], [window[name] for window in windows], numeric)
+        total = coded.counts(coded.reference)
+        values = np.full((len(windows), monitor.calibration_resamples), np.nan)
+        for number, positions in enumerate(draws):
+            rest = ReferenceSide.of(coded, total - coded.counts(coded.reference[in_window[number]]))
+            for draw, chosen in enumerate(positions):
+                values[number, draw] = distance(coded, rest, coded.counts(coded.windows[number][chosen]))
+        scores[name] = values
+    return scores
+
+
 def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
               monitor: MonitorParams, weights: Mapping[str, float],
               vocabulary: Mapping[str, Sequence[str]], probability: str = "probability") -> Calibration:
@@ -329,59 +440,85 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
 
     `period` is the data the champion was fitted on, with the champion's `probability`; `reference` the stored
     reference sample (drawn from `period`), also with `probability`; a window is compared with the reference rows
-    outside it. Both sides are sampled to the
-    sizes the live analysis uses (`monitor.window_sample_rows`, `monitor.reference_rows`).
+    outside it. Both sides are sampled to the sizes the live analysis uses (`monitor.window_sample_rows`,
+    `monitor.reference_rows`); the distances of each window are computed on `monitor.calibration_resamples` draws.
     """
-    from pipelines.monitor.windows import window_starts
-
-    windows = reference_windows(period, time_column, monitor)
-    reference_starts = window_starts(reference[time_column], monitor.window_days)
+    windows = [window.reset_index(drop=True) for window in reference_windows(period, time_column, monitor)]
     if len(windows) < 2:
         raise ValueError(f"calibration needs at least 2 reference windows of monitor.window_days="
                          f"{monitor.window_days} with monitor.min_window_rows={monitor.min_window_rows}; the "
                          f"reference period has {len(windows)}")
-    consistency = fit_consistency(reference, features, monitor.consistency_r2)
-    stats = []
-    for number, window in enumerate(windows):
-        start = window_starts(window[time_column].iloc[:1], monitor.window_days).iloc[0]
-        rest = reference.loc[reference_starts != start]
-        current = sample_window(window, monitor.window_sample_rows, monitor.seed + number)
-        stats.append(window_statistics(current, rest, features, vocabulary, monitor.unit_margin, probability,
-                                       consistency))
+    from threadpoolctl import threadpool_limits
+
+    # The linear algebra here is small (50,000 x 66 at most): OpenBLAS's threads only spin against each other and
+    # against the machine's other work (on a busy 2-core machine a 60 ms product took 0.6-1.2 s with them).
+    with threadpool_limits(1, user_api="blas"):
+        return _calibrate(windows, reference, features, time_column, monitor, weights, vocabulary, period,
+                          probability)
+
+
+def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: FeaturesParams, time_column: str,
+               monitor: MonitorParams, weights: Mapping[str, float], vocabulary: Mapping[str, Sequence[str]],
+               period: pd.DataFrame, probability: str) -> Calibration:
+    from pipelines.monitor.windows import window_starts
+
     q = monitor.calibration_quantile
-    column_values = {name: [s.columns[name] for s in stats] for name in features.raw_columns}
-    columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_values.items()}
-    # The drift index of each window, its column thresholds learned from the *other* windows (leave one out), so
-    # the index's own threshold is not learned from thresholds that saw the window.
-    index_values = []
-    for number, s in enumerate(stats):
-        others = {name: _floored(conformal_quantile([v for i, v in enumerate(values) if i != number], q))
-                  for name, values in column_values.items()}
-        index_values.append(drift_index(s.columns, others, weights))
+    consistency = fit_consistency(reference, features, monitor.consistency_r2, monitor.unit_margin)
+    reference_starts = window_starts(reference[time_column], monitor.window_days).to_numpy()
+    starts = [window_starts(window[time_column].iloc[:1], monitor.window_days).iloc[0] for window in windows]
+    in_window = [reference_starts == start for start in starts]
+    # --- distances: each window's draws against the reference without its rows --------------------------------
+    kinds = {name: name not in features.categorical for name in features.raw_columns} | {probability: True}
+    scores = resampled_distances(windows, reference, in_window, kinds, monitor)
+    column_bounds = {name: [_bound(scores[name][i], q) for i in range(len(windows))] for name in features.raw_columns}
+    prediction_bounds = [_bound(row, q) for row in scores[probability]]
+    columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_bounds.items()}
+    # The drift index of each draw, its column thresholds learned from the *other* windows (leave one out), so the
+    # index's own threshold is not learned from thresholds that saw the window.
+    others_columns = [{name: _floored(conformal_quantile(_without(values, number), q))
+                       for name, values in column_bounds.items()} for number in range(len(windows))]
+    index_draws = np.array([[drift_index({name: scores[name][number, draw] for name in features.raw_columns},
+                                         others_columns[number], weights)
+                             for draw in range(monitor.calibration_resamples)] for number in range(len(windows))])
+    index_bounds = [_bound(row, q) for row in index_draws]
+    # --- data quality: each window's live-sized sample --------------------------------------------------------
+    stats = [window_statistics(window.iloc[window_draws(len(window), monitor, number)[0]], reference.loc[
+        ~in_window[number]], features, vocabulary, monitor.unit_margin, consistency)
+        for number, window in enumerate(windows)]
+    observed = _observed_ranges(period, reference, features)
+    outside = {name: _outside_others(windows, name) for name in observed}
     means = {name: [m for m in (s.means[name] for s in stats) if m is not None] for name in features.numeric}
     values: dict[str, dict[str, list[float | None]]] = {
-        "columns": {name: _rounded(v) for name, v in column_values.items()},
-        "prediction": {"probability": _rounded([s.prediction for s in stats])},
-        "drift_index": {"index": _rounded(index_values)},
+        "columns": {name: _rounded(v) for name, v in column_bounds.items()},
+        "prediction": {"probability": _rounded(prediction_bounds)},
+        "drift_index": {"index": _rounded(index_bounds)},
         "missing_rise": {name: _rounded([s.missing_rise[name] for s in stats]) for name in features.raw_columns},
         "new_categories": {name: _rounded([s.new_categories[name] for s in stats]) for name in features.categorical},
         "out_of_range": {name: _rounded([s.out_of_range.get(name, 0.0) for s in stats]) for name in features.numeric},
+        "outside_observed": {name: _rounded(v) for name, v in outside.items()},
         "residuals": {name: _rounded([s.residuals.get(name, float("nan")) for s in stats])
                       for name in consistency.values},
+        "means": {name: _rounded([float("nan") if s.means[name] is None else s.means[name] for s in stats])
+                  for name in features.numeric},
+        # Each window's first draw (the live-sized sample), for the leave-one-out false-alarm estimate.
+        "draw": {"index": _rounded(index_draws[:, 0]), "prediction": _rounded(scores[probability][:, 0])},
     }
     return Calibration(
-        quantile=q, windows=len(windows), window_days=monitor.window_days,
+        quantile=q, alarm_quantile=monitor.alarm_quantile, windows=len(windows), window_days=monitor.window_days,
         window_sample_rows=monitor.window_sample_rows, min_window_rows=monitor.min_window_rows,
+        resamples=monitor.calibration_resamples,
         period=[period[time_column].min().isoformat(), period[time_column].max().isoformat()],
         weights=dict(weights), vocabulary={name: list(v) for name, v in vocabulary.items()},
-        columns=_finite(columns), prediction=_floored(conformal_quantile([s.prediction for s in stats], q)),
-        drift_index=conformal_quantile(index_values, q),
+        columns=_finite(columns), prediction=_floored(prediction_bound(prediction_bounds, monitor.alarm_quantile)),
+        drift_index=prediction_bound(index_bounds, monitor.alarm_quantile),
         missing_rise=_finite({name: conformal_quantile(values["missing_rise"][name], q)
                               for name in features.raw_columns}),
         new_categories=_finite({name: conformal_quantile(values["new_categories"][name], q)
                                 for name in features.categorical}),
         out_of_range=_finite({name: conformal_quantile(values["out_of_range"][name], q)
                               for name in features.numeric}),
+        observed=observed,
+        outside_observed=_finite({name: conformal_quantile(v, q) for name, v in outside.items()}),
         means={name: [min(m), max(m)] for name, m in means.items() if m},
         spreads=_finite({name: float(pd.to_numeric(period[name], errors="coerce").std())
                          for name in features.numeric}),
@@ -391,6 +528,120 @@ def calibrate(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesP
                            for name in consistency.values}),
         values=values,
     )
+
+
+def _bound(values: np.ndarray, quantile: float) -> float:
+    """A window's value from its draws: the prediction bound of them (the single value when there is one draw)."""
+    finite = [float(v) for v in values if not math.isnan(v)]
+    if not finite:
+        return float("nan")
+    return finite[0] if len(finite) == 1 else prediction_bound(finite, quantile)
+
+
+def _without(values: Sequence[float | None], number: int) -> list[float]:
+    return [float("nan") if v is None else v for i, v in enumerate(values) if i != number]
+
+
+def _observed_ranges(period: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams
+                     ) -> dict[str, list[float]]:
+    """Each numeric column's [min, max] over the calibrated period and the reference sample (the model saw both)."""
+    ranges = {}
+    for name in features.numeric:
+        values = pd.concat([pd.to_numeric(period[name], errors="coerce"),
+                            pd.to_numeric(reference[name], errors="coerce")]).replace([np.inf, -np.inf], np.nan)
+        if values.notna().any():
+            ranges[name] = [float(values.min()), float(values.max())]
+    return ranges
+
+
+def _outside_others(windows: Sequence[pd.DataFrame], name: str) -> list[float]:
+    """Per window: the share of its rows beyond the range the *other* windows observed."""
+    values = [pd.to_numeric(w[name], errors="coerce").replace([np.inf, -np.inf], np.nan) for w in windows]
+    lows = np.array([v.min() for v in values], dtype=float)
+    highs = np.array([v.max() for v in values], dtype=float)
+    shares = []
+    for number, own in enumerate(values):
+        low, high = np.delete(lows, number), np.delete(highs, number)
+        if np.isnan(low).all():
+            shares.append(float("nan"))
+            continue
+        shares.append(out_of_range_share(own, float(np.nanmin(low)), float(np.nanmax(high))))
+    return shares
+
+
+def leave_one_out(calibration: Calibration, monitor: MonitorParams) -> FalseAlarms | None:
+    """How often a new window like the reference windows alarms: each reference window, as the live analysis draws
+    it (its first draw), against the thresholds learned from the *other* windows, with the floors and
+    `monitor.quality_factor` applied as live; None for a calibration made before the draws were stored.
+
+    Checked: the drift index, prediction drift, a missing surge, categories outside the vocabulary, values far
+    outside the range or beyond the observed one, a mean far outside every other window's, a broken relation.
+    (Not label quality, refused requests or re-scoring: they need outcomes, the service or the served model.)"""
+    from scipy import stats as scipy_stats
+
+    values = calibration.values
+    if "draw" not in values:
+        return None
+    q = calibration.quantile
+    windows = calibration.windows
+    counts: dict[str, int] = {}
+    alarms = 0
+    for number in range(windows):
+        def others(statistic: str, name: str, absolute: bool = False, number: int = number) -> float:
+            kept = [v for v in _without(values.get(statistic, {}).get(name, []), number) if not math.isnan(v)]
+            return conformal_quantile([abs(v) for v in kept] if absolute else kept, q)
+
+        def own(statistic: str, name: str, number: int = number) -> float:
+            series = values.get(statistic, {}).get(name)
+            value = series[number] if series is not None and number < len(series) else None
+            return float("nan") if value is None else float(value)
+
+        def alarm_level(statistic: str, name: str, number: int = number) -> float:
+            kept = [v for v in _without(values.get(statistic, {}).get(name, []), number) if not math.isnan(v)]
+            return prediction_bound(kept, calibration.alarm_quantile) if calibration.alarm_quantile else \
+                conformal_quantile(kept, q)
+
+        fired = set()
+        if own("draw", "index") > alarm_level("drift_index", "index"):
+            fired.add("data_drift")
+        if own("draw", "prediction") > _floored(alarm_level("prediction", "probability")):
+            fired.add("prediction_drift")
+        for name in values.get("missing_rise", {}):
+            if own("missing_rise", name) > quality_limit(others("missing_rise", name), monitor.missing_surge,
+                                                         monitor):
+                fired.add("missing_surge")
+        for name in values.get("new_categories", {}):
+            if own("new_categories", name) > quality_limit(others("new_categories", name),
+                                                           monitor.new_category_surge, monitor):
+                fired.add("new_category")
+        for name in values.get("out_of_range", {}):
+            if own("out_of_range", name) > quality_limit(others("out_of_range", name), monitor.out_of_range_surge,
+                                                         monitor):
+                fired.add("out_of_range")
+        for name in values.get("outside_observed", {}):
+            if own("outside_observed", name) > quality_limit(others("outside_observed", name),
+                                                             monitor.out_of_range_surge, monitor):
+                fired.add("beyond_range")
+        for name, series in values.get("means", {}).items():
+            mean, spread = own("means", name), calibration.spreads.get(name)
+            kept = [m for m in _without(series, number) if not math.isnan(m)]
+            if math.isnan(mean) or not kept or spread is None:
+                continue
+            margin = monitor.unit_margin * spread
+            if not min(kept) - margin <= mean <= max(kept) + margin:
+                fired.add("mean_outside")
+        for name in calibration.residuals:
+            residual = own("residuals", name)
+            limit = monitor.quality_factor * _floored(others("residuals", name, absolute=True), MIN_RESIDUAL)
+            if not math.isnan(residual) and abs(residual) > limit:
+                fired.add("relation_broken")
+        for check in fired:
+            counts[check] = counts.get(check, 0) + 1
+        alarms += bool(fired)
+    interval = scipy_stats.binomtest(alarms, windows).proportion_ci(confidence_level=0.95, method="exact")
+    return FalseAlarms(windows=windows, alarms=alarms, rate=round(alarms / windows, 5),
+                       low=round(float(interval.low), 5), high=round(float(interval.high), 5),
+                       by_check=dict(sorted(counts.items())))
 
 
 def _floored(threshold: float, floor: float = MIN_DISTANCE) -> float:

@@ -26,18 +26,23 @@ mean residual is of the order of terms / rows (0.3%), far below the spread it is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
-
-from pipelines.config import FeaturesParams
 
 # A numeric column predicts others only where it is present on this share of the reference rows: rows lacking a
 # predictor are skipped, and a column missing on many rows (wind gust: 76%) would leave too few.
 PREDICTOR_PRESENT = 0.95
 # Fewer reference rows than this (present target and predictors, or missing values) and no model is fitted.
 MIN_ROWS = 200
+# Fewer missing (or present) reference rows than this and a column's missingness is not modelled. Far fewer are
+# needed than for a value model: a column that goes missing only with its whole source (temperature, on 0.1% of the
+# rows, exactly when the hour has no weather record) is told by the other columns' flags, and then a rise of its
+# own (2% of temperatures dropped while the rest of the weather arrives) stands out against its base rate.
+MIN_MISSING_ROWS = 30
 # Ridge penalty on the standardised terms: keeps collinear squares and perfectly separated missing flags finite;
 # negligible against tens of thousands of rows.
 RIDGE = 1.0
@@ -60,21 +65,43 @@ class Consistency(BaseModel):
 
     center: dict[str, float]          # per numeric column: the reference median (also what a missing value becomes)
     scale: dict[str, float]           # per numeric column: the reference standard deviation
-    # Per numeric column: the reference's [min, max]. A predictor is clipped to it, so a value far outside (pressure
-    # in inHg) does not extrapolate the fit and make the *other* columns look wrong; its own checks catch it.
+    # Per numeric column: the reference's [min, max], widened by monitor.unit_margin sds since version 3. A predictor
+    # is clipped to it, so a value far outside (pressure in inHg) does not extrapolate the fit and make the *other*
+    # columns look wrong (its own checks catch it), while one a little past (a warm week) is still judged.
     bounds: dict[str, list[float]]
     flags: list[str]                  # raw columns with missing values in the reference: their missing flags
     values: dict[str, ValueModel]     # numeric columns the others determine (R^2 >= monitor.consistency_r2)
     missing: dict[str, list[float]]   # per column: logistic coefficients over missing_terms(column)
 
 
+class Columns(Protocol):
+    """What the models are fitted over: the numeric columns, and every column whose missingness is modelled.
+    `FeaturesParams` is one (the monitor's: the champion's raw features); `ColumnSet` any other (validation's: the
+    table's own columns)."""
+
+    @property
+    def numeric(self) -> list[str]: ...
+
+    @property
+    def raw_columns(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class ColumnSet:
+    numeric: list[str]
+    raw_columns: list[str]
+
+
 def _standardised(frame: pd.DataFrame, columns: Sequence[str], consistency: Consistency) -> np.ndarray:
-    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").astype(float)
-    values = values.clip(lower=pd.Series({c: consistency.bounds[c][0] for c in columns}),
-                         upper=pd.Series({c: consistency.bounds[c][1] for c in columns}), axis=1)
+    if not columns:
+        return np.zeros((len(frame), 0))
+    values = np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                              for c in columns])
+    low = np.array([consistency.bounds[c][0] for c in columns])
+    high = np.array([consistency.bounds[c][1] for c in columns])
     center = np.array([consistency.center[c] for c in columns])
     scale = np.array([consistency.scale[c] for c in columns])
-    return np.nan_to_num((values.to_numpy() - center) / scale, nan=0.0)
+    return np.nan_to_num((np.clip(values, low, high) - center) / scale, nan=0.0)
 
 
 def value_terms(frame: pd.DataFrame, predictors: Sequence[str], consistency: Consistency) -> np.ndarray:
@@ -85,14 +112,21 @@ def value_terms(frame: pd.DataFrame, predictors: Sequence[str], consistency: Con
     return np.column_stack([np.ones(len(frame)), z, products])
 
 
-def missing_terms(frame: pd.DataFrame, target: str, numeric: Sequence[str], consistency: Consistency) -> np.ndarray:
+def missing_terms(frame: pd.DataFrame, target: str, numeric: Sequence[str], consistency: Consistency,
+                  standardised: np.ndarray | None = None, missing: np.ndarray | None = None) -> np.ndarray:
     """Intercept, the other numeric columns standardised (missing at the median), the other columns' missing
     flags: a column that goes missing with its whole source (every weather column when the hour has no record) is
-    explained by the flags, one that goes missing in bad weather by the values."""
-    others = [c for c in numeric if c != target]
-    flags = [c for c in consistency.flags if c != target]
-    return np.column_stack([np.ones(len(frame)), _standardised(frame, others, consistency),
-                            frame[flags].isna().to_numpy(dtype=float)])
+    explained by the flags, one that goes missing in bad weather by the values. `standardised` (every numeric
+    column, in `numeric` order) and `missing` (every flag column's missing flag, in `consistency.flags` order) may
+    be passed in when the frame serves several targets."""
+    numeric = list(numeric)
+    if standardised is None:
+        standardised = _standardised(frame, numeric, consistency)
+    if missing is None:
+        missing = frame[consistency.flags].isna().to_numpy(dtype=float)
+    others = [i for i, c in enumerate(numeric) if c != target]
+    flags = [i for i, c in enumerate(consistency.flags) if c != target]
+    return np.column_stack([np.ones(len(frame)), standardised[:, others], missing[:, flags]])
 
 
 def _complete_rows(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -112,7 +146,7 @@ def _logistic(terms: np.ndarray, target: np.ndarray, iterations: int = 50) -> np
     for _ in range(iterations):
         probability = _sigmoid(terms @ coefficients)
         weight = probability * (1 - probability)
-        step = np.linalg.solve((terms.T * weight) @ terms + penalty,
+        step = np.linalg.solve((terms * weight[:, None]).T @ terms + penalty,
                                terms.T @ (target - probability) - RIDGE * coefficients)
         coefficients += step
         if np.abs(step).max() < 1e-6:
@@ -124,21 +158,66 @@ def _sigmoid(eta: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(eta, -30, 30)))
 
 
-def fit_consistency(reference: pd.DataFrame, features: FeaturesParams, min_r2: float) -> Consistency:
-    """Both kinds of model on the reference sample (raw columns in the service's form)."""
+def _forward(values: pd.DataFrame, target: str, candidates: list[str], limit: int | None,
+             sample_rows: int = 5000) -> list[str]:
+    """Up to `limit` predictors chosen greedily (all of them without a limit), each the one whose second-order terms
+    add the most R^2 on a sample of complete rows: a table of 30 numeric columns would otherwise give each model
+    ~500 terms, where the relation lives in two or three columns (temperature in dew point and humidity, whose
+    linear correlations with it are weak: the relation is curved, so the screen fits the curve)."""
+    if limit is None or len(candidates) <= limit:
+        return candidates
+    rows = values[[target, *candidates]].dropna()
+    if len(rows) > sample_rows:
+        rows = rows.sample(sample_rows, random_state=0)
+    if len(rows) < MIN_ROWS:
+        return candidates[:limit]
+    z = ((rows - rows.mean()) / rows.std().replace(0, 1)).to_numpy()
+    y, columns = z[:, 0], {name: z[:, index + 1] for index, name in enumerate(candidates)}
+    chosen: list[str] = []
+    reached = 0.0
+    for _ in range(limit):
+        best, best_r2 = None, -1.0
+        for name in candidates:
+            if name in chosen:
+                continue
+            picked = np.column_stack([columns[c] for c in [*chosen, name]])
+            upper = np.triu_indices(picked.shape[1])
+            terms = np.column_stack([np.ones(len(y)), picked,
+                                     (picked[:, :, None] * picked[:, None, :])[:, upper[0], upper[1]]])
+            residual = y - terms @ np.linalg.lstsq(terms, y, rcond=None)[0]
+            r2 = 1.0 - float(residual.var()) / max(float(y.var()), 1e-12)
+            if r2 > best_r2:
+                best, best_r2 = name, r2
+        if best is None or (chosen and best_r2 - reached < 0.002):  # nothing more to explain
+            break
+        chosen.append(best)
+        reached = best_r2
+    return [name for name in candidates if name in chosen]
+
+
+def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, margin: float = 0.0, *,
+                    max_predictors: int | None = None, missing: bool = True) -> Consistency:
+    """Both kinds of model on the reference sample (raw columns in the service's form). A predictor is clipped to
+    the reference's [min, max] widened by `margin` standard deviations (`monitor.unit_margin`): a window that moved
+    a little past the reference (a warm week, every weather column with it) is still judged by the fit, one far
+    outside (pressure in inHg) does not make the other columns look wrong.
+
+    `max_predictors` keeps each value model to the columns that explain its target best (`_forward`; none: every
+    other numeric column, the monitor's models); `missing: False` fits no missingness model (validation judges missing
+    shares per period and segment instead)."""
     numeric = list(features.numeric)
     values = reference[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     scale = values.std().fillna(0.0)
     consistency = Consistency(
         center={c: float(v) for c, v in values.median().fillna(0.0).items()},
         scale={c: float(s) if s > 0 else 1.0 for c, s in scale.items()},
-        bounds={c: [float(values[c].min()), float(values[c].max())] if values[c].notna().any() else [0.0, 0.0]
-                for c in numeric},
+        bounds={c: [float(values[c].min()) - margin * float(scale[c]), float(values[c].max())
+                    + margin * float(scale[c])] if values[c].notna().any() else [0.0, 0.0] for c in numeric},
         flags=[c for c in features.raw_columns if reference[c].isna().any()], values={}, missing={})
     present = values.notna().mean()
     predictors = [c for c in numeric if present[c] >= PREDICTOR_PRESENT and scale[c] > 0]
     for target in numeric:
-        others = [c for c in predictors if c != target]
+        others = _forward(values, target, [c for c in predictors if c != target], max_predictors)
         rows = _complete_rows(reference, [target, *others])
         if not others or rows.sum() < MIN_ROWS or scale[target] <= 0:
             continue
@@ -152,12 +231,15 @@ def fit_consistency(reference: pd.DataFrame, features: FeaturesParams, min_r2: f
             main = [others[i] for i in np.argsort(-linear)[:3]]
             consistency.values[target] = ValueModel(predictors=others, coefficients=coefficients.tolist(),
                                                     residual_sd=float(residual.std()), r2=round(r2, 6), main=main)
-    for target in consistency.flags:
-        missing = reference[target].isna().to_numpy(dtype=float)
-        if missing.sum() < MIN_ROWS or missing.sum() > len(missing) - MIN_ROWS:
-            continue
-        terms = missing_terms(reference, target, numeric, consistency)
-        consistency.missing[target] = _logistic(terms, missing).tolist()
+    if missing and consistency.flags:
+        standardised = _standardised(reference, numeric, consistency)
+        flags = reference[consistency.flags].isna().to_numpy(dtype=float)
+        for target in consistency.flags:
+            absent = reference[target].isna().to_numpy(dtype=float)
+            if absent.sum() < MIN_MISSING_ROWS or absent.sum() > len(absent) - MIN_MISSING_ROWS:
+                continue
+            terms = missing_terms(reference, target, numeric, consistency, standardised, flags)
+            consistency.missing[target] = _logistic(terms, absent).tolist()
     return consistency
 
 
@@ -176,10 +258,85 @@ def mean_residuals(frame: pd.DataFrame, consistency: Consistency) -> dict[str, f
     return residuals
 
 
+def row_residuals(frame: pd.DataFrame, consistency: Consistency, chunk_rows: int = 200_000) -> pd.DataFrame:
+    """Per modelled column, each row's residual in reference residual sds (NaN where the row lacks the column or a
+    predictor): what `mean_residuals` averages over a window, kept per row so that a caller can average it over any
+    grouping (validation: per period and segment). Computed in parts of `chunk_rows` rows (each model's terms are
+    ~50 floats a row)."""
+    out = pd.DataFrame(index=frame.index, columns=list(consistency.values), dtype=float)
+    for target, model in consistency.values.items():
+        values = np.full(len(frame), np.nan)
+        complete = np.flatnonzero(_complete_rows(frame, [target, *model.predictors]))
+        coefficients = np.asarray(model.coefficients)
+        for start in range(0, len(complete), chunk_rows):
+            rows = complete[start:start + chunk_rows]
+            subset = frame.iloc[rows]
+            observed = pd.to_numeric(subset[target], errors="coerce").to_numpy(dtype=float)
+            values[rows] = (observed - value_terms(subset, model.predictors, consistency) @ coefficients) \
+                / model.residual_sd
+        out[target] = values
+    return out
+
+
+class LabelModel(BaseModel):
+    """The label's relation to the other columns: a ridge logistic model on the standardised numeric columns most
+    correlated with it (their squares and products, as `value_terms`) and indicators of the commonest categories.
+    What is judged is how well it still ranks the label (ROC AUC) in a period: labels flipped at random on part of a
+    period keep the label rate plausible and break exactly this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictors: list[str]
+    categories: dict[str, list[str]]  # per categorical column: the values with an indicator
+    coefficients: list[float]
+
+
+def _label_terms(frame: pd.DataFrame, model: LabelModel, consistency: Consistency) -> np.ndarray:
+    parts = [value_terms(frame, model.predictors, consistency)]
+    for column, values in model.categories.items():
+        from pipelines.features import category_texts
+
+        codes = pd.Categorical(category_texts(frame[column]), categories=values).codes
+        parts.append((codes[:, None] == np.arange(len(values))[None, :]).astype(float))
+    return np.column_stack(parts)
+
+
+def fit_label_model(reference: pd.DataFrame, label: pd.Series, numeric: Sequence[str],
+                    categories: dict[str, list[str]], consistency: Consistency,
+                    max_predictors: int = 6) -> LabelModel | None:
+    """The label model on the reference rows with a label (None when there are too few of either class).
+    `consistency` supplies the standardisation (`fit_consistency` on the same reference)."""
+    known = label.notna().to_numpy()
+    y = label[known].astype(float)
+    if min(y.sum(), len(y) - y.sum()) < MIN_ROWS:
+        return None
+    rows = reference.loc[known]
+    values = rows[list(numeric)].apply(pd.to_numeric, errors="coerce").astype(float)
+    present = [c for c in numeric if values[c].notna().mean() >= PREDICTOR_PRESENT and consistency.scale[c] > 0
+               and values[c].nunique() > 1]
+    strength = values[present].corrwith(pd.Series(y.to_numpy(), index=values.index)).abs().fillna(0.0)
+    chosen = set(strength.sort_values(ascending=False, kind="stable").index[:max_predictors])
+    model = LabelModel(predictors=[c for c in present if c in chosen], categories=dict(categories),
+                       coefficients=[])
+    terms = _label_terms(rows, model, consistency)
+    model.coefficients = _logistic(terms, y.to_numpy()).tolist()
+    return model
+
+
+def label_scores(frame: pd.DataFrame, model: LabelModel, consistency: Consistency,
+                 chunk_rows: int = 200_000) -> np.ndarray:
+    """The label model's linear score per row (higher: more likely positive)."""
+    coefficients = np.asarray(model.coefficients)
+    return np.concatenate([_label_terms(frame.iloc[start:start + chunk_rows], model, consistency) @ coefficients
+                           for start in range(0, len(frame), chunk_rows)]) if len(frame) else np.zeros(0)
+
+
 def expected_missing(frame: pd.DataFrame, numeric: Sequence[str], consistency: Consistency) -> dict[str, float]:
     """Per modelled column: the missing share the window's other columns imply."""
-    if frame.empty:
+    if frame.empty or not consistency.missing:
         return {}
-    return {target: float(_sigmoid(missing_terms(frame, target, numeric, consistency)
+    standardised = _standardised(frame, list(numeric), consistency)
+    flags = frame[consistency.flags].isna().to_numpy(dtype=float)
+    return {target: float(_sigmoid(missing_terms(frame, target, numeric, consistency, standardised, flags)
                                    @ np.asarray(coefficients)).mean())
             for target, coefficients in consistency.missing.items()}

@@ -26,6 +26,7 @@ from pipelines.contracts import ACTUAL, PROBABILITY, REQUEST_ID, RetrainRequest,
 
 TAG_ALARM = "alarm"
 TAG_RETRAIN = "retrain"
+TAG_ACKNOWLEDGED = "acknowledged"
 TAG_MODEL_PREFIX = "model:"
 # Panel ids are derived from their titles, so re-creating the dashboard replaces panels instead of adding copies.
 _PANEL_NAMESPACE = uuid.UUID("6f1c3a52-9d8e-4b7a-a1f0-2c5d7e9b1a43")
@@ -41,6 +42,9 @@ def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str |
            f"{record.rows:,} predictions)."
     if record.drift:
         why = " Why: " + reason_texts(record.reasons) + "."
+        accepted = record.acknowledged_reasons
+        if accepted:
+            why += " Accepted as the new normal: " + "; ".join(f"{r.label} {r.acknowledged}" for r in accepted) + "."
     else:
         prediction = record.prediction_drift
         index = record.drift_index
@@ -57,6 +61,8 @@ def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str |
                + (f" (champion's test AUC {expected:.3f})." if expected else ".")
     action = (" Retraining requested (event `flightops.drift.detected`)." if retrain.started
               else f" Retraining: no ({retrain.reason}).")
+    if retrain.outcome:
+        action += f" Outcome: {retrain.outcome}" + (f" ({retrain.gate})." if retrain.gate else ".")
     return head + why + action
 
 
@@ -101,6 +107,8 @@ def snapshot_tags(record: WindowRecord, retrain: RetrainRequest, model_tag: str 
     tags = [TAG_ALARM] if record.drift else []
     if retrain.started:
         tags.append(TAG_RETRAIN)
+    if record.acknowledged_reasons:
+        tags.append(TAG_ACKNOWLEDGED)
     if model_tag:
         tags.append(f"{TAG_MODEL_PREFIX}{model_tag}")
     return tags
@@ -113,7 +121,8 @@ def snapshot_metadata(record: WindowRecord, retrain: RetrainRequest, model_tag: 
             "retrain": str(retrain.started).lower(),
             "skipped_log_lines": str(sum(record.log_skipped.values())),
             "alarm_kinds": ", ".join(reason.kind for reason in record.reasons),
-            "reasons": reason_texts(record.reasons) or "no threshold passed"}
+            "reasons": reason_texts(record.reasons) or "no threshold passed",
+            "acknowledged": "; ".join(f"{r.kind}: {r.acknowledged}" for r in record.acknowledged_reasons)}
 
 
 def review_snapshot(drift: Any, quality: Any | None, summary: WindowRecord, retrain: RetrainRequest,
@@ -141,14 +150,17 @@ def _panel(title: str, subtitle: str, values: list[Any], plot_type: str = "line"
                               values=values, plot_params={"plot_type": plot_type})
 
 
-def dashboard(key_features: Sequence[str], missing_columns: Sequence[str], models: Sequence[str] = ()) -> Any:
+def dashboard(key_features: Sequence[str], missing_columns: Sequence[str], models: Sequence[str] = (),
+              acknowledged: Sequence[str] = (), retrains: Sequence[str] = ()) -> Any:
     """The project's dashboard: one tab of panels over window time, ids fixed by title (so it is idempotent).
 
     The panels of the model's own numbers (drift share, prediction drift, live ROC AUC, rows) draw one line per
     champion that served, from its snapshots' `model:<tag>` tag, with the champion as the legend: a retrain that
     was promoted starts a new line, so a reviewer sees which model each point belongs to (the title already names
     the metric). `models` are those tags (oldest first); with none yet, one line for every window. Per-column
-    panels name the columns. The snapshots list filters by the same tags.
+    panels name the columns. The snapshots list filters by the same tags. Two text panels say what the plots
+    cannot: the data-quality alarms operators accepted (`acknowledged`, one line each: what, who, when, why) and
+    what the latest retrains came to (`retrains`: the gate's verdict, written back by the monitoring flow).
     """
     from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
 
@@ -173,6 +185,11 @@ def dashboard(key_features: Sequence[str], missing_columns: Sequence[str], model
                per_model("RocAuc")),
         _panel("Predictions per window", "rows of the prediction log analysed", per_model("RowCount"),
                plot_type="bar"),
+        _panel("Acknowledged data-quality alarms", "\n".join(acknowledged) or
+               "none: every data-quality alarm blocks retraining (python -m pipelines monitor ack, or the "
+               "acknowledge deployment, accepts one as the new normal)", [], plot_type="text", size="full"),
+        _panel("Retraining: what the gate decided", "\n".join(retrains) or "no retrain has finished yet", [],
+               plot_type="text", size="full"),
     ]
     tab = DashboardTabModel(id=uuid.uuid5(_PANEL_NAMESPACE, "tab:monitoring"), title="Monitoring",
                             panels=[p.id for p in panels])

@@ -30,17 +30,28 @@ from pipelines.contracts import (
     REQUEST_ID,
     ColumnDrift,
     Integrity,
+    LabelCheck,
     LiveQuality,
     MissingShare,
     NewCategories,
     PredictionDrift,
     RangeCheck,
     Reason,
+    RefusedTraffic,
     Relation,
     WindowSummary,
 )
-from pipelines.monitor.calibration import Calibration, drift_index, out_of_range_share, range_band, sample_window
+from pipelines.monitor.calibration import (
+    Calibration,
+    beyond_band,
+    drift_index,
+    out_of_range_share,
+    quality_limit,
+    range_band,
+    sample_window,
+)
 from pipelines.monitor.consistency import expected_missing, mean_residuals
+from pipelines.monitor.labels import ALARM_CHECKS, departures, label_figures
 
 
 @dataclass
@@ -81,7 +92,7 @@ def _new_categories(current: pd.DataFrame, calibration: Calibration, features: F
         values = current[name].dropna()
         unseen = values[~values.isin(known)]
         share = float(len(unseen) / len(current)) if len(current) else 0.0
-        limit = max(monitor.quality_factor * calibration.new_categories.get(name, 0.0), monitor.new_category_surge)
+        limit = quality_limit(calibration.new_categories.get(name), monitor.new_category_surge, monitor)
         new[name] = NewCategories(share=round(share, 5), examples=sorted(unseen.unique().tolist())[:5],
                                   threshold=round(limit, 5), surge=share > limit)
     return new
@@ -89,25 +100,33 @@ def _new_categories(current: pd.DataFrame, calibration: Calibration, features: F
 
 def _range_faults(current: pd.DataFrame, reference: pd.DataFrame, calibration: Calibration,
                   features: FeaturesParams, monitor: MonitorParams) -> dict[str, RangeCheck]:
-    """Per numeric column: the share far outside the reference's range, and the mean against every reference
-    window's mean (a unit change moves it `monitor.unit_margin` standard deviations or more beyond all of them;
-    a real shift of a column that barely varies week to week, like the departure hour, does not)."""
+    """Per numeric column: the share far outside the reference's range, the share beyond the range the reference
+    period observed (values the model never saw), and the mean against every reference window's mean (a unit change
+    moves it `monitor.unit_margin` standard deviations or more beyond all of them; a real shift of a column that
+    barely varies week to week, like the departure hour, does not)."""
     checks = {}
     for name in features.numeric:
         values = pd.to_numeric(reference[name], errors="coerce")
         if values.notna().sum() == 0:
             continue
         outside = out_of_range_share(current[name], *range_band(values, monitor.unit_margin))
-        limit = max(monitor.quality_factor * calibration.out_of_range.get(name, 0.0), monitor.out_of_range_surge)
+        limit = quality_limit(calibration.out_of_range.get(name), monitor.out_of_range_surge, monitor)
         mean = pd.to_numeric(current[name], errors="coerce").mean()
         low, high = calibration.means.get(name, [float("nan"), float("nan")])
         margin = monitor.unit_margin * calibration.spreads.get(name, float("nan"))
-        unit = bool(not pd.isna(mean) and not math.isnan(low) and not math.isnan(margin)
-                    and not (low - margin <= mean <= high + margin))
+        unit = not pd.isna(mean) and not math.isnan(low) and beyond_band(float(mean), low, high, margin)
+        observed = calibration.observed.get(name)
+        beyond = beyond_limit = None
+        if observed is not None:
+            beyond = out_of_range_share(current[name], *observed)
+            beyond_limit = quality_limit(calibration.outside_observed.get(name), monitor.out_of_range_surge, monitor)
         checks[name] = RangeCheck(outside=round(outside, 5), outside_threshold=round(limit, 5),
                                   mean=None if pd.isna(mean) else round(float(mean), 5),
                                   mean_band=[round(low - margin, 5), round(high + margin, 5)],
-                                  out_of_range=outside > limit, unit_change=unit)
+                                  out_of_range=outside > limit, unit_change=unit,
+                                  beyond=None if beyond is None else round(beyond, 5),
+                                  beyond_threshold=None if beyond_limit is None else round(beyond_limit, 5),
+                                  observed=observed, beyond_range=beyond is not None and beyond > beyond_limit)
     return checks
 
 
@@ -130,12 +149,15 @@ def _relations(current: pd.DataFrame, calibration: Calibration, monitor: Monitor
 
 
 def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping[str, float] | None,
-                 monitor: MonitorParams, calibrated_drop: float | None = None) -> LiveQuality:
+                 monitor: MonitorParams, calibrated_drop: float | None = None,
+                 calibration: Calibration | None = None) -> LiveQuality:
     """The model's quality on the window's flights whose outcomes arrived, against its evaluation figures.
 
     Decay is a drop of live ROC AUC below the champion's test AUC by more than `monitor.auc_drop`, or than the
     bound the champion's own week-to-week drops on its held-out splits give (`calibrated_drop`, the calibration's
-    `prediction_bound`) if larger: a week's AUC varies by several hundredths when nothing changed."""
+    `prediction_bound`) if larger: a week's AUC varies by several hundredths when nothing changed. With a
+    calibration holding label limits (`pipelines.monitor.labels`), the window's log loss, Brier score and
+    calibration gap are checked against the champion's held-out figures."""
     from pipelines.model.evaluate import score
 
     joined = window[[REQUEST_ID, PROBABILITY, "threshold"]].merge(outcomes, on=REQUEST_ID, how="inner")
@@ -155,7 +177,34 @@ def live_quality(window: pd.DataFrame, outcomes: pd.DataFrame, expected: Mapping
             quality.auc_drop = float(expected["roc_auc"]) - metrics["roc_auc"]
             quality.auc_drop_limit = max(monitor.auc_drop, calibrated_drop or 0.0)
             quality.decayed = quality.auc_drop > quality.auc_drop_limit
+    labels = calibration.labels if calibration is not None else None
+    if labels is not None:
+        live = label_figures(joined[ACTUAL].to_numpy(), joined[PROBABILITY].to_numpy())
+        gone = departures(live, labels.reference)
+        quality.labels = {name: LabelCheck(value=round(live[name], 5), reference=labels.reference[name],
+                                           departure=round(gone[name], 5), limit=labels.limits[name],
+                                           beyond=gone[name] > labels.limits[name], alarms=name in ALARM_CHECKS)
+                          for name in labels.limits if name in live and not math.isnan(gone[name])}
     return quality
+
+
+def refused_traffic(refused: pd.DataFrame | None, served_rows: int, monitor: MonitorParams) -> RefusedTraffic | None:
+    """The window's refused rows (one per row, with the `fields` at fault) against every row sent for the window.
+
+    The reference period's rows all passed validation, so the service would have refused none of them: the
+    calibrated share is 0, and `monitor.refused_surge` is the limit."""
+    if refused is None:
+        return None
+    rows = len(refused)
+    total = rows + served_rows
+    share = rows / total if total else 0.0
+    fields: dict[str, int] = {}
+    for named in refused["fields"] if rows else []:
+        for name in named or ["(batch)"]:
+            fields[name] = fields.get(name, 0) + 1
+    return RefusedTraffic(rows=rows, share=round(share, 5), threshold=monitor.refused_surge,
+                          fields=dict(sorted(fields.items(), key=lambda kv: -kv[1])),
+                          surge=share > monitor.refused_surge)
 
 
 # Served and re-scored probabilities of the same inputs agree to ~1e-6 (the service's compiled forest vs the
@@ -183,13 +232,15 @@ def integrity(current: pd.DataFrame, champion: Any, champion_tag: str | None, mo
 def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: FeaturesParams, time_column: str,
                    monitor: MonitorParams, calibration: Calibration, outcomes: pd.DataFrame | None = None,
                    expected: Mapping[str, float] | None = None, name: str | None = None,
-                   champion: Any = None, champion_tag: str | None = None) -> WindowResult:
+                   champion: Any = None, champion_tag: str | None = None,
+                   refused: pd.DataFrame | None = None) -> WindowResult:
     """One window against the champion's reference, judged by the champion's calibration.
 
     `current` is a window of the prediction frame (raw inputs + probability); `reference` the sampled reference
     rows with the champion's probability on them; `calibration` the thresholds learned from the reference period
     (`pipelines.monitor.calibration`); `champion` (a `TrainedModel`, tag `champion_tag`), when given, re-scores the
-    rows it served (`integrity`). Evidently computes the distances on the window sampled to
+    rows it served (`integrity`); `refused` (one row per refused row, its `fields` at fault), when given, is the
+    window's refused traffic. Evidently computes the distances on the window sampled to
     `monitor.window_sample_rows` (the size calibration used), with the calibrated thresholds in its report; the
     data-quality counts use every row, the relation residuals and explained missing shares (means) the sample. The
     reasons list says in words which threshold each alarm passed.
@@ -244,18 +295,18 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
                                          drifted=prediction["score"] > calibration.prediction,
                                          mean_current=float(current[PROBABILITY].mean()),
                                          mean_reference=float(reference[PROBABILITY].mean())),
-        missing={column: _missing_share(ref, cur, max(monitor.quality_factor
-                                                      * calibration.missing_rise.get(column, 0.0),
-                                                      monitor.missing_surge), explained.get(column))
+        missing={column: _missing_share(ref, cur, quality_limit(calibration.missing_rise.get(column),
+                                                                monitor.missing_surge, monitor), explained.get(column))
                  for column, (ref, cur) in ((c, (missing[c][0], exact_missing[c])) for c in columns)},
         new_categories=_new_categories(current, calibration, features, monitor),
         ranges=_range_faults(current, reference, calibration, features, monitor),
         relations=_relations(sampled, calibration, monitor),
         integrity=integrity(current, champion, champion_tag, monitor) if champion is not None else None,
-        quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop)
+        quality=live_quality(current, outcomes, expected, monitor, calibration.auc_drop, calibration)
         if outcomes is not None else None,
+        refused=refused_traffic(refused, len(current), monitor),
     )
-    summary.reasons = alarm_reasons(summary, monitor)
+    summary.reasons = alarm_reasons(summary, monitor, calibration)
     return WindowResult(report=summary, snapshot=snapshot)
 
 
@@ -265,64 +316,128 @@ def _missing_share(reference: float, current: float, limit: float, expected: flo
                         surge=current - base > limit, expected=None if expected is None else round(expected, 5))
 
 
-def data_quality_reasons(summary: WindowSummary) -> list[Reason]:
-    """Faults of the data itself (a unit change, a missing surge, unknown categories on many rows): they alarm as
-    data quality and never ask for a retrain (a model retrained on corrupted data learns the corruption).
+def consistent_columns(summary: WindowSummary, calibration: Calibration | None) -> dict[str, str]:
+    """Columns that moved past the reference *together with a column they are bound to*, the relation between them
+    intact: the world moved (a warm spell moves temperature and dew point, humidity with them), not a unit.
+
+    A column moved when its mean is far outside every reference window's, or many of its values lie far outside or
+    beyond the observed range. It counts as consistent when it belongs to a checked relation (`Relation`: the
+    column the others determine and its main predictors) in which another column moved too and no relation it
+    belongs to is broken. A unit change of one column breaks its relations, or moves it alone. Returns each such
+    column with the relation that vouches for it, in words."""
+    if calibration is None or calibration.consistency is None:
+        return {}
+    moved = {name for name, r in summary.ranges.items() if r.unit_change or r.out_of_range or r.beyond_range}
+    groups = {target: {target, *relation.predictors} for target, relation in summary.relations.items()}
+    consistent: dict[str, str] = {}
+    for name in moved:
+        member_of = [target for target, group in groups.items() if name in group]
+        if not member_of or any(summary.relations[target].broken or summary.relations[target].residual is None
+                                for target in member_of):
+            continue
+        partners = sorted((set().union(*(groups[t] for t in member_of)) & moved) - {name})
+        if partners:
+            held = ", ".join(f"{t} residual {summary.relations[t].residual:+.2f} sd (limit "
+                             f"{summary.relations[t].threshold:.2f})" for t in member_of)
+            consistent[name] = f"with {', '.join(partners)}; {held}"
+    return consistent
+
+
+def data_quality_reasons(summary: WindowSummary, consistent: Mapping[str, str] | None = None) -> list[Reason]:
+    """Faults of the data itself (a unit change, a missing surge, unknown categories on many rows, refused
+    requests): they alarm as data quality and never ask for a retrain (a model retrained on corrupted data learns
+    the corruption) unless an operator accepts them (`Acknowledgement`).
 
     Each limit is `monitor.quality_factor` times the calibrated threshold, never below its floor: a window has ~60
     data-quality statistics, each passing its own calibrated threshold about once in (windows + 1) windows by
-    chance, so "just beyond" is noise somewhere most weeks; a fault is far beyond."""
+    chance, so "just beyond" is noise somewhere most weeks; a fault is far beyond. Columns in `consistent`
+    (`consistent_columns`) moved with the columns they are bound to: theirs is drift, not a fault."""
+    consistent = consistent or {}
     reasons = []
-    surging = [f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%}"
-               + (f" over the {m.expected:.1%} its other columns explain)" if m.expected is not None else ")")
-               for name, m in summary.missing.items() if m.surge]
+    surging = {name: m for name, m in summary.missing.items() if m.surge}
     if surging:
-        reasons.append(Reason(kind="missing_surge", text=f"data quality: missing-value surge in {', '.join(surging)}"))
-    unseen = [f"{name} {m.share:.1%} of rows (limit {m.threshold:.1%}; e.g. {', '.join(map(str, m.examples[:3]))})"
-              for name, m in summary.new_categories.items() if m.surge]
+        reasons.append(Reason(kind="missing_surge", columns=sorted(surging), text="data quality: missing-value surge "
+                              "in " + ", ".join(_missing_words(name, m) for name, m in surging.items())))
+    unseen = {name: m for name, m in summary.new_categories.items() if m.surge}
     if unseen:
-        reasons.append(Reason(kind="new_category", text=f"data quality: categories outside the champion's vocabulary "
-                                                        f"in {', '.join(unseen)}"))
-    units = [f"{name} mean {r.mean:.4g} outside [{r.mean_band[0]:.4g}, {r.mean_band[1]:.4g}]"
-             for name, r in summary.ranges.items() if r.unit_change]
+        reasons.append(Reason(kind="new_category", columns=sorted(unseen), text=(
+            "data quality: categories outside the champion's vocabulary in " + ", ".join(
+                f"{name} {m.share:.1%} of rows (limit {m.threshold:.1%}; e.g. {', '.join(map(str, m.examples[:3]))})"
+                for name, m in unseen.items()))))
+    units = {name: r for name, r in summary.ranges.items() if r.unit_change and name not in consistent}
     if units:
-        reasons.append(Reason(kind="mean_outside", text=f"data quality: mean far outside every reference window (a "
-                                                        f"unit change?) in {', '.join(units)}"))
-    broken = [f"{name} (mean residual {r.residual:+.1f} sd from its fit on {', '.join(r.predictors)}, ...: "
-              f"R2 {r.r2:.3f}; limit {r.threshold:.2f})"
-              for name, r in summary.relations.items() if r.broken]
+        reasons.append(Reason(kind="mean_outside", columns=sorted(units), text=(
+            "data quality: mean far outside every reference window (a unit change?) in " + ", ".join(
+                f"{name} mean {r.mean:.4g} outside [{r.mean_band[0]:.4g}, {r.mean_band[1]:.4g}]"
+                for name, r in units.items()))))
+    broken = {name: r for name, r in summary.relations.items() if r.broken}
     if broken:
-        reasons.append(Reason(kind="relation_broken", text=f"data quality: values no longer fit the other columns (a "
-                                                           f"unit change or an upstream fault inside the column's own "
-                                                           f"range?) in {', '.join(broken)}"))
+        reasons.append(Reason(kind="relation_broken", columns=sorted(broken), text=(
+            "data quality: values no longer fit the other columns (a unit change or an upstream fault inside the "
+            "column's own range?) in " + ", ".join(
+                f"{name} (mean residual {r.residual:+.1f} sd from its fit on {', '.join(r.predictors)}, ...: "
+                f"R2 {r.r2:.3f}; limit {r.threshold:.2f})" for name, r in broken.items()))))
     check = summary.integrity
     if check is not None and check.fault:
         reasons.append(Reason(kind="rescoring", text=(
             f"data quality: served probabilities differ from the champion's own scores of the logged inputs on "
             f"{check.mismatch_share:.1%} of {check.rows} rows (mean {check.mean_difference:+.3f}): another model or "
             f"feature pipeline is serving, not drift")))
-    outside = [f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})"
-               for name, r in summary.ranges.items() if r.out_of_range and not r.unit_change]
+    outside = {name: r for name, r in summary.ranges.items()
+               if r.out_of_range and not r.unit_change and name not in consistent}
     if outside:
-        reasons.append(Reason(kind="out_of_range", text=f"data quality: values outside the reference's range in "
-                                                        f"{', '.join(outside)}"))
+        reasons.append(Reason(kind="out_of_range", columns=sorted(outside), text=(
+            "data quality: values outside the reference's range in " + ", ".join(
+                f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})" for name, r in outside.items()))))
+    beyond = {name: r for name, r in summary.ranges.items()
+              if r.beyond_range and not r.out_of_range and not r.unit_change and name not in consistent}
+    if beyond:
+        reasons.append(Reason(kind="beyond_range", columns=sorted(beyond), text=(
+            "data quality: values beyond the range the reference observed (the model never saw them) in " + ", ".join(
+                f"{name} {r.beyond:.1%} of rows outside [{r.observed[0]:.4g}, {r.observed[1]:.4g}] (limit "
+                f"{r.beyond_threshold:.1%})" for name, r in beyond.items() if r.observed))))
+    refused = summary.refused
+    if refused is not None and refused.surge:
+        fields = ", ".join(f"{name} {count}" for name, count in list(refused.fields.items())[:5])
+        reasons.append(Reason(kind="refused", columns=sorted(f for f in refused.fields if f != "(batch)"), text=(
+            f"data quality: the service refused {refused.rows} of the window's rows ({refused.share:.1%}, limit "
+            f"{refused.threshold:.1%}; fields at fault: {fields}): a sender's fault the model never sees")))
     return reasons
 
 
-def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[Reason]:
+def _missing_words(name: str, m: Any) -> str:
+    text = f"{name} {m.reference:.1%} -> {m.current:.1%} (limit +{m.threshold:.1%}"
+    if m.expected is not None:
+        text += f" over the {m.expected:.1%} its other columns explain"
+    return text + ")"
+
+
+def retrain_reasons(summary: WindowSummary, monitor: MonitorParams,
+                    consistent: Mapping[str, str] | None = None) -> list[Reason]:
     """The alarms a retrain can answer: calibrated data drift weighted by the model's reliance, prediction drift,
-    performance decay. Columns beyond their own threshold are named even when the index stays under its own."""
+    a consistent shift of related columns, performance decay. Columns beyond their own threshold are named even when
+    the index stays under its own."""
     reasons = []
     if summary.drift_index > summary.drift_index_threshold:
         ratios = {name: c.score / max(c.threshold or 0.0, 1e-9) for name, c in summary.columns.items() if c.drifted}
         top = sorted(ratios, key=lambda name: summary.columns[name].weight * ratios[name], reverse=True)[:5]
         named = ", ".join(f"{name} (x{ratios[name]:.1f} its threshold, gain share {summary.columns[name].weight:.0%})"
                           for name in top)
-        reasons.append(Reason(kind="data_drift", text=(
+        reasons.append(Reason(kind="data_drift", columns=top, text=(
             f"data drift: importance-weighted drift index {summary.drift_index:.2f} > calibrated "
             f"{summary.drift_index_threshold:.2f}; beyond their reference spread: {named or 'none alone'}")))
+    if consistent:
+        moved = []
+        for name, why in sorted(consistent.items()):
+            r = summary.ranges[name]
+            where = (f"mean {r.mean:.4g} outside [{r.mean_band[0]:.4g}, {r.mean_band[1]:.4g}]" if r.unit_change
+                     else f"{max(r.beyond or 0.0, r.outside):.1%} of rows beyond the observed range")
+            moved.append(f"{name} ({where}; {why})")
+        reasons.append(Reason(kind="consistent_shift", columns=sorted(consistent), text=(
+            "consistent shift: related columns moved together past the reference, their relation intact: "
+            + "; ".join(moved))))
     prediction = summary.prediction_drift
-    if prediction.drifted:
+    if prediction.drifted and not quality_intact(summary):
         reasons.append(Reason(kind="prediction_drift", text=(
             f"prediction drift: {prediction.method} {prediction.score:.3f} > calibrated {prediction.threshold:.3f} "
             f"(mean probability {prediction.mean_reference:.3f} -> {prediction.mean_current:.3f})")))
@@ -335,6 +450,58 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[Reas
     return reasons
 
 
-def alarm_reasons(summary: WindowSummary, monitor: MonitorParams) -> list[Reason]:
+def quality_intact(summary: WindowSummary) -> bool:
+    """The window's outcomes are in and show the model's quality intact: no AUC decay, no label alarm.
+
+    Prediction drift stands in for the outcomes until they arrive. Once they are in and the model ranks and fits
+    them as it did on its held-out weeks, a moved prediction distribution is the model following its inputs (the
+    stormiest week of June 2013, held out of training: mean probability 0.22 -> 0.35, live AUC 0.77): reported in
+    the record (`prediction_drift.drifted`), not an alarm."""
+    quality = summary.quality
+    if quality is None or not quality.complete or quality.decayed is not False:
+        return False
+    return not any(check.beyond and check.alarms for check in quality.labels.values())
+
+
+def label_reason(summary: WindowSummary, inputs_moved: bool) -> Reason | None:
+    """The outcomes fit the model's probabilities worse than any held-out week did (log loss, Brier, calibration
+    gap past their calibrated limits). With the inputs unmoved (no drift, no input fault), the outcomes changed on
+    their own: a label shift, a data-quality fault (relabelled outcomes, a changed label definition, or a change the
+    inputs do not show); with the inputs moved, calibration decay a retrain answers."""
+    quality = summary.quality
+    if quality is None or not any(check.beyond and check.alarms for check in quality.labels.values()):
+        return None
+    words = {"log_loss_excess": "log loss over what its probabilities expect",
+             "brier_excess": "Brier score over what its probabilities expect", "calibration_gap": "calibration gap"}
+    beyond = [f"{words.get(name, name)} {c.value:+.3f} (held-out {c.reference:+.3f}, limit "
+              f"{'+' if name != 'calibration_gap' else 'distance '}{c.limit:.3f})"
+              for name, c in quality.labels.items() if c.beyond]
+    metrics = quality.metrics or {}
+    if metrics.get("log_loss") is not None:
+        beyond.append(f"log loss {metrics['log_loss']:.3f}")
+    rate = metrics.get("positive_rate")
+    mean = summary.prediction_drift.mean_current
+    observed = f"; observed positive rate {rate:.3f} against {mean:.3f} predicted" if rate is not None else ""
+    if inputs_moved:
+        return Reason(kind="calibration_decay", text="calibration decay: the probabilities fit the outcomes worse "
+                                                     "than on any held-out week: " + "; ".join(beyond) + observed)
+    return Reason(kind="label_shift", text=(
+        "data quality: label shift: the outcomes moved while the inputs did not (no drift, no input fault): "
+        + "; ".join(beyond) + observed + ": relabelled outcomes or a changed label definition, or a change the "
+        "inputs do not show"))
+
+
+def alarm_reasons(summary: WindowSummary, monitor: MonitorParams, calibration: Calibration | None = None
+                  ) -> list[Reason]:
     """Every reason a window alarmed, data quality first; empty means no alarm."""
-    return [*data_quality_reasons(summary), *retrain_reasons(summary, monitor)]
+    consistent = consistent_columns(summary, calibration)
+    quality = data_quality_reasons(summary, consistent)
+    drift = retrain_reasons(summary, monitor, consistent)
+    inputs_moved = bool(quality) or any(r.kind in ("data_drift", "prediction_drift", "consistent_shift")
+                                        for r in drift)
+    label = label_reason(summary, inputs_moved)
+    if label is not None and label.quality:
+        quality.append(label)
+    elif label is not None:
+        drift.append(label)
+    return [*quality, *drift]

@@ -44,7 +44,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipelines import io
-from pipelines.contracts import OutcomeRecord, PredictionRecord
+from pipelines.contracts import OutcomeRecord, PredictionRecord, RefusalRecord
 
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 log = logging.getLogger(__name__)
@@ -156,6 +156,46 @@ class PredictionLog:
         self._path, self._hour, self._pid, self._size = path, hour, pid, size
         if self.max_total_bytes is not None:
             self._trim()  # the file just closed may now be deleted
+
+
+# A refused row's scheduled time is kept as sent, cut to this many characters (a bounded record whatever was sent).
+MAX_SCHEDULED_CHARS = 40
+
+
+def refusal_record(*, ts: str, route: str, fields: Sequence[str], scheduled: Any) -> dict[str, Any]:
+    """One refused row as a dict with exactly `RefusalRecord`'s fields: field names only, never the values sent
+    (the scheduled time excepted, as a text, cut short: it places the row in its window)."""
+    return {"ts": ts, "route": route, "fields": [str(name)[:60] for name in fields][:20],
+            "scheduled": scheduled[:MAX_SCHEDULED_CHARS] if isinstance(scheduled, str) else None}
+
+
+class RefusalLog:
+    """The rows the service refused, one `RefusalRecord` a line, in `REFUSAL_LOG_DIR` beside the prediction log.
+
+    The prediction log's own writer in its own folder: one `write` per request, hourly files, the same size cap
+    (`max_total_bytes`, counted for this folder apart), so a flood of bad requests can neither lose the
+    predictions' records nor fill the disk. Monitoring reads it with `read_refusals` and counts refused rows per
+    window: traffic the model never sees is watched like the traffic it does."""
+
+    def __init__(self, directory: Path, *, rotate_hourly: bool, rotate_bytes: int,
+                 max_total_bytes: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._log = PredictionLog(Path(directory) / io.REFUSAL_LOG_DIR, rotate_hourly=rotate_hourly,
+                                  rotate_bytes=rotate_bytes, max_total_bytes=max_total_bytes, clock=clock)
+
+    def record(self, route: str, rows: Sequence[tuple[Sequence[str], Any]]) -> None:
+        """Record refused rows, each as (the fields at fault, the scheduled time as sent)."""
+        ts = datetime.fromtimestamp(self._clock(), UTC).isoformat()
+        self._log.write([refusal_record(ts=ts, route=route, fields=fields, scheduled=scheduled)
+                         for fields, scheduled in rows])
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def read_refusals(directory: Path) -> LogRead[RefusalRecord]:
+    """Every refused row recorded beside the prediction log in `directory`, in the order they were written."""
+    return read_records(log_files(Path(directory) / io.REFUSAL_LOG_DIR, io.PREDICTION_LOG_GLOB), RefusalRecord)
 
 
 def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] | frozenset[Path] = frozenset(),

@@ -21,6 +21,7 @@ from pipelines.monitor.calibration import (
     size_windows,
     sizing_text,
 )
+from pipelines.monitor.labels import calibrate_labels
 from pipelines.monitor.log import as_category_strings
 
 
@@ -67,7 +68,7 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     stored with it, so a
     monitoring run does not re-predict 50,000 rows), and the model's calibration: windows of the reference period
     against the sample, weighted by the model's gain shares, judged against its vocabulary. `labelled` (prepared
-    splits with their `label`: validation and test) calibrates the performance-decay limit.
+    splits with their `label`: validation and test) calibrates the performance-decay and label-quality limits.
 
     Only the sample's rows and the latest `monitor.calibration_windows` windows' rows are built and scored, so the
     cost stops growing with the period past those windows (a big table's train split spans years).
@@ -94,9 +95,11 @@ def build_reference(splits: list[pd.DataFrame], model: Any, features: FeaturesPa
     if held_out:
         frame = pd.concat([split[[time_column, *features.raw_columns, "label"]] for split in held_out],
                           ignore_index=True)
-        drops = auc_drops(frame.assign(**{PROBABILITY: model.predict_proba(frame)}), time_column, monitor)
+        frame = frame.assign(**{PROBABILITY: model.predict_proba(frame)})
+        drops = auc_drops(frame, time_column, monitor)
         if drops:
             calibration = calibration.model_copy(update={
                 "auc_drop": round(prediction_bound(drops, monitor.calibration_quantile), 5),
                 "auc_windows": len(drops)})
+        calibration = calibration.model_copy(update={"labels": calibrate_labels(frame, time_column, monitor)})
     return scored, calibration

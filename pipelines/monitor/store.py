@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import WindowRecord
+from pipelines.contracts import Acknowledgement, RetrainOutcome, WindowRecord
 from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
 from pipelines.monitor import prediction_log
 from pipelines.monitor.columnar import read_predictions_columnar
@@ -53,6 +53,24 @@ def read_predictions(params: Params) -> PredictionFrame:
                     sum(entry["rows"] for entry in dropped), dropped[0]["first_ts"], dropped[-1]["last_ts"],
                     io.DROPPED_LOG_FILE)
     return parsed
+
+
+def read_refusals(params: Params) -> tuple[pd.DataFrame, int]:
+    """The rows the service refused (`prediction_log.RefusalLog`): their scheduled time (`source.time_column`, UTC)
+    and the fields at fault, one row per refused row; and how many could not be placed in a window (a scheduled
+    time missing or unreadable: counted, reported, in no window)."""
+    read = prediction_log.read_refusals(params.paths.prediction_log_dir)
+    if read.skipped:
+        log.warning("refusal log: skipped %d bad line(s): %s", read.skipped_total, dict(read.skipped))
+    time_column = params.source.time_column
+    if not read.records:
+        return pd.DataFrame({time_column: pd.Series([], dtype="datetime64[ns, UTC]"), "fields": []}), 0
+    # Parsed as the prediction frame parses the time column (`log.type_rows`): ISO 8601, UTC.
+    stamps = pd.to_datetime(pd.Series([record.scheduled for record in read.records], dtype=object), utc=True,
+                            errors="coerce", format="ISO8601")
+    frame = pd.DataFrame({time_column: stamps, "fields": [list(record.fields) for record in read.records]})
+    placed = frame[time_column].notna()
+    return frame.loc[placed].reset_index(drop=True), int((~placed).sum())
 
 
 def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]:
@@ -128,11 +146,27 @@ def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
     project = _project(workspace)
     models = [served_model_tag(summary) for summary in read_summaries(params)] + [champion]
     wanted = dashboard(params.monitor.key_features, params.features.raw_columns,
-                       [tag for tag in dict.fromkeys(models) if tag])
+                       [tag for tag in dict.fromkeys(models) if tag], *dashboard_notes(params))
     if workspace.get_dashboard(project.id).dict() == wanted.dict():
         return False
     workspace.save_dashboard(project.id, wanted)
     return True
+
+
+# The retrain outcomes the dashboard lists (the latest first): enough to see a back-off building up.
+DASHBOARD_RETRAINS = 8
+
+
+def dashboard_notes(params: Params) -> tuple[list[str], list[str]]:
+    """The dashboard's two text panels: the acknowledgements in force, and the latest retrains' outcomes."""
+    acknowledged = [f"{ack.kind} on {', '.join(ack.columns) or 'every column'} from "
+                    f"{ack.since[:10] if ack.since else 'the first window'}: {ack.sentence()}"
+                    for ack in read_acknowledgements(params)]
+    state = load_state(params)
+    retrains = [f"traffic up to {retrain['window_end'][:10]}: {retrain.get('outcome', 'pending')}"
+                + (f" ({retrain['gate']})" if retrain.get("gate") else "")
+                for retrain in reversed((state.get("retrains") or [])[-DASHBOARD_RETRAINS:])]
+    return acknowledged, retrains
 
 
 def dashboard_url(params: Params) -> str:
@@ -146,3 +180,48 @@ def dashboard_url(params: Params) -> str:
 def read_summaries(params: Params) -> list[WindowRecord]:
     """Every window record written so far, oldest first (for the history table and plot, and the retry)."""
     return WindowRecord.read_all(params.paths.monitoring_dir)
+
+
+def read_acknowledgements(params: Params) -> list[Acknowledgement]:
+    """The operators' acknowledgements in force (`pipelines.monitor.acknowledge`)."""
+    from pipelines.monitor import acknowledge
+
+    return acknowledge.active(params.paths.monitoring_dir)
+
+
+def record_retrain_outcome(monitoring_dir: Path, outcome: RetrainOutcome) -> Path:
+    """Append what a retraining run decided to the monitoring folder's journal (the retraining flow calls this)."""
+    return io.append_line(Path(monitoring_dir) / io.RETRAIN_OUTCOMES_FILE, outcome.model_dump_json())
+
+
+def read_retrain_outcomes(params: Params) -> dict[str, RetrainOutcome]:
+    """Each retraining run's decision by the data end it trained up to (the latest when one ran twice)."""
+    from pydantic import ValidationError
+
+    found: dict[str, RetrainOutcome] = {}
+    for line in io.read_lines(params.paths.monitoring_dir / io.RETRAIN_OUTCOMES_FILE):
+        try:
+            outcome = RetrainOutcome.model_validate_json(line)
+        except ValidationError:
+            continue
+        if outcome.data_end:
+            found[outcome.data_end] = outcome
+    return found
+
+
+def write_back_outcomes(params: Params, state: dict[str, Any]) -> list[WindowRecord]:
+    """Each settled retrain's outcome onto the record of the window that asked for it (`retrain.outcome`, `gate`),
+    where the record does not hold it yet; returns the records rewritten."""
+    settled = {retrain["window_end"]: retrain for retrain in state.get("retrains") or [] if "outcome" in retrain}
+    written = []
+    for record in read_summaries(params):
+        retrain = settled.get(record.window_end)
+        if retrain is None or record.retrain is None or not record.retrain.started:
+            continue
+        if record.retrain.outcome == retrain["outcome"] and record.retrain.gate == retrain.get("gate"):
+            continue
+        updated = record.model_copy(update={"retrain": record.retrain.model_copy(
+            update={"outcome": retrain["outcome"], "gate": retrain.get("gate")})})
+        updated.save(params.paths.monitoring_dir)
+        written.append(updated)
+    return written

@@ -108,6 +108,7 @@ def build_model_card(params: Params) -> str:
                                                   "current candidate only."]
     lines += ["", "## Data", *_data_lines(params)]
     lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject.tag, subject.entry)]
+    lines += _quarantine_lines(params)
     lines += ["", "## Parameters", "| key | value |", "|---|---|"]
     lines += [f"| train.{k} | {v} |" for k, v in _flat(meta.get("params") or params.train.model_dump(mode="json"))]
     lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
@@ -115,6 +116,21 @@ def build_model_card(params: Params) -> str:
               f"| features.time_parts | {', '.join(params.features.time_parts)} |"]
     lines += ["", "## Reports", *_report_links(params)]
     return "\n".join(lines) + "\n"
+
+
+def _quarantine_lines(params: Params) -> list[str]:
+    """The models quarantined in this registry (`python -m pipelines models quarantine`), from its journal."""
+    from pipelines.release.registry import open_registry, quarantined
+
+    records = quarantined(open_registry(params))
+    if not records:
+        return []
+    lines = ["", "## Quarantined models",
+             "Trained on a table found bad after they were registered; never served or compared with again.", "",
+             "| tag | training table | when | why |", "|---|---|---|---|"]
+    lines += [f"| `{tag}` | {record.table_md5 or 'unknown'} | {record.at[:16]} | {record.reason} |"
+              for tag, record in records.items()]
+    return lines
 
 
 FAMILY_NAMES = {"lightgbm": "LightGBM", "logistic": "logistic regression (scikit-learn)",

@@ -8,8 +8,10 @@ promotion is a conditional write of the journal's next generation and the models
 Either way a promotion names the champion it expects to replace (the one the gate compared against): if another
 promotion won meanwhile it raises `PromotionConflict` and writes nothing, so two concurrent promotions cannot both
 win. A model's stage is derived: the pointer's model is `champion`, models that were champion before are
-`retired`, a model the gate refused is `refused` (its `gate` label, set when it is saved), the rest `candidate`.
-`prune` deletes what is none of the champion and the last N promoted.
+`retired`, a model the gate refused is `refused` (its `gate` label, set when it is saved), a model quarantined
+(trained on a table found bad after it served: `quarantine`, a journal record written through the store like a
+promotion) is `quarantined`, the rest `candidate`. `prune` deletes what is none of the champion and the last N
+promoted.
 
 Every function takes the registry as a store or, as before, a registry folder (a `LocalStore`); `open_registry`
 gives the store params name. The local store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so
@@ -39,19 +41,24 @@ from pipelines.model.seam import TrainedModel
 from pipelines.release import lineage
 from pipelines.release.store import (
     ANY,
+    QUARANTINE_EVENT,
+    SERVING_EVENTS,
+    UNSET_EVENT,
     LocalStore,
     PromotionConflict,
     RegistryError,
     RegistryStore,
     StoredModel,
     open_store,
+    quarantined_in,
     readable,
 )
 
 if TYPE_CHECKING:
     from pipelines.config import Params
 
-__all__ = ["ANY", "PromotionConflict", "RegistryError", "RegistryStore"]
+__all__ = ["ANY", "QUARANTINE_EVENT", "SERVING_EVENTS", "UNSET_EVENT", "PromotionConflict", "RegistryError",
+           "RegistryStore"]
 
 Registry = RegistryStore | Path  # a store, or a registry folder (a LocalStore)
 
@@ -175,7 +182,8 @@ def require_champion(registry: Registry) -> str:
 
 
 def history(registry: Registry) -> list[PromotionRecord]:
-    """Every promotion and rollback, oldest first (a record torn by a crash is skipped)."""
+    """Every journal record (promotions, rollbacks, quarantines, unsets), oldest first (a record torn by a crash is
+    skipped)."""
     return _store(registry).history()
 
 
@@ -184,38 +192,124 @@ def set_champion(registry: Registry, tag: str, reason: str, event: Literal["prom
     """Make `tag` the champion atomically; `expected`: the champion tag (or None) the caller decided against.
 
     Raises `PromotionConflict`, having written nothing, when the champion is no longer `expected` or another
-    promotion wrote first; returns the record written (with `previous`).
+    promotion wrote first, and `RegistryError` for a quarantined model (it never serves again: the store checks it
+    in the same step as the write); returns the record written (with `previous`).
     """
     store = _store(registry)
     if not store.has(tag):
         raise RegistryError(f"model {tag!r} is not in the registry ({store.location})")
     record = PromotionRecord(event=event, tag=tag, reason=reason, at=datetime.now(UTC).isoformat())
-    return store.promote(record, expected)
+    return store.append(record, expected)
+
+
+def former_champions(registry: Registry) -> list[str]:
+    """Every tag that served, in the order it last became champion (promotions and rollbacks)."""
+    order: list[str] = []
+    for record in history(registry):
+        if record.event in SERVING_EVENTS and record.tag:
+            if record.tag in order:
+                order.remove(record.tag)
+            order.append(record.tag)
+    return order
 
 
 def rollback(registry: Registry, to_tag: str | None = None, *, force: bool = False) -> str:
     """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. Refused with
-    `PromotionConflict` if a promotion lands while it runs.
+    `PromotionConflict` if a promotion lands while it runs. A quarantined model is never rolled back to.
 
     A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
     model starts serving, and going around it should be a decision, not a slip of the tag.
     """
-    current = require_champion(registry)
+    store = _store(registry)
+    current = require_champion(store)
     if to_tag is None:
-        earlier = [r.tag for r in history(registry) if r.tag != current]
+        banned = quarantined(store)
+        earlier = [tag for tag in former_champions(store) if tag != current and tag not in banned]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    gate = model_entry(to_tag, registry).gate
-    served = {record.tag for record in history(registry)}
-    refused = _labels(to_tag, registry).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list`
+    gate = model_entry(to_tag, store).gate
+    served = set(former_champions(store))
+    refused = _labels(to_tag, store).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
     if refused and not force:
         failed = "; ".join(gate.failed) if gate is not None else ""
         raise RegistryError(f"{to_tag} was refused by the gate ({failed or 'see its gate record'}) and never served: "
                             "pass --force to make it champion anyway")
     reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
-    set_champion(registry, to_tag, reason=reason, event="rollback", expected=current)
+    set_champion(store, to_tag, reason=reason, event="rollback", expected=current)
     return to_tag
+
+
+def quarantined(registry: Registry) -> dict[str, PromotionRecord]:
+    """The quarantined tags, each with its journal record (why, which table, when)."""
+    return quarantined_in(history(registry))
+
+
+def trained_on(table_md5: str, *, name: str, registry: Registry | None = None) -> list[str]:
+    """The stored models of `name` whose training table (data_version.raw_table_md5) has this MD5."""
+    found = []
+    for stored in sorted(_stored(name, registry), key=lambda stored: stored.created):
+        version = RegistryEntry.from_metadata(stored.metadata).data_version
+        if version is not None and version.raw_table_md5 == table_md5:
+            found.append(stored.tag)
+    return found
+
+
+QUARANTINE_ATTEMPTS = 3  # a champion's replacement that lost to a promotion landing meanwhile looks again
+
+
+def quarantine(registry: Registry, *, name: str, tag: str | None = None, table_md5: str | None = None,
+               reason: str) -> dict[str, Any]:
+    """Mark `tag`, or every model trained on the table with MD5 `table_md5`, as quarantined (journal records), and
+    when the champion is among them roll it back to the newest former champion that is not, or, with none, remove
+    the pointer (the gate then compares the next challenger with the naive baselines). Returns what was done.
+
+    Why: a table that trained a served model can fail the suite later (the suite grew, or a fault was found by
+    hand); the model is then unfit to serve or to be compared with, and nothing but the journal says so. Every
+    record goes through the store (a local folder or a remote every machine reads): once a quarantine is written no
+    promotion of the model can land, and the champion's replacement names the champion it replaces, so a promotion
+    landing meanwhile is never overwritten (it cannot be of a quarantined model)."""
+    if (tag is None) == (table_md5 is None):
+        raise RegistryError("quarantine takes a model tag or a table MD5 (--table), one of them")
+    store = _store(registry)
+    if tag is not None:
+        if not store.has(tag):
+            raise RegistryError(f"model {tag!r} is not in the registry ({store.location})")
+        version = model_entry(tag, store).data_version
+        table_md5 = version.raw_table_md5 if version is not None else None
+        tags = [tag]
+    else:
+        tags = trained_on(str(table_md5), name=name, registry=store)
+        if not tags:
+            raise RegistryError(f"no stored model of {name!r} was trained on table {table_md5} (data_version."
+                                f"raw_table_md5 in `python -m pipelines models list`)")
+    already = quarantined(store)
+    now = datetime.now(UTC).isoformat()
+    for each in tags:
+        if each not in already:
+            store.append(PromotionRecord(event=QUARANTINE_EVENT, tag=each, table_md5=table_md5, reason=reason,
+                                         at=now))
+    champion = champion_tag(store)
+    outcome: dict[str, Any] = {"quarantined": tags, "table_md5": table_md5, "champion": champion,
+                               "previous": champion}
+    for attempt in range(1, QUARANTINE_ATTEMPTS + 1):
+        banned = quarantined(store)  # these tags, and any an interrupted quarantine left on the pointer
+        if champion is None or champion not in banned:
+            break
+        clean = [each for each in former_champions(store) if each not in banned and store.has(each)]
+        why = f"quarantine of {champion}: {reason}"
+        try:
+            if clean:
+                set_champion(store, clean[-1], reason=why, event="rollback", expected=champion)
+            else:
+                store.append(PromotionRecord(event=UNSET_EVENT, at=now,
+                                             reason=f"{why}; no clean model served before"), expected=champion)
+        except PromotionConflict:
+            if attempt == QUARANTINE_ATTEMPTS:
+                raise
+        champion = champion_tag(store)
+    outcome["champion"] = champion
+    return outcome
 
 
 def _labels(tag: str, registry: Registry | None = None) -> dict[str, str]:
@@ -231,11 +325,13 @@ def _stored(name: str, registry: Registry | None = None) -> list[StoredModel]:
 
 def list_models(registry: Registry, *, name: str) -> list[RegisteredModel]:
     champion = champion_tag(registry)
-    former = {r.tag for r in history(registry)}
+    former = set(former_champions(registry))
+    banned = quarantined(registry)
     models = []
     for stored in _stored(name, registry):
         refused = stored.labels.get(GATE_LABEL) == "refused"
-        stage = ("champion" if stored.tag == champion else "retired" if stored.tag in former
+        stage = ("quarantined" if stored.tag in banned else "champion" if stored.tag == champion
+                 else "retired" if stored.tag in former
                  else "refused" if refused else "candidate")
         models.append(RegisteredModel(tag=stored.tag, stage=stage, created=stored.created.isoformat(),
                                       entry=RegistryEntry.from_metadata(stored.metadata)))
@@ -252,10 +348,7 @@ def prune(registry: Registry, keep: int, *, name: str, dry_run: bool = False) ->
         raise RegistryError(f"--keep must be >= 0, got {keep}")
     store = _store(registry)
     champion = champion_tag(store)
-    promoted: list[str] = []
-    for record in reversed(history(store)):
-        if record.tag not in promoted:
-            promoted.append(record.tag)
+    promoted = list(reversed(former_champions(store)))
     kept = {champion, *promoted[:keep]} - {None}
     doomed = [stored.tag for stored in _stored(name, store) if stored.tag not in kept]
     if not dry_run:

@@ -5,11 +5,12 @@ Two stores, one interface (`RegistryStore`):
 
 - `LocalStore` (`versioning.registry_remote: null`, the default): `paths.registry_dir` holds `champion.json`, replaced
   with one rename, and `history.jsonl`, appended; the models are this machine's BentoML store (`$BENTOML_HOME`).
-  A promotion holds an exclusive `flock` on `<registry_dir>/.promote.lock` while it compares the champion with the
-  one its caller expected and writes: the lock a local (or NFS) folder supports.
+  A journal write holds an exclusive `flock` on `<registry_dir>/.promote.lock` while it compares the champion with
+  the one its caller expected and writes: the lock a local (or NFS) folder supports.
 - `RemoteStore` (`versioning.registry_remote: <fsspec URL>`: `s3://bucket/prefix`, or a folder standing for one):
-  the journal is one object per promotion, `journal/<generation>.json`; the champion is the newest complete one.
-  A promotion creates generation N+1 *only if it does not exist* (fsspec's exclusive create, `open(..., "xb")`:
+  the journal is one object per record, `journal/<generation>.json`; the champion is the newest complete promotion
+  or rollback, unless an `unset` came after it.
+  A journal write creates generation N+1 *only if it does not exist* (fsspec's exclusive create, `open(..., "xb")`:
   O_CREAT|O_EXCL on a local or NFS folder, a conditional PUT with `If-None-Match: *` on S3 and S3-compatible
   stores), so of two promotions that read the same champion exactly one can write the next generation: the other
   gets `PromotionConflict`. The store checks once per process that the remote really refuses a second exclusive
@@ -21,6 +22,13 @@ Two stores, one interface (`RegistryStore`):
   archive (`<version>.files/<name>`) and named with their MD5 in the index entry; `fetch` brings any that this
   machine's copy lacks or holds in another version, so a machine that imported the model at its promotion, before
   the reference stage ran, gets them at its next `fetch`.
+
+Every change of the registry's state is one journal record written by `append`, and the pointer follows its event:
+`promote` and `rollback` make its tag the champion, `unset` leaves no champion (the champion was quarantined and no
+clean model had served before it), `quarantine` marks a model that must never serve again and moves nothing. So a
+quarantine and a promotion are ordered like two promotions (the lock, or the exclusive create of the same
+generation), and `append` refuses, under that order, to make a quarantined model champion: no promotion that read
+the journal before a quarantine can land after it.
 
 A record that is not valid JSON is either being written (a local file between its exclusive create and its one
 write) or torn by a crash: readers skip it as the journal skips a torn line; a promotion waits for a young one
@@ -54,7 +62,11 @@ log = logging.getLogger(__name__)
 PENDING_S = 30.0
 # Protocols whose exclusive create fsspec maps onto a conditional write the backend enforces.
 EXCLUSIVE_PROTOCOLS = {"file", "local", "s3", "s3a"}
-ANY = object()  # `promote(expected=ANY)`: no precondition on the champion (a rollback by an operator)
+ANY = object()  # `append(expected=ANY)`: no precondition on the champion (a rollback by an operator)
+# Journal events: a champion set by the gate or by hand, a model quarantined, the pointer removed (no clean model).
+SERVING_EVENTS = ("promote", "rollback")
+QUARANTINE_EVENT = "quarantine"
+UNSET_EVENT = "unset"
 
 
 class RegistryError(RuntimeError):
@@ -83,7 +95,7 @@ class RegistryStore(Protocol):
 
     def champion(self) -> PromotionRecord | None: ...
     def history(self) -> list[PromotionRecord]: ...
-    def promote(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord: ...
+    def append(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord: ...
     def marker(self) -> Hashable | None: ...
     def models(self, name: str) -> list[StoredModel]: ...
     def has(self, tag: str) -> bool: ...
@@ -123,13 +135,40 @@ def readable(path: Path) -> Path:
     return path
 
 
-def _check_expected(current: PromotionRecord | None, expected: Any, tag: str) -> None:
-    if expected is ANY:
-        return
+def quarantined_in(records: list[PromotionRecord]) -> dict[str, PromotionRecord]:
+    """The quarantined tags of a journal, each with its record (why, which table, when)."""
+    return {record.tag: record for record in records if record.event == QUARANTINE_EVENT and record.tag}
+
+
+def _pointer(records: list[PromotionRecord]) -> PromotionRecord | None:
+    """The champion a journal leaves: its newest promotion or rollback, or none after an `unset`."""
+    for record in reversed(records):
+        if record.event in SERVING_EVENTS:
+            return record
+        if record.event == UNSET_EVENT:
+            return None
+    return None
+
+
+def _admit(record: PromotionRecord, current: PromotionRecord | None, records: list[PromotionRecord],
+           expected: Any) -> PromotionRecord:
+    """`record` as it may be written after the journal `records` (the champion being `current`), with `previous`
+    set when it moves the pointer; raises, writing nothing, when it must not be.
+
+    A quarantined model is never made champion. `expected` is the champion the caller decided against (ANY: none);
+    a quarantined champion still on the pointer (a crash between a quarantine and its rollback, or a hand edit)
+    also counts as no champion, the one a gate compares with in its place."""
+    banned = quarantined_in(records)
+    if record.event in SERVING_EVENTS and record.tag in banned:
+        raise RegistryError(f"model {record.tag!r} is quarantined ({banned[record.tag].reason}): it cannot serve "
+                            "again")
     now = current.tag if current else None
-    if now != expected:
-        raise PromotionConflict(f"promotion of {tag} lost: the champion is {now}, not {expected} as when the gate "
-                                "compared against it (another promotion won meanwhile)")
+    if expected is not ANY and expected != now and not (expected is None and now in banned):
+        raise PromotionConflict(f"{record.event} of {record.tag or 'no model'} lost: the champion is {now}, not "
+                                f"{expected} as when it was decided (another promotion won meanwhile)")
+    if record.event in (*SERVING_EVENTS, UNSET_EVENT):
+        return record.model_copy(update={"previous": now})
+    return record
 
 
 def _parse(text: str | bytes) -> PromotionRecord | None:
@@ -171,13 +210,12 @@ class LocalStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def promote(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord:
+    def append(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord:
         """Under the folder's lock: check the champion is still `expected`, append the journal line (fsynced), then
-        replace the pointer in one rename. A crash leaves the old champion or the new one."""
+        replace the pointer in one rename (or remove it for `unset`). A crash leaves the old champion or the new
+        one."""
         with self._locked():
-            current = self.champion()
-            _check_expected(current, expected, record.tag)
-            record = record.model_copy(update={"previous": current.tag if current else None})
+            record = _admit(record, self.champion(), self.history(), expected)
             journal_path = self.folder / HISTORY_FILE
             torn = (journal_path.exists() and journal_path.stat().st_size > 0
                     and not journal_path.read_bytes().endswith(b"\n"))
@@ -185,7 +223,10 @@ class LocalStore:
                 journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
                 journal.flush()
                 os.fsync(journal.fileno())
-            io.write_json(self.folder / CHAMPION_FILE, record.to_json_dict(), durable=True)
+            if record.event in SERVING_EVENTS:
+                io.write_json(self.folder / CHAMPION_FILE, record.to_json_dict(), durable=True)
+            elif record.event == UNSET_EVENT:
+                (self.folder / CHAMPION_FILE).unlink(missing_ok=True)
         return record
 
     def marker(self) -> Hashable | None:
@@ -241,6 +282,7 @@ class RemoteStore:
                                 f"{sorted(protocols)}, so two promotions could both win; use a folder or "
                                 f"an S3(-compatible) URL ({', '.join(sorted(EXCLUSIVE_PROTOCOLS))})")
         self._exclusive_checked = False
+        self._complete: dict[str, PromotionRecord] = {}  # journal objects read whole: never written again
 
     # paths under the root
     def _path(self, *parts: str) -> str:
@@ -284,10 +326,17 @@ class RemoteStore:
         return sorted(found)
 
     def _read(self, path: str) -> PromotionRecord | None:
+        """A journal object's record; None while it is being written or when torn. A complete one never changes
+        (exclusive create, one write), so each is read once per process."""
+        if path in self._complete:
+            return self._complete[path]
         try:
-            return _parse(self.fs.cat_file(path))
+            record = _parse(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
+        if record is not None:
+            self._complete[path] = record
+        return record
 
     def _age_s(self, path: str) -> float:
         try:
@@ -301,8 +350,9 @@ class RemoteStore:
     def champion(self) -> PromotionRecord | None:
         for _, path in reversed(self._generations()):
             record = self._read(path)
-            if record is not None:
-                return record
+            if record is None or record.event == QUARANTINE_EVENT:
+                continue
+            return record if record.event in SERVING_EVENTS else None  # unset: no champion
         return None
 
     def history(self) -> list[PromotionRecord]:
@@ -333,8 +383,9 @@ class RemoteStore:
                                 "object: it ignores conditional writes (If-None-Match), so two promotions could both "
                                 "win. Use a store that enforces them (AWS S3, MinIO >= 2024-11, a local or NFS folder)")
 
-    def promote(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord:
-        """Write the next journal generation only if no one else has: the conditional write is the promotion."""
+    def append(self, record: PromotionRecord, expected: Any = ANY) -> PromotionRecord:
+        """Write the next journal generation only if no one else has: the conditional write is the promotion (or
+        quarantine, or unset), decided on the journal up to the generation before it."""
         self._check_exclusive()
         deadline = time.monotonic() + PENDING_S
         while True:
@@ -346,16 +397,15 @@ class RemoteStore:
                 time.sleep(0.1)  # another promotion is writing its record
                 continue
             break
-        current = self.champion()
-        _check_expected(current, expected, record.tag)
-        record = record.model_copy(update={"previous": current.tag if current else None})
+        records = [written for _, path in generations if (written := self._read(path)) is not None]
+        record = _admit(record, _pointer(records), records, expected)
         generation = (newest[0] if newest else 0) + 1
         path = self._path(io.REMOTE_JOURNAL_DIR, io.journal_record_name(generation))
         try:
             self._create(path, record.model_dump_json().encode())
         except FileExistsError:
-            raise PromotionConflict(f"promotion of {record.tag} lost: journal generation {generation} was written by "
-                                    "another promotion first") from None
+            raise PromotionConflict(f"{record.event} of {record.tag or 'no model'} lost: journal generation "
+                                    f"{generation} was written by another promotion first") from None
         return record
 
     def marker(self) -> Hashable | None:

@@ -37,7 +37,10 @@ def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_i
     assert booked.decision.retrain and booked.retrain.started is True
     assert booked.retrain.data_end == END.isoformat() and booked.retrain.event == book.DRIFT_DETECTED
     assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True, "rows": 6512, "analyses": 1}
-    assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason}]
+    # The alarm kinds it answers are kept with it: a back-off counts the gate's refusals per kind.
+    assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason,
+                                         "kinds": ["data_drift", "prediction_drift"]}]
+    assert booked.retrain.kinds == ["data_drift", "prediction_drift"]
 
 
 @pytest.mark.parametrize(("drift", "last_end", "trigger", "started", "why"), [
@@ -156,7 +159,12 @@ def test_the_dashboard_is_the_same_every_time_and_has_the_panels_a_reviewer_need
     assert first.dict() == again.dict()
     titles = [p.title for p in first.panels]
     assert titles == ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
-                      "Missing-value share", "Live ROC AUC", "Predictions per window"]
+                      "Missing-value share", "Live ROC AUC", "Predictions per window",
+                      "Acknowledged data-quality alarms", "Retraining: what the gate decided"]
+    # The two text panels say so when there is nothing to list yet.
+    texts = {p.title: p.subtitle for p in first.panels if p.title in titles[-2:]}
+    assert texts["Acknowledged data-quality alarms"].startswith("none: every data-quality alarm blocks retraining")
+    assert texts["Retraining: what the gate decided"] == "no retrain has finished yet"
     key = next(p for p in first.panels if p.title == "Drift of key features")
     assert [v.metric_labels["column"] for v in key.values] == list(params.monitor.key_features)
 

@@ -43,7 +43,7 @@ def params(tmp_path):
     return parse_params(params_dict(tmp_path, {
         "features.categorical": ["c"], "features.numeric": ["x", "y"], "features.time_parts": [],
         "monitor.window_days": 7, "monitor.min_window_rows": 50, "monitor.window_sample_rows": 10_000,
-        "monitor.calibration_quantile": 0.5}))
+        "monitor.calibration_quantile": 0.5, "monitor.calibration_resamples": 1}))
 
 
 @pytest.mark.parametrize(("values", "quantile", "expected"), [

@@ -323,7 +323,8 @@ def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_pat
         "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
         "source.key_columns": ["id"], "collect.start": "2024-01-01", "collect.end": "2024-03-01",
         "validate.suite": str(tmp_path / "mine.json"), "validate.period": "week",
-        "features.categorical": ["store"], "features.numeric": ["x"], "features.forbidden": [],
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
+        "features.numeric": ["x"], "features.forbidden": [],
         "evaluate.slices": ["store"]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
@@ -374,7 +375,8 @@ def _file_project(tmp_path, table: pd.DataFrame, suffix: str, categorical: list[
         "source.kind": "file", "source.path": str(source), "source.time_column": "t", "source.target": "y",
         "source.positive_above": None, "source.positive_class": None, "source.key_columns": ["id"],
         "collect.start": "2024-01-01", "collect.end": "2024-03-01", "validate.suite": str(tmp_path / "mine.json"),
-        "validate.period": "week", "features.categorical": categorical, "features.numeric": numeric,
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "validate.period": "week",
+        "features.categorical": categorical, "features.numeric": numeric,
         "features.forbidden": [], "features.min_category_count": 1, "evaluate.slices": categorical[:1],
         "split.valid_days": 7, "split.test_days": 7, "train.lightgbm.min_data_in_leaf": 5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))

@@ -18,11 +18,12 @@ CONTENDERS = 4
 ROUNDS = 4
 
 
-def _model(tmp_path: Path, name: str, store) -> str:
+def _model(tmp_path: Path, name: str, store, table_md5: str | None = None) -> str:
     folder = tmp_path / f"model-{len(list(tmp_path.iterdir()))}"
     folder.mkdir()
     (folder / io.MODEL_FILE).write_text("not a real model: the registry moves files, it does not read them\n")
-    return registry.save_model(folder, {"model_md5": "x"}, name=name, registry=store)
+    metadata = {"model_md5": "x", **({"data_version": {"raw_table_md5": table_md5}} if table_md5 else {})}
+    return registry.save_model(folder, metadata, name=name, registry=store)
 
 
 def _store(kind: str, tmp_path: Path):
@@ -87,6 +88,88 @@ def test_a_promotion_over_a_stale_champion_writes_nothing(kind: str, tmp_path: P
     assert registry.rollback(store) == first
     registry.set_champion(store, third, reason="operator")
     assert [r.tag for r in registry.history(store)] == [first, second, first, third]
+
+
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_quarantine_goes_through_the_store_and_moves_the_champion_for_every_reader(kind: str, tmp_path: Path) -> None:
+    """`models quarantine --table MD5` on either store: the quarantine records and the champion's replacement are
+    journal records of the store (on a remote, generations every machine lists), so a reader opened afresh (another
+    machine) sees the clean champion, then none once the clean one is quarantined too; a quarantined model is never
+    promoted or rolled back to again, and a pointer left on one counts as no champion for a gate's promotion."""
+    store = _store(kind, tmp_path)
+    (tmp_path / "m").mkdir()
+    name = f"quarantine-{kind}-{os.getpid()}"
+    clean = _model(tmp_path / "m", name, store, table_md5="good")
+    bad, worse, unserved = (_model(tmp_path / "m", name, store, table_md5="bad") for _ in range(3))
+    later = _model(tmp_path / "m", name, store, table_md5="later")
+    registry.set_champion(store, clean, reason="first", expected=None)
+    registry.set_champion(store, bad, reason="second", expected=clean)
+    registry.set_champion(store, worse, reason="third", expected=bad)
+
+    def reader():  # another machine: nothing cached, the folder or the remote read afresh
+        return LocalStore(store.folder) if kind == "local" else RemoteStore(store.location)
+
+    outcome = registry.quarantine(store, name=name, table_md5="bad", reason="the April table failed the suite")
+    assert outcome == {"quarantined": [bad, worse, unserved], "table_md5": "bad", "champion": clean,
+                       "previous": worse}
+    assert registry.champion_tag(reader()) == clean
+    journal = registry.history(reader())
+    assert [(r.event, r.tag) for r in journal[3:]] == [("quarantine", bad), ("quarantine", worse),
+                                                       ("quarantine", unserved), ("rollback", clean)]
+    assert journal[-1].previous == worse and {r.table_md5 for r in journal[3:6]} == {"bad"}
+    assert set(registry.quarantined(reader())) == {bad, worse, unserved}
+    stages = {m.tag: m.stage for m in registry.list_models(reader(), name=name)}
+    assert stages == {clean: "champion", bad: "quarantined", worse: "quarantined", unserved: "quarantined",
+                      later: "candidate"}
+    with pytest.raises(RegistryError, match="is quarantined"):
+        registry.set_champion(store, worse, reason="by hand", expected=clean)
+    with pytest.raises(RegistryError, match="is quarantined"):
+        registry.rollback(store, bad)
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        registry.rollback(store)  # every former champion but the current one is quarantined
+    assert len(registry.history(reader())) == len(journal)  # the refusals wrote nothing
+    # Again: a no-op. Then the clean champion by its tag: no clean model served before it, so the pointer goes.
+    assert registry.quarantine(store, name=name, table_md5="bad", reason="again")["champion"] == clean
+    assert len(registry.history(reader())) == len(journal)
+    marker = reader().marker()
+    outcome = registry.quarantine(store, name=name, tag=clean, reason="found bad by hand")
+    assert outcome["champion"] is None and outcome["previous"] == clean and outcome["table_md5"] == "good"
+    assert registry.champion_tag(reader()) is None and reader().marker() != marker
+    last = registry.history(reader())[-1]
+    assert (last.event, last.tag, last.previous) == ("unset", None, clean)
+    with pytest.raises(RegistryError, match="no champion yet"):
+        registry.require_champion(reader())
+    # The next challenger is judged against no champion and promoted over none.
+    registry.set_champion(store, later, reason="clean challenger", expected=None)
+    assert registry.champion_tag(reader()) == later
+    assert sorted(registry.prune(store, 0, name=name, dry_run=True)) == sorted([clean, bad, worse, unserved])
+
+
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_a_quarantined_champion_left_on_the_pointer_counts_as_none(kind: str, tmp_path: Path) -> None:
+    """A quarantine interrupted between its record and the champion's replacement (or a pointer edited by hand)
+    leaves a quarantined champion: the gate compares with no champion (`expected=None`) and its promotion lands; a
+    second quarantine call finishes the move."""
+    from datetime import UTC, datetime
+
+    from pipelines.contracts import PromotionRecord
+
+    store = _store(kind, tmp_path)
+    (tmp_path / "m").mkdir()
+    name = f"interrupted-{kind}-{os.getpid()}"
+    first, second, third = (_model(tmp_path / "m", name, store, table_md5=f"t{i}") for i in range(3))
+    registry.set_champion(store, first, reason="first", expected=None)
+    registry.set_champion(store, second, reason="second", expected=first)
+    store.append(PromotionRecord(event="quarantine", tag=second, table_md5="t1", reason="crash after this",
+                                 at=datetime.now(UTC).isoformat()))
+    assert registry.champion_tag(store) == second  # the quarantine record moves nothing by itself
+    assert registry.quarantine(store, name=name, table_md5="t1", reason="finish")["champion"] == first
+    store.append(PromotionRecord(event="quarantine", tag=first, table_md5="t0", reason="crash after this",
+                                 at=datetime.now(UTC).isoformat()))
+    with pytest.raises(PromotionConflict, match=f"the champion is {first}, not {third}"):
+        registry.set_champion(store, third, reason="stale", expected=third)
+    record = registry.set_champion(store, third, reason="judged against no champion", expected=None)
+    assert record.previous == first and registry.champion_tag(store) == third
 
 
 def test_the_remote_journal_skips_a_torn_record_and_promotes_past_it(tmp_path: Path) -> None:

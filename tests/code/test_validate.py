@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,15 @@ import pytest
 
 from pipelines.data.draft import draft_suite, label_rate_expectations
 from pipelines.data.explain import STUCK_CHECK
-from pipelines.data.suite import NUMERIC_TYPES, NotValidatedError, SuiteError, require_validated, write_suite
+from pipelines.data.suite import (
+    NUMERIC_TYPES,
+    ColumnBounds,
+    NotValidatedError,
+    SuiteError,
+    column_bounds,
+    require_validated,
+    write_suite,
+)
 from pipelines.data.validate import DataValidationError, split_periods, validate_table
 from pipelines.io import file_md5
 
@@ -171,7 +180,7 @@ def test_drafted_suite_passes_its_reference_and_fails_a_corrupted_copy(tmp_path:
     suite = draft_suite(frame, "drafted", label_column="label")
     kinds = {(item["type"], item["kwargs"].get("column")) for item in suite["expectations"]}
     assert ("expect_column_values_to_be_in_set", "carrier") in kinds
-    assert ("expect_column_values_to_be_between", "distance") in kinds
+    assert ("expect_column_values_to_be_between", "distance") in kinds  # never negative: hard
     assert ("expect_column_values_to_not_be_null", "distance") in kinds
     assert ("expect_column_type_to_be", "time_hour") in kinds
     assert ("expect_column_mean_to_be_between", "label") in kinds
@@ -189,12 +198,22 @@ def test_drafted_suite_passes_its_reference_and_fails_a_corrupted_copy(tmp_path:
     assert "expect_column_mean_to_be_between on column 'label'" in message
 
 
-def test_drafted_bounds_are_widened_and_categories_tolerant() -> None:
-    frame = pd.DataFrame({"n": [10, 20, 30], "code": ["a", "b", "a"], "free": ["x", "y", "z"]})
-    suite = draft_suite(frame, "s", categorical_max_unique=2, category_tolerance=0.05, range_margin=0.5)
-    by_key = {(item["type"], item["kwargs"].get("column")): item["kwargs"] for item in suite["expectations"]}
-    assert by_key[("expect_column_values_to_be_between", "n")] == {
-        "column": "n", "min_value": 0.0, "max_value": 40.0}
+def test_drafted_ranges_are_hard_only_where_impossible_and_categories_tolerant() -> None:
+    """Issue 36.1: the observed range is no constraint of the suite (it is learned behaviour, judged per period with
+    a tolerance); a column never negative in the reference stays non-negative, as a hard constraint, and only hard
+    ranges bound a request."""
+    frame = pd.DataFrame({"n": [10, 20, 30], "signed": [-1.5, 2.0, 3.0], "code": ["a", "b", "a"],
+                          "free": ["x", "y", "z"]})
+    suite = draft_suite(frame, "s", categorical_max_unique=2, category_tolerance=0.05, key_columns=["free"])
+    items = {(item["type"], item["kwargs"].get("column")): item for item in suite["expectations"]}
+    by_key = {key: item["kwargs"] for key, item in items.items()}
+    assert by_key[("expect_column_values_to_be_between", "n")] == {"column": "n", "min_value": 0}
+    assert items[("expect_column_values_to_be_between", "n")]["meta"]["constraint"] == "hard"
+    assert ("expect_column_values_to_be_between", "signed") not in by_key  # no observed range in the suite
+    assert items[("expect_column_values_to_be_in_set", "code")]["meta"]["constraint"] == "observed"
+    assert items[("expect_column_values_to_not_be_null", "free")]["meta"]["constraint"] == "hard"  # a key
+    assert items[("expect_column_values_to_not_be_null", "n")]["meta"]["constraint"] == "observed"
+    assert column_bounds(suite, ["n", "signed"]) == {"n": ColumnBounds("n", 0.0, None)}
     assert by_key[("expect_column_values_to_be_in_set", "code")] == {
         "column": "code", "value_set": ["a", "b"], "mostly": 0.95}
     assert ("expect_column_values_to_be_in_set", "free") not in by_key  # 3 values > categorical_max_unique
@@ -343,13 +362,46 @@ def test_the_guard_refuses_a_table_validation_did_not_pass(suite_file: Path, tmp
         require_validated(table, reports, "preprocess")
     validate_table(_negative_distance(_frame()), suite_file, reports, fail_on_error=False, table=table,
                    table_md5=changed)
-    assert require_validated(table, reports, "evaluate").success is False  # warn-only: readable ...
+    # warn-only: readable while the params in force say so (with a warning naming the checks) ...
+    assert require_validated(table, reports, "evaluate", warn_only=True).success is False
     with pytest.raises(NotValidatedError, match="says success: false, 1 failed check"):
-        require_validated(table, reports, "register", strict=True)  # ... but never registered
+        require_validated(table, reports, "register", strict=True, warn_only=True)  # ... but never registered
+    with pytest.raises(NotValidatedError, match=r"accepted under validate.fail_on_error: false, which the params "
+                                                r"no longer say"):
+        require_validated(table, reports, "evaluate")  # ... and refused once they say true again
     lineage = tmp_path / "lineage.json"
     lineage.write_text(json.dumps({"raw_table_md5": digest}))
     with pytest.raises(NotValidatedError, match=f"prepared data was made from table {digest}, not from"):
-        require_validated(table, reports, "train", derived=lineage)
+        require_validated(table, reports, "train", derived=lineage, warn_only=True)
+
+
+def test_a_refused_table_leaves_the_last_validation_as_it_was(suite_file: Path, tmp_path: Path) -> None:
+    """Issue 36.11: a failed validation writes its reports beside the stage's outputs (`failed/`), never over those
+    of the last table that passed, so the workspace is as before the run (`dvc status`: validate stale, nothing
+    else); the guard still names the failure by the new table's hash."""
+    table, reports = tmp_path / "table.parquet", tmp_path / "validation"
+    _frame().to_parquet(table)
+    validate_table(_frame(), suite_file, reports, table=table, table_md5=file_md5(table))
+    before = {path: path.read_bytes() for path in (reports / "summary.json", reports / "result.json")}
+    pages = sorted((reports / "data_docs").rglob("*.html"))
+
+    _negative_distance(_frame()).to_parquet(table)
+    changed = file_md5(table)
+    with pytest.raises(DataValidationError) as raised:
+        validate_table(_negative_distance(_frame()), suite_file, reports, table=table, table_md5=changed)
+    assert f"report: {reports / 'failed' / 'data_docs' / 'index.html'}" in str(raised.value)
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted((reports / "data_docs").rglob("*.html")) == pages
+    failed = json.loads((reports / "failed" / "summary.json").read_text())
+    assert failed["success"] is False and failed["table_md5"] == changed
+    with pytest.raises(NotValidatedError, match=re.escape(f"table {changed} has not passed validation "
+                                                          f"({reports / 'failed' / 'summary.json'} says success: "
+                                                          f"false, 1 failed check(s), first:")):
+        require_validated(table, reports, "preprocess")
+
+    _frame().to_parquet(table)  # the clean table again: it passes, and the old refusal goes
+    validate_table(_frame(), suite_file, reports, table=table, table_md5=file_md5(table))
+    assert not (reports / "failed").exists()
 
 
 def test_the_same_table_writes_the_same_result_json(suite_file: Path, tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ file`), and run through the real stages: collect reads it (never a raw pandas/py
 a message naming the check (and the period, for a per-period check), and preprocess, train, evaluate and gate
 refuse the table by its hash. The registry and the champion (trained once on the clean months) do not change.
 `tests/integration/test_dvc_repro_corruptions.py` runs two of these kinds through `dvc repro`.
+
+The learned-behaviour classes (issue 35: a fault that keeps every column's marginal plausible) are judged against
+the committed calibration (`expectations/flights_raw.calibration.json`); each names the column, the period and the
+segment at the grain where the fault sits, and is also run with no champion yet (nothing is registered).
 """
 
 from __future__ import annotations
@@ -114,6 +118,48 @@ def pressure_in_inches(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(pressure=frame["pressure"].where(~_month(frame, 5), frame["pressure"] / 33.8639))
 
 
+def _local_month(frame: pd.DataFrame, month: int) -> pd.Series:
+    return frame["time_hour"].dt.tz_convert("America/New_York").dt.month == month
+
+
+def humidity_as_a_fraction_at_lga_in_april(frame: pd.DataFrame) -> pd.DataFrame:
+    # One airport's feed switched to a 0-1 fraction for a month: 0.0-1.0 is inside humidity's physical range.
+    rows = (frame["origin"] == "LGA") & _local_month(frame, 4)
+    return frame.assign(humid=frame["humid"].where(~rows, frame["humid"] / 100))
+
+
+def distances_in_kilometres_for_one_carrier(frame: pd.DataFrame) -> pd.DataFrame:
+    # One carrier's distances in km in every month: within the physical range, 1.6x the same routes of the others.
+    rows = frame["carrier"] == "B6"
+    return frame.assign(distance=frame["distance"].where(~rows, (frame["distance"] * 1.609344).round()))
+
+
+def time_axis_two_hours_early_in_may(frame: pd.DataFrame) -> pd.DataFrame:
+    # The timestamps of one month shifted (a time zone applied twice); the hour and date columns untouched.
+    rows = _local_month(frame, 5)
+    return frame.assign(time_hour=frame["time_hour"].where(~rows, frame["time_hour"] - pd.Timedelta(hours=2)))
+
+
+def labels_flipped_on_a_quarter_of_march(frame: pd.DataFrame) -> pd.DataFrame:
+    # A quarter of March's outcomes swapped (late -> 5 min early, on time -> 45 min late): March's late rate
+    # rises from 24% to 37%, inside the monthly bounds 2013's own months need.
+    rows = _local_month(frame, 3) & frame["arr_delay"].notna() & (frame.index % 4 == 1)
+    late = frame["arr_delay"] > 15
+    return frame.assign(arr_delay=frame["arr_delay"].mask(rows & late, -5.0).mask(rows & ~late, 45.0))
+
+
+def seats_doubled_for_one_carrier(frame: pd.DataFrame) -> pd.DataFrame:
+    # A join that doubled one carrier's seat counts: its planes now seat twice what the same models seat elsewhere.
+    rows = frame["carrier"] == "UA"
+    return frame.assign(plane_seats=frame["plane_seats"].where(~rows, frame["plane_seats"] * 2))
+
+
+def wind_in_kmh_for_one_carrier(frame: pd.DataFrame) -> pd.DataFrame:
+    # One carrier's copy of the weather in km/h: the same airport and hour hold two wind speeds.
+    rows = frame["carrier"] == "DL"
+    return frame.assign(wind_speed=frame["wind_speed"].where(~rows, frame["wind_speed"] * 1.609344))
+
+
 @dataclass(frozen=True)
 class Corruption:
     corrupt: Callable[[pd.DataFrame], pd.DataFrame]
@@ -150,6 +196,28 @@ CORRUPTIONS = {
         "[period 2013-04] expect_column_unique_value_count_to_be_between on column 'wind_dir'")),
     "unit-change-in-one-month": Corruption(pressure_in_inches, (
         "expect_column_values_to_be_between on column 'pressure'",)),
+}
+
+# Faults that keep every column's marginal plausible: the learned behaviour catches them (issue 35).
+LEARNED = {
+    "unit-change-in-one-segment": Corruption(humidity_as_a_fraction_at_lga_in_april, (
+        "[period 2013-04, origin=LGA] calibrated_statistic on column 'humid'",
+        "[period 2013-04, origin=LGA] column_relation on column 'humid'")),
+    "unit-change-for-one-carrier-every-month": Corruption(distances_in_kilometres_for_one_carrier, (
+        "[period 2013-03, carrier=B6] calibrated_statistic on column 'distance'",
+        "[period 2013-04, carrier=B6] calibrated_statistic on column 'distance'",
+        "[period 2013-05, carrier=B6] calibrated_statistic on column 'distance'",
+        "functional_dependency on column 'distance'", "(origin, dest) -> distance")),
+    "time-axis-shifted-for-one-month": Corruption(time_axis_two_hours_early_in_may, (
+        "[period 2013-05] time_consistency on column 'hour'", "the hour of time_hour in America/New_York",
+        "[period 2013-05] hour_profile on column 'time_hour'")),
+    "labels-flipped-on-part-of-a-month": Corruption(labels_flipped_on_a_quarter_of_march, (
+        "[period 2013-03] label_relation on column 'arr_delay'", "label model ROC AUC")),
+    "one-carriers-seats-doubled": Corruption(seats_doubled_for_one_carrier, (
+        "carrier=UA] calibrated_statistic on column 'plane_seats'", "plane_model -> ")),
+    "one-carriers-weather-in-other-units": Corruption(wind_in_kmh_for_one_carrier, (
+        "carrier=DL] calibrated_statistic on column 'wind_speed'", "(origin, time_hour) -> ",
+        "functional_dependency on column 'wind_speed'")),
 }
 
 
@@ -200,11 +268,11 @@ def test_the_clean_months_pass_and_are_promoted(champion: Path) -> None:
     assert registry.champion_tag(champion) is not None
 
 
-@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+@pytest.mark.parametrize("kind", [*CORRUPTIONS, *LEARNED])
 def test_a_corrupted_batch_fails_validation_by_name_and_nothing_downstream_runs(
     kind: str, champion: Path, small_table: pd.DataFrame, tmp_path: Path,
 ) -> None:
-    corruption = CORRUPTIONS[kind]
+    corruption = {**CORRUPTIONS, **LEARNED}[kind]
     source = _write(corruption.corrupt(small_table.copy()), tmp_path / f"flights{corruption.suffix}")
     params = _params(tmp_path, source, champion)
     before = _registry_state(champion)
@@ -215,9 +283,11 @@ def test_a_corrupted_batch_fails_validation_by_name_and_nothing_downstream_runs(
     message = str(raised.value)
     for text in corruption.expected:
         assert text in message, f"{kind}: {text!r} not in:\n{message}"
-    summary = json.loads((params.paths.validation_dir / "summary.json").read_text())
+    refused = params.paths.validation_dir / "failed"  # a refused table's reports, never over the last good ones
+    summary = json.loads((refused / "summary.json").read_text())
     assert summary["success"] is False and summary["table_md5"] == file_md5(params.paths.raw_table)
-    assert (params.paths.validation_dir / "data_docs" / "index.html").exists()
+    assert (refused / "data_docs" / "index.html").exists()
+    assert not (params.paths.validation_dir / "summary.json").exists()
 
     digest = file_md5(params.paths.raw_table)
     for stage in (stages.run_preprocess, stages.run_search, stages.run_evaluate, stages.run_gate_and_promote):
@@ -227,6 +297,24 @@ def test_a_corrupted_batch_fails_validation_by_name_and_nothing_downstream_runs(
         assert "summary.json says success: false" in str(refused.value)
     assert not params.paths.prepared_dir.exists()  # nothing was prepared from it
     assert _registry_state(champion) == before  # no model registered, the champion did not move
+
+
+@pytest.mark.parametrize("kind", list(LEARNED))
+def test_with_no_champion_yet_a_corrupted_batch_registers_nothing(kind: str, small_table: pd.DataFrame,
+                                                                  tmp_path: Path) -> None:
+    """A fresh deployment: the issue's four faults each beat the naive baselines and became the first champion."""
+    registry_dir = tmp_path / "registry"
+    params = _params(tmp_path, _write(LEARNED[kind].corrupt(small_table.copy()), tmp_path / "flights.parquet"),
+                     registry_dir)
+    stages.run_collect(params)
+    with pytest.raises(DataValidationError):
+        stages.run_validate(params)
+    for stage in (stages.run_preprocess, stages.run_search, stages.run_gate_and_promote):
+        with pytest.raises(NotValidatedError):
+            stage(params)
+    assert registry.champion_tag(registry_dir) is None
+    assert registry.trained_on(file_md5(params.paths.raw_table), name=_model_name()) == []
+    assert not params.paths.model_dir.exists()
 
 
 def test_warn_only_validation_still_never_registers(champion: Path, small_table: pd.DataFrame,

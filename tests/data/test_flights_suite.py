@@ -62,3 +62,20 @@ def test_suite_covers_every_configured_feature_and_the_target() -> None:
                   if item["type"] == "expect_table_columns_to_match_set"]
     needed = {*params.features.raw_columns, params.source.time_column, params.source.target}
     assert needed <= set(columns), sorted(needed - set(columns))
+
+
+def test_every_reference_period_passes_the_learned_behaviour(tmp_path: Path) -> None:
+    """The committed calibration was drafted from 2013 (every month and week of it are its reference periods):
+    the whole year passes, 0 false failures, with every period, week and segment judged."""
+    from pipelines.data.behaviour import judge, read_behaviour
+
+    params = load_params(PARAMS_FILE, {"collect.start": "2013-01-01", "collect.end": "2014-01-01"})
+    table = collect(params.source, params.collect)
+    behaviour = read_behaviour(REPO_ROOT / params.validate_.calibration)
+    judged, findings = judge(table, behaviour)
+    assert findings == [], [f"{f.check} {f.unit} {f.segment} {f.column}: {f.observed}" for f in findings]
+    assert set(judged.loc[judged["grain"] == "month", "unit"]) == {f"2013-{month:02d}" for month in range(1, 13)}
+    assert judged["grain"].eq("week").sum() > 0 and judged["segment"].str.startswith("origin=").any()
+    summary = validate_table(table, SUITE, tmp_path, behaviour=behaviour, period="month",
+                             time_column=params.source.time_column)
+    assert summary.success, summary.message()

@@ -19,7 +19,7 @@ from pipelines import io, stages
 from pipelines.config import Params, parse_params
 from pipelines.features import LABEL
 from pipelines.release import registry
-from support.params import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window
+from support.params import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window, write_validated_table
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +158,65 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
     assert [c["name"] for c in report["checks"] if not c["passed"]] == ["slice_drop"]
     assert "origin=EWR" in report["failed"][0] and "origin=JFK" not in report["failed"][0]
     assert registry.champion_tag(registry_dir) == outcome["champion"]
+
+
+
+def test_a_model_trained_on_a_table_a_later_suite_fails_is_quarantined_and_a_clean_challenger_promoted(
+        data_root: Path, small_table: pd.DataFrame, tmp_path: Path) -> None:
+    """Issue 35.5: the suite grows (the learned behaviour) after a bad table trained the served model. Quarantining
+    the table marks its models, rolls the champion back to the newest clean one, and the next clean challenger is
+    compared with that one, never with the quarantined model."""
+    from pipelines.data.validate import DataValidationError
+    from tests.data.test_corruptions import LEARNED
+
+    registry_dir = tmp_path / "registry"
+    clean = gate_params(data_root, registry_dir, **{"train.lightgbm.num_boost_round": 8})
+    assert train_and_gate(clean)["promote"]
+    clean_tag = registry.require_champion(registry_dir)
+
+    # One airport's humidity as a fraction for April: it passes the suite without its learned behaviour (as every
+    # suite did before issue 35) and trains a better model (more trees), which the gate promotes.
+    unit_change = LEARNED["unit-change-in-one-segment"]
+    bad_root = tmp_path / "bad"
+    overrides = {**SMALL_WINDOW, "search.strategy": "none", "paths.registry_dir": str(registry_dir),
+                 "project.model_name": model_name(registry_dir)}
+    old_suite = parse_params(params_dict(bad_root, {**overrides, "validate.calibration": None}))
+    write_validated_table(old_suite, unit_change.corrupt(small_table.copy()))
+    stages.run_preprocess(old_suite)
+    assert train_and_gate(old_suite)["promote"]
+    bad_tag = registry.require_champion(registry_dir)
+    bad_md5 = io.file_md5(old_suite.paths.raw_table)
+    assert bad_tag != clean_tag and registry.model_entry(bad_tag).data_version.raw_table_md5 == bad_md5
+
+    # The grown suite (the calibration beside it) fails that table, naming column, period and segment.
+    with pytest.raises(DataValidationError) as failed:
+        stages.run_validate(parse_params(params_dict(bad_root, overrides)))
+    assert unit_change.expected[0] in str(failed.value)
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(params_dict(data_root, overrides)))
+    cli = [sys.executable, "-m", "pipelines", "models"]
+    done = subprocess.run([*cli, "quarantine", "--table", bad_md5, "--params", str(params_file)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True)
+    outcome = json.loads(done.stdout)
+    assert outcome["quarantined"] == [bad_tag] and (outcome["previous"], outcome["champion"]) == (bad_tag, clean_tag)
+    assert registry.require_champion(registry_dir) == clean_tag
+    events = [(record.event, record.tag) for record in registry.history(registry_dir)]
+    assert events[-2:] == [("quarantine", bad_tag), ("rollback", clean_tag)]
+    listing = subprocess.run([*cli, "list", "--params", str(params_file)], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    assert "quarantined" in next(row for row in listing.splitlines() if bad_tag in row)
+    with pytest.raises(registry.RegistryError, match="is quarantined"):
+        registry.set_champion(registry_dir, bad_tag, reason="by hand")  # it never serves again
+    with pytest.raises(registry.RegistryError, match="is quarantined"):
+        registry.rollback(registry_dir, to_tag=bad_tag, force=True)
+
+    # A clean challenger (the full model on the clean table) is compared with the clean champion, and promoted.
+    challenger = gate_params(data_root, registry_dir, **{"paths.model_dir": str(tmp_path / "challenger")})
+    outcome = train_and_gate(challenger)
+    report = gate_report(challenger)
+    assert outcome["promote"] and report["champion"] == clean_tag and report["compared_with"] == "champion"
+    assert registry.require_champion(registry_dir) not in {clean_tag, bad_tag}
 
 
 PROMOTE_FOREVER = """

@@ -35,7 +35,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DESCRIPTION_START = {"training": "The training DAG", "monitoring": "Compares the latest window",
-                     "retraining": "The training DAG on a newer window"}
+                     "retraining": "The training DAG on a newer window",
+                     "acknowledge": "Accept a data-quality alarm as the new normal"}
 EVIDENTLY_PROJECT = "flightops drift (browser test)"
 # Evidently renders a report or a dashboard in the browser; on a loaded 2-core machine that passes expect's 5 s
 # (and, at load 12, 60 s): the project's one readiness bound, as for the servers themselves.
@@ -88,7 +89,8 @@ def _add_drift_snapshot(workspace: Path, table: Any) -> None:
 
 
 def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
-    """Train on the small window and make it the champion, so `up` starts the Bento service.
+    """Train on the small window and make it the champion through the gate, with its monitoring reference attached
+    (the `reference` stage), so `up` starts the Bento service and the monitoring flow can judge windows.
 
     Runs in a subprocess because BENTOML_HOME (a temp store) must be set before bentoml is imported.
     """
@@ -96,13 +98,9 @@ def _seed_champion(params_file: Path, env: dict[str, str]) -> None:
         "import sys\n"
         "from pipelines.config import load_params\n"
         "from pipelines import stages\n"
-        "from pipelines.release import registry\n"
         "p = load_params(sys.argv[1])\n"
-        "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate'):\n"
-        "    getattr(stages, f'run_{stage}')(p)\n"
-        "tag = registry.save_model(p.paths.model_dir, {'source': 'tests/integration/test_ui.py'},\n"
-        "                          name=p.project.model_name)\n"
-        "registry.set_champion(p.paths.registry_dir, tag, reason='browser test seed')\n")
+        "for stage in ('collect', 'validate', 'preprocess', 'train', 'evaluate', 'gate_and_promote', 'reference'):\n"
+        "    getattr(stages, f'run_{stage}')(p)\n")
     subprocess.run([sys.executable, "-c", script, str(params_file)], cwd=params_file.parent, env=env, check=True,
                    timeout=work_timeout_s())
 
@@ -389,7 +387,9 @@ def test_evidently_dashboard_fills_from_monitoring_and_a_new_snapshot_shows_afte
     page.get_by_text(PROJECT_NAME).first.click()
     _click_if_present(page, "Dashboard")
     titles = ["Share of drifted feature columns", "Prediction drift", "Drift of key features",
-              "Missing-value share", "Live ROC AUC", "Predictions per window"]
+              "Missing-value share", "Live ROC AUC", "Predictions per window",
+              # the text panels (#38): what operators accepted, and what the retrains came to
+              "Acknowledged data-quality alarms", "Retraining: what the gate decided"]
     for title in titles:
         expect(page.get_by_text(title, exact=True).first).to_be_visible(timeout=SLOW_UI_MS)
     # Each panel is a chart (role img) whose time axis names the replayed weeks, not the day the test ran.

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
-from pipelines.monitor.calibration import window_statistics
 from pipelines.monitor.decision import decide_retrain
+from pipelines.monitor.distances import ReferenceSide, code_column, distance
 from pipelines.monitor.drift import analyse_window, live_quality
 from pipelines.monitor.log import predictions_frame
 from pipelines.monitor.prediction_log import LogRead, PredictionRecord
@@ -69,17 +69,18 @@ def test_the_calibration_is_the_models_own(setup):
 
 
 def test_the_calibration_statistic_is_evidentlys_value_drift(setup):
-    """Calibration calls Evidently's registered stat tests directly (cheap); the live report runs `ValueDrift`.
-    Both must give the same number on the same data, or the thresholds would not fit the scores."""
+    """Calibration computes the distances on counts (`pipelines.monitor.distances`); the live report runs
+    `ValueDrift`. Both must give the same number on the same data, or the thresholds would not fit the scores."""
     params, trained, reference, calibration, held_out = setup
     window = _window(params, trained, into_week(held_out.sample(1500, random_state=4), "2013-09-02", "time_hour",
                                                 4, "same"))
-    direct = window_statistics(window, reference, params.features, calibration.vocabulary,
-                               params.monitor.unit_margin)
     summary = analyse_window(window, reference, params.features, "time_hour", params.monitor, calibration).report
-    for column in params.features.raw_columns:
-        assert summary.columns[column].score == pytest.approx(direct.columns[column], abs=1e-4), column
-    assert summary.prediction_drift.score == pytest.approx(direct.prediction, abs=1e-4)
+    for column in [*params.features.raw_columns, "probability"]:
+        coded = code_column(reference[column], [window[column]], column not in params.features.categorical)
+        direct = distance(coded, ReferenceSide.of(coded, coded.counts(coded.reference)),
+                          coded.counts(coded.windows[0]))
+        live = summary.prediction_drift.score if column == "probability" else summary.columns[column].score
+        assert live == pytest.approx(direct, abs=1e-5), column
 
 
 def test_same_distribution_traffic_raises_no_alarm(setup):
