@@ -323,7 +323,15 @@ def container_params(params_file: Path, follow_registry: bool) -> tuple[dict, li
     from pipelines.config import load_params
 
     params = load_params(params_file)
+    if follow_registry and params.versioning.registry_remote:
+        # The container follows a registry by mounting this machine's registry folder and model store read-only; a
+        # remote registry would need its credentials and a writable store inside instead.
+        raise ContainerError("versioning.registry_remote is set: the container cannot follow a remote registry; "
+                             "serve its champion with `bentoml serve services.service:FlightDelay` on a machine that "
+                             "reaches the remote, or bundle it (python -m deploy.package) and run the image without "
+                             "following the registry")
     data = yaml.safe_load(Path(params_file).read_text())
+    data.setdefault("versioning", {})["registry_remote"] = None  # the image serves its bundled champion
     mounts = [Mount(params.paths.prediction_log_dir.resolve(), MOUNT_ROOT / "predictions", True),
               Mount(params.paths.compiled_dir.resolve(), MOUNT_ROOT / "compiled", True)]
     data["paths"]["prediction_log_dir"] = str(MOUNT_ROOT / "predictions")

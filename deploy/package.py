@@ -45,10 +45,12 @@ def locked_requirements() -> str:
 
 def package(params_path: Path) -> str:
     from pipelines.config import load_params
-    from pipelines.release.registry import require_champion
+    from pipelines.release.registry import model_path, open_registry, require_champion
 
     params = load_params(params_path)
-    tag = require_champion(params.paths.registry_dir)
+    store = open_registry(params)
+    tag = require_champion(store)
+    model_path(tag, store)  # `bentoml build` packs it from this machine's store: imported from a remote registry
     bundled = params.serve.bundled_champion_file
     bundled.parent.mkdir(parents=True, exist_ok=True)
     bundled.write_text(json.dumps({"tag": tag}) + "\n")

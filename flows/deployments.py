@@ -7,6 +7,14 @@ Who runs their flow runs is `prefect.runner` in params.yaml:
 - `workers`: the deployments are registered on the `process` work pool `prefect.work_pool` and this process exits
   (`--register-only`, which the stack runs); `prefect worker start --pool ...` processes, here or on other
   machines, take the runs (`ops/workers.py`, docs/scale-out.md).
+Where a run's code and files come from is `prefect.code_source`:
+- `checkout` (default): this checkout (`working_dir`), with the params file by its absolute path: one machine, or
+  the same path on every machine.
+- `git`: nothing shared but services. Each run clones `versioning.git_remote` at the commit this checkout is at
+  (Prefect's own `git_clone` pull step, into the run's temporary working directory), reads `params.yaml` there,
+  pulls what its stages need from the DVC remote and pushes what they made; the registry is
+  `versioning.registry_remote`. Registering refuses a commit the git remote lacks, or uncommitted params or code
+  (the runs would not see them).
 A user pauses, edits or triggers the deployments in the Prefect UI; the next registration re-applies what
 `params.yaml` says (the repo is the source of truth).
 
@@ -81,9 +89,16 @@ def load_flow(name: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def deployment_parameters(name: str, params_file: Path) -> dict[str, Any]:
-    """Default parameters of each deployment: the absolute params file, so runs read the same config."""
-    parameters: dict[str, Any] = {"params_file": str(params_file.resolve())}
+# In a run's own clone (code_source: git): params.yaml at the commit, relative to the clone, where the run works.
+CLONED_PARAMS = io.PARAMS_FILE
+CLONE_DIRECTORY = "flightops"  # the clone's folder inside the run's temporary working directory
+
+
+def deployment_parameters(name: str, params_file: Path, code_source: str = "checkout") -> dict[str, Any]:
+    """Default parameters of each deployment: the absolute params file, so runs read the same config (in a run's
+    own clone: its params.yaml, committed at the deployment's commit)."""
+    parameters: dict[str, Any] = {"params_file": CLONED_PARAMS if code_source == "git"
+                                  else str(params_file.resolve())}
     if name == "retraining":
         parameters["data_end"] = None
     return parameters
@@ -145,14 +160,62 @@ def read_operator_state(names: Sequence[str]) -> dict[str, OperatorState]:
 
 def run_environment(params: Params, params_file: Path) -> dict[str, str]:
     """What every flow run's process gets, whoever starts it: the params file, the checkout on its import path, the
-    heartbeat period, and dependencies left alone (the worker's environment is already `uv sync --frozen`)."""
-    return {**QUIET_ENV, PARAMS_ENV: str(Path(params_file).resolve()), "PYTHONPATH": str(REPO_ROOT),
-            HEARTBEAT_ENV: str(params.prefect.heartbeat_s), "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false"}
+    heartbeat period, and dependencies left alone (the worker's environment is already `uv sync --frozen`).
+
+    In a run's own clone (code_source: git) the params file is the clone's, and the import path is the clone, which
+    Prefect's worker puts first itself: nothing names a path of this machine."""
+    quiet = {**QUIET_ENV, HEARTBEAT_ENV: str(params.prefect.heartbeat_s),
+             "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false"}
+    if params.prefect.code_source == "git":
+        return {**quiet, PARAMS_ENV: CLONED_PARAMS}
+    return {**quiet, PARAMS_ENV: str(Path(params_file).resolve()), "PYTHONPATH": str(REPO_ROOT)}
 
 
 def job_variables(params: Params, params_file: Path) -> dict[str, Any]:
-    """The deployments' job variables on the process pool: run in this checkout, with `run_environment`."""
+    """The deployments' job variables on the process pool: run in this checkout, with `run_environment`; in their
+    own temporary working directory (the worker's) when each run clones its code."""
+    if params.prefect.code_source == "git":
+        return {"env": run_environment(params, params_file)}
     return {"working_dir": str(REPO_ROOT), "env": run_environment(params, params_file)}
+
+
+class SourceError(RuntimeError):
+    """The runs could not get the code this checkout is at (code_source: git): the message says what to push."""
+
+
+# What a run's clone must hold exactly as this checkout has it: its params and the code and files its stages read.
+CLONED_INPUTS = (io.PARAMS_FILE, io.DVC_FILE, io.PACKAGE_LOCK, io.PROJECT_FILE, io.DVC_CONFIG, "pipelines", "flows",
+                 "expectations")
+
+
+def git_source(params: Params, root: Path) -> Any:
+    """Prefect's `GitRepository` storage at this checkout's commit, on `versioning.git_remote`'s URL: the pull step
+    every run of the deployments makes (`git_clone` with `commit_sha`). Refuses a commit the remote lacks and
+    params or code that differ from it, which the runs would silently not see."""
+    import subprocess
+
+    from prefect.runner.storage import GitRepository
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SourceError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    remote = params.versioning.git_remote
+    url = git("remote", "get-url", remote)
+    if "://" not in url and not url.startswith("git@") and not Path(url).is_absolute():
+        url = str((root / url).resolve())  # a relative path remote, as every run's clone must find it
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CLONED_INPUTS)
+    if changed:
+        raise SourceError(f"prefect.code_source is git: the runs clone commit {commit[:12]}, but these files differ "
+                          f"from it here:\n{changed}\ncommit and push them (git push {remote}), then register again")
+    git("fetch", "--quiet", remote)
+    if not git("for-each-ref", "--contains", commit, f"refs/remotes/{remote}"):
+        raise SourceError(f"prefect.code_source is git: commit {commit[:12]} is not on {remote} ({url}), so no run "
+                          f"could clone it: git push {remote} HEAD, then register again")
+    return GitRepository(url=url, commit_sha=commit, name=CLONE_DIRECTORY, pull_interval=None)
 
 
 def ensure_work_pool(params: Params) -> Any:
@@ -191,12 +254,13 @@ def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState]
     on_pool: dict[str, Any] = {}
     if params.prefect.runner == "workers":
         on_pool = {"work_pool_name": params.prefect.work_pool, "job_variables": job_variables(params, params_file)}
+    source = git_source(params, params_file.resolve().parent) if params.prefect.code_source == "git" else None
     deployments = []
     for name in FLOWS:
         flow = load_flow(name)
-        deployments.append(flow.to_deployment(
+        deployment = flow.to_deployment(
             name=name,
-            parameters=deployment_parameters(name, params_file),
+            parameters=deployment_parameters(name, params_file, params.prefect.code_source),
             description=DESCRIPTIONS[name],
             tags=[*params.deployments.tags, name],
             # Loaded by module path, so a run finds the flow from any working directory of this checkout.
@@ -204,7 +268,10 @@ def build_deployments(params_file: Path | str, kept: Mapping[str, OperatorState]
             **schedule_for(name, params, kept.get(name)),
             **concurrency_for(name, params),
             **on_pool,
-        ))
+        )
+        if source is not None:
+            deployment.storage = source  # each run: git_clone at the commit, then the module from the clone
+        deployments.append(deployment)
     return deployments
 
 

@@ -56,9 +56,10 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
     from pipelines.model.catalog import load_model
     from pipelines.release import registry
 
-    tag = registry.champion_tag(params.paths.registry_dir)
-    model = registry.load_model(tag) if tag else load_model(params.paths.model_dir)
-    stored = registry.model_path(tag) if tag else None
+    store = registry.open_registry(params)
+    tag = registry.champion_tag(store)
+    model = registry.load_model(tag, store) if tag else load_model(params.paths.model_dir)
+    stored = registry.model_path(tag, store) if tag else None
     if stored is not None and (stored / io.REFERENCE_FILE).exists() and (stored / io.CALIBRATION_FILE).exists():
         reference = pd.read_parquet(stored / io.REFERENCE_FILE)
         calibration = Calibration.model_validate(io.read_json(stored / io.CALIBRATION_FILE))
@@ -67,7 +68,7 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
         # an experiment whose `reference` stage has not attached its reference yet must not be judged by another
         # model's data.
         workspace_md5 = io.file_md5(io.model_file(params.paths.model_dir))
-        if tag and registry.model_entry(tag).model_md5 != workspace_md5:
+        if tag and registry.model_entry(tag, store).model_md5 != workspace_md5:
             raise RuntimeError(f"the champion {tag} has no monitoring reference yet (the `reference` stage attaches "
                                "it after the gate) and the workspace's splits are another model's: run `dvc repro "
                                "reference` where it was trained, or wait for its retrain to finish")
@@ -77,7 +78,7 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
                                                  params.source.time_column, params.monitor,
                                                  labelled=[splits[s] for s in ("valid", "test") if s in splits])
     if tag:
-        scores = registry.model_entry(tag).metrics.test
+        scores = registry.model_entry(tag, store).metrics.test
         test_metrics = None if scores is None else io.without_nulls(scores.to_json_dict())
     else:
         evaluation = params.paths.metrics_dir / io.EVALUATE_FILE

@@ -113,6 +113,7 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     name = versioning.experiment_name("retrain", data_end=data_end)
     print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
           f"{reason or 'manual'}")
+    print(f"working in {root} at commit {versioning.git(root, 'rev-parse', 'HEAD')}")
     # --- refuse an unversioned table or corrupted data before anything is set up -------------------------------
     if params.source.kind == "file":
         print(f"source table: versioned by {versioning.require_versioned_source(root, params.source.path)}")

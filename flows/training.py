@@ -4,6 +4,9 @@ Each task runs its `dvc.yaml` stage through DVC's Python API (`pipelines.release
 does per stage), so a flow run leaves the repository exactly as `dvc repro` would: dvc.lock truthful, outputs in
 DVC's cache, `dvc status` clean, an unchanged stage skipped. When the gate stage ran (a model was registered), the
 run is saved as a DVC experiment and pushed, so the registry entry's ref holds its dvc.lock (docs/versioning.md).
+With `prefect.code_source: git` the run works in its own fresh clone (docs/scale-out.md): each stage first pulls
+its outputs from the DVC remote when only their absence would make it run (`dvc repro --pull`), and everything the
+run made is pushed at the end, since the clone goes with the run's working directory.
 The flow only wires; what a stage does lives in `pipelines/`.
 """
 
@@ -22,13 +25,15 @@ from pipelines import io
 from pipelines.config import Params, load_params
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
+from pipelines.release.lineage import BASELINE_ENV
 from pipelines.release.reporting import training_summary_markdown
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{stage}")
-def dvc_stage(root: Path, stage: str, env: dict[str, str]) -> versioning.StageRun:
-    """One stage through DVC: it runs only if its deps, params or outs changed (else DVC skips it)."""
-    done = versioning.run_stage(root, stage, env)
+def dvc_stage(root: Path, stage: str, env: dict[str, str], pull: bool = False) -> versioning.StageRun:
+    """One stage through DVC: it runs only if its deps, params or outs changed (else DVC skips it, or with `pull`
+    restores outputs that are only missing from the DVC remote)."""
+    done = versioning.run_stage(root, stage, env, pull=pull)
     logger = get_run_logger()
     if done.ran:
         logger.info("%s", done.output)
@@ -49,6 +54,12 @@ def save_experiment(root: Path, name: str) -> versioning.Experiment:
 @task(name="push-experiment", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def push_experiment(root: Path, experiment: versioning.Experiment, params: Params) -> dict[str, Any]:
     return versioning.push_experiment(root, experiment, params.versioning.git_remote)
+
+
+# Pushing meets the network (the DVC remote): it retries.
+@task(name="push-outputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def push_outputs(root: Path) -> dict[str, Any]:
+    return versioning.push_outputs(root)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -79,13 +90,15 @@ def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
     root = versioning.project_root(params_file)
     name = versioning.experiment_name("train")
     env = versioning.workspace_run_env(root, name)
+    cloned = params.prefect.code_source == "git"  # this run's own clone: pull what is missing, push what it made
+    get_run_logger().info("working in %s at commit %s", root, env[BASELINE_ENV])
     # --- data ---------------------------------------------------------------------------------------------------
-    runs = [collect_stage(root, "collect", env)]
-    runs.append(dvc_stage(root, "validate", env))  # fails on failed expectations: nothing below runs on bad data
-    runs.append(dvc_stage(root, "preprocess", env))
+    runs = [collect_stage(root, "collect", env, cloned)]
+    runs.append(dvc_stage(root, "validate", env, cloned))  # fails on failed expectations: nothing below runs
+    runs.append(dvc_stage(root, "preprocess", env, cloned))
     # --- model --------------------------------------------------------------------------------------------------
-    runs.append(dvc_stage(root, "train", env))
-    runs.append(dvc_stage(root, "evaluate", env))
+    runs.append(dvc_stage(root, "train", env, cloned))
+    runs.append(dvc_stage(root, "evaluate", env, cloned))
     # --- gate and promotion -------------------------------------------------------------------------------------
     gate = dvc_stage(root, "gate", env)
     runs.append(gate)
@@ -97,6 +110,8 @@ def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
     if gate.ran or reference.ran:
         saved = save_experiment(root, name)
         experiment = versioning.experiment_record(saved, push_experiment(root, saved, params))
+    if cloned:
+        push_outputs(root)
     # --- report -------------------------------------------------------------------------------------------------
     summary = report(params, root, runs, experiment)
     # model card + links to Data Docs and drift reports, from the project's files

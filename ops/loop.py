@@ -122,7 +122,8 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     if labelled.empty:
         return pd.DataFrame(columns=["window_start", "served_auc", "first_champion_auc", "gain"])
     time_column = params.source.time_column
-    labelled["first_champion"] = registry.load_model(baseline_tag).predict_proba(labelled)
+    baseline_model = registry.load_model(baseline_tag, registry.open_registry(params))
+    labelled["first_champion"] = baseline_model.predict_proba(labelled)
     labelled["window_start"] = window_starts(labelled[time_column], params.monitor.window_days)
     rows = []
     for start, window in labelled.groupby("window_start"):
@@ -243,13 +244,15 @@ def start_fresh(params_file: Path) -> str:
     model_md5 = file_md5(model_file(params.paths.model_dir))
     receipt = GateReceipt.load(params.paths.registry_dir)
     tag = receipt.tag if receipt is not None and receipt.model_md5 == model_md5 else None
-    if tag is None or not registry.has_model(tag):
+    store = registry.open_registry(params)
+    if tag is None or not registry.has_model(tag, store):
         tag = registry.find_by_model_hash(model_md5, name=params.project.model_name, root=Path.cwd(),
-                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)))
+                                         current=lineage.capture(Path.cwd(), registry.dag_outputs(params.paths)),
+                                         registry=store)
     if tag is None:
         raise RuntimeError(f"the model in {params.paths.model_dir} is not in the registry: run `dvc repro` first")
-    if registry.champion_tag(params.paths.registry_dir) != tag:
-        registry.set_champion(params.paths.registry_dir, tag, reason="loop starts from the dvc repro model",
+    if registry.champion_tag(store) != tag:
+        registry.set_champion(store, tag, reason="loop starts from the dvc repro model",
                               event="rollback")
     log.info("fresh loop: champion %s, previous traffic archived in %s", tag, archive)
     return tag
@@ -265,7 +268,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     from pipelines.release import registry
 
     params = load_params(params_file)
-    first_champion = registry.require_champion(params.paths.registry_dir)
+    first_champion = registry.require_champion(registry.open_registry(params))
     params = _sized_windows(params)
     stack.up(params_file)
     url = f"http://{params.serve.host}:{params.serve.port}"
@@ -281,7 +284,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
             progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} flights")
             if len(week):
                 replay(week, params, url)
-            champion = registry.require_champion(params.paths.registry_dir)
+            champion = registry.require_champion(registry.open_registry(params))
             for started in monitor_once(params, params_file):
                 retrains.append(_follow_retrain(params, started, champion, url, retrain_timeout_s, progress))
             progress.advance(task)
@@ -351,7 +354,7 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
     progress.console.print(f"[bold]retraining[/] on traffic up to {started['window_end'][:10]} "
                            f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
     state = wait_for_flow_run(flow_run_id, timeout_s)
-    after = registry.require_champion(params.paths.registry_dir)
+    after = registry.require_champion(registry.open_registry(params))
     from pipelines.credentials import admin_token, bearer
 
     wait_for_serving(url, after, params.stack.start_timeout_s, headers=bearer(admin_token(params)))

@@ -1,5 +1,6 @@
 """The Prefect server's PostgreSQL, run by the stack (`prefect.database: postgres`): Debian's `postgresql` package,
-one cluster in its own data folder under `paths.stack_dir`, listening on `stack.host` only.
+one cluster in its own data folder under `paths.stack_dir`, listening on `prefect.database_host` only (loopback by
+default: only the Prefect server beside it talks to it).
 
 Why PostgreSQL: SQLite lets one writer in at a time, so a Prefect server under concurrent flow runs queues (or
 fails with "database is locked") on every state change; PostgreSQL takes them concurrently (docs/scale-out.md has
@@ -15,6 +16,10 @@ and creates the `prefect` database once.
 
 The password is generated once (`<stack_dir>/postgres/password`, mode 0600) and reaches the Prefect server only
 through its environment (`PREFECT_API_DATABASE_CONNECTION_URL`), never through stack.json or a command line.
+
+Who may log in is written to the cluster's `pg_hba.conf` at every start (`hba_lines`): the `prefect` user with its
+password (scram-sha-256) from loopback, and from the networks in `prefect.database_clients` only; a connection from
+any other address is refused by PostgreSQL itself ("no pg_hba.conf entry"), whatever address it listens on.
 """
 
 from __future__ import annotations
@@ -85,6 +90,14 @@ def connection_url(host: str, port: int, password: str) -> str:
     return f"postgresql+asyncpg://{USER}:{quote(password, safe='')}@{host}:{port}/{DATABASE}"
 
 
+def hba_lines(params: Params) -> list[str]:
+    """pg_hba.conf: password logins as `prefect` from loopback and `prefect.database_clients`; nothing else (no
+    trust, no peer, no other user: there is no Unix socket either)."""
+    networks = ["127.0.0.1/32", "::1/128", *params.prefect.database_clients]
+    return ["# Written by ops/postgres.py at every start from params (prefect.database_clients): edits are replaced.",
+            *(f"host all {USER} {network} scram-sha-256" for network in dict.fromkeys(networks))]
+
+
 def _account() -> pwd.struct_passwd | None:
     """The account the cluster runs as when we are root (PostgreSQL refuses root), else None (ourselves)."""
     if os.geteuid() != 0:
@@ -114,8 +127,9 @@ def _drop_to(account: pwd.struct_passwd, home: Path) -> None:
 
 
 def serve(params: Params, port: int) -> None:
-    """Create the cluster on first use, then become its `postgres` server on `stack.host`:`port` (never returns)."""
-    home, host = folder(params), params.stack.host
+    """Create the cluster on first use, then become its `postgres` server on `prefect.database_host`:`port`, taking
+    password logins from the hosts `hba_lines` names (never returns)."""
+    home, host = folder(params), params.prefect.database_host
     ensure_password(home)
     bin_dir = binaries()
     account = _account()
@@ -129,6 +143,7 @@ def serve(params: Params, port: int) -> None:
         subprocess.run([str(bin_dir / "initdb"), "--pgdata", str(data), "--username", USER,
                         "--pwfile", str(home / "password"), "--auth", "scram-sha-256", "--encoding", "UTF8",
                         "--no-locale", "--no-instructions"], check=True, stdin=subprocess.DEVNULL)
+    (data / "pg_hba.conf").write_text("\n".join(hba_lines(params)) + "\n")
     argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-c", f"listen_addresses={host}",
             # TCP only: no socket file in /var/run/postgresql, which may not exist or belong to another cluster.
             "-c", "unix_socket_directories=", "-c", "max_connections=200"]
@@ -148,14 +163,15 @@ def ensure_database(params: Params, port: int, timeout: float) -> None:
         deadline, last = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             try:
-                connection = await asyncpg.connect(host=params.stack.host, port=port, user=USER, password=password,
+                connection = await asyncpg.connect(host=params.prefect.database_host, port=port, user=USER,
+                                                   password=password,
                                                    database="postgres", timeout=5)
                 break
             except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as error:  # starting up
                 last = error
                 await asyncio.sleep(0.5)
         else:
-            raise PostgresError(f"PostgreSQL on {params.stack.host}:{port} did not accept a login within "
+            raise PostgresError(f"PostgreSQL on {params.prefect.database_host}:{port} did not accept a login within "
                                 f"{timeout:.0f}s (stack.start_timeout_s): {last}")
         try:
             if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
@@ -171,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.postgres", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["serve", "ensure-database"])
     parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
-    parser.add_argument("--port", type=int, required=True, help="the cluster's port on stack.host")
+    parser.add_argument("--port", type=int, required=True, help="the cluster's port on prefect.database_host")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     try:

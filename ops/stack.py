@@ -49,6 +49,8 @@ from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
 from pipelines import credentials, io
 from pipelines.config import PARAMS_ENV, Params, load_params
 
+LOCAL_HOST = "127.0.0.1"  # what only this machine's stack talks to (the workers' health endpoints)
+
 
 class StackError(RuntimeError):
     """The stack cannot be started or stopped as asked; the message says why and what to change."""
@@ -163,7 +165,9 @@ def _database(params: Params, params_file: Path) -> tuple[list[Component], list[
     from ops import postgres
 
     postgres.binaries()  # refuse now, with the apt command, rather than after the Prefect server failed
-    host, port = params.stack.host, free_port(params.stack.host)
+    # Only the Prefect server, beside it, talks to the database: loopback unless prefect.database_host says otherwise.
+    host = params.prefect.database_host
+    port = free_port(host)
     password = postgres.ensure_password(postgres.folder(params))
     flag = ["--params", str(params_file), "--port", str(port)]
     component = Component("postgres", [sys.executable, "-m", "ops.postgres", "serve", *flag],
@@ -190,11 +194,11 @@ def _runners(params: Params, params_file: Path, prefect_env: dict[str, str],
     register = [sys.executable, "-m", "flows.deployments", "--params", str(params_file), "--register-only"]
     workers = []
     for index in range(1, params.prefect.workers + 1):
-        health = free_port(host)
+        health = free_port(LOCAL_HOST)  # the stack's own health check: loopback whatever stack.host is
         workers.append(Component(
             f"worker-{index}", worker_argv(params, worker_name(index), healthcheck=True),
-            health_url=f"http://{host}:{health}/health",
-            url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=host, port=health,
+            health_url=f"http://{LOCAL_HOST}:{health}/health",
+            url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=LOCAL_HOST, port=health,
             env={**env, **worker_environment(params, params_file, health)}, secret_env=client_secrets,
             setup=[register] if index == 1 else []))
     return workers
@@ -221,10 +225,11 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
                   setup=database_setup, secret_env={**database_env, "PREFECT_SERVER_API_AUTH_STRING": auth}),
         *_runners(params, params_file, prefect_env, {"PREFECT_API_AUTH_STRING": auth}),
     ]
-    from pipelines.release.registry import champion_tag
+    from pipelines.release.registry import champion_tag, open_registry
 
-    if champion_tag(params.paths.registry_dir) is None:
-        notes.append(f"Bento service skipped: no champion in {params.paths.registry_dir} yet "
+    store = open_registry(params)
+    if champion_tag(store) is None:
+        notes.append(f"Bento service skipped: no champion in {store.location} yet "
                      "(run the training deployment; the gate promotes one), then `up` again")
     else:
         serve = params.serve  # the Bento's own address, the one the service and the replay use

@@ -171,8 +171,9 @@ def _models_list(args: argparse.Namespace) -> None:
     from pipelines.release import registry
 
     params = _load(args)
-    models = registry.list_models(params.paths.registry_dir, name=params.project.model_name)
-    table = Table(title=f"{params.project.model_name} models (champion pointer: {params.paths.registry_dir})")
+    store = registry.open_registry(params)
+    models = registry.list_models(store, name=params.project.model_name)
+    table = Table(title=f"{params.project.model_name} models (registry: {store.location})")
     table.add_column("tag", no_wrap=True)
     for column in ("stage", "created", "test AUC", "data version", "commit", "dirty", "gate"):
         table.add_column(column, no_wrap=True)
@@ -224,8 +225,9 @@ def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
     params = _load(args)
-    tag = args.tag or registry.require_champion(params.paths.registry_dir)
-    stored = registry.model_path(tag) / catalog.CALIBRATION_FILE
+    store = registry.open_registry(params)
+    tag = args.tag or registry.require_champion(store)
+    stored = registry.model_path(tag, store) / catalog.CALIBRATION_FILE
     if not stored.exists():
         raise FileNotFoundError(f"{tag} has no {catalog.CALIBRATION_FILE}: it was registered before calibration")
     calibration = Calibration.model_validate(catalog.read_json(stored))
@@ -241,8 +243,9 @@ def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
     params = _load(args)
-    previous = registry.require_champion(params.paths.registry_dir)
-    restored = registry.rollback(params.paths.registry_dir, args.to, force=args.force)
+    store = registry.open_registry(params)
+    previous = registry.require_champion(store)
+    restored = registry.rollback(store, args.to, force=args.force)
     return {"champion": restored, "previous": previous}
 
 
@@ -253,7 +256,7 @@ def _models_quarantine(args: argparse.Namespace) -> dict[str, Any]:
     if (args.tag is None) == (args.table is None):
         raise ValueError("models quarantine takes a model TAG or --table MD5 (one of them)")
     reason = args.reason or (f"table {args.table} failed validation" if args.table else "quarantined by hand")
-    return registry.quarantine(params.paths.registry_dir, name=params.project.model_name, tag=args.tag,
+    return registry.quarantine(registry.open_registry(params), name=params.project.model_name, tag=args.tag,
                                table_md5=args.table, reason=reason)
 
 
@@ -261,10 +264,10 @@ def _models_prune(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release import registry
 
     params = _load(args)
-    deleted = registry.prune(params.paths.registry_dir, args.keep, name=params.project.model_name,
-                             dry_run=args.dry_run)
+    store = registry.open_registry(params)
+    deleted = registry.prune(store, args.keep, name=params.project.model_name, dry_run=args.dry_run)
     return {"deleted" if not args.dry_run else "would_delete": deleted,
-            "champion": registry.champion_tag(params.paths.registry_dir), "kept_promoted": args.keep}
+            "champion": registry.champion_tag(store), "kept_promoted": args.keep}
 
 
 REPORT_START = '{\n  "tag"'  # the reproduce report as printed (json indent 2): what callers parse after the logs
@@ -274,8 +277,10 @@ def _reproduce(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.release.reproduce import reproduce
 
     params = _load(args)
+    from pipelines.release.registry import open_registry
+
     report = reproduce(args.tag, Path(args.params).resolve().parent, params.versioning.git_remote,
-                       keep=Path(args.keep) if args.keep else None)
+                       keep=Path(args.keep) if args.keep else None, store=open_registry(params))
     if args.check and not report["identical"]:
         print(json.dumps(report, indent=2, default=str))
         raise SystemExit(1)

@@ -35,6 +35,8 @@ PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 DVC_LOCK_FILE = "dvc.lock"
 PACKAGE_LOCK = "uv.lock"
+PROJECT_FILE = "pyproject.toml"
+DVC_CONFIG = ".dvc/config"             # the DVC remote every machine pulls from and pushes to (committed)
 # A trained model directory (paths.model_dir, a registry entry, a retrain's model_dir): the family's own learner
 # file, the schema and the meta, whatever the family (pipelines/model/seam.py).
 MODEL_FILE = "model.txt"               # LightGBM's text format, early-stopped trees only
@@ -71,6 +73,17 @@ PLOT_FILES = {"roc": "roc.csv", "precision_recall": "precision_recall.csv", "cal
 # paths.registry_dir, and the files stored with each registered model
 CHAMPION_FILE = "champion.json"        # the pointer (pipelines.contracts.PromotionRecord), replaced atomically
 HISTORY_FILE = "history.jsonl"         # the append-only promotion journal, one PromotionRecord a line
+PROMOTE_LOCK_FILE = ".promote.lock"   # flock'd around a promotion in a local registry folder
+# A registry remote (versioning.registry_remote, pipelines/release/store.py): the journal as one object per
+# promotion, `journal/<generation>.json`, created only if absent; each model exported by BentoML beside an index
+# entry, `models/<name>/<version>.bentomodel` + `.json`; files attached after registration (the reference stage's)
+# in `models/<name>/<version>.files/`, named with their MD5 in the index entry.
+REMOTE_JOURNAL_DIR = "journal"
+REMOTE_MODELS_DIR = "models"
+MODEL_ARCHIVE_SUFFIX = ".bentomodel"
+REMOTE_RECORD_SUFFIX = ".json"        # a journal record, a model's index entry
+REMOTE_ATTACHED_SUFFIX = ".files"     # the folder of a model's attached files
+
 # What the `gate` DVC stage registered (and whether it promoted it), written after it has. It is that stage's
 # output, so a machine whose registry lacks it (a fresh clone: gate.json is in git, var/ is not; a wiped var/)
 # runs the gate again instead of skipping it with no model registered. Nothing else writes it: promotions and
@@ -180,6 +193,11 @@ def prepared_path(paths: PathsParams, split: str) -> Path:
 
 def schema_path(paths: PathsParams) -> Path:
     return paths.prepared_dir / SCHEMA_FILE
+
+
+def journal_record_name(generation: int) -> str:
+    """The journal object of promotion number `generation`: zero-padded, so names sort as numbers do."""
+    return f"{generation:010d}{REMOTE_RECORD_SUFFIX}"
 
 
 def lineage_path(paths: PathsParams) -> Path:

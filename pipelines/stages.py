@@ -167,15 +167,16 @@ def run_gate(params: Params) -> GateReport:
     challenger = load_model(params.paths.model_dir)
     test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
     train = _baseline_train(params)
-    home = registry.registry_home(params.paths.registry_dir)
-    champion_tag = registry.champion_tag(home)
-    if champion_tag is not None and champion_tag in registry.quarantined(home):
+    store = registry.open_registry(params)
+    champion_tag = registry.champion_tag(store)
+    if champion_tag is not None and champion_tag in registry.quarantined(store):
         # A quarantined model is no yardstick: a clean challenger never loses to it (quarantine moves the pointer;
-        # this holds even where the journal and the pointer were edited by hand).
+        # this holds even where a quarantine was interrupted before its rollback, or the pointer edited by hand;
+        # the store then takes None as the champion this gate decided against).
         log.warning("gate: the champion %s is quarantined: the challenger is compared with the naive baselines",
                     champion_tag)
         champion_tag = None
-    champion_proba = registry.load_model(champion_tag).predict_proba(test) if champion_tag else None
+    champion_proba = registry.load_model(champion_tag, store).predict_proba(test) if champion_tag else None
     batch = encode_frame(test.head(params.gate.latency_batch_rows), challenger.schema)
     latency = measure_latency_ms(challenger, batch, params.gate.latency_repeats)
     decision = decide(test, challenger.predict_proba(test), champion_proba,
@@ -207,26 +208,46 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     if gate_report.challenger_md5 is None:
         raise ValueError("register: the gate report names no challenger (challenger_md5): run the gate first")
     name = params.project.model_name
+    store = registry.open_registry(params)
     built = lineage.capture(Path.cwd(), registry.dag_outputs(params.paths))
-    tag = registry.find_by_model_hash(gate_report.challenger_md5, name=name, root=Path.cwd(), current=built)
+    tag = registry.find_by_model_hash(gate_report.challenger_md5, name=name, root=Path.cwd(), current=built,
+                                      registry=store)
     if tag is None:
         verdict = "passed" if gate_report.promote else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_entry(params, gate_report, built),
-                                  name=name, labels={registry.GATE_LABEL: verdict})
+                                  name=name, labels={registry.GATE_LABEL: verdict}, registry=store)
     if gate_report.promote:
-        registry.set_champion(registry.registry_home(params.paths.registry_dir), tag,
-                              reason="; ".join(gate_report.reasons))
+        # Only over the champion the gate compared with: if another promotion landed meanwhile this raises
+        # PromotionConflict having written nothing, and the caller gates again against the new champion.
+        registry.set_champion(store, tag, reason="; ".join(gate_report.reasons), expected=gate_report.champion)
     report = gate_report.model_copy(update={"registered_tag": tag, "promoted_tag": tag if gate_report.promote
                                             else None})
     report.save(params.paths.metrics_dir)
     return report
 
 
-def run_gate_and_promote(params: Params) -> dict[str, Any]:
-    """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode."""
-    from pipelines.model.gate import enforce
+PROMOTION_ATTEMPTS = 3  # a gate that lost a promotion race judges again against the winner, this many times at most
 
-    report = run_promote(params, run_gate(params))
+
+def run_gate_and_promote(params: Params) -> dict[str, Any]:
+    """The `gate` DVC stage: decide, register, promote; raises `GateRefused` only in blocking mode.
+
+    Promotion is conditional on the champion the gate compared with: when another run promoted meanwhile (two
+    workers, a retrain beside a training run), this gate's verdict is stale, so it judges again against the new
+    champion, up to PROMOTION_ATTEMPTS times, and never overwrites a champion it did not beat.
+    """
+    from pipelines.model.gate import enforce
+    from pipelines.release.registry import PromotionConflict
+
+    for attempt in range(1, PROMOTION_ATTEMPTS + 1):
+        try:
+            report = run_promote(params, run_gate(params))
+            break
+        except PromotionConflict as conflict:
+            if attempt == PROMOTION_ATTEMPTS:
+                raise
+            log.warning("%s: gating again against the new champion (attempt %d of %d)", conflict, attempt + 1,
+                        PROMOTION_ATTEMPTS)
     report.receipt().save(params.paths.registry_dir)
     enforce(report, params.gate)
     return {"promote": report.promote, "promoted": report.promoted_tag is not None, "tag": report.registered_tag,
@@ -251,7 +272,8 @@ def run_reference(params: Params) -> dict[str, Any]:
 
     require_validated_table(params, "reference")
     # The gate's receipt is that stage's out, beside this one's, in the run's own directory (an experiment's temp
-    # copy included); the model it names is in the machine's store, which `attach_files` writes into.
+    # copy included); the model it names is in the machine's store, which `attach_files` writes into (and, with a
+    # registry remote, uploads beside the model's archive for every other machine).
     home = params.paths.registry_dir
     receipt = GateReceipt.load(home)
     model_md5 = io.file_md5(io.model_file(params.paths.model_dir))
@@ -264,7 +286,8 @@ def run_reference(params: Params) -> dict[str, Any]:
                                              params.source.time_column, params.monitor, labelled=splits[1:])
     registry.attach_files(receipt.tag, {
         io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
-        io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())})
+        io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())},
+        registry=registry.open_registry(params))
     windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
                "calibration_windows": calibration.windows, "sizing": calibration.sizing}
     log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt.tag,

@@ -8,8 +8,10 @@ and predicts from the NumPy matrix, never a one-row DataFrame (~20 us instead of
 every split, any other predictor against the probabilities its training recorded for its probe rows
 (`pipelines.model.seam.check_parity`); a model that fails is not served.
 
-Hot reload: `ChampionWatcher.check` compares the champion pointer's stat with the last one it saw; on a change it
-loads (and compiles) the new model off the event loop and replaces `current` in one assignment. A request reads
+Hot reload: `ChampionWatcher.check` compares the registry's change marker (the local pointer's stat, or a remote
+registry's newest journal record) with the last one it saw; on a change it loads (and compiles) the new model off
+the event loop, importing it from a remote registry into this machine's model store first, and replaces `current`
+in one assignment. A request reads
 `current` once and uses that model for features, prediction, threshold and tag, so a swap between requests drops
 nothing.
 """
@@ -63,8 +65,9 @@ class LoadedModel:
 
 
 def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
-                compiled_dir: Path | None = None) -> LoadedModel:
-    """Load a model from the BentoML store and refuse one the request schema cannot feed.
+                compiled_dir: Path | None = None, registry: Any = None) -> LoadedModel:
+    """Load a model from the BentoML store (imported from `registry` first when it is a remote one and this
+    machine's store lacks it) and refuse one the request schema cannot feed.
 
     With `compiled_dir`, a LightGBM model's trees are compiled (cached there) and used once they match the booster;
     a model whose compile fails is still served, by the booster, with the reason in `predictor`. Any other
@@ -72,6 +75,8 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
     """
     import bentoml
 
+    if registry is not None:
+        registry.fetch(tag)
     stored = bentoml.models.get(tag)
     model = load_model(Path(stored.path))
     missing = [name for name in model.schema.raw_columns if name not in request_fields]
@@ -98,41 +103,42 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
 
 
 class ChampionWatcher:
-    """Holds the loaded champion; follows the registry's pointer file when there is one."""
+    """Holds the loaded champion; follows the registry's champion when given a registry (a
+    `pipelines.release.store.RegistryStore`: a local folder or a remote every machine reads)."""
 
-    def __init__(self, pointer: Path | None, request_fields: Sequence[str], time_column: str,
+    def __init__(self, registry: Any, request_fields: Sequence[str], time_column: str,
                  fixed_tag: str | None = None, compiled_dir: Path | None = None) -> None:
-        self.pointer = pointer
+        self.registry = registry
         self.request_fields = list(request_fields)
         self.time_column = time_column
         self.compiled_dir = compiled_dir
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: Any = None
         self._lock = threading.Lock()
         if fixed_tag is not None:
             self.current = load_tagged(fixed_tag, self.request_fields, time_column, compiled_dir)
 
     def check(self) -> bool:
-        """Load the pointer's champion if the pointer changed since the last check; True when swapped."""
-        if self.pointer is None:
+        """Load the registry's champion if it changed since the last check; True when swapped."""
+        if self.registry is None:
             return False
         with self._lock:  # one loader at a time; requests never take this lock
             try:
-                stat = self.pointer.stat()
-            except FileNotFoundError:
+                seen = self.registry.marker()
+            except Exception as error:  # a remote that does not answer: keep serving, say why
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("could not read the registry %s: %s", self.registry.location, error)
                 return False
-            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if seen == self._seen:
+            if seen is None or seen == self._seen:
                 return False
-            from pipelines.release.registry import champion_tag
-
             try:
-                tag = champion_tag(self.pointer.parent)
+                record = self.registry.champion()
+                tag = record.tag if record else None
                 if tag is None or (self.current is not None and self.current.tag == tag):
                     self._seen = seen
                     return False
-                loaded = load_tagged(tag, self.request_fields, self.time_column, self.compiled_dir)
+                loaded = load_tagged(tag, self.request_fields, self.time_column, self.compiled_dir, self.registry)
             except Exception as error:  # keep serving the old champion; say why in /metadata and the log
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.exception("could not load the new champion; still serving %s",

@@ -33,7 +33,6 @@ from pydantic import ConfigDict, Field, create_model
 from pipelines import credentials
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types, suite_date_only
-from pipelines.io import CHAMPION_FILE
 from pipelines.monitor.prediction_log import PredictionLog, RefusalLog
 from services.access import CALLER_SCOPE, Access
 from services.bodies import BodyChecker, BoundedValidationError, CheckedRows, Rejected, from_body_model
@@ -67,13 +66,18 @@ log = logging.getLogger("flightops.service")
 def startup_tag(params: Params) -> tuple[str | None, bool]:
     """(tag, follow_registry): $FLIGHTOPS_MODEL_TAG pins a model; else the registry's champion is followed; else
     the tag bundled at build time is served; else nothing yet (not ready until a champion is promoted)."""
-    from pipelines.release.registry import champion_tag
+    from pipelines.release.registry import RegistryError, champion_tag, open_registry
 
     pinned = os.environ.get(MODEL_TAG_ENV)
     if pinned:
         return pinned, False
-    current = champion_tag(params.paths.registry_dir)
+    registry = open_registry(params)
+    current = champion_tag(registry)
     if current is not None:
+        try:  # from a remote registry into this machine's store, where BentoML reads models
+            registry.fetch(current)
+        except RegistryError as error:  # the watcher says why in /metadata and retries at each check
+            log.warning("champion %s not loadable yet: %s", current, error)
         return current, True
     bundled = params.serve.bundled_champion_file
     if bundled.exists():
@@ -281,9 +285,11 @@ class FlightDelay:
 
     def __init__(self) -> None:
         serve = PARAMS.serve
-        pointer = PARAMS.paths.registry_dir / CHAMPION_FILE if _FOLLOW else None
+        from pipelines.release.registry import open_registry
+
+        registry = open_registry(PARAMS) if _FOLLOW else None
         compiled_dir = PARAMS.paths.compiled_dir if serve.predictor == "compiled" else None
-        self.watcher = ChampionWatcher(pointer, REQUEST_FIELDS, TIME_COLUMN,
+        self.watcher = ChampionWatcher(registry, REQUEST_FIELDS, TIME_COLUMN,
                                        fixed_tag=None if _FOLLOW else _TAG, compiled_dir=compiled_dir)
         self.watcher.check()
         budget = serve.prediction_log.caller_bytes_per_hour
@@ -306,7 +312,7 @@ class FlightDelay:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*PARAMS.serve.gc_threshold)
-        if self.watcher.pointer is not None and PARAMS.serve.reload_check_seconds > 0:
+        if self.watcher.registry is not None and PARAMS.serve.reload_check_seconds > 0:
             self._watch_task = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -406,7 +412,7 @@ class FlightDelay:
             "request_fields": REQUEST_FIELDS,
             "store_metadata": store,
             "loaded_at": loaded.loaded_at,
-            "follows_registry": self.watcher.pointer is not None,
+            "follows_registry": self.watcher.registry is not None,
             "last_reload_error": self.watcher.last_error,
         }
 

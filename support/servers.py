@@ -122,13 +122,16 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, database_url: str | None = None) -> Iterator[str]:
-    """A real `prefect server start` (SQLite under `home`, or the database at `database_url`); yields its API URL."""
+def prefect_server(home: Path, database_url: str | None = None, auth_string: str | None = None) -> Iterator[str]:
+    """A real `prefect server start` (SQLite under `home`, or the database at `database_url`; with `auth_string`,
+    Prefect's basic auth: `server.api.auth_string`, every client then needs `api.auth_string`); yields its API URL."""
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_ENABLED": "true", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

@@ -127,6 +127,14 @@ class Params(Section):
             raise ValueError(f"monitor.key_features {unknown} are not raw feature columns (features.categorical / "
                              f"features.numeric: {self.features.raw_columns}): name the features the monitoring "
                              "dashboard should chart, or []")
+        if self.prefect.code_source == "git":
+            missing = [key for key, value in (("prefect.runner: workers", self.prefect.runner == "workers"),
+                                              ("versioning.git_remote", self.versioning.git_remote),
+                                              ("versioning.registry_remote", self.versioning.registry_remote))
+                       if not value]
+            if missing:
+                raise ValueError(f"prefect.code_source: git needs {', '.join(missing)}: flow runs on other machines "
+                                 "clone the git remote and share the registry remote (docs/scale-out.md)")
         return self
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipelines.config.types import (
     NAME_PATTERN,
@@ -256,6 +256,16 @@ class PrefectParams(Section):
                                                   "PostgreSQL started by the stack in its own folder.")
     runner: Literal["serve", "workers"] = doc("serve: one process registers and runs the deployments; workers: "
                                               "the work pool's `prefect worker` processes run them.")
+    code_source: Literal["checkout", "git"] = doc(
+        "checkout: flow runs run in this checkout (its path and params file; one machine, or the same path on a "
+        "shared volume). git: each flow run clones versioning.git_remote at the commit the deployments were "
+        "registered from into its own working directory, pulls its stages' data from the DVC remote and pushes "
+        "what it made (runner: workers, versioning.git_remote and versioning.registry_remote set).")
+    database_host: str = doc("PostgreSQL's listen address (database: postgres): loopback unless set on purpose; the "
+                             "Prefect server, beside it, connects there.")
+    database_clients: list[str] = doc(
+        "Networks (CIDR, e.g. 10.0.0.0/24) besides loopback whose hosts may log in to PostgreSQL with its password "
+        "(scram-sha-256 lines in its pg_hba.conf); []: loopback only, every other host is refused.")
     work_pool: Annotated[str, rule(lambda v: re.fullmatch(NAME_PATTERN, v) is not None,
                                    "{key} must be lowercase letters, digits, '-', '_' or '.'")] = doc(
         "The process work pool the deployments go to with runner: workers.")
@@ -263,6 +273,22 @@ class PrefectParams(Section):
     heartbeat_s: Annotated[int, Field(ge=30)] = doc("Each flow run's heartbeat period (Prefect's minimum: 30 s).")
     crashed_after_s: Annotated[int, Field(gt=0)] = doc("A running flow run silent this long is marked Crashed.")
     crash_retries: Annotated[int, Field(ge=0)] = doc("Times a crashed deployment run is queued again (0: never).")
+
+    @field_validator("database_clients")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        bad = []
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                bad.append(network)
+        if bad:
+            raise ValueError(f"prefect.database_clients must be networks in CIDR form (10.0.0.0/24, 192.168.1.7/32), "
+                             f"got {bad}")
+        return value
 
     @model_validator(mode="after")
     def _silence_longer_than_a_heartbeat(self) -> PrefectParams:
@@ -277,4 +303,10 @@ class VersioningParams(Section):
     """How every model is versioned (docs/versioning.md)."""
 
     git_remote: str | None = doc("The git remote that receives each experiment's ref (`dvc exp push`), so a fresh "
-                                 "clone can rebuild any registered model; null: refs stay in this repository.")
+                                 "clone can rebuild any registered model; null: refs stay in this repository. With "
+                                 "prefect.code_source: git, the remote the flow runs clone.")
+    registry_remote: str | None = doc(
+        "Where the champion pointer, the promotion journal and the models live for every machine: an fsspec URL "
+        "(s3://bucket/prefix, credentials from the environment as for the DVC remote) or a folder standing for one. "
+        "A promotion is a conditional write (create only if absent) of the journal's next record; models travel by "
+        "BentoML export/import. null: paths.registry_dir and this machine's BentoML store (docs/scale-out.md).")

@@ -33,8 +33,9 @@ def champion_calibration(params: Params) -> Any:
     from pipelines.monitor.calibration import Calibration
     from pipelines.release import registry
 
-    tag = registry.champion_tag(params.paths.registry_dir)
-    stored = registry.model_path(tag) / CALIBRATION_FILE if tag and registry.has_model(tag) else None
+    store = registry.open_registry(params)
+    tag = registry.champion_tag(store)
+    stored = registry.model_path(tag, store) / CALIBRATION_FILE if tag and registry.has_model(tag, store) else None
     return Calibration.model_validate(read_json(stored)) if stored is not None and stored.exists() else None
 
 

@@ -44,18 +44,19 @@ class _Subject:
 
 def _subject(params: Params) -> _Subject:
     candidate = params.paths.model_dir
-    from pipelines.release.registry import champion_tag
+    from pipelines.release.registry import champion_tag, open_registry
 
-    tag = champion_tag(params.paths.registry_dir)
+    store = open_registry(params)
+    tag = champion_tag(store)
     if tag is None:
         return _Subject(None, "candidate (no champion yet)", candidate, RegistryEntry())
     from pipelines.release.registry import RegistryError, model_entry, model_path
 
     try:
-        directory = model_path(tag)
+        directory = model_path(tag, store)
     except RegistryError:
         return _Subject(tag, "champion (not in this BentoML store)", candidate, RegistryEntry())
-    return _Subject(tag, "champion", directory, model_entry(tag))
+    return _Subject(tag, "champion", directory, model_entry(tag, store))
 
 
 def build_model_card(params: Params) -> str:
@@ -119,9 +120,9 @@ def build_model_card(params: Params) -> str:
 
 def _quarantine_lines(params: Params) -> list[str]:
     """The models quarantined in this registry (`python -m pipelines models quarantine`), from its journal."""
-    from pipelines.release.registry import quarantined
+    from pipelines.release.registry import open_registry, quarantined
 
-    records = quarantined(params.paths.registry_dir)
+    records = quarantined(open_registry(params))
     if not records:
         return []
     lines = ["", "## Quarantined models",

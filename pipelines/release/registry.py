@@ -1,15 +1,21 @@
-"""The model registry: BentoML's model store holds the models, one small file says which one is the champion.
+"""The model registry: BentoML's model store holds the models, one small record says which one is the champion.
 
-Why a pointer file: BentoML model labels are fixed when a model is saved, and promotion must be atomic. The
-champion is `<registry_dir>/champion.json`, replaced with one `os.replace`, so a crash at any point leaves either
-the old champion or the new one. Every promotion and rollback is appended to `history.jsonl`. A model's stage is
-derived: the pointer's model is `champion`, models that were champion before are `retired`, a model the gate
-refused is `refused` (its `gate` label, set when it is saved), a model quarantined (trained on a table found bad
-after it served: `quarantine`) is `quarantined`, the rest `candidate`. `prune` deletes what is none of the champion
-and the last N promoted.
+Why a pointer and not labels: BentoML model labels are fixed when a model is saved, and promotion must be atomic.
+Where the pointer, the promotion journal and the models live is the store's business (`pipelines/release/store.py`):
+by default `<registry_dir>/champion.json`, replaced with one rename under a lock, beside `history.jsonl`, with the
+models in this machine's BentoML store; with `versioning.registry_remote` a remote every machine reads, where a
+promotion is a conditional write of the journal's next generation and the models travel by BentoML export/import.
+Either way a promotion names the champion it expects to replace (the one the gate compared against): if another
+promotion won meanwhile it raises `PromotionConflict` and writes nothing, so two concurrent promotions cannot both
+win. A model's stage is derived: the pointer's model is `champion`, models that were champion before are
+`retired`, a model the gate refused is `refused` (its `gate` label, set when it is saved), a model quarantined
+(trained on a table found bad after it served: `quarantine`, a journal record written through the store like a
+promotion) is `quarantined`, the rest `candidate`. `prune` deletes what is none of the champion and the last N
+promoted.
 
-The store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so `bentoml models list` and `bentoml build`
-see the same models.
+Every function takes the registry as a store or, as before, a registry folder (a `LocalStore`); `open_registry`
+gives the store params name. The local store is BentoML's own (`$BENTOML_HOME`, default `~/bentoml`), so
+`bentoml models list` and `bentoml build` see the same models.
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from pipelines import io
 from pipelines.contracts import (
     DataVersion,
@@ -32,17 +36,31 @@ from pipelines.contracts import (
     RegistryEntry,
     RegistryMetrics,
 )
-from pipelines.io import CHAMPION_FILE, HISTORY_FILE
 from pipelines.model.catalog import load_model as _load_model
 from pipelines.model.seam import TrainedModel
 from pipelines.release import lineage
+from pipelines.release.store import (
+    ANY,
+    QUARANTINE_EVENT,
+    SERVING_EVENTS,
+    UNSET_EVENT,
+    LocalStore,
+    PromotionConflict,
+    RegistryError,
+    RegistryStore,
+    StoredModel,
+    open_store,
+    quarantined_in,
+    readable,
+)
 
 if TYPE_CHECKING:
     from pipelines.config import Params
 
+__all__ = ["ANY", "QUARANTINE_EVENT", "SERVING_EVENTS", "UNSET_EVENT", "PromotionConflict", "RegistryError",
+           "RegistryStore"]
 
-class RegistryError(RuntimeError):
-    """The registry cannot do what was asked (no champion yet, unknown tag)."""
+Registry = RegistryStore | Path  # a store, or a registry folder (a LocalStore)
 
 
 @dataclass(frozen=True)
@@ -54,18 +72,27 @@ class RegisteredModel:
 
 
 GATE_LABEL = "gate"  # "passed" or "refused": the gate's verdict, a label of the stored model
-# Journal events: a champion set by the gate or by hand, a model quarantined, the pointer removed (no clean model).
-SERVING_EVENTS = ("promote", "rollback")
-QUARANTINE_EVENT = "quarantine"
-UNSET_EVENT = "unset"
+
+
+def open_registry(params: Params) -> RegistryStore:
+    """The registry params name: `versioning.registry_remote` when set (every machine reads it), else
+    `paths.registry_dir` of the repository the run belongs to (`registry_home`) and this machine's model store."""
+    return open_store(registry_home(params.paths.registry_dir), params.versioning.registry_remote)
+
+
+def _store(registry: Registry | None) -> RegistryStore:
+    if registry is None:
+        return LocalStore(Path("."))  # the model functions' default: this machine's BentoML store only
+    return LocalStore(Path(registry)) if isinstance(registry, str | os.PathLike) else registry
 
 
 def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, name: str,
                extra_files: dict[str, Callable[[Path], None]] | None = None,
-               labels: dict[str, str] | None = None) -> str:
+               labels: dict[str, str] | None = None, registry: Registry | None = None) -> str:
     """Copy a trained model directory into the store as a new version of `name` (params' project.model_name), with
     `entry` as its metadata; returns its tag (`name:version`). (A plain mapping is stored as given: models saved by
-    hand or by tests; the pipeline stores a `RegistryEntry`.)
+    hand or by tests; the pipeline stores a `RegistryEntry`.) With a remote `registry` the model is published there
+    too (BentoML's export), so every machine can load it.
 
     `extra_files` maps a file name to a writer that fills it inside the stored model (e.g. the monitoring
     reference sample), so what belongs to this model travels with it.
@@ -84,53 +111,45 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
         for file_name, write in (extra_files or {}).items():
             write(Path(stored.path) / file_name)
     tag = str(stored.tag)
-    # BentoML keeps each model in a 0700 folder (a mkdtemp). A serving container that mounts the store reads it as
-    # another user (deploy/container.py), and a model is no secret: readable like the 0644 files inside it.
-    model_path(tag).chmod(0o755)
+    readable(Path(stored.path))
+    _store(registry).publish(tag)
     return tag
 
 
-def attach_files(tag: str, files: dict[str, Callable[[Path], None]]) -> Path:
+def attach_files(tag: str, files: dict[str, Callable[[Path], None]], registry: Registry | None = None) -> Path:
     """Write `files` (name -> writer) into the stored model `tag`, each atomically (temp file + rename): what is
     computed after registration and belongs to the model (its monitoring reference and calibration, by the
-    `reference` stage) travels with it. A reader sees the old file or the new one, never half of one."""
-    folder = model_path(tag)
+    `reference` stage) travels with it. A reader sees the old file or the new one, never half of one. With a remote
+    `registry` the files are uploaded beside the model's archive too, and every machine's `model_path` brings them
+    into its own store (a machine that imported the model before they were attached included)."""
+    store = _store(registry)
+    folder = store.fetch(tag)
     for name, write in files.items():
         io.write_atomic(folder / name, write)
         (folder / name).chmod(0o644)
+    store.attach(tag, list(files))
     return folder
 
 
-def model_path(tag: str) -> Path:
-    import bentoml
-
-    try:
-        return Path(bentoml.models.get(tag).path)
-    except bentoml.exceptions.NotFound as error:
-        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+def model_path(tag: str, registry: Registry | None = None) -> Path:
+    """The model's folder in this machine's store; with a remote `registry`, imported from it when missing (and its
+    attached files brought up to date)."""
+    return _store(registry).fetch(tag)
 
 
-def has_model(tag: str) -> bool:
-    try:
-        model_path(tag)
-    except RegistryError:
-        return False
-    return True
+def has_model(tag: str, registry: Registry | None = None) -> bool:
+    return _store(registry).has(tag)
 
 
-def load_model(tag: str) -> TrainedModel:
+def load_model(tag: str, registry: Registry | None = None) -> TrainedModel:
     """The registered model `tag`, through the model seam (whatever its family)."""
-    return _load_model(model_path(tag))
+    return _load_model(model_path(tag, registry))
 
 
-def model_entry(tag: str) -> RegistryEntry:
-    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed."""
-    import bentoml
-
-    try:
-        return RegistryEntry.from_metadata(bentoml.models.get(tag).info.metadata)
-    except bentoml.exceptions.NotFound as error:
-        raise RegistryError(f"model {tag!r} is not in the BentoML model store") from error
+def model_entry(tag: str, registry: Registry | None = None) -> RegistryEntry:
+    """What `save_model` stored with `tag` (metrics, params, data version, lineage, schema, gate), typed; from a
+    remote registry's index without downloading the model."""
+    return RegistryEntry.from_metadata(_store(registry).metadata(tag))
 
 
 def registry_home(registry_dir: Path) -> Path:
@@ -145,63 +164,48 @@ def registry_home(registry_dir: Path) -> Path:
     return Path(root) / registry_dir if root and not registry_dir.is_absolute() else registry_dir
 
 
-def champion_tag(registry_dir: Path) -> str | None:
-    pointer = registry_dir / CHAMPION_FILE
-    if not pointer.exists():
-        return None
-    return PromotionRecord.model_validate_json(pointer.read_text()).tag
+def champion_record(registry: Registry) -> PromotionRecord | None:
+    return _store(registry).champion()
 
 
-def require_champion(registry_dir: Path) -> str:
-    tag = champion_tag(registry_dir)
+def champion_tag(registry: Registry) -> str | None:
+    record = champion_record(registry)
+    return record.tag if record else None
+
+
+def require_champion(registry: Registry) -> str:
+    tag = champion_tag(registry)
     if tag is None:
-        raise RegistryError(f"no champion yet in {registry_dir}: run the training DAG so the gate can promote one")
+        raise RegistryError(f"no champion yet in {_store(registry).location}: run the training DAG so the gate can "
+                            "promote one")
     return tag
 
 
-def history(registry_dir: Path) -> list[PromotionRecord]:
-    """The journal's complete lines; a line torn by a crash mid-append (no trailing newline) is skipped."""
-    path = registry_dir / HISTORY_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().split("\n")[:-1]:  # the text after the last newline is incomplete or empty
-        try:
-            records.append(PromotionRecord.model_validate_json(line))
-        except ValidationError:
-            continue  # a torn line followed by a later append: never a promotion that happened
-    return records
+def history(registry: Registry) -> list[PromotionRecord]:
+    """Every journal record (promotions, rollbacks, quarantines, unsets), oldest first (a record torn by a crash is
+    skipped)."""
+    return _store(registry).history()
 
 
-def _journal(registry_dir: Path, record: PromotionRecord) -> None:
-    """Append one line to the journal, durably (after a torn last line, on a line of its own)."""
-    registry_dir.mkdir(parents=True, exist_ok=True)
-    journal_path = registry_dir / HISTORY_FILE
-    torn = journal_path.exists() and journal_path.stat().st_size > 0 and not journal_path.read_bytes().endswith(b"\n")
-    with open(journal_path, "a") as journal:
-        journal.write(("\n" if torn else "") + record.model_dump_json() + "\n")
-        journal.flush()
-        os.fsync(journal.fileno())
+def set_champion(registry: Registry, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote",
+                 expected: Any = ANY) -> PromotionRecord:
+    """Make `tag` the champion atomically; `expected`: the champion tag (or None) the caller decided against.
+
+    Raises `PromotionConflict`, having written nothing, when the champion is no longer `expected` or another
+    promotion wrote first, and `RegistryError` for a quarantined model (it never serves again: the store checks it
+    in the same step as the write); returns the record written (with `previous`).
+    """
+    store = _store(registry)
+    if not store.has(tag):
+        raise RegistryError(f"model {tag!r} is not in the registry ({store.location})")
+    record = PromotionRecord(event=event, tag=tag, reason=reason, at=datetime.now(UTC).isoformat())
+    return store.append(record, expected)
 
 
-def set_champion(registry_dir: Path, tag: str, reason: str, event: Literal["promote", "rollback"] = "promote"
-                 ) -> None:
-    """Make `tag` the champion in one atomic rename; the journal line is written first and is idempotent. A
-    quarantined model is refused: it never serves again."""
-    model_path(tag)  # refuse a tag the store does not hold
-    banned = quarantined(registry_dir)
-    if tag in banned:
-        raise RegistryError(f"model {tag!r} is quarantined ({banned[tag].reason}): it cannot serve again")
-    record = PromotionRecord(event=event, tag=tag, previous=champion_tag(registry_dir), reason=reason,
-                             at=datetime.now(UTC).isoformat())
-    _journal(registry_dir, record)
-    io.write_json(registry_dir / CHAMPION_FILE, record.to_json_dict(), durable=True)
-
-
-def former_champions(registry_dir: Path) -> list[str]:
+def former_champions(registry: Registry) -> list[str]:
     """Every tag that served, in the order it last became champion (promotions and rollbacks)."""
     order: list[str] = []
-    for record in history(registry_dir):
+    for record in history(registry):
         if record.event in SERVING_EVENTS and record.tag:
             if record.tag in order:
                 order.remove(record.tag)
@@ -209,140 +213,147 @@ def former_champions(registry_dir: Path) -> list[str]:
     return order
 
 
-def rollback(registry_dir: Path, to_tag: str | None = None, *, force: bool = False) -> str:
-    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. A quarantined model
-    is never rolled back to.
+def rollback(registry: Registry, to_tag: str | None = None, *, force: bool = False) -> str:
+    """Make the previous champion (or `to_tag`) the champion again; returns the restored tag. Refused with
+    `PromotionConflict` if a promotion lands while it runs. A quarantined model is never rolled back to.
 
     A `to_tag` the gate refused (and that never served) is served only with `force`: the gate is the one way a
     model starts serving, and going around it should be a decision, not a slip of the tag.
     """
-    current = require_champion(registry_dir)
+    store = _store(registry)
+    current = require_champion(store)
     if to_tag is None:
-        banned = quarantined(registry_dir)
-        earlier = [tag for tag in former_champions(registry_dir) if tag != current and tag not in banned]
+        banned = quarantined(store)
+        earlier = [tag for tag in former_champions(store) if tag != current and tag not in banned]
         if not earlier:
             raise RegistryError("no earlier champion to roll back to")
         to_tag = earlier[-1]
-    gate = model_entry(to_tag).gate
-    served = set(former_champions(registry_dir))
-    refused = _labels(to_tag).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
+    gate = model_entry(to_tag, store).gate
+    served = set(former_champions(store))
+    refused = _labels(to_tag, store).get(GATE_LABEL) == "refused" and to_tag not in served  # as `models list` says
     if refused and not force:
         failed = "; ".join(gate.failed) if gate is not None else ""
         raise RegistryError(f"{to_tag} was refused by the gate ({failed or 'see its gate record'}) and never served: "
                             "pass --force to make it champion anyway")
     reason = f"rollback from {current}" + (" (forced: the gate had refused it)" if refused else "")
-    set_champion(registry_dir, to_tag, reason=reason, event="rollback")
+    set_champion(store, to_tag, reason=reason, event="rollback", expected=current)
     return to_tag
 
 
-def quarantined(registry_dir: Path) -> dict[str, PromotionRecord]:
+def quarantined(registry: Registry) -> dict[str, PromotionRecord]:
     """The quarantined tags, each with its journal record (why, which table, when)."""
-    return {record.tag: record for record in history(registry_dir)
-            if record.event == QUARANTINE_EVENT and record.tag}
+    return quarantined_in(history(registry))
 
 
-def trained_on(table_md5: str, *, name: str) -> list[str]:
+def trained_on(table_md5: str, *, name: str, registry: Registry | None = None) -> list[str]:
     """The stored models of `name` whose training table (data_version.raw_table_md5) has this MD5."""
     found = []
-    for stored in sorted(_stored(name), key=lambda stored: stored.info.creation_time):
-        version = RegistryEntry.from_metadata(stored.info.metadata).data_version
+    for stored in sorted(_stored(name, registry), key=lambda stored: stored.created):
+        version = RegistryEntry.from_metadata(stored.metadata).data_version
         if version is not None and version.raw_table_md5 == table_md5:
-            found.append(str(stored.tag))
+            found.append(stored.tag)
     return found
 
 
-def quarantine(registry_dir: Path, *, name: str, tag: str | None = None, table_md5: str | None = None,
+QUARANTINE_ATTEMPTS = 3  # a champion's replacement that lost to a promotion landing meanwhile looks again
+
+
+def quarantine(registry: Registry, *, name: str, tag: str | None = None, table_md5: str | None = None,
                reason: str) -> dict[str, Any]:
-    """Mark `tag`, or every model trained on the table with MD5 `table_md5`, as quarantined (journal lines), and when
-    the champion is among them roll it back to the newest former champion that is not, or, with none, remove the
-    pointer (the gate then compares the next challenger with the naive baselines). Returns what was done.
+    """Mark `tag`, or every model trained on the table with MD5 `table_md5`, as quarantined (journal records), and
+    when the champion is among them roll it back to the newest former champion that is not, or, with none, remove
+    the pointer (the gate then compares the next challenger with the naive baselines). Returns what was done.
 
     Why: a table that trained a served model can fail the suite later (the suite grew, or a fault was found by
-    hand); the model is then unfit to serve or to be compared with, and nothing but the journal says so."""
+    hand); the model is then unfit to serve or to be compared with, and nothing but the journal says so. Every
+    record goes through the store (a local folder or a remote every machine reads): once a quarantine is written no
+    promotion of the model can land, and the champion's replacement names the champion it replaces, so a promotion
+    landing meanwhile is never overwritten (it cannot be of a quarantined model)."""
     if (tag is None) == (table_md5 is None):
         raise RegistryError("quarantine takes a model tag or a table MD5 (--table), one of them")
+    store = _store(registry)
     if tag is not None:
-        model_path(tag)  # refuse a tag the store does not hold
-        version = model_entry(tag).data_version
+        if not store.has(tag):
+            raise RegistryError(f"model {tag!r} is not in the registry ({store.location})")
+        version = model_entry(tag, store).data_version
         table_md5 = version.raw_table_md5 if version is not None else None
         tags = [tag]
     else:
-        tags = trained_on(str(table_md5), name=name)
+        tags = trained_on(str(table_md5), name=name, registry=store)
         if not tags:
             raise RegistryError(f"no stored model of {name!r} was trained on table {table_md5} (data_version."
                                 f"raw_table_md5 in `python -m pipelines models list`)")
-    already = quarantined(registry_dir)
+    already = quarantined(store)
     now = datetime.now(UTC).isoformat()
     for each in tags:
         if each not in already:
-            _journal(registry_dir, PromotionRecord(event=QUARANTINE_EVENT, tag=each, table_md5=table_md5,
-                                                   reason=reason, at=now))
-    champion = champion_tag(registry_dir)
+            store.append(PromotionRecord(event=QUARANTINE_EVENT, tag=each, table_md5=table_md5, reason=reason,
+                                         at=now))
+    champion = champion_tag(store)
     outcome: dict[str, Any] = {"quarantined": tags, "table_md5": table_md5, "champion": champion,
                                "previous": champion}
-    if champion in tags:
-        banned = quarantined(registry_dir)
-        clean = [each for each in former_champions(registry_dir) if each not in banned and has_model(each)]
-        if clean:
-            set_champion(registry_dir, clean[-1], reason=f"quarantine of {champion}: {reason}", event="rollback")
-            outcome["champion"] = clean[-1]
-        else:
-            _journal(registry_dir, PromotionRecord(
-                event=UNSET_EVENT, previous=champion, at=now,
-                reason=f"quarantine of {champion}: {reason}; no clean model served before"))
-            (registry_dir / CHAMPION_FILE).unlink(missing_ok=True)
-            outcome["champion"] = None
+    for attempt in range(1, QUARANTINE_ATTEMPTS + 1):
+        banned = quarantined(store)  # these tags, and any an interrupted quarantine left on the pointer
+        if champion is None or champion not in banned:
+            break
+        clean = [each for each in former_champions(store) if each not in banned and store.has(each)]
+        why = f"quarantine of {champion}: {reason}"
+        try:
+            if clean:
+                set_champion(store, clean[-1], reason=why, event="rollback", expected=champion)
+            else:
+                store.append(PromotionRecord(event=UNSET_EVENT, at=now,
+                                             reason=f"{why}; no clean model served before"), expected=champion)
+        except PromotionConflict:
+            if attempt == QUARANTINE_ATTEMPTS:
+                raise
+        champion = champion_tag(store)
+    outcome["champion"] = champion
     return outcome
 
 
-def _labels(tag: str) -> dict[str, str]:
-    import bentoml
-
-    return dict(bentoml.models.get(tag).info.labels or {})
-
-
-def _stored(name: str) -> list[Any]:
-    """Every stored version of `name` (BentoML raises NotFound for a name with no versions yet)."""
-    import bentoml
-
-    try:
-        return list(bentoml.models.list(name))
-    except bentoml.exceptions.NotFound:
-        return []
+def _labels(tag: str, registry: Registry | None = None) -> dict[str, str]:
+    """The labels `tag` was saved with (its gate verdict); empty for a tag the registry does not hold."""
+    name = tag.partition(":")[0]
+    return next((stored.labels for stored in _stored(name, registry) if stored.tag == tag), {})
 
 
-def list_models(registry_dir: Path, *, name: str) -> list[RegisteredModel]:
-    champion = champion_tag(registry_dir)
-    former = set(former_champions(registry_dir))
-    banned = quarantined(registry_dir)
+def _stored(name: str, registry: Registry | None = None) -> list[StoredModel]:
+    """Every stored version of `name` in the registry."""
+    return _store(registry).models(name)
+
+
+def list_models(registry: Registry, *, name: str) -> list[RegisteredModel]:
+    champion = champion_tag(registry)
+    former = set(former_champions(registry))
+    banned = quarantined(registry)
     models = []
-    for stored in _stored(name):
-        tag = str(stored.tag)
-        refused = (stored.info.labels or {}).get(GATE_LABEL) == "refused"
-        stage = ("quarantined" if tag in banned else "champion" if tag == champion else "retired" if tag in former
+    for stored in _stored(name, registry):
+        refused = stored.labels.get(GATE_LABEL) == "refused"
+        stage = ("quarantined" if stored.tag in banned else "champion" if stored.tag == champion
+                 else "retired" if stored.tag in former
                  else "refused" if refused else "candidate")
-        models.append(RegisteredModel(tag=tag, stage=stage, created=stored.info.creation_time.isoformat(),
-                                      entry=RegistryEntry.from_metadata(stored.info.metadata)))
+        models.append(RegisteredModel(tag=stored.tag, stage=stage, created=stored.created.isoformat(),
+                                      entry=RegistryEntry.from_metadata(stored.metadata)))
     return sorted(models, key=lambda m: m.created)
 
 
-def prune(registry_dir: Path, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
+def prune(registry: Registry, keep: int, *, name: str, dry_run: bool = False) -> list[str]:
     """Delete stored models other than the champion and the last `keep` promoted ones; returns the deleted tags.
 
     "Promoted" reads the journal (promotions and rollbacks), so a model that served is kept until `keep` newer
     ones have; the champion is kept whatever `keep` is. Refused and never-promoted candidates go.
     """
-    import bentoml
-
     if keep < 0:
         raise RegistryError(f"--keep must be >= 0, got {keep}")
-    champion = champion_tag(registry_dir)
-    promoted = list(reversed(former_champions(registry_dir)))
+    store = _store(registry)
+    champion = champion_tag(store)
+    promoted = list(reversed(former_champions(store)))
     kept = {champion, *promoted[:keep]} - {None}
-    doomed = [str(stored.tag) for stored in _stored(name) if str(stored.tag) not in kept]
+    doomed = [stored.tag for stored in _stored(name, store) if stored.tag not in kept]
     if not dry_run:
         for tag in doomed:
-            bentoml.models.delete(tag)
+            store.delete(tag)
     return doomed
 
 
@@ -381,10 +392,12 @@ def registration_entry(params: Params, gate_report: GateReport, built: Lineage) 
     )
 
 
-def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None) -> str | None:
+def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineage | None = None,
+                       registry: Registry | None = None) -> str | None:
     """The newest stored model with this model-file hash whose lineage is true for the repository at `root`.
 
-    Re-gating the same model adds no new version. But the store is the machine's, and a model file is the same
+    Re-gating the same model adds no new version. But the store is shared (the machine's, or the remote's), and a
+    model file is the same
     whichever clone trained it (training is deterministic): a version registered from another clone names that
     clone's experiment ref or commit, which `reproduce` cannot find here. So a stored version counts only when the
     revision that built it (`lineage.built_at`: its ref, or the commit holding its dvc.lock) is in this repository,
@@ -392,18 +405,18 @@ def find_by_model_hash(model_md5: str, *, name: str, root: Path, current: Lineag
     uncommitted dvc.lock), or it was registered from this repository (`Lineage.repository`: the same bytes never get
     a second tag here). Otherwise None: the caller registers a new version with its own lineage.
     """
-    entries = [(stored, RegistryEntry.from_metadata(stored.info.metadata)) for stored in _stored(name)]
+    entries = [(stored, RegistryEntry.from_metadata(stored.metadata)) for stored in _stored(name, registry)]
     matches = sorted(((stored, entry) for stored, entry in entries if entry.model_md5 == model_md5),
-                     key=lambda pair: pair[0].info.creation_time, reverse=True)
+                     key=lambda pair: pair[0].created, reverse=True)
     for stored, entry in matches:
         recorded = entry.lineage
         if recorded is None:  # hand-saved or older metadata: no lineage this run can vouch for
             continue
         if (current is not None and recorded == current) or lineage.rebuildable_here(root, recorded):
-            return str(stored.tag)
+            return stored.tag
         # This repository registered these bytes before (a re-gate after an uncommitted params change, a retrain
         # that learned the same trees): the same model keeps its one tag, whatever changed around it.
         if (current is not None and recorded is not None and current.repository is not None
                 and recorded.repository == current.repository):
-            return str(stored.tag)
+            return stored.tag
     return None

@@ -142,13 +142,17 @@ def file_md5(path: Path) -> str | None:
     return _file_md5(path) if path.exists() else None
 
 
-def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | None = None) -> dict[str, Any]:
-    """Rebuild `tag` from its lineage in a temporary worktree of the repository at `root`; returns the report."""
+def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | None = None,
+              store: Any = None) -> dict[str, Any]:
+    """Rebuild `tag` from its lineage in a temporary worktree of the repository at `root`; returns the report.
+
+    `store`: the registry holding the entry (a remote's index, read without downloading the model); default: this
+    machine's BentoML store."""
     from pipelines.config import load_params
     from pipelines.release import registry
 
     started = time.perf_counter()
-    entry = registry.model_entry(tag)
+    entry = registry.model_entry(tag, store)
     lineage = entry.lineage
     if lineage is None:
         raise ReproduceError(f"{tag} has no lineage in its registry entry (registered before lineage was "

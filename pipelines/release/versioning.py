@@ -200,16 +200,20 @@ def stage_target(root: Path, stage: str) -> str:
     return f"{Path(root).resolve() / io.DVC_FILE}:{stage}"
 
 
-def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: bool = False) -> StageRun:
+def run_stage(root: Path, stage: str, env: dict[str, str] | None = None, force: bool = False,
+              pull: bool = False) -> StageRun:
     """`dvc repro --single-item <stage>` through DVC's Python API: DVC decides whether it runs, runs its command,
-    caches its outputs and writes its dvc.lock entry. Raises StageFailed with the command's last output lines."""
+    caches its outputs and writes its dvc.lock entry. Raises StageFailed with the command's last output lines.
+
+    `pull` is `dvc repro --pull`: a stage whose only change is that its outputs are not here (a run's fresh clone)
+    has them pulled from the DVC remote instead of running again; a changed stage runs."""
     from dvc.exceptions import DvcException
 
     started = time.perf_counter()
     with _captured_output() as output:
         try:
             with open_repo(root) as repo:
-                done = repo.reproduce(stage_target(root, stage), single_item=True, force=force,
+                done = repo.reproduce(stage_target(root, stage), single_item=True, force=force, pull=pull,
                                       run_env={"PATH": _venv_path(), **(env or {})})
         except DvcException as error:
             failure = error
@@ -295,6 +299,17 @@ def push_experiment(root: Path, experiment: Experiment, git_remote: str | None) 
                 "note": "no DVC default remote: data and model stay in this machine's DVC cache"}
     return {"git_remote": git_remote, "dvc_remote": remote,
             "note": "" if git_remote else "versioning.git_remote is null: the ref stays in this repository"}
+
+
+def push_outputs(root: Path) -> dict[str, Any]:
+    """`dvc push` of the workspace's outputs (and the run cache) to the default remote: what a run in a throwaway
+    clone made, so the next run on any machine pulls it instead of making it again."""
+    remote = default_dvc_remote(root)
+    if remote is None:
+        return {"dvc_remote": None, "note": "no DVC default remote: nothing pushed"}
+    with open_repo(root) as repo:
+        pushed = repo.push(run_cache=True)
+    return {"dvc_remote": remote, "files": pushed}
 
 
 def show_file(root: Path, commit: str, path: Path | str) -> str | None:

@@ -134,3 +134,80 @@ def test_crash_automations_follow_params(make_params: Callable[..., Params]) -> 
     assert retry.trigger.match.model_dump()["prefect.run-count"] == ["1", "2"]
     assert (retry.actions[0].state.value, retry.actions[0].name) == ("SCHEDULED", "AwaitingRetry")
     assert retry_crashed_runs(make_params({"prefect.crash_retries": 0})).enabled is False
+
+
+def test_code_source_git_needs_workers_a_git_remote_and_a_registry_remote(make_params: Callable[..., Params]) -> None:
+    with pytest.raises(ParamsError, match=r"prefect\.code_source: git needs prefect\.runner: workers, "
+                                          r"versioning\.git_remote, versioning\.registry_remote"):
+        make_params({"prefect.code_source": "git"})
+    made = make_params({"prefect.code_source": "git", "prefect.runner": "workers", "versioning.git_remote": "origin",
+                        "versioning.registry_remote": "/srv/registry"})
+    assert made.prefect.code_source == "git"
+
+
+def _git_project(tmp_path: Path, overrides: dict) -> tuple[Path, Path]:
+    """A committed project (params.yaml, dvc.yaml) with a bare remote `origin` that holds its commit."""
+    import subprocess
+
+    origin, repo = tmp_path / "origin.git", tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True)
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(params_dict(repo, overrides)))
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    for args in (["init", "-q", "--initial-branch=main"], ["remote", "add", "origin", str(origin)], ["add", "-A"],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"],
+                 ["push", "-q", "origin", "main"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    return repo, origin
+
+
+GIT_MODE = {"prefect.code_source": "git", "prefect.runner": "workers", "versioning.git_remote": "origin",
+            "versioning.registry_remote": "/srv/registry"}
+
+
+def test_git_runs_clone_the_registered_commit_and_name_no_path_of_this_machine(tmp_path: Path) -> None:
+    import subprocess
+
+    from flows.deployments import CLONED_PARAMS, deployment_parameters, git_source, job_variables
+    from pipelines.config import load_params
+
+    repo, origin = _git_project(tmp_path, GIT_MODE)
+    params = load_params(repo / "params.yaml")
+    step = git_source(params, repo).to_pull_step()["prefect.deployments.steps.git_clone"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert step["repository"] == str(origin) and step["commit_sha"] == head
+    variables = job_variables(params, repo / "params.yaml")
+    assert "working_dir" not in variables and "PYTHONPATH" not in variables["env"]
+    assert variables["env"]["FLIGHTOPS_PARAMS"] == CLONED_PARAMS
+    assert deployment_parameters("training", repo / "params.yaml", "git") == {"params_file": CLONED_PARAMS}
+
+
+def test_git_registration_refuses_a_commit_the_remote_lacks_or_uncommitted_params(tmp_path: Path) -> None:
+    import subprocess
+
+    from flows.deployments import SourceError, git_source
+    from pipelines.config import load_params
+
+    repo, _ = _git_project(tmp_path, GIT_MODE)
+    params = load_params(repo / "params.yaml")
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("seed: 42", "seed: 43"))
+    with pytest.raises(SourceError, match=r"params\.yaml"):
+        git_source(params, repo)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "local only"], cwd=repo,
+                   check=True)
+    with pytest.raises(SourceError, match="is not on origin.*git push origin HEAD"):
+        git_source(params, repo)
+
+
+def test_postgres_stays_on_loopback_whatever_stack_host_is(tmp_path: Path) -> None:
+    from ops.stack import plan
+    from pipelines.config import load_params
+
+    params_file = _params_file(tmp_path, {"prefect.database": "postgres", "prefect.runner": "workers",
+                                          "stack.host": "0.0.0.0"})
+    components, _ = plan(load_params(params_file), params_file)
+    by_name = {c.name: c for c in components}
+    assert by_name["postgres"].host == "127.0.0.1" and "127.0.0.1" in by_name["prefect"].secret_env[
+        "PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert by_name["worker-1"].host == "127.0.0.1" and by_name["worker-1"].health_url.startswith("http://127.0.0.1:")
+    assert by_name["worker-1"].env["PREFECT_WORKER_WEBSERVER_HOST"] == "127.0.0.1"

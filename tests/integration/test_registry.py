@@ -251,7 +251,7 @@ def test_promotion_is_atomic_under_sigkill(data_root: Path, tmp_path: Path) -> N
         process.stdout.close()
         kills += process.returncode == -signal.SIGKILL
         # Whatever instant the kill hit: a complete pointer naming one of the two models, and a readable journal.
-        pointer = json.loads((registry_dir / registry.CHAMPION_FILE).read_text())
+        pointer = json.loads((registry_dir / io.CHAMPION_FILE).read_text())
         assert pointer["tag"] in tags
         assert registry.load_model(pointer["tag"]).booster.num_trees() > 0
         journal = registry.history(registry_dir)

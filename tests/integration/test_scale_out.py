@@ -40,7 +40,7 @@ def _flow_rows(params, port: int) -> int:
     from ops import postgres
 
     async def count() -> int:
-        connection = await asyncpg.connect(host=params.stack.host, port=port, user=postgres.USER,
+        connection = await asyncpg.connect(host=params.prefect.database_host, port=port, user=postgres.USER,
                                            password=postgres.ensure_password(postgres.folder(params)),
                                            database=postgres.DATABASE)
         try:
@@ -204,6 +204,78 @@ def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(pr
             attempts = _records(records, str(hung.id))
             survivor = next(iter(workers))
             assert [(a["worker"], a["run_count"]) for a in attempts] == [(first["worker"], 1), (survivor, 2)]
+        finally:
+            for process in workers.values():
+                stop(process)
+
+
+def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_api: str, tmp_path: Path) -> None:
+    """SIGKILL of the worker alone (its flow run process lives on, orphaned): what happens to the run, as
+    docs/scale-out.md says. The run's output went to the dead worker through a pipe (stream_output), so the orphan
+    dies at its next write, on a broken pipe, and goes silent; the zombie Automation marks it Crashed and the retry
+    Automation queues it for the surviving worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.deployments.runner import EntrypointType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.automations import RETRY_CRASHED, apply_crash_automations
+    from flows.deployments import ensure_work_pool, job_variables
+    from ops.stack import alive
+    from ops.workers import worker_argv, worker_name
+    from pipelines.config import parse_params
+    from tests.integration.scale_flows import probe
+
+    data = params_dict(tmp_path, {"prefect.work_pool": "scale-alone", "prefect.crashed_after_s": 60})
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    params = parse_params(data)
+    records = tmp_path / "records"
+    records.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    workers: dict[str, subprocess.Popen] = {}
+    logs = []
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        ensure_work_pool(params)
+        apply_crash_automations(params)
+        probe.to_deployment(name="probe-alone", tags=list(params.deployments.tags),
+                            entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name=params.prefect.work_pool,
+                            job_variables=job_variables(params, params_file)).apply()
+        try:
+            name = worker_name(1, "alone")
+            logs.append(tmp_path / f"{name}.log")
+            workers[name] = _start_worker(worker_argv(params, name), env, logs[-1])
+            # The first attempt works for 20 s, then writes (Prefect logs its end to the console); a retry is short.
+            run = run_deployment("probe/probe-alone", parameters={"seconds": 30, "record_dir": str(records),
+                                                                  "chatter": True}, timeout=0)
+            first = _wait("the run started", lambda: _records(records, str(run.id)), work_timeout_s(), logs)[0]
+            killed = workers.pop(name)
+            os.kill(killed.pid, signal.SIGKILL)  # the worker alone: its flow run process is not touched
+            killed.wait(timeout=30)
+            assert alive(first["pid"]), "the flow run process outlives its worker"
+            survivor = worker_name(2, "alone")
+            logs.append(tmp_path / f"{survivor}.log")
+            workers[survivor] = _start_worker(worker_argv(params, survivor), env, logs[-1])
+
+            def finished():
+                current = client.read_flow_run(run.id)
+                return current if current.state.is_final() and (current.state.is_completed()
+                                                                 or current.run_count >= 2) else None
+
+            final = _wait("the orphaned run reached a final state", finished,
+                          work_timeout_s() + params.prefect.crashed_after_s, logs, poll=5)
+            states = client.read_flow_run_states(run.id)
+            names = [s.name for s in states]
+            attempts = [(a["worker"], a["run_count"]) for a in _records(records, str(run.id))]
+            crashed = [s for s in states if s.type.value == "CRASHED"]
+            print(f"\nworker killed alone: states {names}, attempts {attempts}, crashed: "
+                  f"{[c.message for c in crashed]}")
+            assert final.state.is_completed(), names
+            assert len(crashed) == 1, names
+            after = states[states.index(crashed[0]) + 1]
+            assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
+            assert attempts == [(name, 1), (survivor, 2)], attempts
+            assert not alive(first["pid"]), "the orphaned first attempt is gone"
         finally:
             for process in workers.values():
                 stop(process)
