@@ -189,8 +189,6 @@ CORRUPTIONS = {
         "[period 2013-04] expect_column_values_to_be_in_set on column 'carrier'", "'ZZ'")),
     "key-reused-with-other-values": Corruption(key_reused_with_other_values, (
         "expect_compound_columns_to_be_unique", "the table's key")),
-    "a-column-missing": Corruption(target_column_dropped_weather_column, (
-        "expect_table_columns_to_match_set", "missing columns ['pressure']")),
     "stuck-at-a-default-for-a-period": Corruption(weather_zero_in_april, (
         "[period 2013-04] expect_column_unique_value_count_to_be_between on column 'temp'",
         "[period 2013-04] expect_column_unique_value_count_to_be_between on column 'wind_dir'")),
@@ -348,6 +346,26 @@ def test_garbage_time_stamps_stop_collect_by_key_and_nothing_downstream_runs(
         stages.run_collect(params)
     message = str(refused.value)
     assert "time column 'time_hour' (source.time_column)" in message and "'not a time'" in message
+    assert not params.paths.raw_table.exists()
+    with pytest.raises(NotValidatedError):
+        stages.run_preprocess(params)
+    assert _registry_state(champion) == before
+
+
+def test_a_column_the_params_name_missing_stops_collect_by_key_and_nothing_downstream_runs(
+    champion: Path, small_table: pd.DataFrame, tmp_path: Path,
+) -> None:
+    """A batch without a column params.yaml names (a weather column the join lost): collect checks every named
+    column, so the table is refused there, naming the key and the column, before anything is written (the suite's
+    own column-set check stands behind it for columns no key names)."""
+    from pipelines.data.collect import SourceError
+
+    source = _write(target_column_dropped_weather_column(small_table.copy()), tmp_path / "flights.parquet")
+    params = _params(tmp_path, source, champion)
+    before = _registry_state(champion)
+    with pytest.raises(SourceError) as refused:
+        stages.run_collect(params)
+    assert "features.numeric: 'pressure' is not a column of the table" in str(refused.value)
     assert not params.paths.raw_table.exists()
     with pytest.raises(NotValidatedError):
         stages.run_preprocess(params)
