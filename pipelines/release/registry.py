@@ -111,7 +111,7 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
         for file_name, write in (extra_files or {}).items():
             write(Path(stored.path) / file_name)
     tag = str(stored.tag)
-    readable(Path(stored.path))
+    readable(model_path(tag))  # the folder in the store (`stored.path` was the temp folder it was written in)
     _store(registry).publish(tag)
     return tag
 

@@ -320,3 +320,15 @@ def test_s3_urls_reach_the_s3_filesystems_of_dvc_and_the_registry(tmp_path: Path
     assert type(remote.fs).__module__.startswith("dvc_s3") and remote.path == "my-bucket/flightops-dvc"
     store = RemoteStore("s3://my-bucket/flightops-registry/")
     assert "s3" in store.fs.protocol and store.root == "my-bucket/flightops-registry"
+
+
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_a_saved_model_is_readable_by_the_serving_workers_user(kind: str, tmp_path: Path) -> None:
+    """BentoML writes each model in a 0700 temp folder: the folder in the store must be opened up (0755), or the
+    service's workers (another user when `bentoml serve` runs as root) and a serving container cannot load it."""
+    import stat
+
+    store = LocalStore(tmp_path / "registry") if kind == "local" else RemoteStore(str(tmp_path / "remote"))
+    (tmp_path / "m").mkdir()
+    tag = _model(tmp_path / "m", f"readable-{kind}-{os.getpid()}", store)
+    assert stat.S_IMODE(registry.model_path(tag).stat().st_mode) == 0o755
