@@ -405,7 +405,8 @@ def calibration_start(stamps: pd.Series, monitor: MonitorParams) -> int:
 def window_draws(rows: int, monitor: MonitorParams, number: int) -> list[np.ndarray]:
     """The positions of a reference window's rows each of its `monitor.calibration_resamples` draws uses: first the
     sample a live window of that size would be cut to (`sample_window`), then bootstrap draws of the same size
-    (another week of the same flights: rows drawn with replacement)."""
+    (another week of the same flights: rows drawn with replacement). `number` seeds them: the window's own key
+    (`window_key`), so a week is drawn the same whichever windows are calibrated beside it."""
     size = min(rows, monitor.window_sample_rows)
     first = np.arange(rows) if rows <= size else np.sort(
         np.random.RandomState(monitor.seed + number).choice(rows, size, replace=False))
@@ -413,13 +414,20 @@ def window_draws(rows: int, monitor: MonitorParams, number: int) -> list[np.ndar
     return [first, *(generator.integers(0, rows, size) for _ in range(monitor.calibration_resamples - 1))]
 
 
+def window_key(start: Any) -> int:
+    """A window's seed for its draws: the day its window starts (days since 1970), not its place in a list."""
+    return int(pd.Timestamp(start).value // 86_400_000_000_000)
+
+
 def resampled_distances(windows: Sequence[pd.DataFrame], reference: pd.DataFrame, in_window: Sequence[np.ndarray],
-                        columns: Mapping[str, bool], monitor: MonitorParams) -> dict[str, np.ndarray]:
-    """Per column (name -> numeric?): the distance of each window's draws (`window_draws`) from the reference
-    without that window's rows (`in_window[i]`: the reference rows inside window i), as an array windows x draws."""
+                        columns: Mapping[str, bool], monitor: MonitorParams, keys: Sequence[int]
+                        ) -> dict[str, np.ndarray]:
+    """Per column (name -> numeric?): the distance of each window's draws (`window_draws`, seeded by `keys[i]`) from
+    the reference without that window's rows (`in_window[i]`: the reference rows inside window i), as an array
+    windows x draws."""
     from pipelines.monitor.distances import ReferenceSide, code_column, distance
 
-    draws = [window_draws(len(window), monitor, number) for number, window in enumerate(windows)]
+    draws = [window_draws(len(window), monitor, key) for key, window in zip(keys, windows, strict=True)]
     scores = {}
     for name, numeric in columns.items():
         coded = code_column(reference[name], [window[name] for window in windows], numeric)
@@ -469,7 +477,8 @@ def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: F
     in_window = [reference_starts == start for start in starts]
     # --- distances: each window's draws against the reference without its rows --------------------------------
     kinds = {name: name not in features.categorical for name in features.raw_columns} | {probability: True}
-    scores = resampled_distances(windows, reference, in_window, kinds, monitor)
+    keys = [window_key(start) for start in starts]
+    scores = resampled_distances(windows, reference, in_window, kinds, monitor, keys)
     column_bounds = {name: [_bound(scores[name][i], q) for i in range(len(windows))] for name in features.raw_columns}
     prediction_bounds = [_bound(row, q) for row in scores[probability]]
     columns = {name: _floored(conformal_quantile(values, q)) for name, values in column_bounds.items()}
@@ -482,7 +491,7 @@ def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: F
                              for draw in range(monitor.calibration_resamples)] for number in range(len(windows))])
     index_bounds = [_bound(row, q) for row in index_draws]
     # --- data quality: each window's live-sized sample --------------------------------------------------------
-    stats = [window_statistics(window.iloc[window_draws(len(window), monitor, number)[0]], reference.loc[
+    stats = [window_statistics(window.iloc[window_draws(len(window), monitor, keys[number])[0]], reference.loc[
         ~in_window[number]], features, vocabulary, monitor.unit_margin, consistency)
         for number, window in enumerate(windows)]
     observed = _observed_ranges(period, reference, features)

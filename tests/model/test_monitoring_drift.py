@@ -201,7 +201,8 @@ def test_live_quality_compares_with_the_champion_figures(setup):
     frame = _window(params, trained, rows)
     outcomes = rows[["request_id", "label"]].rename(columns={"label": "actual"})
     half = live_quality(frame, outcomes.iloc[:1000], {"roc_auc": 0.99}, params.monitor)
-    assert half.model_dump(exclude_none=True) == {"labelled": 1000, "labelled_share": 0.5, "complete": False}
+    assert half.model_dump(exclude_none=True) == {"labelled": 1000, "labelled_share": 0.5, "complete": False,
+                                                 "labels": {}}  # no label-quality figures on half the outcomes
     summary = analyse_window(frame, reference, params.features, "time_hour", params.monitor, calibration,
                              outcomes=outcomes, expected={"roc_auc": 0.99, "log_loss": 0.5}).report
     quality = summary.quality
@@ -253,9 +254,11 @@ def test_a_long_reference_period_is_calibrated_on_its_latest_windows_with_the_sa
                                                whole_windows.model_copy(update={"calibration_windows": 3}))
     pd.testing.assert_frame_equal(capped_reference, reference)
     assert uncapped.windows > 3 == capped.windows
-    # Every per-window statistic but the drift index, which weighs each window by thresholds learned from the
-    # *other* calibration windows (fewer here).
-    for statistic in set(capped.values) - {"drift_index"}:
+    # Every per-window statistic but those judged against the *other* calibration windows (fewer here): the drift
+    # index and its value per resampled draw (`draw`), weighted by thresholds learned from them, and the share
+    # outside the range they observed. (The draws are seeded by the window's own start day, so each week's column
+    # distances are the same in both.)
+    for statistic in set(capped.values) - {"drift_index", "draw", "outside_observed"}:
         assert capped.values[statistic] == {name: values[-3:] for name, values in
                                             uncapped.values[statistic].items()}, statistic
     weeks = pd.Timestamp(capped.period[0]), pd.Timestamp(capped.period[1])
