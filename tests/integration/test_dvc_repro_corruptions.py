@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines import io
 from pipelines.io import file_md5
 from support.params import SMALL_WINDOW
 from support.project_copy import commit, copy_project, run, set_params
@@ -84,7 +85,8 @@ def test_text_in_a_numeric_column_is_a_validation_failure_not_a_collect_crash(
     assert code != 0
     assert "ArrowInvalid" not in output and "Traceback" not in output
     assert "collect_cells_parse_as_column_type on column 'distance'" in output and "'far away'" in output, output
-    summary = json.loads((repo / "reports" / "validation" / "summary.json").read_text())
+    # A refused table's reports go beside the last passing ones (#36 item 11), never over them.
+    summary = json.loads((repo / "reports" / "validation" / io.VALIDATION_FAILED_DIR / "summary.json").read_text())
     assert summary["success"] is False and summary["parse_errors"]["distance"]["count"] > 0
     # A user changes a training param and runs only the train stage: DVC runs it, the guard stops it.
     set_params(repo, {"train.lightgbm.learning_rate": 0.1})

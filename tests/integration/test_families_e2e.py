@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,6 +70,15 @@ def test_the_forced_family_is_trained_gated_and_promoted(project: dict[str, Any]
     assert f"(`train.family` {family})" in (repo / "reports" / "model_card.md").read_text()
 
 
+def _admin(repo: Path) -> dict[str, str]:
+    """The admin token's header (/metadata is an admin route): the token the service made under the copy's stack
+    folder (paths are relative to the project copy)."""
+    from pipelines.config import load_params
+    from pipelines.credentials import admin_token_file, bearer, read_secret
+
+    return bearer(read_secret(repo / admin_token_file(load_params(repo / "params.yaml"))))
+
+
 def test_the_service_serves_it_and_monitoring_judges_a_window(project: dict[str, Any]) -> None:
     from tests.integration.test_serving import Server
 
@@ -80,7 +90,7 @@ def test_the_service_serves_it_and_monitoring_judges_a_window(project: dict[str,
         answer = httpx.post(f"{server.url}/predict", json={"flight": FLIGHT}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert 0 < answer.json()["probability"] < 1
-        metadata = httpx.get(f"{server.url}/metadata").json()
+        metadata = httpx.get(f"{server.url}/metadata", headers=_admin(repo)).json()
         assert metadata["predictor"].startswith(f"{family} (its own predict), max difference"), metadata["predictor"]
         replayed = json.loads(run(repo, "python", "-m", "pipelines", "replay", "--url", server.url,
                                   "--start", REPLAY[0], "--end", REPLAY[1]).stdout)
