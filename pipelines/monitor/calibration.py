@@ -615,22 +615,13 @@ def leave_one_out(calibration: Calibration, monitor: MonitorParams) -> FalseAlar
             fired.add("data_drift")
         if own("draw", "prediction") > _floored(alarm_level("prediction", "probability")):
             fired.add("prediction_drift")
-        for name in values.get("missing_rise", {}):
-            if own("missing_rise", name) > quality_limit(others("missing_rise", name), monitor.missing_surge,
-                                                         monitor):
-                fired.add("missing_surge")
-        for name in values.get("new_categories", {}):
-            if own("new_categories", name) > quality_limit(others("new_categories", name),
-                                                           monitor.new_category_surge, monitor):
-                fired.add("new_category")
-        for name in values.get("out_of_range", {}):
-            if own("out_of_range", name) > quality_limit(others("out_of_range", name), monitor.out_of_range_surge,
-                                                         monitor):
-                fired.add("out_of_range")
-        for name in values.get("outside_observed", {}):
-            if own("outside_observed", name) > quality_limit(others("outside_observed", name),
-                                                             monitor.out_of_range_surge, monitor):
-                fired.add("beyond_range")
+        for statistic, surge, kind in (("missing_rise", monitor.missing_surge, "missing_surge"),
+                                       ("new_categories", monitor.new_category_surge, "new_category"),
+                                       ("out_of_range", monitor.out_of_range_surge, "out_of_range"),
+                                       ("outside_observed", monitor.out_of_range_surge, "beyond_range")):
+            for name in values.get(statistic, {}):
+                if own(statistic, name) > quality_limit(others(statistic, name), surge, monitor):
+                    fired.add(kind)
         for name, series in values.get("means", {}).items():
             mean, spread = own("means", name), calibration.spreads.get(name)
             kept = [m for m in _without(series, number) if not math.isnan(m)]
