@@ -516,6 +516,25 @@ def _kind(statistic: str) -> str:
     return statistic.rsplit(".", 1)[-1]
 
 
+def statistic_column(statistic: str, behaviour: Behaviour) -> str:
+    """The column a statistic is of: `{column}.{kind}` or `{column}[{value}].share`, resolved against the learned
+    column names (a name may itself hold "[", "." or spaces: "lat [deg]", "fare.usd"), never by splitting at "["."""
+    base = statistic.rsplit(".", 1)[0]
+    if base in behaviour.spreads or base in behaviour.numeric or base in behaviour.categories:
+        return base
+    if base.endswith("]"):
+        owners = [name for name in behaviour.categories if base.startswith(f"{name}[")]
+        if owners:
+            return max(owners, key=len)
+    return base
+
+
+def _columns_of(statistics: pd.Series, behaviour: Behaviour) -> pd.Series:
+    """`statistic_column` of each statistic name, computed once per distinct name."""
+    names = pd.unique(statistics)
+    return statistics.map({name: statistic_column(name, behaviour) for name in names})
+
+
 def _degenerate(behaviour: Behaviour, segment: str) -> set[str]:
     """The statistics a segment says nothing about: the shares of its own column, and of the columns it determines
     (a shop's region), which are 0 or 1 in every segment by construction."""
@@ -655,6 +674,16 @@ def _short(value: float) -> float:
     return float(f"{float(value):.8g}")
 
 
+def _short_outward(value: float, side: int) -> float:
+    """`_short`, rounded away from the band's inside (`side` -1: down, +1: up): a reference period's own value is
+    never outside its band by the rounding of the file (a zero-width band on a constant statistic)."""
+    short = _short(value)
+    if (short - value) * side >= 0 or value == 0:
+        return short
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - 7)  # the 8th significant digit
+    return _short(short + side * step)
+
+
 def _edges(values: np.ndarray, bins: int) -> list[float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -684,10 +713,10 @@ def _bands(learned: pd.DataFrame, behaviour: Behaviour) -> list[list[Any]]:
     for (grain, segment, statistic), group in learned.groupby(["grain", "segment", "statistic"], sort=True):
         values = group["value"].to_numpy(dtype=float)
         kind = _kind(statistic)
-        column = statistic.rsplit(".", 1)[0].split("[", 1)[0]
+        column = statistic_column(statistic, behaviour)
         width = _width(kind, values, behaviour, spreads.get(column, float("nan")), segment != ALL)
-        low = None if kind in ONE_SIDED_HIGH else _short(values.min())
-        high = None if kind in ONE_SIDED_LOW else _short(values.max())
+        low = None if kind in ONE_SIDED_HIGH else _short_outward(values.min(), -1)
+        high = None if kind in ONE_SIDED_LOW else _short_outward(values.max(), +1)
         rows.append([grain, segment, statistic, low, high, _short(width), int(np.median(group["rows"]))])
     return rows
 
@@ -754,7 +783,7 @@ def _standard_error(judged: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
     1.5 / sqrt(rows). A small segment or a short period is never held tighter than its own noise."""
     rows = np.maximum(judged["rows"].to_numpy(dtype=float), 1.0)
     kinds = _kinds(judged["statistic"]).to_numpy()
-    columns = judged["statistic"].map(lambda name: name.rsplit(".", 1)[0].split("[", 1)[0])
+    columns = _columns_of(judged["statistic"], behaviour)
     spread = columns.map(behaviour.spreads).astype(float).fillna(0.0).to_numpy()
     share = np.clip(judged["value"].to_numpy(dtype=float) + judged["base"].to_numpy(dtype=float), 0.01, 0.99)
     binomial = np.sqrt(share * (1 - share) / rows)
@@ -781,7 +810,7 @@ def _statistic_findings(failed: pd.DataFrame, judged: pd.DataFrame, measured: pd
     segments a fault dominates rather than all rows (`_finest_segments`); the worst first."""
     if failed.empty:
         return []
-    kept = _finest_units(_finest_segments(_with_columns(failed), judged), judged, behaviour)
+    kept = _finest_units(_finest_segments(_with_columns(failed, behaviour), judged), judged, behaviour)
     kept = kept.assign(order=kept.groupby(["grain", "unit", "segment", "column"])["excess"].transform("max"))
     kept = kept.sort_values(["order", "unit"], ascending=[False, True], kind="stable")
     findings = []
@@ -802,8 +831,8 @@ def _statistic_findings(failed: pd.DataFrame, judged: pd.DataFrame, measured: pd
     return findings
 
 
-def _with_columns(failed: pd.DataFrame) -> pd.DataFrame:
-    return failed.assign(column=failed["statistic"].map(lambda name: name.rsplit(".", 1)[0].split("[", 1)[0]))
+def _with_columns(failed: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+    return failed.assign(column=_columns_of(failed["statistic"], behaviour))
 
 
 def _finest_units(failed: pd.DataFrame, judged: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:

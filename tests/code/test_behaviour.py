@@ -139,6 +139,37 @@ def test_another_year_of_the_same_behaviour_passes(behaviour: Behaviour) -> None
     assert findings == [], _lines(findings)
 
 
+AWKWARD = {"price": "price [usd]", "temp": "temp.c (avg)", "shop": "shop [id], name", "region": "region: [zone]"}
+
+
+def test_column_names_with_brackets_dots_and_commas_learn_and_judge_as_plain_ones(reference: pd.DataFrame,
+                                                                               behaviour: Behaviour) -> None:
+    """A statistic's column is resolved against the learned names, never by splitting the statistic's name at "["
+    or ".": renamed columns get the same band widths (a column's spread found), pass as their own reference, and a
+    fault is named by the full column name."""
+    renamed = reference.rename(columns=AWKWARD)
+    awkward = draft_behaviour(renamed, time_column="time", period="month", label=LabelSpec(target="late"),
+                              key_columns=["id"], segments=[AWKWARD[name] for name in SEGMENTS], margin=2.0,
+                              floors=Floors(missing=0.05, share=0.02, outside=0.02), relation_r2=0.95)
+
+    def plain(name: str) -> str:
+        for old, new in AWKWARD.items():
+            name = name.replace(new, old)
+        return name
+
+    widths = {(grain, plain(segment), plain(statistic)): width for grain, segment, statistic, *_, width, _ in
+              awkward.bands}
+    expected = {(grain, segment, statistic): width for grain, segment, statistic, *_, width, _ in behaviour.bands}
+    assert widths == expected
+    _, findings = judge(renamed, awkward)
+    assert findings == [], _lines(findings)
+    rows = (renamed["shop [id], name"] == "s2") & _month(renamed, 6)
+    corrupted = renamed.assign(**{"price [usd]": renamed["price [usd]"].where(~rows, renamed["price [usd]"] / 100)})
+    _, findings = judge(corrupted, awkward)
+    assert ("calibrated_statistic", "price [usd]", "2021-06", "shop [id], name=s2") in \
+        {(f.check, f.column, f.unit, f.segment) for f in findings}, _lines(findings)
+
+
 def test_a_unit_change_in_one_segment_for_one_month_is_named_there(reference: pd.DataFrame,
                                                                   behaviour: Behaviour) -> None:
     rows = (reference["shop"] == "s2") & _month(reference, 6)
