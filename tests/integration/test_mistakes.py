@@ -153,7 +153,8 @@ MISTAKES = [
              "data/.gitignore && git commit -m 'track data/untracked_copy.csv with DVC'"], table=untracked_copy),
     # A sparse table through the walkthrough (draft its suite, `dvc repro`): the reference stage says why.
     Mistake("a training period too small for two monitoring windows",
-            {"validate.suite": "expectations/one_row_in_fifty.json"},
+            {"validate.suite": "expectations/one_row_in_fifty.json",
+             "validate.calibration": "expectations/one_row_in_fifty.calibration.json"},
             "python -m pipelines draft-suite --out expectations/one_row_in_fifty.json && dvc repro reference",
             ["Running stage 'reference'", "error: reference failed: the reference period (",
              "rows over 333 days", "is too small for monitoring windows: 7 days:", "; 14 days:", "; 28 days:",
