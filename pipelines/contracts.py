@@ -407,16 +407,17 @@ ReasonKind = Literal[
     "data_drift", "prediction_drift", "performance_decay",
     "calibration_decay",   # the probabilities fit the outcomes worse (log loss, Brier, calibration) as inputs moved
     "consistent_shift",    # related columns moved together past the reference, their relation intact
+    "beyond_range",        # values beyond the range the reference observed, on many rows: the model never saw
+                           # them, and a retrain on this data learns them (far outside or a moved mean is a fault)
     # data-quality faults: they alarm, never retrain (a model retrained on corrupted data learns the corruption),
     # unless an operator acknowledges them (`Acknowledgement`): then they are accepted changes a retrain answers
     "missing_surge", "new_category", "mean_outside", "relation_broken", "rescoring", "out_of_range",
-    "beyond_range",        # values beyond the range the reference observed, on many rows
     "refused",             # requests the service refused, on many rows
     "label_shift",         # the outcomes moved while the inputs did not: relabelled outcomes or a new definition
     "data_quality",  # a fault of a record stored before kinds whose words name no check
 ]
 RETRAIN_KINDS: tuple[str, ...] = ("data_drift", "prediction_drift", "performance_decay", "calibration_decay",
-                                  "consistent_shift")
+                                  "consistent_shift", "beyond_range")
 # Each kind in words, for tables and summaries: the retrain kinds by name, the quality ones as "data quality (...)".
 KIND_WORDS: dict[str, str] = {
     "data_drift": "data drift", "prediction_drift": "prediction drift", "performance_decay": "performance decay",

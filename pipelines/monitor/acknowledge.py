@@ -27,7 +27,7 @@ from pipelines.contracts import RETRAIN_KINDS, Acknowledgement, Reason, WindowSu
 
 # The kinds an operator may accept: the data-quality ones (a retrain-kind alarm does not block anything).
 ACKNOWLEDGEABLE = ("missing_surge", "new_category", "mean_outside", "relation_broken", "rescoring", "out_of_range",
-                   "beyond_range", "refused", "label_shift")
+                   "refused", "label_shift")
 
 
 def journal(monitoring_dir: Path) -> Path:

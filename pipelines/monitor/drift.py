@@ -389,13 +389,6 @@ def data_quality_reasons(summary: WindowSummary, consistent: Mapping[str, str] |
         reasons.append(Reason(kind="out_of_range", columns=sorted(outside), text=(
             "data quality: values outside the reference's range in " + ", ".join(
                 f"{name} {r.outside:.1%} (limit {r.outside_threshold:.1%})" for name, r in outside.items()))))
-    beyond = {name: r for name, r in summary.ranges.items()
-              if r.beyond_range and not r.out_of_range and not r.unit_change and name not in consistent}
-    if beyond:
-        reasons.append(Reason(kind="beyond_range", columns=sorted(beyond), text=(
-            "data quality: values beyond the range the reference observed (the model never saw them) in " + ", ".join(
-                f"{name} {r.beyond:.1%} of rows outside [{r.observed[0]:.4g}, {r.observed[1]:.4g}] (limit "
-                f"{r.beyond_threshold:.1%})" for name, r in beyond.items() if r.observed))))
     refused = summary.refused
     if refused is not None and refused.surge:
         fields = ", ".join(f"{name} {count}" for name, count in list(refused.fields.items())[:5])
@@ -436,6 +429,14 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams,
         reasons.append(Reason(kind="consistent_shift", columns=sorted(consistent), text=(
             "consistent shift: related columns moved together past the reference, their relation intact: "
             + "; ".join(moved))))
+    beyond = {name: r for name, r in summary.ranges.items()
+              if r.beyond_range and not r.out_of_range and not r.unit_change and name not in (consistent or {})}
+    if beyond:
+        reasons.append(Reason(kind="beyond_range", columns=sorted(beyond), text=(
+            "new values: beyond the range the reference observed (the model never saw them; a retrain on this data "
+            "learns them) in " + ", ".join(
+                f"{name} {r.beyond:.1%} of rows outside [{r.observed[0]:.4g}, {r.observed[1]:.4g}] (limit "
+                f"{r.beyond_threshold:.1%})" for name, r in beyond.items() if r.observed))))
     prediction = summary.prediction_drift
     if prediction.drifted and not quality_intact(summary):
         reasons.append(Reason(kind="prediction_drift", text=(
@@ -497,8 +498,8 @@ def alarm_reasons(summary: WindowSummary, monitor: MonitorParams, calibration: C
     consistent = consistent_columns(summary, calibration)
     quality = data_quality_reasons(summary, consistent)
     drift = retrain_reasons(summary, monitor, consistent)
-    inputs_moved = bool(quality) or any(r.kind in ("data_drift", "prediction_drift", "consistent_shift")
-                                        for r in drift)
+    inputs_moved = bool(quality) or any(r.kind in ("data_drift", "prediction_drift", "consistent_shift",
+                                                   "beyond_range") for r in drift)
     label = label_reason(summary, inputs_moved)
     if label is not None and label.quality:
         quality.append(label)

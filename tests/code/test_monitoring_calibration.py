@@ -142,7 +142,7 @@ def test_gain_shares_are_over_the_monitored_columns():
 
 
 def _summary(*, drifted: bool = False, index: float = 0.5, missing: bool = False, unit: bool = False,
-             new: bool = False, rows: int = 5000) -> WindowSummary:
+             new: bool = False, beyond: bool = False, rows: int = 5000) -> WindowSummary:
     return WindowSummary(
         rows=rows, first="2013-09-02T00:00:00+00:00", last="2013-09-08T23:00:00+00:00", model_tags=["m:1"],
         drift_share=0.5 if drifted else 0.0, drifted_columns=["hour"] if drifted else [],
@@ -156,7 +156,9 @@ def _summary(*, drifted: bool = False, index: float = 0.5, missing: bool = False
                                                  surge=new, threshold=0.02)},
         ranges={"pressure": RangeCheck(outside=1.0 if unit else 0.0, outside_threshold=0.02,
                                        mean=30.0 if unit else 1017.0, mean_band=[990.0, 1040.0],
-                                       out_of_range=unit, unit_change=unit)},
+                                       out_of_range=unit, unit_change=unit,
+                                       beyond=1.0 if unit else 0.13 if beyond else 0.0, beyond_threshold=0.02,
+                                       observed=[990.0, 1040.0], beyond_range=unit or beyond)},
         drift_index=index, drift_index_threshold=0.7)
 
 
@@ -199,6 +201,22 @@ def test_data_quality_faults_alarm_as_data_quality_and_refuse_the_retrain(params
     assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining on it")
     # The stored JSON form, read back, is decided the same way.
     assert decide_retrain(WindowSummary.model_validate(summary.to_json_dict()), END, None, params.monitor) == decision
+
+
+def test_values_beyond_the_observed_range_ask_for_a_retrain_not_a_quality_fault(params):
+    """A summer's dew points past spring's highest: the model never saw them, and a retrain on this data learns them
+    (not a fault: the mean moved within a unit's margin and no value lies far outside)."""
+    summary = _judged(_summary(beyond=True), params)
+    assert summary.drift is True and summary.quality_reasons == []
+    assert [reason.kind for reason in summary.retrain_reasons] == ["beyond_range"]
+    assert "pressure 13.0% of rows outside [990, 1040] (limit 2.0%)" in summary.retrain_reasons[0].text
+    assert decide_retrain(summary, END, None, params.monitor).retrain is True
+
+
+def test_values_far_outside_are_a_fault_not_also_new_values(params):
+    summary = _judged(_summary(unit=True), params)
+    assert "beyond_range" not in [reason.kind for reason in summary.reasons]
+    assert decide_retrain(summary, END, None, params.monitor).retrain is False
 
 
 def test_decide_retrain_itself_refuses_a_small_window(params):
