@@ -79,3 +79,23 @@ def test_every_reference_period_passes_the_learned_behaviour(tmp_path: Path) -> 
     summary = validate_table(table, SUITE, tmp_path, behaviour=behaviour, period="month",
                              time_column=params.source.time_column)
     assert summary.success, summary.message()
+
+
+def test_every_weekly_retrain_window_of_2013_passes_the_learned_behaviour() -> None:
+    """What a retrain validates: the data up to a monitoring window's end, a Monday, so its last month is partial (a
+    half-month of storms is judged, not a full month). Real 2013 up to every fourth Monday passes: no real week is
+    refused (a stormy half-June was, when a long-tailed column's percentile was read from one wide bin and a
+    segment's tails were judged)."""
+    from pipelines.data.behaviour import judge, read_behaviour
+
+    params = load_params(PARAMS_FILE, {"collect.start": "2013-01-01", "collect.end": "2014-01-01"})
+    table = collect(params.source, params.collect)
+    behaviour = read_behaviour(REPO_ROOT / params.validate_.calibration)
+    stamps = table[params.source.time_column]
+    refused = {}
+    for end in pd.date_range("2013-02-04", "2014-01-01", freq="W-MON", tz="UTC")[::4].union(
+            [pd.Timestamp("2013-06-17", tz="UTC")]):
+        _, findings = judge(table[stamps < end], behaviour)
+        if findings:
+            refused[f"{end:%Y-%m-%d}"] = [f"{f.check} {f.unit} {f.segment} {f.column}: {f.observed}" for f in findings]
+    assert refused == {}

@@ -131,6 +131,7 @@ def _request(table: pd.DataFrame, params) -> dict:
 
 def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.DataFrame) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
     from prefect.events import emit_event
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
@@ -224,8 +225,9 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
             retraining = client.read_deployment_by_name("retraining/retraining")
 
             def retrain_run():
-                runs = client.read_flow_runs(limit=5)
-                return next((r for r in runs if r.deployment_id == retraining.id), None)
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retraining.id])), limit=1)
+                return runs[0] if runs else None
 
             retrain = poll_until(retrain_run, ready_timeout_s(), lambda: "the drift Automation started no retrain")
             _finished(client, retrain.id, [log_b], 2 * work_timeout_s())
