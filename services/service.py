@@ -212,12 +212,14 @@ def _worker_user() -> WorkerUser:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     paths = PARAMS.paths
+    models = Path(BentoMLContainer.bentoml_home.get()).resolve() / "models"
     writable = [paths.prediction_log_dir.resolve()]
     if PARAMS.serve.predictor == "compiled":
         writable.append(paths.compiled_dir.resolve())
+    if PARAMS.versioning.registry_remote:  # a worker imports each new champion from the remote into this store
+        writable.append(models)
     readable = [Path(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE).resolve(), PARAMS.validate_.suite.resolve(),
-                paths.registry_dir.resolve(), Path(BentoMLContainer.bentoml_home.get()).resolve() / "models",
-                credentials.verify_file(PARAMS).resolve(), Path.cwd()]
+                paths.registry_dir.resolve(), models, credentials.verify_file(PARAMS).resolve(), Path.cwd()]
     return WorkerUser(PARAMS.serve.worker_user, tuple(writable), tuple(readable))
 
 
