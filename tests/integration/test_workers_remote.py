@@ -48,6 +48,14 @@ from support.servers import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 RETRAIN_END = "2013-06-15T00:00:00+00:00"
+EMIT_DRIFT = f"""
+from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
+from pipelines.monitor.bookkeeping import DRIFT_DETECTED, WINDOW_RESOURCE_PREFIX
+emit_event(event=DRIFT_DETECTED, resource={{"prefect.resource.id": f"{{WINDOW_RESOURCE_PREFIX}}test"}},
+           payload={{"window_end": "{RETRAIN_END}", "reason": "test: drift on machine A's champion"}})
+EventsWorker.drain_all()
+"""
 AUTH = "flightops:workers-test"  # Prefect's basic auth (`server.api.auth_string` / every client's `api.auth_string`)
 
 
@@ -133,11 +141,9 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
-    from prefect.events import emit_event
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from pipelines.config import load_params
-    from pipelines.monitor.bookkeeping import DRIFT_DETECTED, WINDOW_RESOURCE_PREFIX
     from pipelines.release.store import RemoteStore
 
     root = private_folder("workers-")
@@ -220,8 +226,10 @@ def test_two_workers_share_only_git_dvc_and_the_registry_remote(small_table: pd.
             stop(worker_a)
             worker_b, log_b = _start_worker("machine-b", pool, homes["b"], api)
             processes.append(worker_b)
-            emit_event(event=DRIFT_DETECTED, resource={"prefect.resource.id": f"{WINDOW_RESOURCE_PREFIX}test"},
-                       payload={"window_end": RETRAIN_END, "reason": "test: drift on machine A's champion"})
+            # Sent from a process of its own, as the monitoring flow on a machine sends it: this process's Prefect
+            # events worker is bound to the first API it sent to (another test's server, in a full run).
+            subprocess.run([sys.executable, "-c", EMIT_DRIFT], env=_machine_env(homes["service"], api), check=True,
+                           timeout=ready_timeout_s(), cwd=checkout)
             retraining = client.read_deployment_by_name("retraining/retraining")
 
             def retrain_run():
