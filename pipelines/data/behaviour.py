@@ -509,9 +509,11 @@ def statistics(frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
                 # A segment is compared with the median segment of its period, not with all rows: a fault in one
                 # carrier moves the all-rows value, and so every other carrier's contrast with it; not the median.
                 # With fewer than three segments judged in the period (a partial one), with all rows.
-                table = table[~table["statistic"].isin(_degenerate(behaviour, names[0].split("=", 1)[0]))
-                              & ~_kinds(table["statistic"]).isin(TAILS)].copy()
-                contrasted = _kinds(table["statistic"]).isin(CONTRASTED).to_numpy()
+                kinds = _kinds(table["statistic"])
+                keep = ~table["statistic"].isin(_degenerate(behaviour, names[0].split("=", 1)[0])) & \
+                    ~kinds.isin(TAILS)
+                table, kinds = table[keep].copy(), kinds[keep]
+                contrasted = kinds.isin(CONTRASTED).to_numpy()
                 grouped = table.groupby(["unit", "statistic"], sort=False)["value"]
                 median, count = grouped.transform("median"), grouped.transform("size")
                 whole = level.reindex(pd.MultiIndex.from_arrays([table["unit"], table["statistic"]])).to_numpy()
@@ -543,8 +545,14 @@ def statistic_column(statistic: str, behaviour: Behaviour) -> str:
 
 def _columns_of(statistics: pd.Series, behaviour: Behaviour) -> pd.Series:
     """`statistic_column` of each statistic name, computed once per distinct name."""
+    return _per_name(statistics, lambda name: statistic_column(name, behaviour))
+
+
+def _per_name(statistics: pd.Series, function: Any) -> pd.Series:
+    """`function` of each statistic name, computed once per distinct name (a judged table repeats each name per
+    period and segment)."""
     names = pd.unique(statistics)
-    return statistics.map({name: statistic_column(name, behaviour) for name in names})
+    return statistics.map({name: function(name) for name in names})
 
 
 def _degenerate(behaviour: Behaviour, segment: str) -> set[str]:
@@ -557,8 +565,7 @@ def _degenerate(behaviour: Behaviour, segment: str) -> set[str]:
 
 def _kinds(statistics: pd.Series) -> pd.Series:
     """`_kind` of each statistic name, computed once per distinct name."""
-    names = pd.unique(statistics)
-    return statistics.map(dict(zip(names, (_kind(name) for name in names), strict=True)))
+    return _per_name(statistics, _kind)
 
 
 def _covered(stamps: pd.Series, grain: str, days: np.ndarray, labels: list[str]) -> np.ndarray:
