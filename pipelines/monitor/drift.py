@@ -62,9 +62,10 @@ class WindowResult:
     snapshot: Any
 
 
-def _evidently_results(snapshot: Any, columns: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, tuple]]:
-    """Per-column drift (score, method) and missing shares (reference, current), found by metric type and column
-    name."""
+def _evidently_results(snapshot: Any, columns: list[str], missing_columns: list[str]
+                       ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple]]:
+    """Per-column drift (score, method) of `columns` and missing shares (reference, current) of `missing_columns`,
+    found by metric type and column name."""
     as_dict = snapshot.dict()
     drift: dict[str, dict[str, Any]] = {}
     for metric in as_dict["metrics"]:
@@ -77,7 +78,7 @@ def _evidently_results(snapshot: Any, columns: list[str]) -> tuple[dict[str, dic
     missing: dict[str, tuple] = {}
     for metric_id, result in snapshot.metric_results.items():
         config = result.metric_value_location.metric.params
-        if config.get("type", "").endswith(":MissingValueCount") and config.get("column") in columns:
+        if config.get("type", "").endswith(":MissingValueCount") and config.get("column") in missing_columns:
             reference = snapshot.context.get_reference_metric_result(metric_id)
             missing[config["column"]] = (float(reference.share.value), float(result.share.value))
     return drift, missing
@@ -253,19 +254,22 @@ def analyse_window(current: pd.DataFrame, reference: pd.DataFrame, features: Fea
     definition = DataDefinition(numerical_columns=[*features.numeric, PROBABILITY],
                                 categorical_columns=list(features.categorical))
     keep = [*columns, PROBABILITY]
-    thresholds = {column: calibration.columns[column] for column in columns if column in calibration.columns}
+    sampled = sample_window(current, monitor.window_sample_rows, monitor.seed)
+    # A column with no value on one side has no distance (Evidently raises on it): a feed that stopped sending it is
+    # the missing-value check's alarm, a data-quality fault, not a crash of the whole window.
+    measured = [column for column in columns if sampled[column].notna().any() and reference[column].notna().any()]
+    thresholds = {column: calibration.columns[column] for column in measured if column in calibration.columns}
     report = Report(
-        [DataDriftPreset(columns=list(columns), cat_method="jensenshannon", num_method="wasserstein",
+        [DataDriftPreset(columns=measured, cat_method="jensenshannon", num_method="wasserstein",
                          per_column_threshold=thresholds),
          ValueDrift(column=PROBABILITY, method="wasserstein", threshold=calibration.prediction),
          *[MissingValueCount(column=column) for column in columns]],
         include_tests=True,
     )
-    sampled = sample_window(current, monitor.window_sample_rows, monitor.seed)
     snapshot = report.run(current_data=Dataset.from_pandas(sampled[keep], data_definition=definition),
                           reference_data=Dataset.from_pandas(reference[keep], data_definition=definition),
                           name=name)
-    drift, missing = _evidently_results(snapshot, [*columns, PROBABILITY])
+    drift, missing = _evidently_results(snapshot, [*measured, PROBABILITY], [*columns, PROBABILITY])
     exact_missing = {column: float(share) for column, share in current[list(columns)].isna().mean().items()}
     explained = {} if calibration.consistency is None else \
         expected_missing(sampled, features.numeric, calibration.consistency)

@@ -186,6 +186,18 @@ def test_data_quality_faults_alarm_as_data_quality_and_never_retrain(setup, faul
     assert decision.retrain is False and decision.reason.startswith("data quality fault, not retraining")
 
 
+@pytest.mark.parametrize("column", ["temp", "carrier"])
+def test_a_column_that_stops_arriving_altogether_is_a_missing_surge_not_a_crash(setup, column):
+    """A feed that stops sending a column: no value of it in the window, so no distance can be computed (Evidently
+    raises on an empty column); the window is still judged, and the column is a missing-value surge."""
+    params, trained, reference, calibration, held_out = setup
+    rows = into_week(held_out.sample(2000, random_state=11), "2013-09-02", "time_hour", 6, "stopped")
+    summary = _analyse(setup, rows.assign(**{column: None}))
+    assert column not in summary.columns and summary.missing[column].current == 1.0
+    assert any(r.kind == "missing_surge" and column in r.columns for r in summary.quality_reasons), summary.reasons
+    assert decide_retrain(summary, END, None, params.monitor).retrain is False
+
+
 def test_the_old_gross_shift_is_caught_as_data_quality_and_drift(setup):
     rows = shift(into_week(setup[4].sample(3000, random_state=8), "2013-09-02", "time_hour", 2, "shift"))
     summary = _analyse(setup, rows)
