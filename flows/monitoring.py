@@ -12,7 +12,6 @@ Its deployment, the retraining one and the Automation are applied by `python -m 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -22,7 +21,14 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import io
 from pipelines.config import Params, load_params
-from pipelines.contracts import PROBABILITY, Acknowledgement, RetrainRequest, WindowRecord, WindowSummary
+from pipelines.contracts import (
+    PROBABILITY,
+    Acknowledgement,
+    EvaluationReport,
+    RetrainRequest,
+    WindowRecord,
+    WindowSummary,
+)
 from pipelines.monitor import acknowledge, bookkeeping, dashboard
 from pipelines.monitor import store as monitoring_store
 from pipelines.monitor.calibration import Calibration
@@ -81,8 +87,8 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
         scores = registry.model_entry(tag, store).metrics.test
         test_metrics = None if scores is None else io.without_nulls(scores.to_json_dict())
     else:
-        evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
-        test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
+        evaluation = EvaluationReport.load(params.paths.metrics_dir)
+        test_metrics = None if evaluation is None else evaluation.model.to_json_dict()
     if PROBABILITY not in reference:  # a reference stored before the scores were stored with it
         reference = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
     return reference, calibration, test_metrics, model, tag

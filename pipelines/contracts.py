@@ -24,12 +24,21 @@ module; pandas and pyarrow are imported inside the functions that need them.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_serializer,
+)
 
 from pipelines import io
 
@@ -37,14 +46,52 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+class MalformedRecord(ValueError):
+    """A stored record that is not its contract's shape (or not JSON): the message names the file and the fault, so
+    the person reading it knows which file to fix or delete."""
+
+
 class _Stored(BaseModel):
-    """A record read back from a file or a store: unknown keys (written by a later version) are ignored."""
+    """A record read back from a file or a store: unknown keys (written by a later version) are ignored.
+
+    `parse` is the one way a stored record is read (a fault raises `MalformedRecord` naming where it came from);
+    `_read_file` / `_write_file` are the file halves each record's own `load` / `save` are built on. A record whose
+    file is a bare mapping or list names the field holding it in `_root` (the file is that field's value alone).
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+    _root: ClassVar[str | None] = None
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self) -> Any:
         """Plain JSON values (NaN as null): what the writer stores."""
-        return io.to_jsonable(self.model_dump(mode="json"))
+        data = io.to_jsonable(self.model_dump(mode="json"))
+        return data if self._root is None else data[self._root]
+
+    @classmethod
+    def parse(cls, data: Any, source: object) -> Self:
+        """`data` (as read from `source`: a path, a commit's file) as this record; `MalformedRecord` names `source`."""
+        try:
+            return cls.model_validate(data if cls._root is None else {cls._root: data})
+        except ValidationError as error:
+            skip = 0 if cls._root is None else 1  # the file is the root field's value: its name is no part of it
+            faults = "; ".join(f"{'.'.join(str(part) for part in item['loc'][skip:]) or '(the record)'}: "
+                               f"{item['msg']}" for item in error.errors()[:5])
+            raise MalformedRecord(f"{source} is not a valid {cls.__name__} record ({faults}); "
+                                  "fix or delete it") from None
+
+    @classmethod
+    def _read_file(cls, path: Path) -> Self | None:
+        """The record stored at `path`, or None when there is none (a stage, a service that has not written it)."""
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise MalformedRecord(f"{path} is not valid JSON ({error}); fix or delete it") from None
+        return cls.parse(data, path)
+
+    def _write_file(self, path: Path, *, durable: bool = False) -> Path:
+        return io.write_json(path, self.to_json_dict(), durable=durable)
 
 
 # --- the promotion gate --------------------------------------------------------------------------------------------
@@ -59,7 +106,16 @@ class Check(_Stored):
     reason: str
 
 
-class GateScores(_Stored):
+class _Metrics(_Stored):
+    """Scores of one model, looked up by metric name (a gate check, a table's column)."""
+
+    def metric(self, name: str) -> float:
+        """The metric `name`, NaN where undefined (stored as null)."""
+        value = getattr(self, name)
+        return float("nan") if value is None else float(value)
+
+
+class GateScores(_Metrics):
     """Threshold-free metrics of one model on the gate's holdout (NaN in memory, null on disk: undefined)."""
 
     roc_auc: float | None = None
@@ -67,10 +123,6 @@ class GateScores(_Stored):
     brier: float | None = None
     log_loss: float | None = None
     rows: int | None = None
-
-    def metric(self, name: str) -> float:
-        value = getattr(self, name)
-        return float("nan") if value is None else float(value)
 
 
 class GateMetrics(_Stored):
@@ -178,6 +230,150 @@ class GateReport(_Stored):
         return report if isinstance(report, GateReport) else cls.model_validate(report)
 
 
+# --- the training DAG's records ---------------------------------------------------------------------------------
+# The preprocess, train and evaluate stages' outputs. Their bytes are DVC outputs (dvc.lock's hashes, the committed
+# metrics/*.json): field order, what is left out and the numbers are those the stages always wrote, so a record read
+# and written again is the same file (tests/code/test_records.py holds the committed files to it).
+
+class SplitLineage(_Stored):
+    """Which validated raw table the prepared splits were made from (`<prepared_dir>/lineage.json`): preprocess
+    writes it last, and the guard of every later stage (`pipelines.data.suite.require_validated`) refuses splits
+    made from another table. Not the registry's `Lineage` (how a registered model was built)."""
+
+    raw_table_md5: str
+    validation_success: bool
+    suite: str
+    rows: int
+
+    def save(self, prepared_dir: Path) -> Path:
+        return self._write_file(prepared_dir / io.LINEAGE_FILE)
+
+    @classmethod
+    def load(cls, prepared_dir: Path) -> SplitLineage | None:
+        """The splits' lineage, or None when preprocess has not run there."""
+        return cls._read_file(prepared_dir / io.LINEAGE_FILE)
+
+
+class Scores(_Metrics):
+    """One set of predictions scored (`pipelines.model.evaluate.score`), in the order the files hold them. A metric
+    is None where it is undefined (the ranking metrics when a class is absent: NaN in memory), and where a registry
+    entry lacks it: BentoML metadata keeps no nulls, and an entry stored by an early version has no accuracy."""
+
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    positive_rate: float | None = None
+    rows: int
+
+
+class Lift(_Stored):
+    roc_auc: float | None = None   # the model's ROC AUC less the best baseline's; None: no baseline ranks
+
+
+class EvaluationReport(_Stored):
+    """The evaluate stage's report (`metrics/evaluate.json`): the model on the test split beside the naive
+    baselines on the same rows, and which slices were reported but not compared (and why). Also stored with each
+    registered model (`RegistryMetrics.evaluate`)."""
+
+    model: Scores
+    threshold: float
+    baselines: dict[str, Scores] = {}
+    # Why the time baseline is not the hour of day; absent from the file when it is.
+    baseline_note: str | None = Field(default=None, exclude_if=lambda note: note is None)
+    lift_over_best_baseline: Lift = Lift()
+    skipped_slices: list[str] = []
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.EVALUATE_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> EvaluationReport | None:
+        """`metrics_dir/evaluate.json`, or None when the evaluate stage has not run there."""
+        return cls._read_file(metrics_dir / io.EVALUATE_FILE)
+
+
+class SliceScores(Scores):
+    """The model's scores on one value of a slice column; too few rows or one class: reported, not compared."""
+
+    value: str
+    skipped: str | None = None
+    compared: bool = True
+
+    @model_serializer(mode="wrap")
+    def _value_first(self, handler: Any) -> dict[str, Any]:
+        """The value heads its row (what the stage has always written), then the scores, then the verdict."""
+        data = handler(self)
+        return {"value": data.pop("value"), **data}
+
+
+class SliceReport(_Stored):
+    """The evaluate stage's per-slice scores (`metrics/slices.json`): each slice column's values, in order."""
+
+    _root = "columns"
+    columns: dict[str, list[SliceScores]]
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.SLICES_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> SliceReport | None:
+        """`metrics_dir/slices.json`, or None when the evaluate stage has not run there."""
+        return cls._read_file(metrics_dir / io.SLICES_FILE)
+
+
+class CandidateRecord(_Stored):
+    """One trained candidate of the train stage's search: its params, validation metrics, where and when it ran
+    (the proof of parallelism) and what it costs to serve."""
+
+    index: int
+    family: str
+    overrides: dict[str, Any]
+    params: dict[str, Any]
+    valid_metrics: dict[str, float | None]
+    best_iteration: int
+    worker: str
+    pid: int
+    started: float
+    finished: float
+    fit_seconds: float | None = None
+    predict_ms: dict[str, float] = {}   # "1_row", "1000_rows"
+    model_bytes: int | None = None
+    seconds: float
+    # The rows it was trained on; absent when the candidate came back without its model.
+    train_rows: int | None = Field(default=None, exclude_if=lambda rows: rows is None)
+
+
+class CandidatesReport(_Stored):
+    """The train stage's search (`metrics/candidates.json`): every candidate, the winner, the best of each family,
+    the parallel wall time, and the winner's refit on the whole train split when the candidates saw a slice."""
+
+    metric: str
+    winner: int
+    winner_family: str
+    winner_valid: dict[str, float | None]
+    winner_overrides: dict[str, Any]
+    families: dict[str, int]
+    candidates: list[CandidateRecord]
+    wall_seconds: float
+    workers: list[str]
+    search_rows: int
+    train_rows: int
+    refit: CandidateRecord | None = None
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.CANDIDATES_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> CandidatesReport | None:
+        """`metrics_dir/candidates.json`, or None when the train stage has not run there."""
+        return cls._read_file(metrics_dir / io.CANDIDATES_FILE)
+
+
 # --- the registry --------------------------------------------------------------------------------------------------
 
 class Lineage(_Stored):
@@ -223,7 +419,7 @@ class DataVersion(_Stored):
 class RegistryMetrics(_Stored):
     test: GateScores | None = None           # the gate's scores of the model on the test split
     valid: dict[str, float | None] | None = None  # its validation metrics (training's early stopping split)
-    evaluate: dict[str, Any] | None = None   # the evaluate stage's report (evaluate.json) at registration
+    evaluate: EvaluationReport | None = None  # the evaluate stage's report (evaluate.json) at registration
 
 
 class RegistryEntry(_Stored):

@@ -1,0 +1,102 @@
+"""The records the stages, the monitor and the stack write (pipelines/contracts.py): each read and written through
+its contract, a malformed file refused with its path named, and the DVC outputs' bytes unchanged by the contracts
+(a committed metrics file read and written again is the same file, so `dvc repro` outputs do not move)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import io
+from pipelines.contracts import (
+    CandidatesReport,
+    EvaluationReport,
+    MalformedRecord,
+    SliceReport,
+    SplitLineage,
+)
+from support.params import REPO_ROOT
+
+COMMITTED_METRICS = REPO_ROOT / "metrics"
+# The evaluate and train stages' committed outputs (git holds them: dvc.yaml's `cache: false` metrics).
+DVC_METRICS = {io.EVALUATE_FILE: EvaluationReport, io.SLICES_FILE: SliceReport, io.CANDIDATES_FILE: CandidatesReport}
+
+
+@pytest.mark.parametrize("name", sorted(DVC_METRICS))
+def test_a_committed_metrics_file_read_and_written_again_is_byte_identical(name: str, tmp_path: Path) -> None:
+    committed = COMMITTED_METRICS / name
+    assert committed.exists(), f"{committed} is committed with the DAG's outputs"
+    record = DVC_METRICS[name].load(COMMITTED_METRICS)
+    record.save(tmp_path)
+    assert (tmp_path / name).read_bytes() == committed.read_bytes()
+
+
+def test_the_evaluation_keeps_its_optional_note_out_of_the_file_unless_there_is_one(tmp_path: Path) -> None:
+    """The committed run has an hour-of-day baseline (no note): the key is absent, not null; a date-only table's
+    note is written and read back."""
+    report = EvaluationReport.load(COMMITTED_METRICS)
+    assert report.baseline_note is None and "baseline_note" not in json.loads(
+        (COMMITTED_METRICS / io.EVALUATE_FILE).read_text())
+    noted = report.model_copy(update={"baseline_note": "no time of day"})
+    noted.save(tmp_path)
+    assert EvaluationReport.load(tmp_path) == noted
+    assert list(json.loads((tmp_path / io.EVALUATE_FILE).read_text()))[:4] == [
+        "model", "threshold", "baselines", "baseline_note"]
+
+
+def test_a_slice_row_starts_with_its_value_and_a_one_class_slice_reads_back_without_ranking_metrics(
+        tmp_path: Path) -> None:
+    slices = SliceReport.load(COMMITTED_METRICS)
+    row = next(iter(slices.columns.values()))[0]
+    assert next(iter(row.to_json_dict())) == "value"
+    one_class = row.model_copy(update={"roc_auc": float("nan"), "skipped": "one class only", "compared": False})
+    SliceReport(columns={"origin": [one_class]}).save(tmp_path)
+    back = SliceReport.load(tmp_path).columns["origin"][0]
+    assert back.roc_auc is None and back.compared is False and back.metric("roc_auc") != back.metric("roc_auc")
+
+
+def test_the_split_lineage_round_trips_in_preprocess_s_key_order(tmp_path: Path) -> None:
+    lineage = SplitLineage(raw_table_md5="0" * 32, validation_success=True, suite="expectations/x.json", rows=12)
+    written = lineage.save(tmp_path)
+    assert written == tmp_path / io.LINEAGE_FILE
+    assert list(json.loads(written.read_text())) == ["raw_table_md5", "validation_success", "suite", "rows"]
+    assert SplitLineage.load(tmp_path) == lineage
+    assert SplitLineage.load(tmp_path / "elsewhere") is None  # preprocess has not run there
+
+
+@pytest.mark.parametrize(("record", "name", "damage"), [
+    (EvaluationReport, io.EVALUATE_FILE, lambda data: {**data, "model": {**data["model"], "rows": "many"}}),
+    (SliceReport, io.SLICES_FILE, lambda data: {"carrier": [{"value": "AA"}]}),
+    (CandidatesReport, io.CANDIDATES_FILE, lambda data: {key: v for key, v in data.items() if key != "winner"}),
+])
+def test_a_malformed_record_is_refused_naming_its_file_and_the_fault(record, name, damage, tmp_path: Path) -> None:
+    shutil.copy(COMMITTED_METRICS / name, tmp_path / name)
+    path = tmp_path / name
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid {record.__name__} record \(.*"):
+        record.load(tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(MalformedRecord, match=rf"{path} is not valid JSON"):
+        record.load(tmp_path)
+
+
+def test_the_search_report_is_built_as_the_committed_one_is_shaped(tmp_path: Path) -> None:
+    """`pipelines.model.search.search_report` (what the train stage saves) on candidates rebuilt from the committed
+    file gives back that file's record: the same candidates, winner and families; a candidate that came back without
+    its model has no `train_rows`."""
+    from pipelines.model.search import CandidateResult, search_report
+
+    committed = CandidatesReport.load(COMMITTED_METRICS)
+    results = [CandidateResult(**candidate.model_dump(exclude={"seconds", "train_rows"}))
+               for candidate in committed.candidates]
+    winner = next(result for result in results if result.index == committed.winner)
+    report = search_report(results, winner, committed.metric, search_rows=committed.search_rows,
+                           train_rows=committed.train_rows)
+    assert report.model_dump(exclude={"candidates"}) == committed.model_dump(exclude={"candidates"})
+    assert [c.index for c in report.candidates] == [c.index for c in committed.candidates]
+    assert all(c.train_rows is None and "train_rows" not in c.to_json_dict() for c in report.candidates)
+    report.save(tmp_path)
+    assert CandidatesReport.load(tmp_path) == report
