@@ -544,6 +544,34 @@ class RefusalRecord(_LogLine):
     scheduled: str | None = None
 
 
+class DroppedFile(_Stored):
+    """A closed prediction-log file the size cap (`serve.prediction_log.max_total_bytes`) deleted: its size, complete
+    rows and the serving times of its first and last record (None: no readable record), and when it went."""
+
+    file: str
+    bytes: int
+    rows: int
+    first_ts: str | None
+    last_ts: str | None
+    dropped_at: str
+
+
+class DroppedLog(_Stored):
+    """The size cap's manifest beside the prediction log (`dropped.json`), oldest first: which traffic monitoring
+    will never see. Written under the trim lock by `pipelines.monitor.prediction_log.trim_prediction_log`."""
+
+    _root = "files"
+    files: list[DroppedFile] = []
+
+    def save(self, log_dir: Path) -> Path:
+        return self._write_file(log_dir / io.DROPPED_LOG_FILE)
+
+    @classmethod
+    def load(cls, log_dir: Path) -> DroppedLog:
+        """The manifest in `log_dir`; empty when the cap has dropped nothing there."""
+        return cls._read_file(log_dir / io.DROPPED_LOG_FILE) or cls()
+
+
 @dataclass(frozen=True)
 class PredictionFrameSchema:
     """The prediction log as a frame, one row per request: its columns and their types. Both readers (the line

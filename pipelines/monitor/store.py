@@ -50,7 +50,7 @@ def read_predictions(params: Params) -> PredictionFrame:
     if dropped:  # the size cap deleted whole files: windows over their span hold less traffic than was served
         log.warning("prediction log: %d file(s) with %d row(s) served %s to %s were dropped by "
                     "serve.prediction_log.max_total_bytes (listed in %s)", len(dropped),
-                    sum(entry["rows"] for entry in dropped), dropped[0]["first_ts"], dropped[-1]["last_ts"],
+                    sum(entry.rows for entry in dropped), dropped[0].first_ts, dropped[-1].last_ts,
                     io.DROPPED_LOG_FILE)
     return parsed
 

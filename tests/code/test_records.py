@@ -13,6 +13,8 @@ import pytest
 from pipelines import io
 from pipelines.contracts import (
     CandidatesReport,
+    DroppedFile,
+    DroppedLog,
     EvaluationReport,
     MalformedRecord,
     SliceReport,
@@ -100,3 +102,15 @@ def test_the_search_report_is_built_as_the_committed_one_is_shaped(tmp_path: Pat
     assert all(c.train_rows is None and "train_rows" not in c.to_json_dict() for c in report.candidates)
     report.save(tmp_path)
     assert CandidatesReport.load(tmp_path) == report
+
+
+def test_the_dropped_files_manifest_round_trips_and_a_damaged_one_is_named(tmp_path: Path) -> None:
+    assert DroppedLog.load(tmp_path) == DroppedLog()  # the cap has dropped nothing here
+    manifest = DroppedLog(files=[DroppedFile(file="predictions-20130901T12-1.jsonl", bytes=10, rows=0,
+                                             first_ts=None, last_ts=None, dropped_at="2013-09-01T15:00:00+00:00")])
+    path = manifest.save(tmp_path)
+    assert path == tmp_path / io.DROPPED_LOG_FILE and isinstance(json.loads(path.read_text()), list)
+    assert DroppedLog.load(tmp_path) == manifest
+    path.write_text(json.dumps([{"file": "x.jsonl", "rows": 3}]))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid DroppedLog record \(0\.bytes: Field required"):
+        DroppedLog.load(tmp_path)
