@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from pydantic import (
     computed_field,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from pipelines import io
@@ -961,3 +963,72 @@ class WindowRecord(WindowSummary):
             return []
         return [cls.model_validate(io.read_json(path))
                 for path in sorted(monitoring_dir.glob(io.WINDOW_RECORD_GLOB))]
+
+
+# --- the local stack -----------------------------------------------------------------------------------------------
+
+# Environment names that carry a secret (an auth string, a password or a URL holding one, a token, a key): never in
+# stack.json, whoever builds the record. The stack passes them through `secret_env`, which no record holds.
+SECRET_ENV_NAME = re.compile(r"AUTH|PASSWORD|SECRET|TOKEN|CONNECTION_URL|API_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+class StackComponent(_Stored):
+    """One process of the local stack (`ops/stack.py`) as `stack.json` records it: what runs, where, its pids and log.
+    A secret never gets here: a `secret_env`, or an environment variable whose name says it holds a secret, is
+    refused (the state file is 0644 and outlives the processes)."""
+
+    name: str
+    argv: list[str]
+    health_url: str
+    url: str
+    host: str = "127.0.0.1"
+    port_key: str | None = None
+    port: int | None = None
+    env: dict[str, str] = {}
+    setup: list[list[str]] = []        # commands run to completion before it starts
+    health_needs_auth: bool = False    # its health URL is a Prefect API route, probed with the stack's credentials
+    pid: int | None = None
+    log: str = ""
+    log_pid: int | None = None         # the `ops.logs` process writing its log
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_env(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("secret_env"):
+            raise ValueError("a stack component's secret_env is never recorded (stack.json holds no secrets)")
+        return data
+
+    @field_validator("env")
+    @classmethod
+    def _no_secret_names(cls, env: dict[str, str]) -> dict[str, str]:
+        secrets = sorted(name for name in env if SECRET_ENV_NAME.search(name))
+        if secrets:
+            raise ValueError(f"{secrets} hold secrets: pass them as secret_env, which stack.json never records")
+        return env
+
+    @property
+    def pids(self) -> list[int]:
+        """Its pids (the process, its log writer) that are set; whether they still run is the caller's question."""
+        return [pid for pid in (self.pid, self.log_pid) if pid]
+
+
+class StackState(_Stored):
+    """The running stack (`<stack_dir>/stack.json`): the params file it was started with, when it was last written,
+    and its components in start order. Its presence means "up"; `down` removes it once every process stopped."""
+
+    params_file: str
+    updated: str
+    components: list[StackComponent] = []
+
+    @staticmethod
+    def path(stack_dir: Path) -> Path:
+        """Where it lives (what `up`, `down` and `status` name to the operator)."""
+        return stack_dir / io.STACK_STATE_FILE
+
+    def save(self, stack_dir: Path) -> Path:
+        return self._write_file(self.path(stack_dir))
+
+    @classmethod
+    def load(cls, stack_dir: Path) -> StackState | None:
+        """The stack's state, or None when it is not up there."""
+        return cls._read_file(cls.path(stack_dir))

@@ -19,6 +19,8 @@ from pipelines.contracts import (
     MalformedRecord,
     SliceReport,
     SplitLineage,
+    StackComponent,
+    StackState,
 )
 from support.params import REPO_ROOT
 
@@ -114,3 +116,33 @@ def test_the_dropped_files_manifest_round_trips_and_a_damaged_one_is_named(tmp_p
     path.write_text(json.dumps([{"file": "x.jsonl", "rows": 3}]))
     with pytest.raises(MalformedRecord, match=rf"{path} is not a valid DroppedLog record \(0\.bytes: Field required"):
         DroppedLog.load(tmp_path)
+
+
+def _component(**changes) -> dict:
+    return {"name": "prefect", "argv": ["prefect", "server", "start"], "health_url": "http://127.0.0.1:4200/api/health",
+            "url": "http://127.0.0.1:4200", "env": {"PREFECT_HOME": "/tmp/prefect"}, "pid": 41, **changes}
+
+
+def test_the_stack_state_round_trips_and_its_path_is_the_one_up_and_down_name(tmp_path: Path) -> None:
+    state = StackState(params_file="/p/params.yaml", updated="2026-01-01T00:00:00+00:00",
+                       components=[StackComponent.model_validate(_component(log_pid=42))])
+    assert state.save(tmp_path) == StackState.path(tmp_path) == tmp_path / io.STACK_STATE_FILE
+    assert StackState.load(tmp_path) == state and state.components[0].pids == [41, 42]
+    assert StackState.load(tmp_path / "down") is None
+
+
+@pytest.mark.parametrize("secret", [
+    {"secret_env": {"PREFECT_SERVER_API_AUTH_STRING": "admin:hunter2"}},
+    {"env": {"PREFECT_API_AUTH_STRING": "admin:hunter2"}},
+    {"env": {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://prefect:hunter2@127.0.0.1/prefect"}},
+    {"env": {"DB_PASSWORD": "hunter2"}},
+])
+def test_the_stack_state_refuses_a_secret_whoever_builds_it(secret: dict, tmp_path: Path) -> None:
+    """stack.json (0644, outlives the processes) never holds a secret: a component carrying one is refused, not
+    written, and a state file someone edited to hold one is refused when read, naming the file."""
+    with pytest.raises(ValueError, match="secret"):
+        StackComponent.model_validate(_component(**secret))
+    path = StackState.path(tmp_path)
+    path.write_text(json.dumps({"params_file": "p", "updated": "u", "components": [_component(**secret)]}))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid StackState record \(components\.0"):
+        StackState.load(tmp_path)
