@@ -218,13 +218,12 @@ class GateReport(_Stored):
                            promoted=self.promoted_tag is not None)
 
     def save(self, metrics_dir: Path) -> Path:
-        return io.write_json(metrics_dir / io.GATE_FILE, self.to_json_dict())
+        return self._write_file(metrics_dir / io.GATE_FILE)
 
     @classmethod
     def load(cls, metrics_dir: Path) -> GateReport | None:
         """`metrics_dir/gate.json`, or None when the gate has not run there."""
-        data = io.read_json(metrics_dir / io.GATE_FILE)
-        return None if data is None else cls.model_validate(data)
+        return cls._read_file(metrics_dir / io.GATE_FILE)
 
     @classmethod
     def coerce(cls, report: GateReport | Mapping[str, Any]) -> GateReport:
