@@ -933,6 +933,49 @@ class RetrainOutcome(_Stored):
         return "refused by the gate: " + ("; ".join(self.failed) or "no better model on the newest data")
 
 
+class WindowBooking(_Stored):
+    """An analysed window as the monitor's state remembers it (by its start): whether it alarmed and asked for a
+    retrain, the rows it held when analysed (later rows are counted against them: `plan_windows` re-analyses past
+    `monitor.late_rows_share`; None in a state stored before rows were) and how many times it was analysed."""
+
+    drift: bool = False
+    retrain: bool = False
+    rows: int | None = None
+    analyses: int = 0
+
+
+class RetrainBooking(_Stored):
+    """A retrain the monitor asked for (`flightops.drift.detected`), as its state remembers it: the window end its
+    data runs to (the cooldown counts from it), why, for which alarm kinds, whether it retries a suppressed one
+    (`retry`) or was retried (`retried`), and once its run ended, what became of it (`outcome`, the gate's figures
+    in `gate`). No outcome yet: pending."""
+
+    window_end: str
+    reason: str
+    kinds: list[str] = []
+    retry: bool = False
+    retried: bool = False
+    outcome: str | None = None
+    gate: str | None = None
+
+
+class MonitorState(_Stored):
+    """What the monitoring flow remembers between runs (`<monitoring_dir>/state.json`): the windows analysed and
+    the retrains asked for, oldest first. `pipelines.monitor.bookkeeping` computes each next state (pure); no file
+    yet is a fresh start, a damaged one an error to fix (deleting it re-analyses every window)."""
+
+    windows: dict[str, WindowBooking] = {}
+    retrains: list[RetrainBooking] = []
+
+    def save(self, monitoring_dir: Path) -> Path:
+        return self._write_file(monitoring_dir / io.MONITOR_STATE_FILE)
+
+    @classmethod
+    def load(cls, monitoring_dir: Path) -> MonitorState:
+        """The state in `monitoring_dir`, or a fresh one when monitoring has not run there."""
+        return cls._read_file(monitoring_dir / io.MONITOR_STATE_FILE) or cls()
+
+
 class WindowRecord(WindowSummary):
     """One window as the monitoring flow stores it (`window-<YYYYMMDD>.json`): the verdict, the window's bounds,
     the log lines skipped so far, late rows, and what was done about retraining."""

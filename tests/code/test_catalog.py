@@ -144,7 +144,7 @@ def _contracts() -> dict[str, type]:
         "CHAMPION_FILE": c.PromotionRecord, "HISTORY_FILE": c.PromotionRecord, "CALIBRATION_FILE": Calibration,
         "PREDICTION_LOG_GLOB": c.PredictionRecord, "OUTCOME_GLOB": c.OutcomeRecord, "DROPPED_LOG_FILE": c.DroppedLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
-        "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState,
+        "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
     }
 
 
@@ -157,7 +157,6 @@ NOT_TYPED_YET = {
     "OVER_BUDGET_GLOB": "over-budget-<pid>.json, the per-caller budget's counts (pipelines/monitor/prediction_log.py)",
     "SERVICE_VERIFY_FILE": "service-verify.json, the token digests (pipelines/credentials.py)",
     "LOOP_SUMMARY_JSON": "the demo loop's summary.json (ops/loop.py)",
-    "MONITOR_STATE_FILE": "state.json, the monitor's bookkeeping (pipelines/monitor/bookkeeping.py, store.py)",
 }
 
 
@@ -176,18 +175,19 @@ def test_every_json_record_the_catalog_names_has_a_contract() -> None:
     assert not contracts.keys() & (OTHER_TOOLS | NOT_TYPED_YET.keys())
     # The scan finds what it must (else the equality above could hold on an empty scan): the new contracts' names.
     assert {"EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE", "DROPPED_LOG_FILE",
-            "STACK_STATE_FILE"} <= names
+            "STACK_STATE_FILE", "MONITOR_STATE_FILE"} <= names
 
 
 @pytest.mark.parametrize("name", ["EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE",
-                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE"])
+                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE"])
 def test_a_contract_reads_the_catalog_s_name_in_the_folder_it_is_given(name: str, tmp_path: Path) -> None:
     """Each of these records loads from `<folder>/<the catalog's name>` (no second spelling of it): nothing there
     is no record (or an empty manifest), and a file that is not the record is refused naming that file."""
-    from pipelines.contracts import DroppedLog, MalformedRecord
+    from pipelines.contracts import DroppedLog, MalformedRecord, MonitorState
 
     record = _contracts()[name]
-    assert record.load(tmp_path) == (DroppedLog() if record is DroppedLog else None)
+    fresh = {DroppedLog: DroppedLog(), MonitorState: MonitorState()}  # nothing there: an empty manifest, a fresh start
+    assert record.load(tmp_path) == fresh.get(record)
     path = tmp_path / getattr(io, name)
     path.write_text("[1]\n")  # a list of a number: no record's shape
     with pytest.raises(MalformedRecord, match=f"{path} is not a valid {record.__name__} record"):

@@ -17,10 +17,13 @@ from pipelines.contracts import (
     DroppedLog,
     EvaluationReport,
     MalformedRecord,
+    MonitorState,
+    RetrainBooking,
     SliceReport,
     SplitLineage,
     StackComponent,
     StackState,
+    WindowBooking,
 )
 from support.params import REPO_ROOT
 
@@ -146,3 +149,26 @@ def test_the_stack_state_refuses_a_secret_whoever_builds_it(secret: dict, tmp_pa
     path.write_text(json.dumps({"params_file": "p", "updated": "u", "components": [_component(**secret)]}))
     with pytest.raises(MalformedRecord, match=rf"{path} is not a valid StackState record \(components\.0"):
         StackState.load(tmp_path)
+
+
+def test_the_monitor_state_reads_what_earlier_versions_wrote_and_round_trips(tmp_path: Path) -> None:
+    """A state.json of the dict-building bookkeeping (a window from before rows were recorded, a retrain with no
+    outcome yet beside a settled retry) reads as the typed state; what it saves reads back equal."""
+    path = tmp_path / io.MONITOR_STATE_FILE
+    assert MonitorState.load(tmp_path) == MonitorState()  # no file: a fresh start
+    path.write_text(json.dumps({
+        "windows": {"2013-09-02T00:00:00+00:00": {"drift": False, "retrain": False},
+                    "2013-09-09T00:00:00+00:00": {"drift": True, "retrain": True, "rows": 6512, "analyses": 2}},
+        "retrains": [{"window_end": "2013-09-16T00:00:00+00:00", "reason": "data drift", "kinds": ["data_drift"],
+                      "outcome": "suppressed", "retried": True},
+                     {"window_end": "2013-09-23T00:00:00+00:00", "reason": "retry", "retry": True}]}))
+    state = MonitorState.load(tmp_path)
+    assert state.windows["2013-09-02T00:00:00+00:00"] == WindowBooking(rows=None, analyses=0)
+    assert state.windows["2013-09-09T00:00:00+00:00"].rows == 6512
+    assert state.retrains[0].outcome == "suppressed" and state.retrains[1] == RetrainBooking(
+        window_end="2013-09-23T00:00:00+00:00", reason="retry", retry=True)
+    state.save(tmp_path)
+    assert MonitorState.load(tmp_path) == state
+    path.write_text(json.dumps({"windows": {}, "retrains": [{"reason": "no window end"}]}))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid MonitorState record \(retrains\.0\.window_end"):
+        MonitorState.load(tmp_path)
