@@ -16,9 +16,16 @@ record is one model here, and code reads and writes it through that model, never
 - `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
   stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
   text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
+- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `EvaluationReport` and
+  `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
+  hashes their bytes: each writes exactly what the stages always wrote.
+- `DroppedLog` (the prediction log's `dropped.json`), `MonitorState` (the monitor's `state.json`) and `StackState`
+  (the local stack's `stack.json`, which refuses any secret).
 
-File names live in `pipelines/io.py`'s catalog. Light imports only (pydantic): the Bento service imports this
-module; pandas and pyarrow are imported inside the functions that need them.
+Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
+file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
+contract. File names live in `pipelines/io.py`'s catalog. Light imports only (pydantic): the Bento service imports
+this module; pandas and pyarrow are imported inside the functions that need them.
 """
 
 from __future__ import annotations
