@@ -105,7 +105,7 @@ if full:
                                      io.CALIBRATION_FILE: lambda path: io.write_json(path,
                                                                                      calibration.to_json_dict())})
     shutil.rmtree(work)
-print(evaluation.metrics["model"]["roc_auc"])
+print(evaluation.metrics.model.roc_auc)
 """
 
 

@@ -12,7 +12,6 @@ Its deployment, the retraining one and the Automation are applied by `python -m 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -22,7 +21,15 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import io
 from pipelines.config import Params, load_params
-from pipelines.contracts import PROBABILITY, Acknowledgement, RetrainRequest, WindowRecord, WindowSummary
+from pipelines.contracts import (
+    PROBABILITY,
+    Acknowledgement,
+    EvaluationReport,
+    MonitorState,
+    RetrainRequest,
+    WindowRecord,
+    WindowSummary,
+)
 from pipelines.monitor import acknowledge, bookkeeping, dashboard
 from pipelines.monitor import store as monitoring_store
 from pipelines.monitor.calibration import Calibration
@@ -81,8 +88,8 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
         scores = registry.model_entry(tag, store).metrics.test
         test_metrics = None if scores is None else io.without_nulls(scores.to_json_dict())
     else:
-        evaluation = params.paths.metrics_dir / io.EVALUATE_FILE
-        test_metrics = json.loads(evaluation.read_text())["model"] if evaluation.exists() else None
+        evaluation = EvaluationReport.load(params.paths.metrics_dir)
+        test_metrics = None if evaluation is None else evaluation.model.to_json_dict()
     if PROBABILITY not in reference:  # a reference stored before the scores were stored with it
         reference = reference.assign(**{PROBABILITY: model.predict_proba(reference)})
     return reference, calibration, test_metrics, model, tag
@@ -158,7 +165,7 @@ def retrain_outcomes(params: Params, window_ends: list[str]) -> dict[str, str | 
 
 
 @task(name="save-state", cache_policy=NO_CACHE)
-def save_state(params: Params, state: dict[str, Any]) -> None:
+def save_state(params: Params, state: MonitorState) -> None:
     monitoring_store.save_state(params, state)
 
 
@@ -231,7 +238,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         params = params.model_copy(update={"monitor": calibrated_windows(params.monitor, loaded[1])})
         logger.info("windows: %s (the champion's calibration: %s)", f"{params.monitor.window_days} days, "
                     f"{params.monitor.min_window_rows}+ rows", loaded[1].sizing or "set in params")
-    done = {start: entry.get("rows") for start, entry in state["windows"].items()}
+    done = {start: entry.rows for start, entry in state.windows.items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
                          clock=pd.Timestamp(clock) if clock else None)
     for plan in plans:
@@ -275,12 +282,12 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
     return results
 
 
-def _reconsider_acknowledged(params: Params, state: dict[str, Any], acknowledgements: list[Acknowledgement],
-                             trigger: bool) -> dict[str, Any]:
+def _reconsider_acknowledged(params: Params, state: MonitorState, acknowledgements: list[Acknowledgement],
+                             trigger: bool) -> MonitorState:
     """The latest window judged again when an acknowledgement made since covers every data-quality reason that
     blocked its retrain: its record rewritten (the reasons marked), a retrain asked for if the decision now says so.
     Returns the state after it."""
-    analysed = sorted(state.get("windows") or {})
+    analysed = sorted(state.windows)
     if not analysed or not acknowledgements:
         return state
     latest = next((s for s in monitoring_store.read_summaries(params) if s.window_start == analysed[-1]), None)
@@ -321,9 +328,9 @@ def acknowledge_flow(kind: str, why: str, columns: list[str] | None = None, sinc
     return record.to_json_dict()
 
 
-def _retry_suppressed(params: Params, state: dict[str, Any], trigger: bool) -> None:
+def _retry_suppressed(params: Params, state: MonitorState, trigger: bool) -> None:
     """A retrain cancelled because one was running is asked for again while the latest window still calls for it."""
-    analysed = sorted(state.get("windows") or {})
+    analysed = sorted(state.windows)
     if not analysed:
         return
     latest = next((s for s in monitoring_store.read_summaries(params) if s.window_start == analysed[-1]), None)

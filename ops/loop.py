@@ -25,12 +25,15 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pipelines import io
 from pipelines.config import Params, load_params
+
+if TYPE_CHECKING:
+    from pipelines.contracts import RetrainBooking
 
 log = logging.getLogger("pipelines.loop")
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -331,28 +334,28 @@ def _sized_windows(params: Params) -> Params:
     return params.model_copy(update={"monitor": monitor})
 
 
-def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> list[dict[str, Any]]:
+def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> list[RetrainBooking]:
     """One run of the monitoring *deployment* (as its schedule would start it); the retrains it started."""
     from prefect.deployments import run_deployment
 
     from pipelines.monitor import store
 
-    known = len(store.load_state(params)["retrains"])
+    known = len(store.load_state(params).retrains)
     run = run_deployment("monitoring/monitoring", parameters={"params_file": str(Path(params_file).resolve())},
                          timeout=timeout_s, tags=["loop"])
     if run.state is None or not run.state.is_completed():
         raise RuntimeError(f"monitoring run {run.id} ended {run.state.name if run.state else 'without a state'}: "
                            f"see it in the Prefect UI")
-    return store.load_state(params)["retrains"][known:]
+    return store.load_state(params).retrains[known:]
 
 
-def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: str, timeout_s: float,
+def _follow_retrain(params: Params, started: RetrainBooking, before: str, url: str, timeout_s: float,
                     progress: Any) -> dict[str, Any]:
     from pipelines.release import registry
 
-    flow_run_id = find_triggered_run(params.monitor.retraining_deployment, started["window_end"], timeout_s=120)
-    progress.console.print(f"[bold]retraining[/] on traffic up to {started['window_end'][:10]} "
-                           f"(flow run {flow_run_id}, started by the drift Automation): {started['reason'][:120]}")
+    flow_run_id = find_triggered_run(params.monitor.retraining_deployment, started.window_end, timeout_s=120)
+    progress.console.print(f"[bold]retraining[/] on traffic up to {started.window_end[:10]} "
+                           f"(flow run {flow_run_id}, started by the drift Automation): {started.reason[:120]}")
     state = wait_for_flow_run(flow_run_id, timeout_s)
     after = registry.require_champion(registry.open_registry(params))
     from pipelines.credentials import admin_token, bearer
@@ -360,8 +363,8 @@ def _follow_retrain(params: Params, started: dict[str, Any], before: str, url: s
     wait_for_serving(url, after, params.stack.start_timeout_s, headers=bearer(admin_token(params)))
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
-    return {"data_end": started["window_end"], "flow_run_id": flow_run_id, "state": state,
-            "reason": started["reason"], "champion_before": before, "champion_after": after}
+    return {"data_end": started.window_end, "flow_run_id": flow_run_id, "state": state,
+            "reason": started.reason, "champion_before": before, "champion_after": after}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -48,6 +47,7 @@ import psutil
 from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
 from pipelines import credentials, io
 from pipelines.config import PARAMS_ENV, Params, load_params
+from pipelines.contracts import StackComponent, StackState
 
 LOCAL_HOST = "127.0.0.1"  # what only this machine's stack talks to (the workers' health endpoints)
 
@@ -77,9 +77,9 @@ class Component:
     log: str = ""
     log_pid: int | None = None  # the `ops.logs` process writing (and rotating) the component's log
 
-    def record(self) -> dict:
-        """What stack.json keeps: everything but the secrets."""
-        return {k: v for k, v in asdict(self).items() if k != "secret_env"}
+    def record(self) -> StackComponent:
+        """What stack.json keeps: everything but the secrets (the contract refuses them)."""
+        return StackComponent.model_validate({k: v for k, v in asdict(self).items() if k != "secret_env"})
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
@@ -291,24 +291,21 @@ def prefect_client_settings(params: Params) -> dict:
 # --- state --------------------------------------------------------------------------------------------------------
 
 def state_path(params: Params) -> Path:
-    return params.paths.stack_dir / io.STACK_STATE_FILE
+    return StackState.path(params.paths.stack_dir)
 
 
-def read_state(params: Params) -> dict | None:
-    path = state_path(params)
-    return json.loads(path.read_text()) if path.exists() else None
+def read_state(params: Params) -> StackState | None:
+    return StackState.load(params.paths.stack_dir)
 
 
 def _write_state(params: Params, params_file: Path, components: list[Component]) -> None:
-    from pipelines.io import write_json
-
-    write_json(state_path(params), {"params_file": str(params_file), "updated": datetime.now(UTC).isoformat(),
-                                    "components": [c.record() for c in components]})
+    StackState(params_file=str(params_file), updated=datetime.now(UTC).isoformat(),
+               components=[c.record() for c in components]).save(params.paths.stack_dir)
 
 
-def running_components(params: Params) -> list[dict]:
-    state = read_state(params) or {"components": []}
-    return [c for c in state["components"] if any(c.get(key) and alive(c[key]) for key in ("pid", "log_pid"))]
+def running_components(params: Params) -> list[StackComponent]:
+    state = read_state(params)
+    return [] if state is None else [c for c in state.components if any(alive(pid) for pid in c.pids)]
 
 
 # --- commands -----------------------------------------------------------------------------------------------------
@@ -352,9 +349,8 @@ def _run_setup(component: Component, timeout: float, out: Any) -> None:
                              f"{done.returncode}; log {component.log}:\n{_tail(component.log)}")
 
 
-def _health_headers(params: Params, component: Component | dict) -> dict[str, str] | None:
-    needs = component.health_needs_auth if isinstance(component, Component) else component.get("health_needs_auth")
-    return prefect_auth_headers(params) if needs else None
+def _health_headers(params: Params, component: Component | StackComponent) -> dict[str, str] | None:
+    return prefect_auth_headers(params) if component.health_needs_auth else None
 
 
 def _wait_healthy(component: Component, process: subprocess.Popen, timeout: float,
@@ -463,17 +459,17 @@ def _stop(params: Params, console) -> list[int]:
     if state is None:
         return []
     left: list[int] = []
-    for component in reversed(state["components"]):
-        pid = component.get("pid")
+    for component in reversed(state.components):
+        pid = component.pid
         survivors = stop_tree(pid, params.stack.stop_timeout_s) if pid else set()
-        survivors |= _stop_log_writer(component.get("log_pid"), params.stack.stop_timeout_s)
-        if not pid and not component.get("log_pid"):
+        survivors |= _stop_log_writer(component.log_pid, params.stack.stop_timeout_s)
+        if not component.pids:
             continue
         if survivors:
-            console.print(f"[red]✗[/] {component['name']}: processes {sorted(survivors)} would not stop")
+            console.print(f"[red]✗[/] {component.name}: processes {sorted(survivors)} would not stop")
             left.extend(survivors)
         else:
-            console.print(f"[green]✓[/] stopped {component['name']} (pid {pid})")
+            console.print(f"[green]✓[/] stopped {component.name} (pid {pid})")
     if not left:
         state_path(params).unlink(missing_ok=True)
     return left
@@ -506,12 +502,11 @@ def status(params_file: Path) -> int:
         table.add_column(column)
     table.add_column("url", no_wrap=True)
     healthy = True
-    for c in state["components"]:
-        running = bool(c.get("pid")) and alive(c["pid"])
-        answer = probe(c["health_url"], _health_headers(params, c)) if running else "-"
+    for c in state.components:
+        running = bool(c.pid) and alive(c.pid)
+        answer = probe(c.health_url, _health_headers(params, c)) if running else "-"
         healthy &= running and answer == "200"
-        table.add_row(c["name"], str(c.get("pid")), "[green]running[/]" if running else "[red]gone[/]",
-                      answer, c["url"])
+        table.add_row(c.name, str(c.pid), "[green]running[/]" if running else "[red]gone[/]", answer, c.url)
     console.print(table)
     return 0 if healthy else 1
 

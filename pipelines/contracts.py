@@ -16,20 +16,38 @@ record is one model here, and code reads and writes it through that model, never
 - `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
   stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
   text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
+- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `EvaluationReport` and
+  `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
+  hashes their bytes: each writes exactly what the stages always wrote.
+- `DroppedLog` (the prediction log's `dropped.json`), `MonitorState` (the monitor's `state.json`) and `StackState`
+  (the local stack's `stack.json`, which refuses any secret).
 
-File names live in `pipelines/io.py`'s catalog. Light imports only (pydantic): the Bento service imports this
-module; pandas and pyarrow are imported inside the functions that need them.
+Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
+file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
+contract. File names live in `pipelines/io.py`'s catalog. Light imports only (pydantic): the Bento service imports
+this module; pandas and pyarrow are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pipelines import io
 
@@ -37,14 +55,52 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+class MalformedRecord(ValueError):
+    """A stored record that is not its contract's shape (or not JSON): the message names the file and the fault, so
+    the person reading it knows which file to fix or delete."""
+
+
 class _Stored(BaseModel):
-    """A record read back from a file or a store: unknown keys (written by a later version) are ignored."""
+    """A record read back from a file or a store: unknown keys (written by a later version) are ignored.
+
+    `parse` is the one way a stored record is read (a fault raises `MalformedRecord` naming where it came from);
+    `_read_file` / `_write_file` are the file halves each record's own `load` / `save` are built on. A record whose
+    file is a bare mapping or list names the field holding it in `_root` (the file is that field's value alone).
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+    _root: ClassVar[str | None] = None
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self) -> Any:
         """Plain JSON values (NaN as null): what the writer stores."""
-        return io.to_jsonable(self.model_dump(mode="json"))
+        data = io.to_jsonable(self.model_dump(mode="json"))
+        return data if self._root is None else data[self._root]
+
+    @classmethod
+    def parse(cls, data: Any, source: object) -> Self:
+        """`data` (as read from `source`: a path, a commit's file) as this record; `MalformedRecord` names `source`."""
+        try:
+            return cls.model_validate(data if cls._root is None else {cls._root: data})
+        except ValidationError as error:
+            skip = 0 if cls._root is None else 1  # the file is the root field's value: its name is no part of it
+            faults = "; ".join(f"{'.'.join(str(part) for part in item['loc'][skip:]) or '(the record)'}: "
+                               f"{item['msg']}" for item in error.errors()[:5])
+            raise MalformedRecord(f"{source} is not a valid {cls.__name__} record ({faults}); "
+                                  "fix or delete it") from None
+
+    @classmethod
+    def _read_file(cls, path: Path) -> Self | None:
+        """The record stored at `path`, or None when there is none (a stage, a service that has not written it)."""
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise MalformedRecord(f"{path} is not valid JSON ({error}); fix or delete it") from None
+        return cls.parse(data, path)
+
+    def _write_file(self, path: Path, *, durable: bool = False) -> Path:
+        return io.write_json(path, self.to_json_dict(), durable=durable)
 
 
 # --- the promotion gate --------------------------------------------------------------------------------------------
@@ -59,7 +115,16 @@ class Check(_Stored):
     reason: str
 
 
-class GateScores(_Stored):
+class _Metrics(_Stored):
+    """Scores of one model, looked up by metric name (a gate check, a table's column)."""
+
+    def metric(self, name: str) -> float:
+        """The metric `name`, NaN where undefined (stored as null)."""
+        value = getattr(self, name)
+        return float("nan") if value is None else float(value)
+
+
+class GateScores(_Metrics):
     """Threshold-free metrics of one model on the gate's holdout (NaN in memory, null on disk: undefined)."""
 
     roc_auc: float | None = None
@@ -67,10 +132,6 @@ class GateScores(_Stored):
     brier: float | None = None
     log_loss: float | None = None
     rows: int | None = None
-
-    def metric(self, name: str) -> float:
-        value = getattr(self, name)
-        return float("nan") if value is None else float(value)
 
 
 class GateMetrics(_Stored):
@@ -164,18 +225,161 @@ class GateReport(_Stored):
                            promoted=self.promoted_tag is not None)
 
     def save(self, metrics_dir: Path) -> Path:
-        return io.write_json(metrics_dir / io.GATE_FILE, self.to_json_dict())
+        return self._write_file(metrics_dir / io.GATE_FILE)
 
     @classmethod
     def load(cls, metrics_dir: Path) -> GateReport | None:
         """`metrics_dir/gate.json`, or None when the gate has not run there."""
-        data = io.read_json(metrics_dir / io.GATE_FILE)
-        return None if data is None else cls.model_validate(data)
+        return cls._read_file(metrics_dir / io.GATE_FILE)
 
     @classmethod
     def coerce(cls, report: GateReport | Mapping[str, Any]) -> GateReport:
         """A report, or its stored JSON form (a committed gate.json, a flow's summary) read as one."""
         return report if isinstance(report, GateReport) else cls.model_validate(report)
+
+
+# --- the training DAG's records ---------------------------------------------------------------------------------
+# The preprocess, train and evaluate stages' outputs. Their bytes are DVC outputs (dvc.lock's hashes, the committed
+# metrics/*.json): field order, what is left out and the numbers are those the stages always wrote, so a record read
+# and written again is the same file (tests/code/test_records.py holds the committed files to it).
+
+class SplitLineage(_Stored):
+    """Which validated raw table the prepared splits were made from (`<prepared_dir>/lineage.json`): preprocess
+    writes it last, and the guard of every later stage (`pipelines.data.suite.require_validated`) refuses splits
+    made from another table. Not the registry's `Lineage` (how a registered model was built)."""
+
+    raw_table_md5: str
+    validation_success: bool
+    suite: str
+    rows: int
+
+    def save(self, prepared_dir: Path) -> Path:
+        return self._write_file(prepared_dir / io.LINEAGE_FILE)
+
+    @classmethod
+    def load(cls, prepared_dir: Path) -> SplitLineage | None:
+        """The splits' lineage, or None when preprocess has not run there."""
+        return cls._read_file(prepared_dir / io.LINEAGE_FILE)
+
+
+class Scores(_Metrics):
+    """One set of predictions scored (`pipelines.model.evaluate.score`), in the order the files hold them. A metric
+    is None where it is undefined (the ranking metrics when a class is absent: NaN in memory), and where a registry
+    entry lacks it: BentoML metadata keeps no nulls, and an entry stored by an early version has no accuracy."""
+
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    positive_rate: float | None = None
+    rows: int
+
+
+class Lift(_Stored):
+    roc_auc: float | None = None   # the model's ROC AUC less the best baseline's; None: no baseline ranks
+
+
+class EvaluationReport(_Stored):
+    """The evaluate stage's report (`metrics/evaluate.json`): the model on the test split beside the naive
+    baselines on the same rows, and which slices were reported but not compared (and why). Also stored with each
+    registered model (`RegistryMetrics.evaluate`)."""
+
+    model: Scores
+    threshold: float
+    baselines: dict[str, Scores] = {}
+    # Why the time baseline is not the hour of day; absent from the file when it is.
+    baseline_note: str | None = Field(default=None, exclude_if=lambda note: note is None)
+    lift_over_best_baseline: Lift = Lift()
+    skipped_slices: list[str] = []
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.EVALUATE_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> EvaluationReport | None:
+        """`metrics_dir/evaluate.json`, or None when the evaluate stage has not run there."""
+        return cls._read_file(metrics_dir / io.EVALUATE_FILE)
+
+
+class SliceScores(Scores):
+    """The model's scores on one value of a slice column; too few rows or one class: reported, not compared."""
+
+    value: str
+    skipped: str | None = None
+    compared: bool = True
+
+    @model_serializer(mode="wrap")
+    def _value_first(self, handler: Any) -> dict[str, Any]:
+        """The value heads its row (what the stage has always written), then the scores, then the verdict."""
+        data = handler(self)
+        return {"value": data.pop("value"), **data}
+
+
+class SliceReport(_Stored):
+    """The evaluate stage's per-slice scores (`metrics/slices.json`): each slice column's values, in order."""
+
+    _root = "columns"
+    columns: dict[str, list[SliceScores]]
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.SLICES_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> SliceReport | None:
+        """`metrics_dir/slices.json`, or None when the evaluate stage has not run there."""
+        return cls._read_file(metrics_dir / io.SLICES_FILE)
+
+
+class CandidateRecord(_Stored):
+    """One trained candidate of the train stage's search: its params, validation metrics, where and when it ran
+    (the proof of parallelism) and what it costs to serve."""
+
+    index: int
+    family: str
+    overrides: dict[str, Any]
+    params: dict[str, Any]
+    valid_metrics: dict[str, float | None]
+    best_iteration: int
+    worker: str
+    pid: int
+    started: float
+    finished: float
+    fit_seconds: float | None = None
+    predict_ms: dict[str, float] = {}   # "1_row", "1000_rows"
+    model_bytes: int | None = None
+    seconds: float
+    # The rows it was trained on; absent when the candidate came back without its model.
+    train_rows: int | None = Field(default=None, exclude_if=lambda rows: rows is None)
+
+
+class CandidatesReport(_Stored):
+    """The train stage's search (`metrics/candidates.json`): every candidate, the winner, the best of each family,
+    the parallel wall time, and the winner's refit on the whole train split when the candidates saw a slice."""
+
+    metric: str
+    winner: int
+    winner_family: str
+    winner_valid: dict[str, float | None]
+    winner_overrides: dict[str, Any]
+    families: dict[str, int]
+    candidates: list[CandidateRecord]
+    wall_seconds: float
+    workers: list[str]
+    search_rows: int
+    train_rows: int
+    refit: CandidateRecord | None = None
+
+    def save(self, metrics_dir: Path) -> Path:
+        return self._write_file(metrics_dir / io.CANDIDATES_FILE)
+
+    @classmethod
+    def load(cls, metrics_dir: Path) -> CandidatesReport | None:
+        """`metrics_dir/candidates.json`, or None when the train stage has not run there."""
+        return cls._read_file(metrics_dir / io.CANDIDATES_FILE)
 
 
 # --- the registry --------------------------------------------------------------------------------------------------
@@ -223,7 +427,7 @@ class DataVersion(_Stored):
 class RegistryMetrics(_Stored):
     test: GateScores | None = None           # the gate's scores of the model on the test split
     valid: dict[str, float | None] | None = None  # its validation metrics (training's early stopping split)
-    evaluate: dict[str, Any] | None = None   # the evaluate stage's report (evaluate.json) at registration
+    evaluate: EvaluationReport | None = None  # the evaluate stage's report (evaluate.json) at registration
 
 
 class RegistryEntry(_Stored):
@@ -346,6 +550,34 @@ class RefusalRecord(_LogLine):
     route: str
     fields: list[str] = []        # empty: refused with its batch, not for a field of its own
     scheduled: str | None = None
+
+
+class DroppedFile(_Stored):
+    """A closed prediction-log file the size cap (`serve.prediction_log.max_total_bytes`) deleted: its size, complete
+    rows and the serving times of its first and last record (None: no readable record), and when it went."""
+
+    file: str
+    bytes: int
+    rows: int
+    first_ts: str | None
+    last_ts: str | None
+    dropped_at: str
+
+
+class DroppedLog(_Stored):
+    """The size cap's manifest beside the prediction log (`dropped.json`), oldest first: which traffic monitoring
+    will never see. Written under the trim lock by `pipelines.monitor.prediction_log.trim_prediction_log`."""
+
+    _root = "files"
+    files: list[DroppedFile] = []
+
+    def save(self, log_dir: Path) -> Path:
+        return self._write_file(log_dir / io.DROPPED_LOG_FILE)
+
+    @classmethod
+    def load(cls, log_dir: Path) -> DroppedLog:
+        """The manifest in `log_dir`; empty when the cap has dropped nothing there."""
+        return cls._read_file(log_dir / io.DROPPED_LOG_FILE) or cls()
 
 
 @dataclass(frozen=True)
@@ -708,6 +940,49 @@ class RetrainOutcome(_Stored):
         return "refused by the gate: " + ("; ".join(self.failed) or "no better model on the newest data")
 
 
+class WindowBooking(_Stored):
+    """An analysed window as the monitor's state remembers it (by its start): whether it alarmed and asked for a
+    retrain, the rows it held when analysed (later rows are counted against them: `plan_windows` re-analyses past
+    `monitor.late_rows_share`; None in a state stored before rows were) and how many times it was analysed."""
+
+    drift: bool = False
+    retrain: bool = False
+    rows: int | None = None
+    analyses: int = 0
+
+
+class RetrainBooking(_Stored):
+    """A retrain the monitor asked for (`flightops.drift.detected`), as its state remembers it: the window end its
+    data runs to (the cooldown counts from it), why, for which alarm kinds, whether it retries a suppressed one
+    (`retry`) or was retried (`retried`), and once its run ended, what became of it (`outcome`, the gate's figures
+    in `gate`). No outcome yet: pending."""
+
+    window_end: str
+    reason: str
+    kinds: list[str] = []
+    retry: bool = False
+    retried: bool = False
+    outcome: str | None = None
+    gate: str | None = None
+
+
+class MonitorState(_Stored):
+    """What the monitoring flow remembers between runs (`<monitoring_dir>/state.json`): the windows analysed and
+    the retrains asked for, oldest first. `pipelines.monitor.bookkeeping` computes each next state (pure); no file
+    yet is a fresh start, a damaged one an error to fix (deleting it re-analyses every window)."""
+
+    windows: dict[str, WindowBooking] = {}
+    retrains: list[RetrainBooking] = []
+
+    def save(self, monitoring_dir: Path) -> Path:
+        return self._write_file(monitoring_dir / io.MONITOR_STATE_FILE)
+
+    @classmethod
+    def load(cls, monitoring_dir: Path) -> MonitorState:
+        """The state in `monitoring_dir`, or a fresh one when monitoring has not run there."""
+        return cls._read_file(monitoring_dir / io.MONITOR_STATE_FILE) or cls()
+
+
 class WindowRecord(WindowSummary):
     """One window as the monitoring flow stores it (`window-<YYYYMMDD>.json`): the verdict, the window's bounds,
     the log lines skipped so far, late rows, and what was done about retraining."""
@@ -737,3 +1012,72 @@ class WindowRecord(WindowSummary):
             return []
         return [cls.model_validate(io.read_json(path))
                 for path in sorted(monitoring_dir.glob(io.WINDOW_RECORD_GLOB))]
+
+
+# --- the local stack -----------------------------------------------------------------------------------------------
+
+# Environment names that carry a secret (an auth string, a password or a URL holding one, a token, a key): never in
+# stack.json, whoever builds the record. The stack passes them through `secret_env`, which no record holds.
+SECRET_ENV_NAME = re.compile(r"AUTH|PASSWORD|SECRET|TOKEN|CONNECTION_URL|API_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+class StackComponent(_Stored):
+    """One process of the local stack (`ops/stack.py`) as `stack.json` records it: what runs, where, its pids and log.
+    A secret never gets here: a `secret_env`, or an environment variable whose name says it holds a secret, is
+    refused (the state file is 0644 and outlives the processes)."""
+
+    name: str
+    argv: list[str]
+    health_url: str
+    url: str
+    host: str = "127.0.0.1"
+    port_key: str | None = None
+    port: int | None = None
+    env: dict[str, str] = {}
+    setup: list[list[str]] = []        # commands run to completion before it starts
+    health_needs_auth: bool = False    # its health URL is a Prefect API route, probed with the stack's credentials
+    pid: int | None = None
+    log: str = ""
+    log_pid: int | None = None         # the `ops.logs` process writing its log
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_env(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("secret_env"):
+            raise ValueError("a stack component's secret_env is never recorded (stack.json holds no secrets)")
+        return data
+
+    @field_validator("env")
+    @classmethod
+    def _no_secret_names(cls, env: dict[str, str]) -> dict[str, str]:
+        secrets = sorted(name for name in env if SECRET_ENV_NAME.search(name))
+        if secrets:
+            raise ValueError(f"{secrets} hold secrets: pass them as secret_env, which stack.json never records")
+        return env
+
+    @property
+    def pids(self) -> list[int]:
+        """Its pids (the process, its log writer) that are set; whether they still run is the caller's question."""
+        return [pid for pid in (self.pid, self.log_pid) if pid]
+
+
+class StackState(_Stored):
+    """The running stack (`<stack_dir>/stack.json`): the params file it was started with, when it was last written,
+    and its components in start order. Its presence means "up"; `down` removes it once every process stopped."""
+
+    params_file: str
+    updated: str
+    components: list[StackComponent] = []
+
+    @staticmethod
+    def path(stack_dir: Path) -> Path:
+        """Where it lives (what `up`, `down` and `status` name to the operator)."""
+        return stack_dir / io.STACK_STATE_FILE
+
+    def save(self, stack_dir: Path) -> Path:
+        return self._write_file(self.path(stack_dir))
+
+    @classmethod
+    def load(cls, stack_dir: Path) -> StackState | None:
+        """The stack's state, or None when it is not up there."""
+        return cls._read_file(cls.path(stack_dir))

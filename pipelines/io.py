@@ -49,7 +49,7 @@ META_FILE = "model.json"               # family, threshold, best iteration, vali
 # paths.prepared_dir
 SPLITS = ("train", "valid", "test")
 SPLIT_SUFFIX = ".parquet"              # <split>.parquet
-LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were made from
+LINEAGE_FILE = "lineage.json"          # the validated raw table the splits were made from (SplitLineage)
 # paths.validation_dir
 VALIDATION_SUMMARY_FILE = "summary.json"   # pipelines.data.suite.ValidationSummary: what the guard reads
 VALIDATION_RESULT_FILE = "result.json"     # Great Expectations' whole result
@@ -198,11 +198,6 @@ def schema_path(paths: PathsParams) -> Path:
 def journal_record_name(generation: int) -> str:
     """The journal object of promotion number `generation`: zero-padded, so names sort as numbers do."""
     return f"{generation:010d}{REMOTE_RECORD_SUFFIX}"
-
-
-def lineage_path(paths: PathsParams) -> Path:
-    """Which raw table (its MD5) the prepared splits were made from: written by preprocess, read by the guard."""
-    return paths.prepared_dir / LINEAGE_FILE
 
 
 def data_docs_index(validation_dir: Path) -> Path:

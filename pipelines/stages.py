@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import GateReport
+from pipelines.contracts import GateReport, SplitLineage
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def require_validated_table(params: Params, stage: str, *, strict: bool = False)
     """
     from pipelines.data.suite import require_validated
 
-    derived = None if stage == "preprocess" else io.lineage_path(params.paths)
+    derived = None if stage == "preprocess" else params.paths.prepared_dir
     return require_validated(params.paths.raw_table, params.paths.validation_dir, stage, strict=strict,
                              derived=derived, warn_only=not params.validate_.fail_on_error)
 
@@ -89,9 +89,8 @@ def run_preprocess(params: Params) -> dict[str, Any]:
                          row_group_rows=io.SPLIT_ROW_GROUP_ROWS)
     io.write_atomic(io.schema_path(params.paths), prepared.schema.save)
     # Which table these splits come from, for the guard of later stages and the registry's lineage (written last).
-    io.write_json(io.lineage_path(params.paths), {"raw_table_md5": validated.table_md5,
-                                                  "validation_success": validated.success,
-                                                  "suite": validated.suite, "rows": validated.rows})
+    SplitLineage(raw_table_md5=validated.table_md5, validation_success=validated.success, suite=validated.suite,
+                 rows=validated.rows).save(params.paths.prepared_dir)
     # The command's JSON output (what `python -m pipelines preprocess` prints): rows per split, and each configured
     # feature dropped as constant on the train split with its reason (README, "What is refused").
     return {**{split: len(prepared.split(split)) for split in io.SPLITS},
@@ -141,11 +140,11 @@ def run_evaluate(params: Params) -> dict[str, Any]:
         slices=params.evaluate.slices,
         min_slice_rows=params.evaluate.min_slice_rows,
     )
-    io.write_json(params.paths.metrics_dir / io.EVALUATE_FILE, evaluation.metrics)
-    io.write_json(params.paths.metrics_dir / io.SLICES_FILE, evaluation.slices)
+    evaluation.metrics.save(params.paths.metrics_dir)
+    evaluation.slices.save(params.paths.metrics_dir)
     for curve, name in io.PLOT_FILES.items():
         io.write_csv(params.paths.plots_dir / name, getattr(evaluation, curve))
-    return evaluation.metrics
+    return evaluation.metrics.to_json_dict()
 
 
 # --- gate and promotion -------------------------------------------------------------------------------------------

@@ -282,8 +282,8 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
 
     A table that failed is let through only while the params in force say `validate.fail_on_error: false`
     (`warn_only`), with a warning naming its failed checks; once they say true again it is refused, whatever it was
-    accepted under. With `strict` (registering a model) it is refused either way. `derived` is a JSON file naming
-    the `raw_table_md5` that outputs the stage reads were made from (preprocess's lineage): it must be this table.
+    accepted under. With `strict` (registering a model) it is refused either way. `derived` is the prepared folder
+    whose splits the stage reads: their lineage (`SplitLineage`, written by preprocess) must name this table.
     Raises `NotValidatedError`: "table <hash> has not passed validation (<summary> says ...)". A validation that
     failed left its summary in the `failed` folder (`io.VALIDATION_FAILED_DIR`), which the message quotes.
     """
@@ -323,15 +323,21 @@ def require_validated(table: Path, validation_dir: Path, stage: str, *, strict: 
                     "model trained on it will be registered. Failed checks:\n%s", stage, digest,
                     "\n".join(f"  - {failure.describe()}" for failure in summary.failures))
     if derived is not None:
+        from pipelines.contracts import SplitLineage
+
+        lineage_file = Path(derived) / io.LINEAGE_FILE
         try:
-            made_from = json.loads(Path(derived).read_text()).get("raw_table_md5")
+            lineage = SplitLineage.load(Path(derived))
         except (OSError, ValueError) as error:
-            raise NotValidatedError(f"{stage}: {derived} cannot be read ({error}): run the preprocess stage on "
-                                    f"the validated table {digest} (dvc repro preprocess)") from None
-        if made_from != digest:
-            raise NotValidatedError(f"{stage}: the prepared data was made from table {made_from}, not from "
-                                    f"table {digest}, which validation passed ({derived}); run the preprocess "
-                                    f"stage again (dvc repro preprocess)")
+            raise NotValidatedError(f"{stage}: {lineage_file} cannot be read ({error}): run the preprocess stage "
+                                    f"on the validated table {digest} (dvc repro preprocess)") from None
+        if lineage is None:
+            raise NotValidatedError(f"{stage}: {lineage_file} cannot be read (it is missing): run the preprocess "
+                                    f"stage on the validated table {digest} (dvc repro preprocess)")
+        if lineage.raw_table_md5 != digest:
+            raise NotValidatedError(f"{stage}: the prepared data was made from table {lineage.raw_table_md5}, not "
+                                    f"from table {digest}, which validation passed ({lineage_file}); run the "
+                                    f"preprocess stage again (dvc repro preprocess)")
     return summary
 
 

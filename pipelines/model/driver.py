@@ -167,16 +167,15 @@ def finish_search(params: Params, results: list[Any], data: dict[str, Any],
                             "families": sorted({r.family for r in results}), "metric": params.search.metric,
                             "search_rows": split.rows, "refit": refit is not None}
     model.save(params.paths.model_dir)
-    report = search_report(results, winner, params.search.metric)
-    report.update({"search_rows": split.rows, "train_rows": split.train_rows,
-                   "refit": None if refit is None else refit.record()})
-    io.write_json(params.paths.metrics_dir / io.CANDIDATES_FILE, report)
-    log.info("search: %d candidates on %s, winner #%d (%s) %s%s", len(results), report["workers"], winner.index,
+    report = search_report(results, winner, params.search.metric, search_rows=split.rows,
+                           train_rows=split.train_rows, refit=refit)
+    report.save(params.paths.metrics_dir)
+    log.info("search: %d candidates on %s, winner #%d (%s) %s%s", len(results), report.workers, winner.index,
              winner.family, winner.valid_metrics,
              "" if refit is None else f"; refit on {split.train_rows} rows {refit.valid_metrics}")
     return {"family": model.family, "best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
             "valid_metrics": model.meta["valid_metrics"], "candidates": len(results), "winner": winner.index,
-            "workers": report["workers"], "wall_seconds": report["wall_seconds"], "search_rows": split.rows,
+            "workers": report.workers, "wall_seconds": report.wall_seconds, "search_rows": split.rows,
             "refit": refit is not None}
 
 

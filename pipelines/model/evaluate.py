@@ -1,7 +1,8 @@
 """evaluate: score a model on the later-in-time test split, beside naive baselines so the numbers mean something.
 
-Everything here is pure: predictions and frames in, plain dicts and frames out. The stage shell writes them as DVC
-metrics (JSON) and plots (CSV rendered by `dvc plots show`).
+Everything here is pure: predictions and frames in, typed records (`pipelines.contracts.EvaluationReport`,
+`SliceReport`) and frames out. The stage shell writes them as DVC metrics (JSON) and plots (CSV rendered by
+`dvc plots show`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import EvaluationReport, Lift, Scores, SliceReport, SliceScores
 from pipelines.features import LABEL, date_only
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, Any]
-    slices: dict[str, list[dict[str, Any]]]
+    metrics: EvaluationReport
+    slices: SliceReport
     roc: pd.DataFrame
     precision_recall: pd.DataFrame
     calibration: pd.DataFrame
@@ -76,19 +78,18 @@ def baseline_note(baselines: dict[str, Any]) -> str | None:
 
 
 def slice_metrics(frame: pd.DataFrame, proba: np.ndarray, threshold: float, columns: list[str],
-                  min_rows: int) -> dict[str, list[dict[str, Any]]]:
+                  min_rows: int) -> SliceReport:
     """Metrics per value of each slice column; small slices are reported but flagged `compared: false`."""
-    result: dict[str, list[dict[str, Any]]] = {}
+    result: dict[str, list[SliceScores]] = {}
     y_true = frame[LABEL].to_numpy()
     for column in columns:
         rows = []
         for value, index in frame.groupby(column, observed=True, sort=True).indices.items():
-            entry = {"value": str(value), **score(y_true[index], proba[index], threshold)}
-            entry["skipped"] = skip_reason(y_true[index], min_rows)
-            entry["compared"] = entry["skipped"] is None
-            rows.append(entry)
+            skipped = skip_reason(y_true[index], min_rows)
+            rows.append(SliceScores(value=str(value), **score(y_true[index], proba[index], threshold),
+                                    skipped=skipped, compared=skipped is None))
         result[column] = rows
-    return result
+    return SliceReport(columns=result)
 
 
 def skip_reason(y_true: np.ndarray, min_rows: int) -> str | None:
@@ -142,20 +143,19 @@ def evaluate_model(model: Any, train: pd.DataFrame, test: pd.DataFrame, time_col
                          f"{sorted(int(v) for v in np.unique(y_true))}; both classes are needed "
                          "(run preprocess again: it names degenerate splits)")
     proba = model.predict_proba(test)
-    metrics: dict[str, Any] = {"model": score(y_true, proba, model.threshold), "threshold": model.threshold}
-    metrics["baselines"] = {name: score(y_true, values, model.threshold)
-                            for name, values in baseline_predictions(train, test, time_column).items()}
-    ranked = [b["roc_auc"] for b in metrics["baselines"].values() if not np.isnan(b["roc_auc"])]
-    note = baseline_note(metrics["baselines"])
-    if note:
-        metrics["baseline_note"] = note
-    metrics["lift_over_best_baseline"] = {
-        "roc_auc": metrics["model"]["roc_auc"] - max(ranked) if ranked else None,
-    }
+    scored = score(y_true, proba, model.threshold)
+    baselines = {name: score(y_true, values, model.threshold)
+                 for name, values in baseline_predictions(train, test, time_column).items()}
+    ranked = [b["roc_auc"] for b in baselines.values() if not np.isnan(b["roc_auc"])]
     by_slice = slice_metrics(test, proba, model.threshold, slices, min_slice_rows)
-    # Reported, not compared: which slices and why (a one-class slice has no ROC AUC).
-    metrics["skipped_slices"] = [f"{column}={entry['value']}: {entry['skipped']}"
-                                 for column, entries in by_slice.items() for entry in entries if entry["skipped"]]
+    metrics = EvaluationReport(
+        model=Scores(**scored), threshold=model.threshold,
+        baselines={name: Scores(**values) for name, values in baselines.items()},
+        baseline_note=baseline_note(baselines),
+        lift_over_best_baseline=Lift(roc_auc=scored["roc_auc"] - max(ranked) if ranked else None),
+        # Reported, not compared: which slices and why (a one-class slice has no ROC AUC).
+        skipped_slices=[f"{column}={entry.value}: {entry.skipped}"
+                        for column, entries in by_slice.columns.items() for entry in entries if entry.skipped])
     roc, pr, calibration = curves(y_true, proba)
     return Evaluation(metrics=metrics, slices=by_slice, roc=roc, precision_recall=pr, calibration=calibration,
                       importance=feature_importance(model))

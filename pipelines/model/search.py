@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import ParamsError, SearchParams, TrainParams, format_errors
+from pipelines.contracts import CandidateRecord, CandidatesReport
 from pipelines.features import FeatureSchema, encode_frame
 from pipelines.model.seam import TrainedModel, measure_latency_ms
 from pipelines.model.train import model_params, train_model
@@ -52,14 +53,12 @@ class CandidateResult:
     model_bytes: int | None = None
     model: TrainedModel | None = field(default=None, repr=False)
 
-    def record(self) -> dict[str, Any]:
-        """The JSON-able part, for metrics/candidates.json (the model itself is saved only for the winner)."""
+    def record(self) -> CandidateRecord:
+        """What metrics/candidates.json keeps of it (the model itself is saved only for the winner)."""
         data = asdict(self)
         data.pop("model")
-        data["seconds"] = round(self.finished - self.started, 3)
-        if self.model is not None:
-            data["train_rows"] = self.model.meta["train_rows"]
-        return data
+        return CandidateRecord(**data, seconds=round(self.finished - self.started, 3),
+                               train_rows=None if self.model is None else self.model.meta["train_rows"])
 
 
 def _with(base: TrainParams, family: str, overrides: dict[str, Any], threads: int) -> TrainParams:
@@ -222,21 +221,24 @@ def dask_cluster_kwargs(search: SearchParams) -> dict[str, Any]:
             "host": "127.0.0.1", "dashboard_address": None}
 
 
-def search_report(results: list[CandidateResult], winner: CandidateResult, metric: str) -> dict[str, Any]:
-    """What metrics/candidates.json holds: every candidate, the winner, and the parallel wall time."""
+def search_report(results: list[CandidateResult], winner: CandidateResult, metric: str, *, search_rows: int,
+                  train_rows: int, refit: CandidateResult | None = None) -> CandidatesReport:
+    """What metrics/candidates.json holds: every candidate, the winner, the parallel wall time, the rows the
+    candidates saw (`search_rows`) of the train split's `train_rows`, and the winner's `refit` on all of them."""
     ordered = sorted(results, key=lambda r: r.index)
-    return {
-        "metric": metric,
-        "winner": winner.index,
-        "winner_family": winner.family,
-        "winner_valid": winner.valid_metrics,
-        "winner_overrides": winner.overrides,
-        "families": {family: best_of_family(ordered, family, metric).index
-                     for family in dict.fromkeys(r.family for r in ordered)},
-        "candidates": [r.record() for r in ordered],
-        "wall_seconds": round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
-        "workers": sorted({r.worker for r in ordered}),
-    }
+    return CandidatesReport(
+        metric=metric,
+        winner=winner.index,
+        winner_family=winner.family,
+        winner_valid=winner.valid_metrics,
+        winner_overrides=winner.overrides,
+        families={family: best_of_family(ordered, family, metric).index
+                  for family in dict.fromkeys(r.family for r in ordered)},
+        candidates=[r.record() for r in ordered],
+        wall_seconds=round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
+        workers=sorted({r.worker for r in ordered}),
+        search_rows=search_rows, train_rows=train_rows, refit=None if refit is None else refit.record(),
+    )
 
 
 def best_of_family(results: list[CandidateResult], family: str, metric: str) -> CandidateResult:

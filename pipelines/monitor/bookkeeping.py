@@ -15,7 +15,6 @@ parameters from the payload) and with any user notification hung on the same eve
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,8 +23,11 @@ from typing import Any
 from pipelines.config import MonitorParams
 from pipelines.contracts import (
     Acknowledgement,
+    MonitorState,
+    RetrainBooking,
     RetrainOutcome,
     RetrainRequest,
+    WindowBooking,
     WindowRecord,
     WindowSummary,
     reason_texts,
@@ -47,15 +49,15 @@ def served_model_tag(summary: WindowSummary) -> str | None:
     return summary.model_tags[-1] if summary.model_tags else None
 
 
-def empty_state() -> dict[str, Any]:
-    return {"windows": {}, "retrains": []}
+def empty_state() -> MonitorState:
+    return MonitorState()
 
 
-def last_retrain_window_end(state: Mapping[str, Any]) -> str | None:
+def last_retrain_window_end(state: MonitorState) -> str | None:
     """The window end of the last retrain the monitor asked for that was not suppressed (the cooldown counts from
     it: a request the retraining deployment cancelled never trained anything)."""
-    retrains = [r for r in state.get("retrains") or [] if r.get("outcome") != SUPPRESSED]
-    return retrains[-1]["window_end"] if retrains else None
+    retrains = [r for r in state.retrains if r.outcome != SUPPRESSED]
+    return retrains[-1].window_end if retrains else None
 
 
 # A requested retrain whose run the retraining deployment's concurrency limit cancelled (one was running).
@@ -63,63 +65,66 @@ SUPPRESSED = "suppressed"
 _OUTCOMES = {"CANCELLED": SUPPRESSED, "COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed"}
 
 
-def pending_retrains(state: Mapping[str, Any]) -> list[str]:
+def pending_retrains(state: MonitorState) -> list[str]:
     """Window ends of requested retrains whose run's end is not known yet."""
-    return [r["window_end"] for r in state.get("retrains") or [] if "outcome" not in r]
+    return [r.window_end for r in state.retrains if r.outcome is None]
 
 
-def settle_retrains(state: Mapping[str, Any], run_states: Mapping[str, str | None],
-                    outcomes: Mapping[str, RetrainOutcome] | None = None) -> dict[str, Any]:
+def settle_retrains(state: MonitorState, run_states: Mapping[str, str | None],
+                    outcomes: Mapping[str, RetrainOutcome] | None = None) -> MonitorState:
     """The state with each pending retrain's outcome: what its retraining run decided (`outcomes`, by data end:
     promoted, refused by the gate, or invalid data, with the gate's figures in `gate`), else its run's state type
-    (by window end; None: no run yet, e.g. the Automation is paused, or not finished). The input state is not
-    changed."""
-    new_state = copy.deepcopy(dict(state)) if state else empty_state()
+    (by window end; None: no run yet, e.g. the Automation is paused, or not finished)."""
     outcomes = outcomes or {}
-    for retrain in new_state.get("retrains", []):
-        if "outcome" in retrain:
-            continue
-        decided = outcomes.get(retrain["window_end"])
+
+    def settled(retrain: RetrainBooking) -> RetrainBooking:
+        if retrain.outcome is not None:
+            return retrain
+        decided = outcomes.get(retrain.window_end)
         if decided is not None:
-            retrain["outcome"], retrain["gate"] = decided.outcome, decided.sentence()
-            continue
-        outcome = _OUTCOMES.get(run_states.get(retrain["window_end"]) or "")
-        if outcome:
-            retrain["outcome"] = outcome
-    return new_state
+            return retrain.model_copy(update={"outcome": decided.outcome, "gate": decided.sentence()})
+        outcome = _OUTCOMES.get(run_states.get(retrain.window_end) or "")
+        return retrain.model_copy(update={"outcome": outcome}) if outcome else retrain
+
+    return state.model_copy(update={"retrains": [settled(retrain) for retrain in state.retrains]})
 
 
-def refusals_in_a_row(state: Mapping[str, Any], kinds: list[str]) -> tuple[int, str | None]:
+def refusals_in_a_row(state: MonitorState, kinds: list[str]) -> tuple[int, str | None]:
     """How many of the latest retrains the gate refused in a row for alarms of these kinds (newest first, up to a
     promotion or a refusal for other kinds; cancelled, failed and unfinished runs are passed over), and the last
     refusal in words. What a back-off counts: decay that retraining does not fix."""
     count, last = 0, None
-    for retrain in reversed(state.get("retrains") or []):
-        outcome = retrain.get("outcome")
-        if outcome == "promoted":
+    for retrain in reversed(state.retrains):
+        if retrain.outcome == "promoted":
             break
-        if outcome != "refused":
+        if retrain.outcome != "refused":
             continue
-        if kinds and retrain.get("kinds") and not set(kinds) & set(retrain["kinds"]):
+        if kinds and retrain.kinds and not set(kinds) & set(retrain.kinds):
             break
         count += 1
-        last = last or retrain.get("gate")
+        last = last or retrain.gate
     return count, last
 
 
-def retry_suppressed(state: Mapping[str, Any], latest: WindowSummary | None, window_start: datetime,
+def _asked(state: MonitorState, window_start: datetime, booking: WindowBooking,
+           retrain: RetrainBooking | None) -> MonitorState:
+    """The state with the window booked (replacing its entry) and the retrain asked for appended, if any."""
+    return state.model_copy(update={
+        "windows": {**state.windows, window_start.isoformat(): booking},
+        "retrains": [*state.retrains, *([retrain] if retrain is not None else [])]})
+
+
+def retry_suppressed(state: MonitorState, latest: WindowSummary | None, window_start: datetime,
                      window_end: datetime, monitor: MonitorParams, trigger: bool = True) -> BookedWindow | None:
     """Ask again for a retrain that was suppressed (its run cancelled because one was running) while its cause
     persists: the latest analysed window (`latest`, its summary) still asks for a retrain (`decide_retrain`, with
     the cooldown counted from the last retrain that was not suppressed). Each suppressed request is retried once;
     a retry that is suppressed again is retried again on a later run. None when there is nothing to retry."""
-    waiting = [r for r in state.get("retrains") or [] if r.get("outcome") == SUPPRESSED and not r.get("retried")]
+    waiting = [r for r in state.retrains if r.outcome == SUPPRESSED and not r.retried]
     if not waiting or latest is None:
         return None
-    new_state = copy.deepcopy(dict(state))
-    for retrain in new_state["retrains"]:
-        if retrain.get("outcome") == SUPPRESSED:
-            retrain["retried"] = True
+    new_state = state.model_copy(update={"retrains": [
+        r.model_copy(update={"retried": True}) if r.outcome == SUPPRESSED else r for r in state.retrains]})
     kinds = [reason.kind for reason in latest.retrain_reasons]
     refusals, refused_gate = refusals_in_a_row(new_state, kinds)
     decision = decide_retrain(latest, window_end, last_retrain_window_end(new_state), monitor, refusals,
@@ -127,13 +132,13 @@ def retry_suppressed(state: Mapping[str, Any], latest: WindowSummary | None, win
     if not (decision.retrain and trigger):
         return BookedWindow(decision=decision, retrain=RetrainRequest(
             started=False, reason=f"suppressed retrain not retried: {decision.reason}"), state=new_state)
-    reason = (f"retry of the retrain up to {waiting[-1]['window_end'][:10]} (cancelled: one was running); the "
+    reason = (f"retry of the retrain up to {waiting[-1].window_end[:10]} (cancelled: one was running); the "
               f"cause persists: {decision.reason}")
     retrain = RetrainRequest(started=True, reason=reason, data_end=window_end.isoformat(), event=DRIFT_DETECTED,
                              kinds=kinds)
-    new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": reason, "retry": True,
-                                  "kinds": kinds})
-    new_state["windows"].setdefault(window_start.isoformat(), {})["retrain"] = True
+    booking = new_state.windows.get(window_start.isoformat()) or WindowBooking()
+    new_state = _asked(new_state, window_start, booking.model_copy(update={"retrain": True}),
+                       RetrainBooking(window_end=window_end.isoformat(), reason=reason, retry=True, kinds=kinds))
     return BookedWindow(decision=decision, retrain=retrain, state=new_state)
 
 
@@ -143,43 +148,39 @@ class BookedWindow:
 
     decision: RetrainDecision
     retrain: RetrainRequest
-    state: dict[str, Any]
+    state: MonitorState
 
 
-def book_window(state: Mapping[str, Any], window_start: datetime, window_end: datetime,
+def book_window(state: MonitorState, window_start: datetime, window_end: datetime,
                 summary: WindowSummary, monitor: MonitorParams, trigger: bool = True) -> BookedWindow:
     """Decide whether the window asks for a retrain and return the state with the window (and retrain) recorded.
 
     A requested retrain is recorded at once (its window end starts the cooldown) whether or not the Automation
     then runs it: the monitor asked, and asking again every window while the Automation is paused or a retrain
     is running would be a storm of identical requests. `trigger=False` decides and books without requesting
-    (the window is done, no retrain is recorded), for dry runs. The input state is not changed.
+    (the window is done, no retrain is recorded), for dry runs.
     """
     kinds = [reason.kind for reason in summary.retrain_reasons]
-    refusals, refused_gate = refusals_in_a_row(state or {}, kinds)
+    refusals, refused_gate = refusals_in_a_row(state, kinds)
     decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor, refusals, refused_gate)
-    new_state = copy.deepcopy(dict(state)) if state else empty_state()
-    new_state.setdefault("windows", {})
-    new_state.setdefault("retrains", [])
     requested = decision.retrain and trigger
     if requested:
         retrain = RetrainRequest(started=True, reason=decision.reason, data_end=window_end.isoformat(),
                                  event=DRIFT_DETECTED, kinds=kinds)
-        new_state["retrains"].append({"window_end": window_end.isoformat(), "reason": decision.reason,
-                                      "kinds": kinds})
     else:
         retrain = RetrainRequest(started=False, reason=f"would retrain, trigger disabled: {decision.reason}"
                                  if decision.retrain else decision.reason, kinds=kinds)
     # `rows` is what the window held when analysed: later rows are counted against it (plan_windows re-analyses
     # past monitor.late_rows_share). A re-analysis replaces the entry; a retrain already asked for stays asked.
-    previous = new_state["windows"].get(window_start.isoformat()) or {}
-    new_state["windows"][window_start.isoformat()] = {
-        "drift": summary.drift, "retrain": requested or bool(previous.get("retrain")),
-        "rows": summary.rows, "analyses": int(previous.get("analyses", 0)) + 1}
-    return BookedWindow(decision=decision, retrain=retrain, state=new_state)
+    previous = state.windows.get(window_start.isoformat()) or WindowBooking()
+    booking = WindowBooking(drift=summary.drift, retrain=requested or previous.retrain, rows=summary.rows,
+                            analyses=previous.analyses + 1)
+    asked = RetrainBooking(window_end=window_end.isoformat(), reason=decision.reason, kinds=kinds) if requested \
+        else None
+    return BookedWindow(decision=decision, retrain=retrain, state=_asked(state, window_start, booking, asked))
 
 
-def reconsider(state: Mapping[str, Any], record: WindowRecord, acknowledgements: list[Acknowledgement],
+def reconsider(state: MonitorState, record: WindowRecord, acknowledgements: list[Acknowledgement],
                monitor: MonitorParams, trigger: bool = True) -> tuple[WindowRecord, BookedWindow] | None:
     """The latest analysed window judged again when acknowledgements made since now cover every data-quality
     reason that blocked its retrain: the record with those reasons marked, and the window booked again (a retrain

@@ -51,7 +51,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipelines import io
-from pipelines.contracts import OutcomeRecord, PredictionRecord, RefusalRecord
+from pipelines.contracts import DroppedFile, DroppedLog, OutcomeRecord, PredictionRecord, RefusalRecord
 
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 MAX_OVER_BUDGET_ENTRIES = 10_000  # (hour, caller) counts a writer keeps; a crowd of callers cannot grow it further
@@ -301,7 +301,7 @@ def read_refusals(directory: Path) -> LogRead[RefusalRecord]:
 
 
 def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] | frozenset[Path] = frozenset(),
-                        now: Callable[[], str] | None = None) -> list[dict[str, Any]]:
+                        now: Callable[[], str] | None = None) -> list[DroppedFile]:
     """Delete the oldest closed log files until the directory holds at most `max_total_bytes`; returns what was
     dropped (also appended to `dropped.json`).
 
@@ -332,25 +332,20 @@ def trim_prediction_log(directory: Path, max_total_bytes: int, keep: set[Path] |
             if sizes[path] == 0:  # a writer killed between creating its file and its first write: nothing lost
                 path.unlink(missing_ok=True)
                 continue
-            entry = {"file": path.name, "bytes": sizes[path], **_span(path),
-                     "dropped_at": (now or utc_now_iso)()}
+            entry = DroppedFile(file=path.name, bytes=sizes[path], **_span(path), dropped_at=(now or utc_now_iso)())
             path.unlink(missing_ok=True)
             total -= sizes[path]
             dropped.append(entry)
-        if dropped:
-            _append_dropped(directory, dropped)
+        if dropped:  # under the trim lock: one writer of the manifest at a time
+            DroppedLog(files=[*DroppedLog.load(directory).files, *dropped]).save(directory)
             log.warning("prediction log over max_total_bytes (%d): dropped %d oldest file(s), %d rows",
-                        max_total_bytes, len(dropped), sum(entry["rows"] for entry in dropped))
+                        max_total_bytes, len(dropped), sum(entry.rows for entry in dropped))
         return dropped
 
 
-def read_dropped(directory: Path) -> list[dict[str, Any]]:
-    """What the size cap deleted, oldest first: `{"file", "bytes", "rows", "first_ts", "last_ts", "dropped_at"}`
-    per file (`first_ts`/`last_ts`: the serving times of its first and last record)."""
-    path = Path(directory) / io.DROPPED_LOG_FILE
-    if not path.exists():
-        return []
-    return orjson.loads(path.read_bytes())
+def read_dropped(directory: Path) -> list[DroppedFile]:
+    """What the size cap deleted, oldest first (`DroppedLog`)."""
+    return DroppedLog.load(Path(directory)).files
 
 
 def read_over_budget(directory: Path) -> list[dict[str, Any]]:
@@ -368,14 +363,6 @@ def read_over_budget(directory: Path) -> list[dict[str, Any]]:
             counted[1] += entry["bytes"]
     return [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
             for (hour, caller), (rows, size) in sorted(totals.items())]
-
-
-def _append_dropped(directory: Path, entries: list[dict[str, Any]]) -> None:
-    """Add to the manifest atomically (a reader never sees half a file); called under the trim lock."""
-    manifest = read_dropped(directory) + entries
-    temporary = directory / f".{io.DROPPED_LOG_FILE}.{os.getpid()}.tmp"
-    temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    os.replace(temporary, directory / io.DROPPED_LOG_FILE)
 
 
 def _span(path: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ previous state or the new one, never half of a JSON file that the next run would
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ import pandas as pd
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import Acknowledgement, RetrainOutcome, WindowRecord
-from pipelines.io import MONITOR_STATE_FILE, write_atomic, write_json
+from pipelines.contracts import Acknowledgement, MonitorState, RetrainOutcome, WindowRecord
+from pipelines.io import write_atomic
 from pipelines.monitor import prediction_log
 from pipelines.monitor.columnar import read_predictions_columnar
 from pipelines.monitor.log import PredictionFrame, outcomes_frame
@@ -50,7 +49,7 @@ def read_predictions(params: Params) -> PredictionFrame:
     if dropped:  # the size cap deleted whole files: windows over their span hold less traffic than was served
         log.warning("prediction log: %d file(s) with %d row(s) served %s to %s were dropped by "
                     "serve.prediction_log.max_total_bytes (listed in %s)", len(dropped),
-                    sum(entry["rows"] for entry in dropped), dropped[0]["first_ts"], dropped[-1]["last_ts"],
+                    sum(entry.rows for entry in dropped), dropped[0].first_ts, dropped[-1].last_ts,
                     io.DROPPED_LOG_FILE)
     return parsed
 
@@ -80,27 +79,14 @@ def read_outcomes(params: Params) -> tuple[pd.DataFrame, prediction_log.LogRead]
     return outcomes_frame(raw), raw
 
 
-def state_path(params: Params) -> Path:
-    return params.paths.monitoring_dir / MONITOR_STATE_FILE
+def load_state(params: Params) -> MonitorState:
+    """Windows analysed, retrains started. A missing file is a fresh start; a damaged one is an error to fix
+    (`MalformedRecord` names it; deleting it re-analyses every window)."""
+    return MonitorState.load(params.paths.monitoring_dir)
 
 
-def load_state(params: Params) -> dict[str, Any]:
-    """Windows analysed, retrains started. A missing file is a fresh start; a corrupt one is an error to fix."""
-    path = state_path(params)
-    if not path.exists():
-        return {"windows": {}, "retrains": []}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"monitoring state {path} is not valid JSON ({error}); fix or delete it "
-                         "(deleting re-analyses every window)") from None
-    state.setdefault("windows", {})
-    state.setdefault("retrains", [])
-    return state
-
-
-def save_state(params: Params, state: dict[str, Any]) -> Path:
-    return write_json(state_path(params), state)
+def save_state(params: Params, state: MonitorState) -> Path:
+    return state.save(params.paths.monitoring_dir)
 
 
 def save_window(params: Params, record: WindowRecord, snapshot: Any) -> dict[str, str]:
@@ -162,10 +148,9 @@ def dashboard_notes(params: Params) -> tuple[list[str], list[str]]:
     acknowledged = [f"{ack.kind} on {', '.join(ack.columns) or 'every column'} from "
                     f"{ack.since[:10] if ack.since else 'the first window'}: {ack.sentence()}"
                     for ack in read_acknowledgements(params)]
-    state = load_state(params)
-    retrains = [f"traffic up to {retrain['window_end'][:10]}: {retrain.get('outcome', 'pending')}"
-                + (f" ({retrain['gate']})" if retrain.get("gate") else "")
-                for retrain in reversed((state.get("retrains") or [])[-DASHBOARD_RETRAINS:])]
+    retrains = [f"traffic up to {retrain.window_end[:10]}: {retrain.outcome or 'pending'}"
+                + (f" ({retrain.gate})" if retrain.gate else "")
+                for retrain in reversed(load_state(params).retrains[-DASHBOARD_RETRAINS:])]
     return acknowledged, retrains
 
 
@@ -209,19 +194,19 @@ def read_retrain_outcomes(params: Params) -> dict[str, RetrainOutcome]:
     return found
 
 
-def write_back_outcomes(params: Params, state: dict[str, Any]) -> list[WindowRecord]:
+def write_back_outcomes(params: Params, state: MonitorState) -> list[WindowRecord]:
     """Each settled retrain's outcome onto the record of the window that asked for it (`retrain.outcome`, `gate`),
     where the record does not hold it yet; returns the records rewritten."""
-    settled = {retrain["window_end"]: retrain for retrain in state.get("retrains") or [] if "outcome" in retrain}
+    settled = {retrain.window_end: retrain for retrain in state.retrains if retrain.outcome is not None}
     written = []
     for record in read_summaries(params):
         retrain = settled.get(record.window_end)
         if retrain is None or record.retrain is None or not record.retrain.started:
             continue
-        if record.retrain.outcome == retrain["outcome"] and record.retrain.gate == retrain.get("gate"):
+        if record.retrain.outcome == retrain.outcome and record.retrain.gate == retrain.gate:
             continue
         updated = record.model_copy(update={"retrain": record.retrain.model_copy(
-            update={"outcome": retrain["outcome"], "gate": retrain.get("gate")})})
+            update={"outcome": retrain.outcome, "gate": retrain.gate})})
         updated.save(params.paths.monitoring_dir)
         written.append(updated)
     return written

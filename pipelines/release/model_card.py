@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import GateReport, RegistryEntry
+from pipelines.contracts import EvaluationReport, GateReport, RegistryEntry, SliceReport
 from pipelines.io import GATE_FILE, META_FILE, model_file
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
@@ -69,8 +69,8 @@ def build_model_card(params: Params) -> str:
     family = meta.get("family", "lightgbm")
     evaluated_same = _model_md5(model_dir) == _model_md5(params.paths.model_dir)
     metrics_dir = params.paths.metrics_dir
-    evaluation = _read_json(metrics_dir / io.EVALUATE_FILE) if evaluated_same else subject.entry.metrics.evaluate
-    slices = _read_json(metrics_dir / io.SLICES_FILE) if evaluated_same else None
+    evaluation = EvaluationReport.load(metrics_dir) if evaluated_same else subject.entry.metrics.evaluate
+    slices = SliceReport.load(metrics_dir) if evaluated_same else None
     gate = GateReport.load(metrics_dir)
     lines = [
         f"# Model card: {subject.tag or params.project.model_name + ' (unregistered candidate)'}",
@@ -94,11 +94,11 @@ def build_model_card(params: Params) -> str:
     else:
         lines += _gate_lines(gate, _model_md5(model_dir))
     lines += ["", "## Test split: model vs naive baselines"]
-    if evaluation:
-        rows = {_family_name(family): evaluation["model"],
-                **{f"baseline: {k}": v for k, v in evaluation.get("baselines", {}).items()}}
+    if evaluation is not None:
+        rows = {_family_name(family): evaluation.model.to_json_dict(),
+                **{f"baseline: {k}": v.to_json_dict() for k, v in evaluation.baselines.items()}}
         stored = "" if evaluated_same else " As evaluated when it was registered (its registry entry)."
-        lines += [f"{evaluation['model']['rows']:,} rows, positive rate {evaluation['model']['positive_rate']:.3f}."
+        lines += [f"{evaluation.model.rows:,} rows, positive rate {evaluation.model.positive_rate:.3f}."
                   + stored, "", metrics_table(rows)]
     else:
         lines.append("The latest evaluation in this checkout is of a different model, and this champion's "
@@ -162,16 +162,16 @@ def _gate_lines(gate: GateReport, model_md5: str | None) -> list[str]:
     return [f"The latest gate decision, about {about}:", "", decision_markdown(gate, level=3)]
 
 
-def _slice_lines(slices: dict[str, list[dict[str, Any]]]) -> list[str]:
+def _slice_lines(slices: SliceReport) -> list[str]:
     lines = []
-    for column, rows in slices.items():
+    for column, rows in slices.columns.items():
         lines += [f"### by {column}", "| value | rows | positive rate | roc_auc | precision | recall | f1 |",
                   "|---|---|---|---|---|---|---|"]
         for row in rows:
-            flag = "" if row.get("compared", True) else " (small)"
-            lines.append(f"| {row['value']}{flag} | {row['rows']:,} | {row['positive_rate']:.3f} | "
-                         f"{_num(row['roc_auc'])} | {_num(row['precision'])} | {_num(row['recall'])} | "
-                         f"{_num(row['f1'])} |")
+            flag = "" if row.compared else " (small)"
+            lines.append(f"| {row.value}{flag} | {row.rows:,} | {row.positive_rate:.3f} | "
+                         f"{_num(row.roc_auc)} | {_num(row.precision)} | {_num(row.recall)} | "
+                         f"{_num(row.f1)} |")
         lines.append("")
     return lines
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipelines import io
 from pipelines.contracts import (
     DataVersion,
+    EvaluationReport,
     GateReport,
     Lineage,
     PromotionRecord,
@@ -377,7 +378,7 @@ def registration_entry(params: Params, gate_report: GateReport, built: Lineage) 
         model_md5=gate_report.challenger_md5,
         family=meta.get("family", "lightgbm"),
         metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.get("valid_metrics"),
-                                evaluate=io.read_json(paths.metrics_dir / io.EVALUATE_FILE)),
+                                evaluate=EvaluationReport.load(paths.metrics_dir)),
         params=meta.get("params"),
         search=meta.get("search"),
         threshold=meta.get("threshold"),

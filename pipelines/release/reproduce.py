@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.contracts import Lineage
+from pipelines.contracts import EvaluationReport, Lineage
 from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
 from pipelines.io import EVALUATE_FILE, META_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
 from pipelines.io import file_md5 as _file_md5
@@ -171,10 +171,14 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
         rebuilt_dir = worktree / params.paths.model_dir
         model_md5 = file_md5(model_file(rebuilt_dir)) if (rebuilt_dir / META_FILE).exists() else None
+        # The evaluation committed with the model's dvc.lock, else the one its registry entry holds.
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)
-        recorded_metrics = json.loads(recorded_text) if recorded_text else entry.metrics.evaluate
-        rebuilt_metrics = json.loads((worktree / evaluate_file).read_text())
+        recorded = (EvaluationReport.parse(json.loads(recorded_text), f"{commit}:{evaluate_file}") if recorded_text
+                    else entry.metrics.evaluate)
+        recorded_metrics = None if recorded is None else recorded.to_json_dict()
+        rebuilt = EvaluationReport.load(worktree / params.paths.metrics_dir)
+        rebuilt_metrics = None if rebuilt is None else rebuilt.to_json_dict()
         if keep is not None:
             shutil.copytree(worktree, keep, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
     finally:

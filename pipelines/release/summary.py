@@ -12,6 +12,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
+from pipelines.contracts import EvaluationReport
 
 # (key in evaluate.json, label, lower is better)
 ROWS = (("roc_auc", "ROC AUC", False), ("pr_auc", "PR AUC", False), ("log_loss", "log loss", True),
@@ -25,14 +26,14 @@ def _number(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def metrics_lines(evaluation: dict[str, Any]) -> list[str]:
+def metrics_lines(evaluation: EvaluationReport) -> list[str]:
     """The test split's metrics, the model beside each naive baseline, one metric per line."""
-    model, baselines = evaluation.get("model") or {}, evaluation.get("baselines") or {}
+    model, baselines = evaluation.model, evaluation.baselines
     names = ["model", *(f"baseline: {name}" for name in baselines)]
     widths = [max(len(name), 6) + 3 for name in names]
     lines = ["metric    " + "".join(name.rjust(width) for name, width in zip(names, widths, strict=True))]
     for key, label, lower in ROWS:
-        cells = [_number(model.get(key)), *(_number(values.get(key)) for values in baselines.values())]
+        cells = [_number(model.metric(key)), *(_number(values.metric(key)) for values in baselines.values())]
         lines.append(label.ljust(10) + "".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
                      + ("   (lower is better)" if lower else ""))
     return lines
@@ -54,8 +55,8 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
 def summary_text(params: Params) -> str:
     """The summary of the last training run in this workspace (its metrics files and model)."""
     paths = params.paths
-    evaluation = io.read_json(paths.metrics_dir / io.EVALUATE_FILE)
-    if not evaluation:
+    evaluation = EvaluationReport.load(paths.metrics_dir)
+    if evaluation is None:
         raise FileNotFoundError(f"{paths.metrics_dir / io.EVALUATE_FILE} not found: run the training DAG first "
                                 "(dvc repro)")
     meta = io.read_json(paths.model_dir / io.META_FILE) or {}
@@ -63,13 +64,12 @@ def summary_text(params: Params) -> str:
                                                         params.collect.end.isoformat()]
     search = meta.get("search") or {}
     validation = io.read_json(paths.validation_dir / io.VALIDATION_SUMMARY_FILE) or {}
-    model = evaluation.get("model") or {}
     chosen = (f"candidate #{search['candidate']} of {search['candidates']} by validation {search['metric']}, "
               if search.get("candidates") else "")
     lines = [
         f"{params.project.model_name}: trained on {window[0][:10]} .. {window[1][:10]} ({chosen}"
-        f"{meta.get('best_iteration', '?')} trees, threshold {_number(evaluation.get('threshold'))})",
-        f"test split: {model.get('rows', 0):,} rows, the last {params.split.test_days} days, later than training",
+        f"{meta.get('best_iteration', '?')} trees, threshold {_number(evaluation.threshold)})",
+        f"test split: {evaluation.model.rows:,} rows, the last {params.split.test_days} days, later than training",
         "",
         *metrics_lines(evaluation),
         "",

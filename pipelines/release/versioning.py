@@ -328,6 +328,8 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
     the stages ran as DVC commands, so their results are read back from their outputs, not returned."""
     import pyarrow.parquet as pq
 
+    from pipelines.contracts import CandidatesReport, EvaluationReport, GateReport
+
     paths = params.paths
 
     def here(path: Path) -> Path:
@@ -344,15 +346,13 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
         "train": {"family": model.get("family", "lightgbm"), "best_iteration": model.get("best_iteration"),
                   "threshold": model.get("threshold", float("nan")),
                   "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
-        "evaluate": io.read_json(here(paths.metrics_dir / io.EVALUATE_FILE)),
-        "candidates": io.read_json(here(paths.metrics_dir / io.CANDIDATES_FILE)),
-        "gate": _gate_json(here(paths.metrics_dir)),
+        "evaluate": _stored_json(EvaluationReport, here(paths.metrics_dir)),
+        "candidates": _stored_json(CandidatesReport, here(paths.metrics_dir)),
+        "gate": _stored_json(GateReport, here(paths.metrics_dir)),
     }
 
 
-def _gate_json(metrics_dir: Path) -> dict[str, Any] | None:
-    """The run's gate report (`GateReport`) in its JSON form, or None when the gate did not run."""
-    from pipelines.contracts import GateReport
-
-    report = GateReport.load(metrics_dir)
+def _stored_json(record: Any, metrics_dir: Path) -> Any:
+    """A stage's report in `metrics_dir` (a contract with `load`) in its JSON form, or None when it did not run."""
+    report = record.load(metrics_dir)
     return None if report is None else report.to_json_dict()

@@ -187,9 +187,9 @@ def test_degenerate_splits_are_named_by_preprocess_and_evaluate() -> None:
     with pytest.raises(ValueError, match="cannot evaluate on a degenerate test split: 4 rows with labels \\[0\\]"):
         evaluate_model(None, parts["train"], parts["test"], "t", [], 1)
     frame = pd.DataFrame({LABEL: [0, 1, 0, 0, 0], "origin": ["A", "A", "B", "B", "B"]})
-    rows = slice_metrics(frame, np.array([0.2, 0.8, 0.1, 0.3, 0.2]), 0.5, ["origin"], 1)["origin"]
-    assert [(r["value"], r["compared"]) for r in rows] == [("A", True), ("B", False)]
-    assert rows[1]["skipped"].startswith("one class only")
+    rows = slice_metrics(frame, np.array([0.2, 0.8, 0.1, 0.3, 0.2]), 0.5, ["origin"], 1).columns["origin"]
+    assert [(r.value, r.compared) for r in rows] == [("A", True), ("B", False)]
+    assert rows[1].skipped.startswith("one class only") and np.isnan(rows[1].roc_auc)
 
 
 def test_latency_is_the_fastest_run_so_a_busy_machine_does_not_refuse_a_model() -> None:

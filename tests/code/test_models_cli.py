@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from pipelines.contracts import EvaluationReport
 from pipelines.release import registry
 from pipelines.release.model_card import build_model_card
 
@@ -101,7 +102,8 @@ def test_an_entry_an_early_version_stored_lists_and_has_a_card_with_its_stored_m
     name = f"early-{tmp_path.name[-8:].lower().replace('_', '-')}"
     tag = registry.save_model(model_dir, EARLY_ENTRY, name=name)
     entry = registry.model_entry(tag)
-    assert entry.metrics.evaluate == EARLY_ENTRY["metrics"]["evaluate"] and entry.lineage is None
+    stored = EvaluationReport.parse(EARLY_ENTRY["metrics"]["evaluate"], "the early entry")
+    assert entry.metrics.evaluate == stored and stored.model.accuracy is None and entry.lineage is None
     assert entry.gate.promote and entry.data_version.raw_table_md5 == "abcdef0123456789"
 
     params = make_params({"project.model_name": name})

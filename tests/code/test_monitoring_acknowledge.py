@@ -108,12 +108,12 @@ def test_an_acknowledgement_covers_only_its_columns_and_windows(params):
 
 def test_the_latest_blocked_window_is_judged_again_and_asks_for_its_retrain(params):
     state = book.book_window(book.empty_state(), START, END, _blocked(), params.monitor).state
-    assert state["retrains"] == [] and state["windows"][START.isoformat()]["retrain"] is False
+    assert state.retrains == [] and state.windows[START.isoformat()].retrain is False
     assert book.reconsider(state, _blocked(), [], params.monitor) is None  # nothing accepted: nothing changes
     ack = acknowledge.acknowledge(params.paths.monitoring_dir, "new_category", "a new airline", ["carrier"])
     record, booked = book.reconsider(state, _blocked(), [ack], params.monitor)
     assert booked.retrain.started is True and booked.retrain.data_end == END.isoformat()
-    assert booked.state["retrains"][0]["kinds"] == ["new_category"]
+    assert booked.state.retrains[0].kinds == ["new_category"]
     assert record.retrain.started and record.acknowledged_reasons[0].acknowledged == ack.sentence()
     # Judged once: the rewritten record no longer has a blocking reason, so a later run leaves it alone.
     assert book.reconsider(booked.state, record, [ack], params.monitor) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows import automations
-from pipelines.contracts import RetrainRequest
+from pipelines.contracts import MonitorState, RetrainBooking, RetrainRequest, WindowBooking
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor import dashboard as board
 from support.monitoring import window_record
@@ -30,16 +29,17 @@ def _summary(drift: bool, **more):
 
 
 def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_is_kept(params):
-    state = {"windows": {"2013-09-02T00:00:00+00:00": {"drift": False, "retrain": False}}, "retrains": []}
-    before = copy.deepcopy(state)
+    state = MonitorState(windows={"2013-09-02T00:00:00+00:00": WindowBooking(drift=False, retrain=False)})
+    before = state.model_copy(deep=True)
     booked = book.book_window(state, START, END, _summary(True), params.monitor)
     assert state == before
     assert booked.decision.retrain and booked.retrain.started is True
     assert booked.retrain.data_end == END.isoformat() and booked.retrain.event == book.DRIFT_DETECTED
-    assert booked.state["windows"][START.isoformat()] == {"drift": True, "retrain": True, "rows": 6512, "analyses": 1}
+    assert booked.state.windows[START.isoformat()] == WindowBooking(drift=True, retrain=True, rows=6512, analyses=1)
+    assert list(booked.state.windows) == ["2013-09-02T00:00:00+00:00", START.isoformat()]
     # The alarm kinds it answers are kept with it: a back-off counts the gate's refusals per kind.
-    assert booked.state["retrains"] == [{"window_end": END.isoformat(), "reason": booked.decision.reason,
-                                         "kinds": ["data_drift", "prediction_drift"]}]
+    assert booked.state.retrains == [RetrainBooking(window_end=END.isoformat(), reason=booked.decision.reason,
+                                                    kinds=["data_drift", "prediction_drift"])]
     assert booked.retrain.kinds == ["data_drift", "prediction_drift"]
 
 
@@ -50,12 +50,12 @@ def test_a_drifted_window_is_booked_with_a_retrain_request_and_the_input_state_i
     (True, None, False, False, "would retrain, trigger disabled"),
 ])
 def test_cooldown_in_traffic_time_and_dry_runs(params, drift, last_end, trigger, started, why):
-    state = {"windows": {}, "retrains": [{"window_end": last_end, "reason": "x"}] if last_end else []}
+    state = MonitorState(retrains=[RetrainBooking(window_end=last_end, reason="x")] if last_end else [])
     booked = book.book_window(state, START, END, _summary(drift), params.monitor, trigger=trigger)
     assert booked.retrain.started is started
     assert why in booked.retrain.reason
-    assert len(booked.state["retrains"]) == len(state["retrains"]) + started
-    assert START.isoformat() in booked.state["windows"]  # booked either way: analysed once
+    assert len(booked.state.retrains) == len(state.retrains) + started
+    assert START.isoformat() in booked.state.windows  # booked either way: analysed once
 
 
 def test_every_window_gets_an_analysed_event_and_only_a_requested_retrain_a_drift_event(params):

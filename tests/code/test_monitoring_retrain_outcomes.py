@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipelines import io as catalog
-from pipelines.contracts import Reason, RetrainOutcome, RetrainRequest
+from pipelines.contracts import MonitorState, Reason, RetrainBooking, RetrainOutcome, RetrainRequest
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor import store
 from pipelines.monitor.decision import cooldown_days, decide_retrain
@@ -31,9 +31,9 @@ def _decayed(start: datetime = START):
     return window_record(False, start, reasons=[DECAY])
 
 
-def _refused(end: datetime, kinds: tuple[str, ...] = ("performance_decay",), outcome: str = "refused") -> dict:
-    return {"window_end": end.isoformat(), "reason": "x", "kinds": list(kinds), "outcome": outcome,
-            "gate": "refused by the gate: roc_auc +0.0016 < min_improvement 0.005"}
+def _refused(end: datetime, kinds: tuple[str, ...] = ("performance_decay",), outcome: str = "refused",
+             gate: str = "refused by the gate: roc_auc +0.0016 < min_improvement 0.005") -> RetrainBooking:
+    return RetrainBooking(window_end=end.isoformat(), reason="x", kinds=list(kinds), outcome=outcome, gate=gate)
 
 
 # --- the back-off ---------------------------------------------------------------------------------------------
@@ -49,17 +49,17 @@ def test_the_cooldown_doubles_per_refusal_in_a_row_up_to_its_cap(params):
 
 def test_refusals_are_counted_in_a_row_per_kind_up_to_a_promotion(params):
     week = [START + WEEK * i for i in range(6)]
-    state = {"windows": {}, "retrains": [
+    state = MonitorState(retrains=[
         _refused(week[0]),
-        {**_refused(week[1]), "outcome": "promoted", "gate": "promoted m:2 by the gate"},
+        _refused(week[1], outcome="promoted", gate="promoted m:2 by the gate"),
         _refused(week[2]),
         _refused(week[3], outcome="suppressed"),   # cancelled: one was running; passed over
-        {"window_end": week[4].isoformat(), "reason": "x", "kinds": ["performance_decay"]},  # not finished
+        RetrainBooking(window_end=week[4].isoformat(), reason="x", kinds=["performance_decay"]),  # not finished
         _refused(week[5]),
-    ]}
+    ])
     count, last = book.refusals_in_a_row(state, ["performance_decay"])
-    assert (count, last) == (2, state["retrains"][-1]["gate"])  # the promotion ends the run of refusals
-    state["retrains"].append(_refused(START + WEEK * 7, kinds=("data_drift",)))
+    assert (count, last) == (2, state.retrains[-1].gate)  # the promotion ends the run of refusals
+    state = MonitorState(retrains=[*state.retrains, _refused(START + WEEK * 7, kinds=("data_drift",))])
     assert book.refusals_in_a_row(state, ["performance_decay"]) == (0, None)  # refused for another alarm
     assert book.refusals_in_a_row(state, ["data_drift"])[0] == 1
     assert book.refusals_in_a_row(book.empty_state(), ["performance_decay"]) == (0, None)
@@ -67,29 +67,28 @@ def test_refusals_are_counted_in_a_row_per_kind_up_to_a_promotion(params):
 
 def test_repeated_refusals_back_off_and_the_decision_says_why(params):
     last = START - WEEK  # the last retrain's data ended a week before this window
-    state = {"windows": {}, "retrains": [_refused(last - 8 * WEEK), _refused(last)]}
+    state = MonitorState(retrains=[_refused(last - 8 * WEEK), _refused(last)])
     # 5 weeks after the last retrain: past the plain 28-day cooldown, inside the backed-off 112 days.
     window = START + 4 * WEEK
     booked = book.book_window(state, window, window + WEEK, _decayed(window), params.monitor)
-    assert booked.retrain.started is False and booked.state["retrains"] == state["retrains"]
+    assert booked.retrain.started is False and booked.state.retrains == state.retrains
     assert booked.retrain.reason.startswith("backing off: the last 2 retrain(s) for this alarm were refused")
     assert "roc_auc +0.0016" in booked.retrain.reason
     assert f"not before {last + timedelta(days=112):%Y-%m-%d}" in booked.retrain.reason
     # Without the refusals the same window retrains (the plain cooldown has passed).
-    plain = {"windows": {}, "retrains": [{**_refused(last), "outcome": "promoted"}]}
+    plain = MonitorState(retrains=[_refused(last, outcome="promoted")])
     assert book.book_window(plain, window, window + WEEK, _decayed(window), params.monitor).retrain.started
     # Once the backed-off cooldown has passed it is tried again, and the request says it was backed off.
     later = last + timedelta(days=112)
     again = book.book_window(state, later, later + WEEK, _decayed(later), params.monitor)
     assert again.retrain.started is True and again.retrain.kinds == ["performance_decay"]
     assert "after 2 retrain(s) the gate refused for it: tried again after 112 days" in again.retrain.reason
-    assert again.state["retrains"][-1]["kinds"] == ["performance_decay"]
+    assert again.state.retrains[-1].kinds == ["performance_decay"]
 
 
 def test_a_refusal_for_another_alarm_does_not_back_this_one_off(params):
     last = START - WEEK
-    state = {"windows": {}, "retrains": [_refused(last, kinds=("data_drift",)), _refused(last - WEEK,
-                                                                                         kinds=("data_drift",))]}
+    state = MonitorState(retrains=[_refused(last, kinds=("data_drift",)), _refused(last - WEEK, kinds=("data_drift",))])
     window = START + 4 * WEEK
     decision = decide_retrain(_decayed(window), window + WEEK, last.isoformat(), params.monitor,
                               *book.refusals_in_a_row(state, ["performance_decay"]))
@@ -121,17 +120,17 @@ def test_outcomes_are_journalled_and_read_back_by_data_end_the_latest_winning(pa
 
 def test_the_gate_verdict_settles_the_retrain_and_a_run_state_only_where_there_is_none(params):
     ends = [(START + WEEK * i).isoformat() for i in (1, 2, 3, 4)]
-    state = {"windows": {}, "retrains": [{"window_end": end, "reason": "x"} for end in ends]}
+    state = MonitorState(retrains=[RetrainBooking(window_end=end, reason="x") for end in ends])
     refused = RetrainOutcome(data_end=ends[0], promoted=False, failed=["roc_auc: +0.001 < 0.005"], at="t")
     settled = book.settle_retrains(state, {ends[0]: "COMPLETED", ends[1]: "CANCELLED", ends[2]: "COMPLETED"},
                                    {ends[0]: refused})
-    assert [r.get("outcome") for r in settled["retrains"]] == ["refused", book.SUPPRESSED, "completed", None]
-    assert settled["retrains"][0]["gate"] == refused.sentence()
+    assert [r.outcome for r in settled.retrains] == ["refused", book.SUPPRESSED, "completed", None]
+    assert settled.retrains[0].gate == refused.sentence()
     assert book.pending_retrains(settled) == [ends[3]]
-    assert "outcome" not in state["retrains"][0]  # the input state is kept
+    assert state.retrains[0].outcome is None  # the input state is kept
     # A settled retrain is not settled again by a later journal line.
     again = book.settle_retrains(settled, {}, {ends[0]: refused.model_copy(update={"promoted": True})})
-    assert again["retrains"][0]["outcome"] == "refused"
+    assert again.retrains[0].outcome == "refused"
 
 
 def test_the_outcome_is_written_back_onto_the_window_that_asked_once(params):
@@ -141,7 +140,7 @@ def test_the_outcome_is_written_back_onto_the_window_that_asked_once(params):
     calm = window_record(False, START + WEEK, retrain=RetrainRequest(started=False, reason="no alarm"))
     for record in (asked, calm):
         record.save(params.paths.monitoring_dir)
-    state = {"windows": {}, "retrains": [{"window_end": asked.window_end, "reason": "data drift"}]}
+    state = MonitorState(retrains=[RetrainBooking(window_end=asked.window_end, reason="data drift")])
     assert store.write_back_outcomes(params, state) == []  # not settled yet: nothing to write
     outcome = RetrainOutcome(data_end=asked.window_end, promoted=False, failed=["roc_auc: +0.001 < 0.005"], at="t")
     state = book.settle_retrains(state, {}, {asked.window_end: outcome})
@@ -154,8 +153,10 @@ def test_the_outcome_is_written_back_onto_the_window_that_asked_once(params):
     assert stored[calm.window_start].retrain.outcome is None
     assert store.write_back_outcomes(params, state) == []  # written once
     # ... and the dashboard's retrain panel lists it, the latest first.
-    state["retrains"].append({"window_end": (START + 3 * WEEK).isoformat(), "reason": "x"})
+    state = MonitorState(retrains=[*state.retrains, RetrainBooking(window_end=(START + 3 * WEEK).isoformat(),
+                                                                   reason="x")])
     store.save_state(params, state)
+    assert store.load_state(params) == state
     _, retrains = store.dashboard_notes(params)
     assert retrains == [f"traffic up to {(START + 3 * WEEK):%Y-%m-%d}: pending",
                         f"traffic up to {(START + WEEK):%Y-%m-%d}: refused (refused by the gate: roc_auc: +0.001 "

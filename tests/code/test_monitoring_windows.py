@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
+from pipelines.contracts import WindowBooking
 from pipelines.monitor import bookkeeping as book
 from pipelines.monitor.windows import plan_windows, traffic_clock
 from support.monitoring import window_record
@@ -74,12 +75,12 @@ def test_the_booking_records_the_rows_analysed_and_keeps_a_requested_retrain(par
     start, end = WEEK.to_pydatetime(), END.to_pydatetime()
     drifted = window_record(True, start, rows=1000)
     first = book.book_window(book.empty_state(), start, end, drifted, params.monitor)
-    assert first.state["windows"][WEEK.isoformat()] == {"drift": True, "retrain": True, "rows": 1000, "analyses": 1}
+    assert first.state.windows[WEEK.isoformat()] == WindowBooking(drift=True, retrain=True, rows=1000, analyses=1)
     again = book.book_window(first.state, start, end, drifted.model_copy(update={"rows": 1100}), params.monitor)
     assert again.decision.retrain is False and "cooldown" in again.decision.reason
-    assert again.state["windows"][WEEK.isoformat()] == {"drift": True, "retrain": True, "rows": 1100, "analyses": 2}
-    assert len(again.state["retrains"]) == 1
-    assert datetime.fromisoformat(again.state["retrains"][0]["window_end"]) == END.to_pydatetime().astimezone(UTC)
+    assert again.state.windows[WEEK.isoformat()] == WindowBooking(drift=True, retrain=True, rows=1100, analyses=2)
+    assert len(again.state.retrains) == 1
+    assert datetime.fromisoformat(again.state.retrains[0].window_end) == END.to_pydatetime().astimezone(UTC)
 
 
 def _alarmed(rows: int = 5000):
@@ -96,21 +97,22 @@ def test_a_retrain_cancelled_because_one_was_running_is_retried_while_its_cause_
     assert book.retry_suppressed(unknown, _alarmed(), start, end, params.monitor) is None
     # Its run was cancelled by the deployment's concurrency limit: suppressed, and no longer a cooldown start.
     cancelled = book.settle_retrains(asked, {END.isoformat(): "CANCELLED"})
-    assert cancelled["retrains"][0]["outcome"] == book.SUPPRESSED and asked["retrains"][0].get("outcome") is None
+    assert cancelled.retrains[0].outcome == book.SUPPRESSED and asked.retrains[0].outcome is None
     assert book.last_retrain_window_end(cancelled) is None
     later_start, later_end = (WEEK + pd.Timedelta(days=7)).to_pydatetime(), (END + pd.Timedelta(days=7)).to_pydatetime()
     # The cause is gone (the latest window is clean): not retried, and not asked about again.
     calm = book.retry_suppressed(cancelled, window_record(False, rows=5000), later_start, later_end, params.monitor)
-    assert calm.retrain.started is False and calm.state["retrains"][0]["retried"] is True
+    assert calm.retrain.started is False and calm.state.retrains[0].retried is True
     assert book.retry_suppressed(calm.state, _alarmed(), later_start, later_end, params.monitor) is None
     # The cause persists: asked again, on the latest window.
     retried = book.retry_suppressed(cancelled, _alarmed(), later_start, later_end, params.monitor)
     assert retried.retrain.started is True and retried.retrain.data_end == later_end.isoformat()
     assert "retry of the retrain up to 2013-09-09" in retried.retrain.reason
-    assert [r["window_end"] for r in retried.state["retrains"]] == [END.isoformat(), later_end.isoformat()]
+    assert [r.window_end for r in retried.state.retrains] == [END.isoformat(), later_end.isoformat()]
+    assert retried.state.retrains[-1].retry is True and retried.state.windows[later_start.isoformat()].retrain
     # A completed retrain is settled as such and keeps counting for the cooldown.
     done = book.settle_retrains(asked, {END.isoformat(): "COMPLETED"})
-    assert done["retrains"][0]["outcome"] == "completed" and book.last_retrain_window_end(done) == END.isoformat()
+    assert done.retrains[0].outcome == "completed" and book.last_retrain_window_end(done) == END.isoformat()
     assert book.retry_suppressed(done, _alarmed(), later_start, later_end, params.monitor) is None
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipelines.contracts import DroppedFile
 from pipelines.monitor.prediction_log import (
     PredictionLog,
     prediction_record,
@@ -46,10 +47,10 @@ def test_oldest_closed_files_are_dropped_first_and_listed(tmp_path: Path) -> Non
     cap = mine_closed.stat().st_size + mine_open.stat().st_size  # fits once the two oldest are gone
     dropped = trim_prediction_log(tmp_path, max_total_bytes=cap, keep={mine_open},
                                   now=lambda: "2013-09-01T15:00:00+00:00")
-    assert [entry["file"] for entry in dropped] == [oldest.name, older.name]
+    assert [entry.file for entry in dropped] == [oldest.name, older.name]
     assert not oldest.exists() and not older.exists() and mine_closed.exists() and mine_open.exists()
-    assert dropped[0] == {"file": oldest.name, "bytes": size, "rows": 30, "first_ts": "2013-09-01T14:00:00+00:00",
-                          "last_ts": "2013-09-01T14:00:29+00:00", "dropped_at": "2013-09-01T15:00:00+00:00"}
+    assert dropped[0] == DroppedFile(file=oldest.name, bytes=size, rows=30, first_ts="2013-09-01T14:00:00+00:00",
+                                     last_ts="2013-09-01T14:00:29+00:00", dropped_at="2013-09-01T15:00:00+00:00")
     assert read_dropped(tmp_path) == dropped
     # Under the cap now: nothing more goes, and the manifest keeps what it had.
     assert trim_prediction_log(tmp_path, max_total_bytes=cap) == []
@@ -76,7 +77,7 @@ def test_the_writer_keeps_the_directory_under_its_cap(tmp_path: Path) -> None:
     log.close()
     dropped = read_dropped(tmp_path)
     assert dropped, "the cap was reached, so files were dropped"
-    assert len(read_prediction_log(tmp_path).records) + sum(d["rows"] for d in dropped) == written
+    assert len(read_prediction_log(tmp_path).records) + sum(d.rows for d in dropped) == written
 
 
 def test_files_of_killed_writers_empty_or_torn(tmp_path: Path) -> None:
@@ -90,6 +91,6 @@ def test_files_of_killed_writers_empty_or_torn(tmp_path: Path) -> None:
     kept = _write_file(tmp_path, f"predictions-20130901T14-{os.getpid()}.jsonl", _records(30))
     dropped = trim_prediction_log(tmp_path, max_total_bytes=kept.stat().st_size, keep={kept})
     assert not empty.exists() and not torn.exists() and kept.exists()
-    assert dropped == read_dropped(tmp_path) and [entry["file"] for entry in dropped] == [torn.name]
-    assert dropped[0]["rows"] == 0 and dropped[0]["bytes"] == len(b'{"request_id": "half')
-    assert dropped[0]["first_ts"] is None and dropped[0]["last_ts"] is None
+    assert dropped == read_dropped(tmp_path) and [entry.file for entry in dropped] == [torn.name]
+    assert dropped[0].rows == 0 and dropped[0].bytes == len(b'{"request_id": "half')
+    assert dropped[0].first_ts is None and dropped[0].last_ts is None

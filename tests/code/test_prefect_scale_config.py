@@ -68,7 +68,7 @@ def test_postgres_and_workers_plan_the_database_first_and_keep_its_password_out_
     assert password_file.stat().st_mode & 0o777 == 0o600 and len(password) >= 32
     url = server.secret_env["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert url.startswith(f"postgresql+asyncpg://prefect:{password}@127.0.0.1:{database.port}/prefect")
-    assert password not in json.dumps([c.record() for c in components])
+    assert password not in json.dumps([c.record().to_json_dict() for c in components])
     assert password not in json.dumps(server.env)
     # Registration once, before the first worker; every worker on the pool, with a health port of its own.
     assert first.setup == [[*first.setup[0][:3], "--params", str(params_file), "--register-only"]] and not second.setup

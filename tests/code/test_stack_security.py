@@ -51,7 +51,7 @@ def test_the_stack_gives_the_auth_string_to_the_server_and_its_clients_through_t
         clients = [c for c in components if c.name == "deployments" or c.name.startswith("worker-")]
         assert clients and all(c.secret_env["PREFECT_API_AUTH_STRING"] == auth for c in clients)
         for component in components:
-            assert auth not in json.dumps(component.record())
+            assert auth not in json.dumps(component.record().to_json_dict())
             assert not any(auth in arg for arg in component.argv)
             assert not any(auth in arg for step in component.setup for arg in step)
 

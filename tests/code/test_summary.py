@@ -7,16 +7,18 @@ import pytest
 
 from pipelines import io
 from pipelines.cli import main
+from pipelines.contracts import EvaluationReport, Scores
 from pipelines.release.summary import summary_text
 
-METRICS = {"roc_auc": 0.7167, "pr_auc": 0.4714, "log_loss": 0.4995, "brier": 0.1635, "precision": 0.4048,
-           "recall": 0.5506, "f1": 0.4666, "rows": 28810}
+METRICS = Scores(roc_auc=0.7167, pr_auc=0.4714, log_loss=0.4995, brier=0.1635, accuracy=0.6999, precision=0.4048,
+                 recall=0.5506, f1=0.4666, positive_rate=0.2384, rows=28810)
 
 
 def _written(params, gate):
-    io.write_json(params.paths.metrics_dir / io.EVALUATE_FILE, {
-        "model": METRICS, "threshold": 0.2879,
-        "baselines": {"prior": {**METRICS, "roc_auc": 0.5}, "hour_of_day_rate": {**METRICS, "roc_auc": 0.6278}}})
+    EvaluationReport(model=METRICS, threshold=0.2879,
+                     baselines={"prior": METRICS.model_copy(update={"roc_auc": 0.5}),
+                                "hour_of_day_rate": METRICS.model_copy(update={"roc_auc": 0.6278})},
+                     ).save(params.paths.metrics_dir)
     io.write_json(params.paths.model_dir / io.META_FILE, {
         "best_iteration": 106, "search": {"candidate": 0, "candidates": 4, "metric": "auc"},
         "data": {"window": ["2013-01-01T00:00:00+00:00", "2013-09-01T00:00:00+00:00"]}})

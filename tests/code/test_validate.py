@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipelines import io
+from pipelines.contracts import SplitLineage
 from pipelines.data.draft import draft_suite, label_rate_expectations
 from pipelines.data.explain import STUCK_CHECK
 from pipelines.data.suite import (
@@ -369,10 +371,14 @@ def test_the_guard_refuses_a_table_validation_did_not_pass(suite_file: Path, tmp
     with pytest.raises(NotValidatedError, match=r"accepted under validate.fail_on_error: false, which the params "
                                                 r"no longer say"):
         require_validated(table, reports, "evaluate")  # ... and refused once they say true again
-    lineage = tmp_path / "lineage.json"
-    lineage.write_text(json.dumps({"raw_table_md5": digest}))
+    prepared = tmp_path / "prepared"
+    SplitLineage(raw_table_md5=digest, validation_success=True, suite="suite", rows=3).save(prepared)
     with pytest.raises(NotValidatedError, match=f"prepared data was made from table {digest}, not from"):
-        require_validated(table, reports, "train", derived=lineage, warn_only=True)
+        require_validated(table, reports, "train", derived=prepared, warn_only=True)
+    (prepared / io.LINEAGE_FILE).write_text(json.dumps({"raw_table_md5": changed}))  # not preprocess's shape
+    with pytest.raises(NotValidatedError, match=f"{prepared / io.LINEAGE_FILE} cannot be read .*not a valid "
+                                                "SplitLineage record"):
+        require_validated(table, reports, "train", derived=prepared, warn_only=True)
 
 
 def test_a_refused_table_leaves_the_last_validation_as_it_was(suite_file: Path, tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def test_drift_event_starts_exactly_one_retraining_run_with_the_window_end(scena
     assert runs[0]["parameters"]["params_file"] == scenario["file"]  # the deployment's default, kept
     assert "prediction drift" in runs[0]["parameters"]["reason"] or "data drift" in runs[0]["parameters"]["reason"]
     state = monitoring_store.load_state(scenario["params"])
-    assert [r["window_end"] for r in state["retrains"]] == ["2013-09-16T00:00:00+00:00"]
+    assert [r.window_end for r in state.retrains] == ["2013-09-16T00:00:00+00:00"]
 
 
 def test_three_more_drift_events_while_it_runs_leave_one_running_and_the_rest_cancelled(scenario):

@@ -147,7 +147,7 @@ def test_a_slice_regression_is_refused(data_root: Path, tmp_path: Path) -> None:
         frame.to_parquet(corrupted / f"{split}.parquet", index=False)
     (corrupted / "feature_schema.json").write_bytes(io.schema_path(champion.paths).read_bytes())
     # made from the validated table, as far as the guard knows (the labels were flipped after it, on purpose)
-    (corrupted / "lineage.json").write_bytes(io.lineage_path(champion.paths).read_bytes())
+    (corrupted / io.LINEAGE_FILE).write_bytes((champion.paths.prepared_dir / io.LINEAGE_FILE).read_bytes())
     challenger = gate_params(data_root, registry_dir, **{
         "paths.prepared_dir": str(corrupted), "paths.model_dir": str(tmp_path / "challenger"),
         # Only the slice rule may refuse it: the other checks are opened wide.

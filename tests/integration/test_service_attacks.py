@@ -359,7 +359,7 @@ def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str
 
     def rows_written() -> int:
         """Rows still in the log plus rows the cap dropped (and listed) and the budgets left out (counted)."""
-        return (len(read_prediction_log(log_dir).records) + sum(entry["rows"] for entry in read_dropped(log_dir))
+        return (len(read_prediction_log(log_dir).records) + sum(entry.rows for entry in read_dropped(log_dir))
                 + sum(entry["rows"] for entry in read_over_budget(log_dir)))
 
     time.sleep(1.1)  # over-budget counts are saved at most once a second

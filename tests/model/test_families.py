@@ -102,7 +102,7 @@ def test_every_family_beats_the_naive_baselines_on_the_test_split(trained, prepa
     params, data = prepared
     evaluation = evaluate_model(load_model(directory), data.train, data.test, params.source.time_column,
                                 params.evaluate.slices, params.evaluate.min_slice_rows)
-    assert evaluation.metrics["lift_over_best_baseline"]["roc_auc"] > 0
+    assert evaluation.metrics.lift_over_best_baseline.roc_auc > 0
     assert 0 < model.threshold < 1
 
 

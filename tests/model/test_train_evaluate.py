@@ -47,10 +47,10 @@ def test_training_is_deterministic_and_beats_the_baselines(prepared, tmp_path) -
     evaluation = evaluate_model(loaded, data.train, data.test, params.source.time_column,
                                 params.evaluate.slices, params.evaluate.min_slice_rows)
     metrics = evaluation.metrics
-    assert metrics["model"]["roc_auc"] > metrics["baselines"]["hour_of_day_rate"]["roc_auc"] > 0.5
-    assert metrics["model"]["brier"] < metrics["baselines"]["prior"]["brier"]
-    assert metrics["lift_over_best_baseline"]["roc_auc"] > 0
-    assert {entry["value"] for entry in evaluation.slices["origin"]} == {"EWR", "JFK", "LGA"}
+    assert metrics.model.roc_auc > metrics.baselines["hour_of_day_rate"].roc_auc > 0.5
+    assert metrics.model.brier < metrics.baselines["prior"].brier
+    assert metrics.lift_over_best_baseline.roc_auc > 0
+    assert {entry.value for entry in evaluation.slices.columns["origin"]} == {"EWR", "JFK", "LGA"}
     assert set(evaluation.importance["feature"]) == set(data.schema.feature_names)
     assert evaluation.roc["fpr"].is_monotonic_increasing
 
