@@ -298,6 +298,38 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_serving_goes_on(server: Serve
     assert httpx.post(f"{server.url}/predict", json={"flight": row}).status_code == 200
 
 
+def test_a_refused_request_is_recorded_and_monitoring_counts_it_as_refused_traffic(server: Server,
+                                                                                  trained: dict[str, Any]) -> None:
+    """#38: a row the service refuses with a 400 is never scored, so it is not in the prediction log; the service
+    writes a `RefusalRecord` beside it (the field at fault and the scheduled time, never the value sent), and
+    monitoring reads it as the flow does and counts it in its window's refused traffic, naming the field."""
+    from pipelines import io
+    from pipelines.contracts import RefusalRecord
+    from pipelines.monitor import store
+    from pipelines.monitor.drift import refused_traffic
+    from pipelines.monitor.prediction_log import read_refusals
+    from pipelines.monitor.windows import window_rows
+
+    params = trained["params"]
+    scheduled = "2013-11-05T07:00:00+00:00"  # a week no other test sends to
+    row = {**_records(trained["test"].head(1), params)[0], "distance": -123456.0, "time_hour": scheduled}
+    answer = httpx.post(f"{server.url}/predict", json={"flight": row}, timeout=30)
+    assert answer.status_code == 400 and "distance" in answer.text, answer.text
+    records = [r for r in read_refusals(params.paths.prediction_log_dir).records if r.scheduled == scheduled]
+    assert len(records) == 1 and isinstance(records[0], RefusalRecord)
+    assert records[0].route == "/predict" and records[0].fields == ["distance"]
+    log_text = "".join(path.read_text() for path in (params.paths.prediction_log_dir / io.REFUSAL_LOG_DIR).rglob("*")
+                       if path.is_file())
+    assert "123456" not in log_text  # the value sent is never written
+    # Monitoring's reading (flows/monitoring.py: store.read_refusals, then the window's rows) counts it.
+    refused, _ = store.read_refusals(params)  # (other tests here send bodies with no readable time)
+    start = pd.Timestamp("2013-11-04", tz="UTC")
+    window = window_rows(refused, params.source.time_column, start, start + pd.Timedelta(days=7))
+    traffic = refused_traffic(window, 0, params.monitor)
+    assert traffic is not None and traffic.rows == 1 and traffic.fields == {"distance": 1}
+    assert traffic.share == 1.0 and traffic.surge is True
+
+
 def test_requests_are_counted_by_status_and_not_access_logged(server: Server, trained: dict[str, Any]) -> None:
     """serve.access_log: false (the default) writes no line per request; /metrics still counts each by status."""
     assert trained["params"].serve.access_log is False

@@ -275,3 +275,42 @@ def test_a_long_reference_period_is_calibrated_on_its_latest_windows_with_the_sa
                                             uncapped.values[statistic].items()}, statistic
     weeks = pd.Timestamp(capped.period[0]), pd.Timestamp(capped.period[1])
     assert weeks[0].weekday() == 0 and weeks[1] == pd.Timestamp(uncapped.period[1])
+
+
+def _gusts_missing_on(rows: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """`rows` with wind_gust missing on exactly `share` of them: present values dropped at random (a feed losing
+    reports), nothing else changed."""
+    present = np.flatnonzero(rows["wind_gust"].notna().to_numpy())
+    drop = round(share * len(rows)) - (len(rows) - len(present))
+    assert drop >= 0, "the window already misses more than asked"
+    chosen = np.random.default_rng(seed).choice(present, size=drop, replace=False)
+    gusts = rows["wind_gust"].copy()
+    gusts.iloc[chosen] = np.nan
+    return rows.assign(wind_gust=gusts)
+
+
+def test_a_rise_in_a_mostly_missing_column_is_judged_against_its_base_rate(setup):
+    """Wind gusts are reported in gusty weather only (64-76% of the rows have none). A feed that loses a share of the
+    reports it still sends (73% -> 85% missing) is a missing surge; the week-to-week spread of the base rate
+    (73% -> 75%) is not. The rise is judged against the share the window's other columns explain (the weather
+    says how gusty the week was), not against a fixed share of the rows."""
+    params, trained, reference, calibration, held_out = setup
+    assert reference["wind_gust"].isna().mean() > 0.6  # the premise: a mostly-missing column
+    # A week missing 73% of its gusts: real held-out rows, 1,460 without a gust and 540 with one.
+    pool = held_out[held_out["time_hour"].notna()]
+    rows = pd.concat([pool[pool["wind_gust"].isna()].sample(1460, random_state=21),
+                      pool[pool["wind_gust"].notna()].sample(540, random_state=21)]).sample(frac=1, random_state=21)
+    week = into_week(rows, "2013-09-02", "time_hour", 21, "gusts")
+    summaries = {share: _analyse(setup, _gusts_missing_on(week, share, seed=21)) for share in (0.73, 0.75, 0.85)}
+    for share, summary in summaries.items():
+        assert summary.missing["wind_gust"].current == pytest.approx(share, abs=1e-5)
+    for share in (0.73, 0.75):  # the reference's own spread
+        summary = summaries[share]
+        assert not summary.missing["wind_gust"].surge, summary.missing["wind_gust"]
+        assert not any(r.kind == "missing_surge" for r in summary.reasons), summary.reasons
+    surged = summaries[0.85]
+    gusts = surged.missing["wind_gust"]
+    assert gusts.surge and gusts.expected is not None and gusts.current - gusts.expected > gusts.threshold, gusts
+    assert [r.columns for r in surged.quality_reasons if r.kind == "missing_surge"] == [["wind_gust"]], \
+        surged.reasons
+    assert decide_retrain(surged, END, None, params.monitor).retrain is False
