@@ -51,6 +51,29 @@ class LightGBMModel(TrainedModel):
         """The model file's text (what `model.txt` holds)."""
         return self.booster.model_to_string()
 
+    @property
+    def trees(self) -> int:
+        """Boosting rounds the model holds (one tree per round: a binary objective)."""
+        return int(self.booster.num_trees())
+
+    def staged_raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        """(trees, rows): each row's log-odds after the first 1, 2, ... trees, from one pass of one tree at a time
+        (LightGBM's own `start_iteration`/`num_iteration`), so ranking every prefix of the forest costs one
+        prediction of the whole forest instead of one per prefix."""
+        steps = [self.booster.predict(matrix, raw_score=True, start_iteration=tree, num_iteration=1)
+                 for tree in range(self.trees)]
+        return np.cumsum(np.vstack(steps), axis=0)
+
+    def first_trees(self, count: int) -> LightGBMModel:
+        """This model cut to its first `count` trees, by LightGBM's own `num_iteration` (what early stopping does);
+        the threshold and meta are the caller's to set."""
+        import lightgbm as lgb
+
+        if not 1 <= count <= self.trees:
+            raise ValueError(f"cannot keep {count} trees of a model of {self.trees}")
+        booster = lgb.Booster(model_str=self.booster.model_to_string(num_iteration=count))
+        return LightGBMModel(booster=booster, schema=self.schema, threshold=self.threshold, meta=dict(self.meta))
+
 
 MODEL_CLASS = LightGBMModel
 
