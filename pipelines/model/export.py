@@ -31,14 +31,13 @@ import pandas as pd
 from pipelines import io
 from pipelines.config import Params
 from pipelines.features import FeatureSchema, encode_frame
+from pipelines.model.families.lightgbm_exchange import ONNX_TOLERANCE
 from pipelines.model.seam import TrainedModel
 
 Format = Literal["onnx", "c"]
 FORMATS: tuple[str, ...] = ("onnx", "c")
 # The runner computes in float64 as LightGBM does: the same sums, to rounding.
 C_TOLERANCE = 1e-6
-# ONNX's tree operator holds thresholds and leaves in float32 and sums in float32: ~2e-7 on the flights.
-ONNX_TOLERANCE = 1e-6
 ENCODING_VERSION = 1
 TIME_PART_RULES = {
     "day_of_week": "days since 1970-01-01 (UTC) plus 3, modulo 7 (Monday = 0)",

@@ -15,6 +15,7 @@ import yaml
 
 from pipelines import io
 from pipelines.config import parse_params
+from pipelines.contracts import VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
 from pipelines.model.export import ExportError, export_model, read_encoding, run_export, run_runner
@@ -162,9 +163,14 @@ def test_the_quantised_variant_stays_within_its_bound(trained: dict[str, Any]) -
     assert quantisation <= trained["params"].optimize.max_prob_diff
 
 
-def test_optimize_records_every_variant_against_the_full_model(trained: dict[str, Any]) -> None:
-    params = trained["params"]
-    report = run_optimize(params)
+@pytest.fixture(scope="module")
+def optimized(trained: dict[str, Any]) -> VariantsReport:
+    return run_optimize(trained["params"])
+
+
+def test_optimize_records_every_variant_against_the_full_model(trained: dict[str, Any],
+                                                               optimized: VariantsReport) -> None:
+    params, report = trained["params"], optimized
     names = [record.name for record in report.variants]
     assert names[0] == "full" and {"trees", "pruned", "onnx", "quantised"} <= set(names)
     assert report.variant("full").max_prob_diff == 0 and report.variant("full").valid_auc_loss == 0
@@ -196,3 +202,60 @@ def test_bad_requests_say_what_is_wrong(trained: dict[str, Any], tmp_path: Path,
     assert main(["export", "--format", "onnx", "--params", str(trained["params_file"]),
                  "--set", f"paths.model_dir={tmp_path / 'nothing'}"]) == 1
     assert "no model at" in capsys.readouterr().err
+
+
+def _request_rows(model: TrainedModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as the service receives them (validated request fields: raw columns and a datetime)."""
+    schema = model.schema
+    return [{**row, schema.time_column: row[schema.time_column].to_pydatetime()}
+            for row in frame[[*schema.raw_columns, schema.time_column]].to_dict("records")]
+
+
+@pytest.mark.parametrize("artifact", ["pruned", "onnx", "quantised"])
+def test_the_service_serves_the_variant_serve_artifact_names(trained: dict[str, Any], optimized: VariantsReport,
+                                                             tmp_path: Path, artifact: str) -> None:
+    """`load_tagged` with an artifact: the variant answers (its own probabilities and threshold for a LightGBM
+    variant, compiled like the champion; onnxruntime for an ONNX one), and /metadata's predictor says so."""
+    from pipelines.release import registry
+    from services.scoring import load_tagged, score
+
+    params, champion, probe = trained["params"], trained["model"], trained["probe"]
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-test")
+    loaded = load_tagged(tag, champion.schema.raw_columns, champion.schema.time_column,
+                         compiled_dir=tmp_path / "compiled" if artifact == "pruned" else None, artifact=artifact,
+                         variants_dir=params.paths.variants_dir)
+    answers = score(loaded, _request_rows(champion, probe), champion.schema.time_column, None)
+    got = np.array([answer["probability"] for answer in answers])
+    if artifact == "pruned":
+        variant = TrainedModel.load(params.paths.variants_dir / artifact)
+        assert loaded.predictor.startswith("pruned variant, compiled (lleaves")
+        assert loaded.model.threshold == variant.threshold != champion.threshold
+        np.testing.assert_allclose(got, variant.predict_proba(probe), rtol=0, atol=1e-9)
+    else:
+        assert loaded.predictor.startswith(f"{artifact} variant (onnxruntime")
+        data = (params.paths.variants_dir / artifact / io.ONNX_FILE).read_bytes()
+        np.testing.assert_array_equal(got, onnx_predictor(data)(encode_frame(probe, champion.schema)))
+    bound = optimized.variant(artifact).bound or 1.0
+    assert np.max(np.abs(got - champion.predict_proba(probe))) <= bound
+
+
+def test_a_variant_made_from_another_model_is_not_served(trained: dict[str, Any], optimized: VariantsReport,
+                                                         tmp_path: Path) -> None:
+    """After a promotion the variants on disk are the old champion's: the full champion serves, saying why."""
+    import shutil
+
+    from pipelines.release import registry
+    from services.scoring import load_tagged, score
+
+    params, champion, probe = trained["params"], trained["model"], trained["probe"]
+    stale = tmp_path / "variants"
+    shutil.copytree(params.paths.variants_dir, stale)
+    io.write_json(stale / io.VARIANTS_REPORT_FILE, {**optimized.to_json_dict(), "model_md5": "0" * 32})
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-test")
+    loaded = load_tagged(tag, champion.schema.raw_columns, champion.schema.time_column, artifact="onnx",
+                         variants_dir=stale)
+    assert loaded.predictor.startswith("full champion (onnx variant not used: the variants in")
+    assert loaded.forest is None
+    answers = score(loaded, _request_rows(champion, probe), champion.schema.time_column, None)
+    np.testing.assert_allclose([answer["probability"] for answer in answers], champion.predict_proba(probe),
+                               rtol=0, atol=1e-12)

@@ -25,6 +25,9 @@ from pipelines.model.families.lightgbm import LightGBMModel
 ONNX_OPSET = 15
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "probabilities"
+# How far ONNX's float32 tree operator may be from LightGBM's float64 (~2e-7 on the flights): an export, or an ONNX
+# variant the service serves, beyond it is refused.
+ONNX_TOLERANCE = 1e-6
 LeafPrecision = Literal["float32", "float16"]
 # The tree operator's leaf values (onnxmltools' classifier: the positive class's weight per leaf).
 _LEAF_ATTRIBUTE = "class_weights"
