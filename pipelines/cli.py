@@ -339,10 +339,24 @@ def _model_card(args: argparse.Namespace) -> Any:
 
 
 def _optimize(args: argparse.Namespace) -> dict[str, Any]:
-    """Every variant of the model (pruned, refitted, ONNX, quantised), each measured against it."""
+    """Every variant of the model (pruned, refitted, ONNX, quantised), each measured against it; with --tag, of a
+    registered model, whose registry entry then carries the report (each variant with its parent and its loss)."""
     from pipelines.model.optimize import run_optimize
 
-    return run_optimize(_load(args), Path(args.model) if args.model else None).to_json_dict()
+    params = _load(args)
+    if args.tag and args.model:
+        raise ValueError("optimize takes --model DIR or --tag TAG, not both")
+    if not args.tag:
+        return run_optimize(params, Path(args.model) if args.model else None).to_json_dict()
+    from pipelines import io
+    from pipelines.release import registry
+
+    store = registry.open_registry(params)
+    report = run_optimize(params, registry.model_path(args.tag, store)).to_json_dict()
+    text = json.dumps(report, indent=2) + "\n"
+    folder = registry.attach_files(args.tag, {io.VARIANTS_REPORT_FILE: lambda temp: Path(temp).write_text(text)},
+                                   store)
+    return {**report, "registered": str(folder / io.VARIANTS_REPORT_FILE)}
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
@@ -444,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     optimize = add("optimize", _optimize, "make smaller, faster variants of the model (first trees, fewer features, "
                                           "ONNX, quantised), each measured against it (opt-in: no DVC stage)")
     optimize.add_argument("--model", metavar="DIR", help="a trained model folder (default: paths.model_dir)")
+    optimize.add_argument("--tag", help="a registered model instead (python -m pipelines models list); its registry "
+                                        "entry gets the report")
     export = add("export", _export, "write the champion (or a variant) as an edge artefact with its encoding.json, "
                                     "checked against the model on probe rows")
     export.add_argument("--format", required=True, metavar="onnx|c",

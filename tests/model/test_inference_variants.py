@@ -259,3 +259,24 @@ def test_a_variant_made_from_another_model_is_not_served(trained: dict[str, Any]
     answers = score(loaded, _request_rows(champion, probe), champion.schema.time_column, None)
     np.testing.assert_allclose([answer["probability"] for answer in answers], champion.predict_proba(probe),
                                rtol=0, atol=1e-12)
+
+
+def test_optimize_of_a_registered_model_records_its_variants_in_the_registry(trained: dict[str, Any],
+                                                                            capsys: pytest.CaptureFixture[str]
+                                                                            ) -> None:
+    import json
+
+    from pipelines.cli import main
+    from pipelines.release import registry
+
+    params = trained["params"]
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-registered")
+    assert main(["optimize", "--tag", tag, "--params", str(trained["params_file"])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = VariantsReport.model_validate(io.read_json(registry.model_path(tag) / io.VARIANTS_REPORT_FILE))
+    assert printed["registered"] == str(registry.model_path(tag) / io.VARIANTS_REPORT_FILE)
+    assert stored.model_md5 == io.file_md5(registry.model_path(tag) / io.MODEL_FILE)
+    parents = {record.name: record.parent for record in stored.variants}
+    assert parents.items() >= {"full": None, "trees": "full", "onnx": "full", "quantised": "full"}.items()
+    assert stored.variant("pruned").parent in ("full", "features")
+    assert all(record.valid_auc_loss <= params.optimize.max_auc_loss for record in stored.variants)
