@@ -20,7 +20,7 @@ test rows. The report is `paths.variants_dir/variants.json` (`pipelines.contract
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,12 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def trees_within(staged_scores: np.ndarray, labels: np.ndarray, max_auc_loss: float,
+def trees_within(staged_scores: Iterable[np.ndarray], labels: np.ndarray, max_auc_loss: float,
                  reference_auc: float | None = None) -> int:
     """The fewest first trees whose ROC AUC is within `max_auc_loss` of `reference_auc` (default: all the trees').
 
-    `staged_scores` is (trees, rows): the scores after 1, 2, ... trees. AUC does not rise monotonically with the
-    trees, so this is the first prefix that qualifies, whatever the later ones do.
+    `staged_scores` gives the scores after 1, 2, ... trees, one array each. AUC does not rise monotonically with
+    the trees, so this is the first prefix that qualifies, whatever the later ones do.
     """
     aucs = np.array([roc_auc(labels, scores) for scores in staged_scores])
     reference = aucs[-1] if reference_auc is None else reference_auc
