@@ -338,6 +338,39 @@ def _model_card(args: argparse.Namespace) -> Any:
     return write_model_card(_load(args))
 
 
+def _optimize(args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant of the model (pruned, refitted, ONNX, quantised), each measured against it; with --tag, of a
+    registered model, whose registry entry then carries the report (each variant with its parent and its loss)."""
+    from pipelines.model.optimize import run_optimize
+
+    params = _load(args)
+    if args.tag and args.model:
+        raise ValueError("optimize takes --model DIR or --tag TAG, not both")
+    if not args.tag:
+        return run_optimize(params, Path(args.model) if args.model else None).to_json_dict()
+    from pipelines import io
+    from pipelines.release import registry
+
+    store = registry.open_registry(params)
+    report = run_optimize(params, registry.model_path(args.tag, store)).to_json_dict()
+    folder = registry.attach_files(args.tag, {io.VARIANTS_REPORT_FILE: lambda temp: io.write_json(Path(temp), report)},
+                                   store)
+    return {**report, "registered": str(folder / io.VARIANTS_REPORT_FILE)}
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    """The champion (the registry's, else the train stage's model when nothing is registered yet) or a variant as
+    an edge artefact, checked against the model on probe rows."""
+    from pipelines.model.export import run_export
+    from pipelines.release import registry
+
+    params = _load(args)
+    store = registry.open_registry(params)
+    tag = registry.champion_tag(store)
+    full = registry.model_path(tag, store) if tag else params.paths.model_dir
+    return run_export(params, args.format, args.variant, full, Path(args.out) if args.out else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -421,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
                                        "stages re-run when it changes")
     explained.add_argument("--explain", metavar="KEY", help="a dotted key or section, e.g. train.lightgbm.num_leaves")
     add("model-card", _model_card, "write the champion's (else the candidate's) model card as markdown + HTML")
+    optimize = add("optimize", _optimize, "make smaller, faster variants of the model (first trees, fewer features, "
+                                          "ONNX, quantised), each measured against it (opt-in: no DVC stage)")
+    optimize.add_argument("--model", metavar="DIR", help="a trained model folder (default: paths.model_dir)")
+    optimize.add_argument("--tag", help="a registered model instead (python -m pipelines models list); its registry "
+                                        "entry gets the report")
+    export = add("export", _export, "write the champion (or a variant) as an edge artefact with its encoding.json, "
+                                    "checked against the model on probe rows")
+    export.add_argument("--format", required=True, metavar="onnx|c",
+                        help="onnx: model.onnx; c: TL2cgen's C and a runner built with cc (CSV on stdin)")
+    export.add_argument("--variant", default="full", metavar="NAME",
+                        help="full (default: the registry's champion, else paths.model_dir), or one `optimize` made: "
+                             "trees, features, pruned, onnx, quantised")
+    export.add_argument("--out", metavar="DIR", help="where to write it (default: paths.variants_dir/"
+                                                     "export-<variant>-<format>)")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite and its learned behaviour (the "
                                              "calibration) from the collected table (or --table)")
     draft.add_argument("--table", help="a reference CSV/Parquet table as read from disk (default: the table the "

@@ -1081,3 +1081,50 @@ class StackState(_Stored):
     def load(cls, stack_dir: Path) -> StackState | None:
         """The stack's state, or None when it is not up there."""
         return cls._read_file(cls.path(stack_dir))
+
+
+# --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
+
+VariantKind = Literal["full", "trees", "features", "pruned", "onnx", "quantised"]
+
+
+class VariantRecord(_Stored):
+    """One inference variant of a model, measured against the full model on the same rows: what it is, what it was
+    made from (`parent`), what it costs in ROC AUC and how far its probabilities move."""
+
+    name: VariantKind
+    parent: str | None            # the variant it was derived from (None: the full model itself)
+    file: str                     # its model file, relative to paths.variants_dir (the full model's: absolute)
+    bytes: int                    # that file's size
+    trees: int
+    features: list[str]           # the raw feature columns it reads, in its encoding's order
+    dropped: list[str] = []       # features feature pruning removed (refit without them)
+    valid_roc_auc: float
+    test_roc_auc: float
+    valid_auc_loss: float         # full minus variant on validation: what the tolerance bounds
+    test_auc_delta: float         # variant minus full on test: reported as measured
+    max_prob_diff: float          # largest |P(variant) - P(full)| on the probe rows
+    bound: float | None = None    # the probability bound the variant was held to (quantised), if any
+
+
+class VariantsReport(_Stored):
+    """`paths.variants_dir/variants.json`: every variant `python -m pipelines optimize` made of one model."""
+
+    model_md5: str                # the full model's learner file
+    max_auc_loss: float
+    probe_rows: int
+    variants: list[VariantRecord]
+
+    def save(self, variants_dir: Path) -> Path:
+        return self._write_file(Path(variants_dir) / io.VARIANTS_REPORT_FILE)
+
+    @classmethod
+    def load(cls, variants_dir: Path) -> VariantsReport | None:
+        """The report in `variants_dir`, or None when `optimize` has not run there."""
+        return cls._read_file(Path(variants_dir) / io.VARIANTS_REPORT_FILE)
+
+    def variant(self, name: str) -> VariantRecord:
+        for record in self.variants:
+            if record.name == name:
+                return record
+        raise KeyError(f"no variant {name!r} in the report; made: {[record.name for record in self.variants]}")

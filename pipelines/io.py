@@ -142,6 +142,17 @@ LOOP_SUMMARY_MD = "summary.md"
 COMPILED_SUFFIX = ".o"
 CHECKSUM_SUFFIX = ".sha256"
 LOCK_SUFFIX = ".lock"
+# paths.variants_dir (`python -m pipelines optimize`): one model folder per LightGBM variant (<name>/, the files of a
+# trained model), an ONNX file per ONNX variant (<name>/model.onnx, the schema beside it), and their report
+VARIANTS_REPORT_FILE = "variants.json"  # pipelines.contracts.VariantsReport
+ONNX_FILE = "model.onnx"
+# An edge artefact (`python -m pipelines export`): the model file (ONNX_FILE, or TL2cgen's C sources and the runner
+# built from them) and the feature encoding it expects, spelled out for a caller without our Python
+ENCODING_FILE = "encoding.json"
+C_SOURCES = ("main.c", "header.h")      # what TL2cgen's generate_c_code writes (besides its recipe.json)
+RUNNER_SOURCE = "runner.c"             # reads encoded rows as CSV on stdin, prints one probability a line
+RUNNER_PROGRAM = "runner"              # built from RUNNER_SOURCE and C_SOURCES by the system's cc
+SHARED_LIBRARY_SUFFIX = ".so"          # TL2cgen's C built as a library for the benchmark (benchmarks/inference.py)
 # The Bento (services/) and its container (deploy/)
 BENTOFILE = "services/bentofile.yaml"               # what `bentoml build` packs
 SERVING_REQUIREMENTS = "services/requirements.txt"  # the `serve` dependency group pinned from uv.lock

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from pipelines.model.seam import ParityError, TrainedModel, check_parity
 from pipelines.monitor.prediction_log import PredictionLog, logged_id, prediction_record, utc_now_iso
 from services.bodies import CALLER
 from services.compiled import CompiledForest, CompileError, compiles, load_compiled_model
+
+if TYPE_CHECKING:
+    from services.variants import OnnxForest
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ class LoadedModel:
     model: TrainedModel
     entry: RegistryEntry = field(default_factory=RegistryEntry)  # what the registry stored with it
     loaded_at: str = field(default_factory=utc_now_iso)
-    forest: CompiledForest | None = None  # the compiled trees, when serve.predictor is "compiled" and they matched
+    # The compiled trees, when serve.predictor is "compiled" and they matched; or an ONNX variant (serve.artifact).
+    forest: CompiledForest | OnnxForest | None = None
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
 
     def predict(self, matrix: np.ndarray, parallel: bool = False) -> np.ndarray:
@@ -65,13 +69,16 @@ class LoadedModel:
 
 
 def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
-                compiled_dir: Path | None = None, registry: Any = None) -> LoadedModel:
+                compiled_dir: Path | None = None, registry: Any = None, artifact: str = "full",
+                variants_dir: Path | None = None) -> LoadedModel:
     """Load a model from the BentoML store (imported from `registry` first when it is a remote one and this
     machine's store lacks it) and refuse one the request schema cannot feed.
 
     With `compiled_dir`, a LightGBM model's trees are compiled (cached there) and used once they match the booster;
     a model whose compile fails is still served, by the booster, with the reason in `predictor`. Any other
     predictor must give the probabilities its training recorded for its probe rows, else the model is refused.
+    An `artifact` other than "full" serves that variant of the champion from `variants_dir` (`services.variants`)
+    when it was made from this champion and passes its parity check; else the full champion, saying why.
     """
     import bentoml
 
@@ -84,14 +91,28 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         raise IncompatibleModel(
             f"model {tag} needs raw fields {missing} / time column {model.schema.time_column!r} that the "
             f"service's request schema (params.yaml features) does not carry")
-    forest, predictor = None, f"{model.family} (its own predict)"
-    if compiled_dir is not None and compiles(model):
+    forest: Any = None
+    predictor, directory, variant_note = f"{model.family} (its own predict)", Path(stored.path), ""
+    if artifact != "full":
+        from services.variants import VariantRefused, load_variant
+
         try:
-            forest = load_compiled_model(model, Path(stored.path), compiled_dir)
+            model, forest = load_variant(model, directory, artifact, variants_dir or Path())
+            if forest is None:
+                directory, variant_note = (variants_dir or Path()) / artifact, f"{artifact} variant, "
+            else:
+                predictor = forest.describe()
+        except VariantRefused as error:
+            variant_note = f"full champion ({artifact} variant not used: {error}), "
+            log.warning("model %s: %s", tag, variant_note)
+    if forest is None and compiled_dir is not None and compiles(model):
+        try:
+            forest = load_compiled_model(model, directory, compiled_dir)
             predictor = forest.describe()
         except CompileError as error:
             predictor = f"{model.family} (compiled forest not used: {error})"
             log.warning("model %s: %s", tag, predictor)
+    predictor = variant_note + predictor
     if forest is None:
         try:
             difference, rows = check_parity(model, lambda matrix: model.predict_matrix(matrix, 1))
@@ -107,17 +128,19 @@ class ChampionWatcher:
     `pipelines.release.store.RegistryStore`: a local folder or a remote every machine reads)."""
 
     def __init__(self, registry: Any, request_fields: Sequence[str], time_column: str,
-                 fixed_tag: str | None = None, compiled_dir: Path | None = None) -> None:
+                 fixed_tag: str | None = None, compiled_dir: Path | None = None, artifact: str = "full",
+                 variants_dir: Path | None = None) -> None:
         self.registry = registry
         self.request_fields = list(request_fields)
         self.time_column = time_column
         self.compiled_dir = compiled_dir
+        self.variant = {"artifact": artifact, "variants_dir": variants_dir}
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._seen: Any = None
         self._lock = threading.Lock()
         if fixed_tag is not None:
-            self.current = load_tagged(fixed_tag, self.request_fields, time_column, compiled_dir)
+            self.current = load_tagged(fixed_tag, self.request_fields, time_column, compiled_dir, **self.variant)
 
     def check(self) -> bool:
         """Load the registry's champion if it changed since the last check; True when swapped."""
@@ -138,7 +161,8 @@ class ChampionWatcher:
                 if tag is None or (self.current is not None and self.current.tag == tag):
                     self._seen = seen
                     return False
-                loaded = load_tagged(tag, self.request_fields, self.time_column, self.compiled_dir, self.registry)
+                loaded = load_tagged(tag, self.request_fields, self.time_column, self.compiled_dir, self.registry,
+                                     **self.variant)
             except Exception as error:  # keep serving the old champion; say why in /metadata and the log
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.exception("could not load the new champion; still serving %s",

@@ -44,6 +44,7 @@ from pipelines.config.pipeline import (
     EvaluateParams,
     FeaturesParams,
     GateParams,
+    OptimizeParams,
     PathsParams,
     ProjectParams,
     ReadParams,
@@ -59,9 +60,10 @@ __all__ = [
     "DEFAULT_PARAMS_FILE", "FAMILIES", "Family", "FamilyParams", "FamilySpaces", "HistGBParams", "LABEL",
     "LightGBMParams", "LogisticParams", "PARAMS_ENV", "REQUEST_ID", "REQUEST_ID_MAX", "RESERVED_NAMES", "SEARCHABLE",
     "TIME_PARTS", "CollectParams", "DeploymentsParams", "EvaluateParams", "FeaturesParams", "GateParams",
-    "MonitorParams", "Params", "ParamsError", "PathsParams", "PredictionLogParams", "PrefectParams", "ProjectParams",
-    "ReadParams", "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams", "StackParams",
-    "TrainParams", "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params", "parse_params",
+    "MonitorParams", "OptimizeParams", "Params", "ParamsError", "PathsParams", "PredictionLogParams", "PrefectParams",
+    "ProjectParams", "ReadParams", "ReplayParams", "SearchParams", "ServeParams", "SourceParams", "SplitParams",
+    "StackParams", "TrainParams", "ValidateParams", "VersioningParams", "explain", "format_errors", "load_params",
+    "parse_params",
 ]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -97,6 +99,7 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     search: SearchParams
+    optimize: OptimizeParams
     gate: GateParams
     serve: ServeParams
     replay: ReplayParams

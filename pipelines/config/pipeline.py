@@ -71,6 +71,8 @@ class PathsParams(Section):
     stack_dir: Path = doc("PIDs, logs and credentials of the local stack (runtime).")
     loop_archive_dir: Path = doc("Where `python -m ops.loop --fresh` moves the previous loop's traffic and reports.")
     compiled_dir: Path = doc("The service's compiled forests, one object file per model (a cache).")
+    variants_dir: Path = doc("The model's pruned and quantised variants and their report (python -m pipelines "
+                             "optimize; runtime).")
 
 
 def _positive_class_text(value: Any) -> Any:
@@ -344,3 +346,23 @@ class GateParams(Section):
     latency_repeats: AtLeast1 = doc("Runs of the latency check.")
     fail_on_refusal: bool = doc("false: a refused challenger is a normal outcome (the report says why); true: the "
                                 "gate stage exits non-zero.")
+
+
+class OptimizeParams(Section):
+    """Smaller and faster variants of a trained LightGBM model (`python -m pipelines optimize`, opt-in: no DVC stage),
+    each measured against the full model; `python -m pipelines export` writes one for an edge device."""
+
+    max_auc_loss: NonNegative = doc(
+        "Most validation ROC AUC a pruned variant may lose against the full model: tree pruning keeps the fewest "
+        "first trees within it, feature pruning drops a feature only if the refit stays within it.")
+    feature_candidates: Annotated[int, Field(ge=0)] = doc(
+        "How many of the least important features (by gain) feature pruning tries to drop, one refit each, least "
+        "important first (0: no feature pruning).")
+    leaf_precision: Literal["float32", "float16"] = doc(
+        "The quantised variant's leaf values in its ONNX file: float16 rounds each to half precision (thresholds "
+        "stay float32, what the ONNX tree operator holds).")
+    max_prob_diff: Annotated[float, Field(gt=0, le=1)] = doc(
+        "The quantised variant's documented bound: its largest probability difference from the full model on the "
+        "probe rows; a larger one is refused.")
+    probe_rows: AtLeast1 = doc(
+        "Test rows (seeded) on which each variant's probabilities are compared with the full model's.")

@@ -8,6 +8,7 @@ cluster is `pipelines/model/distributed.py`, a GPU check `pipelines/model/gpu.py
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +51,30 @@ class LightGBMModel(TrainedModel):
     def model_text(self) -> str:
         """The model file's text (what `model.txt` holds)."""
         return self.booster.model_to_string()
+
+    @property
+    def trees(self) -> int:
+        """Boosting rounds the model holds (one tree per round: a binary objective)."""
+        return int(self.booster.num_trees())
+
+    def staged_raw_scores(self, matrix: np.ndarray) -> Iterator[np.ndarray]:
+        """Each row's log-odds after the first 1, 2, ... trees, one array per prefix, from one tree at a time
+        (LightGBM's own `start_iteration`/`num_iteration`): ranking every prefix of the forest costs one prediction
+        of the whole forest instead of one per prefix, and holds one running sum, not trees x rows."""
+        total = np.zeros(len(matrix))
+        for tree in range(self.trees):
+            total = total + self.booster.predict(matrix, raw_score=True, start_iteration=tree, num_iteration=1)
+            yield total
+
+    def first_trees(self, count: int) -> LightGBMModel:
+        """This model cut to its first `count` trees, by LightGBM's own `num_iteration` (what early stopping does);
+        the threshold and meta are the caller's to set."""
+        import lightgbm as lgb
+
+        if not 1 <= count <= self.trees:
+            raise ValueError(f"cannot keep {count} trees of a model of {self.trees}")
+        booster = lgb.Booster(model_str=self.booster.model_to_string(num_iteration=count))
+        return LightGBMModel(booster=booster, schema=self.schema, threshold=self.threshold, meta=dict(self.meta))
 
 
 MODEL_CLASS = LightGBMModel

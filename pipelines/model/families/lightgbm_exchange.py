@@ -1,0 +1,110 @@
+"""A LightGBM forest in the exchange formats other runtimes read: ONNX and C source.
+
+- ONNX: onnxmltools converts the booster into an `ai.onnx.ml` TreeEnsembleClassifier, which onnxruntime runs. The
+  operator holds thresholds and leaf values as float32 (and sums in float32): on the flights' encoded rows its
+  probabilities are within ~1e-7 of LightGBM's. `leaf_precision: float16` rounds each leaf value further to half
+  precision inside the same ONNX file: the quantised variant, whose cost is measured, never assumed.
+- C: Treelite reads the booster and TL2cgen writes its trees as plain C (`main.c`, `header.h`) in float64, which
+  the system's `cc` builds into a program or a shared library. Same answers as LightGBM to rounding (~1e-16).
+
+This is the one module outside `lightgbm.py` that touches the booster: every other caller passes a `LightGBMModel`.
+Each library is imported inside its function: none of them is loaded unless a command asks for its format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pipelines.model.families.lightgbm import LightGBMModel
+
+# The highest opset onnxmltools' LightGBM converter writes (1.16: ai.onnx 15, ai.onnx.ml 3).
+ONNX_OPSET = 15
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "probabilities"
+# How far ONNX's float32 tree operator may be from LightGBM's float64 (~2e-7 on the flights): an export, or an ONNX
+# variant the service serves, beyond it is refused.
+ONNX_TOLERANCE = 1e-6
+LeafPrecision = Literal["float32", "float16"]
+# The tree operator's leaf values (onnxmltools' classifier: the positive class's weight per leaf).
+_LEAF_ATTRIBUTE = "class_weights"
+
+
+def onnx_bytes(model: LightGBMModel, leaf_precision: LeafPrecision = "float32") -> bytes:
+    """The model as a serialised ONNX graph: one float32 input of the encoded features in schema order, and the
+    (rows, 2) class probabilities as output `ONNX_OUTPUT` (no ZipMap: a plain tensor any runtime reads)."""
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    graph = onnxmltools.convert_lightgbm(
+        model.booster, initial_types=[(ONNX_INPUT, FloatTensorType([None, len(model.schema.feature_names)]))],
+        zipmap=False, target_opset=ONNX_OPSET)
+    if leaf_precision == "float16":
+        _round_leaves_to_half(graph)
+    elif leaf_precision != "float32":
+        raise ValueError(f"unknown leaf precision {leaf_precision!r}; known: float32, float16")
+    return graph.SerializeToString()
+
+
+def _round_leaves_to_half(graph: Any) -> None:
+    """Every leaf value of the tree operator rounded to the nearest float16 (kept in the float32 attribute)."""
+    trees = [node for node in graph.graph.node if node.op_type.startswith("TreeEnsemble")]
+    if not trees:
+        raise ValueError("the ONNX graph has no TreeEnsemble operator to quantise")
+    for node in trees:
+        for attribute in node.attribute:
+            if attribute.name in (_LEAF_ATTRIBUTE, "target_weights"):
+                rounded = np.asarray(attribute.floats, dtype=np.float32).astype(np.float16).astype(np.float32)
+                del attribute.floats[:]
+                attribute.floats.extend(rounded.tolist())
+
+
+def onnx_predictor(data: bytes, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+    """An onnxruntime session over `data` as `predict(matrix) -> P(label 1)`: the matrix is cast to float32 (what
+    the operator reads). One intra-op thread by default, as the service predicts."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # its "output shape" warnings on every batch are about the unused label output
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        return session.run([ONNX_OUTPUT], {ONNX_INPUT: np.asarray(matrix, dtype=np.float32)})[0][:, 1].astype(float)
+
+    return predict
+
+
+def _treelite_model(model: LightGBMModel) -> Any:
+    import treelite
+
+    return treelite.frontend.from_lightgbm(model.booster)
+
+
+def write_c_source(model: LightGBMModel, directory: Path) -> list[Path]:
+    """TL2cgen's C for the forest (`main.c`, `header.h`, `recipe.json`) in `directory`: `predict(union Entry*,
+    pred_margin, double*)` with the sigmoid applied, float64 throughout."""
+    import tl2cgen
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tl2cgen.generate_c_code(_treelite_model(model), str(directory), params={})
+    return sorted(directory.iterdir())
+
+
+def c_library_predictor(model: LightGBMModel, library: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The forest built by TL2cgen into the shared library `library` (gcc), loaded as `predict(matrix)`: TL2cgen's
+    C called from Python, for measuring the C code where a Python benchmark can time it."""
+    import tl2cgen
+
+    if not library.exists():
+        tl2cgen.export_lib(_treelite_model(model), toolchain="gcc", libpath=str(library), params={})
+    predictor = tl2cgen.Predictor(str(library), nthread=1)
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        return predictor.predict(tl2cgen.DMatrix(np.asarray(matrix, dtype=np.float64), dtype="float64")).reshape(-1)
+
+    return predict

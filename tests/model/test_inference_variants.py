@@ -1,0 +1,282 @@
+"""Inference variants and edge artefacts (pipelines/model/optimize.py, export.py) on a model of three real months:
+pruning holds its tolerance on validation, ONNX and the C runner give the service's probabilities, the quantised
+variant stays within its bound, the encoding is spelled out, and bad requests say what is wrong."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines import io
+from pipelines.config import parse_params
+from pipelines.contracts import VariantsReport
+from pipelines.data.preprocess import prepare
+from pipelines.features import LABEL, encode, encode_frame, records_to_columns
+from pipelines.model.export import ExportError, export_model, read_encoding, run_export, run_runner
+from pipelines.model.families.lightgbm_exchange import onnx_bytes, onnx_predictor
+from pipelines.model.optimize import cut_trees, probe_rows, roc_auc, run_optimize, trees_within
+from pipelines.model.seam import TrainedModel
+from pipelines.model.train import train_model
+from support.params import SMALL_WINDOW, params_dict
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> dict[str, Any]:
+    """A LightGBM model trained on three real months, saved where the params put the candidate, with its splits."""
+    root = tmp_path_factory.mktemp("variants")
+    data = params_dict(root, {**SMALL_WINDOW, "optimize.feature_candidates": 1, "optimize.probe_rows": 300,
+                                "train.num_threads": 1})
+    params = parse_params(data)
+    (root / "params.yaml").write_text(yaml.safe_dump(data))
+    prepared = prepare(small_table, params.source, params.features, params.split, keep=params.evaluate.slices)
+    for split in io.SPLITS:
+        io.write_parquet(io.prepared_path(params.paths, split), getattr(prepared, split))
+    model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
+    model.save(params.paths.model_dir)
+    probe = probe_rows(prepared.test, params.optimize.probe_rows, params.train.seed)
+    return {"params": params, "params_file": root / "params.yaml", "data": prepared,
+            "model": TrainedModel.load(params.paths.model_dir), "probe": probe}
+
+
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The model exported once per format (building the runner is most of a test's time)."""
+    return {fmt: export_model(trained["model"], fmt, tmp_path_factory.mktemp(f"export-{fmt}"), trained["probe"])
+            for fmt in ("onnx", "c")}
+
+
+def test_the_fewest_first_trees_within_the_tolerance_are_kept() -> None:
+    """A made-up staging whose AUC rises, dips and rises: the first prefix within the tolerance wins."""
+    labels = np.array([0, 0, 1, 1])
+    good, bad = np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.9, 0.2, 0.1, 0.8])
+    staged = np.vstack([bad, good, bad, good])  # AUC 0.25, 1, 0.25, 1
+    assert trees_within(staged, labels, 0.0) == 2
+    assert trees_within(staged, labels, 0.0, reference_auc=0.2) == 1
+    with pytest.raises(ValueError, match="no prefix of 4 trees"):
+        trees_within(staged, labels, 0.0, reference_auc=1.5)
+
+
+def test_tree_pruning_keeps_validation_auc_within_the_tolerance(trained: dict[str, Any]) -> None:
+    model, data, params = trained["model"], trained["data"], trained["params"]
+    labels = data.valid[LABEL].to_numpy()
+    full = roc_auc(labels, model.predict_proba(data.valid))
+    tolerance = 0.003
+    cut = cut_trees(model, data.valid, params.train, tolerance, full)
+    assert cut.trees < model.trees
+    assert full - roc_auc(labels, cut.predict_proba(data.valid)) <= tolerance
+    # The fewest: one tree fewer is outside the tolerance.
+    fewer = model.first_trees(cut.trees - 1)
+    assert full - roc_auc(labels, fewer.predict_proba(data.valid)) > tolerance
+    # It is a whole trained model: saved and loaded, it replays its probe rows (the load-time parity check).
+    cut.save(trained["params"].paths.variants_dir / "cut")
+    assert TrainedModel.load(trained["params"].paths.variants_dir / "cut").trees == cut.trees
+
+
+def test_onnx_gives_the_boosters_probabilities_on_probe_rows(trained: dict[str, Any],
+                                                           exported: dict[str, dict[str, Any]]) -> None:
+    model, probe, result = trained["model"], trained["probe"], exported["onnx"]
+    assert result["max_difference"] <= 1e-6 and result["probe_rows"] == len(probe)
+    matrix = encode_frame(probe, model.schema)
+    got = onnx_predictor(Path(result["model_file"]).read_bytes())(matrix)
+    assert np.max(np.abs(got - model.predict_matrix(matrix))) <= 1e-6
+
+
+def test_the_c_runner_gives_the_services_probabilities(trained: dict[str, Any],
+                                                      exported: dict[str, dict[str, Any]]) -> None:
+    """The runner, built by cc and run with no Python on PATH, against the service's own scoring of the same
+    request rows (`services.scoring.score`: records -> encode -> predict)."""
+    from services.scoring import LoadedModel, score
+
+    model, probe, result = trained["model"], trained["probe"], exported["c"]
+    assert result["max_difference"] <= 1e-6
+    assert {"main.c", "header.h", "runner.c", "runner", "encoding.json"} <= set(result["files"])
+    schema = model.schema
+    records = [{**row, schema.time_column: row[schema.time_column].to_pydatetime()}
+               for row in probe[[*schema.raw_columns, schema.time_column]].to_dict("records")]
+    columns = records_to_columns(records, schema.raw_columns)
+    matrix = encode(columns, probe[schema.time_column], schema)
+    assert np.isnan(matrix).any()  # missing values reach the runner too
+    answers = score(LoadedModel(tag="under-test", model=model), [dict(row) for row in records], schema.time_column,
+                    None)
+    service = np.array([answer["probability"] for answer in answers])
+    env = {key: value for key, value in os.environ.items() if key not in ("PATH", "PYTHONPATH", "VIRTUAL_ENV")}
+    got = _run_bare(Path(result["model_file"]), matrix, env)
+    assert got.shape == service.shape
+    assert np.max(np.abs(got - service)) <= 1e-6
+
+
+def _run_bare(program: Path, matrix: np.ndarray, env: dict[str, str]) -> np.ndarray:
+    import subprocess
+
+    from pipelines.model.export import rows_csv
+
+    done = subprocess.run([str(program)], input=rows_csv(matrix), capture_output=True, text=True, env=env,
+                          check=True, timeout=60)
+    return np.array([float(line) for line in done.stdout.split()])
+
+
+def test_the_runner_refuses_a_row_of_the_wrong_width(exported: dict[str, dict[str, Any]]) -> None:
+    with pytest.raises(ExportError, match="columns, expected"):
+        run_runner(Path(exported["c"]["model_file"]), np.ones((1, 3)))
+
+
+def test_the_encoding_json_spells_out_the_column_order_and_codes(trained: dict[str, Any],
+                                                                 exported: dict[str, dict[str, Any]]) -> None:
+    """Encoding rows from encoding.json alone (no pipelines.features) gives the matrix the service encodes."""
+    model, probe = trained["model"], trained["probe"]
+    encoding = read_encoding(Path(exported["onnx"]["out"]))
+    assert read_encoding(Path(exported["c"]["out"])) == encoding
+    assert encoding["column_order"] == model.schema.feature_names
+    by_name = {column["name"]: column for column in encoding["columns"]}
+    for name, vocabulary in model.schema.categorical.items():
+        assert by_name[name]["codes"] == {text: code for code, text in enumerate(vocabulary)}
+    expected = encode_frame(probe, model.schema)
+    for position, name in enumerate(encoding["column_order"]):
+        column = by_name[name]
+        if column["kind"] == "categorical":
+            mine = [column["codes"].get(value, np.nan) if isinstance(value, str) else np.nan
+                    for value in probe[name]]
+        elif column["kind"] == "numeric":
+            mine = probe[name].astype(float).tolist()
+        else:
+            assert column["of"] == model.schema.time_column and column["rule"]
+            continue
+        np.testing.assert_array_equal(np.array(mine, dtype=float), expected[:, position])
+
+
+def test_the_quantised_variant_stays_within_its_bound(trained: dict[str, Any]) -> None:
+    model, probe = trained["model"], trained["probe"]
+    matrix = encode_frame(probe, model.schema)
+    full = model.predict_matrix(matrix)
+    float32 = onnx_predictor(onnx_bytes(model, "float32"))(matrix)
+    half = onnx_predictor(onnx_bytes(model, "float16"))(matrix)
+    quantisation = np.max(np.abs(half - full))
+    assert quantisation > np.max(np.abs(float32 - full))  # the leaves were rounded
+    assert quantisation <= trained["params"].optimize.max_prob_diff
+
+
+@pytest.fixture(scope="module")
+def optimized(trained: dict[str, Any]) -> VariantsReport:
+    return run_optimize(trained["params"])
+
+
+def test_optimize_records_every_variant_against_the_full_model(trained: dict[str, Any],
+                                                               optimized: VariantsReport) -> None:
+    params, report = trained["params"], optimized
+    names = [record.name for record in report.variants]
+    assert names[0] == "full" and {"trees", "pruned", "onnx", "quantised"} <= set(names)
+    assert report.variant("full").max_prob_diff == 0 and report.variant("full").valid_auc_loss == 0
+    for name in ("trees", "pruned", *(["features"] if "features" in names else [])):
+        record = report.variant(name)
+        assert record.valid_auc_loss <= params.optimize.max_auc_loss, record
+        assert TrainedModel.load(params.paths.variants_dir / name).trees == record.trees
+    assert report.variant("trees").trees <= report.variant("full").trees
+    assert report.variant("onnx").max_prob_diff <= 1e-6
+    quantised = report.variant("quantised")
+    assert 0 < quantised.max_prob_diff <= quantised.bound == params.optimize.max_prob_diff
+    stored = VariantsReport.load(params.paths.variants_dir)
+    assert [variant.name for variant in stored.variants] == names
+
+
+def test_bad_requests_say_what_is_wrong(trained: dict[str, Any], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    assert main(["export", "--format", "tflite", "--params", str(trained["params_file"])]) == 1
+    assert "unknown export format 'tflite'; known: onnx, c" in capsys.readouterr().err
+    missing = parse_params(params_dict(tmp_path, SMALL_WINDOW))
+    with pytest.raises(FileNotFoundError, match="no model at"):
+        run_export(missing, "onnx", "full", missing.paths.model_dir)
+    with pytest.raises(ValueError, match="unknown variant 'tiny'"):
+        run_export(trained["params"], "onnx", "tiny", trained["params"].paths.model_dir)
+    with pytest.raises(FileNotFoundError, match="run `python -m pipelines optimize` first"):
+        run_export(missing, "c", "pruned", missing.paths.model_dir)
+    assert main(["export", "--format", "onnx", "--params", str(trained["params_file"]),
+                 "--set", f"paths.model_dir={tmp_path / 'nothing'}"]) == 1
+    assert "no model at" in capsys.readouterr().err
+
+
+def _request_rows(model: TrainedModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as the service receives them (validated request fields: raw columns and a datetime)."""
+    schema = model.schema
+    return [{**row, schema.time_column: row[schema.time_column].to_pydatetime()}
+            for row in frame[[*schema.raw_columns, schema.time_column]].to_dict("records")]
+
+
+@pytest.mark.parametrize("artifact", ["pruned", "onnx", "quantised"])
+def test_the_service_serves_the_variant_serve_artifact_names(trained: dict[str, Any], optimized: VariantsReport,
+                                                             tmp_path: Path, artifact: str) -> None:
+    """`load_tagged` with an artifact: the variant answers (its own probabilities and threshold for a LightGBM
+    variant, compiled like the champion; onnxruntime for an ONNX one), and /metadata's predictor says so."""
+    from pipelines.release import registry
+    from services.scoring import load_tagged, score
+
+    params, champion, probe = trained["params"], trained["model"], trained["probe"]
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-test")
+    loaded = load_tagged(tag, champion.schema.raw_columns, champion.schema.time_column,
+                         compiled_dir=tmp_path / "compiled" if artifact == "pruned" else None, artifact=artifact,
+                         variants_dir=params.paths.variants_dir)
+    answers = score(loaded, _request_rows(champion, probe), champion.schema.time_column, None)
+    got = np.array([answer["probability"] for answer in answers])
+    if artifact == "pruned":
+        variant = TrainedModel.load(params.paths.variants_dir / artifact)
+        assert loaded.predictor.startswith("pruned variant, compiled (lleaves")
+        assert loaded.model.threshold == variant.threshold != champion.threshold
+        np.testing.assert_allclose(got, variant.predict_proba(probe), rtol=0, atol=1e-9)
+    else:
+        assert loaded.predictor.startswith(f"{artifact} variant (onnxruntime")
+        data = (params.paths.variants_dir / artifact / io.ONNX_FILE).read_bytes()
+        np.testing.assert_array_equal(got, onnx_predictor(data)(encode_frame(probe, champion.schema)))
+    bound = optimized.variant(artifact).bound or 1.0
+    assert np.max(np.abs(got - champion.predict_proba(probe))) <= bound
+
+
+def test_a_variant_made_from_another_model_is_not_served(trained: dict[str, Any], optimized: VariantsReport,
+                                                         tmp_path: Path) -> None:
+    """After a promotion the variants on disk are the old champion's: the full champion serves, saying why."""
+    import shutil
+
+    from pipelines.release import registry
+    from services.scoring import load_tagged, score
+
+    params, champion, probe = trained["params"], trained["model"], trained["probe"]
+    stale = tmp_path / "variants"
+    shutil.copytree(params.paths.variants_dir, stale)
+    optimized.model_copy(update={"model_md5": "0" * 32}).save(stale)
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-test")
+    loaded = load_tagged(tag, champion.schema.raw_columns, champion.schema.time_column, artifact="onnx",
+                         variants_dir=stale)
+    assert loaded.predictor.startswith("full champion (onnx variant not used: the variants in")
+    assert loaded.forest is None
+    answers = score(loaded, _request_rows(champion, probe), champion.schema.time_column, None)
+    np.testing.assert_allclose([answer["probability"] for answer in answers], champion.predict_proba(probe),
+                               rtol=0, atol=1e-12)
+
+
+def test_optimize_of_a_registered_model_records_its_variants_in_the_registry(trained: dict[str, Any],
+                                                                            capsys: pytest.CaptureFixture[str]
+                                                                            ) -> None:
+    import json
+
+    from pipelines.cli import main
+    from pipelines.release import registry
+
+    params = trained["params"]
+    tag = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name="variants-registered")
+    assert main(["optimize", "--tag", tag, "--params", str(trained["params_file"])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = VariantsReport.load(registry.model_path(tag))
+    assert printed["registered"] == str(registry.model_path(tag) / io.VARIANTS_REPORT_FILE)
+    assert stored.model_md5 == io.file_md5(registry.model_path(tag) / io.MODEL_FILE)
+    parents = {record.name: record.parent for record in stored.variants}
+    assert parents.items() >= {"full": None, "trees": "full", "onnx": "full", "quantised": "full"}.items()
+    assert stored.variant("pruned").parent in ("full", "features")
+    assert all(record.valid_auc_loss <= params.optimize.max_auc_loss for record in stored.variants)
