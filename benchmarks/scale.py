@@ -45,7 +45,7 @@ from rich.table import Table
 from support.memory import peak_rss_bytes
 from support.project_copy import copy_project, set_params, venv_env
 
-STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "gate"]
+STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "gate", "reference"]  # dvc.yaml's DAG
 DATA_FILE = "data/scale/flights.parquet"
 GIB = 2**30
 
@@ -64,8 +64,9 @@ def _tree_rss(process: Any) -> int:
     return total
 
 
-def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
-    """Wall, peak RSS of the largest process and peak of the sampled tree total for one command."""
+def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Wall, peak RSS of the largest process and peak of the sampled tree total for one command; `error` (the tail
+    of its stderr) when it failed."""
     import psutil
 
     probe = ("import resource,subprocess,sys,json;r=subprocess.run(sys.argv[1:]);"
@@ -94,9 +95,11 @@ def measure(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]
     done.set()
     sampler.join()
     code, largest, cpu = json.loads(out.strip().splitlines()[-1])
+    figures: dict[str, Any] = {"wall_s": wall, "cpu_s": cpu, "largest_rss": float(largest),
+                               "tree_rss": float(max(peak, largest))}
     if code != 0:
-        sys.exit(f"{' '.join(args)} failed in {cwd}:\n{err[-4000:]}")
-    return {"wall_s": wall, "cpu_s": cpu, "largest_rss": float(largest), "tree_rss": float(max(peak, largest))}
+        figures["error"] = f"{' '.join(args)} failed in {cwd}:\n{err[-4000:]}"
+    return figures
 
 
 def prepare_copy(workdir: Path, factor: int, seed: int) -> tuple[Path, int]:
@@ -137,18 +140,23 @@ def run_dag(factor: int, workdir: Path, seed: int, console: Console,
                     f"{stages[stage]['tree_rss'] / GIB:.2f} GiB")
         if partial is not None:  # a long run stopped half-way still leaves the stages it measured
             partial.write_text(json.dumps({"factor": factor, "table_rows": table_rows, "stages": stages}, indent=2))
+        if "error" in stages[stage]:  # the stages after it cannot run; the figures so far are still reported
+            console.print(stages[stage]["error"])
+            break
     import pyarrow.parquet as pq
 
     from pipelines import io
     from pipelines.config import load_params
+    from pipelines.contracts import EvaluationReport
     from pipelines.data.suite import ValidationSummary
 
     params = load_params(repo / io.PARAMS_FILE)
     collected = pq.ParquetFile(repo / params.paths.raw_table).metadata.num_rows
-    metrics = json.loads((repo / params.paths.metrics_dir / io.EVALUATE_FILE).read_text())
+    metrics = EvaluationReport.load(repo / params.paths.metrics_dir)
     verdict = ValidationSummary.read(repo / params.paths.validation_dir / io.VALIDATION_SUMMARY_FILE)
     return {"factor": factor, "table_rows": table_rows, "collected_rows": collected, "generate_s": generated,
-            "stages": stages, "test_roc_auc": metrics["model"]["roc_auc"],
+            "stages": stages, "test_roc_auc": None if metrics is None else metrics.model.roc_auc,
+            "stopped_at": next((stage for stage, figures in stages.items() if "error" in figures), None),
             "validation": {"success": verdict.success, "evaluated": verdict.evaluated, "failed": verdict.failed,
                            "failures": [failure.describe() for failure in verdict.failures]},
             "total_s": sum(stage["wall_s"] for stage in stages.values())}
@@ -177,15 +185,19 @@ def print_dag(results: list[dict[str, Any]], console: Console) -> None:
     base = next((result for result in results if result["factor"] == 1), None)
     for result in results:
         worst = max(figures["tree_rss"] for figures in result["stages"].values())
-        line = (f"x{result['factor']}: test ROC AUC {result['test_roc_auc']:.4f}; largest stage tree "
+        auc = "none (no evaluation)" if result["test_roc_auc"] is None else f"{result['test_roc_auc']:.4f}"
+        line = (f"x{result['factor']}: test ROC AUC {auc}; largest stage tree "
                 f"{worst / GIB:.2f} GiB (goal <= 12); validate {share(result):.0%} of the DAG's wall (goal <= 25 %)")
         if "validation" in result:
             verdict = result["validation"]
             line += (f"; validation {'passed' if verdict['success'] else 'refused'} "
                      f"({verdict['failed']} of {verdict['evaluated']} checks failed)")
+        if result.get("stopped_at"):
+            line += (f"; STOPPED at {result['stopped_at']} (the later stages did not run: the share above is of the "
+                     "stages that ran, so the whole DAG's would be smaller)")
         if base is not None and result is not base:
             line += f"; wall {result['total_s'] / base['total_s']:.1f}x the x1 run (goal <= 40x at x30)"
-            cpu = [sum(r["stages"][stage].get("cpu_s", float("nan")) for stage in STAGES) for r in (result, base)]
+            cpu = [sum(figures.get("cpu_s", float("nan")) for figures in r["stages"].values()) for r in (result, base)]
             line += f", CPU {cpu[0] / cpu[1]:.1f}x"
         console.print(line)
 
@@ -307,13 +319,15 @@ def plot_growth(results: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     results = sorted(results, key=lambda result: result["collected_rows"])
     rows = [result["collected_rows"] for result in results]
     figure, (wall, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for stage in STAGES:
-        wall.plot(rows, [result["stages"][stage]["wall_s"] for result in results], marker="o", label=stage)
-        memory.plot(rows, [result["stages"][stage]["tree_rss"] / GIB for result in results], marker="o", label=stage)
+    for stage in STAGES:  # a run stopped before a stage has no point for it (NaN: matplotlib leaves a gap)
+        ran = [result["stages"].get(stage, {}) for result in results]
+        wall.plot(rows, [figures.get("wall_s", np.nan) for figures in ran], marker="o", label=stage)
+        memory.plot(rows, [figures.get("tree_rss", np.nan) / GIB for figures in ran], marker="o", label=stage)
     total = [result["total_s"] for result in results]
     wall.plot(rows, total, marker="s", color="black", label="total")
     wall.plot(rows, [total[0] * count / rows[0] for count in rows], ls=":", color="grey", label="linear from x1")
