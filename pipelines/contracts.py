@@ -1128,3 +1128,24 @@ class VariantsReport(_Stored):
             if record.name == name:
                 return record
         raise KeyError(f"no variant {name!r} in the report; made: {[record.name for record in self.variants]}")
+
+
+class EdgeEncoding(_Stored):
+    """An edge artefact's `encoding.json` (`python -m pipelines export`): the model's input spelled out for a caller
+    without our Python: the column order, and per column its kind with what encoding it needs (a categorical's
+    codes and what an unseen value becomes, a time part's rule). Read by whoever feeds the artefact; the columns'
+    entries stay open mappings, as each kind carries its own keys."""
+
+    version: int
+    column_order: list[str]
+    columns: list[dict[str, Any]]
+    missing: str
+    output: str
+
+    def save(self, out: Path) -> Path:
+        return self._write_file(Path(out) / io.ENCODING_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> EdgeEncoding | None:
+        """The encoding of the export in `directory`, or None when there is none."""
+        return cls._read_file(Path(directory) / io.ENCODING_FILE)

@@ -145,7 +145,7 @@ def _contracts() -> dict[str, type]:
         "PREDICTION_LOG_GLOB": c.PredictionRecord, "OUTCOME_GLOB": c.OutcomeRecord, "DROPPED_LOG_FILE": c.DroppedLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
         "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
-        "VARIANTS_REPORT_FILE": c.VariantsReport,
+        "VARIANTS_REPORT_FILE": c.VariantsReport, "ENCODING_FILE": c.EdgeEncoding,
     }
 
 

@@ -4,6 +4,7 @@ variant stays within its bound, the encoding is spelled out, and bad requests sa
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ import yaml
 
 from pipelines import io
 from pipelines.config import parse_params
-from pipelines.contracts import VariantsReport
+from pipelines.contracts import EdgeEncoding, VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
-from pipelines.model.export import ExportError, export_model, read_encoding, run_export, run_runner
+from pipelines.model.export import ExportError, export_model, run_export, run_runner
 from pipelines.model.families.lightgbm_exchange import onnx_bytes, onnx_predictor
 from pipelines.model.optimize import cut_trees, probe_rows, roc_auc, run_optimize, trees_within
 from pipelines.model.seam import TrainedModel
@@ -132,8 +133,8 @@ def test_the_encoding_json_spells_out_the_column_order_and_codes(trained: dict[s
                                                                  exported: dict[str, dict[str, Any]]) -> None:
     """Encoding rows from encoding.json alone (no pipelines.features) gives the matrix the service encodes."""
     model, probe = trained["model"], trained["probe"]
-    encoding = read_encoding(Path(exported["onnx"]["out"]))
-    assert read_encoding(Path(exported["c"]["out"])) == encoding
+    assert EdgeEncoding.load(Path(exported["c"]["out"])) == EdgeEncoding.load(Path(exported["onnx"]["out"]))
+    encoding = json.loads((Path(exported["onnx"]["out"]) / io.ENCODING_FILE).read_text())  # as a foreign caller
     assert encoding["column_order"] == model.schema.feature_names
     by_name = {column["name"]: column for column in encoding["columns"]}
     for name, vocabulary in model.schema.categorical.items():
