@@ -1,8 +1,10 @@
 """validate: check the collected table against a reviewed Great Expectations suite before anything learns.
 
 The suite is a JSON file under `expectations/`, reviewed like code. It holds whole-table expectations and a
-`per_period` section that GX runs on one batch per period of the window (`validate.period`: month or week), so a
-constant label, a missing week or a column gone null in one period fails even when the whole table looks fine.
+`per_period` section checked on each period of the window (`validate.period`: month or week), so a constant label,
+a missing week or a column gone null in one period fails even when the whole table looks fine. Its expectations are
+measured on every period in pandas and judged by GX as one table (`pipelines.data.fold`); a period where one fails
+runs the section on its own GX batch, so the failure lines are GX's.
 
 Three modules share the work: this one runs the suite and is the gate (`run_validation` returns results and
 writes nothing; `write_reports` is the shell that writes `result.json`, `summary.json` and GX's Data Docs;
@@ -89,9 +91,11 @@ class ValidationRun:
     """The core's answer: the summary (without file paths yet) and GX's results, for the shell to write."""
 
     summary: ValidationSummary
-    results: list[tuple[str | None, Any]]  # (period label or None for the whole table, GX suite result)
+    # (period label or None for the whole table, GX suite result); a period only where GX ran on its batch
+    results: list[tuple[str | None, Any]]
     context: Any = None
     behaviour: Any = None  # GX's result on the table of judged learned-behaviour statistics (pipelines.data.behaviour)
+    per_period: Any = None  # GX's result on the table of folded per-period metrics (pipelines.data.fold)
 
 
 # --- periods ------------------------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
                    window: tuple[datetime, datetime] | None = None, max_duplicate_share: float = 0.0,
                    parse_errors: Mapping[str, Any] | None = None, fail_on_error: bool = True,
                    chunk_rows: int | None = None, behaviour: Any = None) -> ValidationRun:
-    """Run the suite on the whole frame and its `per_period` section on one GX batch per period.
+    """Run the suite on the whole frame and its `per_period` section on each period (folded: `_run_per_period`).
 
     Pure in effect: nothing is written (the ephemeral GX context lives in memory) and the frame is not changed.
     With `chunk_rows`, a bigger frame's whole-table checks run on chunks of that many rows and are added up
@@ -249,6 +253,8 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
     results: list[tuple[str | None, Any]] = [(None, result)]
     failures = [explain_failure(item, frame) for item in result.results if not item.success]
     periods: list[dict[str, Any]] = []
+    folded: Any = None
+    per_period_evaluated = 0
 
     if section is not None and section.get("expectations"):
         if time_column is None or time_column not in frame.columns or not pd.api.types.is_datetime64_any_dtype(
@@ -258,22 +264,21 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
                 expected=f"a datetime time column to cut the table into {period}s",
                 observed="the time column is missing or not datetimes: no per-period check could run"))
         else:
-            per_suite = context.suites.add(_build_suite(
-                gx, f"{whole.name} per {period}", section["expectations"], origin, " of per_period",
-                meta=section.get("meta")))
-            per_definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{whole.name} per {period}", data=batch, suite=per_suite))
-            for part in split_periods(frame, time_column, period, window):
-                outcome = per_definition.run(
-                    batch_parameters={"dataframe": _gx_batch(part.frame, chunk_rows)},
-                    expectation_parameters=_parameters(section, part.days, max_duplicate_share),
-                    result_format=RESULT_FORMAT)
-                results.append((part.label, outcome))
-                failed = [explain_failure(item, part.frame, period=part.label)
-                          for item in outcome.results if not item.success]
+            parts = split_periods(frame, time_column, period, window)
+            checked, folded = _run_per_period(gx, context, batch, str(whole.name), section, period, origin, parts,
+                                              [_parameters(section, part.days, max_duplicate_share)
+                                               for part in parts], chunk_rows)
+            for part in parts:
+                outcome = checked.get(part.label)
+                failed = [] if outcome is None else [explain_failure(item, part.frame, period=part.label)
+                                                     for item in outcome.results if not item.success]
+                if outcome is not None:
+                    results.append((part.label, outcome))
                 failures.extend(failed)
                 periods.append({"period": part.label, "rows": part.rows, "days": round(part.days, 4),
                                 "failed": len(failed)})
+            # Each period's expectations count as evaluated, whether GX ran them on its batch or judged them folded.
+            per_period_evaluated = len(section["expectations"]) * len(parts)
     failures.extend(parse_failures(parse_errors or {}))
     # GX returns results in no fixed order: whole-table first (table-level, then by column), then each period.
     failures.sort(key=lambda f: (f.period or "", f.column is not None, f.column or "", f.expectation))
@@ -281,17 +286,71 @@ def run_validation(frame: pd.DataFrame, suite: Mapping[str, Any], *, origin: Pat
     if behaviour is not None:  # after the suite's failures, in the judge's order (the worst first)
         learned = _run_behaviour(gx, context, batch, frame, behaviour, str(suite["name"]), period, origin)
         failures.extend(learned.failures)
-    evaluated = sum(len(outcome.results) for _, outcome in results) + len(parse_errors or {}) + (
+    evaluated = len(result.results) + per_period_evaluated + len(parse_errors or {}) + (
         len(learned.results) if learned is not None else 0)
     success = not failures and all(bool(outcome.success) for _, outcome in results) and (
-        learned is None or bool(learned.outcome.success))
+        learned is None or bool(learned.outcome.success)) and (folded is None or bool(folded.success))
     summary = ValidationSummary(
         success=success, suite=str(suite["name"]), rows=len(frame), evaluated=evaluated, failed=len(failures),
         failures=failures, period=period if section is not None else None, periods=periods,
         parse_errors=dict(to_jsonable(parse_errors or {})), fail_on_error=fail_on_error,
         accepted=success or not fail_on_error)
     return ValidationRun(summary=summary, results=results, context=context,
-                         behaviour=None if learned is None else learned.outcome)
+                         behaviour=None if learned is None else learned.outcome, per_period=folded)
+
+
+def _run_per_period(gx: Any, context: Any, batch: Any, name: str, section: Mapping[str, Any], period: str,
+                    origin: Path, parts: Sequence[Period], parameters: Sequence[Mapping[str, Any]],
+                    chunk_rows: int | None) -> tuple[dict[str, Any], Any]:
+    """The per_period section on `parts`: GX's results of the periods it ran on their own batch, and its result on
+    the folded table (None when nothing folds).
+
+    The expectations `pipelines.data.fold` folds are measured on every period in pandas and validated by GX as one
+    table, one expectation per type: ~5 ms of GX per expectation type instead of per expectation and period. A
+    period where one of them fails (or cannot be measured) runs the whole section on its batch as before, so its
+    failures are GX's own results, explained as ever; the expectations not folded run per period as before.
+    """
+    from pipelines.data.fold import FOLDED, fold
+
+    items = section["expectations"]
+    folded = fold(items, [(part.label, part.frame) for part in parts], parameters.__getitem__)
+    outcome = None
+    if folded.kinds:
+        outcome = _judge_table(gx, context, batch, folded.table, f"{name} per {period} (folded)",
+                               {kind: f"{FOLDED[kind][0]}: how far beyond it (0: within)" for kind in folded.kinds},
+                               origin, " of the folded per_period section")
+    definitions: dict[str, Any] = {}
+
+    def definition(label: str, chosen: Sequence[Mapping[str, Any]], where: str) -> Any:
+        if label not in definitions:
+            suite = context.suites.add(_build_suite(gx, label, chosen, origin, where, meta=section.get("meta")))
+            definitions[label] = context.validation_definitions.add(
+                gx.ValidationDefinition(name=label, data=batch, suite=suite))
+        return definitions[label]
+
+    checked = {}
+    for part, values in zip(parts, parameters, strict=True):
+        if part.label in folded.unsettled:
+            run = definition(f"{name} per {period}", items, " of per_period")
+        elif folded.rest:
+            run = definition(f"{name} per {period} (not folded)", [items[number] for number in folded.rest],
+                             " of per_period")
+        else:
+            continue
+        checked[part.label] = run.run(batch_parameters={"dataframe": _gx_batch(part.frame, chunk_rows)},
+                                      expectation_parameters=dict(values), result_format=RESULT_FORMAT)
+    return checked, outcome
+
+
+def _judge_table(gx: Any, context: Any, batch: Any, table: pd.DataFrame, name: str, columns: Mapping[str, str],
+                 origin: Path, where: str) -> Any:
+    """GX's result on a table of measured excesses: one `expect_column_values_to_be_between(max_value=0)` per
+    column of `columns` (column -> its note), so the Data Docs and result.json hold the checks judged in pandas."""
+    items = [{"type": "expect_column_values_to_be_between", "kwargs": {"column": column, "max_value": 0.0},
+              "meta": {"notes": note}} for column, note in columns.items()]
+    suite = context.suites.add(_build_suite(gx, name, items, origin, where))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    return definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
 
 
 @dataclass
@@ -325,15 +384,9 @@ def _run_behaviour(gx: Any, context: Any, batch: Any, frame: pd.DataFrame, behav
     # One column of excesses per kind of check (null on the other kinds' rows, which GX counts as missing): one
     # expectation each, no row condition.
     table = table.assign(**{check: table["excess"].where(table["check"] == check) for check in checks})
-    items = [{"type": "expect_column_values_to_be_between",
-              "kwargs": {"column": check, "max_value": 0.0},
-              "meta": {"notes": f"{BEHAVIOUR_CHECKS[check]}: how far beyond its band, in widths (0: within)"}}
-             for check in checks]
-    learned_suite = context.suites.add(_build_suite(gx, f"{name} learned behaviour", items, origin,
-                                                    " of the learned behaviour"))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name} learned behaviour", data=batch, suite=learned_suite))
-    outcome = definition.run(batch_parameters={"dataframe": table}, result_format=RESULT_FORMAT)
+    outcome = _judge_table(gx, context, batch, table, f"{name} learned behaviour",
+                           {check: f"{BEHAVIOUR_CHECKS[check]}: how far beyond its band, in widths (0: within)"
+                            for check in checks}, origin, " of the learned behaviour")
     failures = [FailedExpectation(
         expectation=finding.check, column=finding.column, kwargs={"grain": finding.grain},
         expected=finding.expected, observed=finding.observed, offending_values=list(finding.examples),
@@ -437,6 +490,8 @@ def write_reports(run: ValidationRun, report_dir: Path, *, table: Path | None = 
     result = {**_same_bytes(to_jsonable(whole.to_json_dict())),
               "per_period": [{"period": label, **_same_bytes(to_jsonable(outcome.to_json_dict()))}
                              for label, outcome in per_period]}
+    if run.per_period is not None:
+        result["per_period_folded"] = _same_bytes(to_jsonable(run.per_period.to_json_dict()))
     if run.behaviour is not None:
         result["learned_behaviour"] = _same_bytes(to_jsonable(run.behaviour.to_json_dict()))
     result_path = report_dir / io.VALIDATION_RESULT_FILE
