@@ -5,7 +5,8 @@ the model card read `evaluate`, and every champion that was not the current cand
 record is one model here, and code reads and writes it through that model, never through dict keys:
 
 - `GateReport` (`metrics/gate.json`): the promotion decision, the gate stage's only shape. The DVC receipt
-  (`GateReceipt`, `dvc-gate.json`) and what the registry keeps of it (`GateVerdict`) are derived from it.
+  (`GateReceipt`, `dvc-gate.json`) and what the registry keeps of it (`GateVerdict`) are derived from it; the
+  reference stage's receipt (`ReferenceReceipt`, `dvc-reference.json`) names the model it attached a reference to.
 - `RegistryEntry`: the metadata stored with each registered model (metrics, params, data version, `Lineage`,
   feature schema, gate verdict), and `PromotionRecord`, one line of the champion journal and the pointer itself.
   The BentoML store outlives code versions: `RegistryEntry.from_metadata` reads any stored shape, dropping what
@@ -182,6 +183,29 @@ class GateReceipt(_Stored):
             return cls.model_validate(data) if data is not None else None
         except ValidationError:
             return None
+
+
+class ReferenceReceipt(_Stored):
+    """What the `reference` DVC stage attached (`dvc-reference.json` in the registry directory, the stage's out): the
+    monitoring reference of the model the gate registered, and the windows its drift calibration was sized on
+    (`monitor.window_days` / `min_window_rows` with `auto` resolved). DVC hashes it: the fields are in the order the
+    stage always wrote them."""
+
+    tag: str
+    model_md5: str
+    reference_rows: int
+    window_days: int
+    min_window_rows: int | None
+    calibration_windows: int
+    sizing: str
+
+    def save(self, registry_dir: Path) -> Path:
+        return self._write_file(registry_dir / io.DVC_REFERENCE_RECEIPT)
+
+    @classmethod
+    def load(cls, registry_dir: Path) -> ReferenceReceipt | None:
+        """The receipt, or None when the reference stage has not run for this registry directory."""
+        return cls._read_file(registry_dir / io.DVC_REFERENCE_RECEIPT)
 
 
 class GateReport(_Stored):

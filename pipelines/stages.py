@@ -264,7 +264,7 @@ def run_reference(params: Params) -> dict[str, Any]:
     and a monitoring-only key (cooldown, alarms) re-runs nothing. The windows it calibrates on are said here
     (`monitor.window_days` / `min_window_rows`, `auto` resolved from the reference period) and kept in the receipt.
     """
-    from pipelines.contracts import GateReceipt
+    from pipelines.contracts import GateReceipt, ReferenceReceipt
     from pipelines.model.catalog import load_model
     from pipelines.monitor.reference import build_reference
     from pipelines.release import registry
@@ -287,10 +287,10 @@ def run_reference(params: Params) -> dict[str, Any]:
         io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
         io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())},
         registry=registry.open_registry(params))
-    windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
-               "calibration_windows": calibration.windows, "sizing": calibration.sizing}
     log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt.tag,
              calibration.windows, calibration.window_days, calibration.sizing)
-    outcome = {"tag": receipt.tag, "model_md5": model_md5, "reference_rows": len(reference), **windows}
-    io.write_json(home / io.DVC_REFERENCE_RECEIPT, outcome)
-    return outcome
+    attached = ReferenceReceipt(tag=receipt.tag, model_md5=model_md5, reference_rows=len(reference),
+                                window_days=calibration.window_days, min_window_rows=calibration.min_window_rows,
+                                calibration_windows=calibration.windows, sizing=calibration.sizing)
+    attached.save(home)
+    return attached.to_json_dict()

@@ -140,7 +140,7 @@ def _contracts() -> dict[str, type]:
     return {
         "SCHEMA_FILE": FeatureSchema, "LINEAGE_FILE": c.SplitLineage, "VALIDATION_SUMMARY_FILE": ValidationSummary,
         "EVALUATE_FILE": c.EvaluationReport, "SLICES_FILE": c.SliceReport, "CANDIDATES_FILE": c.CandidatesReport,
-        "GATE_FILE": c.GateReport, "DVC_GATE_RECEIPT": c.GateReceipt,
+        "GATE_FILE": c.GateReport, "DVC_GATE_RECEIPT": c.GateReceipt, "DVC_REFERENCE_RECEIPT": c.ReferenceReceipt,
         "CHAMPION_FILE": c.PromotionRecord, "HISTORY_FILE": c.PromotionRecord, "CALIBRATION_FILE": Calibration,
         "PREDICTION_LOG_GLOB": c.PredictionRecord, "OUTCOME_GLOB": c.OutcomeRecord, "DROPPED_LOG_FILE": c.DroppedLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
@@ -154,7 +154,6 @@ OTHER_TOOLS = {"VALIDATION_RESULT_FILE", "CONTAINER_SUITE_FILE"}
 # Records still built and read as plain dicts: each is a follow-up (issue #34 item 3), not a precedent.
 NOT_TYPED_YET = {
     "META_FILE": "model.json, the trained model's meta (pipelines/model/seam.py writes it; several readers)",
-    "DVC_REFERENCE_RECEIPT": "dvc-reference.json, the reference stage's receipt (pipelines/stages.py)",
     "OVER_BUDGET_GLOB": "over-budget-<pid>.json, the per-caller budget's counts (pipelines/monitor/prediction_log.py)",
     "SERVICE_VERIFY_FILE": "service-verify.json, the token digests (pipelines/credentials.py)",
     "LOOP_SUMMARY_JSON": "the demo loop's summary.json (ops/loop.py)",
@@ -180,7 +179,8 @@ def test_every_json_record_the_catalog_names_has_a_contract() -> None:
 
 
 @pytest.mark.parametrize("name", ["EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE",
-                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE"])
+                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE",
+                                  "DVC_REFERENCE_RECEIPT"])
 def test_a_contract_reads_the_catalog_s_name_in_the_folder_it_is_given(name: str, tmp_path: Path) -> None:
     """Each of these records loads from `<folder>/<the catalog's name>` (no second spelling of it): nothing there
     is no record (or an empty manifest), and a file that is not the record is refused naming that file."""

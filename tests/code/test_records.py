@@ -18,6 +18,7 @@ from pipelines.contracts import (
     EvaluationReport,
     MalformedRecord,
     MonitorState,
+    ReferenceReceipt,
     RetrainBooking,
     SliceReport,
     SplitLineage,
@@ -172,3 +173,20 @@ def test_the_monitor_state_reads_what_earlier_versions_wrote_and_round_trips(tmp
     path.write_text(json.dumps({"windows": {}, "retrains": [{"reason": "no window end"}]}))
     with pytest.raises(MalformedRecord, match=rf"{path} is not a valid MonitorState record \(retrains\.0\.window_end"):
         MonitorState.load(tmp_path)
+
+
+def test_the_reference_receipt_writes_the_bytes_the_stage_always_wrote(tmp_path: Path) -> None:
+    """dvc-reference.json is the reference stage's DVC out: the receipt saves the dict the stage used to write (same
+    keys, order, numbers) byte for byte, reads back equal, and a damaged one is refused naming the file."""
+    legacy = {"tag": "flight-delay-classifier:abc", "model_md5": "0" * 32, "reference_rows": 20000,
+              "window_days": 7, "min_window_rows": 250, "calibration_windows": 12, "sizing": "monitor.window_days=7"}
+    expected = tmp_path / "legacy.json"
+    io.write_json(expected, legacy)
+    receipt = ReferenceReceipt.model_validate(legacy)
+    assert receipt.save(tmp_path) == tmp_path / io.DVC_REFERENCE_RECEIPT
+    assert (tmp_path / io.DVC_REFERENCE_RECEIPT).read_bytes() == expected.read_bytes()
+    assert ReferenceReceipt.load(tmp_path) == receipt and ReferenceReceipt.load(tmp_path / "none") is None
+    (tmp_path / io.DVC_REFERENCE_RECEIPT).write_text(json.dumps({**legacy, "reference_rows": "many"}))
+    with pytest.raises(MalformedRecord, match=rf"{tmp_path / io.DVC_REFERENCE_RECEIPT} is not a valid "
+                                              r"ReferenceReceipt record \(reference_rows"):
+        ReferenceReceipt.load(tmp_path)
