@@ -20,8 +20,9 @@ record is one model here, and code reads and writes it through that model, never
 - The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `EvaluationReport` and
   `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
   hashes their bytes: each writes exactly what the stages always wrote.
-- `DroppedLog` (the prediction log's `dropped.json`), `MonitorState` (the monitor's `state.json`) and `StackState`
-  (the local stack's `stack.json`, which refuses any secret).
+- `DroppedLog` (the prediction log's `dropped.json`), `OverBudgetLog` (its `over-budget-<pid>.json`),
+  `MonitorState` (the monitor's `state.json`) and `StackState` (the local stack's `stack.json`, which refuses any
+  secret).
 
 Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
 file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
@@ -602,6 +603,40 @@ class DroppedLog(_Stored):
     def load(cls, log_dir: Path) -> DroppedLog:
         """The manifest in `log_dir`; empty when the cap has dropped nothing there."""
         return cls._read_file(log_dir / io.DROPPED_LOG_FILE) or cls()
+
+
+class OverBudgetCount(_Stored):
+    """Rows and bytes of one caller's predictions answered but not logged in one UTC hour (`YYYY-MM-DDTHH`): past
+    its `serve.prediction_log.caller_bytes_per_hour`."""
+
+    hour: str
+    caller: str
+    rows: int
+    bytes: int
+
+
+class OverBudgetLog(_Stored):
+    """What the per-caller budget left out, oldest hour first. Each writer (a service worker) saves its own counts
+    in `over-budget-<pid>.json` beside the log (`save`: no lock shared with the other workers); `load` reads every
+    writer's file and sums the counts per hour and caller."""
+
+    _root = "counts"
+    counts: list[OverBudgetCount] = []
+
+    def save(self, log_dir: Path, pid: int) -> Path:
+        return self._write_file(log_dir / io.over_budget_name(pid))
+
+    @classmethod
+    def load(cls, log_dir: Path) -> OverBudgetLog:
+        """Every writer's counts summed per (hour, caller); empty when no caller went over its budget."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        for path in sorted(Path(log_dir).glob(io.OVER_BUDGET_GLOB)):
+            for count in (cls._read_file(path) or cls()).counts:
+                summed = totals.setdefault((count.hour, count.caller), [0, 0])
+                summed[0] += count.rows
+                summed[1] += count.bytes
+        return cls(counts=[OverBudgetCount(hour=hour, caller=caller, rows=rows, bytes=size)
+                           for (hour, caller), (rows, size) in sorted(totals.items())])
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ def _contracts() -> dict[str, type]:
         "GATE_FILE": c.GateReport, "DVC_GATE_RECEIPT": c.GateReceipt, "DVC_REFERENCE_RECEIPT": c.ReferenceReceipt,
         "CHAMPION_FILE": c.PromotionRecord, "HISTORY_FILE": c.PromotionRecord, "CALIBRATION_FILE": Calibration,
         "PREDICTION_LOG_GLOB": c.PredictionRecord, "OUTCOME_GLOB": c.OutcomeRecord, "DROPPED_LOG_FILE": c.DroppedLog,
+        "OVER_BUDGET_GLOB": c.OverBudgetLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
         "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
         "VARIANTS_REPORT_FILE": c.VariantsReport,
@@ -154,7 +155,6 @@ OTHER_TOOLS = {"VALIDATION_RESULT_FILE", "CONTAINER_SUITE_FILE"}
 # Records still built and read as plain dicts: each is a follow-up (issue #34 item 3), not a precedent.
 NOT_TYPED_YET = {
     "META_FILE": "model.json, the trained model's meta (pipelines/model/seam.py writes it; several readers)",
-    "OVER_BUDGET_GLOB": "over-budget-<pid>.json, the per-caller budget's counts (pipelines/monitor/prediction_log.py)",
     "SERVICE_VERIFY_FILE": "service-verify.json, the token digests (pipelines/credentials.py)",
     "LOOP_SUMMARY_JSON": "the demo loop's summary.json (ops/loop.py)",
 }
