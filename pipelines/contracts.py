@@ -21,8 +21,8 @@ record is one model here, and code reads and writes it through that model, never
   `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
   hashes their bytes: each writes exactly what the stages always wrote.
 - `DroppedLog` (the prediction log's `dropped.json`), `OverBudgetLog` (its `over-budget-<pid>.json`),
-  `MonitorState` (the monitor's `state.json`) and `StackState` (the local stack's `stack.json`, which refuses any
-  secret).
+  `MonitorState` (the monitor's `state.json`), `StackState` (the local stack's `stack.json`, which refuses any
+  secret) and `ServiceDigests` (the token digests' `service-verify.json`, which holds digests only).
 
 Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
 file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
@@ -33,6 +33,7 @@ this module; pandas and pyarrow are imported inside the functions that need them
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -101,8 +102,8 @@ class _Stored(BaseModel):
             raise MalformedRecord(f"{path} is not valid JSON ({error}); fix or delete it") from None
         return cls.parse(data, path)
 
-    def _write_file(self, path: Path, *, durable: bool = False) -> Path:
-        return io.write_json(path, self.to_json_dict(), durable=durable)
+    def _write_file(self, path: Path, *, durable: bool = False, mode: int | None = None) -> Path:
+        return io.write_json(path, self.to_json_dict(), durable=durable, mode=mode)
 
 
 # --- the promotion gate --------------------------------------------------------------------------------------------
@@ -1145,6 +1146,45 @@ class StackState(_Stored):
 # --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
 
 VariantKind = Literal["full", "trees", "features", "pruned", "onnx", "quantised"]
+
+
+def token_digest(secret: str) -> str:
+    """SHA-256 of a bearer token, in hex: what is stored and compared, never the token (32 random bytes: a plain
+    digest is as strong as the token)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# A SHA-256 digest in hex: a generated token (43 URL-safe characters) or a typed password cannot pass for one.
+TokenDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ServiceDigests(_Stored):
+    """The digests the service's workers check presented tokens against (`service-verify.json`, 0644 in the
+    credentials folder): the admin token's, and each API key's by name. Never a secret: built from the secrets by
+    `of`, which digests them, and a field that is not a digest is refused when built or read (naming the file)."""
+
+    admin: TokenDigest | None = None
+    api_keys: dict[str, TokenDigest] = {}
+
+    @classmethod
+    def of(cls, admin_token: str, api_keys: Mapping[str, str]) -> ServiceDigests:
+        """The digests of the secrets (the only way the service builds them)."""
+        return cls(admin=token_digest(admin_token),
+                   api_keys={name: token_digest(key) for name, key in api_keys.items()})
+
+    @staticmethod
+    def path(credentials_dir: Path) -> Path:
+        """Where the digests are in the credentials folder (the container mounts this file alone)."""
+        return Path(credentials_dir) / io.SERVICE_VERIFY_FILE
+
+    def save(self, credentials_dir: Path) -> Path:
+        """Written atomically, 0644 whatever the umask: the workers run as another user."""
+        return self._write_file(self.path(credentials_dir), mode=0o644)
+
+    @classmethod
+    def load(cls, credentials_dir: Path) -> ServiceDigests | None:
+        """The digests, or None when the service has not made them yet."""
+        return cls._read_file(cls.path(credentials_dir))
 
 
 class VariantRecord(_Stored):

@@ -146,7 +146,7 @@ def _contracts() -> dict[str, type]:
         "OVER_BUDGET_GLOB": c.OverBudgetLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
         "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
-        "VARIANTS_REPORT_FILE": c.VariantsReport,
+        "VARIANTS_REPORT_FILE": c.VariantsReport, "SERVICE_VERIFY_FILE": c.ServiceDigests,
     }
 
 
@@ -155,7 +155,6 @@ OTHER_TOOLS = {"VALIDATION_RESULT_FILE", "CONTAINER_SUITE_FILE"}
 # Records still built and read as plain dicts: each is a follow-up (issue #34 item 3), not a precedent.
 NOT_TYPED_YET = {
     "META_FILE": "model.json, the trained model's meta (pipelines/model/seam.py writes it; several readers)",
-    "SERVICE_VERIFY_FILE": "service-verify.json, the token digests (pipelines/credentials.py)",
     "LOOP_SUMMARY_JSON": "the demo loop's summary.json (ops/loop.py)",
 }
 
