@@ -22,7 +22,8 @@ record is one model here, and code reads and writes it through that model, never
   hashes their bytes: each writes exactly what the stages always wrote.
 - `DroppedLog` (the prediction log's `dropped.json`), `OverBudgetLog` (its `over-budget-<pid>.json`),
   `MonitorState` (the monitor's `state.json`), `StackState` (the local stack's `stack.json`, which refuses any
-  secret) and `ServiceDigests` (the token digests' `service-verify.json`, which holds digests only).
+  secret), `ServiceDigests` (the token digests' `service-verify.json`, which holds digests only) and `LoopSummary`
+  (the demo loop's `summary.json`).
 
 Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
 file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
@@ -1146,6 +1147,53 @@ class StackState(_Stored):
 # --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
 
 VariantKind = Literal["full", "trees", "features", "pruned", "onnx", "quantised"]
+
+
+class LoopRetrain(_Stored):
+    """One retrain the demo loop followed: the traffic it was on, its Prefect flow run and end state, why the
+    monitor asked for it, and the champion before and after (unchanged: the gate refused it)."""
+
+    data_end: str
+    flow_run_id: str
+    state: str
+    reason: str
+    champion_before: str
+    champion_after: str
+
+
+class ReproduceCommand(_Stored):
+    """How to rebuild a champion of the loop: the command, and the ref / commit its registry lineage names (None:
+    no lineage recorded)."""
+
+    command: str
+    ref: str | None
+    commit: str | None
+
+
+class LoopSummary(_Stored):
+    """The demo loop's evidence (`<monitoring_dir>/loop/summary.json`, beside `summary.md`, `history.csv` and the
+    plot): windows and alarms, the retrains it followed and what they promoted, the live AUC gained on the windows a
+    retrained model served (None: no such window), and the command that rebuilds each champion."""
+
+    windows: int
+    alarms: int
+    retrains: list[LoopRetrain]
+    first_champion: str
+    promoted: list[str]
+    windows_served_by_a_retrained_model: int
+    mean_auc_gain_on_those_windows: float | None
+    history_csv: str
+    plot: str
+    evidently_dashboard: str
+    reproduce: dict[str, ReproduceCommand] = {}
+
+    def save(self, loop_dir: Path) -> Path:
+        return self._write_file(loop_dir / io.LOOP_SUMMARY_JSON)
+
+    @classmethod
+    def load(cls, loop_dir: Path) -> LoopSummary | None:
+        """The last loop's summary, or None when no loop has finished here."""
+        return cls._read_file(loop_dir / io.LOOP_SUMMARY_JSON)
 
 
 def token_digest(secret: str) -> str:
