@@ -17,9 +17,10 @@ record is one model here, and code reads and writes it through that model, never
 - `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
   stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
   text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
-- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `EvaluationReport` and
-  `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
-  hashes their bytes: each writes exactly what the stages always wrote.
+- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `ModelMeta` (the trained
+  model's `model.json`), `EvaluationReport` and `SliceReport` (`metrics/evaluate.json`, `slices.json`),
+  `CandidatesReport` (`metrics/candidates.json`). DVC hashes their bytes: each writes exactly what the stages
+  always wrote.
 - `DroppedLog` (the prediction log's `dropped.json`), `OverBudgetLog` (its `over-budget-<pid>.json`),
   `MonitorState` (the monitor's `state.json`), `StackState` (the local stack's `stack.json`, which refuses any
   secret), `ServiceDigests` (the token digests' `service-verify.json`, which holds digests only) and `LoopSummary`
@@ -407,6 +408,68 @@ class CandidatesReport(_Stored):
     def load(cls, metrics_dir: Path) -> CandidatesReport | None:
         """`metrics_dir/candidates.json`, or None when the train stage has not run there."""
         return cls._read_file(metrics_dir / io.CANDIDATES_FILE)
+
+
+class Probe(_Stored):
+    """Encoded validation rows (a missing value as null) and the probabilities training gave them: what
+    `pipelines.model.seam.check_parity` replays after every load."""
+
+    matrix: list[list[float | None]]
+    proba: list[float | None]
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class ModelMeta(_Stored):
+    """A trained model's `model.json` (`pipelines.model.seam`: `TrainedModel.save` writes it, `ModelMeta.load` is
+    its one reader): its family, rounds or iterations kept, validation metrics, rows, the `train:` params it was
+    trained with, the engine, probe rows, what it was trained on (`data`), the search that chose it and its
+    threshold. `TrainedModel.meta` is this record's JSON view (a dict the trainers fill in).
+
+    The train stage's DVC out: saved in the order training always wrote it, a family's own keys (the logistic
+    model's `importance`, `converged`: kept as they are, as extra keys) first. A model saved by an earlier version
+    (before families, probes, params or the search were recorded) reads with those keys absent, and saving it
+    again leaves them out; only the threshold is required. The learner's params, the engine, `data` and `search`
+    are open-ended, kept as mappings.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    family: str = "lightgbm"  # a model saved before families existed is LightGBM's
+    # What training records (`finish_training`); a model made otherwise (a booster wrapped by hand) has only its
+    # family and threshold.
+    best_iteration: int | None = Field(default=None, exclude_if=_absent)
+    valid_metrics: dict[str, float | None] | None = Field(default=None, exclude_if=_absent)
+    train_rows: int | None = Field(default=None, exclude_if=_absent)
+    valid_rows: int | None = Field(default=None, exclude_if=_absent)
+    params: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    engine: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    probe: Probe | None = Field(default=None, exclude_if=_absent)
+    data: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    search: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    threshold: float
+
+    @model_serializer(mode="wrap")
+    def _family_keys_first(self, handler: Any) -> dict[str, Any]:
+        """A family's own keys (set by its fit, before training's) head the file, as training has always written."""
+        data = handler(self)
+        own = [key for key in self.__pydantic_extra__ or {} if key in data]
+        return {**{key: data[key] for key in own}, **{key: v for key, v in data.items() if key not in own}}
+
+    @staticmethod
+    def path(model_dir: Path) -> Path:
+        """Where a trained model's meta is (its presence says a model was saved in `model_dir`)."""
+        return Path(model_dir) / io.META_FILE
+
+    def save(self, model_dir: Path) -> Path:
+        return self._write_file(self.path(model_dir))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ModelMeta | None:
+        """The meta of the model saved in `model_dir`, or None when none was (run the train stage)."""
+        return cls._read_file(cls.path(model_dir))
 
 
 # --- the registry --------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import GateReport, SplitLineage
+from pipelines.contracts import GateReport, ModelMeta, SplitLineage
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
     validated = require_validated_table(params, "register", strict=True)
-    trained_on = ((io.read_json(params.paths.model_dir / io.META_FILE) or {}).get("data") or {}).get("raw_table_md5")
+    meta = ModelMeta.load(params.paths.model_dir)
+    trained_on = ((meta.data if meta is not None else None) or {}).get("raw_table_md5")
     if trained_on != validated.table_md5:
         raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
                                 f"{validated.table_md5}, which validation passed "
