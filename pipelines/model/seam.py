@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipelines.contracts import ModelMeta
 from pipelines.features import FeatureSchema, encode_frame
-from pipelines.io import MODEL_FILES, SCHEMA_FILE, model_file
+from pipelines.io import MODEL_FILES, SCHEMA_FILE, model_file, to_jsonable
 
 # Importance kinds every family answers: "weight" is how much the model relies on each feature by its own
 # measure (split gain for trees, mean absolute log-odds contribution for a linear model).
@@ -149,9 +149,10 @@ class TrainedModel:
             shutil.rmtree(staging, ignore_errors=True)
 
     def record(self) -> ModelMeta:
-        """Its `model.json`: the meta training filled in, with its family and threshold (a meta missing what every
-        model records is refused here, before anything is written)."""
-        return ModelMeta.model_validate({**self.meta, "family": self.family, "threshold": self.threshold})
+        """Its `model.json`: the meta training filled in, with its family and threshold, as plain JSON values first
+        (NumPy scalars anywhere in it, NaN as null: what the file has always held); a meta that is not a model's is
+        refused here, before anything is written."""
+        return ModelMeta.model_validate(to_jsonable({**self.meta, "family": self.family, "threshold": self.threshold}))
 
     @classmethod
     def load(cls, directory: Path) -> TrainedModel:

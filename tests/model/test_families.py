@@ -72,7 +72,7 @@ def test_model_json_is_the_bytes_the_meta_dict_was_written_as(trained, tmp_path)
     `search` after training's keys, and a loaded model saves the same file again."""
     _, _, model, directory = trained
     meta = {**model.meta, "data": {"raw_table_md5": "0" * 32, "window": ["2013-01-01", "2013-04-01"]},
-            "search": {"candidate": 0, "candidates": 1, "refit": False}}
+            "search": {"candidate": np.int64(0), "candidates": 1, "refit": np.bool_(False)}}  # NumPy, as a caller may
     dataclasses.replace(model, meta=meta).save(tmp_path / "model")
     io.write_json(tmp_path / "dict.json", {**meta, "family": model.family, "threshold": model.threshold})
     assert (tmp_path / "model" / io.META_FILE).read_bytes() == (tmp_path / "dict.json").read_bytes()
