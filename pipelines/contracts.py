@@ -1338,34 +1338,3 @@ class VariantsReport(_Stored):
             if record.name == name:
                 return record
         raise KeyError(f"no variant {name!r} in the report; made: {[record.name for record in self.variants]}")
-
-
-class EncodedColumn(_Stored):
-    """One input column of an exported model, as `encoding.json` spells it: a categorical's codes (anything else
-    is missing), a numeric as it is, a time part's column and rule."""
-
-    name: str
-    kind: Literal["categorical", "numeric", "time_part"]
-    codes: dict[str, int] | None = Field(default=None, exclude_if=_absent)
-    otherwise: str | None = Field(default=None, exclude_if=_absent)
-    of: str | None = Field(default=None, exclude_if=_absent)
-    rule: str | None = Field(default=None, exclude_if=_absent)
-
-
-class EncodingSpec(_Stored):
-    """An export's `encoding.json` (`pipelines.model.export`): the model's input in the order the columns go, for a
-    caller without `pipelines.features` (the C runner's, the ONNX file's)."""
-
-    version: int
-    column_order: list[str]
-    columns: list[EncodedColumn]
-    missing: str
-    output: str
-
-    def save(self, export_dir: Path) -> Path:
-        return self._write_file(Path(export_dir) / io.ENCODING_FILE)
-
-    @classmethod
-    def load(cls, export_dir: Path) -> EncodingSpec | None:
-        """The export's encoding, or None when nothing was exported there."""
-        return cls._read_file(Path(export_dir) / io.ENCODING_FILE)

@@ -18,6 +18,7 @@ quantised variant's documented bound, the export fails.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -29,7 +30,6 @@ import pandas as pd
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import EncodedColumn, EncodingSpec
 from pipelines.features import FeatureSchema, encode_frame
 from pipelines.model.families.lightgbm_exchange import ONNX_TOLERANCE
 from pipelines.model.seam import TrainedModel
@@ -104,18 +104,18 @@ class ExportError(RuntimeError):
     """The artefact could not be built, or does not give the model's predictions."""
 
 
-def encoding_spec(schema: FeatureSchema) -> EncodingSpec:
+def encoding_spec(schema: FeatureSchema) -> dict[str, Any]:
     """`encoding.json`: the model's input, in the order the columns go, for a caller without `pipelines.features`."""
     columns = []
     for name, vocabulary in schema.categorical.items():
-        columns.append(EncodedColumn(name=name, kind="categorical",
-                                     codes={text: code for code, text in enumerate(vocabulary)},
-                                     otherwise="missing (an unseen or rare category is routed as a missing value)"))
-    columns += [EncodedColumn(name=name, kind="numeric") for name in schema.numeric]
-    columns += [EncodedColumn(name=part, kind="time_part", of=schema.time_column, rule=TIME_PART_RULES[part])
+        columns.append({"name": name, "kind": "categorical", "codes": {text: code for code, text in
+                                                                         enumerate(vocabulary)},
+                        "otherwise": "missing (an unseen or rare category is routed as a missing value)"})
+    columns += [{"name": name, "kind": "numeric"} for name in schema.numeric]
+    columns += [{"name": part, "kind": "time_part", "of": schema.time_column, "rule": TIME_PART_RULES[part]}
                 for part in schema.time_parts]
-    return EncodingSpec(version=ENCODING_VERSION, column_order=schema.feature_names, columns=columns,
-                        missing="an empty CSV field or nan (ONNX: NaN)", output="P(label 1), one per row")
+    return {"version": ENCODING_VERSION, "column_order": schema.feature_names, "columns": columns,
+            "missing": "an empty CSV field or nan (ONNX: NaN)", "output": "P(label 1), one per row"}
 
 
 def rows_csv(matrix: np.ndarray) -> str:
@@ -170,7 +170,7 @@ def export_model(model: TrainedModel, fmt: str, out: Path, probe: pd.DataFrame, 
         target = build_runner(out)
         got = run_runner(target, matrix)
         tolerance, files = bound if bound is not None else C_TOLERANCE, [*files, out / io.RUNNER_SOURCE, target]
-    encoding = encoding_spec(forest.schema).save(out)
+    encoding = io.write_json(out / io.ENCODING_FILE, encoding_spec(forest.schema))
     difference = float(np.max(np.abs(got - expected))) if len(got) == len(expected) else math.inf
     if not difference <= tolerance:
         raise ExportError(f"the {fmt} artefact differs from the model by {difference:.3g} on {len(expected)} probe "
@@ -203,3 +203,7 @@ def run_export(params: Params, fmt: str, variant: str, full: Path, out: Path | N
                           leaf_precision=leaf_precision, bound=bound)
     return {"variant": variant, "model": str(source), **result}
 
+
+def read_encoding(directory: Path) -> dict[str, Any]:
+    """An export's encoding.json."""
+    return json.loads((directory / io.ENCODING_FILE).read_text())

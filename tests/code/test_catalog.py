@@ -148,7 +148,7 @@ def _contracts() -> dict[str, type]:
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
         "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
         "VARIANTS_REPORT_FILE": c.VariantsReport, "SERVICE_VERIFY_FILE": c.ServiceDigests,
-        "LOOP_SUMMARY_JSON": c.LoopSummary, "ENCODING_FILE": c.EncodingSpec,
+        "LOOP_SUMMARY_JSON": c.LoopSummary,
     }
 
 
@@ -177,8 +177,7 @@ def test_every_json_record_the_catalog_names_has_a_contract() -> None:
 
 @pytest.mark.parametrize("name", ["EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE",
                                   "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE",
-                                  "DVC_REFERENCE_RECEIPT", "SERVICE_VERIFY_FILE", "LOOP_SUMMARY_JSON", "META_FILE",
-                                  "ENCODING_FILE"])
+                                  "DVC_REFERENCE_RECEIPT", "SERVICE_VERIFY_FILE", "LOOP_SUMMARY_JSON", "META_FILE"])
 def test_a_contract_reads_the_catalog_s_name_in_the_folder_it_is_given(name: str, tmp_path: Path) -> None:
     """Each of these records loads from `<folder>/<the catalog's name>` (no second spelling of it): nothing there
     is no record (or an empty manifest), and a file that is not the record is refused naming that file."""

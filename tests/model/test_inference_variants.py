@@ -15,10 +15,10 @@ import yaml
 
 from pipelines import io
 from pipelines.config import parse_params
-from pipelines.contracts import EncodingSpec, VariantsReport
+from pipelines.contracts import VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
-from pipelines.model.export import ExportError, export_model, run_export, run_runner
+from pipelines.model.export import ExportError, export_model, read_encoding, run_export, run_runner
 from pipelines.model.families.lightgbm_exchange import onnx_bytes, onnx_predictor
 from pipelines.model.optimize import cut_trees, probe_rows, roc_auc, run_optimize, trees_within
 from pipelines.model.seam import TrainedModel
@@ -132,22 +132,22 @@ def test_the_encoding_json_spells_out_the_column_order_and_codes(trained: dict[s
                                                                  exported: dict[str, dict[str, Any]]) -> None:
     """Encoding rows from encoding.json alone (no pipelines.features) gives the matrix the service encodes."""
     model, probe = trained["model"], trained["probe"]
-    encoding = EncodingSpec.load(Path(exported["onnx"]["out"]))
-    assert EncodingSpec.load(Path(exported["c"]["out"])) == encoding
-    assert encoding.column_order == model.schema.feature_names
-    by_name = {column.name: column for column in encoding.columns}
+    encoding = read_encoding(Path(exported["onnx"]["out"]))
+    assert read_encoding(Path(exported["c"]["out"])) == encoding
+    assert encoding["column_order"] == model.schema.feature_names
+    by_name = {column["name"]: column for column in encoding["columns"]}
     for name, vocabulary in model.schema.categorical.items():
-        assert by_name[name].codes == {text: code for code, text in enumerate(vocabulary)}
+        assert by_name[name]["codes"] == {text: code for code, text in enumerate(vocabulary)}
     expected = encode_frame(probe, model.schema)
-    for position, name in enumerate(encoding.column_order):
+    for position, name in enumerate(encoding["column_order"]):
         column = by_name[name]
-        if column.kind == "categorical":
-            mine = [column.codes.get(value, np.nan) if isinstance(value, str) else np.nan
+        if column["kind"] == "categorical":
+            mine = [column["codes"].get(value, np.nan) if isinstance(value, str) else np.nan
                     for value in probe[name]]
-        elif column.kind == "numeric":
+        elif column["kind"] == "numeric":
             mine = probe[name].astype(float).tolist()
         else:
-            assert column.of == model.schema.time_column and column.rule
+            assert column["of"] == model.schema.time_column and column["rule"]
             continue
         np.testing.assert_array_equal(np.array(mine, dtype=float), expected[:, position])
 
