@@ -33,7 +33,7 @@ from pipelines import io
 from pipelines.config import Params, load_params
 
 if TYPE_CHECKING:
-    from pipelines.contracts import RetrainBooking
+    from pipelines.contracts import LoopRetrain, LoopSummary, ReproduceCommand, RetrainBooking
 
 log = logging.getLogger("pipelines.loop")
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -139,9 +139,9 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, Any]]) -> dict[str, Any]:
+def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]) -> LoopSummary:
     """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
-    from pipelines.io import write_json
+    from pipelines.contracts import LoopSummary
     from pipelines.monitor import store
     from pipelines.monitor.history import plot_history, summarise_history
 
@@ -157,23 +157,22 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[dict[str, An
     after = gained[gained["served_by"] != baseline_tag] if not gained.empty else gained
     # Only the analysed windows: a partial last week (under monitor.min_window_rows) is not judged, not counted.
     after = after[after["window_start"].isin(history["window_start"])] if len(history) else after.iloc[:0]
-    summary = {
-        "windows": len(history), "alarms": int(history["alarm"].sum()) if len(history) else 0,
-        "retrains": retrains, "first_champion": baseline_tag,
-        "promoted": [r["champion_after"] for r in retrains if r["champion_after"] != r["champion_before"]],
-        "windows_served_by_a_retrained_model": len(after),
-        "mean_auc_gain_on_those_windows": float(after["gain"].mean()) if len(after) else None,
-        "history_csv": str(out / io.LOOP_HISTORY_CSV), "plot": str(out / io.LOOP_HISTORY_PLOT),
-        "evidently_dashboard": store.dashboard_url(params),
-    }
-    summary["reproduce"] = reproduce_commands([baseline_tag, *summary["promoted"]])
-    write_json(out / io.LOOP_SUMMARY_JSON, summary)
+    promoted = [r.champion_after for r in retrains if r.champion_after != r.champion_before]
+    summary = LoopSummary(
+        windows=len(history), alarms=int(history["alarm"].sum()) if len(history) else 0,
+        retrains=retrains, first_champion=baseline_tag, promoted=promoted,
+        windows_served_by_a_retrained_model=len(after),
+        mean_auc_gain_on_those_windows=float(after["gain"].mean()) if len(after) else None,
+        history_csv=str(out / io.LOOP_HISTORY_CSV), plot=str(out / io.LOOP_HISTORY_PLOT),
+        evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]))
+    summary.save(out)
     io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary))
     return summary
 
 
-def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
+def reproduce_commands(tags: list[str]) -> dict[str, ReproduceCommand]:
     """Per champion: the command that rebuilds it and the ref holding its dvc.lock (from its registry lineage)."""
+    from pipelines.contracts import ReproduceCommand
     from pipelines.release import registry
 
     commands = {}
@@ -182,9 +181,9 @@ def reproduce_commands(tags: list[str]) -> dict[str, dict[str, Any]]:
             recorded = registry.model_entry(tag).lineage
         except registry.RegistryError:
             recorded = None
-        commands[tag] = {"command": f"python -m pipelines reproduce {tag} --check",
-                         "ref": recorded.ref if recorded else None,
-                         "commit": recorded.git_commit if recorded else None}
+        commands[tag] = ReproduceCommand(command=f"python -m pipelines reproduce {tag} --check",
+                                         ref=recorded.ref if recorded else None,
+                                         commit=recorded.git_commit if recorded else None)
     return commands
 
 
@@ -192,22 +191,22 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
+def _markdown(table: pd.DataFrame, summary: LoopSummary) -> str:
     lines = ["# The closed loop: replayed traffic, drift, retraining", "",
-             f"{_count(summary['windows'], 'weekly window')} analysed, {_count(summary['alarms'], 'alarm')}, "
-             f"{_count(len(summary['retrains']), 'retraining run')}, {len(summary['promoted'])} promoted.", "",
-             f"Evidently dashboard (one snapshot per window): {summary['evidently_dashboard']}", ""]
-    for retrain in summary["retrains"]:
-        lines.append(f"- retrain on traffic up to {retrain['data_end'][:10]}: run {retrain['state']}, champion "
-                     f"{retrain['champion_before']} -> {retrain['champion_after']} ({retrain['reason'][:160]})")
+             f"{_count(summary.windows, 'weekly window')} analysed, {_count(summary.alarms, 'alarm')}, "
+             f"{_count(len(summary.retrains), 'retraining run')}, {len(summary.promoted)} promoted.", "",
+             f"Evidently dashboard (one snapshot per window): {summary.evidently_dashboard}", ""]
+    for retrain in summary.retrains:
+        lines.append(f"- retrain on traffic up to {retrain.data_end[:10]}: run {retrain.state}, champion "
+                     f"{retrain.champion_before} -> {retrain.champion_after} ({retrain.reason[:160]})")
     lines += ["", "Every champion of this loop, and the command that rebuilds it from its registry entry "
                   "(docs/versioning.md):", ""]
-    for tag, how in summary.get("reproduce", {}).items():
-        lines.append(f"- `{tag}` (ref `{how['ref'] or 'none'}`, commit `{(how['commit'] or 'unknown')[:12]}`): "
-                     f"`{how['command']}`")
-    if summary["mean_auc_gain_on_those_windows"] is not None:
-        lines += ["", f"On the {summary['windows_served_by_a_retrained_model']} windows served by a retrained model, "
-                      f"live ROC AUC was {summary['mean_auc_gain_on_those_windows']:+.4f} on average vs the first "
+    for tag, how in summary.reproduce.items():
+        lines.append(f"- `{tag}` (ref `{how.ref or 'none'}`, commit `{(how.commit or 'unknown')[:12]}`): "
+                     f"`{how.command}`")
+    if summary.mean_auc_gain_on_those_windows is not None:
+        lines += ["", f"On the {summary.windows_served_by_a_retrained_model} windows served by a retrained model, "
+                      f"live ROC AUC was {summary.mean_auc_gain_on_those_windows:+.4f} on average vs the first "
                       f"champion scoring the same flights."]
     lines += ["", "| window | rows | drift index (calibrated threshold) | pred. drift | live AUC | first champion AUC "
                   "| alarm: calibrated reasons | retrain |", "|---|---|---|---|---|---|---|---|"]
@@ -261,7 +260,7 @@ def start_fresh(params_file: Path) -> str:
     return tag
 
 
-def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: float = 1800) -> dict[str, Any]:
+def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: float = 1800) -> LoopSummary:
     """Replay `replay.start..end` week by week through the stack, monitoring and retraining as it goes."""
     from prefect.settings import temporary_settings
     from rich.progress import Progress
@@ -278,7 +277,7 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     traffic = collect_replay(params)
     time_column = params.source.time_column
     chunks = weekly_chunks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end))[:weeks]
-    retrains: list[dict[str, Any]] = []
+    retrains: list[LoopRetrain] = []
     # The stack's Prefect server takes its basic-auth string; the loop is one more of its clients.
     with temporary_settings(updates=stack.prefect_client_settings(params)), Progress() as progress:
         task = progress.add_task("replaying weeks", total=len(chunks))
@@ -296,21 +295,21 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     return summary
 
 
-def closing_lines(summary: dict[str, Any], params: Params) -> list[str]:
+def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
     """What the loop prints at the end, for people: what happened, which model serves, where to look next."""
-    promoted = summary["promoted"]
-    gain = summary["mean_auc_gain_on_those_windows"]
+    promoted = summary.promoted
+    gain = summary.mean_auc_gain_on_those_windows
     return [
-        f"loop: {summary['windows']} weeks monitored, {summary['alarms']} alarms, {len(summary['retrains'])} "
+        f"loop: {summary.windows} weeks monitored, {summary.alarms} alarms, {len(summary.retrains)} "
         f"retrains, {len(promoted)} promoted"
-        + (f"; {summary['windows_served_by_a_retrained_model']} weeks served by a retrained model, live ROC AUC "
+        + (f"; {summary.windows_served_by_a_retrained_model} weeks served by a retrained model, live ROC AUC "
            f"{gain:+.4f} on them vs the first champion" if gain is not None else ""),
-        f"champion: {promoted[-1] if promoted else summary['first_champion']}"
+        f"champion: {promoted[-1] if promoted else summary.first_champion}"
         + ("" if promoted else " (the first one: no retrain passed the gate)"),
         "next:",
-        f"  {Path(summary['history_csv']).with_name(io.LOOP_SUMMARY_MD)}   the weeks, alarms and retrains; "
-        f"{Path(summary['plot']).name} beside it",
-        f"  {summary['evidently_dashboard']}   the Evidently dashboard (one line per champion)",
+        f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the weeks, alarms and retrains; "
+        f"{Path(summary.plot).name} beside it",
+        f"  {summary.evidently_dashboard}   the Evidently dashboard (one line per champion)",
         f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "
         "the drift Automation",
         "  python -m ops.stack down   stops the stack",
@@ -350,7 +349,8 @@ def monitor_once(params: Params, params_file: Path, timeout_s: float = 900) -> l
 
 
 def _follow_retrain(params: Params, started: RetrainBooking, before: str, url: str, timeout_s: float,
-                    progress: Any) -> dict[str, Any]:
+                    progress: Any) -> LoopRetrain:
+    from pipelines.contracts import LoopRetrain
     from pipelines.release import registry
 
     flow_run_id = find_triggered_run(params.monitor.retraining_deployment, started.window_end, timeout_s=120)
@@ -363,8 +363,8 @@ def _follow_retrain(params: Params, started: RetrainBooking, before: str, url: s
     wait_for_serving(url, after, params.stack.start_timeout_s, headers=bearer(admin_token(params)))
     progress.console.print(f"retraining {state}: champion {before} -> {after}"
                            + (" (promoted, now served)" if after != before else " (gate refused; unchanged)"))
-    return {"data_end": started.window_end, "flow_run_id": flow_run_id, "state": state,
-            "reason": started.reason, "champion_before": before, "champion_after": after}
+    return LoopRetrain(data_end=started.window_end, flow_run_id=flow_run_id, state=state, reason=started.reason,
+                       champion_before=before, champion_after=after)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

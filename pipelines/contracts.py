@@ -5,7 +5,8 @@ the model card read `evaluate`, and every champion that was not the current cand
 record is one model here, and code reads and writes it through that model, never through dict keys:
 
 - `GateReport` (`metrics/gate.json`): the promotion decision, the gate stage's only shape. The DVC receipt
-  (`GateReceipt`, `dvc-gate.json`) and what the registry keeps of it (`GateVerdict`) are derived from it.
+  (`GateReceipt`, `dvc-gate.json`) and what the registry keeps of it (`GateVerdict`) are derived from it; the
+  reference stage's receipt (`ReferenceReceipt`, `dvc-reference.json`) names the model it attached a reference to.
 - `RegistryEntry`: the metadata stored with each registered model (metrics, params, data version, `Lineage`,
   feature schema, gate verdict), and `PromotionRecord`, one line of the champion journal and the pointer itself.
   The BentoML store outlives code versions: `RegistryEntry.from_metadata` reads any stored shape, dropping what
@@ -16,11 +17,14 @@ record is one model here, and code reads and writes it through that model, never
 - `WindowRecord`: one monitoring window's verdict (`WindowSummary`) plus the monitoring flow's bookkeeping, as
   stored in `window-<date>.json`; its alarms are `Reason(kind, text)`: the kind is for code and tables, the
   text for people. Nothing recovers a kind from a sentence, except when reading a record stored before kinds.
-- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `EvaluationReport` and
-  `SliceReport` (`metrics/evaluate.json`, `slices.json`), `CandidatesReport` (`metrics/candidates.json`). DVC
-  hashes their bytes: each writes exactly what the stages always wrote.
-- `DroppedLog` (the prediction log's `dropped.json`), `MonitorState` (the monitor's `state.json`) and `StackState`
-  (the local stack's `stack.json`, which refuses any secret).
+- The training DAG's outputs: `SplitLineage` (the prepared splits' `lineage.json`), `ModelMeta` (the trained
+  model's `model.json`), `EvaluationReport` and `SliceReport` (`metrics/evaluate.json`, `slices.json`),
+  `CandidatesReport` (`metrics/candidates.json`). DVC hashes their bytes: each writes exactly what the stages
+  always wrote.
+- `DroppedLog` (the prediction log's `dropped.json`), `OverBudgetLog` (its `over-budget-<pid>.json`),
+  `MonitorState` (the monitor's `state.json`), `StackState` (the local stack's `stack.json`, which refuses any
+  secret), `ServiceDigests` (the token digests' `service-verify.json`, which holds digests only) and `LoopSummary`
+  (the demo loop's `summary.json`).
 
 Each file record is read by its `load` and written by its `save` (on `_Stored.parse` / `_write_file`): a damaged
 file raises `MalformedRecord` naming it. tests/code/test_catalog.py maps every JSON file name of the catalog to its
@@ -31,6 +35,7 @@ this module; pandas and pyarrow are imported inside the functions that need them
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -99,8 +104,8 @@ class _Stored(BaseModel):
             raise MalformedRecord(f"{path} is not valid JSON ({error}); fix or delete it") from None
         return cls.parse(data, path)
 
-    def _write_file(self, path: Path, *, durable: bool = False) -> Path:
-        return io.write_json(path, self.to_json_dict(), durable=durable)
+    def _write_file(self, path: Path, *, durable: bool = False, mode: int | None = None) -> Path:
+        return io.write_json(path, self.to_json_dict(), durable=durable, mode=mode)
 
 
 # --- the promotion gate --------------------------------------------------------------------------------------------
@@ -182,6 +187,29 @@ class GateReceipt(_Stored):
             return cls.model_validate(data) if data is not None else None
         except ValidationError:
             return None
+
+
+class ReferenceReceipt(_Stored):
+    """What the `reference` DVC stage attached (`dvc-reference.json` in the registry directory, the stage's out): the
+    monitoring reference of the model the gate registered, and the windows its drift calibration was sized on
+    (`monitor.window_days` / `min_window_rows` with `auto` resolved). DVC hashes it: the fields are in the order the
+    stage always wrote them."""
+
+    tag: str
+    model_md5: str
+    reference_rows: int
+    window_days: int
+    min_window_rows: int | None
+    calibration_windows: int
+    sizing: str
+
+    def save(self, registry_dir: Path) -> Path:
+        return self._write_file(registry_dir / io.DVC_REFERENCE_RECEIPT)
+
+    @classmethod
+    def load(cls, registry_dir: Path) -> ReferenceReceipt | None:
+        """The receipt, or None when the reference stage has not run for this registry directory."""
+        return cls._read_file(registry_dir / io.DVC_REFERENCE_RECEIPT)
 
 
 class GateReport(_Stored):
@@ -382,6 +410,68 @@ class CandidatesReport(_Stored):
         return cls._read_file(metrics_dir / io.CANDIDATES_FILE)
 
 
+class Probe(_Stored):
+    """Encoded validation rows (a missing value as null) and the probabilities training gave them: what
+    `pipelines.model.seam.check_parity` replays after every load."""
+
+    matrix: list[list[float | None]]
+    proba: list[float | None]
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class ModelMeta(_Stored):
+    """A trained model's `model.json` (`pipelines.model.seam`: `TrainedModel.save` writes it, `ModelMeta.load` is
+    its one reader): its family, rounds or iterations kept, validation metrics, rows, the `train:` params it was
+    trained with, the engine, probe rows, what it was trained on (`data`), the search that chose it and its
+    threshold. `TrainedModel.meta` is this record's JSON view (a dict the trainers fill in).
+
+    The train stage's DVC out: saved in the order training always wrote it, a family's own keys (the logistic
+    model's `importance`, `converged`: kept as they are, as extra keys) first. A model saved by an earlier version
+    (before families, probes, params or the search were recorded) reads with those keys absent, and saving it
+    again leaves them out; only the threshold is required. The learner's params, the engine, `data` and `search`
+    are open-ended, kept as mappings.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    family: str = "lightgbm"  # a model saved before families existed is LightGBM's
+    # What training records (`finish_training`); a model made otherwise (a booster wrapped by hand) has only its
+    # family and threshold.
+    best_iteration: int | None = Field(default=None, exclude_if=_absent)
+    valid_metrics: dict[str, float | None] | None = Field(default=None, exclude_if=_absent)
+    train_rows: int | None = Field(default=None, exclude_if=_absent)
+    valid_rows: int | None = Field(default=None, exclude_if=_absent)
+    params: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    engine: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    probe: Probe | None = Field(default=None, exclude_if=_absent)
+    data: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    search: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    threshold: float
+
+    @model_serializer(mode="wrap")
+    def _family_keys_first(self, handler: Any) -> dict[str, Any]:
+        """A family's own keys (set by its fit, before training's) head the file, as training has always written."""
+        data = handler(self)
+        own = [key for key in self.__pydantic_extra__ or {} if key in data]
+        return {**{key: data[key] for key in own}, **{key: v for key, v in data.items() if key not in own}}
+
+    @staticmethod
+    def path(model_dir: Path) -> Path:
+        """Where a trained model's meta is (its presence says a model was saved in `model_dir`)."""
+        return Path(model_dir) / io.META_FILE
+
+    def save(self, model_dir: Path) -> Path:
+        return self._write_file(self.path(model_dir))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ModelMeta | None:
+        """The meta of the model saved in `model_dir`, or None when none was (run the train stage)."""
+        return cls._read_file(cls.path(model_dir))
+
+
 # --- the registry --------------------------------------------------------------------------------------------------
 
 class Lineage(_Stored):
@@ -578,6 +668,40 @@ class DroppedLog(_Stored):
     def load(cls, log_dir: Path) -> DroppedLog:
         """The manifest in `log_dir`; empty when the cap has dropped nothing there."""
         return cls._read_file(log_dir / io.DROPPED_LOG_FILE) or cls()
+
+
+class OverBudgetCount(_Stored):
+    """Rows and bytes of one caller's predictions answered but not logged in one UTC hour (`YYYY-MM-DDTHH`): past
+    its `serve.prediction_log.caller_bytes_per_hour`."""
+
+    hour: str
+    caller: str
+    rows: int
+    bytes: int
+
+
+class OverBudgetLog(_Stored):
+    """What the per-caller budget left out, oldest hour first. Each writer (a service worker) saves its own counts
+    in `over-budget-<pid>.json` beside the log (`save`: no lock shared with the other workers); `load` reads every
+    writer's file and sums the counts per hour and caller."""
+
+    _root = "counts"
+    counts: list[OverBudgetCount] = []
+
+    def save(self, log_dir: Path, pid: int) -> Path:
+        return self._write_file(log_dir / io.over_budget_name(pid))
+
+    @classmethod
+    def load(cls, log_dir: Path) -> OverBudgetLog:
+        """Every writer's counts summed per (hour, caller); empty when no caller went over its budget."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        for path in sorted(Path(log_dir).glob(io.OVER_BUDGET_GLOB)):
+            for count in (cls._read_file(path) or cls()).counts:
+                summed = totals.setdefault((count.hour, count.caller), [0, 0])
+                summed[0] += count.rows
+                summed[1] += count.bytes
+        return cls(counts=[OverBudgetCount(hour=hour, caller=caller, rows=rows, bytes=size)
+                           for (hour, caller), (rows, size) in sorted(totals.items())])
 
 
 @dataclass(frozen=True)
@@ -1086,6 +1210,92 @@ class StackState(_Stored):
 # --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
 
 VariantKind = Literal["full", "trees", "features", "pruned", "onnx", "quantised"]
+
+
+class LoopRetrain(_Stored):
+    """One retrain the demo loop followed: the traffic it was on, its Prefect flow run and end state, why the
+    monitor asked for it, and the champion before and after (unchanged: the gate refused it)."""
+
+    data_end: str
+    flow_run_id: str
+    state: str
+    reason: str
+    champion_before: str
+    champion_after: str
+
+
+class ReproduceCommand(_Stored):
+    """How to rebuild a champion of the loop: the command, and the ref / commit its registry lineage names (None:
+    no lineage recorded)."""
+
+    command: str
+    ref: str | None
+    commit: str | None
+
+
+class LoopSummary(_Stored):
+    """The demo loop's evidence (`<monitoring_dir>/loop/summary.json`, beside `summary.md`, `history.csv` and the
+    plot): windows and alarms, the retrains it followed and what they promoted, the live AUC gained on the windows a
+    retrained model served (None: no such window), and the command that rebuilds each champion."""
+
+    windows: int
+    alarms: int
+    retrains: list[LoopRetrain]
+    first_champion: str
+    promoted: list[str]
+    windows_served_by_a_retrained_model: int
+    mean_auc_gain_on_those_windows: float | None
+    history_csv: str
+    plot: str
+    evidently_dashboard: str
+    reproduce: dict[str, ReproduceCommand] = {}
+
+    def save(self, loop_dir: Path) -> Path:
+        return self._write_file(loop_dir / io.LOOP_SUMMARY_JSON)
+
+    @classmethod
+    def load(cls, loop_dir: Path) -> LoopSummary | None:
+        """The last loop's summary, or None when no loop has finished here."""
+        return cls._read_file(loop_dir / io.LOOP_SUMMARY_JSON)
+
+
+def token_digest(secret: str) -> str:
+    """SHA-256 of a bearer token, in hex: what is stored and compared, never the token (32 random bytes: a plain
+    digest is as strong as the token)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# A SHA-256 digest in hex: a generated token (43 URL-safe characters) or a typed password cannot pass for one.
+TokenDigest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ServiceDigests(_Stored):
+    """The digests the service's workers check presented tokens against (`service-verify.json`, 0644 in the
+    credentials folder): the admin token's, and each API key's by name. Never a secret: built from the secrets by
+    `of`, which digests them, and a field that is not a digest is refused when built or read (naming the file)."""
+
+    admin: TokenDigest | None = None
+    api_keys: dict[str, TokenDigest] = {}
+
+    @classmethod
+    def of(cls, admin_token: str, api_keys: Mapping[str, str]) -> ServiceDigests:
+        """The digests of the secrets (the only way the service builds them)."""
+        return cls(admin=token_digest(admin_token),
+                   api_keys={name: token_digest(key) for name, key in api_keys.items()})
+
+    @staticmethod
+    def path(credentials_dir: Path) -> Path:
+        """Where the digests are in the credentials folder (the container mounts this file alone)."""
+        return Path(credentials_dir) / io.SERVICE_VERIFY_FILE
+
+    def save(self, credentials_dir: Path) -> Path:
+        """Written atomically, 0644 whatever the umask: the workers run as another user."""
+        return self._write_file(self.path(credentials_dir), mode=0o644)
+
+    @classmethod
+    def load(cls, credentials_dir: Path) -> ServiceDigests | None:
+        """The digests, or None when the service has not made them yet."""
+        return cls._read_file(cls.path(credentials_dir))
 
 
 class VariantRecord(_Stored):

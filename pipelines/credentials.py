@@ -7,9 +7,9 @@ Secrets (mode 0600, generated the first time they are needed, never rewritten):
 - `admin-token`: the bearer token of the service's admin routes (`/reload`, `/metadata`).
 - `api-keys/<name>`: one bearer key per name in `serve.api_keys`, for the callers of `/predict*`.
 
-Not secret (mode 0644): `service-verify.json`, the SHA-256 of the admin token and of each API key: all the service's
-workers (an unprivileged user, who cannot read the secrets) need to check a presented one. A token is 32 random
-bytes, so a plain digest is as strong as the token.
+Not secret (mode 0644): `service-verify.json` (`pipelines.contracts.ServiceDigests`, which holds digests only), the
+SHA-256 of the admin token and of each API key: all the service's workers (an unprivileged user, who cannot read the
+secrets) need to check a presented one. A token is 32 random bytes, so a plain digest is as strong as the token.
 
 Secrets never go to argv, stack.json or a log. To rotate one, delete its file and restart what uses it.
 """
@@ -17,8 +17,6 @@ Secrets never go to argv, stack.json or a log. To rotate one, delete its file an
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from pipelines import io
 from pipelines.config import Params
+from pipelines.contracts import MalformedRecord, ServiceDigests, token_digest
 
 FOLDER = io.CREDENTIALS_DIR
 PREFECT_AUTH_FILE = io.PREFECT_AUTH_FILE
@@ -56,11 +55,7 @@ def api_key_file(params: Params, name: str) -> Path:
 
 
 def verify_file(params: Params) -> Path:
-    return folder(params) / VERIFY_FILE
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return ServiceDigests.path(folder(params))
 
 
 def _make_folder(path: Path) -> None:
@@ -102,14 +97,18 @@ class Verifier:
     admin: str | None
     api_keys: dict[str, str]  # digest -> key name
 
+    @classmethod
+    def of(cls, digests: ServiceDigests) -> Verifier:
+        return cls(admin=digests.admin, api_keys={value: name for name, value in digests.api_keys.items()})
+
     def admin_ok(self, token: str | None) -> bool:
         import hmac
 
-        return bool(token) and self.admin is not None and hmac.compare_digest(digest(token), self.admin)
+        return bool(token) and self.admin is not None and hmac.compare_digest(token_digest(token), self.admin)
 
     def caller(self, token: str | None) -> str | None:
         """The API key's name for a presented key, else None."""
-        return self.api_keys.get(digest(token)) if token else None
+        return self.api_keys.get(token_digest(token)) if token else None
 
 
 def ensure_prefect_auth(params: Params) -> str:
@@ -123,31 +122,23 @@ def ensure_service_credentials(params: Params) -> Verifier:
     admin = _ensure_secret(admin_token_file(params), secrets.token_urlsafe(32))
     keys = {name: _ensure_secret(api_key_file(params, name), secrets.token_urlsafe(32))
             for name in params.serve.api_keys}
-    table = {"admin": digest(admin), "api_keys": {name: digest(key) for name, key in keys.items()}}
-    path = verify_file(params)
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if json.loads(path.read_text()) == table:
-            return _verifier(table)
-    _make_folder(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(table, indent=1))
-    temporary.chmod(0o644)
-    os.replace(temporary, path)
-    return _verifier(table)
+    digests = ServiceDigests.of(admin, keys)
+    with contextlib.suppress(MalformedRecord):  # a damaged file is made again: this process holds the secrets
+        if ServiceDigests.load(folder(params)) == digests:
+            return Verifier.of(digests)
+    _make_folder(folder(params))
+    digests.save(folder(params))
+    return Verifier.of(digests)
 
 
 def read_verifier(params: Params) -> Verifier | None:
-    """The verify file as the workers see it; None when there is none (then no admin token or key is accepted)."""
+    """The verify file as the workers see it; None when there is none or they may not read it (then no admin token
+    or key is accepted). A damaged one raises `MalformedRecord` naming it: the worker does not start on it."""
     try:
-        table = json.loads(verify_file(params).read_text())
-    except (FileNotFoundError, PermissionError, ValueError):
+        digests = ServiceDigests.load(folder(params))
+    except PermissionError:
         return None
-    return _verifier(table)
-
-
-def _verifier(table: dict) -> Verifier:
-    keys = table.get("api_keys", {})
-    return Verifier(admin=table.get("admin"), api_keys={value: name for name, value in keys.items()})
+    return Verifier.of(digests) if digests is not None else None
 
 
 def can_write(path: Path) -> bool:

@@ -191,8 +191,10 @@ def table_format(path: Path) -> Literal["csv", "parquet"] | None:
 def model_file(directory: Path) -> Path:
     """The learner's file of the trained model in `directory`, by the family its model.json names (a model saved
     before families existed is LightGBM's)."""
-    meta = read_json(directory / META_FILE) or {}
-    family = meta.get("family", "lightgbm")
+    from pipelines.contracts import ModelMeta  # the contracts are built on this module: looked up when called
+
+    meta = ModelMeta.load(directory)
+    family = meta.family if meta is not None else "lightgbm"
     if family not in MODEL_FILES:
         raise ValueError(f"{directory / META_FILE} names model family {family!r}; known: {sorted(MODEL_FILES)}")
     return directory / MODEL_FILES[family]
@@ -297,17 +299,18 @@ def _umask() -> int:
     return current
 
 
-def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = False, mode: int | None = None) -> Path:
     """Fill a temp file beside `path` with `write(temp)`, then rename it into place.
 
     `durable` also fsyncs the file before the rename (the registry's champion pointer: it must survive power loss,
-    not just a crash of this process).
+    not just a crash of this process). `mode` is the file's mode whatever the umask (the token digests: other users'
+    workers read them), set before the rename so no reader sees it otherwise.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     # mkstemp's 0600 would make an atomic write hide the file from other users (the serving container reads the
     # champion pointer as its own user): give it the mode a plain open() gives, 0666 less the umask.
-    os.fchmod(handle, 0o666 & ~_umask())
+    os.fchmod(handle, 0o666 & ~_umask() if mode is None else mode)
     os.close(handle)
     try:
         write(Path(temp))
@@ -321,13 +324,13 @@ def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = Fa
     return path
 
 
-def write_text(path: Path, text: str, *, durable: bool = False) -> Path:
-    return write_atomic(path, lambda temp: temp.write_text(text), durable=durable)
+def write_text(path: Path, text: str, *, durable: bool = False, mode: int | None = None) -> Path:
+    return write_atomic(path, lambda temp: temp.write_text(text), durable=durable, mode=mode)
 
 
-def write_json(path: Path, data: Any, *, durable: bool = False) -> Path:
+def write_json(path: Path, data: Any, *, durable: bool = False, mode: int | None = None) -> Path:
     text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
-    return write_text(path, text, durable=durable)
+    return write_text(path, text, durable=durable, mode=mode)
 
 
 def append_line(path: Path, line: str) -> Path:

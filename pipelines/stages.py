@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import GateReport, SplitLineage
+from pipelines.contracts import GateReport, ModelMeta, SplitLineage
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
     validated = require_validated_table(params, "register", strict=True)
-    trained_on = ((io.read_json(params.paths.model_dir / io.META_FILE) or {}).get("data") or {}).get("raw_table_md5")
+    meta = ModelMeta.load(params.paths.model_dir)
+    trained_on = ((meta.data if meta is not None else None) or {}).get("raw_table_md5")
     if trained_on != validated.table_md5:
         raise NotValidatedError(f"register: the challenger was trained on table {trained_on}, not on table "
                                 f"{validated.table_md5}, which validation passed "
@@ -264,7 +265,7 @@ def run_reference(params: Params) -> dict[str, Any]:
     and a monitoring-only key (cooldown, alarms) re-runs nothing. The windows it calibrates on are said here
     (`monitor.window_days` / `min_window_rows`, `auto` resolved from the reference period) and kept in the receipt.
     """
-    from pipelines.contracts import GateReceipt
+    from pipelines.contracts import GateReceipt, ReferenceReceipt
     from pipelines.model.catalog import load_model
     from pipelines.monitor.reference import build_reference
     from pipelines.release import registry
@@ -287,10 +288,10 @@ def run_reference(params: Params) -> dict[str, Any]:
         io.REFERENCE_FILE: lambda path: reference.to_parquet(path, index=False),
         io.CALIBRATION_FILE: lambda path: io.write_json(path, calibration.to_json_dict())},
         registry=registry.open_registry(params))
-    windows = {"window_days": calibration.window_days, "min_window_rows": calibration.min_window_rows,
-               "calibration_windows": calibration.windows, "sizing": calibration.sizing}
     log.info("reference: %s; calibrated on %d reference windows of %d days (%s)", receipt.tag,
              calibration.windows, calibration.window_days, calibration.sizing)
-    outcome = {"tag": receipt.tag, "model_md5": model_md5, "reference_rows": len(reference), **windows}
-    io.write_json(home / io.DVC_REFERENCE_RECEIPT, outcome)
-    return outcome
+    attached = ReferenceReceipt(tag=receipt.tag, model_md5=model_md5, reference_rows=len(reference),
+                                window_days=calibration.window_days, min_window_rows=calibration.min_window_rows,
+                                calibration_windows=calibration.windows, sizing=calibration.sizing)
+    attached.save(home)
+    return attached.to_json_dict()

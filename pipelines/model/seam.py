@@ -8,14 +8,14 @@ LightGBM booster, a scikit-learn estimator) live inside its family's module (`pi
 never leave it; `tests/code/test_model_seam.py` holds every other module to that.
 
 A trained model is a directory: the family's learner file (`pipelines.io.MODEL_FILES`), `feature_schema.json`
-and `model.json` (the family, threshold, best iteration, validation metrics, params, and probe rows with their
-probabilities, which `check_parity` replays after a load: the served prediction must be the one training made).
+and `model.json` (`pipelines.contracts.ModelMeta`: the family, threshold, best iteration, validation metrics,
+params, and probe rows with their probabilities, which `check_parity` replays after a load: the served prediction
+must be the one training made). `TrainedModel.meta` is that record's JSON view, a dict the trainers fill in.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import ModelMeta
 from pipelines.features import FeatureSchema, encode_frame
-from pipelines.io import META_FILE, MODEL_FILES, SCHEMA_FILE, to_jsonable
+from pipelines.io import MODEL_FILES, SCHEMA_FILE, model_file, to_jsonable
 
 # Importance kinds every family answers: "weight" is how much the model relies on each feature by its own
 # measure (split gain for trees, mean absolute log-odds contribution for a linear model).
@@ -135,8 +136,7 @@ class TrainedModel:
         try:
             (staging / self.model_file_name()).write_bytes(self.learner_bytes())
             self.schema.save(staging / SCHEMA_FILE)
-            meta = {**self.meta, "family": self.family, "threshold": self.threshold}
-            (staging / META_FILE).write_text(json.dumps(to_jsonable(meta), indent=2) + "\n")
+            self.record().save(staging)
             if directory.exists():
                 retired = directory.with_name(f".{directory.name}-old")
                 shutil.rmtree(retired, ignore_errors=True)
@@ -148,25 +148,30 @@ class TrainedModel:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def record(self) -> ModelMeta:
+        """Its `model.json`: the meta training filled in, with its family and threshold, as plain JSON values first
+        (NumPy scalars anywhere in it, NaN as null: what the file has always held); a meta that is not a model's is
+        refused here, before anything is written."""
+        return ModelMeta.model_validate(to_jsonable({**self.meta, "family": self.family, "threshold": self.threshold}))
+
     @classmethod
     def load(cls, directory: Path) -> TrainedModel:
         """The model saved in `directory`, as its family's class (named by model.json; LightGBM's before families
         existed)."""
-        meta_file = directory / META_FILE
-        if not meta_file.exists():
+        record = ModelMeta.load(directory)
+        if record is None:
             raise FileNotFoundError(f"no model at {directory} (run the train stage first)")
-        meta = json.loads(meta_file.read_text())
         # The catalog imports the family modules, which import this one: it is looked up when a model is loaded.
         catalog = importlib.import_module("pipelines.model.catalog")
-        model_class = catalog.family_module(meta.get("family", "lightgbm")).MODEL_CLASS
+        model_class = catalog.family_module(record.family).MODEL_CLASS
         if cls is not TrainedModel and not issubclass(model_class, cls):
             raise TypeError(f"{directory} holds a {model_class.family} model, not a {cls.family} one")
         learner_file = directory / model_class.model_file_name()
         if not learner_file.exists():
             raise FileNotFoundError(f"no model at {learner_file} (run the train stage first)")
         return model_class(**model_class._read_learner(learner_file),
-                           schema=FeatureSchema.load(directory / SCHEMA_FILE), threshold=float(meta["threshold"]),
-                           meta=meta, learner=learner_file.read_bytes())
+                           schema=FeatureSchema.load(directory / SCHEMA_FILE), threshold=record.threshold,
+                           meta=record.to_json_dict(), learner=learner_file.read_bytes())
 
 
 @dataclass
@@ -224,5 +229,4 @@ def measure_latency_ms(model: TrainedModel, matrix: np.ndarray, repeats: int, th
 
 def model_bytes(directory: Path) -> int:
     """The learner file's size: what a model costs to store and ship."""
-    return (directory / MODEL_FILES[(json.loads((directory / META_FILE).read_text())).get("family", "lightgbm")]
-            ).stat().st_size
+    return model_file(directory).stat().st_size

@@ -16,8 +16,8 @@ Callers are kept apart. Each record's `request_id` is the caller's id namespaced
 `<caller>/<request_id>` (`key:<name>` for an API key, else `peer:<address>`): a caller reusing another's id writes a
 record of its own rather than replacing the other's, and an outcome is joined on the same namespaced id. Each
 caller may add `caller_budget_bytes` per UTC hour (per writer); past it the records are not written, and what was
-left out is counted per caller and hour in `over-budget-<pid>.json` beside the log (`read_over_budget`), so one
-caller sending junk cannot push the others' rows out of the size cap below.
+left out is counted per caller and hour in `over-budget-<pid>.json` beside the log (`OverBudgetLog`, read by
+`read_over_budget`), so one caller sending junk cannot push the others' rows out of the size cap below.
 
 The records are `pipelines.contracts`' `PredictionRecord` and `OutcomeRecord`: the writer's `prediction_record`
 spells the same fields as `PredictionRecord` (tested), and `read_prediction_log` (used by the monitor and the
@@ -51,7 +51,15 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipelines import io
-from pipelines.contracts import DroppedFile, DroppedLog, OutcomeRecord, PredictionRecord, RefusalRecord
+from pipelines.contracts import (
+    DroppedFile,
+    DroppedLog,
+    OutcomeRecord,
+    OverBudgetCount,
+    OverBudgetLog,
+    PredictionRecord,
+    RefusalRecord,
+)
 
 MAX_EXAMPLES = 10  # skipped lines kept as examples per read
 MAX_OVER_BUDGET_ENTRIES = 10_000  # (hour, caller) counts a writer keeps; a crowd of callers cannot grow it further
@@ -202,14 +210,10 @@ class PredictionLog:
         """This writer's left-out counts, rewritten atomically (a second after the first new count, and at close)."""
         with self._over_lock:
             self._over_timer = None
-            entries = [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
-                       for (hour, caller), (rows, size) in sorted(self._over.items())]
+            counts = OverBudgetLog(counts=[OverBudgetCount(hour=hour, caller=caller, rows=rows, bytes=size)
+                                           for (hour, caller), (rows, size) in sorted(self._over.items())])
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / io.over_budget_name(os.getpid())
-            temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-            temporary.write_bytes(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
-            os.replace(temporary, path)
+            counts.save(self.directory, os.getpid())
         except OSError:  # counting must not fail a request; the next count saves again
             log.exception("could not write the over-budget counts in %s", self.directory)
 
@@ -348,21 +352,10 @@ def read_dropped(directory: Path) -> list[DroppedFile]:
     return DroppedLog.load(Path(directory)).files
 
 
-def read_over_budget(directory: Path) -> list[dict[str, Any]]:
-    """What the per-caller budget left out, by UTC hour and caller, summed over the writers:
-    `{"hour", "caller", "rows", "bytes"}`, oldest hour first."""
-    totals: dict[tuple[str, str], list[int]] = {}
-    for path in Path(directory).glob(io.OVER_BUDGET_GLOB):
-        try:
-            entries = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        for entry in entries:
-            counted = totals.setdefault((entry["hour"], entry["caller"]), [0, 0])
-            counted[0] += entry["rows"]
-            counted[1] += entry["bytes"]
-    return [{"hour": hour, "caller": caller, "rows": rows, "bytes": size}
-            for (hour, caller), (rows, size) in sorted(totals.items())]
+def read_over_budget(directory: Path) -> list[OverBudgetCount]:
+    """What the per-caller budget left out, by UTC hour and caller, summed over the writers, oldest hour first
+    (`OverBudgetLog`)."""
+    return OverBudgetLog.load(Path(directory)).counts
 
 
 def _span(path: Path) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import EvaluationReport, GateReport, RegistryEntry, SliceReport
-from pipelines.io import GATE_FILE, META_FILE, model_file
+from pipelines.contracts import EvaluationReport, GateReport, ModelMeta, RegistryEntry, SliceReport
+from pipelines.io import GATE_FILE, model_file
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
 
@@ -29,7 +29,7 @@ def _md5(path: Path) -> str | None:
 
 def _model_md5(directory: Path) -> str | None:
     """The md5 of the learner file of the model in `directory` (whatever its family), None where there is none."""
-    return _md5(model_file(directory)) if (directory / META_FILE).exists() else None
+    return _md5(model_file(directory)) if ModelMeta.path(directory).exists() else None
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ def build_model_card(params: Params) -> str:
     """The card as markdown; raises FileNotFoundError naming the stage to run when there is no model yet."""
     subject = _subject(params)
     model_dir = subject.dir
-    meta = _read_json(model_dir / META_FILE)
+    meta = ModelMeta.load(model_dir)
     if meta is None:
         raise FileNotFoundError(f"no model at {model_dir}: run the train stage first (dvc repro train)")
-    family = meta.get("family", "lightgbm")
+    family = meta.family
     evaluated_same = _model_md5(model_dir) == _model_md5(params.paths.model_dir)
     metrics_dir = params.paths.metrics_dir
     evaluation = EvaluationReport.load(metrics_dir) if evaluated_same else subject.entry.metrics.evaluate
@@ -81,12 +81,12 @@ def build_model_card(params: Params) -> str:
         f"- files: `{model_dir}`",
         f"- task: {params.project.description}",
         f"- label 1: the {params.project.entity} {params.project.positive_meaning} ({_label_rule(params)})",
-        f"- decision threshold: **{float(meta['threshold']):.4f}** (setting `train.threshold`: "
+        f"- decision threshold: **{meta.threshold:.4f}** (setting `train.threshold`: "
         f"{params.train.threshold})",
         f"- family: **{_family_name(family)}** (`train.family` {family})",
-        f"- {'rounds' if family != 'logistic' else 'solver iterations'} kept: {meta.get('best_iteration')}; "
-        f"rows: train {meta.get('train_rows'):,}, valid {meta.get('valid_rows'):,}",
-        f"- validation metrics: {_inline(meta.get('valid_metrics', {}))}",
+        f"- {'rounds' if family != 'logistic' else 'solver iterations'} kept: {meta.best_iteration}; "
+        f"rows: train {meta.train_rows:,}, valid {meta.valid_rows:,}",
+        f"- validation metrics: {_inline(meta.valid_metrics or {})}",
     ]
     lines += ["", "## Gate decision"]
     if gate is None:
@@ -110,7 +110,7 @@ def build_model_card(params: Params) -> str:
     lines += ["", "## Lineage: how to rebuild it", *lineage_lines(subject.tag, subject.entry)]
     lines += _quarantine_lines(params)
     lines += ["", "## Parameters", "| key | value |", "|---|---|"]
-    lines += [f"| train.{k} | {v} |" for k, v in _flat(meta.get("params") or params.train.model_dump(mode="json"))]
+    lines += [f"| train.{k} | {v} |" for k, v in _flat(meta.params or params.train.model_dump(mode="json"))]
     lines += [f"| features.categorical | {', '.join(params.features.categorical)} |",
               f"| features.numeric | {', '.join(params.features.numeric)} |",
               f"| features.time_parts | {', '.join(params.features.time_parts)} |"]

@@ -33,6 +33,7 @@ from pipelines.contracts import (
     EvaluationReport,
     GateReport,
     Lineage,
+    ModelMeta,
     PromotionRecord,
     RegistryEntry,
     RegistryMetrics,
@@ -104,7 +105,8 @@ def save_model(model_dir: Path, entry: RegistryEntry | Mapping[str, Any], *, nam
 
     # BentoML accepts plain values only, and no None
     safe = entry.to_metadata() if isinstance(entry, RegistryEntry) else io.without_nulls(io.to_jsonable(entry))
-    family = (io.read_json(model_dir / io.META_FILE) or {}).get("family", "lightgbm")
+    meta = ModelMeta.load(model_dir)
+    family = meta.family if meta is not None else "lightgbm"
     with bentoml.models.create(name, labels={"framework": family, **(labels or {})}, metadata=safe,
                                module="pipelines.release.registry") as stored:
         for item in model_dir.iterdir():
@@ -372,19 +374,21 @@ def registration_entry(params: Params, gate_report: GateReport, built: Lineage) 
     """What the registry stores with a model: metrics, params, data version, lineage (`built`, captured by the
     caller in the stage's directory), feature schema, gate."""
     paths = params.paths
-    meta = io.read_json(paths.model_dir / io.META_FILE) or {}
+    meta = ModelMeta.load(paths.model_dir)
+    if meta is None:
+        raise FileNotFoundError(f"no model at {paths.model_dir} to register: run the train stage first")
     window = [params.collect.start.isoformat(), params.collect.end.isoformat()]
     return RegistryEntry(
         model_md5=gate_report.challenger_md5,
-        family=meta.get("family", "lightgbm"),
-        metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.get("valid_metrics"),
+        family=meta.family,
+        metrics=RegistryMetrics(test=gate_report.metrics.challenger, valid=meta.valid_metrics,
                                 evaluate=EvaluationReport.load(paths.metrics_dir)),
-        params=meta.get("params"),
-        search=meta.get("search"),
-        threshold=meta.get("threshold"),
+        params=meta.params,
+        search=meta.search,
+        threshold=meta.threshold,
         # What it was trained on (recorded by preprocess and train): the validated raw table's MD5 (DVC 3 records a
         # file out's MD5 of its bytes, so this equals dvc.lock's collect out) and the MD5s of the train/valid splits.
-        data_version=DataVersion.model_validate({**(meta.get("data") or {}), "window": window}),
+        data_version=DataVersion.model_validate({**(meta.data or {}), "window": window}),
         # How to rebuild it: the commit and whether files differed from it (then the commit alone cannot rebuild
         # it, and which files), experiment ref, data hash, params diff, package lock.
         lineage=built,

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.contracts import EvaluationReport, Lineage
+from pipelines.contracts import EvaluationReport, Lineage, ModelMeta
 from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
-from pipelines.io import EVALUATE_FILE, META_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
+from pipelines.io import EVALUATE_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
 from pipelines.io import file_md5 as _file_md5
 from pipelines.release import versioning
 from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5, not_built_at
@@ -170,7 +170,7 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
             versioning.run_stage(worktree, stage, force=True)
         rebuilt_lock = yaml.safe_load((worktree / LOCK_FILE).read_text()) or {}
         rebuilt_dir = worktree / params.paths.model_dir
-        model_md5 = file_md5(model_file(rebuilt_dir)) if (rebuilt_dir / META_FILE).exists() else None
+        model_md5 = file_md5(model_file(rebuilt_dir)) if ModelMeta.path(rebuilt_dir).exists() else None
         # The evaluation committed with the model's dvc.lock, else the one its registry entry holds.
         evaluate_file = params.paths.metrics_dir / EVALUATE_FILE
         recorded_text = versioning.show_file(root, commit, evaluate_file)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import EvaluationReport
+from pipelines.contracts import EvaluationReport, ModelMeta
 
 # (key in evaluate.json, label, lower is better)
 ROWS = (("roc_auc", "ROC AUC", False), ("pr_auc", "PR AUC", False), ("log_loss", "log loss", True),
@@ -59,16 +59,17 @@ def summary_text(params: Params) -> str:
     if evaluation is None:
         raise FileNotFoundError(f"{paths.metrics_dir / io.EVALUATE_FILE} not found: run the training DAG first "
                                 "(dvc repro)")
-    meta = io.read_json(paths.model_dir / io.META_FILE) or {}
-    window = (meta.get("data") or {}).get("window") or [params.collect.start.isoformat(),
-                                                        params.collect.end.isoformat()]
-    search = meta.get("search") or {}
+    meta = ModelMeta.load(paths.model_dir)
+    window = ((meta.data if meta else None) or {}).get("window") or [params.collect.start.isoformat(),
+                                                                     params.collect.end.isoformat()]
+    search = (meta.search if meta else None) or {}
     validation = io.read_json(paths.validation_dir / io.VALIDATION_SUMMARY_FILE) or {}
     chosen = (f"candidate #{search['candidate']} of {search['candidates']} by validation {search['metric']}, "
               if search.get("candidates") else "")
     lines = [
         f"{params.project.model_name}: trained on {window[0][:10]} .. {window[1][:10]} ({chosen}"
-        f"{meta.get('best_iteration', '?')} trees, threshold {_number(evaluation.threshold)})",
+        f"{meta.best_iteration if meta and meta.best_iteration is not None else '?'} trees, threshold "
+        f"{_number(evaluation.threshold)})",
         f"test split: {evaluation.model.rows:,} rows, the last {params.split.test_days} days, later than training",
         "",
         *metrics_lines(evaluation),

@@ -328,7 +328,7 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
     the stages ran as DVC commands, so their results are read back from their outputs, not returned."""
     import pyarrow.parquet as pq
 
-    from pipelines.contracts import CandidatesReport, EvaluationReport, GateReport
+    from pipelines.contracts import CandidatesReport, EvaluationReport, GateReport, ModelMeta
 
     paths = params.paths
 
@@ -338,14 +338,15 @@ def read_run_summary(params: Any, root: Path) -> dict[str, Any]:
     validation = io.read_json(here(paths.validation_dir / io.VALIDATION_SUMMARY_FILE)) or {}
     splits = {split: pq.ParquetFile(here(io.prepared_path(paths, split))).metadata.num_rows
               for split in io.SPLITS if here(io.prepared_path(paths, split)).exists()}
-    model = io.read_json(here(paths.model_dir / io.META_FILE)) or {}
+    model = ModelMeta.load(here(paths.model_dir))
     return {
         "collect": {"rows": validation.get("rows", 0)},
         "validate": validation,
         "splits": splits,
-        "train": {"family": model.get("family", "lightgbm"), "best_iteration": model.get("best_iteration"),
-                  "threshold": model.get("threshold", float("nan")),
-                  "valid_metrics": model.get("valid_metrics"), "search": model.get("search")},
+        "train": {"family": model.family, "best_iteration": model.best_iteration, "threshold": model.threshold,
+                  "valid_metrics": model.valid_metrics, "search": model.search} if model is not None else
+                 {"family": "lightgbm", "best_iteration": None, "threshold": float("nan"), "valid_metrics": None,
+                  "search": None},
         "evaluate": _stored_json(EvaluationReport, here(paths.metrics_dir)),
         "candidates": _stored_json(CandidatesReport, here(paths.metrics_dir)),
         "gate": _stored_json(GateReport, here(paths.metrics_dir)),

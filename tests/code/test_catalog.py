@@ -129,7 +129,7 @@ def test_the_scan_finds_a_file_name_in_a_string_and_an_f_string(tmp_path: Path) 
 # --- every JSON record the catalog names has a contract --------------------------------------------------------------
 # What reads and writes each JSON / JSON Lines file the catalog names: a typed record with one writer and one reader
 # (pipelines/contracts.py, or the module that owns the format). A new name ending in .json / .jsonl fails the test
-# below until it is typed here, or listed as another tool's format or as not typed yet (with why).
+# below until it is typed here, or listed as another tool's format.
 
 def _contracts() -> dict[str, type]:
     from pipelines import contracts as c
@@ -138,27 +138,22 @@ def _contracts() -> dict[str, type]:
     from pipelines.monitor.calibration import Calibration
 
     return {
-        "SCHEMA_FILE": FeatureSchema, "LINEAGE_FILE": c.SplitLineage, "VALIDATION_SUMMARY_FILE": ValidationSummary,
+        "SCHEMA_FILE": FeatureSchema, "META_FILE": c.ModelMeta, "LINEAGE_FILE": c.SplitLineage,
+        "VALIDATION_SUMMARY_FILE": ValidationSummary,
         "EVALUATE_FILE": c.EvaluationReport, "SLICES_FILE": c.SliceReport, "CANDIDATES_FILE": c.CandidatesReport,
-        "GATE_FILE": c.GateReport, "DVC_GATE_RECEIPT": c.GateReceipt,
+        "GATE_FILE": c.GateReport, "DVC_GATE_RECEIPT": c.GateReceipt, "DVC_REFERENCE_RECEIPT": c.ReferenceReceipt,
         "CHAMPION_FILE": c.PromotionRecord, "HISTORY_FILE": c.PromotionRecord, "CALIBRATION_FILE": Calibration,
         "PREDICTION_LOG_GLOB": c.PredictionRecord, "OUTCOME_GLOB": c.OutcomeRecord, "DROPPED_LOG_FILE": c.DroppedLog,
+        "OVER_BUDGET_GLOB": c.OverBudgetLog,
         "ACKNOWLEDGEMENTS_FILE": c.Acknowledgement, "RETRAIN_OUTCOMES_FILE": c.RetrainOutcome,
         "WINDOW_RECORD_GLOB": c.WindowRecord, "STACK_STATE_FILE": c.StackState, "MONITOR_STATE_FILE": c.MonitorState,
         "VARIANTS_REPORT_FILE": c.VariantsReport, "ENCODING_FILE": c.EdgeEncoding,
+        "SERVICE_VERIFY_FILE": c.ServiceDigests, "LOOP_SUMMARY_JSON": c.LoopSummary,
     }
 
 
 # Formats another tool owns (Great Expectations writes and reads them).
 OTHER_TOOLS = {"VALIDATION_RESULT_FILE", "CONTAINER_SUITE_FILE"}
-# Records still built and read as plain dicts: each is a follow-up (issue #34 item 3), not a precedent.
-NOT_TYPED_YET = {
-    "META_FILE": "model.json, the trained model's meta (pipelines/model/seam.py writes it; several readers)",
-    "DVC_REFERENCE_RECEIPT": "dvc-reference.json, the reference stage's receipt (pipelines/stages.py)",
-    "OVER_BUDGET_GLOB": "over-budget-<pid>.json, the per-caller budget's counts (pipelines/monitor/prediction_log.py)",
-    "SERVICE_VERIFY_FILE": "service-verify.json, the token digests (pipelines/credentials.py)",
-    "LOOP_SUMMARY_JSON": "the demo loop's summary.json (ops/loop.py)",
-}
 
 
 def _json_record_names() -> set[str]:
@@ -171,16 +166,18 @@ def _json_record_names() -> set[str]:
 def test_every_json_record_the_catalog_names_has_a_contract() -> None:
     contracts = _contracts()
     names = _json_record_names()
-    assert names == contracts.keys() | OTHER_TOOLS | NOT_TYPED_YET.keys(), (
+    assert names == contracts.keys() | OTHER_TOOLS, (
         "a JSON file name in pipelines/io.py without a contract here (or one listed here the catalog lost)")
-    assert not contracts.keys() & (OTHER_TOOLS | NOT_TYPED_YET.keys())
+    assert not contracts.keys() & OTHER_TOOLS
     # The scan finds what it must (else the equality above could hold on an empty scan): the new contracts' names.
     assert {"EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE", "DROPPED_LOG_FILE",
-            "STACK_STATE_FILE", "MONITOR_STATE_FILE"} <= names
+            "STACK_STATE_FILE", "MONITOR_STATE_FILE", "META_FILE", "DVC_REFERENCE_RECEIPT", "OVER_BUDGET_GLOB",
+            "SERVICE_VERIFY_FILE", "LOOP_SUMMARY_JSON"} <= names
 
 
 @pytest.mark.parametrize("name", ["EVALUATE_FILE", "SLICES_FILE", "CANDIDATES_FILE", "LINEAGE_FILE",
-                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE"])
+                                  "DROPPED_LOG_FILE", "STACK_STATE_FILE", "GATE_FILE", "MONITOR_STATE_FILE",
+                                  "DVC_REFERENCE_RECEIPT", "SERVICE_VERIFY_FILE", "LOOP_SUMMARY_JSON", "META_FILE"])
 def test_a_contract_reads_the_catalog_s_name_in_the_folder_it_is_given(name: str, tmp_path: Path) -> None:
     """Each of these records loads from `<folder>/<the catalog's name>` (no second spelling of it): nothing there
     is no record (or an empty manifest), and a file that is not the record is refused naming that file."""

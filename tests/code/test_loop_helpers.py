@@ -1,9 +1,15 @@
-"""The loop's and the retraining flow's pure helpers: weekly cuts aligned with the monitoring windows, and a
-retrain's experiment name and overrides."""
+"""The loop's and the retraining flow's pure helpers: weekly cuts aligned with the monitoring windows, a
+retrain's experiment name and overrides, and the loop's summary (its record, its page and its closing lines)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
+import pytest
+
+from pipelines import io
 
 
 def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
@@ -35,3 +41,51 @@ def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
     assert name.startswith("retrain-until-20130617-")
     # A git ref name: no spaces, colons or other characters git refuses in refs/exps/<baseline>/<name>.
     assert not set(name) & set(" :~^?*[\\")
+
+
+def _summary(out: Path, gain: float | None):
+    from pipelines.contracts import LoopRetrain, LoopSummary, ReproduceCommand
+
+    retrain = LoopRetrain(data_end="2013-06-17T00:00:00+00:00", flow_run_id="0b1c", state="Completed",
+                          reason="data drift", champion_before="m:first", champion_after="m:second")
+    return LoopSummary(windows=4, alarms=1, retrains=[retrain], first_champion="m:first", promoted=["m:second"],
+                       windows_served_by_a_retrained_model=1 if gain is not None else 0,
+                       mean_auc_gain_on_those_windows=gain, history_csv=str(out / "history.csv"),
+                       plot=str(out / "history.png"), evidently_dashboard="http://127.0.0.1:8000/projects/x",
+                       reproduce={"m:second": ReproduceCommand(command="python -m pipelines reproduce m:second --check",
+                                                               ref="refs/exps/ab/retrain", commit=None)})
+
+
+def test_the_loop_summary_round_trips_reads_an_older_file_and_a_damaged_one_is_named(tmp_path: Path) -> None:
+    """summary.json (`LoopSummary`) reads back what the loop saved; a summary from before `reproduce` was recorded
+    still loads (no commands); a file that is not a summary is refused naming it."""
+    from pipelines.contracts import LoopSummary, MalformedRecord
+
+    assert LoopSummary.load(tmp_path) is None  # no loop has finished here
+    summary = _summary(tmp_path, 0.0123)
+    path = summary.save(tmp_path)
+    assert path == tmp_path / io.LOOP_SUMMARY_JSON and LoopSummary.load(tmp_path) == summary
+    older = {key: value for key, value in json.loads(path.read_text()).items() if key != "reproduce"}
+    path.write_text(json.dumps(older))
+    assert LoopSummary.load(tmp_path) == summary.model_copy(update={"reproduce": {}})
+    path.write_text(json.dumps({**older, "retrains": [{"data_end": "2013-06-17"}]}))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid LoopSummary record \(retrains\.0\."):
+        LoopSummary.load(tmp_path)
+
+
+@pytest.mark.parametrize("gain", [0.0123, None])
+def test_the_loop_s_page_and_closing_lines_say_what_the_summary_holds(gain: float | None, tmp_path: Path) -> None:
+    from ops.loop import _markdown, closing_lines
+    from pipelines.config import parse_params
+    from support.params import params_dict
+
+    summary = _summary(tmp_path, gain)
+    page = _markdown(pd.DataFrame(columns=["window_start"]), summary)
+    assert "4 weekly windows analysed, 1 alarm, 1 retraining run, 1 promoted." in page
+    assert "- retrain on traffic up to 2013-06-17: run Completed, champion m:first -> m:second (data drift)" in page
+    assert "- `m:second` (ref `refs/exps/ab/retrain`, commit `unknown`): `python -m pipelines reproduce" in page
+    assert ("live ROC AUC was +0.0123" in page) == (gain is not None)
+    lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
+    assert lines[0].startswith("loop: 4 weeks monitored, 1 alarms, 1 retrains, 1 promoted")
+    assert ("live ROC AUC +0.0123 on them" in lines[0]) == (gain is not None)
+    assert lines[1] == "champion: m:second" and lines[3].strip().startswith(str(tmp_path / io.LOOP_SUMMARY_MD))

@@ -3,8 +3,14 @@ the budget left out counted per caller."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import pytest
+
+from pipelines import io
+from pipelines.contracts import MalformedRecord, OverBudgetCount, OverBudgetLog
 from pipelines.monitor.prediction_log import (
     PredictionLog,
     logged_id,
@@ -51,8 +57,8 @@ def test_a_caller_past_its_hourly_budget_is_left_out_and_counted_others_are_not(
     assert sum(i.startswith("junk") for i in ids) == 30 and sum(i.startswith("next-hour") for i in ids) == 10
     assert sum(i.startswith("innocent") for i in ids) == 10 and sum(i.startswith("mixed") for i in ids) == 10
     assert not any(i.startswith("late") for i in ids)
-    assert read_over_budget(tmp_path) == [{"hour": hour, "caller": "peer:10.0.0.9", "rows": 30,
-                                           "bytes": 2 * batch + _size(_records("late", 10))}]
+    assert read_over_budget(tmp_path) == [OverBudgetCount(hour=hour, caller="peer:10.0.0.9", rows=30,
+                                                          bytes=2 * batch + _size(_records("late", 10)))]
 
 
 def test_without_a_budget_or_a_caller_everything_is_written(tmp_path: Path) -> None:
@@ -97,3 +103,19 @@ def test_records_are_written_one_per_line_whatever_their_strings_hold() -> None:
     other = [{"a": 1}, {"request_id": "b"}]
     assert jsonl(other) == b'{"a":1}\n{"request_id":"b"}\n'
     assert jsonl(_records("y", 1000)) == b"".join(orjson.dumps(r) + b"\n" for r in _records("y", 1000))
+
+
+def test_the_over_budget_counts_of_every_writer_are_summed_and_a_damaged_file_is_named(tmp_path: Path) -> None:
+    """Each worker saves its own `over-budget-<pid>.json` (as `PredictionLog` does, under its own pid); the reader sums
+    them per hour and caller, oldest hour first, and refuses a file that is not a writer's counts, naming it."""
+    early, late = "2013-06-01T10", "2013-06-01T11"
+    OverBudgetLog(counts=[OverBudgetCount(hour=late, caller="peer:a", rows=2, bytes=200),
+                          OverBudgetCount(hour=early, caller="peer:a", rows=1, bytes=100)]).save(tmp_path, 7)
+    written = OverBudgetLog(counts=[OverBudgetCount(hour=late, caller="peer:a", rows=5, bytes=500)]).save(
+        tmp_path, os.getpid())
+    assert written == tmp_path / io.over_budget_name(os.getpid()) and isinstance(json.loads(written.read_text()), list)
+    assert read_over_budget(tmp_path) == [OverBudgetCount(hour=early, caller="peer:a", rows=1, bytes=100),
+                                          OverBudgetCount(hour=late, caller="peer:a", rows=7, bytes=700)]
+    written.write_text(json.dumps([{"hour": late, "caller": "peer:a", "rows": 5}]))
+    with pytest.raises(MalformedRecord, match=rf"{written} is not a valid OverBudgetLog record \(0\.bytes"):
+        read_over_budget(tmp_path)

@@ -17,7 +17,9 @@ from pipelines.contracts import (
     DroppedLog,
     EvaluationReport,
     MalformedRecord,
+    ModelMeta,
     MonitorState,
+    ReferenceReceipt,
     RetrainBooking,
     SliceReport,
     SplitLineage,
@@ -172,3 +174,67 @@ def test_the_monitor_state_reads_what_earlier_versions_wrote_and_round_trips(tmp
     path.write_text(json.dumps({"windows": {}, "retrains": [{"reason": "no window end"}]}))
     with pytest.raises(MalformedRecord, match=rf"{path} is not a valid MonitorState record \(retrains\.0\.window_end"):
         MonitorState.load(tmp_path)
+
+
+def test_the_reference_receipt_writes_the_bytes_the_stage_always_wrote(tmp_path: Path) -> None:
+    """dvc-reference.json is the reference stage's DVC out: the receipt saves the dict the stage used to write (same
+    keys, order, numbers) byte for byte, reads back equal, and a damaged one is refused naming the file."""
+    legacy = {"tag": "flight-delay-classifier:abc", "model_md5": "0" * 32, "reference_rows": 20000,
+              "window_days": 7, "min_window_rows": 250, "calibration_windows": 12, "sizing": "monitor.window_days=7"}
+    expected = tmp_path / "legacy.json"
+    io.write_json(expected, legacy)
+    receipt = ReferenceReceipt.model_validate(legacy)
+    assert receipt.save(tmp_path) == tmp_path / io.DVC_REFERENCE_RECEIPT
+    assert (tmp_path / io.DVC_REFERENCE_RECEIPT).read_bytes() == expected.read_bytes()
+    assert ReferenceReceipt.load(tmp_path) == receipt and ReferenceReceipt.load(tmp_path / "none") is None
+    (tmp_path / io.DVC_REFERENCE_RECEIPT).write_text(json.dumps({**legacy, "reference_rows": "many"}))
+    with pytest.raises(MalformedRecord, match=rf"{tmp_path / io.DVC_REFERENCE_RECEIPT} is not a valid "
+                                              r"ReferenceReceipt record \(reference_rows"):
+        ReferenceReceipt.load(tmp_path)
+
+
+def _trained_meta(**first: object) -> dict:
+    """A meta as `finish_training` builds it (after the family's own keys `first`), then the train stage's `data` and
+    `search`, then the seam's threshold: the order model.json has always had."""
+    return {**first, "family": "lightgbm", "best_iteration": 106,
+            "valid_metrics": {"auc": 0.757620182435316, "binary_logloss": 0.5294689133032598},
+            "train_rows": 160590, "valid_rows": 28280,
+            "params": {"family": "lightgbm", "seed": 42, "recency_half_life_days": None,
+                       "lightgbm": {"learning_rate": 0.05, "lambda_l2": 1.0}},
+            "engine": {"engine": "local"},
+            "probe": {"matrix": [[3.0, None, 46.0, 0.05], [7.0, 2.0, float("nan"), 1e-07]],
+                      "proba": [0.2880311, 0.10000000000000002]},
+            "data": {"raw_table_md5": "0" * 32, "window": ["2013-01-01T00:00:00+00:00", "2013-04-01T00:00:00+00:00"]},
+            "search": {"candidate": 0, "family": "lightgbm", "candidates": 4, "refit": False},
+            "threshold": 0.287938541762359}
+
+
+@pytest.mark.parametrize("first", [{}, {"importance": {"weight": [0.5, 0.0, 1.25, 3e-05]}, "converged": True}])
+def test_model_json_is_written_as_the_meta_dict_was_and_reads_back_equal(first: dict, tmp_path: Path) -> None:
+    """model.json is the train stage's DVC out: the record writes the bytes the dict did (keys, order, numbers; a
+    missing value as null; a family's own keys, the logistic model's, first), and reads back to the same JSON."""
+    meta = _trained_meta(**first)
+    io.write_json(tmp_path / "dict.json", meta)
+    record = ModelMeta.model_validate(meta)
+    assert record.save(tmp_path) == tmp_path / io.META_FILE
+    assert (tmp_path / io.META_FILE).read_bytes() == (tmp_path / "dict.json").read_bytes()
+    loaded = ModelMeta.load(tmp_path)  # the NaN probe value, stored as null, reads back as missing
+    assert loaded.to_json_dict() == json.loads((tmp_path / "dict.json").read_text())
+    assert loaded.probe.matrix[1][2] is None
+    assert loaded.model_copy(update={"probe": record.probe}) == record.model_copy(update={"probe": record.probe})
+
+
+def test_a_model_json_of_an_early_version_loads_and_a_damaged_one_is_named(tmp_path: Path) -> None:
+    """A model saved before families, probes, the engine, data and search were recorded reads as LightGBM's with
+    those keys absent, and saving it again writes none of them; one without a threshold is refused naming it."""
+    early = {"threshold": 0.31, "best_iteration": 40, "train_rows": 5000, "valid_rows": 1000,
+             "valid_metrics": {"auc": 0.7}, "params": {"num_leaves": 31}}
+    path = tmp_path / io.META_FILE
+    path.write_text(json.dumps(early))
+    record = ModelMeta.load(tmp_path)
+    assert record.family == "lightgbm" and record.probe is None and record.data is None and record.search is None
+    record.save(tmp_path)
+    assert json.loads(path.read_text()) == {**early, "family": "lightgbm"}
+    path.write_text(json.dumps({key: value for key, value in early.items() if key != "threshold"}))
+    with pytest.raises(MalformedRecord, match=rf"{path} is not a valid ModelMeta record \(threshold: Field required"):
+        ModelMeta.load(tmp_path)

@@ -38,6 +38,43 @@ def test_credentials_are_made_once_private_and_verified_by_digest(tmp_path: Path
         credentials.admin_token(params)
 
 
+def test_the_verify_file_holds_digests_only_readable_by_the_workers_and_a_damaged_one_is_named(
+        tmp_path: Path) -> None:
+    """service-verify.json (`ServiceDigests`) never holds a secret: what the service writes is 64-hex digests of the
+    secrets, 0644 even under a private umask; a record carrying a plain token is refused when built and when read
+    (naming the file, so a worker does not start on it); the service makes a damaged file again."""
+    import os
+    import secrets as random_tokens
+
+    from pydantic import ValidationError
+
+    from pipelines.contracts import MalformedRecord, ServiceDigests, token_digest
+
+    params = parse_params(params_dict(tmp_path, {"serve.api_keys": ["replay"]}))
+    previous = os.umask(0o077)
+    try:
+        credentials.ensure_service_credentials(params)
+    finally:
+        os.umask(previous)
+    path = credentials.verify_file(params)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    stored = json.loads(path.read_text())
+    admin, key = credentials.admin_token(params), credentials.api_key(params, "replay")
+    assert stored == {"admin": token_digest(admin), "api_keys": {"replay": token_digest(key)}}
+    assert ServiceDigests.load(credentials.folder(params)) == ServiceDigests.of(admin, {"replay": key})
+    token = random_tokens.token_urlsafe(32)  # what the service generates
+    for plain in ({"admin": token}, {"api_keys": {"replay": token}}):
+        with pytest.raises(ValidationError, match="pattern"):
+            ServiceDigests.model_validate(plain)
+        path.write_text(json.dumps(plain))
+        with pytest.raises(MalformedRecord, match=rf"{path} is not a valid ServiceDigests record"):
+            credentials.read_verifier(params)
+    assert credentials.ensure_service_credentials(params).admin_ok(admin)  # made again from the secrets it holds
+    assert json.loads(path.read_text()) == stored
+    path.unlink()
+    assert credentials.read_verifier(params) is None  # not made yet: no token is accepted
+
+
 def test_the_stack_gives_the_auth_string_to_the_server_and_its_clients_through_the_environment_only(
         tmp_path: Path) -> None:
     from ops.stack import plan

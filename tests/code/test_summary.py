@@ -7,7 +7,7 @@ import pytest
 
 from pipelines import io
 from pipelines.cli import main
-from pipelines.contracts import EvaluationReport, Scores
+from pipelines.contracts import EvaluationReport, ModelMeta, Scores
 from pipelines.release.summary import summary_text
 
 METRICS = Scores(roc_auc=0.7167, pr_auc=0.4714, log_loss=0.4995, brier=0.1635, accuracy=0.6999, precision=0.4048,
@@ -19,9 +19,9 @@ def _written(params, gate):
                      baselines={"prior": METRICS.model_copy(update={"roc_auc": 0.5}),
                                 "hour_of_day_rate": METRICS.model_copy(update={"roc_auc": 0.6278})},
                      ).save(params.paths.metrics_dir)
-    io.write_json(params.paths.model_dir / io.META_FILE, {
-        "best_iteration": 106, "search": {"candidate": 0, "candidates": 4, "metric": "auc"},
-        "data": {"window": ["2013-01-01T00:00:00+00:00", "2013-09-01T00:00:00+00:00"]}})
+    ModelMeta(best_iteration=106, valid_metrics={"auc": 0.7576}, threshold=0.2879,
+              search={"candidate": 0, "candidates": 4, "metric": "auc"},
+              data={"window": ["2013-01-01T00:00:00+00:00", "2013-09-01T00:00:00+00:00"]}).save(params.paths.model_dir)
     if gate:
         io.write_json(params.paths.metrics_dir / io.GATE_FILE, gate)
 

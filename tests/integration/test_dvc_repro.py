@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import REPORT_START
+from pipelines.contracts import ReferenceReceipt
 from support.params import SMALL_WINDOW
 from support.project_copy import commit, copy_project, run, set_params
 
@@ -84,7 +85,7 @@ def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None
     output = _run(repo, "dvc", "repro")
     assert _ran_stages(output) == {"gate", "reference"}  # its receipt went with var/ too: attached again
     assert json.loads((registry / "champion.json").read_text())["tag"] == receipt["tag"]
-    assert json.loads((registry / "dvc-reference.json").read_text())["tag"] == receipt["tag"]
+    assert ReferenceReceipt.load(registry).tag == receipt["tag"]
     assert _ran_stages(_run(repo, "dvc", "repro")) == set()
 
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from pipelines.cli import REPORT_START
+from pipelines.contracts import ModelMeta
 from support.params import SMALL_WINDOW
 from support.project_copy import commit, copy_project, run
 
@@ -50,8 +51,8 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def test_the_forced_family_is_trained_gated_and_promoted(project: dict[str, Any]) -> None:
     repo, family = project["repo"], project["family"]
-    meta = json.loads((repo / "models" / "candidate" / "model.json").read_text())
-    assert meta["family"] == family and meta["params"]["family"] == family and family in meta["params"]
+    meta = ModelMeta.load(repo / "models" / "candidate")
+    assert meta.family == family and meta.params["family"] == family and family in meta.params
     assert (repo / "models" / "candidate" / "model.pkl").exists()
     assert not (repo / "models" / "candidate" / "model.txt").exists()
     candidates = json.loads((repo / "metrics" / "candidates.json").read_text())

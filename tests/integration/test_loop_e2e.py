@@ -17,6 +17,7 @@ import json
 import pandas as pd
 import pytest
 
+from pipelines.contracts import LoopSummary
 from support import docs
 from support.params import SMALL_WINDOW
 from support.project_copy import copy_project, run, venv_env
@@ -53,10 +54,10 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     done = docs.shell(repo, f"{demo} --down", env, timeout=3 * work_timeout_s())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = repo / "reports" / "monitoring" / "loop"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = LoopSummary.load(out)
     assert "gate: PROMOTED" in done.stdout and "baseline: prior" in done.stdout  # the training summary
     assert any(remote.rglob("*")), "demo.sh pushed nothing to the folder remote"
-    return {"repo": repo, "first": summary["first_champion"], "out": out, "log": done.stdout + done.stderr,
+    return {"repo": repo, "first": summary.first_champion, "out": out, "log": done.stdout + done.stderr,
             "summary": summary}
 
 
@@ -73,41 +74,41 @@ def test_every_week_was_served_monitored_and_labelled(loop: dict) -> None:
 
 def test_a_drift_alarm_started_a_retrain_that_went_through_the_gate_to_serving(loop: dict) -> None:
     summary = loop["summary"]
-    assert summary["alarms"] >= 1 and summary["retrains"], summary
+    assert summary.alarms >= 1 and summary.retrains, summary
     registry = loop["repo"] / "var" / "registry"
     journal = [json.loads(line) for line in (registry / "history.jsonl").read_text().splitlines()]
-    for retrain in summary["retrains"]:
-        assert retrain["state"] == "Completed"
+    for retrain in summary.retrains:
+        assert retrain.state == "Completed"
         # A retrain is a DVC experiment: its gate report is committed in its ref, not written to the workspace.
-        until = f"-until-{pd.Timestamp(retrain['data_end']):%Y%m%d}-"
+        until = f"-until-{pd.Timestamp(retrain.data_end):%Y%m%d}-"
         refs = run(loop["repo"], "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
         ref = next(r for r in refs if until in r.rsplit("/", 1)[-1])
         gate = json.loads(run(loop["repo"], "git", "show", f"{ref}:metrics/gate.json").stdout)
         # The gate compared the retrained model with the champion it would replace, on the new holdout.
-        assert gate["champion"] == retrain["champion_before"]
-        assert (retrain["champion_after"] != retrain["champion_before"]) == gate["promote"]
+        assert gate["champion"] == retrain.champion_before
+        assert (retrain.champion_after != retrain.champion_before) == gate["promote"]
         if gate["promote"]:
-            assert any(e["event"] == "promote" and e["tag"] == retrain["champion_after"] for e in journal)
+            assert any(e["event"] == "promote" and e["tag"] == retrain.champion_after for e in journal)
     # The cooldown held: no two retrains closer than monitor.cooldown_days of traffic.
-    ends = [pd.Timestamp(r["data_end"]) for r in summary["retrains"]]
+    ends = [pd.Timestamp(r.data_end) for r in summary.retrains]
     assert all(b - a >= pd.Timedelta(days=14) for a, b in zip(ends, ends[1:], strict=False))
     # The log shows the service was checked to serve the final champion before the loop went on.
     final = json.loads((registry / "champion.json").read_text())["tag"]
-    assert summary["retrains"][-1]["champion_after"] == final
+    assert summary.retrains[-1].champion_after == final
 
 
 def test_the_windows_after_a_promotion_were_served_by_the_new_model(loop: dict) -> None:
     summary = loop["summary"]
-    assert summary["promoted"], summary["retrains"]
+    assert summary.promoted, summary.retrains
     history = pd.read_csv(loop["out"] / "history.csv")
     served = ",".join(history["model_tags"].fillna(""))
-    assert summary["promoted"][0] in served and loop["first"] in served
-    assert summary["windows_served_by_a_retrained_model"] >= 1
-    assert summary["mean_auc_gain_on_those_windows"] is not None
+    assert summary.promoted[0] in served and loop["first"] in served
+    assert summary.windows_served_by_a_retrained_model >= 1
+    assert summary.mean_auc_gain_on_those_windows is not None
     # Every champion comes with the command that rebuilds it; a retrained one with its experiment ref.
-    assert set(summary["reproduce"]) == {loop["first"], *summary["promoted"]}
-    for tag in summary["promoted"]:
-        assert summary["reproduce"][tag]["ref"].startswith("refs/exps/")
+    assert set(summary.reproduce) == {loop["first"], *summary.promoted}
+    for tag in summary.promoted:
+        assert summary.reproduce[tag].ref.startswith("refs/exps/")
         assert f"python -m pipelines reproduce {tag} --check" in (loop["out"] / "summary.md").read_text()
 
 

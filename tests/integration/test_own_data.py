@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.contracts import ReferenceReceipt
 from pipelines.monitor.prediction_log import logged_id, read_prediction_log
 from support import docs
 from support.project_copy import commit, copy_project, run, set_params
@@ -185,8 +186,8 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
     # ... and the monitoring flow judges its weeks (a week of stops is ~900 rows: monitor.min_window_rows `auto`
     # sized the windows from the reference period, no override), charting the key features.
     run(repo, "python", "-c", "from flows.monitoring import monitoring_flow; monitoring_flow()")
-    sized = json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())
-    assert sized["window_days"] == 7 and 300 < sized["min_window_rows"] < 900, sized
+    sized = ReferenceReceipt.load(repo / "var" / "registry")
+    assert sized.window_days == 7 and 300 < sized.min_window_rows < 900, sized
     windows = [json.loads(path.read_text()) for path in sorted((repo / "reports" / "monitoring").glob("window-*.json"))]
     assert len(windows) >= 3, [w.get("window_start") for w in windows]
     for window in windows:
@@ -290,8 +291,8 @@ def test_dates_are_dates_from_the_suite_to_the_baselines_and_the_windows(hotels:
     gate = json.loads((repo / "metrics" / "gate.json").read_text())
     assert gate["promote"] and gate["promoted_tag"].startswith("repeat-guest-classifier:"), gate["failed"]
     # Weeks of ~250 bookings: `auto` made weekly windows with a minimum of about half a week, and said so.
-    sized = json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())
-    assert sized["window_days"] == 7 and 100 <= sized["min_window_rows"] < 200 and sized["tag"] == gate["promoted_tag"]
+    sized = ReferenceReceipt.load(repo / "var" / "registry")
+    assert sized.window_days == 7 and 100 <= sized.min_window_rows < 200 and sized.tag == gate["promoted_tag"]
     assert "monitor.window_days=7 (auto)" in hotels["repro"]
     # The table is DVC's: the dvc.lock's collect dep is the hash `dvc add` recorded.
     pointer = yaml.safe_load((repo / "data" / "hotel_rates.csv.dvc").read_text())["outs"][0]["md5"]
@@ -310,7 +311,7 @@ def test_a_monitoring_key_reruns_nothing_and_a_calibration_key_only_the_referenc
     output = run(repo, "dvc", "repro")
     assert _ran_stages(output.stdout + output.stderr) == {"reference"}
     # The same model bytes keep their one tag: nothing registered again.
-    assert json.loads((repo / "var" / "registry" / "dvc-reference.json").read_text())["tag"] == tag
+    assert ReferenceReceipt.load(repo / "var" / "registry").tag == tag
     set_params(repo, {"monitor.calibration_quantile": quantile})
     run(repo, "dvc", "repro")
     commit(repo, "monitoring params")

@@ -17,6 +17,7 @@ import pytest
 
 from pipelines import io, stages
 from pipelines.config import Params, parse_params
+from pipelines.contracts import ReferenceReceipt
 from pipelines.features import LABEL
 from pipelines.release import registry
 from support.params import REPO_ROOT, SMALL_WINDOW, params_dict, prepare_small_window, write_validated_table
@@ -102,7 +103,7 @@ def test_worse_refused_better_promoted_rollback_restores(data_root: Path, tmp_pa
     assert (calibration["window_days"], calibration["min_window_rows"]) == (attached["window_days"],
                                                                             attached["min_window_rows"])
     assert attached["window_days"] == 7 and "(auto)" in calibration["sizing"]
-    assert json.loads((registry_dir / io.DVC_REFERENCE_RECEIPT).read_text())["tag"] == better_tag
+    assert ReferenceReceipt.load(registry_dir).tag == better_tag
 
     # Rollback through the CLI restores the previous champion; --to picks any stored model.
     params_file = tmp_path / "params.yaml"

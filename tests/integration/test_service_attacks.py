@@ -360,7 +360,7 @@ def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str
     def rows_written() -> int:
         """Rows still in the log plus rows the cap dropped (and listed) and the budgets left out (counted)."""
         return (len(read_prediction_log(log_dir).records) + sum(entry.rows for entry in read_dropped(log_dir))
-                + sum(entry["rows"] for entry in read_over_budget(log_dir)))
+                + sum(entry.rows for entry in read_over_budget(log_dir)))
 
     time.sleep(1.1)  # over-budget counts are saved at most once a second
     before = rows_written() if log_dir.exists() else 0
@@ -608,8 +608,8 @@ def test_one_callers_junk_does_not_push_out_another_callers_rows(guarded: dict[s
     ids = {record.request_id for record in read_prediction_log(log_dir).records}
     assert {logged(f"innocent-{i}", "peer:127.0.6.1") for i in range(10)} <= ids
     junk_logged = sum(1 for request_id in ids if request_id.startswith("peer:127.0.6.2/"))
-    over = [entry for entry in read_over_budget(log_dir) if entry["caller"] == "peer:127.0.6.2"]
-    assert over and junk_logged + sum(entry["rows"] for entry in over) == sent
+    over = [entry for entry in read_over_budget(log_dir) if entry.caller == "peer:127.0.6.2"]
+    assert over and junk_logged + sum(entry.rows for entry in over) == sent
     assert junk_logged * 500 <= CALLER_BUDGET + 2 * 40_000  # a record is ~600 bytes; one request may straddle
 
 

@@ -4,12 +4,15 @@ scoring path giving `predict_proba`'s probabilities."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines import io
 from pipelines.config import FAMILIES, parse_params
+from pipelines.contracts import ModelMeta
 from pipelines.data.preprocess import prepare
 from pipelines.model.catalog import load_model
 from pipelines.model.evaluate import evaluate_model, feature_importance
@@ -59,8 +62,24 @@ def test_save_load_round_trip_predicts_the_same(trained, prepared, tmp_path) -> 
     np.testing.assert_array_equal(loaded.predict_proba(data.test), model.predict_proba(data.test))
     loaded.save(tmp_path / "resaved")  # a loaded model saves the file it was loaded from
     assert io.file_md5(io.model_file(tmp_path / "resaved")) == io.file_md5(io.model_file(directory))
-    assert io.read_json(directory / io.META_FILE)["family"] == family
+    assert ModelMeta.load(directory).family == family
     assert loaded.family_params == train_params.model and loaded.family_params.family == family
+
+
+def test_model_json_is_the_bytes_the_meta_dict_was_written_as(trained, tmp_path) -> None:
+    """model.json is the train stage's DVC out: `ModelMeta` writes what the seam wrote from the model's meta dict
+    before it was typed (every key, in its order, the family's own first; the same numbers), the search's `data` and
+    `search` after training's keys, and a loaded model saves the same file again."""
+    _, _, model, directory = trained
+    meta = {**model.meta, "data": {"raw_table_md5": "0" * 32, "window": ["2013-01-01", "2013-04-01"]},
+            "search": {"candidate": np.int64(0), "candidates": 1, "refit": np.bool_(False)}}  # NumPy, as a caller may
+    dataclasses.replace(model, meta=meta).save(tmp_path / "model")
+    io.write_json(tmp_path / "dict.json", {**meta, "family": model.family, "threshold": model.threshold})
+    assert (tmp_path / "model" / io.META_FILE).read_bytes() == (tmp_path / "dict.json").read_bytes()
+    io.write_json(tmp_path / "plain.json", {**model.meta, "family": model.family, "threshold": model.threshold})
+    assert (directory / io.META_FILE).read_bytes() == (tmp_path / "plain.json").read_bytes()
+    load_model(tmp_path / "model").save(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / io.META_FILE).read_bytes() == (tmp_path / "model" / io.META_FILE).read_bytes()
 
 
 def test_a_model_that_crossed_processes_is_saved_as_its_fit_wrote_it(trained, tmp_path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import stages
 from pipelines.config import Params
+from pipelines.contracts import ModelMeta
 from pipelines.release.model_card import build_model_card, write_model_card
 from support.params import write_validated_table
 
@@ -35,7 +36,7 @@ def test_card_shows_metrics_baselines_slices_data_version_and_params(trained: Pa
     paths = write_model_card(trained)
     markdown = Path(paths["markdown"]).read_text()
     page = Path(paths["html"]).read_text()
-    threshold = json.loads((trained.paths.model_dir / "model.json").read_text())["threshold"]
+    threshold = ModelMeta.load(trained.paths.model_dir).threshold
     evaluation = json.loads((trained.paths.metrics_dir / "evaluate.json").read_text())
     assert "candidate (no champion yet)" in markdown
     assert f"{threshold:.4f}" in markdown
