@@ -66,7 +66,7 @@ def _params_file(root: Path, data: str) -> Path:
 def measure(data: str, root: Path) -> list[dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
 
-    from pipelines import io, stages
+    from pipelines import contracts, io, stages
     from pipelines.config import FAMILIES, load_params
     from pipelines.features import LABEL, FeatureSchema, encode_frame
     from pipelines.model.seam import measure_latency_ms
@@ -92,7 +92,7 @@ def measure(data: str, root: Path) -> list[dict[str, Any]]:
             "rounds": model.meta["best_iteration"],
             "one_row_ms": measure_latency_ms(model, matrix[:1], REPEATS, threads=1),
             "batch_ms": measure_latency_ms(model, matrix, REPEATS, threads=1),
-            "bytes": io.model_file(root / f"model-{family}").stat().st_size})
+            "bytes": contracts.model_file(root / f"model-{family}").stat().st_size})
     return results
 
 

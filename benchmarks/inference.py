@@ -42,7 +42,7 @@ BATCH_REPEATS = 20
 
 def _loader(params: Any, variant: str, runtime: str) -> tuple[Callable[[np.ndarray], np.ndarray], Path, Any]:
     """(predict, its file, the model whose schema encodes its rows), loaded as a caller of that runtime would."""
-    from pipelines import io
+    from pipelines import contracts, io
     from pipelines.model.catalog import load_model
     from pipelines.model.families import lightgbm_exchange as exchange
     from pipelines.model.optimize import variant_dir
@@ -50,7 +50,7 @@ def _loader(params: Any, variant: str, runtime: str) -> tuple[Callable[[np.ndarr
     directory = params.paths.model_dir if variant in ("full", "quantised") else variant_dir(params, variant)
     model = load_model(directory)
     if runtime == "booster":
-        return (lambda matrix: model.predict_matrix(matrix, 1)), io.model_file(directory), model
+        return (lambda matrix: model.predict_matrix(matrix, 1)), contracts.model_file(directory), model
     if runtime == "lleaves":
         from services.compiled import load_compiled_model
 

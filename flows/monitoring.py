@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import io
+from pipelines import contracts, io
 from pipelines.config import Params, load_params
 from pipelines.contracts import (
     PROBABILITY,
@@ -74,7 +74,7 @@ def load_reference(params: Params) -> tuple[pd.DataFrame, Calibration, dict[str,
         # Built from the prepared splits only where they are the champion's (or there is none): a champion from
         # an experiment whose `reference` stage has not attached its reference yet must not be judged by another
         # model's data.
-        workspace_md5 = io.file_md5(io.model_file(params.paths.model_dir))
+        workspace_md5 = io.file_md5(contracts.model_file(params.paths.model_dir))
         if tag and registry.model_entry(tag, store).model_md5 != workspace_md5:
             raise RuntimeError(f"the champion {tag} has no monitoring reference yet (the `reference` stage attaches "
                                "it after the gate) and the workspace's splits are another model's: run `dvc repro "

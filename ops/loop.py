@@ -230,8 +230,8 @@ def start_fresh(params_file: Path) -> str:
     from datetime import UTC, datetime
 
     from ops import stack
-    from pipelines.contracts import GateReceipt
-    from pipelines.io import file_md5, model_file
+    from pipelines.contracts import GateReceipt, model_file
+    from pipelines.io import file_md5
     from pipelines.release import lineage, registry
 
     params = load_params(params_file)

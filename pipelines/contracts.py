@@ -472,6 +472,16 @@ class ModelMeta(_Stored):
         return cls._read_file(cls.path(model_dir))
 
 
+def model_file(directory: Path) -> Path:
+    """The learner's file of the trained model in `directory`, by the family its model.json names (a model saved
+    before families existed is LightGBM's)."""
+    meta = ModelMeta.load(directory)
+    family = meta.family if meta is not None else "lightgbm"
+    if family not in io.MODEL_FILES:
+        raise ValueError(f"{directory / io.META_FILE} names model family {family!r}; known: {sorted(io.MODEL_FILES)}")
+    return directory / io.MODEL_FILES[family]
+
+
 # --- the registry --------------------------------------------------------------------------------------------------
 
 class Lineage(_Stored):

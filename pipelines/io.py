@@ -188,18 +188,6 @@ def table_format(path: Path) -> Literal["csv", "parquet"] | None:
     return None
 
 
-def model_file(directory: Path) -> Path:
-    """The learner's file of the trained model in `directory`, by the family its model.json names (a model saved
-    before families existed is LightGBM's)."""
-    from pipelines.contracts import ModelMeta  # the contracts are built on this module: looked up when called
-
-    meta = ModelMeta.load(directory)
-    family = meta.family if meta is not None else "lightgbm"
-    if family not in MODEL_FILES:
-        raise ValueError(f"{directory / META_FILE} names model family {family!r}; known: {sorted(MODEL_FILES)}")
-    return directory / MODEL_FILES[family]
-
-
 def prepared_path(paths: PathsParams, split: str) -> Path:
     return paths.prepared_dir / f"{split}{SPLIT_SUFFIX}"
 

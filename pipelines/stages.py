@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines import io
+from pipelines import contracts, io
 from pipelines.config import Params
 from pipelines.contracts import GateReport, ModelMeta, SplitLineage
 
@@ -181,7 +181,7 @@ def run_gate(params: Params) -> GateReport:
     decision = decide(test, challenger.predict_proba(test), champion_proba,
                       baseline_predictions(train, test, params.source.time_column), latency, params.gate,
                       params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
-    report = decision.model_copy(update={"challenger_md5": io.file_md5(io.model_file(params.paths.model_dir)),
+    report = decision.model_copy(update={"challenger_md5": io.file_md5(contracts.model_file(params.paths.model_dir)),
                                          "test_rows": len(test)})
     report.save(params.paths.metrics_dir)
     log.info("gate: %s (%s)", "PROMOTE" if report.promote else "REFUSE", "; ".join(report.failed) or "all passed")
@@ -276,7 +276,7 @@ def run_reference(params: Params) -> dict[str, Any]:
     # registry remote, uploads beside the model's archive for every other machine).
     home = params.paths.registry_dir
     receipt = GateReceipt.load(home)
-    model_md5 = io.file_md5(io.model_file(params.paths.model_dir))
+    model_md5 = io.file_md5(contracts.model_file(params.paths.model_dir))
     if receipt is None or receipt.model_md5 != model_md5:
         raise RuntimeError(f"reference: the gate has not registered the model in {params.paths.model_dir} "
                            f"({home / io.DVC_GATE_RECEIPT} names {receipt.model_md5 if receipt else None}, the "

@@ -214,7 +214,7 @@ def compiles(model: Any) -> bool:
 def load_compiled_model(model: Any, directory: Path, cache_dir: Path) -> CompiledForest:
     """`load_compiled` for the LightGBM model saved in `directory`: the one place outside its family module that
     reaches its booster (the forest is checked against it)."""
-    from pipelines.io import model_file
+    from pipelines.contracts import model_file
 
     return load_compiled(model_file(directory), model.booster, cache_dir)
 

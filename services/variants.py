@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import io
+from pipelines import contracts, io
 from pipelines.contracts import VariantsReport
 from pipelines.model.seam import TrainedModel
 
@@ -54,7 +54,7 @@ def report_for(model_dir: Path, variants_dir: Path) -> VariantsReport:
     report = VariantsReport.load(variants_dir)
     if report is None:
         raise VariantRefused(f"no {io.VARIANTS_REPORT_FILE} in {variants_dir} (python -m pipelines optimize)")
-    md5 = io.file_md5(io.model_file(model_dir))
+    md5 = io.file_md5(contracts.model_file(model_dir))
     if report.model_md5 != md5:
         raise VariantRefused(f"the variants in {variants_dir} were made from model {report.model_md5[:8]}, not this "
                              f"champion ({md5[:8]}): run python -m pipelines optimize again")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import io
+from pipelines import contracts, io
 from pipelines.config import Params, TrainParams
 from pipelines.contracts import VariantRecord, VariantsReport
 from pipelines.features import LABEL, FeatureSchema, encode_frame
@@ -186,14 +186,14 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
     train_params = training_params(model, params.train)
     reference = roc_auc(rows.valid[LABEL].to_numpy(), model.predict_proba(rows.valid))
     out.mkdir(parents=True, exist_ok=True)
-    full_file = io.model_file(source)
+    full_file = contracts.model_file(source)
     records = [measure("full", None, model.predict_proba, rows, model.predict_proba, file=full_file.resolve(),
                        root=out.resolve(), trees=model.trees, features=model.schema.feature_names)]
 
     def keep(name: str, parent: str, variant: TrainedModel, dropped: Sequence[str] = ()) -> None:
         variant.save(out / name)
         records.append(measure(name, parent, variant.predict_proba, rows, model.predict_proba,
-                               file=io.model_file(out / name), root=out, trees=variant.trees,
+                               file=contracts.model_file(out / name), root=out, trees=variant.trees,
                                features=variant.schema.feature_names, dropped=dropped))
         log.info("%s: %d trees, %d features, validation ROC AUC %+.5f, test %+.5f", name, variant.trees,
                  len(variant.schema.feature_names), -records[-1].valid_auc_loss, records[-1].test_auc_delta)

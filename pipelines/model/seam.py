@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pipelines.contracts import ModelMeta
+from pipelines.contracts import ModelMeta, model_file
 from pipelines.features import FeatureSchema, encode_frame
-from pipelines.io import MODEL_FILES, SCHEMA_FILE, model_file, to_jsonable
+from pipelines.io import MODEL_FILES, SCHEMA_FILE, to_jsonable
 
 # Importance kinds every family answers: "weight" is how much the model relies on each feature by its own
 # measure (split gain for trees, mean absolute log-odds contribution for a linear model).

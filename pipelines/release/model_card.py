@@ -17,8 +17,8 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import EvaluationReport, GateReport, ModelMeta, RegistryEntry, SliceReport
-from pipelines.io import GATE_FILE, model_file
+from pipelines.contracts import EvaluationReport, GateReport, ModelMeta, RegistryEntry, SliceReport, model_file
+from pipelines.io import GATE_FILE
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.contracts import EvaluationReport, Lineage, ModelMeta
+from pipelines.contracts import EvaluationReport, Lineage, ModelMeta, model_file
 from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
-from pipelines.io import EVALUATE_FILE, PACKAGE_LOCK, PARAMS_FILE, model_file
+from pipelines.io import EVALUATE_FILE, PACKAGE_LOCK, PARAMS_FILE
 from pipelines.io import file_md5 as _file_md5
 from pipelines.release import versioning
 from pipelines.release.lineage import built_at, git, has_commit, locked_out_md5, not_built_at

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import io
+from pipelines import contracts, io
 from pipelines.config import FAMILIES, parse_params
 from pipelines.contracts import ModelMeta
 from pipelines.data.preprocess import prepare
@@ -43,8 +43,8 @@ def test_same_params_and_data_give_the_same_file(trained, prepared, tmp_path) ->
     family, train_params, _, directory = trained
     params, data = prepared
     train_model(data.train, data.valid, data.schema, train_params).save(tmp_path / "again")
-    assert io.model_file(directory).name == io.MODEL_FILES[family]
-    assert io.file_md5(io.model_file(tmp_path / "again")) == io.file_md5(io.model_file(directory))
+    assert contracts.model_file(directory).name == io.MODEL_FILES[family]
+    assert io.file_md5(contracts.model_file(tmp_path / "again")) == io.file_md5(contracts.model_file(directory))
     # Every file of the model directory, not only the learner's: DVC hashes the directory (`dvc repro` after a run
     # by hand must put back the recorded bytes), so nothing in it may vary run to run (a fit's duration did).
     files = sorted(path.name for path in directory.iterdir())
@@ -61,7 +61,7 @@ def test_save_load_round_trip_predicts_the_same(trained, prepared, tmp_path) -> 
     assert loaded.threshold == model.threshold and loaded.schema == data.schema
     np.testing.assert_array_equal(loaded.predict_proba(data.test), model.predict_proba(data.test))
     loaded.save(tmp_path / "resaved")  # a loaded model saves the file it was loaded from
-    assert io.file_md5(io.model_file(tmp_path / "resaved")) == io.file_md5(io.model_file(directory))
+    assert io.file_md5(contracts.model_file(tmp_path / "resaved")) == io.file_md5(contracts.model_file(directory))
     assert ModelMeta.load(directory).family == family
     assert loaded.family_params == train_params.model and loaded.family_params.family == family
 
@@ -89,7 +89,7 @@ def test_a_model_that_crossed_processes_is_saved_as_its_fit_wrote_it(trained, tm
     _, _, model, directory = trained
     travelled = pickle.loads(pickle.dumps(model))
     travelled.save(tmp_path / "travelled")
-    assert io.file_md5(io.model_file(tmp_path / "travelled")) == io.file_md5(io.model_file(directory))
+    assert io.file_md5(contracts.model_file(tmp_path / "travelled")) == io.file_md5(contracts.model_file(directory))
 
 
 def test_parity_on_probe_rows_and_a_drifted_model_is_refused(trained) -> None:
