@@ -193,7 +193,7 @@ def test_the_service_answers_with_the_datasets_fields(project: dict[str, Any]) -
     for window in windows:
         assert set(window["columns"]) == set(_renamed(project["names"], [*OWN_DATA["features.categorical"],
                                                                          *OWN_DATA["features.numeric"]]))
-        assert window["rows"] >= sized["min_window_rows"] and window["quality"] is not None  # outcomes joined
+        assert window["rows"] >= sized.min_window_rows and window["quality"] is not None  # outcomes joined
 
 
 def test_a_second_repro_is_a_noop(project: dict[str, Any]) -> None:

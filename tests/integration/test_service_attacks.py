@@ -378,9 +378,9 @@ def test_the_prediction_log_is_capped_and_says_what_it_dropped(guarded: dict[str
     dropped = read_dropped(log_dir)
     # Every listed file held bytes; one with complete rows says when they were served (a file torn by an earlier
     # test's kill -9 has none).
-    assert dropped and all(entry["bytes"] > 0 for entry in dropped)
-    assert all(entry["first_ts"] and entry["last_ts"] for entry in dropped if entry["rows"] > 0)
-    assert sum(entry["rows"] for entry in dropped) > 0
+    assert dropped and all(entry.bytes > 0 for entry in dropped)
+    assert all(entry.first_ts and entry.last_ts for entry in dropped if entry.rows > 0)
+    assert sum(entry.rows for entry in dropped) > 0
     assert rows_written() == before + answered, "every row is either in the log or listed as dropped"
     kept = {record.request_id for record in read_prediction_log(log_dir).records}
     assert logged("cap-119-0", "peer:127.0.1.120") in kept, "the newest records are kept"
