@@ -76,17 +76,13 @@ def scaled_year(tables: FlightTables, offset: int, seed: int = 0) -> pd.DataFram
     """
     year = REAL_YEAR - offset
     flights, weather = tables.flights, tables.weather
-    moves: dict[str, np.ndarray] = {}
-    if offset:  # the local day (the tables' month and day) decides, so a flight and its hour's weather move alike
+    if offset:
+        # The local day (the tables' month and day) decides, so a flight and its hour's weather move alike; the
+        # stamps are then built from the moved local parts.
         shuffle = _permutation(np.random.default_rng([seed, offset, 1]))
-        moves = {name: day_moves(table["month"], table["day"], shuffle)
-                 for name, table in (("flights", flights), ("weather", weather))}
-    if offset:
-        flights = flights.assign(year=year, day=flights["day"] + moves["flights"])
-        weather = weather.assign(year=year, day=weather["day"] + moves["weather"])
-        flights = flights.assign(time_hour=_local_stamps(flights, year))
-        weather = weather.assign(time_hour=_local_stamps(weather, year))
-    if offset:
+        flights, weather = (table.assign(year=year, day=table["day"] + day_moves(table["month"], table["day"], shuffle))
+                            for table in (flights, weather))
+        flights, weather = (table.assign(time_hour=_local_stamps(table, year)) for table in (flights, weather))
         rng = np.random.default_rng([seed, offset])
         weather = weather.assign(
             **{name: _noisy(weather[name], rng, scale, low, high) for name, scale, low, high in WEATHER_NOISE},
