@@ -10,9 +10,11 @@ import pytest
 
 from support.imports import REPO_ROOT
 
-# Where a learner's own objects may be touched: the family modules, LightGBM's Dask learner, and the compiled
-# predictor, which checks the compiled forest against the booster it was compiled from.
-ALLOWED = {"pipelines/model/families", "pipelines/model/distributed.py", "services/compiled.py"}
+# Where a learner's own objects may be touched: the family modules, LightGBM's Dask learner, the compiled
+# predictor, which checks the compiled forest against the booster it was compiled from, and the GPU benchmark's
+# device side, which runs on a GPU machine without the project's environment (only numpy, lightgbm, torch).
+ALLOWED = {"pipelines/model/families", "pipelines/model/distributed.py", "services/compiled.py",
+           "benchmarks/inference_gpu.py"}
 # The code that runs the product and its measurements (the tests of a family may reach into it).
 SCANNED = ("pipelines", "services", "flows", "ops", "deploy", "support", "benchmarks")
 LEARNER_ATTRIBUTES = {"booster", "booster_", "estimator", "_predictors"}
