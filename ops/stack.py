@@ -37,12 +37,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import ConfigDict, Field, model_validator
 
 from flows.deployments import FLOWS, QUIET_ENV, REPO_ROOT, run_environment
 from pipelines import credentials, io
@@ -56,30 +56,21 @@ class StackError(RuntimeError):
     """The stack cannot be started or stopped as asked; the message says why and what to change."""
 
 
-@dataclass
-class Component:
-    name: str
-    argv: list[str]
-    health_url: str
-    url: str
-    host: str = "127.0.0.1"
-    port_key: str | None = None
-    port: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    # Commands run to completion, in order, before the component starts (creating a database, registering the
-    # deployments); a failure stops `up`.
-    setup: list[list[str]] = field(default_factory=list)
-    # Environment that must not be written to stack.json (a database password, the Prefect auth string).
-    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
-    # The health URL is a Prefect API route (not /api/health): probed with the stack's Prefect credentials.
-    health_needs_auth: bool = False
-    pid: int | None = None
-    log: str = ""
-    log_pid: int | None = None  # the `ops.logs` process writing (and rotating) the component's log
+class Component(StackComponent):
+    """A component being started: its `StackComponent` record, which `up` fills in (pid, log) as it goes, plus the
+    environment that must not be written to stack.json (a database password, the Prefect auth string)."""
+
+    model_config = ConfigDict(frozen=False, extra="forbid")
+    secret_env: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_env(cls, data: Any) -> Any:
+        return data  # here they are held; `record` drops them and StackComponent refuses them
 
     def record(self) -> StackComponent:
         """What stack.json keeps: everything but the secrets (the contract refuses them)."""
-        return StackComponent.model_validate({k: v for k, v in asdict(self).items() if k != "secret_env"})
+        return StackComponent.model_validate(self.model_dump())
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
@@ -170,7 +161,7 @@ def _database(params: Params, params_file: Path) -> tuple[list[Component], list[
     port = free_port(host)
     password = postgres.ensure_password(postgres.folder(params))
     flag = ["--params", str(params_file), "--port", str(port)]
-    component = Component("postgres", [sys.executable, "-m", "ops.postgres", "serve", *flag],
+    component = Component(name="postgres", argv=[sys.executable, "-m", "ops.postgres", "serve", *flag],
                           health_url=f"tcp://{host}:{port}", url=f"postgresql://{host}:{port}/{postgres.DATABASE}",
                           host=host, port=port, env={**QUIET_ENV, "PYTHONPATH": str(REPO_ROOT)})
     setup = [[sys.executable, "-m", "ops.postgres", "ensure-database", *flag]]
@@ -187,7 +178,7 @@ def _runners(params: Params, params_file: Path, prefect_env: dict[str, str],
     flows = list(FLOWS)
     if params.prefect.runner == "serve":
         return [Component(
-            "deployments", [sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
+            name="deployments", argv=[sys.executable, "-m", "flows.deployments", "--params", str(params_file)],
             # Ready once the last deployment is registered (they are applied in order).
             health_url=f"http://{host}:{port}/api/deployments/name/{flows[-1]}/{flows[-1]}",
             url=f"http://{host}:{port}/deployments", env=env, secret_env=client_secrets, health_needs_auth=True)]
@@ -196,7 +187,7 @@ def _runners(params: Params, params_file: Path, prefect_env: dict[str, str],
     for index in range(1, params.prefect.workers + 1):
         health = free_port(LOCAL_HOST)  # the stack's own health check: loopback whatever stack.host is
         workers.append(Component(
-            f"worker-{index}", worker_argv(params, worker_name(index), healthcheck=True),
+            name=f"worker-{index}", argv=worker_argv(params, worker_name(index), healthcheck=True),
             health_url=f"http://{LOCAL_HOST}:{health}/health",
             url=f"http://{host}:{port}/work-pools/work-pool/{params.prefect.work_pool}", host=LOCAL_HOST, port=health,
             env={**env, **worker_environment(params, params_file, health)}, secret_env=client_secrets,
@@ -219,7 +210,8 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
     credentials.ensure_service_credentials(params)
     components = [
         *database,
-        Component("prefect", [_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
+        Component(name="prefect",
+                  argv=[_bin("prefect"), "server", "start", "--host", host, "--port", str(stack.prefect_port)],
                   health_url=f"{api}/health", url=f"http://{host}:{stack.prefect_port}",
                   host=host, port_key="stack.prefect_port", port=stack.prefect_port, env=prefect_env,
                   setup=database_setup, secret_env={**database_env, "PREFECT_SERVER_API_AUTH_STRING": auth}),
@@ -240,7 +232,7 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
             argv = [_bin("bentoml"), "serve", "services.service:FlightDelay", "--working-dir", str(REPO_ROOT),
                     "--host", serve.host, "--port", str(serve.port)]
         components.append(Component(
-            "bento", argv,
+            name="bento", argv=argv,
             health_url=f"http://{serve.host}:{serve.port}/readyz", url=f"http://{serve.host}:{serve.port}",
             host=serve.host, port_key="serve.port", port=serve.port, env=common))
     workspace = params.paths.evidently_workspace.resolve()
@@ -249,8 +241,8 @@ def plan(params: Params, params_file: Path, bento_image: str | None = None) -> t
         notes.append(f"Evidently UI on {ui_host} only: it has no login (stack.evidently_behind_auth_proxy: true once "
                      "an authenticating proxy fronts it; docs/operations.md)")
     components.append(Component(
-        "evidently", [sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace), "--host", ui_host,
-                      "--port", str(stack.evidently_port)],
+        name="evidently", argv=[sys.executable, "-m", "ops.evidently_ui", "--workspace", str(workspace),
+                                "--host", ui_host, "--port", str(stack.evidently_port)],
         health_url=f"http://{ui_host}:{stack.evidently_port}/", url=f"http://{ui_host}:{stack.evidently_port}",
         host=ui_host, port_key="stack.evidently_port", port=stack.evidently_port, env=common))
     return components, notes

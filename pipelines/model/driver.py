@@ -163,18 +163,18 @@ def finish_search(params: Params, results: list[Any], data: dict[str, Any],
     refit = refit_winner(params, winner) if split.sliced else None
     model = winner.model if refit is None else refit.model
     model.meta["data"] = data
-    model.meta["search"] = {"candidate": winner.index, "family": winner.family, "candidates": len(results),
-                            "families": sorted({r.family for r in results}), "metric": params.search.metric,
-                            "search_rows": split.rows, "refit": refit is not None}
+    model.meta["search"] = {"candidate": winner.record.index, "family": winner.record.family,
+                            "candidates": len(results), "families": sorted({r.record.family for r in results}),
+                            "metric": params.search.metric, "search_rows": split.rows, "refit": refit is not None}
     model.save(params.paths.model_dir)
     report = search_report(results, winner, params.search.metric, search_rows=split.rows,
                            train_rows=split.train_rows, refit=refit)
     report.save(params.paths.metrics_dir)
-    log.info("search: %d candidates on %s, winner #%d (%s) %s%s", len(results), report.workers, winner.index,
-             winner.family, winner.valid_metrics,
-             "" if refit is None else f"; refit on {split.train_rows} rows {refit.valid_metrics}")
+    log.info("search: %d candidates on %s, winner #%d (%s) %s%s", len(results), report.workers,
+             winner.record.index, winner.record.family, winner.record.valid_metrics,
+             "" if refit is None else f"; refit on {split.train_rows} rows {refit.record.valid_metrics}")
     return {"family": model.family, "best_iteration": model.meta["best_iteration"], "threshold": model.threshold,
-            "valid_metrics": model.meta["valid_metrics"], "candidates": len(results), "winner": winner.index,
+            "valid_metrics": model.meta["valid_metrics"], "candidates": len(results), "winner": winner.record.index,
             "workers": report.workers, "wall_seconds": report.wall_seconds, "search_rows": split.rows,
             "refit": refit is not None}
 
@@ -187,8 +187,9 @@ def refit_winner(params: Params, winner: Any) -> Any:
     from pipelines.model.search import refit_params
 
     refit = refit_params(params.train, winner)
-    log.info("search: refitting candidate #%d (%s) on the whole train split", winner.index, winner.family)
-    return run_candidates_in_turn(params, [refit], first_index=winner.index)[0]
+    log.info("search: refitting candidate #%d (%s) on the whole train split", winner.record.index,
+             winner.record.family)
+    return run_candidates_in_turn(params, [refit], first_index=winner.record.index)[0]
 
 
 def run_candidates_in_turn(params: Params, candidates: list[Any], train_file: Path | None = None,
@@ -216,7 +217,7 @@ def run_candidates_in_turn(params: Params, candidates: list[Any], train_file: Pa
             model = train_model_dask(client, train_file, valid, schema, candidate, partitions=params.search.n_workers)
             results.append(candidate_result(index, candidate, params.train, model, started=started, worker=where,
                                             valid=valid))
-            log.info("candidate #%d done on %s: %s", index, where, results[-1].valid_metrics)
+            log.info("candidate #%d done on %s: %s", index, where, results[-1].record.valid_metrics)
     return results
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,29 +36,11 @@ LATENCY_REPEATS = 5
 
 @dataclass
 class CandidateResult:
-    """One trained candidate: its params, validation metrics, and where/when it ran (proof of parallelism)."""
+    """One trained candidate: what metrics/candidates.json keeps of it (`record`: params, validation metrics, where
+    and when it ran, the proof of parallelism) and the model itself, saved only for the winner."""
 
-    index: int
-    family: str
-    overrides: dict[str, Any]
-    params: dict[str, Any]
-    valid_metrics: dict[str, float]
-    best_iteration: int
-    worker: str
-    pid: int
-    started: float
-    finished: float
-    fit_seconds: float | None = None
-    predict_ms: dict[str, float] = field(default_factory=dict)  # "1_row", "1000_rows"
-    model_bytes: int | None = None
+    record: CandidateRecord
     model: TrainedModel | None = field(default=None, repr=False)
-
-    def record(self) -> CandidateRecord:
-        """What metrics/candidates.json keeps of it (the model itself is saved only for the winner)."""
-        data = asdict(self)
-        data.pop("model")
-        return CandidateRecord(**data, seconds=round(self.finished - self.started, 3),
-                               train_rows=None if self.model is None else self.model.meta["train_rows"])
 
 
 def _with(base: TrainParams, family: str, overrides: dict[str, Any], threads: int) -> TrainParams:
@@ -113,7 +95,7 @@ def _optuna_overrides(search: SearchParams, seed: int, family: str) -> list[dict
 
 def refit_params(base: TrainParams, winner: CandidateResult) -> TrainParams:
     """The winner's params for its refit on the whole train split: alone, so with `train.num_threads` again."""
-    return _with(base, winner.family, winner.overrides, base.num_threads)
+    return _with(base, winner.record.family, winner.record.overrides, base.num_threads)
 
 
 def latest_rows(stamps: pd.Series, max_rows: int | None) -> np.ndarray | None:
@@ -186,12 +168,14 @@ def candidate_result(index: int, params: TrainParams, base: TrainParams, model: 
     finished = time.time()
     base_values = base.model_dump()[params.family]
     overrides = {k: v for k, v in params.model_dump()[params.family].items() if base_values.get(k) != v}
-    return CandidateResult(index=index, family=params.family, overrides=overrides, params=model_params(params),
-                           valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
-                           worker=worker, pid=os.getpid(), started=started, finished=finished,
-                           fit_seconds=model.fit_seconds,
-                           predict_ms=predict_latency(model, valid) if valid is not None else {},
-                           model_bytes=len(model.learner_bytes()), model=model)
+    record = CandidateRecord(index=index, family=params.family, overrides=overrides, params=model_params(params),
+                             valid_metrics=model.meta["valid_metrics"], best_iteration=model.meta["best_iteration"],
+                             worker=worker, pid=os.getpid(), started=started, finished=finished,
+                             fit_seconds=model.fit_seconds,
+                             predict_ms=predict_latency(model, valid) if valid is not None else {},
+                             model_bytes=len(model.learner_bytes()), seconds=round(finished - started, 3),
+                             train_rows=model.meta["train_rows"])
+    return CandidateResult(record, model)
 
 
 def parallel_candidates(base: TrainParams) -> bool:
@@ -208,11 +192,11 @@ def pick_winner(results: list[CandidateResult], metric: str) -> CandidateResult:
     """The best candidate by the validation metric; ties go to the earlier candidate (a stable choice)."""
     if not results:
         raise ValueError("no candidates to pick from (search produced an empty list)")
-    missing = [r.index for r in results if metric not in r.valid_metrics]
+    missing = [r.record.index for r in results if metric not in r.record.valid_metrics]
     if missing:
         raise ValueError(f"search.metric {metric!r} was not recorded for candidates {missing}")
     sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
-    return min(results, key=lambda r: (sign * r.valid_metrics[metric], r.index))
+    return min(results, key=lambda r: (sign * r.record.valid_metrics[metric], r.record.index))
 
 
 def dask_cluster_kwargs(search: SearchParams) -> dict[str, Any]:
@@ -225,25 +209,25 @@ def search_report(results: list[CandidateResult], winner: CandidateResult, metri
                   train_rows: int, refit: CandidateResult | None = None) -> CandidatesReport:
     """What metrics/candidates.json holds: every candidate, the winner, the parallel wall time, the rows the
     candidates saw (`search_rows`) of the train split's `train_rows`, and the winner's `refit` on all of them."""
-    ordered = sorted(results, key=lambda r: r.index)
+    ordered = sorted((r.record for r in results), key=lambda r: r.index)
     return CandidatesReport(
         metric=metric,
-        winner=winner.index,
-        winner_family=winner.family,
-        winner_valid=winner.valid_metrics,
-        winner_overrides=winner.overrides,
-        families={family: best_of_family(ordered, family, metric).index
+        winner=winner.record.index,
+        winner_family=winner.record.family,
+        winner_valid=winner.record.valid_metrics,
+        winner_overrides=winner.record.overrides,
+        families={family: best_of_family(results, family, metric).record.index
                   for family in dict.fromkeys(r.family for r in ordered)},
-        candidates=[r.record() for r in ordered],
+        candidates=ordered,
         wall_seconds=round(max(r.finished for r in ordered) - min(r.started for r in ordered), 3),
         workers=sorted({r.worker for r in ordered}),
-        search_rows=search_rows, train_rows=train_rows, refit=None if refit is None else refit.record(),
+        search_rows=search_rows, train_rows=train_rows, refit=None if refit is None else refit.record,
     )
 
 
 def best_of_family(results: list[CandidateResult], family: str, metric: str) -> CandidateResult:
     """The best candidate of one family (what the family's row of a comparison shows)."""
-    return pick_winner([r for r in results if r.family == family], metric)
+    return pick_winner([r for r in results if r.record.family == family], metric)
 
 
 @contextmanager
@@ -279,8 +263,9 @@ def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 done = results[futures[future]]
-                log.info("candidate #%d (%s) done: %s", futures[future], getattr(done, "family", ""),
-                         getattr(done, "valid_metrics", ""))
+                record = getattr(done, "record", done)
+                log.info("candidate #%d (%s) done: %s", futures[future], getattr(record, "family", ""),
+                         getattr(record, "valid_metrics", ""))
                 progress.advance(bar)
     finally:
         client.close()

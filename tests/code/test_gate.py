@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import io
 from pipelines.config import ParamsError, parse_params
-from pipelines.contracts import GateReceipt, GateReport, GateVerdict
+from pipelines.contracts import CandidateRecord, GateReceipt, GateReport, GateVerdict
 from pipelines.features import LABEL
 from pipelines.model.gate import decide, decision_markdown
 from pipelines.model.search import CandidateResult, candidate_params, pick_winner
@@ -149,15 +149,15 @@ def test_bad_search_params_name_the_key(tmp_path) -> None:
 
 
 def _result(index: int, auc: float) -> CandidateResult:
-    return CandidateResult(index=index, family="lightgbm", overrides={}, params={},
-                           valid_metrics={"auc": auc, "binary_logloss": 1 - auc},
-                           best_iteration=1, worker="local", pid=1, started=0.0, finished=1.0)
+    return CandidateResult(CandidateRecord(index=index, family="lightgbm", overrides={}, params={},
+                                           valid_metrics={"auc": auc, "binary_logloss": 1 - auc}, best_iteration=1,
+                                           worker="local", pid=1, started=0.0, finished=1.0, seconds=1.0))
 
 
 def test_pick_winner_follows_the_metric_direction() -> None:
     results = [_result(0, 0.70), _result(1, 0.72), _result(2, 0.72)]
-    assert pick_winner(results, "auc").index == 1  # ties go to the earlier candidate
-    assert pick_winner(results, "binary_logloss").index == 1
+    assert pick_winner(results, "auc").record.index == 1  # ties go to the earlier candidate
+    assert pick_winner(results, "binary_logloss").record.index == 1
     with pytest.raises(ValueError, match="no candidates"):
         pick_winner([], "auc")
 

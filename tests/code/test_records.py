@@ -99,9 +99,9 @@ def test_the_search_report_is_built_as_the_committed_one_is_shaped(tmp_path: Pat
     from pipelines.model.search import CandidateResult, search_report
 
     committed = CandidatesReport.load(COMMITTED_METRICS)
-    results = [CandidateResult(**candidate.model_dump(exclude={"seconds", "train_rows"}))
+    results = [CandidateResult(candidate.model_copy(update={"train_rows": None}))
                for candidate in committed.candidates]
-    winner = next(result for result in results if result.index == committed.winner)
+    winner = next(result for result in results if result.record.index == committed.winner)
     report = search_report(results, winner, committed.metric, search_rows=committed.search_rows,
                            train_rows=committed.train_rows)
     assert report.model_dump(exclude={"candidates"}) == committed.model_dump(exclude={"candidates"})
