@@ -358,7 +358,8 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None, 
         results.append(_judge(scenario, rows, model, reference, calibration, expected, params, bounds))
         print(_line(results[-1], details), flush=True)
     estimate = leave_one_out(calibration, params.monitor)
-    facts = {"known_events": _event_evidence(year, results), "train_s": round(train_s, 1), "calibration_s": round(calibration_s, 1),
+    facts = {"known_events": _event_evidence(year, results), "train_s": round(train_s, 1),
+             "calibration_s": round(calibration_s, 1),
              "calibration_windows": calibration.windows, "resamples": calibration.resamples,
              "champion_test_auc": round(expected["roc_auc"], 4),
              "index_threshold": round(calibration.drift_index, 3),
