@@ -238,18 +238,24 @@ def _service_bounds(params: Any) -> dict[str, Any]:
     return column_bounds(read_suite(params.validate_.suite), params.features.numeric)
 
 
-def _held_out_champion(params: Any, year: pd.DataFrame) -> tuple[Any, Any, dict[str, float]]:
-    from sklearn.metrics import roc_auc_score
-
+def _held_out(params: Any, year: pd.DataFrame) -> Any:
+    """The splits of Jan-Aug 2013 without the held-out weeks: what the benchmark's champion learns from."""
     from pipelines.data.preprocess import prepare
-    from pipelines.model.train import train_model
 
-    time_column, features = params.source.time_column, params.features
+    time_column = params.source.time_column
     trained_until = pd.Timestamp("2013-09-01", tz="UTC")  # collect.end of params.yaml: Jan-Jun train, Jul, Aug
     held = pd.concat([_week(year, week, time_column) for week in [*HELD_OUT_TRAIN, *HELD_OUT_VALID]])
     table = year[(year[time_column] < trained_until) & ~year.index.isin(held.index)]
-    prepared = prepare(table.drop(columns="label"), params.source, features, params.split,
-                       keep=params.evaluate.slices)
+    return prepare(table.drop(columns="label"), params.source, params.features, params.split,
+                   keep=params.evaluate.slices)
+
+
+def _held_out_champion(params: Any, year: pd.DataFrame) -> tuple[Any, Any, dict[str, float]]:
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.model.train import train_model
+
+    prepared = _held_out(params, year)
     model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
     expected = {"roc_auc": float(roc_auc_score(prepared.test["label"], model.predict_proba(prepared.test)))}
     return prepared, model, expected
