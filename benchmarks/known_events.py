@@ -33,9 +33,10 @@ KNOWN_EVENTS = (
         week="2013-04-22", first="2013-04-22", last="2013-04-26",
         what="FAA sequestration furloughs of air-traffic controllers (from Sunday 21 April 2013): nationwide "
              "arrival delays in clear weather",
-        record="FAA furloughs under the 2013 sequester began 21 April 2013; Congress passed the Reducing Flight "
-               "Delays Act of 2013 (H.R. 1765) on 25-26 April, the FAA recalled the controllers by 28 April "
-               "and the Act was signed on 1 May 2013"),
+        record="the FAA began furloughing air-traffic controllers under the 2013 sequester on Sunday 21 April "
+               "2013; the Reducing Flight Delays Act of 2013 passed the Senate (S. 853) on 25 April and the House "
+               "(H.R. 1765) on 26 April (Congressional Record S3059, H2364; Public Law 113-9, signed 1 May); the "
+               "FAA suspended the furloughs on 27 April"),
 )
 
 
