@@ -21,9 +21,10 @@ is over all its rows (the monitor's 5,000-row sample moves a weekly temperature 
 per scope ("all": every week judged; "in span": only weeks whose calendar days the reference period covered, the
 expectation interpolated, never extrapolated; "leverage": every week, its running mean shrunk by the expectation's
 own error there, sqrt(v / (v + h - h_ref)), v the reference running means' variance, h the leverage of the weeks'
-mean design row, h_ref its mean over the reference runs): false alarms on the reference weeks (each judged against
-a threshold learned without its own running means), on the controls and on the later weeks, and the warmings caught
-at +9, +12 and +15 F (the benchmark's counted sizes).
+mean design row, h_ref its mean over the reference runs; "change": every week, the running mean minus that of the K
+weeks before it, against the reference's own such changes, so the expectation's level error cancels): false alarms
+on the reference weeks (each judged against a threshold learned without the values that share a week with it), on
+the controls and on the later weeks, and the warmings caught at +9, +12 and +15 F (the benchmark's counted sizes).
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def running(departures: pd.Series, weeks: int) -> pd.Series:
     return full.rolling(weeks, min_periods=weeks).mean().reindex(departures.index)
 
 
+def change(departures: pd.Series, weeks: int) -> pd.Series:
+    """The running mean of the last `weeks` departures minus that of the `weeks` before them (consecutive weeks):
+    the expectation's level error cancels, its error in the seasonal change does not."""
+    full = departures.reindex(pd.date_range(departures.index.min(), departures.index.max(), freq="7D"))
+    run = full.rolling(weeks, min_periods=weeks).mean()
+    return (run - run.shift(weeks)).reindex(departures.index)
+
+
 def leave_out_alarms(runs: pd.Series, weeks: int, quantile: float) -> tuple[list[str], int, float]:
     """Reference running means passing a threshold learned from the running means that share no week with them;
     returns (the weeks that passed, how many were judged, the threshold from all)."""
@@ -157,11 +166,15 @@ def measure(weeks: list[int], r2: float, period: str = "benchmark", columns: lis
     controls = [stamp(d) for d in [*HELD_OUT_TRAIN, *HELD_OUT_VALID, *TEST_MONTH] if stamp(d) not in reference.index]
     later = [stamp(d) for d in LATER]
     for k in weeks:
-        thresholds = {}
+        thresholds, shift_limits = {}, {}
         reference_alarms: list[str] = []
+        shift_alarms: list[str] = []
         for c in tested:
             alarms, _, thresholds[c] = leave_out_alarms(running(fits[c].loo, k), k, params.monitor.alarm_quantile)
             reference_alarms += [f"{week} {c}" for week in alarms]
+            alarms, _, shift_limits[c] = leave_out_alarms(change(fits[c].loo, k), 2 * k,
+                                                          params.monitor.alarm_quantile)
+            shift_alarms += [f"{week} {c}" for week in alarms]
 
         spread = {c: float(running(fits[c].loo, k).dropna().var()) for c in tested}
         typical = {c: float(np.mean([mean_leverage(fits[c], pd.date_range(end=start, periods=k, freq="7D"))
@@ -169,23 +182,26 @@ def measure(weeks: list[int], r2: float, period: str = "benchmark", columns: lis
 
         def judged(end: pd.Timestamp, warming: dict[pd.Timestamp, float] | None, scope: str,
                    k: int = k, thresholds: dict[str, float] = thresholds, spread: dict[str, float] | None = None,
-                   typical: dict[str, float] | None = None) -> list[str]:
-            starts = [end - j * WEEK for j in range(k - 1, -1, -1)]
+                   typical: dict[str, float] | None = None, shift_limits: dict[str, float] = shift_limits
+                   ) -> list[str]:
+            span = 2 * k if scope == "change" else k
+            starts = [end - j * WEEK for j in range(span - 1, -1, -1)]
             means = _weekly_means(year, starts, tested, time_column, warming)
             moved = []
             for c in tested:
                 if scope == "in span" and not in_span(fits[c], end):
                     continue
-                run = float(np.mean(departure(fits[c], pd.DatetimeIndex(starts), means[c].to_numpy())))
+                z = departure(fits[c], pd.DatetimeIndex(starts), means[c].to_numpy())
+                run = float(np.mean(z[-k:]) - (np.mean(z[:k]) if scope == "change" else 0.0))
                 if scope == "leverage":  # the expectation's own error, beyond what the reference runs carried
                     assert spread is not None and typical is not None
                     extra = max(0.0, mean_leverage(fits[c], pd.DatetimeIndex(starts)) - typical[c])
                     run *= math.sqrt(spread[c] / (spread[c] + extra))
-                if abs(run) > thresholds[c]:
+                if abs(run) > (shift_limits if scope == "change" else thresholds)[c]:
                     moved.append(f"{c} {run:+.2f}")
             return moved
 
-        for scope in ("all", "in span", "leverage"):
+        for scope in ("all", "in span", "leverage", "change"):
             fixed = {"spread": spread, "typical": typical}
             control = {f"{s:%Y-%m-%d}": judged(s, None, scope, **fixed) for s in controls}
             late = {f"{s:%Y-%m-%d}": judged(s, None, scope, **fixed) for s in later}
@@ -193,11 +209,15 @@ def measure(weeks: list[int], r2: float, period: str = "benchmark", columns: lis
             for base in BASES:
                 end = stamp(base)
                 for d in (9, 12, 15):
-                    warming = {end - j * WEEK: float(d - 3 * j) for j in range(k) if d - 3 * j > 0}
+                    warming = {end - j * WEEK: float(d - 3 * j) for j in range(2 * k) if d - 3 * j > 0}
                     caught[f"{base} +{d} F"] = judged(end, warming, scope, **fixed)
             out["variants"].append({
-                "weeks": k, "scope": scope, "thresholds": {c: round(t, 2) for c, t in thresholds.items()},
-                "reference_alarms": f"{len(reference_alarms)} of {judged_count(fits, tested, k)} {reference_alarms}",
+                "weeks": k, "scope": scope,
+                "thresholds": {c: round(t, 2) for c, t in (shift_limits if scope == "change" else thresholds).items()},
+                "reference_alarms": (f"{len(shift_alarms)} of "
+                                     f"{sum(int(change(fits[c].loo, k).notna().sum()) for c in tested)} {shift_alarms}"
+                                     if scope == "change" else
+                                     f"{len(reference_alarms)} of {judged_count(fits, tested, k)} {reference_alarms}"),
                 "control_alarms": {w: m for w, m in control.items() if m},
                 "later_alarms": {w: m for w, m in late.items() if m},
                 "caught": f"{sum(bool(m) for m in caught.values())} of {len(caught)}",
