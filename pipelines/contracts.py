@@ -1334,6 +1334,9 @@ class VariantsReport(_Stored):
     max_auc_loss: float
     probe_rows: int
     variants: list[VariantRecord]
+    # The `optimize:` params it was made with (reproduce reruns optimize with them); None: written before they were
+    # recorded.
+    settings: dict[str, Any] | None = None
 
     def save(self, variants_dir: Path) -> Path:
         return self._write_file(Path(variants_dir) / io.VARIANTS_REPORT_FILE)

@@ -217,7 +217,7 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
         raise ValueError(f"the quantised variant ({settings.leaf_precision} leaves) moves probabilities by "
                          f"{quantised.max_prob_diff:.3g}, above optimize.max_prob_diff {settings.max_prob_diff}")
     report = VariantsReport(model_md5=io.file_md5(full_file), max_auc_loss=settings.max_auc_loss,
-                            probe_rows=len(rows.probe), variants=records)
+                            probe_rows=len(rows.probe), variants=records, settings=settings.model_dump(mode="json"))
     report.save(out)
     return report
 
