@@ -20,8 +20,9 @@ from pipelines.contracts import EdgeEncoding, VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
 from pipelines.model.export import ExportError, export_model, run_export, run_runner
-from pipelines.model.families.lightgbm_exchange import onnx_bytes, onnx_predictor
-from pipelines.model.optimize import cut_trees, probe_rows, roc_auc, run_optimize, trees_within
+from pipelines.model.families.lightgbm_exchange import (compact_library, compact_predictor, onnx_bytes,
+                                                       onnx_predictor)
+from pipelines.model.optimize import cut_trees, fewer_leaves, probe_rows, roc_auc, run_optimize, trees_within
 from pipelines.model.seam import TrainedModel
 from pipelines.model.train import train_model
 from support.params import SMALL_WINDOW, params_dict
@@ -79,6 +80,32 @@ def test_tree_pruning_keeps_validation_auc_within_the_tolerance(trained: dict[st
     # It is a whole trained model: saved and loaded, it replays its probe rows (the load-time parity check).
     cut.save(trained["params"].paths.variants_dir / "cut")
     assert TrainedModel.load(trained["params"].paths.variants_dir / "cut").trees == cut.trees
+
+
+def test_a_refit_with_fewer_leaves_is_kept_only_within_the_tolerance(trained: dict[str, Any]) -> None:
+    """Candidates at or above the model's own num_leaves are skipped; a refit outside the tolerance is not kept."""
+    model, data, params = trained["model"], trained["data"], trained["params"]
+    own = params.train.lightgbm.num_leaves
+    leaner = fewer_leaves(model, data.train, data.valid, params.train, 1.0, [3, own, own * 2])
+    assert leaner is not None and leaner.meta["params"]["lightgbm"]["num_leaves"] == 3
+    assert leaner.leaves <= 3 * leaner.trees < model.leaves
+    assert fewer_leaves(model, data.train, data.valid, params.train, -1.0, [3]) is None
+
+
+def test_the_compact_library_gives_the_boosters_probabilities(trained: dict[str, Any], tmp_path: Path) -> None:
+    """TL2cgen's quantised C, built small and called row by row through ctypes: LightGBM's probabilities on the probe
+    rows (missing values included) and on rows that sit on the forest's thresholds, smaller than the plain build."""
+    from services.compiled import probe_matrix as threshold_rows
+
+    model, probe = trained["model"], trained["probe"]
+    library = compact_library(model, tmp_path / "compact.so")
+    predict = compact_predictor(library, len(model.schema.feature_names))
+    for matrix in (encode_frame(probe, model.schema), threshold_rows(model.booster, rows=500)):
+        assert np.isnan(matrix).any()
+        np.testing.assert_allclose(predict(matrix), model.predict_matrix(matrix, 1), rtol=0, atol=1e-12)
+        assert predict(matrix[:1]) == pytest.approx(model.predict_matrix(matrix[:1], 1), abs=1e-12)
+    with pytest.raises(ValueError, match="rows of"):
+        predict(np.ones((1, 3)))
 
 
 def test_onnx_gives_the_boosters_probabilities_on_probe_rows(trained: dict[str, Any],
