@@ -146,30 +146,38 @@ def compact_library(model: LightGBMModel, library: Path, compiler: str = "cc") -
 
 def compact_predictor(library: Path, features: int) -> Callable[[np.ndarray], np.ndarray]:
     """`predict(matrix) -> P(label 1)` through the compact library's `predict(union Entry*, int pred_margin,
-    double* result)`, one row per call. The entry and result buffers are made once (so one predictor is not to be
-    shared by threads); each row is copied in (the generated code quantises it in place), its NaNs written as
-    TL2cgen's missing marker, as TL2cgen's own Predictor does, and the result zeroed (the code adds to it)."""
+    double* result)`, one row per call, its NaNs written as TL2cgen's missing marker first (as TL2cgen's own
+    Predictor does) and the result zeroed (the generated code adds to it). The rows are copied first: the generated
+    code quantises a row in place. One row, the service's single prediction, goes through buffers made once, so it
+    allocates nothing but its answer (and one predictor is not to be shared by threads)."""
     import ctypes
 
     if sys.byteorder != "little":
         raise RuntimeError("the compact library's missing marker is written for a little-endian machine")
     call = ctypes.CDLL(str(library)).predict
     call.restype = None
-    entries, result = np.zeros(features), np.zeros(1)
+    entries, missing, result = np.zeros(features), np.zeros(features, dtype=bool), np.zeros(1)
     entries_p, result_p = ctypes.c_void_p(entries.ctypes.data), ctypes.c_void_p(result.ctypes.data)
     pred_margin = ctypes.c_int(0)  # 0: the sigmoid applied, P(label 1)
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         rows = np.asarray(matrix, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != features:
-            raise ValueError(f"expected rows of {features} encoded features, got shape {rows.shape}")
-        missing = np.isnan(rows)
-        out = np.empty(len(rows))
-        for index in range(len(rows)):
-            entries[:] = rows[index]
-            entries[missing[index]] = _MISSING_ENTRY
+        if rows.shape == (1, features):
+            entries[:] = rows[0]
+            np.isnan(entries, out=missing)
+            entries[missing] = _MISSING_ENTRY
             result[0] = 0.0
             call(entries_p, pred_margin, result_p)
+            return result.copy()
+        if rows.ndim != 2 or rows.shape[1] != features:
+            raise ValueError(f"expected rows of {features} encoded features, got shape {rows.shape}")
+        work = np.array(rows, order="C")
+        work[np.isnan(work)] = _MISSING_ENTRY
+        base, stride = work.ctypes.data, work.strides[0]
+        out = np.empty(len(work))
+        for index in range(len(work)):
+            result[0] = 0.0
+            call(ctypes.c_void_p(base + index * stride), pred_margin, result_p)
             out[index] = result[0]
         return out
 
