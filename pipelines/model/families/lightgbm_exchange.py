@@ -163,7 +163,7 @@ def compact_predictor(library: Path, features: int) -> Callable[[np.ndarray], np
     def predict(matrix: np.ndarray) -> np.ndarray:
         rows = np.asarray(matrix, dtype=np.float64)
         if rows.shape == (1, features):
-            entries[:] = rows[0]
+            entries[...] = rows  # the one row, its leading axis dropped
             np.isnan(entries, out=missing)
             entries[missing] = _MISSING_ENTRY
             result[0] = 0.0
