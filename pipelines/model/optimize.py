@@ -36,12 +36,10 @@ from pipelines.config import Params, TrainParams
 from pipelines.contracts import VariantRecord, VariantsReport
 from pipelines.features import LABEL, FeatureSchema, encode_frame
 from pipelines.model.seam import TrainedModel
+from pipelines.model.variants import MODEL_VARIANTS, ONNX_VARIANTS
 
 log = logging.getLogger(__name__)
 
-# The variants kept as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`.
-MODEL_VARIANTS = ("trees", "features", "pruned", "leaves")
-ONNX_VARIANTS = ("onnx", "quantised")
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

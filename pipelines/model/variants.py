@@ -22,10 +22,13 @@ import numpy as np
 
 from pipelines import contracts, io
 from pipelines.contracts import VariantsReport
-from pipelines.model.optimize import ONNX_VARIANTS
 from pipelines.model.seam import TrainedModel
 
 FULL = "full"  # serve.artifact's default: the model itself, no variant
+# The variants `optimize` keeps as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`, and
+# those it keeps as ONNX files. Declared here, not in optimize: the service imports this module, not the refits.
+MODEL_VARIANTS = ("trees", "features", "pruned", "leaves")
+ONNX_VARIANTS = ("onnx", "quantised")
 
 
 class VariantRefused(RuntimeError):
