@@ -74,6 +74,19 @@ def test_a_plain_runs_model_is_rebuilt_from_the_commit_of_its_dvc_lock(repo: Pat
     assert "which committed the dvc.lock of the plain `dvc repro` run" in report["source"]
 
 
+def test_reproduce_check_covers_the_variants_optimize_recorded(repo: Path) -> None:
+    """`optimize --tag` attaches variants.json to the registry entry; `reproduce --check` then reruns optimize on the
+    rebuilt model with the recorded settings and finds every variant the same."""
+    tag, _ = _registered(repo)
+    run(repo, "python", "-m", "pipelines", "optimize", "--tag", tag)
+    code, report = _reproduce(repo, tag)
+    assert code == 0 and isinstance(report, dict), report
+    variants = report["variants"]
+    assert report["identical"] and variants["identical"] and variants["differences"] == [], variants
+    assert variants["settings"] == "recorded"
+    assert {"full", "trees", "pruned", "onnx", "quantised"} <= set(variants["variants"])
+
+
 def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None:
     """A fresh clone has gate.json (git) but no registry (var/): `dvc repro` must gate and register again rather
     than skip the gate and leave nothing to serve."""
