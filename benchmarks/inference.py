@@ -11,7 +11,9 @@ test ROC AUC and its delta to the full model's, and the largest |probability dif
 on the encoded matrix (the model call the service makes after `pipelines.features.encode`; encoding is the same
 for all and not timed here). The predictors: LightGBM's `Booster.predict`, lleaves' compiled forest (what the
 service uses, services/compiled.py), TL2cgen's C built by gcc as a shared library, onnxruntime on the ONNX file,
-the quantised ONNX file, each for the full model and for the pruned variants `optimize` made.
+the quantised ONNX file, and "compact": TL2cgen's C with quantised thresholds built by `cc -Os`, stripped, called
+one row at a time through ctypes (`lightgbm_exchange.compact_predictor`), each for the full model and for the
+variants `optimize` made (`leaves`: the refit with fewer leaves per tree).
 """
 
 from __future__ import annotations
@@ -34,10 +36,26 @@ PREDICTORS = [
     ("booster trees", "trees", "booster"), ("lleaves trees", "trees", "lleaves"),
     ("booster pruned", "pruned", "booster"), ("lleaves pruned", "pruned", "lleaves"),
     ("tl2cgen pruned", "pruned", "tl2cgen"), ("onnxruntime pruned", "pruned", "onnx"),
+    ("compact full", "full", "compact"), ("booster leaves", "leaves", "booster"),
+    ("lleaves leaves", "leaves", "lleaves"), ("compact leaves", "leaves", "compact"),
 ]
 PROBE_ROWS = 1000
 BATCH_ROWS = 1000
 BATCH_REPEATS = 20
+
+
+def _compact_library(params: Any, variant: str) -> Path:
+    """The compact library of `variant` in paths.variants_dir/bench, built once per model file (its MD5 names it):
+    building it is compiling, not loading, so it happens before the timed load."""
+    from pipelines import contracts, io
+    from pipelines.model.catalog import load_model
+    from pipelines.model.families import lightgbm_exchange as exchange
+    from pipelines.model.optimize import variant_dir
+
+    directory = params.paths.model_dir if variant == "full" else variant_dir(params, variant)
+    md5 = io.file_md5(contracts.model_file(directory))
+    library = params.paths.variants_dir / "bench" / f"{variant}-{md5[:8]}-compact{io.SHARED_LIBRARY_SUFFIX}"
+    return library if library.exists() else exchange.compact_library(load_model(directory), library)
 
 
 def _loader(params: Any, variant: str, runtime: str) -> tuple[Callable[[np.ndarray], np.ndarray], Path, Any]:
@@ -60,6 +78,9 @@ def _loader(params: Any, variant: str, runtime: str) -> tuple[Callable[[np.ndarr
         library = params.paths.variants_dir / "bench" / f"{variant}{io.SHARED_LIBRARY_SUFFIX}"
         library.parent.mkdir(parents=True, exist_ok=True)
         return exchange.c_library_predictor(model, library), library, model
+    if runtime == "compact":
+        library = _compact_library(params, variant)
+        return exchange.compact_predictor(library, len(model.schema.feature_names)), library, model
     if runtime == "onnx":
         onnx_file = variant_dir(params, variant if variant == "quantised" else "onnx") / io.ONNX_FILE
         if variant not in ("full", "quantised"):  # a pruned variant's ONNX, converted here once
@@ -119,6 +140,14 @@ def measure_one(params: Any, name: str, single_rows: int) -> dict[str, Any]:
             "test_roc_auc": roc_auc(test[LABEL].to_numpy(), proba), "probe": proba[:PROBE_ROWS].tolist()}
 
 
+def build_libraries(params: Any) -> None:
+    """Compile every shared library a predictor loads (TL2cgen's, the compact ones) once, here, before any child
+    runs: compiling is not loading, as lleaves' object files are already in their cache."""
+    for _, variant, runtime in PREDICTORS:
+        if runtime in ("tl2cgen", "compact"):
+            _loader(params, variant, runtime)
+
+
 def run_all(params_file: str, taskset: str | None, single_rows: int) -> list[dict[str, Any]]:
     """Every predictor in its own child process (pinned with `taskset -c` when asked), full model first."""
     results = []
@@ -170,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         print(json.dumps(measure_one(params, args.one, args.rows)))
         return
+    build_libraries(params)
     runs = {"Unpinned": run_all(args.params, None, args.rows)}
     if args.taskset is not None:
         runs[f"Pinned to one core (taskset -c {args.taskset})"] = run_all(args.params, args.taskset, args.rows)

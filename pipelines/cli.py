@@ -446,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = add("reproduce", _reproduce, "rebuild a registered model from its lineage (commit/experiment, params, "
                                            "data from the DVC remote) in a temp worktree and compare md5 and metrics")
     rebuild.add_argument("tag", help="the model's tag, e.g. delay-classifier:abc123 (python -m pipelines models list)")
-    rebuild.add_argument("--check", action="store_true", help="exit 1 unless the model file and metrics are identical")
+    rebuild.add_argument("--check", action="store_true",
+                         help="exit 1 unless the model file and metrics (and the variants optimize --tag recorded) "
+                              "are identical")
     rebuild.add_argument("--keep", metavar="DIR", help="copy the rebuilt worktree here to inspect it")
     add("summary", _summary, "the last training run for people: test metrics beside the baselines, the gate's "
                              "decision, where to look next")

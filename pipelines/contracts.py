@@ -1219,7 +1219,7 @@ class StackState(_Stored):
 
 # --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
 
-VariantKind = Literal["full", "trees", "features", "pruned", "onnx", "quantised"]
+VariantKind = Literal["full", "trees", "features", "pruned", "leaves", "onnx", "quantised"]
 
 
 class LoopRetrain(_Stored):
@@ -1317,6 +1317,7 @@ class VariantRecord(_Stored):
     file: str                     # its model file, relative to paths.variants_dir (the full model's: absolute)
     bytes: int                    # that file's size
     trees: int
+    leaves: int | None = None     # leaves in all its trees (what its compiled size grows with); None: not recorded
     features: list[str]           # the raw feature columns it reads, in its encoding's order
     dropped: list[str] = []       # features feature pruning removed (refit without them)
     valid_roc_auc: float
@@ -1334,6 +1335,9 @@ class VariantsReport(_Stored):
     max_auc_loss: float
     probe_rows: int
     variants: list[VariantRecord]
+    # The `optimize:` params it was made with (reproduce reruns optimize with them); None: written before they were
+    # recorded.
+    settings: dict[str, Any] | None = None
 
     def save(self, variants_dir: Path) -> Path:
         return self._write_file(Path(variants_dir) / io.VARIANTS_REPORT_FILE)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines import contracts, io
 from pipelines.config import Params
-from pipelines.contracts import GateReport, ModelMeta, SplitLineage
+from pipelines.contracts import Check, GateReport, ModelMeta, SplitLineage
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,37 @@ def run_gate(params: Params) -> GateReport:
     latency = measure_latency_ms(challenger, batch, params.gate.latency_repeats)
     decision = decide(test, challenger.predict_proba(test), champion_proba,
                       baseline_predictions(train, test, params.source.time_column), latency, params.gate,
-                      params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag)
+                      params.evaluate.slices, params.evaluate.min_slice_rows, champion_tag=champion_tag,
+                      variant=_served_variant_checks(params, challenger, test))
     report = decision.model_copy(update={"challenger_md5": io.file_md5(contracts.model_file(params.paths.model_dir)),
                                          "test_rows": len(test)})
     report.save(params.paths.metrics_dir)
     log.info("gate: %s (%s)", "PROMOTE" if report.promote else "REFUSE", "; ".join(report.failed) or "all passed")
     return report
+
+
+def _served_variant_checks(params: Params, challenger: Any, test: Any) -> list[Check]:
+    """The gate's checks of the variant `serve.artifact` names (none for `full`, the default): the variant in
+    `paths.variants_dir` must be made from this challenger's model.txt and pass its parity check, and be timed
+    within the latency budget, before a promotion puts it in front of callers."""
+    from pipelines.features import encode_frame
+    from pipelines.model.gate import variant_checks
+    from pipelines.model.seam import fastest_call_ms
+    from pipelines.model.variants import FULL, VariantRefused, check_variant
+    from pipelines.release.registry import registry_home
+
+    artifact = params.serve.artifact
+    if artifact == FULL:
+        return []
+    # var/ is runtime: under `dvc exp run --temp` it is the parent repository's, like the registry's folder.
+    variants_dir = registry_home(params.paths.variants_dir)
+    try:
+        checked = check_variant(challenger, params.paths.model_dir, artifact, variants_dir)
+    except VariantRefused as error:
+        return variant_checks(artifact, str(error), None, params.gate)
+    batch = encode_frame(test.head(params.gate.latency_batch_rows), checked.model.schema)
+    latency = fastest_call_ms(lambda: checked.predict_matrix(batch), params.gate.latency_repeats)
+    return variant_checks(artifact, checked, latency, params.gate)
 
 
 def run_promote(params: Params, gate_report: GateReport) -> GateReport:

@@ -71,10 +71,12 @@ class ServeParams(Section):
     predictor: Literal["compiled", "lightgbm"] = doc(
         "compiled: the champion's trees compiled by lleaves and used once they give the booster's predictions on "
         "probe rows; lightgbm: Booster.predict. A failed compile is served by the booster (reason in /metadata).")
-    artifact: Literal["full", "trees", "features", "pruned", "onnx", "quantised"] = doc(
+    artifact: Literal["full", "trees", "features", "pruned", "leaves", "onnx", "quantised"] = doc(
         "What answers: the full champion, or a variant `python -m pipelines optimize` made of it (paths.variants_dir; "
         "served only when made from this champion and its parity check passes, else the full champion, reason in "
-        "/metadata). onnx and quantised need onnxruntime, which the Bento's serve group does not hold.")
+        "/metadata). The gate checks the same before a promotion and refuses a challenger whose variant is missing, "
+        "made from another model or beyond its bound (run optimize on the challenger first). onnx and quantised "
+        "need onnxruntime, which the Bento's serve group does not hold.")
     bundled_champion_file: Path = doc("Written by `python -m deploy.package` and packed into the Bento: a built Bento "
                                       "serves the model it was built with where there is no registry.")
     prediction_log: PredictionLogParams = doc("The prediction log's rotation and cap.")

@@ -358,6 +358,10 @@ class OptimizeParams(Section):
     feature_candidates: Annotated[int, Field(ge=0)] = doc(
         "How many of the least important features (by gain) feature pruning tries to drop, one refit each, least "
         "important first (0: no feature pruning).")
+    leaf_candidates: list[Annotated[int, Field(ge=2)]] = doc(
+        "num_leaves to refit the model with for the `leaves` variant (its other params unchanged, early-stopped on "
+        "validation like it), one refit each: the refit with the fewest leaves in all whose validation ROC AUC is "
+        "within max_auc_loss is kept; values not below the model's own num_leaves are skipped ([]: none).")
     leaf_precision: Literal["float32", "float16"] = doc(
         "The quantised variant's leaf values in its ONNX file: float16 rounds each to half precision (thresholds "
         "stay float32, what the ONNX tree operator holds).")

@@ -10,8 +10,8 @@ error: `decide` returns `promote=False` with the reasons, and only the stage she
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from pipelines.config import GateParams
 from pipelines.contracts import Check, GateMetrics, GateReport, GateScores, SliceComparison
 from pipelines.features import LABEL
 from pipelines.model.evaluate import score, skip_reason
+
+if TYPE_CHECKING:
+    from pipelines.model.variants import CheckedVariant
 
 REPORTED = ("roc_auc", "pr_auc", "brier", "log_loss", "rows")
 
@@ -55,12 +58,14 @@ def slice_comparison(test: pd.DataFrame, challenger: np.ndarray, champion: np.nd
 
 def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | None,
            baselines: dict[str, np.ndarray], latency_ms: float, gate: GateParams, slices: list[str],
-           min_slice_rows: int, champion_tag: str | None = None) -> GateReport:
+           min_slice_rows: int, champion_tag: str | None = None,
+           variant: Sequence[Check] = ()) -> GateReport:
     """Every check of the gate; `promote` is true only if all pass.
 
     With a champion: primary metric + `min_improvement`, no compared slice dropping more than `max_slice_drop`,
     Brier not worse by more than `max_brier_increase`, latency within `max_latency_ms`. Without one: the
     challenger must beat the best naive baseline by `min_improvement` and the prior's Brier, within latency.
+    `variant`: the served variant's checks (`variant_checks`, when serve.artifact names one), after the others.
     """
     y_true = test[LABEL].to_numpy()
     metric = gate.metric
@@ -115,11 +120,29 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
         "latency", latency_ms <= gate.max_latency_ms, latency_ms, gate.max_latency_ms,
         f"predict on {gate.latency_batch_rows} rows: fastest {latency_ms:.2f} ms "
         f"({'within' if latency_ms <= gate.max_latency_ms else 'over'} the {gate.max_latency_ms:.0f} ms budget)"))
+    checks.extend(variant)
     return GateReport(promote=all(c.passed for c in checks),
                       compared_with="champion" if champion is not None else "baselines",
                       champion=champion_tag, metric=metric, checks=checks,
                       metrics=GateMetrics(challenger=ours, latency_ms=latency_ms, baselines=base, champion=theirs),
                       slices=slice_rows)
+
+
+def variant_checks(artifact: str, checked: CheckedVariant | str, latency_ms: float | None,
+                   gate: GateParams) -> list[Check]:
+    """The checks of the variant `serve.artifact` names, which the service would serve in the challenger's place:
+    its parity (`checked`: what `pipelines.model.variants.check_variant` accepted, or why it refused it: missing,
+    made from another model.txt, beyond its bound) and its latency on the same batch and budget as the model's."""
+    if isinstance(checked, str):
+        return [_check("variant_parity", False, None, None, f"serve.artifact {artifact}: {checked}")]
+    assert latency_ms is not None, "a checked variant is timed"
+    return [
+        _check("variant_parity", True, checked.max_difference, checked.tolerance,
+               f"serve.artifact {artifact}: {checked.describe()}"),
+        _check("variant_latency", latency_ms <= gate.max_latency_ms, latency_ms, gate.max_latency_ms,
+               f"{artifact} variant: predict on {gate.latency_batch_rows} rows: fastest {latency_ms:.2f} ms "
+               f"({'within' if latency_ms <= gate.max_latency_ms else 'over'} the {gate.max_latency_ms:.0f} ms "
+               f"budget)")]
 
 
 def _check(name: str, passed: bool, value: float | None, limit: float | None, reason: str) -> Check:

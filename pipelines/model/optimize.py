@@ -9,6 +9,9 @@
   one only when the refit's validation ROC AUC stays within the tolerance of the full model's; a model that reads
   fewer columns is one an edge caller has fewer inputs to send for.
 - `pruned`: `features` (or the full model, when no feature could go) cut like `trees`, against the full model.
+- `leaves`: refits (the model's params, early-stopped on validation like it) with each `optimize.leaf_candidates`
+  num_leaves below the model's own, keeping the one with the fewest leaves in all within the tolerance: smaller
+  trees, more of them, a forest whose compiled code (one branch per split) is a fraction of the full one's.
 - `onnx`: the full model in ONNX (float32 thresholds and leaves): what onnxruntime and other runtimes read.
 - `quantised`: the same with each leaf value rounded to `optimize.leaf_precision`, held to `optimize.max_prob_diff`.
 
@@ -33,12 +36,10 @@ from pipelines.config import Params, TrainParams
 from pipelines.contracts import VariantRecord, VariantsReport
 from pipelines.features import LABEL, FeatureSchema, encode_frame
 from pipelines.model.seam import TrainedModel
+from pipelines.model.variants import MODEL_VARIANTS, ONNX_VARIANTS
 
 log = logging.getLogger(__name__)
 
-# The variants kept as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`.
-MODEL_VARIANTS = ("trees", "features", "pruned")
-ONNX_VARIANTS = ("onnx", "quantised")
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -132,6 +133,30 @@ def drop_features(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame,
     return best, dropped
 
 
+def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, params: TrainParams,
+                 max_auc_loss: float, candidates: Sequence[int]) -> TrainedModel | None:
+    """Refit with each of `candidates` num_leaves below the model's own (everything else as trained), keeping the
+    refit with the fewest leaves in all whose validation ROC AUC is within `max_auc_loss` of the full model's; None
+    when none is. Each refit is early-stopped on validation like the model: fewer leaves usually take more rounds."""
+    from pipelines.model.train import train_model
+
+    forest = require_lightgbm(model)
+    labels = valid[LABEL].to_numpy()
+    reference = roc_auc(labels, model.predict_proba(valid))
+    best: Any = None
+    for leaves in sorted(set(candidates)):
+        if leaves >= params.lightgbm.num_leaves:
+            continue
+        refit = require_lightgbm(train_model(train, valid, forest.schema, params.model_copy(
+            update={"lightgbm": params.lightgbm.model_copy(update={"num_leaves": leaves})})))
+        loss = reference - roc_auc(labels, refit.predict_proba(valid))
+        log.info("num_leaves %d: %d trees, %d leaves, validation ROC AUC %+.5f against the full model", leaves,
+                 refit.trees, refit.leaves, -loss)
+        if loss <= max_auc_loss and (best is None or refit.leaves < best.leaves):
+            best = refit
+    return best
+
+
 @dataclass(frozen=True)
 class Rows:
     """The rows every variant is measured on: the validation and test splits, and the seeded probe rows of test."""
@@ -149,7 +174,7 @@ def probe_rows(test: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def measure(name: str, parent: str | None, predict: Callable[[pd.DataFrame], np.ndarray], rows: Rows,
             full: Callable[[pd.DataFrame], np.ndarray], *, file: Path, root: Path, trees: int, features: list[str],
-            dropped: Sequence[str] = (), bound: float | None = None) -> VariantRecord:
+            dropped: Sequence[str] = (), bound: float | None = None, leaves: int | None = None) -> VariantRecord:
     """One variant's record: its ROC AUC on validation and test beside the full model's, and the largest difference
     of its probabilities from the full model's on the probe rows (both predicting raw rows, each its own encoding)."""
     valid_labels, test_labels = rows.valid[LABEL].to_numpy(), rows.test[LABEL].to_numpy()
@@ -158,7 +183,8 @@ def measure(name: str, parent: str | None, predict: Callable[[pd.DataFrame], np.
     difference = float(np.max(np.abs(predict(rows.probe) - full(rows.probe))))
     return VariantRecord(name=name, parent=parent, file=str(file.relative_to(root) if file.is_relative_to(root)
                                                            else file),
-                         bytes=file.stat().st_size, trees=trees, features=features, dropped=list(dropped),
+                         bytes=file.stat().st_size, trees=trees, leaves=leaves, features=features,
+                         dropped=list(dropped),
                          valid_roc_auc=valid_auc, test_roc_auc=test_auc, valid_auc_loss=full_valid - valid_auc,
                          test_auc_delta=test_auc - full_test, max_prob_diff=difference, bound=bound)
 
@@ -188,13 +214,15 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
     out.mkdir(parents=True, exist_ok=True)
     full_file = contracts.model_file(source)
     records = [measure("full", None, model.predict_proba, rows, model.predict_proba, file=full_file.resolve(),
-                       root=out.resolve(), trees=model.trees, features=model.schema.feature_names)]
+                       root=out.resolve(), trees=model.trees, features=model.schema.feature_names,
+                       leaves=model.leaves)]
 
     def keep(name: str, parent: str, variant: TrainedModel, dropped: Sequence[str] = ()) -> None:
         variant.save(out / name)
         records.append(measure(name, parent, variant.predict_proba, rows, model.predict_proba,
                                file=contracts.model_file(out / name), root=out, trees=variant.trees,
-                               features=variant.schema.feature_names, dropped=dropped))
+                               features=variant.schema.feature_names, dropped=dropped,
+                               leaves=require_lightgbm(variant).leaves))
         log.info("%s: %d trees, %d features, validation ROC AUC %+.5f, test %+.5f", name, variant.trees,
                  len(variant.schema.feature_names), -records[-1].valid_auc_loss, records[-1].test_auc_delta)
 
@@ -205,19 +233,24 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
         keep("features", "full", refit, dropped)
     keep("pruned", "features" if refit is not None else "full",
          cut_trees(refit or model, rows.valid, train_params, settings.max_auc_loss, reference), dropped)
+    leaner = fewer_leaves(model, split["train"], rows.valid, train_params, settings.max_auc_loss,
+                          settings.leaf_candidates)
+    if leaner is not None:
+        keep("leaves", "full", leaner)
     for name, precision in (("onnx", "float32"), ("quantised", settings.leaf_precision)):
         data = onnx_bytes(model, precision)
         target = io.write_atomic(out / name / io.ONNX_FILE, lambda temp, data=data: Path(temp).write_bytes(data))
         model.schema.save(out / name / io.SCHEMA_FILE)
         records.append(measure(name, "full", onnx_variant_predict(data, model.schema), rows, model.predict_proba,
-                               file=target, root=out, trees=model.trees, features=model.schema.feature_names,
+                               file=target, root=out, trees=model.trees, leaves=model.leaves,
+                               features=model.schema.feature_names,
                                bound=settings.max_prob_diff if name == "quantised" else None))
     quantised = records[-1]
     if not quantised.max_prob_diff <= settings.max_prob_diff:
         raise ValueError(f"the quantised variant ({settings.leaf_precision} leaves) moves probabilities by "
                          f"{quantised.max_prob_diff:.3g}, above optimize.max_prob_diff {settings.max_prob_diff}")
     report = VariantsReport(model_md5=io.file_md5(full_file), max_auc_loss=settings.max_auc_loss,
-                            probe_rows=len(rows.probe), variants=records)
+                            probe_rows=len(rows.probe), variants=records, settings=settings.model_dump(mode="json"))
     report.save(out)
     return report
 

@@ -8,9 +8,12 @@ evaluate are re-run with `dvc repro --force`. The gate is not re-run: the regist
 
 Identical means: the rebuilt learner file (`model.txt`; `model.pkl` for the scikit-learn families, whose fits
 are deterministic too) has the md5 the registry recorded, and `metrics/evaluate.json` equals the one committed
-with the experiment. Otherwise the report names each difference and its likely cause: the data
-(md5 vs the lineage), the packages (uv.lock md5 of this environment vs the one recorded), a dirty tree at training
-time, and the first stage whose outputs differ from the recorded dvc.lock.
+with the experiment; and where the entry carries the inference variants `python -m pipelines optimize --tag` made of
+it (`variants.json`), optimize rerun on the rebuilt model (this checkout's code, the settings that report records)
+gives the same variants: same trees, features, file sizes, ROC AUCs and probability differences, exactly.
+Otherwise the report names each difference and its likely cause: the data (md5 vs the lineage), the packages
+(uv.lock md5 of this environment vs the one recorded), a dirty tree at training time, and the first stage whose
+outputs differ from the recorded dvc.lock.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.contracts import EvaluationReport, Lineage, ModelMeta, model_file
+from pipelines.config import Params
+from pipelines.contracts import EvaluationReport, Lineage, ModelMeta, VariantsReport, model_file
 from pipelines.io import DVC_LOCK_FILE as LOCK_FILE
 from pipelines.io import EVALUATE_FILE, PACKAGE_LOCK, PARAMS_FILE
 from pipelines.io import file_md5 as _file_md5
@@ -142,6 +146,41 @@ def file_md5(path: Path) -> str | None:
     return _file_md5(path) if path.exists() else None
 
 
+def _comparable_variants(report: VariantsReport) -> dict[str, Any]:
+    """What a rerun of optimize must give again: each variant by name, without where the full model's file lay (an
+    absolute path, another one in the rebuild's worktree) nor the settings, which are the rerun's input."""
+    data = report.to_json_dict()
+    data.pop("settings", None)
+    data["variants"] = {record["name"]: {key: value for key, value in record.items()
+                                         if not (key == "file" and record["parent"] is None)}
+                        for record in data["variants"]}
+    return data
+
+
+def reproduce_variants(recorded: VariantsReport, params: Params, model_dir: Path) -> dict[str, Any]:
+    """Rerun `optimize` on the model in `model_dir` (paths and training seed from `params`, optimize's settings from
+    the `recorded` report, `params`' own where it records none) and compare it with `recorded`, field by field.
+
+    Exact, no tolerance: the refits train with the model's recorded params (threads included) on the same rows, the
+    cuts and conversions are deterministic, and the figures are stored as computed, so any difference is a real one
+    (another package version, other data)."""
+    from pipelines.config import OptimizeParams
+    from pipelines.model.optimize import run_optimize
+
+    settings = OptimizeParams.model_validate(recorded.settings) if recorded.settings else params.optimize
+    rebuilt = run_optimize(params.model_copy(update={"optimize": settings}), model_dir)
+    differences = _differences(_comparable_variants(recorded), _comparable_variants(rebuilt))
+    return {"identical": not differences, "variants": [record.name for record in recorded.variants],
+            "settings": "recorded" if recorded.settings else "the revision's params.yaml (none recorded)",
+            "differences": differences[:20]}
+
+
+def _rooted(params: Params, root: Path) -> Params:
+    """`params` with its relative paths taken under `root` (the rebuild's worktree), for steps run in this process."""
+    paths = {name: root / value for name, value in params.paths if isinstance(value, Path)}
+    return params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
+
+
 def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | None = None,
               store: Any = None) -> dict[str, Any]:
     """Rebuild `tag` from its lineage in a temporary worktree of the repository at `root`; returns the report.
@@ -179,6 +218,14 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         recorded_metrics = None if recorded is None else recorded.to_json_dict()
         rebuilt = EvaluationReport.load(worktree / params.paths.metrics_dir)
         rebuilt_metrics = None if rebuilt is None else rebuilt.to_json_dict()
+        recorded_variants = VariantsReport.load(registry.model_path(tag, store))
+        if recorded_variants is None:
+            variants = None
+        elif model_md5 != entry.model_md5:
+            variants = {"identical": False, "variants": [record.name for record in recorded_variants.variants],
+                        "differences": ["not rerun: the rebuilt model itself differs"]}
+        else:
+            variants = reproduce_variants(recorded_variants, _rooted(params, worktree), rebuilt_dir)
         if keep is not None:
             shutil.copytree(worktree, keep, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
     finally:
@@ -188,9 +235,11 @@ def reproduce(tag: str, root: Path, git_remote: str | None = None, keep: Path | 
         "no recorded metrics to compare with"]
     report = {
         "tag": tag, "source": source, "commit": commit,
-        "identical": model_md5 == entry.model_md5 and not metric_changes,
+        "identical": (model_md5 == entry.model_md5 and not metric_changes
+                      and (variants is None or variants["identical"])),
         "model_md5": {"registry": entry.model_md5, "rebuilt": model_md5},
         "metrics_identical": not metric_changes, "metric_differences": metric_changes[:20],
+        "variants": variants,  # None: the entry carries no variants.json (optimize --tag was not run on it)
         # Informational: outs also hold run-specific bytes (model.json's and candidates.json's timings), so a stage
         # can differ here while the model file and the metrics, what a rebuild must match, are identical.
         "stages_with_different_outputs": _stage_differences(recorded_lock, rebuilt_lock),

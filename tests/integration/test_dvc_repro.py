@@ -74,6 +74,45 @@ def test_a_plain_runs_model_is_rebuilt_from_the_commit_of_its_dvc_lock(repo: Pat
     assert "which committed the dvc.lock of the plain `dvc repro` run" in report["source"]
 
 
+def test_reproduce_check_covers_the_variants_optimize_recorded(repo: Path) -> None:
+    """`optimize --tag` attaches variants.json to the registry entry; `reproduce --check` then reruns optimize on the
+    rebuilt model with the recorded settings and finds every variant the same."""
+    tag, _ = _registered(repo)
+    run(repo, "python", "-m", "pipelines", "optimize", "--tag", tag)
+    code, report = _reproduce(repo, tag)
+    assert code == 0 and isinstance(report, dict), report
+    variants = report["variants"]
+    assert report["identical"] and variants["identical"] and variants["differences"] == [], variants
+    assert variants["settings"] == "recorded"
+    assert {"full", "trees", "pruned", "onnx", "quantised"} <= set(variants["variants"])
+
+
+def _gate_with(repo: Path, artifact: str) -> dict[str, dict]:
+    """The gate's checks (`run_gate`: decide and write metrics/gate.json, no registering) with serve.artifact set."""
+    run(repo, "python", "-c", "from pipelines.config import load_params; from pipelines.stages import run_gate; "
+                              f"run_gate(load_params('params.yaml', {{'serve.artifact': {artifact!r}}}))")
+    return {check["name"]: check for check in json.loads((repo / "metrics" / "gate.json").read_text())["checks"]}
+
+
+def test_the_gate_checks_the_variant_serve_artifact_names(repo: Path) -> None:
+    """The DAG's gate (serve.artifact full) checks no variant; naming one, the gate checks the variants optimize made
+    above (of this very model.txt) and refuses them once they are of another model. gate.json is put back after."""
+    gate_file = repo / "metrics" / "gate.json"
+    written = gate_file.read_bytes()
+    assert "variant_" not in written.decode()
+    try:
+        checks = _gate_with(repo, "quantised")
+        assert checks["variant_parity"]["passed"] and 0 < checks["variant_parity"]["value"] <= 1e-3
+        assert checks["variant_latency"]["passed"], checks["variant_latency"]
+        report = json.loads((repo / "var" / "variants" / "variants.json").read_text())
+        (repo / "var" / "variants" / "variants.json").write_text(json.dumps({**report, "model_md5": "0" * 32}))
+        refused = _gate_with(repo, "pruned")
+        assert not refused["variant_parity"]["passed"] and "variant_latency" not in refused
+        assert "were made from model 00000000, not this one" in refused["variant_parity"]["reason"]
+    finally:
+        gate_file.write_bytes(written)
+
+
 def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None:
     """A fresh clone has gate.json (git) but no registry (var/): `dvc repro` must gate and register again rather
     than skip the gate and leave nothing to serve."""

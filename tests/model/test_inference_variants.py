@@ -20,8 +20,9 @@ from pipelines.contracts import EdgeEncoding, VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
 from pipelines.model.export import ExportError, export_model, run_export, run_runner
-from pipelines.model.families.lightgbm_exchange import onnx_bytes, onnx_predictor
-from pipelines.model.optimize import cut_trees, probe_rows, roc_auc, run_optimize, trees_within
+from pipelines.model.families.lightgbm_exchange import (compact_library, compact_predictor, onnx_bytes,
+                                                       onnx_predictor)
+from pipelines.model.optimize import cut_trees, fewer_leaves, probe_rows, roc_auc, run_optimize, trees_within
 from pipelines.model.seam import TrainedModel
 from pipelines.model.train import train_model
 from support.params import SMALL_WINDOW, params_dict
@@ -79,6 +80,32 @@ def test_tree_pruning_keeps_validation_auc_within_the_tolerance(trained: dict[st
     # It is a whole trained model: saved and loaded, it replays its probe rows (the load-time parity check).
     cut.save(trained["params"].paths.variants_dir / "cut")
     assert TrainedModel.load(trained["params"].paths.variants_dir / "cut").trees == cut.trees
+
+
+def test_a_refit_with_fewer_leaves_is_kept_only_within_the_tolerance(trained: dict[str, Any]) -> None:
+    """Candidates at or above the model's own num_leaves are skipped; a refit outside the tolerance is not kept."""
+    model, data, params = trained["model"], trained["data"], trained["params"]
+    own = params.train.lightgbm.num_leaves
+    leaner = fewer_leaves(model, data.train, data.valid, params.train, 1.0, [3, own, own * 2])
+    assert leaner is not None and leaner.meta["params"]["lightgbm"]["num_leaves"] == 3
+    assert leaner.leaves <= 3 * leaner.trees < model.leaves
+    assert fewer_leaves(model, data.train, data.valid, params.train, -1.0, [3]) is None
+
+
+def test_the_compact_library_gives_the_boosters_probabilities(trained: dict[str, Any], tmp_path: Path) -> None:
+    """TL2cgen's quantised C, built small and called row by row through ctypes: LightGBM's probabilities on the probe
+    rows (missing values included) and on rows that sit on the forest's thresholds, smaller than the plain build."""
+    from services.compiled import probe_matrix as threshold_rows
+
+    model, probe = trained["model"], trained["probe"]
+    library = compact_library(model, tmp_path / "compact.so")
+    predict = compact_predictor(library, len(model.schema.feature_names))
+    for matrix in (encode_frame(probe, model.schema), threshold_rows(model.booster, rows=500)):
+        assert np.isnan(matrix).any()
+        np.testing.assert_allclose(predict(matrix), model.predict_matrix(matrix, 1), rtol=0, atol=1e-12)
+        assert predict(matrix[:1]) == pytest.approx(model.predict_matrix(matrix[:1], 1), abs=1e-12)
+    with pytest.raises(ValueError, match="rows of"):
+        predict(np.ones((1, 3)))
 
 
 def test_onnx_gives_the_boosters_probabilities_on_probe_rows(trained: dict[str, Any],
@@ -281,3 +308,97 @@ def test_optimize_of_a_registered_model_records_its_variants_in_the_registry(tra
     assert parents.items() >= {"full": None, "trees": "full", "onnx": "full", "quantised": "full"}.items()
     assert stored.variant("pruned").parent in ("full", "features")
     assert all(record.valid_auc_loss <= params.optimize.max_auc_loss for record in stored.variants)
+
+
+def _serving(params: Any, artifact: str, variants_dir: Path | None = None) -> Any:
+    """`params` with serve.artifact (and paths.variants_dir) changed, as a params.yaml edit would."""
+    paths = params.paths.model_copy(update={"variants_dir": variants_dir or params.paths.variants_dir})
+    return params.model_copy(update={"serve": params.serve.model_copy(update={"artifact": artifact}),
+                                     "paths": paths})
+
+
+@pytest.mark.parametrize("artifact", ["pruned", "quantised"])
+def test_the_gate_checks_the_variant_serve_artifact_names(trained: dict[str, Any], optimized: VariantsReport,
+                                                          artifact: str) -> None:
+    """Before a promotion the gate checks the variant the service would serve: its parity on probe rows within its
+    bound (exact for a LightGBM variant, the documented bound for the quantised one) and its latency."""
+    from pipelines.stages import _served_variant_checks
+
+    params, model, data = trained["params"], trained["model"], trained["data"]
+    parity, latency = _served_variant_checks(_serving(params, artifact), model, data.test)
+    assert parity.name == "variant_parity" and parity.passed
+    if artifact == "quantised":
+        assert 0 < parity.value <= parity.limit == optimized.variant("quantised").bound
+    else:
+        assert parity.value <= parity.limit == 1e-9
+        assert f"{optimized.variant('pruned').trees} trees" in parity.reason
+    assert parity.reason.startswith(f"serve.artifact {artifact}: {artifact} variant")
+    assert latency.name == "variant_latency" and latency.passed and 0 < latency.value <= params.gate.max_latency_ms
+
+
+def test_the_gate_refuses_a_missing_stale_or_out_of_bound_variant(trained: dict[str, Any],
+                                                                  optimized: VariantsReport, tmp_path: Path) -> None:
+    """A variant that is not there, was made from another model.txt, or moves probabilities beyond its bound
+    fails the gate with the reason; with serve.artifact full (the default) the gate checks no variant at all."""
+    import shutil
+
+    from pipelines.features import encode_frame
+    from pipelines.model.evaluate import baseline_predictions
+    from pipelines.model.gate import decide
+    from pipelines.model.seam import measure_latency_ms
+    from pipelines.stages import _served_variant_checks
+
+    params, model, data = trained["params"], trained["model"], trained["data"]
+
+    def refusal(artifact: str, variants_dir: Path) -> str:
+        [check] = _served_variant_checks(_serving(params, artifact, variants_dir), model, data.test)
+        assert check.name == "variant_parity" and not check.passed and check.value is None
+        return check.reason
+
+    assert "no variants.json in" in refusal("pruned", tmp_path / "none")
+    stale, tight = tmp_path / "stale", tmp_path / "tight"
+    shutil.copytree(params.paths.variants_dir, stale)
+    optimized.model_copy(update={"model_md5": "0" * 32}).save(stale)
+    assert "were made from model 00000000, not this one" in refusal("onnx", stale)
+    shutil.copytree(params.paths.variants_dir, tight)
+    records = [record.model_copy(update={"bound": 1e-12}) if record.name == "quantised" else record
+               for record in optimized.variants]
+    optimized.model_copy(update={"variants": records}).save(tight)
+    assert "quantised variant differs from the model by" in refusal("quantised", tight)
+    assert "(tolerance 1e-12)" in refusal("quantised", tight)
+    shutil.rmtree(tight / "trees")
+    assert "trees variant cannot load" in refusal("trees", tight)
+    # `full`: nothing is read from the variants folder, even a stale one; the gate's checks are the usual ones.
+    assert _served_variant_checks(_serving(params, "full", stale), model, data.test) == []
+    batch = encode_frame(data.test.head(params.gate.latency_batch_rows), model.schema)
+    arguments = (data.test, model.predict_proba(data.test), None,
+                 baseline_predictions(data.train, data.test, params.source.time_column),
+                 measure_latency_ms(model, batch, 3), params.gate, params.evaluate.slices,
+                 params.evaluate.min_slice_rows)
+    usual = decide(*arguments)
+    refused = decide(*arguments, variant=_served_variant_checks(_serving(params, "onnx", stale), model, data.test))
+    assert [check.name for check in refused.checks] == [*(check.name for check in usual.checks), "variant_parity"]
+    assert not refused.promote and refused.failed[-1].startswith("serve.artifact onnx: the variants in")
+
+
+def test_reproduce_reruns_the_recorded_variants_and_names_what_differs(trained: dict[str, Any],
+                                                                      optimized: VariantsReport,
+                                                                      tmp_path: Path) -> None:
+    """`reproduce --check` on an entry carrying variants.json: optimize rerun on the (rebuilt) model with the
+    recorded settings gives the same variants; a report that does not match is named field by field."""
+    from pipelines.release.reproduce import reproduce_variants
+
+    params = trained["params"]
+    assert optimized.settings == params.optimize.model_dump(mode="json")
+    elsewhere = _serving(params, "full", tmp_path / "rerun")  # the rebuild writes its own variants folder
+    same = reproduce_variants(optimized, elsewhere, params.paths.model_dir)
+    assert same == {"identical": True, "variants": [record.name for record in optimized.variants],
+                    "settings": "recorded", "differences": []}
+    assert VariantsReport.load(tmp_path / "rerun").variants == optimized.variants
+    made = optimized.variant("trees").trees
+    records = [record.model_copy(update={"trees": record.trees + 1}) if record.name == "trees" else record
+               for record in optimized.variants]
+    differs = reproduce_variants(optimized.model_copy(update={"variants": records}), elsewhere,
+                                 params.paths.model_dir)
+    assert not differs["identical"]
+    assert differs["differences"] == [f"variants.trees.trees: {made + 1} -> {made}"]

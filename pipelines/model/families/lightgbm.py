@@ -57,6 +57,11 @@ class LightGBMModel(TrainedModel):
         """Boosting rounds the model holds (one tree per round: a binary objective)."""
         return int(self.booster.num_trees())
 
+    @property
+    def leaves(self) -> int:
+        """Leaves in all the trees: what the forest's compiled code (one branch per split) grows with."""
+        return sum(int(tree["num_leaves"]) for tree in self.booster.dump_model()["tree_info"])
+
     def staged_raw_scores(self, matrix: np.ndarray) -> Iterator[np.ndarray]:
         """Each row's log-odds after the first 1, 2, ... trees, one array per prefix, from one tree at a time
         (LightGBM's own `start_iteration`/`num_iteration`): ranking every prefix of the forest costs one prediction

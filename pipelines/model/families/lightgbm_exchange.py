@@ -6,6 +6,10 @@
   precision inside the same ONNX file: the quantised variant, whose cost is measured, never assumed.
 - C: Treelite reads the booster and TL2cgen writes its trees as plain C (`main.c`, `header.h`) in float64, which
   the system's `cc` builds into a program or a shared library. Same answers as LightGBM to rounding (~1e-16).
+- Compact: the same C with TL2cgen's `quantize` (each numeric split compares a bin index, the row's values are
+  turned into bin indices once per row), built by `cc -Os` and stripped into the smallest shared library of the
+  forest, and called one row at a time through TL2cgen's generated `predict` with ctypes into buffers made once: no
+  DMatrix and no thread pool per call, which is most of what one row costs the other runtimes.
 
 This is the one module outside `lightgbm.py` that touches the booster: every other caller passes a `LightGBMModel`.
 Each library is imported inside its function: none of them is loaded unless a command asks for its format.
@@ -13,6 +17,9 @@ Each library is imported inside its function: none of them is loaded unless a co
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -106,5 +113,72 @@ def c_library_predictor(model: LightGBMModel, library: Path) -> Callable[[np.nda
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         return predictor.predict(tl2cgen.DMatrix(np.asarray(matrix, dtype=np.float64), dtype="float64")).reshape(-1)
+
+    return predict
+
+
+# `cc` flags of the compact library: optimised for size, symbols stripped (TL2cgen's `predict` stays exported).
+COMPACT_CFLAGS = ("-Os", "-s", "-shared", "-fPIC")
+# TL2cgen's `union Entry {int missing; double fvalue; int qvalue;}` marks a missing value by `missing == -1`: a
+# double whose low 32 bits (the int member, on a little-endian machine) are all ones. This NaN is such a double, so
+# one float64 store per missing value writes the marker.
+_MISSING_ENTRY = float(np.array([0x7FF80000FFFFFFFF], dtype=np.int64).view(np.float64)[0])
+
+
+def compact_library(model: LightGBMModel, library: Path, compiler: str = "cc") -> Path:
+    """TL2cgen's C for the forest with quantised thresholds, built by `compiler` with COMPACT_CFLAGS into `library`
+    (written under a temporary name, then renamed into place)."""
+    import tl2cgen
+
+    library.parent.mkdir(parents=True, exist_ok=True)
+    partial = library.with_name(f".{library.name}.partial")
+    with tempfile.TemporaryDirectory() as source:
+        tl2cgen.generate_c_code(_treelite_model(model), source, params={"quantize": 1})
+        sources = sorted(str(path) for path in Path(source).glob("*.c"))
+        done = subprocess.run([compiler, *COMPACT_CFLAGS, "-o", str(partial), *sources, "-lm"], capture_output=True,
+                              text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"{compiler} could not build the compact library: {done.stderr.strip()[-1000:]}")
+    partial.replace(library)
+    return library
+
+
+def compact_predictor(library: Path, features: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`predict(matrix) -> P(label 1)` through the compact library's `predict(union Entry*, int pred_margin,
+    double* result)`, one row per call, its NaNs written as TL2cgen's missing marker first (as TL2cgen's own
+    Predictor does) and the result zeroed (the generated code adds to it). The rows are copied first: the generated
+    code quantises a row in place. One row, the service's single prediction, goes through buffers made once, so it
+    allocates nothing but its answer (and one predictor is not to be shared by threads)."""
+    import ctypes
+
+    if sys.byteorder != "little":
+        raise RuntimeError("the compact library's missing marker is written for a little-endian machine")
+    call = ctypes.CDLL(str(library)).predict
+    call.restype = None
+    entries, missing, result = np.zeros(features), np.zeros(features, dtype=bool), np.zeros(1)
+    entries_p, result_p = ctypes.c_void_p(entries.ctypes.data), ctypes.c_void_p(result.ctypes.data)
+    pred_margin = ctypes.c_int(0)  # 0: the sigmoid applied, P(label 1)
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        rows = np.asarray(matrix, dtype=np.float64)
+        if rows.shape == (1, features):
+            entries[...] = rows  # the one row, its leading axis dropped
+            np.isnan(entries, out=missing)
+            entries[missing] = _MISSING_ENTRY
+            result[0] = 0.0
+            call(entries_p, pred_margin, result_p)
+            return result.copy()
+        if rows.ndim != 2 or rows.shape[1] != features:
+            raise ValueError(f"expected rows of {features} encoded features, got shape {rows.shape}")
+        work = np.array(rows, order="C")
+        work[np.isnan(work)] = _MISSING_ENTRY
+        base, stride = work.ctypes.data, work.strides[0]
+        out = np.empty(len(work))
+        for index in range(len(work)):
+            result[0] = 0.0
+            call(ctypes.c_void_p(base + index * stride), pred_margin, result_p)
+            out[index] = result[0]
+        return out
 
     return predict

@@ -1,0 +1,118 @@
+"""A variant `python -m pipelines optimize` made, checked against the model it was made from before it answers.
+
+One implementation for the two places a variant is judged: the gate, before a challenger is promoted with
+`serve.artifact` naming a variant (pipelines/stages.py `run_gate`), and the service, when a worker loads the champion
+(services/variants.py). A variant is accepted only when the report in `paths.variants_dir` was made from this very
+`model.txt` (its MD5, `VariantsReport.model_md5`) and it gives what it promises on probe rows:
+- a LightGBM variant (trees, features, pruned) is a trained model of its own: its probe rows, recorded when
+  optimize finished it, must replay exactly (`check_parity`), and its own threshold and schema answer;
+- an ONNX variant (onnx, quantised) must give the model's probabilities on the model's probe rows within ONNX's
+  tolerance, or the quantised variant's documented bound (`VariantRecord.bound`).
+Anything else raises `VariantRefused` with the reason: a missing report or variant, a stale one (made from another
+model.txt: run optimize again), a runtime that is not installed, or parity beyond the bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import contracts, io
+from pipelines.contracts import VariantsReport
+from pipelines.model.seam import TrainedModel
+
+FULL = "full"  # serve.artifact's default: the model itself, no variant
+# The variants `optimize` keeps as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`, and
+# those it keeps as ONNX files. Declared here, not in optimize: the service imports this module, not the refits.
+MODEL_VARIANTS = ("trees", "features", "pruned", "leaves")
+ONNX_VARIANTS = ("onnx", "quantised")
+
+
+class VariantRefused(RuntimeError):
+    """The asked-for variant cannot stand in for this model; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckedVariant:
+    """A variant that passed its parity check: what answers for it, and how close it came."""
+
+    name: str
+    model: TrainedModel  # the model whose threshold and schema answer (an ONNX variant: the model it was made from)
+    onnx: Callable[[np.ndarray], np.ndarray] | None  # onnxruntime on the encoded rows; None: `model` predicts
+    max_difference: float
+    tolerance: float
+    probe_rows: int
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """P(label 1) for rows encoded by `model.schema`, on one thread, as the service calls it."""
+        return self.onnx(matrix) if self.onnx is not None else self.model.predict_matrix(matrix, 1)
+
+    def describe(self) -> str:
+        what = "onnxruntime" if self.onnx is not None else f"{self.model.trees} trees, " \
+                                                            f"{len(self.model.schema.feature_names)} features"
+        return (f"{self.name} variant ({what}): max difference {self.max_difference:.1e} on {self.probe_rows} probe "
+                f"rows (tolerance {self.tolerance:g})")
+
+
+def report_for(model_dir: Path, variants_dir: Path) -> VariantsReport:
+    """The variants report in `variants_dir`, refused unless it was made from the model in `model_dir`."""
+    report = VariantsReport.load(variants_dir)
+    if report is None:
+        raise VariantRefused(f"no {io.VARIANTS_REPORT_FILE} in {variants_dir}: run python -m pipelines optimize")
+    md5 = io.file_md5(contracts.model_file(model_dir))
+    if report.model_md5 != md5:
+        raise VariantRefused(f"the variants in {variants_dir} were made from model {report.model_md5[:8]}, not this "
+                             f"one ({md5[:8]}): run python -m pipelines optimize again")
+    return report
+
+
+def probe_matrix(model: TrainedModel) -> np.ndarray:
+    """The encoded probe rows training recorded in model.json (what `check_parity` replays)."""
+    probe = model.meta.get("probe") or {}
+    return np.array([[np.nan if v is None else v for v in row] for row in probe.get("matrix", [])], dtype=float)
+
+
+def check_variant(model: TrainedModel, model_dir: Path, artifact: str, variants_dir: Path) -> CheckedVariant:
+    """Variant `artifact` of `model` (saved in `model_dir`) from `variants_dir`, once its parity check passed."""
+    from pipelines.model.catalog import load_model
+    from pipelines.model.families.lightgbm_exchange import ONNX_TOLERANCE
+    from pipelines.model.seam import PARITY_TOLERANCE, ParityError, check_parity
+
+    report = report_for(model_dir, variants_dir)
+    try:
+        record = report.variant(artifact)
+    except KeyError as error:
+        raise VariantRefused(str(error)) from None
+    directory = variants_dir / artifact
+    if artifact not in ONNX_VARIANTS:
+        try:
+            variant = load_model(directory)
+        except (FileNotFoundError, ValueError) as error:
+            raise VariantRefused(f"{artifact} variant cannot load: {error}") from None
+        try:
+            difference, rows = check_parity(variant, lambda matrix: variant.predict_matrix(matrix, 1))
+        except ParityError as error:
+            raise VariantRefused(f"{artifact} variant: {error}") from None
+        if not rows:
+            raise VariantRefused(f"{artifact} variant records no probe rows to check it on")
+        return CheckedVariant(name=artifact, model=variant, onnx=None, max_difference=difference,
+                              tolerance=PARITY_TOLERANCE, probe_rows=rows)
+    try:
+        from pipelines.model.families.lightgbm_exchange import onnx_predictor
+
+        run = onnx_predictor((directory / io.ONNX_FILE).read_bytes())
+    except (ImportError, OSError) as error:
+        raise VariantRefused(f"{artifact} variant cannot load: {error}") from None
+    matrix = probe_matrix(model)
+    if not len(matrix):
+        raise VariantRefused(f"the model records no probe rows to check the {artifact} variant on")
+    difference = float(np.max(np.abs(run(matrix) - model.predict_matrix(matrix, 1))))
+    tolerance = record.bound if record.bound is not None else ONNX_TOLERANCE
+    if not difference <= tolerance:
+        raise VariantRefused(f"{artifact} variant differs from the model by {difference:.3g} on probe rows "
+                             f"(tolerance {tolerance:g})")
+    return CheckedVariant(name=artifact, model=model, onnx=run, max_difference=difference, tolerance=tolerance,
+                          probe_rows=len(matrix))
