@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -58,7 +59,9 @@ class Checked:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
-Column = Callable[[Sequence[Any], np.ndarray], Any]  # (values, proven: updated in place) -> validated column
+# (values, proven: updated in place) -> (the validated column, the values the rows must hold instead of the parsed
+# ones, or None when they hold them already)
+Column = Callable[[Sequence[Any], np.ndarray], tuple[Any, Sequence[Any] | None]]
 
 
 def _mask(values: Sequence[Any], test: Callable[[Any], bool], proven: np.ndarray) -> None:
@@ -83,17 +86,23 @@ def _number_column(schema: dict[str, Any], nullable: bool) -> Column:
         raise Unsupported(f"float schema with {sorted(set(schema) - _NUMBER_KEYS)}")
     allowed = _NUMBER_TYPES | ({type(None)} if nullable else set())
 
-    def check(values: Sequence[Any], proven: np.ndarray) -> np.ndarray:
+    def check(values: Sequence[Any], proven: np.ndarray) -> tuple[np.ndarray, list[Any] | None]:
         types = set(map(type, values))
         if not types <= allowed:
             _mask(values, lambda v: type(v) in allowed, proven)
             values = [v if type(v) in allowed else None for v in values]
-        array = np.array(values, dtype=float)
-        if int in types:
-            _mask(values, lambda v: type(v) is not int or -_EXACT_INT < v < _EXACT_INT, proven)
-        missing = np.isnan(array)  # orjson reads no NaN: a NaN here is a null
-        proven &= (missing if nullable else False) | (np.isfinite(array) & _bounded(array, schema))
-        return array
+            types &= allowed
+        if type(None) in types:
+            array = np.array(values, dtype=float)
+            missing = np.isnan(array)  # orjson reads no NaN: a NaN here is a null
+            proven &= (missing if nullable else False) | (np.isfinite(array) & _bounded(array, schema))
+        else:
+            array = np.fromiter(values, dtype=float, count=len(values))
+            proven &= np.isfinite(array) & _bounded(array, schema)
+        if int not in types:
+            return array, None
+        _mask(values, lambda v: type(v) is not int or -_EXACT_INT < v < _EXACT_INT, proven)
+        return array, [float(v) if type(v) is int else v for v in values]
 
     return check
 
@@ -114,17 +123,26 @@ def _float_choice(schema: dict[str, Any]) -> Callable[[Any], bool]:
         v < high if "lt" in schema else v <= high)
 
 
-def _str_choice(schema: dict[str, Any]) -> Callable[[Any], bool]:
-    """From JSON, pydantic's `str` takes only strings, strict or lax; only the length is checked."""
-    if not set(schema) <= _STR_KEYS:
-        raise Unsupported(f"str schema with {sorted(set(schema) - _STR_KEYS)}")
-    low, high = schema.get("min_length", 0), schema.get("max_length", math.inf)
-    return lambda v: low <= len(v) <= high
+class _Length:
+    """A `str` choice's test: from JSON, pydantic's `str` takes only strings, strict or lax; only the length (in
+    code points, as Python counts it) is checked."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        if not set(schema) <= _STR_KEYS:
+            raise Unsupported(f"str schema with {sorted(set(schema) - _STR_KEYS)}")
+        self.low, self.high = schema.get("min_length", 0), schema.get("max_length", math.inf)
+
+    def __call__(self, value: str) -> bool:
+        return self.low <= len(value) <= self.high
+
+    def all(self, values: list[str]) -> bool:
+        lengths = list(map(len, values))
+        return not lengths or (self.low <= min(lengths) and max(lengths) <= self.high)
 
 
 def _choices(schemas: list[dict[str, Any]]) -> dict[type, Callable[[Any], bool]]:
     """Per JSON value type, the one choice that takes it unchanged (a union's smart mode picks the exact type)."""
-    makers = {"str": (str, _str_choice), "int": (int, _int_choice), "float": (float, _float_choice),
+    makers = {"str": (str, _Length), "int": (int, _int_choice), "float": (float, _float_choice),
               "bool": (bool, lambda s: lambda v: True)}
     choices: dict[type, Callable[[Any], bool]] = {}
     for schema in schemas:
@@ -143,15 +161,14 @@ def _typed_column(choices: dict[type, Callable[[Any], bool]], nullable: bool) ->
     if nullable:
         choices = {**choices, type(None): lambda v: True}
 
-    def check(values: Sequence[Any], proven: np.ndarray) -> list[Any]:
+    def check(values: Sequence[Any], proven: np.ndarray) -> tuple[Sequence[Any], None]:
         types = set(map(type, values))
-        if types <= set(choices) and len(types - {type(None)}) == 1 and str in types:
-            test = choices[str]  # the common case, a text column: one length test per present value
-            present = [v for v in values if v is not None]
-            if all(map(test, present)):
-                return values
+        if types <= {str, type(None)} & set(choices):  # the common case, text or nulls: the lengths' range
+            test = choices.get(str)
+            if str not in types or (isinstance(test, _Length) and test.all([v for v in values if v is not None])):
+                return values, None
         _mask(values, lambda v: type(v) in choices and choices[type(v)](v), proven)
-        return values
+        return values, None
 
     return check
 
@@ -177,14 +194,29 @@ def _time_column(before: list[Callable[[Any], Any]], schema: dict[str, Any],
 
     steps = [*before, parse, *after]
 
-    def check(values: Sequence[Any], proven: np.ndarray) -> list[Any]:
-        out = list(values)
+    def check(values: Sequence[Any], proven: np.ndarray) -> tuple[list[Any], list[Any]]:
+        # Each distinct value once (a batch's times repeat: flights of one hour): the validators are plain
+        # functions of the value, so a value validated once is validated for every row that holds it.
+        try:
+            distinct = dict.fromkeys(values)
+        except TypeError:  # an unhashable value (a list, an object): value by value
+            distinct = None
+        keys = list(distinct) if distinct is not None else list(values)
+        out = keys
+        ok = np.ones(len(keys), dtype=bool)
         for step in steps:
             try:
                 out = list(map(step, out))
             except Exception:  # noqa: BLE001 - some value fails: step value by value, that row to pydantic
-                out = [_or_none(step, value, proven, i) if proven[i] else None for i, value in enumerate(out)]
-        return out
+                out = [_or_none(step, value, ok, i) if ok[i] else None for i, value in enumerate(out)]
+        if distinct is None:
+            proven &= ok
+            return out, out
+        if not ok.all():
+            bad = {key for key, fine in zip(keys, ok, strict=True) if not fine}
+            _mask(values, lambda v: v not in bad, proven)
+        column = list(map(dict(zip(keys, out, strict=True)).__getitem__, values))
+        return column, column
 
     return check
 
@@ -254,25 +286,37 @@ class ColumnarRows:
     def check(self, rows: Sequence[dict[str, Any]]) -> Checked:
         """Which of `rows` (parsed JSON objects) are proven valid, and the validated columns (an absent optional
         field reads as null, as pydantic leaves it out of the row)."""
-        known, required = self.known, self._required
-        proven = np.fromiter((row.keys() <= known and row.keys() >= required for row in rows), dtype=bool,
-                             count=len(rows))
-        pick, empty = self._pick, self._empty
+        count = len(rows)
+        # Every required key and no unknown one: as many keys as the required and the optional ones present, and
+        # the required ones all there (the itemgetter finds them).
+        keys = np.fromiter(map(len, rows), dtype=np.int64, count=count)
+        for name in self.optional:
+            keys -= np.fromiter(map(dict.__contains__, rows, repeat(name)), dtype=bool, count=count)
+        proven = keys == len(self.required)
+        pick, empty, required = self._pick, self._empty, self._required
         if len(self.required) == 1:
+            proven &= np.fromiter(map(dict.__contains__, rows, repeat(self.required[0])), dtype=bool, count=count)
             picked: Any = [[row[self.required[0]] if ok else None for row, ok in zip(rows, proven, strict=True)]]
         else:
-            picked = zip(*[pick(row) if ok else empty for row, ok in zip(rows, proven, strict=True)], strict=True)
+            try:
+                tuples = list(map(pick, rows)) if proven.all() else None
+            except KeyError:
+                tuples = None
+            if tuples is None:
+                proven &= np.fromiter((row.keys() >= required for row in rows), dtype=bool, count=count)
+                tuples = [pick(row) if ok else empty for row, ok in zip(rows, proven, strict=True)]
+            picked = zip(*tuples, strict=True)
         values = dict(zip(self.required, picked, strict=True))
-        values |= {name: [row.get(name) for row in rows] for name in self.optional}
-        columns = {name: self.checks[name](column, proven) for name, column in values.items()}
-        for name, column in columns.items():
-            if isinstance(column, np.ndarray):
-                if int in set(map(type, values[name])):  # pydantic's float: 5 -> 5.0 in the row too
-                    for row, ok, value in zip(rows, proven, values[name], strict=True):
-                        if ok and type(value) is int:
-                            row[name] = float(value)
-            elif column is not values[name] and any(a is not b for a, b in zip(column, values[name], strict=True)):
-                for row, ok, value in zip(rows, proven, column, strict=True):
-                    if ok:
+        values |= {name: list(map(dict.get, rows, repeat(name))) for name in self.optional}
+        columns = {}
+        for name, column in values.items():
+            columns[name], rewrite = self.checks[name](column, proven)
+            if rewrite is not None:  # the rows hold pydantic's values too: 5 -> 5.0, the time as a UTC datetime
+                if proven.all():
+                    for row, value in zip(rows, rewrite, strict=True):
                         row[name] = value
+                else:
+                    for row, ok, value in zip(rows, proven.tolist(), rewrite, strict=True):
+                        if ok:
+                            row[name] = value
         return Checked(proven, columns)

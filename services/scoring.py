@@ -35,7 +35,7 @@ from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.catalog import load_model
 from pipelines.model.seam import ParityError, TrainedModel, check_parity
-from pipelines.monitor.prediction_log import PredictionLog, logged_id, prediction_record, utc_now_iso
+from pipelines.monitor.prediction_log import PredictionLog, logged_id, prediction_records, utc_now_iso
 from services.bodies import CALLER
 from services.compiled import CompiledForest, CompileError, compiles, load_compiled_model
 
@@ -208,6 +208,7 @@ def score(loaded: LoadedModel, rows: Sequence[dict[str, Any]], time_column: str,
     """
     model = loaded.model
     schema = model.schema
+    from_columns = columns is not None
     if columns is None:
         times = [_utc(row[time_column]) for row in rows]
         columns = _columns(rows, list(schema.raw_columns))
@@ -219,27 +220,30 @@ def score(loaded: LoadedModel, rows: Sequence[dict[str, Any]], time_column: str,
     probabilities = loaded.predict(matrix, parallel=len(rows) >= PARALLEL_PREDICT_ROWS).tolist()
     threshold = model.threshold
     unknown = _unknown_categories(matrix, columns, list(schema.categorical))
+    # One random id per request, suffixed with the row's position in a batch (one uuid4 per row would cost ~2 ms
+    # per 1,000 rows).
     base = uuid.uuid4().hex
-    single = len(rows) == 1
-    answers = []
-    callers = []
-    for i, (row, probability, flagged) in enumerate(zip(rows, probabilities, unknown, strict=True)):
-        # One random id per request, suffixed with the row's position in a batch (one uuid4 per row would cost
-        # ~2 ms per 1,000 rows).
-        request_id = row.pop("request_id", None) or (base if single else f"{base}-{i}")
-        callers.append(row.pop(CALLER, ""))
-        answers.append({"index": positions[i] if positions is not None else i, "request_id": request_id,
-                        "probability": probability, "label": int(probability >= threshold),
-                        "unknown_categories": flagged})
+    sent = [row.pop("request_id", None) for row in rows]
+    ids = [sent[0] or base] if len(rows) == 1 else [rid or f"{base}-{i}" for i, rid in enumerate(sent)]
+    callers = [row.pop(CALLER, "") for row in rows]
+    labels = [int(probability >= threshold) for probability in probabilities]
+    indexes = positions if positions is not None else range(len(rows))
+    answers = [{"index": index, "request_id": rid, "probability": probability, "label": label,
+                "unknown_categories": flagged}
+               for index, rid, probability, label, flagged in zip(indexes, ids, probabilities, labels, unknown,
+                                                                   strict=True)]
     if prediction_log is not None:
-        stamp = utc_now_iso()
-        tag = loaded.tag
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for row, when, caller, answer in zip(rows, times, callers, answers, strict=True):
-            row[time_column] = when  # UTC: the log writes it as ISO 8601 with +00:00
-            groups.setdefault(caller, []).append(prediction_record(
-                request_id=logged_id(caller, answer["request_id"]), ts=stamp, model_tag=tag, inputs=row,
-                probability=answer["probability"], label=answer["label"], threshold=threshold))
+        if not from_columns:  # UTC, as the columnar checks left them: the log writes ISO 8601 with +00:00
+            for row, when in zip(rows, times, strict=True):
+                row[time_column] = when
+        records = prediction_records([logged_id(caller, rid) for caller, rid in zip(callers, ids, strict=True)],
+                                     utc_now_iso(), loaded.tag, rows, probabilities, labels, threshold)
+        if len(set(callers)) == 1:
+            groups = {callers[0]: records}
+        else:
+            groups = {}
+            for caller, record in zip(callers, records, strict=True):
+                groups.setdefault(caller, []).append(record)
         prediction_log.write_groups(groups)
     return answers
 

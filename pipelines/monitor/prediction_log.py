@@ -97,8 +97,17 @@ def logged_id(caller: str, request_id: str) -> str:
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
                       probability: float, label: int, threshold: float) -> dict[str, Any]:
     """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
-    return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
-            "probability": probability, "label": label, "threshold": threshold}
+    return prediction_records([request_id], ts, model_tag, [inputs], [probability], [label], threshold)[0]
+
+
+def prediction_records(request_ids: Sequence[str], ts: str, model_tag: str, inputs: Sequence[Mapping[str, Any]],
+                       probabilities: Sequence[float], labels: Sequence[int],
+                       threshold: float) -> list[dict[str, Any]]:
+    """`prediction_record` for the rows of one request (one time stamp, model and threshold), in one comprehension:
+    a keyword call per row cost ~1 ms per 1,000 rows."""
+    return [{"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": row,
+             "probability": probability, "label": label, "threshold": threshold}
+            for request_id, row, probability, label in zip(request_ids, inputs, probabilities, labels, strict=True)]
 
 
 class PredictionLog:
