@@ -189,8 +189,12 @@ def _utc(stamp: datetime) -> datetime:
 
 def _utc_seconds(times: Sequence[datetime]) -> np.ndarray:
     """UTC datetimes -> datetime64[s]: one float per row, ~3x faster than NumPy's conversion of datetime objects."""
-    seconds = np.fromiter((t.timestamp() if t.tzinfo else (t - _EPOCH).total_seconds() for t in times),
-                          dtype=float, count=len(times))
+    distinct = dict.fromkeys(times)  # a batch's times repeat (flights of one hour): each converted once
+    seconds = np.fromiter((t.timestamp() if t.tzinfo else (t - _EPOCH).total_seconds() for t in distinct),
+                          dtype=float, count=len(distinct))
+    if len(distinct) < len(times):
+        where = {stamp: i for i, stamp in enumerate(distinct)}
+        seconds = seconds[np.fromiter(map(where.__getitem__, times), dtype=np.int64, count=len(times))]
     return np.floor(seconds).astype("int64").astype("datetime64[s]")
 
 

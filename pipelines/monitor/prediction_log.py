@@ -83,9 +83,9 @@ def jsonl(records: Sequence[Mapping[str, Any]]) -> bytes:
     record by record.
     """
     data = orjson.dumps(records, option=_LIST_OPTIONS)
-    lines = data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
-    if lines.count(b"\n") == len(records) and lines.startswith(b'{"request_id":'):
-        return lines
+    # orjson writes no line breaks of its own: counting the separators is counting the lines (and is ~2x cheaper).
+    if data.count(_BETWEEN_RECORDS) == len(records) - 1 and data.startswith(b'[{"request_id":'):
+        return data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
     return b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
 
 
