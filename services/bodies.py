@@ -12,9 +12,15 @@ held to them, under two rules:
 - **A batch answers per row.** `/predict_batch` and `/predict_many` score every valid row of a well-formed batch
   (an object with the plural key and 1 to `serve.max_batch_size` objects) and refuse the others one by one, each
   by its index and fields; a batch is refused as a whole (400) only when its envelope is wrong (not an object with
-  the one key, not a list of 1 to `serve.max_batch_size` objects). The fast path is
-  one pydantic pass over the whole body, as before; only a body with an invalid row is parsed again row by row
-  (each row re-validated from its own JSON, so a row means exactly what it would have meant in the whole body).
+  the one key, not a list of 1 to `serve.max_batch_size` objects).
+
+A batch's fast path is columnar (`services/columnar.py`): the body parsed once by orjson, its rows proven valid
+column by column from the row schema's own core schema, and the validated columns kept for scoring. A row the
+columns cannot prove valid (a wrong type, an unknown key, a time in an unusual form) is validated by pydantic on its
+own JSON, exactly as in the row-by-row path, so it is accepted or refused, with the same errors, as before. A body
+orjson cannot read or whose envelope is wrong takes the pydantic path: one pass over the whole body, and only a body
+with an invalid row is parsed again row by row (each row re-validated from its own JSON, so a row means exactly
+what it would have meant in the whole body).
 
 A checked batch is a `CheckedRows` list: validated row dicts, and a `Rejected` in the place of each refused row
 (adaptive batching merges the lists of several callers, and the places keep each caller's answers aligned). Every
