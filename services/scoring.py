@@ -227,22 +227,23 @@ def score(loaded: LoadedModel, rows: Sequence[dict[str, Any]], time_column: str,
     # One random id per request, suffixed with the row's position in a batch (one uuid4 per row would cost ~2 ms
     # per 1,000 rows).
     base = uuid.uuid4().hex
-    sent = [row.pop("request_id", None) for row in rows]
-    ids = [sent[0] or base] if len(rows) == 1 else [rid or f"{base}-{i}" for i, rid in enumerate(sent)]
-    callers = [row.pop(CALLER, "") for row in rows]
-    labels = [int(probability >= threshold) for probability in probabilities]
-    indexes = positions if positions is not None else range(len(rows))
-    answers = [{"index": index, "request_id": rid, "probability": probability, "label": label,
-                "unknown_categories": flagged}
-               for index, rid, probability, label, flagged in zip(indexes, ids, probabilities, labels, unknown,
-                                                                   strict=True)]
+    single = len(rows) == 1
+    answers = []
+    callers = []
+    labels = []
+    for i, (row, probability, flagged) in enumerate(zip(rows, probabilities, unknown, strict=True)):
+        request_id = row.pop("request_id", None) or (base if single else f"{base}-{i}")
+        callers.append(row.pop(CALLER, ""))
+        labels.append(label := int(probability >= threshold))
+        answers.append({"index": positions[i] if positions is not None else i, "request_id": request_id,
+                        "probability": probability, "label": label, "unknown_categories": flagged})
     if prediction_log is not None:
         if not from_columns:  # UTC, as the columnar checks left them: the log writes ISO 8601 with +00:00
             for row, when in zip(rows, times, strict=True):
                 row[time_column] = when
-        records = prediction_records([logged_id(caller, rid) for caller, rid in zip(callers, ids, strict=True)],
-                                     utc_now_iso(), loaded.tag, rows, probabilities, labels, threshold)
-        if len(set(callers)) == 1:
+        ids = [logged_id(caller, answer["request_id"]) for caller, answer in zip(callers, answers, strict=True)]
+        records = prediction_records(ids, utc_now_iso(), loaded.tag, rows, probabilities, labels, threshold)
+        if callers.count(callers[0]) == len(callers):
             groups = {callers[0]: records}
         else:
             groups = {}
