@@ -201,7 +201,7 @@ def encode(columns: Mapping[str, Any], times: Any, schema: FeatureSchema) -> np.
     for name in schema.categorical:
         lookup = schema._lookups[name]
         values = columns[name]
-        if set(map(type, values)) <= _TEXT_OR_NONE:  # text is its own key, None no key: C-level lookups
+        if n_rows > 1 and set(map(type, values)) <= _TEXT_OR_NONE:  # text is its own key, None no key: lookups in C
             codes = map(lookup.get, values, repeat(math.nan))
         else:
             codes = (lookup.get(_category_key(v), math.nan) for v in values)

@@ -189,7 +189,8 @@ def _utc(stamp: datetime) -> datetime:
 
 def _utc_seconds(times: Sequence[datetime]) -> np.ndarray:
     """UTC datetimes -> datetime64[s]: one float per row, ~3x faster than NumPy's conversion of datetime objects."""
-    distinct = dict.fromkeys(times)  # a batch's times repeat (flights of one hour): each converted once
+    # A batch's times repeat (flights of one hour): each converted once. A single row skips the bookkeeping.
+    distinct = dict.fromkeys(times) if len(times) > 1 else times
     seconds = np.fromiter((t.timestamp() if t.tzinfo else (t - _EPOCH).total_seconds() for t in distinct),
                           dtype=float, count=len(distinct))
     if len(distinct) < len(times):
