@@ -39,8 +39,9 @@ _NUMBER_TYPES = frozenset((int, float))
 _EXACT_INT = 2**53
 # The ISO 8601 form that both `datetime.fromisoformat` (Python 3.11) and pydantic's parser (speedate) read, to the
 # same instant and offset: full seconds, at most microseconds, an upper-case T and Z, a colon in the offset. Any
-# other form a validator lets through (lower-case t, `+0530`, nanoseconds, a leap second) is left to pydantic.
-_AGREED_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+# other form a validator lets through (lower-case t, `+0530`, nanoseconds, a leap second, non-ASCII digits) is left
+# to pydantic.
+_AGREED_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII)
 _STR_KEYS = frozenset(("type", "strict", "max_length", "min_length", "metadata", "ref"))
 _NUMBER_KEYS = frozenset(("type", "strict", "allow_inf_nan", "ge", "gt", "le", "lt", "metadata", "ref"))
 _DATETIME_KEYS = frozenset(("type", "strict", "tz_constraint", "microseconds_precision", "metadata", "ref"))

@@ -229,3 +229,23 @@ def test_a_schema_it_does_not_cover_leaves_every_row_to_pydantic() -> None:
     checker = BodyChecker("rows", coded, batch=True, max_rows=10, max_errors=5, title="Rows")
     checked = checker.check(json.dumps({"rows": [{"code": "ua", "name": "x"}]}).encode(), "peer:a")
     assert checked.rejected_count == 1 and checked[0].answer["errors"][0]["field"] == "code"
+
+
+def test_each_time_form_is_proven_only_as_pydantic_reads_it(model: tuple[Any, TypeAdapter]) -> None:
+    """Every generated time (odd offsets, lower-case t, leap seconds, years 0 and 9999, non-ASCII digits) in an
+    otherwise valid row: proven only when pydantic accepts it, and then to the same UTC datetime."""
+    flight, adapter = model
+    base = BASE[id(adapter)]
+    rows = [dict(base, time_hour=time) for time in TIMES]
+    checked = ColumnarRows.build(flight).check(rows)  # type: ignore[union-attr]
+    proven = 0
+    for time, row, ok in zip(TIMES, rows, checked.proven, strict=True):
+        try:
+            expected = adapter.validate_json(orjson.dumps(dict(base, time_hour=time)))
+        except ValidationError:
+            assert not ok, time
+            continue
+        if ok:
+            proven += 1
+            assert _same(row["time_hour"], expected["time_hour"]), time
+    assert proven >= 8
