@@ -309,15 +309,20 @@ class ColumnarRows:
             picked = zip(*tuples, strict=True)
         values = dict(zip(self.required, picked, strict=True))
         values |= {name: list(map(dict.get, rows, repeat(name))) for name in self.optional}
-        columns = {}
+        columns, rewrites = {}, {}
         for name, column in values.items():
-            columns[name], rewrite = self.checks[name](column, proven)
-            if rewrite is not None:  # the rows hold pydantic's values too: 5 -> 5.0, the time as a UTC datetime
-                if proven.all():
-                    for row, value in zip(rows, rewrite, strict=True):
+            columns[name], rewrites[name] = self.checks[name](column, proven)
+        # The proven rows hold pydantic's values too (5 -> 5.0, the time as a UTC datetime); a row that a later
+        # column failed is left as parsed, for pydantic to read.
+        every = proven.all()
+        for name, rewrite in rewrites.items():
+            if rewrite is None:
+                continue
+            if every:
+                for row, value in zip(rows, rewrite, strict=True):
+                    row[name] = value
+            else:
+                for row, ok, value in zip(rows, proven.tolist(), rewrite, strict=True):
+                    if ok:
                         row[name] = value
-                else:
-                    for row, ok, value in zip(rows, proven.tolist(), rewrite, strict=True):
-                        if ok:
-                            row[name] = value
         return Checked(proven, columns)

@@ -249,3 +249,14 @@ def test_each_time_form_is_proven_only_as_pydantic_reads_it(model: tuple[Any, Ty
             proven += 1
             assert _same(row["time_hour"], expected["time_hour"]), time
     assert proven >= 8
+
+
+def test_a_row_left_to_pydantic_is_left_as_it_was_parsed(model: tuple[Any, TypeAdapter]) -> None:
+    """A row whose time is proven but whose later field is not keeps its parsed values (pydantic reads those)."""
+    flight, adapter = model
+    base = BASE[id(adapter)]
+    rows = [dict(base, hour=14, visib="10"), dict(base, hour=14)]
+    checked = ColumnarRows.build(flight).check(rows)  # type: ignore[union-attr]
+    assert checked.proven.tolist() == [False, True]
+    assert rows[0]["time_hour"] == base["time_hour"] and type(rows[0]["hour"]) is int
+    assert isinstance(rows[1]["time_hour"], datetime) and type(rows[1]["hour"]) is float
