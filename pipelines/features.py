@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,11 @@ def encode(columns: Mapping[str, Any], times: Any, schema: FeatureSchema) -> np.
     for name in schema.categorical:
         lookup = schema._lookups[name]
         values = columns[name]
-        matrix[:, position] = np.fromiter((lookup.get(_category_key(v), math.nan) for v in values),
-                                          dtype=float, count=n_rows)
+        if n_rows > 1 and set(map(type, values)) <= _TEXT_OR_NONE:  # text is its own key, None no key: lookups in C
+            codes = map(lookup.get, values, repeat(math.nan))
+        else:
+            codes = (lookup.get(_category_key(v), math.nan) for v in values)
+        matrix[:, position] = np.fromiter(codes, dtype=float, count=n_rows)
         position += 1
     for name in schema.numeric:
         matrix[:, position] = _numeric_column(name, columns[name])
@@ -210,6 +214,9 @@ def encode(columns: Mapping[str, Any], times: Any, schema: FeatureSchema) -> np.
         matrix[:, position] = _time_part(stamps, part)
         position += 1
     return matrix
+
+
+_TEXT_OR_NONE = frozenset((str, type(None)))
 
 
 def _category_key(value: Any) -> Any:

@@ -12,9 +12,15 @@ held to them, under two rules:
 - **A batch answers per row.** `/predict_batch` and `/predict_many` score every valid row of a well-formed batch
   (an object with the plural key and 1 to `serve.max_batch_size` objects) and refuse the others one by one, each
   by its index and fields; a batch is refused as a whole (400) only when its envelope is wrong (not an object with
-  the one key, not a list of 1 to `serve.max_batch_size` objects). The fast path is
-  one pydantic pass over the whole body, as before; only a body with an invalid row is parsed again row by row
-  (each row re-validated from its own JSON, so a row means exactly what it would have meant in the whole body).
+  the one key, not a list of 1 to `serve.max_batch_size` objects).
+
+A batch's fast path is columnar (`services/columnar.py`): the body parsed once by orjson, its rows proven valid
+column by column from the row schema's own core schema, and the validated columns kept for scoring. A row the
+columns cannot prove valid (a wrong type, an unknown key, a time in an unusual form) is validated by pydantic on its
+own JSON, exactly as in the row-by-row path, so it is accepted or refused, with the same errors, as before. A body
+orjson cannot read or whose envelope is wrong takes the pydantic path: one pass over the whole body, and only a body
+with an invalid row is parsed again row by row (each row re-validated from its own JSON, so a row means exactly
+what it would have meant in the whole body).
 
 A checked batch is a `CheckedRows` list: validated row dicts, and a `Rejected` in the place of each refused row
 (adaptive batching merges the lists of several callers, and the places keep each caller's answers aligned). Every
@@ -26,10 +32,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+import numpy as np
+import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from pipelines.config import REQUEST_ID, REQUEST_ID_MAX
+from services.columnar import ColumnarRows
 
 # Set on each validated row by the checker, popped by scoring: who sent the row. Not a JSON field name a body could
 # validly carry (a body with this key has an unknown field and is refused).
@@ -72,10 +81,12 @@ class Rejected:
 
 
 class CheckedRows(list):
-    """A batch's rows in request order: validated row dicts, a `Rejected` for each refused one."""
+    """A batch's rows in request order: validated row dicts, a `Rejected` for each refused one; `columns`, when the
+    columnar checks proved every row (`services.columnar`), the same values by field, for scoring to read."""
 
     caller: str = ""
     rejected_count: int = 0
+    columns: dict[str, Any] | None = None
 
 
 def _lenient(row_type: Any) -> Any:
@@ -102,6 +113,7 @@ class BodyChecker:
         envelope.__pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[attr-defined]
         self.envelope = TypeAdapter(envelope)
         self.row = TypeAdapter(row)
+        self.columnar = ColumnarRows.build(row_type) if batch else None
 
     # --- shared -------------------------------------------------------------------------------------------------
 
@@ -146,6 +158,10 @@ class BodyChecker:
     # --- batch --------------------------------------------------------------------------------------------------
 
     def _check_batch(self, body: bytes, caller: str) -> CheckedRows:
+        if self.columnar is not None:
+            rows = self._columnar(body, caller)
+            if rows is not None:
+                return rows
         try:
             data = self.envelope.validate_json(body)
         except ValidationError:
@@ -180,7 +196,7 @@ class BodyChecker:
 
     def _row_by_row(self, body: bytes, caller: str) -> CheckedRows:
         """A batch with at least one invalid row: the envelope checked, then each row on its own."""
-        from pydantic_core import from_json, to_json
+        from pydantic_core import from_json
 
         try:
             data = from_json(body)
@@ -208,27 +224,60 @@ class BodyChecker:
             raise self._refuse(detail, total + (len(detail) - min(total, self.max_errors)))
         rows = CheckedRows()
         rows.caller = caller
-        room, rejected = self.max_errors, 0
+        room = self.max_errors
         for index, item in enumerate(items):
-            errors, count = self._unknown(item, (), self.known, room)
-            clean = {name: value for name, value in item.items() if name in self.known} if count else item
-            try:
-                row = self.row.validate_json(to_json(clean, inf_nan_mode="constants"))
-            except ValidationError as error:
-                count += error.error_count()
-                if room > len(errors):
-                    errors += error.errors(include_url=False, include_context=False,
-                                           include_input=False)[:room - len(errors)]
-            else:
-                if not count:
-                    row[CALLER] = caller
-                    rows.append(row)
-                    continue
-            errors = errors[:room]
-            room -= len(errors)
-            rejected += 1
-            rows.append(Rejected(self._rejection(index, item, errors, count)))
-        rows.rejected_count = rejected
+            row, room = self._check_row(index, item, caller, room)
+            rows.append(row)
+        rows.rejected_count = sum(type(row) is Rejected for row in rows)
+        return rows
+
+    def _check_row(self, index: int, item: dict[str, Any], caller: str, room: int) -> tuple[Any, int]:
+        """One row of a batch by pydantic, from its own JSON: the validated row, or its `Rejected` with at most
+        `room` errors listed; and the room left."""
+        from pydantic_core import to_json
+
+        errors, count = self._unknown(item, (), self.known, room)
+        clean = {name: value for name, value in item.items() if name in self.known} if count else item
+        try:
+            row = self.row.validate_json(to_json(clean, inf_nan_mode="constants"))
+        except ValidationError as error:
+            count += error.error_count()
+            if room > len(errors):
+                errors += error.errors(include_url=False, include_context=False,
+                                       include_input=False)[:room - len(errors)]
+        else:
+            if not count:
+                row[CALLER] = caller
+                return row, room
+        errors = errors[:room]
+        return Rejected(self._rejection(index, item, errors, count)), room - len(errors)
+
+    def _columnar(self, body: bytes, caller: str) -> CheckedRows | None:
+        """The fast path of a well-formed batch: parsed once by orjson, its rows proven valid column by column
+        (`services.columnar`); a row the columns cannot prove goes through `_check_row`, as in `_row_by_row`. None
+        (then pydantic reads the body) when orjson cannot parse it or the envelope is not `{key: [1..max objects]}`:
+        the envelope's refusals are pydantic's."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        items = data.get(self.key) if type(data) is dict and len(data) == 1 else None
+        if type(items) is not list or not 1 <= len(items) <= self.max_rows or \
+                not all(type(item) is dict for item in items):
+            return None
+        checked = self.columnar.check(items)  # type: ignore[union-attr]
+        rows = CheckedRows(items)
+        rows.caller = caller
+        for row in items:
+            row[CALLER] = caller
+        if checked.proven.all():
+            rows.columns = checked.columns
+            return rows
+        room = self.max_errors
+        for index in np.flatnonzero(~checked.proven).tolist():
+            del items[index][CALLER]
+            rows[index], room = self._check_row(index, items[index], caller, room)
+        rows.rejected_count = sum(type(row) is Rejected for row in rows)
         return rows
 
 

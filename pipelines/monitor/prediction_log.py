@@ -83,9 +83,9 @@ def jsonl(records: Sequence[Mapping[str, Any]]) -> bytes:
     record by record.
     """
     data = orjson.dumps(records, option=_LIST_OPTIONS)
-    lines = data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
-    if lines.count(b"\n") == len(records) and lines.startswith(b'{"request_id":'):
-        return lines
+    # orjson writes no line breaks of its own: counting the separators is counting the lines (and is ~2x cheaper).
+    if data.count(_BETWEEN_RECORDS) == len(records) - 1 and data.startswith(b'[{"request_id":'):
+        return data[1:-1].replace(_BETWEEN_RECORDS, b'}\n{"request_id":') + b"\n"
     return b"".join(orjson.dumps(record, option=_DUMP_OPTIONS) for record in records)
 
 
@@ -97,8 +97,17 @@ def logged_id(caller: str, request_id: str) -> str:
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
                       probability: float, label: int, threshold: float) -> dict[str, Any]:
     """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
-    return {"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": inputs,
-            "probability": probability, "label": label, "threshold": threshold}
+    return prediction_records([request_id], ts, model_tag, [inputs], [probability], [label], threshold)[0]
+
+
+def prediction_records(request_ids: Sequence[str], ts: str, model_tag: str, inputs: Sequence[Mapping[str, Any]],
+                       probabilities: Sequence[float], labels: Sequence[int],
+                       threshold: float) -> list[dict[str, Any]]:
+    """`prediction_record` for the rows of one request (one time stamp, model and threshold), in one comprehension:
+    a keyword call per row cost ~1 ms per 1,000 rows."""
+    return [{"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": row,
+             "probability": probability, "label": label, "threshold": threshold}
+            for request_id, row, probability, label in zip(request_ids, inputs, probabilities, labels, strict=True)]
 
 
 class PredictionLog:

@@ -120,3 +120,57 @@ def test_a_stored_model_is_served_compiled_or_else_by_its_booster(tmp_path: Path
     answers = score(loaded, rows, "t", None)
     np.testing.assert_allclose([a["probability"] for a in answers], booster.predict(matrix[:200]), rtol=0,
                                atol=1e-12)
+
+
+def test_scoring_from_the_checked_columns_answers_and_logs_as_from_the_rows(tmp_path: Path) -> None:
+    """`score` given the columnar checks' columns (the batch fast path) gives the answers and prediction-log lines
+    it gives from pydantic's rows: same probabilities, labels, unknown categories, logged inputs and times."""
+    import json
+    from datetime import datetime, timedelta
+    from typing import Annotated
+
+    import orjson
+    from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter
+    from typing_extensions import TypedDict
+
+    from pipelines.features import FeatureSchema
+    from pipelines.model.families.lightgbm import LightGBMModel
+    from pipelines.monitor.prediction_log import PredictionLog
+    from pipelines.release import registry
+    from services.columnar import ColumnarRows
+    from services.schemas import CategoryText, _in_utc
+    from services.scoring import load_tagged, score
+
+    booster, _, matrix = _booster(tmp_path)
+    schema = FeatureSchema(time_column="t", categorical={"cat": list("abcdef")}, numeric=["x", "y"], time_parts=[])
+    LightGBMModel(booster=booster, schema=schema, threshold=0.5).save(tmp_path / "model")
+    loaded = load_tagged(registry.save_model(tmp_path / "model", {"data_version": "test"}, name="test-model"),
+                         ["cat", "x", "y"], "t", compiled_dir=tmp_path / "compiled")
+    row_type = TypedDict("Row", {"cat": CategoryText | None,  # noqa: UP013
+                                 "x": Annotated[float | None, Field(strict=True)],
+                                 "y": Annotated[float, Field(strict=True)],
+                                 "t": Annotated[AwareDatetime, AfterValidator(_in_utc)]})
+    row_type.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    start = datetime(2013, 1, 1)
+    sent = [{"cat": "abcdefz"[int(c) if i % 17 else 6], "x": None if np.isnan(x) else round(float(x), 3),
+             "y": int(y) if i % 5 == 0 else float(y),
+             "t": (start + timedelta(minutes=37 * i)).isoformat() + ("+05:30" if i % 3 else "Z")}
+            for i, (c, x, y) in enumerate(matrix[:300])]
+    texts = [orjson.dumps(row) for row in sent]
+    by_pydantic = [TypeAdapter(row_type).validate_json(text) for text in texts]
+    by_columns = [orjson.loads(text) for text in texts]
+    checked = ColumnarRows(row_type).check(by_columns)
+    assert checked.proven.all()
+    answers = {}
+    for name, rows, columns in (("pydantic", by_pydantic, None), ("columns", by_columns, checked.columns)):
+        log = PredictionLog(tmp_path / name, rotate_hourly=False, rotate_bytes=10**9)
+        answers[name] = [{k: v for k, v in answer.items() if k != "request_id"}
+                         for answer in score(loaded, rows, "t", log, columns=columns)]
+        log.close()
+    assert answers["columns"] == answers["pydantic"]
+    assert sum(bool(answer["unknown_categories"]) for answer in answers["columns"]) > 10
+    lines = {name: [{k: v for k, v in json.loads(line).items() if k not in ("request_id", "ts")}
+                    for path in sorted((tmp_path / name).glob("*.jsonl")) for line in path.read_text().splitlines()]
+             for name in answers}
+    assert len(lines["columns"]) == 300 and lines["columns"] == lines["pydantic"]
+    assert lines["columns"][1]["inputs"]["t"] == "2012-12-31T19:07:00+00:00"
