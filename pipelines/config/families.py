@@ -39,6 +39,10 @@ class LightGBMParams(Section):
         "native: LightGBM's own set-valued splits on the category columns; ordinal: the same integer codes split "
         "as numbers (every split a numeric threshold, what GPU tree runtimes such as Hummingbird take; optimize's "
         "`ordinal` variant). The encoding is the same either way.", default="native")
+    use_missing: bool = doc(
+        "LightGBM's use_missing. true: each split learns which side a missing value (NaN) takes; false: a missing "
+        "value is read as 0.0 at every split, so a runtime that sends NaN one fixed way (Hummingbird) gives the same "
+        "answers on the matrix with NaN replaced by 0 (optimize's `ordinal` variant).", default=True)
 
 
 class LogisticParams(Section):

@@ -62,16 +62,29 @@ class LightGBMModel(TrainedModel):
         """Leaves in all the trees: what the forest's compiled code (one branch per split) grows with."""
         return sum(int(tree["num_leaves"]) for tree in self.booster.dump_model()["tree_info"])
 
+    def _splits(self) -> Iterator[dict[str, Any]]:
+        """Every split node of every tree (LightGBM's own dump)."""
+        def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            if "split_index" in node:
+                yield node
+                yield from walk(node["left_child"])
+                yield from walk(node["right_child"])
+
+        for tree in self.booster.dump_model()["tree_info"]:
+            yield from walk(tree["tree_structure"])
+
     @property
     def categorical_splits(self) -> int:
         """Splits on a set of categories (LightGBM's `==` decision) in all the trees: what runtimes that take only
         numeric thresholds (Hummingbird, ONNX's TreeEnsemble without set membership) refuse."""
-        def count(node: dict[str, Any]) -> int:
-            if "split_index" not in node:
-                return 0
-            return int(node["decision_type"] == "==") + count(node["left_child"]) + count(node["right_child"])
+        return sum(node["decision_type"] == "==" for node in self._splits())
 
-        return sum(count(tree["tree_structure"]) for tree in self.booster.dump_model()["tree_info"])
+    @property
+    def missing_types(self) -> set[str]:
+        """The missing types of the splits (LightGBM's None, Zero, NaN). Only None everywhere (`use_missing: false`)
+        means a NaN is read as 0.0 at every split: then the matrix with NaN replaced by 0 gives the same answers,
+        which is what a runtime that sends every NaN one fixed way (Hummingbird) must be given."""
+        return {str(node["missing_type"]) for node in self._splits()}
 
     def staged_raw_scores(self, matrix: np.ndarray) -> Iterator[np.ndarray]:
         """Each row's log-odds after the first 1, 2, ... trees, one array per prefix, from one tree at a time
@@ -109,6 +122,7 @@ def lightgbm_params(params: TrainParams) -> dict[str, Any]:
         "bagging_fraction": own.bagging_fraction,
         "bagging_freq": own.bagging_freq,
         "lambda_l2": own.lambda_l2,
+        "use_missing": own.use_missing,
         "num_threads": params.num_threads,
         "device_type": params.device_type,
         "seed": params.seed,
