@@ -12,7 +12,10 @@ threshold) a folder with its learner file and the project's own probabilities fo
 numpy, scikit-learn, lightgbm, torch and hummingbird-ml (none of the project: a GPU machine need not hold its
 environment) and prints, per model, runtime and batch size, rows/s (median of repeats, after a warm-up; GPU times
 include the copy of the batch to the device and of the answer back), the test ROC AUC and the largest
-|probability difference| from the project's own predictions. Hummingbird converts the LightGBM Booster directly
+|probability difference| from the project's own predictions. Hummingbird sends every missing value (NaN) the same
+way, where LightGBM sends it to each split's learnt side: a model whose every split has missing type None (trained
+with `use_missing: false`, e.g. `ordinal`; recorded in models.json) reads a NaN as 0.0, so the GPU is given its rows
+with NaN replaced by 0 and must give LightGBM's answers; any other model gets the rows as they are. Hummingbird converts the LightGBM Booster directly
 (with the binary objective's sigmoid), else through its ONNX form (onnxmltools; the first that converts is used);
 a runtime that cannot take a model is reported with its error, not skipped. hummingbird-ml and torch are not
 project dependencies (the service does not use them): install them where this runs (`pip install hummingbird-ml`).
@@ -35,7 +38,8 @@ import numpy as np
 BATCHES = (1_000, 10_000, 100_000, 1_000_000)
 REPEATS = 5
 MATRIX, LABELS, EXPECTED, MODEL = "matrix.npy", "labels.npy", "expected.npy", "model.txt"
-SHAPES = "models.json"  # per model: trees and set-valued splits, counted by the project when preparing
+SHAPES = "models.json"  # per model: trees, set-valued splits and the splits' missing types, read by the project
+NAN_AS_ZERO = ["None"]  # missing types when every split reads a NaN as 0.0 (LightGBM's use_missing: false)
 FULL = "full"  # the champion's folder; each variant's is its name
 
 
@@ -67,7 +71,8 @@ def prepare(out: Path, params_file: str = "params.yaml", variants: Sequence[str]
         (out / name).mkdir(exist_ok=True)
         shutil.copyfile(contracts.model_file(source), out / name / MODEL)
         np.save(out / name / EXPECTED, learner.predict_matrix(matrix, 1))
-        shapes[name] = {"trees": learner.trees, "set_valued_splits": learner.categorical_splits}
+        shapes[name] = {"trees": learner.trees, "set_valued_splits": learner.categorical_splits,
+                        "missing_types": sorted(learner.missing_types)}
     (out / SHAPES).write_text(json.dumps(shapes, indent=2))
     return {"rows": int(matrix.shape[0]), "features": int(matrix.shape[1]), "models": shapes,
             "rows_with_missing": int(np.isnan(matrix).any(axis=1).sum()), "out": str(out)}
@@ -144,14 +149,21 @@ def run(directory: Path) -> dict[str, Any]:
         "versions": {"lightgbm": lgb.__version__, "torch": torch.__version__,
                      "hummingbird-ml": hummingbird.__version__},
         "models": shapes, "runtimes": []}
-    for name in shapes:
+    zeroed = {"matrix": np.nan_to_num(matrix, nan=0.0), "tiled": np.nan_to_num(tiled, nan=0.0)}
+    for name, shape in shapes.items():
         booster = lgb.Booster(model_file=str(directory / name / MODEL))
         expected = np.load(directory / name / EXPECTED)
         results["runtimes"].append(_measure(name, f"LightGBM Booster.predict ({os.cpu_count()} CPU cores)",
                                             booster.predict, matrix, tiled, labels, expected))
+        # Hummingbird sends every NaN the same way, not to each split's learnt side: a model that reads a NaN as 0.0
+        # at every split is given the rows with NaN replaced by 0 (the same answers); any other gets the NaN rows.
+        nan_as_zero = shape["missing_types"] == NAN_AS_ZERO
+        rows, rows_tiled = (zeroed["matrix"], zeroed["tiled"]) if nan_as_zero else (matrix, tiled)
+        route_input = "NaN as 0" if nan_as_zero else "NaN as given"
         try:
-            predict, route = _hummingbird(booster, matrix[:1000].astype(np.float32))
-            entry = _measure(name, f"{route}, CUDA", predict, matrix, tiled, labels, expected, torch.cuda.synchronize)
+            predict, route = _hummingbird(booster, rows[:1000].astype(np.float32))
+            entry = _measure(name, f"{route}, CUDA, {route_input}", predict, rows, rows_tiled, labels, expected,
+                             torch.cuda.synchronize)
         except Exception as error:  # noqa: BLE001 - a runtime that cannot take the model is a finding
             entry = {"model": name, "runtime": "Hummingbird -> torch, CUDA", "error": f"{error}",
                      "trace": traceback.format_exc()[-2000:]}
@@ -164,11 +176,12 @@ def markdown(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in results["versions"].items())
     lines = [f"GPU: {results['device']}, {results['cpu_cores']} CPU cores; {versions}; {results['rows']:,} encoded "
              f"test rows ({results['rows_with_missing']:,} with a missing value), tiled for the larger batches", "",
-             "| model (trees, set-valued splits) | runtime | test ROC AUC | max abs prob diff | "
+             "| model (trees, set-valued splits, missing types) | runtime | test ROC AUC | max abs prob diff | "
              + " | ".join(f"rows/s at {int(s):,}" for s in sizes) + " |", "|---|---|---:|---:|" + "---:|" * len(sizes)]
     for entry in results["runtimes"]:
         shape = results["models"][entry["model"]]
-        model = f"{entry['model']} ({shape['trees']}, {shape['set_valued_splits']:,})"
+        model = (f"{entry['model']} ({shape['trees']}, {shape['set_valued_splits']:,}, "
+                 f"{'/'.join(shape['missing_types'])})")
         if "error" in entry:
             lines.append(f"| {model} | {entry['runtime']} | failed: {entry['error'][:300]} | | " + " | " * len(sizes))
             continue
