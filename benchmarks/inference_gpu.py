@@ -17,8 +17,9 @@ way, where LightGBM sends it to each split's learnt side: a model whose every sp
 with `use_missing: false`, e.g. `ordinal`; recorded in models.json) reads a NaN as 0.0, so the GPU is given its rows
 with NaN replaced by 0 and must give LightGBM's answers; any other model gets the rows as they are. Hummingbird
 converts the LightGBM Booster directly (with the binary objective's sigmoid), else through its ONNX form
-(onnxmltools; the first that converts is used); a runtime that cannot take a model is reported with its error, not skipped. hummingbird-ml and torch are not
-project dependencies (the service does not use them): install them where this runs (`pip install hummingbird-ml`).
+(onnxmltools; the first that converts is used); a runtime that cannot take a model is reported with its error, not
+skipped. hummingbird-ml and torch are not project dependencies (the service does not use them): install them where
+this runs (`pip install hummingbird-ml`).
 """
 
 from __future__ import annotations
