@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnx: model.onnx; c: TL2cgen's C and a runner built with cc (CSV on stdin)")
     export.add_argument("--variant", default="full", metavar="NAME",
                         help="full (default: the registry's champion, else paths.model_dir), or one `optimize` made: "
-                             "trees, features, pruned, onnx, quantised")
+                             "trees, features, pruned, leaves, ordinal, onnx, quantised")
     export.add_argument("--out", metavar="DIR", help="where to write it (default: paths.variants_dir/"
                                                      "export-<variant>-<format>)")
     draft = add("draft-suite", _draft_suite, "draft a Great Expectations suite and its learned behaviour (the "

@@ -1219,7 +1219,7 @@ class StackState(_Stored):
 
 # --- inference variants (pipelines/model/optimize.py) ----------------------------------------------------------------
 
-VariantKind = Literal["full", "trees", "features", "pruned", "leaves", "onnx", "quantised"]
+VariantKind = Literal["full", "trees", "features", "pruned", "leaves", "ordinal", "onnx", "quantised"]
 
 
 class LoopRetrain(_Stored):

@@ -35,6 +35,14 @@ class LightGBMParams(Section):
     bagging_fraction: Fraction = doc("Share of rows each bagging round sees.")
     bagging_freq: Annotated[int, Field(ge=0)] = doc("Re-draw the bag every this many rounds (0: no bagging).")
     lambda_l2: NonNegative = doc("L2 regularisation of leaf values.")
+    categorical_splits: Literal["native", "ordinal"] = doc(
+        "native: LightGBM's own set-valued splits on the category columns; ordinal: the same integer codes split "
+        "as numbers (every split a numeric threshold, what GPU tree runtimes such as Hummingbird take; optimize's "
+        "`ordinal` variant). The encoding is the same either way.", default="native")
+    use_missing: bool = doc(
+        "LightGBM's use_missing. true: each split learns which side a missing value (NaN) takes; false: a missing "
+        "value is read as 0.0 at every split, so a runtime that sends NaN one fixed way (Hummingbird) gives the same "
+        "answers on the matrix with NaN replaced by 0 (optimize's `ordinal` variant).", default=True)
 
 
 class LogisticParams(Section):

@@ -71,7 +71,7 @@ class ServeParams(Section):
     predictor: Literal["compiled", "lightgbm"] = doc(
         "compiled: the champion's trees compiled by lleaves and used once they give the booster's predictions on "
         "probe rows; lightgbm: Booster.predict. A failed compile is served by the booster (reason in /metadata).")
-    artifact: Literal["full", "trees", "features", "pruned", "leaves", "onnx", "quantised"] = doc(
+    artifact: Literal["full", "trees", "features", "pruned", "leaves", "ordinal", "onnx", "quantised"] = doc(
         "What answers: the full champion, or a variant `python -m pipelines optimize` made of it (paths.variants_dir; "
         "served only when made from this champion and its parity check passes, else the full champion, reason in "
         "/metadata). The gate checks the same before a promotion and refuses a challenger whose variant is missing, "

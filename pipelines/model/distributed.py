@@ -32,7 +32,7 @@ import pandas as pd
 
 from pipelines.config import ParamsError, TrainParams
 from pipelines.features import LABEL, FeatureSchema, encode_frame
-from pipelines.model.families.lightgbm import LightGBMModel, from_booster, lightgbm_params
+from pipelines.model.families.lightgbm import LightGBMModel, dataset_naming, from_booster, lightgbm_params
 from pipelines.model.train import finish_training
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def train_model_dask(client: Any, train_path: Any, valid: pd.DataFrame, schema: 
         with warnings.catch_warnings():
             # The sklearn wrapper's n_jobs=None is an alias of num_threads, which the Dask interface sets per worker.
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            naming = schema.lightgbm_naming
+            naming = dataset_naming(schema, params)
             estimator.fit(data[naming["feature_name"]], data[LABEL], categorical_feature=naming["categorical_feature"],
                           callbacks=[stopping])
     finally:

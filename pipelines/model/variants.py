@@ -4,8 +4,8 @@ One implementation for the two places a variant is judged: the gate, before a ch
 `serve.artifact` naming a variant (pipelines/stages.py `run_gate`), and the service, when a worker loads the champion
 (services/variants.py). A variant is accepted only when the report in `paths.variants_dir` was made from this very
 `model.txt` (its MD5, `VariantsReport.model_md5`) and it gives what it promises on probe rows:
-- a LightGBM variant (trees, features, pruned) is a trained model of its own: its probe rows, recorded when
-  optimize finished it, must replay exactly (`check_parity`), and its own threshold and schema answer;
+- a LightGBM variant (trees, features, pruned, leaves, ordinal) is a trained model of its own: its probe rows,
+  recorded when optimize finished it, must replay exactly (`check_parity`), and its own threshold and schema answer;
 - an ONNX variant (onnx, quantised) must give the model's probabilities on the model's probe rows within ONNX's
   tolerance, or the quantised variant's documented bound (`VariantRecord.bound`).
 Anything else raises `VariantRefused` with the reason: a missing report or variant, a stale one (made from another
@@ -27,7 +27,7 @@ from pipelines.model.seam import TrainedModel
 FULL = "full"  # serve.artifact's default: the model itself, no variant
 # The variants `optimize` keeps as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`, and
 # those it keeps as ONNX files. Declared here, not in optimize: the service imports this module, not the refits.
-MODEL_VARIANTS = ("trees", "features", "pruned", "leaves")
+MODEL_VARIANTS = ("trees", "features", "pruned", "leaves", "ordinal")
 ONNX_VARIANTS = ("onnx", "quantised")
 
 

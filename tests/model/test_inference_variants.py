@@ -196,6 +196,37 @@ def optimized(trained: dict[str, Any]) -> VariantsReport:
     return run_optimize(trained["params"])
 
 
+def test_the_ordinal_variant_splits_only_on_thresholds_and_records_its_cost(trained: dict[str, Any],
+                                                                            optimized: VariantsReport) -> None:
+    """The champion splits its category columns as sets and sends a missing value to each split's learnt side, which
+    GPU tree runtimes do not do; the ordinal variant reads the same encoded codes with numeric thresholds only and a
+    missing value as 0.0 (so the rows with NaN replaced by 0 give its answers), and the report records the cost."""
+    model, data, params = trained["model"], trained["data"], trained["params"]
+    variant = TrainedModel.load(params.paths.variants_dir / "ordinal")
+    assert model.categorical_splits > 0  # the check can fail: the full model has set-valued splits
+    assert variant.categorical_splits == 0 and variant.trees > 0
+    assert variant.schema.to_dict() == model.schema.to_dict()  # the same encoding, the same requests
+    assert variant.meta["params"]["lightgbm"]["categorical_splits"] == "ordinal"
+    assert variant.meta["params"]["lightgbm"]["use_missing"] is False
+    assert "NaN" in model.missing_types and variant.missing_types == {"None"}
+    matrix = encode_frame(data.test, model.schema)
+    zeroed = np.nan_to_num(matrix, nan=0.0)
+    assert np.isnan(matrix).any()  # the check can fail: rows with missing values, which zeroing changes
+    assert not np.array_equal(model.predict_matrix(matrix), model.predict_matrix(zeroed))
+    np.testing.assert_array_equal(variant.predict_matrix(matrix), variant.predict_matrix(zeroed))
+    # Cut to its best validation round (on the small fixture it may use all of them).
+    assert variant.meta["best_iteration"] == variant.trees <= params.train.lightgbm.num_boost_round
+    record = optimized.variant("ordinal")
+    assert (record.parent, record.trees, record.leaves) == ("full", variant.trees, variant.leaves)
+    valid_labels, test_labels = data.valid[LABEL].to_numpy(), data.test[LABEL].to_numpy()
+    assert record.valid_roc_auc == pytest.approx(roc_auc(valid_labels, variant.predict_proba(data.valid)))
+    assert record.valid_auc_loss == pytest.approx(roc_auc(valid_labels, model.predict_proba(data.valid))
+                                                  - record.valid_roc_auc)
+    assert record.test_auc_delta == pytest.approx(roc_auc(test_labels, variant.predict_proba(data.test))
+                                                  - roc_auc(test_labels, model.predict_proba(data.test)))
+    assert record.max_prob_diff > 0  # another forest, not a copy of the full one
+
+
 def test_optimize_records_every_variant_against_the_full_model(trained: dict[str, Any],
                                                                optimized: VariantsReport) -> None:
     params, report = trained["params"], optimized

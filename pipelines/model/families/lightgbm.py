@@ -62,6 +62,30 @@ class LightGBMModel(TrainedModel):
         """Leaves in all the trees: what the forest's compiled code (one branch per split) grows with."""
         return sum(int(tree["num_leaves"]) for tree in self.booster.dump_model()["tree_info"])
 
+    def _splits(self) -> Iterator[dict[str, Any]]:
+        """Every split node of every tree (LightGBM's own dump)."""
+        def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            if "split_index" in node:
+                yield node
+                yield from walk(node["left_child"])
+                yield from walk(node["right_child"])
+
+        for tree in self.booster.dump_model()["tree_info"]:
+            yield from walk(tree["tree_structure"])
+
+    @property
+    def categorical_splits(self) -> int:
+        """Splits on a set of categories (LightGBM's `==` decision) in all the trees: what runtimes that take only
+        numeric thresholds (Hummingbird, ONNX's TreeEnsemble without set membership) refuse."""
+        return sum(node["decision_type"] == "==" for node in self._splits())
+
+    @property
+    def missing_types(self) -> set[str]:
+        """The missing types of the splits (LightGBM's None, Zero, NaN). Only None everywhere (`use_missing: false`)
+        means a NaN is read as 0.0 at every split: then the matrix with NaN replaced by 0 gives the same answers,
+        which is what a runtime that sends every NaN one fixed way (Hummingbird) must be given."""
+        return {str(node["missing_type"]) for node in self._splits()}
+
     def staged_raw_scores(self, matrix: np.ndarray) -> Iterator[np.ndarray]:
         """Each row's log-odds after the first 1, 2, ... trees, one array per prefix, from one tree at a time
         (LightGBM's own `start_iteration`/`num_iteration`): ranking every prefix of the forest costs one prediction
@@ -98,6 +122,7 @@ def lightgbm_params(params: TrainParams) -> dict[str, Any]:
         "bagging_fraction": own.bagging_fraction,
         "bagging_freq": own.bagging_freq,
         "lambda_l2": own.lambda_l2,
+        "use_missing": own.use_missing,
         "num_threads": params.num_threads,
         "device_type": params.device_type,
         "seed": params.seed,
@@ -105,6 +130,13 @@ def lightgbm_params(params: TrainParams) -> dict[str, Any]:
         "force_row_wise": True,
         "verbosity": -1,
     }
+
+
+def dataset_naming(schema: FeatureSchema, params: TrainParams) -> dict[str, list[str]]:
+    """`feature_name` and `categorical_feature` for LightGBM's Datasets: the schema's categories as categories, or
+    none under `categorical_splits: ordinal` (the same codes, binned and split as numbers)."""
+    naming = schema.lightgbm_naming
+    return naming if params.lightgbm.categorical_splits == "native" else {**naming, "categorical_feature": []}
 
 
 @dataclass(frozen=True)
@@ -152,11 +184,12 @@ def _datasets(train: pd.DataFrame, valid: pd.DataFrame, schema: FeatureSchema, c
     """The splits as LightGBM Datasets; the train split weighted by recency when a half-life is set."""
     import lightgbm as lgb
 
+    naming = dataset_naming(schema, params)
     train_set = lgb.Dataset(encode_frame(train, schema), label=train[LABEL].to_numpy(),
-                            weight=train_weights(train, schema, params), **schema.lightgbm_naming,
+                            weight=train_weights(train, schema, params), **naming,
                             free_raw_data=True, params=construction)
     valid_set = lgb.Dataset(encode_frame(valid, schema), label=valid[LABEL].to_numpy(), reference=train_set,
-                            **schema.lightgbm_naming)
+                            **naming)
     return train_set, valid_set
 
 
@@ -175,7 +208,7 @@ def fit(train: pd.DataFrame | None, valid: pd.DataFrame, schema: FeatureSchema, 
             raise ValueError(f"binary datasets were built with seed {datasets.seed}, not {params.seed}")
         # The names and categorical list are in the file's bin mappers already; given again, the model file
         # records them in its parameters as the in-memory Dataset does, so both give the same file.
-        named = {**schema.lightgbm_naming, "params": dataset_params(params)}
+        named = {**dataset_naming(schema, params), "params": dataset_params(params)}
         train_set = lgb.Dataset(str(datasets.train), **named)
         valid_set = lgb.Dataset(str(datasets.valid), reference=train_set, **named)
         train_rows = int(train_set.construct().num_data())
