@@ -20,8 +20,7 @@ from pipelines.contracts import EdgeEncoding, VariantsReport
 from pipelines.data.preprocess import prepare
 from pipelines.features import LABEL, encode, encode_frame, records_to_columns
 from pipelines.model.export import ExportError, export_model, run_export, run_runner
-from pipelines.model.families.lightgbm_exchange import (compact_library, compact_predictor, onnx_bytes,
-                                                       onnx_predictor)
+from pipelines.model.families.lightgbm_exchange import compact_library, compact_predictor, onnx_bytes, onnx_predictor
 from pipelines.model.optimize import cut_trees, fewer_leaves, probe_rows, roc_auc, run_optimize, trees_within
 from pipelines.model.seam import TrainedModel
 from pipelines.model.train import train_model
