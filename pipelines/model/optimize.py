@@ -152,8 +152,8 @@ def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, 
     for leaves in sorted(set(candidates)):
         if leaves >= params.lightgbm.num_leaves:
             continue
-        refit = require_lightgbm(train_model(train, valid, forest.schema, params.model_copy(
-            update={"lightgbm": params.lightgbm.model_copy(update={"num_leaves": leaves})})))
+        refit = require_lightgbm(train_model(train, valid, forest.schema,
+                                             params.with_family("lightgbm", {"num_leaves": leaves})))
         loss = reference - roc_auc(labels, refit.predict_proba(valid))
         log.info("num_leaves %d: %d trees, %d leaves, validation ROC AUC %+.5f against the full model", leaves,
                  refit.trees, refit.leaves, -loss)
@@ -168,8 +168,8 @@ def ordinal_refit(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame,
     from pipelines.model.train import train_model
 
     forest = require_lightgbm(model)
-    numeric = params.lightgbm.model_copy(update={"categorical_splits": "ordinal", "use_missing": False})
-    return train_model(train, valid, forest.schema, params.model_copy(update={"lightgbm": numeric}))
+    numeric = params.with_family("lightgbm", {"categorical_splits": "ordinal", "use_missing": False})
+    return train_model(train, valid, forest.schema, numeric)
 
 
 @dataclass(frozen=True)
