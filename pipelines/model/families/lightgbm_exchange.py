@@ -92,13 +92,14 @@ def _treelite_model(model: LightGBMModel) -> Any:
     return treelite.frontend.from_lightgbm(model.booster)
 
 
-def write_c_source(model: LightGBMModel, directory: Path) -> list[Path]:
+def write_c_source(model: LightGBMModel, directory: Path, quantize: bool = False) -> list[Path]:
     """TL2cgen's C for the forest (`main.c`, `header.h`, `recipe.json`) in `directory`: `predict(union Entry*,
-    pred_margin, double*)` with the sigmoid applied, float64 throughout."""
+    pred_margin, double*)` with the sigmoid applied, float64 throughout; with `quantize`, each numeric split
+    compares a bin index (the compact library's form)."""
     import tl2cgen
 
     directory.mkdir(parents=True, exist_ok=True)
-    tl2cgen.generate_c_code(_treelite_model(model), str(directory), params={})
+    tl2cgen.generate_c_code(_treelite_model(model), str(directory), params={"quantize": 1} if quantize else {})
     return sorted(directory.iterdir())
 
 
@@ -128,13 +129,10 @@ _MISSING_ENTRY = float(np.array([0x7FF80000FFFFFFFF], dtype=np.int64).view(np.fl
 def compact_library(model: LightGBMModel, library: Path, compiler: str = "cc") -> Path:
     """TL2cgen's C for the forest with quantised thresholds, built by `compiler` with COMPACT_CFLAGS into `library`
     (written under a temporary name, then renamed into place)."""
-    import tl2cgen
-
     library.parent.mkdir(parents=True, exist_ok=True)
     partial = library.with_name(f".{library.name}.partial")
     with tempfile.TemporaryDirectory() as source:
-        tl2cgen.generate_c_code(_treelite_model(model), source, params={"quantize": 1})
-        sources = sorted(str(path) for path in Path(source).glob("*.c"))
+        sources = [str(path) for path in write_c_source(model, Path(source), quantize=True) if path.suffix == ".c"]
         done = subprocess.run([compiler, *COMPACT_CFLAGS, "-o", str(partial), *sources, "-lm"], capture_output=True,
                               text=True)
     if done.returncode != 0:
