@@ -34,9 +34,9 @@ KNOWN_EVENTS = (
         what="FAA sequestration furloughs of air-traffic controllers (from Sunday 21 April 2013): nationwide "
              "arrival delays in clear weather",
         record="the FAA began furloughing air-traffic controllers under the 2013 sequester on Sunday 21 April "
-               "2013; the Reducing Flight Delays Act of 2013 passed the Senate (S. 853) on 25 April and the House "
-               "(H.R. 1765) on 26 April (Congressional Record S3059, H2364; Public Law 113-9, signed 1 May); the "
-               "FAA suspended the furloughs on 27 April"),
+               "2013; the Reducing Flight Delays Act of 2013 passed the Senate by unanimous consent (S. 853) on 25 "
+               "April and the House took up its companion (H.R. 1765) on 26 April; it became Public Law 113-9 "
+               "(govinfo.gov BILLS-113s853cps; the House floor summary of H.R. 1765)"),
 )
 
 
