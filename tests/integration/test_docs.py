@@ -134,9 +134,11 @@ def test_the_dag_runs_from_dvc_the_flow_and_by_hand(project: Project, prefect_ap
 
 def test_the_results_an_experiment_and_the_remote(project: Project) -> None:
     _trained(project)
-    (activate, summary, plots, params_diff, experiment, metrics_diff, exp_show, push, pull) = docs.commands(
+    (activate, store, summary, plots, params_diff, experiment, metrics_diff, exp_show, push, pull) = docs.commands(
         docs.block("look"))
     assert activate == "source .venv/bin/activate" and Path(sys.prefix).name == ".venv"  # the tests' own env
+    # The store scripts/demo.sh used; the project's shell already has the tests' own BENTOML_HOME, which it keeps.
+    assert store == "export BENTOML_HOME=${BENTOML_HOME:-$PWD/var/bentoml}", store
     said = project.sh(summary)
     assert "ROC AUC" in said and "baseline: hour_of_day_rate" in said and "gate: PROMOTED" in said, said
     assert "next:" in said
@@ -315,7 +317,7 @@ def test_the_plots_page_draws_every_plot_offline(project: Project) -> None:
 
     page_file = project.repo / "dvc_plots" / "index.html"
     if not page_file.exists():
-        project.sh(docs.commands(docs.block("look"))[2])
+        project.sh(docs.commands(docs.block("look"))[3])
     assert CHROMIUM.exists(), f"{CHROMIUM} not found: apt-get install -y chromium (scripts/test.sh does)"
     refused: list[str] = []
     with sync_playwright() as playwright:
