@@ -239,8 +239,25 @@ def dask_client(search: SearchParams) -> Iterator[Any]:
         with Client(search.dask_address) as client:
             yield client
         return
-    with LocalCluster(**dask_cluster_kwargs(search)) as cluster, Client(cluster) as client:
+    with _quiet("distributed"), LocalCluster(**dask_cluster_kwargs(search)) as cluster, Client(cluster) as client:
         yield client
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """`logger` at WARNING for the block, unless the run logs at DEBUG (`-v`). A local cluster's scheduler and nannies
+    log their start, every connection and their teardown at INFO (with a `CommClosedError` traceback when a worker
+    closes first, which is how a LocalCluster ends): in the train stage's output that reads as a failure."""
+    import logging
+
+    target = logging.getLogger(logger)
+    level = target.level
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        target.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
@@ -249,13 +266,11 @@ def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]
     under `dvc repro` and the Prefect flow alike."""
     import logging
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
     from rich.progress import Progress
 
     log = logging.getLogger(__name__)
-    cluster = None if search.dask_address else LocalCluster(**dask_cluster_kwargs(search))
-    client = Client(search.dask_address) if cluster is None else Client(cluster)
-    try:
+    with dask_client(search) as client:
         futures = {client.submit(function, *job, pure=False): order for order, job in enumerate(jobs)}
         results: dict[int, Any] = {}
         with Progress(transient=True) as progress:
@@ -267,8 +282,4 @@ def map_on_dask(search: SearchParams, function: Any, jobs: list[tuple[Any, ...]]
                 log.info("candidate #%d (%s) done: %s", futures[future], getattr(record, "family", ""),
                          getattr(record, "valid_metrics", ""))
                 progress.advance(bar)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return [results[order] for order in range(len(jobs))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,22 @@ def assert_ran_in_parallel(candidates: list[dict[str, Any]]) -> None:
 GRID = {"num_leaves": [15, 31], "min_data_in_leaf": [40, 120]}
 
 
-def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Path) -> None:
+def test_grid_candidates_train_in_parallel_on_two_dask_workers(prepared_root: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     params = search_params(prepared_root, **{"search.strategy": "grid", "search.grid.lightgbm": GRID,
                                              "search.n_workers": 2, "train.lightgbm.num_leaves": 63,
                                              "train.lightgbm.min_data_in_leaf": 100})
-    summary = stages.run_search(params)
+    import distributed  # noqa: F401 - its import sets its loggers' levels (distributed.yaml)
+
+    before = logging.getLogger("distributed").level
+    with caplog.at_level(logging.INFO):
+        summary = stages.run_search(params)
+    # The stage logs each candidate; the local cluster's own start/connection/teardown chatter stays out of it.
+    assert sum("candidate #" in r.getMessage() for r in caplog.records) == 4
+    chatter = [r.getMessage() for r in caplog.records
+               if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    assert not chatter, chatter[:5]
+    assert logging.getLogger("distributed").level == before  # quiet only while the cluster ran
 
     report = json.loads((params.paths.metrics_dir / "candidates.json").read_text())
     candidates = report["candidates"]
