@@ -17,7 +17,11 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,86 +131,113 @@ def _wait(what: str, check, timeout: float, logs: list[Path], poll: float = 2.0)
     return poll_until(check, timeout, failure, poll)
 
 
-def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(prefect_api: str,
-                                                                               tmp_path: Path) -> None:
+@dataclass
+class _Pool:
+    """A work pool on the test's Prefect server with the probe flow deployed on it, and the workers started on it."""
+
+    params: Any
+    records: Path
+    client: Any
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: list[Path] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    folder: Path = Path()
+
+    def start(self, name: str) -> None:
+        from ops.workers import worker_argv
+
+        self.logs.append(self.folder / f"{name}.log")
+        self.workers[name] = _start_worker(worker_argv(self.params, name), self.env, self.logs[-1])
+
+
+@contextmanager
+def _probe_pool(prefect_api: str, tmp_path: Path, pool: str, deployment: str) -> Iterator[_Pool]:
+    """The pool `pool` with the probe flow deployed as `probe/<deployment>` and the crash Automations applied; every
+    worker started on it is stopped on the way out."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
     from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.automations import CRASH_SILENT, RETRY_CRASHED, apply_crash_automations
+    from flows.automations import apply_crash_automations
     from flows.deployments import ensure_work_pool, job_variables
-    from ops.stack import process_tree
-    from ops.workers import worker_argv, worker_name
     from pipelines.config import parse_params
     from tests.integration.scale_flows import probe
 
-    data = params_dict(tmp_path, {"prefect.work_pool": "scale-test", "prefect.crashed_after_s": 60})
+    data = params_dict(tmp_path, {"prefect.work_pool": pool, "prefect.crashed_after_s": 60})
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
     params = parse_params(data)
     records = tmp_path / "records"
     records.mkdir()
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    workers: dict[str, subprocess.Popen] = {}
-    logs = []
     with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
         ensure_work_pool(params)
         apply_crash_automations(params)
-        probe.to_deployment(name="probe", tags=list(params.deployments.tags),
+        probe.to_deployment(name=deployment, tags=list(params.deployments.tags),
                             entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name=params.prefect.work_pool,
                             job_variables=job_variables(params, params_file)).apply()
+        state = _Pool(params, records, client, env={**os.environ, "PREFECT_API_URL": prefect_api}, folder=tmp_path)
         try:
-            for index in (1, 2):
-                name = worker_name(index, "scale-test")
-                logs.append(tmp_path / f"{name}.log")
-                workers[name] = _start_worker(worker_argv(params, name), env, logs[-1])
-
-            # 1. Runs spread over both workers (each takes deployments.limit = 1 run at a time).
-            runs = [run_deployment("probe/probe", parameters={"seconds": 8, "record_dir": str(records)}, timeout=0)
-                    for _ in range(4)]
-            _wait("4 probe runs completed", lambda: all(client.read_flow_run(r.id).state.is_completed()
-                                                         for r in runs), work_timeout_s(), logs)
-            ran_on = {_records(records, str(r.id))[0]["worker"] for r in runs}
-            assert ran_on == set(workers), f"runs went to {ran_on}, workers {set(workers)}"
-
-            # 2. A run hangs on its first attempt; its worker's machine is lost (SIGKILL to the worker and the flow
-            # run process it started, all at once).
-            hung = run_deployment("probe/probe", parameters={"seconds": 3600, "record_dir": str(records)},
-                                  timeout=0)
-            first = _wait("the hung run started", lambda: _records(records, str(hung.id)), work_timeout_s(), logs)[0]
-            assert client.read_flow_run(hung.id).state.is_running()
-            lost = workers.pop(first["worker"])
-            tree = process_tree(lost.pid)
-            assert first["pid"] in tree, "the flow run process is the lost worker's descendant"
-            # Frozen first, so that no process of the lost machine outlives another: killed in a set's order, a
-            # worker whose flow run died a moment before it did could report the exit (-9) itself, which a lost
-            # machine never does (seen once on a loaded machine).
-            for pid in tree:
-                os.kill(pid, signal.SIGSTOP)
-            for pid in tree:
-                os.kill(pid, signal.SIGKILL)
-            lost.wait(timeout=30)
-
-            def finished():
-                run = client.read_flow_run(hung.id)
-                return run if run.state.is_final() and run.run_count >= 2 else None
-
-            final = _wait("the crashed run retried and completed", finished,
-                          work_timeout_s() + params.prefect.crashed_after_s, logs, poll=5)
-            assert final.state.is_completed(), final.state
-            states = client.read_flow_run_states(hung.id)
-            names = [s.name for s in states]
-            crashed = [s for s in states if s.type.value == "CRASHED"]
-            assert len(crashed) == 1 and CRASH_SILENT in (crashed[0].message or ""), names
-            after = states[states.index(crashed[0]) + 1]
-            assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
-            attempts = _records(records, str(hung.id))
-            survivor = next(iter(workers))
-            assert [(a["worker"], a["run_count"]) for a in attempts] == [(first["worker"], 1), (survivor, 2)]
+            yield state
         finally:
-            for process in workers.values():
+            for process in state.workers.values():
                 stop(process)
+
+
+def test_two_workers_share_runs_and_a_lost_workers_run_is_crashed_and_retried(prefect_api: str,
+                                                                               tmp_path: Path) -> None:
+    from prefect.deployments import run_deployment
+
+    from flows.automations import CRASH_SILENT, RETRY_CRASHED
+    from ops.stack import process_tree
+    from ops.workers import worker_name
+
+    with _probe_pool(prefect_api, tmp_path, "scale-test", "probe") as pool:
+        client, records, workers, logs = pool.client, pool.records, pool.workers, pool.logs
+        for index in (1, 2):
+            pool.start(worker_name(index, "scale-test"))
+
+        # 1. Runs spread over both workers (each takes deployments.limit = 1 run at a time).
+        runs = [run_deployment("probe/probe", parameters={"seconds": 8, "record_dir": str(records)}, timeout=0)
+                for _ in range(4)]
+        _wait("4 probe runs completed", lambda: all(client.read_flow_run(r.id).state.is_completed()
+                                                     for r in runs), work_timeout_s(), logs)
+        ran_on = {_records(records, str(r.id))[0]["worker"] for r in runs}
+        assert ran_on == set(workers), f"runs went to {ran_on}, workers {set(workers)}"
+
+        # 2. A run hangs on its first attempt; its worker's machine is lost (SIGKILL to the worker and the flow
+        # run process it started, all at once).
+        hung = run_deployment("probe/probe", parameters={"seconds": 3600, "record_dir": str(records)},
+                              timeout=0)
+        first = _wait("the hung run started", lambda: _records(records, str(hung.id)), work_timeout_s(), logs)[0]
+        assert client.read_flow_run(hung.id).state.is_running()
+        lost = workers.pop(first["worker"])
+        tree = process_tree(lost.pid)
+        assert first["pid"] in tree, "the flow run process is the lost worker's descendant"
+        # Frozen first, so that no process of the lost machine outlives another: killed in a set's order, a
+        # worker whose flow run died a moment before it did could report the exit (-9) itself, which a lost
+        # machine never does (seen once on a loaded machine).
+        for pid in tree:
+            os.kill(pid, signal.SIGSTOP)
+        for pid in tree:
+            os.kill(pid, signal.SIGKILL)
+        lost.wait(timeout=30)
+
+        def finished():
+            run = client.read_flow_run(hung.id)
+            return run if run.state.is_final() and run.run_count >= 2 else None
+
+        final = _wait("the crashed run retried and completed", finished,
+                      work_timeout_s() + pool.params.prefect.crashed_after_s, logs, poll=5)
+        assert final.state.is_completed(), final.state
+        states = client.read_flow_run_states(hung.id)
+        names = [s.name for s in states]
+        crashed = [s for s in states if s.type.value == "CRASHED"]
+        assert len(crashed) == 1 and CRASH_SILENT in (crashed[0].message or ""), names
+        after = states[states.index(crashed[0]) + 1]
+        assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
+        attempts = _records(records, str(hung.id))
+        survivor = next(iter(workers))
+        assert [(a["worker"], a["run_count"]) for a in attempts] == [(first["worker"], 1), (survivor, 2)]
 
 
 def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_api: str, tmp_path: Path) -> None:
@@ -214,68 +245,43 @@ def test_a_worker_killed_alone_leaves_its_run_to_be_crashed_and_retried(prefect_
     docs/scale-out.md says. The run's output went to the dead worker through a pipe (stream_output), so the orphan
     dies at its next write, on a broken pipe, and goes silent; the zombie Automation marks it Crashed and the retry
     Automation queues it for the surviving worker."""
-    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.deployments.runner import EntrypointType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.automations import RETRY_CRASHED, apply_crash_automations
-    from flows.deployments import ensure_work_pool, job_variables
+    from flows.automations import RETRY_CRASHED
     from ops.stack import alive
-    from ops.workers import worker_argv, worker_name
-    from pipelines.config import parse_params
-    from tests.integration.scale_flows import probe
+    from ops.workers import worker_name
 
-    data = params_dict(tmp_path, {"prefect.work_pool": "scale-alone", "prefect.crashed_after_s": 60})
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(data))
-    params = parse_params(data)
-    records = tmp_path / "records"
-    records.mkdir()
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    workers: dict[str, subprocess.Popen] = {}
-    logs = []
-    with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
-        ensure_work_pool(params)
-        apply_crash_automations(params)
-        probe.to_deployment(name="probe-alone", tags=list(params.deployments.tags),
-                            entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name=params.prefect.work_pool,
-                            job_variables=job_variables(params, params_file)).apply()
-        try:
-            name = worker_name(1, "alone")
-            logs.append(tmp_path / f"{name}.log")
-            workers[name] = _start_worker(worker_argv(params, name), env, logs[-1])
-            # The first attempt works for 20 s, then writes (Prefect logs its end to the console); a retry is short.
-            run = run_deployment("probe/probe-alone", parameters={"seconds": 30, "record_dir": str(records),
-                                                                  "chatter": True}, timeout=0)
-            first = _wait("the run started", lambda: _records(records, str(run.id)), work_timeout_s(), logs)[0]
-            killed = workers.pop(name)
-            os.kill(killed.pid, signal.SIGKILL)  # the worker alone: its flow run process is not touched
-            killed.wait(timeout=30)
-            assert alive(first["pid"]), "the flow run process outlives its worker"
-            survivor = worker_name(2, "alone")
-            logs.append(tmp_path / f"{survivor}.log")
-            workers[survivor] = _start_worker(worker_argv(params, survivor), env, logs[-1])
+    with _probe_pool(prefect_api, tmp_path, "scale-alone", "probe-alone") as pool:
+        client, records, workers, logs = pool.client, pool.records, pool.workers, pool.logs
+        name = worker_name(1, "alone")
+        pool.start(name)
+        # The first attempt works for 20 s, then writes (Prefect logs its end to the console); a retry is short.
+        run = run_deployment("probe/probe-alone", parameters={"seconds": 30, "record_dir": str(records),
+                                                              "chatter": True}, timeout=0)
+        first = _wait("the run started", lambda: _records(records, str(run.id)), work_timeout_s(), logs)[0]
+        killed = workers.pop(name)
+        os.kill(killed.pid, signal.SIGKILL)  # the worker alone: its flow run process is not touched
+        killed.wait(timeout=30)
+        assert alive(first["pid"]), "the flow run process outlives its worker"
+        survivor = worker_name(2, "alone")
+        pool.start(survivor)
 
-            def finished():
-                current = client.read_flow_run(run.id)
-                return current if current.state.is_final() and (current.state.is_completed()
-                                                                 or current.run_count >= 2) else None
+        def finished():
+            current = client.read_flow_run(run.id)
+            return current if current.state.is_final() and (current.state.is_completed()
+                                                             or current.run_count >= 2) else None
 
-            final = _wait("the orphaned run reached a final state", finished,
-                          work_timeout_s() + params.prefect.crashed_after_s, logs, poll=5)
-            states = client.read_flow_run_states(run.id)
-            names = [s.name for s in states]
-            attempts = [(a["worker"], a["run_count"]) for a in _records(records, str(run.id))]
-            crashed = [s for s in states if s.type.value == "CRASHED"]
-            print(f"\nworker killed alone: states {names}, attempts {attempts}, crashed: "
-                  f"{[c.message for c in crashed]}")
-            assert final.state.is_completed(), names
-            assert len(crashed) == 1, names
-            after = states[states.index(crashed[0]) + 1]
-            assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
-            assert attempts == [(name, 1), (survivor, 2)], attempts
-            assert not alive(first["pid"]), "the orphaned first attempt is gone"
-        finally:
-            for process in workers.values():
-                stop(process)
+        final = _wait("the orphaned run reached a final state", finished,
+                      work_timeout_s() + pool.params.prefect.crashed_after_s, logs, poll=5)
+        states = client.read_flow_run_states(run.id)
+        names = [s.name for s in states]
+        attempts = [(a["worker"], a["run_count"]) for a in _records(records, str(run.id))]
+        crashed = [s for s in states if s.type.value == "CRASHED"]
+        print(f"\nworker killed alone: states {names}, attempts {attempts}, crashed: "
+              f"{[c.message for c in crashed]}")
+        assert final.state.is_completed(), names
+        assert len(crashed) == 1, names
+        after = states[states.index(crashed[0]) + 1]
+        assert after.name == "AwaitingRetry" and RETRY_CRASHED in (after.message or ""), names
+        assert attempts == [(name, 1), (survivor, 2)], attempts
+        assert not alive(first["pid"]), "the orphaned first attempt is gone"
