@@ -45,7 +45,7 @@ from rich.table import Table
 from support.memory import peak_rss_bytes
 from support.project_copy import copy_project, set_params, venv_env
 
-STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "gate", "reference"]  # dvc.yaml's DAG
+STAGES = ["collect", "validate", "preprocess", "train", "evaluate", "variant", "gate", "reference"]  # dvc.yaml's DAG
 DATA_FILE = "data/scale/flights.parquet"
 GIB = 2**30
 

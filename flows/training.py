@@ -80,8 +80,8 @@ def report(params: Params, root: Path, stages: list[versioning.StageRun],
 
 @flow(name="training", log_prints=True, flow_run_name="training {params_file}")
 def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
-    """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> gate -> reference, each a DVC
-    stage.
+    """collect -> validate -> preprocess -> train (search on Dask) -> evaluate -> variant -> gate -> reference,
+    each a DVC stage.
 
     A challenger the gate refuses leaves the champion as it was and the flow completes (the gate-decision artifact
     says why); with gate.fail_on_refusal the gate stage fails, and so does the flow.
@@ -99,6 +99,7 @@ def training(params_file: str = io.PARAMS_FILE) -> dict[str, Any]:
     # --- model --------------------------------------------------------------------------------------------------
     runs.append(dvc_stage(root, "train", env, cloned))
     runs.append(dvc_stage(root, "evaluate", env, cloned))
+    runs.append(dvc_stage(root, "variant", env, cloned))  # the variant serve.artifact names (full: none), gated next
     # --- gate and promotion -------------------------------------------------------------------------------------
     gate = dvc_stage(root, "gate", env)
     runs.append(gate)

@@ -25,11 +25,14 @@ STAGE_FUNCTIONS = {
     "preprocess": "run_preprocess",
     "train": "run_search",
     "evaluate": "run_evaluate",
+    "variant": "run_variant",
     "gate": "run_gate_and_promote",
     "reference": "run_reference",
 }
 STAGE_HELP = {"train": "model selection: train the search's candidates on Dask and keep the best on the validation "
                        "split (search.strategy none: `train:` alone)",
+              "variant": "make the variant serve.artifact names of the trained model (full: none), for the gate "
+                         "and the service",
               "gate": "gate the trained model against the champion; promote if it passes",
               "reference": "attach the monitoring reference and drift calibration to the model the gate registered"}
 

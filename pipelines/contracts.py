@@ -1329,15 +1329,19 @@ class VariantRecord(_Stored):
 
 
 class VariantsReport(_Stored):
-    """`paths.variants_dir/variants.json`: every variant `python -m pipelines optimize` made of one model."""
+    """`variants.json`: the variants made of one model, in `paths.variants_dir` every one `python -m pipelines
+    optimize` made, in `paths.served_dir` the one serve.artifact names and those it is derived from (the `variant`
+    stage; none with `full`)."""
 
     model_md5: str                # the full model's learner file
-    max_auc_loss: float
+    max_auc_loss: float | None    # None: no variant made (the `variant` stage with serve.artifact full)
     probe_rows: int
     variants: list[VariantRecord]
     # The `optimize:` params it was made with (reproduce reruns optimize with them); None: written before they were
-    # recorded.
+    # recorded, or no variant made.
     settings: dict[str, Any] | None = None
+    # The serve.artifact the `variant` stage made it for ("full": no variant is served); None: `optimize`'s report.
+    served: VariantKind | None = None
 
     def save(self, variants_dir: Path) -> Path:
         return self._write_file(Path(variants_dir) / io.VARIANTS_REPORT_FILE)

@@ -12,12 +12,13 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -142,8 +143,9 @@ LOOP_SUMMARY_MD = "summary.md"
 COMPILED_SUFFIX = ".o"
 CHECKSUM_SUFFIX = ".sha256"
 LOCK_SUFFIX = ".lock"
-# paths.variants_dir (`python -m pipelines optimize`): one model folder per LightGBM variant (<name>/, the files of a
-# trained model), an ONNX file per ONNX variant (<name>/model.onnx, the schema beside it), and their report
+# paths.variants_dir (`python -m pipelines optimize`) and paths.served_dir (the `variant` stage): one model folder per
+# LightGBM variant (<name>/, the files of a trained model), an ONNX file per ONNX variant (<name>/model.onnx, the
+# schema beside it), and their report
 VARIANTS_REPORT_FILE = "variants.json"  # pipelines.contracts.VariantsReport
 ONNX_FILE = "model.onnx"
 # An edge artefact (`python -m pipelines export`): the model file (ONNX_FILE, or TL2cgen's C sources and the runner
@@ -310,6 +312,34 @@ def write_atomic(path: Path, write: Callable[[Path], Any], *, durable: bool = Fa
         if os.path.exists(temp):
             os.unlink(temp)
     return path
+
+
+_Filled = TypeVar("_Filled")
+
+
+def replace_dir(directory: Path, fill: Callable[[Path], _Filled]) -> _Filled:
+    """Fill a temp folder beside `directory` with `fill(temp)`, then swap it in, and return what `fill` returned.
+
+    For a folder of several files read together (a trained model, the served variant and its report): a crash leaves
+    the old folder or the new one, never a mix, and nothing the previous run left that this one did not write. The
+    folder gets the mode a plain mkdir gives (mkdtemp's 0700 would hide it from the service's workers).
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        filled = fill(staging)
+        if directory.exists():
+            retired = directory.with_name(f".{directory.name}-old")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(directory, retired)
+            os.replace(staging, directory)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return filled
 
 
 def write_text(path: Path, text: str, *, durable: bool = False, mode: int | None = None) -> Path:

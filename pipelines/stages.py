@@ -147,6 +147,34 @@ def run_evaluate(params: Params) -> dict[str, Any]:
     return evaluation.metrics.to_json_dict()
 
 
+# --- the served variant -------------------------------------------------------------------------------------------
+
+def run_variant(params: Params) -> dict[str, Any]:
+    """The `variant` stage: the variant serve.artifact names, made from the candidate (`paths.model_dir`) into
+    `paths.served_dir` with what it is derived from (`pipelines.model.optimize.make_variants`, optimize's own code),
+    so that the gate checks it and the service serves it with no manual `optimize`.
+
+    With `full` (the default) it reads no data and makes nothing: the report says no variant is served (the
+    candidate's MD5, no variants, nothing from `optimize:`), so an `optimize:` edit changes no byte the gate reads.
+    The folder is swapped in whole: a variant an earlier serve.artifact made is not left behind.
+    """
+    from pipelines.contracts import VariantsReport
+    from pipelines.model.variants import FULL
+
+    if params.serve.artifact == FULL:
+        report = VariantsReport(model_md5=io.file_md5(contracts.model_file(params.paths.model_dir)),
+                                max_auc_loss=None, probe_rows=0, variants=[], served=FULL)
+        io.replace_dir(params.paths.served_dir, report.save)
+    else:
+        from pipelines.model.optimize import make_served_variant
+
+        require_validated_table(params, "variant")
+        report = io.replace_dir(params.paths.served_dir, lambda out: make_served_variant(params, out))
+    log.info("variant: serve.artifact %s: %s", params.serve.artifact,
+             ", ".join(record.name for record in report.variants) or "no variant made")
+    return report.to_json_dict()
+
+
 # --- gate and promotion -------------------------------------------------------------------------------------------
 
 def run_gate(params: Params) -> GateReport:
@@ -190,22 +218,20 @@ def run_gate(params: Params) -> GateReport:
 
 
 def _served_variant_checks(params: Params, challenger: Any, test: Any) -> list[Check]:
-    """The gate's checks of the variant `serve.artifact` names (none for `full`, the default): the variant in
-    `paths.variants_dir` must be made from this challenger's model.txt and pass its parity check, and be timed
-    within the latency budget, before a promotion puts it in front of callers."""
+    """The gate's checks of the variant `serve.artifact` names (none for `full`, the default): the variant the
+    `variant` stage made in `paths.served_dir` must be made from this challenger's model.txt and pass its parity
+    check, and be timed within the latency budget, before a promotion puts it in front of callers."""
     from pipelines.features import encode_frame
     from pipelines.model.gate import variant_checks
     from pipelines.model.seam import fastest_call_ms
     from pipelines.model.variants import FULL, VariantRefused, check_variant
-    from pipelines.release.registry import registry_home
 
     artifact = params.serve.artifact
     if artifact == FULL:
         return []
-    # var/ is runtime: under `dvc exp run --temp` it is the parent repository's, like the registry's folder.
-    variants_dir = registry_home(params.paths.variants_dir)
+    # The variant stage's out, in the run's own directory (an experiment's temp copy included), beside the model.
     try:
-        checked = check_variant(challenger, params.paths.model_dir, artifact, variants_dir)
+        checked = check_variant(challenger, params.paths.model_dir, artifact, params.paths.served_dir)
     except VariantRefused as error:
         return variant_checks(artifact, str(error), None, params.gate)
     batch = encode_frame(test.head(params.gate.latency_batch_rows), checked.model.schema)

@@ -293,7 +293,7 @@ class FlightDelay:
         compiled_dir = PARAMS.paths.compiled_dir if serve.predictor == "compiled" else None
         self.watcher = ChampionWatcher(registry, REQUEST_FIELDS, TIME_COLUMN,
                                        fixed_tag=None if _FOLLOW else _TAG, compiled_dir=compiled_dir,
-                                       artifact=serve.artifact, variants_dir=PARAMS.paths.variants_dir)
+                                       artifact=serve.artifact, variants_dir=PARAMS.paths.served_dir)
         self.watcher.check()
         budget = serve.prediction_log.caller_bytes_per_hour
         self.prediction_log = PredictionLog(PARAMS.paths.prediction_log_dir,

@@ -1,7 +1,7 @@
-"""The variant the service serves in place of the full champion (`serve.artifact`), when `optimize` made it.
+"""The variant the service serves in place of the full champion (`serve.artifact`), as the `variant` stage made it.
 
 The check is `pipelines.model.variants.check_variant`, the one the gate runs before a promotion: a worker serves the
-variant only when the report in `paths.variants_dir` was made from this champion's model.txt and the variant passes
+variant only when the report in `paths.served_dir` was made from this champion's model.txt and the variant passes
 its parity check (a LightGBM variant replays its probe rows exactly, an ONNX one stays within its tolerance or the
 quantised variant's bound). Otherwise the full champion serves and `/metadata`'s predictor says why: a stale report
 after a promotion, a missing variant or runtime never takes the service down. Imported only when a variant is asked

@@ -72,10 +72,10 @@ class ServeParams(Section):
         "compiled: the champion's trees compiled by lleaves and used once they give the booster's predictions on "
         "probe rows; lightgbm: Booster.predict. A failed compile is served by the booster (reason in /metadata).")
     artifact: Literal["full", "trees", "features", "pruned", "leaves", "ordinal", "onnx", "quantised"] = doc(
-        "What answers: the full champion, or a variant `python -m pipelines optimize` made of it (paths.variants_dir; "
-        "served only when made from this champion and its parity check passes, else the full champion, reason in "
-        "/metadata). The gate checks the same before a promotion and refuses a challenger whose variant is missing, "
-        "made from another model or beyond its bound (run optimize on the challenger first). onnx and quantised "
+        "What answers: the full champion, or that variant of it, which the `variant` DVC stage makes from the "
+        "candidate (paths.served_dir; served only when made from this champion and its parity check passes, else "
+        "the full champion, reason in /metadata). The gate checks the same before a promotion and refuses a "
+        "challenger whose variant is missing, made from another model or beyond its bound. onnx and quantised "
         "need onnxruntime, which the Bento's serve group does not hold.")
     bundled_champion_file: Path = doc("Written by `python -m deploy.package` and packed into the Bento: a built Bento "
                                       "serves the model it was built with where there is no registry.")

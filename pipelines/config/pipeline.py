@@ -71,8 +71,11 @@ class PathsParams(Section):
     stack_dir: Path = doc("PIDs, logs and credentials of the local stack (runtime).")
     loop_archive_dir: Path = doc("Where `python -m ops.loop --fresh` moves the previous loop's traffic and reports.")
     compiled_dir: Path = doc("The service's compiled forests, one object file per model (a cache).")
-    variants_dir: Path = doc("The model's pruned and quantised variants and their report (python -m pipelines "
-                             "optimize; runtime).")
+    variants_dir: Path = doc("Every variant of a model and their report, for comparison (python -m pipelines "
+                             "optimize, opt-in; runtime). Nothing here is served or gated.")
+    served_dir: Path = doc("The variant serve.artifact names, made from the candidate by the `variant` stage (with "
+                           "what it is derived from), and its report: DVC-tracked; the gate checks it, the service "
+                           "serves it. With serve.artifact full: a report saying no variant is served.")
 
 
 def _positive_class_text(value: Any) -> Any:
@@ -349,8 +352,9 @@ class GateParams(Section):
 
 
 class OptimizeParams(Section):
-    """Smaller and faster variants of a trained LightGBM model (`python -m pipelines optimize`, opt-in: no DVC stage),
-    each measured against the full model; `python -m pipelines export` writes one for an edge device."""
+    """Smaller and faster variants of a trained LightGBM model, each measured against the full model: every one with
+    `python -m pipelines optimize` (opt-in, for comparison), the one serve.artifact names by the `variant` DVC stage;
+    `python -m pipelines export` writes one for an edge device."""
 
     max_auc_loss: NonNegative = doc(
         "Most validation ROC AUC a pruned variant may lose against the full model: tree pruning keeps the fewest "

@@ -98,7 +98,7 @@ def require_lightgbm(model: TrainedModel) -> Any:
     return model
 
 
-def cut_trees(model: TrainedModel, valid: pd.DataFrame, params: TrainParams, max_auc_loss: float,
+def cut_trees(model: TrainedModel, valid: pd.DataFrame, train_params: TrainParams, max_auc_loss: float,
               reference_auc: float) -> TrainedModel:
     """`model` cut to the fewest first trees within `max_auc_loss` of `reference_auc` on `valid`, finished as a
     trained model (threshold chosen on `valid` again, probe rows recorded) so it loads and serves like any other."""
@@ -111,11 +111,11 @@ def cut_trees(model: TrainedModel, valid: pd.DataFrame, params: TrainParams, max
     cut = forest.first_trees(count)
     auc = roc_auc(labels, cut.predict_matrix(matrix))
     return finish_training(cut, count, {"auc": auc}, train_rows=int(forest.meta.get("train_rows", 0)), valid=valid,
-                           schema=cut.schema, params=params,
+                           schema=cut.schema, params=train_params,
                            engine={**forest.meta.get("engine", {}), "pruned_from_trees": forest.trees})
 
 
-def drop_features(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, params: TrainParams,
+def drop_features(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, train_params: TrainParams,
                   max_auc_loss: float, candidates: int) -> tuple[TrainedModel | None, list[str]]:
     """Refit without the `candidates` least important features (by gain), least important first, keeping each drop
     whose refit is within `max_auc_loss` of the full model's validation ROC AUC. (None, []) when none could go."""
@@ -129,7 +129,7 @@ def drop_features(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame,
     dropped: list[str] = []
     for name in order:
         schema = without_features(model.schema, [*dropped, name])
-        refit = train_model(train, valid, schema, params)
+        refit = train_model(train, valid, schema, train_params)
         loss = reference - roc_auc(labels, refit.predict_proba(valid))
         log.info("without %s: validation ROC AUC %+.5f against the full model (%d trees)", [*dropped, name], -loss,
                  refit.meta["best_iteration"])
@@ -138,7 +138,7 @@ def drop_features(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame,
     return best, dropped
 
 
-def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, params: TrainParams,
+def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, train_params: TrainParams,
                  max_auc_loss: float, candidates: Sequence[int]) -> TrainedModel | None:
     """Refit with each of `candidates` num_leaves below the model's own (everything else as trained), keeping the
     refit with the fewest leaves in all whose validation ROC AUC is within `max_auc_loss` of the full model's; None
@@ -150,10 +150,10 @@ def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, 
     reference = roc_auc(labels, model.predict_proba(valid))
     best: Any = None
     for leaves in sorted(set(candidates)):
-        if leaves >= params.lightgbm.num_leaves:
+        if leaves >= train_params.lightgbm.num_leaves:
             continue
         refit = require_lightgbm(train_model(train, valid, forest.schema,
-                                             params.with_family("lightgbm", {"num_leaves": leaves})))
+                                             train_params.with_family("lightgbm", {"num_leaves": leaves})))
         loss = reference - roc_auc(labels, refit.predict_proba(valid))
         log.info("num_leaves %d: %d trees, %d leaves, validation ROC AUC %+.5f against the full model", leaves,
                  refit.trees, refit.leaves, -loss)
@@ -162,13 +162,14 @@ def fewer_leaves(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, 
     return best
 
 
-def ordinal_refit(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame, params: TrainParams) -> TrainedModel:
+def ordinal_refit(model: TrainedModel, train: pd.DataFrame, valid: pd.DataFrame,
+                  train_params: TrainParams) -> TrainedModel:
     """Refit with `categorical_splits: ordinal` and `use_missing: false` (everything else as trained, early-stopped on
     validation like the model): the schema, so the encoding and the service's requests, is the model's own."""
     from pipelines.model.train import train_model
 
     forest = require_lightgbm(model)
-    numeric = params.with_family("lightgbm", {"categorical_splits": "ordinal", "use_missing": False})
+    numeric = train_params.with_family("lightgbm", {"categorical_splits": "ordinal", "use_missing": False})
     return train_model(train, valid, forest.schema, numeric)
 
 
@@ -212,23 +213,41 @@ def onnx_variant_predict(data: bytes, schema: FeatureSchema) -> Callable[[pd.Dat
     return lambda frame: predict(encode_frame(frame, schema))
 
 
-def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsReport:
-    """Make, save and measure every variant of the model in `model_dir` (default: `paths.model_dir`) into
-    `paths.variants_dir`, and write its report there."""
+# What making a variant makes first: `pruned` cuts the `features` refit (the full model when no feature could go).
+DERIVED_FROM: dict[str, tuple[str, ...]] = {"pruned": ("features",)}
+VARIANTS = (*MODEL_VARIANTS, *ONNX_VARIANTS)
+
+
+def with_sources(names: Iterable[str]) -> set[str]:
+    """`names` and the variants they are derived from (DERIVED_FROM), each checked to be a variant."""
+    names = set(names)
+    unknown = sorted(names - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    return names | {source for name in names for source in DERIVED_FROM.get(name, ())}
+
+
+def make_variants(params: Params, names: Iterable[str], model_dir: Path, out: Path,
+                  served: str | None = None) -> VariantsReport:
+    """Make, save and measure the variants `names` (and what they are derived from) of the model in `model_dir` into
+    `out`, and write their report there (`served`: the serve.artifact it was made for, recorded in the report).
+
+    The one implementation of every variant: `optimize` asks for all of them, the `variant` stage for the one
+    serve.artifact names. The full model's record names its file as `model_dir` spells it."""
     from pipelines.model.catalog import load_model
     from pipelines.model.families.lightgbm_exchange import onnx_bytes
 
-    settings, out = params.optimize, params.paths.variants_dir
-    source = model_dir or params.paths.model_dir
-    model = require_lightgbm(load_model(source))
+    wanted = with_sources(names)
+    settings = params.optimize
+    model = require_lightgbm(load_model(model_dir))
     split = {name: io.read_parquet(io.prepared_path(params.paths, name), "preprocess") for name in io.SPLITS}
     rows = Rows(valid=split["valid"], test=split["test"],
                 probe=probe_rows(split["test"], settings.probe_rows, params.train.seed))
     train_params = training_params(model, params.train)
     reference = roc_auc(rows.valid[LABEL].to_numpy(), model.predict_proba(rows.valid))
     out.mkdir(parents=True, exist_ok=True)
-    full_file = contracts.model_file(source)
-    records = [measure("full", None, model.predict_proba, rows, model.predict_proba, file=full_file.resolve(),
+    full_file = contracts.model_file(model_dir)
+    records = [measure("full", None, model.predict_proba, rows, model.predict_proba, file=full_file,
                        root=out.resolve(), trees=model.trees, features=model.schema.feature_names,
                        leaves=model.leaves)]
 
@@ -241,19 +260,26 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
         log.info("%s: %d trees, %d features, validation ROC AUC %+.5f, test %+.5f", name, variant.trees,
                  len(variant.schema.feature_names), -records[-1].valid_auc_loss, records[-1].test_auc_delta)
 
-    keep("trees", "full", cut_trees(model, rows.valid, train_params, settings.max_auc_loss, reference))
-    refit, dropped = drop_features(model, split["train"], rows.valid, train_params, settings.max_auc_loss,
-                                   settings.feature_candidates)
-    if refit is not None:
-        keep("features", "full", refit, dropped)
-    keep("pruned", "features" if refit is not None else "full",
-         cut_trees(refit or model, rows.valid, train_params, settings.max_auc_loss, reference), dropped)
-    leaner = fewer_leaves(model, split["train"], rows.valid, train_params, settings.max_auc_loss,
-                          settings.leaf_candidates)
-    if leaner is not None:
-        keep("leaves", "full", leaner)
-    keep("ordinal", "full", ordinal_refit(model, split["train"], rows.valid, train_params))
+    if "trees" in wanted:
+        keep("trees", "full", cut_trees(model, rows.valid, train_params, settings.max_auc_loss, reference))
+    if "features" in wanted:
+        refit, dropped = drop_features(model, split["train"], rows.valid, train_params, settings.max_auc_loss,
+                                       settings.feature_candidates)
+        if refit is not None:
+            keep("features", "full", refit, dropped)
+        if "pruned" in wanted:
+            keep("pruned", "features" if refit is not None else "full",
+                 cut_trees(refit or model, rows.valid, train_params, settings.max_auc_loss, reference), dropped)
+    if "leaves" in wanted:
+        leaner = fewer_leaves(model, split["train"], rows.valid, train_params, settings.max_auc_loss,
+                              settings.leaf_candidates)
+        if leaner is not None:
+            keep("leaves", "full", leaner)
+    if "ordinal" in wanted:
+        keep("ordinal", "full", ordinal_refit(model, split["train"], rows.valid, train_params))
     for name, precision in (("onnx", "float32"), ("quantised", settings.leaf_precision)):
+        if name not in wanted:
+            continue
         data = onnx_bytes(model, precision)
         target = io.write_atomic(out / name / io.ONNX_FILE, lambda temp, data=data: Path(temp).write_bytes(data))
         model.schema.save(out / name / io.SCHEMA_FILE)
@@ -261,20 +287,33 @@ def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsRepor
                                file=target, root=out, trees=model.trees, leaves=model.leaves,
                                features=model.schema.feature_names,
                                bound=settings.max_prob_diff if name == "quantised" else None))
-    quantised = records[-1]
-    if not quantised.max_prob_diff <= settings.max_prob_diff:
-        raise ValueError(f"the quantised variant ({settings.leaf_precision} leaves) moves probabilities by "
-                         f"{quantised.max_prob_diff:.3g}, above optimize.max_prob_diff {settings.max_prob_diff}")
+        if name == "quantised" and not records[-1].max_prob_diff <= settings.max_prob_diff:
+            raise ValueError(f"the quantised variant ({settings.leaf_precision} leaves) moves probabilities by "
+                             f"{records[-1].max_prob_diff:.3g}, above optimize.max_prob_diff "
+                             f"{settings.max_prob_diff}")
     report = VariantsReport(model_md5=io.file_md5(full_file), max_auc_loss=settings.max_auc_loss,
-                            probe_rows=len(rows.probe), variants=records, settings=settings.model_dump(mode="json"))
+                            probe_rows=len(rows.probe), variants=records, settings=settings.model_dump(mode="json"),
+                            served=served)
     report.save(out)
     return report
 
 
+def run_optimize(params: Params, model_dir: Path | None = None) -> VariantsReport:
+    """Make, save and measure every variant of the model in `model_dir` (default: `paths.model_dir`) into
+    `paths.variants_dir`, for comparison, and write its report there (the full model's file: its absolute path)."""
+    return make_variants(params, VARIANTS, (model_dir or params.paths.model_dir).resolve(), params.paths.variants_dir)
+
+
+def make_served_variant(params: Params, out: Path) -> VariantsReport:
+    """The `variant` stage's work, into `out`: the variant serve.artifact names (and what it is derived from) of the
+    candidate in `paths.model_dir`, measured like `optimize`'s."""
+    return make_variants(params, [params.serve.artifact], params.paths.model_dir, out, served=params.serve.artifact)
+
+
 def variant_dir(params: Params, name: str) -> Path:
     """Where `optimize` saved variant `name` (a trained-model folder, or an ONNX file's)."""
-    if name not in (*MODEL_VARIANTS, *ONNX_VARIANTS):
-        raise ValueError(f"unknown variant {name!r}; known: full, {', '.join((*MODEL_VARIANTS, *ONNX_VARIANTS))}")
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; known: full, {', '.join(VARIANTS)}")
     directory = params.paths.variants_dir / name
     if not directory.exists():
         raise FileNotFoundError(f"no variant {name!r} at {directory}: run `python -m pipelines optimize` first")

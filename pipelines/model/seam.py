@@ -16,8 +16,6 @@ must be the one training made). `TrainedModel.meta` is that record's JSON view, 
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ import pandas as pd
 
 from pipelines.contracts import ModelMeta, model_file
 from pipelines.features import FeatureSchema, encode_frame
-from pipelines.io import MODEL_FILES, SCHEMA_FILE, to_jsonable
+from pipelines.io import MODEL_FILES, SCHEMA_FILE, replace_dir, to_jsonable
 
 # Importance kinds every family answers: "weight" is how much the model relies on each feature by its own
 # measure (split gain for trees, mean absolute log-odds contribution for a linear model).
@@ -132,22 +130,13 @@ class TrainedModel:
     def save(self, directory: Path) -> None:
         """Write the learner file, schema and meta to a sibling temp dir, then swap it in: a crash leaves the old
         model or the new."""
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-        try:
+
+        def fill(staging: Path) -> None:
             (staging / self.model_file_name()).write_bytes(self.learner_bytes())
             self.schema.save(staging / SCHEMA_FILE)
             self.record().save(staging)
-            if directory.exists():
-                retired = directory.with_name(f".{directory.name}-old")
-                shutil.rmtree(retired, ignore_errors=True)
-                os.replace(directory, retired)
-                os.replace(staging, directory)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.replace(staging, directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        replace_dir(directory, fill)
 
     def record(self) -> ModelMeta:
         """Its `model.json`: the meta training filled in, with its family and threshold, as plain JSON values first

@@ -1,15 +1,18 @@
-"""A variant `python -m pipelines optimize` made, checked against the model it was made from before it answers.
+"""The variant serve.artifact names, which the `variant` stage made, checked against the model it was made from
+before it answers.
 
 One implementation for the two places a variant is judged: the gate, before a challenger is promoted with
 `serve.artifact` naming a variant (pipelines/stages.py `run_gate`), and the service, when a worker loads the champion
-(services/variants.py). A variant is accepted only when the report in `paths.variants_dir` was made from this very
-`model.txt` (its MD5, `VariantsReport.model_md5`) and it gives what it promises on probe rows:
+(services/variants.py); both read `paths.served_dir`, the `variant` stage's out. A variant is accepted only when the
+report there was made from this very `model.txt` (its MD5, `VariantsReport.model_md5`) and it gives what it promises
+on probe rows:
 - a LightGBM variant (trees, features, pruned, leaves, ordinal) is a trained model of its own: its probe rows,
   recorded when optimize finished it, must replay exactly (`check_parity`), and its own threshold and schema answer;
 - an ONNX variant (onnx, quantised) must give the model's probabilities on the model's probe rows within ONNX's
   tolerance, or the quantised variant's documented bound (`VariantRecord.bound`).
 Anything else raises `VariantRefused` with the reason: a missing report or variant, a stale one (made from another
-model.txt: run optimize again), a runtime that is not installed, or parity beyond the bound.
+model.txt, or for another serve.artifact: run the variant stage again), a runtime that is not installed, or parity
+beyond the bound.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pipelines.contracts import VariantsReport
 from pipelines.model.seam import TrainedModel
 
 FULL = "full"  # serve.artifact's default: the model itself, no variant
-# The variants `optimize` keeps as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`, and
-# those it keeps as ONNX files. Declared here, not in optimize: the service imports this module, not the refits.
+# The variants kept as trained-model folders (LightGBM's own file), loadable by `TrainedModel.load`, and those kept as
+# ONNX files. Declared here, not in optimize: the service imports this module, not the refits.
+REMAKE = "run the variant stage (dvc repro variant)"  # what makes the served variant again
 MODEL_VARIANTS = ("trees", "features", "pruned", "leaves", "ordinal")
 ONNX_VARIANTS = ("onnx", "quantised")
 
@@ -61,11 +65,11 @@ def report_for(model_dir: Path, variants_dir: Path) -> VariantsReport:
     """The variants report in `variants_dir`, refused unless it was made from the model in `model_dir`."""
     report = VariantsReport.load(variants_dir)
     if report is None:
-        raise VariantRefused(f"no {io.VARIANTS_REPORT_FILE} in {variants_dir}: run python -m pipelines optimize")
+        raise VariantRefused(f"no {io.VARIANTS_REPORT_FILE} in {variants_dir}: {REMAKE}")
     md5 = io.file_md5(contracts.model_file(model_dir))
     if report.model_md5 != md5:
         raise VariantRefused(f"the variants in {variants_dir} were made from model {report.model_md5[:8]}, not this "
-                             f"one ({md5[:8]}): run python -m pipelines optimize again")
+                             f"one ({md5[:8]}): {REMAKE}")
     return report
 
 
@@ -82,6 +86,9 @@ def check_variant(model: TrainedModel, model_dir: Path, artifact: str, variants_
     from pipelines.model.seam import PARITY_TOLERANCE, ParityError, check_parity
 
     report = report_for(model_dir, variants_dir)
+    if report.served not in (None, artifact):
+        raise VariantRefused(f"{variants_dir} holds what serve.artifact {report.served} asks for, not {artifact}: "
+                             f"{REMAKE}")
     try:
         record = report.variant(artifact)
     except KeyError as error:

@@ -366,8 +366,8 @@ def prune(registry: Registry, keep: int, *, name: str, dry_run: bool = False) ->
 def dag_outputs(paths: Any) -> list[Path]:
     """What the DAG's stages write (dvc.yaml's outs, metrics and plots lie under these): a run's result, never a
     dirty tree in its lineage."""
-    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.metrics_dir,
-            paths.plots_dir, paths.registry_dir]
+    return [paths.raw_table, paths.validation_dir, paths.prepared_dir, paths.model_dir, paths.served_dir,
+            paths.metrics_dir, paths.plots_dir, paths.registry_dir]
 
 
 def registration_entry(params: Params, gate_report: GateReport, built: Lineage) -> RegistryEntry:

@@ -35,7 +35,7 @@ from pipelines.release.lineage import BASELINE_ENV, EXPERIMENT_ENV, experiment_r
 log = logging.getLogger(__name__)
 
 # dvc.yaml's stages in DAG order (the Prefect training flow runs one task per stage).
-STAGES = ("collect", "validate", "preprocess", "train", "evaluate", "gate", "reference")
+STAGES = ("collect", "validate", "preprocess", "train", "evaluate", "variant", "gate", "reference")
 OUTPUT_TAIL_LINES = 40
 
 

@@ -34,7 +34,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_the_dag_then_is_a_noop(repo: Path) -> None:
     first = _run(repo, "dvc", "repro")
-    assert {"collect", "validate", "preprocess", "train", "evaluate"} <= _ran_stages(first)
+    assert {"collect", "validate", "preprocess", "train", "evaluate", "variant", "gate"} <= _ran_stages(first)
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert metrics["model"]["roc_auc"] > metrics["baselines"]["prior"]["roc_auc"]
     assert (repo / "models" / "candidate" / "model.txt").exists()
@@ -94,23 +94,33 @@ def _gate_with(repo: Path, artifact: str) -> dict[str, dict]:
     return {check["name"]: check for check in json.loads((repo / "metrics" / "gate.json").read_text())["checks"]}
 
 
-def test_the_gate_checks_the_variant_serve_artifact_names(repo: Path) -> None:
-    """The DAG's gate (serve.artifact full) checks no variant; naming one, the gate checks the variants optimize made
-    above (of this very model.txt) and refuses them once they are of another model. gate.json is put back after."""
+def test_the_gate_checks_the_variant_the_variant_stage_made(repo: Path) -> None:
+    """The DAG's variant stage (serve.artifact full) made nothing and the gate checked no variant; naming one,
+    `dvc repro variant` makes it (no manual optimize), the gate checks it (of this very model.txt) and refuses it
+    once its report is of another model. Put back to full, the stage writes the same bytes: the DAG is up to date."""
+    served = repo / "models" / "served"
+    report = json.loads((served / "variants.json").read_text())
+    assert (report["served"], report["variants"]) == ("full", [])
     gate_file = repo / "metrics" / "gate.json"
     written = gate_file.read_bytes()
     assert "variant_" not in written.decode()
     try:
+        set_params(repo, {"serve.artifact": "quantised"})
+        assert _ran_stages(_run(repo, "dvc", "repro", "variant")) == {"variant"}
+        assert sorted(path.name for path in served.iterdir()) == ["quantised", "variants.json"]
         checks = _gate_with(repo, "quantised")
         assert checks["variant_parity"]["passed"] and 0 < checks["variant_parity"]["value"] <= 1e-3
         assert checks["variant_latency"]["passed"], checks["variant_latency"]
-        report = json.loads((repo / "var" / "variants" / "variants.json").read_text())
-        (repo / "var" / "variants" / "variants.json").write_text(json.dumps({**report, "model_md5": "0" * 32}))
-        refused = _gate_with(repo, "pruned")
+        report = json.loads((served / "variants.json").read_text())
+        (served / "variants.json").write_text(json.dumps({**report, "model_md5": "0" * 32}))
+        refused = _gate_with(repo, "quantised")
         assert not refused["variant_parity"]["passed"] and "variant_latency" not in refused
         assert "were made from model 00000000, not this one" in refused["variant_parity"]["reason"]
     finally:
+        set_params(repo, {"serve.artifact": "full"})
+        _run(repo, "dvc", "repro", "variant")
         gate_file.write_bytes(written)
+    assert _ran_stages(_run(repo, "dvc", "repro")) == set()
 
 
 def test_a_registry_without_the_gates_receipt_is_gated_again(repo: Path) -> None:

@@ -341,8 +341,9 @@ def test_optimize_of_a_registered_model_records_its_variants_in_the_registry(tra
 
 
 def _serving(params: Any, artifact: str, variants_dir: Path | None = None) -> Any:
-    """`params` with serve.artifact (and paths.variants_dir) changed, as a params.yaml edit would."""
-    paths = params.paths.model_copy(update={"variants_dir": variants_dir or params.paths.variants_dir})
+    """`params` with serve.artifact changed, as a params.yaml edit would, and the folder the gate reads the served
+    variant from (paths.served_dir, the variant stage's) pointed at `variants_dir` (default: what optimize made)."""
+    paths = params.paths.model_copy(update={"served_dir": variants_dir or params.paths.variants_dir})
     return params.model_copy(update={"serve": params.serve.model_copy(update={"artifact": artifact}),
                                      "paths": paths})
 
@@ -420,7 +421,8 @@ def test_reproduce_reruns_the_recorded_variants_and_names_what_differs(trained: 
 
     params = trained["params"]
     assert optimized.settings == params.optimize.model_dump(mode="json")
-    elsewhere = _serving(params, "full", tmp_path / "rerun")  # the rebuild writes its own variants folder
+    rerun = params.paths.model_copy(update={"variants_dir": tmp_path / "rerun"})
+    elsewhere = params.model_copy(update={"paths": rerun})  # the rebuild writes its own variants folder
     same = reproduce_variants(optimized, elsewhere, params.paths.model_dir)
     assert same == {"identical": True, "variants": [record.name for record in optimized.variants],
                     "settings": "recorded", "differences": []}

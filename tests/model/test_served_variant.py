@@ -1,0 +1,111 @@
+"""The `variant` stage (pipelines/stages.py `run_variant`) on a model trained on a small real window, then the real
+gate: with serve.artifact naming a variant the stage makes only that variant (and what it is derived from) where
+the gate and the service read it, and the gate promotes with no manual `optimize`; with `full` it reads no data and
+makes nothing, and the gate checks no variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pipelines import contracts, io, stages
+from pipelines.config import Params, parse_params
+from pipelines.contracts import VariantsReport
+from pipelines.model.catalog import load_model
+from pipelines.model.optimize import with_sources
+from pipelines.stages import _served_variant_checks
+from support.params import SMALL_WINDOW, params_dict, write_validated_table
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, small_table: pd.DataFrame) -> Params:
+    """The DAG up to evaluate, as its stages run it: a validated table, its splits, a trained and evaluated model."""
+    params = parse_params(params_dict(tmp_path_factory.mktemp("served"),
+                                      {**SMALL_WINDOW, "optimize.probe_rows": 300, "train.num_threads": 1}))
+    write_validated_table(params, small_table)
+    stages.run_preprocess(params)
+    stages.run_train(params)
+    stages.run_evaluate(params)
+    return params
+
+
+def _with(params: Params, tmp_path: Path, **changes: Any) -> Params:
+    """`params` with serve.artifact / optimize keys changed as a params.yaml edit would, and a registry of its own
+    (no champion: the gate compares with the naive baselines, as on a first run)."""
+    paths = params.paths.model_copy(update={"registry_dir": tmp_path / "registry"})
+    serve = params.serve.model_copy(update={k: v for k, v in changes.items() if k in type(params.serve).model_fields})
+    optimize = params.optimize.model_copy(update={k: v for k, v in changes.items()
+                                                  if k in type(params.optimize).model_fields})
+    return params.model_copy(update={"paths": paths, "serve": serve, "optimize": optimize})
+
+
+def _gate_checks(params: Params) -> dict[str, dict[str, Any]]:
+    report = json.loads((params.paths.metrics_dir / io.GATE_FILE).read_text())
+    return {check["name"]: check for check in report["checks"]}
+
+
+@pytest.mark.parametrize("artifact", ["trees", "onnx"])
+def test_the_stage_makes_the_served_variant_and_the_gate_promotes_it(trained: Params, tmp_path: Path,
+                                                                     artifact: str) -> None:
+    """serve.artifact names a variant: the stage makes it (optimize's code, that variant only) into
+    paths.served_dir, and the gate that follows checks it and promotes: no `python -m pipelines optimize`."""
+    params = _with(trained, tmp_path, artifact=artifact)
+    made = stages.run_variant(params)
+    served = params.paths.served_dir
+    report = VariantsReport.load(served)
+    assert report is not None and report.to_json_dict() == made
+    assert report.served == artifact and [record.name for record in report.variants] == ["full", artifact]
+    assert report.model_md5 == io.file_md5(contracts.model_file(params.paths.model_dir))
+    assert report.variant("full").file == str(contracts.model_file(params.paths.model_dir))  # as params spell it
+    assert sorted(path.name for path in served.iterdir()) == sorted([artifact, io.VARIANTS_REPORT_FILE])
+    assert not params.paths.variants_dir.exists()  # optimize's comparison folder is not touched
+    outcome = stages.run_gate_and_promote(params)
+    checks = _gate_checks(params)
+    assert checks["variant_parity"]["passed"], checks["variant_parity"]
+    assert checks["variant_parity"]["reason"].startswith(f"serve.artifact {artifact}: {artifact} variant")
+    assert checks["variant_latency"]["passed"], checks["variant_latency"]
+    assert outcome["promote"] and outcome["promoted"], outcome
+
+
+def test_with_full_the_stage_makes_nothing_and_the_gate_checks_no_variant(trained: Params, tmp_path: Path) -> None:
+    """serve.artifact full: the stage reads no data (it runs with the table and splits gone), leaves nothing an
+    earlier serve.artifact made, and writes a report saying no variant is served, the same bytes whatever the
+    `optimize:` keys; the gate's checks are the usual ones. A variant asked for afterwards, without the stage run
+    again, is refused by the gate with what to do."""
+    params = _with(trained, tmp_path, artifact="full")
+    served = params.paths.served_dir
+    (served / "trees").mkdir(parents=True, exist_ok=True)  # what a run with serve.artifact trees left
+    nowhere = params.paths.model_copy(update={"raw_table": tmp_path / "none.parquet", "prepared_dir": tmp_path})
+    made = stages.run_variant(params.model_copy(update={"paths": nowhere}))
+    assert sorted(path.name for path in served.iterdir()) == [io.VARIANTS_REPORT_FILE]
+    report = VariantsReport.load(served)
+    assert report.to_json_dict() == made
+    assert (report.served, report.variants, report.max_auc_loss, report.settings) == ("full", [], None, None)
+    assert report.model_md5 == io.file_md5(contracts.model_file(params.paths.model_dir))
+    written = (served / io.VARIANTS_REPORT_FILE).read_bytes()
+    stages.run_variant(_with(trained, tmp_path, artifact="full", max_auc_loss=0.5, probe_rows=7))
+    assert (served / io.VARIANTS_REPORT_FILE).read_bytes() == written  # an optimize edit: nothing new to gate
+
+    outcome = stages.run_gate_and_promote(params)
+    assert outcome["promoted"], outcome
+    assert not [name for name in _gate_checks(params) if name.startswith("variant_")]
+
+    test = io.read_parquet(io.prepared_path(params.paths, "test"), "preprocess")
+    [check] = _served_variant_checks(_with(trained, tmp_path, artifact="trees"), load_model(params.paths.model_dir),
+                                     test)
+    assert not check.passed and "holds what serve.artifact full asks for, not trees" in check.reason
+    assert check.reason.endswith("run the variant stage (dvc repro variant)")
+
+
+def test_a_variant_is_made_with_what_it_is_derived_from() -> None:
+    """pruned cuts the features refit, so the stage makes both; a name that is no variant is refused."""
+    assert with_sources(["pruned"]) == {"pruned", "features"}
+    assert with_sources(["quantised"]) == {"quantised"}
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['tiny'\]"):
+        with_sources(["tiny"])
