@@ -147,6 +147,9 @@ LOCK_SUFFIX = ".lock"
 # LightGBM variant (<name>/, the files of a trained model), an ONNX file per ONNX variant (<name>/model.onnx, the
 # schema beside it), and their report
 VARIANTS_REPORT_FILE = "variants.json"  # pipelines.contracts.VariantsReport
+# A registered model's served variant: the `variant` stage's folder (paths.served_dir) the gate checked, attached to
+# the model in the store (registry.attach_served_variant), so it serves with that model wherever it is champion
+SERVED_VARIANT_DIR = "served"
 ONNX_FILE = "model.onnx"
 # An edge artefact (`python -m pipelines export`): the model file (ONNX_FILE, or TL2cgen's C sources and the runner
 # built from them) and the feature encoding it expects, spelled out for a caller without our Python

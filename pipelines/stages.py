@@ -245,6 +245,7 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
     Returns the report with `registered_tag` (and `promoted_tag` when promoted), as written to metrics/gate.json.
     """
     from pipelines.data.suite import NotValidatedError
+    from pipelines.model.gate import VARIANT_PARITY
     from pipelines.release import lineage, registry
 
     # Nothing trained on a table that did not pass validation is ever registered, even in warn-only mode.
@@ -267,6 +268,10 @@ def run_promote(params: Params, gate_report: GateReport) -> GateReport:
         verdict = "passed" if gate_report.promote else "refused"
         tag = registry.save_model(params.paths.model_dir, registry.registration_entry(params, gate_report, built),
                                   name=name, labels={registry.GATE_LABEL: verdict}, registry=store)
+    if any(check.name == VARIANT_PARITY and check.passed for check in gate_report.checks):
+        # The variant the gate just checked goes with the model, before any promotion makes it visible to the
+        # service: whenever this model serves (now, after a rollback, from the Bento) its variant serves with it.
+        registry.attach_served_variant(tag, params.paths.served_dir, store)
     if gate_report.promote:
         # Only over the champion the gate compared with: if another promotion landed meanwhile this raises
         # PromotionConflict having written nothing, and the caller gates again against the new champion.

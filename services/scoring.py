@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines import io
 from pipelines.contracts import RegistryEntry
 from pipelines.features import encode, records_to_columns
 from pipelines.model.catalog import load_model
@@ -96,10 +97,14 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
     if artifact != "full":
         from services.variants import VariantRefused, load_variant
 
+        # The variant attached to this model when the gate registered it, else the variant stage's folder (made
+        # from the latest candidate): a rolled-back or bundled champion serves its own variant.
+        attached = directory / io.SERVED_VARIANT_DIR
+        sources = [path for path in (attached if attached.is_dir() else None, variants_dir) if path is not None]
         try:
-            model, forest = load_variant(model, directory, artifact, variants_dir or Path())
+            model, forest, source = load_variant(model, directory, artifact, sources)
             if forest is None:
-                directory, variant_note = (variants_dir or Path()) / artifact, f"{artifact} variant, "
+                directory, variant_note = source / artifact, f"{artifact} variant, "
             else:
                 predictor = forest.describe()
         except VariantRefused as error:

@@ -128,16 +128,19 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
                       slices=slice_rows)
 
 
+VARIANT_PARITY = "variant_parity"  # the check a variant must pass to be attached to its model and served
+
+
 def variant_checks(artifact: str, checked: CheckedVariant | str, latency_ms: float | None,
                    gate: GateParams) -> list[Check]:
     """The checks of the variant `serve.artifact` names, which the service would serve in the challenger's place:
     its parity (`checked`: what `pipelines.model.variants.check_variant` accepted, or why it refused it: missing,
     made from another model.txt, beyond its bound) and its latency on the same batch and budget as the model's."""
     if isinstance(checked, str):
-        return [_check("variant_parity", False, None, None, f"serve.artifact {artifact}: {checked}")]
+        return [_check(VARIANT_PARITY, False, None, None, f"serve.artifact {artifact}: {checked}")]
     assert latency_ms is not None, "a checked variant is timed"
     return [
-        _check("variant_parity", True, checked.max_difference, checked.tolerance,
+        _check(VARIANT_PARITY, True, checked.max_difference, checked.tolerance,
                f"serve.artifact {artifact}: {checked.describe()}"),
         _check("variant_latency", latency_ms <= gate.max_latency_ms, latency_ms, gate.max_latency_ms,
                f"{artifact} variant: predict on {gate.latency_batch_rows} rows: fastest {latency_ms:.2f} ms "

@@ -134,6 +134,38 @@ def attach_files(tag: str, files: dict[str, Callable[[Path], None]], registry: R
     return folder
 
 
+def attach_served_variant(tag: str, served_dir: Path, registry: Registry | None = None) -> Path:
+    """Attach the `variant` stage's folder (`served_dir`: its report and the variant serve.artifact names) to the
+    registered model `tag`, under `io.SERVED_VARIANT_DIR`; returns that folder in the store.
+
+    Why: the workspace's folder holds the variant of the latest candidate only. Attached, the variant the gate
+    checked travels with its model, so the service serves it whenever that model is champion: after a rollback, a
+    promotion on another machine (a registry remote), or as the Bento's bundled model. The report goes last, so a
+    reader that finds the new report finds the files it names.
+    """
+    import shutil
+
+    report = served_dir / io.VARIANTS_REPORT_FILE
+    if not report.is_file():
+        raise RegistryError(f"no {io.VARIANTS_REPORT_FILE} in {served_dir}: run the variant stage (dvc repro "
+                            "variant) before attaching its variant")
+    files = [path for path in sorted(served_dir.rglob("*")) if path.is_file() and path != report] + [report]
+    names = [f"{io.SERVED_VARIANT_DIR}/{path.relative_to(served_dir).as_posix()}" for path in files]
+    folder = attach_files(tag, {name: (lambda out, source=path: shutil.copyfile(source, out))
+                                for name, path in zip(names, files, strict=True)}, registry)
+    attached = folder / io.SERVED_VARIANT_DIR
+    # What an earlier attachment (another serve.artifact) left: gone once the new report no longer names it.
+    for path in sorted(attached.rglob("*"), reverse=True):
+        if path.is_file() and path.relative_to(folder).as_posix() not in names:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    for directory in [attached, *attached.rglob("*")]:
+        if directory.is_dir():
+            readable(directory)  # the served workers read it as their own user, whatever this process's umask
+    return attached
+
+
 def model_path(tag: str, registry: Registry | None = None) -> Path:
     """The model's folder in this machine's store; with a remote `registry`, imported from it when missing (and its
     attached files brought up to date)."""

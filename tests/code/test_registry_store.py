@@ -230,8 +230,9 @@ def test_a_remote_that_ignores_conditional_writes_is_refused_before_promoting(tm
 def _on_machine(home: str, remote: str, steps: list[tuple], results) -> None:
     """A process standing for another machine: its own BentoML store (`BENTOML_HOME`, set before BentoML is
     imported), the registry remote shared. `steps`: ("save", folder), ("promote", tag, expected) (tag None: the
-    model the previous step saved), ("champion",), ("marker",), ("fetch", tag), ("attach", tag, name, text); each
-    answer goes to `results` (a lost promotion answers "conflict: ...")."""
+    model the previous step saved), ("champion",), ("marker",), ("fetch", tag), ("attach", tag, name, text),
+    ("attach_served", tag, folder) (tag None: the previous step's); each answer goes to `results` (a lost
+    promotion answers "conflict: ...")."""
     os.environ["BENTOML_HOME"] = home
     store = RemoteStore(remote)
     answers: list = []
@@ -251,11 +252,13 @@ def _on_machine(home: str, remote: str, steps: list[tuple], results) -> None:
             answers.append(repr(store.marker()))
         elif kind == "fetch":
             folder = registry.model_path(step[1], store)
-            answers.append({"folder": str(folder),
-                            "files": {p.name: p.read_text() for p in sorted(folder.iterdir()) if p.is_file()}})
+            answers.append({"folder": str(folder), "files": {p.relative_to(folder).as_posix(): p.read_text()
+                                                             for p in sorted(folder.rglob("*")) if p.is_file()}})
         elif kind == "attach":
             registry.attach_files(step[1], {step[2]: lambda path, text=step[3]: path.write_text(text)}, store)
             answers.append(None)
+        elif kind == "attach_served":
+            answers.append(str(registry.attach_served_variant(step[1] or answers[-1], Path(step[2]), store)))
     results.put(answers)
 
 
@@ -298,6 +301,37 @@ def test_a_promotion_from_one_machine_is_seen_by_another_with_its_own_store(tmp_
     assert refetched["folder"] == fetched["folder"] and refetched["files"][io.REFERENCE_FILE] == "reference of 0"
     assert lost.startswith("conflict:") and f"the champion is {second}, not {first}" in lost
     assert [r.tag for r in registry.history(RemoteStore(str(remote)))] == [first, second]
+
+
+def test_a_served_variant_attached_on_one_machine_reaches_another_whole(tmp_path: Path) -> None:
+    """The gate attaches the variant stage's folder (a report and a variant's own folder) to the model it registers;
+    another machine's store gets the same tree under `served/` at its next fetch, and an attachment for another
+    serve.artifact replaces it there without what the old report named."""
+    context = multiprocessing.get_context("spawn")
+    remote, home_a, home_b = tmp_path / "remote", tmp_path / "a" / "bentoml", tmp_path / "b" / "bentoml"
+    model, served = tmp_path / "model", tmp_path / "served"
+    model.mkdir()
+    (model / io.MODEL_FILE).write_text("model\n")
+    (served / "trees").mkdir(parents=True)
+    (served / "trees" / io.MODEL_FILE).write_text("trees variant\n")
+    (served / io.VARIANTS_REPORT_FILE).write_text('{"served": "trees"}')
+    tag, _, attached = _machine(context, home_a, remote, ("save", str(model)), ("promote", None, None),
+                                ("attach_served", None, str(served)))
+    assert attached == str(Path(_machine(context, home_a, remote, ("fetch", tag))[0]["folder"]) / "served")
+    [fetched] = _machine(context, home_b, remote, ("fetch", tag))
+    assert Path(fetched["folder"]).is_relative_to(home_b)
+    assert {name: text for name, text in fetched["files"].items() if name.startswith("served/")} == {
+        f"served/trees/{io.MODEL_FILE}": "trees variant\n", f"served/{io.VARIANTS_REPORT_FILE}": '{"served": "trees"}'}
+    with pytest.raises(RegistryError, match="no variants.json in"):
+        registry.attach_served_variant(tag, tmp_path / "nothing", RemoteStore(str(remote)))
+    (served / "trees" / io.MODEL_FILE).unlink()
+    (served / "trees").rmdir()
+    (served / "onnx").mkdir()
+    (served / "onnx" / io.ONNX_FILE).write_text("onnx variant\n")
+    (served / io.VARIANTS_REPORT_FILE).write_text('{"served": "onnx"}')
+    [local] = _machine(context, home_a, remote, ("attach_served", tag, str(served)))
+    assert sorted(p.relative_to(local).as_posix() for p in Path(local).rglob("*")) == [
+        "onnx", f"onnx/{io.ONNX_FILE}", io.VARIANTS_REPORT_FILE]
 
 
 def test_s3_urls_reach_the_s3_filesystems_of_dvc_and_the_registry(tmp_path: Path) -> None:

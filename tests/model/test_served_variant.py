@@ -109,3 +109,61 @@ def test_a_variant_is_made_with_what_it_is_derived_from() -> None:
     assert with_sources(["quantised"]) == {"quantised"}
     with pytest.raises(ValueError, match=r"unknown variant\(s\) \['tiny'\]"):
         with_sources(["tiny"])
+
+
+def test_the_registered_model_carries_its_variant_so_a_rollback_serves_its_own(trained: Params,
+                                                                              tmp_path: Path) -> None:
+    """The gate attaches the variant it checked to the model it registers, and the service reads it there first: the
+    champion serves its own variant whatever the variant stage's folder holds by then (remade for another
+    serve.artifact or candidate), a champion without one serves in full saying why, and a rollback brings the old
+    champion's variant back with it."""
+    from pipelines.release import registry
+    from services.scoring import ChampionWatcher
+
+    params = _with(trained, tmp_path, artifact="trees")
+    stages.run_variant(params)
+    tag = stages.run_gate_and_promote(params)["tag"]
+    store = registry.open_registry(params)
+    attached = registry.model_path(tag, store) / io.SERVED_VARIANT_DIR
+    assert sorted(path.name for path in attached.iterdir()) == sorted(["trees", io.VARIANTS_REPORT_FILE])
+    for made in params.paths.served_dir.rglob("*"):
+        copy = attached / made.relative_to(params.paths.served_dir)
+        assert copy.is_dir() if made.is_dir() else copy.read_bytes() == made.read_bytes(), copy
+    assert VariantsReport.load(attached).served == "trees"
+
+    stages.run_variant(_with(trained, tmp_path, artifact="full"))  # the workspace's folder moves on
+    schema = load_model(params.paths.model_dir).schema
+    watcher = ChampionWatcher(store, schema.raw_columns, schema.time_column, artifact="trees",
+                              variants_dir=params.paths.served_dir)
+    assert watcher.check() and watcher.current is not None and watcher.current.tag == tag
+    assert watcher.current.predictor.startswith("trees variant, "), watcher.current.predictor
+
+    # Another model made champion by hand (no gate, so no variant attached): it serves in full and says why.
+    other = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name=params.project.model_name,
+                                registry=store)
+    registry.set_champion(store, other, reason="by hand", expected=tag)
+    assert watcher.check() and watcher.current.tag == other
+    assert watcher.current.predictor.startswith("full champion (trees variant not used: "), watcher.current.predictor
+    assert "holds what serve.artifact full asks for, not trees" in watcher.current.predictor
+
+    registry.rollback(store, tag)
+    assert watcher.check() and watcher.current.tag == tag
+    assert watcher.current.predictor.startswith("trees variant, "), watcher.current.predictor
+
+
+def test_a_gate_that_refuses_the_variant_attaches_nothing(trained: Params, tmp_path: Path) -> None:
+    """A variant the gate could not check (here: the folder holds what serve.artifact full made) is not attached: the
+    registered model's attachment is what it was before (none, or what an earlier gate checked)."""
+    from pipelines.release import registry
+
+    def attachment(tag: str) -> dict[str, bytes]:
+        folder = registry.model_path(tag, registry.open_registry(params)) / io.SERVED_VARIANT_DIR
+        return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+    stages.run_variant(_with(trained, tmp_path, artifact="full"))
+    params = _with(trained, tmp_path, artifact="trees")
+    before = {model.tag: attachment(model.tag)
+              for model in registry.list_models(registry.open_registry(params), name=params.project.model_name)}
+    outcome = stages.run_gate_and_promote(params)
+    assert not outcome["promote"] and any("variant" in reason for reason in outcome["failed"]), outcome
+    assert attachment(outcome["tag"]) == before.get(outcome["tag"], {})
