@@ -2,8 +2,9 @@
 
 Writes the champion's tag to `serve.bundled_champion_file` (packed into the Bento, so the Bento serves the
 model it was built with where there is no registry), refreshes `services/requirements.txt` from uv.lock's `serve`
-dependency group (what the Bento's Dockerfile installs: the serving stack at the versions training used, without
-Prefect, DVC, GX or Evidently), then runs `bentoml build -f services/bentofile.yaml .` with the same environment.
+dependency group, with `serve-onnx` when serve.artifact is an ONNX variant (what the Bento's Dockerfile installs:
+the serving stack at the versions training used, without Prefect, DVC, GX or Evidently), then runs `bentoml build
+-f services/bentofile.yaml .` with the same environment.
 Prints the Bento tag; `bentoml serve <tag>` serves it.
 
 `--containerize` then builds the OCI image with BentoML's own path, `bentoml containerize --backend buildah` (no
@@ -29,15 +30,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BENTOFILE = PROJECT_ROOT / io.BENTOFILE
 REQUIREMENTS = PROJECT_ROOT / io.SERVING_REQUIREMENTS
 EXPORT_SERVE_GROUP = ("export", "--frozen", "--only-group", "serve", "--no-hashes", "--no-emit-project")
+ONNX_GROUP = "serve-onnx"  # onnxruntime: packed only when serve.artifact is an ONNX variant
 
 
-def locked_requirements() -> str:
-    """The `serve` dependency group pinned from uv.lock, as requirements.txt text."""
+def locked_requirements(artifact: str = "full") -> str:
+    """The `serve` dependency group pinned from uv.lock, as requirements.txt text; with an ONNX `artifact`
+    (serve.artifact onnx or quantised) the `serve-onnx` group too, so that variant serves in the image."""
+    from pipelines.model.variants import ONNX_VARIANTS
+
     uv = shutil.which("uv")
     if uv is None:
         raise RuntimeError("uv is needed to export the Bento's requirements from uv.lock "
                            "(scripts/bootstrap.sh installs it)")
-    result = subprocess.run([uv, *EXPORT_SERVE_GROUP], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    groups = ("--only-group", ONNX_GROUP) if artifact in ONNX_VARIANTS else ()
+    result = subprocess.run([uv, *EXPORT_SERVE_GROUP, *groups], cwd=PROJECT_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"uv export failed:\n{result.stderr}")
     return result.stdout
@@ -54,7 +60,7 @@ def package(params_path: Path) -> str:
     bundled = params.serve.bundled_champion_file
     bundled.parent.mkdir(parents=True, exist_ok=True)
     bundled.write_text(json.dumps({"tag": tag}) + "\n")
-    requirements = locked_requirements()
+    requirements = locked_requirements(params.serve.artifact)
     if not REQUIREMENTS.exists() or REQUIREMENTS.read_text() != requirements:
         REQUIREMENTS.write_text(requirements)
     env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_path)}

@@ -52,12 +52,7 @@ def imports_of(name: str) -> frozenset[str]:
     assert path is not None, name
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    tree = ast.parse(path.read_text())
-    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
-                   for statement in node.body for inner in ast.walk(statement)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in _run_imports(path):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -66,12 +61,41 @@ def imports_of(name: str) -> frozenset[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
             targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
         for target in targets:
             parts = target.split(".")
             found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]))}
     return frozenset(found - {name})
+
+
+def third_party_of(names: Iterable[str]) -> dict[str, set[str]]:
+    """The top-level outside packages (neither the standard library nor this project) that modules `names` import
+    anywhere but under `if TYPE_CHECKING:`, each with the modules that import it: what an environment running
+    those modules must hold (the Bento's requirements, for the service's closure)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for name in names:
+        path = module_file(name)
+        assert path is not None, name
+        for node in _run_imports(path):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif not node.level and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top not in sys.stdlib_module_names and top not in PACKAGES and top != "__future__":
+                    found[top].add(name)
+    return dict(found)
+
+
+def _run_imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of the file at `path` that can run: anywhere (a function's lazy import included) but
+    under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for statement in node.body for inner in ast.walk(statement)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in typing_only]
 
 
 def _is_type_checking(test: ast.expr) -> bool:

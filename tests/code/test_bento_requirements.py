@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from importlib.metadata import packages_distributions
+
+import yaml
+
 from deploy.package import REQUIREMENTS, locked_requirements
+from pipelines.model.variants import FULL, ONNX_VARIANTS
+from support.imports import closure, third_party_of
+from support.params import PARAMS_FILE
+
+# Outside packages the served modules import only in functions serving never calls, so the image goes without:
+# the converters of `python -m pipelines export` / `optimize` (lightgbm_exchange holds both those and the ONNX
+# runtime a served variant uses) and Parquet I/O (the pipeline's tables; the service logs JSON lines).
+NOT_SERVED = {"onnxmltools", "treelite", "tl2cgen", "pyarrow"}
+# Packed only when serve.artifact asks for what needs it (deploy/package.py): the default image goes without.
+ONLY_FOR = {"onnxruntime": ONNX_VARIANTS}
 
 
 def _pins(text: str) -> list[str]:
@@ -10,7 +24,8 @@ def _pins(text: str) -> list[str]:
 
 
 def test_committed_requirements_match_the_lock() -> None:
-    assert _pins(REQUIREMENTS.read_text()) == _pins(locked_requirements()), (
+    artifact = yaml.safe_load(PARAMS_FILE.read_text())["serve"]["artifact"]
+    assert _pins(REQUIREMENTS.read_text()) == _pins(locked_requirements(artifact)), (
         "services/requirements.txt is stale: run python -m deploy.package (or commit its refreshed file)")
 
 
@@ -18,3 +33,29 @@ def test_serving_requirements_leave_out_the_orchestration_stack() -> None:
     names = {pin.split("==")[0].lower() for pin in _pins(REQUIREMENTS.read_text())}
     assert {"bentoml", "lightgbm", "pandas", "pydantic", "pyyaml", "orjson"} <= names
     assert not names & {"prefect", "dvc", "great-expectations", "evidently", "dask", "optuna"}
+
+
+def _pinned(artifact: str) -> set[str]:
+    return {pin.split("==")[0].lower() for pin in _pins(locked_requirements(artifact))}
+
+
+def test_every_package_the_served_code_imports_is_in_the_image() -> None:
+    """What the service's import closure imports, at module level or lazily (the compiled forest's lleaves, a
+    family's scikit-learn, an ONNX variant's onnxruntime), is pinned in the Bento's requirements for the
+    serve.artifact that needs it: a variant or family that serves on this machine serves in the image too, not in
+    full there with an ImportError as the reason. The default image holds no onnxruntime."""
+    distributions = packages_distributions()
+    imported = third_party_of(closure(["services.service"]))
+
+    def missing(artifact: str) -> dict[str, list[str]]:
+        pinned = _pinned(artifact)
+        return {top: sorted(importers) for top, importers in imported.items()
+                if top not in NOT_SERVED and artifact in ONLY_FOR.get(top, [artifact])
+                and not {name.lower().replace("_", "-") for name in distributions.get(top, [top])} & pinned}
+
+    for artifact in (FULL, *ONNX_VARIANTS):
+        assert not missing(artifact), (f"serve.artifact {artifact}: imported by served code, not in the Bento's "
+                                       f"requirements (pyproject.toml's serve groups): {missing(artifact)}")
+    assert "onnxruntime" not in _pinned(FULL) and "onnxruntime" in _pinned("quantised")
+    assert {"onnxruntime", "lleaves", "sklearn", "lightgbm"} <= set(imported)
+    assert set(imported) >= NOT_SERVED | set(ONLY_FOR), "an exception no served module imports any more: drop it"
