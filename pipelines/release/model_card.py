@@ -17,7 +17,15 @@ from typing import Any
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contracts import EvaluationReport, GateReport, ModelMeta, RegistryEntry, SliceReport, model_file
+from pipelines.contracts import (
+    EvaluationReport,
+    GateReport,
+    ModelMeta,
+    RegistryEntry,
+    SliceReport,
+    VariantsReport,
+    model_file,
+)
 from pipelines.io import GATE_FILE
 from pipelines.io import read_json as _read_json
 from pipelines.release.reporting import metrics_table
@@ -93,6 +101,7 @@ def build_model_card(params: Params) -> str:
         lines.append(f"No gate decision recorded (`{metrics_dir / GATE_FILE}`).")
     else:
         lines += _gate_lines(gate, _model_md5(model_dir))
+    lines += ["", "## Served variant", *_variant_lines(model_dir, params.serve.artifact)]
     lines += ["", "## Test split: model vs naive baselines"]
     if evaluation is not None:
         rows = {_family_name(family): evaluation.model.to_json_dict(),
@@ -160,6 +169,24 @@ def _gate_lines(gate: GateReport, model_md5: str | None) -> list[str]:
     about = ("this model" if gate.challenger_md5 == model_md5
              else f"another model (challenger md5 `{gate.challenger_md5}`), the latest gated")
     return [f"The latest gate decision, about {about}:", "", decision_markdown(gate, level=3)]
+
+
+def _variant_lines(model_dir: Path, artifact: str) -> list[str]:
+    """What serves in this model's place: the variant the gate attached to it (`served/`), with what it was made
+    from and what it costs against the full model, or why the model itself serves."""
+    report = VariantsReport.load(model_dir / io.SERVED_VARIANT_DIR)
+    if report is None or report.served in (None, "full"):
+        return [f"The model itself (`serve.artifact` {artifact}; no variant attached to it by the gate)."]
+    record = report.variant(report.served)
+    lines = [f"- **{record.name}** (attached by the gate; `serve.artifact` now: {artifact}), made from "
+             f"{record.parent or 'the model'}: {record.trees} trees, {len(record.features)} features, "
+             f"{record.bytes:,} bytes",
+             f"- test ROC AUC {record.test_roc_auc:.4f} ({record.test_auc_delta:+.4f} against the full model), "
+             f"validation loss {record.valid_auc_loss:+.5f} (tolerance {report.max_auc_loss}), largest probability "
+             f"difference {record.max_prob_diff:.1e} on {report.probe_rows} probe rows"]
+    if record.dropped:
+        lines.append(f"- features dropped: {', '.join(record.dropped)}")
+    return lines
 
 
 def _slice_lines(slices: SliceReport) -> list[str]:

@@ -118,6 +118,7 @@ def test_the_registered_model_carries_its_variant_so_a_rollback_serves_its_own(t
     serve.artifact or candidate), a champion without one serves in full saying why, and a rollback brings the old
     champion's variant back with it."""
     from pipelines.release import registry
+    from pipelines.release.model_card import build_model_card
     from services.scoring import ChampionWatcher
 
     params = _with(trained, tmp_path, artifact="trees")
@@ -145,10 +146,14 @@ def test_the_registered_model_carries_its_variant_so_a_rollback_serves_its_own(t
     assert watcher.check() and watcher.current.tag == other
     assert watcher.current.predictor.startswith("full champion (trees variant not used: "), watcher.current.predictor
     assert "holds what serve.artifact full asks for, not trees" in watcher.current.predictor
+    card = build_model_card(params)
+    assert "## Served variant\nThe model itself (`serve.artifact` trees; no variant attached" in card
 
     registry.rollback(store, tag)
     assert watcher.check() and watcher.current.tag == tag
     assert watcher.current.predictor.startswith("trees variant, "), watcher.current.predictor
+    card = build_model_card(params)  # the card of the champion says what serves in its place
+    assert "## Served variant\n- **trees** (attached by the gate; `serve.artifact` now: trees), made from full" in card
 
 
 def test_a_gate_that_refuses_the_variant_attaches_nothing(trained: Params, tmp_path: Path) -> None:
