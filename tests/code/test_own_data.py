@@ -215,6 +215,32 @@ def test_text_stamps_become_utc_datetimes() -> None:
     assert parsed["when"].iloc[1] == pd.Timestamp("2017-01-01T06:00:00Z")
 
 
+def test_draft_suite_refuses_a_window_wider_than_the_table(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A collect window wider than the table (the user's guess of a year around a few months of data): validate
+    checks every month of the window, so the drafted suite would fail on its own table. draft-suite says so before
+    writing anything, naming collect.start/collect.end, the empty months and the table's own range."""
+    import yaml
+
+    from pipelines.cli import main
+    from support.params import params_dict
+
+    _table(["NO", "YES"]).assign(id=lambda frame: range(len(frame))).to_csv(tmp_path / "mine.csv", index=False)
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
+        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
+        "source.key_columns": ["id"], "collect.start": "2023-12-01", "collect.end": "2024-04-01",
+        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "month",
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
+        "features.numeric": ["x"], "features.forbidden": [], "evaluate.slices": ["store"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "collect.start .. collect.end (2023-12-01 .. 2024-04-01) is wider than the table" in error
+    assert "2023-12 (0 rows, at least" in error and "2024-03 (0 rows, at least" in error
+    assert 'set collect.start: "2024-01-01" and collect.end: "2024-03-01"' in error
+    assert not (tmp_path / "mine.json").exists()
+
+
 def test_empty_window_names_the_keys_and_the_tables_range(make_params) -> None:
     params = make_params({"collect.start": "2030-01-01", "collect.end": "2030-02-01"})
     frame = parse_time(pd.DataFrame({"t": ["2024-01-01", "2024-03-31"]}), "t")
