@@ -209,6 +209,22 @@ def test_numeric_time_column_is_refused_not_read_as_1970() -> None:
         parse_time(pd.DataFrame({"year": [2016, 2017, 2016]}), "year")
 
 
+def test_epoch_seconds_read_as_text_are_named_as_numbers_without_a_pandas_warning() -> None:
+    """Epoch seconds in a CSV whose suite types the time column as datetimes (collect reads it as text then): refused
+    by name, saying they are numbers and which keys fix it, and without pandas' "could not infer format" UserWarning
+    (a file path and line of ours) in the user's terminal."""
+    import warnings
+
+    frame = pd.DataFrame({"t": ["1583020800", "1583280000", "1583366400"], "y": [0, 1, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = parse_time(frame, "t")
+    with pytest.raises(SourceError, match=r"time column 't' \(source.time_column\) has 3 of 3 values that do not "
+                                          r"parse as dates, e.g. '1583020800', '1583280000', '1583366400': they are "
+                                          r"numbers \(an epoch, a year, a day count\?\), not dates: .* set "
+                                          r"source.time_format"):
+        require_times(parsed, "t")
+
 def test_text_stamps_become_utc_datetimes() -> None:
     parsed = parse_time(pd.DataFrame({"when": ["2017-01-01T06:00:42Z", "2017-01-01 01:00:00-05:00"]}), "when")
     assert str(parsed["when"].dtype) == "datetime64[ns, UTC]"
