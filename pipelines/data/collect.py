@@ -475,8 +475,11 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": left_out}
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
+        from pipelines.data.explain import reading_hint
+
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
-                    "fail on them): %s", {name: info["count"] for name, info in errors.items()})
+                    "fail on them): %s%s", {name: info["count"] for name, info in errors.items()},
+                    next((hint for hint in map(reading_hint, errors.values()) if hint), ""))
     log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside %s.start .. %s.end are left out",
              len(result), source_rows, source.kind, window.start.date(), window.end.date(), left_out, section,
              section)

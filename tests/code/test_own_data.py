@@ -225,6 +225,20 @@ def test_epoch_seconds_read_as_text_are_named_as_numbers_without_a_pandas_warnin
                                           r"source.time_format"):
         require_times(parsed, "t")
 
+def test_decimal_commas_read_with_a_decimal_point_name_source_read_decimal(make_params) -> None:
+    """A spreadsheet's `;` CSV with decimal commas, where the user set source.read.delimiter but not decimal: the
+    numbers do not parse; the failure validate reports (and collect warns) says which key reads them."""
+    from pipelines.data.collect import PARSE_ERRORS, coerce_types
+    from pipelines.data.explain import parse_failures
+
+    frame = pd.DataFrame({"age": ["0,8", "21,0", "1.234,5", None], "code": ["1", "x", "2", "3"]})
+    errors = coerce_types(frame, {"age": "numeric", "code": "numeric"}).attrs[PARSE_ERRORS]
+    failures = {failure.column: failure.observed for failure in parse_failures(errors)}
+    assert failures["age"] == ("3 cells did not (read as null); they look like numbers with a decimal comma: set "
+                               "source.read.decimal: ','")
+    assert failures["code"] == "1 cells did not (read as null)"
+
+
 def test_text_stamps_become_utc_datetimes() -> None:
     parsed = parse_time(pd.DataFrame({"when": ["2017-01-01T06:00:42Z", "2017-01-01 01:00:00-05:00"]}), "when")
     assert str(parsed["when"].dtype) == "datetime64[ns, UTC]"
