@@ -127,6 +127,8 @@ def _draft_suite(args: argparse.Namespace) -> Any:
                             positive_above=source.positive_above if label else None,
                             positive_class=source.positive_class if label else None, key_columns=keys,
                             time_column=time_column, period=params.validate_.period)
+        if not args.table and time_column is not None and suite.get("per_period"):
+            _refuse_a_window_wider_than_the_table(frame, suite["per_period"], params)
         write_suite(suite, Path(args.out))
         result.update({"suite": args.out, "expectations": len(suite.get("expectations", [])),
                        "per_period": len((suite.get("per_period") or {}).get("expectations", []))})
@@ -147,6 +149,32 @@ def _draft_suite(args: argparse.Namespace) -> Any:
         steps.append(f"set validate.calibration: {calibration}")
     result["next"] = "; ".join(steps)
     return result
+
+
+def _refuse_a_window_wider_than_the_table(frame: Any, section: dict[str, Any], params: Any) -> None:
+    """validate holds every period of collect.start .. collect.end to the drafted rows per day: a window wider than
+    the table (or a period with no rows inside it) would fail on the table drafted from. Refused before writing."""
+    import pandas as pd
+
+    from pipelines.data.draft import window_shortfalls
+
+    time_column = params.source.time_column
+    window = (params.collect.start, params.collect.end)
+    shortfalls = window_shortfalls(frame, section, time_column=time_column, window=window)
+    if not shortfalls:
+        return
+    first, last = frame[time_column].min(), frame[time_column].max()
+    start, end = first.floor("D"), last.floor("D") + pd.Timedelta(days=1)
+    fits = not window_shortfalls(frame, section, time_column=time_column, window=(start, end))
+    advice = (f"set collect.start: \"{start:%Y-%m-%d}\" and collect.end: \"{end:%Y-%m-%d}\" (the table's first day "
+              f"and the day after its last), then draft again" if fits else
+              "the table has no rows in some of them: fill the gap or choose a window without it, then draft again")
+    listed = ", ".join(shortfalls[:6]) + (f" and {len(shortfalls) - 6} more" if len(shortfalls) > 6 else "")
+    raise ValueError(
+        f"collect.start .. collect.end ({params.collect.start:%Y-%m-%d} .. {params.collect.end:%Y-%m-%d}) is wider "
+        f"than the table, whose {time_column!r} spans {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}: validate "
+        f"holds every {section['period']} of the window to the drafted rows per day, so the suite would fail on "
+        f"the table it is drafted from, in {listed}; {advice}")
 
 
 def _draft_behaviour(frame: Any, params: Any, keys: list[str], suite: str) -> Any:

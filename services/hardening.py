@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -56,8 +58,14 @@ class WorkerUser:
     readable: tuple[Path, ...] = ()
 
 
-class WorkerUserError(RuntimeError):
-    """The workers cannot run as `serve.worker_user`; the message names the user, the path and the fix."""
+class WorkerUserError(click.ClickException, RuntimeError):
+    """The workers cannot run as `serve.worker_user`; the message names the user, the path and the fix.
+
+    A click error: raised while `bentoml serve` starts, its CLI prints `Error: <message>` and exits 1, not a
+    traceback through click and BentoML with the message at its end."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def private_process_manager(workers_as: WorkerUser | None = None) -> None:

@@ -304,11 +304,7 @@ def parse_stamps(text: pd.Series, times: TimeFormat, column: str = "time") -> pd
                 "first), or source.time_format to the exact format (e.g. '%d/%m/%y')")
         else:
             dayfirst = False  # day and month equal in every value: either order reads the same dates
-    import warnings
-
-    with warnings.catch_warnings():  # the order is decided: pandas' "dayfirst" guess warnings say nothing here
-        warnings.simplefilter("ignore", UserWarning)
-        parsed = _inferred_stamps(text, dayfirst=dayfirst)
+    parsed = _inferred_stamps(text, dayfirst=dayfirst)
     # Every numeric date in the decided order, or not at all: a per-cell parser turns 13/02 around silently.
     day, month = (first, second) if dayfirst else (second, first)
     wrong = parsed[numeric].notna() & ((parsed[numeric].dt.day != day) | (parsed[numeric].dt.month != month))
@@ -332,11 +328,18 @@ def _day_month(value: str, dayfirst: bool) -> str:
 def _inferred_stamps(text: pd.Series, dayfirst: bool = False) -> pd.Series:
     # Fast path: one format inferred from the first value; cells it misses get a per-cell parse ("mixed") before
     # they are called bad, so a file mixing two valid formats loses nothing.
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, dayfirst=dayfirst)
-    missed = parsed.isna() & text.notna() & (text != "")
-    if missed.any():
-        parsed = parsed.copy()
-        parsed[missed] = pd.to_datetime(text[missed], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
+    import warnings
+
+    # pandas' "could not infer format" and "dayfirst" guess warnings say nothing here: the order of day and month is
+    # decided by the caller, and the cells that do not parse are counted and named (require_times).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, dayfirst=dayfirst)
+        missed = parsed.isna() & text.notna() & (text != "")
+        if missed.any():
+            parsed = parsed.copy()
+            parsed[missed] = pd.to_datetime(text[missed], errors="coerce", utc=True, format="mixed",
+                                            dayfirst=dayfirst)
     return parsed
 
 
@@ -363,14 +366,21 @@ def parse_time(frame: pd.DataFrame, time_column: str, times: TimeFormat | None =
     return coerce_types(frame, {time_column: "datetime"}, times=times)
 
 
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
+
+
 def require_times(frame: pd.DataFrame, time_column: str) -> None:
     """Refuse a time column with values that did not parse: such a row cannot be windowed or split, so the table
     is not one validation could pass. Names the column and three of its bad values."""
     bad = (frame.attrs.get(PARSE_ERRORS) or {}).get(time_column)
     if bad:
         examples = ", ".join(repr(value) for value in bad["examples"][:3])
+        numbers = all(_NUMBER.match(str(value).strip()) for value in bad["examples"][:3])
+        hint = (": they are numbers (an epoch, a year, a day count?), not dates: store the column as dates or "
+                "datetimes (ISO 8601 text such as '2024-01-31 14:00'), or set source.time_format to their format "
+                "(e.g. '%Y%m%d')") if numbers else ""
         raise SourceError(f"time column {time_column!r} (source.time_column) has {bad['count']:,} of {len(frame):,} "
-                          f"values that do not parse as dates, e.g. {examples}")
+                          f"values that do not parse as dates, e.g. {examples}{hint}")
     missing = int(frame[time_column].isna().sum())
     if missing:
         log.warning("%d rows have no %s (source.time_column): they fall outside every window", missing, time_column)
@@ -465,8 +475,11 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": left_out}
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
+        from pipelines.data.explain import reading_hint
+
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
-                    "fail on them): %s", {name: info["count"] for name, info in errors.items()})
+                    "fail on them): %s%s", {name: info["count"] for name, info in errors.items()},
+                    next((hint for hint in map(reading_hint, errors.values()) if hint), ""))
     log.info("collected %d of the source's %d rows from %s, %s .. %s; %d outside %s.start .. %s.end are left out",
              len(result), source_rows, source.kind, window.start.date(), window.end.date(), left_out, section,
              section)

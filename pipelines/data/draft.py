@@ -370,5 +370,24 @@ def draft_period_checks(frame: pd.DataFrame, *, time_column: str, period: str = 
     }
 
 
+def window_shortfalls(frame: pd.DataFrame, section: dict[str, Any], *, time_column: str,
+                      window: tuple[Any, Any]) -> list[str]:
+    """The periods of the collect `window` whose rows the drafted `per_period` section's row-count check refuses.
+
+    validate cuts the whole window into periods (an empty one is a missing month), while the section's rows per
+    day were drafted from the table's own periods: a window wider than the table would fail on the very table
+    it was drafted from. Each shortfall reads `2020-01 (0 rows, at least 2,884)`.
+    """
+    rows = section.get("rows_per_day")
+    if not rows:
+        return []
+    shortfalls = []
+    for part in split_periods(frame, time_column, section["period"], window):
+        least = int(math.floor(float(rows["min_value"]) * part.days))
+        if part.rows < least:
+            shortfalls.append(f"{part.label} ({part.rows:,} rows, at least {least:,})")
+    return shortfalls
+
+
 __all__ = ["class_rate_expectations", "draft_period_checks", "draft_suite", "key_and_duplicate_expectations",
-           "label_rate_expectations"]
+           "label_rate_expectations", "window_shortfalls"]

@@ -8,6 +8,7 @@ dataclasses and text out; nothing here imports GX or writes a file.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,12 +25,24 @@ PARSE_CHECK = "collect_cells_parse_as_column_type"
 STUCK_CHECK = "expect_column_unique_value_count_to_be_between"
 
 
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d{1,3}(\.\d{3})*,\d+$|^[+-]?\d+,\d+$")
+
+
+def reading_hint(info: Mapping[str, Any]) -> str:
+    """What to set when a numeric column's bad cells are numbers with a decimal comma (a spreadsheet's CSV read with
+    `source.read.decimal` '.'), else ''."""
+    examples = [str(value).strip() for value in list(info.get("examples") or [])[:MAX_OFFENDING_VALUES]]
+    if info.get("type") == "numeric" and examples and all(_DECIMAL_COMMA.match(value) for value in examples):
+        return "; they look like numbers with a decimal comma: set source.read.decimal: ','"
+    return ""
+
+
 def parse_failures(parse_errors: Mapping[str, Mapping[str, Any]]) -> list[FailedExpectation]:
     """Cells collect could not parse as their column's type (nulled there, counted here): each column a failure."""
     return [FailedExpectation(
         expectation=PARSE_CHECK, column=column, kwargs={"column": column, "type": str(info.get("type"))},
         expected=f"every cell parses as {info.get('type')}",
-        observed=f"{int(info['count']):,} cells did not (read as null)",
+        observed=f"{int(info['count']):,} cells did not (read as null){reading_hint(info)}",
         offending_values=list(info.get("examples") or [])[:MAX_OFFENDING_VALUES],
         unexpected_count=int(info["count"]),
     ) for column, info in sorted(parse_errors.items())]

@@ -117,6 +117,18 @@ def _bentoml_get(tag: str) -> Any | None:
         return None
 
 
+def _not_in_store(tag: str, folder: Path) -> RegistryError:
+    """A model the registry's record names but this machine's BentoML store does not hold: most often the store
+    changed under the project (BENTOML_HOME set, or unset, after the model was registered), so say which store is
+    read and the two ways back."""
+    store = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+    return RegistryError(
+        f"model {tag!r} is not in the BentoML model store {store} (BENTOML_HOME), but the registry's record in "
+        f"{folder} names it: it was registered in another store. Set BENTOML_HOME to the store it was registered "
+        f"in, or copy it into this one: BENTOML_HOME=<that store> bentoml models export {tag} /tmp/model.bentomodel "
+        f"&& bentoml models import /tmp/model.bentomodel")
+
+
 def _local_models(name: str) -> list[StoredModel]:
     import bentoml
 
@@ -245,7 +257,7 @@ class LocalStore:
     def metadata(self, tag: str) -> dict[str, Any]:
         stored = _bentoml_get(tag)
         if stored is None:
-            raise RegistryError(f"model {tag!r} is not in the BentoML model store")
+            raise _not_in_store(tag, self.folder)
         return dict(stored.info.metadata)
 
     def publish(self, tag: str) -> None:
@@ -257,7 +269,7 @@ class LocalStore:
     def fetch(self, tag: str) -> Path:
         stored = _bentoml_get(tag)
         if stored is None:
-            raise RegistryError(f"model {tag!r} is not in the BentoML model store")
+            raise _not_in_store(tag, self.folder)
         return Path(stored.path)
 
     def delete(self, tag: str) -> None:

@@ -209,10 +209,66 @@ def test_numeric_time_column_is_refused_not_read_as_1970() -> None:
         parse_time(pd.DataFrame({"year": [2016, 2017, 2016]}), "year")
 
 
+def test_epoch_seconds_read_as_text_are_named_as_numbers_without_a_pandas_warning() -> None:
+    """Epoch seconds in a CSV whose suite types the time column as datetimes (collect reads it as text then): refused
+    by name, saying they are numbers and which keys fix it, and without pandas' "could not infer format" UserWarning
+    (a file path and line of ours) in the user's terminal."""
+    import warnings
+
+    frame = pd.DataFrame({"t": ["1583020800", "1583280000", "1583366400"], "y": [0, 1, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed = parse_time(frame, "t")
+    with pytest.raises(SourceError, match=r"time column 't' \(source.time_column\) has 3 of 3 values that do not "
+                                          r"parse as dates, e.g. '1583020800', '1583280000', '1583366400': they are "
+                                          r"numbers \(an epoch, a year, a day count\?\), not dates: .* set "
+                                          r"source.time_format"):
+        require_times(parsed, "t")
+
+def test_decimal_commas_read_with_a_decimal_point_name_source_read_decimal(make_params) -> None:
+    """A spreadsheet's `;` CSV with decimal commas, where the user set source.read.delimiter but not decimal: the
+    numbers do not parse; the failure validate reports (and collect warns) says which key reads them."""
+    from pipelines.data.collect import PARSE_ERRORS, coerce_types
+    from pipelines.data.explain import parse_failures
+
+    frame = pd.DataFrame({"age": ["0,8", "21,0", "1.234,5", None], "code": ["1", "x", "2", "3"]})
+    errors = coerce_types(frame, {"age": "numeric", "code": "numeric"}).attrs[PARSE_ERRORS]
+    failures = {failure.column: failure.observed for failure in parse_failures(errors)}
+    assert failures["age"] == ("3 cells did not (read as null); they look like numbers with a decimal comma: set "
+                               "source.read.decimal: ','")
+    assert failures["code"] == "1 cells did not (read as null)"
+
+
 def test_text_stamps_become_utc_datetimes() -> None:
     parsed = parse_time(pd.DataFrame({"when": ["2017-01-01T06:00:42Z", "2017-01-01 01:00:00-05:00"]}), "when")
     assert str(parsed["when"].dtype) == "datetime64[ns, UTC]"
     assert parsed["when"].iloc[1] == pd.Timestamp("2017-01-01T06:00:00Z")
+
+
+def test_draft_suite_refuses_a_window_wider_than_the_table(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A collect window wider than the table (the user's guess of a year around a few months of data): validate
+    checks every month of the window, so the drafted suite would fail on its own table. draft-suite says so before
+    writing anything, naming collect.start/collect.end, the empty months and the table's own range."""
+    import yaml
+
+    from pipelines.cli import main
+    from support.params import params_dict
+
+    _table(["NO", "YES"]).assign(id=lambda frame: range(len(frame))).to_csv(tmp_path / "mine.csv", index=False)
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
+        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
+        "source.key_columns": ["id"], "collect.start": "2023-12-01", "collect.end": "2024-04-01",
+        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "month",
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
+        "features.numeric": ["x"], "features.forbidden": [], "evaluate.slices": ["store"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "collect.start .. collect.end (2023-12-01 .. 2024-04-01) is wider than the table" in error
+    assert "2023-12 (0 rows, at least" in error and "2024-03 (0 rows, at least" in error
+    assert 'set collect.start: "2024-01-01" and collect.end: "2024-03-01"' in error
+    assert not (tmp_path / "mine.json").exists()
 
 
 def test_empty_window_names_the_keys_and_the_tables_range(make_params) -> None:

@@ -366,3 +366,18 @@ def test_a_saved_model_is_readable_by_the_serving_workers_user(kind: str, tmp_pa
     (tmp_path / "m").mkdir()
     tag = _model(tmp_path / "m", f"readable-{kind}-{os.getpid()}", store)
     assert stat.S_IMODE(registry.model_path(tag).stat().st_mode) == 0o755
+
+
+def test_a_model_the_record_names_but_the_store_lacks_names_the_store_and_the_way_back(tmp_path: Path) -> None:
+    """The own-data walkthrough as root: `dvc repro` registered in ~/bentoml, `bentoml serve` asked for
+    BENTOML_HOME=$PWD/var/bentoml, and the next `dvc repro` (gate, reference) looks for the champion in the new
+    store. The error says which store was read and how to get the model there, not only that it is missing."""
+    store = LocalStore(tmp_path / "registry")
+    home = os.environ.get("BENTOML_HOME") or str(Path.home() / "bentoml")
+    for read in (store.metadata, store.fetch):
+        with pytest.raises(RegistryError) as raised:
+            read("ghost-classifier:abc123")
+        message = str(raised.value)
+        assert f"model 'ghost-classifier:abc123' is not in the BentoML model store {home} (BENTOML_HOME)" in message
+        assert str(tmp_path / "registry") in message
+        assert "bentoml models export ghost-classifier:abc123 /tmp/model.bentomodel" in message
