@@ -369,6 +369,18 @@ def parse_time(frame: pd.DataFrame, time_column: str, times: TimeFormat | None =
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
 
 
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d{1,3}(\.\d{3})*,\d+$|^[+-]?\d+,\d+$")
+
+
+def reading_hint(info: Mapping[str, Any]) -> str:
+    """What to set when a numeric column's bad cells are numbers with a decimal comma (a spreadsheet's CSV read with
+    `source.read.decimal` '.'), else ''."""
+    examples = [str(value).strip() for value in list(info.get("examples") or [])]
+    if info.get("type") == "numeric" and examples and all(_DECIMAL_COMMA.match(value) for value in examples):
+        return "; they look like numbers with a decimal comma: set source.read.decimal: ','"
+    return ""
+
+
 def require_times(frame: pd.DataFrame, time_column: str) -> None:
     """Refuse a time column with values that did not parse: such a row cannot be windowed or split, so the table
     is not one validation could pass. Names the column and three of its bad values."""
@@ -475,8 +487,6 @@ def collect(source: SourceParams, window: CollectParams, column_types: dict[str,
     result.attrs[WINDOW_ROWS] = {"source_rows": source_rows, "outside_window": left_out}
     errors = result.attrs.get(PARSE_ERRORS) or {}
     if errors:
-        from pipelines.data.explain import reading_hint
-
         log.warning("collect: cells that do not parse as their column's type were read as null (validation will "
                     "fail on them): %s%s", {name: info["count"] for name, info in errors.items()},
                     next((hint for hint in map(reading_hint, errors.values()) if hint), ""))

@@ -8,13 +8,13 @@ dataclasses and text out; nothing here imports GX or writes a file.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipelines.data.collect import reading_hint
 from pipelines.data.suite import INFINITE, NUMERIC_TYPES, FailedExpectation
 from pipelines.io import to_jsonable
 
@@ -23,18 +23,6 @@ MAX_OFFENDING_VALUES = 5
 PARSE_CHECK = "collect_cells_parse_as_column_type"
 # The per-period check that a column is not stuck at one value (drafted with min_value 2).
 STUCK_CHECK = "expect_column_unique_value_count_to_be_between"
-
-
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d{1,3}(\.\d{3})*,\d+$|^[+-]?\d+,\d+$")
-
-
-def reading_hint(info: Mapping[str, Any]) -> str:
-    """What to set when a numeric column's bad cells are numbers with a decimal comma (a spreadsheet's CSV read with
-    `source.read.decimal` '.'), else ''."""
-    examples = [str(value).strip() for value in list(info.get("examples") or [])[:MAX_OFFENDING_VALUES]]
-    if info.get("type") == "numeric" and examples and all(_DECIMAL_COMMA.match(value) for value in examples):
-        return "; they look like numbers with a decimal comma: set source.read.decimal: ','"
-    return ""
 
 
 def parse_failures(parse_errors: Mapping[str, Mapping[str, Any]]) -> list[FailedExpectation]:
