@@ -166,8 +166,8 @@ def unprivileged_workers(watchers: Any, workers_as: WorkerUser) -> tuple[int, in
         raise WorkerUserError(
             f"`bentoml serve` runs as root, so its workers run as serve.worker_user {workers_as.name!r}, who cannot "
             f"reach: {', '.join(missing)}. Make these readable by that user (a folder in a 0700 home or temp "
-            "folder cannot be: e.g. BENTOML_HOME=$PWD/var/bentoml, not ~/bentoml of root), or start the server "
-            "as that user.")
+            "folder cannot be: e.g. BENTOML_HOME=$PWD/var/bentoml, not ~/bentoml of root; a model folder that "
+            "`bentoml models import` made 0700: chmod -R a+rX on it), or start the server as that user.")
     for watcher in watchers:
         watcher.uid, watcher.gid = uid, gid
     log.info("workers run as %s (uid %d)", workers_as.name, uid)

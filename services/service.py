@@ -220,7 +220,22 @@ def _worker_user() -> WorkerUser:
         writable.append(models)
     readable = [Path(os.environ.get(PARAMS_ENV) or DEFAULT_PARAMS_FILE).resolve(), PARAMS.validate_.suite.resolve(),
                 paths.registry_dir.resolve(), models, credentials.verify_file(PARAMS).resolve(), Path.cwd()]
+    if not PARAMS.versioning.registry_remote:  # with a remote, the workers import the champion themselves
+        readable += _champion_files(models, paths.registry_dir.resolve())
     return WorkerUser(PARAMS.serve.worker_user, tuple(writable), tuple(readable))
+
+
+def _champion_files(models: Path, registry_dir: Path) -> list[Path]:
+    """The local champion's folder and its model.yaml: a model copied in by `bentoml models import` is a 0700 folder,
+    which the workers would fail to read in a restart loop. Nothing when there is no local champion yet."""
+    from pipelines.release.store import LocalStore
+
+    record = LocalStore(registry_dir).champion()
+    if record is None:
+        return []
+    name, _, version = record.tag.partition(":")
+    folder = models / name / version
+    return [folder, folder / "model.yaml"]
 
 
 VERIFIER = _verifier()

@@ -363,7 +363,23 @@ def size_windows(stamps: pd.Series, monitor: MonitorParams, labels: pd.Series | 
         f"the reference period ({len(stamps):,} rows over {span} days, {rarer:.1%} of the rarer label) is too small "
         f"for monitoring windows: {'; '.join(tried)}; a window needs {AUTO_WINDOW_ROWS} rows and "
         f"{AUTO_RARER_LABELS} of the rarer label, and calibration two windows. Collect a longer window "
-        "(collect.start), or set monitor.window_days and monitor.min_window_rows by hand")
+        f"(collect.start), or set monitor.window_days and monitor.min_window_rows by hand"
+        f"{_longer(len(stamps), span, rarer)}")
+
+
+def _longer(rows: int, span: int, rarer: float) -> str:
+    """For a long but sparse period (years of a few rows a day): the whole weeks a window needs for the rows and
+    rarer labels auto asks, as values to set, when the period holds at least two such windows; else ''."""
+    if rows == 0 or span <= 0 or rarer <= 0:
+        return ""
+    per_day = rows / span
+    days = math.ceil(max(AUTO_WINDOW_ROWS / per_day, AUTO_RARER_LABELS / (per_day * rarer)) / 7) * 7
+    if span // days < 2:
+        return ""
+    expected = per_day * days
+    return (f" (this period is long but sparse: windows of {days} days would hold ~{expected:,.0f} rows, "
+            f"{span // days} of them: monitor.window_days: {days}, monitor.min_window_rows: "
+            f"{max(math.ceil(expected / 2), AUTO_MIN_ROWS_FLOOR)})")
 
 
 def sizing_text(asked: tuple[int | str, int | str], window_days: int, min_window_rows: int) -> str:

@@ -126,7 +126,8 @@ def _not_in_store(tag: str, folder: Path) -> RegistryError:
         f"model {tag!r} is not in the BentoML model store {store} (BENTOML_HOME), but the registry's record in "
         f"{folder} names it: it was registered in another store. Set BENTOML_HOME to the store it was registered "
         f"in, or copy it into this one: BENTOML_HOME=<that store> bentoml models export {tag} /tmp/model.bentomodel "
-        f"&& bentoml models import /tmp/model.bentomodel")
+        f"&& bentoml models import /tmp/model.bentomodel && chmod -R a+rX <this store>/models (import makes the "
+        f"model's folder 0700; the service's workers read it as another user)")
 
 
 def _local_models(name: str) -> list[StoredModel]:

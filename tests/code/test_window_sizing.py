@@ -75,3 +75,18 @@ def test_auto_is_a_documented_value(make_params) -> None:
     assert "auto" in explain("monitor.window_days")["description"]
     with pytest.raises(ParamsError, match="monitor.window_days"):
         make_params({"monitor.window_days": "weekly"})
+
+
+def test_a_long_sparse_period_is_told_the_window_that_fits(make_params) -> None:
+    """Years of a few rows a day (openintro's bird strikes: ~6 a day over 8 years): no auto window holds 200 rows,
+    but the period holds many longer ones; the error gives the values to set, not only "collect a longer window"."""
+    stamps, labels = _period(40, 100, 0.2)  # 4,000 rows over ~670 days
+    with pytest.raises(WindowSizeError, match=r"by hand \(this period is long but sparse: windows of 35 days would "
+                                              r"hold ~2\d\d rows, 19 of them: monitor.window_days: 35, "
+                                              r"monitor.min_window_rows: 1\d\d\)$") as raised:
+        size_windows(stamps, _auto(make_params), labels)
+    settings = str(raised.value).rsplit("monitor.window_days: ", 1)[1].rstrip(")")
+    days, rows = int(settings.split(",")[0]), int(settings.rsplit(" ", 1)[1])
+    sized = size_windows(stamps, _auto(make_params).model_copy(update={"window_days": days, "min_window_rows": rows}),
+                         labels)
+    assert (sized.window_days, sized.min_window_rows) == (days, rows)
