@@ -151,6 +151,7 @@ VARIANTS_REPORT_FILE = "variants.json"  # pipelines.contracts.VariantsReport
 # the model in the store (registry.attach_served_variant), so it serves with that model wherever it is champion
 SERVED_VARIANT_DIR = "served"
 ONNX_FILE = "model.onnx"
+BENTOML_MODEL_INFO = "model.yaml"  # BentoML's record of a stored model (tag, labels, metadata), in its folder
 # An edge artefact (`python -m pipelines export`): the model file (ONNX_FILE, or TL2cgen's C sources and the runner
 # built from them) and the feature encoding it expects, spelled out for a caller without our Python
 ENCODING_FILE = "encoding.json"

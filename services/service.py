@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field, create_model
 
-from pipelines import credentials
+from pipelines import credentials, io
 from pipelines.config import DEFAULT_PARAMS_FILE, PARAMS_ENV, Params, load_params
 from pipelines.data.suite import BOOLEAN_KINDS, column_bounds, read_suite, suite_column_types, suite_date_only
 from pipelines.monitor.prediction_log import PredictionLog, RefusalLog
@@ -235,7 +235,7 @@ def _champion_files(models: Path, registry_dir: Path) -> list[Path]:
         return []
     name, _, version = record.tag.partition(":")
     folder = models / name / version
-    return [folder, folder / "model.yaml"]
+    return [folder, folder / io.BENTOML_MODEL_INFO]
 
 
 VERIFIER = _verifier()
