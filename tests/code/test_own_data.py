@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,20 +250,11 @@ def test_draft_suite_refuses_a_window_wider_than_the_table(tmp_path, capsys: pyt
     """A collect window wider than the table (the user's guess of a year around a few months of data): validate
     checks every month of the window, so the drafted suite would fail on its own table. draft-suite says so before
     writing anything, naming collect.start/collect.end, the empty months and the table's own range."""
-    import yaml
 
     from pipelines.cli import main
-    from support.params import params_dict
 
     _table(["NO", "YES"]).assign(id=lambda frame: range(len(frame))).to_csv(tmp_path / "mine.csv", index=False)
-    data = params_dict(tmp_path, {
-        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
-        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
-        "source.key_columns": ["id"], "collect.start": "2023-12-01", "collect.end": "2024-04-01",
-        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "month",
-        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
-        "features.numeric": ["x"], "features.forbidden": [], "evaluate.slices": ["store"]})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    _write_mine_params(tmp_path, "2023-12-01", "2024-04-01", "month")
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 1
     error = " ".join(capsys.readouterr().err.split())
     assert "collect.start .. collect.end (2023-12-01 .. 2024-04-01) is wider than the table" in error
@@ -364,25 +356,14 @@ def test_a_drafted_suite_passes_validate_on_the_data_it_was_drafted_from(tmp_pat
     label-rate bounds for the named class; collect then reads the file with the suite's types and validate passes."""
     import json
 
-    import yaml
-
     from pipelines import stages
     from pipelines.cli import main
     from pipelines.config import load_params
-    from support.params import params_dict
 
     table = _table(["NO", "YES", None, "NO", "NO"]).assign(
         t=lambda frame: frame["t"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), id=lambda frame: range(len(frame)))
     table.to_csv(tmp_path / "mine.csv", index=False)
-    data = params_dict(tmp_path, {
-        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
-        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
-        "source.key_columns": ["id"], "collect.start": "2024-01-01", "collect.end": "2024-03-01",
-        "validate.suite": str(tmp_path / "mine.json"), "validate.period": "week",
-        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
-        "features.numeric": ["x"], "features.forbidden": [],
-        "evaluate.slices": ["store"]})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    _write_mine_params(tmp_path, "2024-01-01", "2024-03-01", "week")
     assert main(["draft-suite", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "mine.json")]) == 0
     suite = json.loads((tmp_path / "mine.json").read_text())
     types = {item["kwargs"].get("column"): item["kwargs"] for item in suite["expectations"]
@@ -575,3 +556,22 @@ def test_uint64_past_int64_is_float_and_a_datetime_feature_is_named(make_params)
     with pytest.raises(FeatureError, match=r"numeric feature 'x' \(features.numeric\) holds datetime64\[ns, UTC\] "
                                            r"values: only source.time_column's calendar parts"):
         prepare(table.assign(x=table["t"]), params.source, params.features, params.split)
+
+
+def _write_mine_params(tmp_path: Path, start: str, end: str, period: str) -> Path:
+    """params.yaml for tmp_path/mine.csv (`_table`'s columns, a YES/NO label, an id key) over collect `start` ..
+    `end`, the suite checked per `period`."""
+    import yaml
+
+    from support.params import params_dict
+
+    data = params_dict(tmp_path, {
+        "source.kind": "file", "source.path": str(tmp_path / "mine.csv"), "source.time_column": "t",
+        "source.target": "y", "source.positive_above": None, "source.positive_class": "YES",
+        "source.key_columns": ["id"], "collect.start": start, "collect.end": end,
+        "validate.suite": str(tmp_path / "mine.json"), "validate.period": period,
+        "validate.calibration": str(tmp_path / "mine.calibration.json"), "features.categorical": ["store"],
+        "features.numeric": ["x"], "features.forbidden": [], "evaluate.slices": ["store"]})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
