@@ -64,9 +64,6 @@ class WorkerUserError(click.ClickException, RuntimeError):
     A click error: raised while `bentoml serve` starts, its CLI prints `Error: <message>` and exits 1, not a
     traceback through click and BentoML with the message at its end."""
 
-    def __str__(self) -> str:
-        return self.message
-
 
 def private_process_manager(workers_as: WorkerUser | None = None) -> None:
     """Make BentoML's circus arbiter listen on owner-only Unix sockets instead of loopback TCP ports, and (started

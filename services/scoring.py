@@ -100,7 +100,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         # The variant attached to this model when the gate registered it, else the variant stage's folder (made
         # from the latest candidate): a rolled-back or bundled champion serves its own variant.
         attached = directory / io.SERVED_VARIANT_DIR
-        sources = [path for path in (attached if attached.is_dir() else None, variants_dir) if path is not None]
+        sources = [*([attached] if attached.is_dir() else []), *([variants_dir] if variants_dir else [])]
         try:
             model, forest, source = load_variant(model, directory, artifact, sources)
             if forest is None:

@@ -228,12 +228,12 @@ def _worker_user() -> WorkerUser:
 def _champion_files(models: Path, registry_dir: Path) -> list[Path]:
     """The local champion's folder and its model.yaml: a model copied in by `bentoml models import` is a 0700 folder,
     which the workers would fail to read in a restart loop. Nothing when there is no local champion yet."""
-    from pipelines.release.store import LocalStore
+    from pipelines.release.registry import champion_tag
 
-    record = LocalStore(registry_dir).champion()
-    if record is None:
+    tag = champion_tag(registry_dir)
+    if tag is None:
         return []
-    name, _, version = record.tag.partition(":")
+    name, _, version = tag.partition(":")
     folder = models / name / version
     return [folder, folder / io.BENTOML_MODEL_INFO]
 
