@@ -189,17 +189,41 @@ def _variant_lines(model_dir: Path, artifact: str) -> list[str]:
     return lines
 
 
+# A slice column of many values (a neighbourhood, an airport) would bury the card: it shows at most this many compared
+# values (the largest) and lists values not compared (too few rows, one class) one per row only up to
+# CARD_SMALL_SLICES; every value stays in metrics/slices.json.
+CARD_COMPARED_SLICES = 30
+CARD_SMALL_SLICES = 8
+
+
 def _slice_lines(slices: SliceReport) -> list[str]:
     lines = []
     for column, rows in slices.columns.items():
+        compared = [row for row in rows if row.compared]
+        small = [row for row in rows if not row.compared]
+        shown = sorted(compared, key=lambda row: -row.rows)[:CARD_COMPARED_SLICES]
+        if len(small) <= CARD_SMALL_SLICES:
+            shown += small
+        keep = {id(row) for row in shown}
         lines += [f"### by {column}", "| value | rows | positive rate | roc_auc | precision | recall | f1 |",
                   "|---|---|---|---|---|---|---|"]
-        for row in rows:
+        for row in (row for row in rows if id(row) in keep):  # in the report's order
             flag = "" if row.compared else " (small)"
             lines.append(f"| {row.value}{flag} | {row.rows:,} | {row.positive_rate:.3f} | "
                          f"{_num(row.roc_auc)} | {_num(row.precision)} | {_num(row.recall)} | "
                          f"{_num(row.f1)} |")
         lines.append("")
+        left_compared = [row for row in compared if id(row) not in keep]
+        if left_compared:
+            lines += [f"{len(left_compared):,} more compared values of `{column}` "
+                      f"({sum(row.rows for row in left_compared):,} rows), the smallest: in "
+                      f"`{io.SLICES_FILE}` of the metrics folder.", ""]
+        if len(small) > CARD_SMALL_SLICES:
+            largest = sorted(small, key=lambda row: -row.rows)[:CARD_SMALL_SLICES]
+            named = ", ".join(f"{row.value} ({row.rows:,})" for row in largest)
+            lines += [f"{len(small):,} values of `{column}` not compared (too few rows or one class; "
+                      f"{sum(row.rows for row in small):,} rows together), the largest: {named}; all in "
+                      f"`{io.SLICES_FILE}` of the metrics folder.", ""]
     return lines
 
 

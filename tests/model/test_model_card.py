@@ -118,3 +118,29 @@ def test_card_of_another_family_names_it_and_shows_its_own_params(make_params: C
     assert "- family: **logistic regression (scikit-learn)** (`train.family` logistic)" in markdown
     assert f"| logistic regression (scikit-learn) | {evaluation['model']['roc_auc']:.4f}" in markdown
     assert "| train.logistic.C | 0.5 |" in markdown and "train.lightgbm." not in markdown
+
+
+def test_a_slice_column_of_many_values_is_folded_on_the_card_and_kept_whole_in_the_report(
+        make_params: Callable[..., Params], small_table: pd.DataFrame) -> None:
+    """`dest` has ~100 airports: the card shows the largest compared ones and names the small ones in one line,
+    not a table of every airport; slices.json keeps them all."""
+    from pipelines.contracts import SliceReport
+    from pipelines.release.model_card import CARD_COMPARED_SLICES, CARD_SMALL_SLICES
+
+    params = make_params({"evaluate.slices": ["dest"], "evaluate.min_slice_rows": 20})
+    write_validated_table(params, small_table)
+    stages.run_preprocess(params)
+    stages.run_train(params)
+    stages.run_evaluate(params)
+    rows = SliceReport.load(params.paths.metrics_dir).columns["dest"]
+    compared, small = [r for r in rows if r.compared], [r for r in rows if not r.compared]
+    assert len(compared) > CARD_COMPARED_SLICES and len(small) > CARD_SMALL_SLICES  # the case this test is for
+    markdown = Path(write_model_card(params)["markdown"]).read_text()
+    table = markdown.split("### by dest")[1].split("\n\n")[0]
+    listed = [line.split(" |")[0].removeprefix("| ") for line in table.splitlines()[3:]]
+    largest = sorted(compared, key=lambda r: -r.rows)[:CARD_COMPARED_SLICES]
+    assert sorted(listed) == sorted(r.value for r in largest)
+    assert f"{len(compared) - CARD_COMPARED_SLICES:,} more compared values of `dest`" in markdown
+    assert f"{len(small):,} values of `dest` not compared" in markdown
+    biggest_small = max(small, key=lambda r: r.rows)
+    assert f"{biggest_small.value} ({biggest_small.rows:,})" in markdown
