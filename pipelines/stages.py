@@ -92,9 +92,10 @@ def run_preprocess(params: Params) -> dict[str, Any]:
     SplitLineage(raw_table_md5=validated.table_md5, validation_success=validated.success, suite=validated.suite,
                  rows=validated.rows).save(params.paths.prepared_dir)
     # The command's JSON output (what `python -m pipelines preprocess` prints): rows per split, and each configured
-    # feature dropped as constant on the train split with its reason (README, "What is refused").
+    # feature dropped as constant on the train split with its reason (README, "What is refused"), and the valid or
+    # test split too thin for its ROC AUC to decide anything.
     return {**{split: len(prepared.split(split)) for split in io.SPLITS},
-            "dropped_features": prepared.dropped_features}
+            "dropped_features": prepared.dropped_features, "split_warnings": prepared.split_warnings}
 
 
 # --- model --------------------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class PreparedData:
     # Configured features left out of the schema because the train split gives them nothing to learn from,
     # each with the reason (`constant_features`).
     dropped_features: dict[str, str] = field(default_factory=dict)
+    # Valid or test splits too thin for their ROC AUC to mean much (`thin_split_warnings`).
+    split_warnings: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -142,6 +144,40 @@ def _constant_text(values: pd.Series) -> str:
     return f"{present.tolist()[0]!r} in every row of the train split that has a value"
 
 
+# A split whose ROC AUC has a standard error above this (Hanley & McNeil, at AUC 0.75) is too thin for its scores
+# to choose or compare models: early stopping, the threshold and the gate's comparisons read noise (a 0.02 standard
+# error is ~100-150 rows of the rarer class; the flights' test split is ~0.004).
+THIN_SPLIT_AUC_SE = 0.02
+_TYPICAL_AUC = 0.75
+
+
+def roc_auc_standard_error(positives: int, negatives: int, auc: float = _TYPICAL_AUC) -> float:
+    """Hanley & McNeil (1982)'s standard error of a ROC AUC from `positives` and `negatives` rows."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives)
+    return float(np.sqrt(variance))
+
+
+def thin_split_warnings(parts: dict[str, pd.DataFrame]) -> list[str]:
+    """The valid and test splits whose ROC AUC is known only to more than THIN_SPLIT_AUC_SE, each with its rows per
+    class and what widens it: they train, but what they decide is mostly noise (a table sparse in time)."""
+    warnings = []
+    for name, key in (("valid", "split.valid_days"), ("test", "split.test_days")):
+        labels = parts[name][LABEL].to_numpy()
+        positives = int(labels.sum())
+        negatives = len(labels) - positives
+        error = roc_auc_standard_error(positives, negatives)
+        if error > THIN_SPLIT_AUC_SE:
+            warnings.append(
+                f"the {name} split is thin: {len(labels):,} rows ({positives:,} positive, {negatives:,} negative), so "
+                f"its ROC AUC is known to about ±{error:.3f} (one standard error, Hanley-McNeil at AUC "
+                f"{_TYPICAL_AUC}), above {THIN_SPLIT_AUC_SE}: "
+                + ("early stopping and the threshold" if name == "valid" else "the gate's comparisons and the slices")
+                + f" read mostly noise; widen {key} (or collect.start/end) so it holds more rows of each class")
+    return warnings
+
+
 def check_both_classes(parts: dict[str, pd.DataFrame], time_column: str) -> None:
     """Every split must hold both labels: a one-class split cannot train, stop early or be scored.
 
@@ -205,4 +241,7 @@ def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams,
     for name, part in parts.items():
         log.info("%s: %d rows, %s .. %s, positive rate %.3f", name, len(part), part[source.time_column].min(),
                  part[source.time_column].max(), part[LABEL].mean())
-    return PreparedData(schema=schema, dropped_features=dropped, **parts)
+    thin = thin_split_warnings(parts)
+    for warning in thin:
+        log.warning("%s", warning)
+    return PreparedData(schema=schema, dropped_features=dropped, split_warnings=thin, **parts)

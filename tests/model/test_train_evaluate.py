@@ -83,6 +83,23 @@ def test_split_that_leaves_a_part_empty_is_explained(prepared, small_table: pd.D
         prepare(small_table, params.source, params.features, params.split)
 
 
+def test_a_thin_test_split_is_warned_with_its_class_counts_and_the_key_that_widens_it(
+        prepared, small_table: pd.DataFrame, make_params) -> None:
+    """Two weeks of flights per split are plenty (no warning); a sparse table's test split of a few dozen rows
+    trains, but its ROC AUC decides nothing: the warning says how uncertain it is and what to widen."""
+    _, data = prepared
+    assert data.split_warnings == []
+    params = make_params()
+    time = params.source.time_column
+    last_days = small_table[time] >= small_table[time].max() - pd.Timedelta(days=params.split.test_days)
+    sparse = pd.concat([small_table[~last_days], small_table[last_days].sample(n=60, random_state=0)])
+    thin = prepare(sparse, params.source, params.features, params.split)
+    assert len(thin.split_warnings) == 1
+    positives = int(thin.test[LABEL].sum())
+    assert thin.split_warnings[0].startswith(f"the test split is thin: {len(thin.test):,} rows ({positives:,} positive")
+    assert "widen split.test_days" in thin.split_warnings[0]
+
+
 def test_encoded_matrix_has_no_label_source(prepared) -> None:
     _, data = prepared
     matrix = encode_frame(data.test, data.schema)
