@@ -349,6 +349,18 @@ class GateParams(Section):
     latency_repeats: AtLeast1 = doc("Runs of the latency check.")
     fail_on_refusal: bool = doc("false: a refused challenger is a normal outcome (the report says why); true: the "
                                 "gate stage exits non-zero.")
+    max_p_value: Annotated[float, Field(gt=0, lt=1)] | None = doc(
+        "With gate.metric roc_auc: the lead must also be unlikely to be noise: the one-sided p-value of DeLong's "
+        "paired test (challenger vs champion, or vs the best naive baseline, on the same rows) at most this, e.g. "
+        "0.05 on a table whose test split is thin. null: the p-value and standard error are reported in the lead's "
+        "reason, not required.")
+
+    @model_validator(mode="after")
+    def _significance_needs_roc_auc(self) -> GateParams:
+        if self.max_p_value is not None and self.metric != "roc_auc":
+            raise ValueError(f"gate.max_p_value needs gate.metric roc_auc (DeLong's paired test is of ROC AUCs), "
+                             f"not {self.metric}; set gate.max_p_value: null")
+        return self
 
 
 class OptimizeParams(Section):

@@ -174,7 +174,9 @@ def thin_split_warnings(parts: dict[str, pd.DataFrame]) -> list[str]:
                 f"its ROC AUC is known to about ±{error:.3f} (one standard error, Hanley-McNeil at AUC "
                 f"{_TYPICAL_AUC}), above {THIN_SPLIT_AUC_SE}: "
                 + ("early stopping and the threshold" if name == "valid" else "the gate's comparisons and the slices")
-                + f" read mostly noise; widen {key} (or collect.start/end) so it holds more rows of each class")
+                + f" read mostly noise; widen {key} (or collect.start/end) so it holds more rows of each class"
+                + ("" if name == "valid" else ", or set gate.max_p_value (e.g. 0.05) so the gate promotes only a lead "
+                   "this split can prove"))
     return warnings
 
 

@@ -20,6 +20,7 @@ from pipelines.config import GateParams
 from pipelines.contracts import Check, GateMetrics, GateReport, GateScores, SliceComparison
 from pipelines.features import LABEL
 from pipelines.model.evaluate import score, skip_reason
+from pipelines.model.significance import AucLead, auc_lead
 
 if TYPE_CHECKING:
     from pipelines.model.variants import CheckedVariant
@@ -76,10 +77,13 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
     slice_rows: list[SliceComparison] = []
     if theirs is not None:
         gain = ours.metric(metric) - theirs.metric(metric)
+        lead = _lead(y_true, challenger, champion, metric)
         checks.append(_check(
             f"{metric}_improvement", gain >= gate.min_improvement, gain, gate.min_improvement,
-            f"{metric} {ours.metric(metric):.4f} vs champion {theirs.metric(metric):.4f}: {gain:+.4f} "
-            f"({'meets' if gain >= gate.min_improvement else 'below'} the required +{gate.min_improvement:.4f})"))
+            f"{metric} {ours.metric(metric):.4f} vs champion {theirs.metric(metric):.4f}: {gain:+.4f}"
+            f"{_lead_text(lead)} ({'meets' if gain >= gate.min_improvement else 'below'} the required "
+            f"+{gate.min_improvement:.4f})"))
+        checks += _significance(lead, gate, "the champion")
         slice_rows = slice_comparison(test, challenger, champion, slices, metric, min_slice_rows)
         compared = [row for row in slice_rows if row.compared]
         one_class = [f"{r.column}={r.value}" for r in slice_rows if r.skipped and "one class" in r.skipped]
@@ -107,10 +111,12 @@ def decide(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray | No
         best_name = max(valid, key=valid.get) if valid else None
         best = valid[best_name] if best_name else 0.5
         gain = ours.metric(metric) - best
+        lead = _lead(y_true, challenger, baselines[best_name], metric) if best_name else None
         checks.append(_check(
             f"{metric}_over_baseline", gain >= gate.min_improvement, gain, gate.min_improvement,
             f"no champion yet: {metric} {ours.metric(metric):.4f} vs best naive baseline {best_name} {best:.4f}: "
-            f"{gain:+.4f} (required +{gate.min_improvement:.4f})"))
+            f"{gain:+.4f}{_lead_text(lead)} (required +{gate.min_improvement:.4f})"))
+        checks += _significance(lead, gate, f"the baseline {best_name}")
         prior = min(m.metric("brier") for m in base.values())
         brier_up = ours.metric("brier") - prior
         checks.append(_check(
@@ -146,6 +152,28 @@ def variant_checks(artifact: str, checked: CheckedVariant | str, latency_ms: flo
                f"{artifact} variant: predict on {gate.latency_batch_rows} rows: fastest {latency_ms:.2f} ms "
                f"({'within' if latency_ms <= gate.max_latency_ms else 'over'} the {gate.max_latency_ms:.0f} ms "
                f"budget)")]
+
+
+def _lead(y_true: np.ndarray, ours: np.ndarray, theirs: np.ndarray, metric: str) -> AucLead | None:
+    """DeLong's paired test of the ROC AUC lead (None for another metric: it is a test of ROC AUCs)."""
+    return auc_lead(y_true, ours, theirs) if metric == "roc_auc" else None
+
+
+def _lead_text(lead: AucLead | None) -> str:
+    if lead is None:
+        return ""
+    return f" ± {lead.standard_error:.4f} (DeLong's paired standard error; one-sided p {lead.p_value:.3g})"
+
+
+def _significance(lead: AucLead | None, gate: GateParams, other: str) -> list[Check]:
+    """The `significance` check when gate.max_p_value asks for one (the loader allows it with roc_auc only)."""
+    if gate.max_p_value is None or lead is None:
+        return []
+    passed = lead.p_value <= gate.max_p_value
+    return [_check("significance", passed, lead.p_value, gate.max_p_value,
+                   f"lead over {other} {lead.difference:+.4f} ± {lead.standard_error:.4f}: one-sided p "
+                   f"{lead.p_value:.3g} ({'within' if passed else 'above'} gate.max_p_value {gate.max_p_value:g}"
+                   f"{'' if passed else ': it may be noise of this test split'})")]
 
 
 def _check(name: str, passed: bool, value: float | None, limit: float | None, reason: str) -> Check:

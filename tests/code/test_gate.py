@@ -265,3 +265,50 @@ def test_a_gate_json_of_an_older_version_still_renders(tmp_path) -> None:
     text = decision_markdown(old)
     assert "Gate: challenger REFUSED" in text and "registered as `m:2`" in text
     assert "failed: no champion yet: roc_auc 0.6000" in text
+
+
+def test_delong_standard_error_agrees_with_a_paired_bootstrap(holdout) -> None:
+    """The paired standard error is what resampling the rows says, ties included (scores rounded), and the
+    difference is sklearn's."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.model.significance import auc_lead
+
+    frame, risk = holdout
+    labels = frame[LABEL].to_numpy()
+    ours, theirs = np.round(_model(risk, 0.9, 1), 2), _model(risk, 1.0, 2)
+    lead = auc_lead(labels, ours, theirs)
+    assert lead.difference == pytest.approx(roc_auc_score(labels, ours) - roc_auc_score(labels, theirs), abs=1e-12)
+    rng = np.random.default_rng(5)
+    draws = [roc_auc_score(labels[i], ours[i]) - roc_auc_score(labels[i], theirs[i])
+             for i in (rng.integers(0, ROWS, ROWS) for _ in range(400))]
+    assert lead.standard_error == pytest.approx(np.std(draws), rel=0.15)
+    same = auc_lead(labels, ours, ours)
+    assert (same.difference, same.standard_error, same.p_value) == (0.0, 0.0, 1.0)
+
+
+def test_max_p_value_refuses_a_lead_a_thin_split_cannot_prove_and_keeps_one_a_large_split_can(params,
+                                                                                              holdout) -> None:
+    """The same two models: on 300 rows their lead is within the noise (refused by `significance`, although it
+    meets min_improvement); on all 4,000 rows it is proven. Without max_p_value the p-value is only reported."""
+    frame, risk = holdout
+    challenger, champion = _model(risk, 0.6, 1), _model(risk, 0.9, 2)
+    thin = slice(0, 300)
+    refused = _decide(params, frame.iloc[thin], challenger[thin], champion[thin], max_p_value=0.01,
+                      min_improvement=0.0, max_brier_increase=1.0, max_slice_drop=1.0)
+    assert [c.name for c in refused.checks if not c.passed] == ["significance"], refused.failed
+    assert "above gate.max_p_value 0.01: it may be noise of this test split" in refused.failed[0]
+    proven = _decide(params, frame, challenger, champion, max_p_value=0.01, min_improvement=0.0,
+                     max_brier_increase=1.0)
+    assert proven.promote, proven.failed
+    significance = next(c for c in proven.checks if c.name == "significance")
+    assert significance.value < 0.01
+    reported = _decide(params, frame.iloc[thin], challenger[thin], champion[thin], min_improvement=0.0,
+                       max_brier_increase=1.0, max_slice_drop=1.0)
+    assert reported.promote and "significance" not in [c.name for c in reported.checks]
+    assert "DeLong's paired standard error; one-sided p" in reported.checks[0].reason
+
+
+def test_max_p_value_with_pr_auc_is_refused_by_the_loader(tmp_path) -> None:
+    with pytest.raises(ParamsError, match="gate.max_p_value needs gate.metric roc_auc"):
+        parse_params(params_dict(tmp_path, {"gate.metric": "pr_auc", "gate.max_p_value": 0.05}))
