@@ -18,6 +18,7 @@ Each library is imported inside its function: none of them is loaded unless a co
 from __future__ import annotations
 
 import bisect
+import os
 import subprocess
 import sys
 import tempfile
@@ -125,7 +126,12 @@ def onnx_predictor(data: bytes, threads: int = 1,
     """An onnxruntime session over `data` as `predict(matrix) -> P(label 1)`: the matrix is cast to float32 (what
     the operator reads), after `float32_decisions(thresholds)` when the model's split thresholds are given (what the
     service serves: the model's decisions on every value, not only on values away from a threshold). One intra-op
-    thread by default, as the service predicts."""
+    thread by default, as the service predicts. ONNX Runtime's own telemetry is turned off first (below)."""
+    # onnxruntime >= 1.29 sends usage events to Microsoft from Linux too, on by default: at its first session it
+    # writes a device id and an upload cache under ~/.cache/Microsoft/DeveloperTools/.onnxruntime (found there after
+    # the gate and warned about by every worker, whose user has no home). A service or gate must not call out;
+    # ORT_DISABLE_TELEMETRY=1, set before that first session, turns all of it off. A value the caller set is kept.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
