@@ -7,6 +7,8 @@ the running service (issue 15), and each is applied by `services/service.py` whe
   service's user can reach them. It replaces the `Arbiter` class BentoML's `create_standalone_arbiter` looks up
   when it is called, which happens after the service module was imported (by `bentoml serve`, `bentoml serve
   <bento>` and the container's entry point alike), so no other launcher is needed.
+- `respawn_workers`: inside BentoML's image circus does not replace a worker that dies (BentoML leaves that to an
+  orchestrator, which never sees it: the container stays up); the same arbiter class turns respawn back on.
 - `die_with_parent`: circus workers outlive a `kill -9` of the main process and keep serving on the inherited
   socket (a restart then fails with EADDRINUSE). Each worker asks the kernel for SIGTERM when its parent dies.
 - `close_idle_connections`: uvicorn arms its keep-alive timer only after a response, so a connection that never
@@ -85,6 +87,7 @@ def _private(base: type, workers_as: WorkerUser | None) -> type:
             kwargs["endpoint"] = f"ipc://{directory / CONTROL_SOCKET}"
             kwargs["pubsub_endpoint"] = f"ipc://{directory / PUBSUB_SOCKET}"
             super().__init__(*args, **kwargs)
+            respawn_workers(self.watchers)
             self.control_dir = directory
             self.exit_stack.callback(shutil.rmtree, directory, ignore_errors=True)
             if workers_as is not None and os.geteuid() == 0:
@@ -105,6 +108,17 @@ def _private(base: type, workers_as: WorkerUser | None) -> type:
 
     PrivateArbiter.__name__ = PrivateArbiter.__qualname__ = f"Private{base.__name__}"
     return PrivateArbiter
+
+
+def respawn_workers(watchers: Any) -> None:
+    """Have circus replace a worker that dies, in a container too. BentoML turns circus's respawn off when it runs
+    inside its own image (`BENTOML_CONTAINERIZED`, set by its Dockerfile), leaving restarts to an orchestrator; but
+    a dead worker does not stop the container: a `kill -9` (or the OOM killer) of one of the image's two workers
+    left one serving for good, `/readyz` still 200, and no orchestrator ever restarts a container that is up (here
+    `deploy.container run` has none at all). `bentoml serve` outside an image respawns (~5 s), and circus's
+    `max_retry` still stops a watcher whose workers die as they start."""
+    for watcher in watchers:
+        watcher.respawn = True
 
 
 # --- workers as an unprivileged user -----------------------------------------------------------------------------

@@ -79,6 +79,17 @@ def probe_matrix(model: TrainedModel) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in probe.get("matrix", [])], dtype=float)
 
 
+def split_rows(row: np.ndarray, thresholds: list[np.ndarray]) -> np.ndarray:
+    """Copies of `row` with one column on a threshold of its numeric splits or the next double either side of it,
+    for every threshold: where float32 and float64 comparisons could part (a request may send any such value)."""
+    blocks = [np.empty((0, len(row)))]
+    for column, values in enumerate(thresholds):
+        block = np.repeat(row[None, :], 3 * len(values), axis=0)
+        block[:, column] = np.concatenate([values, np.nextafter(values, np.inf), np.nextafter(values, -np.inf)])
+        blocks.append(block)
+    return np.vstack(blocks)
+
+
 def check_variant(model: TrainedModel, model_dir: Path, artifact: str, variants_dir: Path) -> CheckedVariant:
     """Variant `artifact` of `model` (saved in `model_dir`) from `variants_dir`, once its parity check passed."""
     from pipelines.model.catalog import load_model
@@ -107,15 +118,19 @@ def check_variant(model: TrainedModel, model_dir: Path, artifact: str, variants_
             raise VariantRefused(f"{artifact} variant records no probe rows to check it on")
         return CheckedVariant(name=artifact, model=variant, onnx=None, max_difference=difference,
                               tolerance=PARITY_TOLERANCE, probe_rows=rows)
+    if not hasattr(model, "booster"):
+        raise VariantRefused(f"the {artifact} variant is made from a LightGBM model, not a {model.family} one")
     try:
-        from pipelines.model.families.lightgbm_exchange import onnx_predictor
+        from pipelines.model.families.lightgbm_exchange import onnx_predictor, split_thresholds
 
-        run = onnx_predictor((directory / io.ONNX_FILE).read_bytes())
+        thresholds = split_thresholds(model)
+        run = onnx_predictor((directory / io.ONNX_FILE).read_bytes(), thresholds=thresholds)
     except (ImportError, OSError) as error:
         raise VariantRefused(f"{artifact} variant cannot load: {error}") from None
     matrix = probe_matrix(model)
     if not len(matrix):
         raise VariantRefused(f"the model records no probe rows to check the {artifact} variant on")
+    matrix = np.vstack([matrix, split_rows(matrix[0], thresholds)])
     difference = float(np.max(np.abs(run(matrix) - model.predict_matrix(matrix, 1))))
     tolerance = record.bound if record.bound is not None else ONNX_TOLERANCE
     if not difference <= tolerance:

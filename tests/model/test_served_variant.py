@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,6 +18,7 @@ from pipelines.config import Params, parse_params
 from pipelines.contracts import VariantsReport
 from pipelines.model.catalog import load_model
 from pipelines.model.optimize import with_sources
+from pipelines.model.variants import check_variant, probe_matrix
 from pipelines.stages import _served_variant_checks
 from support.params import SMALL_WINDOW, params_dict, write_validated_table
 
@@ -172,3 +174,33 @@ def test_a_gate_that_refuses_the_variant_attaches_nothing(trained: Params, tmp_p
     outcome = stages.run_gate_and_promote(params)
     assert not outcome["promote"] and any("variant" in reason for reason in outcome["failed"]), outcome
     assert attachment(outcome["tag"]) == before.get(outcome["tag"], {})
+
+
+def test_the_served_onnx_variant_decides_every_split_as_the_model_does(trained: Params, tmp_path: Path) -> None:
+    """LightGBM compares a value with a threshold in float64, the ONNX tree operator in float32: a value a hair above
+    a threshold (a request's 61.52000000000001 against a split at 61.520000000000003) went left in ONNX and right in
+    LightGBM. On the champion `dvc repro` promotes, a served onnx variant answered 0.252 (label 0) where the
+    champion answers 0.348 (label 1), while /metadata said it was within 1.2e-07 of the champion. Each value of
+    the probe row is put on every split threshold and the next double either side of it: the variant the service
+    and the gate check answers as the model does, and its parity check covers those rows."""
+    params = _with(trained, tmp_path, artifact="onnx")
+    stages.run_variant(params)
+    model = load_model(params.paths.model_dir)
+    checked = check_variant(model, params.paths.model_dir, "onnx", params.paths.served_dir)
+    nodes = model.booster.trees_to_dataframe()
+    nodes = nodes[nodes["decision_type"] == "<="]
+    base = probe_matrix(model)[0]
+    rows = []
+    for column, name in enumerate(model.booster.feature_name()):
+        for threshold in nodes.loc[nodes["split_feature"] == name, "threshold"].unique():
+            for value in (threshold, np.nextafter(threshold, np.inf), np.nextafter(threshold, -np.inf)):
+                row = base.copy()
+                row[column] = value
+                rows.append(row)
+    matrix = np.array(rows)
+    assert len(matrix) > 300
+    expected = model.predict_matrix(matrix, 1)
+    np.testing.assert_allclose(checked.predict_matrix(matrix), expected, rtol=0, atol=1e-6)
+    for row, probability in zip(matrix[::97], expected[::97], strict=False):  # one row at a time too, as /predict
+        assert abs(checked.predict_matrix(row[None, :])[0] - probability) <= 1e-6
+    assert checked.probe_rows >= len(probe_matrix(model)) + len(matrix)

@@ -17,10 +17,12 @@ Each library is imported inside its function: none of them is loaded unless a co
 
 from __future__ import annotations
 
+import bisect
+import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +37,9 @@ ONNX_OUTPUT = "probabilities"
 # How far ONNX's float32 tree operator may be from LightGBM's float64 (~2e-7 on the flights): an export, or an ONNX
 # variant the service serves, beyond it is refused.
 ONNX_TOLERANCE = 1e-6
+# LightGBM reads a value within this of 0 as 0 before any split (its float32 kZeroThreshold; services/compiled.py).
+LIGHTGBM_ZERO = float(np.float32(1e-35))
+_ROWS_ONE_BY_ONE = 8  # float32_decisions: up to this many rows, a Python loop beats numpy's per-call cost
 LeafPrecision = Literal["float32", "float16"]
 # The tree operator's leaf values (onnxmltools' classifier: the positive class's weight per leaf).
 _LEAF_ATTRIBUTE = "class_weights"
@@ -69,9 +74,64 @@ def _round_leaves_to_half(graph: Any) -> None:
                 attribute.floats.extend(rounded.tolist())
 
 
-def onnx_predictor(data: bytes, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+def split_thresholds(model: LightGBMModel) -> list[np.ndarray]:
+    """Per encoded column, the sorted distinct thresholds of the forest's numeric (`<=`) splits, as LightGBM compares
+    them: float64 (empty for a column only categorical splits or none use)."""
+    nodes = model.booster.trees_to_dataframe()
+    numeric = nodes[nodes["decision_type"] == "<="]
+    return [np.unique(numeric.loc[numeric["split_feature"] == name, "threshold"].to_numpy(dtype=float))
+            for name in model.booster.feature_name()]
+
+
+def float32_decisions(thresholds: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """`matrix -> matrix` moving each numeric value to a float32 value that is on the same side of every split of its
+    column (`thresholds`, from `split_thresholds`) in the float32 tree operator as the float64 value is in LightGBM.
+
+    The operator compares float32(x) <= float32(t); LightGBM compares x <= t. A value between t and the next float32
+    (a request's 61.52000000000001 against a split at 61.520000000000003) goes left in ONNX and right in LightGBM,
+    which moved a probability by 0.1 and flipped its label. Each value becomes float32(the first threshold >= it), or
+    the next float32 above the last threshold: what LightGBM decides, kept through the cast. As LightGBM does first, a
+    value within `LIGHTGBM_ZERO` of 0 is 0; NaN stays NaN. Two thresholds of one column that round to the same float32
+    cannot be told apart by the operator at all (the parity check's split rows find them)."""
+    steps = []
+    for column, values in enumerate(thresholds):
+        if len(values):
+            rounded = values.astype(np.float32)
+            beyond = np.nextafter(rounded[-1], np.float32(np.inf))
+            representatives = np.append(rounded, beyond).astype(float)
+            steps.append((column, values, representatives, values.tolist(), representatives.tolist()))
+
+    def decide(matrix: np.ndarray) -> np.ndarray:
+        matrix = np.array(matrix, dtype=float, ndmin=2)  # a copy: the caller's rows are not changed
+        matrix[np.abs(matrix) <= LIGHTGBM_ZERO] = 0.0
+        if len(matrix) <= _ROWS_ONE_BY_ONE:  # a request's few rows: bisect on lists, ~10x faster than numpy's calls
+            for row in matrix:
+                cells = row.tolist()
+                for column, _, _, values_list, representatives_list in steps:
+                    value = cells[column]
+                    if value == value:  # not NaN
+                        row[column] = representatives_list[bisect.bisect_left(values_list, value)]
+            return matrix
+        for column, values, representatives, _, _ in steps:
+            cells = matrix[:, column]
+            present = ~np.isnan(cells)
+            cells[present] = representatives[np.searchsorted(values, cells[present], side="left")]
+        return matrix
+
+    return decide
+
+
+def onnx_predictor(data: bytes, threads: int = 1,
+                   thresholds: Sequence[np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """An onnxruntime session over `data` as `predict(matrix) -> P(label 1)`: the matrix is cast to float32 (what
-    the operator reads). One intra-op thread by default, as the service predicts."""
+    the operator reads), after `float32_decisions(thresholds)` when the model's split thresholds are given (what the
+    service serves: the model's decisions on every value, not only on values away from a threshold). One intra-op
+    thread by default, as the service predicts. ONNX Runtime's own telemetry is turned off first (below)."""
+    # onnxruntime >= 1.29 sends usage events to Microsoft from Linux too, on by default: at its first session it
+    # writes a device id and an upload cache under ~/.cache/Microsoft/DeveloperTools/.onnxruntime (found there after
+    # the gate and warned about by every worker, whose user has no home). A service or gate must not call out;
+    # ORT_DISABLE_TELEMETRY=1, set before that first session, turns all of it off. A value the caller set is kept.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -80,8 +140,11 @@ def onnx_predictor(data: bytes, threads: int = 1) -> Callable[[np.ndarray], np.n
     options.log_severity_level = 3  # its "output shape" warnings on every batch are about the unused label output
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
+    decide = float32_decisions(thresholds) if thresholds is not None else np.asarray
+
     def predict(matrix: np.ndarray) -> np.ndarray:
-        return session.run([ONNX_OUTPUT], {ONNX_INPUT: np.asarray(matrix, dtype=np.float32)})[0][:, 1].astype(float)
+        rows = np.asarray(decide(matrix), dtype=np.float32)
+        return session.run([ONNX_OUTPUT], {ONNX_INPUT: rows})[0][:, 1].astype(float)
 
     return predict
 
