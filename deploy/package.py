@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines import io
 
@@ -31,11 +32,14 @@ BENTOFILE = PROJECT_ROOT / io.BENTOFILE
 REQUIREMENTS = PROJECT_ROOT / io.SERVING_REQUIREMENTS
 EXPORT_SERVE_GROUP = ("export", "--frozen", "--only-group", "serve", "--no-hashes", "--no-emit-project")
 ONNX_GROUP = "serve-onnx"  # onnxruntime: packed only when serve.artifact is an ONNX variant
+SKLEARN_GROUP = "serve-sklearn"  # scikit-learn: packed only when a scikit-learn family may be champion
+SKLEARN_FAMILIES = frozenset(("logistic", "histgb"))
 
 
-def locked_requirements(artifact: str = "full") -> str:
+def locked_requirements(artifact: str = "full", families: frozenset[str] | set[str] = frozenset({"lightgbm"})) -> str:
     """The `serve` dependency group pinned from uv.lock, as requirements.txt text; with an ONNX `artifact`
-    (serve.artifact onnx or quantised) the `serve-onnx` group too, so that variant serves in the image."""
+    (serve.artifact onnx or quantised) the `serve-onnx` group too, and with a scikit-learn family among `families`
+    (those that may be champion: `serving_families`) the `serve-sklearn` group, so each serves in the image."""
     from pipelines.model.variants import ONNX_VARIANTS
 
     uv = shutil.which("uv")
@@ -43,10 +47,21 @@ def locked_requirements(artifact: str = "full") -> str:
         raise RuntimeError("uv is needed to export the Bento's requirements from uv.lock "
                            "(scripts/bootstrap.sh installs it)")
     groups = ("--only-group", ONNX_GROUP) if artifact in ONNX_VARIANTS else ()
+    if families & SKLEARN_FAMILIES:
+        groups += ("--only-group", SKLEARN_GROUP)
     result = subprocess.run([uv, *EXPORT_SERVE_GROUP, *groups], cwd=PROJECT_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"uv export failed:\n{result.stderr}")
     return result.stdout
+
+
+def serving_families(params: Any, champion: str, store: Any = None) -> frozenset[str]:
+    """The families whose models this Bento may serve: the champion's, and every family the params let compete (a
+    container that follows the registry serves the next champion too, whichever of them wins)."""
+    from pipelines.release.registry import model_entry
+
+    configured = params.search.families or [params.train.family]
+    return frozenset([*configured, model_entry(champion, store).family])
 
 
 def package(params_path: Path) -> str:
@@ -60,7 +75,7 @@ def package(params_path: Path) -> str:
     bundled = params.serve.bundled_champion_file
     bundled.parent.mkdir(parents=True, exist_ok=True)
     bundled.write_text(json.dumps({"tag": tag}) + "\n")
-    requirements = locked_requirements(params.serve.artifact)
+    requirements = locked_requirements(params.serve.artifact, serving_families(params, tag, store))
     if not REQUIREMENTS.exists() or REQUIREMENTS.read_text() != requirements:
         REQUIREMENTS.write_text(requirements)
     env = {**os.environ, "FLIGHTOPS_PARAMS": str(params_path)}

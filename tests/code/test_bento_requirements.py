@@ -6,7 +6,7 @@ from importlib.metadata import packages_distributions
 
 import yaml
 
-from deploy.package import REQUIREMENTS, locked_requirements
+from deploy.package import REQUIREMENTS, SKLEARN_FAMILIES, locked_requirements
 from pipelines.model.variants import FULL, ONNX_VARIANTS
 from support.imports import closure, third_party_of
 from support.params import PARAMS_FILE
@@ -15,8 +15,12 @@ from support.params import PARAMS_FILE
 # the converters of `python -m pipelines export` / `optimize` (lightgbm_exchange holds both those and the ONNX
 # runtime a served variant uses) and Parquet I/O (the pipeline's tables; the service logs JSON lines).
 NOT_SERVED = {"onnxmltools", "treelite", "tl2cgen", "pyarrow"}
-# Packed only when serve.artifact asks for what needs it (deploy/package.py): the default image goes without.
+# Packed only when serve.artifact, or the families that may be champion, ask for what needs it (deploy/package.py):
+# the default image goes without.
 ONLY_FOR = {"onnxruntime": ONNX_VARIANTS}
+# threadpoolctl (scikit-learn's dependency) is what the scikit-learn families limit their threads with.
+ONLY_FOR_FAMILIES = {"sklearn": SKLEARN_FAMILIES, "threadpoolctl": SKLEARN_FAMILIES}
+FAMILY_SETS = (frozenset({"lightgbm"}), frozenset({"lightgbm", "logistic"}), frozenset({"histgb"}))
 
 
 def _pins(text: str) -> list[str]:
@@ -24,8 +28,9 @@ def _pins(text: str) -> list[str]:
 
 
 def test_committed_requirements_match_the_lock() -> None:
-    artifact = yaml.safe_load(PARAMS_FILE.read_text())["serve"]["artifact"]
-    assert _pins(REQUIREMENTS.read_text()) == _pins(locked_requirements(artifact)), (
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    families = frozenset(params["search"]["families"] or [params["train"]["family"]])
+    assert _pins(REQUIREMENTS.read_text()) == _pins(locked_requirements(params["serve"]["artifact"], families)), (
         "services/requirements.txt is stale: run python -m deploy.package (or commit its refreshed file)")
 
 
@@ -35,8 +40,8 @@ def test_serving_requirements_leave_out_the_orchestration_stack() -> None:
     assert not names & {"prefect", "dvc", "great-expectations", "evidently", "dask", "optuna"}
 
 
-def _pinned(artifact: str) -> set[str]:
-    return {pin.split("==")[0].lower() for pin in _pins(locked_requirements(artifact))}
+def _pinned(artifact: str, families: frozenset[str] = FAMILY_SETS[0]) -> set[str]:
+    return {pin.split("==")[0].lower() for pin in _pins(locked_requirements(artifact, families))}
 
 
 def test_every_package_the_served_code_imports_is_in_the_image() -> None:
@@ -47,15 +52,20 @@ def test_every_package_the_served_code_imports_is_in_the_image() -> None:
     distributions = packages_distributions()
     imported = third_party_of(closure(["services.service"]))
 
-    def missing(artifact: str) -> dict[str, list[str]]:
-        pinned = _pinned(artifact)
+    def missing(artifact: str, families: frozenset[str]) -> dict[str, list[str]]:
+        pinned = _pinned(artifact, families)
         return {top: sorted(importers) for top, importers in imported.items()
                 if top not in NOT_SERVED and artifact in ONLY_FOR.get(top, [artifact])
+                and families & ONLY_FOR_FAMILIES.get(top, families)
                 and not {name.lower().replace("_", "-") for name in distributions.get(top, [top])} & pinned}
 
     for artifact in (FULL, *ONNX_VARIANTS):
-        assert not missing(artifact), (f"serve.artifact {artifact}: imported by served code, not in the Bento's "
-                                       f"requirements (pyproject.toml's serve groups): {missing(artifact)}")
+        for families in FAMILY_SETS:
+            assert not missing(artifact, families), (
+                f"serve.artifact {artifact}, families {sorted(families)}: imported by served code, not in the "
+                f"Bento's requirements (pyproject.toml's serve groups): {missing(artifact, families)}")
     assert "onnxruntime" not in _pinned(FULL) and "onnxruntime" in _pinned("quantised")
+    assert "scikit-learn" not in _pinned(FULL) and "scikit-learn" in _pinned(FULL, FAMILY_SETS[2])
     assert {"onnxruntime", "lleaves", "sklearn", "lightgbm"} <= set(imported)
-    assert set(imported) >= NOT_SERVED | set(ONLY_FOR), "an exception no served module imports any more: drop it"
+    assert set(imported) >= NOT_SERVED | set(ONLY_FOR) | set(ONLY_FOR_FAMILIES), (
+        "an exception no served module imports any more: drop it")
