@@ -69,3 +69,26 @@ def test_every_package_the_served_code_imports_is_in_the_image() -> None:
     assert {"onnxruntime", "lleaves", "sklearn", "lightgbm"} <= set(imported)
     assert set(imported) >= NOT_SERVED | set(ONLY_FOR) | set(ONLY_FOR_FAMILIES), (
         "an exception no served module imports any more: drop it")
+
+
+def test_the_image_packs_the_families_the_params_let_compete_and_the_champions_own(tmp_path) -> None:
+    """A histgb champion made under other params is still served by the image built now (its family is packed);
+    a LightGBM champion under the default params brings no scikit-learn; search.families decides for the next ones
+    a container following the registry may load."""
+    from deploy.package import serving_families
+    from pipelines.config import parse_params
+    from pipelines.release import registry
+    from support.params import params_dict
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.txt").write_text("not a real model: only its entry is read\n")
+    name = f"families-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    histgb = registry.save_model(model_dir, {"family": "histgb"}, name=name)
+    lightgbm = registry.save_model(model_dir, {"family": "lightgbm"}, name=name)
+    default = parse_params(params_dict(tmp_path))
+    assert serving_families(default, lightgbm) == {"lightgbm"}
+    assert serving_families(default, histgb) == {"lightgbm", "histgb"}
+    competing = parse_params(params_dict(tmp_path, {"search.families": ["lightgbm", "logistic"]}))
+    assert serving_families(competing, lightgbm) == {"lightgbm", "logistic"}
+    assert "scikit-learn" in _pinned(FULL, serving_families(competing, lightgbm))
