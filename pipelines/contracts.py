@@ -629,6 +629,9 @@ class PredictionRecord(_LogLine):
     probability: Annotated[float, Field(ge=0, le=1)]
     label: int
     threshold: float
+    # What answered for `model_tag`: "full" (the model itself) or the serve.artifact variant served in its place
+    # (trees, onnx, ...), whose probabilities and threshold are its own. Lines written before it existed lack it.
+    served: str = "full"
 
 
 class OutcomeRecord(_LogLine):

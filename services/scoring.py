@@ -61,6 +61,7 @@ class LoadedModel:
     # The compiled trees, when serve.predictor is "compiled" and they matched; or an ONNX variant (serve.artifact).
     forest: CompiledForest | OnnxForest | None = None
     predictor: str = "lightgbm"  # what answers, in words (shown by /metadata)
+    served: str = "full"  # the model itself, or the serve.artifact variant answering for it (in every log line)
 
     def predict(self, matrix: np.ndarray, parallel: bool = False) -> np.ndarray:
         """Probabilities for the encoded rows: the compiled forest when there is one, else the model's own."""
@@ -94,6 +95,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
             f"service's request schema (params.yaml features) does not carry")
     forest: Any = None
     predictor, directory, variant_note = f"{model.family} (its own predict)", Path(stored.path), ""
+    served = "full"
     if artifact != "full":
         from services.variants import VariantRefused, load_variant
 
@@ -103,6 +105,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
         sources = [*([attached] if attached.is_dir() else []), *([variants_dir] if variants_dir else [])]
         try:
             model, forest, source = load_variant(model, directory, artifact, sources)
+            served = artifact
             if forest is None:
                 directory, variant_note = source / artifact, f"{artifact} variant, "
             else:
@@ -125,7 +128,7 @@ def load_tagged(tag: str, request_fields: Sequence[str], time_column: str,
             raise IncompatibleModel(f"model {tag}: {error}") from None
         predictor += f", max difference from training's probabilities {difference:.1e} on {rows} probe rows"
     return LoadedModel(tag=str(stored.tag), model=model, entry=RegistryEntry.from_metadata(stored.info.metadata),
-                       forest=forest, predictor=predictor)
+                       forest=forest, predictor=predictor, served=served)
 
 
 class ChampionWatcher:
@@ -248,7 +251,8 @@ def score(loaded: LoadedModel, rows: Sequence[dict[str, Any]], time_column: str,
             for row, when in zip(rows, times, strict=True):
                 row[time_column] = when
         ids = [logged_id(caller, answer["request_id"]) for caller, answer in zip(callers, answers, strict=True)]
-        records = prediction_records(ids, utc_now_iso(), loaded.tag, rows, probabilities, labels, threshold)
+        records = prediction_records(ids, utc_now_iso(), loaded.tag, rows, probabilities, labels, threshold,
+                                     loaded.served)
         if callers.count(callers[0]) == len(callers):
             groups = {callers[0]: records}
         else:

@@ -423,6 +423,7 @@ class FlightDelay:
             "model_tag": loaded.tag,
             "threshold": loaded.model.threshold,
             "predictor": loaded.predictor,
+            "served": loaded.served,  # "full", or the variant answering for model_tag (also in every log line)
             # The registry entry (pipelines.contracts.RegistryEntry): test metrics from the gate, DVC data hash.
             "metrics": store.get("metrics") or {"valid": meta.get("valid_metrics")},
             "training_data_version": store.get("data_version"),

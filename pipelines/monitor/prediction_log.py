@@ -9,8 +9,9 @@ so both can lose the tail on a crash. (Surviving a power loss would need an fsyn
 
 One record per line, exactly a `PredictionRecord`:
 `{"request_id", "ts" (ISO UTC), "model_tag", "inputs" {raw fields, time as ISO string}, "probability", "label",
-"threshold"}`. Files are `predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new
-file each UTC hour (if `rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
+"threshold", "served" (the model itself, "full", or the variant that answered for it)}`. Files are
+`predictions-YYYYMMDDTHH-<pid>[.<n>].jsonl`: one writer per process (no locks), a new file each UTC hour (if
+`rotate_hourly`) and whenever a file reaches `rotate_bytes` (then `.1`, `.2`, ...).
 
 Callers are kept apart. Each record's `request_id` is the caller's id namespaced by who sent it,
 `<caller>/<request_id>` (`key:<name>` for an API key, else `peer:<address>`): a caller reusing another's id writes a
@@ -95,18 +96,18 @@ def logged_id(caller: str, request_id: str) -> str:
 
 
 def prediction_record(*, request_id: str, ts: str, model_tag: str, inputs: Mapping[str, Any],
-                      probability: float, label: int, threshold: float) -> dict[str, Any]:
+                      probability: float, label: int, threshold: float, served: str = "full") -> dict[str, Any]:
     """One log line as a dict with exactly `PredictionRecord`'s fields (the writer's hot path skips validation)."""
-    return prediction_records([request_id], ts, model_tag, [inputs], [probability], [label], threshold)[0]
+    return prediction_records([request_id], ts, model_tag, [inputs], [probability], [label], threshold, served)[0]
 
 
 def prediction_records(request_ids: Sequence[str], ts: str, model_tag: str, inputs: Sequence[Mapping[str, Any]],
                        probabilities: Sequence[float], labels: Sequence[int],
-                       threshold: float) -> list[dict[str, Any]]:
-    """`prediction_record` for the rows of one request (one time stamp, model and threshold), in one comprehension:
-    a keyword call per row cost ~1 ms per 1,000 rows."""
+                       threshold: float, served: str = "full") -> list[dict[str, Any]]:
+    """`prediction_record` for the rows of one request (one time stamp, model, variant and threshold), in one
+    comprehension: a keyword call per row cost ~1 ms per 1,000 rows."""
     return [{"request_id": request_id, "ts": ts, "model_tag": model_tag, "inputs": row,
-             "probability": probability, "label": label, "threshold": threshold}
+             "probability": probability, "label": label, "threshold": threshold, "served": served}
             for request_id, row, probability, label in zip(request_ids, inputs, probabilities, labels, strict=True)]
 
 

@@ -36,7 +36,7 @@ def test_lines_are_the_documented_record(tmp_path: Path) -> None:
     assert [json.loads(line) for line in lines] == [
         {"request_id": f"r{i}", "ts": "2013-09-01T14:00:00+00:00", "model_tag": "delay-classifier:abc",
          "inputs": {"carrier": "UA", "distance": None, "time_hour": "2013-09-01T14:00:00+00:00"},
-         "probability": 0.25, "label": 0, "threshold": 0.3} for i in (1, 2)]
+         "probability": 0.25, "label": 0, "threshold": 0.3, "served": "full"} for i in (1, 2)]
 
 
 def test_rotates_each_hour_and_by_size(tmp_path: Path) -> None:

@@ -119,9 +119,10 @@ def test_the_registered_model_carries_its_variant_so_a_rollback_serves_its_own(t
     champion serves its own variant whatever the variant stage's folder holds by then (remade for another
     serve.artifact or candidate), a champion without one serves in full saying why, and a rollback brings the old
     champion's variant back with it."""
+    from pipelines.monitor.prediction_log import PredictionLog, read_prediction_log
     from pipelines.release import registry
     from pipelines.release.model_card import build_model_card
-    from services.scoring import ChampionWatcher
+    from services.scoring import ChampionWatcher, score
 
     params = _with(trained, tmp_path, artifact="trees")
     stages.run_variant(params)
@@ -140,12 +141,22 @@ def test_the_registered_model_carries_its_variant_so_a_rollback_serves_its_own(t
                               variants_dir=params.paths.served_dir)
     assert watcher.check() and watcher.current is not None and watcher.current.tag == tag
     assert watcher.current.predictor.startswith("trees variant, "), watcher.current.predictor
+    # Every log line says which variant answered for the champion (its probabilities and threshold are its own).
+    log = PredictionLog(tmp_path / "log", rotate_hourly=False, rotate_bytes=1 << 20)
+    probe = pd.read_parquet(io.prepared_path(params.paths, "test")).head(3)
+    rows = [{name: (None if pd.isna(value) else value) for name, value in row.items() if name in schema.raw_columns}
+            | {schema.time_column: row[schema.time_column].to_pydatetime()} for row in probe.to_dict("records")]
+    answers = score(watcher.current, rows, schema.time_column, log)
+    logged = read_prediction_log(tmp_path / "log").records
+    expected = ("trees", tag, watcher.current.model.threshold)
+    assert [(r.served, r.model_tag, r.threshold) for r in logged] == [expected] * 3
+    assert [r.probability for r in logged] == [a["probability"] for a in answers]
 
     # Another model made champion by hand (no gate, so no variant attached): it serves in full and says why.
     other = registry.save_model(params.paths.model_dir, {"data_version": "test"}, name=params.project.model_name,
                                 registry=store)
     registry.set_champion(store, other, reason="by hand", expected=tag)
-    assert watcher.check() and watcher.current.tag == other
+    assert watcher.check() and watcher.current.tag == other and watcher.current.served == "full"
     assert watcher.current.predictor.startswith("full champion (trees variant not used: "), watcher.current.predictor
     assert "holds what serve.artifact full asks for, not trees" in watcher.current.predictor
     card = build_model_card(params)
