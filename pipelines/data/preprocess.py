@@ -159,24 +159,28 @@ def roc_auc_standard_error(positives: int, negatives: int, auc: float = _TYPICAL
     return float(np.sqrt(variance))
 
 
-def thin_split_warnings(parts: dict[str, pd.DataFrame]) -> list[str]:
+def thin_split_warnings(parts: dict[str, pd.DataFrame], split: SplitParams) -> list[str]:
     """The valid and test splits whose ROC AUC is known only to more than THIN_SPLIT_AUC_SE, each with its rows per
-    class and what widens it: they train, but what they decide is mostly noise (a table sparse in time)."""
+    class and the split days that would hold enough at its own rate (the error shrinks as one over the square root
+    of the rows): they train, but what they decide is mostly noise (a table sparse in time, one row a day)."""
     warnings = []
-    for name, key in (("valid", "split.valid_days"), ("test", "split.test_days")):
+    for name, key in (("valid", "valid_days"), ("test", "test_days")):
         labels = parts[name][LABEL].to_numpy()
         positives = int(labels.sum())
         negatives = len(labels) - positives
         error = roc_auc_standard_error(positives, negatives)
         if error > THIN_SPLIT_AUC_SE:
+            days = getattr(split, key)
+            enough = int(np.ceil(days * (error / THIN_SPLIT_AUC_SE) ** 2))
             warnings.append(
-                f"the {name} split is thin: {len(labels):,} rows ({positives:,} positive, {negatives:,} negative), so "
-                f"its ROC AUC is known to about ±{error:.3f} (one standard error, Hanley-McNeil at AUC "
-                f"{_TYPICAL_AUC}), above {THIN_SPLIT_AUC_SE}: "
+                f"the {name} split is thin: {len(labels):,} rows over split.{key}={days} days ({positives:,} "
+                f"positive, {negatives:,} negative), so its ROC AUC is known to about ±{error:.3f} (one standard "
+                f"error, Hanley-McNeil at AUC {_TYPICAL_AUC}), above {THIN_SPLIT_AUC_SE}: "
                 + ("early stopping and the threshold" if name == "valid" else "the gate's comparisons and the slices")
-                + f" read mostly noise; widen {key} (or collect.start/end) so it holds more rows of each class"
-                + ("" if name == "valid" else ", or set gate.max_p_value (e.g. 0.05) so the gate promotes only a lead "
-                   "this split can prove"))
+                + f" read mostly noise; at its {len(labels) / days:.3g} rows a day, split.{key}: {enough} would "
+                "hold enough (or widen collect.start/end)"
+                + ("" if name == "valid" else "; or set gate.max_p_value (e.g. 0.05) so the gate promotes only a "
+                   "lead this split can prove"))
     return warnings
 
 
@@ -243,7 +247,7 @@ def prepare(table: pd.DataFrame, source: SourceParams, features: FeaturesParams,
     for name, part in parts.items():
         log.info("%s: %d rows, %s .. %s, positive rate %.3f", name, len(part), part[source.time_column].min(),
                  part[source.time_column].max(), part[LABEL].mean())
-    thin = thin_split_warnings(parts)
+    thin = thin_split_warnings(parts, split)
     for warning in thin:
         log.warning("%s", warning)
     return PreparedData(schema=schema, dropped_features=dropped, split_warnings=thin, **parts)

@@ -65,6 +65,18 @@ def _containers_of(image_name: str) -> list[str]:
             if entry.get("imagename") == image_name]
 
 
+def _workers(root: int) -> list[psutil.Process]:
+    """The service's worker processes under the container's process `root` (they are host processes)."""
+    found = []
+    for proc in psutil.Process(root).children(recursive=True):
+        try:
+            if "_bentoml_impl.worker.service" in proc.cmdline():
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def test_the_image_is_bentomls_build_on_the_local_base(image: str) -> None:
     from deploy.container import base_image_name, buildah, image_config
 
@@ -124,6 +136,23 @@ def test_the_image_serves_its_bundled_champion_as_a_non_root_user(image: str, tr
         serving = server + [child for proc in server for child in proc.children(recursive=True)]
         assert len(serving) > trained["params"].serve.workers, [proc.cmdline() for proc in serving]
         assert {proc.uids().real for proc in serving} == {BENTO_UID_GID}
+        # A worker killed with -9 is replaced inside the image too (BentoML's image turns circus's respawn off;
+        # services/hardening.py turns it back on), and the service answers through the new one.
+        workers = _workers(running.process.pid)
+        assert len(workers) == trained["params"].serve.workers, [proc.cmdline() for proc in workers]
+        workers[0].kill()
+        deadline = time.monotonic() + work_timeout_s()
+        while time.monotonic() < deadline:
+            now = _workers(running.process.pid)
+            if len(now) == len(workers) and workers[0].pid not in {proc.pid for proc in now}:
+                break
+            time.sleep(0.5)
+        assert len(now) == len(workers) and workers[0].pid not in {proc.pid for proc in now}, \
+            f"the killed worker {workers[0].pid} was not replaced: {[proc.pid for proc in now]}"
+        wait_for(f"{url}/readyz", running.process, ready_timeout_s(), tmp_path / "container.log")
+        for _ in range(4):  # both workers (the kernel spreads connections), the new one included
+            again = httpx.post(f"{url}/predict", json={"flight": rows[0]}, timeout=30)
+            assert again.status_code == 200 and abs(again.json()["probability"] - expected[0]) <= 1e-9, again.text
     assert name not in _containers_of(image), "the working container must be removed when serving stops"
     read = read_prediction_log(tmp_path / "predictions")
     assert read.skipped_total == 0

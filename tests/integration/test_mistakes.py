@@ -179,7 +179,7 @@ MISTAKES = [
     Mistake("a feature constant on the train split", {"features.numeric": ["lat", "long", "constant"]},
             "dvc repro preprocess", ["dropping feature", '"dropped_features"', '"constant"'], refused=False),
     Mistake("a valid or test split too thin for its ROC AUC", {"split.test_days": 2}, "dvc repro preprocess",
-            ["the test split is thin:", "its ROC AUC is known to about ±", "widen split.test_days",
+            ["the test split is thin:", "its ROC AUC is known to about ±", "would hold enough",
              '"split_warnings"'], refused=False),
     Mistake("a feature, the time column or a slice named `label`", {"features.numeric": ["lat", "long", "label"]},
             "python -m pipelines collect", ["features.numeric names the column 'label'",

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import parse_params
-from pipelines.data.preprocess import prepare
+from pipelines.data.preprocess import THIN_SPLIT_AUC_SE, prepare, roc_auc_standard_error
 from pipelines.features import LABEL, FeatureError, encode_frame
 from pipelines.model.evaluate import evaluate_model
 from pipelines.model.families.lightgbm import build_datasets
@@ -96,8 +96,14 @@ def test_a_thin_test_split_is_warned_with_its_class_counts_and_the_key_that_wide
     thin = prepare(sparse, params.source, params.features, params.split)
     assert len(thin.split_warnings) == 1
     positives = int(thin.test[LABEL].sum())
-    assert thin.split_warnings[0].startswith(f"the test split is thin: {len(thin.test):,} rows ({positives:,} positive")
-    assert "widen split.test_days" in thin.split_warnings[0]
+    days = params.split.test_days
+    assert thin.split_warnings[0].startswith(
+        f"the test split is thin: {len(thin.test):,} rows over split.test_days={days} days ({positives:,} positive")
+    enough = int(thin.split_warnings[0].split("split.test_days: ")[1].split(" ")[0])
+    # The days it names, at the split's own rate, give a standard error within the bound.
+    rows = len(thin.test) * enough / days
+    rate = positives / len(thin.test)
+    assert roc_auc_standard_error(int(rows * rate), int(rows * (1 - rate))) <= THIN_SPLIT_AUC_SE * 1.05
 
 
 def test_encoded_matrix_has_no_label_source(prepared) -> None:
