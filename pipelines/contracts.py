@@ -1372,6 +1372,9 @@ class EdgeEncoding(_Stored):
     columns: list[dict[str, Any]]
     missing: str
     output: str
+    # ONNX only: how a value is moved before the float32 tree operator so it decides every split as LightGBM does
+    # in float64 (the columns' `float32_thresholds`); None for the C export, which compares in float64.
+    float32_rule: str | None = None
 
     def save(self, out: Path) -> Path:
         return self._write_file(Path(out) / io.ENCODING_FILE)

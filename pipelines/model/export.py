@@ -104,8 +104,19 @@ class ExportError(RuntimeError):
     """The artefact could not be built, or does not give the model's predictions."""
 
 
-def encoding_spec(schema: FeatureSchema) -> EdgeEncoding:
-    """`encoding.json`: the model's input, in the order the columns go, for a caller without `pipelines.features`."""
+# What a caller of the ONNX export does first (pipelines.model.families.lightgbm_exchange.float32_decisions).
+FLOAT32_RULE = ("The ONNX tree operator compares float32(value) <= float32(threshold); LightGBM compares in float64, "
+                "so a value within float32 rounding of a threshold can go the other way. Before the model, replace "
+                "each value x of a column that lists float32_thresholds (sorted float64 thresholds of its splits): "
+                "|x| <= 1e-35 becomes 0 (as LightGBM reads it); then x becomes float32(the first threshold >= x), or "
+                "the next float32 above float32(the last threshold) when x is above them all; missing stays missing. "
+                "Every split then goes where LightGBM sends x.")
+
+
+def encoding_spec(schema: FeatureSchema, thresholds: list[np.ndarray] | None = None) -> EdgeEncoding:
+    """`encoding.json`: the model's input, in the order the columns go, for a caller without `pipelines.features`;
+    with `thresholds` (the forest's numeric split thresholds per encoded column: the ONNX export) each such column
+    lists them and `float32_rule` says how to use them."""
     columns = []
     for name, vocabulary in schema.categorical.items():
         columns.append({"name": name, "kind": "categorical", "codes": {text: code for code, text in
@@ -114,8 +125,15 @@ def encoding_spec(schema: FeatureSchema) -> EdgeEncoding:
     columns += [{"name": name, "kind": "numeric"} for name in schema.numeric]
     columns += [{"name": part, "kind": "time_part", "of": schema.time_column, "rule": TIME_PART_RULES[part]}
                 for part in schema.time_parts]
+    if thresholds is not None:
+        by_name = dict(zip(schema.feature_names, thresholds, strict=True))
+        for column in columns:
+            values = by_name[column["name"]]
+            if len(values):
+                column["float32_thresholds"] = [float(value) for value in values]
     return EdgeEncoding(version=ENCODING_VERSION, column_order=schema.feature_names, columns=columns,
-                        missing="an empty CSV field or nan (ONNX: NaN)", output="P(label 1), one per row")
+                        missing="an empty CSV field or nan (ONNX: NaN)", output="P(label 1), one per row",
+                        float32_rule=FLOAT32_RULE if thresholds is not None else None)
 
 
 def rows_csv(matrix: np.ndarray) -> str:
@@ -159,18 +177,27 @@ def export_model(model: TrainedModel, fmt: str, out: Path, probe: pd.DataFrame, 
         raise ValueError("the C export writes the forest in float64: export the quantised variant as onnx")
     out.mkdir(parents=True, exist_ok=True)
     matrix = encode_frame(probe, forest.schema)
+    thresholds = None
+    if fmt == "onnx":
+        from pipelines.model.variants import split_rows
+
+        # The probe rows and rows on every split threshold and the next double either side of it, moved by the
+        # encoding's float32 rule as a caller must: where a plain float32 cast parts from LightGBM.
+        thresholds = exchange.split_thresholds(forest)
+        if len(matrix):
+            matrix = np.vstack([matrix, split_rows(matrix[0], thresholds)])
     expected = forest.predict_matrix(matrix, threads=1)
     if fmt == "onnx":
         data = exchange.onnx_bytes(forest, leaf_precision)  # type: ignore[arg-type]
         target = io.write_atomic(out / io.ONNX_FILE, lambda temp: Path(temp).write_bytes(data))
-        got = exchange.onnx_predictor(data)(matrix)
+        got = exchange.onnx_predictor(data, thresholds=thresholds)(matrix)
         tolerance, files = bound if bound is not None else ONNX_TOLERANCE, [target]
     else:
         files = exchange.write_c_source(forest, out)
         target = build_runner(out)
         got = run_runner(target, matrix)
         tolerance, files = bound if bound is not None else C_TOLERANCE, [*files, out / io.RUNNER_SOURCE, target]
-    encoding = encoding_spec(forest.schema).save(out)
+    encoding = encoding_spec(forest.schema, thresholds).save(out)
     difference = float(np.max(np.abs(got - expected))) if len(got) == len(expected) else math.inf
     if not difference <= tolerance:
         raise ExportError(f"the {fmt} artefact differs from the model by {difference:.3g} on {len(expected)} probe "

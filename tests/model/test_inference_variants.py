@@ -110,10 +110,42 @@ def test_the_compact_library_gives_the_boosters_probabilities(trained: dict[str,
 def test_onnx_gives_the_boosters_probabilities_on_probe_rows(trained: dict[str, Any],
                                                            exported: dict[str, dict[str, Any]]) -> None:
     model, probe, result = trained["model"], trained["probe"], exported["onnx"]
-    assert result["max_difference"] <= 1e-6 and result["probe_rows"] == len(probe)
+    assert result["max_difference"] <= 1e-6 and result["probe_rows"] > len(probe)  # + rows on every threshold
     matrix = encode_frame(probe, model.schema)
     got = onnx_predictor(Path(result["model_file"]).read_bytes())(matrix)
     assert np.max(np.abs(got - model.predict_matrix(matrix))) <= 1e-6
+
+
+def test_the_onnx_exports_float32_rule_read_from_encoding_json_decides_every_split_as_the_model(
+        trained: dict[str, Any], exported: dict[str, dict[str, Any]]) -> None:
+    """A foreign caller of model.onnx with encoding.json alone: values on a split threshold or the next double
+    either side of it part from the model under a plain float32 cast, and agree once moved by the written rule."""
+    import onnxruntime
+
+    from pipelines.model.variants import split_rows
+
+    model, out = trained["model"], Path(exported["onnx"]["out"])
+    encoding = json.loads((out / io.ENCODING_FILE).read_text())
+    assert "float32" in encoding["float32_rule"]
+    by_name = {column["name"]: column for column in encoding["columns"]}
+    listed = [np.array(by_name[name].get("float32_thresholds", []), dtype=float) for name in encoding["column_order"]]
+    rows = split_rows(encode_frame(trained["probe"], model.schema)[0], listed)
+    session = onnxruntime.InferenceSession(str(out / io.ONNX_FILE), providers=["CPUExecutionProvider"])
+
+    def onnx(matrix: np.ndarray) -> np.ndarray:
+        return session.run(None, {session.get_inputs()[0].name: matrix.astype(np.float32)})[1][:, 1]
+
+    moved = rows.copy()
+    moved[np.abs(moved) <= 1e-35] = 0.0
+    for column, thresholds in enumerate(listed):  # the rule, as encoding.json words it
+        if len(thresholds):
+            above = np.nextafter(np.float32(thresholds[-1]), np.float32(np.inf))
+            targets = np.append(thresholds.astype(np.float32), above)
+            present = ~np.isnan(moved[:, column])
+            moved[present, column] = targets[np.searchsorted(thresholds, moved[present, column], side="left")]
+    expected = model.predict_matrix(rows)
+    assert np.max(np.abs(onnx(rows) - expected)) > 1e-6  # what the rule is for
+    assert np.max(np.abs(onnx(moved) - expected)) <= 1e-6
 
 
 def test_the_c_runner_gives_the_services_probabilities(trained: dict[str, Any],
@@ -159,7 +191,10 @@ def test_the_encoding_json_spells_out_the_column_order_and_codes(trained: dict[s
                                                                  exported: dict[str, dict[str, Any]]) -> None:
     """Encoding rows from encoding.json alone (no pipelines.features) gives the matrix the service encodes."""
     model, probe = trained["model"], trained["probe"]
-    assert EdgeEncoding.load(Path(exported["c"]["out"])) == EdgeEncoding.load(Path(exported["onnx"]["out"]))
+    c, onnx = EdgeEncoding.load(Path(exported["c"]["out"])), EdgeEncoding.load(Path(exported["onnx"]["out"]))
+    assert c.float32_rule is None and onnx.float32_rule  # C compares in float64 as LightGBM does
+    assert c.columns == [{key: value for key, value in column.items() if key != "float32_thresholds"}
+                         for column in onnx.columns]
     encoding = json.loads((Path(exported["onnx"]["out"]) / io.ENCODING_FILE).read_text())  # as a foreign caller
     assert encoding["column_order"] == model.schema.feature_names
     by_name = {column["name"]: column for column in encoding["columns"]}
