@@ -39,13 +39,11 @@ from typing import Any
 import numpy as np
 
 from pipelines import io
+from pipelines.model.families.lightgbm import LIGHTGBM_ZERO  # lleaves compares such values as they are
 
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-9
-# LightGBM reads any |x| <= 1e-35f as zero (its kZeroThreshold, a float32; a split "at zero" has that threshold),
-# lleaves compares such values as they are. Probes leave them out: no feature value is that close to 0 but not 0.
-LIGHTGBM_ZERO = float(np.float32(1e-35))
 PROBE_ROWS = 4000
 # A child that has not compiled in this long is stuck (the default champion takes ~7 s on one core).
 COMPILE_TIMEOUT_S = 600.0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.model.families.lightgbm_exchange import LIGHTGBM_ZERO, float32_decisions
+from pipelines.model.families.lightgbm import LIGHTGBM_ZERO
+from pipelines.model.families.lightgbm_exchange import float32_decisions
 
 THRESHOLDS = [np.array([0.1, 61.520000000000003, 912.5, 1015.2500000000001]),
               np.array([]),  # a categorical column: left alone

@@ -22,6 +22,9 @@ from pipelines.model.learning import METRICS, OBJECTIVE, train_weights
 from pipelines.model.seam import Fitted, TrainedModel
 
 FAMILY = "lightgbm"
+# LightGBM reads any |x| <= 1e-35f as zero before a split (its kZeroThreshold, a float32; a split "at zero" has
+# that threshold): what another runtime of the same trees (lleaves, ONNX) must reproduce or avoid.
+LIGHTGBM_ZERO = float(np.float32(1e-35))
 
 
 @dataclass(kw_only=True)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipelines.model.families.lightgbm import LightGBMModel
+from pipelines.model.families.lightgbm import LIGHTGBM_ZERO, LightGBMModel
 
 # The highest opset onnxmltools' LightGBM converter writes (1.16: ai.onnx 15, ai.onnx.ml 3).
 ONNX_OPSET = 15
@@ -37,8 +37,6 @@ ONNX_OUTPUT = "probabilities"
 # How far ONNX's float32 tree operator may be from LightGBM's float64 (~2e-7 on the flights): an export, or an ONNX
 # variant the service serves, beyond it is refused.
 ONNX_TOLERANCE = 1e-6
-# LightGBM reads a value within this of 0 as 0 before any split (its float32 kZeroThreshold; services/compiled.py).
-LIGHTGBM_ZERO = float(np.float32(1e-35))
 _ROWS_ONE_BY_ONE = 8  # float32_decisions: up to this many rows, a Python loop beats numpy's per-call cost
 LeafPrecision = Literal["float32", "float16"]
 # The tree operator's leaf values (onnxmltools' classifier: the positive class's weight per leaf).
