@@ -121,10 +121,13 @@ class BodyChecker:
         return BoundedValidationError.build(self.title, detail, len(detail) if total is None else total,
                                             self.max_errors)
 
-    def _from(self, error: ValidationError, extra: list[dict[str, Any]] = ()) -> BoundedValidationError:
-        """A pydantic error (at most one per field: unknown keys were allowed) as a bounded one."""
+    def _from(self, error: ValidationError, extra: list[dict[str, Any]] = (),
+              extra_count: int | None = None) -> BoundedValidationError:
+        """A pydantic error (at most one per field: unknown keys were allowed) as a bounded one, after `extra`
+        (`extra_count` of them in all when only the first are listed)."""
         detail = error.errors(include_url=False, include_context=False, include_input=False)[:self.max_errors]
-        return self._refuse([*extra, *detail], len(extra) + error.error_count())
+        counted = len(extra) if extra_count is None else extra_count
+        return self._refuse([*extra, *detail][:self.max_errors], counted + error.error_count())
 
     def _unknown(self, mapping: Mapping[str, Any], loc: tuple[Any, ...], allowed: frozenset[str],
                  room: int) -> tuple[list[dict[str, Any]], int]:
@@ -132,6 +135,25 @@ class BodyChecker:
         names = [name for name in mapping if name not in allowed]
         return [{"type": "extra_forbidden", "loc": (*loc, name[:100]), "msg": "Extra inputs are not permitted"}
                 for name in names[:room]], len(names)
+
+    def _strays(self, body: bytes) -> tuple[list[dict[str, Any]], int]:
+        """The unknown keys of a refused single-row body, listed before pydantic's errors: a renamed field (`temp_f`
+        for `temp`) is otherwise reported only as the missing one, and the caller never learns which key was not
+        read. With how many there are; none when the body is no JSON object (pydantic's own error says so)."""
+        from pydantic_core import from_json
+
+        try:
+            data = from_json(body)
+        except ValueError:
+            return [], 0
+        if not isinstance(data, dict):
+            return [], 0
+        detail, total = self._unknown(data, (), frozenset((self.key,)), self.max_errors)
+        row = data.get(self.key)
+        if isinstance(row, dict):
+            more, count = self._unknown(row, (self.key,), self.known, self.max_errors - len(detail))
+            detail, total = detail + more, total + count
+        return detail, total
 
     def _extras(self, row: Mapping[str, Any]) -> bool:
         """Whether a validated row holds a key the schema does not have (all required keys are in it)."""
@@ -146,7 +168,7 @@ class BodyChecker:
         try:
             data = self.envelope.validate_json(body)
         except ValidationError as error:
-            raise self._from(error) from None
+            raise self._from(error, *self._strays(body)) from None
         row = data[self.key]
         if len(data) > 1 or self._extras(row):
             detail, total = self._unknown(data, (), frozenset((self.key,)), self.max_errors)

@@ -70,6 +70,23 @@ def test_a_bad_field_of_a_single_row_is_a_400_naming_it(flight: object) -> None:
     assert refusal.error_count() == 2
 
 
+def test_a_renamed_field_of_a_single_row_is_named_as_unknown_beside_the_missing_one(flight: object) -> None:
+    row = _row()
+    row["temp_f"] = row.pop("temp")
+    detail = _refusal(_single(flight), {"flight": row}).errors()
+    assert {(tuple(item["loc"]), item["type"]) for item in detail} == {(("flight", "temp_f"), "extra_forbidden"),
+                                                                        (("flight", "temp"), "missing")}
+
+
+def test_a_single_row_of_many_unknown_keys_and_a_missing_one_counts_them_all(flight: object) -> None:
+    row = {**_row(), **{f"junk{i}": i for i in range(50)}}
+    del row["hour"]
+    refusal = _refusal(_single(flight), {"flight": row})
+    assert refusal.error_count() == 51
+    detail = refusal.errors()
+    assert len(detail) == MAX_ERRORS + 1 and detail[-1]["msg"].startswith("46 more error(s)")
+
+
 def test_a_batch_answers_its_valid_rows_and_refuses_the_others_by_index_and_field(flight: object) -> None:
     rows = [_row(request_id="a"), _row(hour=25, request_id="b"), {"x": 1}, _row(gate="B12"),
             _row(temp=float("nan")), _row(request_id="f")]
