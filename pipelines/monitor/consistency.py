@@ -43,6 +43,14 @@ MIN_ROWS = 200
 # rows, exactly when the hour has no weather record) is told by the other columns' flags, and then a rise of its
 # own (2% of temperatures dropped while the rest of the weather arrives) stands out against its base rate.
 MIN_MISSING_ROWS = 30
+# A value model keeps at least this many complete reference rows per term. Its window statistic is judged against
+# the reference windows' own spread, and those windows are rows the model was fitted on: with ~1,200 terms (48
+# columns, squares and products) on a year of daily rows the fit reproduces every reference row, its residual sd
+# shrinks to nothing and every later window alarms. At 20 rows a term the in-sample optimism is ~5% of the variance.
+ROWS_PER_TERM = 20
+# When the row budget allows fewer predictors than the table has, at most this many are chosen (`_forward`):
+# relations live in a few columns, and a wider greedy search costs rounds x candidates least-squares fits.
+FORWARD_PREDICTORS = 8
 # Ridge penalty on the standardised terms: keeps collinear squares and perfectly separated missing flags finite;
 # negligible against tens of thousands of rows.
 RIDGE = 1.0
@@ -102,6 +110,10 @@ def _standardised(frame: pd.DataFrame, columns: Sequence[str], consistency: Cons
     center = np.array([consistency.center[c] for c in columns])
     scale = np.array([consistency.scale[c] for c in columns])
     return np.nan_to_num((np.clip(values, low, high) - center) / scale, nan=0.0)
+
+
+def _term_count(predictors: int) -> int:
+    return 1 + predictors + predictors * (predictors + 1) // 2
 
 
 def value_terms(frame: pd.DataFrame, predictors: Sequence[str], consistency: Consistency) -> np.ndarray:
@@ -195,6 +207,15 @@ def _forward(values: pd.DataFrame, target: str, candidates: list[str], limit: in
     return [name for name in candidates if name in chosen]
 
 
+def predictor_budget(rows: int) -> int:
+    """The most predictors a value model on `rows` complete rows may have: its terms (intercept, linear, squares and
+    products: 1 + k + k(k+1)/2) at most rows / ROWS_PER_TERM."""
+    k = 0
+    while ROWS_PER_TERM * _term_count(k + 1) <= rows:
+        k += 1
+    return k
+
+
 def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, margin: float = 0.0, *,
                     max_predictors: int | None = None, missing: bool = True) -> Consistency:
     """Both kinds of model on the reference sample (raw columns in the service's form). A predictor is clipped to
@@ -202,8 +223,9 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, m
     a little past the reference (a warm week, every weather column with it) is still judged by the fit, one far
     outside (pressure in inHg) does not make the other columns look wrong.
 
-    `max_predictors` keeps each value model to the columns that explain its target best (`_forward`; none: every
-    other numeric column, the monitor's models); `missing: False` fits no missingness model (validation judges missing
+    Each value model keeps ROWS_PER_TERM complete rows a term (`predictor_budget`); where that allows fewer
+    predictors than the table has, or `max_predictors` is smaller, it keeps the columns that explain its target best
+    (`_forward`); `missing: False` fits no missingness model (validation judges missing
     shares per period and segment instead)."""
     numeric = list(features.numeric)
     values = reference[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
@@ -217,9 +239,14 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, m
     present = values.notna().mean()
     predictors = [c for c in numeric if present[c] >= PREDICTOR_PRESENT and scale[c] > 0]
     for target in numeric:
-        others = _forward(values, target, [c for c in predictors if c != target], max_predictors)
+        candidates = [c for c in predictors if c != target]
+        budget = predictor_budget(int(values[target].notna().sum()))
+        limit = budget if len(candidates) <= budget else min(budget, FORWARD_PREDICTORS)
+        if max_predictors is not None:
+            limit = min(limit, max_predictors)
+        others = _forward(values, target, candidates, limit) if limit else []
         rows = _complete_rows(reference, [target, *others])
-        if not others or rows.sum() < MIN_ROWS or scale[target] <= 0:
+        if not others or rows.sum() < max(MIN_ROWS, ROWS_PER_TERM * _term_count(len(others))) or scale[target] <= 0:
             continue
         terms = value_terms(reference.loc[rows], others, consistency)
         y = values.loc[rows, target].to_numpy()

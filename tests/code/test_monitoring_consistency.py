@@ -148,3 +148,27 @@ def test_a_broken_relation_alarms_as_data_quality_and_never_retrains(params, bro
     assert summary.quality_reasons[0].label == "data quality (relation broken)"
     decision = decide_retrain(summary, datetime(2013, 9, 9, tzinfo=UTC), None, params.monitor)
     assert decision.retrain is False and decision.reason.startswith("data quality fault")
+
+
+def test_a_wide_short_reference_keeps_only_real_relations_at_their_true_noise():
+    """A year of daily rows with 40 columns: fitted on every other column's squares and products (~820 terms on 365
+    rows) each model reproduced its own rows, noise columns looked determined and their residual sd shrank to
+    nothing, so every later window alarmed. With the row budget only the real law is modelled, at its own noise."""
+    from pipelines.monitor.consistency import ROWS_PER_TERM, ColumnSet, predictor_budget
+
+    rng = np.random.default_rng(3)
+    n = 365
+    frame = pd.DataFrame({f"n{i}": rng.normal(0, 1, n) for i in range(38)})
+    frame["x"], frame["y"] = rng.normal(0, 3, n), rng.normal(5, 2, n)
+    frame["z"] = frame["x"] + frame["y"] ** 2 / 10 + rng.normal(0, NOISE, n)
+    columns = ColumnSet(numeric=list(frame.columns), raw_columns=list(frame.columns))
+    consistency = fit_consistency(frame, columns, 0.95, missing=False)
+    assert set(consistency.values) <= {"x", "z"} and "z" in consistency.values
+    model = consistency.values["z"]
+    assert {"x", "y"} <= set(model.predictors) and len(model.predictors) <= predictor_budget(n)
+    terms = 1 + len(model.predictors) * (len(model.predictors) + 3) // 2
+    assert terms * ROWS_PER_TERM <= n
+    assert model.residual_sd == pytest.approx(NOISE, rel=0.25)
+    later = frame.assign(**{f"n{i}": rng.normal(0, 1, n) for i in range(38)},
+                         z=frame["x"] + frame["y"] ** 2 / 10 + rng.normal(0, NOISE, n))
+    assert abs(mean_residuals(later, consistency)["z"]) < 0.3   # the same law, another draw: no shift
