@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from pipelines import io
-from pipelines.model.families.lightgbm import LIGHTGBM_ZERO  # lleaves compares such values as they are
+# lleaves compares values within LIGHTGBM_ZERO of 0 as they are; LightGBM reads them as 0
+from pipelines.model.families.lightgbm import LIGHTGBM_ZERO, on_and_beside
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def probe_matrix(booster: Any, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndar
                 values.extend(categories)
                 values.append(max(categories) + 1)
             else:
-                values.extend((threshold, np.nextafter(threshold, np.inf), np.nextafter(threshold, -np.inf)))
+                values.extend(on_and_beside(np.array([threshold], dtype=float)).tolist())
         candidates = np.unique(np.array(values, dtype=float))  # NaN kept once
         columns.append(candidates[~((candidates != 0) & (np.abs(candidates) <= LIGHTGBM_ZERO))])
     size = max(rows, *(len(c) for c in columns))

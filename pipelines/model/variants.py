@@ -82,10 +82,12 @@ def probe_matrix(model: TrainedModel) -> np.ndarray:
 def split_rows(row: np.ndarray, thresholds: list[np.ndarray]) -> np.ndarray:
     """Copies of `row` with one column on a threshold of its numeric splits or the next double either side of it,
     for every threshold: where float32 and float64 comparisons could part (a request may send any such value)."""
+    from pipelines.model.families.lightgbm import on_and_beside
+
     blocks = [np.empty((0, len(row)))]
     for column, values in enumerate(thresholds):
         block = np.repeat(row[None, :], 3 * len(values), axis=0)
-        block[:, column] = np.concatenate([values, np.nextafter(values, np.inf), np.nextafter(values, -np.inf)])
+        block[:, column] = on_and_beside(values)
         blocks.append(block)
     return np.vstack(blocks)
 

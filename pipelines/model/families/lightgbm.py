@@ -27,6 +27,12 @@ FAMILY = "lightgbm"
 LIGHTGBM_ZERO = float(np.float32(1e-35))
 
 
+def on_and_beside(thresholds: np.ndarray) -> np.ndarray:
+    """Each split threshold and the next double either side of it: the values where another runtime of the same
+    trees (lleaves, ONNX's float32 operator) could decide a split differently. What every parity probe feeds."""
+    return np.concatenate([thresholds, np.nextafter(thresholds, np.inf), np.nextafter(thresholds, -np.inf)])
+
+
 @dataclass(kw_only=True)
 class LightGBMModel(TrainedModel):
     """A booster with everything needed to score raw rows the way training did."""
