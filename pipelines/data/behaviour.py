@@ -633,7 +633,7 @@ def draft_behaviour(frame: pd.DataFrame, *, time_column: str, period: str, label
                       for name in segments if name not in time_part_columns and name != time_column}
     sample = frame.sample(SAMPLE_ROWS, random_state=seed) if len(frame) > SAMPLE_ROWS else frame
     relations = fit_consistency(sample, ColumnSet(numeric=[n for n in numeric if n != target], raw_columns=[]),
-                                relation_r2, max_predictors=4, missing=False)
+                                relation_r2, max_predictors=4, missing=False, time=sample[time_column])
     label_model, score_edges = None, []
     if target is not None:
         label_model = fit_label_model(sample, pd.Series(make_label(sample, label), index=sample.index),

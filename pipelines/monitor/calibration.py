@@ -487,7 +487,8 @@ def _calibrate(windows: list[pd.DataFrame], reference: pd.DataFrame, features: F
     from pipelines.monitor.windows import window_starts
 
     q = monitor.calibration_quantile
-    consistency = fit_consistency(reference, features, monitor.consistency_r2, monitor.unit_margin)
+    consistency = fit_consistency(reference, features, monitor.consistency_r2, monitor.unit_margin,
+                                  time=reference[time_column])
     reference_starts = window_starts(reference[time_column], monitor.window_days).to_numpy()
     starts = [window_starts(window[time_column].iloc[:1], monitor.window_days).iloc[0] for window in windows]
     in_window = [reference_starts == start for start in starts]

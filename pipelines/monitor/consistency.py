@@ -51,6 +51,12 @@ ROWS_PER_TERM = 20
 # When the row budget allows fewer predictors than the table has, at most this many are chosen (`_forward`):
 # relations live in a few columns, and a wider greedy search costs rounds x candidates least-squares fits.
 FORWARD_PREDICTORS = 8
+# A counter (`counters`): a numeric column whose rank correlation with time (or row order) reaches this in absolute
+# value, and that takes at least COUNTER_MIN_VALUES distinct values.
+COUNTER_RANK_CORRELATION = 0.99
+# More distinct values than any calendar part has (a day of the month: 31), so that a month column over a year's
+# reference (rank correlation with time 0.997, 12 values) or a day over one month's stays a column like the others.
+COUNTER_MIN_VALUES = 32
 # Ridge penalty on the standardised terms: keeps collinear squares and perfectly separated missing flags finite;
 # negligible against tens of thousands of rows.
 RIDGE = 1.0
@@ -80,6 +86,9 @@ class Consistency(BaseModel):
     flags: list[str]                  # raw columns with missing values in the reference: their missing flags
     values: dict[str, ValueModel]     # numeric columns the others determine (R^2 >= monitor.consistency_r2)
     missing: dict[str, list[float]]   # per column: logistic coefficients over missing_terms(column)
+    # Numeric columns that only rise (or fall) with time (`counters`): no value model's predictor or target, no
+    # missingness or label model's predictor.
+    counters: list[str] = []
 
 
 class Columns(Protocol):
@@ -136,7 +145,7 @@ def missing_terms(frame: pd.DataFrame, target: str, numeric: Sequence[str], cons
         standardised = _standardised(frame, numeric, consistency)
     if missing is None:
         missing = frame[consistency.flags].isna().to_numpy(dtype=float)
-    others = [i for i, c in enumerate(numeric) if c != target]
+    others = [i for i, c in enumerate(numeric) if c != target and c not in consistency.counters]
     flags = [i for i, c in enumerate(consistency.flags) if c != target]
     return np.column_stack([np.ones(len(frame)), standardised[:, others], missing[:, flags]])
 
@@ -216,8 +225,33 @@ def predictor_budget(rows: int) -> int:
     return k
 
 
+def counters(frame: pd.DataFrame, numeric: Sequence[str], time: pd.Series | None = None) -> list[str]:
+    """The numeric columns that only rise (or fall) with time: row numbers (an R export's `rownames`), running ids,
+    day indexes, cumulative totals. A relation through one holds on the reference and breaks on every later period
+    by construction: the counter leaves its reference range, is clipped to it, and the fit's prediction goes stale
+    (or, as a target, the counter runs past what its predictors can give). So no model uses them.
+
+    A counter is a column whose rank (Spearman) correlation with `time` (with row order where `time` is None)
+    reaches COUNTER_RANK_CORRELATION in absolute value, and that takes at least COUNTER_MIN_VALUES distinct values.
+    Rank, not linear, correlation: a counter need not rise evenly (ids issued faster on busy days). Not "unique per
+    row and integer-stepped": a day index on an hourly table repeats, a running total is not integer, and both leave
+    their range all the same. A column that close to a function of time carries nothing a relation could check that
+    time does not; the distinct-value floor keeps calendar parts (month, day of month), which move with time over a
+    short reference but repeat each year or month instead of running on, out of the rule (no flights column is a
+    counter: `month` reaches 0.992 over the eight months collected, with 8 values)."""
+    names = [name for name in numeric if name in frame.columns]
+    if not names or len(frame) < 3:
+        return []
+    order = pd.Series(np.arange(len(frame)), index=frame.index) if time is None else time.rank()
+    ranks = frame[names].apply(pd.to_numeric, errors="coerce").astype(float).rank()
+    ranks = ranks.loc[:, ranks.nunique() >= COUNTER_MIN_VALUES]
+    correlation = ranks.corrwith(order).abs().fillna(0.0)
+    return [name for name in ranks.columns if correlation[name] >= COUNTER_RANK_CORRELATION]
+
+
 def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, margin: float = 0.0, *,
-                    max_predictors: int | None = None, missing: bool = True) -> Consistency:
+                    max_predictors: int | None = None, missing: bool = True,
+                    time: pd.Series | None = None) -> Consistency:
     """Both kinds of model on the reference sample (raw columns in the service's form). A predictor is clipped to
     the reference's [min, max] widened by `margin` standard deviations (`monitor.unit_margin`): a window that moved
     a little past the reference (a warm week, every weather column with it) is still judged by the fit, one far
@@ -226,7 +260,8 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, m
     Each value model keeps ROWS_PER_TERM complete rows a term (`predictor_budget`); where that allows fewer
     predictors than the table has, or `max_predictors` is smaller, it keeps the columns that explain its target best
     (`_forward`); `missing: False` fits no missingness model (validation judges missing
-    shares per period and segment instead)."""
+    shares per period and segment instead). `time` (the reference's time stamps; None: its row order) tells the
+    counters (`counters`), which no model uses as a predictor and no value model as its target."""
     numeric = list(features.numeric)
     values = reference[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
     scale = values.std().fillna(0.0)
@@ -235,10 +270,12 @@ def fit_consistency(reference: pd.DataFrame, features: Columns, min_r2: float, m
         scale={c: float(s) if s > 0 else 1.0 for c, s in scale.items()},
         bounds={c: [float(values[c].min()) - margin * float(scale[c]), float(values[c].max())
                     + margin * float(scale[c])] if values[c].notna().any() else [0.0, 0.0] for c in numeric},
-        flags=[c for c in features.raw_columns if reference[c].isna().any()], values={}, missing={})
+        flags=[c for c in features.raw_columns if reference[c].isna().any()], values={}, missing={},
+        counters=counters(values, numeric, time))
     present = values.notna().mean()
-    predictors = [c for c in numeric if present[c] >= PREDICTOR_PRESENT and scale[c] > 0]
-    for target in numeric:
+    predictors = [c for c in numeric if present[c] >= PREDICTOR_PRESENT and scale[c] > 0
+                  and c not in consistency.counters]
+    for target in (c for c in numeric if c not in consistency.counters):
         candidates = [c for c in predictors if c != target]
         budget = predictor_budget(int(values[target].notna().sum()))
         limit = budget if len(candidates) <= budget else min(budget, FORWARD_PREDICTORS)
@@ -332,7 +369,8 @@ def fit_label_model(reference: pd.DataFrame, label: pd.Series, numeric: Sequence
                     categories: dict[str, list[str]], consistency: Consistency,
                     max_predictors: int = 6) -> LabelModel | None:
     """The label model on the reference rows with a label (None when there are too few of either class).
-    `consistency` supplies the standardisation (`fit_consistency` on the same reference)."""
+    `consistency` supplies the standardisation and the counters, never predictors (`fit_consistency` on the same
+    reference)."""
     known = label.notna().to_numpy()
     y = label[known].astype(float)
     if min(y.sum(), len(y) - y.sum()) < MIN_ROWS:
@@ -340,7 +378,7 @@ def fit_label_model(reference: pd.DataFrame, label: pd.Series, numeric: Sequence
     rows = reference.loc[known]
     values = rows[list(numeric)].apply(pd.to_numeric, errors="coerce").astype(float)
     present = [c for c in numeric if values[c].notna().mean() >= PREDICTOR_PRESENT and consistency.scale[c] > 0
-               and values[c].nunique() > 1]
+               and values[c].nunique() > 1 and c not in consistency.counters]
     strength = values[present].corrwith(pd.Series(y.to_numpy(), index=values.index)).abs().fillna(0.0)
     chosen = set(strength.sort_values(ascending=False, kind="stable").index[:max_predictors])
     model = LabelModel(predictors=[c for c in present if c in chosen], categories=dict(categories),

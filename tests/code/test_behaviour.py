@@ -235,3 +235,22 @@ def test_a_broken_dependency_names_its_keys_and_segment(reference: pd.DataFrame,
     (dependency,) = [f for f in findings if f.check == "functional_dependency"]
     assert (dependency.column, dependency.unit, dependency.segment) == ("region", "2021-08", "shop=s6")
     assert "shop -> region" in dependency.expected and any("s6: region" in text for text in dependency.examples)
+
+
+def test_a_row_number_is_in_no_relation_nor_the_label_model() -> None:
+    """A daily table exported from R: `rownames` 1..N beside y = x + a trend in time. Through the row number y is
+    determined on the reference (R^2 0.999) and the label model ranks with it, and both break on every later period
+    (the row number leaves its range); it is a counter, so neither uses it."""
+    rng = np.random.default_rng(4)
+    days = 730
+    x = rng.normal(0, 1, days)
+    frame = pd.DataFrame({"time": pd.Timestamp("2021-01-01", tz="UTC") + pd.to_timedelta(np.arange(days), unit="D"),
+                          "rownames": np.arange(1, days + 1), "x": x,
+                          "y": x + 0.004 * np.arange(days) + rng.normal(0, 0.05, days),
+                          "late": (rng.random(days) < 1 / (1 + np.exp(-x))).astype(int)})
+    drafted = draft_behaviour(frame, time_column="time", period="month", label=LabelSpec(target="late"),
+                              margin=2.0, floors=Floors(missing=0.05, share=0.02, outside=0.02), relation_r2=0.95)
+    assert drafted.relations.counters == ["rownames"]
+    used = {name for target, model in drafted.relations.values.items() for name in [target, *model.predictors]}
+    assert "rownames" not in used
+    assert drafted.label_model is not None and drafted.label_model.predictors == ["x", "y"]

@@ -172,3 +172,38 @@ def test_a_wide_short_reference_keeps_only_real_relations_at_their_true_noise():
     later = frame.assign(**{f"n{i}": rng.normal(0, 1, n) for i in range(38)},
                          z=frame["x"] + frame["y"] ** 2 / 10 + rng.normal(0, NOISE, n))
     assert abs(mean_residuals(later, consistency)["z"]) < 0.3   # the same law, another draw: no shift
+
+
+def _daily(first_day: int, days: int, seed: int) -> pd.DataFrame:
+    """A daily table as R exports it: `rownames` 1..N, an order `id` that rises by uneven steps, a `month`, and
+    y = x + a trend in time (R^2 of y on x alone ~0.6: the trend is no law between the columns)."""
+    rng = np.random.default_rng(seed)
+    day = np.arange(first_day, first_day + days)
+    time = pd.Timestamp("2021-01-01", tz="UTC") + pd.to_timedelta(day, unit="D")
+    x = rng.normal(0, 1, days)
+    return pd.DataFrame({"time": time, "rownames": day + 1, "id": 100_000 + 12 * day + rng.integers(0, 12, days),
+                         "month": time.month, "x": x, "y": x + 0.004 * day + rng.normal(0, 0.05, days)})
+
+
+def test_a_counter_is_in_no_relation_so_a_later_period_is_no_false_alarm():
+    """`rownames` and a rising `id` determine the trend in y, so y = x + 0.004 rownames fits the reference (R^2
+    0.999) and breaks on every later period, where the counters leave their range. Neither is a predictor or a
+    target; `month` stays a column like the others, even over one year, where its rank correlation with time is
+    0.997: it has 12 values, a calendar part and no counter."""
+    from pipelines.monitor.consistency import ColumnSet, counters
+
+    reference = _daily(0, 730, seed=5)
+    numeric = ["rownames", "id", "month", "x", "y"]
+    consistency = fit_consistency(reference, ColumnSet(numeric=numeric, raw_columns=numeric), 0.95,
+                                  time=reference["time"])
+    assert consistency.counters == ["rownames", "id"]
+    one_year = reference.iloc[:365]
+    assert counters(one_year, numeric, one_year["time"]) == ["rownames", "id"]
+    used = {name for target, model in consistency.values.items() for name in [target, *model.predictors]}
+    assert not used & {"rownames", "id"}
+    later = _daily(730, 90, seed=6)
+    assert all(abs(value) < 1.0 for value in mean_residuals(later, consistency).values())
+    # Without a time column, row order: the same counters in a sorted table, none in a shuffled one.
+    assert counters(reference, numeric) == ["rownames", "id"]
+    shuffled = reference.sample(frac=1.0, random_state=0)
+    assert counters(shuffled, numeric) == [] and counters(shuffled, numeric, shuffled["time"]) == ["rownames", "id"]
