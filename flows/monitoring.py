@@ -242,7 +242,9 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
                          clock=pd.Timestamp(clock) if clock else None)
     for plan in plans:
-        if not plan.ready and plan.reason != "already analysed":
+        if plan.skipped:
+            logger.info("window %s (%d rows): %s", plan.start.date(), plan.rows, plan.reason)
+        elif not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
     ready = [plan for plan in plans if plan.ready]
     if not ready:
