@@ -164,6 +164,52 @@ def retrain_outcomes(params: Params, window_ends: list[str]) -> dict[str, str | 
     return found
 
 
+@task(name="retrain-route", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def retrain_route(params: Params) -> bookkeeping.RetrainRoute:
+    """Whether a retrain this run asks for would be run: the drift Automation and the retraining deployment on the
+    Prefect API this run talks to. A run by hand on Prefect's temporary server (no `PREFECT_API_URL`) has neither:
+    that server stops with the run."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.automations import RETRAIN_ON_DRIFT
+
+    deployment = params.monitor.retraining_deployment
+    if not PREFECT_API_URL.value():
+        return bookkeeping.RetrainRoute(False, "this run's Prefect server is a temporary one (PREFECT_API_URL is "
+                                        "not set, e.g. `python -m flows.monitoring` by hand), so no Automation or "
+                                        f"deployment will run it; set PREFECT_API_URL to the stack's server for "
+                                        f"the drift Automation to run {deployment}")
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            return bookkeeping.RetrainRoute(False, f"no deployment {deployment} on the Prefect server "
+                                            f"{PREFECT_API_URL.value()} (`python -m flows.deployments` registers "
+                                            "it), so nothing will run it")
+        automations = client.read_automations_by_name(RETRAIN_ON_DRIFT)
+    if not automations:
+        return bookkeeping.RetrainRoute(False, f"no Automation {RETRAIN_ON_DRIFT!r} on the Prefect server "
+                                        f"{PREFECT_API_URL.value()} (`python -m flows.deployments` applies it), so "
+                                        "nothing will run it")
+    if not any(automation.enabled for automation in automations):
+        return bookkeeping.RetrainRoute(True, f"the Automation {RETRAIN_ON_DRIFT!r} is paused: nothing runs it "
+                                        "until it is resumed (Prefect UI -> Automations)", paused=True)
+    return bookkeeping.RetrainRoute(True, f"the Automation {RETRAIN_ON_DRIFT!r} runs {deployment} on it")
+
+
+def _say_retrain(record: WindowRecord, retrain: RetrainRequest, route: bookkeeping.RetrainRoute | None) -> None:
+    """One line per window that asks for a retrain: booked and who runs it, or not booked and the command."""
+    if retrain.started and route is not None:
+        by_hand = f"; or by hand: {bookkeeping.RETRAIN_COMMAND.format(data_end=retrain.data_end)}" \
+            if route.paused else ""
+        get_run_logger().info("window %s: retrain booked (event %s, data up to %s): %s%s", record.window_start[:10],
+                              retrain.event, retrain.data_end, route.note, by_hand)
+    elif retrain.reason.startswith(bookkeeping.NOT_BOOKED):
+        get_run_logger().warning("window %s: %s", record.window_start[:10], retrain.reason)
+
+
 @task(name="save-state", cache_policy=NO_CACHE)
 def save_state(params: Params, state: MonitorState) -> None:
     monitoring_store.save_state(params, state)
@@ -242,12 +288,17 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
                          clock=pd.Timestamp(clock) if clock else None)
     for plan in plans:
-        if not plan.ready and plan.reason != "already analysed":
+        if plan.skipped:
+            logger.info("window %s (%d rows): %s", plan.start.date(), plan.rows, plan.reason)
+        elif not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
     ready = [plan for plan in plans if plan.ready]
+    route = retrain_route(params) if trigger else None
+    if route is not None and not route.automated:
+        logger.warning("a retrain asked for by this run is not booked: %s", route.note)
     if not ready:
-        judged = _reconsider_acknowledged(params, state, acknowledgements, trigger)
-        _retry_suppressed(params, judged, trigger)
+        judged = _reconsider_acknowledged(params, state, acknowledgements, trigger, route)
+        _retry_suppressed(params, judged, trigger and (route is None or route.automated))
         if settled or judged is not state:  # the dashboard's outcome and acknowledgement panels changed
             ensure_dashboard(params)
         return []
@@ -255,7 +306,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         if plan.late_rows and not plan.reanalysis:
             logger.info("window %s: %d late rows since analysed (under monitor.late_rows_share)", plan.start.date(),
                         plan.late_rows)
-    state = _reconsider_acknowledged(params, state, acknowledgements, trigger)
+    state = _reconsider_acknowledged(params, state, acknowledgements, trigger, route)
     reference, calibration, expected, champion, champion_tag = loaded or load_reference(params)
     ensure_dashboard(params, champion_tag)
     # --- per window: analyse, book (decide + remember), publish, tell -------------------------------------------
@@ -264,7 +315,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         summary, drift, quality = analyse(params, plan.start, plan.end, frame, reference, calibration, outcomes,
                                           expected, champion, champion_tag, refused, acknowledgements)
         booked = bookkeeping.book_window(state, plan.start.to_pydatetime(), plan.end.to_pydatetime(), summary,
-                                         params.monitor, trigger=trigger)
+                                         params.monitor, trigger=trigger, route=route or bookkeeping.AUTOMATED)
         record = WindowRecord.of(summary, window_start=plan.start.isoformat(), window_end=plan.end.isoformat(),
                                  log_skipped=skipped, late_rows=plan.late_rows, reanalysis=plan.reanalysis,
                                  retrain=booked.retrain)
@@ -276,14 +327,15 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
                                  markdown=_artifact_markdown(record, paths, booked.retrain),
                                  description=f"drift {'yes' if record.drift else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
+        _say_retrain(record, booked.retrain, route)
         results.append(record.to_json_dict())
-    _retry_suppressed(params, state, trigger)
+    _retry_suppressed(params, state, trigger and (route is None or route.automated))
     ensure_dashboard(params, champion_tag)  # the acknowledgements and retrain outcomes panels, as of this run
     return results
 
 
 def _reconsider_acknowledged(params: Params, state: MonitorState, acknowledgements: list[Acknowledgement],
-                             trigger: bool) -> MonitorState:
+                             trigger: bool, route: bookkeeping.RetrainRoute | None = None) -> MonitorState:
     """The latest window judged again when an acknowledgement made since covers every data-quality reason that
     blocked its retrain: its record rewritten (the reasons marked), a retrain asked for if the decision now says so.
     Returns the state after it."""
@@ -293,13 +345,15 @@ def _reconsider_acknowledged(params: Params, state: MonitorState, acknowledgemen
     latest = next((s for s in monitoring_store.read_summaries(params) if s.window_start == analysed[-1]), None)
     if latest is None:
         return state
-    judged = bookkeeping.reconsider(state, latest, acknowledgements, params.monitor, trigger=trigger)
+    judged = bookkeeping.reconsider(state, latest, acknowledgements, params.monitor, trigger=trigger,
+                                    route=route or bookkeeping.AUTOMATED)
     if judged is None:
         return state
     record, booked = judged
     get_run_logger().info("window %s judged again after an acknowledgement: %s", record.window_start[:10],
                           booked.decision.reason)
     record.save(params.paths.monitoring_dir)
+    _say_retrain(record, booked.retrain, route)
     start, end = pd.Timestamp(record.window_start), pd.Timestamp(record.window_end)
     emit(bookkeeping.window_events(record, start.to_pydatetime(), end.to_pydatetime(), booked.retrain))
     save_state(params, booked.state)

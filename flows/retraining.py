@@ -9,10 +9,17 @@ never rewritten, two retrains cannot corrupt each other, and the experiment's co
 dvc.lock (`dvc exp show` lists it beside the baseline). Its data and model go to the DVC remote and its ref to
 `versioning.git_remote` (`dvc exp push`), so the model it registers can be rebuilt from its registry entry (`python
 -m pipelines reproduce <tag>`, docs/versioning.md).
+
+By hand: `python -m flows.retraining --data-end 2013-11-01` (exclusive, like `collect.end`) or `--through
+2013-10-31` (that day included): the same experiment, versioned the same way. Without either, params.yaml's
+`collect.end`.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import publish_reports
 from pipelines import io
 from pipelines.config import Params, load_params
+from pipelines.config.pipeline import CollectParams
 from pipelines.contracts import GateReport, RetrainOutcome
 from pipelines.model.gate import decision_markdown
 from pipelines.release import versioning
@@ -45,6 +53,23 @@ class RetrainRefused(RuntimeError):
     """The data a retrain would learn from fails the validation suite: nothing is trained, the suite says why."""
 
 
+def retrain_window(params: Params, data_end: str | None) -> CollectParams:
+    """The collect window the experiment will train on (params.yaml's, moved by `retraining_overrides`), checked as
+    params.yaml's own is: an end that is not a date, or not after the start, is refused here, before anything is
+    set up, instead of failing inside `dvc exp run`."""
+    from pydantic import ValidationError
+
+    try:
+        moved = {key.split(".")[1]: value
+                 for key, value in retraining_overrides(data_end, params.monitor.retrain_window_days).items()}
+        return CollectParams.model_validate({**params.collect.model_dump(), **moved})
+    except ValidationError as error:
+        problems = "; ".join(str(problem["msg"]).removeprefix("Value error, ") for problem in error.errors())
+        raise RetrainRefused(f"retrain on data up to {data_end} refused: {problems}") from error
+    except ValueError as error:  # pandas, on an end it cannot read (a sliding window's start is computed from it)
+        raise RetrainRefused(f"retrain on data up to {data_end} refused: not a date ({error})") from error
+
+
 @task(name="validate-retrain-data", cache_policy=NO_CACHE, task_run_name="validate data up to {data_end}")
 def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> dict[str, Any]:
     """The table the experiment would train on (collect.start .. data_end), through the project's validation suite
@@ -61,9 +86,8 @@ def validate_retrain_data(params: Params, root: Path, data_end: str | None) -> d
     def rooted(path: Path) -> Path:
         return path if path.is_absolute() else root / path
 
-    moved = retraining_overrides(data_end, params.monitor.retrain_window_days)
-    window = params.collect.model_copy(update={key.split(".")[1]: pd.Timestamp(value)
-                                               for key, value in moved.items()})
+    found = retrain_window(params, data_end)
+    window = found.model_copy(update={"start": pd.Timestamp(found.start), "end": pd.Timestamp(found.end)})
     source = params.source.model_copy(update={"path": rooted(params.source.path)})
     suite_path = rooted(params.validate_.suite)
     suite = read_suite(suite_path)
@@ -110,8 +134,10 @@ def retraining(params_file: str = io.PARAMS_FILE, data_end: str | None = None, r
     """The training DAG as a DVC experiment with `collect.end = data_end` (the end of the latest labelled window)."""
     params = load_params(params_file)
     root = versioning.project_root(params_file)
+    window = retrain_window(params, data_end)  # an unreadable or too early end: refused before anything is set up
     name = versioning.experiment_name("retrain", data_end=data_end)
-    print(f"retraining with data up to {data_end or '(params.yaml collect.end)'} as experiment {name}: "
+    print(f"retraining on data {window.start:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} (end exclusive; "
+          f"{'collect.end=' + data_end if data_end else 'params.yaml collect.end'}) as experiment {name}: "
           f"{reason or 'manual'}")
     print(f"working in {root} at commit {versioning.git(root, 'rev-parse', 'HEAD')}")
     # --- refuse an unversioned table or corrupted data before anything is set up -------------------------------
@@ -154,5 +180,50 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def data_end_of(data_end: str | None, through: date | None) -> str | None:
+    """The flow's `data_end` (exclusive, as `collect.end`) from the CLI's `--data-end` or `--through` (a day
+    included: the end is the next midnight)."""
+    return (through + timedelta(days=1)).isoformat() if through is not None else data_end
+
+
+def cli_parameters(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The flow's parameters from `python -m flows.retraining`'s arguments (an unknown argument is an error, never
+    ignored)."""
+    parser = argparse.ArgumentParser(prog="python -m flows.retraining",
+                                     description="Retrain: the training DAG and its gate as a DVC experiment on "
+                                                 "data up to a date (collect.end moved to it).")
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
+    end = parser.add_mutually_exclusive_group()
+    end.add_argument("--data-end", type=_iso_datetime, metavar="WHEN",
+                     help="train on data before this date or ISO time (exclusive, as collect.end; the flow's "
+                          "data_end, what the drift Automation passes: a window's end). Default: params.yaml's")
+    end.add_argument("--through", type=_iso_day, metavar="YYYY-MM-DD",
+                     help="train on data up to and including this day (--data-end the next day)")
+    parser.add_argument("--reason", default="", help="why, kept with the run (default: manual)")
+    args = parser.parse_args(argv)
+    return {"params_file": args.params, "data_end": data_end_of(args.data_end, args.through), "reason": args.reason}
+
+
+def _iso_datetime(text: str) -> str:
+    """The text as given, once it reads as an ISO date or time."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or time (YYYY-MM-DD[THH:MM])") from error
+    return text
+
+
+def _iso_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    retraining(**cli_parameters(argv))
+    return 0
+
+
 if __name__ == "__main__":
-    retraining()
+    raise SystemExit(main())

@@ -42,6 +42,33 @@ WINDOW_RESOURCE_PREFIX = "flightops.monitoring.window."
 MODEL_RESOURCE_PREFIX = "flightops.model."
 # Prefect keeps an event's resource labels as strings; a reason list is capped so the event stays small.
 MAX_REASON_CHARS = 500
+# What a person runs to retrain on a window by hand (flows/retraining.py's CLI; its `--data-end` is the flow's
+# `data_end`, what the Automation passes).
+RETRAIN_COMMAND = "python -m flows.retraining --data-end {data_end}"
+
+
+def retrain_command(window_end: datetime) -> str:
+    return RETRAIN_COMMAND.format(data_end=window_end.isoformat())
+
+
+@dataclass(frozen=True)
+class RetrainRoute:
+    """Whether anything will run a retrain the monitor asks for, found on the Prefect API the run talks to.
+
+    `automated`: the drift Automation and the retraining deployment are there, so a request is booked (its cooldown
+    starts) and its event sent; a paused Automation still counts (resuming it must not replay a backlog), and
+    `note` says it is paused. Not automated (a hand run of `python -m flows.monitoring` on Prefect's temporary
+    server, a server without the stack's deployments): nothing would ever run the request, so it is not booked —
+    a booking would start a cooldown for a retrain that never happens and stay pending forever — and the window's
+    record says why and the command that retrains on it."""
+
+    automated: bool
+    note: str
+    paused: bool = False  # the Automation is there but paused: booked, run when it is resumed (or by hand)
+
+
+AUTOMATED = RetrainRoute(True, "the Automation runs the retraining deployment on it")
+NOT_BOOKED = "would retrain, not booked"
 
 
 def served_model_tag(summary: WindowSummary) -> str | None:
@@ -152,21 +179,26 @@ class BookedWindow:
 
 
 def book_window(state: MonitorState, window_start: datetime, window_end: datetime,
-                summary: WindowSummary, monitor: MonitorParams, trigger: bool = True) -> BookedWindow:
+                summary: WindowSummary, monitor: MonitorParams, trigger: bool = True,
+                route: RetrainRoute = AUTOMATED) -> BookedWindow:
     """Decide whether the window asks for a retrain and return the state with the window (and retrain) recorded.
 
     A requested retrain is recorded at once (its window end starts the cooldown) whether or not the Automation
     then runs it: the monitor asked, and asking again every window while the Automation is paused or a retrain
     is running would be a storm of identical requests. `trigger=False` decides and books without requesting
-    (the window is done, no retrain is recorded), for dry runs.
+    (the window is done, no retrain is recorded), for dry runs; so does a `route` that is not automated (nothing
+    would run the request), and the reason says so with the command that retrains on the window by hand.
     """
     kinds = [reason.kind for reason in summary.retrain_reasons]
     refusals, refused_gate = refusals_in_a_row(state, kinds)
     decision = decide_retrain(summary, window_end, last_retrain_window_end(state), monitor, refusals, refused_gate)
-    requested = decision.retrain and trigger
+    requested = decision.retrain and trigger and route.automated
     if requested:
         retrain = RetrainRequest(started=True, reason=decision.reason, data_end=window_end.isoformat(),
                                  event=DRIFT_DETECTED, kinds=kinds)
+    elif decision.retrain and trigger:
+        retrain = RetrainRequest(started=False, reason=unrouted_reason(decision.reason, window_end, route),
+                                 kinds=kinds)
     else:
         retrain = RetrainRequest(started=False, reason=f"would retrain, trigger disabled: {decision.reason}"
                                  if decision.retrain else decision.reason, kinds=kinds)
@@ -180,8 +212,15 @@ def book_window(state: MonitorState, window_start: datetime, window_end: datetim
     return BookedWindow(decision=decision, retrain=retrain, state=_asked(state, window_start, booking, asked))
 
 
+def unrouted_reason(reason: str, window_end: datetime, route: RetrainRoute) -> str:
+    """A retrain the window asks for that nothing would run: not booked, and how to run it by hand."""
+    return (f"{NOT_BOOKED}: {route.note}; to retrain on this window by hand: "
+            f"{retrain_command(window_end)} ({reason})")
+
+
 def reconsider(state: MonitorState, record: WindowRecord, acknowledgements: list[Acknowledgement],
-               monitor: MonitorParams, trigger: bool = True) -> tuple[WindowRecord, BookedWindow] | None:
+               monitor: MonitorParams, trigger: bool = True,
+               route: RetrainRoute = AUTOMATED) -> tuple[WindowRecord, BookedWindow] | None:
     """The latest analysed window judged again when acknowledgements made since now cover every data-quality
     reason that blocked its retrain: the record with those reasons marked, and the window booked again (a retrain
     asked for if the decision now says so). None when nothing changed for it."""
@@ -189,7 +228,7 @@ def reconsider(state: MonitorState, record: WindowRecord, acknowledgements: list
         return None
     marked = acknowledge.apply(record, acknowledgements, record.window_start)
     start, end = datetime.fromisoformat(record.window_start), datetime.fromisoformat(record.window_end)
-    booked = book_window(state, start, end, marked, monitor, trigger=trigger)
+    booked = book_window(state, start, end, marked, monitor, trigger=trigger, route=route)
     updated = WindowRecord.model_validate({**marked.model_dump(exclude={"drift"}), "retrain": booked.retrain})
     return updated, booked
 

@@ -48,6 +48,7 @@ class WindowPlan:
     reason: str
     late_rows: int = 0       # rows that arrived after the window was analysed
     reanalysis: bool = False
+    skipped: bool = False    # never judged: a partial first window too small once the next one has started
 
 
 def traffic_clock(stamps: pd.Series, monitor: MonitorParams) -> pd.Timestamp:
@@ -70,10 +71,14 @@ def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
     """Every window in the log, and whether it is ready for analysis now.
 
     A window is ready when the monitor's clock (`monitor_clock`) has passed its end plus
-    `monitor.window_grace_hours` and it holds at least `min_window_rows` rows. `done` maps each analysed window's
-    start to the rows it had when analysed: rows that arrived since are counted, and past `monitor.late_rows_share`
-    of them the window is ready again (re-analysed with all its rows). `now` is the wall clock (default: the real
-    one); `clock` replaces the monitor's clock altogether (a backfill or a test judging "as of" a time).
+    `monitor.window_grace_hours` and it holds at least `min_window_rows` rows. The first window of traffic that
+    starts mid-window (a replay from a Sunday, a service switched on on a Wednesday) is judged like any other when
+    it holds enough rows; when it does not, it is *skipped* once its end has passed (`partial_first_window`): the
+    rows before the traffic began will never come, so it is said to be partial, not left waiting. `done` maps each
+    analysed window's start to the rows it had when analysed: rows that arrived since are counted, and past
+    `monitor.late_rows_share` of them the window is ready again (re-analysed with all its rows). `now` is the wall
+    clock (default: the real one); `clock` replaces the monitor's clock altogether (a backfill or a test judging
+    "as of" a time).
     """
     if frame.empty:
         return []
@@ -82,6 +87,7 @@ def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
     clock = clock if clock is not None else monitor_clock(frame[time_column], monitor, now)
     width = pd.Timedelta(days=monitor.window_days)
     grace = pd.Timedelta(hours=monitor.window_grace_hours)
+    first = frame[time_column].min()
     plans = []
     for start, rows in starts.value_counts().sort_index().items():
         end, rows = start + width, int(rows)
@@ -99,12 +105,25 @@ def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
             plans.append(WindowPlan(start, end, rows, False, f"still filling: the clock ({clock:%Y-%m-%d %H:%M}) "
                                     f"has not passed its end + monitor.window_grace_hours="
                                     f"{monitor.window_grace_hours:g}"))
+        elif rows < monitor.min_window_rows and start < first:
+            plans.append(WindowPlan(start, end, rows, False, partial_first_window(start, first, rows, monitor),
+                                    skipped=True))
         elif rows < monitor.min_window_rows:
             plans.append(WindowPlan(start, end, rows, False,
                                     f"{rows} rows < monitor.min_window_rows={monitor.min_window_rows}"))
         else:
             plans.append(WindowPlan(start, end, rows, True, "ready"))
     return plans
+
+
+def partial_first_window(start: pd.Timestamp, first: pd.Timestamp, rows: int, monitor: MonitorParams) -> str:
+    """Why the first window is skipped: the traffic began inside it (`first`, the earliest scheduled time logged),
+    so it covers only part of its days and too few rows to be judged against a calibration made on whole windows;
+    the next window has started, so no more of its rows are coming."""
+    days = (start + pd.Timedelta(days=monitor.window_days) - first) / pd.Timedelta(days=1)
+    return (f"partial first window, skipped: the traffic starts {first:%Y-%m-%d %H:%M}, inside it, so it covers "
+            f"{days:.1f} of its {monitor.window_days} days; {rows} rows < monitor.min_window_rows="
+            f"{monitor.min_window_rows} and the next window has started. Windows from the next one are judged")
 
 
 def window_rows(frame: pd.DataFrame, time_column: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

@@ -43,6 +43,42 @@ def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
     assert not set(name) & set(" :~^?*[\\")
 
 
+def test_the_retraining_cli_moves_the_data_end_and_refuses_what_it_cannot_read(capsys) -> None:
+    """`python -m flows.retraining --through 2013-10-31` retrains on data through that day: the flow's data_end (and
+    so the experiment's `-S collect.end`) is the next midnight; `--data-end` is passed as given. An argument it does
+    not know is an error, never ignored."""
+    from flows.retraining import cli_parameters
+
+    assert cli_parameters(["--through", "2013-10-31"]) == {
+        "params_file": io.PARAMS_FILE, "data_end": "2013-11-01", "reason": ""}
+    assert cli_parameters(["--data-end", "2013-10-07T00:00:00+00:00", "--reason", "replayed autumn"])[
+        "data_end"] == "2013-10-07T00:00:00+00:00"
+    assert cli_parameters([])["data_end"] is None  # params.yaml's collect.end
+    for wrong in (["2013-10-31"], ["--through", "2013-10-32"], ["--data-end", "yesterday"],
+                  ["--through", "2013-10-31", "--data-end", "2013-11-01"]):
+        with pytest.raises(SystemExit):
+            cli_parameters(wrong)
+    assert "'2013-10-32' is not a day (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_a_retrain_window_is_checked_like_params_yaml_before_anything_runs(tmp_path: Path) -> None:
+    from flows.retraining import RetrainRefused, retrain_window
+    from pipelines.config import parse_params
+    from support.params import params_dict
+
+    params = parse_params(params_dict(tmp_path, {"collect.start": "2013-01-01", "collect.end": "2013-09-01"}))
+    window = retrain_window(params, "2013-11-01")
+    assert (window.start.isoformat(), window.end.isoformat()) == ("2013-01-01T00:00:00+00:00",
+                                                                  "2013-11-01T00:00:00+00:00")
+    assert retrain_window(params, None) == params.collect
+    with pytest.raises(RetrainRefused, match=r"collect.end \(2012-11-01\) must be after collect.start \(2013-01-01\)"):
+        retrain_window(params, "2012-11-01")
+    sliding = params.model_copy(update={"monitor": params.monitor.model_copy(update={"retrain_window_days": 30})})
+    assert retrain_window(sliding, "2013-11-01").start.isoformat() == "2013-10-02T00:00:00+00:00"
+    with pytest.raises(RetrainRefused, match="not a date"):
+        retrain_window(sliding, "soon")
+
+
 def _summary(out: Path, gain: float | None):
     from pipelines.contracts import LoopRetrain, LoopSummary, ReproduceCommand
 

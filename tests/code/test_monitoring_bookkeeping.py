@@ -212,3 +212,41 @@ def test_the_model_panels_draw_one_line_per_champion_named_in_the_legend(make_pa
     project = workspace.search_project(monitoring_store.PROJECT_NAME)[0]
     auc = next(p for p in workspace.get_dashboard(project.id).panels if p.title == "Live ROC AUC")
     assert [v.legend for v in auc.values] == ["m:first", "m:second"]
+
+
+def test_a_retrain_nothing_would_run_is_not_booked_and_the_reason_gives_the_command(params):
+    """`python -m flows.monitoring` by hand (Prefect's temporary server: no Automation, no deployment): a drifted
+    window that asks for a retrain books none — no cooldown started, no request pending forever — and its reason
+    says so with the command that retrains on it, which the retraining CLI reads back as the window's end."""
+    import shlex
+
+    from flows.retraining import cli_parameters
+
+    nobody = book.RetrainRoute(False, "this run's Prefect server is a temporary one")
+    booked = book.book_window(book.empty_state(), START, END, _summary(True), params.monitor, route=nobody)
+    assert booked.decision.retrain and booked.retrain.started is False and booked.state.retrains == []
+    assert booked.state.windows[START.isoformat()].retrain is False  # analysed once, no retrain asked
+    assert booked.retrain.reason.startswith(f"{book.NOT_BOOKED}: this run's Prefect server is a temporary one; "
+                                            "to retrain on this window by hand: python -m flows.retraining "
+                                            f"--data-end {END.isoformat()} (")
+    command = booked.retrain.reason.split("by hand: ")[1].split(" (")[0]
+    assert cli_parameters(shlex.split(command)[3:])["data_end"] == END.isoformat()
+    # No event asks for it either: only `flightops.window.analysed`.
+    record = _summary(True).model_copy(update={"retrain": booked.retrain})
+    assert [spec.event for spec in book.window_events(record, START, END, booked.retrain)] == [book.WINDOW_ANALYSED]
+    # A paused Automation still books it (resuming must not replay a backlog); a window without an alarm is unchanged.
+    paused = book.RetrainRoute(True, "the Automation is paused")
+    kept = book.book_window(book.empty_state(), START, END, _summary(True), params.monitor, route=paused)
+    assert kept.retrain.started and len(kept.state.retrains) == 1
+    calm = book.book_window(book.empty_state(), START, END, _summary(False), params.monitor, route=nobody)
+    assert calm.retrain.reason == "no alarm"
+
+
+def test_a_hand_run_on_the_temporary_prefect_server_has_no_route_for_a_retrain(params):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.monitoring import retrain_route
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        route = retrain_route.fn(params)
+    assert not route.automated and "PREFECT_API_URL is not set" in route.note

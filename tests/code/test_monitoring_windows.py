@@ -122,3 +122,33 @@ def test_an_explicit_clock_judges_as_of_that_time(params):
     assert not _plan(frame, params, now=NOW)[WEEK].ready  # nothing past the week: the traffic clock holds it
     assert _plan(frame, params, clock=END + pd.Timedelta(hours=6))[WEEK].ready
     assert not _plan(frame, params, clock=END + pd.Timedelta(hours=5))[WEEK].ready
+
+
+def test_a_partial_first_window_too_small_is_skipped_once_the_next_window_has_started(params):
+    """Traffic that starts on a Sunday: its Monday-aligned first window holds one day and never enough rows. Once
+    the next window has started it is reported as partial and skipped, not left waiting; the next one is judged."""
+    sunday = WEEK - pd.Timedelta(days=1)
+    frame = _traffic((sunday + pd.Timedelta(hours=6), 40), (WEEK + pd.Timedelta(days=3), 300),
+                     (END + pd.Timedelta(days=1), 200))
+    plans = _plan(frame, params, now=NOW)
+    first = plans[WEEK - pd.Timedelta(days=7)]
+    assert first.skipped and not first.ready
+    assert first.reason.startswith("partial first window, skipped: the traffic starts 2013-09-01 06:00")
+    assert "0.8 of its 7 days; 40 rows < monitor.min_window_rows=100" in first.reason
+    assert plans[WEEK].ready and not plans[WEEK].skipped
+    # Before its end (+ grace) has passed it is still filling, like any window.
+    early = _plan(frame, params, clock=WEEK + pd.Timedelta(hours=2))[WEEK - pd.Timedelta(days=7)]
+    assert not early.skipped and early.reason.startswith("still filling")
+
+
+def test_a_partial_first_window_with_enough_rows_is_judged(params):
+    frame = _traffic((WEEK - pd.Timedelta(days=1), 150), (WEEK + pd.Timedelta(days=3), 300))
+    first = _plan(frame, params, now=NOW)[WEEK - pd.Timedelta(days=7)]
+    assert first.ready and not first.skipped
+
+
+def test_a_small_window_later_in_the_traffic_still_waits_for_late_rows(params):
+    """Only the first window can be partial: a quiet week later on may still receive late rows."""
+    frame = _traffic((WEEK, 300), (END + pd.Timedelta(days=1), 50), (END + pd.Timedelta(days=8), 300))
+    quiet = _plan(frame, params, now=NOW)[END]
+    assert not quiet.ready and not quiet.skipped and quiet.reason == "50 rows < monitor.min_window_rows=100"

@@ -230,3 +230,21 @@ def test_the_workspace_holds_one_snapshot_per_window_dated_by_the_window(scenari
     assert by_day["2013-09-02"].metadata["skipped_log_lines"] == "2"
     assert [p.title for p in workspace.get_dashboard(project.id).panels][:2] == [
         "Share of drifted feature columns", "Prediction drift"]
+
+
+def test_a_run_by_hand_on_a_temporary_prefect_server_books_no_retrain_and_says_how_to_run_it(scenario):
+    """`python -m flows.monitoring` outside the stack (no PREFECT_API_URL: Prefect's temporary server, gone with the
+    run): nothing would run a retrain it asked for, so none is booked (no cooldown, nothing pending) and the
+    window's record gives the command instead."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    before, asked = len(_runs(scenario)), monitoring_store.load_state(scenario["params"]).retrains
+    _log_week(scenario, "2013-10-21", shifted=True, seed=5)
+    with temporary_settings({PREFECT_API_URL: None}):
+        results = _monitor(scenario, cooldown_days=0)
+    assert results[0]["drift"] is True and results[0]["retrain"]["started"] is False
+    reason = results[0]["retrain"]["reason"]
+    assert reason.startswith("would retrain, not booked: this run's Prefect server is a temporary one"), reason
+    assert "by hand: python -m flows.retraining --data-end 2013-10-28T00:00:00+00:00" in reason, reason
+    assert monitoring_store.load_state(scenario["params"]).retrains == asked
+    assert len(_runs(scenario)) == before

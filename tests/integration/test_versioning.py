@@ -28,7 +28,7 @@ PROJECT = {**SMALL_WINDOW, "search.grid.lightgbm.num_leaves": [15, 31], "search.
            # A seed no other test trains with: the gate registers a model file once per store (a byte-identical model
            # keeps its first tag and lineage), and the session's BentoML store is shared by every test.
            "train.seed": 20130615}
-RETRAIN_END = "2013-06-15T00:00:00+00:00"
+RETRAIN_THROUGH = "2013-06-14"  # the retrain's data ends with this day: collect.end = 2013-06-15
 
 
 def _out(repo: Path, *args: str) -> str:
@@ -123,14 +123,16 @@ def test_the_registry_entry_records_the_lineage(project: dict, trained: dict) ->
 def retrained(project: dict, trained: dict, prefect_api: str) -> dict:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.retraining import retraining
+    from flows.retraining import cli_parameters, retraining
 
     repo = project["repo"]
     commit(repo, "first champion")  # dvc.lock and metrics of the training run
     before = {path: (repo / path).read_bytes() for path in ("dvc.lock", "models/candidate/model.txt",
                                                              "metrics/evaluate.json", "data/raw/table.parquet")}
     with temporary_settings({PREFECT_API_URL: prefect_api}):
-        result = retraining(params_file=str(repo / "params.yaml"), data_end=RETRAIN_END, reason="test")
+        # As `python -m flows.retraining --through <day>` runs it: data through the 14th, collect.end the 15th.
+        result = retraining(**cli_parameters(["--params", str(repo / "params.yaml"), "--through", RETRAIN_THROUGH,
+                                              "--reason", "test"]))
     return {"result": result, "before": before}
 
 
