@@ -320,6 +320,7 @@ def _sized_windows(params: Params) -> Params:
     """`params` with the monitoring windows the champion was calibrated on (monitor.window_days / min_window_rows
     `auto`), said once at the loop's start."""
     from pipelines.monitor import store
+    from pipelines.monitor.calibration import calibration_warning
     from pipelines.monitor.windows import calibrated_windows
 
     calibration = store.champion_calibration(params)
@@ -330,6 +331,9 @@ def _sized_windows(params: Params) -> Params:
     monitor = calibrated_windows(params.monitor, calibration)
     log.info("monitoring windows: %d days, %d+ rows (%s; calibrated on %d reference windows)", monitor.window_days,
              monitor.min_window_rows, calibration.sizing or "set in params", calibration.windows)
+    noisy = calibration_warning(calibration.windows, calibration.window_days, calibration.min_window_rows)
+    if noisy:
+        log.warning("%s", noisy)
     return params.model_copy(update={"monitor": monitor})
 
 
