@@ -121,7 +121,7 @@ def publish(params: Params, start: pd.Timestamp, record: WindowRecord, drift: An
     """HTML report (summary line on top) + the window's record (JSON) + workspace snapshot stamped with the
     window's start."""
     snapshot = dashboard.review_snapshot(drift, quality, record, retrain, bookkeeping.served_model_tag(record),
-                                         start.to_pydatetime())
+                                         start.to_pydatetime(), params.project.entity_plural)
     paths = monitoring_store.save_window(params, record, snapshot)
     paths["snapshot"] = monitoring_store.add_to_workspace(params, snapshot)
     return paths
@@ -174,7 +174,8 @@ def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
     return monitoring_store.ensure_dashboard(params, champion)
 
 
-def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest) -> str:
+def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest,
+                       entity_plural: str) -> str:
     verdict = "**DRIFT: yes**" if record.drift else "**Drift: no**"
     lines = [f"# Monitoring window {record.window_start[:10]} .. {record.window_end[:10]}", "",
              f"{verdict} — {record.rows} predictions, "
@@ -192,7 +193,7 @@ def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: Ret
     if quality is not None and quality.metrics:
         q = quality.metrics
         expected = (quality.expected or {}).get("roc_auc")
-        lines += ["", f"Live quality on {quality.labelled} labelled flights: ROC AUC {q['roc_auc']:.3f}"
+        lines += ["", f"Live quality on {quality.labelled} labelled {entity_plural}: ROC AUC {q['roc_auc']:.3f}"
                   + (f" (champion's test AUC {expected:.3f})" if expected else "")
                   + f", log loss {q['log_loss']:.3f}, Brier {q['brier']:.3f}."]
     elif quality is not None:
@@ -273,7 +274,8 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         state = booked.state
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",
-                                 markdown=_artifact_markdown(record, paths, booked.retrain),
+                                 markdown=_artifact_markdown(record, paths, booked.retrain,
+                                                                     params.project.entity_plural),
                                  description=f"drift {'yes' if record.drift else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
         results.append(record.to_json_dict())

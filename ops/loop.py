@@ -164,9 +164,10 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]
         windows_served_by_a_retrained_model=len(after),
         mean_auc_gain_on_those_windows=float(after["gain"].mean()) if len(after) else None,
         history_csv=str(out / io.LOOP_HISTORY_CSV), plot=str(out / io.LOOP_HISTORY_PLOT),
-        evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]))
+        evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]),
+        window_days=params.monitor.window_days if isinstance(params.monitor.window_days, int) else None)
     summary.save(out)
-    io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary))
+    io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary, params.project.entity_plural))
     return summary
 
 
@@ -191,9 +192,16 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _markdown(table: pd.DataFrame, summary: LoopSummary) -> str:
+def _windows(number: int, days: int | None) -> str:
+    """`number` monitoring windows in words that say their length: weekly windows only when they are weeks."""
+    if days == 7:
+        return _count(number, "weekly window")
+    return _count(number, "window") + (f" of {days} days" if days else "")
+
+
+def _markdown(table: pd.DataFrame, summary: LoopSummary, entity_plural: str) -> str:
     lines = ["# The closed loop: replayed traffic, drift, retraining", "",
-             f"{_count(summary.windows, 'weekly window')} analysed, {_count(summary.alarms, 'alarm')}, "
+             f"{_windows(summary.windows, summary.window_days)} analysed, {_count(summary.alarms, 'alarm')}, "
              f"{_count(len(summary.retrains), 'retraining run')}, {len(summary.promoted)} promoted.", "",
              f"Evidently dashboard (one snapshot per window): {summary.evidently_dashboard}", ""]
     for retrain in summary.retrains:
@@ -207,7 +215,7 @@ def _markdown(table: pd.DataFrame, summary: LoopSummary) -> str:
     if summary.mean_auc_gain_on_those_windows is not None:
         lines += ["", f"On the {summary.windows_served_by_a_retrained_model} windows served by a retrained model, "
                       f"live ROC AUC was {summary.mean_auc_gain_on_those_windows:+.4f} on average vs the first "
-                      f"champion scoring the same flights."]
+                      f"champion scoring the same {entity_plural}."]
     lines += ["", "| window | rows | drift index (calibrated threshold) | pred. drift | live AUC | first champion AUC "
                   "| alarm: calibrated reasons | retrain |", "|---|---|---|---|---|---|---|---|"]
     for row in table.to_dict("records"):
@@ -283,7 +291,8 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
         task = progress.add_task("replaying weeks", total=len(chunks))
         for start, end in chunks:
             week = traffic[(traffic[time_column] >= start) & (traffic[time_column] < end)]
-            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} flights")
+            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} "
+                                              f"{params.project.entity_plural}")
             if len(week):
                 replay(week, params, url)
             champion = registry.require_champion(registry.open_registry(params))
@@ -300,14 +309,15 @@ def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
     promoted = summary.promoted
     gain = summary.mean_auc_gain_on_those_windows
     return [
-        f"loop: {summary.windows} weeks monitored, {summary.alarms} alarms, {len(summary.retrains)} "
-        f"retrains, {len(promoted)} promoted"
-        + (f"; {summary.windows_served_by_a_retrained_model} weeks served by a retrained model, live ROC AUC "
+        f"loop: {_windows(summary.windows, summary.window_days)} monitored, {summary.alarms} alarms, "
+        f"{len(summary.retrains)} retrains, {len(promoted)} promoted"
+        + (f"; {_windows(summary.windows_served_by_a_retrained_model, summary.window_days)} served by a retrained "
+           "model, live ROC AUC "
            f"{gain:+.4f} on them vs the first champion" if gain is not None else ""),
         f"champion: {promoted[-1] if promoted else summary.first_champion}"
         + ("" if promoted else " (the first one: no retrain passed the gate)"),
         "next:",
-        f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the weeks, alarms and retrains; "
+        f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the windows, alarms and retrains; "
         f"{Path(summary.plot).name} beside it",
         f"  {summary.evidently_dashboard}   the Evidently dashboard (one line per champion)",
         f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "

@@ -513,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "<name>.calibration.json); point validate.calibration at it")
     draft.add_argument("--calibration-only", action="store_true",
                        help="draft only the learned behaviour, keeping a reviewed suite at --out as it is")
-    replay = add("replay", _replay, "replay a later period of real flights against the running service, "
-                                    "then deliver their outcomes")
+    replay = add("replay", _replay, "replay a later period of the table's rows (replay.start .. replay.end) against "
+                                    "the running service, then deliver their outcomes")
     replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")
     replay.add_argument("--start", help="first scheduled day (default: replay.start)")
     replay.add_argument("--end", help="end day, exclusive (default: replay.end)")

@@ -79,13 +79,28 @@ def test_the_loop_s_page_and_closing_lines_say_what_the_summary_holds(gain: floa
     from pipelines.config import parse_params
     from support.params import params_dict
 
-    summary = _summary(tmp_path, gain)
-    page = _markdown(pd.DataFrame(columns=["window_start"]), summary)
+    summary = _summary(tmp_path, gain).model_copy(update={"window_days": 7})
+    page = _markdown(pd.DataFrame(columns=["window_start"]), summary, "flights")
     assert "4 weekly windows analysed, 1 alarm, 1 retraining run, 1 promoted." in page
     assert "- retrain on traffic up to 2013-06-17: run Completed, champion m:first -> m:second (data drift)" in page
     assert "- `m:second` (ref `refs/exps/ab/retrain`, commit `unknown`): `python -m pipelines reproduce" in page
     assert ("live ROC AUC was +0.0123" in page) == (gain is not None)
     lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
-    assert lines[0].startswith("loop: 4 weeks monitored, 1 alarms, 1 retrains, 1 promoted")
+    assert lines[0].startswith("loop: 4 weekly windows monitored, 1 alarms, 1 retrains, 1 promoted")
     assert ("live ROC AUC +0.0123 on them" in lines[0]) == (gain is not None)
     assert lines[1] == "champion: m:second" and lines[3].strip().startswith(str(tmp_path / io.LOOP_SUMMARY_MD))
+
+
+def test_the_loop_s_words_say_the_window_length_and_the_table_s_rows(tmp_path: Path) -> None:
+    """Windows of 203 days (a daily table) are not "weeks", and the rows are the table's (project.entity_plural)."""
+    from ops.loop import _markdown, closing_lines
+    from pipelines.config import parse_params
+    from support.params import params_dict
+
+    summary = _summary(tmp_path, 0.0123).model_copy(update={"window_days": 203})
+    page = _markdown(pd.DataFrame(columns=["window_start"]), summary, "days")
+    assert "4 windows of 203 days analysed" in page and "scoring the same days." in page
+    assert "week" not in page and "flight" not in page
+    lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
+    assert lines[0].startswith("loop: 4 windows of 203 days monitored") and "1 window of 203 days served" in lines[0]
+    assert not any("week" in line for line in lines)
