@@ -208,6 +208,12 @@ def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: Ret
 
 # --- the flows ----------------------------------------------------------------------------------------------------
 
+def _utc(time: str) -> pd.Timestamp:
+    """An ISO time as UTC (one without an offset is read as UTC, as the table's times are)."""
+    stamp = pd.Timestamp(time)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 @flow(name="monitoring", log_prints=True)
 def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any] | None = None,
                     trigger: bool = True, clock: str | None = None) -> list[dict[str, Any]]:
@@ -241,7 +247,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
                     f"{params.monitor.min_window_rows}+ rows", loaded[1].sizing or "set in params")
     done = {start: entry.rows for start, entry in state.windows.items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
-                         clock=pd.Timestamp(clock) if clock else None)
+                         clock=_utc(clock) if clock else None)
     for plan in plans:
         if not plan.ready and plan.reason != "already analysed":
             logger.info("window %s (%d rows) waits: %s", plan.start.date(), plan.rows, plan.reason)
@@ -348,5 +354,18 @@ def _retry_suppressed(params: Params, state: MonitorState, trigger: bool) -> Non
     save_state(params, retried.state)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.monitoring [--params FILE] [--clock ISO]`: one run of the flow, here; `--clock` judges the
+    windows as of that time (a backfill, or the last window of a replay that has ended: the waiting message says
+    the time to give)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.monitoring", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
+    parser.add_argument("--clock", help="judge windows as of this UTC time, e.g. 2016-02-22T06:00")
+    args = parser.parse_args(argv)
+    monitoring_flow(params_file=args.params, clock=args.clock)
+
+
 if __name__ == "__main__":
-    monitoring_flow()
+    main()
