@@ -139,6 +139,20 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unjudged_windows(params: Params) -> list[str]:
+    """The logged traffic's windows that no monitoring run judged, each with why (`plan_windows`' reason, which
+    says what judges it): without them a loop over traffic that ends mid-window reports fewer windows than it
+    replayed and says nothing of the rest. `params`: with the monitoring windows sized (`_sized_windows`)."""
+    from pipelines.monitor import store
+    from pipelines.monitor.windows import plan_windows
+
+    frame = store.read_predictions(params).frame
+    done = {start: entry.rows for start, entry in store.load_state(params).windows.items()}
+    return [f"{plan.start:%Y-%m-%d} ({_count(plan.rows, 'row')}): {plan.reason}"
+            for plan in plan_windows(frame, params.source.time_column, params.monitor, done=done)
+            if plan.start.isoformat() not in done]
+
+
 def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]) -> LoopSummary:
     """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
     from pipelines.contracts import LoopSummary
@@ -165,7 +179,8 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]
         mean_auc_gain_on_those_windows=float(after["gain"].mean()) if len(after) else None,
         history_csv=str(out / io.LOOP_HISTORY_CSV), plot=str(out / io.LOOP_HISTORY_PLOT),
         evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]),
-        window_days=params.monitor.window_days if isinstance(params.monitor.window_days, int) else None)
+        window_days=params.monitor.window_days if isinstance(params.monitor.window_days, int) else None,
+        unjudged=unjudged_windows(params))
     summary.save(out)
     io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary, params.project.entity_plural))
     return summary
@@ -204,6 +219,7 @@ def _markdown(table: pd.DataFrame, summary: LoopSummary, entity_plural: str) -> 
              f"{_windows(summary.windows, summary.window_days)} analysed, {_count(summary.alarms, 'alarm')}, "
              f"{_count(len(summary.retrains), 'retraining run')}, {len(summary.promoted)} promoted.", "",
              f"Evidently dashboard (one snapshot per window): {summary.evidently_dashboard}", ""]
+    lines += [f"- not judged: window {window}" for window in summary.unjudged] + ([""] if summary.unjudged else [])
     for retrain in summary.retrains:
         lines.append(f"- retrain on traffic up to {retrain.data_end[:10]}: run {retrain.state}, champion "
                      f"{retrain.champion_before} -> {retrain.champion_after} ({retrain.reason[:160]})")
@@ -314,6 +330,7 @@ def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
         + (f"; {_windows(summary.windows_served_by_a_retrained_model, summary.window_days)} served by a retrained "
            "model, live ROC AUC "
            f"{gain:+.4f} on them vs the first champion" if gain is not None else ""),
+        *(f"not judged: window {window}" for window in summary.unjudged),
         f"champion: {promoted[-1] if promoted else summary.first_champion}"
         + ("" if promoted else " (the first one: no retrain passed the gate)"),
         "next:",

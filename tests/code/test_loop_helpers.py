@@ -104,3 +104,29 @@ def test_the_loop_s_words_say_the_window_length_and_the_table_s_rows(tmp_path: P
     lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
     assert lines[0].startswith("loop: 4 windows of 203 days monitored") and "1 window of 203 days served" in lines[0]
     assert not any("week" in line for line in lines)
+
+
+def test_windows_the_loop_left_unjudged_are_said_with_what_judges_them(make_params, monkeypatch, tmp_path) -> None:
+    """Seattle's 2015 replayed day by day into windows of 203 days: the loop judged the window of 2015-01-12 and
+    said "1 window monitored"; the clipped first one and the last (151 days of traffic, 2015-08-03 .. 2016-02-22,
+    which a replay ending 2016-01-01 never fills) were left unjudged without a word. Now each is said, with why."""
+    from types import SimpleNamespace
+
+    from ops.loop import _markdown, closing_lines, unjudged_windows
+    from pipelines.config import parse_params
+    from pipelines.monitor import store
+    from support.params import params_dict
+
+    params = make_params({"monitor.window_days": 203, "monitor.min_window_rows": 102})
+    days = pd.DataFrame({params.source.time_column: pd.date_range("2015-01-01", "2015-12-31", freq="D", tz="UTC")})
+    judged = SimpleNamespace(windows={"2015-01-12T00:00:00+00:00": SimpleNamespace(rows=203)})
+    monkeypatch.setattr(store, "read_predictions", lambda p: SimpleNamespace(frame=days))
+    monkeypatch.setattr(store, "load_state", lambda p: judged)
+    first, last = unjudged_windows(params)
+    assert first == "2014-06-23 (11 rows): 11 rows < monitor.min_window_rows=102"
+    assert last.startswith("2015-08-03 (151 rows): still filling: the window 2015-08-03 .. 2016-02-22")
+    assert last.endswith("python -m flows.monitoring --clock 2016-02-22T06:00")
+    summary = _summary(tmp_path, None).model_copy(update={"window_days": 203, "unjudged": [first, last]})
+    assert f"- not judged: window {last}" in _markdown(pd.DataFrame(columns=["window_start"]), summary, "days")
+    lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
+    assert lines[1:3] == [f"not judged: window {first}", f"not judged: window {last}"]
