@@ -358,7 +358,7 @@ def _sized_windows(params: Params) -> Params:
     monitor = calibrated_windows(params.monitor, calibration)
     log.info("monitoring windows: %d days, %d+ rows (%s; calibrated on %d reference windows)", monitor.window_days,
              monitor.min_window_rows, calibration.sizing or "set in params", calibration.windows)
-    noisy = calibration_warning(calibration.windows, calibration.window_days, calibration.min_window_rows)
+    noisy = calibration_warning(calibration)
     if noisy:
         log.warning("%s", noisy)
     return params.model_copy(update={"monitor": monitor})

@@ -269,7 +269,7 @@ def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
             "prediction": calibration.prediction, "auc_drop": calibration.auc_drop,
             "labels": calibration.labels.limits if calibration.labels else None,
             "false_alarms": None if estimate is None else estimate.model_dump(),
-            "warning": calibration_warning(calibration.windows, calibration.window_days, calibration.min_window_rows)}
+            "warning": calibration_warning(calibration)}
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:

@@ -352,7 +352,7 @@ def run_reference(params: Params) -> dict[str, Any]:
                                 window_days=calibration.window_days, min_window_rows=calibration.min_window_rows,
                                 calibration_windows=calibration.windows, sizing=calibration.sizing)
     attached.save(home)
-    noisy = calibration_warning(calibration.windows, calibration.window_days, calibration.min_window_rows)
+    noisy = calibration_warning(calibration)
     if noisy:
         log.warning("reference: %s", noisy)
     return attached.to_json_dict() | ({"calibration_warning": noisy} if noisy else {})

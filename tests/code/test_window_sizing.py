@@ -102,16 +102,36 @@ def test_a_long_sparse_period_with_few_windows_is_told_its_thresholds_would_be_n
         size_windows(stamps, _auto(make_params), labels)
 
 
+def _calibration(windows: int, window_days: int, min_window_rows: int | None, auc_windows: int = 8,
+                 auc_drop: float | None = 0.04, labels: object = "calibrated"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(windows=windows, window_days=window_days, min_window_rows=min_window_rows,
+                           auc_windows=auc_windows, auc_drop=auc_drop, labels=labels)
+
+
 def test_a_calibration_on_few_or_small_windows_is_a_warning_naming_numbers_and_params() -> None:
     from pipelines.monitor.calibration import calibration_warning
 
-    few = calibration_warning(5, 203, 102)
+    few = calibration_warning(_calibration(5, 203, 102))
     assert few is not None and "5 reference windows (fewer than 10" in few
     assert "monitor.window_days=203" in few and "collect.start" in few and "monitor.min_window_rows" in few
-    small = calibration_warning(30, 7, 40)
+    small = calibration_warning(_calibration(30, 7, 40))
     assert small is not None and "windows of 40+ rows (under 100" in small and "5 reference" not in small
-    assert calibration_warning(34, 7, 500) is None  # the flights default: 34 weekly windows of 500+ rows
-    assert calibration_warning(12, 7, None) is None  # a calibration made before auto sizing
+    assert calibration_warning(_calibration(34, 7, 500)) is None  # the flights default: 34 weeks of 500+ rows
+    assert calibration_warning(_calibration(12, 7, None)) is None  # a calibration made before auto sizing
+    assert calibration_warning(_calibration(34, 7, 500, auc_windows=0, auc_drop=None)) is None  # no held-out
+
+
+def test_held_out_splits_of_one_window_are_a_warning() -> None:
+    """Seattle: 31 + 31 held-out days inside one 203-day window: the calibrated AUC drop is that window against
+    itself (0.0), and no label limits were learned."""
+    from pipelines.monitor.calibration import calibration_warning
+
+    one = calibration_warning(_calibration(5, 203, 102, auc_windows=1, auc_drop=0.0, labels=None))
+    assert "held-out splits (split.valid_days, split.test_days) that hold 1 window (the performance-decay limit " \
+           "is monitor.auc_drop alone, the label checks uncalibrated)" in one
+    assert "longer held-out splits" in one
 
 
 def _noisy_calibration():
@@ -119,7 +139,7 @@ def _noisy_calibration():
 
     return SimpleNamespace(windows=5, window_days=203, min_window_rows=102, sizing="monitor.window_days=203, "
                            "monitor.min_window_rows=102", resamples=8, period=["2012-01-01", "2014-12-31"],
-                           drift_index=1.0, prediction=0.1, auc_drop=None, labels=None)
+                           drift_index=1.0, prediction=0.1, auc_drop=None, auc_windows=0, labels=None)
 
 
 def test_the_loop_start_warns_of_a_noisy_calibration(make_params, monkeypatch, caplog) -> None:
