@@ -90,8 +90,9 @@ def still_filling(start: pd.Timestamp, end: pd.Timestamp, rows: int, clock: pd.T
                 + short)
     return (head + f"and the traffic has reached {clock:%Y-%m-%d %H:%M} (the traffic clock: the time the latest "
             f"monitor.min_window_rows={monitor.min_window_rows} logged rows reach, not the wall clock). It is judged "
-            f"once {monitor.min_window_rows} logged rows are past {due:%Y-%m-%d %H:%M}; if the traffic has ended (the last window of a replay, "
-            f"e.g. replay.end before {due:%Y-%m-%d}), judge the window on the rows it has with "
+            f"once {monitor.min_window_rows} logged rows are past {due:%Y-%m-%d %H:%M}; if the traffic has ended "
+            f"(the last window of a replay, e.g. replay.end before {due:%Y-%m-%d}), judge the window on the rows it "
+            "has with "
             f"{JUDGE_AS_OF} {due:%Y-%m-%dT%H:%M}" + short)
 
 
