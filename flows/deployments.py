@@ -57,11 +57,12 @@ FLOWS = {
 }
 DESCRIPTIONS = {
     "training": "The training DAG (collect -> validate -> preprocess -> train -> evaluate -> gate) on the "
-                "window in params.yaml, each a DVC stage (as dvc repro). Weekly; trigger it from the UI with "
-                "Run -> Quick run.",
+                "window in params.yaml, each a DVC stage (as dvc repro). On deployments.training.cron; trigger it "
+                "from the UI with Run -> Quick run.",
     "monitoring": "Compares the latest window of logged predictions (and outcomes) with the reference data "
                   "in Evidently; past the drift/decay thresholds it emits flightops.drift.detected (the "
-                  "Automation 'flightops: retrain on drift' runs retraining). Hourly.",
+                  "Automation 'flightops: retrain on drift' runs retraining). Every "
+                  "deployments.monitoring.interval_minutes.",
     "retraining": "The training DAG on a newer window as a DVC experiment (dvc exp run --temp), "
                   "behind the same promotion gate. No schedule: run by "
                   "the Automation 'flightops: retrain on drift' on the monitoring flow's drift event; one at a "

@@ -121,7 +121,7 @@ def publish(params: Params, start: pd.Timestamp, record: WindowRecord, drift: An
     """HTML report (summary line on top) + the window's record (JSON) + workspace snapshot stamped with the
     window's start."""
     snapshot = dashboard.review_snapshot(drift, quality, record, retrain, bookkeeping.served_model_tag(record),
-                                         start.to_pydatetime())
+                                         start.to_pydatetime(), params.project.entity_plural)
     paths = monitoring_store.save_window(params, record, snapshot)
     paths["snapshot"] = monitoring_store.add_to_workspace(params, snapshot)
     return paths
@@ -220,7 +220,8 @@ def ensure_dashboard(params: Params, champion: str | None = None) -> bool:
     return monitoring_store.ensure_dashboard(params, champion)
 
 
-def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest) -> str:
+def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: RetrainRequest,
+                       entity_plural: str) -> str:
     verdict = "**DRIFT: yes**" if record.drift else "**Drift: no**"
     lines = [f"# Monitoring window {record.window_start[:10]} .. {record.window_end[:10]}", "",
              f"{verdict} — {record.rows} predictions, "
@@ -238,7 +239,7 @@ def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: Ret
     if quality is not None and quality.metrics:
         q = quality.metrics
         expected = (quality.expected or {}).get("roc_auc")
-        lines += ["", f"Live quality on {quality.labelled} labelled flights: ROC AUC {q['roc_auc']:.3f}"
+        lines += ["", f"Live quality on {quality.labelled} labelled {entity_plural}: ROC AUC {q['roc_auc']:.3f}"
                   + (f" (champion's test AUC {expected:.3f})" if expected else "")
                   + f", log loss {q['log_loss']:.3f}, Brier {q['brier']:.3f}."]
     elif quality is not None:
@@ -252,6 +253,12 @@ def _artifact_markdown(record: WindowRecord, paths: dict[str, str], retrain: Ret
 
 
 # --- the flows ----------------------------------------------------------------------------------------------------
+
+def _utc(time: str) -> pd.Timestamp:
+    """An ISO time as UTC (one without an offset is read as UTC, as the table's times are)."""
+    stamp = pd.Timestamp(time)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
 
 @flow(name="monitoring", log_prints=True)
 def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any] | None = None,
@@ -286,7 +293,7 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
                     f"{params.monitor.min_window_rows}+ rows", loaded[1].sizing or "set in params")
     done = {start: entry.rows for start, entry in state.windows.items()}
     plans = plan_windows(frame, params.source.time_column, params.monitor, done=done,
-                         clock=pd.Timestamp(clock) if clock else None)
+                         clock=_utc(clock) if clock else None)
     for plan in plans:
         if plan.skipped:
             logger.info("window %s (%d rows): %s", plan.start.date(), plan.rows, plan.reason)
@@ -324,7 +331,8 @@ def monitoring_flow(params_file: str = io.PARAMS_FILE, overrides: dict[str, Any]
         state = booked.state
         save_state(params, state)
         create_markdown_artifact(key=f"monitoring-{plan.start:%Y%m%d}",
-                                 markdown=_artifact_markdown(record, paths, booked.retrain),
+                                 markdown=_artifact_markdown(record, paths, booked.retrain,
+                                                                     params.project.entity_plural),
                                  description=f"drift {'yes' if record.drift else 'no'}, window "
                                              f"{plan.start:%Y-%m-%d}")
         _say_retrain(record, booked.retrain, route)
@@ -400,5 +408,18 @@ def _retry_suppressed(params: Params, state: MonitorState, trigger: bool) -> Non
     save_state(params, retried.state)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m flows.monitoring [--params FILE] [--clock ISO]`: one run of the flow, here; `--clock` judges the
+    windows as of that time (a backfill, or the last window of a replay that has ended: the waiting message says
+    the time to give)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.monitoring", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--params", default=io.PARAMS_FILE, help=f"params file (default: {io.PARAMS_FILE})")
+    parser.add_argument("--clock", help="judge windows as of this UTC time, e.g. 2016-02-22T06:00")
+    args = parser.parse_args(argv)
+    monitoring_flow(params_file=args.params, clock=args.clock)
+
+
 if __name__ == "__main__":
-    monitoring_flow()
+    main()

@@ -139,6 +139,20 @@ def gains(params: Params, baseline_tag: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unjudged_windows(params: Params) -> list[str]:
+    """The logged traffic's windows that no monitoring run judged, each with why (`plan_windows`' reason, which
+    says what judges it): without them a loop over traffic that ends mid-window reports fewer windows than it
+    replayed and says nothing of the rest. `params`: with the monitoring windows sized (`_sized_windows`)."""
+    from pipelines.monitor import store
+    from pipelines.monitor.windows import plan_windows
+
+    frame = store.read_predictions(params).frame
+    done = {start: entry.rows for start, entry in store.load_state(params).windows.items()}
+    return [f"{plan.start:%Y-%m-%d} ({_count(plan.rows, 'row')}): {plan.reason}"
+            for plan in plan_windows(frame, params.source.time_column, params.monitor, done=done)
+            if plan.start.isoformat() not in done]
+
+
 def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]) -> LoopSummary:
     """The loop's evidence: history table (CSV + markdown), the plot, the gain per window, a JSON summary."""
     from pipelines.contracts import LoopSummary
@@ -164,9 +178,11 @@ def write_summary(params: Params, baseline_tag: str, retrains: list[LoopRetrain]
         windows_served_by_a_retrained_model=len(after),
         mean_auc_gain_on_those_windows=float(after["gain"].mean()) if len(after) else None,
         history_csv=str(out / io.LOOP_HISTORY_CSV), plot=str(out / io.LOOP_HISTORY_PLOT),
-        evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]))
+        evidently_dashboard=store.dashboard_url(params), reproduce=reproduce_commands([baseline_tag, *promoted]),
+        window_days=params.monitor.window_days if isinstance(params.monitor.window_days, int) else None,
+        unjudged=unjudged_windows(params))
     summary.save(out)
-    io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary))
+    io.write_text(out / io.LOOP_SUMMARY_MD, _markdown(table, summary, params.project.entity_plural))
     return summary
 
 
@@ -191,11 +207,19 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _markdown(table: pd.DataFrame, summary: LoopSummary) -> str:
+def _windows(number: int, days: int | None) -> str:
+    """`number` monitoring windows in words that say their length: weekly windows only when they are weeks."""
+    if days == 7:
+        return _count(number, "weekly window")
+    return _count(number, "window") + (f" of {days} days" if days else "")
+
+
+def _markdown(table: pd.DataFrame, summary: LoopSummary, entity_plural: str) -> str:
     lines = ["# The closed loop: replayed traffic, drift, retraining", "",
-             f"{_count(summary.windows, 'weekly window')} analysed, {_count(summary.alarms, 'alarm')}, "
+             f"{_windows(summary.windows, summary.window_days)} analysed, {_count(summary.alarms, 'alarm')}, "
              f"{_count(len(summary.retrains), 'retraining run')}, {len(summary.promoted)} promoted.", "",
              f"Evidently dashboard (one snapshot per window): {summary.evidently_dashboard}", ""]
+    lines += [f"- not judged: window {window}" for window in summary.unjudged] + ([""] if summary.unjudged else [])
     for retrain in summary.retrains:
         lines.append(f"- retrain on traffic up to {retrain.data_end[:10]}: run {retrain.state}, champion "
                      f"{retrain.champion_before} -> {retrain.champion_after} ({retrain.reason[:160]})")
@@ -207,7 +231,7 @@ def _markdown(table: pd.DataFrame, summary: LoopSummary) -> str:
     if summary.mean_auc_gain_on_those_windows is not None:
         lines += ["", f"On the {summary.windows_served_by_a_retrained_model} windows served by a retrained model, "
                       f"live ROC AUC was {summary.mean_auc_gain_on_those_windows:+.4f} on average vs the first "
-                      f"champion scoring the same flights."]
+                      f"champion scoring the same {entity_plural}."]
     lines += ["", "| window | rows | drift index (calibrated threshold) | pred. drift | live AUC | first champion AUC "
                   "| alarm: calibrated reasons | retrain |", "|---|---|---|---|---|---|---|---|"]
     for row in table.to_dict("records"):
@@ -283,7 +307,8 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
         task = progress.add_task("replaying weeks", total=len(chunks))
         for start, end in chunks:
             week = traffic[(traffic[time_column] >= start) & (traffic[time_column] < end)]
-            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} flights")
+            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} "
+                                              f"{params.project.entity_plural}")
             if len(week):
                 replay(week, params, url)
             champion = registry.require_champion(registry.open_registry(params))
@@ -300,14 +325,16 @@ def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
     promoted = summary.promoted
     gain = summary.mean_auc_gain_on_those_windows
     return [
-        f"loop: {summary.windows} weeks monitored, {summary.alarms} alarms, {len(summary.retrains)} "
-        f"retrains, {len(promoted)} promoted"
-        + (f"; {summary.windows_served_by_a_retrained_model} weeks served by a retrained model, live ROC AUC "
+        f"loop: {_windows(summary.windows, summary.window_days)} monitored, {summary.alarms} alarms, "
+        f"{len(summary.retrains)} retrains, {len(promoted)} promoted"
+        + (f"; {_windows(summary.windows_served_by_a_retrained_model, summary.window_days)} served by a retrained "
+           "model, live ROC AUC "
            f"{gain:+.4f} on them vs the first champion" if gain is not None else ""),
+        *(f"not judged: window {window}" for window in summary.unjudged),
         f"champion: {promoted[-1] if promoted else summary.first_champion}"
         + ("" if promoted else " (the first one: no retrain passed the gate)"),
         "next:",
-        f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the weeks, alarms and retrains; "
+        f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the windows, alarms and retrains; "
         f"{Path(summary.plot).name} beside it",
         f"  {summary.evidently_dashboard}   the Evidently dashboard (one line per champion)",
         f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "
@@ -320,6 +347,7 @@ def _sized_windows(params: Params) -> Params:
     """`params` with the monitoring windows the champion was calibrated on (monitor.window_days / min_window_rows
     `auto`), said once at the loop's start."""
     from pipelines.monitor import store
+    from pipelines.monitor.calibration import calibration_warning
     from pipelines.monitor.windows import calibrated_windows
 
     calibration = store.champion_calibration(params)
@@ -330,6 +358,9 @@ def _sized_windows(params: Params) -> Params:
     monitor = calibrated_windows(params.monitor, calibration)
     log.info("monitoring windows: %d days, %d+ rows (%s; calibrated on %d reference windows)", monitor.window_days,
              monitor.min_window_rows, calibration.sizing or "set in params", calibration.windows)
+    noisy = calibration_warning(calibration)
+    if noisy:
+        log.warning("%s", noisy)
     return params.model_copy(update={"monitor": monitor})
 
 

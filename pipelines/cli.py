@@ -250,9 +250,10 @@ def _monitor_revoke(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
-    """The champion's thresholds and how often a week like its reference alarms (leave-one-out)."""
+    """The champion's thresholds, how often a window like its reference alarms (leave-one-out), and a warning when
+    they were learned from too few or too small windows."""
     from pipelines import io as catalog
-    from pipelines.monitor.calibration import Calibration, leave_one_out
+    from pipelines.monitor.calibration import Calibration, calibration_warning, leave_one_out
     from pipelines.release import registry
 
     params = _load(args)
@@ -267,7 +268,8 @@ def _monitor_calibration(args: argparse.Namespace) -> dict[str, Any]:
             "period": calibration.period, "drift_index": calibration.drift_index,
             "prediction": calibration.prediction, "auc_drop": calibration.auc_drop,
             "labels": calibration.labels.limits if calibration.labels else None,
-            "false_alarms": None if estimate is None else estimate.model_dump()}
+            "false_alarms": None if estimate is None else estimate.model_dump(),
+            "warning": calibration_warning(calibration)}
 
 
 def _models_rollback(args: argparse.Namespace) -> dict[str, Any]:
@@ -511,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "<name>.calibration.json); point validate.calibration at it")
     draft.add_argument("--calibration-only", action="store_true",
                        help="draft only the learned behaviour, keeping a reviewed suite at --out as it is")
-    replay = add("replay", _replay, "replay a later period of real flights against the running service, "
-                                    "then deliver their outcomes")
+    replay = add("replay", _replay, "replay a later period of the table's rows (replay.start .. replay.end) against "
+                                    "the running service, then deliver their outcomes")
     replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")
     replay.add_argument("--start", help="first scheduled day (default: replay.start)")
     replay.add_argument("--end", help="end day, exclusive (default: replay.end)")

@@ -1262,6 +1262,12 @@ class LoopSummary(_Stored):
     plot: str
     evidently_dashboard: str
     reproduce: dict[str, ReproduceCommand] = {}
+    # The monitoring windows' length (monitor.window_days, `auto` resolved), for the words of the page and the
+    # closing lines; None in summaries written before it was recorded.
+    window_days: int | None = None
+    # The windows of the replayed traffic left unjudged at the loop's end, each with why and what judges it (the
+    # last window of a replay that ends before it does never fills); empty in summaries written before.
+    unjudged: list[str] = []
 
     def save(self, loop_dir: Path) -> Path:
         return self._write_file(loop_dir / io.LOOP_SUMMARY_JSON)

@@ -324,6 +324,7 @@ def run_reference(params: Params) -> dict[str, Any]:
     """
     from pipelines.contracts import GateReceipt, ReferenceReceipt
     from pipelines.model.catalog import load_model
+    from pipelines.monitor.calibration import calibration_warning
     from pipelines.monitor.reference import build_reference
     from pipelines.release import registry
 
@@ -351,4 +352,7 @@ def run_reference(params: Params) -> dict[str, Any]:
                                 window_days=calibration.window_days, min_window_rows=calibration.min_window_rows,
                                 calibration_windows=calibration.windows, sizing=calibration.sizing)
     attached.save(home)
-    return attached.to_json_dict()
+    noisy = calibration_warning(calibration)
+    if noisy:
+        log.warning("reference: %s", noisy)
+    return attached.to_json_dict() | ({"calibration_warning": noisy} if noisy else {})

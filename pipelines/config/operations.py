@@ -147,7 +147,7 @@ class MonitorParams(Section):
         "reference stage (dvc repro) and at loop start, stored in the champion's calibration.")
     min_window_rows: AtLeast1 | Literal["auto"] = doc(
         "Smaller windows are not analysed (too noisy to act on). auto: half the reference period's typical window "
-        "at window_days (a clipped first or last week is left out), at least 100.")
+        "at window_days (a clipped first or last window is left out), at least 100.")
     reference_rows: AtLeast1 = doc("Seeded sample of the training split kept as the reference.")
     seed: int = doc("Seed of the reference and window samples.")
     calibration_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
@@ -156,12 +156,12 @@ class MonitorParams(Section):
     alarm_quantile: Annotated[float, Field(gt=0, lt=1)] = doc(
         "The level of the alarms a retrain answers (the drift index, prediction drift) and of the label check: "
         "their threshold is the prediction bound of the reference windows' values at this level (beyond the "
-        "largest when the windows are few and spread), so a week like them passes it about 1 - this of the time.")
+        "largest when the windows are few and spread), so a window like them passes it about 1 - this of the time.")
     calibration_windows: Annotated[int, Field(ge=2)] | None = doc(
         "Thresholds come from the reference period's latest this many full windows (null: all).")
     calibration_resamples: AtLeast1 = doc(
         "Draws of each reference window's rows its distances are computed on (the live-sized sample, then "
-        "bootstrap draws); a window's value is their prediction bound, so no reference week passes a threshold "
+        "bootstrap draws); a window's value is their prediction bound, so no reference window passes a threshold "
         "learned from itself by drawing its rows again (1: one draw, the sample alone).")
     window_sample_rows: AtLeast1 = doc("Reference and live windows are sampled to at most this many rows, so both "
                                        "sides have the same sampling noise.")

@@ -377,9 +377,48 @@ def _longer(rows: int, span: int, rarer: float) -> str:
     if span // days < 2:
         return ""
     expected = per_day * days
+    few = (f"; only {span // days} windows: the thresholds would be noisy (fewer than {FEW_CALIBRATION_WINDOWS}), "
+           "a longer reference period gives more" if span // days < FEW_CALIBRATION_WINDOWS else "")
     return (f" (this period is long but sparse: windows of {days} days would hold ~{expected:,.0f} rows, "
             f"{span // days} of them: monitor.window_days: {days}, monitor.min_window_rows: "
-            f"{max(math.ceil(expected / 2), AUTO_MIN_ROWS_FLOOR)})")
+            f"{max(math.ceil(expected / 2), AUTO_MIN_ROWS_FLOOR)}{few})")
+
+
+# Below this many reference windows a threshold is the highest of a handful of values: where it lands is chance, so
+# the alarm rate of live windows like the reference is too (the conformal quantile needs 19 values to reach 0.95).
+FEW_CALIBRATION_WINDOWS = 10
+
+
+def calibration_warning(calibration: Calibration) -> str | None:
+    """Why the thresholds of `calibration` are noisy, naming the numbers and the params that change them; None when
+    they are not: fewer than `FEW_CALIBRATION_WINDOWS` reference windows, windows under `AUTO_MIN_ROWS_FLOOR` rows,
+    or held-out splits (validation, test) that hold a single window, so the calibrated ROC AUC drop is that window
+    against itself (0) and the decay limit is monitor.auc_drop alone.
+
+    Said by the reference stage, `python -m pipelines monitor calibration` and the loop's start; the model is
+    registered all the same."""
+    windows, window_days, min_window_rows = calibration.windows, calibration.window_days, calibration.min_window_rows
+    problems = []
+    if windows < FEW_CALIBRATION_WINDOWS:
+        problems.append(f"{windows} reference windows (fewer than {FEW_CALIBRATION_WINDOWS}: each threshold is about "
+                        "the highest of them, so where it lands is chance)")
+    if min_window_rows is not None and min_window_rows < AUTO_MIN_ROWS_FLOOR:
+        problems.append(f"windows of {min_window_rows}+ rows (under {AUTO_MIN_ROWS_FLOOR}: a window's distances "
+                        "and ROC AUC are mostly sampling noise)")
+    if calibration.auc_drop is not None and calibration.auc_windows < 2:
+        problems.append(f"held-out splits (split.valid_days, split.test_days) that hold "
+                        f"{calibration.auc_windows} window{'' if calibration.auc_windows == 1 else 's'} (the "
+                        "performance-decay limit is monitor.auc_drop alone, the label checks "
+                        f"{'uncalibrated' if calibration.labels is None else 'from one window'})")
+    if not problems:
+        return None
+    return (f"noisy calibration: {' and '.join(problems)}, at monitor.window_days={window_days}: the alarm "
+            "thresholds and the false-alarm rate are uncertain. Lengthen the reference period (collect.start "
+            "earlier, so training and its held-out splits cover more time) for more windows, or shorten "
+            "monitor.window_days if its windows still hold monitor.min_window_rows rows"
+            + ("; longer held-out splits (split.valid_days, split.test_days) give the decay and label limits more "
+               "windows" if calibration.auc_drop is not None and calibration.auc_windows < 2 else "")
+            + "; then dvc repro")
 
 
 def sizing_text(asked: tuple[int | str, int | str], window_days: int, min_window_rows: int) -> str:

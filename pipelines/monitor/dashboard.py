@@ -34,8 +34,9 @@ _PANEL_NAMESPACE = uuid.UUID("6f1c3a52-9d8e-4b7a-a1f0-2c5d7e9b1a43")
 
 # --- the summary line ---------------------------------------------------------------------------------------------
 
-def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str | None) -> str:
-    """One paragraph a reviewer reads before Evidently's sections: alarm or not, why, which model, what next."""
+def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str | None, entity_plural: str) -> str:
+    """One paragraph a reviewer reads before Evidently's sections: alarm or not, why, which model, what next; the
+    rows named as the table's (`project.entity_plural`)."""
     start, end = record.window_start[:10], record.window_end[:10]
     model = f"model `{model_tag}`" if model_tag else "no model tag in the log"
     head = f"**{'ALARM' if record.drift else 'No alarm'}** for the window {start} .. {end} ({model}, " \
@@ -57,7 +58,7 @@ def summary_line(record: WindowRecord, retrain: RetrainRequest, model_tag: str |
     quality = record.quality
     if quality is not None and quality.metrics:
         expected = (quality.expected or {}).get("roc_auc")
-        why += f" Live ROC AUC {quality.metrics['roc_auc']:.3f} on {quality.labelled:,} labelled flights" \
+        why += f" Live ROC AUC {quality.metrics['roc_auc']:.3f} on {quality.labelled:,} labelled {entity_plural}" \
                + (f" (champion's test AUC {expected:.3f})." if expected else ".")
     action = (" Retraining requested (event `flightops.drift.detected`)." if retrain.started
               else f" Retraining: no ({retrain.reason}).")
@@ -126,13 +127,13 @@ def snapshot_metadata(record: WindowRecord, retrain: RetrainRequest, model_tag: 
 
 
 def review_snapshot(drift: Any, quality: Any | None, summary: WindowRecord, retrain: RetrainRequest,
-                    model_tag: str | None, timestamp: datetime) -> Any:
+                    model_tag: str | None, timestamp: datetime, entity_plural: str) -> Any:
     """The snapshot people review: summary line first, then Evidently's sections; window time, tags, metadata."""
     from evidently.core.report import Snapshot
     from evidently.legacy.renderers.html_widgets import text_widget
 
     merged = merge_snapshots([drift, quality] if quality is not None else [drift]).to_snapshot_model()
-    headline = text_widget(text=summary_line(summary, retrain, model_tag), title="Summary")
+    headline = text_widget(text=summary_line(summary, retrain, model_tag, entity_plural), title="Summary")
     model = merged.copy(update={
         "name": drift.get_name(), "timestamp": timestamp.replace(tzinfo=None) if timestamp.tzinfo else timestamp,
         "tags": snapshot_tags(summary, retrain, model_tag),

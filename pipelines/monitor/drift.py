@@ -451,7 +451,7 @@ def retrain_reasons(summary: WindowSummary, monitor: MonitorParams,
         reasons.append(Reason(kind="performance_decay", text=(
             f"performance decay: live ROC AUC {quality.metrics['roc_auc']:.3f} is {quality.auc_drop:.3f} below the "
             f"champion's {quality.expected['roc_auc']:.3f} (> {quality.auc_drop_limit:.3f}: monitor.auc_drop "
-            f"{monitor.auc_drop} or the champion's own calibrated week-to-week drop, whichever is larger)")))
+            f"{monitor.auc_drop} or the champion's own calibrated window-to-window drop, whichever is larger)")))
     return reasons
 
 
@@ -489,7 +489,7 @@ def label_reason(summary: WindowSummary, inputs_moved: bool) -> Reason | None:
     observed = f"; observed positive rate {rate:.3f} against {mean:.3f} predicted" if rate is not None else ""
     if inputs_moved:
         return Reason(kind="calibration_decay", text="calibration decay: the probabilities fit the outcomes worse "
-                                                     "than on any held-out week: " + "; ".join(beyond) + observed)
+                                                     "than on any held-out window: " + "; ".join(beyond) + observed)
     return Reason(kind="label_shift", text=(
         "data quality: label shift: the outcomes moved while the inputs did not (no drift, no input fault): "
         + "; ".join(beyond) + observed + ": relabelled outcomes or a changed label definition, or a change the "

@@ -58,11 +58,43 @@ def traffic_clock(stamps: pd.Series, monitor: MonitorParams) -> pd.Timestamp:
     return stamps.nlargest(count).iloc[-1]
 
 
-def monitor_clock(stamps: pd.Series, monitor: MonitorParams, now: pd.Timestamp | None = None) -> pd.Timestamp:
-    """The monitor's "now": the wall clock (`now`), or the traffic clock when that is earlier (a replay pushes
-    2013 through in 2026, so only the traffic says which of its weeks are over)."""
+def monitor_clock(stamps: pd.Series, monitor: MonitorParams,
+                  now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, str]:
+    """The monitor's "now" and which clock it is: the wall clock (`now`; "wall"), or the traffic clock when that is
+    earlier ("traffic": a replay pushes 2013 through in 2026, so only the traffic says which of its weeks are over)."""
     wall = now if now is not None else pd.Timestamp.now(tz="UTC")
-    return min(wall, traffic_clock(stamps, monitor))
+    traffic = traffic_clock(stamps, monitor)
+    return (traffic, "traffic") if traffic <= wall else (wall, "wall")
+
+
+# The command that judges windows as of a given time (a backfill, or the last window of a replay that has ended).
+JUDGE_AS_OF = "python -m flows.monitoring --clock"
+
+
+def still_filling(start: pd.Timestamp, end: pd.Timestamp, rows: int, clock: pd.Timestamp, clock_kind: str,
+                  monitor: MonitorParams) -> str:
+    """Why a window is not judged yet, in words that say which clock held it back and what moves it.
+
+    `clock_kind`: "traffic" (the replayed or live traffic's own time has not reached the window's end: more traffic
+    moves it, and a replay that has ended never will), "wall" (the traffic is stamped ahead of real time: real time
+    moves it) or "given" (the flow's `clock` parameter)."""
+    due = end + pd.Timedelta(hours=monitor.window_grace_hours)
+    head = (f"still filling: the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} is judged from {due:%Y-%m-%d %H:%M} UTC "
+            f"(its end + monitor.window_grace_hours={monitor.window_grace_hours:g}), ")
+    short = (f"; it holds {rows} rows, under monitor.min_window_rows={monitor.min_window_rows}, so it would still "
+             "wait" if rows < monitor.min_window_rows else "")
+    if clock_kind == "given":
+        return head + f"and the clock given to the flow is {clock:%Y-%m-%d %H:%M}: give a later one" + short
+    if clock_kind == "wall":
+        return (head + f"and it is now {clock:%Y-%m-%d %H:%M} UTC: the traffic is stamped ahead of real time, so the "
+                f"window waits for real time to pass its end; to judge it now: {JUDGE_AS_OF} {due:%Y-%m-%dT%H:%M}"
+                + short)
+    return (head + f"and the traffic has reached {clock:%Y-%m-%d %H:%M} (the traffic clock: the time the latest "
+            f"monitor.min_window_rows={monitor.min_window_rows} logged rows reach, not the wall clock). It is judged "
+            f"once {monitor.min_window_rows} logged rows are past {due:%Y-%m-%d %H:%M}; if the traffic has ended "
+            f"(the last window of a replay, e.g. replay.end before {due:%Y-%m-%d}), judge the window on the rows it "
+            "has with "
+            f"{JUDGE_AS_OF} {due:%Y-%m-%dT%H:%M}" + short)
 
 
 def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
@@ -84,7 +116,7 @@ def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
         return []
     analysed = dict(done) if isinstance(done, Mapping) else dict.fromkeys(done)
     starts = window_starts(frame[time_column], monitor.window_days)
-    clock = clock if clock is not None else monitor_clock(frame[time_column], monitor, now)
+    clock, clock_kind = (clock, "given") if clock is not None else monitor_clock(frame[time_column], monitor, now)
     width = pd.Timedelta(days=monitor.window_days)
     grace = pd.Timedelta(hours=monitor.window_grace_hours)
     first = frame[time_column].min()
@@ -102,9 +134,8 @@ def plan_windows(frame: pd.DataFrame, time_column: str, monitor: MonitorParams,
             else:
                 plans.append(WindowPlan(start, end, rows, False, "already analysed", late_rows=late))
         elif clock < end + grace:
-            plans.append(WindowPlan(start, end, rows, False, f"still filling: the clock ({clock:%Y-%m-%d %H:%M}) "
-                                    f"has not passed its end + monitor.window_grace_hours="
-                                    f"{monitor.window_grace_hours:g}"))
+            plans.append(WindowPlan(start, end, rows, False,
+                                    still_filling(start, end, rows, clock, clock_kind, monitor)))
         elif rows < monitor.min_window_rows and start < first:
             plans.append(WindowPlan(start, end, rows, False, partial_first_window(start, first, rows, monitor),
                                     skipped=True))

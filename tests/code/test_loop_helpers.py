@@ -115,13 +115,55 @@ def test_the_loop_s_page_and_closing_lines_say_what_the_summary_holds(gain: floa
     from pipelines.config import parse_params
     from support.params import params_dict
 
-    summary = _summary(tmp_path, gain)
-    page = _markdown(pd.DataFrame(columns=["window_start"]), summary)
+    summary = _summary(tmp_path, gain).model_copy(update={"window_days": 7})
+    page = _markdown(pd.DataFrame(columns=["window_start"]), summary, "flights")
     assert "4 weekly windows analysed, 1 alarm, 1 retraining run, 1 promoted." in page
     assert "- retrain on traffic up to 2013-06-17: run Completed, champion m:first -> m:second (data drift)" in page
     assert "- `m:second` (ref `refs/exps/ab/retrain`, commit `unknown`): `python -m pipelines reproduce" in page
     assert ("live ROC AUC was +0.0123" in page) == (gain is not None)
     lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
-    assert lines[0].startswith("loop: 4 weeks monitored, 1 alarms, 1 retrains, 1 promoted")
+    assert lines[0].startswith("loop: 4 weekly windows monitored, 1 alarms, 1 retrains, 1 promoted")
     assert ("live ROC AUC +0.0123 on them" in lines[0]) == (gain is not None)
     assert lines[1] == "champion: m:second" and lines[3].strip().startswith(str(tmp_path / io.LOOP_SUMMARY_MD))
+
+
+def test_the_loop_s_words_say_the_window_length_and_the_table_s_rows(tmp_path: Path) -> None:
+    """Windows of 203 days (a daily table) are not "weeks", and the rows are the table's (project.entity_plural)."""
+    from ops.loop import _markdown, closing_lines
+    from pipelines.config import parse_params
+    from support.params import params_dict
+
+    summary = _summary(tmp_path, 0.0123).model_copy(update={"window_days": 203})
+    page = _markdown(pd.DataFrame(columns=["window_start"]), summary, "days")
+    assert "4 windows of 203 days analysed" in page and "scoring the same days." in page
+    assert "week" not in page and "flight" not in page
+    lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
+    assert lines[0].startswith("loop: 4 windows of 203 days monitored") and "1 window of 203 days served" in lines[0]
+    assert not any("week" in line for line in lines)
+
+
+def test_windows_the_loop_left_unjudged_are_said_with_what_judges_them(make_params, monkeypatch, tmp_path) -> None:
+    """Seattle's 2015 replayed day by day into windows of 203 days: the loop judged the window of 2015-01-12 and
+    said "1 window monitored"; the clipped first one and the last (151 days of traffic, 2015-08-03 .. 2016-02-22,
+    which a replay ending 2016-01-01 never fills) were left unjudged without a word. Now each is said, with why
+    (the first as a partial first window, skipped)."""
+    from types import SimpleNamespace
+
+    from ops.loop import _markdown, closing_lines, unjudged_windows
+    from pipelines.config import parse_params
+    from pipelines.monitor import store
+    from support.params import params_dict
+
+    params = make_params({"monitor.window_days": 203, "monitor.min_window_rows": 102})
+    days = pd.DataFrame({params.source.time_column: pd.date_range("2015-01-01", "2015-12-31", freq="D", tz="UTC")})
+    judged = SimpleNamespace(windows={"2015-01-12T00:00:00+00:00": SimpleNamespace(rows=203)})
+    monkeypatch.setattr(store, "read_predictions", lambda p: SimpleNamespace(frame=days))
+    monkeypatch.setattr(store, "load_state", lambda p: judged)
+    first, last = unjudged_windows(params)
+    assert first.startswith("2014-06-23 (11 rows): partial first window, skipped: the traffic starts 2015-01-01")
+    assert last.startswith("2015-08-03 (151 rows): still filling: the window 2015-08-03 .. 2016-02-22")
+    assert last.endswith("python -m flows.monitoring --clock 2016-02-22T06:00")
+    summary = _summary(tmp_path, None).model_copy(update={"window_days": 203, "unjudged": [first, last]})
+    assert f"- not judged: window {last}" in _markdown(pd.DataFrame(columns=["window_start"]), summary, "days")
+    lines = closing_lines(summary, parse_params(params_dict(tmp_path)))
+    assert lines[1:3] == [f"not judged: window {first}", f"not judged: window {last}"]

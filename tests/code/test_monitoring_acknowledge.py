@@ -140,6 +140,6 @@ def test_an_acknowledged_window_is_tagged_and_says_so_in_its_summary_line(params
     record = acknowledge.apply(_blocked(), [ack], START.isoformat())
     retrain = book.book_window(book.empty_state(), START, END, record, params.monitor).retrain
     assert board.TAG_ACKNOWLEDGED in board.snapshot_tags(record, retrain, "m:1")
-    line = board.summary_line(record, retrain, "m:1")
+    line = board.summary_line(record, retrain, "m:1", "flights")
     assert "Accepted as the new normal: data quality (new category) (acknowledged) acknowledged by dan" in line
     assert board.snapshot_metadata(record, retrain, "m:1")["acknowledged"].startswith("new_category: acknowledged")

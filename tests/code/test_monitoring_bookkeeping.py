@@ -96,11 +96,28 @@ def test_the_automation_reacts_to_the_drift_event_with_the_window_end(params):
 
 
 def test_the_summary_line_says_alarm_why_and_which_model():
-    line = board.summary_line(_summary(True), RetrainRequest(started=True, reason="drift"), "flight-delay:bbb")
+    line = board.summary_line(_summary(True), RetrainRequest(started=True, reason="drift"), "flight-delay:bbb",
+                              "flights")
     assert line.startswith("**ALARM** for the window 2013-09-09 .. 2013-09-16 (model `flight-delay:bbb`")
     assert "data drift: 12 of 21 columns" in line and "Retraining requested" in line
-    calm = board.summary_line(_summary(False), RetrainRequest(started=False, reason="no alarm"), "flight-delay:bbb")
+    calm = board.summary_line(_summary(False), RetrainRequest(started=False, reason="no alarm"),
+                              "flight-delay:bbb", "flights")
     assert calm.startswith("**No alarm**") and "no threshold passed" in calm and "Retraining: no (no alarm)" in calm
+
+
+def test_the_summary_line_and_the_run_s_artifact_name_the_table_s_rows():
+    """Live quality is said on the table's own rows (project.entity_plural), not on "flights" whatever the table."""
+    from flows.monitoring import _artifact_markdown
+    from pipelines.contracts import LiveQuality
+
+    quality = LiveQuality(labelled=180, labelled_share=1.0, complete=True,
+                          metrics={"roc_auc": 0.81, "log_loss": 0.5, "brier": 0.17}, expected={"roc_auc": 0.8})
+    record = _summary(False, quality=quality)
+    calm = RetrainRequest(started=False, reason="no alarm")
+    line = board.summary_line(record, calm, "rain-classifier:a", "days")
+    assert "on 180 labelled days (champion's test AUC 0.800)" in line and "flight" not in line
+    page = _artifact_markdown(record, {"html": "w.html", "json": "w.json"}, calm, "days")
+    assert "Live quality on 180 labelled days: ROC AUC 0.810" in page and "flight" not in page
 
 
 def _drift_snapshot():
@@ -124,7 +141,7 @@ def test_the_review_snapshot_is_dated_by_the_window_tagged_and_opens_with_the_su
     quality = board.quality_report(frame, outcomes, min_labelled_share=0.8)
     summary = _summary(True)
     snapshot = board.review_snapshot(drift, quality, summary, RetrainRequest(started=True, reason="drift"),
-                                     "flight-delay:bbb", START)
+                                     "flight-delay:bbb", START, "flights")
     model = snapshot.to_snapshot_model()
     assert model.timestamp == datetime(2013, 9, 9)
     assert model.tags == ["alarm", "retrain", "model:flight-delay:bbb"]

@@ -1,7 +1,7 @@
 """Traffic the service refuses is monitored (#38 item 3): a refused body becomes one entry per row sent (the fields at
 fault, the scheduled time as sent, never the values), the service's refusal log keeps them beside the prediction
 log, and a window's refused share past `monitor.refused_surge` is a data-quality alarm naming the fields. Beside it
-(item 2), outcomes that fit the probabilities worse than any held-out week are named: a label shift (data quality)
+(item 2), outcomes that fit the probabilities worse than any held-out window are named: a label shift (data quality)
 when the inputs did not move, calibration decay when they did."""
 
 from __future__ import annotations
@@ -89,6 +89,18 @@ def test_outcomes_that_moved_alone_are_a_label_shift_and_with_moved_inputs_calib
     assert [r.kind for r in shifted] == ["label_shift"] and shifted[0].quality
     assert "log loss over what its probabilities expect +0.210 (held-out +0.010, limit +0.080)" in shifted[0].text
     assert "observed positive rate 0.410" in shifted[0].text
-    decayed = [r.kind for r in alarm_reasons(_labelled(True, beyond=True), params.monitor)]
+    decayed = {r.kind: r.text for r in alarm_reasons(_labelled(True, beyond=True), params.monitor)}
     assert "calibration_decay" in decayed and "label_shift" not in decayed
+    # The held-out windows are monitor.window_days long, not weeks on every table.
+    assert "worse than on any held-out window: " in decayed["calibration_decay"]
     assert alarm_reasons(_labelled(False, beyond=False), params.monitor) == []
+
+
+def test_a_performance_decay_names_the_window_to_window_drop_not_a_week(params):
+    from pipelines.monitor.drift import alarm_reasons
+
+    record = _labelled(False, beyond=False)
+    decayed = record.model_copy(update={"quality": record.quality.model_copy(update={
+        "metrics": {"roc_auc": 0.60, "log_loss": 0.74}, "auc_drop": 0.12, "decayed": True})})
+    (reason,) = [r for r in alarm_reasons(decayed, params.monitor) if r.kind == "performance_decay"]
+    assert "the champion's own calibrated window-to-window drop, whichever is larger" in reason.text

@@ -152,3 +152,33 @@ def test_a_small_window_later_in_the_traffic_still_waits_for_late_rows(params):
     frame = _traffic((WEEK, 300), (END + pd.Timedelta(days=1), 50), (END + pd.Timedelta(days=8), 300))
     quiet = _plan(frame, params, now=NOW)[END]
     assert not quiet.ready and not quiet.skipped and quiet.reason == "50 rows < monitor.min_window_rows=100"
+
+
+def test_a_window_held_back_by_the_traffic_clock_says_so_and_how_to_judge_it(params):
+    """The last window of a replay that has ended (Seattle's daily weather: 151 rows of a 203-day window, the replay
+    over) waited on "the clock (2015-09-21)" with no word of which clock or what to do: it names the traffic clock,
+    the time it is judged from, and the command that judges it now."""
+    frame = _traffic((WEEK + pd.Timedelta(days=1), 500), (WEEK + pd.Timedelta(days=4), 500))
+    plan = _plan(frame, params, now=NOW)[WEEK]
+    due = END + pd.Timedelta(hours=params.monitor.window_grace_hours)
+    assert not plan.ready and plan.reason.startswith("still filling")
+    assert "the traffic has reached" in plan.reason and "the traffic clock" in plan.reason
+    assert f"judged from {due:%Y-%m-%d %H:%M} UTC" in plan.reason
+    assert f"python -m flows.monitoring --clock {due:%Y-%m-%dT%H:%M}" in plan.reason
+    judged = _plan(frame, params, clock=due)[WEEK]
+    assert judged.ready  # what that command does: the window judged on the rows it has
+
+
+def test_a_window_held_back_by_the_wall_clock_says_the_traffic_is_ahead_of_real_time(params):
+    frame = _traffic((WEEK + pd.Timedelta(days=3), 500), (END + pd.Timedelta(days=2), 500))
+    plan = _plan(frame, params, now=END + pd.Timedelta(hours=1))[WEEK]
+    assert "the traffic is stamped ahead of real time" in plan.reason and "--clock" in plan.reason
+    given = _plan(frame, params, clock=END)[WEEK]
+    assert "the clock given to the flow" in given.reason
+
+
+def test_the_flow_s_clock_without_an_offset_is_utc():
+    from flows.monitoring import _utc
+
+    assert _utc("2016-02-22T06:00") == pd.Timestamp("2016-02-22 06:00", tz="UTC")
+    assert _utc("2016-02-22T07:00+01:00") == pd.Timestamp("2016-02-22 06:00", tz="UTC")

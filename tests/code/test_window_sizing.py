@@ -90,3 +90,83 @@ def test_a_long_sparse_period_is_told_the_window_that_fits(make_params) -> None:
     sized = size_windows(stamps, _auto(make_params).model_copy(update={"window_days": days, "min_window_rows": rows}),
                          labels)
     assert (sized.window_days, sized.min_window_rows) == (days, rows)
+
+
+def test_a_long_sparse_period_with_few_windows_is_told_its_thresholds_would_be_noisy(make_params) -> None:
+    """Seattle's daily weather (1 row a day, 3 years: windows of 203 days, 5 of them) in small: 2 rows a day over a
+    year and a half; the suggestion says that so few windows give noisy thresholds and what gives more."""
+    stamps, labels = _period(7, 156, 0.4)
+    with pytest.raises(WindowSizeError, match=r"windows of 105 days would hold ~\d+ rows, 5 of them: .*only 5 "
+                                              r"windows: the thresholds would be noisy \(fewer than 10\), a longer "
+                                              r"reference period gives more\)$"):
+        size_windows(stamps, _auto(make_params), labels)
+
+
+def _calibration(windows: int, window_days: int, min_window_rows: int | None, auc_windows: int = 8,
+                 auc_drop: float | None = 0.04, labels: object = "calibrated"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(windows=windows, window_days=window_days, min_window_rows=min_window_rows,
+                           auc_windows=auc_windows, auc_drop=auc_drop, labels=labels)
+
+
+def test_a_calibration_on_few_or_small_windows_is_a_warning_naming_numbers_and_params() -> None:
+    from pipelines.monitor.calibration import calibration_warning
+
+    few = calibration_warning(_calibration(5, 203, 102))
+    assert few is not None and "5 reference windows (fewer than 10" in few
+    assert "monitor.window_days=203" in few and "collect.start" in few and "monitor.min_window_rows" in few
+    small = calibration_warning(_calibration(30, 7, 40))
+    assert small is not None and "windows of 40+ rows (under 100" in small and "5 reference" not in small
+    assert calibration_warning(_calibration(34, 7, 500)) is None  # the flights default: 34 weeks of 500+ rows
+    assert calibration_warning(_calibration(12, 7, None)) is None  # a calibration made before auto sizing
+    assert calibration_warning(_calibration(34, 7, 500, auc_windows=0, auc_drop=None)) is None  # no held-out
+
+
+def test_held_out_splits_of_one_window_are_a_warning() -> None:
+    """Seattle: 31 + 31 held-out days inside one 203-day window: the calibrated AUC drop is that window against
+    itself (0.0), and no label limits were learned."""
+    from pipelines.monitor.calibration import calibration_warning
+
+    one = calibration_warning(_calibration(5, 203, 102, auc_windows=1, auc_drop=0.0, labels=None))
+    assert "held-out splits (split.valid_days, split.test_days) that hold 1 window (the performance-decay limit " \
+           "is monitor.auc_drop alone, the label checks uncalibrated)" in one
+    assert "longer held-out splits" in one
+
+
+def _noisy_calibration():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(windows=5, window_days=203, min_window_rows=102, sizing="monitor.window_days=203, "
+                           "monitor.min_window_rows=102", resamples=8, period=["2012-01-01", "2014-12-31"],
+                           drift_index=1.0, prediction=0.1, auc_drop=None, auc_windows=0, labels=None)
+
+
+def test_the_loop_start_warns_of_a_noisy_calibration(make_params, monkeypatch, caplog) -> None:
+    import logging
+
+    from ops import loop
+    from pipelines.monitor import store
+
+    monkeypatch.setattr(store, "champion_calibration", lambda params: _noisy_calibration())
+    with caplog.at_level(logging.WARNING, logger=loop.log.name):
+        loop._sized_windows(make_params({"monitor.window_days": 203, "monitor.min_window_rows": 102}))
+    assert any("noisy calibration: 5 reference windows" in record.getMessage() for record in caplog.records)
+
+
+def test_monitor_calibration_says_the_warning(make_params, monkeypatch, tmp_path) -> None:
+    import argparse
+
+    from pipelines import cli
+    from pipelines import io as catalog
+    from pipelines.monitor import calibration as calibration_module
+    from pipelines.release import registry
+
+    (tmp_path / catalog.CALIBRATION_FILE).write_text("{}")
+    monkeypatch.setattr(cli, "_load", lambda args: make_params())
+    monkeypatch.setattr(registry, "open_registry", lambda params: None)
+    monkeypatch.setattr(registry, "model_path", lambda tag, store: tmp_path)
+    monkeypatch.setattr(calibration_module.Calibration, "model_validate", lambda data: _noisy_calibration())
+    monkeypatch.setattr(calibration_module, "leave_one_out", lambda calibration, monitor: None)
+    shown = cli._monitor_calibration(argparse.Namespace(tag="m:1"))
+    assert shown["warning"].startswith("noisy calibration: 5 reference windows")
