@@ -320,10 +320,20 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     return summary
 
 
-def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
-    """What the loop prints at the end, for people: what happened, which model serves, where to look next."""
+def closing_lines(summary: LoopSummary, params: Params, stack_up: bool = True) -> list[str]:
+    """What the loop prints at the end, for people: what happened, which model serves, where to look next (the
+    stack's pages only while it is up: after `--down`, how to bring them back)."""
     promoted = summary.promoted
     gain = summary.mean_auc_gain_on_those_windows
+    browse = [
+        f"  {summary.evidently_dashboard}   the Evidently dashboard (one line per champion)",
+        f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "
+        "the drift Automation",
+        "  python -m ops.stack down   stops the stack",
+    ] if stack_up else [
+        "  python -m ops.stack up   brings back the Prefect UI (flow runs, deployments, the drift Automation) and "
+        "the Evidently dashboard: the stack was stopped (--down)",
+    ]
     return [
         f"loop: {_windows(summary.windows, summary.window_days)} monitored, {summary.alarms} alarms, "
         f"{len(summary.retrains)} retrains, {len(promoted)} promoted"
@@ -336,10 +346,7 @@ def closing_lines(summary: LoopSummary, params: Params) -> list[str]:
         "next:",
         f"  {Path(summary.history_csv).with_name(io.LOOP_SUMMARY_MD)}   the windows, alarms and retrains; "
         f"{Path(summary.plot).name} beside it",
-        f"  {summary.evidently_dashboard}   the Evidently dashboard (one line per champion)",
-        f"  http://{params.stack.host}:{params.stack.prefect_port}   the Prefect UI: flow runs, deployments, "
-        "the drift Automation",
-        "  python -m ops.stack down   stops the stack",
+        *browse,
     ]
 
 
@@ -418,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ops import stack
 
             stack.down(args.params)
-    print("\n".join(closing_lines(summary, load_params(args.params))))
+    print("\n".join(closing_lines(summary, load_params(args.params), stack_up=not args.down)))
     return 0
 
 

@@ -125,6 +125,11 @@ def test_the_loop_s_page_and_closing_lines_say_what_the_summary_holds(gain: floa
     assert lines[0].startswith("loop: 4 weekly windows monitored, 1 alarms, 1 retrains, 1 promoted")
     assert ("live ROC AUC +0.0123 on them" in lines[0]) == (gain is not None)
     assert lines[1] == "champion: m:second" and lines[3].strip().startswith(str(tmp_path / io.LOOP_SUMMARY_MD))
+    assert lines[-1].strip() == "python -m ops.stack down   stops the stack"
+    # After --down the stack's pages are gone: the lines say how to bring them back, not a dead URL.
+    stopped = closing_lines(summary, parse_params(params_dict(tmp_path)), stack_up=False)
+    assert not any("http://" in line or "ops.stack down" in line for line in stopped)
+    assert stopped[-1].strip().startswith("python -m ops.stack up") and stopped[:4] == lines[:4]
 
 
 def test_the_loop_s_words_say_the_window_length_and_the_table_s_rows(tmp_path: Path) -> None:
