@@ -164,6 +164,7 @@ def thin_split_warnings(parts: dict[str, pd.DataFrame], split: SplitParams) -> l
     class and the split days that would hold enough at its own rate (the error shrinks as one over the square root
     of the rows): they train, but what they decide is mostly noise (a table sparse in time, one row a day)."""
     warnings = []
+    table_rows = sum(len(part) for part in parts.values())
     for name, key in (("valid", "valid_days"), ("test", "test_days")):
         labels = parts[name][LABEL].to_numpy()
         positives = int(labels.sum())
@@ -171,14 +172,20 @@ def thin_split_warnings(parts: dict[str, pd.DataFrame], split: SplitParams) -> l
         error = roc_auc_standard_error(positives, negatives)
         if error > THIN_SPLIT_AUC_SE:
             days = getattr(split, key)
-            enough = int(np.ceil(days * (error / THIN_SPLIT_AUC_SE) ** 2))
+            growth = (error / THIN_SPLIT_AUC_SE) ** 2
+            enough = int(np.ceil(days * growth))
+            # A split that would need most of the table cannot be widened: say so rather than name a length the
+            # table does not have (a 3-year daily table was told split.valid_days: 597).
+            remedy = (f"at its {len(labels) / days:.3g} rows a day, split.{key}: {enough} would hold enough (or "
+                      "widen collect.start/end)") if len(labels) * growth <= table_rows / 2 else (
+                f"enough would take ~{int(len(labels) * growth):,} rows, more than half of the table's "
+                f"{table_rows:,}: the table is too small for this split to decide; collect more history")
             warnings.append(
                 f"the {name} split is thin: {len(labels):,} rows over split.{key}={days} days ({positives:,} "
                 f"positive, {negatives:,} negative), so its ROC AUC is known to about ±{error:.3f} (one standard "
                 f"error, Hanley-McNeil at AUC {_TYPICAL_AUC}), above {THIN_SPLIT_AUC_SE}: "
                 + ("early stopping and the threshold" if name == "valid" else "the gate's comparisons and the slices")
-                + f" read mostly noise; at its {len(labels) / days:.3g} rows a day, split.{key}: {enough} would "
-                "hold enough (or widen collect.start/end)"
+                + f" read mostly noise; {remedy}"
                 + ("" if name == "valid" else "; or set gate.max_p_value (e.g. 0.05) so the gate promotes only a "
                    "lead this split can prove"))
     return warnings

@@ -106,6 +106,19 @@ def test_a_thin_test_split_is_warned_with_its_class_counts_and_the_key_that_wide
     assert roc_auc_standard_error(int(rows * rate), int(rows * (1 - rate))) <= THIN_SPLIT_AUC_SE * 1.05
 
 
+def test_a_table_too_small_for_its_splits_is_told_so_rather_than_given_days_it_lacks(
+        small_table: pd.DataFrame, make_params) -> None:
+    """A table whose every split is thin (a daily table of a few hundred rows): widening a split would take more rows
+    than the table holds, so the warning says the table is too small instead of naming split days it lacks."""
+    params = make_params()
+    tiny = small_table.sample(n=400, random_state=0)
+    thin = prepare(tiny, params.source, params.features, params.split)
+    assert thin.split_warnings
+    for warning in thin.split_warnings:
+        assert "the table is too small for this split to decide; collect more history" in warning
+        assert "would hold enough" not in warning
+
+
 def test_encoded_matrix_has_no_label_source(prepared) -> None:
     _, data = prepared
     matrix = encode_frame(data.test, data.schema)
