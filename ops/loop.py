@@ -2,9 +2,10 @@
 watch each week in Evidently, retrain when the monitor says so, promote through the gate, serve the new champion.
 
 `python -m ops.loop` brings the local stack up (Prefect server, the deployments process, the Bento service,
-the Evidently UI), then, one week of traffic at a time:
+the Evidently UI), then, one monitoring window of traffic at a time (a week by default):
 
-1. replays the week's real flights against the running service (`pipelines.monitor.replay`), outcomes delivered after;
+1. replays the window's rows (the flights, by default) against the running service (`pipelines.monitor.replay`),
+   outcomes delivered after;
 2. runs the `monitoring` deployment on the stack's Prefect server (as its schedule would), which analyses every
    window that is ready and, past the thresholds, emits `flightops.drift.detected`; the Automation
    "flightops: retrain on drift" runs the `retraining` deployment on it;
@@ -39,9 +40,16 @@ log = logging.getLogger("pipelines.loop")
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
-def weekly_chunks(start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """[start, end) cut at Mondays 00:00 UTC, the monitoring windows' boundaries (one window per chunk)."""
-    cuts = [start, *pd.date_range(start, end, freq="W-MON", inclusive="neither", tz="UTC"), end]
+def window_chunks(start: pd.Timestamp, end: pd.Timestamp,
+                  window_days: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """[start, end) cut at the monitoring windows' boundaries (Mondays 00:00 UTC for 7-day windows): one window's
+    traffic per chunk, so each monitoring run has a new window to judge (cut weekly, 203-day windows took 53
+    monitoring runs for 2 windows)."""
+    from pipelines.monitor.windows import window_starts
+
+    width = pd.Timedelta(days=window_days)
+    first = window_starts(pd.Series([start]), window_days).iloc[0]
+    cuts = [start, *pd.date_range(first + width, end, freq=width, inclusive="left"), end]
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
@@ -285,7 +293,8 @@ def start_fresh(params_file: Path) -> str:
 
 
 def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: float = 1800) -> LoopSummary:
-    """Replay `replay.start..end` week by week through the stack, monitoring and retraining as it goes."""
+    """Replay `replay.start..end` window by window (weeks by default) through the stack, monitoring and
+    retraining as it goes; `weeks`: only the first that many windows."""
     from prefect.settings import temporary_settings
     from rich.progress import Progress
 
@@ -300,14 +309,15 @@ def run_loop(params_file: Path, weeks: int | None = None, retrain_timeout_s: flo
     url = f"http://{params.serve.host}:{params.serve.port}"
     traffic = collect_replay(params)
     time_column = params.source.time_column
-    chunks = weekly_chunks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end))[:weeks]
+    window_days = params.monitor.window_days if isinstance(params.monitor.window_days, int) else 7
+    chunks = window_chunks(pd.Timestamp(params.replay.start), pd.Timestamp(params.replay.end), window_days)[:weeks]
     retrains: list[LoopRetrain] = []
     # The stack's Prefect server takes its basic-auth string; the loop is one more of its clients.
     with temporary_settings(updates=stack.prefect_client_settings(params)), Progress() as progress:
-        task = progress.add_task("replaying weeks", total=len(chunks))
+        task = progress.add_task("replaying windows", total=len(chunks))
         for start, end in chunks:
             week = traffic[(traffic[time_column] >= start) & (traffic[time_column] < end)]
-            progress.update(task, description=f"week of {start:%Y-%m-%d}: {len(week)} "
+            progress.update(task, description=f"window from {start:%Y-%m-%d}: {len(week)} "
                                               f"{params.project.entity_plural}")
             if len(week):
                 replay(week, params, url)
@@ -409,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.loop", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path(io.PARAMS_FILE),
                         help=f"params file (default: {io.PARAMS_FILE})")
-    parser.add_argument("--weeks", type=int, help="replay only the first N weeks of replay.start..end")
+    parser.add_argument("--weeks", type=int, help="replay only the first N monitoring windows of "
+                        "replay.start..end (weeks at monitor.window_days=7)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: archive the previous traffic and reports, serve the dvc repro model")
     parser.add_argument("--down", action="store_true", help="stop the stack at the end")

@@ -12,19 +12,22 @@ import pytest
 from pipelines import io
 
 
-def test_weekly_chunks_cut_at_the_monitoring_windows_boundaries() -> None:
-    from ops.loop import weekly_chunks
+@pytest.mark.parametrize("window_days", [7, 30, 203])
+def test_chunks_cut_at_the_monitoring_windows_boundaries(window_days: int) -> None:
+    from ops.loop import window_chunks
     from pipelines.monitor.windows import window_starts
 
-    start, end = pd.Timestamp("2013-09-01", tz="UTC"), pd.Timestamp("2013-10-01", tz="UTC")
-    chunks = weekly_chunks(start, end)
-    assert chunks[0] == (start, pd.Timestamp("2013-09-02", tz="UTC"))  # Sunday, then Monday-aligned weeks
-    assert chunks[-1][1] == end
+    start, end = pd.Timestamp("2013-09-01", tz="UTC"), pd.Timestamp("2014-09-01", tz="UTC")
+    chunks = window_chunks(start, end, window_days)
+    if window_days == 7:
+        assert chunks[0] == (start, pd.Timestamp("2013-09-02", tz="UTC"))  # Sunday, then Monday-aligned weeks
+    assert chunks[0][0] == start and chunks[-1][1] == end
     assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:], strict=False))
-    # Every chunk lies inside one monitoring window (7-day windows from a Monday origin).
-    for a, b in chunks:
-        stamps = pd.Series([a, b - pd.Timedelta(seconds=1)])
-        assert window_starts(stamps, 7).nunique() == 1
+    # Every chunk is one monitoring window's traffic (or the clipped first and last): one per window, no more.
+    starts = [window_starts(pd.Series([a, b - pd.Timedelta(seconds=1)]), window_days) for a, b in chunks]
+    assert all(pair.nunique() == 1 for pair in starts)
+    spanned = window_starts(pd.Series(pd.date_range(start, end, freq="h", inclusive="left")), window_days).nunique()
+    assert len(chunks) == spanned
 
 
 def test_a_retrain_is_an_experiment_that_only_moves_the_window_end() -> None:
