@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import io
-# lleaves compares values within LIGHTGBM_ZERO of 0 as they are; LightGBM reads them as 0
-from pipelines.model.families.lightgbm import LIGHTGBM_ZERO, on_and_beside
+from pipelines.model.families.lightgbm import LIGHTGBM_ZERO, on_and_beside  # lleaves reads |x| <= it as it is
 
 log = logging.getLogger(__name__)
 
